@@ -1,0 +1,43 @@
+"""Architecture families: each is a spec section, its decisions, a builder and its quant slots.
+
+A family module provides ``<Name>Space`` (its pydantic spec section), ``suggest(space, chooser)``
+(decide an arch dict), ``decisions(arch)`` (the arch's decided values by path, for replay),
+``build(arch, norm, num_classes, input_shape)`` and ``quant_slots(space, scope)`` (the names that
+per-group or per-layer weight bits are decided for). Adding a family is one module and one line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+from pydantic import BaseModel
+from torch import nn
+
+from winnow.search_space.archs import macro, mlp, nb201
+from winnow.search_space.params import Chooser
+from winnow.search_space.registry import Registry
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    space: type[BaseModel]
+    suggest: Callable[[Any, Chooser], dict[str, Any]]
+    decisions: Callable[[dict[str, Any]], dict[str, Any]]
+    build: Callable[[dict[str, Any], str, int, tuple[int, ...]], nn.Module]
+    quant_slots: Callable[[Any, str], list[str]]
+
+
+def _family(name: str, module: ModuleType, space: type[BaseModel]) -> Family:
+    return Family(name, space, module.suggest, module.decisions, module.build, module.quant_slots)
+
+
+FAMILIES: Registry[Family] = Registry("architecture family")
+FAMILIES.register("nb201", _family("nb201", nb201, nb201.NB201Space))
+FAMILIES.register("macro", _family("macro", macro, macro.MacroSpace))
+FAMILIES.register("mlp", _family("mlp", mlp, mlp.MLPSpace))
+
+__all__ = ["FAMILIES", "Family"]

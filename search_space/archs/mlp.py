@@ -1,0 +1,70 @@
+"""``mlp``: a multilayer perceptron for flat or tabular inputs (images are flattened).
+
+Each hidden layer is Linear -> norm -> activation (-> dropout); all hidden layers share the
+candidate's width. Slots for quantization: ``hidden.{i}`` (group ``hidden``) and ``head``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+from torch import nn
+
+from winnow.search_space.activations import make_activation
+from winnow.search_space.norms import linear, make_norm
+from winnow.search_space.params import Chooser, Param, decide, param_values
+
+
+class MLPSpace(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    family: Literal["mlp"] = "mlp"
+    depth: Param = [1, 2, 3]
+    width: Param = [64, 128, 256]
+    activation: Param = "relu"
+    dropout: Param = 0.0
+
+    @property
+    def max_depth(self) -> int:
+        values = param_values(self.depth)
+        return max(values) if values else self.depth.high
+
+
+def suggest(space: MLPSpace, chooser: Chooser) -> dict[str, Any]:
+    return {
+        "family": "mlp",
+        "depth": decide(chooser, "architecture.depth", space.depth),
+        "width": decide(chooser, "architecture.width", space.width),
+        "activation": decide(chooser, "architecture.activation", space.activation),
+        "dropout": decide(chooser, "architecture.dropout", space.dropout),
+    }
+
+
+def decisions(arch: dict[str, Any]) -> dict[str, Any]:
+    return {f"architecture.{k}": v for k, v in arch.items() if k != "family"}
+
+
+def build(arch: dict[str, Any], norm: str, num_classes: int, input_shape: tuple[int, ...]):
+    layers: list[nn.Module] = [nn.Flatten()]
+    width_in = math.prod(input_shape)
+    for i in range(arch["depth"]):
+        layer = linear(width_in, arch["width"], norm=norm)
+        layer.winnow_slot = f"hidden.{i}"
+        layers += [
+            layer,
+            make_norm(norm, arch["width"], spatial=False),
+            make_activation(arch["activation"]),
+        ]
+        if arch["dropout"]:
+            layers.append(nn.Dropout(arch["dropout"]))
+        width_in = arch["width"]
+    head = nn.Linear(width_in, num_classes)
+    head.winnow_slot = "head"
+    return nn.Sequential(*layers, head)
+
+
+def quant_slots(space: MLPSpace, scope: str) -> list[str]:
+    if scope == "group":
+        return ["hidden", "head"]
+    return [*(f"hidden.{i}" for i in range(space.max_depth)), "head"]

@@ -1,0 +1,251 @@
+"""Datasets by name: ``digits``, ``npz:PATH``, ``cifar10`` / ``cifar10:DIR``, ``synthetic``.
+
+A dataset is held in memory as tensors (raw values, e.g. uint8 pixels) with the per-channel
+normalisation to apply per batch. Images of 32x32 or larger get the standard CIFAR training
+augmentation (4-pixel padded random crop and horizontal flip).
+
+- ``digits``: scikit-learn's bundled 8x8 handwritten digits (real data, no download), 1x8x8.
+- ``npz:PATH``: arrays ``train_x``, ``train_y``, ``test_x``, ``test_y`` (e.g. the CIFAR-10
+  subset in ``../shared/data/cifar10_subset.npz``), images as N x C x H x W or flat N x D.
+- ``cifar10:DIR``: the "CIFAR-10 python version" batches in DIR. ``cifar10`` alone uses
+  ``$WINNOW_DATA_DIR/cifar10`` (default ``~/.cache/winnow/datasets/cifar10``) and downloads the
+  archive there if it is missing, failing with a clear message when offline.
+- ``synthetic`` or ``synthetic:CxHxW``: learnable random images (class prototypes plus noise),
+  for tests and smoke runs.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import pickle
+import tarfile
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from winnow.search_space.registry import Registry
+
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
+
+
+class DatasetError(RuntimeError):
+    """A dataset that cannot be loaded, with what to do about it."""
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    name: str
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    num_classes: int
+    scale: float  # raw values are divided by this before normalisation
+    mean: torch.Tensor  # per channel (or per feature), after scaling
+    std: torch.Tensor
+    augment: bool
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.train_x.shape[1:])
+
+    def normalize(self, raw: torch.Tensor) -> torch.Tensor:
+        shape = (1, -1) + (1,) * (raw.dim() - 2)
+        x = raw.float() / self.scale
+        return (x - self.mean.to(x.device).view(shape)) / self.std.to(x.device).view(shape)
+
+    def batches(
+        self,
+        split: str,
+        batch_size: int,
+        device: torch.device | str = "cpu",
+        generator: torch.Generator | None = None,
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Normalised batches; with a generator the order is shuffled and, for training,
+        augmented. The last, smaller batch is kept."""
+        x_all, y_all = (
+            (self.train_x, self.train_y) if split == "train" else (self.test_x, self.test_y)
+        )
+        n = len(y_all)
+        order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+        for start in range(0, n, batch_size):
+            idx = order[start : start + batch_size]
+            x = self.normalize(x_all[idx].to(device))
+            if split == "train" and generator is not None and self.augment:
+                x = crop_flip(x, generator)
+            yield x, y_all[idx].to(device)
+
+
+def crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
+    """CIFAR augmentation on a batch: zero-pad (the mean colour, after normalisation), random
+    crop back to size, random horizontal flip. Written on whole batches because torchvision
+    cannot be installed beside the torch build this project uses."""
+    n, _, h, w = x.shape
+    padded = F.pad(x, (pad, pad, pad, pad))
+    top = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device)
+    left = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(x.device)
+    rows = (top[:, None] + torch.arange(h, device=x.device))[:, :, None]
+    cols = (left[:, None] + torch.arange(w, device=x.device))[:, None, :]
+    batch = torch.arange(n, device=x.device)[:, None, None]
+    cropped = padded.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2)
+    flip = (torch.rand(n, generator=generator) < 0.5).to(x.device)
+    return torch.where(flip[:, None, None, None], cropped.flip(3), cropped)
+
+
+def from_arrays(name: str, train_x, train_y, test_x, test_y, scale: float) -> Dataset:
+    """Build a Dataset, computing normalisation statistics on the training split only."""
+    train_x, test_x = torch.as_tensor(train_x), torch.as_tensor(test_x)
+    train_y = torch.as_tensor(np.asarray(train_y), dtype=torch.long)
+    test_y = torch.as_tensor(np.asarray(test_y), dtype=torch.long)
+    if len(train_x) != len(train_y) or len(test_x) != len(test_y):
+        raise DatasetError(f"{name}: inputs and labels differ in length")
+    dims = [0] + list(range(2, train_x.dim()))
+    scaled = train_x.float() / scale
+    mean, std = scaled.mean(dims), scaled.std(dims).clamp_min(1e-6)
+    is_large_image = train_x.dim() == 4 and min(train_x.shape[2:]) >= 32
+    num_classes = int(max(train_y.max(), test_y.max())) + 1
+    return Dataset(
+        name,
+        train_x,
+        train_y,
+        test_x,
+        test_y,
+        num_classes,
+        scale,
+        mean,
+        std,
+        augment=is_large_image,
+    )
+
+
+# --- loaders ---------------------------------------------------------------------------------
+
+DATASETS: Registry[Callable[[str | None], Dataset]] = Registry("dataset")
+
+
+def load_digits_dataset(arg: str | None = None) -> Dataset:
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    images = digits.images.astype(np.float32)[:, None]  # N x 1 x 8 x 8, values 0..16
+    x_tr, x_te, y_tr, y_te = train_test_split(
+        images, digits.target, test_size=0.25, random_state=0, stratify=digits.target
+    )
+    return from_arrays("digits", x_tr, y_tr, x_te, y_te, scale=16.0)
+
+
+def load_npz_dataset(path: str | None) -> Dataset:
+    if not path:
+        raise DatasetError("npz needs a path: npz:PATH")
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise DatasetError(
+            f"no such file {file} (npz:PATH reads arrays train_x, train_y, test_x, test_y)"
+        )
+    with np.load(file) as arrays:
+        missing = {"train_x", "train_y", "test_x", "test_y"} - set(arrays.files)
+        if missing:
+            raise DatasetError(f"{file} lacks arrays {sorted(missing)}")
+        parts = [arrays[k] for k in ("train_x", "train_y", "test_x", "test_y")]
+    scale = 255.0 if parts[0].dtype == np.uint8 else 1.0
+    return from_arrays(f"npz:{file}", *parts, scale=scale)
+
+
+def _read_cifar_batches(folder: Path) -> Dataset:
+    def read(name: str) -> tuple[np.ndarray, np.ndarray]:
+        with open(folder / name, "rb") as f:
+            batch = pickle.load(f, encoding="latin1")
+        return batch["data"].reshape(-1, 3, 32, 32), np.asarray(batch["labels"])
+
+    train = [read(f"data_batch_{i}") for i in range(1, 6)]
+    test_x, test_y = read("test_batch")
+    train_x = np.concatenate([x for x, _ in train])
+    train_y = np.concatenate([y for _, y in train])
+    return from_arrays(f"cifar10:{folder}", train_x, train_y, test_x, test_y, scale=255.0)
+
+
+def _cifar_folder(root: Path) -> Path | None:
+    for folder in (root, root / "cifar-10-batches-py"):
+        if (folder / "data_batch_1").is_file() and (folder / "test_batch").is_file():
+            return folder
+    return None
+
+
+def _download_cifar10(root: Path) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    archive = root / "cifar-10-python.tar.gz"
+    print(f"winnow: downloading CIFAR-10 (163 MB) to {root}", flush=True)
+    try:
+        with urllib.request.urlopen(CIFAR10_URL, timeout=30) as response, open(archive, "wb") as f:
+            while chunk := response.read(1 << 20):
+                f.write(chunk)
+    except (urllib.error.URLError, OSError) as error:
+        archive.unlink(missing_ok=True)
+        raise DatasetError(
+            f"cannot download CIFAR-10 from {CIFAR10_URL} ({error}); this machine may be "
+            "offline. Put the python-version batches in a folder and use cifar10:DIR"
+        ) from None
+    if hashlib.md5(archive.read_bytes()).hexdigest() != CIFAR10_MD5:
+        archive.unlink()
+        raise DatasetError("the downloaded CIFAR-10 archive is corrupt (MD5 mismatch); try again")
+    with tarfile.open(archive) as tar:
+        tar.extractall(root, filter="data")
+
+
+def load_cifar10_dataset(directory: str | None) -> Dataset:
+    if directory:
+        folder = _cifar_folder(Path(directory).expanduser())
+        if folder is None:
+            raise DatasetError(
+                f"{directory} holds no CIFAR-10 python batches (data_batch_1..5, test_batch)"
+            )
+        return _read_cifar_batches(folder)
+    default = Path(os.environ.get("WINNOW_DATA_DIR", "~/.cache/winnow/datasets")).expanduser()
+    root = default / "cifar10"
+    if _cifar_folder(root) is None:
+        _download_cifar10(root)
+    return _read_cifar_batches(_cifar_folder(root))
+
+
+def load_synthetic_dataset(shape: str | None) -> Dataset:
+    """Class prototypes plus Gaussian noise: learnable, deterministic, no files."""
+    try:
+        dims = tuple(int(d) for d in (shape or "3x32x32").split("x"))
+    except ValueError:
+        raise DatasetError(f"synthetic:SHAPE takes e.g. 3x32x32 or 20, not {shape!r}") from None
+    rng = np.random.default_rng(0)
+    num_classes, n_train, n_test = 10, 512, 256
+    prototypes = rng.normal(size=(num_classes, *dims)).astype(np.float32)
+    labels = rng.integers(0, num_classes, n_train + n_test)
+    x = prototypes[labels] + 1.5 * rng.normal(size=(n_train + n_test, *dims)).astype(np.float32)
+    return from_arrays(
+        f"synthetic:{'x'.join(map(str, dims))}",
+        x[:n_train],
+        labels[:n_train],
+        x[n_train:],
+        labels[n_train:],
+        scale=1.0,
+    )
+
+
+DATASETS.register("digits", load_digits_dataset)
+DATASETS.register("npz", load_npz_dataset)
+DATASETS.register("cifar10", load_cifar10_dataset)
+DATASETS.register("synthetic", load_synthetic_dataset)
+
+
+@functools.lru_cache(maxsize=4)
+def load_dataset(spec: str) -> Dataset:
+    """Load ``NAME`` or ``NAME:ARG`` (cached: datasets are read-only once loaded)."""
+    name, _, arg = spec.partition(":")
+    return DATASETS.get(name)(arg or None)

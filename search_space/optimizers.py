@@ -1,0 +1,454 @@
+"""The optimizer axis of a training recipe: one registry entry per optimizer, plus the LR schedule.
+
+Each entry builds its optimizer from a flat dict of searchable hyperparameters (``lr``,
+``weight_decay``, ``momentum``, ``nesterov``, ``beta1``, ``beta2``, ``rho``) and follows the update
+rule its paper publishes. ``eps`` is fixed at each paper's default and is not searched.
+
+SGD and AdamW come from ``torch.optim``. Lion, AdaBelief, AdamP, Sophia-H and diffGrad come from
+``pytorch_optimizer`` (v4), with its flags set so that the update is the paper's; the comment at
+each factory says which flags and why. LAMB is written here: the library's ``Lamb`` follows the
+paper's version 3 (no bias correction of the second moment, trust ratio with an eps and a clamp
+of the weight norm at 10), which no flag turns into Algorithm 2 of the published paper.
+
+Weight decay convention: every decoupled decay here shrinks the weights by ``lr * weight_decay``
+per step (torch.optim.AdamW's convention); AdamW's paper writes the same term as
+``eta_t * lambda`` with ``eta_t`` the schedule multiplier, i.e. ``lambda = lr * weight_decay``.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import warnings
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+
+import torch
+from pytorch_optimizer import AdaBelief, AdamP, DiffGrad, Lion, SophiaH
+
+from winnow.search_space.registry import Registry
+
+Hyperparameters = dict[str, float | bool]
+OptimizerFactory = Callable[[Iterable[torch.nn.Parameter], Hyperparameters], torch.optim.Optimizer]
+
+
+@dataclass(frozen=True)
+class OptimizerEntry:
+    """One optimizer.
+
+    ``factory(params, hyperparameters)`` builds it from a complete hyperparameter dict;
+    ``defaults`` lists every hyperparameter it takes with its default value; ``needs_hessian``:
+    backward must build the graph (``create_graph=True``) so the optimizer can take Hessian-vector
+    products; ``reference``: the paper whose update rule it follows.
+    """
+
+    name: str
+    factory: OptimizerFactory
+    defaults: Hyperparameters
+    needs_hessian: bool = False
+    reference: str = ""
+
+
+OPTIMIZERS: Registry[OptimizerEntry] = Registry("optimizer")
+
+
+def _betas(hp: Hyperparameters) -> tuple[float, float]:
+    return float(hp["beta1"]), float(hp["beta2"])
+
+
+# --- torch.optim --------------------------------------------------------------------------------
+
+
+def _sgd(params, hp: Hyperparameters) -> torch.optim.Optimizer:
+    """SGD with (Nesterov) momentum and L2 weight decay added to the gradient.
+
+    Nesterov momentum in the form of Sutskever et al. (2013) as rewritten by Bengio et al. (2013):
+    ``b = mu * b + g``, step along ``g + mu * b`` (torch.optim.SGD with dampening 0).
+    """
+    return torch.optim.SGD(
+        params,
+        lr=float(hp["lr"]),
+        momentum=float(hp["momentum"]),
+        nesterov=bool(hp["nesterov"]),
+        weight_decay=float(hp["weight_decay"]),
+    )
+
+
+def _adamw(params, hp: Hyperparameters) -> torch.optim.Optimizer:
+    """AdamW (Loshchilov & Hutter 2019, Algorithm 2): Adam with decoupled weight decay."""
+    return torch.optim.AdamW(
+        params,
+        lr=float(hp["lr"]),
+        betas=_betas(hp),
+        weight_decay=float(hp["weight_decay"]),
+        eps=1e-8,
+    )
+
+
+# --- pytorch_optimizer, configured to the papers ------------------------------------------------
+
+
+def _lion(params, hp: Hyperparameters) -> torch.optim.Optimizer:
+    """Lion (Chen et al. 2023, Program 1): ``theta -= lr * (sign(b1*m + (1-b1)*g) + wd * theta)``,
+    then ``m = b2*m + (1-b2)*g``. Decay is decoupled and scaled by lr (``fixed_decay=False``)."""
+    return Lion(
+        params,
+        lr=float(hp["lr"]),
+        betas=_betas(hp),
+        weight_decay=float(hp["weight_decay"]),
+        weight_decouple=True,
+        fixed_decay=False,
+    )
+
+
+def _adabelief(params, hp: Hyperparameters) -> torch.optim.Optimizer:
+    """AdaBelief (Zhuang et al. 2020, Algorithm 2): Adam whose second moment is the EMA of
+    ``(g - m)^2 + eps``. ``rectify=False``: the paper's rule (the authors' package turns on a
+    RAdam-style rectification by default, which the paper's algorithm does not have). Decoupled
+    decay as in the authors' package (``weight_decouple=True``); eps 1e-16 as the authors use."""
+    return AdaBelief(
+        params,
+        lr=float(hp["lr"]),
+        betas=_betas(hp),
+        weight_decay=float(hp["weight_decay"]),
+        weight_decouple=True,
+        fixed_decay=False,
+        rectify=False,
+        ams_bound=False,
+        eps=1e-16,
+    )
+
+
+def _adamp(params, hp: Hyperparameters) -> torch.optim.Optimizer:
+    """AdamP (Heo et al. 2021, Algorithm 2): Adam whose update loses its radial component on
+    scale-invariant weights (|cos(w, g)| < delta / sqrt(dim), delta = 0.1), where weight decay is
+    multiplied by wd_ratio = 0.1. Only tensors of 2+ dims are tested, per channel then per layer,
+    as in the authors' code; decay decoupled as there."""
+    return AdamP(
+        params,
+        lr=float(hp["lr"]),
+        betas=_betas(hp),
+        weight_decay=float(hp["weight_decay"]),
+        weight_decouple=True,
+        fixed_decay=False,
+        delta=0.1,
+        wd_ratio=0.1,
+        nesterov=False,
+        eps=1e-8,
+    )
+
+
+def _diffgrad(params, hp: Hyperparameters) -> torch.optim.Optimizer:
+    """diffGrad (Dubey et al. 2019): Adam with the first moment scaled per coordinate by the
+    friction ``sigmoid(|g_{t-1} - g_t|)``, ``g_0 = 0``. The paper has no weight decay; the
+    authors' code adds it to the gradient (L2), so ``weight_decouple=False``."""
+    return DiffGrad(
+        params,
+        lr=float(hp["lr"]),
+        betas=_betas(hp),
+        weight_decay=float(hp["weight_decay"]),
+        weight_decouple=False,
+        fixed_decay=False,
+        rectify=False,
+        ams_bound=False,
+        eps=1e-8,
+    )
+
+
+SOPHIA_EPS = 1e-12
+SOPHIA_HESSIAN_PERIOD = 10  # k: the Hessian estimate is refreshed every k steps (paper: 10)
+
+
+def _sophia(params, hp: Hyperparameters) -> torch.optim.Optimizer:
+    """Sophia-H (Liu et al. 2023, ICLR 2024 version, Algorithm 3), Hutchinson estimator.
+
+    ``h = b2*h + (1-b2) * u*(Hu)`` every k steps (u ~ N(0, I)), ``m = b1*m + (1-b1)*g``,
+    ``theta -= lr*wd*theta``, ``theta -= lr * clip(m / max(rho*h, eps), 1)``.
+
+    pytorch_optimizer's SophiaH implements the paper's first version,
+    ``theta -= lr' * clip(m / max(h, eps'), p)``. The two are the same rule under
+    ``lr' = lr/rho, p = rho, eps' = eps/rho`` (and decay ``lr'*wd' = lr*wd``), which is what is
+    passed here, so ``lr`` is the paper's largest per-coordinate step. Consequence: the
+    optimizer's ``param_groups[i]["lr"]`` holds ``lr/rho``; LR schedules scale it correctly.
+    The library takes the Hessian-vector products through ``p.grad``, so the backward before a
+    refresh needs ``create_graph=True`` (``backward_and_step`` does it).
+    """
+    rho = float(hp["rho"])
+    if rho <= 0:
+        raise ValueError(f"sophia: rho must be > 0, got {rho}")
+    return SophiaH(
+        params,
+        lr=float(hp["lr"]) / rho,
+        betas=_betas(hp),
+        weight_decay=float(hp["weight_decay"]) * rho,
+        weight_decouple=True,
+        fixed_decay=False,
+        p=rho,
+        eps=SOPHIA_EPS / rho,
+        update_period=SOPHIA_HESSIAN_PERIOD,
+        num_samples=1,
+        hessian_distribution="gaussian",
+    )
+
+
+# --- LAMB, written here -------------------------------------------------------------------------
+
+
+class Lamb(torch.optim.Optimizer):
+    """LAMB (You et al. 2020, "Large Batch Optimization for Deep Learning", Algorithm 2).
+
+    Per parameter tensor x: ``m = b1*m + (1-b1)*g``, ``v = b2*v + (1-b2)*g^2``, bias-corrected
+    ``m^ = m/(1-b1^t)``, ``v^ = v/(1-b2^t)``, ``r = m^/(sqrt(v^) + eps)``,
+    ``x -= lr * phi(||x||) / ||r + wd*x|| * (r + wd*x)`` with the scaling function phi the
+    identity; the trust ratio is 1 when either norm is 0 (as in TensorFlow Addons' LAMB).
+
+    Written by hand because pytorch_optimizer's Lamb follows the paper's version 3 (second
+    moment not bias-corrected, ``||x||`` clamped at 10, eps in the trust-ratio denominator).
+    """
+
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        weight_decay: float = 0.01,
+        eps: float = 1e-6,
+    ) -> None:
+        if lr < 0 or weight_decay < 0 or eps < 0:
+            raise ValueError(
+                f"lamb: lr, weight_decay, eps must be >= 0: {lr}, {weight_decay}, {eps}"
+            )
+        if not all(0.0 <= b < 1.0 for b in betas):
+            raise ValueError(f"lamb: betas must lie in [0, 1): {betas}")
+        super().__init__(
+            params, {"lr": lr, "betas": betas, "weight_decay": weight_decay, "eps": eps}
+        )
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is not None:
+                    self._update(p, group)
+        return loss
+
+    def _update(self, p: torch.Tensor, group: dict) -> None:
+        if p.grad.is_sparse:
+            raise RuntimeError("lamb does not support sparse gradients")
+        beta1, beta2 = group["betas"]
+        state = self.state[p]
+        if not state:
+            state["step"] = 0
+            state["exp_avg"] = torch.zeros_like(p)
+            state["exp_avg_sq"] = torch.zeros_like(p)
+        state["step"] += 1
+        t, m, v = state["step"], state["exp_avg"], state["exp_avg_sq"]
+        m.lerp_(p.grad, 1.0 - beta1)
+        v.mul_(beta2).addcmul_(p.grad, p.grad, value=1.0 - beta2)
+        denom = (v / (1.0 - beta2**t)).sqrt_().add_(group["eps"])
+        update = (m / (1.0 - beta1**t)).div_(denom).add_(p, alpha=group["weight_decay"])
+        weight_norm, update_norm = torch.linalg.vector_norm(p), torch.linalg.vector_norm(update)
+        # torch.where keeps the ratio on the device (no host sync per tensor).
+        trust_ratio = torch.where(
+            (weight_norm > 0) & (update_norm > 0), weight_norm / update_norm, 1.0
+        )
+        p.add_(update.mul_(trust_ratio), alpha=-group["lr"])
+
+
+def _lamb(params, hp: Hyperparameters) -> torch.optim.Optimizer:
+    return Lamb(
+        params, lr=float(hp["lr"]), betas=_betas(hp), weight_decay=float(hp["weight_decay"])
+    )
+
+
+# --- registry -----------------------------------------------------------------------------------
+
+
+def _register(entry: OptimizerEntry) -> None:
+    OPTIMIZERS.register(entry.name, entry)
+
+
+_ADAM_BETAS: Hyperparameters = {"beta1": 0.9, "beta2": 0.999}
+
+_register(
+    OptimizerEntry(
+        "sgd",
+        _sgd,
+        {"lr": 0.1, "weight_decay": 5e-4, "momentum": 0.9, "nesterov": True},
+        reference="Sutskever et al. 2013, On the importance of initialization and momentum in DL",
+    )
+)
+_register(
+    OptimizerEntry(
+        "adamw",
+        _adamw,
+        {"lr": 1e-3, "weight_decay": 1e-2, **_ADAM_BETAS},
+        reference="Loshchilov & Hutter 2019, Decoupled Weight Decay Regularization",
+    )
+)
+# Lion: lr 3-10x smaller than AdamW's and decay 3-10x larger, so that lr * wd (the decay
+# strength) matches AdamW's 1e-3 * 1e-2 (Chen et al. 2023, section on hyperparameters).
+_register(
+    OptimizerEntry(
+        "lion",
+        _lion,
+        {"lr": 1e-4, "weight_decay": 1e-1, "beta1": 0.9, "beta2": 0.99},
+        reference="Chen et al. 2023, Symbolic Discovery of Optimization Algorithms",
+    )
+)
+_register(
+    OptimizerEntry(
+        "adabelief",
+        _adabelief,
+        {"lr": 1e-3, "weight_decay": 1e-2, **_ADAM_BETAS},
+        reference="Zhuang et al. 2020, AdaBelief Optimizer: Adapting Stepsizes by the Belief",
+    )
+)
+_register(
+    OptimizerEntry(
+        "adamp",
+        _adamp,
+        {"lr": 1e-3, "weight_decay": 1e-2, **_ADAM_BETAS},
+        reference="Heo et al. 2021, AdamP: Slowing Down the Slowdown for Momentum Optimizers",
+    )
+)
+_register(
+    OptimizerEntry(
+        "lamb",
+        _lamb,
+        {"lr": 1e-3, "weight_decay": 1e-2, **_ADAM_BETAS},
+        reference="You et al. 2020, Large Batch Optimization for Deep Learning (Algorithm 2)",
+    )
+)
+# Sophia-H: the paper's settings b1 0.96, b2 0.99, k 10 and rho 0.01 (its Sophia-H value); lr
+# 6e-4 is pytorch_optimizer's default (6e-2 at p = 0.01) in these units; decay 0.1 as the
+# authors' code. Backward must build the graph before each Hessian refresh: backward_and_step.
+_register(
+    OptimizerEntry(
+        "sophia",
+        _sophia,
+        {"lr": 6e-4, "weight_decay": 1e-1, "beta1": 0.96, "beta2": 0.99, "rho": 0.01},
+        needs_hessian=True,
+        reference="Liu et al. 2023, Sophia: A Scalable Stochastic Second-order Optimizer",
+    )
+)
+_register(
+    OptimizerEntry(
+        "diffgrad",
+        _diffgrad,
+        {"lr": 1e-3, "weight_decay": 0.0, **_ADAM_BETAS},
+        reference="Dubey et al. 2019, diffGrad: An Optimization Method for CNNs",
+    )
+)
+
+# Union of all entries' hyperparameter names, in first-seen registration order.
+HYPERPARAMETERS: tuple[str, ...] = tuple(
+    dict.fromkeys(name for key in OPTIMIZERS for name in OPTIMIZERS.get(key).defaults)
+)
+
+
+def build_optimizer(
+    name: str, params, hyperparameters: Mapping[str, float | bool]
+) -> torch.optim.Optimizer:
+    """Build optimizer ``name`` over ``params``; missing hyperparameters take the defaults.
+
+    Raises ``UnknownNameError`` (a KeyError) for an unknown optimizer and ``ValueError`` for a
+    hyperparameter the optimizer does not take, naming the allowed values.
+    """
+    entry = OPTIMIZERS.get(name)
+    unknown = sorted(set(hyperparameters) - set(entry.defaults))
+    if unknown:
+        raise ValueError(
+            f"optimizer {name!r} takes no hyperparameter {', '.join(map(repr, unknown))}; "
+            f"allowed: {', '.join(entry.defaults)}"
+        )
+    return entry.factory(params, {**entry.defaults, **hyperparameters})
+
+
+# --- backward + step ----------------------------------------------------------------------------
+
+
+def _refreshes_hessian(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether the coming ``step()`` takes Hessian-vector products through ``p.grad``.
+
+    SophiaH refreshes its estimate on steps where (steps taken) % update_period == 0; only those
+    backward passes need ``create_graph=True`` (a double backward costs about one more backward).
+    """
+    if not isinstance(optimizer, SophiaH):
+        return False
+    return optimizer.param_groups[0].get("step", 0) % optimizer.update_period == 0
+
+
+def _detach_grads(optimizer: torch.optim.Optimizer) -> None:
+    """Replace each gradient by its value without the graph behind it.
+
+    After ``backward(create_graph=True)`` a parameter's ``.grad`` holds a graph that references
+    the parameter: a C++ reference cycle that Python's gc cannot break (the model would never be
+    freed). Dropping the graph breaks it while keeping the gradient values readable.
+    """
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            if p.grad is not None and p.grad.grad_fn is not None:
+                p.grad = p.grad.detach()
+
+
+def backward_and_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> None:
+    """``zero_grad(set_to_none=True)``, ``loss.backward()`` (building the graph when the
+    optimizer will take Hessian-vector products this step), ``step()``; no graph outlives it."""
+    optimizer.zero_grad(set_to_none=True)
+    if not _refreshes_hessian(optimizer):
+        loss.backward()
+        optimizer.step()
+        return
+    with warnings.catch_warnings():
+        # torch warns of the parameter <-> gradient cycle; _detach_grads breaks it below.
+        warnings.filterwarnings("ignore", message="Using backward\\(\\) with create_graph=True")
+        loss.backward(create_graph=True)
+    try:
+        optimizer.step()
+    finally:
+        _detach_grads(optimizer)
+
+
+# --- learning-rate schedule ---------------------------------------------------------------------
+
+SCHEDULES: tuple[str, ...] = ("cosine", "constant")
+
+
+def _check_schedule(schedule: str) -> None:
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown schedule {schedule!r}; allowed: {', '.join(SCHEDULES)}")
+
+
+def lr_multiplier(step: int, warmup_steps: int, total_steps: int, schedule: str) -> float:
+    """Factor on the base learning rate at (0-based) ``step``.
+
+    Linear warmup ``(step + 1) / warmup_steps`` for ``step < warmup_steps`` (the first step
+    trains at a small, non-zero rate and step ``warmup_steps - 1`` at the full one); then
+    ``"constant"`` stays at 1 and ``"cosine"`` follows ``(1 + cos(pi * s)) / 2`` with ``s`` the
+    fraction of the post-warmup steps done, reaching 0 at ``total_steps`` (Loshchilov & Hutter
+    2017, SGDR, without restarts; warmup as Goyal et al. 2017). Written here rather than taken
+    from ``transformers`` (not a dependency), whose warmup starts at exactly 0.
+    """
+    _check_schedule(schedule)
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if schedule == "constant":
+        return 1.0
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int, schedule: str
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """A LambdaLR applying ``lr_multiplier``; call ``scheduler.step()`` once per optimizer step."""
+    _check_schedule(schedule)
+    multiplier = functools.partial(
+        lr_multiplier, warmup_steps=warmup_steps, total_steps=total_steps, schedule=schedule
+    )
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, multiplier)

@@ -1,0 +1,311 @@
+"""The search-space spec language: four axes, YAML or JSON, validated with pydantic.
+
+```yaml
+name: joint
+architecture: {family: nb201}            # or macro / mlp, with their own fields
+normalization: [batchnorm, layernorm]    # a scalar fixes an axis, a list is a choice
+optimizer:
+  name: [sgd, adamw]
+  lr: {low: 1.0e-4, high: 0.3, log: true}
+  per_optimizer: {adamw: {lr: {low: 1.0e-4, high: 1.0e-2, log: true}}}
+  schedule: cosine
+  warmup_epochs: [0, 1]
+  batch_size: [64, 128]
+quantization:
+  weight_bits: [4, 8, 32]
+  scope: group                            # global | group | layer
+  activation_bits: [8, 32]
+  granularity: per_channel
+  symmetric: [true, false]
+```
+
+Optimizer hyperparameters that a spec leaves out take the optimizer's own default (fixed), so
+a search only explores what the spec asks for. Every error names the field and the allowed values.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from winnow.search_space.archs import FAMILIES
+from winnow.search_space.archs.macro import MacroSpace
+from winnow.search_space.archs.mlp import MLPSpace
+from winnow.search_space.archs.nb201 import NB201Space
+from winnow.search_space.candidate import Candidate
+from winnow.search_space.norms import NORMS
+from winnow.search_space.optimizers import HYPERPARAMETERS, OPTIMIZERS, SCHEDULES
+from winnow.search_space.params import (
+    CandidateNotInSpaceError,
+    Chooser,
+    OptunaChooser,
+    Param,
+    ParamsChooser,
+    RandomChooser,
+    ReplayChooser,
+    decide,
+    param_values,
+    to_param,
+)
+from winnow.search_space.quantization import ACTIVATION_BITS, GRANULARITIES, WEIGHT_BITS
+
+
+class SpecError(ValueError):
+    """An invalid spec; the message lists every bad field with what is allowed."""
+
+
+def check_choices(field: str, param: Any, allowed: list[Any] | tuple[Any, ...]) -> Any:
+    """Require ``param`` to be a fixed value or a list drawn from ``allowed``."""
+    values = param_values(param)
+    allowed_text = ", ".join(map(str, allowed))
+    if values is None:
+        raise ValueError(
+            f"{field} takes a value or a list of values, not a range; allowed: {allowed_text}"
+        )
+    bad = [v for v in values if v not in allowed or isinstance(v, bool) != _is_bool(allowed)]
+    if bad:
+        raise ValueError(
+            f"{field}: {', '.join(map(repr, bad))} not allowed; allowed: {allowed_text}"
+        )
+    return param
+
+
+def _is_bool(allowed: Any) -> bool:
+    return all(isinstance(a, bool) for a in allowed)
+
+
+class OptimizerAxis(BaseModel):
+    """``name`` picks optimizers; other keys are hyperparameter Params (see module docstring)."""
+
+    model_config = ConfigDict(extra="allow")
+    name: Param = "sgd"
+    per_optimizer: dict[str, dict[str, Param]] = {}
+    schedule: Param = "cosine"
+    warmup_epochs: Param = 0
+    batch_size: Param = 128
+
+    @model_validator(mode="after")
+    def _check(self) -> OptimizerAxis:
+        names = check_choices("optimizer.name", self.name, OPTIMIZERS.names())
+        check_choices("optimizer.schedule", self.schedule, SCHEDULES)
+        chosen = [OPTIMIZERS.get(n) for n in param_values(names)]
+        for hp, raw in (self.model_extra or {}).items():
+            if hp not in HYPERPARAMETERS:
+                raise ValueError(
+                    f"optimizer.{hp} is not a field; allowed: name, per_optimizer, "
+                    f"schedule, warmup_epochs, batch_size, {', '.join(HYPERPARAMETERS)}"
+                )
+            if not any(hp in e.defaults for e in chosen):
+                raise ValueError(
+                    f"optimizer.{hp} is not a hyperparameter of {', '.join(e.name for e in chosen)}"
+                )
+            try:
+                self.model_extra[hp] = to_param(raw)
+            except ValueError as error:
+                raise ValueError(f"optimizer.{hp}: {error}") from None
+        for opt, hps in self.per_optimizer.items():
+            if opt not in param_values(names):
+                raise ValueError(
+                    f"optimizer.per_optimizer.{opt}: {opt} is not among optimizer.name"
+                )
+            unknown = set(hps) - set(OPTIMIZERS.get(opt).defaults)
+            if unknown:
+                raise ValueError(
+                    f"optimizer.per_optimizer.{opt}: {sorted(unknown)} not allowed; "
+                    f"allowed: {', '.join(OPTIMIZERS.get(opt).defaults)}"
+                )
+        return self
+
+    def hyperparameter(self, optimizer: str, hp: str) -> Any:
+        """The Param for ``hp`` of ``optimizer``: its override, the shared value, or the default."""
+        if hp in self.per_optimizer.get(optimizer, {}):
+            return self.per_optimizer[optimizer][hp]
+        shared = (self.model_extra or {}).get(hp)
+        return OPTIMIZERS.get(optimizer).defaults[hp] if shared is None else shared
+
+
+class QuantizationAxis(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    weight_bits: Param = 32
+    scope: Literal["global", "group", "layer"] = "global"
+    activation_bits: Param = 32
+    granularity: Param = "per_channel"
+    symmetric: Param = True
+
+    @model_validator(mode="after")
+    def _check(self) -> QuantizationAxis:
+        check_choices("quantization.weight_bits", self.weight_bits, WEIGHT_BITS)
+        check_choices("quantization.activation_bits", self.activation_bits, ACTIVATION_BITS)
+        check_choices("quantization.granularity", self.granularity, GRANULARITIES)
+        check_choices("quantization.symmetric", self.symmetric, (True, False))
+        return self
+
+
+Architecture = Annotated[NB201Space | MacroSpace | MLPSpace, Field(discriminator="family")]
+
+
+class SearchSpace(BaseModel):
+    """A joint space over architecture x normalization x optimizer x quantization."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = "space"
+    architecture: Architecture
+    normalization: Param = "batchnorm"
+    optimizer: OptimizerAxis = OptimizerAxis()
+    quantization: QuantizationAxis = QuantizationAxis()
+
+    @model_validator(mode="after")
+    def _check(self) -> SearchSpace:
+        check_choices("normalization", self.normalization, NORMS.names())
+        return self
+
+    # --- deciding candidates ----------------------------------------------------------------
+
+    def suggest(self, chooser: Chooser) -> Candidate:
+        family = FAMILIES.get(self.architecture.family)
+        return Candidate(
+            architecture=family.suggest(self.architecture, chooser),
+            normalization=decide(chooser, "normalization", self.normalization),
+            optimizer=self._suggest_optimizer(chooser),
+            quantization=self._suggest_quantization(chooser),
+        )
+
+    def _suggest_optimizer(self, chooser: Chooser) -> dict[str, Any]:
+        axis = self.optimizer
+        name = decide(chooser, "optimizer.name", axis.name)
+        decided = {"name": name}
+        for hp in OPTIMIZERS.get(name).defaults:
+            param = axis.hyperparameter(name, hp)
+            decided[hp] = decide(chooser, f"optimizer.{name}.{hp}", param, f"optimizer.{hp}")
+        for field in ("schedule", "warmup_epochs", "batch_size"):
+            decided[field] = decide(chooser, f"optimizer.{field}", getattr(axis, field))
+        return decided
+
+    def _suggest_quantization(self, chooser: Chooser) -> dict[str, Any]:
+        axis = self.quantization
+        if axis.scope == "global" or len(param_values(axis.weight_bits) or [0, 1]) == 1:
+            slots = ["*"]
+        else:
+            slots = FAMILIES.get(self.architecture.family).quant_slots(
+                self.architecture, axis.scope
+            )
+        return {
+            "weight_bits": {
+                s: decide(chooser, f"quantization.weight_bits.{s}", axis.weight_bits) for s in slots
+            },
+            "activation_bits": decide(
+                chooser, "quantization.activation_bits", axis.activation_bits
+            ),
+            "granularity": decide(chooser, "quantization.granularity", axis.granularity),
+            "symmetric": decide(chooser, "quantization.symmetric", axis.symmetric),
+        }
+
+    def sample(self, n: int = 1, seed: int = 0) -> list[Candidate]:
+        """``n`` candidates drawn uniformly (log-uniformly on log ranges) with ``seed``."""
+        chooser = RandomChooser(random.Random(seed))
+        return [self.suggest(chooser) for _ in range(n)]
+
+    def suggest_optuna(self, trial: Any) -> Candidate:
+        """Decide a candidate with an Optuna trial (define-by-run, e.g. from ``study.ask()``)."""
+        return self.suggest(OptunaChooser(trial))
+
+    # --- replay: validation and the Optuna round trip -----------------------------------------
+
+    def flatten(self, candidate: Candidate) -> dict[str, Any]:
+        """The candidate's decided values keyed by decision path."""
+        flat = FAMILIES.get(candidate.architecture["family"]).decisions(candidate.architecture)
+        flat["normalization"] = candidate.normalization
+        flat.update({f"optimizer.{k}": v for k, v in candidate.optimizer.items()})
+        q = candidate.quantization
+        flat.update({f"quantization.weight_bits.{s}": b for s, b in q.weight_bits.items()})
+        for field in ("activation_bits", "granularity", "symmetric"):
+            flat[f"quantization.{field}"] = getattr(q, field)
+        return flat
+
+    def to_optuna(self, candidate: Candidate) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Optuna (params, distributions) of a candidate of this space, e.g. for
+        ``optuna.trial.create_trial``. Raises CandidateNotInSpaceError if it is not in the space."""
+        chooser = ReplayChooser(self.flatten(candidate))
+        replayed = self.suggest(chooser)
+        if replayed.canonical_json() != candidate.canonical_json():
+            raise _not_in_space(candidate, replayed)
+        return chooser.params, chooser.distributions
+
+    def from_optuna(self, params: dict[str, Any]) -> Candidate:
+        return self.suggest(ParamsChooser(params))
+
+    def validate_candidate(self, candidate: Candidate) -> Candidate:
+        """Return the candidate if this space can propose it; else raise naming a bad field."""
+        self.to_optuna(candidate)
+        return candidate
+
+
+def _not_in_space(candidate: Candidate, replayed: Candidate) -> ValueError:
+    ours, theirs = candidate.model_dump(), replayed.model_dump()
+    fields = [k for k in ours if ours[k] != theirs[k]]
+    return CandidateNotInSpaceError(
+        f"candidate differs from the space in {', '.join(fields)}: "
+        f"expected {', '.join(f'{k}={theirs[k]}' for k in fields)}"
+    )
+
+
+# --- loading --------------------------------------------------------------------------------
+
+
+def format_validation_error(error: ValidationError) -> str:
+    lines = []
+    for e in error.errors():
+        field = ".".join(str(p) for p in e["loc"]) or "spec"
+        message = e["msg"].removeprefix("Value error, ")
+        lines.append(f"field '{field}': {message}")
+    return "invalid search space:\n  " + "\n  ".join(lines)
+
+
+def parse_space(data: dict[str, Any]) -> SearchSpace:
+    try:
+        return SearchSpace.model_validate(data)
+    except ValidationError as error:
+        raise SpecError(format_validation_error(error)) from None
+
+
+def load_space(source: str | Path) -> SearchSpace:
+    """Load a space from a YAML/JSON file, or a built-in name (see ``BUILTIN_SPACES``)."""
+    if str(source) in BUILTIN_SPACES:
+        return parse_space(BUILTIN_SPACES[str(source)])
+    path = Path(source)
+    if not path.is_file():
+        raise SpecError(
+            f"no search-space file {str(source)!r} (built-in spaces: {', '.join(BUILTIN_SPACES)})"
+        )
+    text = path.read_text()
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as error:
+        raise SpecError(f"{path}: not valid {path.suffix.lstrip('.') or 'YAML'}: {error}") from None
+    if not isinstance(data, dict):
+        raise SpecError(f"{path}: a search space is a mapping with an 'architecture' field")
+    return parse_space(data)
+
+
+# The NAS-Bench-201 training recipe (Dong & Yang 2020): SGD, lr 0.1, Nesterov momentum 0.9,
+# weight decay 5e-4, cosine schedule, batch 256.
+BUILTIN_SPACES: dict[str, dict[str, Any]] = {
+    "nb201": {
+        "name": "nb201",
+        "architecture": {"family": "nb201"},
+        "optimizer": {
+            "name": "sgd",
+            "lr": 0.1,
+            "momentum": 0.9,
+            "nesterov": True,
+            "weight_decay": 5e-4,
+            "schedule": "cosine",
+            "batch_size": 256,
+        },
+    },
+}

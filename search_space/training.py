@@ -1,0 +1,199 @@
+"""Train and evaluate one candidate at one fidelity; report accuracy and costs.
+
+``evaluate(spec)`` never raises for a bad candidate: a NaN/Inf loss, running out of memory, or
+a candidate that cannot be built for the data all end as a ``failed`` TrialResult with a reason
+(and whatever metrics were already known, e.g. params and FLOPs), so a search goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from winnow.search_space.candidate import Candidate
+from winnow.search_space.costs import bitops, count_flops, count_parameters, model_bytes
+from winnow.search_space.datasets import Dataset, load_dataset
+from winnow.search_space.optimizers import backward_and_step, build_scheduler
+from winnow.search_space.trial import Fidelity, Status, TrialResult, TrialSpec
+
+log = logging.getLogger(__name__)
+
+LATENCY_BATCH = 64  # inference latency is measured per batch of this many samples
+LATENCY_REPEATS = 10
+EVAL_BATCH = 512
+
+EpochCallback = Callable[[int, int, float], None]  # (epoch, epochs, mean train loss)
+
+
+class NonFiniteLossError(ArithmeticError):
+    """The training loss became NaN or infinite."""
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` is CUDA when available, else CPU; asking for CUDA without it is an error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available on this machine")
+    return torch.device(device)
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def static_metrics(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, float]:
+    """Costs known without training (per sample for FLOPs and BitOPs)."""
+    return {
+        "params": count_parameters(model),
+        "flops": count_flops(model, input_shape),
+        "model_bytes": model_bytes(model),
+        "bitops": bitops(model, input_shape),
+    }
+
+
+def train(
+    model: nn.Module,
+    candidate: Candidate,
+    dataset: Dataset,
+    fidelity: Fidelity,
+    device: torch.device,
+    generator: torch.Generator,
+    on_epoch: EpochCallback | None = None,
+) -> list[float]:
+    """Train with the candidate's optimizer, warmup and schedule; return mean loss per epoch."""
+    optimizer = candidate.build_optimizer(model)
+    batch_size = candidate.batch_size
+    steps_per_epoch = math.ceil(len(dataset.train_y) / batch_size)
+    total_steps = fidelity.steps or fidelity.epochs * steps_per_epoch
+    epochs = math.ceil(total_steps / steps_per_epoch)
+    warmup = round(candidate.optimizer.get("warmup_epochs", 0) * steps_per_epoch)
+    scheduler = build_scheduler(
+        optimizer, warmup, total_steps, candidate.optimizer.get("schedule", "cosine")
+    )
+    curve: list[float] = []
+    step = 0
+    for epoch in range(epochs):
+        model.train()
+        losses = []
+        for x, y in dataset.batches("train", batch_size, device, generator):
+            if len(y) < 2 or step >= total_steps:  # batch statistics need two samples
+                continue
+            loss = F.cross_entropy(model(x), y)
+            if not torch.isfinite(loss):
+                raise NonFiniteLossError(
+                    f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}"
+                )
+            backward_and_step(optimizer, loss)
+            scheduler.step()
+            losses.append(loss.item())
+            step += 1
+        curve.append(statistics.fmean(losses))
+        if on_epoch is not None:
+            on_epoch(epoch + 1, epochs, curve[-1])
+    return curve
+
+
+@torch.no_grad()
+def test_accuracy(model: nn.Module, dataset: Dataset, device: torch.device) -> float:
+    """Top-1 accuracy on the test split, as a fraction."""
+    model.eval()
+    correct = 0
+    for x, y in dataset.batches("test", EVAL_BATCH, device):
+        correct += (model(x).argmax(1) == y).sum().item()
+    return correct / len(dataset.test_y)
+
+
+@torch.no_grad()
+def measure_latency(model: nn.Module, input_shape: tuple[int, ...], device: torch.device) -> float:
+    """Median wall time of one inference forward pass on a batch, in milliseconds."""
+    model.eval()
+    x = torch.randn(LATENCY_BATCH, *input_shape, device=device)
+    times = []
+    for i in range(LATENCY_REPEATS + 2):  # two warm-up passes
+        _synchronize(device)
+        start = time.perf_counter()
+        model(x)
+        _synchronize(device)
+        if i >= 2:
+            times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def peak_memory_bytes(device: torch.device) -> int:
+    """CUDA: peak allocated by torch since the evaluation began. CPU: the process's peak
+    resident set size (a process-wide high-water mark; Linux reports KiB)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss if sys.platform == "darwin" else rss * 1024
+
+
+def _is_out_of_memory(error: BaseException) -> bool:
+    return (
+        isinstance(error, torch.OutOfMemoryError)
+        or "out of memory" in str(error).lower()
+        or ("can't allocate memory" in str(error))
+    )
+
+
+def evaluate(spec: TrialSpec, on_epoch: EpochCallback | None = None) -> TrialResult:
+    """Train ``spec.candidate`` at ``spec.fidelity`` and measure it; never raises for a bad
+    candidate (see the module docstring)."""
+    start = time.perf_counter()
+    metrics: dict[str, float] = {}
+    curve: list[float] = []
+    device_name = spec.device
+    try:
+        device = resolve_device(spec.device)
+        device_name = str(device)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        generator = seed_everything(spec.seed)
+        dataset = load_dataset(spec.dataset)
+        model = spec.candidate.build_model(dataset.num_classes, dataset.input_shape).to(device)
+        metrics.update(static_metrics(model, dataset.input_shape))
+
+        def record(epoch: int, epochs: int, loss: float) -> None:
+            curve.append(loss)
+            if on_epoch is not None:
+                on_epoch(epoch, epochs, loss)
+
+        train(model, spec.candidate, dataset, spec.fidelity, device, generator, record)
+        metrics["accuracy"] = test_accuracy(model, dataset, device)
+        metrics["latency_ms"] = measure_latency(model, dataset.input_shape, device)
+        metrics["peak_memory_bytes"] = peak_memory_bytes(device)
+        status, error = Status.OK, None
+    except Exception as exc:  # a failed candidate must not end the caller's search
+        status, error = Status.FAILED, _failure_reason(exc)
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()  # give an out-of-memory trial's blocks back to the next one
+        log.info("evaluation of %s failed: %s", spec.candidate.key, error, exc_info=True)
+    return TrialResult(status, metrics, curve, error, time.perf_counter() - start, device_name)
+
+
+def _failure_reason(error: Exception) -> str:
+    if isinstance(error, NonFiniteLossError):
+        return f"non-finite loss: {error}"
+    if _is_out_of_memory(error):
+        return f"out of memory: {error}"
+    return f"{type(error).__name__}: {error}"

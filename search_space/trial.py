@@ -1,0 +1,67 @@
+"""Plain value types that move between the engine and workers (cf. OSS Vizier's pyvizier).
+
+``TrialSpec`` is what a worker is asked to do; ``TrialResult`` is what it returns. Neither
+knows about storage or transport.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from winnow.search_space.candidate import Candidate
+
+
+class Status(StrEnum):
+    OK = "ok"
+    FAILED = "failed"
+    PRUNED = "pruned"
+    DUPLICATE = "duplicate"
+
+
+@dataclass(frozen=True)
+class Fidelity:
+    """How much evidence an evaluation buys: ``hash``, ``proxy``, ``supernet`` or ``train``
+    (with ``epochs``, or ``steps`` when set)."""
+
+    kind: str = "train"
+    epochs: int = 1
+    steps: int | None = None
+
+    def __str__(self) -> str:
+        if self.kind != "train":
+            return self.kind
+        return f"train[{self.steps} steps]" if self.steps else f"train[{self.epochs} epochs]"
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    candidate: Candidate
+    dataset: str
+    fidelity: Fidelity = Fidelity()
+    seed: int = 0
+    device: str = "cpu"
+
+
+@dataclass
+class TrialResult:
+    status: Status
+    metrics: dict[str, float] = field(default_factory=dict)
+    loss_curve: list[float] = field(default_factory=list)
+    error: str | None = None
+    seconds: float = 0.0
+    device: str = "cpu"
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """Flat JSON for the CLI: status, every metric at top level, loss curve, error."""
+        out: dict[str, Any] = {"status": str(self.status), **self.metrics}
+        out["loss_curve"] = self.loss_curve
+        if self.error is not None:
+            out["error"] = self.error
+        out["seconds"] = round(self.seconds, 3)
+        out["device"] = self.device
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "status": str(self.status)}

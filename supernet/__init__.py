@@ -1,0 +1,1 @@
+"""Weight-sharing elastic supernet over the ``macro`` space (not built yet; see docs)."""

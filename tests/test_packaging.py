@@ -1,0 +1,70 @@
+"""The package layout of the design card: root folders install as ``winnow.<folder>``, and
+dependencies between them point one way."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CODE_FOLDERS = ["search_space", "kernels", "proxies", "supernet", "workers", "service", "ui"]
+# What each folder may import from winnow (docs/architecture.md, "Layout").
+ALLOWED = {
+    "search_space": set(),
+    "kernels": set(),
+    "proxies": {"search_space", "kernels"},
+    "supernet": {"search_space", "kernels"},
+    "workers": {"search_space", "proxies", "supernet", "kernels"},
+    "service": set(CODE_FOLDERS) - {"ui", "service"},
+    "ui": {"service"},
+}
+
+
+def pyproject() -> dict:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def test_every_code_folder_and_subpackage_is_installed_under_winnow():
+    setuptools = pyproject()["tool"]["setuptools"]
+    mapping, packages = setuptools["package-dir"], set(setuptools["packages"])
+    for folder in CODE_FOLDERS:
+        assert mapping[f"winnow.{folder}"] == folder
+        for init in (ROOT / folder).rglob("__init__.py"):
+            relative = init.parent.relative_to(ROOT / folder).parts
+            assert ".".join(("winnow", folder, *relative)) in packages, init
+
+
+def test_no_generic_top_level_modules_are_installed():
+    probe = f"import importlib.util as u; print([n for n in {CODE_FOLDERS!r} if u.find_spec(n)])"
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd="/", capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr
+    done = subprocess.run(
+        [sys.executable, "-c", "import winnow.service.cli, winnow.ui"],
+        cwd="/",
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def winnow_imports(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+        elif isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+    return {n.split(".")[1] for n in names if n.startswith("winnow.") and n.count(".") >= 1}
+
+
+def test_dependencies_point_one_way():
+    for folder, allowed in ALLOWED.items():
+        for path in (ROOT / folder).rglob("*.py"):
+            used = winnow_imports(path) - {folder}
+            assert used <= allowed, f"{path.relative_to(ROOT)} imports {sorted(used - allowed)}"

@@ -1,0 +1,1 @@
+"""The Streamlit dashboard (not built yet; see docs/architecture.md)."""

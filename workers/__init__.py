@@ -1,0 +1,1 @@
+"""Executors that run one trial at one fidelity (not built yet; see docs/architecture.md)."""
