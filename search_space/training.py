@@ -159,6 +159,8 @@ def _is_out_of_memory(error: BaseException) -> bool:
 def evaluate(spec: TrialSpec, on_epoch: EpochCallback | None = None) -> TrialResult:
     """Train ``spec.candidate`` at ``spec.fidelity`` and measure it; never raises for a bad
     candidate (see the module docstring)."""
+    if spec.stage != "train":
+        raise ValueError(f"training.evaluate runs the train stage, not {spec.stage!r}")
     start = time.perf_counter()
     metrics: dict[str, float] = {}
     curve: list[float] = []

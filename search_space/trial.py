@@ -20,28 +20,43 @@ class Status(StrEnum):
     DUPLICATE = "duplicate"
 
 
+STAGES = ("hash", "proxy", "supernet", "train")
+
+
 @dataclass(frozen=True)
 class Fidelity:
-    """How much evidence an evaluation buys: ``hash``, ``proxy``, ``supernet`` or ``train``
-    (with ``epochs``, or ``steps`` when set)."""
+    """How much evidence an evaluation buys: a stage of the cascade (``STAGES``), and for
+    ``train`` how long (``epochs``, or ``steps`` when set)."""
 
-    kind: str = "train"
+    stage: str = "train"
     epochs: int = 1
     steps: int | None = None
 
+    def __post_init__(self) -> None:
+        if self.stage not in STAGES:
+            raise ValueError(f"unknown stage {self.stage!r}; allowed: {', '.join(STAGES)}")
+
     def __str__(self) -> str:
-        if self.kind != "train":
-            return self.kind
+        if self.stage != "train":
+            return self.stage
         return f"train[{self.steps} steps]" if self.steps else f"train[{self.epochs} epochs]"
 
 
 @dataclass(frozen=True)
 class TrialSpec:
+    """Evaluate ``candidate`` on ``dataset`` at one fidelity (``stage``, ``epochs``, ``steps``)."""
+
     candidate: Candidate
     dataset: str
-    fidelity: Fidelity = Fidelity()
+    stage: str = "train"
+    epochs: int = 1
+    steps: int | None = None
     seed: int = 0
     device: str = "cpu"
+
+    @property
+    def fidelity(self) -> Fidelity:
+        return Fidelity(self.stage, self.epochs, self.steps)
 
 
 @dataclass

@@ -113,14 +113,15 @@ def _progress(epoch: int, epochs: int, loss: float) -> None:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from winnow.search_space.training import evaluate
-    from winnow.search_space.trial import Fidelity, Status, TrialSpec
+    from winnow.search_space.trial import Status, TrialSpec
 
     space = load_space(args.space)
     candidate = _choose_candidate(args, space)
     load_dataset(args.dataset)  # bad names and missing files are input errors: fail before work
     print(f"winnow: evaluating {candidate.describe()} on {args.dataset}", file=sys.stderr)
-    fidelity = Fidelity("train", epochs=args.epochs, steps=args.steps)
-    spec = TrialSpec(candidate, args.dataset, fidelity, seed=args.seed, device=args.device)
+    spec = TrialSpec(
+        candidate, args.dataset, "train", args.epochs, args.steps, args.seed, args.device
+    )
     result = evaluate(spec, on_epoch=None if args.quiet else _progress)
     out = result.to_json_dict() | {"key": candidate.key, "candidate": candidate.model_dump()}
     if args.json:

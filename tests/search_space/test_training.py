@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from winnow.search_space import Candidate, Fidelity, Status, TrialSpec, parse_space
+from winnow.search_space import Candidate, Status, TrialSpec, parse_space
 from winnow.search_space.costs import count_parameters
 from winnow.search_space.training import evaluate
 
@@ -19,7 +19,7 @@ def test_digits_recipe_reaches_90_percent():
     candidate = Candidate.from_json(RECIPE.read_text())
     epochs_seen = []
     result = evaluate(
-        TrialSpec(candidate, "digits", Fidelity(epochs=8)),
+        TrialSpec(candidate, "digits", epochs=8),
         on_epoch=lambda e, n, loss: epochs_seen.append((e, n)),
     )
     assert result.status == Status.OK, result.error
@@ -47,7 +47,7 @@ def test_exploding_loss_fails_with_a_reason_not_an_exception():
             "weight_decay": 0.0,
         },
     )
-    result = evaluate(TrialSpec(candidate, "digits", Fidelity(epochs=3)))
+    result = evaluate(TrialSpec(candidate, "digits", epochs=3))
     assert result.status == Status.FAILED
     assert "non-finite loss" in result.error
     assert result.metrics["params"] > 0  # what was known before training is kept
@@ -59,7 +59,7 @@ def test_out_of_memory_fails_with_a_reason(monkeypatch):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
     monkeypatch.setattr("winnow.search_space.training.train", oom)
-    result = evaluate(TrialSpec(Candidate(architecture=MLP), "digits", Fidelity(epochs=1)))
+    result = evaluate(TrialSpec(Candidate(architecture=MLP), "digits", epochs=1))
     assert result.status == Status.FAILED and result.error.startswith("out of memory")
 
 
@@ -76,7 +76,7 @@ def test_a_candidate_that_cannot_be_built_for_the_data_fails():
             "cell": "|none~0|+|none~0|none~1|+|none~0|none~1|skip_connect~2|",
         }
     )
-    result = evaluate(TrialSpec(candidate, "synthetic:12", Fidelity(epochs=1)))
+    result = evaluate(TrialSpec(candidate, "synthetic:12", epochs=1))
     assert result.status == Status.FAILED and "image inputs" in result.error
 
 
@@ -88,7 +88,7 @@ def test_steps_fidelity_warmup_and_determinism():
         }
     )
     candidate = space.sample(1, seed=0)[0]
-    spec = TrialSpec(candidate, "synthetic:3x16x16", Fidelity(steps=3), seed=1)
+    spec = TrialSpec(candidate, "synthetic:3x16x16", steps=3, seed=1)
     first, second = evaluate(spec), evaluate(spec)
     assert first.status == Status.OK, first.error
     assert len(first.loss_curve) == 1  # 3 steps fit in the first epoch of 8
@@ -108,7 +108,7 @@ def test_nb201_on_real_cifar10_images(shared_data):
         }
     )
     dataset = f"npz:{shared_data / 'cifar10_subset.npz'}"
-    result = evaluate(TrialSpec(space.sample(1)[0], dataset, Fidelity(steps=2)))
+    result = evaluate(TrialSpec(space.sample(1)[0], dataset, steps=2))
     assert result.status == Status.OK, result.error
     assert result.metrics["params"] == 73_306 + 243_040 + 28_000
     assert 0 <= result.metrics["accuracy"] <= 1
