@@ -4,9 +4,9 @@ Each entry builds its optimizer from a flat dict of searchable hyperparameters (
 ``weight_decay``, ``momentum``, ``nesterov``, ``beta1``, ``beta2``, ``rho``) and follows the update
 rule its paper publishes. ``eps`` is fixed at each paper's default and is not searched.
 
-SGD and AdamW come from ``torch.optim``. Lion, AdaBelief, AdamP, Sophia-H and diffGrad come from
-``pytorch_optimizer`` (v4), with its flags set so that the update is the paper's; the comment at
-each factory says which flags and why. LAMB is written here: the library's ``Lamb`` follows the
+SGD, Adam and AdamW come from ``torch.optim``. Lion, AdaBelief, AdamP, Sophia-H and diffGrad
+come from ``pytorch_optimizer`` (v4), with its flags set so that the update is the paper's; the
+comment at each factory says which flags and why. LAMB is written here: the library's ``Lamb`` follows the
 paper's version 3 (no bias correction of the second moment, trust ratio with an eps and a clamp
 of the weight norm at 10), which no flag turns into Algorithm 2 of the published paper.
 
@@ -65,12 +65,25 @@ def _sgd(params, hp: Hyperparameters) -> torch.optim.Optimizer:
     Nesterov momentum in the form of Sutskever et al. (2013) as rewritten by Bengio et al. (2013):
     ``b = mu * b + g``, step along ``g + mu * b`` (torch.optim.SGD with dampening 0).
     """
+    momentum = float(hp["momentum"])
     return torch.optim.SGD(
         params,
         lr=float(hp["lr"]),
-        momentum=float(hp["momentum"]),
-        nesterov=bool(hp["nesterov"]),
+        momentum=momentum,
+        # Nesterov's look-ahead is a no-op without momentum (torch refuses the combination).
+        nesterov=bool(hp["nesterov"]) and momentum > 0,
         weight_decay=float(hp["weight_decay"]),
+    )
+
+
+def _adam(params, hp: Hyperparameters) -> torch.optim.Optimizer:
+    """Adam (Kingma & Ba 2015, Algorithm 1), weight decay as an L2 term added to the gradient."""
+    return torch.optim.Adam(
+        params,
+        lr=float(hp["lr"]),
+        betas=_betas(hp),
+        weight_decay=float(hp["weight_decay"]),
+        eps=1e-8,
     )
 
 
@@ -280,6 +293,14 @@ _register(
         _sgd,
         {"lr": 0.1, "weight_decay": 5e-4, "momentum": 0.9, "nesterov": True},
         reference="Sutskever et al. 2013, On the importance of initialization and momentum in DL",
+    )
+)
+_register(
+    OptimizerEntry(
+        "adam",
+        _adam,
+        {"lr": 1e-3, "weight_decay": 0.0, **_ADAM_BETAS},
+        reference="Kingma & Ba 2015, Adam: A Method for Stochastic Optimization",
     )
 )
 _register(

@@ -233,7 +233,7 @@ class ActivationFakeQuant(nn.Module):
 
     @torch.no_grad()
     def _observe(self, x: Tensor) -> None:
-        low, high = torch.aminmax(x.detach().float())
+        low, high = torch.aminmax(x.detach().to(self.running_min.dtype))
         if bool(self.initialized):
             self.running_min.lerp_(low, self.momentum)
             self.running_max.lerp_(high, self.momentum)

@@ -2,8 +2,10 @@
 
 A family module provides ``<Name>Space`` (its pydantic spec section), ``suggest(space, chooser)``
 (decide an arch dict), ``decisions(arch)`` (the arch's decided values by path, for replay),
-``build(arch, norm, num_classes, input_shape)`` and ``quant_slots(space, scope)`` (the names that
-per-group or per-layer weight bits are decided for). Adding a family is one module and one line.
+``build(arch, norm, num_classes, input_shape)``, ``quant_slots(space, scope)`` (the names that
+per-group or per-layer weight bits are decided for), ``canonical(arch, bits_for)`` (the structural
+hash's form) and ``positions(model, arch)`` (canonical places of modules, for functional hashing).
+Adding a family is one module and one line.
 """
 
 from __future__ import annotations
@@ -29,10 +31,23 @@ class Family:
     decisions: Callable[[dict[str, Any]], dict[str, Any]]
     build: Callable[[dict[str, Any], str, int, tuple[int, ...]], nn.Module]
     quant_slots: Callable[[Any, str], list[str]]
+    # (arch, bits_for) -> (canonical arch form with live layers' bits, those bits)
+    canonical: Callable[[dict[str, Any], Callable[[str], int]], tuple[dict, list[int]]]
+    # (built model, arch) -> {module-name prefix: canonical place}, for functional hashing
+    positions: Callable[[nn.Module, dict[str, Any]], dict[str, str]]
 
 
 def _family(name: str, module: ModuleType, space: type[BaseModel]) -> Family:
-    return Family(name, space, module.suggest, module.decisions, module.build, module.quant_slots)
+    return Family(
+        name,
+        space,
+        module.suggest,
+        module.decisions,
+        module.build,
+        module.quant_slots,
+        module.canonical,
+        module.positions,
+    )
 
 
 FAMILIES: Registry[Family] = Registry("architecture family")

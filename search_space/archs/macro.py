@@ -11,6 +11,7 @@ Slots for quantization: ``stem``, ``stage{s}.block{b}`` (all three convs of a bl
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
@@ -162,6 +163,17 @@ def build(arch: dict[str, Any], norm: str, num_classes: int, input_shape: tuple[
     if len(input_shape) != 3:
         raise ValueError(f"macro needs image inputs (C, H, W), got input shape {input_shape}")
     return MacroNetwork(arch, norm, num_classes, input_shape[0])
+
+
+def canonical(arch: dict[str, Any], bits_for: Callable[[str], int]) -> tuple[dict, list[int]]:
+    """Every decision matters; only the bits of blocks that exist (depth) are kept."""
+    blocks = [f"stage{s}.block{b}" for s, depth in enumerate(arch["depths"]) for b in range(depth)]
+    bits = {slot: bits_for(slot) for slot in ["stem", *blocks, "head"]}
+    return {**arch, "width_mult": float(arch["width_mult"]), "bits": bits}, list(bits.values())
+
+
+def positions(model: nn.Module, arch: dict[str, Any]) -> dict[str, str]:
+    return {}  # module names are already canonical places: stages and blocks are positional
 
 
 def quant_slots(space: MacroSpace, scope: str) -> list[str]:

@@ -7,6 +7,7 @@ candidate's width. Slots for quantization: ``hidden.{i}`` (group ``hidden``) and
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -62,6 +63,18 @@ def build(arch: dict[str, Any], norm: str, num_classes: int, input_shape: tuple[
     head = nn.Linear(width_in, num_classes)
     head.winnow_slot = "head"
     return nn.Sequential(*layers, head)
+
+
+def canonical(arch: dict[str, Any], bits_for: Callable[[str], int]) -> tuple[dict, list[int]]:
+    """Every decision matters; only the bits of layers that exist (depth) are kept."""
+    bits = {
+        slot: bits_for(slot) for slot in [*(f"hidden.{i}" for i in range(arch["depth"])), "head"]
+    }
+    return {**arch, "dropout": float(arch["dropout"]), "bits": bits}, list(bits.values())
+
+
+def positions(model: nn.Module, arch: dict[str, Any]) -> dict[str, str]:
+    return {}  # module names are already canonical places: layers are positional
 
 
 def quant_slots(space: MLPSpace, scope: str) -> list[str]:

@@ -172,6 +172,7 @@ class NB201Network(nn.Module):
 
 # --- the family: spec section, decisions, builder -------------------------------------------
 
+from collections.abc import Callable  # noqa: E402
 from typing import Any, Literal  # noqa: E402
 
 from pydantic import BaseModel, ConfigDict, field_validator  # noqa: E402
@@ -224,6 +225,52 @@ def build(arch: dict[str, Any], norm: str, num_classes: int, input_shape: tuple[
         cells_per_stage=arch.get("cells_per_stage", 5),
         norm=norm,
     )
+
+
+def canonical(arch: dict[str, Any], bits_for: Callable[[str], int]) -> tuple[dict, list[int]]:
+    """Canonical arch form with the bits of live layers at their canonical places, and those
+    bits (see ``archs/nb201_canonical.py`` and ``search_space/canonical.py``)."""
+    from winnow.search_space.archs.nb201_canonical import canonical_cell, live_conv_edges
+
+    ops = parse_arch(arch["cell"])
+    live = sorted(live_conv_edges(ops))
+    cells, live_bits = [], []
+    for slot in _cell_slots(arch):
+        attrs = {e: str(bits_for(f"{slot}.edge{e}")) for e in live}
+        cells.append(canonical_cell(ops, attrs).form)
+        live_bits += [int(b) for b in attrs.values()]
+    if cells[0] == "0":  # every cell outputs zero: the network is a constant
+        return {"family": "nb201", "cells": "0"}, []
+    fixed = {slot: bits_for(slot) for slot in ("stem", "stage1.reduce", "stage2.reduce", "head")}
+    form = {
+        "family": "nb201",
+        "channels": arch.get("channels", 16),
+        "cells_per_stage": arch.get("cells_per_stage", 5),
+        "cells": cells[0] if len(set(cells)) == 1 else cells,
+        "bits": fixed,
+    }
+    return form, live_bits + list(fixed.values())
+
+
+def _cell_slots(arch: dict[str, Any]) -> list[str]:
+    per_stage = arch.get("cells_per_stage", 5)
+    return [f"stage{s}.cell{c}" for s in range(3) for c in range(per_stage)]
+
+
+def positions(model: NB201Network, arch: dict[str, Any]) -> dict[str, str]:
+    """Canonical place of every edge module (module name prefix -> position), so that
+    functional hashing initialises equivalent modules of equivalent cells alike."""
+    from winnow.search_space.archs.nb201_canonical import canonical_cell
+
+    ops = parse_arch(arch["cell"])
+    kept_edges = [e for e, op in enumerate(ops) if op != "none"]
+    cell_positions = canonical_cell(ops).positions
+    cells = [(i, m) for i, m in enumerate(model.cells) if isinstance(m, Cell)]
+    found = {}
+    for (index, _), slot in zip(cells, _cell_slots(arch), strict=True):
+        for k, e in enumerate(kept_edges):
+            found[f"cells.{index}.edges.{k}"] = f"{slot}/{cell_positions.get(e, f'dead{e}')}"
+    return found
 
 
 def quant_slots(space: NB201Space, scope: str) -> list[str]:

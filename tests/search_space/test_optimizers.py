@@ -45,6 +45,7 @@ HESSIANS = (
 ADAM_HP = {"lr": 0.02, "weight_decay": 0.1, "beta1": 0.8, "beta2": 0.95}
 TEST_HP = {
     "sgd": {"lr": 0.05, "weight_decay": 0.1, "momentum": 0.7, "nesterov": True},
+    "adam": ADAM_HP,
     "adamw": ADAM_HP,
     "lion": ADAM_HP,
     "adabelief": ADAM_HP,
@@ -69,6 +70,20 @@ def ref_sgd(theta, grads, hp):
         g = g + hp["weight_decay"] * theta
         buf = hp["momentum"] * buf + g
         theta = theta - hp["lr"] * (g + hp["momentum"] * buf)
+    return theta
+
+
+def ref_adam(theta, grads, hp, eps=1e-8):
+    """Kingma & Ba 2015, Algorithm 1, with L2 decay added to the gradient."""
+    b1, b2 = hp["beta1"], hp["beta2"]
+    m, v = torch.zeros_like(theta), torch.zeros_like(theta)
+    for t, g in enumerate(grads, start=1):
+        g = g + hp["weight_decay"] * theta
+        m = b1 * m + (1 - b1) * g
+        v = b2 * v + (1 - b2) * g**2
+        theta = theta - hp["lr"] * bias_corrected(m, b1, t) / (
+            bias_corrected(v, b2, t).sqrt() + eps
+        )
     return theta
 
 
@@ -191,6 +206,7 @@ def ref_diffgrad(theta, grads, hp, eps=1e-8):
 # Each maps (theta0, grads, hyperparameters) to theta after the steps.
 REFERENCES = {
     "sgd": ref_sgd,
+    "adam": ref_adam,
     "adamw": ref_adamw,
     "lion": ref_lion,
     "adabelief": ref_adabelief,
@@ -312,8 +328,18 @@ def test_every_optimizer_lowers_a_linear_regression_loss(name):
 
 def test_unknown_optimizer_lists_the_registered_ones():
     with pytest.raises(UnknownNameError) as excinfo:
-        build_optimizer("adam", [torch.nn.Parameter(torch.zeros(2))], {})
-    for name in ("sgd", "adamw", "lion", "adabelief", "adamp", "lamb", "sophia", "diffgrad"):
+        build_optimizer("adagrad", [torch.nn.Parameter(torch.zeros(2))], {})
+    for name in (
+        "sgd",
+        "adam",
+        "adamw",
+        "lion",
+        "adabelief",
+        "adamp",
+        "lamb",
+        "sophia",
+        "diffgrad",
+    ):
         assert name in str(excinfo.value)
 
 
@@ -421,3 +447,14 @@ def test_hessian_steps_leave_no_graph_and_free_the_model():
     del model, optimizer
     gc.collect()
     assert param() is None
+
+
+def test_sgd_without_momentum_ignores_nesterov():
+    """Nesterov's look-ahead needs momentum; with none, the flag must not break the build."""
+    theta = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+    opt = build_optimizer(
+        "sgd", [theta], {"lr": 0.5, "momentum": 0.0, "nesterov": True, "weight_decay": 0.0}
+    )
+    theta.grad = torch.tensor([0.2, 0.4])
+    opt.step()
+    torch.testing.assert_close(theta.detach(), torch.tensor([0.9, -2.2]))

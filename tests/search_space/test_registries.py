@@ -65,6 +65,7 @@ def test_registries_hold_what_the_design_lists():
     assert set(ACTIVATIONS.names()) == {"relu", "gelu", "silu", "hardswish"}
     assert set(OPTIMIZERS.names()) == {
         "sgd",
+        "adam",
         "adamw",
         "lion",
         "adabelief",
