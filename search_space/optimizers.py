@@ -6,9 +6,9 @@ rule its paper publishes. ``eps`` is fixed at each paper's default and is not se
 
 SGD, Adam and AdamW come from ``torch.optim``. Lion, AdaBelief, AdamP, Sophia-H and diffGrad
 come from ``pytorch_optimizer`` (v4), with its flags set so that the update is the paper's; the
-comment at each factory says which flags and why. LAMB is written here: the library's ``Lamb`` follows the
-paper's version 3 (no bias correction of the second moment, trust ratio with an eps and a clamp
-of the weight norm at 10), which no flag turns into Algorithm 2 of the published paper.
+comment at each factory says which flags and why. LAMB is written here: the library's ``Lamb``
+follows the paper's version 3 (no bias correction of the second moment, trust ratio with an eps
+and a clamp of the weight norm at 10), which no flag turns into Algorithm 2 of the paper.
 
 Weight decay convention: every decoupled decay here shrinks the weights by ``lr * weight_decay``
 per step (torch.optim.AdamW's convention); AdamW's paper writes the same term as
