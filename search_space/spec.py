@@ -295,6 +295,30 @@ def load_space(source: str | Path) -> SearchSpace:
 # The NAS-Bench-201 training recipe (Dong & Yang 2020): SGD, lr 0.1, Nesterov momentum 0.9,
 # weight decay 5e-4, cosine schedule, batch 256.
 BUILTIN_SPACES: dict[str, dict[str, Any]] = {
+    # A joint space with deliberately coarse choices, where equivalent recipes recur (zero decay
+    # makes AdamW Adam, zero momentum makes Nesterov moot, 32-bit weights, dead layers' bits);
+    # `winnow bench hashing --space nb201-joint --sample N` measures the duplicates.
+    "nb201-joint": {
+        "name": "nb201-joint",
+        "architecture": {"family": "nb201"},
+        "normalization": ["batchnorm", "layernorm", "none"],
+        "optimizer": {
+            "name": ["sgd", "adam", "adamw"],
+            "lr": [0.01, 0.1],
+            "weight_decay": [0.0, 5e-4],
+            "momentum": [0.0, 0.9],
+            "nesterov": [True, False],
+            "warmup_epochs": [0, 1],
+            "batch_size": 128,
+        },
+        "quantization": {
+            "weight_bits": [4, 8, 32],
+            "scope": "group",
+            "activation_bits": [8, 32],
+            "granularity": ["per_channel", "per_tensor"],
+            "symmetric": [True, False],
+        },
+    },
     "nb201": {
         "name": "nb201",
         "architecture": {"family": "nb201"},

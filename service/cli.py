@@ -4,6 +4,7 @@
     winnow space sample FILE -n 5 --seed 0
     winnow space describe --space nb201 --archs-file FILE --json
     winnow evaluate --space FILE|nb201 [--candidate JSON | --arch NB201] --dataset NAME --epochs N
+    winnow bench proxies --nb201 CSV --data npz:PATH --sample 1000 --seed 0 --json [--no-share]
 
 Exit codes: 0 success, 1 an evaluation that failed (its JSON still printed), 2 bad input.
 """
@@ -152,6 +153,71 @@ def _print_summary(out: dict[str, Any]) -> None:
             )
 
 
+# --- winnow bench ---------------------------------------------------------------------------
+
+
+def _chosen_proxies(text: str | None) -> tuple[str, ...]:
+    from winnow.proxies import proxy_names
+
+    known = proxy_names()
+    if not text:
+        return tuple(known)
+    chosen = tuple(name.strip() for name in text.split(",") if name.strip())
+    unknown = [name for name in chosen if name not in known]
+    if unknown or not chosen:
+        raise ValueError(f"unknown proxies {unknown}; allowed: {', '.join(known)}")
+    return chosen
+
+
+def cmd_bench_proxies(args: argparse.Namespace) -> int:
+    """Rank correlation of each zero-cost proxy (and two ensembles) with NAS-Bench-201 accuracy."""
+    from winnow.proxies.bench import BenchConfig, run_proxy_bench
+    from winnow.proxies.nb201_truth import read_nb201_truth, sample_cells
+
+    cells = sample_cells(read_nb201_truth(args.nb201), args.sample, args.seed)
+    load_dataset(args.data)  # bad names and missing files are input errors: fail before work
+    config = BenchConfig(
+        data=args.data,
+        proxies=_chosen_proxies(args.proxies),
+        seed=args.seed,
+        batch_size=args.batch_size,
+        n_batches=args.batches,
+        device=args.device,
+        calibration_fraction=args.calibration_fraction,
+        no_share=args.no_share,
+        no_share_limit=args.no_share_limit,
+    )
+    result = run_proxy_bench(cells, config, cache_path=args.cache, progress=not args.quiet)
+    _print_json(result) if args.json else _print_bench_summary(result)
+    return 0
+
+
+def cmd_bench_hashing(args: argparse.Namespace) -> int:
+    """Structural and functional hash classes, timings and agreement over a space."""
+    from winnow.service.bench_hashing import run
+
+    bits = [int(b) for b in args.mantissa_bits.split(",")] if args.mantissa_bits else []
+    out = Path(args.out) if args.out else None
+    _print_json(run(args.space, args.sample, args.seed, bits, out, limit=args.limit))
+    return 0
+
+
+def _print_bench_summary(result: dict[str, Any]) -> None:
+    def text(x: float | None) -> str:
+        return "   n/a" if x is None else f"{x:+.3f}"
+
+    print(f"{result['sample']} NAS-Bench-201 cells on {result['device']}")
+    print(f"{'proxy':<20}{'spearman':>9}{'kendall':>9}{'s/arch':>9}{'failed':>7}")
+    for name, row in result["proxies"].items():
+        print(
+            f"{name:<20}{text(row['spearman']):>9}{text(row['kendall']):>9}"
+            f"{row['seconds_per_arch']:>9.3f}{row['failures']:>7}"
+        )
+    for name, row in result["ensembles"].items():
+        print(f"{name + ' ensemble':<20}{text(row['spearman']):>9}{text(row['kendall']):>9}")
+    print(f"suite: {result['suite_seconds_per_arch']:.3f} s/arch, wall {result['wall_seconds']} s")
+
+
 # --- parser ---------------------------------------------------------------------------------
 
 
@@ -190,6 +256,38 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", action="store_true", help="print one JSON object")
     ev.add_argument("--quiet", action="store_true", help="no per-epoch progress on stderr")
     ev.set_defaults(func=cmd_evaluate)
+
+    bench = commands.add_parser("bench", help="benchmarks that print JSON")
+    bench_commands = bench.add_subparsers(dest="bench_command", required=True)
+    bp = bench_commands.add_parser(
+        "proxies", help="rank correlation of zero-cost proxies with NAS-Bench-201 accuracy"
+    )
+    bp.add_argument("--nb201", required=True, help="ground-truth CSV (arch, test_accuracy)")
+    bp.add_argument("--data", required=True, help="images to score on, e.g. npz:PATH")
+    bp.add_argument("--sample", type=int, default=1000, help="number of cells (CI smoke: 20)")
+    bp.add_argument("--seed", type=int, default=0)
+    bp.add_argument("--proxies", help="comma-separated names (default: every proxy)")
+    bp.add_argument("--batches", type=int, default=2, help="number of fixed batches")
+    bp.add_argument("--batch-size", type=int, default=64)
+    bp.add_argument("--calibration-fraction", type=float, default=0.4)
+    bp.add_argument("--no-share", action="store_true", help="also time unshared scoring")
+    bp.add_argument(
+        "--no-share-limit", type=int, default=50, help="unshared scoring on the first N cells"
+    )
+    bp.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    bp.add_argument("--cache", help="JSON-lines score cache: resumes and repeats without rescoring")
+    bp.add_argument("--json", action="store_true", help="print one JSON object")
+    bp.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
+    bp.set_defaults(func=cmd_bench_proxies)
+    bh = bench_commands.add_parser("hashing", help="structural vs functional hashing of a space")
+    bh.add_argument("--space", default="nb201", help="nb201 (every cell) or a space to sample")
+    bh.add_argument("--sample", type=int, help="sample N candidates instead of every nb201 cell")
+    bh.add_argument("--limit", type=int, help="only the first N nb201 cells (smoke runs)")
+    bh.add_argument("--seed", type=int, default=0)
+    bh.add_argument("--mantissa-bits", help="comma-separated precisions to sweep, e.g. 8,12,16")
+    bh.add_argument("--out", help="CSV of arch,structural_hash,functional_hash")
+    bh.add_argument("--json", action="store_true", help="print one JSON object (the default)")
+    bh.set_defaults(func=cmd_bench_hashing)
     return parser
 
 

@@ -1,0 +1,460 @@
+"""The proxy benchmark behind ``winnow bench proxies``: how well each zero-cost proxy, and each
+ensemble of them, ranks NAS-Bench-201 cells against the benchmark's CIFAR-10 test accuracy.
+
+Every sampled cell is built as the benchmark's network (``NB201Network``, C=16, N=5, BatchNorm)
+from the same seed and scored on the SAME fixed batches of real training images, so the only
+thing that differs between cells is the cell. Correlations (``scipy.stats``) are against the
+ground truth, which is never an input to a proxy; the calibrated ensemble learns its weights on a
+calibration split and is reported on the disjoint evaluation split.
+
+Scores can be cached in a JSON-lines file (one line per cell, appended and flushed as each cell
+is done), so an interrupted run resumes where it stopped and a repeated run is fast. A line is
+reused only by a run with the same configuration (data, seed, batches, proxies, device type,
+sharing); a reused cell keeps the timings recorded when it was scored.
+
+``no_share`` also scores the first ``no_share_limit`` cells (default 50) with every proxy on its
+own passes, each right after its shared scoring, and reports both timings on those cells:
+unshared scoring is several times slower, too slow for 1,000 cells on a CPU.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import resource
+import sys
+import time
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+import torch
+from scipy import stats
+from torch import nn
+from tqdm import tqdm
+
+from winnow.proxies.ensemble import CalibratedEnsemble, rank_ensemble
+from winnow.proxies.nb201_truth import NB201Cell
+from winnow.search_space.archs.nb201 import NB201Network, parse_arch
+from winnow.search_space.datasets import Dataset, load_dataset
+from winnow.search_space.training import resolve_device
+
+# score_model's signature: (model, batches, proxies, *, share, seed) -> {name: ProxyScore}
+Scorer = Callable[..., Mapping[str, Any]]
+Batches = list[tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """What a benchmark run scores and how; everything here but the last three changes the
+    scores, so it keys the cache."""
+
+    data: str
+    proxies: tuple[str, ...]
+    seed: int = 0
+    batch_size: int = 64
+    n_batches: int = 2
+    device: str = "auto"
+    calibration_fraction: float = 0.4
+    no_share: bool = False
+    no_share_limit: int = 50  # unshared scoring (slow) runs on the first this many cells
+
+    def __post_init__(self) -> None:
+        if not self.proxies:
+            raise ValueError("the benchmark needs at least one proxy")
+        if not 0.0 < self.calibration_fraction < 1.0:
+            raise ValueError(
+                f"calibration fraction must be in (0, 1), not {self.calibration_fraction}"
+            )
+        if self.n_batches < 1 or self.batch_size < 1 or self.no_share_limit < 1:
+            raise ValueError("batch count, batch size and the no-share limit must be positive")
+
+
+@dataclass
+class CellScores:
+    """One cell's proxy results from one scorer call: value (None = failed), seconds and error
+    per proxy, and the wall time of the whole call."""
+
+    arch: str
+    values: dict[str, float | None]
+    seconds: dict[str, float]
+    errors: dict[str, str] = field(default_factory=dict)
+    total_seconds: float = 0.0
+
+
+# --- inputs: batches and networks -----------------------------------------------------------
+
+
+def fixed_batches(
+    dataset: Dataset, n_batches: int, batch_size: int, seed: int, device: torch.device | str
+) -> Batches:
+    """``n_batches`` disjoint batches of real training images, drawn once with a seeded
+    generator and normalised but not augmented, so that every cell is scored on the same data."""
+    needed = n_batches * batch_size
+    if needed > len(dataset.train_y):
+        raise ValueError(
+            f"{dataset.name} has {len(dataset.train_y)} training images; "
+            f"{n_batches} batches of {batch_size} need {needed}"
+        )
+    order = torch.randperm(len(dataset.train_y), generator=torch.Generator().manual_seed(seed))
+    chosen = order[:needed]
+    x = dataset.normalize(dataset.train_x[chosen]).to(device)
+    y = dataset.train_y[chosen].to(device)
+    return [
+        (x[k * batch_size : (k + 1) * batch_size], y[k * batch_size : (k + 1) * batch_size])
+        for k in range(n_batches)
+    ]
+
+
+def build_cell(
+    arch: str, num_classes: int, in_channels: int, seed: int, device: torch.device
+) -> nn.Module:
+    """The benchmark's network for ``arch``, initialised from ``seed`` whatever came before
+    (so a cell scores the same in any order and when resumed), leaving the global RNG as it was."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = NB201Network(parse_arch(arch), num_classes, in_channels=in_channels)
+    return model.to(device)
+
+
+def score_cell(
+    arch: str,
+    batches: Batches,
+    dataset: Dataset,
+    scorer: Scorer,
+    config: BenchConfig,
+    device: torch.device,
+    share: bool,
+) -> tuple[CellScores, bool]:
+    """Score one cell; returns (scores, whether to cache them). A scorer that raises (it
+    should not: proxies report their own failures) fails every proxy of this cell, uncached,
+    so that a transient error such as running out of memory is retried by the next run."""
+    model = build_cell(arch, dataset.num_classes, dataset.input_shape[0], config.seed, device)
+    start = time.perf_counter()
+    try:
+        results = scorer(model, batches, list(config.proxies), share=share, seed=config.seed)
+    except Exception as error:  # one bad cell must not end a 1,000-cell run
+        message = f"{type(error).__name__}: {error}"
+        names = config.proxies
+        failed = CellScores(
+            arch, dict.fromkeys(names), dict.fromkeys(names, 0.0), dict.fromkeys(names, message)
+        )
+        return failed, False
+    total = time.perf_counter() - start
+    values, seconds, errors = {}, {}, {}
+    for name in config.proxies:
+        result = results.get(name)
+        value = getattr(result, "value", None)
+        values[name] = float(value) if value is not None and math.isfinite(value) else None
+        seconds[name] = float(getattr(result, "seconds", 0.0))
+        error = getattr(result, "error", None) if result is not None else "not returned"
+        if error:
+            errors[name] = str(error)
+    return CellScores(arch, values, seconds, errors, total), True
+
+
+# --- the cache ------------------------------------------------------------------------------
+
+
+def config_key(config: BenchConfig, device: torch.device, share: bool) -> str:
+    """A short hash of everything that changes a cell's scores or their timings."""
+    keyed = {
+        "data": config.data,
+        "proxies": sorted(config.proxies),
+        "seed": config.seed,
+        "batch_size": config.batch_size,
+        "n_batches": config.n_batches,
+        "device": device.type,
+        "share": share,
+        "network": "NB201Network(C=16,N=5,batchnorm)",
+    }
+    return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class ScoreCache:
+    """Cell scores in a JSON-lines file: one line per scored cell, appended, flushed and synced
+    at once so a crash loses at most the cell being scored. Lines from other configurations are
+    kept in the file but not used; a torn last line (a crash mid-write) is skipped."""
+
+    def __init__(self, path: str | Path | None):
+        self.path = Path(path) if path is not None else None
+        self.entries: dict[tuple[str, str], CellScores] = {}
+        self.skipped_lines = 0
+        self._file: TextIO | None = None
+        if self.path is not None and self.path.is_file():
+            self._load(self.path)
+
+    def _load(self, path: Path) -> None:
+        for line in path.read_text().splitlines():
+            try:
+                row = json.loads(line)
+                cell = CellScores(row["arch"], row["values"], row["seconds"], row["errors"])
+                cell.total_seconds = float(row["total_seconds"])
+                self.entries[(row["config"], cell.arch)] = cell
+            except (ValueError, KeyError, TypeError):
+                self.skipped_lines += 1
+
+    def get(self, key: str, arch: str) -> CellScores | None:
+        return self.entries.get((key, arch))
+
+    def add(self, key: str, cell: CellScores) -> None:
+        self.entries[(key, cell.arch)] = cell
+        if self.path is None:
+            return
+        if self._file is None:
+            self._file = self._open_for_append(self.path)
+        self._file.write(json.dumps({"config": key, **asdict(cell)}, sort_keys=True) + "\n")
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    @staticmethod
+    def _open_for_append(path: Path) -> TextIO:
+        """Open for appending, first ending a torn last line so the next record starts afresh."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torn = path.is_file() and path.stat().st_size > 0 and not path.read_bytes().endswith(b"\n")
+        file = open(path, "a")  # noqa: SIM115 (closed by close())
+        if torn:
+            file.write("\n")
+        return file
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+# --- scoring many cells ---------------------------------------------------------------------
+
+
+@dataclass
+class Scoring:
+    """The fixed inputs every cell of a run is scored with, and the cache it reads and fills."""
+
+    batches: Batches
+    dataset: Dataset
+    scorer: Scorer
+    config: BenchConfig
+    device: torch.device
+    cache: ScoreCache
+
+    def cell(self, arch: str, share: bool) -> tuple[CellScores, bool]:
+        """One cell's scores, from the cache when it has them; returns (scores, reused)."""
+        key = config_key(self.config, self.device, share)
+        cached = self.cache.get(key, arch)
+        if cached is not None:
+            return cached, True
+        scores, keep = score_cell(
+            arch, self.batches, self.dataset, self.scorer, self.config, self.device, share
+        )
+        if keep:
+            self.cache.add(key, scores)
+        return scores, False
+
+
+def score_cells(
+    archs: Sequence[str], scoring: Scoring, progress: bool = True
+) -> tuple[list[CellScores], list[CellScores], int]:
+    """Shared scores of every arch and, with ``no_share``, unshared scores of the first
+    ``no_share_limit``; returns (shared, unshared, cells reused from the cache).
+
+    A cell's unshared scoring runs right after its shared scoring, so both timings see the same
+    load on the machine (a shared CPU's load drifts over minutes). Progress (cells done, seconds
+    per cell) goes to stderr."""
+    config = scoring.config
+    n_unshared = min(config.no_share_limit, len(archs)) if config.no_share else 0
+    shared: list[CellScores] = []
+    unshared: list[CellScores] = []
+    reused = 0
+    with tqdm(archs, desc="proxies", unit="cell", file=sys.stderr, disable=not progress) as bar:
+        for i, arch in enumerate(bar):
+            cell, was_cached = scoring.cell(arch, share=True)
+            shared.append(cell)
+            reused += was_cached
+            if i < n_unshared:
+                unshared.append(scoring.cell(arch, share=False)[0])
+            bar.set_postfix(reused=reused, s_per_cell=f"{cell.total_seconds:.2f}")
+    return shared, unshared, reused
+
+
+# --- statistics -----------------------------------------------------------------------------
+
+
+def _none_if_nan(x: float) -> float | None:
+    return None if x is None or not math.isfinite(x) else round(float(x), 4)
+
+
+def rank_correlations(predicted: Sequence[float | None], truth: Sequence[float]) -> dict:
+    """Spearman's rho and Kendall's tau (scipy.stats; tau-b, which handles ties) of predictions
+    against ground truth. Missing predictions rank below every real one, the convention of
+    :func:`rank_ensemble`, so a proxy is not flattered by failing on bad cells. None where a
+    correlation is undefined (fewer than 2 cells, or constant values)."""
+    pred = np.array([-np.inf if v is None else v for v in predicted], dtype=np.float64)
+    pred = np.where(np.isnan(pred), -np.inf, pred)
+    truth = np.asarray(truth, dtype=np.float64)
+    if len(pred) < 2:
+        return {"spearman": None, "kendall": None}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # constant input: scipy warns and returns NaN
+        rho = stats.spearmanr(pred, truth).statistic
+        tau = stats.kendalltau(pred, truth).statistic
+    return {"spearman": _none_if_nan(rho), "kendall": _none_if_nan(tau)}
+
+
+def split_indices(n: int, calibration_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(calibration, evaluation) indices: a seeded partition of ``range(n)``, disjoint. The
+    generator is seeded with ``(seed, 1)``, a stream apart from the one that drew the sample."""
+    order = np.random.default_rng((seed, 1)).permutation(n)
+    n_calibration = min(max(int(round(calibration_fraction * n)), 0), n)
+    return np.sort(order[:n_calibration]), np.sort(order[n_calibration:])
+
+
+def _per_proxy_summary(cells: Sequence[CellScores], truth: Sequence[float], name: str) -> dict:
+    values = [c.values.get(name) for c in cells]
+    errors = [c.errors[name] for c in cells if name in c.errors]
+    summary = rank_correlations(values, truth)
+    summary["seconds_per_arch"] = round(float(np.mean([c.seconds[name] for c in cells])), 5)
+    summary["failures"] = sum(v is None for v in values)
+    if errors:
+        summary["first_error"] = errors[0][:300]
+    return summary
+
+
+def calibrated_summary(
+    features: Mapping[str, Sequence[float | None]],
+    truth: np.ndarray,
+    calibration: np.ndarray,
+    evaluation: np.ndarray,
+    seed: int,
+) -> dict[str, Any]:
+    """Fit a :class:`CalibratedEnsemble` on the calibration rows only, and report it on the
+    evaluation rows (``spearman``, ``kendall``) and on the calibration rows."""
+    if len(calibration) < 2 or len(evaluation) < 2 or len(np.unique(truth[calibration])) < 2:
+        return {
+            "spearman": None,
+            "kendall": None,
+            "spearman_calibration_split": None,
+            "error": "too few cells (or one accuracy) to calibrate on and evaluate",
+        }
+
+    def rows(index: np.ndarray) -> dict[str, list[float | None]]:
+        return {name: [column[i] for i in index] for name, column in features.items()}
+
+    ensemble = CalibratedEnsemble(list(features)).fit(rows(calibration), truth[calibration], seed)
+    summary = rank_correlations(ensemble.predict(rows(evaluation)), truth[evaluation])
+    on_calibration = rank_correlations(ensemble.predict(rows(calibration)), truth[calibration])
+    summary["spearman_calibration_split"] = on_calibration["spearman"]
+    summary["weights"] = {k: round(v, 4) for k, v in ensemble.weights.items()}
+    summary["fit"] = ensemble.fit_info
+    return summary
+
+
+def rank_summary(
+    features: Mapping[str, Sequence[float | None]], truth: np.ndarray, evaluation: np.ndarray
+) -> dict[str, Any]:
+    """The AZ-NAS rank ensemble over every sampled cell, and (for comparison with the
+    calibrated ensemble) ranked within the evaluation split alone."""
+    summary = rank_correlations(rank_ensemble(features), truth)
+    if len(evaluation) >= 2:
+        on_eval = rank_ensemble({k: [v[i] for i in evaluation] for k, v in features.items()})
+        summary["spearman_evaluation_split"] = rank_correlations(on_eval, truth[evaluation])[
+            "spearman"
+        ]
+    return summary
+
+
+def peak_rss_bytes() -> int:
+    """The process's peak resident set size (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+# --- the benchmark --------------------------------------------------------------------------
+
+
+@contextmanager
+def _open_cache(path: str | Path | None) -> Iterator[ScoreCache]:
+    cache = ScoreCache(path)
+    try:
+        yield cache
+    finally:
+        cache.close()
+
+
+def run_proxy_bench(
+    cells: Sequence[NB201Cell],
+    config: BenchConfig,
+    scorer: Scorer | None = None,
+    cache_path: str | Path | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Score ``cells`` with every proxy of ``config`` and report the rank correlations of each
+    proxy and ensemble with ground truth, timings and memory, as one JSON-ready dict.
+
+    ``scorer`` defaults to ``winnow.proxies.score_model``; tests pass a stand-in."""
+    start = time.perf_counter()
+    if scorer is None:
+        from winnow.proxies import score_model as scorer
+    device = resolve_device(config.device)
+    dataset = load_dataset(config.data)
+    batches = fixed_batches(dataset, config.n_batches, config.batch_size, config.seed, device)
+    archs = [c.arch for c in cells]
+    truth = np.array([c.test_accuracy for c in cells], dtype=np.float64)
+    with _open_cache(cache_path) as cache:
+        scoring = Scoring(batches, dataset, scorer, config, device, cache)
+        shared, unshared, reused = score_cells(archs, scoring, progress)
+    features = {name: [c.values[name] for c in shared] for name in config.proxies}
+    calibration, evaluation = split_indices(len(cells), config.calibration_fraction, config.seed)
+    out: dict[str, Any] = {
+        "proxies": {name: _per_proxy_summary(shared, truth, name) for name in config.proxies},
+        "ensembles": {
+            "rank": rank_summary(features, truth, evaluation),
+            "calibrated": calibrated_summary(features, truth, calibration, evaluation, config.seed),
+        },
+        "suite_seconds_per_arch": _mean_total(shared),
+        "sample": len(cells),
+        "split": {"calibration": len(calibration), "evaluation": len(evaluation)},
+        "seed": config.seed,
+        "data": config.data,
+        "batches": {"count": config.n_batches, "size": config.batch_size, "split": "train"},
+        "device": str(device),
+        "cached_cells_reused": reused,
+        "cache_lines_skipped": cache.skipped_lines,
+    }
+    if config.no_share:
+        out.update(_no_share_summary(shared, unshared, config.proxies, out["proxies"]))
+    out["peak_rss_bytes"] = peak_rss_bytes()
+    if device.type == "cuda":
+        out["peak_cuda_bytes"] = torch.cuda.max_memory_allocated(device)
+    out["wall_seconds"] = round(time.perf_counter() - start, 3)
+    return out
+
+
+def _mean_total(cells: Sequence[CellScores]) -> float | None:
+    return round(float(np.mean([c.total_seconds for c in cells])), 5) if cells else None
+
+
+def _no_share_summary(
+    shared: Sequence[CellScores],
+    unshared: Sequence[CellScores],
+    proxies: Sequence[str],
+    per_proxy: dict[str, dict],
+) -> dict[str, Any]:
+    """Unshared timings next to the shared ones, on the same cells (the first of the sample),
+    so the speed-up of sharing passes is measured within one run."""
+    same = shared[: len(unshared)]
+    for name in proxies:
+        per_proxy[name]["no_share_seconds_per_arch"] = round(
+            float(np.mean([c.seconds[name] for c in unshared])), 5
+        )
+    shared_time, unshared_time = _mean_total(same), _mean_total(unshared)
+    return {
+        "no_share_seconds_per_arch": unshared_time,
+        "no_share_cells": len(unshared),
+        "suite_seconds_per_arch_on_no_share_cells": shared_time,
+        "share_speedup": round(unshared_time / shared_time, 3) if shared_time else None,
+    }
