@@ -1,0 +1,59 @@
+"""Run one trial at one fidelity, whatever the stage: the function every executor calls.
+
+``train`` trains and tests the candidate (``winnow.search_space.training.evaluate``); ``proxy``
+scores it at initialisation with the zero-cost proxies (``winnow.proxies.score_model``) on fixed
+real batches of the task's training data, returning each proxy's value as a metric
+``proxy.<name>`` (failed proxies are listed in ``error``, the others still count).
+"""
+
+from __future__ import annotations
+
+import time
+
+from winnow.proxies import score_model
+from winnow.proxies.bench import fixed_batches
+from winnow.search_space.datasets import load_dataset
+from winnow.search_space.training import evaluate, resolve_device, seed_everything
+from winnow.search_space.trial import Status, TrialResult, TrialSpec
+
+PROXY_BATCHES = 2  # ZiCo needs two; the others use the first
+PROXY_BATCH_SIZE = 64
+
+
+def run_trial(spec: TrialSpec) -> TrialResult:
+    if spec.stage == "train":
+        return evaluate(spec)
+    if spec.stage == "proxy":
+        return score_proxies(spec)
+    raise NotImplementedError(f"stage {spec.stage!r} has no worker yet (train, proxy)")
+
+
+def score_proxies(spec: TrialSpec) -> TrialResult:
+    """The proxy stage; never raises for a bad candidate."""
+    start = time.perf_counter()
+    try:
+        device = resolve_device(spec.device)
+        seed_everything(spec.seed)
+        dataset = load_dataset(spec.dataset)
+        batch_size = min(PROXY_BATCH_SIZE, len(dataset.train_y) // PROXY_BATCHES)
+        batches = fixed_batches(dataset, PROXY_BATCHES, batch_size, spec.seed, device)
+        model = spec.candidate.build_model(dataset.num_classes, dataset.input_shape).to(device)
+        scores = score_model(model, batches, seed=spec.seed)
+    except Exception as exc:  # a failed candidate must not end the caller's search
+        return TrialResult(
+            Status.FAILED,
+            error=f"{type(exc).__name__}: {exc}",
+            seconds=time.perf_counter() - start,
+            device=spec.device,
+        )
+    metrics = {f"proxy.{n}": s.value for n, s in scores.items() if s.value is not None}
+    metrics |= {f"proxy_seconds.{n}": s.seconds for n, s in scores.items()}
+    errors = [f"{n}: {s.error}" for n, s in scores.items() if s.error]
+    status = Status.OK if any(s.value is not None for s in scores.values()) else Status.FAILED
+    return TrialResult(
+        status,
+        metrics,
+        error="; ".join(errors) or None,
+        seconds=time.perf_counter() - start,
+        device=str(device),
+    )
