@@ -119,12 +119,6 @@ def working_copy(
     return work
 
 
-def synchronize(device: torch.device) -> None:
-    """Wait for queued CUDA work, so that wall-clock timings measure the work itself."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def total(values: Sequence[Tensor]) -> float:
     """Sum of scalar tensors in float64 as a Python float, with one device sync."""
     if not values:

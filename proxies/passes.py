@@ -35,11 +35,11 @@ from winnow.proxies.base import (
     ACTIVATION_MODULES,
     Batch,
     prunable_layers,
-    synchronize,
     weight_of,
     working_copy,
 )
 from winnow.proxies.gradient import channel_fisher
+from winnow.search_space.training import synchronize
 
 FORWARD = "forward"
 

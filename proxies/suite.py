@@ -18,12 +18,13 @@ from collections.abc import Callable, Sequence
 from torch import nn
 
 from winnow.proxies import activation, gradient
-from winnow.proxies.base import Batch, ProxyEntry, ProxyScore, synchronize
+from winnow.proxies.base import Batch, ProxyEntry, ProxyScore
 from winnow.proxies.passes import FORWARD, PassPlan, SharedPasses, run_shared_passes
 from winnow.proxies.synflow import synflow
 from winnow.proxies.zen import zen
 from winnow.search_space.costs import count_flops, count_parameters
 from winnow.search_space.registry import Registry
+from winnow.search_space.training import synchronize
 
 # --- the proxies, from the shared passes -------------------------------------------------------
 

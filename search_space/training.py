@@ -125,16 +125,17 @@ def measure_latency(model: nn.Module, input_shape: tuple[int, ...], device: torc
     x = torch.randn(LATENCY_BATCH, *input_shape, device=device)
     times = []
     for i in range(LATENCY_REPEATS + 2):  # two warm-up passes
-        _synchronize(device)
+        synchronize(device)
         start = time.perf_counter()
         model(x)
-        _synchronize(device)
+        synchronize(device)
         if i >= 2:
             times.append((time.perf_counter() - start) * 1e3)
     return statistics.median(times)
 
 
-def _synchronize(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
+    """Wait for queued CUDA work, so that wall-clock timings measure the work itself."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
