@@ -11,8 +11,9 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml scripts/setup-venv.sh
 	bash scripts/setup-venv.sh $(VENV)
 
+# A real search: the digits joint space, SQLite store in runs/, in-process worker.
 demo: $(STAMP)
-	$(BIN)/winnow evaluate --space examples/digits.yaml --dataset digits --epochs 12 --json
+	$(BIN)/winnow search run examples/digits-search.yaml --store sqlite:///runs/demo.db
 
 test: $(STAMP)
 	$(BIN)/ruff check .

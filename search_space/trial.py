@@ -44,7 +44,9 @@ class Fidelity:
 
 @dataclass(frozen=True)
 class TrialSpec:
-    """Evaluate ``candidate`` on ``dataset`` at one fidelity (``stage``, ``epochs``, ``steps``)."""
+    """Evaluate ``candidate`` on ``dataset`` at one fidelity (``stage``, ``epochs``, ``steps``).
+
+    ``proxies`` names the zero-cost proxies of a ``proxy`` stage (``None``: all of them)."""
 
     candidate: Candidate
     dataset: str
@@ -53,6 +55,7 @@ class TrialSpec:
     steps: int | None = None
     seed: int = 0
     device: str = "cpu"
+    proxies: tuple[str, ...] | None = None
 
     @property
     def fidelity(self) -> Fidelity:
@@ -80,3 +83,8 @@ class TrialResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "status": str(self.status)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrialResult:
+        """The inverse of :meth:`to_dict` (e.g. a result read back from the store)."""
+        return cls(**{**data, "status": Status(data["status"])})

@@ -5,6 +5,8 @@
     winnow space describe --space nb201 --archs-file FILE --json
     winnow evaluate --space FILE|nb201 [--candidate JSON | --arch NB201] --dataset NAME --epochs N
     winnow bench proxies --nb201 CSV --data npz:PATH --sample 1000 --seed 0 --json [--no-share]
+    winnow bench hashing --space nb201 --json --out hashes.csv
+    winnow search run|resume|list ...  and  winnow bench search ...  (see cli_search.py)
 
 Exit codes: 0 success, 1 an evaluation that failed (its JSON still printed), 2 bad input.
 """
@@ -24,6 +26,7 @@ from winnow.search_space.datasets import DatasetError, load_dataset
 from winnow.search_space.params import CandidateNotInSpaceError
 from winnow.search_space.registry import UnknownNameError
 from winnow.search_space.spec import SearchSpace, SpecError, load_space, parse_space
+from winnow.service.cli_search import add_search_commands
 
 USAGE_ERRORS = (
     SpecError,
@@ -288,6 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     bh.add_argument("--out", help="CSV of arch,structural_hash,functional_hash")
     bh.add_argument("--json", action="store_true", help="print one JSON object (the default)")
     bh.set_defaults(func=cmd_bench_hashing)
+    add_search_commands(commands, bench_commands)
     return parser
 
 

@@ -38,7 +38,7 @@ def score_proxies(spec: TrialSpec) -> TrialResult:
         batch_size = min(PROXY_BATCH_SIZE, len(dataset.train_y) // PROXY_BATCHES)
         batches = fixed_batches(dataset, PROXY_BATCHES, batch_size, spec.seed, device)
         model = spec.candidate.build_model(dataset.num_classes, dataset.input_shape).to(device)
-        scores = score_model(model, batches, seed=spec.seed)
+        scores = score_model(model, batches, spec.proxies, seed=spec.seed)
     except Exception as exc:  # a failed candidate must not end the caller's search
         return TrialResult(
             Status.FAILED,

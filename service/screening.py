@@ -1,0 +1,119 @@
+"""Zero-cost proxy screening: which proxy-scored candidates the cascade trains.
+
+Each scored candidate joins a population (the last ``Screen.population`` scored in the search).
+Its ensemble score is AZ-NAS's rank aggregation over that population until the search has
+trained ``calibrate_after`` candidates; from then on it is a ``CalibratedEnsemble`` fitted on the
+search's own trained results (proxy values against the first objective at the first rung),
+refitted every ``refit_every`` new results. Ground truth from anywhere else is never used.
+
+A candidate is kept when it ranks in the top ``keep_fraction`` of the population: by score with
+one objective; with several, by how many population members dominate it on (score, the other
+objectives that proxies already know, such as ``params`` and ``flops``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from winnow.proxies.ensemble import CalibratedEnsemble, rank_ensemble
+from winnow.service.pareto import domination_counts
+from winnow.service.search_spec import Objective, Screen
+
+ProxyValues = Mapping[str, float | None]
+
+
+@dataclass(frozen=True)
+class Decision:
+    keep: bool
+    score: float
+    position: int  # 0 = best of the population
+    population: int
+    ensemble: str  # "rank", "calibrated" or "warmup"
+
+
+class ProxyScreen:
+    """See the module docstring. ``objectives`` are the search's; the first is the one the
+    ensemble predicts."""
+
+    def __init__(self, settings: Screen, objectives: Sequence[Objective], seed: int = 0) -> None:
+        self.settings = settings
+        self.primary = objectives[0]
+        self.static = [o for o in objectives[1:] if o.name in settings.proxies]
+        self.seed = seed
+        self.rows: list[ProxyValues] = []
+        self.numbers: list[int] = []
+        self.labels: dict[int, float] = {}
+        self.ensemble: CalibratedEnsemble | None = None
+        self._labels_at_fit = 0
+        self._score_cache: dict[int, float] = {}
+
+    # --- deciding -----------------------------------------------------------------------------
+
+    def add(self, number: int, values: ProxyValues) -> Decision:
+        """Add a scored candidate to the population and decide whether it is trained."""
+        self.rows.append({p: values.get(p) for p in self.settings.proxies})
+        self.numbers.append(number)
+        window = slice(-self.settings.population, None)
+        rows, numbers = self.rows[window], self.numbers[window]
+        if len(self.rows) <= self.settings.min_population:
+            return Decision(True, math.nan, 0, len(rows), "warmup")
+        scores, kind = self._scores(rows, numbers)
+        position = self._position(scores, rows)
+        allowed = math.ceil(self.settings.keep_fraction * len(rows))
+        return Decision(position < allowed, float(scores[-1]), position, len(rows), kind)
+
+    def _scores(self, rows: list[ProxyValues], numbers: list[int]) -> tuple[np.ndarray, str]:
+        if self.ensemble is None:
+            columns = {p: [r[p] for r in rows] for p in self.settings.proxies}
+            return rank_ensemble(columns), "rank"
+        missing = [i for i, n in enumerate(numbers) if n not in self._score_cache]
+        if missing:
+            columns = {p: [rows[i][p] for i in missing] for p in self.settings.proxies}
+            for i, score in zip(missing, self.ensemble.predict(columns), strict=True):
+                self._score_cache[numbers[i]] = float(score)
+        return np.array([self._score_cache[n] for n in numbers]), "calibrated"
+
+    def _position(self, scores: np.ndarray, rows: list[ProxyValues]) -> int:
+        """The newest member's place in the population, 0 = best."""
+        if not self.static:
+            return int(np.sum(scores > scores[-1]))
+        points = np.column_stack([scores] + [_column(rows, o) for o in self.static])
+        directions = ["maximize"] + [o.direction for o in self.static]
+        counts = domination_counts(points, directions)
+        return int(np.sum(counts < counts[-1]))
+
+    # --- learning from trained results --------------------------------------------------------
+
+    def observe(self, number: int, metrics: Mapping[str, float]) -> None:
+        """A trained result of a screened candidate; refits the calibrated ensemble when due."""
+        if self.primary.name not in metrics or number not in self.numbers:
+            return
+        value = float(metrics[self.primary.name])
+        self.labels[number] = value if self.primary.direction == "maximize" else -value
+        enough = len(self.labels) >= self.settings.calibrate_after
+        due = len(self.labels) - self._labels_at_fit >= self.settings.refit_every
+        if enough and (self.ensemble is None or due):
+            self._refit()
+
+    def _refit(self) -> None:
+        index = {n: i for i, n in enumerate(self.numbers)}
+        labelled = [n for n in self.labels if n in index]
+        if len({self.labels[n] for n in labelled}) < 2:
+            return  # a rank loss needs at least two different results
+        columns = {p: [self.rows[index[n]][p] for n in labelled] for p in self.settings.proxies}
+        target = [self.labels[n] for n in labelled]
+        self.ensemble = CalibratedEnsemble(self.settings.proxies).fit(columns, target, self.seed)
+        self._labels_at_fit = len(self.labels)
+        self._score_cache.clear()
+
+
+def _column(rows: Sequence[ProxyValues], objective: Objective) -> np.ndarray:
+    """A proxy-known objective (e.g. params) per row; a missing value counts as the worst."""
+    name = objective.name
+    values = np.array([np.nan if r.get(name) is None else float(r[name]) for r in rows])
+    worst = -np.inf if objective.direction == "maximize" else np.inf
+    return np.where(np.isnan(values), worst, values)

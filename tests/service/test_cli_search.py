@@ -1,0 +1,65 @@
+"""``winnow search run|resume|list`` and ``winnow bench search`` from the command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from winnow.service.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_search_run_then_list(capsys, tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        f"space: {ROOT / 'examples' / 'digits.yaml'}\ntask: {{dataset: digits}}\n"
+        "budget: {max_trials: 3}\nstrategy: {name: random, rungs: [1]}\n"
+    )
+    store = f"sqlite:///{tmp_path / 'cli.db'}"
+    code = main(["search", "run", str(spec), "--store", store, "--json", "--quiet"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 0 and report["trained"] == 3 and report["status"] == "finished"
+    assert report["front"] and 0.0 <= report["front"][0]["accuracy"] <= 1.0
+    assert main(["search", "list", "--store", store]) == 0
+    listed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [s["id"] for s in listed] == [report["search_id"]]
+
+
+def test_demo_spec_resolves_its_space_next_to_it():
+    from winnow.service.search_spec import load_search_spec
+
+    spec = load_search_spec(ROOT / "examples" / "digits-search.yaml")
+    assert spec.search_space.name == "digits-joint" and spec.strategy.cascade
+
+
+def test_bad_inputs_exit_2(capsys, tmp_path):
+    assert main(["search", "run", str(tmp_path / "missing.yaml"), "--quiet"]) == 2
+    assert "no search-spec file" in capsys.readouterr().err
+    store = f"sqlite:///{tmp_path / 'x.db'}"
+    assert main(["search", "resume", "nope", "--store", store, "--quiet"]) == 2
+    assert "no search 'nope'" in capsys.readouterr().err
+    assert main(["bench", "search", "--oracle", "csv:x", "--data", "digits"]) == 2
+    assert "nb201:CSV" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_bench_search_smoke_on_the_real_oracle(capsys, shared_data, tmp_path):
+    argv = [
+        "bench", "search",
+        "--oracle", f"nb201:{shared_data / 'nb201_cifar10.csv'}",
+        "--data", f"npz:{shared_data / 'cifar10_subset.npz'}",
+        "--strategies", "random,cascade", "--budget", "6", "--seeds", "2",
+        "--screen-proxies", "synflow,params", "--store", f"sqlite:///{tmp_path / 'b.db'}",
+        "--quiet",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    random, cascade = result["strategies"]["random"], result["strategies"]["cascade"]
+    assert set(random["best_at"]) == {"6"}
+    assert 0 < random["best_at"]["6"]["q1"] <= random["best_at"]["6"]["median"] <= 94.38
+    assert random["proxy_evaluations"] == 0 and random["cache_hits"] == 0
+    assert cascade["proxy_evaluations"] > 0 and cascade["proposals"] >= 12
+    assert result["engine_overhead_ms_median"] > 0

@@ -1,0 +1,201 @@
+"""The engine end to end, with a deterministic stand-in for training and proxies so that every
+decision (promotion, screening, reuse, constraints, resume) can be checked exactly."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+from optuna.trial import TrialState
+
+from winnow.search_space.trial import Status, TrialResult, TrialSpec
+from winnow.service.engine import Engine
+from winnow.service.search_spec import parse_search_spec
+from winnow.service.store import Store, sqlite_url
+from winnow.workers.executor import InProcessExecutor
+
+SPACE = {
+    "architecture": {
+        "family": "mlp",
+        "depth": [1, 2, 3],
+        "width": [16, 32, 64, 128],
+        "activation": "relu",
+    },
+    "optimizer": {"name": "adamw", "lr": 0.001, "batch_size": 64},
+}
+
+
+class FakeWorld:
+    """Accuracy grows with width, depth and epochs; proxies see width and depth. Counts calls."""
+
+    def __init__(self, fail_widths: tuple[int, ...] = ()):
+        self.calls: Counter[tuple[str, str, int]] = Counter()
+        self.fail_widths = fail_widths
+
+    def __call__(self, spec: TrialSpec) -> TrialResult:
+        arch = spec.candidate.architecture
+        width, depth = arch["width"], arch["depth"]
+        self.calls[(spec.stage, spec.candidate.key, spec.epochs)] += 1
+        if width in self.fail_widths:
+            raise RuntimeError("worker lost")
+        params = float(width * depth * 100)
+        if spec.stage == "proxy":
+            return TrialResult(Status.OK, {"proxy.synflow": width * depth, "proxy.params": params})
+        accuracy = 0.5 + width / 1000 + depth / 100 + spec.epochs / 1000
+        return TrialResult(Status.OK, {"accuracy": accuracy, "params": params}, seconds=0.01)
+
+
+def make_spec(**strategy):
+    extra = strategy.pop("extra", {})
+    strategy.setdefault("rungs", [1])
+    return parse_search_spec(
+        {
+            "space": extra.pop("space", SPACE),
+            "task": {"dataset": "digits"},
+            "budget": extra.pop("budget", {"max_trials": 6}),
+            "strategy": strategy,
+            "seed": 0,
+            **extra,
+        }
+    )
+
+
+@pytest.fixture
+def store(tmp_path):
+    return Store(sqlite_url(tmp_path / "engine.db"))
+
+
+def run(spec, store, world):
+    engine = Engine.create(spec, store, InProcessExecutor(world))
+    return engine, engine.run()
+
+
+def test_random_search_trains_its_budget_and_stores_everything(store):
+    engine, report = run(make_spec(name="random"), store, FakeWorld())
+    rows = store.trials(report.search_id)
+    assert report.trained == 6 and len(rows) == 6
+    assert all(r.status == "ok" and r.stage == "train" for r in rows)
+    best = max(json.loads(r.metrics_json)["accuracy"] for r in rows)
+    assert report.front[0]["accuracy"] == best and report.hypervolume == pytest.approx(best)
+    assert store.search(report.search_id).status == "finished"
+    kinds = [e.kind for e in store.events(report.search_id)]
+    assert kinds[0] == "search_started" and kinds[-1] == "search_finished"
+    assert len(engine.study.trials) == 6
+    assert all(t.state == TrialState.COMPLETE for t in engine.study.trials)
+
+
+def test_successive_halving_promotes_the_best_third(store):
+    spec = make_spec(
+        name="random", rungs=[1, 3], reduction_factor=3, extra={"budget": {"max_trials": 9}}
+    )
+    engine, report = run(spec, store, FakeWorld())
+    rows = store.trials(report.search_id)
+    low = [r for r in rows if r.epochs == 1]
+    high = [r for r in rows if r.epochs == 3]
+    assert len(low) + len(high) == 9 and high
+    for promoted in high:  # at promotion time it was in the top third of the rung below
+        earlier = [r for r in low if r.id < promoted.id]
+        accuracy = {r.number: json.loads(r.metrics_json)["accuracy"] for r in earlier}
+        ranked = sorted(accuracy, key=lambda n: -accuracy[n])
+        assert promoted.number in ranked[: len(ranked) // 3]
+    completed = [t for t in engine.study.trials if t.state == TrialState.COMPLETE]
+    assert len(completed) == len({r.number for r in high})
+
+
+def test_cascade_screens_with_proxies_and_tells_the_sampler(store):
+    spec = make_spec(
+        name="cascade",
+        sampler="random",
+        screen={"proxies": ["synflow", "params"], "keep_fraction": 0.3, "min_population": 3},
+    )
+    engine, report = run(spec, store, FakeWorld())
+    proxy_rows = [r for r in store.trials(report.search_id) if r.stage == "proxy"]
+    pruned = [r for r in proxy_rows if r.status == "pruned"]
+    assert report.pruned == len(pruned) > 0 and report.trained == 6
+    assert all("screen.score" in json.loads(r.metrics_json) for r in pruned)
+    assert all("proxy screen" in r.error for r in pruned)
+    states = Counter(t.state for t in engine.study.trials)
+    assert states[TrialState.PRUNED] == len(pruned)
+
+
+def test_results_are_reused_by_hash_within_and_across_searches(store):
+    tiny = {**SPACE, "architecture": {**SPACE["architecture"], "depth": 1, "width": [16, 32]}}
+    extra = {"space": tiny, "budget": {"max_trials": 5, "max_proposals": 8}}
+    world = FakeWorld()
+    spec = make_spec(name="cascade", sampler="random", extra=dict(extra))
+    _, first = run(spec, store, world)
+    assert first.trained <= 2 and first.cache_hits == first.proposals - first.trained
+    _, second = run(make_spec(name="cascade", sampler="random", extra=dict(extra)), store, world)
+    assert second.trained == 0 and second.cache_hits == second.proposals == 8
+    assert max(n for (stage, _, _), n in world.calls.items() if stage == "train") == 1
+
+
+def test_constraints_prune_at_the_first_fidelity_that_knows(store):
+    world = FakeWorld()
+    extra = {"constraints": ["params <= 3200"]}
+    _, plain = run(make_spec(name="random", extra=dict(extra)), store, world)
+    violating = [r for r in store.trials(plain.search_id) if r.status == "pruned"]
+    assert violating and all(r.stage == "train" and "violates" in r.error for r in violating)
+    _, cascade = run(
+        make_spec(name="cascade", sampler="random", screen={"proxies": ["params"]}, extra=extra),
+        store,
+        world,
+    )
+    rows = store.trials(cascade.search_id)
+    assert any(r.stage == "proxy" and "violates params" in (r.error or "") for r in rows)
+    trained = [json.loads(r.metrics_json) for r in rows if r.stage == "train"]
+    assert all(m["params"] <= 3200 for m in trained)
+
+
+def test_failed_trials_are_recorded_and_the_search_goes_on(store):
+    engine, report = run(make_spec(name="random"), store, FakeWorld(fail_widths=(32, 64)))
+    rows = store.trials(report.search_id)
+    failed = [r for r in rows if r.status == "failed"]
+    assert failed and all("worker lost" in r.error for r in failed)
+    assert report.trained == 6 and any(r.status == "ok" for r in rows)
+    assert Counter(t.state for t in engine.study.trials)[TrialState.FAIL] == len(failed)
+
+
+def test_resume_keeps_finished_trials_and_reruns_only_the_running_one(store):
+    world = FakeWorld()
+    spec = make_spec(name="tpe", extra={"budget": {"max_trials": 8}})
+    spec_small = spec.model_copy(
+        update={"budget": spec.budget.model_copy(update={"max_trials": 4})}
+    )
+    _, report = run(spec_small, store, world)
+    rows = store.trials(report.search_id)
+    store.update_trial(rows[-1].id, status="running")  # as if killed while training it
+    # the stored spec is the one resumed: give it the larger budget
+    with store.writing() as session:
+        from winnow.service.tables import SearchRow
+
+        session.get(SearchRow, report.search_id).spec_json = spec.to_json()
+    before = {r.id: (r.status, r.metrics_json) for r in rows[:-1]}
+    engine = Engine.resume(store, report.search_id, InProcessExecutor(world))
+    assert len(engine.study.trials) == 4 and engine.requeued
+    resumed = engine.run()
+    after = store.trials(report.search_id)
+    assert {r.id: (r.status, r.metrics_json) for r in after if r.id in before} == before
+    assert resumed.trained == 8 and len(after) == 8
+    assert world.calls[("train", rows[-1].candidate_key, 1)] >= 2  # the interrupted one re-ran
+    assert all(r.status == "ok" for r in after)
+
+
+def test_resume_rebuilds_the_cascade_screen_and_its_cache_use(store):
+    world = FakeWorld()
+    screen = {"proxies": ["synflow", "params"], "keep_fraction": 0.5, "min_population": 2}
+    spec = make_spec(
+        name="cascade", sampler="tpe", screen=screen, extra={"budget": {"max_trials": 4}}
+    )
+    _, report = run(spec, store, world)
+    rows = store.trials(report.search_id)
+    scored = [r for r in rows if r.stage == "proxy"]
+    engine = Engine.resume(store, report.search_id, InProcessExecutor(world))
+    assert len(engine.screen.rows) == len(scored)
+    assert engine.counts["trained"] == 4 and engine.counts["proposals"] == report.proposals
+    assert len(engine.study.trials) == report.proposals
+    proxy_calls = sum(n for (stage, _, _), n in world.calls.items() if stage == "proxy")
+    resumed = engine.run()  # the budget is spent: nothing runs again
+    assert resumed.trained == 4
+    assert sum(n for (stage, _, _), n in world.calls.items() if stage == "proxy") == proxy_calls

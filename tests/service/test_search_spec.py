@@ -1,0 +1,57 @@
+"""SearchSpec: YAML/JSON/Python, defaults, and errors that name the field."""
+
+from __future__ import annotations
+
+import pytest
+
+from winnow.search_space.spec import SpecError
+from winnow.service.search_spec import Constraint, load_search_spec, parse_search_spec
+
+BASE = {"space": "nb201", "task": {"dataset": "digits"}}
+
+
+def test_yaml_spec_with_every_section(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text(
+        "name: s\nspace: nb201\ntask: {dataset: digits}\n"
+        "objectives: [{name: accuracy}, {name: params, direction: minimize, reference: 2.0e6}]\n"
+        "constraints: ['params <= 1e6', {metric: flops, op: '<', value: 5}]\n"
+        "budget: {max_trials: 7, max_seconds: 60}\n"
+        "strategy: {name: cascade, sampler: nsga2, rungs: [1, 3], reduction_factor: 2,\n"
+        "           screen: {proxies: [synflow, params], keep_fraction: 0.5}}\nseed: 3\n"
+    )
+    spec = load_search_spec(path)
+    assert spec.directions == ["maximize", "minimize"]
+    assert spec.constraints[0] == Constraint(metric="params", op="<=", value=1e6)
+    assert spec.constraints[1].satisfied({"flops": 4.0}) is True
+    assert spec.constraints[0].satisfied({"params": 2e6}) is False
+    assert spec.constraints[0].satisfied({}) is None
+    assert spec.strategy.sampler_name == "nsga2" and spec.strategy.cascade
+    assert spec.budget.proposals == 350
+    assert spec.search_space.architecture.family == "nb201"
+
+
+def test_defaults_and_key_are_stable():
+    a, b = parse_search_spec(BASE), parse_search_spec(dict(BASE))
+    assert a.strategy.name == "cascade" and a.strategy.rungs == [1, 3, 9]
+    assert a.objectives[0].name == "accuracy" and a.key == b.key
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"objectives": [{"name": "accuracy", "direction": "up"}]}, "objectives.0.direction"),
+        ({"constraints": ["params ~ 3"]}, "constraints"),
+        ({"strategy": {"rungs": [3, 1]}}, "strategy.rungs"),
+        ({"strategy": {"screen": {"proxies": ["nope"]}}}, "strategy.screen.proxies"),
+        ({"strategy": {"screen": {"keep_fraction": 0}}}, "strategy.screen.keep_fraction"),
+        ({"budget": {"max_trials": 0}}, "budget.max_trials"),
+        ({"space": "no-such-space"}, "space"),
+        ({"space": {"architecture": {"family": "nb201"}, "normalization": "x"}}, "space"),
+        ({"objectives": [{"name": "a"}, {"name": "a"}]}, "objectives"),
+        ({"surprise": 1}, "surprise"),
+    ],
+)
+def test_errors_name_the_field(change, field):
+    with pytest.raises(SpecError, match=f"field '{field}"):
+        parse_search_spec({**BASE, **change})

@@ -1,0 +1,112 @@
+"""The store on SQLite, and on PostgreSQL when ``WINNOW_TEST_POSTGRES_URL`` is set (CI starts a
+real server with scripts/start-postgres.sh)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import text
+
+from winnow.search_space.trial import Status, TrialResult
+from winnow.service.store import SqlEquivalenceCache, Store, StoreError, sqlite_url
+from winnow.service.tables import TrialRow, metadata
+
+POSTGRES_URL = os.environ.get("WINNOW_TEST_POSTGRES_URL")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request, tmp_path):
+    if request.param == "sqlite":
+        s = Store(sqlite_url(tmp_path / "store.db"))
+    elif not POSTGRES_URL:
+        pytest.skip("no PostgreSQL server (set WINNOW_TEST_POSTGRES_URL; CI does)")
+    else:
+        s = Store(POSTGRES_URL)
+    yield s
+    s.close()
+
+
+def _row(search_id: str, number: int, status: str = "running", **extra) -> TrialRow:
+    return TrialRow(
+        search_id=search_id,
+        number=number,
+        stage="train",
+        epochs=1,
+        rung=0,
+        status=status,
+        candidate_json="{}",
+        candidate_key="k",
+        structural_hash="s",
+        created_at=0.0,
+        **extra,
+    )
+
+
+def test_migrations_build_exactly_the_declared_schema(store):
+    with store.engine.connect() as connection:
+        diff = compare_metadata(MigrationContext.configure(connection), metadata)
+    assert diff == []
+
+
+def test_sqlite_runs_in_wal_mode(tmp_path):
+    store = Store(sqlite_url(tmp_path / "wal.db"))
+    with store.engine.connect() as connection:
+        assert connection.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+
+
+def test_searches_trials_events_round_trip(store):
+    name = f"s-{uuid.uuid4().hex[:6]}"
+    search_id = store.create_search(name, "task", '{"x": 1}')
+    row = store.add_trial(_row(search_id, 0))
+    store.update_trial(row.id, status="ok", metrics_json='{"accuracy": 0.5}')
+    store.add_trial(_row(search_id, 1))
+    store.add_event(search_id, "trial", {"number": 0})
+    assert [r.status for r in store.trials(search_id)] == ["ok", "running"]
+    assert store.requeue_running(search_id) == 1
+    assert [r.status for r in store.trials(search_id)] == ["ok", "queued"]
+    assert [e.kind for e in store.events(search_id)] == ["trial"]
+    store.set_search_status(search_id, "finished")
+    assert store.search(search_id).status == "finished"
+    assert name in [s.name for s in store.searches()]
+    with pytest.raises(StoreError, match="no search"):
+        store.search("missing")
+
+
+def test_a_failed_batch_writes_nothing(store):
+    search_id = store.create_search("b", "task", "{}")
+    with pytest.raises(RuntimeError), store.batch():
+        store.add_trial(_row(search_id, 0))
+        store.add_event(search_id, "trial")
+        raise RuntimeError("the process dies here")
+    assert store.trials(search_id) == [] and store.events(search_id) == []
+
+
+def test_sql_equivalence_cache_is_shared_and_forgetful(store):
+    task = f"task-{uuid.uuid4().hex[:6]}"
+    writer, reader = SqlEquivalenceCache(store), SqlEquivalenceCache(store, forget_after=2)
+    assert reader.get(task, "train[1 epochs]", "h") is None
+    writer.put(task, "train[1 epochs]", "h", TrialResult(Status.OK, {"accuracy": 0.75}))
+    hit = reader.get(task, "train[1 epochs]", "h")
+    assert hit is not None and hit.metrics == {"accuracy": 0.75}
+    assert reader.get(task, "train[3 epochs]", "h") is None  # another fidelity
+    assert reader.get(task, "train[1 epochs]", "h") is not None  # second reuse
+    assert reader.get(task, "train[1 epochs]", "h") is None  # forgotten after 2 reuses
+    assert (reader.stats.hits, reader.stats.forgotten) == (2, 1)
+
+
+def test_functional_hash_memo(store):
+    structural = uuid.uuid4().hex
+    assert store.functional_hash(structural, "p") is None
+    store.remember_functional_hash(structural, "p", "f1")
+    store.remember_functional_hash(structural, "p", "f1")  # idempotent
+    assert store.functional_hash(structural, "p") == "f1"
+    assert store.functional_hash(structural, "other probe") is None
+
+
+def test_bad_url_is_a_clear_error():
+    with pytest.raises(StoreError, match="cannot open the store"):
+        Store("nosuchdialect://x")
