@@ -147,8 +147,13 @@ class Engine:
     def run(self) -> SearchReport:
         try:
             self._loop()
+        except KeyboardInterrupt:
+            self.store.set_search_status(self.search_id, "cancelled", "interrupted; resumable")
+            raise
         except BaseException as error:
-            self.store.set_search_status(self.search_id, "failed", f"{type(error).__name__}")
+            self.store.set_search_status(
+                self.search_id, "failed", f"{type(error).__name__}: {error}"
+            )
             raise
         self._tell_waiting_at_end()
         self.store.set_search_status(self.search_id, "finished")
@@ -548,8 +553,9 @@ class Engine:
             finished_at=now if result else None,
         )
         row = self.store.add_trial(row)
-        if result is not None:
-            self._event("trial", {"number": tracked.number, "stage": stage, "status": status})
+        if result is not None:  # proxy rows are many and are rows already: not stored twice
+            payload = {"number": tracked.number, "stage": stage, "status": status}
+            self._event("trial", payload, stored=stage != "proxy")
         return row
 
     def _update_row(self, row_id: int, status: str, result: TrialResult, error: str | None):
@@ -564,8 +570,9 @@ class Engine:
         )
         self._event("trial", {"row": row_id, "status": status})
 
-    def _event(self, kind: str, payload: dict[str, Any]) -> None:
-        self.store.add_event(self.search_id, kind, payload)
+    def _event(self, kind: str, payload: dict[str, Any], stored: bool = True) -> None:
+        if stored:
+            self.store.add_event(self.search_id, kind, payload)
         if self.on_event is not None:
             self.on_event(kind, payload)
 

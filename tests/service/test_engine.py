@@ -199,3 +199,12 @@ def test_resume_rebuilds_the_cascade_screen_and_its_cache_use(store):
     resumed = engine.run()  # the budget is spent: nothing runs again
     assert resumed.trained == 4
     assert sum(n for (stage, _, _), n in world.calls.items() if stage == "proxy") == proxy_calls
+
+
+@pytest.mark.parametrize("sampler", ["random", "tpe", "nsga2", "gp"])
+def test_every_sampler_drives_a_two_objective_search(store, sampler):
+    objectives = [{"name": "accuracy"}, {"name": "params", "direction": "minimize"}]
+    spec = make_spec(name=sampler, extra={"objectives": objectives, "budget": {"max_trials": 4}})
+    engine, report = run(spec, store, FakeWorld())
+    assert report.trained == 4 and report.front and report.hypervolume > 0
+    assert all(len(t.values) == 2 for t in engine.study.trials)
