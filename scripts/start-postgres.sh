@@ -22,7 +22,10 @@ run_as_postgres() {
 }
 
 mkdir -p "$data"
-[ "$(id -u)" = 0 ] && chown postgres "$data"
+if [ "$(id -u)" = 0 ]; then
+  chown postgres "$data"
+  chmod a+x "$(dirname "$data")"  # e.g. a mktemp -d parent (0700): postgres must pass through
+fi
 if [ ! -f "$data/PG_VERSION" ]; then
   run_as_postgres "$bindir/initdb" -D "$data" -U postgres -A trust >/dev/null
 fi
