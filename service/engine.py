@@ -125,6 +125,7 @@ class Engine:
 
     @classmethod
     def create(cls, spec: SearchSpec, store: Store, executor: Executor, **kwargs: Any) -> Engine:
+        spec.task.check_dataset()
         search_id = store.create_search(spec.name, spec.task.key, spec.to_json())
         engine = cls(spec, store, executor, search_id, **kwargs)
         engine._event("search_started", {"name": spec.name})
@@ -137,7 +138,10 @@ class Engine:
         spec = SearchSpec.model_validate_json(row.spec_json)
         engine = cls(spec, store, executor, search_id, **kwargs)
         requeued = store.requeue_running(search_id)
-        engine._restore(store.trials(search_id))
+        # restore.py needs Engine and Tracked from this module, hence the import here
+        from winnow.service.restore import restore_engine
+
+        restore_engine(engine, store.trials(search_id))
         store.set_search_status(search_id, "running")
         engine._event("search_resumed", {"requeued": requeued})
         return engine
@@ -575,13 +579,6 @@ class Engine:
             self.store.add_event(self.search_id, kind, payload)
         if self.on_event is not None:
             self.on_event(kind, payload)
-
-    # --- resume -------------------------------------------------------------------------------
-
-    def _restore(self, rows: list[TrialRow]) -> None:
-        from winnow.service.restore import restore_engine  # a module of its own: it is long
-
-        restore_engine(self, rows)
 
 
 def _train_fidelity(epochs: int) -> str:

@@ -36,6 +36,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from winnow.proxies import PROXIES
+from winnow.search_space.datasets import load_dataset
 from winnow.search_space.spec import SearchSpace, SpecError, format_validation_error, load_space
 from winnow.search_space.spec import parse_space as parse_search_space
 
@@ -81,13 +82,29 @@ class Task(_Strict):
     """What the candidates learn: a dataset spec of ``winnow.search_space.datasets``."""
 
     dataset: str
-    input_shape: tuple[int, ...] | None = None  # read from the dataset when left out
-    num_classes: int | None = None
+    input_shape: tuple[int, ...] | None = None  # optional: checked against the dataset
+    num_classes: int | None = None  # optional: checked against the dataset
 
     @property
     def key(self) -> str:
         """Identifies the task across searches: results cached under one key are reused."""
         return self.dataset
+
+    def check_dataset(self) -> None:
+        """Fail before any work when a stated input shape or class count is not the dataset's."""
+        if self.input_shape is None and self.num_classes is None:
+            return
+        data = load_dataset(self.dataset)
+        if self.input_shape is not None and tuple(self.input_shape) != data.input_shape:
+            raise SpecError(
+                f"field 'task.input_shape': {list(self.input_shape)} is not the shape of "
+                f"{self.dataset} ({list(data.input_shape)})"
+            )
+        if self.num_classes is not None and self.num_classes != data.num_classes:
+            raise SpecError(
+                f"field 'task.num_classes': {self.num_classes} is not the number of classes of "
+                f"{self.dataset} ({data.num_classes})"
+            )
 
 
 class Budget(_Strict):

@@ -251,12 +251,14 @@ class SqlEquivalenceCache(EquivalenceCache):
         return TrialResult.from_dict(json.loads(row.result_json))
 
     def put(self, task: str, fidelity: str, hash_: str, result: TrialResult) -> None:
+        row = CacheEntryRow(
+            task=task,
+            fidelity=fidelity,
+            hash=hash_,
+            result_json=json.dumps(result.to_dict()),
+            uses=0,
+            created_at=time.time(),
+        )
         with self.store.writing() as session:
-            row = session.get(CacheEntryRow, (task, fidelity, hash_))
-            if row is None:
-                row = CacheEntryRow(task=task, fidelity=fidelity, hash=hash_, created_at=0.0)
-            row.result_json = json.dumps(result.to_dict())
-            row.uses = 0
-            row.created_at = time.time()
-            session.add(row)
+            session.merge(row)  # insert, or replace a forgotten entry's result
         self.stats.puts += 1

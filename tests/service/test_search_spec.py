@@ -55,3 +55,15 @@ def test_defaults_and_key_are_stable():
 def test_errors_name_the_field(change, field):
     with pytest.raises(SpecError, match=f"field '{field}"):
         parse_search_spec({**BASE, **change})
+
+
+def test_stated_task_shape_and_classes_are_checked_against_the_dataset():
+    parse_search_spec(
+        {**BASE, "task": {"dataset": "digits", "num_classes": 10}}
+    ).task.check_dataset()
+    wrong = parse_search_spec({**BASE, "task": {"dataset": "digits", "input_shape": [3, 8, 8]}})
+    with pytest.raises(SpecError, match="field 'task.input_shape'"):
+        wrong.task.check_dataset()
+    wrong = parse_search_spec({**BASE, "task": {"dataset": "digits", "num_classes": 3}})
+    with pytest.raises(SpecError, match="field 'task.num_classes'"):
+        wrong.task.check_dataset()
