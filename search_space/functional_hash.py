@@ -1,9 +1,12 @@
 """Functional hashing (Gillard, Real et al., "Unified Functional Hashing in Automatic Machine
 Learning"): run the candidate on fixed probes and hash what it computes (milliseconds).
 
-1. Build the candidate (quantization included) and initialise it *by position*: every weight's
-   values come from a generator seeded by the tensor's canonical place (``Family.positions``,
-   e.g. ``stage0.cell2/conv_3x3#0@(x)``), never from module registration order, so modules of
+1. Build the candidate (quantization included) -- or its family's smaller stand-in, which
+   computes equal functions exactly when the candidate does (``Family.probe_architecture``: one
+   nb201 cell per stage; the fields it changed are hashed as given) -- and initialise it *by
+   position*: every weight's values come from a generator seeded by the tensor's canonical
+   place (``Family.positions``, e.g. ``stage0.cell2/conv_3x3#0@(x)``), never from module
+   registration order, so modules of
    equivalent candidates get equal weights. Biases and norm shifts start at 0 (so ops on a zero
    input stay zero, as the structural rules assume), norm scales at U(0.5, 1.5), weights at
    He-normal, running statistics at mean 0 / variance 1.
@@ -46,6 +49,9 @@ from winnow.search_space.optimizers import backward_and_step, build_scheduler
 # taken in different orders (linear pooling) split 13 structural classes; at 12 and below the
 # classes are exactly the structural ones.
 DEFAULT_MANTISSA_BITS = 12
+# Bumped whenever the same candidate would hash differently, so stored hashes are not mixed.
+# 2: numpy PCG64 initialisation; nb201 probed with one cell per stage.
+HASH_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -66,8 +72,11 @@ class Probe:
         return (self.features,) if family == "mlp" else (self.channels, self.size, self.size)
 
 
-def _seed(position: str) -> int:
-    return int.from_bytes(hashlib.sha256(position.encode()).digest()[:8], "little") >> 1
+def _generator(position: str) -> np.random.Generator:
+    # numpy's PCG64 rather than torch.Generator: seeding and drawing a few thousand values is
+    # several times cheaper, and initialisation was ~15% of an nb201 cell's hashing time.
+    seed = int.from_bytes(hashlib.sha256(position.encode()).digest()[:8], "little")
+    return np.random.Generator(np.random.PCG64(seed))
 
 
 def _place(name: str, positions: dict[str, str]) -> str:
@@ -81,7 +90,7 @@ def _place(name: str, positions: dict[str, str]) -> str:
 
 
 @torch.no_grad()
-def _init_tensor(name: str, tensor: torch.Tensor, generator: torch.Generator) -> None:
+def _init_tensor(place: str, name: str, tensor: torch.Tensor) -> None:
     if name == "running_mean" or name.endswith("bias") or name == "num_batches_tracked":
         tensor.zero_()
     elif name == "running_var":
@@ -90,10 +99,11 @@ def _init_tensor(name: str, tensor: torch.Tensor, generator: torch.Generator) ->
         return  # flags and observers keep their built state (deterministic)
     elif tensor.dim() >= 2:
         fan_in = tensor[0].numel()
-        values = torch.randn(tensor.shape, generator=generator, dtype=torch.float64)
-        tensor.copy_(values * (2.0 / fan_in) ** 0.5)
-    else:
-        tensor.copy_(torch.rand(tensor.shape, generator=generator, dtype=torch.float64) + 0.5)
+        values = _generator(f"{place}.{name}").standard_normal(tuple(tensor.shape))
+        tensor.copy_(torch.from_numpy(values * (2.0 / fan_in) ** 0.5))
+    else:  # np.asarray: a 0-d draw comes back as a numpy scalar
+        values = np.asarray(_generator(f"{place}.{name}").random(tuple(tensor.shape)) + 0.5)
+        tensor.copy_(torch.from_numpy(values))
 
 
 def position_init(model: nn.Module, positions: dict[str, str]) -> None:
@@ -104,8 +114,7 @@ def position_init(model: nn.Module, positions: dict[str, str]) -> None:
             module.named_parameters(recurse=False), module.named_buffers(recurse=False)
         )
         for name, tensor in tensors:
-            generator = torch.Generator().manual_seed(_seed(f"{place}.{name}"))
-            _init_tensor(name, tensor, generator)
+            _init_tensor(place, name, tensor)
 
 
 def _probe_batches(probe: Probe, shape: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -115,26 +124,36 @@ def _probe_batches(probe: Probe, shape: tuple[int, ...]) -> tuple[torch.Tensor, 
     return x, y
 
 
+def probe_stand_in(candidate: Candidate) -> Candidate:
+    """The candidate that is probed: its family's smaller stand-in (``Family.probe_architecture``,
+    e.g. one nb201 cell per stage) when it has one, else the candidate itself."""
+    family = FAMILIES.get(candidate.architecture["family"])
+    smaller = family.probe_architecture(candidate.architecture, candidate.quantization.bits_for)
+    return candidate if smaller is None else candidate.model_copy(update={"architecture": smaller})
+
+
 def functional_signature(candidate: Candidate, probe: Probe = Probe()) -> np.ndarray | None:
     """Probe outputs at the position-determined init and after the probe steps (float64), or
     None when they are not finite."""
+    candidate = probe_stand_in(candidate)
     family = candidate.architecture["family"]
     shape = probe.input_shape(family)
     model = candidate.build_model(probe.num_classes, shape).double()
     position_init(model, FAMILIES.get(family).positions(model, candidate.architecture))
     _freeze_shifts(model)
     x, y = _probe_batches(probe, shape)
-    outputs = [_evaluate(model, x)]
+    modules = list(model.modules())
+    outputs = [_evaluate(model, modules, x)]
     optimizer = candidate.build_optimizer(model)
     warmup = round(candidate.optimizer.get("warmup_epochs", 0))
     scheduler = build_scheduler(
         optimizer, warmup, probe.steps, candidate.optimizer.get("schedule", "cosine")
     )
+    _set_training(modules, True)
     for _ in range(probe.steps):
-        model.train()
         backward_and_step(optimizer, F.cross_entropy(model(x), y))
         scheduler.step()
-    outputs.append(_evaluate(model, x))
+    outputs.append(_evaluate(model, modules, x))
     values = torch.cat([o.flatten() for o in outputs]).numpy()
     return values if np.isfinite(values).all() else None
 
@@ -148,8 +167,15 @@ def _freeze_shifts(model: nn.Module) -> None:
             parameter.requires_grad_(False)
 
 
-def _evaluate(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    model.eval()
+def _set_training(modules: list[nn.Module], mode: bool) -> None:
+    """``model.train(mode)`` without its recursive walk, which cost ~8% of an nb201 cell's
+    hashing; no module in winnow overrides ``train``, so setting the flags is the same."""
+    for module in modules:
+        module.training = mode
+
+
+def _evaluate(model: nn.Module, modules: list[nn.Module], x: torch.Tensor) -> torch.Tensor:
+    _set_training(modules, False)
     with torch.no_grad():
         return model(x).detach()
 
@@ -173,7 +199,12 @@ def hash_signature(
     if signature is None:
         return "s" + structural_hash(candidate)[1:]
     digest = hashlib.sha256(round_mantissa(signature, mantissa_bits).tobytes())
+    # What the probe cannot observe is hashed as given: the batch size, and the architecture
+    # fields that a smaller stand-in changed (e.g. nb201's cells per stage).
     digest.update(f"batch_size={candidate.batch_size}".encode())
+    stand_in = probe_stand_in(candidate).architecture
+    for field in sorted(k for k, v in candidate.architecture.items() if stand_in.get(k) != v):
+        digest.update(f"{field}={candidate.architecture[field]}".encode())
     return digest.hexdigest()[:HASH_CHARS]
 
 

@@ -35,7 +35,12 @@ from optuna.trial import TrialState, create_trial
 
 from winnow.search_space.candidate import Candidate
 from winnow.search_space.canonical import structural_hash
-from winnow.search_space.functional_hash import DEFAULT_MANTISSA_BITS, Probe, functional_hash
+from winnow.search_space.functional_hash import (
+    DEFAULT_MANTISSA_BITS,
+    HASH_VERSION,
+    Probe,
+    functional_hash,
+)
 from winnow.search_space.trial import Status, TrialResult, TrialSpec
 from winnow.service.pareto import hypervolume, pareto_front
 from winnow.service.rungs import SuccessiveHalving
@@ -47,7 +52,7 @@ from winnow.service.tables import TrialRow
 from winnow.workers.executor import Executor
 
 # The settings functional hashes are taken with; memoised hashes are keyed by it.
-HASH_PROBE = f"{Probe()}|mantissa={DEFAULT_MANTISSA_BITS}"
+HASH_PROBE = f"v{HASH_VERSION}|{Probe()}|mantissa={DEFAULT_MANTISSA_BITS}"
 # Objectives that the proxy stage already measures (its metric is ``proxy.<name>``).
 STATIC_FROM_PROXIES = ("params", "flops")
 

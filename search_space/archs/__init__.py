@@ -4,7 +4,9 @@ A family module provides ``<Name>Space`` (its pydantic spec section), ``suggest(
 (decide an arch dict), ``decisions(arch)`` (the arch's decided values by path, for replay),
 ``build(arch, norm, num_classes, input_shape)``, ``quant_slots(space, scope)`` (the names that
 per-group or per-layer weight bits are decided for), ``canonical(arch, bits_for)`` (the structural
-hash's form) and ``positions(model, arch)`` (canonical places of modules, for functional hashing).
+hash's form), ``positions(model, arch)`` (canonical places of modules, for functional hashing) and
+``probe_architecture(arch, bits_for)`` (a smaller stand-in that functional hashing may probe
+instead, or None).
 Adding a family is one module and one line.
 """
 
@@ -35,6 +37,8 @@ class Family:
     canonical: Callable[[dict[str, Any], Callable[[str], int]], tuple[dict, list[int]]]
     # (built model, arch) -> {module-name prefix: canonical place}, for functional hashing
     positions: Callable[[nn.Module, dict[str, Any]], dict[str, str]]
+    # (arch, bits_for) -> an arch computing equal functions exactly when this one does, or None
+    probe_architecture: Callable[[dict[str, Any], Callable[[str], int]], dict[str, Any] | None]
 
 
 def _family(name: str, module: ModuleType, space: type[BaseModel]) -> Family:
@@ -47,6 +51,7 @@ def _family(name: str, module: ModuleType, space: type[BaseModel]) -> Family:
         module.quant_slots,
         module.canonical,
         module.positions,
+        module.probe_architecture,
     )
 
 

@@ -176,6 +176,11 @@ def positions(model: nn.Module, arch: dict[str, Any]) -> dict[str, str]:
     return {}  # module names are already canonical places: stages and blocks are positional
 
 
+
+def probe_architecture(arch: dict[str, Any], bits_for: Callable[[str], int]) -> None:
+    return None  # no repeated unit to drop: functional hashing probes the network itself
+
+
 def quant_slots(space: MacroSpace, scope: str) -> list[str]:
     stages = range(space.num_stages)
     if scope == "group":

@@ -19,6 +19,7 @@ from winnow.search_space.functional_hash import (
     functional_hash,
     functional_signature,
     hash_signature,
+    probe_stand_in,
     round_mantissa,
 )
 
@@ -163,6 +164,36 @@ def test_bits_move_with_the_module_not_the_edge_index():
     qa = {"weight_bits": {"*": 8, "stage0.cell0.edge0": 4}}
     qb = {"weight_bits": {"*": 8, "stage0.cell0.edge1": 4}}
     assert both_hashes(nb201(a, quantization=qa)) == both_hashes(nb201(b, quantization=qb))
+
+
+def deep(cell: str, **axes) -> Candidate:
+    arch = {"family": "nb201", "cell": cell, "channels": 4, "cells_per_stage": 3}
+    return Candidate(architecture=arch, **axes)
+
+
+def test_nb201_is_probed_with_one_cell_per_stage_and_the_repeat_count_is_hashed():
+    assert probe_stand_in(deep(CELL)).architecture["cells_per_stage"] == 1
+    shallow = nb201(CELL)
+    assert probe_stand_in(shallow) is shallow
+    # the same probe, different repeat counts: the count itself separates them
+    assert functional_hash(deep(CELL)) != functional_hash(shallow)
+    # equivalent cells still merge through the stand-in, different ones do not
+    a, b = SAME_CELLS[0]
+    assert both_hashes(deep(a)) == both_hashes(deep(b))
+    assert functional_hash(deep(a)) != functional_hash(deep(CELL))
+
+
+def test_per_cell_bits_that_differ_within_a_stage_are_probed_on_the_whole_network():
+    # edge 5 (node 2 -> node 3) is a live conv; its bits differ in cell 2 of stage 0 only
+    uniform = deep(CELL, quantization={"weight_bits": {"*": 8}})
+    varied = deep(CELL, quantization={"weight_bits": {"*": 8, "stage0.cell2.edge5": 4}})
+    assert probe_stand_in(varied) is varied
+    assert probe_stand_in(uniform) is not uniform
+    assert functional_hash(uniform) != functional_hash(varied)
+    # bits of a dead layer in one cell change nothing, whichever network is probed
+    dead = deep(DEAD_CONV, quantization={"weight_bits": {"*": 8, "stage0.cell2.edge0": 4}})
+    alive = deep(DEAD_CONV, quantization={"weight_bits": {"*": 8}})
+    assert both_hashes(dead) == both_hashes(alive)
 
 
 def test_32_bit_quantization_is_no_quantization():
