@@ -11,9 +11,9 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml scripts/setup-venv.sh
 	bash scripts/setup-venv.sh $(VENV)
 
-# A real search: the digits joint space, SQLite store in runs/, in-process worker.
+# The main job: a real search through an embedded server (digits joint space, SQLite in runs/demo).
 demo: $(STAMP)
-	$(BIN)/winnow search run examples/digits-search.yaml --store sqlite:///runs/demo.db
+	$(BIN)/winnow demo
 
 test: $(STAMP)
 	$(BIN)/ruff check .

@@ -319,6 +319,37 @@ BUILTIN_SPACES: dict[str, dict[str, Any]] = {
             "symmetric": [True, False],
         },
     },
+    # The bundled scikit-learn digits (1x8x8 images, 10 classes): MLPs x norms x three
+    # optimizers x quantization; `winnow demo` searches it (examples/digits.yaml is this space
+    # as a file to copy).
+    "digits-joint": {
+        "name": "digits-joint",
+        "architecture": {
+            "family": "mlp",
+            "depth": [1, 2, 3],
+            "width": [64, 128, 256],
+            "activation": ["relu", "gelu", "silu"],
+        },
+        "normalization": ["batchnorm", "layernorm", "rmsnorm", "none"],
+        "optimizer": {
+            "name": ["adamw", "sgd", "lion"],
+            "per_optimizer": {
+                "adamw": {"lr": {"low": 1.0e-3, "high": 1.0e-2, "log": True}},
+                "sgd": {"lr": {"low": 1.0e-2, "high": 0.3, "log": True}},
+                "lion": {"lr": {"low": 1.0e-4, "high": 1.0e-3, "log": True}},
+            },
+            "schedule": "cosine",
+            "warmup_epochs": [0, 1],
+            "batch_size": [32, 64],
+        },
+        "quantization": {
+            "weight_bits": [4, 8, 32],
+            "scope": "group",
+            "activation_bits": [8, 32],
+            "granularity": "per_channel",
+            "symmetric": [True, False],
+        },
+    },
     "nb201": {
         "name": "nb201",
         "architecture": {"family": "nb201"},

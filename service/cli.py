@@ -7,8 +7,10 @@
     winnow bench proxies --nb201 CSV --data npz:PATH --sample 1000 --seed 0 --json [--no-share]
     winnow bench hashing --space nb201 --json --out hashes.csv
     winnow search run|resume|list ...  and  winnow bench search ...  (see cli_search.py)
+    winnow serve | submit | status | list | pareto | cancel | export | demo  (see cli_service.py)
 
-Exit codes: 0 success, 1 an evaluation that failed (its JSON still printed), 2 bad input.
+Exit codes: 0 success, 1 an evaluation or a server call that failed, 2 bad input (including
+what a server refused as such: an invalid spec, an unknown search, a missing token).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from winnow.search_space.params import CandidateNotInSpaceError
 from winnow.search_space.registry import UnknownNameError
 from winnow.search_space.spec import SearchSpace, SpecError, load_space, parse_space
 from winnow.service.cli_search import add_search_commands
+from winnow.service.cli_service import add_service_commands
 
 USAGE_ERRORS = (
     SpecError,
@@ -37,6 +40,10 @@ USAGE_ERRORS = (
     ValueError,
     OSError,
 )
+
+
+# gRPC statuses that mean the request itself was wrong (exit code 2)
+CLIENT_MISTAKES = ("INVALID_ARGUMENT", "NOT_FOUND", "UNAUTHENTICATED", "PERMISSION_DENIED")
 
 
 def _print_json(obj: Any) -> None:
@@ -292,13 +299,19 @@ def build_parser() -> argparse.ArgumentParser:
     bh.add_argument("--json", action="store_true", help="print one JSON object (the default)")
     bh.set_defaults(func=cmd_bench_hashing)
     add_search_commands(commands, bench_commands)
+    add_service_commands(commands, bench_commands)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    from winnow.service.client import WinnowError
+
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except WinnowError as error:
+        print(f"winnow: error: {error}", file=sys.stderr)
+        return 2 if error.code in CLIENT_MISTAKES else 1
     except USAGE_ERRORS as error:
         print(f"winnow: error: {error}", file=sys.stderr)
         return 2

@@ -23,6 +23,7 @@ included) from the store after any crash: finished trials are kept, running ones
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
@@ -42,7 +43,7 @@ from winnow.search_space.functional_hash import (
     functional_hash,
 )
 from winnow.search_space.trial import Status, TrialResult, TrialSpec
-from winnow.service.pareto import hypervolume, pareto_front
+from winnow.service.pareto import pareto_front, search_hypervolume
 from winnow.service.rungs import SuccessiveHalving
 from winnow.service.samplers import make_study
 from winnow.service.screening import ProxyScreen
@@ -52,6 +53,7 @@ from winnow.service.tables import TrialRow
 from winnow.workers.executor import Executor
 
 # The settings functional hashes are taken with; memoised hashes are keyed by it.
+PROGRESS_COUNTS = ("trained", "proposals", "cache_hits", "pruned", "failed")
 HASH_PROBE = f"v{HASH_VERSION}|{Probe()}|mantissa={DEFAULT_MANTISSA_BITS}"
 # Objectives that the proxy stage already measures (its metric is ``proxy.<name>``).
 STATIC_FROM_PROXIES = ("params", "flops")
@@ -71,6 +73,7 @@ class Tracked:
     trial_id: int | None = None  # the study's id of that trial, for intermediate reports
     told: bool = False
     overhead: float = 0.0  # engine seconds spent on this candidate, evaluations excluded
+    sampling: float = 0.0  # of which the sampler's ask and suggestions
 
 
 @dataclass
@@ -125,6 +128,8 @@ class Engine:
         self.counts = dict(trained=0, proposals=0, cache_hits=0, proxy=0, pruned=0, failed=0)
         self.device_seconds = 0.0
         self.started = time.perf_counter()
+        self._cancelled = threading.Event()
+        self._stop_status = "cancelled"
 
     # --- construction -------------------------------------------------------------------------
 
@@ -146,10 +151,38 @@ class Engine:
         # restore.py needs Engine and Tracked from this module, hence the import here
         from winnow.service.restore import restore_engine
 
-        restore_engine(engine, store.trials(search_id))
+        rows = store.trials(search_id)
+        restore_engine(engine, rows)
         store.set_search_status(search_id, "running")
-        engine._event("search_resumed", {"requeued": requeued})
+        if rows:
+            engine._event("search_resumed", {"requeued": requeued})
+        else:  # a queued search starting (the server creates searches before they run)
+            engine._event("search_started", {"name": spec.name})
         return engine
+
+    def cancel(self, status: str = "cancelled") -> None:
+        """Stop proposing (from any thread); the running evaluation finishes and is stored,
+        and ``run`` returns with the search in ``status``: ``cancelled``, or ``queued`` for a
+        server shutting down (the next one resumes it)."""
+        self._stop_status = status
+        self._cancelled.set()
+
+    def progress(self) -> dict[str, Any]:
+        """Counters, hypervolume and each objective's best completed value, for watchers."""
+        best = {}
+        points = np.array(list(self.completed.values())) if self.completed else None
+        for k, objective in enumerate(self.objectives):
+            if points is not None:
+                column = points[:, k]
+                best[objective.name] = float(
+                    column.max() if objective.direction == "maximize" else column.min()
+                )
+        return {
+            **{k: self.counts[k] for k in PROGRESS_COUNTS},
+            "max_trials": self.spec.budget.max_trials,
+            "hypervolume": self._hypervolume,
+            "best": best,
+        }
 
     # --- the loop -----------------------------------------------------------------------------
 
@@ -165,9 +198,11 @@ class Engine:
             )
             raise
         self._tell_waiting_at_end()
-        self.store.set_search_status(self.search_id, "finished")
-        report = self.report("finished")
-        self._event("search_finished", {"trained": report.trained, "hv": report.hypervolume})
+        status = self._stop_status if self._cancelled.is_set() else "finished"
+        self.store.set_search_status(self.search_id, status)
+        report = self.report(status)
+        kind = "search_paused" if status == "queued" else "search_finished"
+        self._event(kind, {"status": status, "trained": report.trained, "hv": report.hypervolume})
         return report
 
     def _loop(self) -> None:
@@ -182,6 +217,8 @@ class Engine:
                 self._finish_training(future)
 
     def _budget_left(self) -> bool:
+        if self._cancelled.is_set():
+            return False
         budget = self.spec.budget
         if self.counts["trained"] >= budget.max_trials:
             return False
@@ -238,8 +275,10 @@ class Engine:
             tracked.overhead += time.perf_counter() - start - evaluation
 
     def _ask(self) -> Tracked:
+        start = time.perf_counter()
         trial = self.study.ask()
         candidate = self.space.suggest_optuna(trial)
+        sampling = time.perf_counter() - start
         tracked = Tracked(
             len(self.tracked),
             candidate,
@@ -248,6 +287,7 @@ class Engine:
             structural_hash(candidate),
             optuna_number=trial.number,
             trial_id=trial._trial_id,
+            sampling=sampling,
         )
         self.tracked[tracked.number] = tracked
         self.counts["proposals"] += 1
@@ -270,9 +310,14 @@ class Engine:
         return seconds
 
     def _reuse(self, tracked: Tracked) -> bool:
-        """A stored top-rung result for the same function on this task ends the candidate."""
+        """A stored top-rung result for the same function on this task ends the candidate:
+        stored by a cascade under its functional hash, or by a plain strategy under its
+        structural one (see ``_result_key``)."""
         epochs = self.ladder.rungs[-1]
-        result = self.cache.get(self._train_task(), _train_fidelity(epochs), tracked.functional)
+        task, fidelity = self._train_task(), _train_fidelity(epochs)
+        result = self.cache.get(task, fidelity, tracked.functional)
+        if result is None and self.spec.strategy.reuse_across_searches:  # else only ours
+            result = self.cache.get(task, fidelity, _structural_key(tracked.structural))
         if result is None or result.status != Status.OK or not self._has_objectives(result):
             return False
         self.counts["cache_hits"] += 1
@@ -375,13 +420,10 @@ class Engine:
         tracked, rung, row_id = self.in_flight.pop(future)
         start = time.perf_counter()
         result = _result_of(future)
-        hashing = 0.0
-        if rung == self.ladder.top and tracked.functional is None:
-            hashing = self._hash(tracked)  # plain strategies: the cache is keyed by it
         with self.store.batch():
             self._record_training(tracked, rung, row_id, result)
         self._record_history()
-        tracked.overhead += time.perf_counter() - start - hashing
+        tracked.overhead += time.perf_counter() - start
 
     def _record_training(self, tracked: Tracked, rung: int, row_id: int, result: TrialResult):
         self.device_seconds += result.seconds
@@ -408,7 +450,7 @@ class Engine:
             self.cache.put(
                 self._train_task(),
                 _train_fidelity(self.ladder.rungs[rung]),
-                tracked.functional,
+                self._result_key(tracked),
                 TrialResult(Status.OK, metrics),
             )
             self._complete(tracked, metrics)
@@ -468,24 +510,12 @@ class Engine:
     def _violations(self, metrics: dict[str, float]) -> list[str]:
         return [f"violates {c}" for c in self.spec.constraints if c.satisfied(metrics) is False]
 
-    def reference_point(self) -> list[float]:
-        """Each objective's ``reference``, else 0 for a maximised one and 1.1 x the worst
-        completed value for a minimised one."""
-        points = np.array(list(self.completed.values()) or [[0.0] * len(self.objectives)])
-        return [
-            o.reference
-            if o.reference is not None
-            else (0.0 if o.direction == "maximize" else 1.1 * float(points[:, k].max()))
-            for k, o in enumerate(self.objectives)
-        ]
-
     def hypervolume(self) -> float:
         """Of the completed trials, as of the last completion."""
         return self._hypervolume
 
     def _compute_hypervolume(self) -> float:
-        points = list(self.completed.values())
-        return hypervolume(points, self.spec.directions, self.reference_point())
+        return search_hypervolume(self.objectives, list(self.completed.values()))
 
     def front(self) -> list[dict[str, Any]]:
         numbers = list(self.completed)
@@ -525,6 +555,12 @@ class Engine:
         )
 
     # --- the store ----------------------------------------------------------------------------
+
+    def _result_key(self, tracked: Tracked) -> str:
+        """The cache key of a trained result: the functional hash where the cascade computed
+        it; plain strategies never hash functionally (milliseconds a trial that they do not
+        need), so theirs go under the structural hash, which the cascade looks up as well."""
+        return tracked.functional or _structural_key(tracked.structural)
 
     def _train_task(self) -> str:
         task = self.spec.task.key
@@ -584,6 +620,10 @@ class Engine:
             self.store.add_event(self.search_id, kind, payload)
         if self.on_event is not None:
             self.on_event(kind, payload)
+
+
+def _structural_key(structural: str) -> str:
+    return f"structural:{structural}"  # apart from functional hashes, which are bare
 
 
 def _train_fidelity(epochs: int) -> str:

@@ -11,9 +11,13 @@ Optuna's exact WFG implementation.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from optuna._hypervolume import compute_hypervolume
+
+if TYPE_CHECKING:
+    from winnow.service.search_spec import Objective
 
 
 def as_losses(points: Sequence[Sequence[float]], directions: Sequence[str]) -> np.ndarray:
@@ -102,3 +106,23 @@ def hypervolume(
     if not len(inside):
         return 0.0
     return float(compute_hypervolume(inside, ref))
+
+
+def reference_point(
+    objectives: Sequence[Objective], points: Sequence[Sequence[float]]
+) -> list[float]:
+    """Each objective's ``reference``, else 0 for a maximised one and 1.1 x the worst value of
+    ``points`` for a minimised one."""
+    values = np.array(points if len(points) else [[0.0] * len(objectives)], dtype=np.float64)
+    return [
+        o.reference
+        if o.reference is not None
+        else (0.0 if o.direction == "maximize" else 1.1 * float(values[:, k].max()))
+        for k, o in enumerate(objectives)
+    ]
+
+
+def search_hypervolume(objectives: Sequence[Objective], points: Sequence[Sequence[float]]) -> float:
+    """A search's hypervolume: its completed points against :func:`reference_point`."""
+    directions = [o.direction for o in objectives]
+    return hypervolume(points, directions, reference_point(objectives, points))

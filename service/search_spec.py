@@ -36,7 +36,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from winnow.proxies import PROXIES
-from winnow.search_space.datasets import load_dataset
+from winnow.search_space.datasets import DATASETS, load_dataset
 from winnow.search_space.spec import SearchSpace, SpecError, format_validation_error, load_space
 from winnow.search_space.spec import parse_space as parse_search_space
 
@@ -84,6 +84,12 @@ class Task(_Strict):
     dataset: str
     input_shape: tuple[int, ...] | None = None  # optional: checked against the dataset
     num_classes: int | None = None  # optional: checked against the dataset
+
+    @field_validator("dataset")
+    @classmethod
+    def _known_dataset(cls, dataset: str) -> str:
+        DATASETS.get(dataset.partition(":")[0])  # the name only: loading may be slow
+        return dataset
 
     @property
     def key(self) -> str:

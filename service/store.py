@@ -13,6 +13,7 @@ table, shared by every search on the same task.
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event, update
+from sqlalchemy import bindparam, delete, event, update
 from sqlalchemy.engine import Engine, make_url
 from sqlmodel import Session, create_engine, select
 
@@ -79,12 +80,24 @@ class Store:
 
     def __init__(self, url: str = DEFAULT_URL) -> None:
         self.url = url
-        self._batch: Session | None = None
+        # per thread: the server runs several engines on one store, each with its own batches
+        self._local = threading.local()
+        # One writer at a time in this process, queued here: SQLite allows one anyway, and its
+        # busy handler backs off in sleeps of up to 100 ms, which starved concurrent engines.
+        self._write_lock = threading.RLock()
         try:
             self.engine = create_db_engine(url)
             migrate(self.engine)
         except Exception as error:
             raise StoreError(f"cannot open the store at {url}: {error}") from error
+
+    @property
+    def _batch(self) -> Session | None:
+        return getattr(self._local, "batch", None)
+
+    @_batch.setter
+    def _batch(self, session: Session | None) -> None:
+        self._local.batch = session
 
     @contextmanager
     def session(self) -> Iterator[Session]:
@@ -98,7 +111,7 @@ class Store:
     @contextmanager
     def writing(self) -> Iterator[Session]:
         """A session whose writes are committed on exit, or at the end of the open batch."""
-        with self.session() as session:
+        with self._write_lock, self.session() as session:
             yield session
             if self._batch is None:
                 session.commit()
@@ -112,7 +125,7 @@ class Store:
         if self._batch is not None:
             yield
             return
-        with Session(self.engine, expire_on_commit=False) as session:
+        with self._write_lock, Session(self.engine, expire_on_commit=False) as session:
             self._batch = session
             try:
                 yield
@@ -125,18 +138,38 @@ class Store:
 
     # --- searches -----------------------------------------------------------------------------
 
-    def create_search(self, name: str, task_key: str, spec_json: str) -> str:
+    def create_search(
+        self,
+        name: str,
+        task_key: str,
+        spec_json: str,
+        status: str = "running",
+        request_id: str | None = None,
+    ) -> str:
         now = time.time()
         row = SearchRow(
             id=uuid.uuid4().hex[:12],
             name=name,
             task_key=task_key,
             spec_json=spec_json,
+            status=status,
             created_at=now,
             updated_at=now,
+            request_id=request_id,
         )
         self._save(row)
         return row.id
+
+    def search_by_request(self, request_id: str) -> SearchRow | None:
+        with self.session() as session:
+            query = select(SearchRow).where(SearchRow.request_id == request_id)
+            return session.exec(query).first()
+
+    def searches_page(self, offset: int, limit: int) -> list[SearchRow]:
+        """Newest first."""
+        with self.session() as session:
+            query = select(SearchRow).order_by(SearchRow.created_at.desc(), SearchRow.id)
+            return list(session.exec(query.offset(offset).limit(limit)))
 
     def search(self, search_id: str) -> SearchRow:
         with self.session() as session:
@@ -172,6 +205,16 @@ class Store:
             query = select(TrialRow).where(TrialRow.search_id == search_id).order_by(TrialRow.id)
             return list(session.exec(query))
 
+    def trials_page(
+        self, search_id: str, after_id: int, limit: int, **filters: Any
+    ) -> list[TrialRow]:
+        """Rows with ``id > after_id`` in id order, filtered by equal column values."""
+        with self.session() as session:
+            query = select(TrialRow).where(TrialRow.search_id == search_id, TrialRow.id > after_id)
+            for column, value in filters.items():
+                query = query.where(getattr(TrialRow, column) == value)
+            return list(session.exec(query.order_by(TrialRow.id).limit(limit)))
+
     def requeue_running(self, search_id: str) -> int:
         """Rows left ``running`` by a process that died go back to ``queued``; returns how many."""
         with self.writing() as session:
@@ -185,9 +228,9 @@ class Store:
     # --- functional hashes by structural hash ---------------------------------------------------
 
     def functional_hash(self, structural: str, probe: str) -> str | None:
-        with self.session() as session:
-            row = session.get(HashMemoRow, (structural, probe))
-        return row.functional_hash if row else None
+        with self.session() as session:  # a prepared select: see _FIND_ENTRY
+            found = session.execute(_FIND_MEMO, {"k_structural": structural, "k_probe": probe})
+            return found.scalar_one_or_none()
 
     def remember_functional_hash(self, structural: str, probe: str, functional: str) -> None:
         with self.writing() as session:
@@ -218,6 +261,22 @@ class Store:
         return row
 
 
+# Statements built once, run with parameters: the engine looks up every proposal (mostly
+# misses), and building the expressions and ORM loads anew cost ~2 ms of its overhead each.
+_ENTRY_KEY = (
+    (CacheEntryRow.task == bindparam("k_task"))
+    & (CacheEntryRow.fidelity == bindparam("k_fidelity"))
+    & (CacheEntryRow.hash == bindparam("k_hash"))
+)
+_FIND_ENTRY = select(CacheEntryRow.result_json, CacheEntryRow.uses).where(_ENTRY_KEY)
+_USE_ENTRY = update(CacheEntryRow).where(_ENTRY_KEY).values(uses=CacheEntryRow.uses + 1)
+_FORGET_ENTRY = delete(CacheEntryRow).where(_ENTRY_KEY)
+_FIND_MEMO = select(HashMemoRow.functional_hash).where(
+    (HashMemoRow.structural_hash == bindparam("k_structural"))
+    & (HashMemoRow.probe == bindparam("k_probe"))
+)
+
+
 class SqlEquivalenceCache(EquivalenceCache):
     """The equivalence cache on the store's ``cache_entry`` table (see ``EquivalenceCache``).
 
@@ -235,20 +294,20 @@ class SqlEquivalenceCache(EquivalenceCache):
         self.store = store
 
     def get(self, task: str, fidelity: str, hash_: str) -> TrialResult | None:
+        key = {"k_task": task, "k_fidelity": fidelity, "k_hash": hash_}
         with self.store.writing() as session:
-            row = session.get(CacheEntryRow, (task, fidelity, hash_))
-            if row is None:
+            found = session.execute(_FIND_ENTRY, key).first()
+            if found is None:
                 self.stats.misses += 1
                 return None
-            if self._forget_now(row.uses):
-                session.delete(row)
+            if self._forget_now(found.uses):
+                session.execute(_FORGET_ENTRY, key)
                 self.stats.forgotten += 1
                 self.stats.misses += 1
                 return None
-            row.uses += 1
-            session.add(row)
+            session.execute(_USE_ENTRY, key)
         self.stats.hits += 1
-        return TrialResult.from_dict(json.loads(row.result_json))
+        return TrialResult.from_dict(json.loads(found.result_json))
 
     def put(self, task: str, fidelity: str, hash_: str, result: TrialResult) -> None:
         row = CacheEntryRow(

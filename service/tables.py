@@ -22,10 +22,12 @@ class SearchRow(SQLModel, table=True):
     name: str
     task_key: str = Field(index=True)
     spec_json: str
-    status: str = "running"  # running | finished | failed | cancelled
+    status: str = "running"  # queued | running | finished | failed | cancelled
     error: str | None = None
     created_at: float
     updated_at: float
+    # the client's idempotency key: a retried submission finds the search it created
+    request_id: str | None = Field(default=None, unique=True, index=True)
 
 
 class TrialRow(SQLModel, table=True):

@@ -18,8 +18,8 @@ ALLOWED = {
     "proxies": {"search_space", "kernels"},
     "supernet": {"search_space", "kernels"},
     "workers": {"search_space", "proxies", "supernet", "kernels"},
-    "service": set(CODE_FOLDERS) - {"ui", "service"},
-    "ui": {"service"},
+    "service": set(CODE_FOLDERS) - {"ui", "service"} | {"v1"},  # v1: the generated gRPC code
+    "ui": {"service", "v1"},
 }
 
 

@@ -1,0 +1,254 @@
+"""``winnow serve``, the client commands on the SDK, and ``winnow demo``.
+
+    winnow serve --db sqlite:///runs/winnow.db --address 127.0.0.1:50051 [--token-file F]
+    winnow submit examples/digits-search.yaml [--wait]
+    winnow status ID | winnow list | winnow pareto ID [--json] | winnow cancel ID
+    winnow export ID [--trial N] --out recipe.json
+    winnow demo [--json]
+
+Client commands find the server with ``--address`` (or ``WINNOW_ADDRESS``) and the token with
+``--token``/``--token-file`` (or ``WINNOW_TOKEN``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+DEFAULT_ADDRESS = "127.0.0.1:50051"
+
+
+def _print_json(obj: Any) -> None:
+    print(json.dumps(obj, sort_keys=True), flush=True)
+
+
+# --- logging ----------------------------------------------------------------------------------
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message (and the traceback)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+            "thread": record.threadName,
+        }
+        if record.exc_info:
+            entry["traceback"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
+def _configure_logging(fmt: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        JsonFormatter() if fmt == "json" else logging.Formatter("%(asctime)s %(message)s")
+    )
+    root = logging.getLogger("winnow")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+
+
+# --- winnow serve -----------------------------------------------------------------------------
+
+
+def _token(args: argparse.Namespace) -> str | None:
+    if getattr(args, "token_file", None):
+        return Path(args.token_file).read_text().strip() or None
+    return args.token or os.environ.get("WINNOW_TOKEN") or None
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from winnow.service.server import ServerConfig, WinnowServer
+
+    _configure_logging(args.log_format)
+    config = ServerConfig(
+        db_url=args.db,
+        address=args.address,
+        executor=args.executor,
+        max_concurrent_searches=args.max_concurrent_searches,
+        max_queued_searches=args.max_queued_searches,
+        token=_token(args),
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+    )
+    server = WinnowServer(config).start()
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    logging.getLogger("winnow.server").info("signal received: draining")
+    server.stop(grace=args.grace)
+    return 0
+
+
+# --- client commands --------------------------------------------------------------------------
+
+
+def _client(args: argparse.Namespace):
+    from winnow.service.client import Client
+
+    return Client(args.address, token=_token(args), tls_ca=args.tls_ca, timeout=args.timeout)
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        search = client.submit(args.spec, request_id=args.request_id)
+        info = search.wait(progress=not args.quiet) if args.wait else search.info()
+    _report(info, args.json)
+    return 0 if info["status"] != "failed" else 1
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        info = client.search(args.search_id).info()
+    _report(info, args.json)
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        for info in client.searches():
+            row = {k: info[k] for k in ("id", "name", "status", "created_at")}
+            if args.json:
+                _print_json(row)
+            else:
+                when = time.strftime("%Y-%m-%d %H:%M", time.localtime(row["created_at"]))
+                print(f"{row['id']}  {row['status']:<9}  {when}  {row['name']}")
+    return 0
+
+
+def cmd_pareto(args: argparse.Namespace) -> int:
+    from winnow.service.demo import _front_table
+
+    with _client(args) as client:
+        front = client.search(args.search_id).pareto()
+    if args.json:
+        _print_json(front)
+    else:
+        print(_front_table(front))
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        info = client.search(args.search_id).cancel()
+    _report(info, json_output=False)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        recipe = client.search(args.search_id).export(args.trial, args.out)
+    print(f"trial {recipe['trial_id']} of search {recipe['search_id']} -> {args.out}")
+    return 0
+
+
+def _report(info: dict[str, Any], json_output: bool) -> None:
+    if json_output:
+        _print_json({k: v for k, v in info.items() if k != "spec"})
+        return
+    progress = info["progress"]
+    best = ", ".join(f"{k} {v:.6g}" for k, v in progress["best"].items()) or "-"
+    print(
+        f"{info['id']} {info['name']}: {info['status']}"
+        + (f" ({info['error']})" if info["error"] else "")
+        + f"; {progress['trained']}/{progress['max_trials']} trained, "
+        f"{progress['proposals']} proposals, {progress['cache_hits']} cache hits; best {best}; "
+        f"hypervolume {progress['hypervolume']:.6g}"
+    )
+
+
+def cmd_bench_service(args: argparse.Namespace) -> int:
+    from winnow.service.bench_service import run_service_bench
+
+    if args.trials < args.clients or args.clients < 1:
+        raise ValueError("--trials must be at least --clients, and --clients at least 1")
+    _print_json(run_service_bench(args.trials, args.clients))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from winnow.service.demo import run_demo
+
+    return run_demo(Path(args.data_dir), args.json, args.max_trials)
+
+
+# --- the parsers ------------------------------------------------------------------------------
+
+
+def _client_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--address", default=os.environ.get("WINNOW_ADDRESS", DEFAULT_ADDRESS))
+    parser.add_argument("--token", help="bearer token (default: $WINNOW_TOKEN)")
+    parser.add_argument("--token-file", help="file holding the bearer token")
+    parser.add_argument("--tls-ca", help="CA certificate (PEM) to reach a TLS server")
+    parser.add_argument("--timeout", type=float, default=30.0, help="seconds per call")
+
+
+def add_service_commands(commands, bench_commands) -> None:
+    serve = commands.add_parser("serve", help="run the winnow gRPC server")
+    serve.add_argument("--db", default="sqlite:///runs/winnow.db", help="store URL")
+    serve.add_argument("--address", default=DEFAULT_ADDRESS, help="HOST:PORT to listen on")
+    serve.add_argument("--executor", default="inprocess", help="inprocess (local, ray: issue 7)")
+    serve.add_argument("--max-concurrent-searches", type=int, default=2)
+    serve.add_argument("--max-queued-searches", type=int, default=64)
+    serve.add_argument("--token", help="require this bearer token on every call")
+    serve.add_argument("--token-file", help="file holding the bearer token")
+    serve.add_argument("--tls-cert", type=Path, help="server certificate (PEM)")
+    serve.add_argument("--tls-key", type=Path, help="server private key (PEM)")
+    serve.add_argument("--grace", type=float, default=10.0, help="seconds to drain on SIGTERM")
+    serve.add_argument("--log-format", choices=("json", "text"), default="json")
+    serve.set_defaults(func=cmd_serve)
+
+    submit = commands.add_parser("submit", help="submit a search spec (YAML/JSON) to a server")
+    submit.add_argument("spec")
+    submit.add_argument("--wait", action="store_true", help="follow it until it ends")
+    submit.add_argument("--request-id", help="idempotency key (default: a fresh UUID)")
+    submit.add_argument("--json", action="store_true")
+    submit.add_argument("--quiet", action="store_true", help="no progress bar")
+    submit.set_defaults(func=cmd_submit)
+
+    for name, func, help_text in (
+        ("status", cmd_status, "a search's status and progress"),
+        ("pareto", cmd_pareto, "a search's Pareto front"),
+        ("cancel", cmd_cancel, "cancel a queued or running search"),
+    ):
+        parser = commands.add_parser(name, help=help_text)
+        parser.add_argument("search_id")
+        if name != "cancel":
+            parser.add_argument("--json", action="store_true")
+        parser.set_defaults(func=func)
+        _client_options(parser)
+    listing = commands.add_parser("list", help="the server's searches, newest first")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(func=cmd_list)
+
+    export = commands.add_parser("export", help="write a trial's recipe as JSON")
+    export.add_argument("search_id")
+    export.add_argument("--trial", type=int, help="trial id (default: the front's best)")
+    export.add_argument("--out", required=True)
+    export.set_defaults(func=cmd_export)
+    for parser in (submit, listing, export):
+        _client_options(parser)
+
+    demo = commands.add_parser("demo", help="the main job: a real search through the service")
+    demo.add_argument("--data-dir", default="runs/demo", help="where the SQLite store goes")
+    demo.add_argument("--max-trials", type=int, help="trained-trial budget (default 30)")
+    demo.add_argument("--json", action="store_true", help="last line: one JSON object")
+    demo.set_defaults(func=cmd_demo)
+
+    bench = bench_commands.add_parser("service", help="trials/s through gRPC and the store")
+    bench.add_argument("--trials", type=int, default=2000, help="trivial trials in all")
+    bench.add_argument("--clients", type=int, default=8, help="concurrent clients (searches)")
+    bench.add_argument("--json", action="store_true", help="print one JSON object (the default)")
+    bench.set_defaults(func=cmd_bench_service)

@@ -1,0 +1,326 @@
+"""The client SDK: ``Client(address, token=None)`` talks to a winnow server; ``submit(spec)``
+returns a ``Search`` handle to watch, wait for, read and export.
+
+    from winnow import Client, SearchSpec
+    client = Client("127.0.0.1:50051")
+    search = client.submit("examples/digits-search.yaml")
+    search.wait(progress=True)
+    print(search.pareto())
+    search.export(path="recipe.json")
+
+Calls have a deadline (``timeout``) and are retried with backoff when the server is unavailable
+or restarting; submissions carry a request id, so a retried submit never makes two searches.
+``watch`` reconnects and resumes from the last event it saw. Server errors surface as
+``WinnowError`` with the gRPC status name and the server's sentence.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import yaml
+from tqdm import tqdm
+
+from winnow.search_space.spec import BUILTIN_SPACES
+from winnow.service.search_spec import SearchSpec, load_search_spec, parse_search_spec
+from winnow.v1 import search_pb2 as pb
+from winnow.v1 import search_pb2_grpc
+
+RETRYABLE = (grpc.StatusCode.UNAVAILABLE,)
+TERMINAL = ("finished", "failed", "cancelled")
+
+
+class WinnowError(Exception):
+    """A call the server refused or that failed; ``code`` is the gRPC status name."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code, self.message = code, message
+
+
+@dataclass(frozen=True)
+class Event:
+    id: int
+    kind: str
+    time: float
+    payload: dict[str, Any]
+    search: dict[str, Any]
+
+
+class Client:
+    def __init__(
+        self,
+        address: str = "127.0.0.1:50051",
+        token: str | None = None,
+        tls_ca: str | Path | None = None,
+        timeout: float = 30.0,
+        retries: int = 5,
+    ) -> None:
+        self.address, self.timeout, self.retries = address, timeout, retries
+        if tls_ca is not None:
+            credentials = grpc.ssl_channel_credentials(Path(tls_ca).read_bytes())
+            self.channel = grpc.secure_channel(address, credentials)
+        else:
+            self.channel = grpc.insecure_channel(address)
+        self.stub = search_pb2_grpc.SearchServiceStub(self.channel)
+        self.metadata = (("authorization", f"Bearer {token}"),) if token else ()
+
+    def close(self) -> None:
+        self.channel.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- searches -----------------------------------------------------------------------------
+
+    def submit(self, spec: SearchSpec | dict | str | Path, request_id: str | None = None) -> Search:
+        """Validate ``spec`` here (a file path, a mapping or a ``SearchSpec``), send it with its
+        space inline, and return the search's handle."""
+        request = pb.SubmitSearchRequest(
+            request_id=request_id or uuid.uuid4().hex, spec_json=_inline(_as_spec(spec)).to_json()
+        )
+        return Search(self, self._call("SubmitSearch", request).id)
+
+    def search(self, search_id: str) -> Search:
+        """The handle of an existing search (NOT_FOUND when the server has none)."""
+        self._call("GetSearch", pb.GetSearchRequest(search_id=search_id))
+        return Search(self, search_id)
+
+    def searches(self, page_size: int = 100) -> list[dict[str, Any]]:
+        """Every search on the server, newest first (all pages)."""
+        found, token = [], ""
+        while True:
+            request = pb.ListSearchesRequest(page_size=page_size, page_token=token)
+            response = self._call("ListSearches", request)
+            found += [_search_dict(s) for s in response.searches]
+            token = response.next_page_token
+            if not token:
+                return found
+
+    # --- calls --------------------------------------------------------------------------------
+
+    def _call(self, method: str, request: Any) -> Any:
+        """One unary call with a deadline, retried with backoff while the server is away."""
+        for attempt in range(self.retries + 1):
+            try:
+                return getattr(self.stub, method)(
+                    request, timeout=self.timeout, metadata=self.metadata
+                )
+            except grpc.RpcError as error:
+                if error.code() not in RETRYABLE or attempt == self.retries:
+                    raise _error(error) from None
+                time.sleep(min(0.2 * 2**attempt, 5.0))
+        raise AssertionError("unreachable")
+
+    def _stream(self, method: str, request: Any) -> Iterator[Any]:
+        return getattr(self.stub, method)(request, metadata=self.metadata)
+
+
+class Search:
+    """A handle on one search of a server."""
+
+    def __init__(self, client: Client, search_id: str) -> None:
+        self.client, self.id = client, search_id
+
+    def __repr__(self) -> str:
+        return f"Search({self.id!r} on {self.client.address})"
+
+    def info(self) -> dict[str, Any]:
+        """Name, status, error, spec and progress counters."""
+        return _search_dict(self.client._call("GetSearch", pb.GetSearchRequest(search_id=self.id)))
+
+    def watch(self, after_event_id: int = 0) -> Iterator[Event]:
+        """Events as they happen until the search ends; reconnects after a dropped stream or a
+        server restart, resuming after the last event seen."""
+        after, failures = after_event_id, 0
+        while True:
+            request = pb.WatchSearchRequest(search_id=self.id, after_event_id=after)
+            try:
+                for message in self.client._stream("WatchSearch", request):
+                    failures = 0
+                    after = message.id
+                    yield _event(message)
+                return
+            except grpc.RpcError as error:
+                failures += 1
+                if error.code() not in RETRYABLE or failures > self.client.retries:
+                    raise _error(error) from None
+                time.sleep(min(0.2 * 2**failures, 5.0))
+
+    def wait(self, progress: bool = False, timeout: float | None = None) -> dict[str, Any]:
+        """Block until the search ends; returns its final ``info()``. ``progress`` draws a bar
+        of trained trials with the best values and hypervolume on stderr."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        info = self.info()
+        bar = _ProgressBar(info) if progress else None
+        try:
+            for event in self.watch():
+                if bar is not None:
+                    bar.update(event.search)
+                if deadline is not None and time.monotonic() > deadline:
+                    raise TimeoutError(f"search {self.id} still {event.search['status']}")
+        finally:
+            if bar is not None:
+                bar.close()
+        return self.info()
+
+    def pareto(self) -> list[dict[str, Any]]:
+        """The front over completed trials: ``{"trial_id", objective values..., "candidate"}``,
+        best first on the first objective."""
+        front = self.client._call("GetParetoFront", pb.GetParetoFrontRequest(search_id=self.id))
+        return [
+            {
+                "trial_id": p.trial_id,
+                **{name: p.objectives[name] for name in front.objectives},
+                "candidate": json.loads(p.candidate_json),
+            }
+            for p in front.points
+        ]
+
+    def hypervolume(self) -> float:
+        request = pb.GetParetoFrontRequest(search_id=self.id)
+        return self.client._call("GetParetoFront", request).hypervolume
+
+    def trials(
+        self, status: str = "", stage: str = "", epochs: int = 0, page_size: int = 500
+    ) -> list[dict[str, Any]]:
+        """Every stored row of the search (one per candidate per fidelity), filtered."""
+        rows, token = [], ""
+        while True:
+            request = pb.ListTrialsRequest(
+                search_id=self.id,
+                page_size=page_size,
+                page_token=token,
+                status=status,
+                stage=stage,
+                epochs=epochs,
+            )
+            response = self.client._call("ListTrials", request)
+            rows += [_trial_dict(t) for t in response.trials]
+            token = response.next_page_token
+            if not token:
+                return rows
+
+    def cancel(self) -> dict[str, Any]:
+        return _search_dict(
+            self.client._call("CancelSearch", pb.CancelSearchRequest(search_id=self.id))
+        )
+
+    def export(self, trial_id: int | None = None, path: str | Path | None = None) -> dict:
+        """The recipe of ``trial_id`` (default: the front's best on the first objective);
+        written as JSON to ``path`` when given."""
+        request = pb.ExportRecipeRequest(search_id=self.id)
+        if trial_id is not None:
+            request.trial_id = trial_id
+        recipe_json = self.client._call("ExportRecipe", request).recipe_json
+        if path is not None:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            Path(path).write_text(recipe_json + "\n")
+        return json.loads(recipe_json)
+
+
+class _ProgressBar:
+    def __init__(self, info: dict[str, Any]) -> None:
+        total = info["progress"]["max_trials"] or None
+        self.bar = tqdm(total=total, desc=f"search {info['id']}", unit="trial", leave=True)
+
+    def update(self, search: dict[str, Any]) -> None:
+        progress = search["progress"]
+        self.bar.n = progress["trained"]
+        best = ", ".join(f"{k}={v:.4g}" for k, v in progress["best"].items())
+        hv = progress["hypervolume"]
+        self.bar.set_postfix_str(f"{search['status']}; best {best or '-'}; HV {hv:.4g}")
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+# --- conversions ----------------------------------------------------------------------------
+
+
+def _as_spec(spec: SearchSpec | dict | str | Path) -> SearchSpec:
+    if isinstance(spec, SearchSpec):
+        return spec
+    if isinstance(spec, dict):
+        return parse_search_spec(spec)
+    return load_search_spec(spec)
+
+
+def _inline(spec: SearchSpec) -> SearchSpec:
+    """A space given as a file path travels as its content (the server never reads paths)."""
+    space = spec.space
+    if not isinstance(space, str) or space in BUILTIN_SPACES:
+        return spec
+    path = Path(space)
+    text = path.read_text()
+    data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    return spec.model_copy(update={"space": data})
+
+
+def _error(error: grpc.RpcError) -> WinnowError:
+    return WinnowError(error.code().name, error.details() or "")
+
+
+def _progress_dict(progress: pb.Progress) -> dict[str, Any]:
+    return {
+        "trained": progress.trained,
+        "max_trials": progress.max_trials,
+        "proposals": progress.proposals,
+        "cache_hits": progress.cache_hits,
+        "pruned": progress.pruned,
+        "failed": progress.failed,
+        "hypervolume": progress.hypervolume,
+        "best": dict(progress.best),
+    }
+
+
+def _search_dict(search: pb.Search) -> dict[str, Any]:
+    return {
+        "id": search.id,
+        "name": search.name,
+        "status": search.status,
+        "error": search.error or None,
+        "spec": json.loads(search.spec_json) if search.spec_json else None,
+        "created_at": search.created_at,
+        "updated_at": search.updated_at,
+        "progress": _progress_dict(search.progress),
+    }
+
+
+def _trial_dict(trial: pb.Trial) -> dict[str, Any]:
+    return {
+        "row_id": trial.row_id,
+        "trial_id": trial.trial_id,
+        "stage": trial.stage,
+        "epochs": trial.epochs,
+        "rung": trial.rung,
+        "status": trial.status,
+        "candidate": json.loads(trial.candidate_json),
+        "metrics": json.loads(trial.metrics_json),
+        "error": trial.error or None,
+        "reused": trial.reused,
+        "seconds": trial.seconds,
+        "device": trial.device or None,
+        "structural_hash": trial.structural_hash or None,
+        "functional_hash": trial.functional_hash or None,
+    }
+
+
+def _event(message: pb.SearchEvent) -> Event:
+    return Event(
+        message.id,
+        message.kind,
+        message.time,
+        json.loads(message.payload_json or "{}"),
+        _search_dict(message.search),
+    )

@@ -1,0 +1,165 @@
+"""``SearchManager``: the server's searches, each driven by an ``Engine`` in its own thread.
+
+Submitted searches are stored ``queued`` at once (so nothing accepted is lost) and start when one
+of ``max_concurrent`` slots is free; more than ``max_queued`` waiting is refused
+(``QueueFullError``). All searches share one store, hence one equivalence cache. On start the
+manager resumes every search a previous server left ``queued`` or ``running``; ``shutdown``
+stops proposing, lets running evaluations finish and store their results, and leaves the
+searches ``queued`` for the next server.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from winnow.service.engine import Engine
+from winnow.service.search_spec import SearchSpec
+from winnow.service.store import Store
+from winnow.service.tables import SearchRow
+from winnow.workers.executor import Executor
+
+log = logging.getLogger("winnow.server")
+
+UNFINISHED = ("queued", "running")
+
+
+class QueueFullError(RuntimeError):
+    """More searches are waiting than the server accepts."""
+
+
+class SearchManager:
+    def __init__(
+        self,
+        store: Store,
+        make_executor: Callable[[], Executor],
+        max_concurrent: int = 2,
+        max_queued: int = 64,
+    ) -> None:
+        self.store = store
+        self.make_executor = make_executor
+        self.max_concurrent, self.max_queued = max_concurrent, max_queued
+        self.live: dict[str, Engine] = {}
+        self.pending: deque[str] = deque()
+        self._lock = threading.Condition()
+        self._stopping = False
+        self._threads: list[threading.Thread] = []
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Queue what a previous server left unfinished (running ones first), start the slots."""
+        rows = [r for r in self.store.searches() if r.status in UNFINISHED]
+        rows.sort(key=lambda r: (r.status != "running", r.created_at))
+        with self._lock:
+            self.pending.extend(r.id for r in rows)
+        if rows:
+            log.info("resuming %d unfinished search(es): %s", len(rows), [r.id for r in rows])
+        for slot in range(self.max_concurrent):
+            thread = threading.Thread(target=self._slot, name=f"search-slot-{slot}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def shutdown(self, timeout: float | None = None) -> None:
+        """Stop proposing; running evaluations finish and are stored; searches stay resumable."""
+        with self._lock:
+            self._stopping = True
+            for engine in self.live.values():
+                engine.cancel(status="queued")
+            self._lock.notify_all()
+        for thread in self._threads:
+            thread.join(timeout)
+
+    # --- requests -----------------------------------------------------------------------------
+
+    def submit(self, spec: SearchSpec, request_id: str | None = None) -> tuple[SearchRow, bool]:
+        """Store and queue a search; returns it and whether it is new. A known ``request_id``
+        returns the search that request created."""
+        if request_id:
+            existing = self.store.search_by_request(request_id)
+            if existing is not None:
+                return existing, False
+        spec.task.check_dataset()
+        with self._lock:
+            if self._stopping:
+                raise QueueFullError("the server is shutting down; submit to it once restarted")
+            if len(self.pending) >= self.max_queued:
+                raise QueueFullError(
+                    f"{len(self.pending)} searches are already waiting (the server's limit is "
+                    f"{self.max_queued}); retry when some have started, or cancel some"
+                )
+            if request_id:  # again under the lock: two concurrent retries create one search
+                existing = self.store.search_by_request(request_id)
+                if existing is not None:
+                    return existing, False
+            search_id = self.store.create_search(
+                spec.name, spec.task.key, spec.to_json(), status="queued", request_id=request_id
+            )
+            self.store.add_event(search_id, "status", {"status": "queued"})
+            self.pending.append(search_id)
+            self._lock.notify()
+        log.info("search %s queued (%s)", search_id, spec.name)
+        return self.store.search(search_id), True
+
+    def cancel(self, search_id: str) -> SearchRow:
+        """Cancel a queued or running search; a finished one is left as it is."""
+        row = self.store.search(search_id)  # StoreError when unknown
+        with self._lock:
+            engine = self.live.get(search_id)
+            if engine is not None:
+                engine.cancel()
+            elif search_id in self.pending:
+                self.pending.remove(search_id)
+                self._end_unstarted(search_id, "cancelled")
+        if engine is not None:
+            log.info("search %s: cancel requested", search_id)
+        return self.store.search(search_id) if engine is None else row
+
+    def progress(self, search_id: str) -> dict[str, Any] | None:
+        """A live search's counters (None when it is not running here)."""
+        engine = self.live.get(search_id)
+        return engine.progress() if engine is not None else None
+
+    @property
+    def queued(self) -> int:
+        return len(self.pending)
+
+    # --- the slots ----------------------------------------------------------------------------
+
+    def _slot(self) -> None:
+        while True:
+            with self._lock:
+                while not self.pending and not self._stopping:
+                    self._lock.wait()
+                if self._stopping:
+                    return
+                search_id = self.pending.popleft()
+            self._run(search_id)
+
+    def _run(self, search_id: str) -> None:
+        try:
+            engine = Engine.resume(self.store, search_id, self.make_executor())
+        except Exception as error:  # a spec the code no longer accepts, a missing dataset
+            log.exception("search %s cannot start", search_id)
+            self._end_unstarted(search_id, "failed", f"{type(error).__name__}: {error}")
+            return
+        with self._lock:
+            self.live[search_id] = engine
+            if self._stopping:
+                engine.cancel(status="queued")
+        log.info("search %s running", search_id)
+        try:
+            report = engine.run()
+            log.info("search %s %s: %d trained", search_id, report.status, report.trained)
+        except Exception:
+            log.exception("search %s failed", search_id)
+        finally:
+            with self._lock:
+                self.live.pop(search_id, None)
+
+    def _end_unstarted(self, search_id: str, status: str, error: str | None = None) -> None:
+        self.store.set_search_status(search_id, status, error)
+        self.store.add_event(search_id, "search_finished", {"status": status, "error": error})

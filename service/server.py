@@ -1,0 +1,174 @@
+"""The winnow gRPC server: ``SearchService`` with health checking and reflection, optional bearer
+token and TLS, message size limits, and a ``SearchManager`` running the searches.
+
+``WinnowServer(...).start()`` serves in background threads (tests, ``winnow demo``);
+``winnow serve`` runs one in the foreground until SIGTERM or Ctrl-C, then drains: new calls are
+refused, running evaluations finish and are stored, and unfinished searches are left queued for
+the next server to resume.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from collections.abc import Callable
+from concurrent import futures
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from winnow.service.manager import SearchManager
+from winnow.service.servicer import SearchServicer
+from winnow.service.store import Store
+from winnow.v1 import search_pb2, search_pb2_grpc
+from winnow.workers.executor import Executor, InProcessExecutor
+
+log = logging.getLogger("winnow.server")
+
+SERVICE_NAME = search_pb2.DESCRIPTOR.services_by_name["SearchService"].full_name
+MAX_MESSAGE_BYTES = 8 << 20  # requests and responses; a spec is limited further (1 MiB)
+EXECUTORS = ("inprocess", "local", "ray")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    db_url: str
+    address: str = "127.0.0.1:50051"
+    executor: str = "inprocess"
+    max_concurrent_searches: int = 2
+    max_queued_searches: int = 64
+    token: str | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+
+def executor_factory(name: str) -> Callable[[], Executor]:
+    if name == "inprocess":
+        return InProcessExecutor
+    if name in EXECUTORS:
+        raise ValueError(
+            f"executor {name!r} is not built yet (the workers issue brings the local process "
+            "pool and Ray); use --executor inprocess"
+        )
+    raise ValueError(f"unknown executor {name!r}; allowed: {', '.join(EXECUTORS)}")
+
+
+class BearerTokenInterceptor(grpc.ServerInterceptor):
+    """Every call must carry ``authorization: Bearer <token>``; else ``UNAUTHENTICATED``."""
+
+    def __init__(self, token: str) -> None:
+        self.expected = f"Bearer {token}".encode()
+
+    def intercept_service(self, continuation, handler_call_details):
+        metadata = dict(handler_call_details.invocation_metadata or ())
+        given = str(metadata.get("authorization", "")).encode()
+        if hmac.compare_digest(given, self.expected):  # constant time: no timing oracle
+            return continuation(handler_call_details)
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        return _refusing(handler, "missing or wrong bearer token (pass --token or token=...)")
+
+
+def _refusing(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHandler:
+    """A handler of the same kind as ``handler`` that aborts with UNAUTHENTICATED."""
+
+    def abort(request, context):
+        context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+
+    kinds = {
+        (False, False): grpc.unary_unary_rpc_method_handler,
+        (False, True): grpc.unary_stream_rpc_method_handler,
+        (True, False): grpc.stream_unary_rpc_method_handler,
+        (True, True): grpc.stream_stream_rpc_method_handler,
+    }
+    make = kinds[(handler.request_streaming, handler.response_streaming)]
+    return make(
+        abort,
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )
+
+
+class WinnowServer:
+    """``make_executor`` overrides ``config.executor`` (e.g. the service benchmark's no-op)."""
+
+    def __init__(
+        self, config: ServerConfig, make_executor: Callable[[], Executor] | None = None
+    ) -> None:
+        self.config = config
+        self.store = Store(config.db_url)
+        self.manager = SearchManager(
+            self.store,
+            make_executor or executor_factory(config.executor),
+            config.max_concurrent_searches,
+            config.max_queued_searches,
+        )
+        interceptors = [BearerTokenInterceptor(config.token)] if config.token else []
+        self.server = grpc.server(
+            futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="grpc"),
+            interceptors=interceptors,
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ],
+        )
+        search_pb2_grpc.add_SearchServiceServicer_to_server(
+            SearchServicer(self.manager), self.server
+        )
+        self.health = health.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server
+        )
+        self.port = self._bind(config)
+
+    def _bind(self, config: ServerConfig) -> int:
+        if bool(config.tls_cert) != bool(config.tls_key):
+            raise ValueError("TLS needs both --tls-cert and --tls-key")
+        if config.tls_cert and config.tls_key:
+            credentials = grpc.ssl_server_credentials(
+                [(Path(config.tls_key).read_bytes(), Path(config.tls_cert).read_bytes())]
+            )
+            port = self.server.add_secure_port(config.address, credentials)
+        else:
+            port = self.server.add_insecure_port(config.address)
+        if port == 0:
+            raise OSError(f"cannot listen on {config.address} (in use, or not an address here)")
+        return port
+
+    @property
+    def address(self) -> str:
+        host = self.config.address.rsplit(":", 1)[0]
+        return f"{host}:{self.port}"
+
+    def start(self) -> WinnowServer:
+        self.manager.start()
+        self.server.start()
+        for name in ("", SERVICE_NAME):
+            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info(
+            "winnow serving on %s (store %s, executor %s, %d concurrent searches, auth %s, TLS %s)",
+            self.address,
+            self.config.db_url,
+            self.config.executor,
+            self.config.max_concurrent_searches,
+            "on" if self.config.token else "off",
+            "on" if self.config.tls_cert else "off",
+        )
+        return self
+
+    def stop(self, grace: float = 10.0) -> None:
+        """Drain: report NOT_SERVING, refuse new calls, let engines store what is running."""
+        self.health.enter_graceful_shutdown()
+        stopped = self.server.stop(grace)
+        self.manager.shutdown()
+        stopped.wait()
+        self.store.close()
+        log.info("winnow server stopped")
+
+    def wait(self) -> None:
+        self.server.wait_for_termination()

@@ -1,0 +1,301 @@
+"""``SearchServicer``: the gRPC ``winnow.v1.SearchService`` over a ``SearchManager`` and its store.
+
+Every failure a caller can act on is a gRPC status with a sentence: an invalid spec is
+``INVALID_ARGUMENT`` naming the field, an unknown search or trial ``NOT_FOUND``, a full queue
+``RESOURCE_EXHAUSTED``. Anything else is ``INTERNAL`` (and logged with its traceback); one bad
+request never touches another search.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+
+from winnow.search_space.spec import BUILTIN_SPACES, SpecError
+from winnow.service import readout
+from winnow.service.manager import QueueFullError, SearchManager
+from winnow.service.search_spec import SearchSpec, parse_search_spec
+from winnow.service.store import StoreError
+from winnow.service.tables import EventRow, SearchRow, TrialRow
+from winnow.v1 import search_pb2 as pb
+from winnow.v1 import search_pb2_grpc
+
+log = logging.getLogger("winnow.server")
+
+MAX_SPEC_BYTES = 1 << 20
+DEFAULT_PAGE, MAX_PAGE = 100, 1000
+WATCH_POLL_SECONDS = 0.2
+TERMINAL = ("finished", "failed", "cancelled")
+
+
+class RequestError(Exception):
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _status_of(error: Exception) -> tuple[grpc.StatusCode, str]:
+    if isinstance(error, RequestError):
+        return error.code, str(error)
+    if isinstance(error, SpecError):
+        return grpc.StatusCode.INVALID_ARGUMENT, str(error)
+    if isinstance(error, ValueError) and not isinstance(error, StoreError):
+        return grpc.StatusCode.INVALID_ARGUMENT, f"invalid search spec: {error}"  # e.g. dataset
+    if isinstance(error, QueueFullError):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED, str(error)
+    if isinstance(error, readout.UnknownTrialError):
+        return grpc.StatusCode.NOT_FOUND, str(error)
+    return grpc.StatusCode.INTERNAL, f"internal error ({type(error).__name__}); see server log"
+
+
+def _rpc(method: Callable) -> Callable:
+    """Map exceptions to gRPC statuses (see the module docstring)."""
+
+    @functools.wraps(method)
+    def wrapper(self: SearchServicer, request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            return method(self, request, context)
+        except Exception as error:
+            code, message = _status_of(error)
+            if code == grpc.StatusCode.INTERNAL:
+                log.exception("%s failed", method.__name__)
+            context.abort(code, message)
+
+    return wrapper
+
+
+def _stream_rpc(method: Callable) -> Callable:
+    @functools.wraps(method)
+    def wrapper(self: SearchServicer, request: Any, context: grpc.ServicerContext) -> Iterator:
+        try:
+            yield from method(self, request, context)
+        except Exception as error:
+            code, message = _status_of(error)
+            if code == grpc.StatusCode.INTERNAL:
+                log.exception("%s failed", method.__name__)
+            context.abort(code, message)
+
+    return wrapper
+
+
+class SearchServicer(search_pb2_grpc.SearchServiceServicer):
+    def __init__(self, manager: SearchManager) -> None:
+        self.manager = manager
+        self.store = manager.store
+
+    # --- searches -----------------------------------------------------------------------------
+
+    @_rpc
+    def SubmitSearch(self, request: pb.SubmitSearchRequest, context) -> pb.Search:
+        spec = _parse_spec(request.spec_json)
+        row, created = self.manager.submit(spec, request.request_id or None)
+        if not created:
+            log.info("search %s: repeated request %s", row.id, request.request_id)
+        return self._search_message(row)
+
+    @_rpc
+    def GetSearch(self, request: pb.GetSearchRequest, context) -> pb.Search:
+        return self._search_message(self._search_row(request.search_id))
+
+    @_rpc
+    def ListSearches(self, request: pb.ListSearchesRequest, context) -> pb.ListSearchesResponse:
+        size = _page_size(request.page_size)
+        offset = _token(request.page_token)
+        rows = self.store.searches_page(offset, size + 1)
+        more = len(rows) > size
+        return pb.ListSearchesResponse(
+            searches=[self._search_message(r, with_progress=False) for r in rows[:size]],
+            next_page_token=str(offset + size) if more else "",
+        )
+
+    @_rpc
+    def CancelSearch(self, request: pb.CancelSearchRequest, context) -> pb.Search:
+        self._search_row(request.search_id)
+        return self._search_message(self.manager.cancel(request.search_id))
+
+    # --- trials and results -------------------------------------------------------------------
+
+    @_rpc
+    def ListTrials(self, request: pb.ListTrialsRequest, context) -> pb.ListTrialsResponse:
+        self._search_row(request.search_id)
+        size = _page_size(request.page_size)
+        filters = {
+            k: v
+            for k, v in {
+                "status": request.status,
+                "stage": request.stage,
+                "epochs": request.epochs,
+            }.items()
+            if v
+        }
+        after = _token(request.page_token)
+        rows = self.store.trials_page(request.search_id, after, size + 1, **filters)
+        more = len(rows) > size
+        return pb.ListTrialsResponse(
+            trials=[_trial_message(r) for r in rows[:size]],
+            next_page_token=str(rows[size - 1].id) if more else "",
+        )
+
+    @_rpc
+    def GetParetoFront(self, request: pb.GetParetoFrontRequest, context) -> pb.ParetoFront:
+        row = self._search_row(request.search_id)
+        spec = SearchSpec.model_validate_json(row.spec_json)
+        front = readout.pareto(spec, self.store.trials(row.id))
+        points = [
+            pb.ParetoPoint(
+                trial_id=p["trial_id"],
+                objectives={name: p[name] for name in front["objectives"]},
+                candidate_json=json.dumps(p["candidate"], sort_keys=True),
+            )
+            for p in front["points"]
+        ]
+        return pb.ParetoFront(
+            objectives=front["objectives"], points=points, hypervolume=front["hypervolume"]
+        )
+
+    @_rpc
+    def ExportRecipe(self, request: pb.ExportRecipeRequest, context) -> pb.Recipe:
+        row = self._search_row(request.search_id)
+        trial_id = request.trial_id if request.HasField("trial_id") else None
+        recipe = readout.recipe(row, self.store.trials(row.id), trial_id)
+        return pb.Recipe(
+            search_id=row.id,
+            trial_id=recipe["trial_id"],
+            recipe_json=json.dumps(recipe, indent=2, sort_keys=True),
+        )
+
+    # --- watching -----------------------------------------------------------------------------
+
+    @_stream_rpc
+    def WatchSearch(self, request: pb.WatchSearchRequest, context) -> Iterator[pb.SearchEvent]:
+        """Stored events after ``after_event_id``, then new ones, until the search ends."""
+        row = self._search_row(request.search_id)
+        after, quiet_while_ended = request.after_event_id, False
+        while context.is_active():
+            events = self.store.events(row.id, after)
+            if events:
+                snapshot = self._search_message(self.store.search(row.id))
+                for event in events:
+                    yield _event_message(event, snapshot)
+                after = events[-1].id
+                if any(e.kind == "search_finished" for e in events):
+                    return
+            ended = self.store.search(row.id).status in TERMINAL
+            # A search that ended without a final event (e.g. run by an older winnow): stop
+            # after one more quiet poll, so that an event written with the status is not missed.
+            if ended and not events and quiet_while_ended:
+                return
+            quiet_while_ended = ended and not events
+            time.sleep(WATCH_POLL_SECONDS)
+
+    # --- helpers ------------------------------------------------------------------------------
+
+    def _search_row(self, search_id: str) -> SearchRow:
+        if not search_id:
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, "field 'search_id' is empty")
+        try:
+            return self.store.search(search_id)
+        except StoreError:
+            raise RequestError(
+                grpc.StatusCode.NOT_FOUND,
+                f"no search {search_id!r} on this server; `winnow list` shows the searches",
+            ) from None
+
+    def _search_message(self, row: SearchRow, with_progress: bool = True) -> pb.Search:
+        message = pb.Search(
+            id=row.id,
+            name=row.name,
+            status=row.status,
+            error=row.error or "",
+            spec_json=row.spec_json,
+            created_at=row.created_at,
+            updated_at=row.updated_at,
+        )
+        if with_progress:
+            counts = self.manager.progress(row.id)
+            if counts is None:
+                spec = SearchSpec.model_validate_json(row.spec_json)
+                counts = readout.progress(spec, self.store.trials(row.id))
+            message.progress.CopyFrom(pb.Progress(**counts))
+        return message
+
+
+def _parse_spec(text: str) -> SearchSpec:
+    if len(text.encode()) > MAX_SPEC_BYTES:
+        raise RequestError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"field 'spec_json' is {len(text.encode())} bytes; the limit is {MAX_SPEC_BYTES}",
+        )
+    if not text.strip():
+        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, "field 'spec_json' is empty")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise RequestError(
+            grpc.StatusCode.INVALID_ARGUMENT, f"field 'spec_json' is not JSON: {error}"
+        ) from None
+    if not isinstance(data, dict):
+        raise RequestError(
+            grpc.StatusCode.INVALID_ARGUMENT, "field 'spec_json' must be a JSON object"
+        )
+    space = data.get("space")
+    if isinstance(space, str) and space not in BUILTIN_SPACES:
+        # a path would be read on the server's disk: spaces from files travel inline
+        raise RequestError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"field 'space': {space!r} is not a built-in space ({', '.join(BUILTIN_SPACES)}); "
+            "send a space file's content inline (the SDK and CLI do)",
+        )
+    return parse_search_spec(data)
+
+
+def _page_size(requested: int) -> int:
+    if requested < 0:
+        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, "field 'page_size' is negative")
+    return min(requested or DEFAULT_PAGE, MAX_PAGE)
+
+
+def _token(token: str) -> int:
+    if not token:
+        return 0
+    if not token.isdigit():
+        raise RequestError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"field 'page_token' {token!r} is not a token this server gave",
+        )
+    return int(token)
+
+
+def _trial_message(row: TrialRow) -> pb.Trial:
+    return pb.Trial(
+        row_id=row.id,
+        trial_id=row.number,
+        stage=row.stage,
+        epochs=row.epochs,
+        rung=row.rung,
+        status=row.status,
+        candidate_json=row.candidate_json,
+        metrics_json=row.metrics_json,
+        error=row.error or "",
+        reused=row.reused,
+        seconds=row.seconds,
+        device=row.device or "",
+        structural_hash=row.structural_hash or "",
+        functional_hash=row.functional_hash or "",
+    )
+
+
+def _event_message(event: EventRow, snapshot: pb.Search) -> pb.SearchEvent:
+    return pb.SearchEvent(
+        id=event.id,
+        kind=event.kind,
+        time=event.time,
+        payload_json=event.payload_json,
+        search=snapshot,
+    )

@@ -1,0 +1,95 @@
+"""The client commands against a real server, `winnow demo`, the checked-in protobuf code and
+the example specs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from winnow.search_space.spec import load_space
+from winnow.service.cli import main
+from winnow.service.demo import DEMO_SPEC
+from winnow.service.search_spec import load_search_spec, parse_search_spec
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run(capsys, *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_client_commands_round_trip(server, capsys, tmp_path, tiny_spec):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(tiny_spec()))
+    address = ("--address", server.address)
+
+    code, out, _ = run(capsys, "submit", str(spec), "--wait", "--json", "--quiet", *address)
+    submitted = json.loads(out)
+    assert code == 0 and submitted["status"] == "finished"
+    search_id = submitted["id"]
+
+    code, out, _ = run(capsys, "status", search_id, "--json", *address)
+    assert json.loads(out)["progress"]["trained"] == 3
+    code, out, _ = run(capsys, "status", search_id, *address)
+    assert f"{search_id} tiny: finished; 3/3 trained" in out
+    code, out, _ = run(capsys, "list", "--json", *address)
+    assert [json.loads(line)["id"] for line in out.splitlines()] == [search_id]
+    code, out, _ = run(capsys, "pareto", search_id, "--json", *address)
+    front = json.loads(out)
+    assert front and "accuracy" in front[0]
+    code, out, _ = run(capsys, "pareto", search_id, *address)
+    assert "Pareto front" in out and "mlp[" in out
+    recipe = tmp_path / "out" / "recipe.json"
+    code, out, _ = run(capsys, "export", search_id, "--out", str(recipe), *address)
+    assert code == 0 and json.loads(recipe.read_text())["trial_id"] == front[0]["trial_id"]
+    code, out, _ = run(capsys, "cancel", search_id, *address)
+    assert "finished" in out  # a finished search stays finished
+
+
+def test_client_errors_exit_2_with_the_servers_sentence(server, capsys):
+    code, _, err = run(capsys, "status", "nope", "--address", server.address)
+    assert code == 2 and "NOT_FOUND" in err and "no search 'nope'" in err
+
+
+def test_token_file(make_server, capsys, tmp_path):
+    server = make_server(token="from-a-file")
+    token = tmp_path / "token"
+    token.write_text("from-a-file\n")
+    code, _, err = run(capsys, "list", "--address", server.address)
+    assert code == 2 and "UNAUTHENTICATED" in err
+    code, out, _ = run(capsys, "list", "--address", server.address, "--token-file", str(token))
+    assert code == 0 and out == ""
+
+
+def test_demo_runs_a_search_through_the_service(tmp_path, capsys):
+    code, out, err = run(capsys, "demo", "--json", "--max-trials", "4", "--data-dir", str(tmp_path))
+    assert code == 0
+    result = json.loads(out.strip().splitlines()[-1])
+    assert set(result) == {"search_id", "pareto", "recipe_path", "db_url"}
+    assert result["pareto"] and {"trial_id", "accuracy", "model_bytes"} <= set(result["pareto"][0])
+    recipe = json.loads(Path(result["recipe_path"]).read_text())
+    assert recipe["search_id"] == result["search_id"]
+    assert "Pareto front" in err and str(tmp_path) in result["db_url"]
+
+
+def test_checked_in_protobuf_code_matches_the_protos(tmp_path):
+    pytest.importorskip("grpc_tools")
+    subprocess.run(["bash", str(ROOT / "scripts/gen-protos.sh"), str(tmp_path)], check=True)
+    generated = sorted((tmp_path / "winnow/v1").iterdir())
+    assert generated, "nothing generated"
+    for path in generated:
+        assert path.read_text() == (ROOT / "winnow/v1" / path.name).read_text(), path.name
+
+
+def test_examples_parse_and_the_demo_is_the_digits_example():
+    for path in sorted((ROOT / "examples").glob("*-search.yaml")):
+        load_search_spec(path)
+    example = load_search_spec(ROOT / "examples/digits-search.yaml")
+    assert parse_search_spec(DEMO_SPEC) == example
+    assert load_space(ROOT / "examples/digits.yaml") == load_space("digits-joint")

@@ -1,0 +1,225 @@
+"""The gRPC service against a real server on a loopback port: the SDK round trip, idempotent
+submission, watch resumption, every error status, auth, TLS, health and reflection, and many
+concurrent clients."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from winnow.service.client import Client, WinnowError
+from winnow.v1 import search_pb2 as pb
+from winnow.v1 import search_pb2_grpc
+
+
+def test_submit_watch_pareto_export_round_trip(client, tmp_path, tiny_spec):
+    search = client.submit(tiny_spec())
+    events = list(search.watch())
+    kinds = [e.kind for e in events]
+    assert kinds[0] == "status" and kinds[-1] == "search_finished"
+    assert "search_started" in kinds and "trial" in kinds
+    assert [e.id for e in events] == sorted(e.id for e in events)
+    final = events[-1].search
+    assert final["status"] == "finished" and final["progress"]["trained"] == 3
+
+    front = search.pareto()
+    assert front and {"trial_id", "accuracy", "params", "candidate"} <= set(front[0])
+    accuracies = [p["accuracy"] for p in front]
+    assert accuracies == sorted(accuracies, reverse=True)
+
+    path = tmp_path / "recipe.json"
+    recipe = search.export(path=path)
+    assert json.loads(path.read_text()) == recipe
+    assert recipe["trial_id"] == front[0]["trial_id"]
+    assert recipe["candidate"] == front[0]["candidate"]
+    assert recipe["training"]["task"]["dataset"] == "digits" and recipe["training"]["epochs"] == 1
+    other = front[-1]["trial_id"]
+    assert search.export(trial_id=other)["trial_id"] == other
+
+    rows = search.trials()
+    assert len(rows) == 3 and all(r["status"] == "ok" for r in rows)
+    paged = search.trials(page_size=1)  # three pages
+    assert [r["row_id"] for r in paged] == [r["row_id"] for r in rows]
+    assert search.trials(status="failed") == []
+    assert client.searches()[0]["id"] == search.id
+
+
+def test_submit_is_idempotent_by_request_id(client, tiny_spec):
+    first = client.submit(tiny_spec(), request_id="req-1")
+    again = client.submit(tiny_spec(), request_id="req-1")
+    assert first.id == again.id
+    other = client.submit(tiny_spec(), request_id="req-2")
+    assert other.id != first.id
+    assert sorted(s["id"] for s in client.searches()) == sorted({first.id, other.id})
+
+
+def test_watch_resumes_after_the_last_event_seen(client, tiny_spec):
+    search = client.submit(tiny_spec())
+    events = list(search.watch())
+    middle = events[len(events) // 2].id
+    resumed = list(search.watch(after_event_id=middle))
+    assert [e.id for e in resumed] == [e.id for e in events if e.id > middle]
+
+
+@pytest.mark.parametrize(
+    "changes, raw, words",
+    [
+        ({"budget": {"max_trials": -1}}, None, "budget.max_trials"),
+        ({"objectives": [{"name": "accuracy", "direction": "up"}]}, None, "direction"),
+        (None, "{not json", "not JSON"),
+        (None, "[1, 2]", "JSON object"),
+        (None, "", "empty"),
+        ({"space": "/etc/passwd"}, None, "not a built-in space"),
+        ({"task": {"dataset": "no-such-data"}}, None, "no-such-data"),
+    ],
+)
+def test_invalid_specs_are_invalid_argument_naming_the_problem(
+    server, tiny_spec, changes, raw, words
+):
+    spec_json = raw if changes is None else json.dumps(tiny_spec(**changes))
+    stub = search_pb2_grpc.SearchServiceStub(grpc.insecure_channel(server.address))
+    with pytest.raises(grpc.RpcError) as raised:
+        stub.SubmitSearch(pb.SubmitSearchRequest(spec_json=spec_json), timeout=20)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert words in raised.value.details()
+
+
+def test_unknown_search_and_trial_are_not_found(client, tiny_spec):
+    stub = client.stub
+    unknown = "no-such-search"
+    calls = [
+        lambda: stub.GetSearch(pb.GetSearchRequest(search_id=unknown)),
+        lambda: list(stub.WatchSearch(pb.WatchSearchRequest(search_id=unknown))),
+        lambda: stub.CancelSearch(pb.CancelSearchRequest(search_id=unknown)),
+        lambda: stub.GetParetoFront(pb.GetParetoFrontRequest(search_id=unknown)),
+        lambda: stub.ListTrials(pb.ListTrialsRequest(search_id=unknown)),
+        lambda: stub.ExportRecipe(pb.ExportRecipeRequest(search_id=unknown)),
+    ]
+    for call in calls:
+        with pytest.raises(grpc.RpcError) as raised:
+            call()
+        assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+        assert "winnow list" in raised.value.details()
+    search = client.submit(tiny_spec())
+    search.wait()
+    with pytest.raises(WinnowError, match="trial 999 .* no completed result") as raised:
+        search.export(trial_id=999)
+    assert raised.value.code == "NOT_FOUND"
+
+
+def test_a_full_queue_is_resource_exhausted_and_cancel_frees_it(make_server, tiny_spec):
+    server = make_server(max_concurrent_searches=1, max_queued_searches=1)
+    with Client(server.address, retries=0) as client:
+        running = client.submit(tiny_spec(budget={"max_trials": 50}))
+        waiting = client.submit(tiny_spec())
+        with pytest.raises(WinnowError) as raised:
+            client.submit(tiny_spec())
+        assert raised.value.code == "RESOURCE_EXHAUSTED" and "waiting" in raised.value.message
+        assert waiting.cancel()["status"] == "cancelled"
+        assert client.submit(tiny_spec()).info()["status"] == "queued"
+        running.cancel()
+        assert running.wait()["status"] == "cancelled"
+        assert running.info()["progress"]["trained"] < 50
+
+
+def test_oversized_requests_are_refused_without_harming_other_searches(client, server, tiny_spec):
+    search = client.submit(tiny_spec())
+    stub = search_pb2_grpc.SearchServiceStub(grpc.insecure_channel(server.address))
+    with pytest.raises(grpc.RpcError) as raised:
+        stub.SubmitSearch(pb.SubmitSearchRequest(spec_json="x" * (9 << 20)), timeout=20)
+    assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    with pytest.raises(grpc.RpcError) as raised:
+        stub.SubmitSearch(pb.SubmitSearchRequest(spec_json=" " * (2 << 20)), timeout=20)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "limit" in raised.value.details()
+    assert search.wait()["status"] == "finished"
+
+
+def test_bearer_token_is_required_on_every_call_when_set(make_server, tiny_spec):
+    server = make_server(token="s3cret")
+    for token in (None, "wrong"):
+        with Client(server.address, token=token, retries=0) as client:
+            with pytest.raises(WinnowError) as raised:
+                client.searches()
+            assert raised.value.code == "UNAUTHENTICATED"
+            stream = client.stub.WatchSearch(
+                pb.WatchSearchRequest(search_id="x"), metadata=client.metadata
+            )
+            with pytest.raises(grpc.RpcError) as streamed:
+                list(stream)
+            assert streamed.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    with Client(server.address, token="s3cret") as client:
+        assert client.searches() == []
+        assert client.submit(tiny_spec()).wait()["status"] == "finished"
+
+
+def test_health_and_reflection_are_served(server):
+    channel = grpc.insecure_channel(server.address)
+    health = health_pb2_grpc.HealthStub(channel)
+    for service in ("", "winnow.v1.SearchService"):
+        reply = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=10)
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    reflect = reflection_pb2_grpc.ServerReflectionStub(channel)
+    request = reflection_pb2.ServerReflectionRequest(list_services="")
+    reply = next(reflect.ServerReflectionInfo(iter([request]), timeout=10))
+    names = {s.name for s in reply.list_services_response.service}
+    assert {"winnow.v1.SearchService", "grpc.health.v1.Health"} <= names
+
+
+def test_tls(make_server, tmp_path):
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+        + ["-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"]
+        + ["-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )
+    server = make_server(tls_cert=cert, tls_key=key)
+    address = f"localhost:{server.port}"
+    with Client(address, tls_ca=cert) as client:
+        assert client.searches() == []
+    plain = Client(address, retries=0, timeout=5)  # plaintext to a TLS port fails
+    with plain, pytest.raises(WinnowError):
+        plain.searches()
+
+
+def test_eight_concurrent_clients_submit_and_watch(make_server, tiny_spec):
+    server = make_server(max_concurrent_searches=2)
+
+    def one_client(k: int) -> tuple[str, str, int]:
+        with Client(server.address) as client:
+            search = client.submit(tiny_spec(name=f"client-{k}", seed=k))
+            events = list(search.watch())
+            return search.id, events[-1].search["status"], events[-1].search["progress"]["trained"]
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(one_client, range(8)))
+    assert len({search_id for search_id, _, _ in results}) == 8
+    assert all(status == "finished" and trained == 3 for _, status, trained in results)
+
+
+def test_cancel_stops_a_running_search_from_another_thread(client, tiny_spec):
+    search = client.submit(tiny_spec(budget={"max_trials": 100}))
+    seen = threading.Event()
+
+    def cancel_after_first_trial():
+        for event in search.watch():
+            if event.kind == "trial":
+                seen.set()
+                search.cancel()
+                return
+
+    thread = threading.Thread(target=cancel_after_first_trial)
+    thread.start()
+    info = search.wait()
+    thread.join()
+    assert seen.is_set() and info["status"] == "cancelled"
+    assert 1 <= info["progress"]["trained"] < 100

@@ -1,0 +1,219 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class SubmitSearchRequest(_message.Message):
+    __slots__ = ("request_id", "spec_json")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    SPEC_JSON_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    spec_json: str
+    def __init__(self, request_id: _Optional[str] = ..., spec_json: _Optional[str] = ...) -> None: ...
+
+class Progress(_message.Message):
+    __slots__ = ("trained", "max_trials", "proposals", "cache_hits", "pruned", "failed", "hypervolume", "best")
+    class BestEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    TRAINED_FIELD_NUMBER: _ClassVar[int]
+    MAX_TRIALS_FIELD_NUMBER: _ClassVar[int]
+    PROPOSALS_FIELD_NUMBER: _ClassVar[int]
+    CACHE_HITS_FIELD_NUMBER: _ClassVar[int]
+    PRUNED_FIELD_NUMBER: _ClassVar[int]
+    FAILED_FIELD_NUMBER: _ClassVar[int]
+    HYPERVOLUME_FIELD_NUMBER: _ClassVar[int]
+    BEST_FIELD_NUMBER: _ClassVar[int]
+    trained: int
+    max_trials: int
+    proposals: int
+    cache_hits: int
+    pruned: int
+    failed: int
+    hypervolume: float
+    best: _containers.ScalarMap[str, float]
+    def __init__(self, trained: _Optional[int] = ..., max_trials: _Optional[int] = ..., proposals: _Optional[int] = ..., cache_hits: _Optional[int] = ..., pruned: _Optional[int] = ..., failed: _Optional[int] = ..., hypervolume: _Optional[float] = ..., best: _Optional[_Mapping[str, float]] = ...) -> None: ...
+
+class Search(_message.Message):
+    __slots__ = ("id", "name", "status", "error", "spec_json", "created_at", "updated_at", "progress")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    SPEC_JSON_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    name: str
+    status: str
+    error: str
+    spec_json: str
+    created_at: float
+    updated_at: float
+    progress: Progress
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., status: _Optional[str] = ..., error: _Optional[str] = ..., spec_json: _Optional[str] = ..., created_at: _Optional[float] = ..., updated_at: _Optional[float] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ...) -> None: ...
+
+class GetSearchRequest(_message.Message):
+    __slots__ = ("search_id",)
+    SEARCH_ID_FIELD_NUMBER: _ClassVar[int]
+    search_id: str
+    def __init__(self, search_id: _Optional[str] = ...) -> None: ...
+
+class ListSearchesRequest(_message.Message):
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListSearchesResponse(_message.Message):
+    __slots__ = ("searches", "next_page_token")
+    SEARCHES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    searches: _containers.RepeatedCompositeFieldContainer[Search]
+    next_page_token: str
+    def __init__(self, searches: _Optional[_Iterable[_Union[Search, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class ListTrialsRequest(_message.Message):
+    __slots__ = ("search_id", "page_size", "page_token", "status", "stage", "epochs")
+    SEARCH_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    EPOCHS_FIELD_NUMBER: _ClassVar[int]
+    search_id: str
+    page_size: int
+    page_token: str
+    status: str
+    stage: str
+    epochs: int
+    def __init__(self, search_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., status: _Optional[str] = ..., stage: _Optional[str] = ..., epochs: _Optional[int] = ...) -> None: ...
+
+class Trial(_message.Message):
+    __slots__ = ("row_id", "trial_id", "stage", "epochs", "rung", "status", "candidate_json", "metrics_json", "error", "reused", "seconds", "device", "structural_hash", "functional_hash")
+    ROW_ID_FIELD_NUMBER: _ClassVar[int]
+    TRIAL_ID_FIELD_NUMBER: _ClassVar[int]
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    EPOCHS_FIELD_NUMBER: _ClassVar[int]
+    RUNG_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_JSON_FIELD_NUMBER: _ClassVar[int]
+    METRICS_JSON_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    REUSED_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    DEVICE_FIELD_NUMBER: _ClassVar[int]
+    STRUCTURAL_HASH_FIELD_NUMBER: _ClassVar[int]
+    FUNCTIONAL_HASH_FIELD_NUMBER: _ClassVar[int]
+    row_id: int
+    trial_id: int
+    stage: str
+    epochs: int
+    rung: int
+    status: str
+    candidate_json: str
+    metrics_json: str
+    error: str
+    reused: bool
+    seconds: float
+    device: str
+    structural_hash: str
+    functional_hash: str
+    def __init__(self, row_id: _Optional[int] = ..., trial_id: _Optional[int] = ..., stage: _Optional[str] = ..., epochs: _Optional[int] = ..., rung: _Optional[int] = ..., status: _Optional[str] = ..., candidate_json: _Optional[str] = ..., metrics_json: _Optional[str] = ..., error: _Optional[str] = ..., reused: _Optional[bool] = ..., seconds: _Optional[float] = ..., device: _Optional[str] = ..., structural_hash: _Optional[str] = ..., functional_hash: _Optional[str] = ...) -> None: ...
+
+class ListTrialsResponse(_message.Message):
+    __slots__ = ("trials", "next_page_token")
+    TRIALS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    trials: _containers.RepeatedCompositeFieldContainer[Trial]
+    next_page_token: str
+    def __init__(self, trials: _Optional[_Iterable[_Union[Trial, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
+class WatchSearchRequest(_message.Message):
+    __slots__ = ("search_id", "after_event_id")
+    SEARCH_ID_FIELD_NUMBER: _ClassVar[int]
+    AFTER_EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    search_id: str
+    after_event_id: int
+    def __init__(self, search_id: _Optional[str] = ..., after_event_id: _Optional[int] = ...) -> None: ...
+
+class SearchEvent(_message.Message):
+    __slots__ = ("id", "kind", "time", "payload_json", "search")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    TIME_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_JSON_FIELD_NUMBER: _ClassVar[int]
+    SEARCH_FIELD_NUMBER: _ClassVar[int]
+    id: int
+    kind: str
+    time: float
+    payload_json: str
+    search: Search
+    def __init__(self, id: _Optional[int] = ..., kind: _Optional[str] = ..., time: _Optional[float] = ..., payload_json: _Optional[str] = ..., search: _Optional[_Union[Search, _Mapping]] = ...) -> None: ...
+
+class CancelSearchRequest(_message.Message):
+    __slots__ = ("search_id",)
+    SEARCH_ID_FIELD_NUMBER: _ClassVar[int]
+    search_id: str
+    def __init__(self, search_id: _Optional[str] = ...) -> None: ...
+
+class GetParetoFrontRequest(_message.Message):
+    __slots__ = ("search_id",)
+    SEARCH_ID_FIELD_NUMBER: _ClassVar[int]
+    search_id: str
+    def __init__(self, search_id: _Optional[str] = ...) -> None: ...
+
+class ParetoPoint(_message.Message):
+    __slots__ = ("trial_id", "objectives", "candidate_json")
+    class ObjectivesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    TRIAL_ID_FIELD_NUMBER: _ClassVar[int]
+    OBJECTIVES_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_JSON_FIELD_NUMBER: _ClassVar[int]
+    trial_id: int
+    objectives: _containers.ScalarMap[str, float]
+    candidate_json: str
+    def __init__(self, trial_id: _Optional[int] = ..., objectives: _Optional[_Mapping[str, float]] = ..., candidate_json: _Optional[str] = ...) -> None: ...
+
+class ParetoFront(_message.Message):
+    __slots__ = ("objectives", "points", "hypervolume")
+    OBJECTIVES_FIELD_NUMBER: _ClassVar[int]
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    HYPERVOLUME_FIELD_NUMBER: _ClassVar[int]
+    objectives: _containers.RepeatedScalarFieldContainer[str]
+    points: _containers.RepeatedCompositeFieldContainer[ParetoPoint]
+    hypervolume: float
+    def __init__(self, objectives: _Optional[_Iterable[str]] = ..., points: _Optional[_Iterable[_Union[ParetoPoint, _Mapping]]] = ..., hypervolume: _Optional[float] = ...) -> None: ...
+
+class ExportRecipeRequest(_message.Message):
+    __slots__ = ("search_id", "trial_id")
+    SEARCH_ID_FIELD_NUMBER: _ClassVar[int]
+    TRIAL_ID_FIELD_NUMBER: _ClassVar[int]
+    search_id: str
+    trial_id: int
+    def __init__(self, search_id: _Optional[str] = ..., trial_id: _Optional[int] = ...) -> None: ...
+
+class Recipe(_message.Message):
+    __slots__ = ("search_id", "trial_id", "recipe_json")
+    SEARCH_ID_FIELD_NUMBER: _ClassVar[int]
+    TRIAL_ID_FIELD_NUMBER: _ClassVar[int]
+    RECIPE_JSON_FIELD_NUMBER: _ClassVar[int]
+    search_id: str
+    trial_id: int
+    recipe_json: str
+    def __init__(self, search_id: _Optional[str] = ..., trial_id: _Optional[int] = ..., recipe_json: _Optional[str] = ...) -> None: ...
