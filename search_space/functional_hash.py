@@ -34,6 +34,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -124,18 +125,22 @@ def _probe_batches(probe: Probe, shape: tuple[int, ...]) -> tuple[torch.Tensor, 
     return x, y
 
 
-def probe_stand_in(candidate: Candidate) -> Candidate:
-    """The candidate that is probed: its family's smaller stand-in (``Family.probe_architecture``,
-    e.g. one nb201 cell per stage) when it has one, else the candidate itself."""
+def probe_stand_in(candidate: Candidate) -> tuple[Candidate, dict[str, Any]]:
+    """The candidate that is probed -- its family's smaller stand-in (``Family.probe_architecture``,
+    e.g. one nb201 cell per stage) when it has one, else the candidate itself -- and the
+    effective architecture values the stand-in replaced (hashed as given)."""
     family = FAMILIES.get(candidate.architecture["family"])
     smaller = family.probe_architecture(candidate.architecture, candidate.quantization.bits_for)
-    return candidate if smaller is None else candidate.model_copy(update={"architecture": smaller})
+    if smaller is None:
+        return candidate, {}
+    arch, replaced = smaller
+    return candidate.model_copy(update={"architecture": arch}), replaced
 
 
 def functional_signature(candidate: Candidate, probe: Probe = Probe()) -> np.ndarray | None:
     """Probe outputs at the position-determined init and after the probe steps (float64), or
     None when they are not finite."""
-    candidate = probe_stand_in(candidate)
+    candidate, _ = probe_stand_in(candidate)
     family = candidate.architecture["family"]
     shape = probe.input_shape(family)
     model = candidate.build_model(probe.num_classes, shape).double()
@@ -202,9 +207,9 @@ def hash_signature(
     # What the probe cannot observe is hashed as given: the batch size, and the architecture
     # fields that a smaller stand-in changed (e.g. nb201's cells per stage).
     digest.update(f"batch_size={candidate.batch_size}".encode())
-    stand_in = probe_stand_in(candidate).architecture
-    for field in sorted(k for k, v in candidate.architecture.items() if stand_in.get(k) != v):
-        digest.update(f"{field}={candidate.architecture[field]}".encode())
+    _, replaced = probe_stand_in(candidate)
+    for field, value in sorted(replaced.items()):
+        digest.update(f"{field}={value}".encode())
     return digest.hexdigest()[:HASH_CHARS]
 
 

@@ -81,6 +81,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         token=_token(args),
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
+        data_roots=tuple(args.data_root),
     )
     server = WinnowServer(config).start()
     stop = threading.Event()
@@ -206,7 +207,19 @@ def add_service_commands(commands, bench_commands) -> None:
     serve.add_argument("--token-file", help="file holding the bearer token")
     serve.add_argument("--tls-cert", type=Path, help="server certificate (PEM)")
     serve.add_argument("--tls-key", type=Path, help="server private key (PEM)")
-    serve.add_argument("--grace", type=float, default=10.0, help="seconds to drain on SIGTERM")
+    serve.add_argument(
+        "--data-root",
+        type=Path,
+        action="append",
+        default=[],
+        help="a folder specs may read dataset files from (npz:PATH, cifar10:DIR); repeatable",
+    )
+    serve.add_argument(
+        "--grace",
+        type=float,
+        default=10.0,
+        help="seconds in-flight calls get on SIGTERM; running evaluations always finish",
+    )
     serve.add_argument("--log-format", choices=("json", "text"), default="json")
     serve.set_defaults(func=cmd_serve)
 

@@ -34,6 +34,9 @@ from winnow.v1 import search_pb2 as pb
 from winnow.v1 import search_pb2_grpc
 
 RETRYABLE = (grpc.StatusCode.UNAVAILABLE,)
+# Pings on an idle connection, so that a watch on a server that vanished without closing it
+# fails (and reconnects) instead of waiting forever.
+KEEPALIVE = [("grpc.keepalive_time_ms", 30_000), ("grpc.keepalive_timeout_ms", 10_000)]
 TERMINAL = ("finished", "failed", "cancelled")
 
 
@@ -66,9 +69,9 @@ class Client:
         self.address, self.timeout, self.retries = address, timeout, retries
         if tls_ca is not None:
             credentials = grpc.ssl_channel_credentials(Path(tls_ca).read_bytes())
-            self.channel = grpc.secure_channel(address, credentials)
+            self.channel = grpc.secure_channel(address, credentials, options=KEEPALIVE)
         else:
-            self.channel = grpc.insecure_channel(address)
+            self.channel = grpc.insecure_channel(address, options=KEEPALIVE)
         self.stub = search_pb2_grpc.SearchServiceStub(self.channel)
         self.metadata = (("authorization", f"Bearer {token}"),) if token else ()
 
@@ -122,8 +125,8 @@ class Client:
                 time.sleep(min(0.2 * 2**attempt, 5.0))
         raise AssertionError("unreachable")
 
-    def _stream(self, method: str, request: Any) -> Iterator[Any]:
-        return getattr(self.stub, method)(request, metadata=self.metadata)
+    def _stream(self, method: str, request: Any, timeout: float | None = None) -> Iterator[Any]:
+        return getattr(self.stub, method)(request, timeout=timeout, metadata=self.metadata)
 
 
 class Search:
@@ -139,36 +142,39 @@ class Search:
         """Name, status, error, spec and progress counters."""
         return _search_dict(self.client._call("GetSearch", pb.GetSearchRequest(search_id=self.id)))
 
-    def watch(self, after_event_id: int = 0) -> Iterator[Event]:
+    def watch(self, after_event_id: int = 0, timeout: float | None = None) -> Iterator[Event]:
         """Events as they happen until the search ends; reconnects after a dropped stream or a
-        server restart, resuming after the last event seen."""
+        server restart, resuming after the last event seen. ``timeout`` (seconds, in all):
+        ``TimeoutError`` when the search has not ended by then."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         after, failures = after_event_id, 0
         while True:
             request = pb.WatchSearchRequest(search_id=self.id, after_event_id=after)
+            left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
             try:
-                for message in self.client._stream("WatchSearch", request):
+                for message in self.client._stream("WatchSearch", request, left):
                     failures = 0
                     after = message.id
                     yield _event(message)
                 return
             except grpc.RpcError as error:
+                if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED and deadline is not None:
+                    raise TimeoutError(f"search {self.id} did not end in {timeout} s") from None
                 failures += 1
                 if error.code() not in RETRYABLE or failures > self.client.retries:
                     raise _error(error) from None
                 time.sleep(min(0.2 * 2**failures, 5.0))
 
     def wait(self, progress: bool = False, timeout: float | None = None) -> dict[str, Any]:
-        """Block until the search ends; returns its final ``info()``. ``progress`` draws a bar
-        of trained trials with the best values and hypervolume on stderr."""
-        deadline = None if timeout is None else time.monotonic() + timeout
+        """Block until the search ends (``TimeoutError`` after ``timeout`` seconds); returns
+        its final ``info()``. ``progress`` draws a bar of trained trials with the best values
+        and hypervolume on stderr."""
         info = self.info()
         bar = _ProgressBar(info) if progress else None
         try:
-            for event in self.watch():
+            for event in self.watch(timeout=timeout):
                 if bar is not None:
                     bar.update(event.search)
-                if deadline is not None and time.monotonic() > deadline:
-                    raise TimeoutError(f"search {self.id} still {event.search['status']}")
         finally:
             if bar is not None:
                 bar.close()
@@ -237,7 +243,8 @@ class _ProgressBar:
     def update(self, search: dict[str, Any]) -> None:
         progress = search["progress"]
         self.bar.n = progress["trained"]
-        best = ", ".join(f"{k}={v:.4g}" for k, v in progress["best"].items())
+        order = [o["name"] for o in (search["spec"] or {}).get("objectives", [])]
+        best = ", ".join(f"{k}={progress['best'][k]:.4g}" for k in order if k in progress["best"])
         hv = progress["hypervolume"]
         self.bar.set_postfix_str(f"{search['status']}; best {best or '-'}; HV {hv:.4g}")
 

@@ -164,6 +164,8 @@ class Engine:
         """Stop proposing (from any thread); the running evaluation finishes and is stored,
         and ``run`` returns with the search in ``status``: ``cancelled``, or ``queued`` for a
         server shutting down (the next one resumes it)."""
+        if self._cancelled.is_set() and self._stop_status == "cancelled":
+            return  # a user's cancel stands: a shutdown after it must not make it resumable
         self._stop_status = status
         self._cancelled.set()
 

@@ -5,7 +5,8 @@ of ``max_concurrent`` slots is free; more than ``max_queued`` waiting is refused
 (``QueueFullError``). All searches share one store, hence one equivalence cache. On start the
 manager resumes every search a previous server left ``queued`` or ``running``; ``shutdown``
 stops proposing, lets running evaluations finish and store their results, and leaves the
-searches ``queued`` for the next server.
+searches ``queued`` for the next server. One server per store: two servers on one database
+would both resume its unfinished searches.
 """
 
 from __future__ import annotations
@@ -31,6 +32,10 @@ class QueueFullError(RuntimeError):
     """More searches are waiting than the server accepts."""
 
 
+class ShuttingDownError(RuntimeError):
+    """The server is draining; a client should retry against the next one."""
+
+
 class SearchManager:
     def __init__(
         self,
@@ -44,6 +49,8 @@ class SearchManager:
         self.max_concurrent, self.max_queued = max_concurrent, max_queued
         self.live: dict[str, Engine] = {}
         self.pending: deque[str] = deque()
+        self.starting: set[str] = set()  # taken from the queue, engine not built yet
+        self.cancel_requested: set[str] = set()  # cancelled while starting
         self._lock = threading.Condition()
         self._stopping = False
         self._threads: list[threading.Thread] = []
@@ -85,7 +92,7 @@ class SearchManager:
         spec.task.check_dataset()
         with self._lock:
             if self._stopping:
-                raise QueueFullError("the server is shutting down; submit to it once restarted")
+                raise ShuttingDownError("the server is shutting down; retry once it restarted")
             if len(self.pending) >= self.max_queued:
                 raise QueueFullError(
                     f"{len(self.pending)} searches are already waiting (the server's limit is "
@@ -106,17 +113,18 @@ class SearchManager:
 
     def cancel(self, search_id: str) -> SearchRow:
         """Cancel a queued or running search; a finished one is left as it is."""
-        row = self.store.search(search_id)  # StoreError when unknown
+        self.store.search(search_id)  # StoreError when unknown
         with self._lock:
             engine = self.live.get(search_id)
             if engine is not None:
                 engine.cancel()
+            elif search_id in self.starting:
+                self.cancel_requested.add(search_id)  # _run cancels it once built
             elif search_id in self.pending:
                 self.pending.remove(search_id)
                 self._end_unstarted(search_id, "cancelled")
-        if engine is not None:
-            log.info("search %s: cancel requested", search_id)
-        return self.store.search(search_id) if engine is None else row
+        log.info("search %s: cancel requested", search_id)
+        return self.store.search(search_id)
 
     def progress(self, search_id: str) -> dict[str, Any] | None:
         """A live search's counters (None when it is not running here)."""
@@ -137,25 +145,36 @@ class SearchManager:
                 if self._stopping:
                     return
                 search_id = self.pending.popleft()
-            self._run(search_id)
+                self.starting.add(search_id)
+            with self.make_executor() as executor:
+                self._run(search_id, executor)
 
-    def _run(self, search_id: str) -> None:
+    def _run(self, search_id: str, executor: Executor) -> None:
         try:
-            engine = Engine.resume(self.store, search_id, self.make_executor())
+            engine = Engine.resume(self.store, search_id, executor)
         except Exception as error:  # a spec the code no longer accepts, a missing dataset
             log.exception("search %s cannot start", search_id)
+            with self._lock:
+                self.starting.discard(search_id)
+                self.cancel_requested.discard(search_id)
             self._end_unstarted(search_id, "failed", f"{type(error).__name__}: {error}")
             return
         with self._lock:
+            self.starting.discard(search_id)
             self.live[search_id] = engine
+            if search_id in self.cancel_requested:
+                self.cancel_requested.discard(search_id)
+                engine.cancel()
             if self._stopping:
                 engine.cancel(status="queued")
         log.info("search %s running", search_id)
         try:
             report = engine.run()
             log.info("search %s %s: %d trained", search_id, report.status, report.trained)
-        except Exception:
+        except Exception as error:  # the engine stored the status; watchers need the end
             log.exception("search %s failed", search_id)
+            payload = {"status": "failed", "error": f"{type(error).__name__}: {error}"}
+            self.store.add_event(search_id, "search_finished", payload)
         finally:
             with self._lock:
                 self.live.pop(search_id, None)

@@ -31,6 +31,7 @@ log = logging.getLogger("winnow.server")
 SERVICE_NAME = search_pb2.DESCRIPTOR.services_by_name["SearchService"].full_name
 MAX_MESSAGE_BYTES = 8 << 20  # requests and responses; a spec is limited further (1 MiB)
 EXECUTORS = ("inprocess", "local", "ray")
+THREADS, WATCHERS = 32, 24  # watch streams hold a thread each: some are kept for other calls
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class ServerConfig:
     token: str | None = None
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    data_roots: tuple[Path, ...] = ()  # where specs may name dataset files (npz:, cifar10:)
 
 
 def executor_factory(name: str) -> Callable[[], Executor]:
@@ -109,16 +111,18 @@ class WinnowServer:
         )
         interceptors = [BearerTokenInterceptor(config.token)] if config.token else []
         self.server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=32, thread_name_prefix="grpc"),
+            futures.ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="grpc"),
             interceptors=interceptors,
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                # let clients' keepalive pings (client.KEEPALIVE) through on quiet watches
+                ("grpc.keepalive_permit_without_calls", 1),
+                ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
             ],
         )
-        search_pb2_grpc.add_SearchServiceServicer_to_server(
-            SearchServicer(self.manager), self.server
-        )
+        servicer = SearchServicer(self.manager, config.data_roots, max_watchers=WATCHERS)
+        search_pb2_grpc.add_SearchServiceServicer_to_server(servicer, self.server)
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(

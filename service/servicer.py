@@ -11,15 +11,18 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import grpc
 
+from winnow.search_space.datasets import DatasetError
 from winnow.search_space.spec import BUILTIN_SPACES, SpecError
 from winnow.service import readout
-from winnow.service.manager import QueueFullError, SearchManager
+from winnow.service.manager import QueueFullError, SearchManager, ShuttingDownError
 from winnow.service.search_spec import SearchSpec, parse_search_spec
 from winnow.service.store import StoreError
 from winnow.service.tables import EventRow, SearchRow, TrialRow
@@ -29,6 +32,7 @@ from winnow.v1 import search_pb2_grpc
 log = logging.getLogger("winnow.server")
 
 MAX_SPEC_BYTES = 1 << 20
+PATH_DATASETS = ("npz", "cifar10")  # datasets whose argument is a file or folder to read
 DEFAULT_PAGE, MAX_PAGE = 100, 1000
 WATCH_POLL_SECONDS = 0.2
 TERMINAL = ("finished", "failed", "cancelled")
@@ -43,12 +47,10 @@ class RequestError(Exception):
 def _status_of(error: Exception) -> tuple[grpc.StatusCode, str]:
     if isinstance(error, RequestError):
         return error.code, str(error)
-    if isinstance(error, SpecError):
-        return grpc.StatusCode.INVALID_ARGUMENT, str(error)
-    if isinstance(error, ValueError) and not isinstance(error, StoreError):
-        return grpc.StatusCode.INVALID_ARGUMENT, f"invalid search spec: {error}"  # e.g. dataset
     if isinstance(error, QueueFullError):
         return grpc.StatusCode.RESOURCE_EXHAUSTED, str(error)
+    if isinstance(error, ShuttingDownError):
+        return grpc.StatusCode.UNAVAILABLE, str(error)  # clients retry: the next server takes it
     if isinstance(error, readout.UnknownTrialError):
         return grpc.StatusCode.NOT_FOUND, str(error)
     return grpc.StatusCode.INTERNAL, f"internal error ({type(error).__name__}); see server log"
@@ -85,16 +87,34 @@ def _stream_rpc(method: Callable) -> Callable:
 
 
 class SearchServicer(search_pb2_grpc.SearchServiceServicer):
-    def __init__(self, manager: SearchManager) -> None:
+    """``data_roots``: folders under which a spec may name dataset files (``npz:PATH``,
+    ``cifar10:DIR``); the server reads nothing else a client names. ``max_watchers``: streams
+    open at once, kept below the server's threads so that other calls always find one."""
+
+    def __init__(
+        self, manager: SearchManager, data_roots: tuple[Path, ...] = (), max_watchers: int = 24
+    ) -> None:
         self.manager = manager
         self.store = manager.store
+        self.data_roots = tuple(Path(root).resolve() for root in data_roots)
+        self.max_watchers = max_watchers
+        self._watchers = threading.BoundedSemaphore(max_watchers)
 
     # --- searches -----------------------------------------------------------------------------
 
     @_rpc
     def SubmitSearch(self, request: pb.SubmitSearchRequest, context) -> pb.Search:
-        spec = _parse_spec(request.spec_json)
-        row, created = self.manager.submit(spec, request.request_id or None)
+        try:
+            spec = _parse_spec(request.spec_json)
+            _check_dataset_path(spec.task.dataset, self.data_roots)
+            row, created = self.manager.submit(spec, request.request_id or None)
+        except (SpecError, DatasetError) as error:
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, str(error)) from None
+        except ValueError as error:  # e.g. a shape that is not the dataset's
+            if isinstance(error, StoreError):
+                raise
+            message = f"invalid search spec: {error}"
+            raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, message) from None
         if not created:
             log.info("search %s: repeated request %s", row.id, request.request_id)
         return self._search_message(row)
@@ -106,12 +126,13 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
     @_rpc
     def ListSearches(self, request: pb.ListSearchesRequest, context) -> pb.ListSearchesResponse:
         size = _page_size(request.page_size)
-        offset = _token(request.page_token)
-        rows = self.store.searches_page(offset, size + 1)
+        rows = self.store.searches_page(_search_token(request.page_token), size + 1)
         more = len(rows) > size
+        last = rows[size - 1] if more else None
         return pb.ListSearchesResponse(
             searches=[self._search_message(r, with_progress=False) for r in rows[:size]],
-            next_page_token=str(offset + size) if more else "",
+            # the last row's place, not an offset: searches submitted meanwhile shift nothing
+            next_page_token=f"{last.created_at!r}/{last.id}" if last else "",
         )
 
     @_rpc
@@ -174,9 +195,21 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
 
     @_stream_rpc
     def WatchSearch(self, request: pb.WatchSearchRequest, context) -> Iterator[pb.SearchEvent]:
-        """Stored events after ``after_event_id``, then new ones, until the search ends."""
         row = self._search_row(request.search_id)
-        after, quiet_while_ended = request.after_event_id, False
+        if not self._watchers.acquire(blocking=False):
+            raise RequestError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"{self.max_watchers} watchers are connected (the server's limit); "
+                "poll GetSearch instead, or retry later",
+            )
+        try:
+            yield from self._watch(row, request.after_event_id, context)
+        finally:
+            self._watchers.release()
+
+    def _watch(self, row: SearchRow, after: int, context) -> Iterator[pb.SearchEvent]:
+        """Stored events after ``after``, then new ones, until the search ends."""
+        quiet_while_ended = False
         while context.is_active():
             events = self.store.events(row.id, after)
             if events:
@@ -261,15 +294,43 @@ def _page_size(requested: int) -> int:
     return min(requested or DEFAULT_PAGE, MAX_PAGE)
 
 
+def _bad_token(token: str) -> RequestError:
+    return RequestError(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        f"field 'page_token' {token!r} is not a token this server gave",
+    )
+
+
 def _token(token: str) -> int:
     if not token:
         return 0
-    if not token.isdigit():
+    if not (token.isascii() and token.isdigit()):
+        raise _bad_token(token)
+    return int(token)
+
+
+def _search_token(token: str) -> tuple[float, str] | None:
+    if not token:
+        return None
+    created_at, _, search_id = token.partition("/")
+    try:
+        return float(created_at), search_id
+    except ValueError:
+        raise _bad_token(token) from None
+
+
+def _check_dataset_path(dataset: str, roots: tuple[Path, ...]) -> None:
+    """A dataset read from a file must lie under one of the server's data roots."""
+    name, _, arg = dataset.partition(":")
+    if name not in PATH_DATASETS or not arg:
+        return
+    path = Path(arg).expanduser().resolve()
+    if not any(path.is_relative_to(root) for root in roots):
+        allowed = ", ".join(str(r) for r in roots) or "none; start the server with --data-root"
         raise RequestError(
             grpc.StatusCode.INVALID_ARGUMENT,
-            f"field 'page_token' {token!r} is not a token this server gave",
+            f"field 'task.dataset': {dataset!r} is outside the server's data roots ({allowed})",
         )
-    return int(token)
 
 
 def _trial_message(row: TrialRow) -> pb.Trial:

@@ -165,11 +165,18 @@ class Store:
             query = select(SearchRow).where(SearchRow.request_id == request_id)
             return session.exec(query).first()
 
-    def searches_page(self, offset: int, limit: int) -> list[SearchRow]:
-        """Newest first."""
+    def searches_page(self, after: tuple[float, str] | None, limit: int) -> list[SearchRow]:
+        """Newest first, starting after the (created_at, id) of the previous page's last row."""
         with self.session() as session:
-            query = select(SearchRow).order_by(SearchRow.created_at.desc(), SearchRow.id)
-            return list(session.exec(query.offset(offset).limit(limit)))
+            query = select(SearchRow)
+            if after is not None:
+                created_at, search_id = after
+                query = query.where(
+                    (SearchRow.created_at < created_at)
+                    | ((SearchRow.created_at == created_at) & (SearchRow.id > search_id))
+                )
+            order = (SearchRow.created_at.desc(), SearchRow.id)
+            return list(session.exec(query.order_by(*order).limit(limit)))
 
     def search(self, search_id: str) -> SearchRow:
         with self.session() as session:

@@ -37,8 +37,11 @@ class Family:
     canonical: Callable[[dict[str, Any], Callable[[str], int]], tuple[dict, list[int]]]
     # (built model, arch) -> {module-name prefix: canonical place}, for functional hashing
     positions: Callable[[nn.Module, dict[str, Any]], dict[str, str]]
-    # (arch, bits_for) -> an arch computing equal functions exactly when this one does, or None
-    probe_architecture: Callable[[dict[str, Any], Callable[[str], int]], dict[str, Any] | None]
+    # (arch, bits_for) -> (a smaller arch computing equal functions exactly when this one does,
+    # the effective values it replaced, which the hash takes as given), or None
+    probe_architecture: Callable[
+        [dict[str, Any], Callable[[str], int]], tuple[dict[str, Any], dict[str, Any]] | None
+    ]
 
 
 def _family(name: str, module: ModuleType, space: type[BaseModel]) -> Family:

@@ -278,13 +278,13 @@ def positions(model: NB201Network, arch: dict[str, Any]) -> dict[str, str]:
 
 def probe_architecture(
     arch: dict[str, Any], bits_for: Callable[[str], int]
-) -> dict[str, Any] | None:
-    """One cell per stage, for functional hashing (4x cheaper at 5 cells per stage). Every
-    cell of a stage has the same ops, so two candidates' stacks of N cells compute equal
-    functions exactly when their single cells do (given the rest equal): the probe decides
-    cell equivalence, and the repeat count is hashed as given. Only when the weight bits of
-    each live layer agree across the cells of a stage, which is all that the probe observes
-    (bits of dead layers change nothing, so they may differ)."""
+) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """One cell per stage, for functional hashing (4x cheaper at 5 cells per stage), and the
+    effective value it replaced. Every cell of a stage has the same ops, so two candidates'
+    stacks of N cells compute equal functions exactly when their single cells do (given the
+    rest equal): the probe decides cell equivalence, and the repeat count is hashed as given.
+    Only when each live layer's weight bits agree across the cells of a stage, which is all that
+    the probe observes (bits of dead layers change nothing, so they may differ)."""
     from winnow.search_space.archs.nb201_canonical import live_conv_edges
 
     per_stage = arch.get("cells_per_stage", 5)
@@ -295,7 +295,7 @@ def probe_architecture(
         first = bits_for(f"stage{stage}.cell0.edge{edge}")
         if any(bits_for(f"stage{stage}.cell{c}.edge{edge}") != first for c in range(1, per_stage)):
             return None
-    return arch | {"cells_per_stage": 1}
+    return arch | {"cells_per_stage": 1}, {"cells_per_stage": per_stage}
 
 
 def quant_slots(space: NB201Space, scope: str) -> list[str]:

@@ -172,9 +172,16 @@ def deep(cell: str, **axes) -> Candidate:
 
 
 def test_nb201_is_probed_with_one_cell_per_stage_and_the_repeat_count_is_hashed():
-    assert probe_stand_in(deep(CELL)).architecture["cells_per_stage"] == 1
+    stand_in, replaced = probe_stand_in(deep(CELL))
+    assert stand_in.architecture["cells_per_stage"] == 1 and replaced == {"cells_per_stage": 3}
     shallow = nb201(CELL)
-    assert probe_stand_in(shallow) is shallow
+    assert probe_stand_in(shallow) == (shallow, {})
+    # the default repeat count (5) given or left out: one function, one hash; not 1 cell's
+    arch = {"family": "nb201", "cell": CELL, "channels": 4}
+    implicit = Candidate(architecture=arch)
+    explicit = Candidate(architecture=arch | {"cells_per_stage": 5})
+    assert both_hashes(implicit) == both_hashes(explicit)
+    assert functional_hash(implicit) != functional_hash(shallow)
     # the same probe, different repeat counts: the count itself separates them
     assert functional_hash(deep(CELL)) != functional_hash(shallow)
     # equivalent cells still merge through the stand-in, different ones do not
@@ -187,8 +194,8 @@ def test_per_cell_bits_that_differ_within_a_stage_are_probed_on_the_whole_networ
     # edge 5 (node 2 -> node 3) is a live conv; its bits differ in cell 2 of stage 0 only
     uniform = deep(CELL, quantization={"weight_bits": {"*": 8}})
     varied = deep(CELL, quantization={"weight_bits": {"*": 8, "stage0.cell2.edge5": 4}})
-    assert probe_stand_in(varied) is varied
-    assert probe_stand_in(uniform) is not uniform
+    assert probe_stand_in(varied) == (varied, {})
+    assert probe_stand_in(uniform)[1] == {"cells_per_stage": 3}
     assert functional_hash(uniform) != functional_hash(varied)
     # bits of a dead layer in one cell change nothing, whichever network is probed
     dead = deep(DEAD_CONV, quantization={"weight_bits": {"*": 8, "stage0.cell2.edge0": 4}})

@@ -10,6 +10,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
+import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
@@ -57,7 +58,11 @@ def test_submit_is_idempotent_by_request_id(client, tiny_spec):
     assert first.id == again.id
     other = client.submit(tiny_spec(), request_id="req-2")
     assert other.id != first.id
-    assert sorted(s["id"] for s in client.searches()) == sorted({first.id, other.id})
+    with ThreadPoolExecutor(6) as pool:  # concurrent retries of one request: one search
+        retried = set(pool.map(lambda _: client.submit(tiny_spec(), "req-3").id, range(6)))
+    assert len(retried) == 1
+    listed = [s["id"] for s in client.searches(page_size=1)]  # one page per search
+    assert sorted(listed) == sorted({first.id, other.id, *retried})
 
 
 def test_watch_resumes_after_the_last_event_seen(client, tiny_spec):
@@ -84,8 +89,8 @@ def test_invalid_specs_are_invalid_argument_naming_the_problem(
     server, tiny_spec, changes, raw, words
 ):
     spec_json = raw if changes is None else json.dumps(tiny_spec(**changes))
-    stub = search_pb2_grpc.SearchServiceStub(grpc.insecure_channel(server.address))
-    with pytest.raises(grpc.RpcError) as raised:
+    with grpc.insecure_channel(server.address) as channel, pytest.raises(grpc.RpcError) as raised:
+        stub = search_pb2_grpc.SearchServiceStub(channel)
         stub.SubmitSearch(pb.SubmitSearchRequest(spec_json=spec_json), timeout=20)
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert words in raised.value.details()
@@ -118,6 +123,7 @@ def test_a_full_queue_is_resource_exhausted_and_cancel_frees_it(make_server, tin
     server = make_server(max_concurrent_searches=1, max_queued_searches=1)
     with Client(server.address, retries=0) as client:
         running = client.submit(tiny_spec(budget={"max_trials": 50}))
+        next(e for e in running.watch() if e.kind == "search_started")  # it left the queue
         waiting = client.submit(tiny_spec())
         with pytest.raises(WinnowError) as raised:
             client.submit(tiny_spec())
@@ -131,7 +137,7 @@ def test_a_full_queue_is_resource_exhausted_and_cancel_frees_it(make_server, tin
 
 def test_oversized_requests_are_refused_without_harming_other_searches(client, server, tiny_spec):
     search = client.submit(tiny_spec())
-    stub = search_pb2_grpc.SearchServiceStub(grpc.insecure_channel(server.address))
+    stub = client.stub
     with pytest.raises(grpc.RpcError) as raised:
         stub.SubmitSearch(pb.SubmitSearchRequest(spec_json="x" * (9 << 20)), timeout=20)
     assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -161,14 +167,14 @@ def test_bearer_token_is_required_on_every_call_when_set(make_server, tiny_spec)
 
 
 def test_health_and_reflection_are_served(server):
-    channel = grpc.insecure_channel(server.address)
-    health = health_pb2_grpc.HealthStub(channel)
-    for service in ("", "winnow.v1.SearchService"):
-        reply = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=10)
-        assert reply.status == health_pb2.HealthCheckResponse.SERVING
-    reflect = reflection_pb2_grpc.ServerReflectionStub(channel)
-    request = reflection_pb2.ServerReflectionRequest(list_services="")
-    reply = next(reflect.ServerReflectionInfo(iter([request]), timeout=10))
+    with grpc.insecure_channel(server.address) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for service in ("", "winnow.v1.SearchService"):
+            reply = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=10)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        reflect = reflection_pb2_grpc.ServerReflectionStub(channel)
+        request = reflection_pb2.ServerReflectionRequest(list_services="")
+        reply = next(reflect.ServerReflectionInfo(iter([request]), timeout=10))
     names = {s.name for s in reply.list_services_response.service}
     assert {"winnow.v1.SearchService", "grpc.health.v1.Health"} <= names
 
@@ -223,3 +229,37 @@ def test_cancel_stops_a_running_search_from_another_thread(client, tiny_spec):
     thread.join()
     assert seen.is_set() and info["status"] == "cancelled"
     assert 1 <= info["progress"]["trained"] < 100
+
+
+def test_dataset_files_are_read_only_under_the_servers_data_roots(make_server, tmp_path, tiny_spec):
+    rng = np.random.default_rng(0)
+    arrays = {
+        "train_x": rng.random((40, 64), dtype=np.float32),
+        "train_y": rng.integers(0, 10, 40),
+        "test_x": rng.random((20, 64), dtype=np.float32),
+        "test_y": rng.integers(0, 10, 20),
+    }
+    (tmp_path / "data").mkdir()
+    np.savez(tmp_path / "data" / "tiny.npz", **arrays)
+    np.savez(tmp_path / "outside.npz", **arrays)
+    server = make_server(data_roots=(tmp_path / "data",))
+    with Client(server.address, retries=0) as client:
+        with pytest.raises(WinnowError) as raised:
+            client.submit(tiny_spec(task={"dataset": f"npz:{tmp_path / 'outside.npz'}"}))
+        assert raised.value.code == "INVALID_ARGUMENT" and "data roots" in raised.value.message
+        inside = tiny_spec(task={"dataset": f"npz:{tmp_path / 'data' / 'tiny.npz'}"})
+        assert client.submit(inside).wait()["status"] == "finished"
+
+
+def test_watchers_beyond_the_limit_are_refused(make_server, tiny_spec, monkeypatch):
+    monkeypatch.setattr("winnow.service.server.WATCHERS", 1)
+    server = make_server()
+    with Client(server.address, retries=0) as client:
+        search = client.submit(tiny_spec(budget={"max_trials": 50}))
+        first = search.watch()
+        next(first)  # holds the one watcher slot
+        with pytest.raises(WinnowError) as raised:
+            next(search.watch())
+        assert raised.value.code == "RESOURCE_EXHAUSTED"
+        search.cancel()
+        assert [e.kind for e in first][-1] == "search_finished"
