@@ -160,7 +160,9 @@ def _report(info: dict[str, Any], json_output: bool) -> None:
         _print_json({k: v for k, v in info.items() if k != "spec"})
         return
     progress = info["progress"]
-    best = ", ".join(f"{k} {v:.6g}" for k, v in progress["best"].items()) or "-"
+    from winnow.service.client import best_in_objective_order
+
+    best = ", ".join(f"{k} {v:.6g}" for k, v in best_in_objective_order(info).items()) or "-"
     print(
         f"{info['id']} {info['name']}: {info['status']}"
         + (f" ({info['error']})" if info["error"] else "")

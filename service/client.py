@@ -243,8 +243,7 @@ class _ProgressBar:
     def update(self, search: dict[str, Any]) -> None:
         progress = search["progress"]
         self.bar.n = progress["trained"]
-        order = [o["name"] for o in (search["spec"] or {}).get("objectives", [])]
-        best = ", ".join(f"{k}={progress['best'][k]:.4g}" for k in order if k in progress["best"])
+        best = ", ".join(f"{k}={v:.4g}" for k, v in best_in_objective_order(search).items())
         hv = progress["hypervolume"]
         self.bar.set_postfix_str(f"{search['status']}; best {best or '-'}; HV {hv:.4g}")
 
@@ -253,6 +252,13 @@ class _ProgressBar:
 
 
 # --- conversions ----------------------------------------------------------------------------
+
+
+def best_in_objective_order(search: dict[str, Any]) -> dict[str, float]:
+    """A search dict's best values, in its spec's objective order (protobuf maps have none)."""
+    best = search["progress"]["best"]
+    order = [o["name"] for o in (search["spec"] or {}).get("objectives", [])]
+    return {name: best[name] for name in order if name in best}
 
 
 def _as_spec(spec: SearchSpec | dict | str | Path) -> SearchSpec:
