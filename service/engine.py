@@ -258,17 +258,18 @@ class Engine:
         try:
             if self.spec.strategy.cascade:
                 evaluation += self._hash(tracked)
-                with self.store.batch():
+                with self.store.batch():  # one transaction when the proxy scores are cached
                     if self._reuse(tracked):
                         return False
                     proxy = self._cached_proxies(tracked)
+                    row_id = None if proxy is None else self._screen_and_queue(tracked, proxy)
                 if proxy is None:
                     proxy, seconds = self._run_proxies(tracked)
                     evaluation += seconds
-                with self.store.batch():
-                    if not self._screen(tracked, proxy) or not self.supernet_stage(tracked):
-                        return False
-                    row_id = self._queue_training(tracked, 0)
+                    with self.store.batch():
+                        row_id = self._screen_and_queue(tracked, proxy)
+                if row_id is None:
+                    return False
             else:
                 row_id = self._queue_training(tracked, 0)
             evaluation += self._launch(tracked, 0, row_id)
@@ -380,6 +381,12 @@ class Engine:
             return False
         self._write_row(tracked, "proxy", 0, -1, "ok", screened)
         return True
+
+    def _screen_and_queue(self, tracked: Tracked, proxy: TrialResult) -> int | None:
+        """The proxy screen, then the supernet stage; the first rung's row id when both pass."""
+        if not self._screen(tracked, proxy) or not self.supernet_stage(tracked):
+            return None
+        return self._queue_training(tracked, 0)
 
     def supernet_stage(self, tracked: Tracked) -> bool:
         """The supernet fidelity's hook: True lets the candidate go on to training. A no-op

@@ -23,7 +23,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import bindparam, delete, event, update
+from sqlalchemy import bindparam, delete, event, insert, update
 from sqlalchemy.engine import Engine, make_url
 from sqlmodel import Session, create_engine, select
 
@@ -200,7 +200,13 @@ class Store:
     # --- trials -------------------------------------------------------------------------------
 
     def add_trial(self, row: TrialRow) -> TrialRow:
-        return self._save(row)
+        """Insert a row (its ``id`` is set); a Core insert, as the engine writes one per
+        proposal and the ORM's unit of work cost about a millisecond each."""
+        values = row.model_dump(exclude={"id"})
+        with self.writing() as session:
+            result = session.execute(insert(TrialRow).values(**values))
+            row.id = result.inserted_primary_key[0]
+        return row
 
     def update_trial(self, row_id: int, **values: Any) -> None:
         with self.writing() as session:

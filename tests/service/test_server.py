@@ -122,7 +122,7 @@ def test_unknown_search_and_trial_are_not_found(client, tiny_spec):
 def test_a_full_queue_is_resource_exhausted_and_cancel_frees_it(make_server, tiny_spec):
     server = make_server(max_concurrent_searches=1, max_queued_searches=1)
     with Client(server.address, retries=0) as client:
-        running = client.submit(tiny_spec(budget={"max_trials": 50}))
+        running = client.submit(tiny_spec(budget={"max_trials": 500}))
         next(e for e in running.watch() if e.kind == "search_started")  # it left the queue
         waiting = client.submit(tiny_spec())
         with pytest.raises(WinnowError) as raised:
@@ -132,7 +132,7 @@ def test_a_full_queue_is_resource_exhausted_and_cancel_frees_it(make_server, tin
         assert client.submit(tiny_spec()).info()["status"] == "queued"
         running.cancel()
         assert running.wait()["status"] == "cancelled"
-        assert running.info()["progress"]["trained"] < 50
+        assert running.info()["progress"]["trained"] < 500
 
 
 def test_oversized_requests_are_refused_without_harming_other_searches(client, server, tiny_spec):

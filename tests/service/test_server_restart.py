@@ -16,6 +16,10 @@ from winnow.service.client import Client
 from winnow.service.store import Store, sqlite_url
 
 
+# Trials take a fraction of a second: enough of them that the kill lands mid-search.
+BUDGET = 30
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -52,21 +56,21 @@ def test_server_killed_mid_search_resumes_it_on_restart(tmp_path, tiny_spec):
     process = serve(db_url, port)
     try:
         with Client(f"127.0.0.1:{port}", retries=8) as client:
-            search = client.submit(tiny_spec(budget={"max_trials": 8}))
+            search = client.submit(tiny_spec(budget={"max_trials": BUDGET}))
         wait_for_ok_rows(store, search.id, 3, process)
         process.send_signal(signal.SIGKILL)
         process.wait(30)
         before = finished_rows(store, search.id)
-        assert 3 <= len(before) < 8
+        assert 3 <= len(before) < BUDGET
 
         process = serve(db_url, port)
         with Client(f"127.0.0.1:{port}", retries=8) as client:
             info = client.search(search.id).wait(timeout=240)
-        assert info["status"] == "finished" and info["progress"]["trained"] == 8
+        assert info["status"] == "finished" and info["progress"]["trained"] == BUDGET
         after = finished_rows(store, search.id)
         assert all(after[row_id] == kept for row_id, kept in before.items())
         numbers = [number for number, stage, *_ in after.values() if stage == "train"]
-        assert len(numbers) == len(set(numbers)) == 8  # nothing re-run, nothing lost
+        assert len(numbers) == len(set(numbers)) == BUDGET  # nothing re-run, nothing lost
         kinds = [e.kind for e in store.events(search.id)]
         assert kinds.count("search_resumed") == 1 and kinds[-1] == "search_finished"
     finally:
