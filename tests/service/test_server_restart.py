@@ -15,7 +15,6 @@ import time
 from winnow.service.client import Client
 from winnow.service.store import Store, sqlite_url
 
-
 # Trials take a fraction of a second: enough of them that the kill lands mid-search.
 BUDGET = 30
 
