@@ -31,6 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from winnow.search_space.accelerate import to_device
 from winnow.search_space.registry import Registry
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
@@ -79,10 +80,10 @@ class Dataset:
         order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
         for start in range(0, n, batch_size):
             idx = order[start : start + batch_size]
-            x = self.normalize(x_all[idx].to(device))
+            x = self.normalize(to_device(x_all[idx], device))
             if split == "train" and generator is not None and self.augment:
                 x = crop_flip(x, generator)
-            yield x, y_all[idx].to(device)
+            yield x, to_device(y_all[idx], device)
 
 
 def crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
@@ -244,8 +245,26 @@ DATASETS.register("cifar10", load_cifar10_dataset)
 DATASETS.register("synthetic", load_synthetic_dataset)
 
 
-@functools.lru_cache(maxsize=4)
+# Datasets handed to this process ready-made (a Ray worker gets them from the object store,
+# so that a cluster node needs no copy of the file the spec names).
+_PROVIDED: dict[str, Dataset] = {}
+
+
+def provide_dataset(spec: str, dataset: Dataset) -> None:
+    """Make ``load_dataset(spec)`` answer ``dataset`` in this process."""
+    _PROVIDED[spec] = dataset
+
+
+def is_provided(spec: str) -> bool:
+    return spec in _PROVIDED
+
+
 def load_dataset(spec: str) -> Dataset:
     """Load ``NAME`` or ``NAME:ARG`` (cached: datasets are read-only once loaded)."""
+    return _PROVIDED.get(spec) or _load_cached(spec)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_cached(spec: str) -> Dataset:
     name, _, arg = spec.partition(":")
     return DATASETS.get(name)(arg or None)

@@ -21,6 +21,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from winnow.search_space.accelerate import (
+    autocast,
+    prepare_input,
+    prepare_model,
+    uses_channels_last,
+)
 from winnow.search_space.candidate import Candidate
 from winnow.search_space.costs import bitops, count_flops, count_parameters, model_bytes
 from winnow.search_space.datasets import Dataset, load_dataset
@@ -87,13 +93,15 @@ def train(
     )
     curve: list[float] = []
     step = 0
+    channels_last = uses_channels_last(model, device)
     for epoch in range(epochs):
         model.train()
         losses = []
         for x, y in dataset.batches("train", batch_size, device, generator):
             if len(y) < 2 or step >= total_steps:  # batch statistics need two samples
                 continue
-            loss = F.cross_entropy(model(x), y)
+            with autocast(device, candidate):
+                loss = F.cross_entropy(model(prepare_input(x, channels_last)), y)
             if not torch.isfinite(loss):
                 raise NonFiniteLossError(
                     f"loss became {loss.item()} at epoch {epoch + 1}, step {step + 1}"
@@ -173,7 +181,8 @@ def evaluate(spec: TrialSpec, on_epoch: EpochCallback | None = None) -> TrialRes
             torch.cuda.reset_peak_memory_stats(device)
         generator = seed_everything(spec.seed)
         dataset = load_dataset(spec.dataset)
-        model = spec.candidate.build_model(dataset.num_classes, dataset.input_shape).to(device)
+        model = spec.candidate.build_model(dataset.num_classes, dataset.input_shape)
+        model = prepare_model(model, device)
         metrics.update(static_metrics(model, dataset.input_shape))
 
         def record(epoch: int, epochs: int, loss: float) -> None:

@@ -70,6 +70,7 @@ class TrialResult:
     error: str | None = None
     seconds: float = 0.0
     device: str = "cpu"
+    host: str | None = None  # the machine that ran it (set by process and cluster workers)
 
     def to_json_dict(self) -> dict[str, Any]:
         """Flat JSON for the CLI: status, every metric at top level, loss curve, error."""

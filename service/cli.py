@@ -30,6 +30,7 @@ from winnow.search_space.registry import UnknownNameError
 from winnow.search_space.spec import SearchSpace, SpecError, load_space, parse_space
 from winnow.service.cli_search import add_search_commands
 from winnow.service.cli_service import add_service_commands
+from winnow.service.cli_ui import add_ui_commands
 
 USAGE_ERRORS = (
     SpecError,
@@ -300,6 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     bh.set_defaults(func=cmd_bench_hashing)
     add_search_commands(commands, bench_commands)
     add_service_commands(commands, bench_commands)
+    add_ui_commands(commands, bench_commands)
     return parser
 
 

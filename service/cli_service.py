@@ -23,6 +23,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from winnow.workers.pools import POOLS
+
+EXECUTORS = (*POOLS, "inprocess")
+
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 
 
@@ -82,6 +86,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         data_roots=tuple(args.data_root),
+        workers=args.workers,
+        trial_timeout=args.trial_timeout,
+        ray_address=args.ray_address,
     )
     server = WinnowServer(config).start()
     stop = threading.Event()
@@ -181,10 +188,20 @@ def cmd_bench_service(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_workers(args: argparse.Namespace) -> int:
+    from winnow.workers.bench import run_workers_bench
+
+    if args.trials < 1:
+        raise ValueError("--trials must be at least 1")
+    _print_json(run_workers_bench(args.executor, args.trials))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from winnow.service.demo import run_demo
 
-    return run_demo(Path(args.data_dir), args.json, args.max_trials)
+    pool = {"executor": args.executor, "workers": args.workers, "ray_address": args.ray_address}
+    return run_demo(Path(args.data_dir), args.json, args.max_trials, **pool)
 
 
 # --- the parsers ------------------------------------------------------------------------------
@@ -198,11 +215,27 @@ def _client_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per call")
 
 
+def _executor_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--executor",
+        choices=EXECUTORS,
+        default="local",
+        help="local: worker processes of this machine (one per GPU, or one per two cores); "
+        "ray: Ray tasks on a cluster (--ray-address) or a local Ray; "
+        "inprocess: each search trains in its own thread",
+    )
+    parser.add_argument("--workers", type=int, help="local: worker processes; ray: local CPUs")
+    parser.add_argument("--ray-address", help="ray: auto or ray://HOST:PORT (default: start one)")
+
+
 def add_service_commands(commands, bench_commands) -> None:
     serve = commands.add_parser("serve", help="run the winnow gRPC server")
     serve.add_argument("--db", default="sqlite:///runs/winnow.db", help="store URL")
     serve.add_argument("--address", default=DEFAULT_ADDRESS, help="HOST:PORT to listen on")
-    serve.add_argument("--executor", default="inprocess", help="inprocess (local, ray: issue 7)")
+    _executor_options(serve)
+    serve.add_argument(
+        "--trial-timeout", type=float, help="seconds before a running trial is stopped (failed)"
+    )
     serve.add_argument("--max-concurrent-searches", type=int, default=2)
     serve.add_argument("--max-queued-searches", type=int, default=64)
     serve.add_argument("--token", help="require this bearer token on every call")
@@ -260,6 +293,7 @@ def add_service_commands(commands, bench_commands) -> None:
     demo.add_argument("--data-dir", default="runs/demo", help="where the SQLite store goes")
     demo.add_argument("--max-trials", type=int, help="trained-trial budget (default 30)")
     demo.add_argument("--json", action="store_true", help="last line: one JSON object")
+    _executor_options(demo)
     demo.set_defaults(func=cmd_demo)
 
     bench = bench_commands.add_parser("service", help="trials/s through gRPC and the store")
@@ -267,3 +301,9 @@ def add_service_commands(commands, bench_commands) -> None:
     bench.add_argument("--clients", type=int, default=8, help="concurrent clients (searches)")
     bench.add_argument("--json", action="store_true", help="print one JSON object (the default)")
     bench.set_defaults(func=cmd_bench_service)
+
+    workers = bench_commands.add_parser("workers", help="trials/s with 1 and 2 workers")
+    workers.add_argument("--executor", choices=POOLS, default="local")
+    workers.add_argument("--trials", type=int, default=200)
+    workers.add_argument("--json", action="store_true", help="print one JSON object (the default)")
+    workers.set_defaults(func=cmd_bench_workers)

@@ -326,6 +326,7 @@ def _trial_dict(trial: pb.Trial) -> dict[str, Any]:
         "device": trial.device or None,
         "structural_hash": trial.structural_hash or None,
         "functional_hash": trial.functional_hash or None,
+        "host": trial.host or None,
     }
 
 

@@ -1,9 +1,10 @@
 """``winnow demo``: the README's main job, end to end through the service.
 
-Starts an embedded server (SQLite under ``--data-dir``, in-process executor, a free loopback
-port), submits a joint architecture x normalization x optimizer x quantization search on the
-bundled digits data through the client SDK, shows live progress, prints the Pareto front, writes
-the best recipe as JSON and stops the server. A second run reuses the stored results by hash.
+Starts an embedded server (SQLite under ``--data-dir``, local worker processes, a free
+loopback port), submits a joint architecture x normalization x optimizer x quantization search
+on the bundled digits data through the client SDK, shows live progress, prints the Pareto
+front, writes the best recipe as JSON, stops the server and prints the command that opens the
+dashboard on the results. A second run reuses the stored results by hash.
 """
 
 from __future__ import annotations
@@ -45,15 +46,24 @@ DEMO_SPEC: dict[str, Any] = {
 }
 
 
-def run_demo(data_dir: Path, as_json: bool, max_trials: int | None = None) -> int:
+def run_demo(
+    data_dir: Path,
+    as_json: bool,
+    max_trials: int | None = None,
+    executor: str = "local",
+    workers: int | None = None,
+    ray_address: str | None = None,
+) -> int:
     data_dir.mkdir(parents=True, exist_ok=True)
     db_url = sqlite_url(data_dir / "winnow.db")
     spec = DEMO_SPEC | ({"budget": {"max_trials": max_trials}} if max_trials else {})
-    server = WinnowServer(ServerConfig(db_url, "127.0.0.1:0", max_concurrent_searches=1)).start()
+    pool = {"executor": executor, "workers": workers, "ray_address": ray_address}
+    config = ServerConfig(db_url, "127.0.0.1:0", max_concurrent_searches=1, **pool)
+    server = WinnowServer(config).start()
     say = _stderr if as_json else print
     try:
         with Client(server.address) as client:
-            say(f"winnow demo: server on {server.address}, store {db_url}")
+            say(f"winnow demo: server on {server.address}, store {db_url}, executor {executor}")
             search = client.submit(spec)
             say(f"searching digits-joint (search {search.id}); progress on stderr")
             info = search.wait(progress=True)
@@ -66,7 +76,7 @@ def run_demo(data_dir: Path, as_json: bool, max_trials: int | None = None) -> in
         server.stop(grace=1.0)
     say(_front_table(front))
     say(f"best recipe (highest accuracy on the front): {recipe_path}")
-    say(f"inspect: winnow search list --store {db_url}   (the dashboard arrives with issue 8)")
+    say(f"open the dashboard on these results: winnow ui --db {db_url}")
     if as_json:
         points = [{k: v for k, v in p.items() if k != "candidate"} for p in front]
         result = {

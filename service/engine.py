@@ -26,7 +26,7 @@ import json
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, wait
+from concurrent.futures import FIRST_COMPLETED, CancelledError, Future, wait
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,6 +53,7 @@ from winnow.service.tables import TrialRow
 from winnow.workers.executor import Executor
 
 # The settings functional hashes are taken with; memoised hashes are keyed by it.
+CANCEL_POLL_SECONDS = 0.5
 PROGRESS_COUNTS = ("trained", "proposals", "cache_hits", "pruned", "failed")
 HASH_PROBE = f"v{HASH_VERSION}|{Probe()}|mantissa={DEFAULT_MANTISSA_BITS}"
 # Objectives that the proxy stage already measures (its metric is ``proxy.<name>``).
@@ -102,11 +103,12 @@ class Engine:
         store: Store,
         executor: Executor,
         search_id: str,
-        device: str = "cpu",
+        device: str | None = None,
         on_event: Callable[[str, dict[str, Any]], None] | None = None,
     ) -> None:
         self.spec, self.store, self.executor = spec, store, executor
-        self.search_id, self.device, self.on_event = search_id, device, on_event
+        self.search_id, self.on_event = search_id, on_event
+        self.device = device or executor.device
         self.space = spec.search_space
         self.objectives = spec.objectives
         self.study = make_study(
@@ -214,8 +216,14 @@ class Engine:
                     break
             if not self.in_flight:
                 return
-            done, _ = wait(list(self.in_flight), return_when=FIRST_COMPLETED)
-            for future in done:
+            # a timeout, so that a cancel stops running trials without waiting for them
+            wait(list(self.in_flight), CANCEL_POLL_SECONDS, FIRST_COMPLETED)
+            if self._cancelled.is_set() and self._stop_status == "cancelled":
+                for future in self.in_flight:
+                    future.cancel()  # process workers stop the trial; it is stored as failed
+            # done() and not wait()'s answer: wait() never counts a future cancelled by its
+            # owner (no executor thread marks it "notified"), and would spin on it for ever
+            for future in [f for f in self.in_flight if f.done()]:
                 self._finish_training(future)
 
     def _budget_left(self) -> bool:
@@ -599,10 +607,12 @@ class Engine:
             functional_hash=tracked.functional,
             params_json=json.dumps(tracked.params),
             metrics_json=json.dumps(result.metrics if result else {}),
+            loss_curve_json=json.dumps(result.loss_curve if result else []),
             error=result.error if result else None,
             reused=reused,
             seconds=result.seconds if result else 0.0,
             device=result.device if result else None,
+            host=result.host if result else None,
             created_at=now,
             finished_at=now if result else None,
         )
@@ -617,9 +627,11 @@ class Engine:
             row_id,
             status=status,
             metrics_json=json.dumps(result.metrics),
+            loss_curve_json=json.dumps(result.loss_curve),
             error=error,
             seconds=result.seconds,
             device=result.device,
+            host=result.host,
             finished_at=time.time(),
         )
         self._event("trial", {"row": row_id, "status": status})
@@ -648,5 +660,7 @@ def _result_of(future: Future[TrialResult]) -> TrialResult:
     """A worker that raised is a failed trial, with the exception as its error."""
     try:
         return future.result()
+    except CancelledError:
+        return TrialResult(Status.FAILED, error="cancelled with the search")
     except Exception as error:
         return TrialResult(Status.FAILED, error=f"{type(error).__name__}: {error}")

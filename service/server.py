@@ -24,13 +24,14 @@ from winnow.service.manager import SearchManager
 from winnow.service.servicer import SearchServicer
 from winnow.service.store import Store
 from winnow.v1 import search_pb2, search_pb2_grpc
+from winnow.workers import pools
 from winnow.workers.executor import Executor, InProcessExecutor
 
 log = logging.getLogger("winnow.server")
 
 SERVICE_NAME = search_pb2.DESCRIPTOR.services_by_name["SearchService"].full_name
 MAX_MESSAGE_BYTES = 8 << 20  # requests and responses; a spec is limited further (1 MiB)
-EXECUTORS = ("inprocess", "local", "ray")
+EXECUTORS = ("inprocess", *pools.POOLS)
 THREADS, WATCHERS = 32, 24  # watch streams hold a thread each: some are kept for other calls
 
 
@@ -45,17 +46,31 @@ class ServerConfig:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     data_roots: tuple[Path, ...] = ()  # where specs may name dataset files (npz:, cifar10:)
+    workers: int | None = None  # local executor: processes (default: one per GPU, or cores/2)
+    trial_timeout: float | None = None  # seconds before a running trial is stopped and failed
+    ray_address: str | None = None  # ray executor: "auto", "ray://HOST:PORT"; None starts one
 
 
-def executor_factory(name: str) -> Callable[[], Executor]:
-    if name == "inprocess":
-        return InProcessExecutor
-    if name in EXECUTORS:
-        raise ValueError(
-            f"executor {name!r} is not built yet (the workers issue brings the local process "
-            "pool and Ray); use --executor inprocess"
-        )
-    raise ValueError(f"unknown executor {name!r}; allowed: {', '.join(EXECUTORS)}")
+class SharedExecutor(Executor):
+    """One pool lent to every search of the server: its workers are shared (no search starts
+    a pool of its own) and only the server closes it."""
+
+    def __init__(self, pool: Executor) -> None:
+        self.pool, self.slots, self.device = pool, pool.slots, pool.device
+
+    def submit(self, spec):
+        return self.pool.submit(spec)
+
+
+def make_pool(config: ServerConfig) -> Executor | None:
+    """The server's worker pool for ``config.executor`` (None: each search runs in-process)."""
+    if config.executor == "inprocess":
+        return None
+    if config.executor not in EXECUTORS:
+        raise ValueError(f"unknown executor {config.executor!r}; allowed: {', '.join(EXECUTORS)}")
+    return pools.make_pool(
+        config.executor, config.workers, config.trial_timeout, config.ray_address
+    )
 
 
 class BearerTokenInterceptor(grpc.ServerInterceptor):
@@ -103,9 +118,13 @@ class WinnowServer:
     ) -> None:
         self.config = config
         self.store = Store(config.db_url)
+        self.pool = None if make_executor else make_pool(config)
+        if make_executor is None:
+            pool = self.pool
+            make_executor = InProcessExecutor if pool is None else lambda: SharedExecutor(pool)
         self.manager = SearchManager(
             self.store,
-            make_executor or executor_factory(config.executor),
+            make_executor,
             config.max_concurrent_searches,
             config.max_queued_searches,
         )
@@ -171,6 +190,8 @@ class WinnowServer:
         stopped = self.server.stop(grace)
         self.manager.shutdown()
         stopped.wait()
+        if self.pool is not None:
+            self.pool.close()
         self.store.close()
         log.info("winnow server stopped")
 

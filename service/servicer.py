@@ -349,6 +349,7 @@ def _trial_message(row: TrialRow) -> pb.Trial:
         device=row.device or "",
         structural_hash=row.structural_hash or "",
         functional_hash=row.functional_hash or "",
+        host=row.host or "",
     )
 
 

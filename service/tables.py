@@ -4,7 +4,7 @@ needs a new revision there (``tests/service/test_store.py`` checks that the two 
 - ``search``: one row per search (its spec, status, task).
 - ``trial``: one row per candidate per fidelity (``number`` is the candidate's number within its
   search; a proxy row and one row per training rung share it), with metrics, status, error,
-  timings, device and hashes.
+  timings, device, host, hashes and the loss curve.
 - ``cache_entry``: the equivalence cache, by (task, fidelity, hash), shared across searches.
 - ``hash_memo``: functional hashes by structural hash, so each is computed once.
 - ``event``: what happened, in order, for dashboards and ``watch``.
@@ -49,10 +49,12 @@ class TrialRow(SQLModel, table=True):
     functional_hash: str | None = None
     params_json: str = "{}"  # the Optuna params that propose this candidate
     metrics_json: str = "{}"
+    loss_curve_json: str = "[]"  # mean training loss per epoch (train rows)
     error: str | None = None
     reused: bool = False  # answered from the equivalence cache, not run
     seconds: float = 0.0
     device: str | None = None
+    host: str | None = None  # the machine that ran it
     created_at: float
     finished_at: float | None = None
 

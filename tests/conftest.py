@@ -21,3 +21,14 @@ def shared_data() -> Path:
     if not (folder / "cifar10_subset.npz").is_file():
         pytest.skip(f"real data not found in {folder} (set WINNOW_SHARED_DATA)")
     return folder
+
+
+@pytest.fixture(scope="session")
+def local_ray():
+    """One local Ray of 2 CPUs for every Ray test of the session (starting one takes seconds).
+    Executors made while it runs use it as it is and leave it running."""
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()

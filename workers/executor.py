@@ -4,14 +4,16 @@ or on a Ray cluster.
 
 ``Executor`` is the interface (cf. ``concurrent.futures.Executor``, which its futures are);
 ``InProcessExecutor`` runs each trial at once in the calling process (tests, benchmarks, and the
-oracle). Process pools and Ray come with the workers issue.
+oracle); ``local.LocalExecutor`` runs them on worker processes of this machine and
+``ray_executor.RayExecutor`` on a Ray cluster.
 """
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 
 from winnow.search_space.trial import TrialResult, TrialSpec
 from winnow.workers.run import run_trial
@@ -24,6 +26,7 @@ class Executor(ABC):
     than it takes to hand the trial over (the in-process executor is the exception: it runs it)."""
 
     slots: int = 1
+    device: str = "cpu"  # what trials should ask for: "cuda" when the workers hold GPUs
 
     @abstractmethod
     def submit(self, spec: TrialSpec) -> Future[TrialResult]: ...
@@ -54,3 +57,9 @@ class InProcessExecutor(Executor):
         except Exception as error:  # the engine records it as a failed trial
             future.set_exception(error)
         return future
+
+
+def settle(future: Future[TrialResult], result: TrialResult) -> None:
+    """Give a pool's future its result, unless it was cancelled (a cancelled future stays so)."""
+    with contextlib.suppress(InvalidStateError):  # cancelled by its owner meanwhile
+        future.set_result(result)

@@ -176,7 +176,6 @@ def positions(model: nn.Module, arch: dict[str, Any]) -> dict[str, str]:
     return {}  # module names are already canonical places: stages and blocks are positional
 
 
-
 def probe_architecture(arch: dict[str, Any], bits_for: Callable[[str], int]) -> None:
     return None  # no repeated unit to drop: functional hashing probes the network itself
 

@@ -275,7 +275,6 @@ def positions(model: NB201Network, arch: dict[str, Any]) -> dict[str, str]:
     return found
 
 
-
 def probe_architecture(
     arch: dict[str, Any], bits_for: Callable[[str], int]
 ) -> tuple[dict[str, Any], dict[str, Any]] | None:

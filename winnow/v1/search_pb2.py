@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16winnow/v1/search.proto\x12\twinnow.v1\"<\n\x13SubmitSearchRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\tspec_json\x18\x02 \x01(\t\"\xe5\x01\n\x08Progress\x12\x0f\n\x07trained\x18\x01 \x01(\x05\x12\x12\n\nmax_trials\x18\x02 \x01(\x05\x12\x11\n\tproposals\x18\x03 \x01(\x05\x12\x12\n\ncache_hits\x18\x04 \x01(\x05\x12\x0e\n\x06pruned\x18\x05 \x01(\x05\x12\x0e\n\x06\x66\x61iled\x18\x06 \x01(\x05\x12\x13\n\x0bhypervolume\x18\x07 \x01(\x01\x12+\n\x04\x62\x65st\x18\x08 \x03(\x0b\x32\x1d.winnow.v1.Progress.BestEntry\x1a+\n\tBestEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xa3\x01\n\x06Search\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12\x11\n\tspec_json\x18\x05 \x01(\t\x12\x12\n\ncreated_at\x18\x06 \x01(\x01\x12\x12\n\nupdated_at\x18\x07 \x01(\x01\x12%\n\x08progress\x18\x08 \x01(\x0b\x32\x13.winnow.v1.Progress\"%\n\x10GetSearchRequest\x12\x11\n\tsearch_id\x18\x01 \x01(\t\"<\n\x13ListSearchesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"T\n\x14ListSearchesResponse\x12#\n\x08searches\x18\x01 \x03(\x0b\x32\x11.winnow.v1.Search\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"|\n\x11ListTrialsRequest\x12\x11\n\tsearch_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x0e\n\x06status\x18\x04 \x01(\t\x12\r\n\x05stage\x18\x05 \x01(\t\x12\x0e\n\x06\x65pochs\x18\x06 \x01(\x05\"\x86\x02\n\x05Trial\x12\x0e\n\x06row_id\x18\x01 \x01(\x03\x12\x10\n\x08trial_id\x18\x02 \x01(\x05\x12\r\n\x05stage\x18\x03 \x01(\t\x12\x0e\n\x06\x65pochs\x18\x04 \x01(\x05\x12\x0c\n\x04rung\x18\x05 \x01(\x05\x12\x0e\n\x06status\x18\x06 \x01(\t\x12\x16\n\x0e\x63\x61ndidate_json\x18\x07 \x01(\t\x12\x14\n\x0cmetrics_json\x18\x08 \x01(\t\x12\r\n\x05\x65rror\x18\t \x01(\t\x12\x0e\n\x06reused\x18\n \x01(\x08\x12\x0f\n\x07seconds\x18\x0b \x01(\x01\x12\x0e\n\x06\x64\x65vice\x18\x0c \x01(\t\x12\x17\n\x0fstructural_hash\x18\r \x01(\t\x12\x17\n\x0f\x66unctional_hash\x18\x0e \x01(\t\"O\n\x12ListTrialsResponse\x12 \n\x06trials\x18\x01 \x03(\x0b\x32\x10.winnow.v1.Trial\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"?\n\x12WatchSearchRequest\x12\x11\n\tsearch_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_event_id\x18\x02 \x01(\x03\"n\n\x0bSearchEvent\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0c\n\x04time\x18\x03 \x01(\x01\x12\x14\n\x0cpayload_json\x18\x04 \x01(\t\x12!\n\x06search\x18\x05 \x01(\x0b\x32\x11.winnow.v1.Search\"(\n\x13\x43\x61ncelSearchRequest\x12\x11\n\tsearch_id\x18\x01 \x01(\t\"*\n\x15GetParetoFrontRequest\x12\x11\n\tsearch_id\x18\x01 \x01(\t\"\xa6\x01\n\x0bParetoPoint\x12\x10\n\x08trial_id\x18\x01 \x01(\x05\x12:\n\nobjectives\x18\x02 \x03(\x0b\x32&.winnow.v1.ParetoPoint.ObjectivesEntry\x12\x16\n\x0e\x63\x61ndidate_json\x18\x03 \x01(\t\x1a\x31\n\x0fObjectivesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"^\n\x0bParetoFront\x12\x12\n\nobjectives\x18\x01 \x03(\t\x12&\n\x06points\x18\x02 \x03(\x0b\x32\x16.winnow.v1.ParetoPoint\x12\x13\n\x0bhypervolume\x18\x03 \x01(\x01\"L\n\x13\x45xportRecipeRequest\x12\x11\n\tsearch_id\x18\x01 \x01(\t\x12\x15\n\x08trial_id\x18\x02 \x01(\x05H\x00\x88\x01\x01\x42\x0b\n\t_trial_id\"B\n\x06Recipe\x12\x11\n\tsearch_id\x18\x01 \x01(\t\x12\x10\n\x08trial_id\x18\x02 \x01(\x05\x12\x13\n\x0brecipe_json\x18\x03 \x01(\t2\xc5\x04\n\rSearchService\x12\x41\n\x0cSubmitSearch\x12\x1e.winnow.v1.SubmitSearchRequest\x1a\x11.winnow.v1.Search\x12;\n\tGetSearch\x12\x1b.winnow.v1.GetSearchRequest\x1a\x11.winnow.v1.Search\x12O\n\x0cListSearches\x12\x1e.winnow.v1.ListSearchesRequest\x1a\x1f.winnow.v1.ListSearchesResponse\x12I\n\nListTrials\x12\x1c.winnow.v1.ListTrialsRequest\x1a\x1d.winnow.v1.ListTrialsResponse\x12\x46\n\x0bWatchSearch\x12\x1d.winnow.v1.WatchSearchRequest\x1a\x16.winnow.v1.SearchEvent0\x01\x12\x41\n\x0c\x43\x61ncelSearch\x12\x1e.winnow.v1.CancelSearchRequest\x1a\x11.winnow.v1.Search\x12J\n\x0eGetParetoFront\x12 .winnow.v1.GetParetoFrontRequest\x1a\x16.winnow.v1.ParetoFront\x12\x41\n\x0c\x45xportRecipe\x12\x1e.winnow.v1.ExportRecipeRequest\x1a\x11.winnow.v1.Recipeb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16winnow/v1/search.proto\x12\twinnow.v1\"<\n\x13SubmitSearchRequest\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\x11\n\tspec_json\x18\x02 \x01(\t\"\xe5\x01\n\x08Progress\x12\x0f\n\x07trained\x18\x01 \x01(\x05\x12\x12\n\nmax_trials\x18\x02 \x01(\x05\x12\x11\n\tproposals\x18\x03 \x01(\x05\x12\x12\n\ncache_hits\x18\x04 \x01(\x05\x12\x0e\n\x06pruned\x18\x05 \x01(\x05\x12\x0e\n\x06\x66\x61iled\x18\x06 \x01(\x05\x12\x13\n\x0bhypervolume\x18\x07 \x01(\x01\x12+\n\x04\x62\x65st\x18\x08 \x03(\x0b\x32\x1d.winnow.v1.Progress.BestEntry\x1a+\n\tBestEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xa3\x01\n\x06Search\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12\x11\n\tspec_json\x18\x05 \x01(\t\x12\x12\n\ncreated_at\x18\x06 \x01(\x01\x12\x12\n\nupdated_at\x18\x07 \x01(\x01\x12%\n\x08progress\x18\x08 \x01(\x0b\x32\x13.winnow.v1.Progress\"%\n\x10GetSearchRequest\x12\x11\n\tsearch_id\x18\x01 \x01(\t\"<\n\x13ListSearchesRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"T\n\x14ListSearchesResponse\x12#\n\x08searches\x18\x01 \x03(\x0b\x32\x11.winnow.v1.Search\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"|\n\x11ListTrialsRequest\x12\x11\n\tsearch_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x0e\n\x06status\x18\x04 \x01(\t\x12\r\n\x05stage\x18\x05 \x01(\t\x12\x0e\n\x06\x65pochs\x18\x06 \x01(\x05\"\x94\x02\n\x05Trial\x12\x0e\n\x06row_id\x18\x01 \x01(\x03\x12\x10\n\x08trial_id\x18\x02 \x01(\x05\x12\r\n\x05stage\x18\x03 \x01(\t\x12\x0e\n\x06\x65pochs\x18\x04 \x01(\x05\x12\x0c\n\x04rung\x18\x05 \x01(\x05\x12\x0e\n\x06status\x18\x06 \x01(\t\x12\x16\n\x0e\x63\x61ndidate_json\x18\x07 \x01(\t\x12\x14\n\x0cmetrics_json\x18\x08 \x01(\t\x12\r\n\x05\x65rror\x18\t \x01(\t\x12\x0e\n\x06reused\x18\n \x01(\x08\x12\x0f\n\x07seconds\x18\x0b \x01(\x01\x12\x0e\n\x06\x64\x65vice\x18\x0c \x01(\t\x12\x17\n\x0fstructural_hash\x18\r \x01(\t\x12\x17\n\x0f\x66unctional_hash\x18\x0e \x01(\t\x12\x0c\n\x04host\x18\x0f \x01(\t\"O\n\x12ListTrialsResponse\x12 \n\x06trials\x18\x01 \x03(\x0b\x32\x10.winnow.v1.Trial\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"?\n\x12WatchSearchRequest\x12\x11\n\tsearch_id\x18\x01 \x01(\t\x12\x16\n\x0e\x61\x66ter_event_id\x18\x02 \x01(\x03\"n\n\x0bSearchEvent\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0c\n\x04time\x18\x03 \x01(\x01\x12\x14\n\x0cpayload_json\x18\x04 \x01(\t\x12!\n\x06search\x18\x05 \x01(\x0b\x32\x11.winnow.v1.Search\"(\n\x13\x43\x61ncelSearchRequest\x12\x11\n\tsearch_id\x18\x01 \x01(\t\"*\n\x15GetParetoFrontRequest\x12\x11\n\tsearch_id\x18\x01 \x01(\t\"\xa6\x01\n\x0bParetoPoint\x12\x10\n\x08trial_id\x18\x01 \x01(\x05\x12:\n\nobjectives\x18\x02 \x03(\x0b\x32&.winnow.v1.ParetoPoint.ObjectivesEntry\x12\x16\n\x0e\x63\x61ndidate_json\x18\x03 \x01(\t\x1a\x31\n\x0fObjectivesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"^\n\x0bParetoFront\x12\x12\n\nobjectives\x18\x01 \x03(\t\x12&\n\x06points\x18\x02 \x03(\x0b\x32\x16.winnow.v1.ParetoPoint\x12\x13\n\x0bhypervolume\x18\x03 \x01(\x01\"L\n\x13\x45xportRecipeRequest\x12\x11\n\tsearch_id\x18\x01 \x01(\t\x12\x15\n\x08trial_id\x18\x02 \x01(\x05H\x00\x88\x01\x01\x42\x0b\n\t_trial_id\"B\n\x06Recipe\x12\x11\n\tsearch_id\x18\x01 \x01(\t\x12\x10\n\x08trial_id\x18\x02 \x01(\x05\x12\x13\n\x0brecipe_json\x18\x03 \x01(\t2\xc5\x04\n\rSearchService\x12\x41\n\x0cSubmitSearch\x12\x1e.winnow.v1.SubmitSearchRequest\x1a\x11.winnow.v1.Search\x12;\n\tGetSearch\x12\x1b.winnow.v1.GetSearchRequest\x1a\x11.winnow.v1.Search\x12O\n\x0cListSearches\x12\x1e.winnow.v1.ListSearchesRequest\x1a\x1f.winnow.v1.ListSearchesResponse\x12I\n\nListTrials\x12\x1c.winnow.v1.ListTrialsRequest\x1a\x1d.winnow.v1.ListTrialsResponse\x12\x46\n\x0bWatchSearch\x12\x1d.winnow.v1.WatchSearchRequest\x1a\x16.winnow.v1.SearchEvent0\x01\x12\x41\n\x0c\x43\x61ncelSearch\x12\x1e.winnow.v1.CancelSearchRequest\x1a\x11.winnow.v1.Search\x12J\n\x0eGetParetoFront\x12 .winnow.v1.GetParetoFrontRequest\x1a\x16.winnow.v1.ParetoFront\x12\x41\n\x0c\x45xportRecipe\x12\x1e.winnow.v1.ExportRecipeRequest\x1a\x11.winnow.v1.Recipeb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -52,27 +52,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTTRIALSREQUEST']._serialized_start=684
   _globals['_LISTTRIALSREQUEST']._serialized_end=808
   _globals['_TRIAL']._serialized_start=811
-  _globals['_TRIAL']._serialized_end=1073
-  _globals['_LISTTRIALSRESPONSE']._serialized_start=1075
-  _globals['_LISTTRIALSRESPONSE']._serialized_end=1154
-  _globals['_WATCHSEARCHREQUEST']._serialized_start=1156
-  _globals['_WATCHSEARCHREQUEST']._serialized_end=1219
-  _globals['_SEARCHEVENT']._serialized_start=1221
-  _globals['_SEARCHEVENT']._serialized_end=1331
-  _globals['_CANCELSEARCHREQUEST']._serialized_start=1333
-  _globals['_CANCELSEARCHREQUEST']._serialized_end=1373
-  _globals['_GETPARETOFRONTREQUEST']._serialized_start=1375
-  _globals['_GETPARETOFRONTREQUEST']._serialized_end=1417
-  _globals['_PARETOPOINT']._serialized_start=1420
-  _globals['_PARETOPOINT']._serialized_end=1586
-  _globals['_PARETOPOINT_OBJECTIVESENTRY']._serialized_start=1537
-  _globals['_PARETOPOINT_OBJECTIVESENTRY']._serialized_end=1586
-  _globals['_PARETOFRONT']._serialized_start=1588
-  _globals['_PARETOFRONT']._serialized_end=1682
-  _globals['_EXPORTRECIPEREQUEST']._serialized_start=1684
-  _globals['_EXPORTRECIPEREQUEST']._serialized_end=1760
-  _globals['_RECIPE']._serialized_start=1762
-  _globals['_RECIPE']._serialized_end=1828
-  _globals['_SEARCHSERVICE']._serialized_start=1831
-  _globals['_SEARCHSERVICE']._serialized_end=2412
+  _globals['_TRIAL']._serialized_end=1087
+  _globals['_LISTTRIALSRESPONSE']._serialized_start=1089
+  _globals['_LISTTRIALSRESPONSE']._serialized_end=1168
+  _globals['_WATCHSEARCHREQUEST']._serialized_start=1170
+  _globals['_WATCHSEARCHREQUEST']._serialized_end=1233
+  _globals['_SEARCHEVENT']._serialized_start=1235
+  _globals['_SEARCHEVENT']._serialized_end=1345
+  _globals['_CANCELSEARCHREQUEST']._serialized_start=1347
+  _globals['_CANCELSEARCHREQUEST']._serialized_end=1387
+  _globals['_GETPARETOFRONTREQUEST']._serialized_start=1389
+  _globals['_GETPARETOFRONTREQUEST']._serialized_end=1431
+  _globals['_PARETOPOINT']._serialized_start=1434
+  _globals['_PARETOPOINT']._serialized_end=1600
+  _globals['_PARETOPOINT_OBJECTIVESENTRY']._serialized_start=1551
+  _globals['_PARETOPOINT_OBJECTIVESENTRY']._serialized_end=1600
+  _globals['_PARETOFRONT']._serialized_start=1602
+  _globals['_PARETOFRONT']._serialized_end=1696
+  _globals['_EXPORTRECIPEREQUEST']._serialized_start=1698
+  _globals['_EXPORTRECIPEREQUEST']._serialized_end=1774
+  _globals['_RECIPE']._serialized_start=1776
+  _globals['_RECIPE']._serialized_end=1842
+  _globals['_SEARCHSERVICE']._serialized_start=1845
+  _globals['_SEARCHSERVICE']._serialized_end=2426
 # @@protoc_insertion_point(module_scope)

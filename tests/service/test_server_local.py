@@ -1,0 +1,56 @@
+"""Searches on the server's worker pools: a local worker killed mid-search costs nothing, a
+cancel stops the running trial instead of waiting for it, and a search runs on Ray."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+from winnow.service.client import Client
+
+
+def test_a_search_survives_a_killed_worker_with_every_trial_accounted(make_server, tiny_spec):
+    server = make_server(executor="local", workers=2)
+    with Client(server.address) as client:
+        search = client.submit(tiny_spec(budget={"max_trials": 12}))
+        deadline = time.monotonic() + 120
+        while not any(w.task for w in server.pool.workers) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        busy = next(w for w in server.pool.workers if w.task)
+        os.kill(busy.process.pid, signal.SIGKILL)
+        info = search.wait(timeout=240)
+        rows = search.trials()
+    assert info["status"] == "finished" and info["progress"]["trained"] == 12
+    assert len(rows) == 12 and all(r["status"] == "ok" for r in rows)
+    assert all(r["host"] == os.uname().nodename for r in rows)
+
+
+def test_cancel_stops_the_running_trial(make_server, tiny_spec):
+    server = make_server(executor="local", workers=1)
+    slow = tiny_spec(budget={"max_trials": 5}, strategy={"name": "random", "rungs": [400]})
+    with Client(server.address) as client:
+        search = client.submit(slow)
+        deadline = time.monotonic() + 120
+        while not server.pool.workers[0].task and time.monotonic() < deadline:
+            time.sleep(0.02)
+        pid = server.pool.workers[0].process.pid
+        start = time.monotonic()
+        search.cancel()
+        info = search.wait(timeout=60)
+        assert time.monotonic() - start < 30  # not the minutes the 400 epochs would take
+        rows = search.trials()
+    assert info["status"] == "cancelled"
+    assert server.pool.workers[0].process.pid != pid  # the trial's worker was stopped
+    assert [(r["status"], r["error"]) for r in rows] == [("failed", "cancelled with the search")]
+
+
+def test_a_search_runs_on_the_ray_executor(local_ray, make_server, tiny_spec):
+    server = make_server(executor="ray")
+    assert server.pool.slots == 2
+    with Client(server.address) as client:
+        search = client.submit(tiny_spec(budget={"max_trials": 4}))
+        info = search.wait(timeout=240)
+        rows = search.trials()
+    assert info["status"] == "finished" and info["progress"]["trained"] == 4
+    assert all(r["status"] == "ok" and r["host"] == os.uname().nodename for r in rows)

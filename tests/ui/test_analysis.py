@@ -1,0 +1,84 @@
+"""The pure pieces of the dashboard: histories, correlations, labels, the cell drawing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from winnow.service import readout
+from winnow.service.search_spec import Objective
+from winnow.ui import analysis, charts, queries
+
+
+def test_history_ends_at_the_readout_hypervolume_and_best(seeded):
+    spec = seeded.spec()
+    names = [o.name for o in spec.objectives]
+    trained = analysis.expand(queries.trained(seeded.store, seeded.search_id), names)
+    done = trained[trained["rung"] == len(spec.strategy.rungs) - 1]
+    history = analysis.history(done, spec.objectives)
+    progress = readout.progress(spec, seeded.rows())
+    assert len(history) == len(readout.completed_trials(spec, seeded.rows()))
+    assert history["hypervolume"].iloc[-1] == pytest.approx(progress["hypervolume"])
+    assert history["hypervolume"].is_monotonic_increasing  # a fixed reference: never shrinks
+    for name, best in progress["best"].items():
+        assert history[f"best {name}"].iloc[-1] == pytest.approx(best)
+
+
+def test_history_follows_a_moving_reference_point():
+    """Without a reference, a minimised objective's is 1.1 x its worst value so far: a new
+    worst point enlarges the volume although it is not on the front."""
+    objectives = [
+        Objective(name="a", direction="maximize"),
+        Objective(name="b", direction="minimize"),
+    ]
+    done = pd.DataFrame({"a": [0.5, 0.4], "b": [10.0, 20.0], "finished_at": [1.0, 2.0]})
+    volumes = analysis.history(done, objectives)["hypervolume"].tolist()
+    assert volumes == pytest.approx([0.5 * 1.0, 0.5 * 12.0])
+
+
+def test_correlation_of_ranks():
+    x = np.arange(20.0)
+    assert analysis.correlation(x, x**3)["spearman"] == pytest.approx(1.0)
+    assert analysis.correlation(x, -x)["kendall"] == pytest.approx(-1.0)
+    assert analysis.correlation([1, 2], [3, 4])["spearman"] is None  # too few to rank
+    assert analysis.correlation([1, 1, 1, 1], [1, 2, 3, 4])["kendall"] is None  # constant
+
+
+def test_weight_bits_label():
+    assert analysis.weight_bits_label({"head": 8, "hidden": 8}) == "8"
+    assert analysis.weight_bits_label({"head": 32, "stage0": 4}) == "4-32"
+    assert analysis.weight_bits_label(32) == "32"
+
+
+def test_nb201_cell_drawing_leaves_out_none_edges():
+    dot = charts.nb201_dot(
+        "|nor_conv_3x3~0|+|none~0|skip_connect~1|+|avg_pool_3x3~0|none~1|none~2|"
+    )
+    assert '0 -> 1 [label="nor_conv_3x3"]' in dot
+    assert '1 -> 2 [label="skip_connect"]' in dot
+    assert '0 -> 3 [label="avg_pool_3x3"]' in dot
+    assert dot.count("->") == 3
+
+
+def test_pareto_figure_in_3d_and_coloured_by_an_axis():
+    points = pd.DataFrame(
+        {
+            "a": [0.9, 0.8, 0.7],
+            "b": [3.0, 1.0, 2.0],
+            "c": [1.0, 2.0, 3.0],
+            "number": [0, 1, 2],
+            "recipe": ["x", "y", "z"],
+            "optimizer": ["sgd", "adamw", "sgd"],
+            "on_front": [True, True, False],
+        }
+    )
+    figure = charts.pareto_figure(points, ["a", "b", "c"], ["maximize"] * 3, "optimizer")
+    assert {trace.type for trace in figure.data} == {"scatter3d"}
+    names = {trace.name for trace in figure.data}
+    assert names == {"sgd", "adamw", "sgd (dominated)"}
+    dominated = next(t for t in figure.data if t.name == "sgd (dominated)")
+    assert dominated.marker.opacity < 0.5 and list(dominated.customdata[:, 0]) == [2]
+    flat = charts.pareto_figure(points, ["a", "b"], ["maximize", "minimize"], "optimizer")
+    line = next(t for t in flat.data if t.name == "Pareto front")
+    assert list(line.x) == [0.8, 0.9] and line.line.shape == "vh"

@@ -1,0 +1,252 @@
+"""The dashboard's pages under Streamlit's ``AppTest``: what they show is checked against the
+store, read independently (``readout`` over every row, or plain Python over the rows)."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+
+from winnow.service import readout
+from winnow.ui import nav
+
+
+def metrics(at) -> dict[str, float]:
+    return {m.label: nav.parse(m.value) for m in at.metric}
+
+
+def test_searches_page_lists_every_search_and_opens_one(app, seeded):
+    at = app(seeded.url)
+    table = at.dataframe[0].value.set_index("id")
+    assert set(table.index) == {seeded.search_id, seeded.running_id}
+    assert table.loc[seeded.search_id, "status"] == "finished"
+    assert table.loc[seeded.running_id, "status"] == "running"
+    progress = readout.progress(seeded.spec(), seeded.rows())
+    assert table.loc[seeded.search_id, "proposals"] == progress["proposals"]
+    assert table.loc[seeded.search_id, "hypervolume"] == pytest.approx(progress["hypervolume"])
+    assert table.loc[seeded.running_id, "finished"] == ""
+    at.selectbox(key="open-search").select(seeded.running_id)
+    at.button[0].click().run()
+    assert at.title[0].value.startswith("Search ")
+    assert f"id {seeded.running_id}" in at.caption[0].value
+
+
+def test_search_page_counters_match_the_store(app, seeded):
+    at = app(seeded.url, search=seeded.search_id)
+    shown = metrics(at)
+    progress = readout.progress(seeded.spec(), seeded.rows())
+    for label, key in [
+        ("trained", "trained"),
+        ("proposals", "proposals"),
+        ("hash hits", "cache_hits"),
+        ("pruned", "pruned"),
+        ("failed", "failed"),
+    ]:
+        assert shown[label] == progress[key], label
+    assert shown["hypervolume"] == pytest.approx(progress["hypervolume"], rel=1e-5)
+    for name, best in progress["best"].items():
+        assert shown[f"best {name}"] == pytest.approx(best, rel=1e-5)
+
+
+def test_funnel_counts_each_stage_of_the_cascade(seeded):
+    from winnow.ui import analysis, queries
+
+    rows = seeded.rows()
+    funnel = analysis.funnel(
+        queries.counts(seeded.store, seeded.search_id),
+        seeded.spec().strategy.rungs,
+        len({r.number for r in rows}),
+    )
+    counted = dict(zip(funnel["stage"], funnel["candidates"], strict=True))
+    duplicates = sum(r.status == "duplicate" for r in rows)
+    assert duplicates > 0 and funnel.attrs["duplicates"] == duplicates
+    assert counted["new (not a hash hit)"] == len({r.number for r in rows}) - duplicates
+    assert counted["scored by proxies"] == sum(r.stage == "proxy" for r in rows)
+    assert funnel.attrs["screened_out"] == sum(
+        r.stage == "proxy" and r.status == "pruned" for r in rows
+    )
+    for rung, epochs in enumerate(seeded.spec().strategy.rungs):
+        trained = sum(r.stage == "train" and r.rung == rung and not r.reused for r in rows)
+        assert counted[f"trained at rung {rung} ({epochs} epochs)"] == trained
+
+
+def test_pareto_chart_marks_the_readout_front(app, seeded):
+    from winnow.ui import source
+
+    app(seeded.url, search=seeded.search_id)
+    data = source.search_data(seeded.url, seeded.search_id, ("test",))
+    trained = data["trained"]
+    on_front = set(trained.loc[trained["on_front"], "number"])
+    expected = {p["trial_id"] for p in readout.pareto(seeded.spec(), seeded.rows())["points"]}
+    assert on_front == expected and len(on_front) >= 2
+    lower_rungs = set(trained["epochs"])
+    assert lower_rungs == set(seeded.spec().strategy.rungs)  # every fidelity is drawn
+
+
+def test_trial_table_pages_through_every_row_in_order(app, seeded):
+    at = app(seeded.url, search=seeded.search_id)
+    ids = list(at.dataframe[-1].value["row"])
+    assert len(ids) == 50
+    at.button(key="t-next").click().run()
+    second = list(at.dataframe[-1].value["row"])
+    every = sorted(r.id for r in seeded.rows())
+    assert ids + second == every[:100]
+    assert "Page **2** of" in " ".join(m.value for m in at.markdown)
+    at.button(key="t-prev").click().run()
+    assert list(at.dataframe[-1].value["row"]) == ids
+
+
+def test_trial_table_filters_and_sorts_in_sql(app, seeded):
+    at = app(seeded.url, search=seeded.search_id)
+    at.multiselect(key="f-status").select("pruned")
+    at.multiselect(key="f-normalization").select("batchnorm")
+    at.run()
+    rows = seeded.rows()
+    expected = [
+        r
+        for r in rows
+        if r.status == "pruned" and json.loads(r.candidate_json)["normalization"] == "batchnorm"
+    ]
+    shown = at.dataframe[-1].value
+    assert set(shown["status"]) == {"pruned"} and set(shown["normalization"]) == {"batchnorm"}
+    assert f"{len(expected):,} rows" in " ".join(m.value for m in at.markdown)
+    at.multiselect(key="f-status").unselect("pruned")
+    at.multiselect(key="f-normalization").unselect("batchnorm")
+    at.selectbox(key="t-sort").select("accuracy")
+    at.toggle(key="t-desc").set_value(True)
+    at.run()
+    best = max(json.loads(r.metrics_json).get("accuracy", 0) for r in rows)
+    assert at.dataframe[-1].value["accuracy"].iloc[0] == pytest.approx(best)
+
+
+def test_weight_bits_filter_keeps_rows_with_that_width(app, seeded):
+    at = app(seeded.url, search=seeded.search_id)
+    at.multiselect(key="f-weight_bits").select("4").run()
+    shown = at.dataframe[-1].value
+    rows = {r.id: r for r in seeded.rows()}
+    for row_id in shown["row"]:
+        bits = json.loads(rows[row_id].candidate_json)["quantization"]["weight_bits"]
+        assert 4 in bits.values()
+    with_four = sum(
+        4 in json.loads(r.candidate_json)["quantization"]["weight_bits"].values()
+        for r in rows.values()
+    )
+    assert f"{with_four:,} rows" in " ".join(m.value for m in at.markdown)
+
+
+def test_open_trial_from_the_search_page(app, seeded):
+    at = app(seeded.url, search=seeded.search_id)
+    at.number_input(key="open-trial-number").set_value(7)
+    at.button(key="open-trial").click().run()
+    assert at.title[0].value == "Trial 7"
+
+
+def test_trial_page_shows_metrics_at_every_fidelity(app, seeded):
+    done = readout.completed_trials(seeded.spec(), seeded.rows())
+    number = next(c.trial_id for c in done if not c.row.reused)
+    at = app(seeded.url, search=seeded.search_id, trial=number)
+    rows = [r for r in seeded.rows() if r.number == number]
+    table = next(d.value for d in at.dataframe if "fidelity" in d.value.columns)
+    assert len(table) == len(rows)
+    top = json.loads(rows[-1].metrics_json)
+    assert table["accuracy"].iloc[-1] == pytest.approx(top["accuracy"])
+    assert "No loss curve" not in " ".join(i.value for i in at.info)
+    layers = next(d.value for d in at.dataframe if "layer" in d.value.columns)
+    depth = json.loads(rows[0].candidate_json)["architecture"]["depth"]
+    assert len(layers) == depth + 1  # hidden layers and the head
+
+
+def test_trial_page_draws_an_nb201_cell(app, seeded):
+    at = app(seeded.url, search=seeded.running_id, trial=0)
+    cell = json.loads(seeded.rows(seeded.running_id)[0].candidate_json)["architecture"]["cell"]
+    dot = at.get("graphviz_chart")[0].proto.spec
+    live = [
+        e
+        for node in cell.strip("|").split("|+|")
+        for e in node.split("|")
+        if not e.startswith("none")
+    ]
+    assert dot.count("->") == len(live)
+
+
+def test_trial_page_of_an_unknown_trial_says_so(app, seeded):
+    at = app(seeded.url, search=seeded.search_id, trial=10**6)
+    assert "has no trial 1000000" in at.error[0].value
+
+
+def test_equivalents_share_a_hash(seeded):
+    from winnow.ui import queries
+
+    rows = seeded.rows()
+    duplicate = next(r for r in rows if r.status == "duplicate")
+    hashes = {"structural": duplicate.structural_hash, "functional": duplicate.functional_hash}
+    same = queries.equivalents(seeded.store, seeded.search_id, duplicate.number, hashes)
+    expected = {
+        r.number
+        for r in rows
+        if r.number != duplicate.number and r.structural_hash == duplicate.structural_hash
+    }
+    assert expected and set(same["number"]) == expected
+
+
+def test_export_payload_is_the_readout_recipe(seeded):
+    from winnow.ui.page_trial import export_payload
+
+    search, rows = seeded.store.search(seeded.search_id), seeded.rows()
+    number = readout.completed_trials(seeded.spec(), rows)[0].trial_id
+    mine = [r for r in rows if r.number == number]
+    payload, kind = export_payload(search, mine, number)
+    assert kind == "recipe" and payload == readout.recipe(search, rows, number)
+    pruned = next(r for r in rows if r.status == "pruned")
+    payload, kind = export_payload(search, [pruned], pruned.number)
+    assert kind == "candidate" and payload["candidate"] == json.loads(pruned.candidate_json)
+
+
+def test_running_search_page_shows_rows_added_since(app, fresh):
+    at = app(fresh.url, search=fresh.running_id)
+    before = metrics(at)["proposals"]
+    last = fresh.rows(fresh.running_id)[-1]
+    fresh.store.add_trial(last.model_copy(update={"id": None, "number": 10_000}))
+    at.run()
+    assert metrics(at)["proposals"] == before + 1
+
+
+def test_cancel_asks_first_and_needs_a_server(app, fresh):
+    at = app(fresh.url, search=fresh.running_id)
+    at.button(key="cancel").click().run()
+    assert "Cancel this search?" in at.warning[0].value
+    at.button(key="cancel-no").click().run()
+    assert not at.warning and at.button(key="cancel")
+    at.button(key="cancel").click().run()
+    at.button(key="cancel-yes").click().run()
+    assert "needs the server's address" in at.error[0].value
+    assert fresh.store.search(fresh.running_id).status == "running"
+
+
+def test_finished_search_has_no_cancel_button(app, seeded):
+    at = app(seeded.url, search=seeded.search_id)
+    assert "cancel" not in [b.key for b in at.button]
+    assert Counter(b.label for b in at.button)["Cancel search…"] == 0
+
+
+def test_proxy_correlation_is_over_this_search_trained_candidates(app, seeded):
+    from scipy import stats
+
+    at = app(seeded.url, search=seeded.search_id)
+    proxy = at.selectbox(key="proxy-name").value
+    epochs = at.selectbox(key="proxy-ep").value
+    rows = seeded.rows()
+    scores = {r.number: json.loads(r.metrics_json).get(proxy) for r in rows if r.stage == "proxy"}
+    pairs = [
+        (scores[r.number], json.loads(r.metrics_json)["accuracy"])
+        for r in rows
+        if r.stage == "train"
+        and r.epochs == epochs
+        and r.status == "ok"
+        and scores.get(r.number) is not None
+    ]
+    expected = stats.spearmanr(*zip(*pairs, strict=True)).statistic
+    text = next(m.value for m in at.markdown if "spearman" in m.value)
+    assert f"over {len(pairs)} candidates" in text
+    assert nav.parse(text.split("spearman ")[1].split(",")[0]) == pytest.approx(expected, rel=1e-5)

@@ -1,0 +1,106 @@
+"""The local process-pool executor: results as in-process, workers killed mid-trial (retried),
+timeouts, cancellation that stops the running trial, and a search that completes through it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+import torch
+
+from winnow.search_space.candidate import Candidate
+from winnow.search_space.trial import Status, TrialSpec
+from winnow.workers.local import LocalExecutor
+from winnow.workers.run import run_trial
+
+MLP = Candidate(
+    architecture={"family": "mlp", "depth": 1, "width": 32, "activation": "relu", "dropout": 0.0},
+    optimizer={"name": "adamw", "lr": 3e-3, "batch_size": 64},
+)
+QUICK = TrialSpec(MLP, "digits", epochs=1)
+LONG = TrialSpec(MLP, "digits", epochs=200)  # many seconds: long enough to be interrupted
+
+
+@pytest.fixture(scope="module")
+def pool():
+    with LocalExecutor(workers=2, max_retries=1) as executor:
+        yield executor
+
+
+def running_worker(executor: LocalExecutor, timeout: float = 60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        busy = [w for w in executor.workers if w.task is not None]
+        if busy:
+            return busy[0]
+        time.sleep(0.05)
+    raise AssertionError("no worker picked the trial up")
+
+
+def test_results_match_an_in_process_run_and_record_the_host(pool):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(pool.threads)  # the same float sums as the worker's
+    try:
+        here = run_trial(QUICK)
+    finally:
+        torch.set_num_threads(threads)
+    there = pool.submit(QUICK).result(timeout=120)
+    assert there.status == Status.OK and there.metrics["accuracy"] == here.metrics["accuracy"]
+    assert there.host == os.uname().nodename and there.device == "cpu"
+
+
+def test_a_killed_worker_is_replaced_and_its_trial_retried(pool):
+    future = pool.submit(TrialSpec(MLP, "digits", epochs=30))
+    worker = running_worker(pool)
+    pid = worker.process.pid
+    os.kill(pid, signal.SIGKILL)
+    result = future.result(timeout=180)
+    assert result.status == Status.OK
+    replaced = pool.workers[worker.index]
+    assert replaced.process.pid != pid and pid in replaced.history
+
+
+def test_a_trial_that_keeps_killing_its_worker_fails_with_the_reason():
+    with LocalExecutor(workers=1, max_retries=0) as executor:
+        future = executor.submit(LONG)
+        os.kill(running_worker(executor).process.pid, signal.SIGKILL)
+        result = future.result(timeout=60)
+        assert result.status == Status.FAILED and "worker died 1 times" in result.error
+        assert executor.submit(QUICK).result(timeout=120).status == Status.OK
+
+
+def test_a_trial_over_its_timeout_is_stopped_and_failed():
+    with LocalExecutor(workers=1, timeout=2.0) as executor:
+        executor.submit(QUICK).result(timeout=120)  # started and warm
+        start = time.monotonic()
+        result = executor.submit(LONG).result(timeout=60)
+        assert result.status == Status.FAILED and "timed out after 2 s" in result.error
+        assert time.monotonic() - start < 20
+        assert executor.submit(QUICK).result(timeout=120).status == Status.OK
+
+
+def test_cancelling_a_running_trial_stops_its_worker(pool):
+    future = pool.submit(LONG)
+    worker = running_worker(pool)
+    pid = worker.process.pid
+    assert future.cancel()
+    deadline = time.monotonic() + 30
+    while pool.workers[worker.index].process.pid == pid and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert pool.workers[worker.index].process.pid != pid  # the trial really stopped
+    assert pool.submit(QUICK).result(timeout=120).status == Status.OK
+
+
+def test_more_trials_than_workers_all_end_each_with_its_own_result(pool):
+    specs = [TrialSpec(MLP, "digits", epochs=1, seed=k) for k in range(6)]
+    results = [f.result(timeout=180) for f in [pool.submit(spec) for spec in specs]]
+    assert all(r.status == Status.OK for r in results)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(pool.threads)
+    try:  # each result is its own trial's, not a neighbour's
+        again = [run_trial(specs[k]).metrics["accuracy"] for k in (2, 5)]
+    finally:
+        torch.set_num_threads(threads)
+    assert again == [results[2].metrics["accuracy"], results[5].metrics["accuracy"]]

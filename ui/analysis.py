@@ -1,0 +1,167 @@
+"""What the pages show, computed from the frames that ``queries`` reads: recipes' axes, the
+front, hypervolume and best-so-far histories, the cascade's funnel, proxy correlations.
+Plain functions of frames and dicts (no Streamlit), so tests call them directly."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from winnow.service.pareto import domination_counts, hypervolume, pareto_front, reference_point
+from winnow.service.search_spec import Objective
+
+
+def weight_bits_label(bits: Any) -> str:
+    """ "8" when every layer has 8 weight bits, "4-32" for a mix, "32" for float."""
+    values = list(bits.values()) if isinstance(bits, dict) else [bits]
+    low, high = min(values, default=32), max(values, default=32)
+    return str(low) if low == high else f"{low}-{high}"
+
+
+def recipe_axes(candidate: dict[str, Any]) -> dict[str, Any]:
+    """The values the dashboard colours and filters by."""
+    quant = candidate.get("quantization") or {}
+    return {
+        "family": candidate.get("architecture", {}).get("family", "?"),
+        "normalization": candidate.get("normalization", "?"),
+        "optimizer": (candidate.get("optimizer") or {}).get("name", "?"),
+        "weight_bits": weight_bits_label(quant.get("weight_bits", 32)),
+        "activation_bits": str(quant.get("activation_bits", 32)),
+    }
+
+
+def describe(candidate: dict[str, Any]) -> str:
+    """One line per axis, for hover text."""
+    arch, opt = candidate.get("architecture", {}), candidate.get("optimizer", {})
+    family = arch.get("family", "?")
+    if family == "mlp":
+        shape = f"mlp {arch.get('depth')}x{arch.get('width')} {arch.get('activation', '')}"
+    elif family == "nb201":
+        shape = f"nb201 {arch.get('cell')} C{arch.get('channels')} N{arch.get('cells_per_stage')}"
+    else:
+        shape = f"{family} depths {arch.get('depths')} kernels {arch.get('kernel_sizes')}"
+    axes = recipe_axes(candidate)
+    lr = opt.get("lr")
+    optimizer = f"{axes['optimizer']} lr {lr:.2g}" if isinstance(lr, float) else axes["optimizer"]
+    bits = f"weights {axes['weight_bits']} bit, activations {axes['activation_bits']} bit"
+    return "<br>".join([shape, axes["normalization"], optimizer, bits])
+
+
+def fidelity_label(stage: str, epochs: int) -> str:
+    """``proxy``, ``train:6``: the key the table filters by (``queries.TableQuery``)."""
+    return f"{stage}:{epochs}" if stage == "train" else stage
+
+
+def expand(frame: pd.DataFrame, objectives: Sequence[str]) -> pd.DataFrame:
+    """Rows of ``queries.trained`` with their objective values, axes and hover text as columns;
+    rows missing an objective are dropped (they cannot be drawn)."""
+    if frame.empty:
+        return pd.DataFrame(columns=[*frame.columns, *objectives, "fidelity", "recipe"])
+    metrics = [json.loads(text) for text in frame["metrics_json"]]
+    out = frame.drop(columns=["metrics_json", "candidate_json"]).reset_index(drop=True)
+    for name in objectives:
+        out[name] = [float(m[name]) if name in m else np.nan for m in metrics]
+    # a candidate's rungs share its JSON: parse and describe each text once
+    unique = {text: json.loads(text) for text in frame["candidate_json"].unique()}
+    per_text = {text: (recipe_axes(c), describe(c)) for text, c in unique.items()}
+    described = [per_text[text] for text in frame["candidate_json"]]
+    out = pd.concat([out, pd.DataFrame([axes for axes, _ in described])], axis=1)
+    out["fidelity"] = [f"{e} epochs" for e in out["epochs"]]
+    out["recipe"] = [text for _, text in described]
+    return out.dropna(subset=list(objectives)).reset_index(drop=True)
+
+
+def front_flags(values: np.ndarray, directions: Sequence[str]) -> np.ndarray:
+    """Points no other point dominates: one vectorised pass (peeling every front, as
+    ``pareto_front`` does for its ranks, takes a second on a few thousand points)."""
+    if not len(values):
+        return np.zeros(0, dtype=bool)
+    return domination_counts(values, directions) == 0
+
+
+def history(done: pd.DataFrame, objectives: Sequence[Objective]) -> pd.DataFrame:
+    """Best value of each objective and the hypervolume after each completed trial, in
+    completion order. The hypervolume uses the engine's reference point (which may move with
+    the worst value so far), recomputed only when the front or the reference changes."""
+    names, directions = [o.name for o in objectives], [o.direction for o in objectives]
+    values = done[names].to_numpy(dtype=float)
+    times = done["finished_at"].to_numpy()
+    out = pd.DataFrame({"completed": np.arange(1, len(done) + 1), "time": times})
+    for k, (name, direction) in enumerate(zip(names, directions, strict=True)):
+        best = np.maximum if direction == "maximize" else np.minimum
+        out[f"best {name}"] = best.accumulate(values[:, k]) if len(values) else []
+    volumes, front, reference, volume = [], np.empty((0, len(names))), None, 0.0
+    for i in range(len(values)):
+        ref = reference_point(objectives, values[: i + 1])
+        candidates = np.vstack([front, values[i]])
+        keep = pareto_front(candidates.tolist(), directions)
+        if len(candidates) - 1 in keep or ref != reference:
+            front, reference = candidates[keep], ref
+            volume = hypervolume(front.tolist(), directions, ref)
+        volumes.append(volume)
+    out["hypervolume"] = volumes
+    return out
+
+
+def progress(counts: pd.DataFrame, proposals: int, hypervolume_value: float) -> dict[str, Any]:
+    """``readout.progress``'s counters from the grouped counts of ``queries.counts``."""
+
+    def rows(mask: pd.Series) -> int:
+        return int(counts.loc[mask, "rows"].sum())
+
+    return {
+        "trained": rows((counts["stage"] == "train") & ~counts["reused"].astype(bool)),
+        "proposals": proposals,
+        "cache_hits": rows(counts["reused"].astype(bool)),
+        "pruned": rows(counts["status"] == "pruned"),
+        "failed": rows(counts["status"] == "failed"),
+        "hypervolume": hypervolume_value,
+    }
+
+
+def funnel(counts: pd.DataFrame, rungs: Sequence[int], proposals: int) -> pd.DataFrame:
+    """The cascade, stage by stage: how many candidates reached each one, and why the others
+    stopped (hash hits, the proxy screen, failures)."""
+    train = counts[counts["stage"] == "train"]
+    proxy = counts[counts["stage"] == "proxy"]
+    duplicates = int(train.loc[train["reused"].astype(bool), "rows"].sum())
+    stages = [
+        ("proposed", proposals),
+        ("new (not a hash hit)", proposals - duplicates),
+        ("scored by proxies", int(proxy["rows"].sum())),
+        ("kept by the proxy screen", int(proxy.loc[proxy["status"] == "ok", "rows"].sum())),
+    ]
+    for rung, epochs in enumerate(rungs):
+        ran = train[(train["rung"] == rung) & ~train["reused"].astype(bool)]
+        stages.append((f"trained at rung {rung} ({epochs} epochs)", int(ran["rows"].sum())))
+    out = pd.DataFrame(stages, columns=["stage", "candidates"])
+    out.attrs["duplicates"] = duplicates
+    out.attrs["screened_out"] = int(proxy.loc[proxy["status"] == "pruned", "rows"].sum())
+    return out
+
+
+def proxy_table(scores: pd.DataFrame) -> pd.DataFrame:
+    """One row per candidate number, one column per proxy metric (``proxy.*``, ``screen.*``)."""
+    if scores.empty:
+        return pd.DataFrame(columns=["number"])
+    metrics = pd.DataFrame([json.loads(text) for text in scores["metrics_json"]])
+    metrics.insert(0, "number", scores["number"].to_numpy())
+    keep = ["number", *[c for c in metrics.columns if c.startswith(("proxy.", "screen."))]]
+    return metrics[keep].drop_duplicates("number", keep="last")
+
+
+def correlation(x: Sequence[float], y: Sequence[float]) -> dict[str, float | int | None]:
+    """Spearman's and Kendall's rank correlations (None with fewer than three finite pairs)."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    finite = np.isfinite(x) & np.isfinite(y)
+    x, y = x[finite], y[finite]
+    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return {"n": int(len(x)), "spearman": None, "kendall": None}
+    spearman = stats.spearmanr(x, y).statistic
+    kendall = stats.kendalltau(x, y).statistic
+    return {"n": int(len(x)), "spearman": float(spearman), "kendall": float(kendall)}

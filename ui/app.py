@@ -1,0 +1,17 @@
+"""The dashboard's Streamlit script: ``winnow ui`` runs it with ``streamlit run``; tests run
+it with ``AppTest.from_file``. It routes by query parameters (see ``nav``)."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from winnow.ui import nav, page_search, page_searches, page_trial
+
+st.set_page_config(page_title="winnow", page_icon="🌾", layout="wide")
+search_id, trial = nav.current()
+if search_id is None:
+    page_searches.render()
+elif trial is None:
+    page_search.render(search_id)
+else:
+    page_trial.render(search_id, trial)

@@ -1,0 +1,153 @@
+"""Plotly figures and the nb201 cell drawing. Every trace of a trained result carries the
+candidate number as its first ``customdata`` column: clicking a point opens that trial."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.colors import qualitative
+from plotly.subplots import make_subplots
+
+FADED = 0.18  # dominated points stay visible (where the search looked) but out of the way
+HOVER = "trial %{customdata[0]}<br>%{customdata[1]}<extra>%{fullData.name}</extra>"
+
+
+def _axis_title(name: str, direction: str) -> str:
+    return f"{name} ({'higher' if direction == 'maximize' else 'lower'} is better)"
+
+
+def pareto_figure(
+    points: pd.DataFrame, axes: Sequence[str], directions: Sequence[str], color: str
+) -> go.Figure:
+    """Trained results on two (or three) objectives, the front opaque and joined by a line
+    (2-D), the dominated faded, coloured by ``color`` (a column: fidelity or an axis)."""
+    three_d = len(axes) == 3
+    figure = go.Figure()
+    groups = sorted(points[color].astype(str).unique())
+    for on_front in (False, True):  # the front last: drawn on top, and first to be clicked
+        for i, group in enumerate(groups):
+            part = points[(points[color].astype(str) == group) & (points["on_front"] == on_front)]
+            tint = qualitative.Plotly[i % len(qualitative.Plotly)]
+            if not part.empty:
+                figure.add_trace(_points(part, axes, group, tint, on_front, three_d))
+    if not three_d:
+        front = points[points["on_front"]].sort_values(axes[0])
+        figure.add_trace(
+            go.Scatter(
+                x=front[axes[0]],
+                y=front[axes[1]],
+                mode="lines",
+                name="Pareto front",
+                line={"color": "#444", "width": 1.5, "shape": _steps(directions[0])},
+                hoverinfo="skip",
+            )
+        )
+    titles = [_axis_title(a, d) for a, d in zip(axes, directions, strict=True)]
+    layout = {"legend_title_text": color, "margin": {"l": 10, "r": 10, "t": 30, "b": 10}}
+    if three_d:
+        names = ("xaxis_title", "yaxis_title", "zaxis_title")
+        figure.update_layout(scene=dict(zip(names, titles, strict=True)), **layout)
+    else:
+        figure.update_layout(xaxis_title=titles[0], yaxis_title=titles[1], **layout)
+    return figure
+
+
+def _steps(x_direction: str) -> str:
+    """The staircase that bounds what the front dominates: between two front points in order
+    of x, its corner takes the worse value of each (for a maximised x, the first point's)."""
+    return "vh" if x_direction == "maximize" else "hv"
+
+
+def _points(part: pd.DataFrame, axes, group: str, tint: str, on_front: bool, three_d: bool):
+    marker = {"color": tint, "size": 9 if on_front else 6, "opacity": 1.0 if on_front else FADED}
+    if on_front:
+        marker["line"] = {"color": "#222", "width": 1}
+    common = {
+        "mode": "markers",
+        "name": group if on_front else f"{group} (dominated)",
+        "legendgroup": group,
+        "marker": marker,
+        "customdata": np.stack([part["number"], part["recipe"]], axis=-1),
+        "hovertemplate": HOVER,
+    }
+    if three_d:
+        marker["size"] = 5 if on_front else 3
+        return go.Scatter3d(x=part[axes[0]], y=part[axes[1]], z=part[axes[2]], **common)
+    return go.Scatter(x=part[axes[0]], y=part[axes[1]], **common)
+
+
+def history_figure(history: pd.DataFrame, x: str) -> go.Figure:
+    """Hypervolume and each objective's best so far, against completed trials or time."""
+    columns = ["hypervolume", *[c for c in history.columns if c.startswith("best ")]]
+    figure = make_subplots(rows=len(columns), cols=1, shared_xaxes=True, subplot_titles=columns)
+    xs = pd.to_datetime(history["time"], unit="s") if x == "time" else history["completed"]
+    for row, column in enumerate(columns, start=1):
+        figure.add_trace(
+            go.Scatter(x=xs, y=history[column], mode="lines", line_shape="hv", name=column),
+            row=row,
+            col=1,
+        )
+    figure.update_layout(
+        height=180 * len(columns), showlegend=False, margin={"l": 10, "r": 10, "t": 30, "b": 10}
+    )
+    figure.update_xaxes(title_text="time" if x == "time" else "completed trials", row=len(columns))
+    return figure
+
+
+def funnel_figure(funnel: pd.DataFrame) -> go.Figure:
+    figure = go.Figure(go.Funnel(y=funnel["stage"], x=funnel["candidates"], textinfo="value"))
+    figure.update_layout(margin={"l": 10, "r": 10, "t": 10, "b": 10}, height=320)
+    return figure
+
+
+def proxy_figure(data: pd.DataFrame, proxy: str, target: str) -> go.Figure:
+    figure = go.Figure(
+        go.Scatter(
+            x=data[proxy],
+            y=data[target],
+            mode="markers",
+            marker={"size": 5, "opacity": 0.5},
+            customdata=np.stack([data["number"], data["recipe"]], axis=-1),
+            hovertemplate=HOVER,
+            name=proxy,
+        )
+    )
+    figure.update_layout(
+        xaxis_title=proxy, yaxis_title=target, margin={"l": 10, "r": 10, "t": 10, "b": 10}
+    )
+    return figure
+
+
+def loss_figure(curves: dict[str, list[float]]) -> go.Figure:
+    figure = go.Figure()
+    for name, curve in curves.items():
+        epochs = list(range(1, len(curve) + 1))
+        figure.add_trace(go.Scatter(x=epochs, y=curve, mode="lines+markers", name=name))
+    figure.update_layout(
+        xaxis_title="epoch",
+        yaxis_title="training loss",
+        height=300,
+        margin={"l": 10, "r": 10, "t": 10, "b": 10},
+    )
+    return figure
+
+
+def nb201_dot(cell: str) -> str:
+    """Graphviz source of an nb201 cell ``|op~0|+|op~0|op~1|+|...|``: node j sums one edge
+    from each earlier node i, labelled with its operation; ``none`` edges are left out (they
+    carry nothing) and listed in the caption by the page."""
+    lines = [
+        "digraph cell {",
+        "  rankdir=LR; node [shape=circle, fontname=Helvetica];",
+        "  edge [fontname=Helvetica, fontsize=10];",
+    ]
+    for target, node in enumerate(cell.strip("|").split("|+|"), start=1):
+        for edge in node.split("|"):
+            operation, _, source = edge.partition("~")
+            if operation != "none":
+                lines.append(f'  {source} -> {target} [label="{operation}"];')
+    lines.append("}")
+    return "\n".join(lines)

@@ -1,0 +1,54 @@
+"""The Searches page's table: one row per search, from two aggregate queries and the trained
+results of each search (read once for all searches)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pandas as pd
+
+from winnow.service.pareto import search_hypervolume
+from winnow.service.search_spec import SearchSpec
+from winnow.service.store import Store
+from winnow.ui import analysis, queries
+
+TERMINAL = ("finished", "failed", "cancelled")
+
+
+def _when(seconds: float | None) -> str:
+    return "" if seconds is None else datetime.fromtimestamp(seconds).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def overview(store: Store) -> pd.DataFrame:
+    searches = queries.search_rows(store)
+    proposals = queries.proposals(store)
+    trained = queries.trained(store)
+    rows = []
+    for search in sorted(searches, key=lambda s: s.created_at, reverse=True):
+        spec = SearchSpec.model_validate_json(search.spec_json)
+        names = [o.name for o in spec.objectives]
+        mine = trained[trained["search_id"] == search.id]
+        done = analysis.expand(mine[mine["rung"] == len(spec.strategy.rungs) - 1], names)
+        points = done[names].to_numpy(float)
+        counts = queries.counts(store, search.id)
+        progress = analysis.progress(counts, proposals.get(search.id, 0), 0.0)
+        best = {
+            o.name: (points[:, k].max() if o.direction == "maximize" else points[:, k].min())
+            for k, o in enumerate(spec.objectives)
+            if len(points)
+        }
+        rows.append(
+            {
+                "id": search.id,
+                "name": search.name,
+                "status": search.status,
+                "progress": f"{progress['trained']} / {spec.budget.max_trials} trained",
+                "proposals": progress["proposals"],
+                "completed": len(points),
+                "best": ", ".join(f"{k} {v:,.6g}" for k, v in best.items()),
+                "hypervolume": search_hypervolume(spec.objectives, points.tolist()),
+                "started": _when(search.created_at),
+                "finished": _when(search.updated_at) if search.status in TERMINAL else "",
+            }
+        )
+    return pd.DataFrame(rows)

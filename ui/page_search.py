@@ -1,0 +1,79 @@
+"""The Search page: progress, the front, histories, the cascade, proxies and the trial table.
+While the search runs, the page body is a fragment that re-reads the store every few seconds."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from winnow.service.store import StoreError
+from winnow.ui import nav, search_sections, source, trial_table
+
+LIVE = ("queued", "running")
+
+
+def render(search_id: str) -> None:
+    try:
+        status = source.store().search(search_id).status
+    except StoreError as error:
+        st.error(str(error))
+        if st.button("All searches"):
+            nav.go()
+        return
+    if st.button("← All searches"):
+        nav.go()
+    every = source.REFRESH_SECONDS if status in LIVE else None
+    st.fragment(_body, run_every=every)(search_id)
+
+
+def _body(search_id: str) -> None:
+    url = source.store().url
+    data = source.search_data(url, search_id, source.version(search_id))
+    search, spec = data["search"], source.spec(data["search"].spec_json)
+    st.title(f"Search {search.name}")
+    st.caption(f"id {search.id} · status **{search.status}** · task {search.task_key}")
+    if search.error:
+        st.warning(search.error)
+    _counters(data)
+    _cancel(search_id, search.status)
+    search_sections.pareto(data, spec)
+    search_sections.history(data)
+    search_sections.cascade(data, spec)
+    trial_table.render(url, search_id, data, spec)
+
+
+def _counters(data: dict) -> None:
+    progress = data["progress"]
+    shown = [
+        ("trained", progress["trained"]),
+        ("proposals", progress["proposals"]),
+        ("hash hits", progress["cache_hits"]),
+        ("pruned", progress["pruned"]),
+        ("failed", progress["failed"]),
+        ("hypervolume", progress["hypervolume"]),
+        *((f"best {name}", value) for name, value in data["best"].items()),
+    ]
+    for column, (label, value) in zip(st.columns(len(shown)), shown, strict=True):
+        column.metric(label, nav.fmt(value))
+
+
+def _cancel(search_id: str, status: str) -> None:
+    """Cancelling stops a search for good, so it takes a second, explicit click."""
+    if status not in LIVE:
+        return
+    asking = st.session_state.get("confirm-cancel") == search_id
+    if not asking:
+        if st.button("Cancel search…", key="cancel"):
+            st.session_state["confirm-cancel"] = search_id
+            st.rerun()
+        return
+    st.warning("Cancel this search? Running trials stop; what is stored stays.")
+    yes, no = st.columns(2)
+    if yes.button("Yes, cancel it", type="primary", key="cancel-yes"):
+        st.session_state.pop("confirm-cancel")
+        try:
+            st.success(f"Search is now {source.cancel(search_id)}.")
+        except Exception as error:  # a sentence for the user, whatever the server said
+            st.error(f"Could not cancel: {error}")
+    if no.button("Keep it running", key="cancel-no"):
+        st.session_state.pop("confirm-cancel")
+        st.rerun()

@@ -1,0 +1,39 @@
+"""The Searches page: every search in the store, refreshed while any is running."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from winnow.ui import nav, source
+
+LIVE = ("queued", "running")
+
+
+def render() -> None:
+    st.title("Searches")
+    url = source.store().url
+    table = source.searches_overview(url)
+    if table.empty:
+        st.info("No searches in this store yet. Submit one with `winnow submit SPEC.yaml`.")
+        return
+    live = bool(table["status"].isin(LIVE).any())
+    st.fragment(_body, run_every=source.REFRESH_SECONDS if live else None)(url)
+
+
+def _body(url: str) -> None:
+    table = source.searches_overview(url)
+    event = st.dataframe(
+        table,
+        hide_index=True,
+        on_select="rerun",
+        selection_mode="single-row",
+        key=nav.key("searches"),
+        column_config={"hypervolume": st.column_config.NumberColumn(format="%.6g")},
+    )
+    if event.selection.rows:
+        nav.go(search=str(table.iloc[event.selection.rows[0]]["id"]))
+    labels = {row.id: f"{row.name} ({row.id}, {row.status})" for row in table.itertuples()}
+    left, right = st.columns([4, 1], vertical_alignment="bottom")
+    chosen = left.selectbox("Search", list(labels), format_func=labels.get, key="open-search")
+    if right.button("Open search", type="primary"):
+        nav.go(search=chosen)

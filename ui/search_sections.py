@@ -1,0 +1,94 @@
+"""The Search page's charts: the front, the histories, the funnel and the proxy scatter."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from winnow.service.search_spec import SearchSpec
+from winnow.ui import analysis, charts, nav
+
+COLOUR_BY = ["fidelity", "normalization", "optimizer", "weight_bits", "activation_bits"]
+
+
+def pareto(data: dict, spec: SearchSpec) -> None:
+    st.subheader("Pareto front")
+    points: pd.DataFrame = data["trained"]
+    if points.empty:
+        st.info("No trained results yet.")
+        return
+    names = [o.name for o in spec.objectives]
+    directions = dict(zip(names, spec.directions, strict=True))
+    columns = st.columns(4)
+    x = columns[0].selectbox("x", names, index=0, key="pareto-x")
+    y = columns[1].selectbox("y", names, index=min(1, len(names) - 1), key="pareto-y")
+    z_choices = ["(none)", *[n for n in names if n not in (x, y)]]
+    z = columns[2].selectbox("z (3-D)", z_choices, key="pareto-z")
+    colour = columns[3].selectbox("colour by", COLOUR_BY, key="pareto-colour")
+    axes = [x, y] if z == "(none)" else [x, y, z]
+    figure = charts.pareto_figure(points, axes, [directions[a] for a in axes], colour)
+    event = st.plotly_chart(
+        figure, key=nav.key("pareto"), on_select="rerun", selection_mode="points"
+    )
+    front = int(points["on_front"].sum())
+    st.caption(
+        f"{len(points):,} trained results at every rung; {front} on the front of the top "
+        "rung (opaque), the rest faded. Click a point to open its trial."
+    )
+    _open_selected(event)
+
+
+def _open_selected(event) -> None:
+    selected = event.selection.points if event else []
+    for point in selected:
+        custom = point.get("customdata")
+        if custom:
+            nav.go(st.query_params["search"], int(float(custom[0])))
+
+
+def history(data: dict) -> None:
+    st.subheader("Hypervolume and best so far")
+    frame = data["history"]
+    if frame.empty:
+        st.info("No completed trials yet.")
+        return
+    axis = st.radio("against", ["completed trials", "time"], horizontal=True, key="history-x")
+    figure = charts.history_figure(frame, "time" if axis == "time" else "completed")
+    st.plotly_chart(figure, key="history")
+
+
+def cascade(data: dict, spec: SearchSpec) -> None:
+    left, right = st.columns(2)
+    with left:
+        st.subheader("The cascade")
+        funnel = data["funnel"]
+        st.plotly_chart(charts.funnel_figure(funnel), key="funnel")
+        st.caption(
+            f"{funnel.attrs['duplicates']:,} hash hits (reused results), "
+            f"{funnel.attrs['screened_out']:,} screened out by proxies."
+        )
+    with right:
+        st.subheader("Proxies vs trained")
+        _proxies(data, spec)
+
+
+def _proxies(data: dict, spec: SearchSpec) -> None:
+    proxies, trained = data["proxies"], data["trained"]
+    choices = [c for c in proxies.columns if c != "number"]
+    if not choices or trained.empty:
+        st.info("No proxy-scored candidate has been trained yet.")
+        return
+    rungs = sorted(trained["epochs"].unique())
+    left, middle, right = st.columns(3)
+    proxy = left.selectbox("proxy", choices, key="proxy-name")
+    epochs = middle.selectbox("trained for (epochs)", rungs, index=len(rungs) - 1, key="proxy-ep")
+    target = right.selectbox("objective", [o.name for o in spec.objectives], key="proxy-target")
+    at_rung = trained[(trained["epochs"] == epochs) & ~trained["reused"].astype(bool)]
+    joined = at_rung.merge(proxies[["number", proxy]], on="number").dropna(subset=[proxy])
+    result = analysis.correlation(joined[proxy], joined[target])
+    st.plotly_chart(charts.proxy_figure(joined, proxy, target), key="proxy-scatter")
+    text = ", ".join(
+        f"{name} {nav.fmt(result[name]) if result[name] is not None else 'n/a'}"
+        for name in ("spearman", "kendall")
+    )
+    st.markdown(f"**{text}** over {result['n']} candidates of this search.")

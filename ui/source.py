@@ -1,0 +1,143 @@
+"""Where the dashboard reads, and its cached reads.
+
+``winnow ui`` passes its options in the environment (``WINNOW_UI_DB``, ``WINNOW_UI_SERVER``,
+``WINNOW_UI_TOKEN``), which Streamlit's ``AppTest`` can set too. With a database URL the pages
+read the store directly in SQL; with only a server, ``mirror`` copies the server's searches into
+a local SQLite file and the pages read that. A server address is also what cancelling needs:
+searches run in the server's process, which only it can stop.
+
+Reads are cached with ``st.cache_data``, keyed by the search's ``queries.version`` (so a live
+search is re-read as soon as a row changes, and a finished one never), with a short TTL for what
+has no version.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from winnow.service.search_spec import SearchSpec
+from winnow.service.store import Store
+from winnow.ui import analysis, queries
+
+REFRESH_SECONDS = 3.0  # how often a running search's page re-reads the store
+CACHE_SECONDS = 600  # versioned entries: the key changes when the data does
+
+
+@dataclass(frozen=True)
+class Settings:
+    db: str | None
+    server: str | None
+    token: str | None
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        def env(name: str) -> str | None:
+            return os.environ.get(name) or None
+
+        return cls(env("WINNOW_UI_DB"), env("WINNOW_UI_SERVER"), env("WINNOW_UI_TOKEN"))
+
+
+@st.cache_resource(show_spinner=False)
+def _store(url: str) -> Store:
+    return Store(url)
+
+
+def store() -> Store:
+    """The store the pages read: the database given, or the local mirror of the server."""
+    settings = Settings.from_env()
+    if settings.db:
+        return _store(settings.db)
+    if settings.server:
+        from winnow.ui.mirror import mirror_url
+
+        return _store(_synced(settings.server, settings.token, mirror_url(settings.server)))
+    raise RuntimeError("set WINNOW_UI_DB (a database URL) or WINNOW_UI_SERVER (host:port)")
+
+
+@st.cache_data(ttl=REFRESH_SECONDS, show_spinner=False)
+def _synced(server: str, token: str | None, url: str) -> str:
+    from winnow.ui.mirror import sync
+
+    sync(server, token, _store(url))
+    return url
+
+
+def version(search_id: str) -> tuple:
+    return queries.version(store(), search_id)
+
+
+@st.cache_data(ttl=REFRESH_SECONDS, show_spinner=False)
+def searches_overview(url: str) -> pd.DataFrame:
+    """Every search with its progress, best values and hypervolume (newest first)."""
+    from winnow.ui.overview import overview
+
+    return overview(_store(url))
+
+
+def spec(spec_json: str) -> SearchSpec:
+    return _spec(spec_json)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _spec(spec_json: str) -> SearchSpec:
+    return SearchSpec.model_validate_json(spec_json)
+
+
+@st.cache_data(ttl=CACHE_SECONDS, max_entries=16, show_spinner=False)
+def search_data(url: str, search_id: str, version: tuple) -> dict[str, Any]:
+    """Everything the Search page draws except the table: counts, funnel, trained results
+    with the front marked, history, proxy scores, filter values."""
+    db = _store(url)
+    search = db.search(search_id)
+    the_spec = _spec(search.spec_json)
+    trained, history = _results(db, search_id, the_spec)
+    last = history.iloc[-1] if len(history) else {}
+    counts = queries.counts(db, search_id)
+    proposals = queries.proposals(db, search_id).get(search_id, 0)
+    pairs = zip(counts["stage"], counts["epochs"], strict=True)
+    return {
+        "search": search,
+        "progress": analysis.progress(counts, proposals, float(last.get("hypervolume", 0.0))),
+        "best": {o.name: float(last[f"best {o.name}"]) for o in the_spec.objectives if len(last)},
+        "funnel": analysis.funnel(counts, the_spec.strategy.rungs, proposals),
+        "trained": trained,
+        "history": history,
+        "proxies": analysis.proxy_table(queries.proxy_scores(db, search_id)),
+        "axis_values": queries.axis_values(db, search_id),
+        "fidelities": sorted({analysis.fidelity_label(stage, epochs) for stage, epochs in pairs}),
+        "statuses": sorted(set(counts["status"])),
+    }
+
+
+def _results(db: Store, search_id: str, the_spec: SearchSpec) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Trained results at every rung with ``on_front`` (the front of the top rung's, which
+    readout calls completed), and the history of the completed ones."""
+    names = [o.name for o in the_spec.objectives]
+    trained = analysis.expand(queries.trained(db, search_id), names)
+    done = trained[trained["rung"] == len(the_spec.strategy.rungs) - 1].reset_index(drop=True)
+    trained["on_front"] = False
+    if not done.empty:
+        flags = analysis.front_flags(done[names].to_numpy(float), the_spec.directions)
+        trained.loc[trained["id"].isin(done.loc[flags, "id"]), "on_front"] = True
+    return trained, analysis.history(done, the_spec.objectives)
+
+
+@st.cache_data(ttl=CACHE_SECONDS, max_entries=256, show_spinner=False)
+def trial_page(url: str, search_id: str, version: tuple, query: queries.TableQuery):
+    return queries.trial_page(_store(url), search_id, query)
+
+
+def cancel(search_id: str) -> str:
+    """Ask the server to cancel; returns the search's status as the server reports it."""
+    from winnow.service.client import Client
+
+    settings = Settings.from_env()
+    if not settings.server:
+        raise RuntimeError("cancelling needs the server's address (winnow ui --server HOST:PORT)")
+    with Client(settings.server, token=settings.token, timeout=10, retries=1) as client:
+        return client.search(search_id).cancel()["status"]

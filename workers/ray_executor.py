@@ -1,0 +1,202 @@
+"""``RayExecutor``: trials as Ray tasks, on a running cluster or on a local one it starts.
+
+Ray is the distributed engine (scheduling, placement, object store, node failure handling); this
+module only maps the ``Executor`` interface onto it:
+
+- each trial is one task, with ``num_cpus`` and ``num_gpus`` from the trial's needs: a whole GPU
+  for training, ``PROXY_GPU_FRACTION`` of one for proxy scoring (several score side by side);
+- a dataset is loaded once here and put in the object store; workers read it from there (and keep
+  it for their next trials), so no node needs the file the spec names;
+- a task whose worker dies (segfault, out-of-memory kill, node loss) is retried by Ray up to
+  ``max_retries`` times, then the trial fails with the reason;
+- ``timeout`` counts from submission (the engine keeps no more trials in flight than ``slots``,
+  so they start at once); a trial over it, or a cancelled one, is stopped with
+  ``ray.cancel(force=True)``, which kills the worker process running it.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+from ray.exceptions import RayError, RayTaskError, TaskCancelledError
+
+from winnow.search_space.datasets import is_provided, load_dataset, provide_dataset
+from winnow.search_space.trial import Status, TrialResult, TrialSpec
+from winnow.workers.executor import Executor, settle
+
+log = logging.getLogger("winnow.workers")
+POLL_SECONDS = 0.1  # longest wait before a cancel or a timeout is noticed
+PROXY_GPU_FRACTION = 0.25
+
+
+def _run_on_ray(spec: TrialSpec, dataset_box: list[ray.ObjectRef]) -> TrialResult:
+    """The task body. The dataset's reference comes boxed in a list so that Ray does not fetch
+    it for every task: a worker that already holds the dataset never reads it again."""
+    from winnow.workers.run import run_trial
+
+    if not is_provided(spec.dataset):
+        provide_dataset(spec.dataset, ray.get(dataset_box[0]))
+    result = run_trial(spec)
+    result.host = socket.gethostname()
+    return result
+
+
+@dataclass
+class _Call:
+    future: Future[TrialResult]
+    deadline: float | None
+
+
+class RayExecutor(Executor):
+    """See the module docstring. ``address``: ``None`` starts a local Ray (``num_cpus`` of this
+    machine), ``"auto"`` joins the cluster this machine belongs to, ``"ray://HOST:PORT"`` a
+    remote one. A Ray already initialised in this process is used as it is."""
+
+    def __init__(
+        self,
+        address: str | None = None,
+        num_cpus: int | None = None,
+        timeout: float | None = None,
+        max_retries: int = 2,
+        cpus_per_trial: float = 1.0,
+    ) -> None:
+        self._owns_ray = not ray.is_initialized()
+        if self._owns_ray:
+            ray.init(
+                address=address,
+                num_cpus=num_cpus if address is None else None,
+                include_dashboard=False,
+                log_to_driver=False,
+                logging_level=logging.WARNING,
+            )
+        resources = ray.cluster_resources()
+        self.gpus = int(resources.get("GPU", 0))
+        self.device = "cuda" if self.gpus else "cpu"
+        cpu_slots = int(resources.get("CPU", 1) // cpus_per_trial)
+        self.slots = max(1, self.gpus or cpu_slots)
+        self.timeout, self.max_retries, self.cpus_per_trial = timeout, max_retries, cpus_per_trial
+        self._task = ray.remote(_run_on_ray)
+        self._datasets: dict[str, ray.ObjectRef] = {}
+        self._calls: dict[ray.ObjectRef, _Call] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._closed = False
+        self._thread = threading.Thread(target=self._watch, name="ray-executor", daemon=True)
+        self._thread.start()
+
+    # --- the Executor interface ---------------------------------------------------------------
+
+    def submit(self, spec: TrialSpec) -> Future[TrialResult]:
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the executor is closed")
+        ref = self._task.options(**self._resources(spec)).remote(spec, [self._dataset(spec)])
+        future: Future[TrialResult] = Future()
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        with self._lock:
+            self._calls[ref] = _Call(future, deadline)
+        future.add_done_callback(lambda _: self._wake.set())  # a cancel is acted on at once
+        self._wake.set()
+        return future
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        self._wake.set()
+        self._thread.join(30)
+        if self._owns_ray:
+            ray.shutdown()
+
+    # --- submitting ---------------------------------------------------------------------------
+
+    def _resources(self, spec: TrialSpec) -> dict[str, Any]:
+        gpus = 0.0
+        if self.gpus and spec.device != "cpu":
+            gpus = PROXY_GPU_FRACTION if spec.stage == "proxy" else 1.0
+        return {
+            "num_cpus": self.cpus_per_trial,
+            "num_gpus": gpus,
+            "max_retries": self.max_retries,  # system failures only: a dead worker or node
+            "retry_exceptions": False,  # run_trial never raises for a bad candidate
+        }
+
+    def _dataset(self, spec: TrialSpec) -> ray.ObjectRef:
+        with self._lock:
+            ref = self._datasets.get(spec.dataset)
+        if ref is None:
+            ref = ray.put(load_dataset(spec.dataset))
+            with self._lock:
+                ref = self._datasets.setdefault(spec.dataset, ref)
+        return ref
+
+    # --- watching running tasks ---------------------------------------------------------------
+
+    def _watch(self) -> None:
+        while True:
+            with self._lock:
+                closed, refs = self._closed, list(self._calls)
+            if closed:
+                break
+            if not refs:
+                self._wake.wait(POLL_SECONDS)
+                self._wake.clear()
+                continue
+            ready, rest = ray.wait(refs, num_returns=1, timeout=POLL_SECONDS)
+            if ready and rest:  # collect every other task that is done too
+                more, _ = ray.wait(rest, num_returns=len(rest), timeout=0)
+                ready += more
+            for ref in ready:
+                self._collect(ref)
+            self._stop_cancelled_and_late()
+        self._fail_all("the executor closed before the trial ended")
+
+    def _collect(self, ref: ray.ObjectRef) -> None:
+        with self._lock:
+            call = self._calls.pop(ref, None)
+        if call is not None:
+            settle(call.future, self._result(ref))
+
+    def _result(self, ref: ray.ObjectRef) -> TrialResult:
+        try:
+            return ray.get(ref)
+        except TaskCancelledError:
+            return self._failed("cancelled")
+        except RayTaskError as error:  # the task body raised (not a bad candidate: a bug)
+            return self._failed(f"the trial raised: {error.cause!r}")
+        except RayError as error:  # worker crash, out-of-memory kill, node loss
+            reason = f"{type(error).__name__}: {str(error).splitlines()[0]}"
+            return self._failed(f"its worker died ({self.max_retries} retries): {reason}")
+
+    def _stop_cancelled_and_late(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            calls = list(self._calls.items())
+        for ref, call in calls:
+            late = call.deadline is not None and now > call.deadline
+            if not (call.future.cancelled() or late):
+                continue
+            with self._lock:
+                self._calls.pop(ref, None)
+            ray.cancel(ref, force=True)  # kills the worker process: the trial really stops
+            if late:
+                log.warning("a trial timed out after %g s; its worker was stopped", self.timeout)
+                settle(call.future, self._failed(f"timed out after {self.timeout:g} s"))
+
+    def _failed(self, message: str) -> TrialResult:
+        return TrialResult(Status.FAILED, error=message, device=self.device)
+
+    def _fail_all(self, message: str) -> None:
+        with self._lock:
+            calls, self._calls = list(self._calls.items()), {}
+        for ref, call in calls:
+            ray.cancel(ref, force=True)
+            settle(call.future, self._failed(message))

@@ -1,0 +1,43 @@
+"""The body of one ``LocalExecutor`` worker process (started with ``spawn``).
+
+It pins its device and thread count *before* torch is imported (``CUDA_VISIBLE_DEVICES`` must be
+set before CUDA initialises), says it is ready, then answers ``(task_id, TrialSpec)`` messages with
+``(task_id, TrialResult)`` until it receives ``None``. Datasets stay loaded between trials
+(``load_dataset`` is cached per process).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from multiprocessing.connection import Connection
+
+READY = ("ready", None)
+
+
+def worker_main(conn: Connection, gpu: int | None, threads: int) -> None:
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
+    os.environ["OMP_NUM_THREADS"] = str(threads)
+    import torch
+
+    from winnow.search_space.trial import Status, TrialResult
+    from winnow.workers.run import run_trial
+
+    torch.set_num_threads(threads)
+    host = socket.gethostname()
+    conn.send(READY)  # imports done: trial timeouts count from here
+    while True:
+        try:
+            message = conn.recv()
+        except EOFError:  # the parent is gone
+            return
+        if message is None:
+            return
+        task_id, spec = message
+        try:
+            result = run_trial(spec)
+        except Exception as error:  # a worker never dies of a trial's exception
+            result = TrialResult(Status.FAILED, error=f"{type(error).__name__}: {error}")
+        result.host = host
+        conn.send((task_id, result))
