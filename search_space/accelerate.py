@@ -29,7 +29,7 @@ def mixed_precision(device: torch.device, candidate: Candidate) -> bool:
     """True when training ``candidate`` on ``device`` runs under bf16 autocast."""
     if device.type != "cuda" or not candidate.quantization.is_float:
         return False
-    return torch.cuda.is_bf16_supported()
+    return torch.cuda.is_bf16_supported(including_emulation=False)  # emulated bf16 is slow
 
 
 @contextlib.contextmanager

@@ -121,8 +121,9 @@ def test_accuracy(model: nn.Module, dataset: Dataset, device: torch.device) -> f
     """Top-1 accuracy on the test split, as a fraction."""
     model.eval()
     correct = 0
+    channels_last = uses_channels_last(model, device)
     for x, y in dataset.batches("test", EVAL_BATCH, device):
-        correct += (model(x).argmax(1) == y).sum().item()
+        correct += (model(prepare_input(x, channels_last)).argmax(1) == y).sum().item()
     return correct / len(dataset.test_y)
 
 
@@ -131,6 +132,7 @@ def measure_latency(model: nn.Module, input_shape: tuple[int, ...], device: torc
     """Median wall time of one inference forward pass on a batch, in milliseconds."""
     model.eval()
     x = torch.randn(LATENCY_BATCH, *input_shape, device=device)
+    x = prepare_input(x, uses_channels_last(model, device))
     times = []
     for i in range(LATENCY_REPEATS + 2):  # two warm-up passes
         synchronize(device)

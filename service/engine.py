@@ -23,6 +23,7 @@ included) from the store after any crash: finished trials are kept, running ones
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -606,7 +607,7 @@ class Engine:
             structural_hash=tracked.structural,
             functional_hash=tracked.functional,
             params_json=json.dumps(tracked.params),
-            metrics_json=json.dumps(result.metrics if result else {}),
+            metrics_json=_metrics_json(result.metrics if result else {}),
             loss_curve_json=json.dumps(result.loss_curve if result else []),
             error=result.error if result else None,
             reused=reused,
@@ -626,7 +627,7 @@ class Engine:
         self.store.update_trial(
             row_id,
             status=status,
-            metrics_json=json.dumps(result.metrics),
+            metrics_json=_metrics_json(result.metrics),
             loss_curve_json=json.dumps(result.loss_curve),
             error=error,
             seconds=result.seconds,
@@ -641,6 +642,15 @@ class Engine:
             self.store.add_event(self.search_id, kind, payload)
         if self.on_event is not None:
             self.on_event(kind, payload)
+
+
+def _metrics_json(metrics: dict[str, float]) -> str:
+    """Metrics as JSON, a non-finite number as null: NaN is not JSON, and the SQL JSON functions
+    that read it (SQLite's json_extract, PostgreSQL's json) refuse the whole document."""
+    finite = {
+        k: v if not isinstance(v, float) or math.isfinite(v) else None for k, v in metrics.items()
+    }
+    return json.dumps(finite)
 
 
 def _structural_key(structural: str) -> str:

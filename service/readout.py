@@ -41,7 +41,7 @@ def completed_trials(spec: SearchSpec, rows: list[TrialRow]) -> list[Completed]:
         if row.stage != "train" or row.rung != top or row.status not in ("ok", "duplicate"):
             continue
         metrics = json.loads(row.metrics_json)
-        if all(name in metrics for name in names):
+        if all(metrics.get(name) is not None for name in names):
             done.append(Completed(row.number, [float(metrics[n]) for n in names], row))
     return done
 

@@ -118,6 +118,16 @@ class WinnowServer:
     ) -> None:
         self.config = config
         self.store = Store(config.db_url)
+        self.pool = None
+        try:
+            self._build(config, make_executor)
+        except BaseException:  # e.g. the port is taken: release the workers and the store
+            if self.pool is not None:
+                self.pool.close()
+            self.store.close()
+            raise
+
+    def _build(self, config: ServerConfig, make_executor: Callable[[], Executor] | None) -> None:
         self.pool = None if make_executor else make_pool(config)
         if make_executor is None:
             pool = self.pool

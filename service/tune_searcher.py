@@ -10,10 +10,15 @@ functional hashing and zero-cost proxy screening inside their own experiments.
    it only when ``ProxyScreen`` ranks it in the top fraction; others are told ``PRUNED``;
 3. returns ``{"candidate": ...}`` for ``winnow.workers.tune.train_candidate``.
 
-Results come back through ``on_trial_complete``: the sampler is told the metric (for trials a
-Tune scheduler stopped early, their last reported value) and the screen learns from it. This
-lives in ``winnow.service`` (not with the trainable in ``winnow.workers.tune``) because it is the
-engine's cascade, and workers never import the service.
+Results come back through ``on_trial_complete``. A trial that ran its ``max_epochs`` is told
+to the sampler as complete, remembered by functional hash and shown to the screen; one that a
+Tune scheduler stopped early is told ``PRUNED`` with its last value as an intermediate report,
+as the engine does with its own rungs. After ``max_attempts`` proposals in a row that are all
+duplicates or screened out, with nothing running, the space is taken as exhausted
+(``FINISHED``).
+
+This lives in ``winnow.service`` (not with the trainable in ``winnow.workers.tune``) because it
+is the engine's cascade, and workers never import the service.
 """
 
 from __future__ import annotations
@@ -44,7 +49,8 @@ class _Proposal:
 
 class WinnowSearcher(Searcher):
     """See the module docstring. ``max_attempts`` bounds the proposals one ``suggest`` may
-    discard (duplicates, screened out) before it gives up for now (returns ``None``)."""
+    discard (duplicates, screened out) before it gives up: for now (``None``) while trials run,
+    for good (``FINISHED``) when none does. ``max_epochs`` is the trainable's full length."""
 
     def __init__(
         self,
@@ -56,6 +62,7 @@ class WinnowSearcher(Searcher):
         sampler: str = "tpe",
         seed: int = 0,
         max_attempts: int = 100,
+        max_epochs: int | None = None,
     ) -> None:
         super().__init__(metric=metric, mode=mode)
         direction = "maximize" if mode == "max" else "minimize"
@@ -63,15 +70,15 @@ class WinnowSearcher(Searcher):
         self.settings = screen or Screen(proxies=["synflow", "naswot", "params"])
         self.screen = ProxyScreen(self.settings, [Objective(name=metric, direction=direction)])
         self.study = make_study(sampler, [direction], seed)
-        self.max_attempts = max_attempts
+        self.max_attempts, self.max_epochs = max_attempts, max_epochs
         self.live: dict[str, _Proposal] = {}  # Tune trial id -> its proposal
         self.finished: dict[str, float] = {}  # functional hash -> its metric
         self.memo: dict[str, str] = {}  # structural hash -> functional hash
         self.counts = {"proposals": 0, "duplicates": 0, "screened_out": 0, "suggested": 0}
 
     def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **_):
-        """Tune's ``TuneConfig(metric=...)`` must agree with the searcher's own."""
-        return not metric or metric == self.metric
+        """Tune's ``TuneConfig(metric=..., mode=...)`` must agree with the searcher's own."""
+        return (not metric or metric == self.metric) and (not mode or mode == self.mode)
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         for _ in range(self.max_attempts):
@@ -88,7 +95,7 @@ class WinnowSearcher(Searcher):
             self.live[trial_id] = _Proposal(trial, number, functional)
             self.counts["suggested"] += 1
             return {"candidate": candidate.model_dump(mode="json")}
-        return None
+        return None if self.live else Searcher.FINISHED
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
         proposal = self.live.pop(trial_id, None)
@@ -97,6 +104,11 @@ class WinnowSearcher(Searcher):
         value = None if error or not result else result.get(self.metric)
         if value is None:
             self.study.tell(proposal.trial, state=TrialState.FAIL)
+            return
+        epoch = result.get("epoch", result.get("training_iteration", 0))
+        if self.max_epochs is not None and epoch < self.max_epochs:  # stopped by a scheduler
+            proposal.trial.report(float(value), int(epoch))
+            self.study.tell(proposal.trial, state=TrialState.PRUNED)
             return
         self.study.tell(proposal.trial, float(value))
         self.finished.setdefault(proposal.functional, float(value))

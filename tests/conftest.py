@@ -1,14 +1,65 @@
 """Shared fixtures. Real data is read by path from ``$WINNOW_SHARED_DATA`` (default
-``../shared/data`` beside the repository); tests that need it skip with a message when absent."""
+``../shared/data`` beside the repository); tests that need it skip with a message when absent.
+Real winnow servers on loopback ports (``make_server``), tiny search specs for them
+(``tiny_spec``), and one local Ray for the session (``local_ray``)."""
 
 from __future__ import annotations
 
+import copy
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from winnow.service.server import ServerConfig, WinnowServer
+from winnow.service.store import sqlite_url
+
 ROOT = Path(__file__).resolve().parents[1]
+
+# About a second per trained trial on two CPU cores: one-epoch MLPs on the digits.
+TINY_SPEC: dict[str, Any] = {
+    "name": "tiny",
+    "space": {
+        "architecture": {"family": "mlp", "depth": [1, 2], "width": [16, 32, 64]},
+        "optimizer": {"name": "adamw", "lr": {"low": 1e-3, "high": 1e-2, "log": True}},
+    },
+    "task": {"dataset": "digits"},
+    "objectives": [
+        {"name": "accuracy", "direction": "maximize"},
+        {"name": "params", "direction": "minimize"},
+    ],
+    "budget": {"max_trials": 3},
+    "strategy": {"name": "random", "rungs": [1]},
+    "seed": 0,
+}
+
+
+@pytest.fixture
+def tiny_spec():
+    """``tiny_spec(**fields)``: the tiny search with some top-level fields replaced."""
+
+    def make(**changes: Any) -> dict[str, Any]:
+        return copy.deepcopy(TINY_SPEC) | changes
+
+    return make
+
+
+@pytest.fixture
+def make_server(tmp_path) -> Iterator:
+    servers: list[WinnowServer] = []
+
+    def make(**config: Any) -> WinnowServer:
+        config.setdefault("db_url", sqlite_url(tmp_path / "winnow.db"))
+        config.setdefault("address", "127.0.0.1:0")
+        server = WinnowServer(ServerConfig(**config)).start()
+        servers.append(server)
+        return server
+
+    yield make
+    for server in servers:
+        server.stop(grace=0.5)
 
 
 def shared_data_dir() -> Path:

@@ -1,5 +1,5 @@
-"""The Searches page's table: one row per search, from two aggregate queries and the trained
-results of each search (read once for all searches)."""
+"""The Searches page's table: one row per search, from two aggregate queries over every
+search and the trained results of all searches (read once)."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ def overview(store: Store) -> pd.DataFrame:
     searches = queries.search_rows(store)
     proposals = queries.proposals(store)
     trained = queries.trained(store)
+    all_counts = queries.counts(store)
     rows = []
     for search in sorted(searches, key=lambda s: s.created_at, reverse=True):
         spec = SearchSpec.model_validate_json(search.spec_json)
@@ -30,7 +31,7 @@ def overview(store: Store) -> pd.DataFrame:
         mine = trained[trained["search_id"] == search.id]
         done = analysis.expand(mine[mine["rung"] == len(spec.strategy.rungs) - 1], names)
         points = done[names].to_numpy(float)
-        counts = queries.counts(store, search.id)
+        counts = all_counts[all_counts["search_id"] == search.id].drop(columns="search_id")
         progress = analysis.progress(counts, proposals.get(search.id, 0), 0.0)
         best = {
             o.name: (points[:, k].max() if o.direction == "maximize" else points[:, k].min())

@@ -74,11 +74,14 @@ def search_rows(store: Store) -> list[SearchRow]:
     return store.searches()
 
 
-def counts(store: Store, search_id: str) -> pd.DataFrame:
-    """Rows by (stage, epochs, rung, status, reused): the funnel and the progress counters."""
+def counts(store: Store, search_id: str | None = None) -> pd.DataFrame:
+    """Rows by (stage, epochs, rung, status, reused): the funnel and the progress counters of
+    one search, or of every search (with a ``search_id`` column) in the same one query."""
     group = (TrialRow.stage, TrialRow.epochs, TrialRow.rung, TrialRow.status, TrialRow.reused)
-    query = select(*group, func.count().label("rows")).where(_of(search_id)).group_by(*group)
-    return _frame(store, query)
+    if search_id is None:
+        group = (TrialRow.search_id, *group)
+    query = select(*group, func.count().label("rows")).group_by(*group)
+    return _frame(store, query if search_id is None else query.where(_of(search_id)))
 
 
 def proposals(store: Store, search_id: str | None = None) -> dict[str, int]:

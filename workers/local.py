@@ -37,6 +37,7 @@ from winnow.workers.worker_main import READY, worker_main
 
 log = logging.getLogger("winnow.workers")
 POLL_SECONDS = 0.5  # longest sleep of the dispatcher when nothing wakes it
+MAX_FAILED_STARTS = 3  # a worker that dies this often before it is ready is not started again
 
 
 @dataclass
@@ -51,25 +52,37 @@ class _Task:
 @dataclass
 class _Worker:
     index: int
-    gpu: int | None
+    gpu: str | None
     process: multiprocessing.process.BaseProcess
     conn: Connection
     task: _Task | None = None
     ready: bool = False  # imports done (worker_main.READY received)
     trials: int = 0
+    failed_starts: int = 0  # deaths in a row before READY: a worker that cannot start at all
     history: list[int] = field(default_factory=list)  # pids, for tests and logs
 
 
-def default_workers() -> tuple[int, list[int | None]]:
-    """One worker per GPU, else one per two CPU cores (at least one, at most 8): small trials
-    do best with one thread each, convolutional ones with two."""
+def visible_gpus() -> list[str]:
+    """This machine's GPUs as ``CUDA_VISIBLE_DEVICES`` names them for this process (so that a
+    server started with ``CUDA_VISIBLE_DEVICES=2,3`` pins its workers to 2 and 3)."""
     import torch
 
-    gpus = torch.cuda.device_count()
-    if gpus:
-        return gpus, list(range(gpus))
-    count = max(1, min(8, (os.cpu_count() or 1) // 2 or 1))
-    return count, [None] * count
+    count = torch.cuda.device_count()
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    names = [v.strip() for v in visible.split(",")] if visible else [str(i) for i in range(count)]
+    return names[:count]
+
+
+def worker_devices(workers: int | None, gpus: list[str] | None = None) -> list[str | None]:
+    """The GPU each worker is pinned to (``None``: CPU). By default one worker per GPU, else one
+    per two CPU cores (at most 8: small trials do best with one thread each, convolutional ones
+    with two); more workers than GPUs share them round-robin."""
+    gpus = visible_gpus() if gpus is None else [str(g) for g in gpus]
+    if workers is None:
+        workers = len(gpus) or max(1, min(8, (os.cpu_count() or 1) // 2))
+    if workers < 1:
+        raise ValueError(f"a local executor needs at least one worker, got {workers}")
+    return [gpus[i % len(gpus)] if gpus else None for i in range(workers)]
 
 
 class LocalExecutor(Executor):
@@ -78,24 +91,21 @@ class LocalExecutor(Executor):
         workers: int | None = None,
         timeout: float | None = None,
         max_retries: int = 2,
-        gpus: list[int] | None = None,
+        gpus: list[str] | None = None,
     ) -> None:
-        if workers is None:
-            workers, devices = default_workers()
-        else:
-            devices = list(gpus) if gpus else [None] * workers
-            if len(devices) != workers:
-                raise ValueError(f"{workers} workers need {workers} GPUs, got {devices}")
-        self.slots = workers
+        devices = worker_devices(workers, gpus)
+        self.slots = len(devices)
         self.device = "cuda" if devices[0] is not None else "cpu"
         self.timeout, self.max_retries = timeout, max_retries
-        self.threads = max(1, (os.cpu_count() or 1) // workers)
+        self.threads = max(1, (os.cpu_count() or 1) // self.slots)
         self._context = multiprocessing.get_context("spawn")
         self._ids = itertools.count()
         self._queue: deque[_Task] = deque()
         self._lock = threading.Lock()
         self._wake_reader, self._wake_writer = self._context.Pipe(duplex=False)
-        self._closed = False
+        self._wake_pending = False
+        self._closed = False  # no new trials (set by close, or by a failed dispatcher)
+        self._released = False  # close() ran
         self.workers = [self._start(i, gpu) for i, gpu in enumerate(devices)]
         self._thread = threading.Thread(target=self._dispatch, name="local-executor", daemon=True)
         self._thread.start()
@@ -114,17 +124,19 @@ class LocalExecutor(Executor):
 
     def close(self) -> None:
         with self._lock:
-            if self._closed:
+            if self._released:
                 return
-            self._closed = True
+            self._released = self._closed = True
         self._wake()
         self._thread.join(30)
         for worker in self.workers:
             self._stop(worker)
+        self._wake_reader.close()
+        self._wake_writer.close()
 
     # --- workers ------------------------------------------------------------------------------
 
-    def _start(self, index: int, gpu: int | None) -> _Worker:
+    def _start(self, index: int, gpu: str | None) -> _Worker:
         parent, child = self._context.Pipe()
         process = self._context.Process(
             target=worker_main,
@@ -145,6 +157,7 @@ class LocalExecutor(Executor):
         worker.conn.close()
         fresh = self._start(worker.index, worker.gpu)
         fresh.history = worker.history + fresh.history
+        fresh.failed_starts = 0 if worker.ready else worker.failed_starts + 1
         self.workers[worker.index] = fresh
 
     def _stop(self, worker: _Worker) -> None:
@@ -154,31 +167,46 @@ class LocalExecutor(Executor):
         if worker.process.is_alive():
             worker.process.kill()
             worker.process.join(5)
+        worker.conn.close()
 
     def _wake(self) -> None:
+        """Wake the dispatcher. At most one byte waits in the pipe: a full pipe would block
+        the dispatcher itself, which runs the futures' callbacks that call this."""
+        if self._wake_pending:
+            return
+        self._wake_pending = True
         with contextlib.suppress(OSError):  # closed: the dispatcher is gone
             self._wake_writer.send_bytes(b"!")
 
     # --- the dispatcher -----------------------------------------------------------------------
 
     def _dispatch(self) -> None:
-        while True:
+        """The dispatcher thread. Whatever happens to it, every future still open ends."""
+        reason = "the executor closed before the trial ended"
+        try:
+            while not self._closed:
+                self._dispatch_once()
+        except Exception as error:  # a bug or a machine out of processes: fail, don't hang
+            log.exception("the local executor's dispatcher failed")
+            reason = f"the local executor failed: {error}"
             with self._lock:
-                if self._closed:
-                    break
-            self._assign()
-            waiting = [self._wake_reader]
-            for worker in self.workers:
-                waiting.append(worker.process.sentinel)
-                if worker.task is not None or not worker.ready:
-                    waiting.append(worker.conn)
-            ready = set(wait(waiting, timeout=self._sleep()))
-            if self._wake_reader in ready:
-                while self._wake_reader.poll():
-                    self._wake_reader.recv_bytes()
-            for worker in list(self.workers):
-                self._check(worker, ready)
-        self._fail_all("the executor closed before the trial ran")
+                self._closed = True
+        self._fail_all(reason)
+
+    def _dispatch_once(self) -> None:
+        self._assign()
+        waiting = [self._wake_reader]
+        for worker in self.workers:
+            waiting.append(worker.process.sentinel)
+            if worker.task is not None or not worker.ready:
+                waiting.append(worker.conn)
+        ready = set(wait(waiting, timeout=self._sleep()))
+        if self._wake_reader in ready:
+            self._wake_pending = False  # before draining: a wake after this sends a new byte
+            while self._wake_reader.poll():
+                self._wake_reader.recv_bytes()
+        for worker in list(self.workers):
+            self._check(worker, ready)
 
     def _assign(self) -> None:
         for worker in self.workers:
@@ -190,7 +218,8 @@ class LocalExecutor(Executor):
             task.attempts += 1
             task.deadline = None if self.timeout is None else time.monotonic() + self.timeout
             worker.task = task
-            worker.conn.send((task.id, task.spec))
+            with contextlib.suppress(OSError):  # died just now: its sentinel says so next
+                worker.conn.send((task.id, task.spec))
 
     def _next_task(self) -> _Task | None:
         with self._lock:
@@ -238,6 +267,11 @@ class LocalExecutor(Executor):
         task, worker.task = worker.task, None
         pid = worker.process.pid
         log.warning("worker %d (pid %s) died with exit code %s", worker.index, pid, code)
+        if not worker.ready and worker.failed_starts + 1 >= MAX_FAILED_STARTS:
+            raise RuntimeError(
+                f"worker {worker.index} died {MAX_FAILED_STARTS} times before it was ready "
+                f"(last exit code {code}); its log above says why"
+            )
         self._replace(worker)
         if task is None or task.future.cancelled():
             return

@@ -9,20 +9,23 @@ module only maps the ``Executor`` interface onto it:
   it for their next trials), so no node needs the file the spec names;
 - a task whose worker dies (segfault, out-of-memory kill, node loss) is retried by Ray up to
   ``max_retries`` times, then the trial fails with the reason;
-- ``timeout`` counts from submission (the engine keeps no more trials in flight than ``slots``,
-  so they start at once); a trial over it, or a cancelled one, is stopped with
-  ``ray.cancel(force=True)``, which kills the worker process running it.
+- trials wait in a queue here and at most ``slots`` are handed to Ray at once (several searches
+  share one executor), so a trial's ``timeout`` counts from when it starts; a trial over it, or a
+  cancelled one, is stopped with ``ray.cancel(force=True)``, which kills its worker process;
+- GPU trials run on a fresh worker process each (``max_calls=1``): a reused worker would keep
+  its CUDA context and cached memory, on a GPU that may not be the one Ray gives its next task.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import threading
 import time
+from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any
 
 import ray
 from ray.exceptions import RayError, RayTaskError, TaskCancelledError
@@ -50,8 +53,9 @@ def _run_on_ray(spec: TrialSpec, dataset_box: list[ray.ObjectRef]) -> TrialResul
 
 @dataclass
 class _Call:
+    spec: TrialSpec
     future: Future[TrialResult]
-    deadline: float | None
+    deadline: float | None = None
 
 
 class RayExecutor(Executor):
@@ -82,35 +86,35 @@ class RayExecutor(Executor):
         cpu_slots = int(resources.get("CPU", 1) // cpus_per_trial)
         self.slots = max(1, self.gpus or cpu_slots)
         self.timeout, self.max_retries, self.cpus_per_trial = timeout, max_retries, cpus_per_trial
-        self._task = ray.remote(_run_on_ray)
+        self._cpu_task = ray.remote(_run_on_ray)
+        self._gpu_task = ray.remote(max_calls=1)(_run_on_ray)
         self._datasets: dict[str, ray.ObjectRef] = {}
-        self._calls: dict[ray.ObjectRef, _Call] = {}
+        self._queue: deque[_Call] = deque()
+        self._calls: dict[ray.ObjectRef, _Call] = {}  # handed to Ray
         self._lock = threading.Lock()
         self._wake = threading.Event()
-        self._closed = False
+        self._closed = False  # no new trials (set by close, or by a failed watcher)
+        self._released = False  # close() ran
         self._thread = threading.Thread(target=self._watch, name="ray-executor", daemon=True)
         self._thread.start()
 
     # --- the Executor interface ---------------------------------------------------------------
 
     def submit(self, spec: TrialSpec) -> Future[TrialResult]:
+        future: Future[TrialResult] = Future()
         with self._lock:
             if self._closed:
                 raise RuntimeError("the executor is closed")
-        ref = self._task.options(**self._resources(spec)).remote(spec, [self._dataset(spec)])
-        future: Future[TrialResult] = Future()
-        deadline = None if self.timeout is None else time.monotonic() + self.timeout
-        with self._lock:
-            self._calls[ref] = _Call(future, deadline)
+            self._queue.append(_Call(spec, future))
         future.add_done_callback(lambda _: self._wake.set())  # a cancel is acted on at once
         self._wake.set()
         return future
 
     def close(self) -> None:
         with self._lock:
-            if self._closed:
+            if self._released:
                 return
-            self._closed = True
+            self._released = self._closed = True
         self._wake.set()
         self._thread.join(30)
         if self._owns_ray:
@@ -118,16 +122,37 @@ class RayExecutor(Executor):
 
     # --- submitting ---------------------------------------------------------------------------
 
-    def _resources(self, spec: TrialSpec) -> dict[str, Any]:
-        gpus = 0.0
-        if self.gpus and spec.device != "cpu":
-            gpus = PROXY_GPU_FRACTION if spec.stage == "proxy" else 1.0
-        return {
-            "num_cpus": self.cpus_per_trial,
-            "num_gpus": gpus,
-            "max_retries": self.max_retries,  # system failures only: a dead worker or node
-            "retry_exceptions": False,  # run_trial never raises for a bad candidate
-        }
+    def _launch(self) -> None:
+        """Hand queued trials to Ray while fewer than ``slots`` run."""
+        while True:
+            with self._lock:
+                if len(self._calls) >= self.slots or not self._queue:
+                    return
+                call = self._queue.popleft()
+            if call.future.cancelled():
+                continue
+            gpus = self._gpus(call.spec)
+            task = self._gpu_task if gpus else self._cpu_task
+            options = {
+                "num_cpus": self.cpus_per_trial,
+                "num_gpus": gpus,
+                "max_retries": self.max_retries,  # system failures only: a dead worker or node
+                "retry_exceptions": False,  # run_trial never raises for a bad candidate
+            }
+            try:
+                dataset = self._dataset(call.spec)
+                ref = task.options(**options).remote(call.spec, [dataset])
+            except Exception as error:  # a dataset that cannot be read here fails its trial
+                settle(call.future, self._failed(f"could not start the trial: {error}"))
+                continue
+            call.deadline = None if self.timeout is None else time.monotonic() + self.timeout
+            with self._lock:
+                self._calls[ref] = call
+
+    def _gpus(self, spec: TrialSpec) -> float:
+        if not self.gpus or spec.device == "cpu":
+            return 0.0
+        return PROXY_GPU_FRACTION if spec.stage == "proxy" else 1.0
 
     def _dataset(self, spec: TrialSpec) -> ray.ObjectRef:
         with self._lock:
@@ -141,23 +166,33 @@ class RayExecutor(Executor):
     # --- watching running tasks ---------------------------------------------------------------
 
     def _watch(self) -> None:
-        while True:
+        """The watcher thread. Whatever happens to it, every future still open ends."""
+        reason = "the executor closed before the trial ended"
+        try:
+            while not self._closed:
+                self._watch_once()
+        except Exception as error:  # e.g. a lost connection to a ray:// cluster
+            log.exception("the Ray executor's watcher failed")
+            reason = f"the Ray executor failed: {error}"
             with self._lock:
-                closed, refs = self._closed, list(self._calls)
-            if closed:
-                break
-            if not refs:
-                self._wake.wait(POLL_SECONDS)
-                self._wake.clear()
-                continue
-            ready, rest = ray.wait(refs, num_returns=1, timeout=POLL_SECONDS)
-            if ready and rest:  # collect every other task that is done too
-                more, _ = ray.wait(rest, num_returns=len(rest), timeout=0)
-                ready += more
-            for ref in ready:
-                self._collect(ref)
-            self._stop_cancelled_and_late()
-        self._fail_all("the executor closed before the trial ended")
+                self._closed = True
+        self._fail_all(reason)
+
+    def _watch_once(self) -> None:
+        self._launch()
+        with self._lock:
+            refs = list(self._calls)
+        if not refs:
+            self._wake.wait(POLL_SECONDS)
+            self._wake.clear()
+            return
+        ready, rest = ray.wait(refs, num_returns=1, timeout=POLL_SECONDS)
+        if ready and rest:  # collect every other task that is done too
+            more, _ = ray.wait(rest, num_returns=len(rest), timeout=0)
+            ready += more
+        for ref in ready:
+            self._collect(ref)
+        self._stop_cancelled_and_late()
 
     def _collect(self, ref: ray.ObjectRef) -> None:
         with self._lock:
@@ -196,7 +231,11 @@ class RayExecutor(Executor):
 
     def _fail_all(self, message: str) -> None:
         with self._lock:
-            calls, self._calls = list(self._calls.items()), {}
-        for ref, call in calls:
-            ray.cancel(ref, force=True)
+            running, self._calls = list(self._calls.items()), {}
+            queued = list(self._queue)
+            self._queue.clear()
+        for ref, _call in running:
+            with contextlib.suppress(Exception):  # Ray itself may be what failed
+                ray.cancel(ref, force=True)
+        for call in queued + [call for _, call in running]:
             settle(call.future, self._failed(message))

@@ -20,6 +20,7 @@ from typing import Any
 
 from ray import tune
 
+from winnow.search_space.accelerate import prepare_model
 from winnow.search_space.candidate import Candidate
 from winnow.search_space.datasets import load_dataset
 from winnow.search_space.params import RandomChooser
@@ -62,7 +63,7 @@ def train_candidate(
     torch_device = resolve_device(device)
     generator = seed_everything(seed)
     data = load_dataset(dataset)
-    model = candidate.build_model(data.num_classes, data.input_shape).to(torch_device)
+    model = prepare_model(candidate.build_model(data.num_classes, data.input_shape), torch_device)
     costs = static_metrics(model, data.input_shape)
 
     def report(epoch: int, _epochs: int, loss: float) -> None:

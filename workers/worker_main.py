@@ -1,7 +1,9 @@
 """The body of one ``LocalExecutor`` worker process (started with ``spawn``).
 
-It pins its device and thread count *before* torch is imported (``CUDA_VISIBLE_DEVICES`` must be
-set before CUDA initialises), says it is ready, then answers ``(task_id, TrialSpec)`` messages with
+It pins its device before CUDA initialises (``CUDA_VISIBLE_DEVICES``; the spawn bootstrap may
+already have imported torch, but CUDA starts lazily) and its torch threads, ignores Ctrl-C (the
+parent drains and stops its workers; a terminal's SIGINT reaches the whole process group and
+must not kill running trials), says it is ready, then answers ``(task_id, TrialSpec)`` messages with
 ``(task_id, TrialResult)`` until it receives ``None``. Datasets stay loaded between trials
 (``load_dataset`` is cached per process).
 """
@@ -9,15 +11,17 @@ set before CUDA initialises), says it is ready, then answers ``(task_id, TrialSp
 from __future__ import annotations
 
 import os
+import signal
 import socket
 from multiprocessing.connection import Connection
 
 READY = ("ready", None)
 
 
-def worker_main(conn: Connection, gpu: int | None, threads: int) -> None:
+def worker_main(conn: Connection, gpu: str | None, threads: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     if gpu is not None:
-        os.environ["CUDA_VISIBLE_DEVICES"] = str(gpu)
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
     os.environ["OMP_NUM_THREADS"] = str(threads)
     import torch
 

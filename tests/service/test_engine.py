@@ -208,3 +208,15 @@ def test_every_sampler_drives_a_two_objective_search(store, sampler):
     engine, report = run(spec, store, FakeWorld())
     assert report.trained == 4 and report.front and report.hypervolume > 0
     assert all(len(t.values) == 2 for t in engine.study.trials)
+
+
+def test_non_finite_metrics_are_stored_as_null_so_sql_can_read_them():
+    import sqlite3
+
+    from winnow.service.engine import _metrics_json
+
+    text = _metrics_json({"screen.score": float("nan"), "accuracy": 0.5, "x": float("inf")})
+    with sqlite3.connect(":memory:") as db:
+        query = "select json_extract(?, '$.accuracy'), json_extract(?, '$.x')"
+        row = db.execute(query, (text, text))
+        assert row.fetchone() == (0.5, None)

@@ -65,12 +65,16 @@ def fresh(tmp_path) -> Iterator[Seeded]:
     store.close()
 
 
+@pytest.fixture(autouse=True)
+def _keep_main_module(monkeypatch):
+    """Streamlit's ``AppTest`` installs the script as ``__main__`` and leaves it there; worker
+    processes spawned later in the session would re-run the dashboard as their main module."""
+    monkeypatch.setitem(sys.modules, "__main__", sys.modules["__main__"])
+
+
 @pytest.fixture
 def app(monkeypatch):
     """``app(url, search=None, trial=None, server=None)``: the dashboard's script, run once."""
-    # Streamlit installs the script as ``__main__`` and leaves it there; processes spawned
-    # later in the session (worker pools) would then re-run the dashboard as their main module
-    monkeypatch.setitem(sys.modules, "__main__", sys.modules["__main__"])
 
     def make(url: str, search: str | None = None, trial: int | None = None, server=None):
         monkeypatch.setenv("WINNOW_UI_DB", url)

@@ -6,13 +6,14 @@ from __future__ import annotations
 import os
 import signal
 import time
+from concurrent.futures import Future
 
 import pytest
 import torch
 
 from winnow.search_space.candidate import Candidate
 from winnow.search_space.trial import Status, TrialSpec
-from winnow.workers.local import LocalExecutor
+from winnow.workers.local import LocalExecutor, _Task, worker_devices
 from winnow.workers.run import run_trial
 
 MLP = Candidate(
@@ -104,3 +105,36 @@ def test_more_trials_than_workers_all_end_each_with_its_own_result(pool):
     finally:
         torch.set_num_threads(threads)
     assert again == [results[2].metrics["accuracy"], results[5].metrics["accuracy"]]
+
+
+def test_ctrl_c_in_the_terminal_does_not_kill_a_running_trial(pool):
+    future = pool.submit(TrialSpec(MLP, "digits", epochs=20))
+    worker = running_worker(pool)
+    os.kill(worker.process.pid, signal.SIGINT)  # what a terminal sends the whole group
+    assert future.result(timeout=180).status == Status.OK
+    assert pool.workers[worker.index].process.pid == worker.process.pid  # not replaced
+
+
+def test_workers_share_the_visible_gpus_round_robin():
+    assert worker_devices(3, ["2", "3"]) == ["2", "3", "2"]
+    assert worker_devices(None, ["5"]) == ["5"]  # one per GPU by default
+    assert worker_devices(2, []) == [None, None]
+    with pytest.raises(ValueError, match="at least one worker"):
+        worker_devices(0, [])
+
+
+def test_a_failing_dispatcher_fails_the_trials_instead_of_hanging(monkeypatch):
+    with LocalExecutor(workers=1) as executor:
+        future: Future = Future()
+        with executor._lock:  # the dispatcher fails only once the task is queued
+
+            def broken() -> None:
+                raise RuntimeError("out of processes")
+
+            monkeypatch.setattr(executor, "_assign", broken)
+            executor._queue.append(_Task(-1, QUICK, future))
+        executor._wake()
+        result = future.result(timeout=30)
+        assert result.status == Status.FAILED and "out of processes" in result.error
+        with pytest.raises(RuntimeError, match="closed"):
+            executor.submit(QUICK)

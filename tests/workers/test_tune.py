@@ -62,7 +62,7 @@ def test_asha_runs_the_trainable_reporting_every_epoch(local_ray, tmp_path):
 @pytest.mark.slow
 def test_the_winnow_searcher_skips_duplicates_and_screens_with_proxies(local_ray, tmp_path):
     screen = Screen(proxies=["synflow", "params"], keep_fraction=0.5, min_population=2)
-    searcher = WinnowSearcher(SPACE, "digits", screen=screen, seed=0)
+    searcher = WinnowSearcher(SPACE, "digits", screen=screen, seed=0, max_epochs=2)
     results = tuner(tmp_path, search_alg=searcher, num_samples=8, max_epochs=2).fit()
     assert len(results) == 8 and not results.errors
     counts = searcher.counts
@@ -73,3 +73,18 @@ def test_the_winnow_searcher_skips_duplicates_and_screens_with_proxies(local_ray
     assert len(hashes) == 8  # no function was trained twice
     told = [t for t in searcher.study.trials if t.state.is_finished()]
     assert len(told) == counts["proposals"]  # the sampler heard about every proposal
+    stopped = [r for r in results if r.metrics["epoch"] < 2]  # by ASHA, after one epoch
+    pruned = [t for t in told if t.state.name == "PRUNED" and t.intermediate_values]
+    assert len(pruned) == len(stopped)  # told as pruned, with their one-epoch value
+    assert len(searcher.finished) == len(hashes) - len(stopped)
+
+
+def test_the_searcher_refuses_another_mode_and_ends_an_exhausted_space():
+    one = parse_space({"name": "one", "architecture": {"family": "mlp", "depth": 1, "width": 16}})
+    searcher = WinnowSearcher(one, "digits", max_attempts=5, max_epochs=1)
+    assert not searcher.set_search_properties("accuracy", "min", {})
+    assert searcher.set_search_properties("accuracy", "max", {})
+    assert searcher.suggest("a") is not None  # the space's only recipe
+    searcher.on_trial_complete("a", {"accuracy": 0.9, "epoch": 1})
+    assert searcher.suggest("b") == WinnowSearcher.FINISHED  # every proposal is a duplicate
+    assert searcher.counts["duplicates"] == 5
