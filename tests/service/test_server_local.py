@@ -54,3 +54,15 @@ def test_a_search_runs_on_the_ray_executor(local_ray, make_server, tiny_spec):
         rows = search.trials()
     assert info["status"] == "finished" and info["progress"]["trained"] == 4
     assert all(r["status"] == "ok" and r["host"] == os.uname().nodename for r in rows)
+
+
+def test_trials_over_the_timeout_fail_and_the_search_still_completes(make_server, tiny_spec):
+    server = make_server(executor="local", workers=1, trial_timeout=2.0)
+    slow = tiny_spec(budget={"max_trials": 2}, strategy={"name": "random", "rungs": [400]})
+    with Client(server.address) as client:
+        search = client.submit(slow)
+        info = search.wait(timeout=120)
+        rows = search.trials()
+    assert info["status"] == "finished" and info["progress"]["trained"] == 2
+    assert len(rows) == 2
+    assert all(r["status"] == "failed" and "timed out after 2 s" in r["error"] for r in rows)
