@@ -11,9 +11,12 @@ oracle); ``local.LocalExecutor`` runs them on worker processes of this machine a
 from __future__ import annotations
 
 import contextlib
+import threading
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
+from typing import Any
 
 from winnow.search_space.trial import TrialResult, TrialSpec
 from winnow.workers.run import run_trial
@@ -57,6 +60,50 @@ class InProcessExecutor(Executor):
         except Exception as error:  # the engine records it as a failed trial
             future.set_exception(error)
         return future
+
+
+class QueuedExecutor(Executor):
+    """What the local and Ray pools share: ``submit`` queues the trial and wakes the pool's own
+    thread, which hands trials out and completes their futures; ``close`` stops taking trials,
+    wakes that thread and waits for it (it fails what is left), then ``_release``s the pool."""
+
+    def _init_queue(self, thread_name: str, target: Callable[[], None]) -> None:
+        self._queue: deque[Any] = deque()
+        self._lock = threading.Lock()
+        self._closed = False  # no new trials (set by close, or by a failed pool thread)
+        self._released = False  # close() ran
+        self._thread = threading.Thread(target=target, name=thread_name, daemon=True)
+
+    def submit(self, spec: TrialSpec) -> Future[TrialResult]:
+        future: Future[TrialResult] = Future()
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the executor is closed")
+            self._queue.append(self._queued(spec, future))
+        future.add_done_callback(lambda _: self._wake())  # a cancel is acted on at once
+        self._wake()
+        return future
+
+    def close(self) -> None:
+        with self._lock:
+            if self._released:
+                return
+            self._released = self._closed = True
+        self._wake()
+        self._thread.join(30)
+        self._release()
+
+    @abstractmethod
+    def _queued(self, spec: TrialSpec, future: Future[TrialResult]) -> Any:
+        """The queue entry of a submitted trial."""
+
+    @abstractmethod
+    def _wake(self) -> None:
+        """Wake the pool's thread."""
+
+    @abstractmethod
+    def _release(self) -> None:
+        """Free the workers once the pool's thread has ended."""
 
 
 def settle(future: Future[TrialResult], result: TrialResult) -> None:

@@ -24,15 +24,13 @@ import itertools
 import logging
 import multiprocessing
 import os
-import threading
 import time
-from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 
 from winnow.search_space.trial import Status, TrialResult, TrialSpec
-from winnow.workers.executor import Executor, settle
+from winnow.workers.executor import QueuedExecutor, settle
 from winnow.workers.worker_main import READY, worker_main
 
 log = logging.getLogger("winnow.workers")
@@ -85,7 +83,7 @@ def worker_devices(workers: int | None, gpus: list[str] | None = None) -> list[s
     return [gpus[i % len(gpus)] if gpus else None for i in range(workers)]
 
 
-class LocalExecutor(Executor):
+class LocalExecutor(QueuedExecutor):
     def __init__(
         self,
         workers: int | None = None,
@@ -100,35 +98,18 @@ class LocalExecutor(Executor):
         self.threads = max(1, (os.cpu_count() or 1) // self.slots)
         self._context = multiprocessing.get_context("spawn")
         self._ids = itertools.count()
-        self._queue: deque[_Task] = deque()
-        self._lock = threading.Lock()
         self._wake_reader, self._wake_writer = self._context.Pipe(duplex=False)
         self._wake_pending = False
-        self._closed = False  # no new trials (set by close, or by a failed dispatcher)
-        self._released = False  # close() ran
+        self._init_queue("local-executor", self._dispatch)
         self.workers = [self._start(i, gpu) for i, gpu in enumerate(devices)]
-        self._thread = threading.Thread(target=self._dispatch, name="local-executor", daemon=True)
         self._thread.start()
 
-    # --- the Executor interface ---------------------------------------------------------------
+    # --- QueuedExecutor -----------------------------------------------------------------------
 
-    def submit(self, spec: TrialSpec) -> Future[TrialResult]:
-        future: Future[TrialResult] = Future()
-        with self._lock:
-            if self._closed:
-                raise RuntimeError("the executor is closed")
-            self._queue.append(_Task(next(self._ids), spec, future))
-        future.add_done_callback(lambda _: self._wake())  # a cancel wakes the dispatcher
-        self._wake()
-        return future
+    def _queued(self, spec: TrialSpec, future: Future[TrialResult]) -> _Task:
+        return _Task(next(self._ids), spec, future)
 
-    def close(self) -> None:
-        with self._lock:
-            if self._released:
-                return
-            self._released = self._closed = True
-        self._wake()
-        self._thread.join(30)
+    def _release(self) -> None:
         for worker in self.workers:
             self._stop(worker)
         self._wake_reader.close()

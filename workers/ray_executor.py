@@ -23,7 +23,6 @@ import logging
 import socket
 import threading
 import time
-from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass
 
@@ -32,7 +31,7 @@ from ray.exceptions import RayError, RayTaskError, TaskCancelledError
 
 from winnow.search_space.datasets import is_provided, load_dataset, provide_dataset
 from winnow.search_space.trial import Status, TrialResult, TrialSpec
-from winnow.workers.executor import Executor, settle
+from winnow.workers.executor import QueuedExecutor, settle
 
 log = logging.getLogger("winnow.workers")
 POLL_SECONDS = 0.1  # longest wait before a cancel or a timeout is noticed
@@ -58,7 +57,7 @@ class _Call:
     deadline: float | None = None
 
 
-class RayExecutor(Executor):
+class RayExecutor(QueuedExecutor):
     """See the module docstring. ``address``: ``None`` starts a local Ray (``num_cpus`` of this
     machine), ``"auto"`` joins the cluster this machine belongs to, ``"ray://HOST:PORT"`` a
     remote one. A Ray already initialised in this process is used as it is."""
@@ -89,34 +88,20 @@ class RayExecutor(Executor):
         self._cpu_task = ray.remote(_run_on_ray)
         self._gpu_task = ray.remote(max_calls=1)(_run_on_ray)
         self._datasets: dict[str, ray.ObjectRef] = {}
-        self._queue: deque[_Call] = deque()
         self._calls: dict[ray.ObjectRef, _Call] = {}  # handed to Ray
-        self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._closed = False  # no new trials (set by close, or by a failed watcher)
-        self._released = False  # close() ran
-        self._thread = threading.Thread(target=self._watch, name="ray-executor", daemon=True)
+        self._wakeup = threading.Event()
+        self._init_queue("ray-executor", self._watch)
         self._thread.start()
 
-    # --- the Executor interface ---------------------------------------------------------------
+    # --- QueuedExecutor -----------------------------------------------------------------------
 
-    def submit(self, spec: TrialSpec) -> Future[TrialResult]:
-        future: Future[TrialResult] = Future()
-        with self._lock:
-            if self._closed:
-                raise RuntimeError("the executor is closed")
-            self._queue.append(_Call(spec, future))
-        future.add_done_callback(lambda _: self._wake.set())  # a cancel is acted on at once
-        self._wake.set()
-        return future
+    def _queued(self, spec: TrialSpec, future: Future[TrialResult]) -> _Call:
+        return _Call(spec, future)
 
-    def close(self) -> None:
-        with self._lock:
-            if self._released:
-                return
-            self._released = self._closed = True
-        self._wake.set()
-        self._thread.join(30)
+    def _wake(self) -> None:
+        self._wakeup.set()
+
+    def _release(self) -> None:
         if self._owns_ray:
             ray.shutdown()
 
@@ -183,8 +168,8 @@ class RayExecutor(Executor):
         with self._lock:
             refs = list(self._calls)
         if not refs:
-            self._wake.wait(POLL_SECONDS)
-            self._wake.clear()
+            self._wakeup.wait(POLL_SECONDS)
+            self._wakeup.clear()
             return
         ready, rest = ray.wait(refs, num_returns=1, timeout=POLL_SECONDS)
         if ready and rest:  # collect every other task that is done too
