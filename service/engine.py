@@ -53,9 +53,9 @@ from winnow.service.store import SqlEquivalenceCache, Store
 from winnow.service.tables import TrialRow
 from winnow.workers.executor import Executor
 
-# The settings functional hashes are taken with; memoised hashes are keyed by it.
-CANCEL_POLL_SECONDS = 0.5
+CANCEL_POLL_SECONDS = 0.5  # how soon a cancelled search stops its running trials
 PROGRESS_COUNTS = ("trained", "proposals", "cache_hits", "pruned", "failed")
+# The settings functional hashes are taken with; memoised hashes are keyed by it.
 HASH_PROBE = f"v{HASH_VERSION}|{Probe()}|mantissa={DEFAULT_MANTISSA_BITS}"
 # Objectives that the proxy stage already measures (its metric is ``proxy.<name>``).
 STATIC_FROM_PROXIES = ("params", "flops")

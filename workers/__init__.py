@@ -1,18 +1,11 @@
 """Workers: run one trial at one fidelity (``run_trial``) and the executors that run them:
-in-process (``executor.InProcessExecutor``), a local process pool (``local.LocalExecutor``).
+in-process (``executor.InProcessExecutor``), worker processes of this machine
+(``local.LocalExecutor``) and Ray tasks (``ray_executor.RayExecutor``), by name in ``pools``.
 
-``run_trial`` loads on first use: a worker process must pin its GPU before torch is imported,
-and importing this package must not import torch.
+Importing torch here is harmless for a GPU worker: it pins its device with
+``CUDA_VISIBLE_DEVICES`` before CUDA initialises, which torch does lazily.
 """
 
-from typing import Any
+from winnow.workers.run import run_trial
 
 __all__ = ["run_trial"]
-
-
-def __getattr__(name: str) -> Any:
-    if name == "run_trial":
-        from winnow.workers.run import run_trial
-
-        return run_trial
-    raise AttributeError(f"module 'winnow.workers' has no attribute {name!r}")
