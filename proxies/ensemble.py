@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy import stats
+from scipy import special, stats
 
 FORMAT_VERSION = 1
 
@@ -118,7 +118,9 @@ class FeatureTransform:
         return cls(tuple(map(float, knots)), tuple(map(float, levels)), floor)
 
     def apply(self, values: np.ndarray) -> np.ndarray:
-        z = stats.norm.ppf(np.interp(values, self.knots, self.levels))
+        # ndtri is norm.ppf without its argument checks (equal values, 80x faster on one row:
+        # the cascade's screen applies this to every proposal)
+        z = special.ndtri(np.interp(values, self.knots, self.levels))
         return np.where(np.isnan(values), self.floor, z)
 
 

@@ -20,7 +20,7 @@ class Status(StrEnum):
     DUPLICATE = "duplicate"
 
 
-STAGES = ("hash", "proxy", "supernet", "train")
+STAGES = ("hash", "costs", "proxy", "supernet", "train")  # costs: static, of the built network
 
 
 @dataclass(frozen=True)

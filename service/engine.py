@@ -4,7 +4,8 @@ Per proposal (an Optuna ``ask`` over the space's distributions):
 
 1. **hash** (cascade) — structural hash, then the functional hash; a trained result stored under
    that hash for the task (by any search, unless ``reuse_across_searches`` is off) is reused at
-   once: the trial is stored as ``duplicate`` and the sampler told its values.
+   once, with the candidate's own costs (params, FLOPs, ...: ``_own_costs``): the trial is
+   stored as ``duplicate`` and the sampler told its values.
 2. **proxy** (cascade) — zero-cost proxies (cached by hash); constraints that proxies already
    know (``params``, ``flops``) are checked; ``ProxyScreen`` keeps the top fraction. Screened-out
    candidates are stored ``pruned`` with their scores and the sampler is told ``PRUNED``.
@@ -46,11 +47,10 @@ from winnow.search_space.functional_hash import (
 from winnow.search_space.trial import Status, TrialResult, TrialSpec
 from winnow.service.pareto import pareto_front, search_hypervolume
 from winnow.service.rungs import SuccessiveHalving
-from winnow.service.samplers import make_study
+from winnow.service.samplers import SamplerViewStorage, make_study
 from winnow.service.screening import ProxyScreen
 from winnow.service.search_spec import SearchSpec
 from winnow.service.store import SqlEquivalenceCache, Store
-from winnow.service.tables import TrialRow
 from winnow.workers.executor import Executor
 
 CANCEL_POLL_SECONDS = 0.5  # how soon a cancelled search stops its running trials
@@ -59,6 +59,9 @@ PROGRESS_COUNTS = ("trained", "proposals", "cache_hits", "pruned", "failed")
 HASH_PROBE = f"v{HASH_VERSION}|{Probe()}|mantissa={DEFAULT_MANTISSA_BITS}"
 # Objectives that the proxy stage already measures (its metric is ``proxy.<name>``).
 STATIC_FROM_PROXIES = ("params", "flops")
+# Metrics of the built network itself, not of the function it computes (see Engine._own_costs).
+STATIC_COSTS = ("params", "flops", "model_bytes", "bitops")
+COSTS_FIDELITY = "costs"
 
 
 @dataclass
@@ -112,11 +115,16 @@ class Engine:
         self.device = device or executor.device
         self.space = spec.search_space
         self.objectives = spec.objectives
+        strategy = spec.strategy
+        self.sampler_view = SamplerViewStorage(strategy.pruned_window)
         self.study = make_study(
-            spec.strategy.sampler_name, spec.directions, spec.seed, executor.slots > 1
+            strategy.sampler_name,
+            spec.directions,
+            spec.seed,
+            parallel=executor.slots > 1,
+            storage=self.sampler_view,
         )
         self.cache = SqlEquivalenceCache(store, seed=spec.seed)
-        strategy = spec.strategy
         self.ladder = SuccessiveHalving(strategy.rungs, strategy.reduction_factor, spec.directions)
         self.screen = (
             ProxyScreen(strategy.screen, spec.objectives, spec.seed) if strategy.cascade else None
@@ -257,26 +265,14 @@ class Engine:
     # --- one proposal through the cascade -----------------------------------------------------
 
     def _propose(self) -> bool:
-        """Ask, hash, reuse, screen; True when the candidate was sent to training.
-
-        Writes are grouped into a few transactions, none held open across an evaluation (a
-        SQLite write lock held during training would stall every other search on the file)."""
+        """Ask, then the cascade (or nothing, for plain strategies); True when the candidate
+        was sent to training."""
         start = time.perf_counter()
         tracked = self._ask()
         evaluation = 0.0
         try:
             if self.spec.strategy.cascade:
-                evaluation += self._hash(tracked)
-                with self.store.batch():  # one transaction when the proxy scores are cached
-                    if self._reuse(tracked):
-                        return False
-                    proxy = self._cached_proxies(tracked)
-                    row_id = None if proxy is None else self._screen_and_queue(tracked, proxy)
-                if proxy is None:
-                    proxy, seconds = self._run_proxies(tracked)
-                    evaluation += seconds
-                    with self.store.batch():
-                        row_id = self._screen_and_queue(tracked, proxy)
+                row_id, evaluation = self._cascade(tracked)
                 if row_id is None:
                     return False
             else:
@@ -285,6 +281,29 @@ class Engine:
             return True
         finally:
             tracked.overhead += time.perf_counter() - start - evaluation
+
+    def _cascade(self, tracked: Tracked) -> tuple[int | None, float]:
+        """Hash, reuse, screen: the first rung's row id when the candidate goes on to training,
+        and the seconds spent evaluating (hashes, costs, proxies: not engine overhead).
+
+        Writes are grouped into a few transactions, none held open across an evaluation (a
+        SQLite write lock held during training would stall every other search on the file)."""
+        evaluation = self._hash(tracked)
+        with self.store.batch():  # one transaction when nothing needs evaluating
+            reused = self._stored_result(tracked)
+            proxy = None if reused is not None else self._cached_proxies(tracked)
+            row_id = None if proxy is None else self._screen_and_queue(tracked, proxy)
+        if reused is not None:
+            metrics, seconds = self._own_costs(tracked, reused.metrics)
+            with self.store.batch():
+                self._record_reuse(tracked, metrics)
+            return None, evaluation + seconds
+        if proxy is None:
+            proxy, seconds = self._run_proxies(tracked)
+            evaluation += seconds
+            with self.store.batch():
+                row_id = self._screen_and_queue(tracked, proxy)
+        return row_id, evaluation
 
     def _ask(self) -> Tracked:
         start = time.perf_counter()
@@ -321,21 +340,50 @@ class Engine:
         tracked.functional = functional
         return seconds
 
-    def _reuse(self, tracked: Tracked) -> bool:
-        """A stored top-rung result for the same function on this task ends the candidate:
-        stored by a cascade under its functional hash, or by a plain strategy under its
-        structural one (see ``_result_key``)."""
-        epochs = self.ladder.rungs[-1]
-        task, fidelity = self._train_task(), _train_fidelity(epochs)
+    def _stored_result(self, tracked: Tracked) -> TrialResult | None:
+        """A stored top-rung result for the same function on this task, if any: stored by a
+        cascade under its functional hash, or by a plain strategy under its structural one
+        (see ``_result_key``)."""
+        task, fidelity = self._train_task(), _train_fidelity(self.ladder.rungs[-1])
         result = self.cache.get(task, fidelity, tracked.functional)
         if result is None and self.spec.strategy.reuse_across_searches:  # else only ours
             result = self.cache.get(task, fidelity, _structural_key(tracked.structural))
         if result is None or result.status != Status.OK or not self._has_objectives(result):
-            return False
+            return None
+        return result
+
+    def _own_costs(
+        self, tracked: Tracked, metrics: dict[str, float]
+    ) -> tuple[dict[str, float], float]:
+        """A reused result's metrics with this candidate's own costs; and the seconds that
+        measuring them took.
+
+        Functionally equal candidates can differ in parameters that never reach the output (an
+        nb201 cell whose convolutions feed nothing computes the identity cell's function with
+        4.7x its parameters), so the costs stored with the result are its first candidate's.
+        These are measured (a ``costs`` trial: the built network, no data) and cached by the
+        candidate's key."""
+        stale = [m for m in STATIC_COSTS if m in metrics]
+        if not stale:
+            return metrics, 0.0
+        key, seconds = f"candidate:{tracked.candidate.key}", 0.0
+        costs = self.cache.get(self.spec.task.key, COSTS_FIDELITY, key)
+        if costs is None:
+            spec = TrialSpec(tracked.candidate, self.spec.task.dataset, stage="costs")
+            start = time.perf_counter()
+            costs = _result_of(self.executor.submit(spec))
+            seconds = time.perf_counter() - start
+            if costs.status != Status.OK:  # the first candidate's costs are better than none
+                return metrics, seconds
+            self.cache.put(self.spec.task.key, COSTS_FIDELITY, key, costs)
+        return {**metrics, **{m: costs.metrics[m] for m in stale if m in costs.metrics}}, seconds
+
+    def _record_reuse(self, tracked: Tracked, metrics: dict[str, float]) -> None:
         self.counts["cache_hits"] += 1
-        self._write_row(tracked, "train", epochs, self.ladder.top, "duplicate", result, True)
-        self._complete(tracked, result.metrics)
-        return True
+        reused = TrialResult(Status.OK, metrics)
+        epochs, top = self.ladder.rungs[-1], self.ladder.top
+        self._write_row(tracked, "train", epochs, top, "duplicate", reused, True)
+        self._complete(tracked, metrics)
 
     @property
     def _proxy_fidelity(self) -> str:
@@ -413,7 +461,7 @@ class Engine:
         it to be re-queued); returns its id."""
         if row_id is None:
             epochs = self.ladder.rungs[rung]
-            return self._write_row(tracked, "train", epochs, rung, "running").id
+            return self._write_row(tracked, "train", epochs, rung, "running")
         self.store.update_trial(row_id, status="running")
         return row_id
 
@@ -593,35 +641,37 @@ class Engine:
         status: str,
         result: TrialResult | None = None,
         reused: bool = False,
-    ) -> TrialRow:
+    ) -> int:
+        """Insert the candidate's row for one stage; returns its id."""
         now = time.time()
-        row = TrialRow(
-            search_id=self.search_id,
-            number=tracked.number,
-            stage=stage,
-            epochs=epochs,
-            rung=rung,
-            status=status,
-            candidate_json=tracked.candidate.canonical_json(),
-            candidate_key=tracked.candidate.key,
-            structural_hash=tracked.structural,
-            functional_hash=tracked.functional,
-            params_json=json.dumps(tracked.params),
-            metrics_json=_metrics_json(result.metrics if result else {}),
-            loss_curve_json=json.dumps(result.loss_curve if result else []),
-            error=result.error if result else None,
-            reused=reused,
-            seconds=result.seconds if result else 0.0,
-            device=result.device if result else None,
-            host=result.host if result else None,
-            created_at=now,
-            finished_at=now if result else None,
+        row_id = self.store.insert_trial(
+            dict(
+                search_id=self.search_id,
+                number=tracked.number,
+                stage=stage,
+                epochs=epochs,
+                rung=rung,
+                status=status,
+                candidate_json=tracked.candidate.canonical_json(),
+                candidate_key=tracked.candidate.key,
+                structural_hash=tracked.structural,
+                functional_hash=tracked.functional,
+                params_json=json.dumps(tracked.params),
+                metrics_json=_metrics_json(result.metrics if result else {}),
+                loss_curve_json=json.dumps(result.loss_curve if result else []),
+                error=result.error if result else None,
+                reused=reused,
+                seconds=result.seconds if result else 0.0,
+                device=result.device if result else None,
+                host=result.host if result else None,
+                created_at=now,
+                finished_at=now if result else None,
+            )
         )
-        row = self.store.add_trial(row)
         if result is not None:  # proxy rows are many and are rows already: not stored twice
             payload = {"number": tracked.number, "stage": stage, "status": status}
             self._event("trial", payload, stored=stage != "proxy")
-        return row
+        return row_id
 
     def _update_row(self, row_id: int, status: str, result: TrialResult, error: str | None):
         self.store.update_trial(

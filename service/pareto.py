@@ -105,6 +105,8 @@ def hypervolume(
     inside = losses[np.all(losses < ref, axis=1)]
     if not len(inside):
         return 0.0
+    if losses.shape[1] == 1:  # a length; the engine computes this after every trial
+        return float(ref[0] - inside.min())
     return float(compute_hypervolume(inside, ref))
 
 

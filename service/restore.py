@@ -113,6 +113,6 @@ def _add_to_study(engine: Engine, tracked: Tracked, state, values, intermediate)
         intermediate_values={intermediate[0]: intermediate[1]} if intermediate and single else None,
     )
     engine.study.add_trial(trial)
-    frozen = engine.study.trials[-1]
+    frozen = engine.study.trials[-1]  # the newest is never hidden (SamplerViewStorage)
     tracked.optuna_number, tracked.trial_id = frozen.number, frozen._trial_id
     tracked.told = state != TrialState.RUNNING

@@ -161,6 +161,9 @@ class Strategy(_Strict):
     reduction_factor: int = Field(3, ge=2)
     screen: Screen = Screen()
     reuse_across_searches: bool = True  # train results of other searches on the task count
+    # How many of the newest screened-out trials (pruned with no rung result) the sampler
+    # models; older ones stay stored, the sampler forgets them (samplers.SamplerViewStorage).
+    pruned_window: int | None = Field(60, ge=1)
 
     @field_validator("rungs")
     @classmethod

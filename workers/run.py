@@ -3,7 +3,8 @@
 ``train`` trains and tests the candidate (``winnow.search_space.training.evaluate``); ``proxy``
 scores it at initialisation with the zero-cost proxies (``winnow.proxies.score_model``) on fixed
 real batches of the task's training data, returning each proxy's value as a metric
-``proxy.<name>`` (failed proxies are listed in ``error``, the others still count).
+``proxy.<name>`` (failed proxies are listed in ``error``, the others still count); ``costs``
+measures the built network's static costs (params, FLOPs, model bytes, BitOPs) on the CPU.
 """
 
 from __future__ import annotations
@@ -13,7 +14,12 @@ import time
 from winnow.proxies import score_model
 from winnow.proxies.bench import fixed_batches
 from winnow.search_space.datasets import load_dataset
-from winnow.search_space.training import evaluate, resolve_device, seed_everything
+from winnow.search_space.training import (
+    evaluate,
+    resolve_device,
+    seed_everything,
+    static_metrics,
+)
 from winnow.search_space.trial import Status, TrialResult, TrialSpec
 
 PROXY_BATCHES = 2  # ZiCo needs two; the others use the first
@@ -25,7 +31,22 @@ def run_trial(spec: TrialSpec) -> TrialResult:
         return evaluate(spec)
     if spec.stage == "proxy":
         return score_proxies(spec)
-    raise NotImplementedError(f"stage {spec.stage!r} has no worker yet (train, proxy)")
+    if spec.stage == "costs":
+        return measure_costs(spec)
+    raise NotImplementedError(f"stage {spec.stage!r} has no worker yet (train, proxy, costs)")
+
+
+def measure_costs(spec: TrialSpec) -> TrialResult:
+    """The costs stage: no data beyond the task's shapes, no training; never raises."""
+    start = time.perf_counter()
+    try:
+        dataset = load_dataset(spec.dataset)
+        model = spec.candidate.build_model(dataset.num_classes, dataset.input_shape)
+        metrics = {k: float(v) for k, v in static_metrics(model, dataset.input_shape).items()}
+    except Exception as exc:  # a failed candidate must not end the caller's search
+        error = f"{type(exc).__name__}: {exc}"
+        return TrialResult(Status.FAILED, error=error, seconds=time.perf_counter() - start)
+    return TrialResult(Status.OK, metrics, seconds=time.perf_counter() - start)
 
 
 def score_proxies(spec: TrialSpec) -> TrialResult:

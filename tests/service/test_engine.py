@@ -119,6 +119,22 @@ def test_cascade_screens_with_proxies_and_tells_the_sampler(store):
     assert states[TrialState.PRUNED] == len(pruned)
 
 
+def test_the_sampler_sees_the_newest_screened_out_trials_and_resume_rebuilds_that(store):
+    screen = {"proxies": ["synflow", "params"], "keep_fraction": 0.3, "min_population": 3}
+    spec = make_spec(name="cascade", sampler="tpe", screen=screen, pruned_window=2)
+    engine, report = run(spec, store, FakeWorld())
+    pruned = [r.number for r in store.trials(report.search_id) if r.status == "pruned"]
+    assert len(pruned) > 2  # all stored and told ...
+
+    def seen(engine):
+        return [t.number for t in engine.study.trials if t.state == TrialState.PRUNED]
+
+    assert len(seen(engine)) == 2  # ... the sampler sees the newest two
+    resumed = Engine.resume(store, report.search_id, InProcessExecutor(FakeWorld()))
+    assert seen(resumed) == seen(engine)
+    assert len(resumed.study.trials) == len(engine.study.trials)
+
+
 def test_results_are_reused_by_hash_within_and_across_searches(store):
     tiny = {**SPACE, "architecture": {**SPACE["architecture"], "depth": 1, "width": [16, 32]}}
     extra = {"space": tiny, "budget": {"max_trials": 5, "max_proposals": 8}}
@@ -129,6 +145,33 @@ def test_results_are_reused_by_hash_within_and_across_searches(store):
     _, second = run(make_spec(name="cascade", sampler="random", extra=dict(extra)), store, world)
     assert second.trained == 0 and second.cache_hits == second.proposals == 8
     assert max(n for (stage, _, _), n in world.calls.items() if stage == "train") == 1
+
+
+class DeadWeightWorld(FakeWorld):
+    """As FakeWorld, but the costs stage sees 7 more parameters than training reported: what a
+    functionally equal candidate with dead weights looks like to a reused result."""
+
+    def __call__(self, spec: TrialSpec) -> TrialResult:
+        result = super().__call__(spec)
+        if spec.stage == "costs":
+            return TrialResult(Status.OK, {"params": result.metrics["params"] + 7})
+        return result
+
+
+def test_a_reused_result_carries_the_candidates_own_costs(store):
+    tiny = {**SPACE, "architecture": {**SPACE["architecture"], "depth": 1, "width": [16, 32]}}
+    extra = {"space": tiny, "budget": {"max_trials": 5, "max_proposals": 8}}
+    world = DeadWeightWorld()
+    _, report = run(make_spec(name="cascade", sampler="random", extra=extra), store, world)
+    duplicates = [r for r in store.trials(report.search_id) if r.status == "duplicate"]
+    assert duplicates and report.cache_hits == len(duplicates)
+    for row in duplicates:
+        metrics, width = json.loads(row.metrics_json), json.loads(row.candidate_json)
+        width = width["architecture"]["width"]
+        assert metrics["params"] == width * 100 + 7  # measured for this candidate
+        assert metrics["accuracy"] == pytest.approx(0.5 + width / 1000 + 0.01 + 0.001)
+    costs_runs = sum(n for (stage, _, _), n in world.calls.items() if stage == "costs")
+    assert costs_runs <= 2  # once per candidate, then cached
 
 
 def test_constraints_prune_at_the_first_fidelity_that_knows(store):

@@ -107,6 +107,36 @@ def test_functional_hash_memo(store):
     assert store.functional_hash(structural, "other probe") is None
 
 
+def test_update_trial_sets_only_the_given_columns(store):
+    search_id = store.create_search("u", "task", "{}")
+    first = store.insert_trial(_row(search_id, 0, error="kept").model_dump(exclude={"id"}))
+    second = store.add_trial(_row(search_id, 1)).id
+    assert second > first
+    store.update_trial(first, status="ok", seconds=2.5)
+    rows = {r.id: r for r in store.trials(search_id)}
+    assert (rows[first].status, rows[first].seconds, rows[first].error) == ("ok", 2.5, "kept")
+    assert rows[second].status == "running"
+
+
+def test_cache_answers_repeats_from_memory_unless_it_forgets(store):
+    task, key = f"task-{uuid.uuid4().hex[:6]}", ("proxy[synflow]", "h")
+    remembering, forgetful = SqlEquivalenceCache(store), SqlEquivalenceCache(store, forget_after=9)
+    remembering.put(task, *key, TrialResult(Status.OK, {"proxy.synflow": 1.0}))
+    assert forgetful.get(task, *key) is not None
+    with store.engine.begin() as connection:  # the row goes: only the memory still has it
+        connection.execute(text("DELETE FROM cache_entry WHERE task = :t"), {"t": task})
+    assert remembering.get(task, *key).metrics == {"proxy.synflow": 1.0}
+    assert forgetful.get(task, *key) is None  # a forgetful cache always reads the table
+
+
+def test_functional_hashes_persist_beyond_the_store_object(store):
+    structural = uuid.uuid4().hex
+    store.remember_functional_hash(structural, "p", "f1")
+    other = Store(store.url)  # another process's view: from the table, not memory
+    assert other.functional_hash(structural, "p") == "f1"
+    other.close()
+
+
 def test_bad_url_is_a_clear_error():
     with pytest.raises(StoreError, match="cannot open the store"):
         Store("nosuchdialect://x")
