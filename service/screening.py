@@ -119,9 +119,9 @@ def _at_extreme(column: np.ndarray, objective: Objective) -> bool:
     """Whether the newest member is (one of) the best of the population on this objective.
 
     Such a candidate is kept whatever its score, as NSGA-II keeps boundary points: the
-    front's end at that objective sets the hypervolume there, and the accuracy proxies judge
-    it worst (among nb201's cells with no convolution, the 73,306-parameter end, synflow's
-    Spearman rank correlation with accuracy was -0.81: the screen kept the worst of them)."""
+    front's end at that objective sets the hypervolume there, and the accuracy proxies misjudge
+    it (among nb201's cells with no convolution, the 73,306-parameter end, synflow's Spearman
+    rank correlation with accuracy was -0.81: the screen kept the worst of them)."""
     best = column.max() if objective.direction == "maximize" else column.min()
     return bool(np.isfinite(column[-1]) and column[-1] == best)
 
