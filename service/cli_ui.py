@@ -33,24 +33,6 @@ from winnow.service.tables import EventRow, TrialRow
 
 APP = Path(__file__).resolve().parents[1] / "ui" / "app.py"
 
-SEED_SPEC: dict[str, Any] = {
-    "name": "seeded-digits",
-    "space": "digits-joint",
-    "task": {"dataset": "digits"},
-    "objectives": [
-        {"name": "accuracy", "direction": "maximize"},
-        {"name": "model_bytes", "direction": "minimize", "reference": 300000},
-    ],
-    "budget": {"max_trials": 100},
-    "strategy": {
-        "name": "cascade",
-        "rungs": [2, 6],
-        "screen": {"proxies": ["synflow", "naswot", "params"], "keep_fraction": 0.5},
-    },
-    "seed": 0,
-}
-
-
 # --- seeding ------------------------------------------------------------------------------------
 
 
@@ -263,8 +245,11 @@ def seed_search(
 ) -> str:
     """Store a search of ``trials`` proposals (see :class:`_Seeder`); returns its id. About 5%
     of proposals repeat an earlier candidate, as samplers do, and become hash hits."""
-    data = {**SEED_SPEC, "space": space or SEED_SPEC["space"], "seed": seed}
-    spec = parse_search_spec(data | {"budget": {"max_trials": trials}})
+    # the demo's search (imported here: demo.py loads gRPC, which other commands need not)
+    from winnow.service.demo import DEMO_SPEC
+
+    data = {**DEMO_SPEC, "name": "seeded-digits", "space": space or DEMO_SPEC["space"]}
+    spec = parse_search_spec(data | {"seed": seed, "budget": {"max_trials": trials}})
     rng = np.random.default_rng(seed)
     search_id = store.create_search(spec.name, spec.task.key, spec.to_json(), status=status)
     proposals = [_Proposal(c) for c in spec.search_space.sample(trials, seed=seed)]

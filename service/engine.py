@@ -130,7 +130,6 @@ class Engine:
             ProxyScreen(strategy.screen, spec.objectives, spec.seed) if strategy.cascade else None
         )
         self.tracked: dict[int, Tracked] = {}
-        self.functional_memo: dict[str, str] = {}
         self.in_flight: dict[Future[TrialResult], tuple[Tracked, int, int]] = {}
         self.requeued: list[tuple[Tracked, int, int | None]] = []  # (candidate, rung, row id)
         self._hypervolume = 0.0
@@ -325,18 +324,16 @@ class Engine:
         return tracked
 
     def _hash(self, tracked: Tracked) -> float:
-        """Fill in the functional hash, memoised by structural hash here and in the store;
-        returns the seconds spent computing it (evaluation, not overhead)."""
-        functional = self.functional_memo.get(tracked.structural)
+        """Fill in the functional hash, memoised by structural hash in the store (which keeps
+        what it read in memory); returns the seconds spent computing it (evaluation, not
+        overhead)."""
+        functional = self.store.functional_hash(tracked.structural, HASH_PROBE)
         seconds = 0.0
-        if functional is None:
-            functional = self.store.functional_hash(tracked.structural, HASH_PROBE)
         if functional is None:
             start = time.perf_counter()
             functional = functional_hash(tracked.candidate)
             seconds = time.perf_counter() - start
             self.store.remember_functional_hash(tracked.structural, HASH_PROBE, functional)
-        self.functional_memo[tracked.structural] = functional
         tracked.functional = functional
         return seconds
 

@@ -35,8 +35,6 @@ def restore_engine(engine: Engine, rows: list[TrialRow]) -> None:
         structural = group[0].structural_hash or structural_hash(candidate)
         tracked = Tracked(number, candidate, params, distributions, structural)
         tracked.functional = next((r.functional_hash for r in group if r.functional_hash), None)
-        if tracked.functional:
-            engine.functional_memo[structural] = tracked.functional
         engine.tracked[number] = tracked
         engine.counts["proposals"] += 1
         state, values, intermediate = _replay(engine, tracked, group)

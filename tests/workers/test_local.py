@@ -41,9 +41,11 @@ def running_worker(executor: LocalExecutor, timeout: float = 60):
     raise AssertionError("no worker picked the trial up")
 
 
-def test_results_match_an_in_process_run_and_record_the_host(pool):
+def assert_matches_an_in_process_run(pool, worker_threads: int) -> None:
+    """QUICK in the pool equals QUICK here with the worker's torch threads (the same float
+    sums), and the result names this machine."""
     threads = torch.get_num_threads()
-    torch.set_num_threads(pool.threads)  # the same float sums as the worker's
+    torch.set_num_threads(worker_threads)
     try:
         here = run_trial(QUICK)
     finally:
@@ -51,6 +53,10 @@ def test_results_match_an_in_process_run_and_record_the_host(pool):
     there = pool.submit(QUICK).result(timeout=120)
     assert there.status == Status.OK and there.metrics["accuracy"] == here.metrics["accuracy"]
     assert there.host == os.uname().nodename and there.device == "cpu"
+
+
+def test_results_match_an_in_process_run_and_record_the_host(pool):
+    assert_matches_an_in_process_run(pool, pool.threads)
 
 
 def test_a_killed_worker_is_replaced_and_its_trial_retried(pool):

@@ -9,13 +9,11 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from winnow.search_space.trial import Status, TrialSpec
 from winnow.workers.ray_executor import RayExecutor
-from winnow.workers.run import run_trial
 
-from .test_local import LONG, MLP, QUICK
+from .test_local import LONG, MLP, QUICK, assert_matches_an_in_process_run
 
 TASK_TITLE = b"ray::_run_on_ray"  # Ray names a worker process after the task it runs
 
@@ -54,15 +52,7 @@ def test_the_pool_reads_the_cluster(pool):
 
 
 def test_results_match_an_in_process_run_and_record_the_host(pool):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # Ray gives a task of num_cpus=1 one thread
-    try:
-        here = run_trial(QUICK)
-    finally:
-        torch.set_num_threads(threads)
-    there = pool.submit(QUICK).result(timeout=120)
-    assert there.status == Status.OK and there.metrics["accuracy"] == here.metrics["accuracy"]
-    assert there.host == os.uname().nodename and there.device == "cpu"
+    assert_matches_an_in_process_run(pool, 1)  # Ray gives a task of num_cpus=1 one thread
 
 
 def test_a_killed_worker_has_its_trial_retried(pool):
