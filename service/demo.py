@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from winnow.search_space.candidate import Candidate
+from winnow.service.api.server import ServerConfig, WinnowServer
 from winnow.service.client import Client
-from winnow.service.server import ServerConfig, WinnowServer
 from winnow.service.store import sqlite_url
 
 # The search `examples/digits-search.yaml` describes (a test keeps the two equal): accuracy

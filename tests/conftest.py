@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from winnow.service.server import ServerConfig, WinnowServer
+from winnow.service.api.server import ServerConfig, WinnowServer
 from winnow.service.store import sqlite_url
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -10,7 +10,16 @@ import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-CODE_FOLDERS = ["search_space", "kernels", "proxies", "supernet", "workers", "service", "ui"]
+CODE_FOLDERS = [
+    "search_space",
+    "kernels",
+    "proxies",
+    "supernet",
+    "workers",
+    "service",
+    "ui",
+    "bench",
+]
 # What each folder may import from winnow (docs/architecture.md, "Layout").
 ALLOWED = {
     "search_space": set(),
@@ -20,6 +29,7 @@ ALLOWED = {
     "workers": {"search_space", "proxies", "supernet", "kernels"},
     "service": set(CODE_FOLDERS) - {"ui", "service"} | {"v1"},  # v1: the generated gRPC code
     "ui": {"service", "v1"},
+    "bench": set(CODE_FOLDERS) - {"bench"} | {"v1"},
 }
 
 

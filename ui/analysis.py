@@ -12,7 +12,12 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from winnow.service.pareto import domination_counts, hypervolume, pareto_front, reference_point
+from winnow.service.engine.pareto import (
+    domination_counts,
+    hypervolume,
+    pareto_front,
+    reference_point,
+)
 from winnow.service.search_spec import Objective
 
 

@@ -17,7 +17,7 @@ from sqlalchemy import delete, insert, select
 from winnow.service.client import Client
 from winnow.service.search_spec import SearchSpec
 from winnow.service.store import Store, sqlite_url
-from winnow.service.tables import SearchRow, TrialRow
+from winnow.service.store.tables import SearchRow, TrialRow
 
 
 def mirror_url(server: str) -> str:

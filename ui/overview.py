@@ -7,7 +7,7 @@ from datetime import datetime
 
 import pandas as pd
 
-from winnow.service.pareto import search_hypervolume
+from winnow.service.engine.pareto import search_hypervolume
 from winnow.service.search_spec import SearchSpec
 from winnow.service.store import Store
 from winnow.ui import analysis, queries

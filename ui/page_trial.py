@@ -8,9 +8,9 @@ import json
 import pandas as pd
 import streamlit as st
 
-from winnow.service import readout
+from winnow.service.engine import readout
 from winnow.service.store import StoreError
-from winnow.service.tables import SearchRow, TrialRow
+from winnow.service.store.tables import SearchRow, TrialRow
 from winnow.ui import charts, nav, queries, source
 from winnow.ui.recipe import architecture, axis_tables
 

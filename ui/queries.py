@@ -17,7 +17,7 @@ from sqlalchemy import JSON, Integer, cast, distinct, func, or_, select, type_co
 from sqlalchemy.dialects import postgresql
 
 from winnow.service.store import Store
-from winnow.service.tables import SearchRow, TrialRow
+from winnow.service.store.tables import SearchRow, TrialRow
 
 DONE = ("ok", "duplicate")  # a result the front may use (readout's "completed")
 # Axes the table filters on, and their paths in a candidate.

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 
 from winnow.proxies import score_model
-from winnow.proxies.bench import fixed_batches
+from winnow.proxies.batches import fixed_batches
 from winnow.search_space.datasets import load_dataset
 from winnow.search_space.training import (
     evaluate,

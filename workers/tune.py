@@ -10,7 +10,7 @@ work on winnow's recipes::
     )
 
 To propose through winnow's cascade (hashing and proxy screening) instead of Tune's random
-variants, pass ``winnow.service.tune_searcher.WinnowSearcher`` as the ``search_alg``.
+variants, pass ``winnow.service.engine.tune_searcher.WinnowSearcher`` as the ``search_alg``.
 """
 
 from __future__ import annotations

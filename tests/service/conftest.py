@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from winnow.service.api.server import WinnowServer
 from winnow.service.client import Client
-from winnow.service.server import WinnowServer
 
 
 @pytest.fixture

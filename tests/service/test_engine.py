@@ -211,7 +211,7 @@ def test_resume_keeps_finished_trials_and_reruns_only_the_running_one(store):
     store.update_trial(rows[-1].id, status="running")  # as if killed while training it
     # the stored spec is the one resumed: give it the larger budget
     with store.writing() as session:
-        from winnow.service.tables import SearchRow
+        from winnow.service.store.tables import SearchRow
 
         session.get(SearchRow, report.search_id).spec_json = spec.to_json()
     before = {r.id: (r.status, r.metrics_json) for r in rows[:-1]}
@@ -256,7 +256,7 @@ def test_every_sampler_drives_a_two_objective_search(store, sampler):
 def test_non_finite_metrics_are_stored_as_null_so_sql_can_read_them():
     import sqlite3
 
-    from winnow.service.engine import _metrics_json
+    from winnow.service.engine.engine import _metrics_json
 
     text = _metrics_json({"screen.score": float("nan"), "accuracy": 0.5, "x": float("inf")})
     with sqlite3.connect(":memory:") as db:

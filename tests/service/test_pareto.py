@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from winnow.service.pareto import (
+from winnow.service.engine.pareto import (
     crowding_distances,
     domination_counts,
     hypervolume,

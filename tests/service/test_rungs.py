@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from winnow.service.rungs import SuccessiveHalving
+from winnow.service.engine.rungs import SuccessiveHalving
 
 
 def test_top_third_is_promoted_once_enough_results_arrive():

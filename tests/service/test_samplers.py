@@ -7,7 +7,7 @@ import pytest
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState, create_trial
 
-from winnow.service.samplers import SamplerViewStorage, make_study
+from winnow.service.engine.sampling import SamplerViewStorage, make_study
 
 CHOICES = CategoricalDistribution(["a", "b", "c"])
 

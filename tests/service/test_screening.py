@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from winnow.service.screening import ProxyScreen
+from winnow.service.engine.screening import ProxyScreen
 from winnow.service.search_spec import Objective, Screen
 
 ACCURACY = Objective(name="accuracy", direction="maximize")

@@ -252,7 +252,7 @@ def test_dataset_files_are_read_only_under_the_servers_data_roots(make_server, t
 
 
 def test_watchers_beyond_the_limit_are_refused(make_server, tiny_spec, monkeypatch):
-    monkeypatch.setattr("winnow.service.server.WATCHERS", 1)
+    monkeypatch.setattr("winnow.service.api.server.WATCHERS", 1)
     server = make_server()
     with Client(server.address, retries=0) as client:
         search = client.submit(tiny_spec(budget={"max_trials": 50}))

@@ -13,7 +13,7 @@ from sqlalchemy import text
 
 from winnow.search_space.trial import Status, TrialResult
 from winnow.service.store import SqlEquivalenceCache, Store, StoreError, sqlite_url
-from winnow.service.tables import TrialRow, metadata
+from winnow.service.store.tables import TrialRow, metadata
 
 POSTGRES_URL = os.environ.get("WINNOW_TEST_POSTGRES_URL")
 

@@ -17,10 +17,10 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
-from winnow.service.cli_ui import APP, seed_search, streamlit_command
+from winnow.service.cli.ui import APP, seed_search, streamlit_command
 from winnow.service.search_spec import SearchSpec
 from winnow.service.store import Store, sqlite_url
-from winnow.service.tables import TrialRow
+from winnow.service.store.tables import TrialRow
 
 ROOT = Path(__file__).resolve().parents[2]
 NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback, always

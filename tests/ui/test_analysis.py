@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from winnow.service import readout
+from winnow.service.engine import readout
 from winnow.service.search_spec import Objective
 from winnow.ui import analysis, charts, queries
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from winnow.service import readout
+from winnow.service.engine import readout
 from winnow.ui import nav
 
 ROOT = Path(__file__).resolve().parents[2]

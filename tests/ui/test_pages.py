@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-from winnow.service import readout
+from winnow.service.engine import readout
 from winnow.ui import nav
 
 

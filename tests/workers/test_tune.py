@@ -9,8 +9,8 @@ from ray.tune.schedulers import ASHAScheduler
 
 from winnow.search_space.candidate import Candidate
 from winnow.search_space.spec import parse_space
+from winnow.service.engine.tune_searcher import WinnowSearcher
 from winnow.service.search_spec import Screen
-from winnow.service.tune_searcher import WinnowSearcher
 from winnow.workers.tune import to_param_space, train_candidate
 
 # Small MLPs on the digits: a few seconds per trial. 24 recipes in all, so the sampler soon

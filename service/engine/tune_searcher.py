@@ -34,8 +34,8 @@ from winnow.search_space.canonical import structural_hash
 from winnow.search_space.functional_hash import functional_hash
 from winnow.search_space.spec import SearchSpace
 from winnow.search_space.trial import Status, TrialSpec
-from winnow.service.samplers import make_study
-from winnow.service.screening import ProxyScreen
+from winnow.service.engine.sampling import make_study
+from winnow.service.engine.screening import ProxyScreen
 from winnow.service.search_spec import Objective, Screen
 from winnow.workers.run import run_trial
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from winnow.service.pareto import promotion_order
+from winnow.service.engine.pareto import promotion_order
 
 
 class SuccessiveHalving:

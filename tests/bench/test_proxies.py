@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from winnow.proxies import bench
-from winnow.proxies.bench import BenchConfig, rank_correlations, run_proxy_bench, split_indices
+from winnow.bench import proxies as bench
+from winnow.bench.proxies import BenchConfig, rank_correlations, run_proxy_bench, split_indices
 from winnow.proxies.nb201_truth import GroundTruthError, read_nb201_truth, sample_cells
 from winnow.search_space.archs.nb201 import OPS, format_arch
 from winnow.service.cli import main

@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 
 import winnow
-from winnow.service.pareto import pareto_front, search_hypervolume
+from winnow.service.engine.pareto import pareto_front, search_hypervolume
 from winnow.service.search_spec import SearchSpec
-from winnow.service.tables import SearchRow, TrialRow
+from winnow.service.store.tables import SearchRow, TrialRow
 
 
 class UnknownTrialError(LookupError):

@@ -21,11 +21,11 @@ import grpc
 
 from winnow.search_space.datasets import DatasetError
 from winnow.search_space.spec import BUILTIN_SPACES, SpecError
-from winnow.service import readout
-from winnow.service.manager import QueueFullError, SearchManager, ShuttingDownError
+from winnow.service.api.manager import QueueFullError, SearchManager, ShuttingDownError
+from winnow.service.engine import readout
 from winnow.service.search_spec import SearchSpec, parse_search_spec
 from winnow.service.store import StoreError
-from winnow.service.tables import EventRow, SearchRow, TrialRow
+from winnow.service.store.tables import EventRow, SearchRow, TrialRow
 from winnow.v1 import search_pb2 as pb
 from winnow.v1 import search_pb2_grpc
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from winnow.proxies.ensemble import CalibratedEnsemble, rank_ensemble
-from winnow.service.pareto import domination_counts
+from winnow.service.engine.pareto import domination_counts
 from winnow.service.search_spec import Objective, Screen
 
 ProxyValues = Mapping[str, float | None]

@@ -39,6 +39,7 @@ from scipy import stats
 from torch import nn
 from tqdm import tqdm
 
+from winnow.proxies.batches import Batches, fixed_batches
 from winnow.proxies.ensemble import CalibratedEnsemble, rank_ensemble
 from winnow.proxies.nb201_truth import NB201Cell
 from winnow.search_space.archs.nb201 import NB201Network, parse_arch
@@ -47,7 +48,6 @@ from winnow.search_space.training import resolve_device
 
 # score_model's signature: (model, batches, proxies, *, share, seed) -> {name: ProxyScore}
 Scorer = Callable[..., Mapping[str, Any]]
-Batches = list[tuple[torch.Tensor, torch.Tensor]]
 
 
 @dataclass(frozen=True)
@@ -89,27 +89,6 @@ class CellScores:
 
 
 # --- inputs: batches and networks -----------------------------------------------------------
-
-
-def fixed_batches(
-    dataset: Dataset, n_batches: int, batch_size: int, seed: int, device: torch.device | str
-) -> Batches:
-    """``n_batches`` disjoint batches of real training images, drawn once with a seeded
-    generator and normalised but not augmented, so that every cell is scored on the same data."""
-    needed = n_batches * batch_size
-    if needed > len(dataset.train_y):
-        raise ValueError(
-            f"{dataset.name} has {len(dataset.train_y)} training images; "
-            f"{n_batches} batches of {batch_size} need {needed}"
-        )
-    order = torch.randperm(len(dataset.train_y), generator=torch.Generator().manual_seed(seed))
-    chosen = order[:needed]
-    x = dataset.normalize(dataset.train_x[chosen]).to(device)
-    y = dataset.train_y[chosen].to(device)
-    return [
-        (x[k * batch_size : (k + 1) * batch_size], y[k * batch_size : (k + 1) * batch_size])
-        for k in range(n_batches)
-    ]
 
 
 def build_cell(

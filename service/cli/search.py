@@ -111,8 +111,8 @@ def cmd_search_list(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_search(args: argparse.Namespace) -> int:
+    from winnow.bench.search import run_search_bench
     from winnow.search_space.datasets import load_dataset
-    from winnow.service.bench_search import run_search_bench
     from winnow.service.search_spec import Screen
 
     kind, _, path = args.oracle.partition(":")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 
-from winnow.service.bench_hashing import partition_disagreements, run
+from winnow.bench.hashing import partition_disagreements, run
 
 
 def test_partition_disagreements_counts_members_of_mismatched_classes():

@@ -26,8 +26,8 @@ import optuna
 
 from winnow.search_space.spec import parse_space
 from winnow.search_space.trial import Status, TrialResult, TrialSpec
+from winnow.service.api.server import ServerConfig, WinnowServer
 from winnow.service.client import Client
-from winnow.service.server import ServerConfig, WinnowServer
 from winnow.service.store import sqlite_url
 from winnow.workers.executor import Executor
 

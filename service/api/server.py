@@ -21,8 +21,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from winnow.search_space.trial import TrialResult, TrialSpec
-from winnow.service.manager import SearchManager
-from winnow.service.servicer import SearchServicer
+from winnow.service.api.manager import SearchManager
+from winnow.service.api.servicer import SearchServicer
 from winnow.service.store import Store
 from winnow.v1 import search_pb2, search_pb2_grpc
 from winnow.workers import pools

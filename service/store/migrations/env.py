@@ -4,7 +4,7 @@
 from alembic import context
 from sqlalchemy import create_engine
 
-from winnow.service.tables import metadata
+from winnow.service.store.tables import metadata
 
 config = context.config
 

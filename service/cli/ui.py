@@ -13,6 +13,7 @@ trial table's next page. The tests seed their stores with the same function.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import sys
@@ -26,12 +27,13 @@ import numpy as np
 from sqlalchemy import insert
 from sqlalchemy.engine import make_url
 
-from winnow.service.pareto import pareto_front, search_hypervolume
+from winnow.service.engine.pareto import pareto_front, search_hypervolume
 from winnow.service.search_spec import SearchSpec, parse_search_spec
 from winnow.service.store import Store, sqlite_url
-from winnow.service.tables import EventRow, TrialRow
+from winnow.service.store.tables import EventRow, TrialRow
 
-APP = Path(__file__).resolve().parents[1] / "ui" / "app.py"
+# The dashboard script, found as a module (not by a path relative to this file).
+APP = Path(importlib.util.find_spec("winnow.ui.app").origin)
 
 # --- seeding ------------------------------------------------------------------------------------
 

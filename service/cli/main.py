@@ -28,9 +28,9 @@ from winnow.search_space.datasets import DatasetError, load_dataset
 from winnow.search_space.params import CandidateNotInSpaceError
 from winnow.search_space.registry import UnknownNameError
 from winnow.search_space.spec import SearchSpace, SpecError, load_space, parse_space
-from winnow.service.cli_search import add_search_commands
-from winnow.service.cli_service import add_service_commands
-from winnow.service.cli_ui import add_ui_commands
+from winnow.service.cli.search import add_search_commands
+from winnow.service.cli.service import add_service_commands
+from winnow.service.cli.ui import add_ui_commands
 
 USAGE_ERRORS = (
     SpecError,
@@ -182,7 +182,7 @@ def _chosen_proxies(text: str | None) -> tuple[str, ...]:
 
 def cmd_bench_proxies(args: argparse.Namespace) -> int:
     """Rank correlation of each zero-cost proxy (and two ensembles) with NAS-Bench-201 accuracy."""
-    from winnow.proxies.bench import BenchConfig, run_proxy_bench
+    from winnow.bench.proxies import BenchConfig, run_proxy_bench
     from winnow.proxies.nb201_truth import read_nb201_truth, sample_cells
 
     cells = sample_cells(read_nb201_truth(args.nb201), args.sample, args.seed)
@@ -205,7 +205,7 @@ def cmd_bench_proxies(args: argparse.Namespace) -> int:
 
 def cmd_bench_hashing(args: argparse.Namespace) -> int:
     """Structural and functional hash classes, timings and agreement over a space."""
-    from winnow.service.bench_hashing import run
+    from winnow.bench.hashing import run
 
     bits = [int(b) for b in args.mantissa_bits.split(",")] if args.mantissa_bits else []
     out = Path(args.out) if args.out else None

@@ -18,14 +18,14 @@ from optuna.trial import TrialState, create_trial
 
 from winnow.search_space.candidate import Candidate
 from winnow.search_space.canonical import structural_hash
-from winnow.service.tables import TrialRow
+from winnow.service.store.tables import TrialRow
 
 if TYPE_CHECKING:
-    from winnow.service.engine import Engine, Tracked
+    from winnow.service.engine.engine import Engine, Tracked
 
 
 def restore_engine(engine: Engine, rows: list[TrialRow]) -> None:
-    from winnow.service.engine import Tracked
+    from winnow.service.engine.engine import Tracked
 
     ordered = sorted(rows, key=lambda r: (r.number, r.id))
     for number, group in groupby(ordered, key=lambda r: r.number):

@@ -3,7 +3,7 @@
 ``Store(url)`` opens (and migrates to the newest schema with Alembic) a database: a SQLite file
 by default (``sqlite:///path.db``; WAL journal, so readers never block the writer and several
 processes may share it), or PostgreSQL (``postgresql+psycopg://user@host/db``) for searches
-that span machines. Rows are in ``winnow.service.tables``; every write commits at once, so a
+that span machines. Rows are in ``winnow.service.store.tables``; every write commits at once, so a
 process killed at any point loses nothing that was written.
 
 ``SqlEquivalenceCache`` is the hashing issue's ``EquivalenceCache`` on the ``cache_entry``
@@ -30,7 +30,7 @@ from sqlmodel import Session, create_engine, select
 
 from winnow.search_space.equivalence import EquivalenceCache
 from winnow.search_space.trial import TrialResult
-from winnow.service.tables import CacheEntryRow, EventRow, HashMemoRow, SearchRow, TrialRow
+from winnow.service.store.tables import CacheEntryRow, EventRow, HashMemoRow, SearchRow, TrialRow
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 DEFAULT_URL = "sqlite:///runs/winnow.db"

@@ -45,10 +45,10 @@ from winnow.search_space.functional_hash import (
     functional_hash,
 )
 from winnow.search_space.trial import Status, TrialResult, TrialSpec
-from winnow.service.pareto import pareto_front, search_hypervolume
-from winnow.service.rungs import SuccessiveHalving
-from winnow.service.samplers import SamplerViewStorage, make_study
-from winnow.service.screening import ProxyScreen
+from winnow.service.engine.pareto import pareto_front, search_hypervolume
+from winnow.service.engine.rungs import SuccessiveHalving
+from winnow.service.engine.sampling import SamplerViewStorage, make_study
+from winnow.service.engine.screening import ProxyScreen
 from winnow.service.search_spec import SearchSpec
 from winnow.service.store import SqlEquivalenceCache, Store
 from winnow.workers.executor import Executor
@@ -159,7 +159,7 @@ class Engine:
         engine = cls(spec, store, executor, search_id, **kwargs)
         requeued = store.requeue_running(search_id)
         # restore.py needs Engine and Tracked from this module, hence the import here
-        from winnow.service.restore import restore_engine
+        from winnow.service.engine.state import restore_engine
 
         rows = store.trials(search_id)
         restore_engine(engine, rows)

@@ -20,7 +20,7 @@ from typing import Any
 from winnow.service.engine import Engine
 from winnow.service.search_spec import SearchSpec
 from winnow.service.store import Store
-from winnow.service.tables import SearchRow
+from winnow.service.store.tables import SearchRow
 from winnow.workers.executor import Executor
 
 log = logging.getLogger("winnow.server")

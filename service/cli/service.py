@@ -73,7 +73,7 @@ def _token(args: argparse.Namespace) -> str | None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from winnow.service.server import ServerConfig, WinnowServer
+    from winnow.service.api.server import ServerConfig, WinnowServer
 
     _configure_logging(args.log_format)
     config = ServerConfig(
@@ -180,7 +180,7 @@ def _report(info: dict[str, Any], json_output: bool) -> None:
 
 
 def cmd_bench_service(args: argparse.Namespace) -> int:
-    from winnow.service.bench_service import run_service_bench
+    from winnow.bench.service import run_service_bench
 
     if args.trials < args.clients or args.clients < 1:
         raise ValueError("--trials must be at least --clients, and --clients at least 1")
@@ -189,7 +189,7 @@ def cmd_bench_service(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_workers(args: argparse.Namespace) -> int:
-    from winnow.workers.bench import run_workers_bench
+    from winnow.bench.workers import run_workers_bench
 
     if args.trials < 1:
         raise ValueError("--trials must be at least 1")

@@ -1,0 +1,5 @@
+import sys
+
+from winnow.service.cli.main import main
+
+sys.exit(main())
