@@ -1,45 +1,19 @@
 """Plain value types that move between the engine and workers (cf. OSS Vizier's pyvizier).
 
 ``TrialSpec`` is what a worker is asked to do; ``TrialResult`` is what it returns. Neither
-knows about storage or transport.
+knows about storage or transport. ``Status`` and ``Fidelity`` live in ``winnow.records`` (no
+torch) and are re-exported here.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from enum import StrEnum
 from typing import Any
 
+from winnow.records import STAGES, Fidelity, Status
 from winnow.search_space.candidate import Candidate
 
-
-class Status(StrEnum):
-    OK = "ok"
-    FAILED = "failed"
-    PRUNED = "pruned"
-    DUPLICATE = "duplicate"
-
-
-STAGES = ("hash", "costs", "proxy", "supernet", "train")  # costs: static, of the built network
-
-
-@dataclass(frozen=True)
-class Fidelity:
-    """How much evidence an evaluation buys: a stage of the cascade (``STAGES``), and for
-    ``train`` how long (``epochs``, or ``steps`` when set)."""
-
-    stage: str = "train"
-    epochs: int = 1
-    steps: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.stage not in STAGES:
-            raise ValueError(f"unknown stage {self.stage!r}; allowed: {', '.join(STAGES)}")
-
-    def __str__(self) -> str:
-        if self.stage != "train":
-            return self.stage
-        return f"train[{self.steps} steps]" if self.steps else f"train[{self.epochs} epochs]"
+__all__ = ["STAGES", "Fidelity", "Status", "TrialResult", "TrialSpec"]
 
 
 @dataclass(frozen=True)
@@ -59,7 +33,7 @@ class TrialSpec:
 
     @property
     def fidelity(self) -> Fidelity:
-        return Fidelity(self.stage, self.epochs, self.steps)
+        return Fidelity(self.stage, self.epochs, self.steps, self.proxies)
 
 
 @dataclass
