@@ -29,6 +29,7 @@ import yaml
 from tqdm import tqdm
 
 from winnow.search_space.spec import BUILTIN_SPACES
+from winnow.service.api import convert
 from winnow.service.search_spec import SearchSpec, load_search_spec, parse_search_spec
 from winnow.v1 import search_pb2 as pb
 from winnow.v1 import search_pb2_grpc
@@ -37,7 +38,6 @@ RETRYABLE = (grpc.StatusCode.UNAVAILABLE,)
 # Pings on an idle connection, so that a watch on a server that vanished without closing it
 # fails (and reconnects) instead of waiting forever.
 KEEPALIVE = [("grpc.keepalive_time_ms", 30_000), ("grpc.keepalive_timeout_ms", 10_000)]
-TERMINAL = ("finished", "failed", "cancelled")
 
 
 class WinnowError(Exception):
@@ -105,7 +105,7 @@ class Client:
         while True:
             request = pb.ListSearchesRequest(page_size=page_size, page_token=token)
             response = self._call("ListSearches", request)
-            found += [_search_dict(s) for s in response.searches]
+            found += [convert.search_dict(s) for s in response.searches]
             token = response.next_page_token
             if not token:
                 return found
@@ -140,7 +140,9 @@ class Search:
 
     def info(self) -> dict[str, Any]:
         """Name, status, error, spec and progress counters."""
-        return _search_dict(self.client._call("GetSearch", pb.GetSearchRequest(search_id=self.id)))
+        return convert.search_dict(
+            self.client._call("GetSearch", pb.GetSearchRequest(search_id=self.id))
+        )
 
     def watch(self, after_event_id: int = 0, timeout: float | None = None) -> Iterator[Event]:
         """Events as they happen until the search ends; reconnects after a dropped stream or a
@@ -184,14 +186,7 @@ class Search:
         """The front over completed trials: ``{"trial_id", objective values..., "candidate"}``,
         best first on the first objective."""
         front = self.client._call("GetParetoFront", pb.GetParetoFrontRequest(search_id=self.id))
-        return [
-            {
-                "trial_id": p.trial_id,
-                **{name: p.objectives[name] for name in front.objectives},
-                "candidate": json.loads(p.candidate_json),
-            }
-            for p in front.points
-        ]
+        return convert.front_points(front)
 
     def hypervolume(self) -> float:
         request = pb.GetParetoFrontRequest(search_id=self.id)
@@ -212,13 +207,13 @@ class Search:
                 epochs=epochs,
             )
             response = self.client._call("ListTrials", request)
-            rows += [_trial_dict(t) for t in response.trials]
+            rows += [convert.trial_dict(t) for t in response.trials]
             token = response.next_page_token
             if not token:
                 return rows
 
     def cancel(self) -> dict[str, Any]:
-        return _search_dict(
+        return convert.search_dict(
             self.client._call("CancelSearch", pb.CancelSearchRequest(search_id=self.id))
         )
 
@@ -284,57 +279,11 @@ def _error(error: grpc.RpcError) -> WinnowError:
     return WinnowError(error.code().name, error.details() or "")
 
 
-def _progress_dict(progress: pb.Progress) -> dict[str, Any]:
-    return {
-        "trained": progress.trained,
-        "max_trials": progress.max_trials,
-        "proposals": progress.proposals,
-        "cache_hits": progress.cache_hits,
-        "pruned": progress.pruned,
-        "failed": progress.failed,
-        "hypervolume": progress.hypervolume,
-        "best": dict(progress.best),
-    }
-
-
-def _search_dict(search: pb.Search) -> dict[str, Any]:
-    return {
-        "id": search.id,
-        "name": search.name,
-        "status": search.status,
-        "error": search.error or None,
-        "spec": json.loads(search.spec_json) if search.spec_json else None,
-        "created_at": search.created_at,
-        "updated_at": search.updated_at,
-        "progress": _progress_dict(search.progress),
-    }
-
-
-def _trial_dict(trial: pb.Trial) -> dict[str, Any]:
-    return {
-        "row_id": trial.row_id,
-        "trial_id": trial.trial_id,
-        "stage": trial.stage,
-        "epochs": trial.epochs,
-        "rung": trial.rung,
-        "status": trial.status,
-        "candidate": json.loads(trial.candidate_json),
-        "metrics": json.loads(trial.metrics_json),
-        "error": trial.error or None,
-        "reused": trial.reused,
-        "seconds": trial.seconds,
-        "device": trial.device or None,
-        "structural_hash": trial.structural_hash or None,
-        "functional_hash": trial.functional_hash or None,
-        "host": trial.host or None,
-    }
-
-
 def _event(message: pb.SearchEvent) -> Event:
     return Event(
         message.id,
         message.kind,
         message.time,
-        json.loads(message.payload_json or "{}"),
-        _search_dict(message.search),
+        convert.payload(message),
+        convert.search_dict(message.search),
     )

@@ -83,3 +83,65 @@ def test_dependencies_point_one_way():
         for path in (ROOT / folder).rglob("*.py"):
             used = winnow_imports(path) - {folder}
             assert used <= allowed, f"{path.relative_to(ROOT)} imports {sorted(used - allowed)}"
+
+
+def qualified_imports(source: str) -> set[str]:
+    """Every module or name a file imports, in full: ``from a.b import c`` gives ``a.b`` and
+    ``a.b.c`` (``c`` may be a module)."""
+    names = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+    return names
+
+
+TABLES = "winnow.service.store.tables"
+# The engine modules the dashboard may read through: stored results' readout, Pareto arithmetic.
+UI_ENGINE_MODULES = {"readout", "pareto"}
+
+
+def ui_violations(source: str) -> list[str]:
+    """What a dashboard module may not import: SQL (it reads through ``service.store.reads``
+    and the store's record API), the tables, and the engine beyond ``UI_ENGINE_MODULES``."""
+
+    def forbidden(name: str) -> bool:
+        parts = name.split(".")
+        if parts[0] in ("sqlalchemy", "sqlmodel") or name.startswith(TABLES):
+            return True
+        return name.startswith("winnow.service.engine.") and parts[3] not in UI_ENGINE_MODULES
+
+    return [name for name in qualified_imports(source) if forbidden(name)]
+
+
+def test_the_rules_catch_what_they_name():
+    source = (
+        "from winnow.service.store import tables\nfrom sqlalchemy import select\n"
+        "from winnow.service.engine import Engine, readout\nimport winnow.service.engine.state\n"
+    )
+    assert sorted(ui_violations(source)) == [
+        "sqlalchemy",
+        "sqlalchemy.select",
+        "winnow.service.engine.Engine",
+        "winnow.service.engine.state",
+        TABLES,
+    ]
+
+
+def test_ui_reads_through_the_store_api_and_readout_only():
+    for path in (ROOT / "ui").rglob("*.py"):
+        bad = ui_violations(path.read_text())
+        assert not bad, f"{path.relative_to(ROOT)} imports {sorted(bad)}"
+
+
+def test_the_tables_stay_inside_the_store():
+    """ORM rows never leave ``service/store``: everyone else gets records."""
+    store = ROOT / "service" / "store"
+    for folder in [*CODE_FOLDERS, "winnow"]:
+        for path in (ROOT / folder).rglob("*.py"):
+            if path.is_relative_to(store):
+                continue
+            used = {n for n in qualified_imports(path.read_text()) if n.startswith(TABLES)}
+            assert not used, f"{path.relative_to(ROOT)} imports {sorted(used)}"

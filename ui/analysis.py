@@ -1,4 +1,4 @@
-"""What the pages show, computed from the frames that ``queries`` reads: recipes' axes, the
+"""What the pages show, computed from the frames of the store's ``reads``: recipes' axes, the
 front, hypervolume and best-so-far histories, the cascade's funnel, proxy correlations.
 Plain functions of frames and dicts (no Streamlit), so tests call them directly."""
 
@@ -58,23 +58,23 @@ def describe(candidate: dict[str, Any]) -> str:
 
 
 def fidelity_label(stage: str, epochs: int) -> str:
-    """``proxy``, ``train:6``: the key the table filters by (``queries.TableQuery``)."""
+    """``proxy``, ``train:6``: the key the table filters by (``reads.TableQuery``)."""
     return f"{stage}:{epochs}" if stage == "train" else stage
 
 
 def expand(frame: pd.DataFrame, objectives: Sequence[str]) -> pd.DataFrame:
-    """Rows of ``queries.trained`` with their objective values, axes and hover text as columns;
+    """Rows of ``reads.trained`` with their objective values, axes and hover text as columns;
     rows missing an objective are dropped (they cannot be drawn)."""
     if frame.empty:
         return pd.DataFrame(columns=[*frame.columns, *objectives, "fidelity", "recipe"])
-    metrics = [json.loads(text) for text in frame["metrics_json"]]
-    out = frame.drop(columns=["metrics_json", "candidate_json"]).reset_index(drop=True)
+    metrics = list(frame["metrics"])
+    out = frame.drop(columns=["metrics", "candidate"]).reset_index(drop=True)
     for name in objectives:
         out[name] = [float(m[name]) if name in m else np.nan for m in metrics]
     # a candidate's rungs share its JSON: parse and describe each text once
-    unique = {text: json.loads(text) for text in frame["candidate_json"].unique()}
+    unique = {text: json.loads(text) for text in frame["candidate"].unique()}
     per_text = {text: (recipe_axes(c), describe(c)) for text, c in unique.items()}
-    described = [per_text[text] for text in frame["candidate_json"]]
+    described = [per_text[text] for text in frame["candidate"]]
     out = pd.concat([out, pd.DataFrame([axes for axes, _ in described])], axis=1)
     out["fidelity"] = [f"{e} epochs" for e in out["epochs"]]
     out["recipe"] = [text for _, text in described]
@@ -114,7 +114,7 @@ def history(done: pd.DataFrame, objectives: Sequence[Objective]) -> pd.DataFrame
 
 
 def progress(counts: pd.DataFrame, proposals: int, hypervolume_value: float) -> dict[str, Any]:
-    """``readout.progress``'s counters from the grouped counts of ``queries.counts``."""
+    """``readout.progress``'s counters from the grouped counts of ``reads.counts``."""
 
     def rows(mask: pd.Series) -> int:
         return int(counts.loc[mask, "rows"].sum())
@@ -154,7 +154,7 @@ def proxy_table(scores: pd.DataFrame) -> pd.DataFrame:
     """One row per candidate number, one column per proxy metric (``proxy.*``, ``screen.*``)."""
     if scores.empty:
         return pd.DataFrame(columns=["number"])
-    metrics = pd.DataFrame([json.loads(text) for text in scores["metrics_json"]])
+    metrics = pd.DataFrame(list(scores["metrics"]))
     metrics.insert(0, "number", scores["number"].to_numpy())
     keep = ["number", *[c for c in metrics.columns if c.startswith(("proxy.", "screen."))]]
     return metrics[keep].drop_duplicates("number", keep="last")

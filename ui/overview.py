@@ -9,10 +9,8 @@ import pandas as pd
 
 from winnow.service.engine.pareto import search_hypervolume
 from winnow.service.search_spec import SearchSpec
-from winnow.service.store import Store
-from winnow.ui import analysis, queries
-
-TERMINAL = ("finished", "failed", "cancelled")
+from winnow.service.store import Store, reads
+from winnow.ui import analysis
 
 
 def _when(seconds: float | None) -> str:
@@ -20,16 +18,16 @@ def _when(seconds: float | None) -> str:
 
 
 def overview(store: Store) -> pd.DataFrame:
-    searches = queries.search_rows(store)
-    proposals = queries.proposals(store)
-    trained = queries.trained(store)
-    all_counts = queries.counts(store)
+    searches = store.searches()
+    proposals = reads.proposals(store)
+    trained = reads.trained(store)
+    all_counts = reads.counts(store)
     rows = []
     for search in sorted(searches, key=lambda s: s.created_at, reverse=True):
         spec = SearchSpec.model_validate_json(search.spec_json)
         names = [o.name for o in spec.objectives]
         mine = trained[trained["search_id"] == search.id]
-        done = analysis.expand(mine[mine["rung"] == len(spec.strategy.rungs) - 1], names)
+        done = analysis.expand(reads.completed(mine, len(spec.strategy.rungs) - 1), names)
         points = done[names].to_numpy(float)
         counts = all_counts[all_counts["search_id"] == search.id].drop(columns="search_id")
         progress = analysis.progress(counts, proposals.get(search.id, 0), 0.0)
@@ -42,14 +40,14 @@ def overview(store: Store) -> pd.DataFrame:
             {
                 "id": search.id,
                 "name": search.name,
-                "status": search.status,
+                "status": str(search.status),
                 "progress": f"{progress['trained']} / {spec.budget.max_trials} trained",
                 "proposals": progress["proposals"],
                 "completed": len(points),
                 "best": ", ".join(f"{k} {v:,.6g}" for k, v in best.items()),
                 "hypervolume": search_hypervolume(spec.objectives, points.tolist()),
                 "started": _when(search.created_at),
-                "finished": _when(search.updated_at) if search.status in TERMINAL else "",
+                "finished": _when(search.updated_at) if search.ended else "",
             }
         )
     return pd.DataFrame(rows)

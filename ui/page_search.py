@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import streamlit as st
 
+from winnow.records import TERMINAL
 from winnow.service.store import StoreError
 from winnow.ui import nav, search_sections, source, trial_table
-
-LIVE = ("queued", "running")
 
 
 def render(search_id: str) -> None:
@@ -21,7 +20,7 @@ def render(search_id: str) -> None:
         return
     if st.button("← All searches"):
         nav.go()
-    every = source.REFRESH_SECONDS if status in LIVE else None
+    every = None if status in TERMINAL else source.REFRESH_SECONDS
     st.fragment(_body, run_every=every)(search_id)
 
 
@@ -58,7 +57,7 @@ def _counters(data: dict) -> None:
 
 def _cancel(search_id: str, status: str) -> None:
     """Cancelling stops a search for good, so it takes a second, explicit click."""
-    if status not in LIVE:
+    if status in TERMINAL:
         return
     asking = st.session_state.get("confirm-cancel") == search_id
     if not asking:

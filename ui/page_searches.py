@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import streamlit as st
 
+from winnow.records import TERMINAL
 from winnow.ui import nav, source
-
-LIVE = ("queued", "running")
 
 
 def render() -> None:
@@ -16,7 +15,7 @@ def render() -> None:
     if table.empty:
         st.info("No searches in this store yet. Submit one with `winnow submit SPEC.yaml`.")
         return
-    live = bool(table["status"].isin(LIVE).any())
+    live = not table["status"].isin(TERMINAL).all()
     st.fragment(_body, run_every=source.REFRESH_SECONDS if live else None)(url)
 
 

@@ -8,10 +8,10 @@ import json
 import pandas as pd
 import streamlit as st
 
+from winnow.records import SearchRecord, TrialRecord
 from winnow.service.engine import readout
-from winnow.service.store import StoreError
-from winnow.service.store.tables import SearchRow, TrialRow
-from winnow.ui import charts, nav, queries, source
+from winnow.service.store import StoreError, reads
+from winnow.ui import charts, nav, source
 from winnow.ui.recipe import architecture, axis_tables
 
 
@@ -24,13 +24,13 @@ def render(search_id: str, number: int) -> None:
     except StoreError as error:
         st.error(str(error))
         return
-    rows = queries.candidate_rows(db, search_id, number)
+    rows = reads.candidate_trials(db, search_id, number)
     st.title(f"Trial {number}")
     if not rows:
         st.error(f"Search {search.name} ({search_id}) has no trial {number}.")
         return
     st.caption(f"search {search.name} ({search_id})")
-    candidate = json.loads(rows[0].candidate_json)
+    candidate = json.loads(rows[0].candidate)
     _recipe(candidate)
     _metrics(rows)
     _equivalents(db, search_id, number, rows[0])
@@ -46,18 +46,16 @@ def _recipe(candidate: dict) -> None:
     architecture(candidate["architecture"])
 
 
-def _metrics(rows: list[TrialRow]) -> None:
+def _metrics(rows: list[TrialRecord]) -> None:
     st.subheader("Metrics at every fidelity")
     records, curves = [], {}
     for row in rows:
-        metrics = json.loads(row.metrics_json)
         label = row.stage if row.stage != "train" else f"train {row.epochs} epochs"
-        curve = json.loads(row.loss_curve_json)
-        if curve:
-            curves[label] = curve
-        base = {"fidelity": label, "status": row.status, "reused": bool(row.reused)}
+        if row.loss_curve:
+            curves[label] = row.loss_curve
+        base = {"fidelity": label, "status": str(row.status), "reused": bool(row.reused)}
         records.append(
-            base | {"seconds": round(row.seconds, 3)} | metrics | {"error": row.error or ""}
+            base | {"seconds": round(row.seconds, 3)} | row.metrics | {"error": row.error or ""}
         )
     st.dataframe(pd.DataFrame(records), hide_index=True)
     st.subheader("Loss curve")
@@ -67,11 +65,11 @@ def _metrics(rows: list[TrialRow]) -> None:
         st.info("No loss curve stored for this trial.")
 
 
-def _equivalents(db, search_id: str, number: int, row: TrialRow) -> None:
+def _equivalents(db, search_id: str, number: int, row: TrialRecord) -> None:
     st.subheader("Equivalent candidates")
     hashes = {"structural": row.structural_hash, "functional": row.functional_hash}
     st.caption(f"structural hash `{row.structural_hash}` · functional hash `{row.functional_hash}`")
-    same = queries.equivalents(db, search_id, number, hashes)
+    same = reads.equivalents(db, search_id, number, hashes)
     if same.empty:
         st.write("None in this search: no other candidate had the same hashes.")
         return
@@ -91,17 +89,17 @@ def _equivalents(db, search_id: str, number: int, row: TrialRow) -> None:
         nav.go(search_id, int(shown.iloc[event.selection.rows[0]]["trial"]))
 
 
-def export_payload(search: SearchRow, rows: list[TrialRow], number: int) -> tuple[dict, str]:
+def export_payload(search: SearchRecord, rows: list[TrialRecord], number: int) -> tuple[dict, str]:
     """The recipe of a completed trial (as ``winnow export`` writes it); for one that never
     completed, its candidate alone, which is all there is to export."""
     try:
         return readout.recipe(search, rows, number), "recipe"
     except readout.UnknownTrialError:
-        candidate = json.loads(rows[0].candidate_json)
+        candidate = json.loads(rows[0].candidate)
         return {"format": "winnow.candidate/v1", "candidate": candidate}, "candidate"
 
 
-def _export(search: SearchRow, rows: list[TrialRow], number: int) -> None:
+def _export(search: SearchRecord, rows: list[TrialRecord], number: int) -> None:
     st.subheader("Export")
     payload, what = export_payload(search, rows, number)
     st.download_button(

@@ -2,13 +2,14 @@
 
 ``winnow ui`` passes its options in the environment (``WINNOW_UI_DB``, ``WINNOW_UI_SERVER``,
 ``WINNOW_UI_TOKEN``), which Streamlit's ``AppTest`` can set too. With a database URL the pages
-read the store directly in SQL; with only a server, ``mirror`` copies the server's searches into
-a local SQLite file and the pages read that. A server address is also what cancelling needs:
-searches run in the server's process, which only it can stop.
+read that store; with only a server, ``mirror`` copies the server's searches into a local
+SQLite file and the pages read that. A server address is also what cancelling needs: searches
+run in the server's process, which only it can stop.
 
-Reads are cached with ``st.cache_data``, keyed by the search's ``queries.version`` (so a live
-search is re-read as soon as a row changes, and a finished one never), with a short TTL for what
-has no version.
+Every read goes through the store's records and its read API (``winnow.service.store.reads``),
+cached with ``st.cache_data``, keyed by the search's ``reads.version`` (so a live search is
+re-read as soon as a row changes, and a finished one never), with a short TTL for what has no
+version.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ import pandas as pd
 import streamlit as st
 
 from winnow.service.search_spec import SearchSpec
-from winnow.service.store import Store
-from winnow.ui import analysis, queries
+from winnow.service.store import Store, reads
+from winnow.ui import analysis
 
 REFRESH_SECONDS = 3.0  # how often a running search's page re-reads the store
 CACHE_SECONDS = 600  # versioned entries: the key changes when the data does
@@ -68,7 +69,7 @@ def _synced(server: str, token: str | None, url: str) -> str:
 
 
 def version(search_id: str) -> tuple:
-    return queries.version(store(), search_id)
+    return reads.version(store(), search_id)
 
 
 @st.cache_data(ttl=REFRESH_SECONDS, show_spinner=False)
@@ -97,8 +98,8 @@ def search_data(url: str, search_id: str, version: tuple) -> dict[str, Any]:
     the_spec = _spec(search.spec_json)
     trained, history = _results(db, search_id, the_spec)
     last = history.iloc[-1] if len(history) else {}
-    counts = queries.counts(db, search_id)
-    proposals = queries.proposals(db, search_id).get(search_id, 0)
+    counts = reads.counts(db, search_id)
+    proposals = reads.proposals(db, search_id).get(search_id, 0)
     pairs = zip(counts["stage"], counts["epochs"], strict=True)
     return {
         "search": search,
@@ -107,19 +108,19 @@ def search_data(url: str, search_id: str, version: tuple) -> dict[str, Any]:
         "funnel": analysis.funnel(counts, the_spec.strategy.rungs, proposals),
         "trained": trained,
         "history": history,
-        "proxies": analysis.proxy_table(queries.proxy_scores(db, search_id)),
-        "axis_values": queries.axis_values(db, search_id),
+        "proxies": analysis.proxy_table(reads.proxy_scores(db, search_id)),
+        "axis_values": reads.axis_values(db, search_id),
         "fidelities": sorted({analysis.fidelity_label(stage, epochs) for stage, epochs in pairs}),
         "statuses": sorted(set(counts["status"])),
     }
 
 
 def _results(db: Store, search_id: str, the_spec: SearchSpec) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Trained results at every rung with ``on_front`` (the front of the top rung's, which
-    readout calls completed), and the history of the completed ones."""
+    """Trained results at every rung with ``on_front`` (the front of the completed ones), and
+    the history of the completed ones."""
     names = [o.name for o in the_spec.objectives]
-    trained = analysis.expand(queries.trained(db, search_id), names)
-    done = trained[trained["rung"] == len(the_spec.strategy.rungs) - 1].reset_index(drop=True)
+    trained = analysis.expand(reads.trained(db, search_id), names)
+    done = reads.completed(trained, len(the_spec.strategy.rungs) - 1).reset_index(drop=True)
     trained["on_front"] = False
     if not done.empty:
         flags = analysis.front_flags(done[names].to_numpy(float), the_spec.directions)
@@ -128,8 +129,8 @@ def _results(db: Store, search_id: str, the_spec: SearchSpec) -> tuple[pd.DataFr
 
 
 @st.cache_data(ttl=CACHE_SECONDS, max_entries=256, show_spinner=False)
-def trial_page(url: str, search_id: str, version: tuple, query: queries.TableQuery):
-    return queries.trial_page(_store(url), search_id, query)
+def trial_page(url: str, search_id: str, version: tuple, query: reads.TableQuery):
+    return reads.trial_page(_store(url), search_id, query)
 
 
 def cancel(search_id: str) -> str:

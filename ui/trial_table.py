@@ -1,5 +1,5 @@
 """The trial table: one stored row per candidate and fidelity, filtered, sorted and paged in
-SQL (``queries.trial_page``), so a page costs the same with 100 rows or 100,000."""
+SQL (``reads.trial_page``), so a page costs the same with 100 rows or 100,000."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pandas as pd
 import streamlit as st
 
 from winnow.service.search_spec import SearchSpec
+from winnow.service.store.reads import TableQuery
 from winnow.ui import analysis, nav, source
-from winnow.ui.queries import TableQuery
 
 PAGE_SIZE = 50
 SORTS = {
@@ -87,8 +87,8 @@ def _display(rows: pd.DataFrame, objectives: list[str]) -> pd.DataFrame:
     """Readable columns: the fidelity, objectives and axes out of the JSON columns."""
     if rows.empty:
         return pd.DataFrame(columns=["trial", "fidelity", "status", *objectives])
-    metrics = [json.loads(text) for text in rows["metrics_json"]]
-    axes = pd.DataFrame([analysis.recipe_axes(json.loads(c)) for c in rows["candidate_json"]])
+    metrics = rows["metrics"]
+    axes = pd.DataFrame([analysis.recipe_axes(json.loads(c)) for c in rows["candidate"]])
     out = pd.DataFrame(
         {
             "row": rows["id"],

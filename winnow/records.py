@@ -122,9 +122,9 @@ class TrialRecord:
 
 @dataclass(frozen=True)
 class EventRecord:
-    """Something that happened to a search, in order (``id`` grows)."""
+    """Something that happened to a search, in order (``id`` grows; None before it is stored)."""
 
-    id: int
+    id: int | None
     search_id: str
     time: float
     kind: str

@@ -17,15 +17,13 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from winnow.records import SearchRecord, SearchStatus
 from winnow.service.engine import Engine
 from winnow.service.search_spec import SearchSpec
 from winnow.service.store import Store
-from winnow.service.store.tables import SearchRow
 from winnow.workers.executor import Executor
 
 log = logging.getLogger("winnow.server")
-
-UNFINISHED = ("queued", "running")
 
 
 class QueueFullError(RuntimeError):
@@ -59,8 +57,8 @@ class SearchManager:
 
     def start(self) -> None:
         """Queue what a previous server left unfinished (running ones first), start the slots."""
-        rows = [r for r in self.store.searches() if r.status in UNFINISHED]
-        rows.sort(key=lambda r: (r.status != "running", r.created_at))
+        rows = [r for r in self.store.searches() if not r.ended]
+        rows.sort(key=lambda r: (r.status != SearchStatus.RUNNING, r.created_at))
         with self._lock:
             self.pending.extend(r.id for r in rows)
         if rows:
@@ -75,14 +73,14 @@ class SearchManager:
         with self._lock:
             self._stopping = True
             for engine in self.live.values():
-                engine.cancel(status="queued")
+                engine.cancel(status=SearchStatus.QUEUED)
             self._lock.notify_all()
         for thread in self._threads:
             thread.join(timeout)
 
     # --- requests -----------------------------------------------------------------------------
 
-    def submit(self, spec: SearchSpec, request_id: str | None = None) -> tuple[SearchRow, bool]:
+    def submit(self, spec: SearchSpec, request_id: str | None = None) -> tuple[SearchRecord, bool]:
         """Store and queue a search; returns it and whether it is new. A known ``request_id``
         returns the search that request created."""
         if request_id:
@@ -103,15 +101,15 @@ class SearchManager:
                 if existing is not None:
                     return existing, False
             search_id = self.store.create_search(
-                spec.name, spec.task.key, spec.to_json(), status="queued", request_id=request_id
+                spec.name, spec.task.key, spec.to_json(), SearchStatus.QUEUED, request_id
             )
-            self.store.add_event(search_id, "status", {"status": "queued"})
+            self.store.add_event(search_id, "status", {"status": SearchStatus.QUEUED})
             self.pending.append(search_id)
             self._lock.notify()
         log.info("search %s queued (%s)", search_id, spec.name)
         return self.store.search(search_id), True
 
-    def cancel(self, search_id: str) -> SearchRow:
+    def cancel(self, search_id: str) -> SearchRecord:
         """Cancel a queued or running search; a finished one is left as it is."""
         self.store.search(search_id)  # StoreError when unknown
         with self._lock:
@@ -122,7 +120,7 @@ class SearchManager:
                 self.cancel_requested.add(search_id)  # _run cancels it once built
             elif search_id in self.pending:
                 self.pending.remove(search_id)
-                self._end_unstarted(search_id, "cancelled")
+                self._end_unstarted(search_id, SearchStatus.CANCELLED)
         log.info("search %s: cancel requested", search_id)
         return self.store.search(search_id)
 
@@ -157,7 +155,7 @@ class SearchManager:
             with self._lock:
                 self.starting.discard(search_id)
                 self.cancel_requested.discard(search_id)
-            self._end_unstarted(search_id, "failed", f"{type(error).__name__}: {error}")
+            self._end_unstarted(search_id, SearchStatus.FAILED, f"{type(error).__name__}: {error}")
             return
         with self._lock:
             self.starting.discard(search_id)
@@ -166,19 +164,21 @@ class SearchManager:
                 self.cancel_requested.discard(search_id)
                 engine.cancel()
             if self._stopping:
-                engine.cancel(status="queued")
+                engine.cancel(status=SearchStatus.QUEUED)
         log.info("search %s running", search_id)
         try:
             report = engine.run()
             log.info("search %s %s: %d trained", search_id, report.status, report.trained)
         except Exception as error:  # the engine stored the status; watchers need the end
             log.exception("search %s failed", search_id)
-            payload = {"status": "failed", "error": f"{type(error).__name__}: {error}"}
+            payload = {"status": SearchStatus.FAILED, "error": f"{type(error).__name__}: {error}"}
             self.store.add_event(search_id, "search_finished", payload)
         finally:
             with self._lock:
                 self.live.pop(search_id, None)
 
-    def _end_unstarted(self, search_id: str, status: str, error: str | None = None) -> None:
+    def _end_unstarted(
+        self, search_id: str, status: SearchStatus, error: str | None = None
+    ) -> None:
         self.store.set_search_status(search_id, status, error)
         self.store.add_event(search_id, "search_finished", {"status": status, "error": error})

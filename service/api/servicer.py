@@ -19,13 +19,14 @@ from typing import Any
 
 import grpc
 
+from winnow.records import SearchRecord
 from winnow.search_space.datasets import DatasetError
 from winnow.search_space.spec import BUILTIN_SPACES, SpecError
+from winnow.service.api import convert
 from winnow.service.api.manager import QueueFullError, SearchManager, ShuttingDownError
 from winnow.service.engine import readout
 from winnow.service.search_spec import SearchSpec, parse_search_spec
 from winnow.service.store import StoreError
-from winnow.service.store.tables import EventRow, SearchRow, TrialRow
 from winnow.v1 import search_pb2 as pb
 from winnow.v1 import search_pb2_grpc
 
@@ -35,7 +36,6 @@ MAX_SPEC_BYTES = 1 << 20
 PATH_DATASETS = ("npz", "cifar10")  # datasets whose argument is a file or folder to read
 DEFAULT_PAGE, MAX_PAGE = 100, 1000
 WATCH_POLL_SECONDS = 0.2
-TERMINAL = ("finished", "failed", "cancelled")
 
 
 class RequestError(Exception):
@@ -159,7 +159,7 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
         rows = self.store.trials_page(request.search_id, after, size + 1, **filters)
         more = len(rows) > size
         return pb.ListTrialsResponse(
-            trials=[_trial_message(r) for r in rows[:size]],
+            trials=[convert.trial_message(r) for r in rows[:size]],
             next_page_token=str(rows[size - 1].id) if more else "",
         )
 
@@ -167,29 +167,14 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
     def GetParetoFront(self, request: pb.GetParetoFrontRequest, context) -> pb.ParetoFront:
         row = self._search_row(request.search_id)
         spec = SearchSpec.model_validate_json(row.spec_json)
-        front = readout.pareto(spec, self.store.trials(row.id))
-        points = [
-            pb.ParetoPoint(
-                trial_id=p["trial_id"],
-                objectives={name: p[name] for name in front["objectives"]},
-                candidate_json=json.dumps(p["candidate"], sort_keys=True),
-            )
-            for p in front["points"]
-        ]
-        return pb.ParetoFront(
-            objectives=front["objectives"], points=points, hypervolume=front["hypervolume"]
-        )
+        return convert.front_message(readout.pareto(spec, self.store.trials(row.id)))
 
     @_rpc
     def ExportRecipe(self, request: pb.ExportRecipeRequest, context) -> pb.Recipe:
         row = self._search_row(request.search_id)
         trial_id = request.trial_id if request.HasField("trial_id") else None
         recipe = readout.recipe(row, self.store.trials(row.id), trial_id)
-        return pb.Recipe(
-            search_id=row.id,
-            trial_id=recipe["trial_id"],
-            recipe_json=json.dumps(recipe, indent=2, sort_keys=True),
-        )
+        return convert.recipe_message(row.id, recipe)
 
     # --- watching -----------------------------------------------------------------------------
 
@@ -207,7 +192,7 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
         finally:
             self._watchers.release()
 
-    def _watch(self, row: SearchRow, after: int, context) -> Iterator[pb.SearchEvent]:
+    def _watch(self, row: SearchRecord, after: int, context) -> Iterator[pb.SearchEvent]:
         """Stored events after ``after``, then new ones, until the search ends."""
         quiet_while_ended = False
         while context.is_active():
@@ -215,11 +200,11 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
             if events:
                 snapshot = self._search_message(self.store.search(row.id))
                 for event in events:
-                    yield _event_message(event, snapshot)
+                    yield convert.event_message(event, snapshot)
                 after = events[-1].id
                 if any(e.kind == "search_finished" for e in events):
                     return
-            ended = self.store.search(row.id).status in TERMINAL
+            ended = self.store.search(row.id).ended
             # A search that ended without a final event (e.g. run by an older winnow): stop
             # after one more quiet poll, so that an event written with the status is not missed.
             if ended and not events and quiet_while_ended:
@@ -229,7 +214,7 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
 
     # --- helpers ------------------------------------------------------------------------------
 
-    def _search_row(self, search_id: str) -> SearchRow:
+    def _search_row(self, search_id: str) -> SearchRecord:
         if not search_id:
             raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, "field 'search_id' is empty")
         try:
@@ -240,23 +225,14 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
                 f"no search {search_id!r} on this server; `winnow list` shows the searches",
             ) from None
 
-    def _search_message(self, row: SearchRow, with_progress: bool = True) -> pb.Search:
-        message = pb.Search(
-            id=row.id,
-            name=row.name,
-            status=row.status,
-            error=row.error or "",
-            spec_json=row.spec_json,
-            created_at=row.created_at,
-            updated_at=row.updated_at,
-        )
+    def _search_message(self, row: SearchRecord, with_progress: bool = True) -> pb.Search:
+        counts = None
         if with_progress:
             counts = self.manager.progress(row.id)
             if counts is None:
                 spec = SearchSpec.model_validate_json(row.spec_json)
                 counts = readout.progress(spec, self.store.trials(row.id))
-            message.progress.CopyFrom(pb.Progress(**counts))
-        return message
+        return convert.search_message(row, counts)
 
 
 def _parse_spec(text: str) -> SearchSpec:
@@ -331,33 +307,3 @@ def _check_dataset_path(dataset: str, roots: tuple[Path, ...]) -> None:
             grpc.StatusCode.INVALID_ARGUMENT,
             f"field 'task.dataset': {dataset!r} is outside the server's data roots ({allowed})",
         )
-
-
-def _trial_message(row: TrialRow) -> pb.Trial:
-    return pb.Trial(
-        row_id=row.id,
-        trial_id=row.number,
-        stage=row.stage,
-        epochs=row.epochs,
-        rung=row.rung,
-        status=row.status,
-        candidate_json=row.candidate_json,
-        metrics_json=row.metrics_json,
-        error=row.error or "",
-        reused=row.reused,
-        seconds=row.seconds,
-        device=row.device or "",
-        structural_hash=row.structural_hash or "",
-        functional_hash=row.functional_hash or "",
-        host=row.host or "",
-    )
-
-
-def _event_message(event: EventRow, snapshot: pb.Search) -> pb.SearchEvent:
-    return pb.SearchEvent(
-        id=event.id,
-        kind=event.kind,
-        time=event.time,
-        payload_json=event.payload_json,
-        search=snapshot,
-    )

@@ -24,13 +24,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sqlalchemy import insert
 from sqlalchemy.engine import make_url
 
+from winnow.records import EventRecord, TrialRecord
 from winnow.service.engine.pareto import pareto_front, search_hypervolume
 from winnow.service.search_spec import SearchSpec, parse_search_spec
 from winnow.service.store import Store, sqlite_url
-from winnow.service.store.tables import EventRow, TrialRow
 
 # The dashboard script, found as a module (not by a path relative to this file).
 APP = Path(importlib.util.find_spec("winnow.ui.app").origin)
@@ -104,8 +103,8 @@ class _Seeder:
 
     def __init__(self, spec: SearchSpec, search_id: str, rng, start: float) -> None:
         self.spec, self.search_id, self.rng, self.clock = spec, search_id, rng, start
-        self.rows: list[dict[str, Any]] = []
-        self.events: list[dict[str, Any]] = []
+        self.rows: list[TrialRecord] = []
+        self.events: list[EventRecord] = []
         self.scores: list[float] = []
         self.rung0: list[float] = []
         self.done: dict[str, dict] = {}  # top-rung metrics by structural hash
@@ -129,20 +128,20 @@ class _Seeder:
         self.clock += seconds + float(self.rng.exponential(0.05))
         structural = candidate.structural
         self.rows.append(
-            dict(
+            TrialRecord(
+                id=None,
                 search_id=self.search_id,
                 number=number,
                 stage=stage,
                 epochs=epochs,
                 rung=rung,
                 status=status,
-                candidate_json=candidate.json,
+                candidate=candidate.json,
                 candidate_key=candidate.key,
                 structural_hash=structural,
                 functional_hash="f" + structural[:15],
-                params_json="{}",
-                metrics_json=json.dumps({k: v for k, v in metrics.items() if k != "loss_curve"}),
-                loss_curve_json=json.dumps(metrics.get("loss_curve", [])),
+                metrics={k: v for k, v in metrics.items() if k != "loss_curve"},
+                loss_curve=metrics.get("loss_curve", []),
                 error=error,
                 reused=reused,
                 seconds=seconds,
@@ -156,14 +155,7 @@ class _Seeder:
             self.event("trial", {"number": number, "stage": stage, "status": status})
 
     def event(self, kind: str, payload: dict[str, Any]) -> None:
-        self.events.append(
-            dict(
-                search_id=self.search_id,
-                time=self.clock,
-                kind=kind,
-                payload_json=json.dumps(payload),
-            )
-        )
+        self.events.append(EventRecord(None, self.search_id, self.clock, kind, payload))
 
     def propose(self, number: int, candidate) -> None:
         top = len(self.spec.strategy.rungs) - 1
@@ -262,12 +254,12 @@ def seed_search(
             proposal = proposals[int(rng.integers(0, number))]
         seeder.propose(number, proposal)
     if status == "finished":
-        trained = sum(1 for r in seeder.rows if r["stage"] == "train" and not r["reused"])
+        trained = sum(1 for r in seeder.rows if r.stage == "train" and not r.reused)
         hv = search_hypervolume(spec.objectives, seeder.points)
         seeder.event("search_finished", {"status": status, "trained": trained, "hv": hv})
-    with store.writing() as session:
-        session.execute(insert(TrialRow), seeder.rows)
-        session.execute(insert(EventRow), seeder.events)
+    with store.batch():
+        store.add_trials(seeder.rows)
+        store.add_events(seeder.events)
     return search_id
 
 

@@ -24,7 +24,6 @@ included) from the store after any crash: finished trials are kept, running ones
 from __future__ import annotations
 
 import json
-import math
 import threading
 import time
 from collections.abc import Callable
@@ -36,6 +35,7 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState, create_trial
 
+from winnow.records import TrialRecord
 from winnow.search_space.candidate import Candidate
 from winnow.search_space.canonical import structural_hash
 from winnow.search_space.functional_hash import (
@@ -641,21 +641,22 @@ class Engine:
     ) -> int:
         """Insert the candidate's row for one stage; returns its id."""
         now = time.time()
-        row_id = self.store.insert_trial(
-            dict(
+        row_id = self.store.add_trial(
+            TrialRecord(
+                id=None,
                 search_id=self.search_id,
                 number=tracked.number,
                 stage=stage,
                 epochs=epochs,
                 rung=rung,
                 status=status,
-                candidate_json=tracked.candidate.canonical_json(),
+                candidate=tracked.candidate.canonical_json(),
                 candidate_key=tracked.candidate.key,
                 structural_hash=tracked.structural,
                 functional_hash=tracked.functional,
-                params_json=json.dumps(tracked.params),
-                metrics_json=_metrics_json(result.metrics if result else {}),
-                loss_curve_json=json.dumps(result.loss_curve if result else []),
+                params=tracked.params,
+                metrics=result.metrics if result else {},
+                loss_curve=result.loss_curve if result else [],
                 error=result.error if result else None,
                 reused=reused,
                 seconds=result.seconds if result else 0.0,
@@ -674,8 +675,8 @@ class Engine:
         self.store.update_trial(
             row_id,
             status=status,
-            metrics_json=_metrics_json(result.metrics),
-            loss_curve_json=json.dumps(result.loss_curve),
+            metrics=result.metrics,
+            loss_curve=result.loss_curve,
             error=error,
             seconds=result.seconds,
             device=result.device,
@@ -689,15 +690,6 @@ class Engine:
             self.store.add_event(self.search_id, kind, payload)
         if self.on_event is not None:
             self.on_event(kind, payload)
-
-
-def _metrics_json(metrics: dict[str, float]) -> str:
-    """Metrics as JSON, a non-finite number as null: NaN is not JSON, and the SQL JSON functions
-    that read it (SQLite's json_extract, PostgreSQL's json) refuse the whole document."""
-    finite = {
-        k: v if not isinstance(v, float) or math.isfinite(v) else None for k, v in metrics.items()
-    }
-    return json.dumps(finite)
 
 
 def _structural_key(structural: str) -> str:

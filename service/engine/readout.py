@@ -1,10 +1,10 @@
 """What a stored search shows: its progress, Pareto front and exported recipes, read from the
-store's rows alone, so the service answers the same for a live search, a finished one, and one
+store's records alone, so the service answers the same for a live search, a finished one, and one
 whose server restarted.
 
 A *completed* trial is a candidate with a top-rung training row that succeeded (``ok``) or was
-answered from the equivalence cache (``duplicate``); trial ids are candidate numbers within the
-search.
+answered from the equivalence cache (``duplicate``): ``TrialRecord.completed``. Trial ids are
+candidate numbers within the search.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 
 import winnow
+from winnow.records import SearchRecord, TrialRecord
 from winnow.service.engine.pareto import pareto_front, search_hypervolume
 from winnow.service.search_spec import SearchSpec
-from winnow.service.store.tables import SearchRow, TrialRow
 
 
 class UnknownTrialError(LookupError):
@@ -29,24 +29,24 @@ class UnknownTrialError(LookupError):
 class Completed:
     trial_id: int
     values: list[float]
-    row: TrialRow
+    row: TrialRecord
 
 
-def completed_trials(spec: SearchSpec, rows: list[TrialRow]) -> list[Completed]:
+def completed_trials(spec: SearchSpec, rows: list[TrialRecord]) -> list[Completed]:
     """The search's completed trials in completion order (see the module docstring)."""
     top = len(spec.strategy.rungs) - 1
     names = [o.name for o in spec.objectives]
     done = []
     for row in rows:
-        if row.stage != "train" or row.rung != top or row.status not in ("ok", "duplicate"):
+        if not row.completed(top):
             continue
-        metrics = json.loads(row.metrics_json)
+        metrics = row.metrics
         if all(metrics.get(name) is not None for name in names):
             done.append(Completed(row.number, [float(metrics[n]) for n in names], row))
     return done
 
 
-def progress(spec: SearchSpec, rows: list[TrialRow]) -> dict[str, Any]:
+def progress(spec: SearchSpec, rows: list[TrialRecord]) -> dict[str, Any]:
     """The same counters as ``Engine.progress``, from rows."""
     numbers = {row.number for row in rows}
     train = [row for row in rows if row.stage == "train" and not row.reused]
@@ -71,7 +71,7 @@ def progress(spec: SearchSpec, rows: list[TrialRow]) -> dict[str, Any]:
     }
 
 
-def pareto(spec: SearchSpec, rows: list[TrialRow]) -> dict[str, Any]:
+def pareto(spec: SearchSpec, rows: list[TrialRecord]) -> dict[str, Any]:
     """``{"objectives", "points": [{"trial_id", objective values..., "candidate"}],
     "hypervolume"}``; points sorted by the first objective, best first."""
     done = completed_trials(spec, rows)
@@ -85,7 +85,7 @@ def pareto(spec: SearchSpec, rows: list[TrialRow]) -> dict[str, Any]:
             {
                 "trial_id": c.trial_id,
                 **{o.name: c.values[k] for k, o in enumerate(spec.objectives)},
-                "candidate": json.loads(c.row.candidate_json),
+                "candidate": json.loads(c.row.candidate),
             }
             for c in front
         ],
@@ -93,7 +93,7 @@ def pareto(spec: SearchSpec, rows: list[TrialRow]) -> dict[str, Any]:
     }
 
 
-def recipe(search: SearchRow, rows: list[TrialRow], trial_id: int | None = None) -> dict:
+def recipe(search: SearchRecord, rows: list[TrialRecord], trial_id: int | None = None) -> dict:
     """The canonical candidate of a completed trial with everything needed to train it again:
     task, epochs, seed, and what it scored. Without ``trial_id``: the front's best on the
     first objective."""
@@ -116,12 +116,12 @@ def recipe(search: SearchRow, rows: list[TrialRow], trial_id: int | None = None)
         "winnow_version": winnow.__version__,
         "search_id": search.id,
         "trial_id": trial_id,
-        "candidate": json.loads(row.candidate_json),
+        "candidate": json.loads(row.candidate),
         "training": {
             "task": spec.task.model_dump(mode="json", exclude_none=True),
             "epochs": row.epochs,
             "seed": spec.seed,
         },
-        "metrics": json.loads(row.metrics_json),
+        "metrics": row.metrics,
         "hashes": {"structural": row.structural_hash, "functional": row.functional_hash},
     }

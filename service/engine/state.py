@@ -1,4 +1,4 @@
-"""Rebuild an engine from its stored rows (``Engine.resume``).
+"""Rebuild an engine from its stored records (``Engine.resume``).
 
 Rows are replayed per candidate in the order they were written: finished rows are kept as they
 are (never re-run); rows a dead process left ``queued``/``running`` go back to the engine's
@@ -10,27 +10,26 @@ state the sampler had been (or would have been) told.
 
 from __future__ import annotations
 
-import json
 from itertools import groupby
 from typing import TYPE_CHECKING
 
 from optuna.trial import TrialState, create_trial
 
+from winnow.records import Status, TrialRecord
 from winnow.search_space.candidate import Candidate
 from winnow.search_space.canonical import structural_hash
-from winnow.service.store.tables import TrialRow
 
 if TYPE_CHECKING:
     from winnow.service.engine.engine import Engine, Tracked
 
 
-def restore_engine(engine: Engine, rows: list[TrialRow]) -> None:
+def restore_engine(engine: Engine, rows: list[TrialRecord]) -> None:
     from winnow.service.engine.engine import Tracked
 
     ordered = sorted(rows, key=lambda r: (r.number, r.id))
     for number, group in groupby(ordered, key=lambda r: r.number):
         group = list(group)
-        candidate = Candidate.from_json(group[0].candidate_json)
+        candidate = Candidate.from_json(group[0].candidate)
         params, distributions = engine.space.to_optuna(candidate)
         structural = group[0].structural_hash or structural_hash(candidate)
         tracked = Tracked(number, candidate, params, distributions, structural)
@@ -42,17 +41,17 @@ def restore_engine(engine: Engine, rows: list[TrialRow]) -> None:
     engine._hypervolume = engine._compute_hypervolume()
 
 
-def _replay(engine: Engine, tracked: Tracked, rows: list[TrialRow]):
+def _replay(engine: Engine, tracked: Tracked, rows: list[TrialRecord]):
     """Apply one candidate's rows; returns its sampler state, values and intermediate value."""
     state, values, intermediate = TrialState.RUNNING, None, None
     needs_training = False
     for row in rows:
-        metrics = json.loads(row.metrics_json)
+        metrics = row.metrics
         if row.stage == "proxy":
             state, needs_training = _replay_proxy(engine, tracked, row, metrics)
             continue
         needs_training = False
-        if row.status in ("queued", "running"):
+        if row.status in (Status.QUEUED, Status.RUNNING):
             engine.requeued.append((tracked, row.rung, row.id))
             state = TrialState.RUNNING
             continue
@@ -62,7 +61,7 @@ def _replay(engine: Engine, tracked: Tracked, rows: list[TrialRow]):
     return state, values, intermediate
 
 
-def _replay_proxy(engine: Engine, tracked: Tracked, row: TrialRow, metrics: dict):
+def _replay_proxy(engine: Engine, tracked: Tracked, row: TrialRecord, metrics: dict):
     if engine.screen is not None and row.status in ("ok", "pruned"):
         proxies = engine.spec.strategy.screen.proxies
         engine.screen.add(tracked.number, {p: metrics.get(f"proxy.{p}") for p in proxies})
@@ -75,7 +74,7 @@ def _replay_proxy(engine: Engine, tracked: Tracked, row: TrialRow, metrics: dict
     return TrialState.RUNNING, True
 
 
-def _replay_train(engine: Engine, tracked: Tracked, row: TrialRow, metrics: dict):
+def _replay_train(engine: Engine, tracked: Tracked, row: TrialRecord, metrics: dict):
     if row.reused:
         engine.counts["cache_hits"] += 1
         values = engine._values(metrics)

@@ -3,34 +3,39 @@
 ``Store(url)`` opens (and migrates to the newest schema with Alembic) a database: a SQLite file
 by default (``sqlite:///path.db``; WAL journal, so readers never block the writer and several
 processes may share it), or PostgreSQL (``postgresql+psycopg://user@host/db``) for searches
-that span machines. Rows are in ``winnow.service.store.tables``; every write commits at once, so a
-process killed at any point loses nothing that was written.
+that span machines. Every write commits at once, so a process killed at any point loses
+nothing that was written.
 
-``SqlEquivalenceCache`` is the hashing issue's ``EquivalenceCache`` on the ``cache_entry``
-table, shared by every search on the same task.
+The tables (``tables``) never leave this package: reads return ``winnow.records`` values and
+writes take them, converted in one place (``convert``). The dashboard's aggregate and paged
+reads are in ``reads``; the equivalence cache on the same database is in ``cache``.
 """
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 import uuid
-from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import bindparam, delete, event, insert, update
+from sqlalchemy import bindparam, delete, event, insert, select, update
 from sqlalchemy.engine import Engine, make_url
-from sqlmodel import Session, create_engine, select
+from sqlmodel import Session, create_engine
 
-from winnow.search_space.equivalence import EquivalenceCache
-from winnow.search_space.trial import TrialResult
-from winnow.service.store.tables import CacheEntryRow, EventRow, HashMemoRow, SearchRow, TrialRow
+from winnow.records import EventRecord, SearchRecord, SearchStatus, Status, TrialRecord
+from winnow.service.store.convert import (
+    EVENTS,
+    SEARCHES,
+    TRIALS,
+    trial_columns,
+    trial_update,
+)
+from winnow.service.store.tables import EventRow, HashMemoRow, SearchRow, TrialRow
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 DEFAULT_URL = "sqlite:///runs/winnow.db"
@@ -140,112 +145,140 @@ class Store:
     def close(self) -> None:
         self.engine.dispose()
 
-    # --- searches -----------------------------------------------------------------------------
+        # --- searches -----------------------------------------------------------------------------
 
     def create_search(
         self,
         name: str,
         task_key: str,
         spec_json: str,
-        status: str = "running",
+        status: SearchStatus = SearchStatus.RUNNING,
         request_id: str | None = None,
     ) -> str:
         now = time.time()
-        row = SearchRow(
-            id=uuid.uuid4().hex[:12],
-            name=name,
-            task_key=task_key,
-            spec_json=spec_json,
-            status=status,
-            created_at=now,
-            updated_at=now,
-            request_id=request_id,
+        search_id = uuid.uuid4().hex[:12]
+        record = SearchRecord(
+            search_id, name, task_key, spec_json, status, None, now, now, request_id
         )
-        self._save(row)
-        return row.id
-
-    def search_by_request(self, request_id: str) -> SearchRow | None:
-        with self.session() as session:
-            query = select(SearchRow).where(SearchRow.request_id == request_id)
-            return session.exec(query).first()
-
-    def searches_page(self, after: tuple[float, str] | None, limit: int) -> list[SearchRow]:
-        """Newest first, starting after the (created_at, id) of the previous page's last row."""
-        with self.session() as session:
-            query = select(SearchRow)
-            if after is not None:
-                created_at, search_id = after
-                query = query.where(
-                    (SearchRow.created_at < created_at)
-                    | ((SearchRow.created_at == created_at) & (SearchRow.id > search_id))
-                )
-            order = (SearchRow.created_at.desc(), SearchRow.id)
-            return list(session.exec(query.order_by(*order).limit(limit)))
-
-    def search(self, search_id: str) -> SearchRow:
-        with self.session() as session:
-            row = session.get(SearchRow, search_id)
-        if row is None:
-            raise StoreError(f"no search {search_id!r} in {self.url}")
-        return row
-
-    def searches(self) -> list[SearchRow]:
-        with self.session() as session:
-            return list(session.exec(select(SearchRow).order_by(SearchRow.created_at)))
-
-    def set_search_status(self, search_id: str, status: str, error: str | None = None) -> None:
         with self.writing() as session:
-            session.execute(
-                update(SearchRow)
-                .where(SearchRow.id == search_id)
-                .values(status=status, error=error, updated_at=time.time())
+            session.execute(insert(_SEARCH), SEARCHES.row(record, with_id=True))
+        return search_id
+
+    def search_by_request(self, request_id: str) -> SearchRecord | None:
+        found = self._searches(select(_SEARCH).where(_SEARCH.c.request_id == request_id))
+        return found[0] if found else None
+
+    def searches_page(self, after: tuple[float, str] | None, limit: int) -> list[SearchRecord]:
+        """Newest first, starting after the (created_at, id) of the previous page's last row."""
+        query, c = select(_SEARCH), _SEARCH.c
+        if after is not None:
+            created_at, search_id = after
+            query = query.where(
+                (c.created_at < created_at) | ((c.created_at == created_at) & (c.id > search_id))
             )
+        return self._searches(query.order_by(c.created_at.desc(), c.id).limit(limit))
+
+    def search(self, search_id: str) -> SearchRecord:
+        found = self._searches(select(_SEARCH).where(_SEARCH.c.id == search_id))
+        if not found:
+            raise StoreError(f"no search {search_id!r} in {self.url}")
+        return found[0]
+
+    def searches(self) -> list[SearchRecord]:
+        return self._searches(select(_SEARCH).order_by(_SEARCH.c.created_at))
+
+    def _searches(self, query: Any) -> list[SearchRecord]:
+        with self.session() as session:
+            return SEARCHES.records(session.execute(query))
+
+    def set_search_status(
+        self, search_id: str, status: SearchStatus, error: str | None = None
+    ) -> None:
+        values = SEARCHES.columns(status=status, error=error, updated_at=time.time())
+        with self.writing() as session:
+            session.execute(update(_SEARCH).where(_SEARCH.c.id == search_id).values(values))
 
     # --- trials -------------------------------------------------------------------------------
 
-    def add_trial(self, row: TrialRow) -> TrialRow:
-        """Insert a row (its ``id`` is set)."""
-        row.id = self.insert_trial(row.model_dump(exclude={"id"}))
-        return row
-
-    def insert_trial(self, columns: dict[str, Any]) -> int:
-        """Insert a trial row given as its columns (all but ``id``); returns its id. The engine
-        writes one per proposal, so this is a prepared Core insert on the session's connection:
-        the ORM's unit of work, or an ``insert().values(...)`` built per row, cost 1.5 ms of the
+    def add_trial(self, record: TrialRecord) -> int:
+        """Insert a trial (its ``id`` is ignored); returns the new row's id. The engine writes
+        one per proposal, so this is a prepared Core insert on the session's connection: the
+        ORM's unit of work, or an ``insert().values(...)`` built per row, cost 1.5 ms of the
         engine's overhead each (and building a ``TrialRow`` first 0.15 ms)."""
         with self.writing() as session:
-            return session.connection().execute(_INSERT_TRIAL, columns).inserted_primary_key[0]
+            result = session.connection().execute(_INSERT_TRIAL, trial_columns(record))
+            return result.inserted_primary_key[0]
 
-    def update_trial(self, row_id: int, **values: Any) -> None:
-        """Set the given columns of one row (a prepared update, as :meth:`add_trial`)."""
+    def add_trials(self, records: Iterable[TrialRecord]) -> None:
+        """Insert many trials in one statement (seeded and copied searches)."""
+        rows = [trial_columns(record) for record in records]
+        if rows:
+            with self.writing() as session:
+                session.execute(insert(_TRIAL), rows)
+
+    def update_trial(self, row_id: int, **fields: Any) -> None:
+        """Set the given fields of one trial (record field names: ``metrics={...}``); a
+        prepared update, as :meth:`add_trial`."""
         with self.writing() as session:
-            session.connection().execute(_UPDATE_TRIAL, {"row_id": row_id, **values})
+            session.connection().execute(
+                _UPDATE_TRIAL, {"row_id": row_id, **trial_update(**fields)}
+            )
 
-    def trials(self, search_id: str) -> list[TrialRow]:
-        """Every row of a search, in the order they were written."""
-        with self.session() as session:
-            query = select(TrialRow).where(TrialRow.search_id == search_id).order_by(TrialRow.id)
-            return list(session.exec(query))
+    def trials(self, search_id: str) -> list[TrialRecord]:
+        """Every trial of a search, in the order they were written."""
+        return self._trials(select(_TRIAL).where(_TRIAL.c.search_id == search_id))
 
     def trials_page(
         self, search_id: str, after_id: int, limit: int, **filters: Any
-    ) -> list[TrialRow]:
-        """Rows with ``id > after_id`` in id order, filtered by equal column values."""
+    ) -> list[TrialRecord]:
+        """Trials with ``id > after_id`` in id order, filtered by equal field values."""
+        query = select(_TRIAL).where(_TRIAL.c.search_id == search_id, _TRIAL.c.id > after_id)
+        for name, value in filters.items():
+            query = query.where(_TRIAL.c[TRIALS.column(name)] == value)
+        return self._trials(query, limit)
+
+    def _trials(self, query: Any, limit: int | None = None) -> list[TrialRecord]:
+        """Read as Core rows, not ORM objects: a record is built from each anyway, and a
+        search's thousands of ORM rows took longer to load than to convert."""
         with self.session() as session:
-            query = select(TrialRow).where(TrialRow.search_id == search_id, TrialRow.id > after_id)
-            for column, value in filters.items():
-                query = query.where(getattr(TrialRow, column) == value)
-            return list(session.exec(query.order_by(TrialRow.id).limit(limit)))
+            return TRIALS.records(session.execute(query.order_by(_TRIAL.c.id).limit(limit)))
 
     def requeue_running(self, search_id: str) -> int:
         """Rows left ``running`` by a process that died go back to ``queued``; returns how many."""
+        c = _TRIAL.c
         with self.writing() as session:
             result = session.execute(
-                update(TrialRow)
-                .where(TrialRow.search_id == search_id, TrialRow.status == "running")
-                .values(status="queued")
+                update(_TRIAL)
+                .where(c.search_id == search_id, c.status == Status.RUNNING.value)
+                .values(status=Status.QUEUED.value)
             )
         return result.rowcount
+
+    def copy_search(self, search: SearchRecord, trials: list[TrialRecord]) -> None:
+        """Replace a search and its trials by a copy (the dashboard's mirror of a server's).
+        Trials keep their ids, and the times a trial was first copied and first copied
+        finished: the copy's own times are the time of copying, as the API sends none."""
+        of_search = _TRIAL.c.search_id == search.id
+        values = SEARCHES.row(search, with_id=True)
+        stamps = select(_TRIAL.c.id, _TRIAL.c.created_at, _TRIAL.c.finished_at).where(of_search)
+        with self.batch(), self.writing() as session:
+            times = {id_: (created, finished) for id_, created, finished in session.execute(stamps)}
+            updated = session.execute(
+                update(_SEARCH).where(_SEARCH.c.id == search.id).values(values)
+            )
+            if updated.rowcount == 0:
+                session.execute(insert(_SEARCH).values(values))
+            session.execute(delete(_TRIAL).where(of_search))
+            if trials:
+                session.execute(insert(_TRIAL), [_first_seen(t, times) for t in trials])
+
+    def forget_searches_except(self, kept: set[str]) -> None:
+        """Delete every other search, its trials and events (a mirror's searches that the
+        server no longer lists)."""
+        with self.writing() as session:
+            session.execute(delete(_EVENT).where(_EVENT.c.search_id.not_in(kept)))
+            session.execute(delete(_TRIAL).where(_TRIAL.c.search_id.not_in(kept)))
+            session.execute(delete(_SEARCH).where(_SEARCH.c.id.not_in(kept)))
 
     # --- functional hashes by structural hash ---------------------------------------------------
 
@@ -256,7 +289,7 @@ class Store:
         functional = self._hash_memo.get((structural, probe))  # one step: threads share it
         if functional is not None:
             return functional
-        with self.session() as session:  # a prepared select: see _FIND_ENTRY
+        with self.session() as session:  # a prepared select
             key = {"k_structural": structural, "k_probe": probe}
             functional = session.connection().execute(_FIND_MEMO, key).scalar_one_or_none()
         if functional is not None:
@@ -266,7 +299,7 @@ class Store:
     def remember_functional_hash(self, structural: str, probe: str, functional: str) -> None:
         values = {"k_structural": structural, "k_probe": probe, "v_functional": functional}
         with self.writing() as session:
-            _upsert(session, _SET_MEMO, _ADD_MEMO, values)
+            upsert(session, _SET_MEMO, _ADD_MEMO, values)
         self._remember_hash(structural, probe, functional)
 
     def _remember_hash(self, structural: str, probe: str, functional: str) -> None:
@@ -279,56 +312,46 @@ class Store:
 
     def add_event(self, search_id: str, kind: str, payload: dict[str, Any] | None = None) -> None:
         """Append an event (a prepared insert: the engine writes one or two per trial)."""
-        values = {"search_id": search_id, "time": time.time(), "kind": kind}
+        record = EventRecord(None, search_id, time.time(), kind, payload or {})
         with self.writing() as session:
-            session.connection().execute(
-                _INSERT_EVENT, values | {"payload_json": json.dumps(payload or {})}
-            )
+            session.connection().execute(_INSERT_EVENT, EVENTS.row(record))
 
-    def events(self, search_id: str, after_id: int = 0) -> list[EventRow]:
+    def add_events(self, records: Iterable[EventRecord]) -> None:
+        """Append many events with their own times, in one statement (seeded searches)."""
+        rows = [EVENTS.row(record) for record in records]
+        if rows:
+            with self.writing() as session:
+                session.execute(insert(_EVENT), rows)
+
+    def events(self, search_id: str, after_id: int = 0) -> list[EventRecord]:
+        c = _EVENT.c
+        query = select(_EVENT).where(c.search_id == search_id, c.id > after_id).order_by(c.id)
         with self.session() as session:
-            query = (
-                select(EventRow)
-                .where(EventRow.search_id == search_id, EventRow.id > after_id)
-                .order_by(EventRow.id)
-            )
-            return list(session.exec(query))
+            return EVENTS.records(session.execute(query))
 
-    def _save(self, row: Any) -> Any:
-        with self.writing() as session:
-            session.add(row)
-        return row
 
+def _first_seen(record: TrialRecord, times: dict[int, tuple[float, float | None]]) -> dict:
+    """A copied trial's columns with the times it was first copied (and first copied finished)
+    when an earlier copy had it (see :meth:`Store.copy_search`)."""
+    columns = TRIALS.row(record, with_id=True)
+    if record.id in times:
+        created, finished = times[record.id]
+        columns["created_at"] = created
+        if record.finished_at is not None:
+            columns["finished_at"] = finished or record.finished_at
+    return columns
+
+
+# The tables as Core tables: reads build records from Core rows, writes take column dicts.
+_SEARCH = SearchRow.__table__  # type: ignore[attr-defined]
+_TRIAL = TrialRow.__table__  # type: ignore[attr-defined]
+_EVENT = EventRow.__table__  # type: ignore[attr-defined]
 
 # Statements built once and run with parameters on the session's connection: the engine
 # writes and looks up every proposal, and building expressions and ORM loads anew cost
 # milliseconds of its overhead each.
-_INSERT_TRIAL = insert(TrialRow.__table__)  # type: ignore[attr-defined]
-# the SET clause is the parameters' other keys
-_UPDATE_TRIAL = update(TrialRow.__table__).where(  # type: ignore[attr-defined]
-    TrialRow.__table__.c.id == bindparam("row_id")  # type: ignore[attr-defined]
-)
-_ENTRY_KEY = (
-    (CacheEntryRow.task == bindparam("k_task"))
-    & (CacheEntryRow.fidelity == bindparam("k_fidelity"))
-    & (CacheEntryRow.hash == bindparam("k_hash"))
-)
-_FIND_ENTRY = select(CacheEntryRow.result_json, CacheEntryRow.uses).where(_ENTRY_KEY)
-_USE_ENTRY = update(CacheEntryRow).where(_ENTRY_KEY).values(uses=CacheEntryRow.uses + 1)
-_FORGET_ENTRY = delete(CacheEntryRow).where(_ENTRY_KEY)
-_SET_ENTRY = (
-    update(CacheEntryRow)
-    .where(_ENTRY_KEY)
-    .values(result_json=bindparam("v_result"), uses=0, created_at=bindparam("v_created"))
-)
-_ADD_ENTRY = insert(CacheEntryRow).values(
-    task=bindparam("k_task"),
-    fidelity=bindparam("k_fidelity"),
-    hash=bindparam("k_hash"),
-    result_json=bindparam("v_result"),
-    uses=0,
-    created_at=bindparam("v_created"),
-)
+_INSERT_TRIAL = insert(_TRIAL)
+_UPDATE_TRIAL = update(_TRIAL).where(_TRIAL.c.id == bindparam("row_id"))  # SET: the other keys
 _MEMO_KEY = (HashMemoRow.structural_hash == bindparam("k_structural")) & (
     HashMemoRow.probe == bindparam("k_probe")
 )
@@ -339,81 +362,12 @@ _ADD_MEMO = insert(HashMemoRow).values(
     probe=bindparam("k_probe"),
     functional_hash=bindparam("v_functional"),
 )
-_INSERT_EVENT = insert(EventRow.__table__)  # type: ignore[attr-defined]
+_INSERT_EVENT = insert(_EVENT)
 
 
-def _upsert(session: Session, set_row: Any, add_row: Any, values: dict[str, Any]) -> None:
+def upsert(session: Session, set_row: Any, add_row: Any, values: dict[str, Any]) -> None:
     """Update the row with this key, or insert it when there is none (in the session's
     transaction; portable, where ``session.merge`` cost a select and an ORM flush)."""
     connection = session.connection()
     if connection.execute(set_row, values).rowcount == 0:
         connection.execute(add_row, values)
-
-
-class SqlEquivalenceCache(EquivalenceCache):
-    """The equivalence cache on the store's ``cache_entry`` table (see ``EquivalenceCache``).
-
-    Hit/miss statistics are this object's (this process's); reuse counts are in the table, so
-    the forgetful rule sees the reuses of every search that shares the store.
-
-    Without forgetting, an entry this object has read or written is answered from memory the
-    next time (up to ``MEMO_ENTRIES``, least recently used dropped): a stored result never
-    changes then, and a search re-proposes the same candidates often (TPE proposed 890 times
-    for 499 different nb201 cells in one search). Such repeat hits are not counted in the
-    table's ``uses``, which only the forgetful rule reads."""
-
-    MEMO_ENTRIES = 50_000
-
-    def __init__(
-        self,
-        store: Store,
-        forget_after: int | None = None,
-        forget_probability: float = 0.0,
-        seed: int = 0,
-    ) -> None:
-        super().__init__(forget_after, forget_probability, seed)
-        self.store = store
-        self._memo: OrderedDict[tuple[str, str, str], TrialResult] | None = (
-            OrderedDict() if forget_after is None and forget_probability == 0 else None
-        )
-
-    def get(self, task: str, fidelity: str, hash_: str) -> TrialResult | None:
-        if self._memo is not None and (task, fidelity, hash_) in self._memo:
-            self._memo.move_to_end((task, fidelity, hash_))
-            self.stats.hits += 1
-            return self._memo[task, fidelity, hash_]
-        result = self._get_stored(task, fidelity, hash_)
-        if result is not None:
-            self._remember(task, fidelity, hash_, result)
-        return result
-
-    def _remember(self, task: str, fidelity: str, hash_: str, result: TrialResult) -> None:
-        if self._memo is not None:
-            self._memo[task, fidelity, hash_] = result
-            if len(self._memo) > self.MEMO_ENTRIES:
-                self._memo.popitem(last=False)
-
-    def _get_stored(self, task: str, fidelity: str, hash_: str) -> TrialResult | None:
-        key = {"k_task": task, "k_fidelity": fidelity, "k_hash": hash_}
-        with self.store.writing() as session:
-            connection = session.connection()
-            found = connection.execute(_FIND_ENTRY, key).first()
-            if found is None:
-                self.stats.misses += 1
-                return None
-            if self._forget_now(found.uses):
-                connection.execute(_FORGET_ENTRY, key)
-                self.stats.forgotten += 1
-                self.stats.misses += 1
-                return None
-            connection.execute(_USE_ENTRY, key)
-        self.stats.hits += 1
-        return TrialResult.from_dict(json.loads(found.result_json))
-
-    def put(self, task: str, fidelity: str, hash_: str, result: TrialResult) -> None:
-        values = {"k_task": task, "k_fidelity": fidelity, "k_hash": hash_}
-        values |= {"v_result": json.dumps(result.to_dict()), "v_created": time.time()}
-        with self.store.writing() as session:  # insert, or replace a forgotten entry's result
-            _upsert(session, _SET_ENTRY, _ADD_ENTRY, values)
-        self._remember(task, fidelity, hash_, result)
-        self.stats.puts += 1

@@ -76,7 +76,7 @@ def test_random_search_trains_its_budget_and_stores_everything(store):
     rows = store.trials(report.search_id)
     assert report.trained == 6 and len(rows) == 6
     assert all(r.status == "ok" and r.stage == "train" for r in rows)
-    best = max(json.loads(r.metrics_json)["accuracy"] for r in rows)
+    best = max(r.metrics["accuracy"] for r in rows)
     assert report.front[0]["accuracy"] == best and report.hypervolume == pytest.approx(best)
     assert store.search(report.search_id).status == "finished"
     kinds = [e.kind for e in store.events(report.search_id)]
@@ -96,7 +96,7 @@ def test_successive_halving_promotes_the_best_third(store):
     assert len(low) + len(high) == 9 and high
     for promoted in high:  # at promotion time it was in the top third of the rung below
         earlier = [r for r in low if r.id < promoted.id]
-        accuracy = {r.number: json.loads(r.metrics_json)["accuracy"] for r in earlier}
+        accuracy = {r.number: r.metrics["accuracy"] for r in earlier}
         ranked = sorted(accuracy, key=lambda n: -accuracy[n])
         assert promoted.number in ranked[: len(ranked) // 3]
     completed = [t for t in engine.study.trials if t.state == TrialState.COMPLETE]
@@ -113,7 +113,7 @@ def test_cascade_screens_with_proxies_and_tells_the_sampler(store):
     proxy_rows = [r for r in store.trials(report.search_id) if r.stage == "proxy"]
     pruned = [r for r in proxy_rows if r.status == "pruned"]
     assert report.pruned == len(pruned) > 0 and report.trained == 6
-    assert all("screen.score" in json.loads(r.metrics_json) for r in pruned)
+    assert all("screen.score" in r.metrics for r in pruned)
     assert all("proxy screen" in r.error for r in pruned)
     states = Counter(t.state for t in engine.study.trials)
     assert states[TrialState.PRUNED] == len(pruned)
@@ -166,7 +166,7 @@ def test_a_reused_result_carries_the_candidates_own_costs(store):
     duplicates = [r for r in store.trials(report.search_id) if r.status == "duplicate"]
     assert duplicates and report.cache_hits == len(duplicates)
     for row in duplicates:
-        metrics, width = json.loads(row.metrics_json), json.loads(row.candidate_json)
+        metrics, width = row.metrics, json.loads(row.candidate)
         width = width["architecture"]["width"]
         assert metrics["params"] == width * 100 + 7  # measured for this candidate
         assert metrics["accuracy"] == pytest.approx(0.5 + width / 1000 + 0.01 + 0.001)
@@ -187,7 +187,7 @@ def test_constraints_prune_at_the_first_fidelity_that_knows(store):
     )
     rows = store.trials(cascade.search_id)
     assert any(r.stage == "proxy" and "violates params" in (r.error or "") for r in rows)
-    trained = [json.loads(r.metrics_json) for r in rows if r.stage == "train"]
+    trained = [r.metrics for r in rows if r.stage == "train"]
     assert all(m["params"] <= 3200 for m in trained)
 
 
@@ -214,12 +214,12 @@ def test_resume_keeps_finished_trials_and_reruns_only_the_running_one(store):
         from winnow.service.store.tables import SearchRow
 
         session.get(SearchRow, report.search_id).spec_json = spec.to_json()
-    before = {r.id: (r.status, r.metrics_json) for r in rows[:-1]}
+    before = {r.id: (r.status, r.metrics) for r in rows[:-1]}
     engine = Engine.resume(store, report.search_id, InProcessExecutor(world))
     assert len(engine.study.trials) == 4 and engine.requeued
     resumed = engine.run()
     after = store.trials(report.search_id)
-    assert {r.id: (r.status, r.metrics_json) for r in after if r.id in before} == before
+    assert {r.id: (r.status, r.metrics) for r in after if r.id in before} == before
     assert resumed.trained == 8 and len(after) == 8
     assert world.calls[("train", rows[-1].candidate_key, 1)] >= 2  # the interrupted one re-ran
     assert all(r.status == "ok" for r in after)
@@ -251,15 +251,3 @@ def test_every_sampler_drives_a_two_objective_search(store, sampler):
     engine, report = run(spec, store, FakeWorld())
     assert report.trained == 4 and report.front and report.hypervolume > 0
     assert all(len(t.values) == 2 for t in engine.study.trials)
-
-
-def test_non_finite_metrics_are_stored_as_null_so_sql_can_read_them():
-    import sqlite3
-
-    from winnow.service.engine.engine import _metrics_json
-
-    text = _metrics_json({"screen.score": float("nan"), "accuracy": 0.5, "x": float("inf")})
-    with sqlite3.connect(":memory:") as db:
-        query = "select json_extract(?, '$.accuracy'), json_extract(?, '$.x')"
-        row = db.execute(query, (text, text))
-        assert row.fetchone() == (0.5, None)

@@ -68,6 +68,6 @@ def test_search_resumes_after_kill_9(tmp_path):
     assert len(after) == 10 and {r.status for r in after} <= {"ok", "failed"}
     for row_id, row in before.items():  # kept exactly as they were: never re-run
         kept = next(r for r in after if r.id == row_id)
-        assert (kept.metrics_json, kept.finished_at) == (row.metrics_json, row.finished_at)
+        assert (kept.metrics, kept.finished_at) == (row.metrics, row.finished_at)
     assert store.search(search_id).status == "finished"
     assert [e.kind for e in store.events(search_id)].count("search_resumed") == 1

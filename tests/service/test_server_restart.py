@@ -4,7 +4,6 @@ resumable."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -43,7 +42,7 @@ def wait_for_ok_rows(store: Store, search_id: str, n: int, process: subprocess.P
 
 def finished_rows(store: Store, search_id: str) -> dict[int, tuple]:
     return {
-        r.id: (r.number, r.stage, r.epochs, r.metrics_json, r.finished_at)
+        r.id: (r.number, r.stage, r.epochs, r.metrics, r.finished_at)
         for r in store.trials(search_id)
         if r.status == "ok"
     }
@@ -94,4 +93,4 @@ def test_sigterm_drains_and_leaves_the_search_resumable(tmp_path, tiny_spec):
     rows = store.trials(search.id)
     assert rows and all(r.status == "ok" for r in rows)  # the running trial finished and stayed
     last = store.events(search.id)[-1]
-    assert last.kind == "search_paused" and json.loads(last.payload_json)["status"] == "queued"
+    assert last.kind == "search_paused" and last.payload["status"] == "queued"

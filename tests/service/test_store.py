@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import os
 import uuid
+from dataclasses import replace
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import text
 
+from winnow.records import TrialRecord
 from winnow.search_space.trial import Status, TrialResult
 from winnow.service.store import SqlEquivalenceCache, Store, StoreError, sqlite_url
-from winnow.service.store.tables import TrialRow, metadata
+from winnow.service.store.tables import metadata
 
 POSTGRES_URL = os.environ.get("WINNOW_TEST_POSTGRES_URL")
 
@@ -30,15 +32,16 @@ def store(request, tmp_path):
     s.close()
 
 
-def _row(search_id: str, number: int, status: str = "running", **extra) -> TrialRow:
-    return TrialRow(
+def _row(search_id: str, number: int, status: str = "running", **extra) -> TrialRecord:
+    return TrialRecord(
+        id=None,
         search_id=search_id,
         number=number,
         stage="train",
         epochs=1,
         rung=0,
         status=status,
-        candidate_json="{}",
+        candidate="{}",
         candidate_key="k",
         structural_hash="s",
         created_at=0.0,
@@ -61,11 +64,12 @@ def test_sqlite_runs_in_wal_mode(tmp_path):
 def test_searches_trials_events_round_trip(store):
     name = f"s-{uuid.uuid4().hex[:6]}"
     search_id = store.create_search(name, "task", '{"x": 1}')
-    row = store.add_trial(_row(search_id, 0))
-    store.update_trial(row.id, status="ok", metrics_json='{"accuracy": 0.5}')
+    row_id = store.add_trial(_row(search_id, 0))
+    store.update_trial(row_id, status="ok", metrics={"accuracy": 0.5})
     store.add_trial(_row(search_id, 1))
     store.add_event(search_id, "trial", {"number": 0})
     assert [r.status for r in store.trials(search_id)] == ["ok", "running"]
+    assert store.trials(search_id)[0].metrics == {"accuracy": 0.5}
     assert store.requeue_running(search_id) == 1
     assert [r.status for r in store.trials(search_id)] == ["ok", "queued"]
     assert [e.kind for e in store.events(search_id)] == ["trial"]
@@ -109,8 +113,8 @@ def test_functional_hash_memo(store):
 
 def test_update_trial_sets_only_the_given_columns(store):
     search_id = store.create_search("u", "task", "{}")
-    first = store.insert_trial(_row(search_id, 0, error="kept").model_dump(exclude={"id"}))
-    second = store.add_trial(_row(search_id, 1)).id
+    first = store.add_trial(_row(search_id, 0, error="kept"))
+    second = store.add_trial(_row(search_id, 1))
     assert second > first
     store.update_trial(first, status="ok", seconds=2.5)
     rows = {r.id: r for r in store.trials(search_id)}
@@ -140,3 +144,19 @@ def test_functional_hashes_persist_beyond_the_store_object(store):
 def test_bad_url_is_a_clear_error():
     with pytest.raises(StoreError, match="cannot open the store"):
         Store("nosuchdialect://x")
+
+
+def test_a_copied_search_keeps_the_times_its_trials_were_first_copied(store):
+    """The dashboard's mirror: each copy replaces the search's trials; a trial keeps the time
+    it was first copied, and the time it was first copied finished."""
+    source = store.search(store.create_search(f"m-{uuid.uuid4().hex[:6]}", "task", "{}"))
+    copy = replace(source, id=uuid.uuid4().hex[:12])
+    running = replace(_row(copy.id, 0), id=10**6, created_at=1.0)
+    store.copy_search(copy, [running])
+    store.copy_search(copy, [replace(running, status="ok", created_at=2.0, finished_at=2.0)])
+    store.copy_search(copy, [replace(running, status="ok", created_at=3.0, finished_at=3.0)])
+    (trial,) = store.trials(copy.id)
+    assert (trial.id, trial.status, trial.created_at, trial.finished_at) == (10**6, "ok", 1.0, 2.0)
+    assert store.search(copy.id) == copy
+    store.forget_searches_except({s.id for s in store.searches()} - {copy.id})
+    assert store.trials(copy.id) == [] and copy.id not in {s.id for s in store.searches()}

@@ -17,10 +17,10 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
+from winnow.records import TrialRecord
 from winnow.service.cli.ui import APP, seed_search, streamlit_command
 from winnow.service.search_spec import SearchSpec
 from winnow.service.store import Store, sqlite_url
-from winnow.service.store.tables import TrialRow
 
 ROOT = Path(__file__).resolve().parents[2]
 NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback, always
@@ -40,7 +40,7 @@ class Seeded:
             self.store.search(search_id or self.search_id).spec_json
         )
 
-    def rows(self, search_id: str | None = None) -> list[TrialRow]:
+    def rows(self, search_id: str | None = None) -> list[TrialRecord]:
         return self.store.trials(search_id or self.search_id)
 
 

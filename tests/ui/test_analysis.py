@@ -8,13 +8,14 @@ import pytest
 
 from winnow.service.engine import readout
 from winnow.service.search_spec import Objective
-from winnow.ui import analysis, charts, queries
+from winnow.service.store import reads
+from winnow.ui import analysis, charts
 
 
 def test_history_ends_at_the_readout_hypervolume_and_best(seeded):
     spec = seeded.spec()
     names = [o.name for o in spec.objectives]
-    trained = analysis.expand(queries.trained(seeded.store, seeded.search_id), names)
+    trained = analysis.expand(reads.trained(seeded.store, seeded.search_id), names)
     done = trained[trained["rung"] == len(spec.strategy.rungs) - 1]
     history = analysis.history(done, spec.objectives)
     progress = readout.progress(spec, seeded.rows())

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from dataclasses import replace
 
 import pytest
 
@@ -50,11 +51,12 @@ def test_search_page_counters_match_the_store(app, seeded):
 
 
 def test_funnel_counts_each_stage_of_the_cascade(seeded):
-    from winnow.ui import analysis, queries
+    from winnow.service.store import reads
+    from winnow.ui import analysis
 
     rows = seeded.rows()
     funnel = analysis.funnel(
-        queries.counts(seeded.store, seeded.search_id),
+        reads.counts(seeded.store, seeded.search_id),
         seeded.spec().strategy.rungs,
         len({r.number for r in rows}),
     )
@@ -106,7 +108,7 @@ def test_trial_table_filters_and_sorts_in_sql(app, seeded):
     expected = [
         r
         for r in rows
-        if r.status == "pruned" and json.loads(r.candidate_json)["normalization"] == "batchnorm"
+        if r.status == "pruned" and json.loads(r.candidate)["normalization"] == "batchnorm"
     ]
     shown = at.dataframe[-1].value
     assert set(shown["status"]) == {"pruned"} and set(shown["normalization"]) == {"batchnorm"}
@@ -116,7 +118,7 @@ def test_trial_table_filters_and_sorts_in_sql(app, seeded):
     at.selectbox(key="t-sort").select("accuracy")
     at.toggle(key="t-desc").set_value(True)
     at.run()
-    best = max(json.loads(r.metrics_json).get("accuracy", 0) for r in rows)
+    best = max(r.metrics.get("accuracy", 0) for r in rows)
     assert at.dataframe[-1].value["accuracy"].iloc[0] == pytest.approx(best)
 
 
@@ -126,11 +128,10 @@ def test_weight_bits_filter_keeps_rows_with_that_width(app, seeded):
     shown = at.dataframe[-1].value
     rows = {r.id: r for r in seeded.rows()}
     for row_id in shown["row"]:
-        bits = json.loads(rows[row_id].candidate_json)["quantization"]["weight_bits"]
+        bits = json.loads(rows[row_id].candidate)["quantization"]["weight_bits"]
         assert 4 in bits.values()
     with_four = sum(
-        4 in json.loads(r.candidate_json)["quantization"]["weight_bits"].values()
-        for r in rows.values()
+        4 in json.loads(r.candidate)["quantization"]["weight_bits"].values() for r in rows.values()
     )
     assert f"{with_four:,} rows" in " ".join(m.value for m in at.markdown)
 
@@ -149,17 +150,17 @@ def test_trial_page_shows_metrics_at_every_fidelity(app, seeded):
     rows = [r for r in seeded.rows() if r.number == number]
     table = next(d.value for d in at.dataframe if "fidelity" in d.value.columns)
     assert len(table) == len(rows)
-    top = json.loads(rows[-1].metrics_json)
+    top = rows[-1].metrics
     assert table["accuracy"].iloc[-1] == pytest.approx(top["accuracy"])
     assert "No loss curve" not in " ".join(i.value for i in at.info)
     layers = next(d.value for d in at.dataframe if "layer" in d.value.columns)
-    depth = json.loads(rows[0].candidate_json)["architecture"]["depth"]
+    depth = json.loads(rows[0].candidate)["architecture"]["depth"]
     assert len(layers) == depth + 1  # hidden layers and the head
 
 
 def test_trial_page_draws_an_nb201_cell(app, seeded):
     at = app(seeded.url, search=seeded.running_id, trial=0)
-    cell = json.loads(seeded.rows(seeded.running_id)[0].candidate_json)["architecture"]["cell"]
+    cell = json.loads(seeded.rows(seeded.running_id)[0].candidate)["architecture"]["cell"]
     dot = at.get("graphviz_chart")[0].proto.spec
     live = [
         e
@@ -176,12 +177,12 @@ def test_trial_page_of_an_unknown_trial_says_so(app, seeded):
 
 
 def test_equivalents_share_a_hash(seeded):
-    from winnow.ui import queries
+    from winnow.service.store import reads
 
     rows = seeded.rows()
     duplicate = next(r for r in rows if r.status == "duplicate")
     hashes = {"structural": duplicate.structural_hash, "functional": duplicate.functional_hash}
-    same = queries.equivalents(seeded.store, seeded.search_id, duplicate.number, hashes)
+    same = reads.equivalents(seeded.store, seeded.search_id, duplicate.number, hashes)
     expected = {
         r.number
         for r in rows
@@ -200,14 +201,14 @@ def test_export_payload_is_the_readout_recipe(seeded):
     assert kind == "recipe" and payload == readout.recipe(search, rows, number)
     pruned = next(r for r in rows if r.status == "pruned")
     payload, kind = export_payload(search, [pruned], pruned.number)
-    assert kind == "candidate" and payload["candidate"] == json.loads(pruned.candidate_json)
+    assert kind == "candidate" and payload["candidate"] == json.loads(pruned.candidate)
 
 
 def test_running_search_page_shows_rows_added_since(app, fresh):
     at = app(fresh.url, search=fresh.running_id)
     before = metrics(at)["proposals"]
     last = fresh.rows(fresh.running_id)[-1]
-    fresh.store.add_trial(last.model_copy(update={"id": None, "number": 10_000}))
+    fresh.store.add_trial(replace(last, id=None, number=10_000))
     at.run()
     assert metrics(at)["proposals"] == before + 1
 
@@ -237,9 +238,9 @@ def test_proxy_correlation_is_over_this_search_trained_candidates(app, seeded):
     proxy = at.selectbox(key="proxy-name").value
     epochs = at.selectbox(key="proxy-ep").value
     rows = seeded.rows()
-    scores = {r.number: json.loads(r.metrics_json).get(proxy) for r in rows if r.stage == "proxy"}
+    scores = {r.number: r.metrics.get(proxy) for r in rows if r.stage == "proxy"}
     pairs = [
-        (scores[r.number], json.loads(r.metrics_json)["accuracy"])
+        (scores[r.number], r.metrics["accuracy"])
         for r in rows
         if r.stage == "train"
         and r.epochs == epochs

@@ -1,6 +1,6 @@
-"""The SQL reads behind the trial table, on SQLite and (when ``WINNOW_TEST_POSTGRES_URL`` is
-set, as in CI) PostgreSQL, where the JSON paths compile differently; checked against plain
-Python over every row."""
+"""The store's reads behind the dashboard (``service/store/reads.py``), on SQLite and (when
+``WINNOW_TEST_POSTGRES_URL`` is set, as in CI) PostgreSQL, where the JSON paths compile
+differently; checked against plain Python over every record."""
 
 from __future__ import annotations
 
@@ -10,9 +10,8 @@ import os
 import pytest
 
 from winnow.service.cli.ui import seed_search
-from winnow.service.store import Store, sqlite_url
-from winnow.ui import queries
-from winnow.ui.queries import TableQuery
+from winnow.service.store import Store, reads, sqlite_url
+from winnow.service.store.reads import TableQuery
 
 POSTGRES_URL = os.environ.get("WINNOW_TEST_POSTGRES_URL")
 
@@ -20,7 +19,7 @@ POSTGRES_URL = os.environ.get("WINNOW_TEST_POSTGRES_URL")
 @pytest.fixture(params=["sqlite", "postgresql"])
 def store_and_search(request, tmp_path):
     if request.param == "sqlite":
-        store = Store(sqlite_url(tmp_path / "queries.db"))
+        store = Store(sqlite_url(tmp_path / "reads.db"))
     elif not POSTGRES_URL:
         pytest.skip("no PostgreSQL server (set WINNOW_TEST_POSTGRES_URL; CI does)")
     else:
@@ -30,11 +29,11 @@ def store_and_search(request, tmp_path):
 
 
 def _all(store, search_id, query: TableQuery) -> list[int]:
-    rows, total = queries.trial_page(store, search_id, query)
+    rows, total = reads.trial_page(store, search_id, query)
     pages = [list(rows["id"])]
     while sum(map(len, pages)) < total:
         page = TableQuery(**{**query.__dict__, "page": len(pages)})
-        pages.append(list(queries.trial_page(store, search_id, page)[0]["id"]))
+        pages.append(list(reads.trial_page(store, search_id, page)[0]["id"]))
     return [i for page in pages for i in page]
 
 
@@ -53,7 +52,7 @@ def test_filters_match_python(store_and_search):
     )
 
     def wanted(row) -> bool:
-        candidate = json.loads(row.candidate_json)
+        candidate = json.loads(row.candidate)
         quant = candidate["quantization"]
         return (
             row.status == "ok"
@@ -72,8 +71,8 @@ def test_sort_by_a_metric_puts_rows_without_it_last(store_and_search):
     rows = store.trials(search_id)
     ordered = _all(store, search_id, TableQuery(sort="metric:accuracy", descending=True))
     with_accuracy = sorted(
-        (r for r in rows if "accuracy" in json.loads(r.metrics_json)),
-        key=lambda r: (-json.loads(r.metrics_json)["accuracy"], r.id),
+        (r for r in rows if "accuracy" in r.metrics),
+        key=lambda r: (-r.metrics["accuracy"], r.id),
     )
     assert ordered[: len(with_accuracy)] == [r.id for r in with_accuracy]
     assert len(ordered) == len(rows)
@@ -81,8 +80,8 @@ def test_sort_by_a_metric_puts_rows_without_it_last(store_and_search):
 
 def test_axis_values_list_what_the_search_used(store_and_search):
     store, search_id = store_and_search
-    candidates = [json.loads(r.candidate_json) for r in store.trials(search_id)]
-    found = queries.axis_values(store, search_id)
+    candidates = [json.loads(r.candidate) for r in store.trials(search_id)]
+    found = reads.axis_values(store, search_id)
     assert found["normalization"] == sorted({c["normalization"] for c in candidates})
     bits = {b for c in candidates for b in c["quantization"]["weight_bits"].values()}
     assert found["weight_bits"] == [str(b) for b in sorted(bits)]
@@ -93,13 +92,25 @@ def test_equivalents_and_counts(store_and_search):
     rows = store.trials(search_id)
     row = next(r for r in rows if r.status == "duplicate")
     hashes = {"structural": row.structural_hash, "functional": row.functional_hash}
-    same = queries.equivalents(store, search_id, row.number, hashes)
+    same = reads.equivalents(store, search_id, row.number, hashes)
     expected = {
         r.number
         for r in rows
         if r.number != row.number and r.structural_hash == row.structural_hash
     }
     assert expected and set(same["number"]) == expected
-    counts = queries.counts(store, search_id)
+    counts = reads.counts(store, search_id)
     assert counts["rows"].sum() == len(rows)
-    assert queries.proposals(store, search_id) == {search_id: len({r.number for r in rows})}
+    assert reads.proposals(store, search_id) == {search_id: len({r.number for r in rows})}
+
+
+def test_completed_rows_in_sql_are_the_records_that_say_completed(store_and_search):
+    """``reads.trained`` + ``reads.completed`` (in SQL) and ``TrialRecord.completed`` agree, at
+    every rung taken as the top one."""
+    store, search_id = store_and_search
+    rows, trained = store.trials(search_id), reads.trained(store, search_id)
+    assert {r.status for r in rows} >= {"ok", "duplicate", "pruned", "failed"}
+    for top in range(-1, max(r.rung for r in rows) + 1):
+        expected = [r.id for r in rows if r.completed(top)]
+        assert sorted(reads.completed(trained, top)["id"]) == expected, top
+    assert any(r.completed(top) for r in rows)

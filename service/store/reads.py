@@ -1,9 +1,12 @@
-"""SQL reads for the dashboard. A search of 10,000 trials has some 16,000 rows: counts are
-SQL aggregates, the trial table is one page at a time (filtered and sorted in SQL), and only the
+"""The dashboard's reads: a search of 10,000 trials has some 16,000 rows, so counts are SQL
+aggregates, the trial table is one page at a time (filtered and sorted in SQL), and only the
 rows that are drawn (trained results, their proxy scores) are read whole.
 
-JSON fields (an axis of ``candidate_json``, a metric in ``metrics_json``) are read with
-SQLAlchemy's JSON paths, which become ``json_extract`` on SQLite and ``#>>`` on PostgreSQL.
+Frames have the ``TrialRecord`` field names as columns, with the record's types: ``candidate``
+is the canonical JSON text (a candidate's rows share it, so a reader parses each text once) and
+``metrics`` the parsed dict. JSON fields inside the text columns (an axis of a candidate, a
+metric) are read with SQLAlchemy's JSON paths, which become ``json_extract`` on SQLite and
+``#>>`` on PostgreSQL.
 """
 
 from __future__ import annotations
@@ -16,10 +19,11 @@ import pandas as pd
 from sqlalchemy import JSON, Integer, cast, distinct, func, or_, select, type_coerce
 from sqlalchemy.dialects import postgresql
 
-from winnow.service.store import Store
-from winnow.service.store.tables import SearchRow, TrialRow
+from winnow.records import Status, TrialRecord
+from winnow.service.store.convert import TRIALS
+from winnow.service.store.sql import Store
+from winnow.service.store.tables import TrialRow
 
-DONE = ("ok", "duplicate")  # a result the front may use (readout's "completed")
 # Axes the table filters on, and their paths in a candidate.
 AXIS_PATHS = {
     "normalization": ("normalization",),
@@ -36,10 +40,22 @@ TABLE_COLUMNS = [
     TrialRow.reused,
     TrialRow.seconds,
     TrialRow.finished_at,
-    TrialRow.candidate_json,
-    TrialRow.metrics_json,
+    TrialRow.candidate_json.label("candidate"),
+    TrialRow.metrics_json.label("metrics"),
     TrialRow.error,
 ]
+
+# The SQL half of ``TrialRecord.completed`` (winnow/records.py), which stays in SQL so that only
+# the rows drawn are read: a training row with a result (``ok``, or ``duplicate``: reused).
+# ``completed`` below adds the rule's other half, the top rung; tests/service/test_reads.py
+# checks that the two select exactly the trials ``TrialRecord.completed`` accepts.
+RESULT_STATUSES = (Status.OK.value, Status.DUPLICATE.value)  # plain strings: drivers bind them
+HAS_RESULT = (TrialRow.stage == "train") & TrialRow.status.in_(RESULT_STATUSES)
+
+
+def completed(trained_rows: pd.DataFrame, top_rung: int) -> pd.DataFrame:
+    """The rows of :func:`trained` that are completed trials (``TrialRecord.completed``)."""
+    return trained_rows[trained_rows["rung"] == top_rung]
 
 
 def _json(store: Store, column: Any) -> Any:
@@ -53,7 +69,10 @@ def _json(store: Store, column: Any) -> Any:
 def _frame(store: Store, query: Any) -> pd.DataFrame:
     with store.session() as session:
         result = session.execute(query)
-        return pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+        frame = pd.DataFrame(result.fetchall(), columns=list(result.keys()))
+    if "metrics" in frame:
+        frame["metrics"] = [json.loads(text) for text in frame["metrics"]]
+    return frame
 
 
 def _of(search_id: str) -> Any:
@@ -67,11 +86,7 @@ def version(store: Store, search_id: str) -> tuple:
     with store.session() as session:
         counts = tuple(session.execute(query.where(_of(search_id))).one())
     search = store.search(search_id)
-    return (*counts, search.status, search.updated_at)
-
-
-def search_rows(store: Store) -> list[SearchRow]:
-    return store.searches()
+    return (*counts, str(search.status), search.updated_at)
 
 
 def counts(store: Store, search_id: str | None = None) -> pd.DataFrame:
@@ -94,9 +109,10 @@ def proposals(store: Store, search_id: str | None = None) -> dict[str, int]:
 
 
 def trained(store: Store, search_id: str | None = None) -> pd.DataFrame:
-    """Training rows with a usable result (``ok`` or ``duplicate``), in completion order."""
+    """Training rows with a result (``HAS_RESULT``) at every rung, in completion order;
+    :func:`completed` keeps the top rung's."""
     columns = [TrialRow.search_id, *TABLE_COLUMNS, TrialRow.structural_hash]
-    query = select(*columns).where(TrialRow.stage == "train", TrialRow.status.in_(DONE))
+    query = select(*columns).where(HAS_RESULT)
     if search_id is not None:
         query = query.where(_of(search_id))
     order = (func.coalesce(TrialRow.finished_at, TrialRow.created_at), TrialRow.id)
@@ -107,7 +123,7 @@ def proxy_scores(store: Store, search_id: str) -> pd.DataFrame:
     """Proxy-stage metrics of the candidates that were trained (the ones a correlation with
     trained accuracy can use)."""
     was_trained = select(TrialRow.number).where(_of(search_id), TrialRow.stage == "train")
-    query = select(TrialRow.number, TrialRow.metrics_json).where(
+    query = select(TrialRow.number, TrialRow.metrics_json.label("metrics")).where(
         _of(search_id), TrialRow.stage == "proxy", TrialRow.number.in_(was_trained)
     )
     return _frame(store, query)
@@ -139,7 +155,7 @@ class TableQuery:
     """One page of the trial table: filters (empty = all), a sort key and the page."""
 
     statuses: tuple[str, ...] = ()
-    fidelities: tuple[str, ...] = ()  # "proxy", "train:6", as :func:`fidelity_label` parses
+    fidelities: tuple[str, ...] = ()  # "proxy", "train:6" (the dashboard's fidelity labels)
     axes: tuple[tuple[str, tuple[str, ...]], ...] = ()
     sort: str = "id"  # a column of the trial table, or "metric:<name>"
     descending: bool = False
@@ -197,11 +213,11 @@ def trial_page(store: Store, search_id: str, q: TableQuery) -> tuple[pd.DataFram
     return _frame(store, page), total
 
 
-def candidate_rows(store: Store, search_id: str, number: int) -> list[TrialRow]:
-    """Every row of one candidate (its proxy row and each rung), in the order written."""
+def candidate_trials(store: Store, search_id: str, number: int) -> list[TrialRecord]:
+    """Every trial of one candidate (its proxy row and each rung), in the order written."""
+    query = select(TrialRow.__table__).where(_of(search_id), TrialRow.number == number)
     with store.session() as session:
-        query = select(TrialRow).where(_of(search_id), TrialRow.number == number)
-        return list(session.scalars(query.order_by(TrialRow.id)))
+        return TRIALS.records(session.execute(query.order_by(TrialRow.id)))
 
 
 def equivalents(store: Store, search_id: str, number: int, hashes: dict[str, str | None]):

@@ -1,0 +1,194 @@
+"""Records <-> the ``winnow.v1`` messages, and messages -> the SDK's dicts: the one place that
+knows the wire's field names (the servicer sends with it, the client reads with it).
+
+Torch-free, as the client needs: it imports only ``json``, ``winnow.records`` and the generated
+code. Empty proto strings stand for None (proto3 has no null); JSON travels as text.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from winnow.records import EventRecord, SearchRecord, SearchStatus, Status, TrialRecord
+from winnow.v1 import search_pb2 as pb
+
+# --- records -> messages (the servicer) -------------------------------------------------------
+
+
+def search_message(search: SearchRecord, progress: dict[str, Any] | None = None) -> pb.Search:
+    """``progress``: ``readout.progress``'s counters, or None for a listing without them."""
+    message = pb.Search(
+        id=search.id,
+        name=search.name,
+        status=str(search.status),
+        error=search.error or "",
+        spec_json=search.spec_json,
+        created_at=search.created_at,
+        updated_at=search.updated_at,
+    )
+    if progress is not None:
+        message.progress.CopyFrom(pb.Progress(**progress))
+    return message
+
+
+def trial_message(trial: TrialRecord) -> pb.Trial:
+    return pb.Trial(
+        row_id=trial.id,
+        trial_id=trial.number,
+        stage=trial.stage,
+        epochs=trial.epochs,
+        rung=trial.rung,
+        status=str(trial.status),
+        candidate_json=trial.candidate,
+        metrics_json=json.dumps(trial.metrics),  # as stored: parsing and dumping keep the text
+        error=trial.error or "",
+        reused=trial.reused,
+        seconds=trial.seconds,
+        device=trial.device or "",
+        structural_hash=trial.structural_hash or "",
+        functional_hash=trial.functional_hash or "",
+        host=trial.host or "",
+    )
+
+
+def event_message(event: EventRecord, snapshot: pb.Search) -> pb.SearchEvent:
+    return pb.SearchEvent(
+        id=event.id,
+        kind=event.kind,
+        time=event.time,
+        payload_json=json.dumps(event.payload),
+        search=snapshot,
+    )
+
+
+def front_message(front: dict[str, Any]) -> pb.ParetoFront:
+    """``readout.pareto``'s front."""
+    points = [
+        pb.ParetoPoint(
+            trial_id=p["trial_id"],
+            objectives={name: p[name] for name in front["objectives"]},
+            candidate_json=json.dumps(p["candidate"], sort_keys=True),
+        )
+        for p in front["points"]
+    ]
+    return pb.ParetoFront(
+        objectives=front["objectives"], points=points, hypervolume=front["hypervolume"]
+    )
+
+
+def recipe_message(search_id: str, recipe: dict[str, Any]) -> pb.Recipe:
+    """``readout.recipe``'s recipe, as the indented JSON that ``winnow export`` writes."""
+    text = json.dumps(recipe, indent=2, sort_keys=True)
+    return pb.Recipe(search_id=search_id, trial_id=recipe["trial_id"], recipe_json=text)
+
+
+# --- messages -> the SDK's dicts (the client) -------------------------------------------------
+
+
+def progress_dict(progress: pb.Progress) -> dict[str, Any]:
+    return {
+        "trained": progress.trained,
+        "max_trials": progress.max_trials,
+        "proposals": progress.proposals,
+        "cache_hits": progress.cache_hits,
+        "pruned": progress.pruned,
+        "failed": progress.failed,
+        "hypervolume": progress.hypervolume,
+        "best": dict(progress.best),
+    }
+
+
+def search_dict(search: pb.Search) -> dict[str, Any]:
+    return {
+        "id": search.id,
+        "name": search.name,
+        "status": search.status,
+        "error": search.error or None,
+        "spec": json.loads(search.spec_json) if search.spec_json else None,
+        "created_at": search.created_at,
+        "updated_at": search.updated_at,
+        "progress": progress_dict(search.progress),
+    }
+
+
+def trial_dict(trial: pb.Trial) -> dict[str, Any]:
+    return {
+        "row_id": trial.row_id,
+        "trial_id": trial.trial_id,
+        "stage": trial.stage,
+        "epochs": trial.epochs,
+        "rung": trial.rung,
+        "status": trial.status,
+        "candidate": json.loads(trial.candidate_json),
+        "metrics": json.loads(trial.metrics_json),
+        "error": trial.error or None,
+        "reused": trial.reused,
+        "seconds": trial.seconds,
+        "device": trial.device or None,
+        "structural_hash": trial.structural_hash or None,
+        "functional_hash": trial.functional_hash or None,
+        "host": trial.host or None,
+    }
+
+
+def front_points(front: pb.ParetoFront) -> list[dict[str, Any]]:
+    return [
+        {
+            "trial_id": p.trial_id,
+            **{name: p.objectives[name] for name in front.objectives},
+            "candidate": json.loads(p.candidate_json),
+        }
+        for p in front.points
+    ]
+
+
+def payload(event: pb.SearchEvent) -> dict[str, Any]:
+    return json.loads(event.payload_json or "{}")
+
+
+# --- the SDK's dicts -> records (the dashboard's mirror of a server) --------------------------
+
+
+def trial_from_dict(search_id: str, trial: dict[str, Any], seen_at: float) -> TrialRecord:
+    """The record of a :func:`trial_dict`. The wire carries no times, params, loss curve or
+    candidate key: ``seen_at`` stands in for the times (finished only when the trial is), the
+    structural hash for the key."""
+    status = Status(trial["status"])
+    return TrialRecord(
+        id=trial["row_id"],
+        search_id=search_id,
+        number=trial["trial_id"],
+        stage=trial["stage"],
+        status=status,
+        # Candidate.canonical_json's spelling: the text the server stored
+        candidate=json.dumps(trial["candidate"], sort_keys=True, separators=(",", ":")),
+        candidate_key=trial["structural_hash"] or "",
+        epochs=trial["epochs"],
+        rung=trial["rung"],
+        structural_hash=trial["structural_hash"],
+        functional_hash=trial["functional_hash"],
+        metrics=trial["metrics"],
+        error=trial["error"],
+        reused=trial["reused"],
+        seconds=trial["seconds"],
+        device=trial["device"],
+        host=trial["host"],
+        created_at=seen_at,
+        finished_at=None if status in (Status.QUEUED, Status.RUNNING) else seen_at,
+    )
+
+
+def search_from_dict(search: dict[str, Any], task_key: str, spec_json: str) -> SearchRecord:
+    """The record of a :func:`search_dict` (its spec's task key and JSON given: computing them
+    needs the spec's model, which this module does not load)."""
+    return SearchRecord(
+        id=search["id"],
+        name=search["name"],
+        task_key=task_key,
+        spec_json=spec_json,
+        status=SearchStatus(search["status"]),
+        error=search["error"],
+        created_at=search["created_at"],
+        updated_at=search["updated_at"],
+    )
