@@ -20,7 +20,9 @@ from typing import Any
 import grpc
 
 from winnow.search_space.datasets import DatasetError
+from winnow.search_space.registry import UnknownNameError
 from winnow.search_space.spec import BUILTIN_SPACES, SpecError
+from winnow.service import export
 from winnow.service.api.manager import QueueFullError, SearchManager, ShuttingDownError
 from winnow.service.engine import readout
 from winnow.service.search_spec import SearchSpec, parse_search_spec
@@ -182,13 +184,15 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
 
     @_rpc
     def ExportRecipe(self, request: pb.ExportRecipeRequest, context) -> pb.Recipe:
+        exporter = _exporter(request.format or export.DEFAULT_FORMAT)
         row = self._search_row(request.search_id)
         trial_id = request.trial_id if request.HasField("trial_id") else None
         recipe = readout.recipe(row, self.store.trials(row.id), trial_id)
         return pb.Recipe(
             search_id=row.id,
             trial_id=recipe["trial_id"],
-            recipe_json=json.dumps(recipe, indent=2, sort_keys=True),
+            recipe_json=export.recipe.to_json(recipe),
+            files=exporter(recipe),
         )
 
     # --- watching -----------------------------------------------------------------------------
@@ -286,6 +290,13 @@ def _parse_spec(text: str) -> SearchSpec:
             "send a space file's content inline (the SDK and CLI do)",
         )
     return parse_search_spec(data)
+
+
+def _exporter(name: str) -> export.Exporter:
+    try:
+        return export.EXPORT_FORMATS.get(name)
+    except UnknownNameError as error:  # names the allowed formats
+        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"field 'format': {error}") from None
 
 
 def _page_size(requested: int) -> int:

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 import winnow
+from winnow.search_space.archs import ArchitectureView, describe
 from winnow.service.engine.pareto import pareto_front, search_hypervolume
 from winnow.service.search_spec import SearchSpec
 from winnow.service.store.tables import SearchRow, TrialRow
@@ -125,3 +126,9 @@ def recipe(search: SearchRow, rows: list[TrialRow], trial_id: int | None = None)
         "metrics": json.loads(row.metrics_json),
         "hashes": {"structural": row.structural_hash, "functional": row.functional_hash},
     }
+
+
+def architecture_view(arch: dict[str, Any]) -> ArchitectureView:
+    """What the dashboard shows of a candidate's architecture: its family's ``describe`` (the
+    dashboard reads through readout, not the search space)."""
+    return describe(arch)
