@@ -12,7 +12,7 @@ from typing import Any
 
 from winnow.search_space.candidate import Candidate
 from winnow.search_space.trial import Status, TrialSpec
-from winnow.workers.pools import make_pool
+from winnow.workers.pools import PoolConfig, make_pool
 
 CANDIDATE = Candidate(
     architecture={"family": "mlp", "depth": 2, "width": 128, "activation": "relu", "dropout": 0.0},
@@ -21,7 +21,7 @@ CANDIDATE = Candidate(
 
 
 def trials_per_second(name: str, workers: int, trials: int) -> float:
-    with make_pool(name, workers) as executor:
+    with make_pool(PoolConfig(name, workers)) as executor:
         warm = [TrialSpec(CANDIDATE, "digits", seed=-1 - k) for k in range(workers)]
         for future in [executor.submit(spec) for spec in warm]:
             future.result()

@@ -57,9 +57,9 @@ HASH_VERSION = 2
 
 @dataclass(frozen=True)
 class Probe:
-    """The fixed inputs of functional hashing. Image families see ``channels x size x size``
-    (convolutional networks compute the same function at any resolution); flat families see
-    ``features`` inputs."""
+    """The fixed inputs of functional hashing. Each family picks its input shape
+    (``Family.probe_shape``): image families see ``channels x size x size`` (convolutional
+    networks compute the same function at any resolution), flat families ``features`` inputs."""
 
     batch: int = 2
     channels: int = 3
@@ -70,7 +70,7 @@ class Probe:
     seed: int = 0
 
     def input_shape(self, family: str) -> tuple[int, ...]:
-        return (self.features,) if family == "mlp" else (self.channels, self.size, self.size)
+        return FAMILIES.get(family).probe_shape(self)
 
 
 def _generator(position: str) -> np.random.Generator:

@@ -39,7 +39,9 @@ class OptimizerEntry:
     ``factory(params, hyperparameters)`` builds it from a complete hyperparameter dict;
     ``defaults`` lists every hyperparameter it takes with its default value; ``needs_hessian``:
     backward must build the graph (``create_graph=True``) so the optimizer can take Hessian-vector
-    products; ``reference``: the paper whose update rule it follows.
+    products (``build_optimizer`` marks the optimizer, and ``backward_and_step`` builds the graph
+    on the steps that refresh its estimate); ``reference``: the paper whose update rule it
+    follows.
     """
 
     name: str
@@ -387,19 +389,24 @@ def build_optimizer(
             f"optimizer {name!r} takes no hyperparameter {', '.join(map(repr, unknown))}; "
             f"allowed: {', '.join(entry.defaults)}"
         )
-    return entry.factory(params, {**entry.defaults, **hyperparameters})
+    optimizer = entry.factory(params, {**entry.defaults, **hyperparameters})
+    optimizer.winnow_needs_hessian = entry.needs_hessian  # read by backward_and_step
+    return optimizer
 
 
 # --- backward + step ----------------------------------------------------------------------------
 
 
 def _refreshes_hessian(optimizer: torch.optim.Optimizer) -> bool:
-    """Whether the coming ``step()`` takes Hessian-vector products through ``p.grad``.
+    """Whether the coming ``step()`` takes Hessian-vector products through ``p.grad``: for an
+    optimizer of an entry that ``needs_hessian`` (marked by ``build_optimizer``), on the steps
+    that refresh its estimate.
 
-    SophiaH refreshes its estimate on steps where (steps taken) % update_period == 0; only those
-    backward passes need ``create_graph=True`` (a double backward costs about one more backward).
+    pytorch_optimizer's Hessian optimizers (SophiaH) refresh on steps where (steps taken) %
+    ``update_period`` == 0; only those backward passes need ``create_graph=True`` (a double
+    backward costs about one more backward).
     """
-    if not isinstance(optimizer, SophiaH):
+    if not getattr(optimizer, "winnow_needs_hessian", False):
         return False
     return optimizer.param_groups[0].get("step", 0) % optimizer.update_period == 0
 

@@ -7,6 +7,7 @@ timm's ``create_norm_layer`` works. Lookups of unknown names fail with the allow
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -35,6 +36,16 @@ class Registry(Generic[T]):
             raise ValueError(f"{self.kind} {name!r} is already registered")
         self._entries[name] = entry
         return entry
+
+    @contextmanager
+    def registered(self, name: str, entry: T) -> Iterator[T]:
+        """``entry`` registered as ``name`` for the ``with`` block only: how a test tries an
+        extra entry through its real caller without leaving it behind for the next test."""
+        self.register(name, entry)
+        try:
+            yield entry
+        finally:
+            del self._entries[name]
 
     def get(self, name: str) -> T:
         try:

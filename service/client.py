@@ -21,7 +21,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import grpc
@@ -217,17 +217,44 @@ class Search:
             self.client._call("CancelSearch", pb.CancelSearchRequest(search_id=self.id))
         )
 
-    def export(self, trial_id: int | None = None, path: str | Path | None = None) -> dict:
-        """The recipe of ``trial_id`` (default: the front's best on the first objective);
-        written as JSON to ``path`` when given."""
-        request = pb.ExportRecipeRequest(search_id=self.id)
+    def export(
+        self,
+        trial_id: int | None = None,
+        path: str | Path | None = None,
+        format: str = "recipe",
+    ) -> dict:
+        """The recipe of ``trial_id`` (default: the front's best on the first objective). With
+        ``path``, the bundle of ``format`` (an export format the server registers; ``recipe``:
+        the recipe as JSON) is written there: a one-file bundle to ``path`` itself, a bundle of
+        several files into the folder ``path``."""
+        request = pb.ExportRecipeRequest(search_id=self.id, format=format)
         if trial_id is not None:
             request.trial_id = trial_id
-        recipe_json = self.client._call("ExportRecipe", request).recipe_json
+        reply = self.client._call("ExportRecipe", request)
         if path is not None:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            Path(path).write_text(recipe_json + "\n")
-        return json.loads(recipe_json)
+            _write_bundle(dict(reply.files), Path(path))
+        return json.loads(reply.recipe_json)
+
+
+def _write_bundle(files: dict[str, bytes], path: Path) -> None:
+    if not files:  # a server from before export formats ignores the format and sends none
+        raise WinnowError("UNIMPLEMENTED", "the server sent no files (older than export formats?)")
+    if len(files) == 1:
+        targets = {path: next(iter(files.values()))}
+    else:
+        targets = {_inside(path, name): data for name, data in files.items()}
+    for target, data in targets.items():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+
+
+def _inside(folder: Path, name: str) -> Path:
+    """``folder / name``, refusing a name that would leave the folder (the server's names are
+    relative paths; trusting them blindly would let a reply write anywhere)."""
+    relative = PurePosixPath(name)
+    if relative.is_absolute() or ".." in relative.parts or not relative.parts:
+        raise WinnowError("INTERNAL", f"the server sent a bundle file outside the folder: {name!r}")
+    return folder.joinpath(*relative.parts)
 
 
 class _ProgressBar:

@@ -18,6 +18,7 @@ from winnow.search_space.candidate import Candidate
 from winnow.service.api.server import ServerConfig, WinnowServer
 from winnow.service.client import Client
 from winnow.service.store import sqlite_url
+from winnow.workers.pools import PoolConfig
 
 # The search `examples/digits-search.yaml` describes (a test keeps the two equal): accuracy
 # against model size with the whole cascade: hashing, proxy screening and two training rungs.
@@ -46,24 +47,26 @@ DEMO_SPEC: dict[str, Any] = {
 }
 
 
+LOCAL = PoolConfig("local")  # the demo's default: local worker processes
+
+
 def run_demo(
     data_dir: Path,
     as_json: bool,
     max_trials: int | None = None,
-    executor: str = "local",
-    workers: int | None = None,
-    ray_address: str | None = None,
+    pool: PoolConfig = LOCAL,
 ) -> int:
     data_dir.mkdir(parents=True, exist_ok=True)
     db_url = sqlite_url(data_dir / "winnow.db")
     spec = DEMO_SPEC | ({"budget": {"max_trials": max_trials}} if max_trials else {})
-    pool = {"executor": executor, "workers": workers, "ray_address": ray_address}
-    config = ServerConfig(db_url, "127.0.0.1:0", max_concurrent_searches=1, **pool)
+    config = ServerConfig(db_url, "127.0.0.1:0", pool, max_concurrent_searches=1)
     server = WinnowServer(config).start()
     say = _stderr if as_json else print
     try:
         with Client(server.address) as client:
-            say(f"winnow demo: server on {server.address}, store {db_url}, executor {executor}")
+            say(
+                f"winnow demo: server on {server.address}, store {db_url}, executor {pool.executor}"
+            )
             search = client.submit(spec)
             say(f"searching digits-joint (search {search.id}); progress on stderr")
             info = search.wait(progress=True)

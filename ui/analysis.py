@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from winnow.service.engine import readout
 from winnow.service.engine.pareto import (
     domination_counts,
     hypervolume,
@@ -42,14 +43,8 @@ def recipe_axes(candidate: dict[str, Any]) -> dict[str, Any]:
 
 def describe(candidate: dict[str, Any]) -> str:
     """One line per axis, for hover text."""
-    arch, opt = candidate.get("architecture", {}), candidate.get("optimizer", {})
-    family = arch.get("family", "?")
-    if family == "mlp":
-        shape = f"mlp {arch.get('depth')}x{arch.get('width')} {arch.get('activation', '')}"
-    elif family == "nb201":
-        shape = f"nb201 {arch.get('cell')} C{arch.get('channels')} N{arch.get('cells_per_stage')}"
-    else:
-        shape = f"{family} depths {arch.get('depths')} kernels {arch.get('kernel_sizes')}"
+    opt = candidate.get("optimizer", {})
+    shape = readout.architecture_view(candidate.get("architecture", {})).summary
     axes = recipe_axes(candidate)
     lr = opt.get("lr")
     optimizer = f"{axes['optimizer']} lr {lr:.2g}" if isinstance(lr, float) else axes["optimizer"]

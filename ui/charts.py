@@ -1,4 +1,4 @@
-"""Plotly figures and the nb201 cell drawing. Every trace of a trained result carries the
+"""Plotly figures. Every trace of a trained result carries the
 candidate number as its first ``customdata`` column: clicking a point opens that trial."""
 
 from __future__ import annotations
@@ -133,21 +133,3 @@ def loss_figure(curves: dict[str, list[float]]) -> go.Figure:
         margin={"l": 10, "r": 10, "t": 10, "b": 10},
     )
     return figure
-
-
-def nb201_dot(cell: str) -> str:
-    """Graphviz source of an nb201 cell ``|op~0|+|op~0|op~1|+|...|``: node j sums one edge
-    from each earlier node i, labelled with its operation; ``none`` edges are left out (they
-    carry nothing) and listed in the caption by the page."""
-    lines = [
-        "digraph cell {",
-        "  rankdir=LR; node [shape=circle, fontname=Helvetica];",
-        "  edge [fontname=Helvetica, fontsize=10];",
-    ]
-    for target, node in enumerate(cell.strip("|").split("|+|"), start=1):
-        for edge in node.split("|"):
-            operation, _, source = edge.partition("~")
-            if operation != "none":
-                lines.append(f'  {source} -> {target} [label="{operation}"];')
-    lines.append("}")
-    return "\n".join(lines)

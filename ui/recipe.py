@@ -1,5 +1,6 @@
-"""A recipe's four axes as small tables, and its network: the nb201 cell as a graph, the
-macro network's stages or the MLP's layers as a table."""
+"""A recipe's four axes as small tables, and its network as its family shows it
+(``readout.architecture_view``: e.g. the nb201 cell as a graph, the macro network's stages or
+the MLP's layers as a table)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from winnow.ui.charts import nb201_dot
+from winnow.service.engine import readout
 
 
 def _pairs(values: dict[str, Any]) -> pd.DataFrame:
@@ -20,7 +21,7 @@ def axis_tables(candidate: dict[str, Any]) -> dict[str, pd.DataFrame]:
     bits = quant.pop("weight_bits", 32)
     bits = bits if isinstance(bits, dict) else {"*": bits}
     quant |= {f"weight bits {slot}": b for slot, b in bits.items()}
-    arch = {k: v for k, v in candidate.get("architecture", {}).items() if k != "cell"}
+    arch = readout.architecture_view(candidate.get("architecture", {})).fields
     return {
         "Architecture": _pairs(arch),
         "Normalization": _pairs({"layer": candidate.get("normalization", "?")}),
@@ -29,47 +30,15 @@ def axis_tables(candidate: dict[str, Any]) -> dict[str, pd.DataFrame]:
     }
 
 
-def stage_table(arch: dict[str, Any]) -> pd.DataFrame:
-    """The macro network's stages: depth, kernel, expand ratio, channels and stride each."""
-    width = arch.get("width_mult", 1.0)
-    return pd.DataFrame(
-        {
-            "stage": range(len(arch["depths"])),
-            "blocks": arch["depths"],
-            "kernel": arch["kernel_sizes"],
-            "expand": arch["expand_ratios"],
-            "channels": [round(c * width) for c in arch.get("base_channels", [])]
-            or [None] * len(arch["depths"]),
-            "stride": arch.get("strides") or [None] * len(arch["depths"]),
-        }
-    )
-
-
-def layer_table(arch: dict[str, Any]) -> pd.DataFrame:
-    """The MLP's hidden layers (then the classifier head)."""
-    depth, width = arch.get("depth", 1), arch.get("width")
-    layers = [f"hidden.{i}" for i in range(depth)] + ["head"]
-    return pd.DataFrame(
-        {
-            "layer": layers,
-            "out features": [width] * depth + ["classes"],
-            "activation": [arch.get("activation", "")] * depth + [""],
-        }
-    )
-
-
 def architecture(arch: dict[str, Any]) -> None:
-    family = arch.get("family")
-    if family == "nb201":
-        st.graphviz_chart(nb201_dot(arch["cell"]))
-        st.caption(
-            f"cell `{arch['cell']}`: node 0 is the cell's input, node 3 its output; "
-            f"`none` edges carry nothing and are not drawn. {arch.get('cells_per_stage')} "
-            f"cells per stage, {arch.get('channels')} channels."
-        )
-    elif family == "macro":
-        st.dataframe(stage_table(arch), hide_index=True)
-    elif family == "mlp":
-        st.dataframe(layer_table(arch), hide_index=True)
-    else:
+    """The family's view of the network: a graph with its caption, or a table (else the raw
+    fields)."""
+    view = readout.architecture_view(arch)
+    if view.graph:
+        st.graphviz_chart(view.graph)
+    if view.table:
+        st.dataframe(pd.DataFrame(view.table), hide_index=True)
+    if view.caption:
+        st.caption(view.caption)
+    if not (view.graph or view.table):
         st.json(arch)

@@ -1,30 +1,70 @@
-"""Worker pools by name, for the server, the demo and the benchmarks.
+"""Executors by name (the ``EXECUTORS`` registry), each built from one ``PoolConfig``: for the
+server, the demo and the benchmarks.
 
 ``local``: ``LocalExecutor``, worker processes of this machine (``workers`` of them; default one
 per GPU, or one per two cores). ``ray``: ``RayExecutor`` on the cluster at ``ray_address``
 (``auto``, ``ray://HOST:PORT``), or on a local Ray of ``workers`` CPUs when no address is given.
-Both import their machinery only when chosen (Ray takes seconds to import).
+``inprocess``: ``InProcessExecutor``, each trial in the thread that submits it (a server's
+searches each train in their own thread). Each imports its machinery only when chosen (Ray
+takes seconds to import).
+
+Adding an executor is one module with an ``Executor`` and one ``EXECUTORS.register`` line here.
 """
 
 from __future__ import annotations
 
-from winnow.workers.executor import Executor
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-POOLS = ("local", "ray")
+from winnow.search_space.registry import Registry
+
+if TYPE_CHECKING:
+    from winnow.workers.executor import Executor
 
 
-def make_pool(
-    name: str,
-    workers: int | None = None,
-    timeout: float | None = None,
-    ray_address: str | None = None,
-) -> Executor:
-    if name == "local":
-        from winnow.workers.local import LocalExecutor
+@dataclass(frozen=True)
+class PoolConfig:
+    """Where a server's (or a benchmark's) trials run; every executor reads what it needs."""
 
-        return LocalExecutor(workers=workers, timeout=timeout)
-    if name == "ray":
-        from winnow.workers.ray_executor import RayExecutor
+    executor: str = "inprocess"  # a name in EXECUTORS
+    workers: int | None = None  # local: processes (default: one per GPU, or cores/2); ray: CPUs
+    timeout: float | None = None  # seconds before a running trial is stopped and failed
+    ray_address: str | None = None  # ray: "auto", "ray://HOST:PORT"; None starts a local Ray
+    max_retries: int = 2  # local, ray: reruns of a trial whose worker died under it
 
-        return RayExecutor(address=ray_address, num_cpus=workers, timeout=timeout)
-    raise ValueError(f"unknown worker pool {name!r}; allowed: {', '.join(POOLS)}")
+
+EXECUTORS: Registry[Callable[[PoolConfig], Executor]] = Registry("executor")
+
+
+@EXECUTORS.register("local")
+def _local(config: PoolConfig) -> Executor:
+    from winnow.workers.local import LocalExecutor
+
+    return LocalExecutor(
+        workers=config.workers, timeout=config.timeout, max_retries=config.max_retries
+    )
+
+
+@EXECUTORS.register("ray")
+def _ray(config: PoolConfig) -> Executor:
+    from winnow.workers.ray_executor import RayExecutor
+
+    return RayExecutor(
+        address=config.ray_address,
+        num_cpus=config.workers,
+        timeout=config.timeout,
+        max_retries=config.max_retries,
+    )
+
+
+@EXECUTORS.register("inprocess")
+def _inprocess(config: PoolConfig) -> Executor:
+    from winnow.workers.executor import InProcessExecutor
+
+    return InProcessExecutor()
+
+
+def make_pool(config: PoolConfig) -> Executor:
+    """The executor ``config.executor`` names (an ``UnknownNameError`` lists the allowed)."""
+    return EXECUTORS.get(config.executor)(config)

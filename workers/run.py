@@ -1,4 +1,6 @@
-"""Run one trial at one fidelity, whatever the stage: the function every executor calls.
+"""Run one trial at one fidelity, whatever the stage: the function every executor calls, and
+the ``TRIAL_STAGES`` registry it looks the stage up in (a stage is one function from
+``TrialSpec`` to ``TrialResult`` that never raises for a bad candidate).
 
 ``train`` trains and tests the candidate (``winnow.search_space.training.evaluate``); ``proxy``
 scores it at initialisation with the zero-cost proxies (``winnow.proxies.score_model``) on fixed
@@ -10,10 +12,12 @@ measures the built network's static costs (params, FLOPs, model bytes, BitOPs) o
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 from winnow.proxies import score_model
 from winnow.proxies.batches import fixed_batches
 from winnow.search_space.datasets import load_dataset
+from winnow.search_space.registry import Registry
 from winnow.search_space.training import (
     evaluate,
     resolve_device,
@@ -26,29 +30,21 @@ PROXY_BATCHES = 2  # ZiCo needs two; the others use the first
 PROXY_BATCH_SIZE = 64
 
 
+TRIAL_STAGES: Registry[Callable[[TrialSpec], TrialResult]] = Registry("trial stage")
+TRIAL_STAGES.register("train", evaluate)
+
+
 def run_trial(spec: TrialSpec) -> TrialResult:
-    if spec.stage == "train":
-        return evaluate(spec)
-    if spec.stage == "proxy":
-        return score_proxies(spec)
-    if spec.stage == "costs":
-        return measure_costs(spec)
-    raise NotImplementedError(f"stage {spec.stage!r} has no worker yet (train, proxy, costs)")
+    """Run ``spec`` with the function registered for its stage. A stage of the cascade that no
+    worker runs (e.g. ``supernet`` until it has one) is a programming error, not a failed
+    trial: it raises ``NotImplementedError``."""
+    if spec.stage not in TRIAL_STAGES:
+        stages = ", ".join(TRIAL_STAGES.names())
+        raise NotImplementedError(f"stage {spec.stage!r} has no worker yet ({stages})")
+    return TRIAL_STAGES.get(spec.stage)(spec)
 
 
-def measure_costs(spec: TrialSpec) -> TrialResult:
-    """The costs stage: no data beyond the task's shapes, no training; never raises."""
-    start = time.perf_counter()
-    try:
-        dataset = load_dataset(spec.dataset)
-        model = spec.candidate.build_model(dataset.num_classes, dataset.input_shape)
-        metrics = {k: float(v) for k, v in static_metrics(model, dataset.input_shape).items()}
-    except Exception as exc:  # a failed candidate must not end the caller's search
-        error = f"{type(exc).__name__}: {exc}"
-        return TrialResult(Status.FAILED, error=error, seconds=time.perf_counter() - start)
-    return TrialResult(Status.OK, metrics, seconds=time.perf_counter() - start)
-
-
+@TRIAL_STAGES.register("proxy")
 def score_proxies(spec: TrialSpec) -> TrialResult:
     """The proxy stage; never raises for a bad candidate."""
     start = time.perf_counter()
@@ -78,3 +74,17 @@ def score_proxies(spec: TrialSpec) -> TrialResult:
         seconds=time.perf_counter() - start,
         device=str(device),
     )
+
+
+@TRIAL_STAGES.register("costs")
+def measure_costs(spec: TrialSpec) -> TrialResult:
+    """The costs stage: no data beyond the task's shapes, no training; never raises."""
+    start = time.perf_counter()
+    try:
+        dataset = load_dataset(spec.dataset)
+        model = spec.candidate.build_model(dataset.num_classes, dataset.input_shape)
+        metrics = {k: float(v) for k, v in static_metrics(model, dataset.input_shape).items()}
+    except Exception as exc:  # a failed candidate must not end the caller's search
+        error = f"{type(exc).__name__}: {exc}"
+        return TrialResult(Status.FAILED, error=error, seconds=time.perf_counter() - start)
+    return TrialResult(Status.OK, metrics, seconds=time.perf_counter() - start)

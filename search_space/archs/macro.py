@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, model_validator
 from torch import nn
 
 from winnow.search_space.activations import make_activation
+from winnow.search_space.archs.base import ArchitectureView, image_probe_shape
 from winnow.search_space.norms import conv2d, make_norm
 from winnow.search_space.params import Chooser, Param, decide, param_values
 
@@ -178,6 +179,26 @@ def positions(model: nn.Module, arch: dict[str, Any]) -> dict[str, str]:
 
 def probe_architecture(arch: dict[str, Any], bits_for: Callable[[str], int]) -> None:
     return None  # no repeated unit to drop: functional hashing probes the network itself
+
+
+probe_shape = image_probe_shape
+
+
+def describe(arch: dict[str, Any]) -> ArchitectureView:
+    """Depths and kernels, and the stages (depth, kernel, expand ratio, channels, stride) as a
+    table."""
+    depths, width = arch["depths"], arch.get("width_mult", 1.0)
+    stages = {
+        "stage": list(range(len(depths))),
+        "blocks": depths,
+        "kernel": arch["kernel_sizes"],
+        "expand": arch["expand_ratios"],
+        "channels": [round(c * width) for c in arch.get("base_channels", [])]
+        or [None] * len(depths),
+        "stride": arch.get("strides") or [None] * len(depths),
+    }
+    summary = f"macro depths {depths} kernels {arch.get('kernel_sizes')}"
+    return ArchitectureView(summary, dict(arch), table=stages)
 
 
 def quant_slots(space: MacroSpace, scope: str) -> list[str]:

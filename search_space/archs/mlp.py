@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict
 from torch import nn
 
 from winnow.search_space.activations import make_activation
+from winnow.search_space.archs.base import ArchitectureView, ProbeSize
 from winnow.search_space.norms import linear, make_norm
 from winnow.search_space.params import Chooser, Param, decide, param_values
 
@@ -79,6 +80,22 @@ def positions(model: nn.Module, arch: dict[str, Any]) -> dict[str, str]:
 
 def probe_architecture(arch: dict[str, Any], bits_for: Callable[[str], int]) -> None:
     return None  # no repeated unit to drop: functional hashing probes the network itself
+
+
+def probe_shape(probe: ProbeSize) -> tuple[int, ...]:
+    return (probe.features,)  # a flat family: it sees ``features`` inputs
+
+
+def describe(arch: dict[str, Any]) -> ArchitectureView:
+    """Depth x width, and the hidden layers (then the classifier head) as a table."""
+    depth, width = arch.get("depth", 1), arch.get("width")
+    layers = {
+        "layer": [f"hidden.{i}" for i in range(depth)] + ["head"],
+        "out features": [width] * depth + ["classes"],
+        "activation": [arch.get("activation", "")] * depth + [""],
+    }
+    summary = f"mlp {arch.get('depth')}x{width} {arch.get('activation', '')}"
+    return ArchitectureView(summary, dict(arch), table=layers)
 
 
 def quant_slots(space: MLPSpace, scope: str) -> list[str]:

@@ -179,6 +179,7 @@ from typing import Any, Literal  # noqa: E402
 
 from pydantic import BaseModel, ConfigDict, field_validator  # noqa: E402
 
+from winnow.search_space.archs.base import ArchitectureView, image_probe_shape  # noqa: E402
 from winnow.search_space.params import Chooser, decide  # noqa: E402
 
 
@@ -295,6 +296,43 @@ def probe_architecture(
         if any(bits_for(f"stage{stage}.cell{c}.edge{edge}") != first for c in range(1, per_stage)):
             return None
     return arch | {"cells_per_stage": 1}, {"cells_per_stage": per_stage}
+
+
+probe_shape = image_probe_shape
+
+
+def describe(arch: dict[str, Any]) -> ArchitectureView:
+    """The cell as a graph (its string in the caption, so the fields leave it out)."""
+    cell, channels, per_stage = arch.get("cell"), arch.get("channels"), arch.get("cells_per_stage")
+    caption = (
+        f"cell `{cell}`: node 0 is the cell's input, node 3 its output; "
+        f"`none` edges carry nothing and are not drawn. {per_stage} "
+        f"cells per stage, {channels} channels."
+    )
+    return ArchitectureView(
+        summary=f"nb201 {cell} C{channels} N{per_stage}",
+        fields={k: v for k, v in arch.items() if k != "cell"},
+        graph=cell_dot(arch["cell"]),
+        caption=caption,
+    )
+
+
+def cell_dot(cell: str) -> str:
+    """Graphviz source of a cell ``|op~0|+|op~0|op~1|+|...|``: node j sums one edge from each
+    earlier node i, labelled with its operation; ``none`` edges are left out (they carry
+    nothing; ``describe``'s caption says so)."""
+    lines = [
+        "digraph cell {",
+        "  rankdir=LR; node [shape=circle, fontname=Helvetica];",
+        "  edge [fontname=Helvetica, fontsize=10];",
+    ]
+    for target, node in enumerate(cell.strip("|").split("|+|"), start=1):
+        for edge in node.split("|"):
+            operation, _, source = edge.partition("~")
+            if operation != "none":
+                lines.append(f'  {source} -> {target} [label="{operation}"];')
+    lines.append("}")
+    return "\n".join(lines)
 
 
 def quant_slots(space: NB201Space, scope: str) -> list[str]:

@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 from winnow.records import EventRecord, SearchRecord, SearchStatus, Status, TrialRecord
+from winnow.service.export import recipe as export_recipe
 from winnow.v1 import search_pb2 as pb
 
 # --- records -> messages (the servicer) -------------------------------------------------------
@@ -77,10 +78,14 @@ def front_message(front: dict[str, Any]) -> pb.ParetoFront:
     )
 
 
-def recipe_message(search_id: str, recipe: dict[str, Any]) -> pb.Recipe:
-    """``readout.recipe``'s recipe, as the indented JSON that ``winnow export`` writes."""
-    text = json.dumps(recipe, indent=2, sort_keys=True)
-    return pb.Recipe(search_id=search_id, trial_id=recipe["trial_id"], recipe_json=text)
+def recipe_message(search_id: str, recipe: dict[str, Any], files: dict[str, bytes]) -> pb.Recipe:
+    """``readout.recipe``'s recipe (as JSON) and the files of its export bundle."""
+    return pb.Recipe(
+        search_id=search_id,
+        trial_id=recipe["trial_id"],
+        recipe_json=export_recipe.to_json(recipe),
+        files=files,
+    )
 
 
 # --- messages -> the SDK's dicts (the client) -------------------------------------------------

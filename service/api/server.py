@@ -14,6 +14,7 @@ import logging
 from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import grpc
@@ -25,14 +26,13 @@ from winnow.service.api.manager import SearchManager
 from winnow.service.api.servicer import SearchServicer
 from winnow.service.store import Store
 from winnow.v1 import search_pb2, search_pb2_grpc
-from winnow.workers import pools
-from winnow.workers.executor import Executor, InProcessExecutor
+from winnow.workers.executor import Executor
+from winnow.workers.pools import PoolConfig, make_pool
 
 log = logging.getLogger("winnow.server")
 
 SERVICE_NAME = search_pb2.DESCRIPTOR.services_by_name["SearchService"].full_name
 MAX_MESSAGE_BYTES = 8 << 20  # requests and responses; a spec is limited further (1 MiB)
-EXECUTORS = ("inprocess", *pools.POOLS)
 THREADS, WATCHERS = 32, 24  # watch streams hold a thread each: some are kept for other calls
 
 
@@ -40,16 +40,13 @@ THREADS, WATCHERS = 32, 24  # watch streams hold a thread each: some are kept fo
 class ServerConfig:
     db_url: str
     address: str = "127.0.0.1:50051"
-    executor: str = "inprocess"
+    pool: PoolConfig = PoolConfig()  # the one worker pool every search of the server shares
     max_concurrent_searches: int = 2
     max_queued_searches: int = 64
     token: str | None = None
     tls_cert: Path | None = None
     tls_key: Path | None = None
     data_roots: tuple[Path, ...] = ()  # where specs may name dataset files (npz:, cifar10:)
-    workers: int | None = None  # local executor: processes (default: one per GPU, or cores/2)
-    trial_timeout: float | None = None  # seconds before a running trial is stopped and failed
-    ray_address: str | None = None  # ray executor: "auto", "ray://HOST:PORT"; None starts one
 
 
 class SharedExecutor(Executor):
@@ -61,17 +58,6 @@ class SharedExecutor(Executor):
 
     def submit(self, spec: TrialSpec) -> futures.Future[TrialResult]:
         return self.pool.submit(spec)
-
-
-def make_pool(config: ServerConfig) -> Executor | None:
-    """The server's worker pool for ``config.executor`` (None: each search runs in-process)."""
-    if config.executor == "inprocess":
-        return None
-    if config.executor not in EXECUTORS:
-        raise ValueError(f"unknown executor {config.executor!r}; allowed: {', '.join(EXECUTORS)}")
-    return pools.make_pool(
-        config.executor, config.workers, config.trial_timeout, config.ray_address
-    )
 
 
 class BearerTokenInterceptor(grpc.ServerInterceptor):
@@ -112,14 +98,14 @@ def _refusing(handler: grpc.RpcMethodHandler, message: str) -> grpc.RpcMethodHan
 
 
 class WinnowServer:
-    """``make_executor`` overrides ``config.executor`` (e.g. the service benchmark's no-op)."""
+    """``make_executor`` overrides ``config.pool`` (e.g. the service benchmark's no-op)."""
 
     def __init__(
         self, config: ServerConfig, make_executor: Callable[[], Executor] | None = None
     ) -> None:
         self.config = config
         self.store = Store(config.db_url)
-        self.pool = None
+        self.pool: Executor | None = None
         try:
             self._build(config, make_executor)
         except BaseException:  # e.g. the port is taken: release the workers and the store
@@ -129,10 +115,9 @@ class WinnowServer:
             raise
 
     def _build(self, config: ServerConfig, make_executor: Callable[[], Executor] | None) -> None:
-        self.pool = None if make_executor else make_pool(config)
         if make_executor is None:
-            pool = self.pool
-            make_executor = InProcessExecutor if pool is None else lambda: SharedExecutor(pool)
+            self.pool = make_pool(config.pool)
+            make_executor = partial(SharedExecutor, self.pool)
         self.manager = SearchManager(
             self.store,
             make_executor,
@@ -188,7 +173,7 @@ class WinnowServer:
             "winnow serving on %s (store %s, executor %s, %d concurrent searches, auth %s, TLS %s)",
             self.address,
             self.config.db_url,
-            self.config.executor,
+            self.config.pool.executor,
             self.config.max_concurrent_searches,
             "on" if self.config.token else "off",
             "on" if self.config.tls_cert else "off",

@@ -21,7 +21,9 @@ import grpc
 
 from winnow.records import SearchRecord
 from winnow.search_space.datasets import DatasetError
+from winnow.search_space.registry import UnknownNameError
 from winnow.search_space.spec import BUILTIN_SPACES, SpecError
+from winnow.service import export
 from winnow.service.api import convert
 from winnow.service.api.manager import QueueFullError, SearchManager, ShuttingDownError
 from winnow.service.engine import readout
@@ -171,10 +173,11 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
 
     @_rpc
     def ExportRecipe(self, request: pb.ExportRecipeRequest, context) -> pb.Recipe:
+        exporter = _exporter(request.format or export.DEFAULT_FORMAT)
         row = self._search_row(request.search_id)
         trial_id = request.trial_id if request.HasField("trial_id") else None
         recipe = readout.recipe(row, self.store.trials(row.id), trial_id)
-        return convert.recipe_message(row.id, recipe)
+        return convert.recipe_message(row.id, recipe, exporter(recipe))
 
     # --- watching -----------------------------------------------------------------------------
 
@@ -262,6 +265,13 @@ def _parse_spec(text: str) -> SearchSpec:
             "send a space file's content inline (the SDK and CLI do)",
         )
     return parse_search_spec(data)
+
+
+def _exporter(name: str) -> export.Exporter:
+    try:
+        return export.EXPORT_FORMATS.get(name)
+    except UnknownNameError as error:  # names the allowed formats
+        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"field 'format': {error}") from None
 
 
 def _page_size(requested: int) -> int:

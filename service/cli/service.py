@@ -3,7 +3,7 @@
     winnow serve --db sqlite:///runs/winnow.db --address 127.0.0.1:50051 [--token-file F]
     winnow submit examples/digits-search.yaml [--wait]
     winnow status ID | winnow list | winnow pareto ID [--json] | winnow cancel ID
-    winnow export ID [--trial N] --out recipe.json
+    winnow export ID [--trial N] --out recipe.json [--format recipe]
     winnow demo [--json]
 
 Client commands find the server with ``--address`` (or ``WINNOW_ADDRESS``) and the token with
@@ -23,9 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from winnow.workers.pools import POOLS
-
-EXECUTORS = (*POOLS, "inprocess")
+from winnow.workers.pools import EXECUTORS, PoolConfig
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 
@@ -79,16 +77,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = ServerConfig(
         db_url=args.db,
         address=args.address,
-        executor=args.executor,
+        pool=_pool_config(args),
         max_concurrent_searches=args.max_concurrent_searches,
         max_queued_searches=args.max_queued_searches,
         token=_token(args),
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         data_roots=tuple(args.data_root),
-        workers=args.workers,
-        trial_timeout=args.trial_timeout,
-        ray_address=args.ray_address,
     )
     server = WinnowServer(config).start()
     stop = threading.Event()
@@ -157,7 +152,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        recipe = client.search(args.search_id).export(args.trial, args.out)
+        recipe = client.search(args.search_id).export(args.trial, args.out, args.format)
     print(f"trial {recipe['trial_id']} of search {recipe['search_id']} -> {args.out}")
     return 0
 
@@ -200,8 +195,7 @@ def cmd_bench_workers(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from winnow.service.demo import run_demo
 
-    pool = {"executor": args.executor, "workers": args.workers, "ray_address": args.ray_address}
-    return run_demo(Path(args.data_dir), args.json, args.max_trials, **pool)
+    return run_demo(Path(args.data_dir), args.json, args.max_trials, _pool_config(args))
 
 
 # --- the parsers ------------------------------------------------------------------------------
@@ -215,10 +209,21 @@ def _client_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, default=30.0, help="seconds per call")
 
 
+def _pool_config(args: argparse.Namespace) -> PoolConfig:
+    """The ``PoolConfig`` of ``--executor``, ``--workers``, ``--ray-address`` and (serve only)
+    ``--trial-timeout``."""
+    return PoolConfig(
+        executor=args.executor,
+        workers=args.workers,
+        timeout=getattr(args, "trial_timeout", None),
+        ray_address=args.ray_address,
+    )
+
+
 def _executor_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--executor",
-        choices=EXECUTORS,
+        choices=EXECUTORS.names(),
         default="local",
         help="local: worker processes of this machine (one per GPU, or one per two cores); "
         "ray: Ray tasks on a cluster (--ray-address) or a local Ray; "
@@ -284,7 +289,10 @@ def add_service_commands(commands, bench_commands) -> None:
     export = commands.add_parser("export", help="write a trial's recipe as JSON")
     export.add_argument("search_id")
     export.add_argument("--trial", type=int, help="trial id (default: the front's best)")
-    export.add_argument("--out", required=True)
+    export.add_argument("--out", required=True, help="the file (a folder for several files)")
+    export.add_argument(
+        "--format", default="recipe", help="an export format of the server (default: recipe)"
+    )
     export.set_defaults(func=cmd_export)
     for parser in (submit, listing, export):
         _client_options(parser)
@@ -303,7 +311,7 @@ def add_service_commands(commands, bench_commands) -> None:
     bench.set_defaults(func=cmd_bench_service)
 
     workers = bench_commands.add_parser("workers", help="trials/s with 1 and 2 workers")
-    workers.add_argument("--executor", choices=POOLS, default="local")
+    workers.add_argument("--executor", choices=EXECUTORS.names(), default="local")
     workers.add_argument("--trials", type=int, default=200)
     workers.add_argument("--json", action="store_true", help="print one JSON object (the default)")
     workers.set_defaults(func=cmd_bench_workers)

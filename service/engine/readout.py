@@ -17,6 +17,7 @@ import numpy as np
 
 import winnow
 from winnow.records import SearchRecord, TrialRecord
+from winnow.search_space.archs import ArchitectureView, describe
 from winnow.service.engine.pareto import pareto_front, search_hypervolume
 from winnow.service.search_spec import SearchSpec
 
@@ -125,3 +126,9 @@ def recipe(search: SearchRecord, rows: list[TrialRecord], trial_id: int | None =
         "metrics": row.metrics,
         "hashes": {"structural": row.structural_hash, "functional": row.functional_hash},
     }
+
+
+def architecture_view(arch: dict[str, Any]) -> ArchitectureView:
+    """What the dashboard shows of a candidate's architecture: its family's ``describe`` (the
+    dashboard reads through readout, not the search space)."""
+    return describe(arch)

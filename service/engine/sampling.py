@@ -1,4 +1,5 @@
-"""Optuna samplers by strategy name, and the in-memory study the engine asks and tells.
+"""Optuna samplers by strategy name (the ``SAMPLERS`` registry), and the in-memory study the
+engine asks and tells.
 
 The study is never the source of truth: the store is, and the engine rebuilds the study from
 it after a restart (``Engine.resume``)."""
@@ -7,11 +8,13 @@ from __future__ import annotations
 
 import warnings
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import optuna
 from optuna.storages import InMemoryStorage
 from optuna.trial import FrozenTrial, TrialState
+
+from winnow.search_space.registry import Registry
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -67,22 +70,41 @@ def _screened_out(trial: FrozenTrial) -> bool:
     return trial.state == TrialState.PRUNED and not trial.intermediate_values
 
 
+SamplerFactory = Callable[[int, bool], optuna.samplers.BaseSampler]
+"""Builds a sampler from a seed and ``parallel`` (trials run concurrently)."""
+
+SAMPLERS: Registry[SamplerFactory] = Registry("sampler")
+
+
+@SAMPLERS.register("random")
+def _random(seed: int, parallel: bool) -> optuna.samplers.BaseSampler:
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+@SAMPLERS.register("tpe")
+def _tpe(seed: int, parallel: bool) -> optuna.samplers.BaseSampler:
+    """Multivariate: nb201's edges interact, and so do a recipe's axes. (`group`, which models
+    define-by-run branches apart, doubled the cost of an ask at 900 trials.) ``parallel``: TPE
+    pretends the running trials scored badly (constant liar) rather than proposing the same
+    point again."""
+    with warnings.catch_warnings():  # multivariate and constant_liar are "experimental"
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=parallel)
+
+
+@SAMPLERS.register("nsga2")
+def _nsga2(seed: int, parallel: bool) -> optuna.samplers.BaseSampler:
+    return optuna.samplers.NSGAIISampler(seed=seed)
+
+
+@SAMPLERS.register("gp")
+def _gp(seed: int, parallel: bool) -> optuna.samplers.BaseSampler:
+    return optuna.samplers.GPSampler(seed=seed)
+
+
 def make_sampler(name: str, seed: int, parallel: bool = False) -> optuna.samplers.BaseSampler:
-    """The sampler of a strategy. ``parallel``: trials run concurrently, so TPE pretends the
-    running ones scored badly (constant liar) rather than proposing the same point again."""
-    if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if name == "tpe":
-        # Multivariate: nb201's edges interact, and so do a recipe's axes. (`group`, which
-        # models define-by-run branches apart, doubled the cost of an ask at 900 trials.)
-        with warnings.catch_warnings():  # multivariate and constant_liar are "experimental"
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=parallel)
-    if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed)
-    if name == "gp":
-        return optuna.samplers.GPSampler(seed=seed)
-    raise ValueError(f"unknown sampler {name!r}; allowed: random, tpe, nsga2, gp")
+    """The sampler registered as ``name`` (an ``UnknownNameError`` lists the allowed ones)."""
+    return SAMPLERS.get(name)(seed, parallel)
 
 
 def make_study(

@@ -10,6 +10,7 @@ Hutchinson estimate must be ``z * (H z)`` for the Gaussian ``z`` the optimizer d
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import math
 import weakref
@@ -437,6 +438,20 @@ def test_hessian_steps_leave_no_graph_and_free_the_model():
     del model, optimizer
     gc.collect()
     assert param() is None
+
+
+def test_backward_builds_the_graph_for_entries_that_need_a_hessian():
+    """``needs_hessian`` is what ``backward_and_step`` reads: Sophia-H's own factory under an
+    entry that does not declare it gets no graph, and its Hessian-vector product fails."""
+    sophia = OPTIMIZERS.get("sophia")
+    p = torch.nn.Parameter(THETA0.clone())
+    assert build_optimizer("sophia", [p], {}).winnow_needs_hessian
+    assert not build_optimizer("adam", [p], {}).winnow_needs_hessian
+    blind = dataclasses.replace(sophia, name="blind_sophia", needs_hessian=False)
+    with OPTIMIZERS.registered("blind_sophia", blind):
+        optimizer = build_optimizer("blind_sophia", [p], {})
+    with pytest.raises(RuntimeError, match="does not require grad"):
+        backward_and_step(optimizer, quadratic_loss(p, torch.ones(5, dtype=F64)))
 
 
 def test_sgd_without_momentum_ignores_nesterov():

@@ -13,6 +13,7 @@ from winnow.search_space.archs import FAMILIES
 from winnow.search_space.norms import NORMS
 from winnow.search_space.optimizers import OPTIMIZERS, backward_and_step
 from winnow.search_space.quantization import WEIGHT_BITS
+from winnow.search_space.registry import Registry, UnknownNameError
 
 SMALL_ARCHS = {
     "nb201": {"family": "nb201", "channels": 4, "cells_per_stage": 1},
@@ -74,6 +75,20 @@ def test_registries_hold_what_the_design_lists():
         "sophia",
         "diffgrad",
     }
+
+
+def test_a_temporary_registration_ends_with_its_block_even_on_error():
+    colours: Registry[int] = Registry("colour")
+    colours.register("red", 1)
+    with pytest.raises(RuntimeError), colours.registered("blue", 2):
+        assert colours.get("blue") == 2 and colours.names() == ["red", "blue"]
+        raise RuntimeError
+    assert colours.names() == ["red"]
+    with pytest.raises(UnknownNameError, match="unknown colour 'blue'; allowed: red"):
+        colours.get("blue")
+    with pytest.raises(ValueError, match="already registered"), colours.registered("red", 3):
+        pass
+    assert colours.get("red") == 1  # a refused registration takes nothing away
 
 
 @pytest.mark.parametrize("family", sorted(SMALL_ARCHS))

@@ -1,4 +1,5 @@
-"""The study the engine asks and tells: which trials its samplers see."""
+"""The samplers by name, and the study the engine asks and tells: which trials its samplers
+see."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import pytest
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState, create_trial
 
-from winnow.service.engine.sampling import SamplerViewStorage, make_study
+from winnow.search_space.registry import UnknownNameError
+from winnow.service.engine.sampling import SAMPLERS, SamplerViewStorage, make_sampler, make_study
 
 CHOICES = CategoricalDistribution(["a", "b", "c"])
 
@@ -61,3 +63,34 @@ def test_added_trials_count_as_told_ones_and_the_newest_is_always_seen():
 def test_a_window_below_one_is_refused():
     with pytest.raises(ValueError, match="at least 1"):
         SamplerViewStorage(0)
+
+
+def test_the_sampler_registry_builds_each_strategy_with_its_seed():
+    assert SAMPLERS.names() == ["random", "tpe", "nsga2", "gp"]
+    kinds = {
+        "random": optuna.samplers.RandomSampler,
+        "tpe": optuna.samplers.TPESampler,
+        "nsga2": optuna.samplers.NSGAIISampler,
+        "gp": optuna.samplers.GPSampler,
+    }
+    for name, kind in kinds.items():
+        assert type(make_sampler(name, seed=0)) is kind
+        assert type(make_sampler(name, seed=0, parallel=True)) is kind
+
+
+def test_an_unknown_sampler_lists_the_registered_ones():
+    with pytest.raises(UnknownNameError, match="unknown sampler 'cmaes'; allowed: random, tpe"):
+        make_study("cmaes", ["maximize"], seed=0)
+
+
+def test_a_registered_sampler_is_what_make_study_uses():
+    seen, sampler = [], optuna.samplers.RandomSampler(seed=1)
+
+    def mine(seed: int, parallel: bool) -> optuna.samplers.BaseSampler:
+        seen.append((seed, parallel))
+        return sampler
+
+    with SAMPLERS.registered("mine", mine):
+        study = make_study("mine", ["maximize"], seed=7, parallel=True)
+    assert study.sampler is sampler and seen == [(7, True)]
+    assert "mine" not in SAMPLERS  # the registration ended with the block

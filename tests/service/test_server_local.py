@@ -8,10 +8,11 @@ import signal
 import time
 
 from winnow.service.client import Client
+from winnow.workers.pools import PoolConfig
 
 
 def test_a_search_survives_a_killed_worker_with_every_trial_accounted(make_server, tiny_spec):
-    server = make_server(executor="local", workers=2)
+    server = make_server(pool=PoolConfig("local", workers=2))
     with Client(server.address) as client:
         search = client.submit(tiny_spec(budget={"max_trials": 12}))
         deadline = time.monotonic() + 120
@@ -27,7 +28,7 @@ def test_a_search_survives_a_killed_worker_with_every_trial_accounted(make_serve
 
 
 def test_cancel_stops_the_running_trial(make_server, tiny_spec):
-    server = make_server(executor="local", workers=1)
+    server = make_server(pool=PoolConfig("local", workers=1))
     slow = tiny_spec(budget={"max_trials": 5}, strategy={"name": "random", "rungs": [400]})
     with Client(server.address) as client:
         search = client.submit(slow)
@@ -46,7 +47,7 @@ def test_cancel_stops_the_running_trial(make_server, tiny_spec):
 
 
 def test_a_search_runs_on_the_ray_executor(local_ray, make_server, tiny_spec):
-    server = make_server(executor="ray")
+    server = make_server(pool=PoolConfig("ray"))
     assert server.pool.slots == 2
     with Client(server.address) as client:
         search = client.submit(tiny_spec(budget={"max_trials": 4}))
@@ -57,7 +58,7 @@ def test_a_search_runs_on_the_ray_executor(local_ray, make_server, tiny_spec):
 
 
 def test_trials_over_the_timeout_fail_and_the_search_still_completes(make_server, tiny_spec):
-    server = make_server(executor="local", workers=1, trial_timeout=2.0)
+    server = make_server(pool=PoolConfig("local", workers=1, timeout=2.0))
     slow = tiny_spec(budget={"max_trials": 2}, strategy={"name": "random", "rungs": [400]})
     with Client(server.address) as client:
         search = client.submit(slow)

@@ -52,14 +52,39 @@ def test_weight_bits_label():
     assert analysis.weight_bits_label(32) == "32"
 
 
-def test_nb201_cell_drawing_leaves_out_none_edges():
-    dot = charts.nb201_dot(
-        "|nor_conv_3x3~0|+|none~0|skip_connect~1|+|avg_pool_3x3~0|none~1|none~2|"
-    )
-    assert '0 -> 1 [label="nor_conv_3x3"]' in dot
-    assert '1 -> 2 [label="skip_connect"]' in dot
-    assert '0 -> 3 [label="avg_pool_3x3"]' in dot
-    assert dot.count("->") == 3
+@pytest.mark.parametrize(
+    ("architecture", "line"),
+    [
+        ({"family": "mlp", "depth": 2, "width": 64, "activation": "gelu"}, "mlp 2x64 gelu"),
+        (
+            {
+                "family": "nb201",
+                "cell": "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|",
+                "channels": 8,
+                "cells_per_stage": 1,
+            },
+            "nb201 |none~0|+|none~0|none~1|+|none~0|none~1|none~2| C8 N1",
+        ),
+        (
+            {"family": "macro", "depths": [1, 2], "kernel_sizes": [3, 5], "expand_ratios": [3, 6]},
+            "macro depths [1, 2] kernels [3, 5]",
+        ),
+        ({"family": "vit"}, "vit"),  # a family this build does not register
+    ],
+)
+def test_hover_text_starts_with_the_familys_summary(architecture, line):
+    candidate = {
+        "architecture": architecture,
+        "normalization": "layernorm",
+        "optimizer": {"name": "adamw", "lr": 0.003},
+        "quantization": {"weight_bits": {"*": 8}, "activation_bits": 32},
+    }
+    assert analysis.describe(candidate).split("<br>") == [
+        line,
+        "layernorm",
+        "adamw lr 0.003",
+        "weights 8 bit, activations 32 bit",
+    ]
 
 
 def test_pareto_figure_in_3d_and_coloured_by_an_axis():

@@ -203,19 +203,30 @@ class ParetoFront(_message.Message):
     def __init__(self, objectives: _Optional[_Iterable[str]] = ..., points: _Optional[_Iterable[_Union[ParetoPoint, _Mapping]]] = ..., hypervolume: _Optional[float] = ...) -> None: ...
 
 class ExportRecipeRequest(_message.Message):
-    __slots__ = ("search_id", "trial_id")
+    __slots__ = ("search_id", "trial_id", "format")
     SEARCH_ID_FIELD_NUMBER: _ClassVar[int]
     TRIAL_ID_FIELD_NUMBER: _ClassVar[int]
+    FORMAT_FIELD_NUMBER: _ClassVar[int]
     search_id: str
     trial_id: int
-    def __init__(self, search_id: _Optional[str] = ..., trial_id: _Optional[int] = ...) -> None: ...
+    format: str
+    def __init__(self, search_id: _Optional[str] = ..., trial_id: _Optional[int] = ..., format: _Optional[str] = ...) -> None: ...
 
 class Recipe(_message.Message):
-    __slots__ = ("search_id", "trial_id", "recipe_json")
+    __slots__ = ("search_id", "trial_id", "recipe_json", "files")
+    class FilesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: bytes
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[bytes] = ...) -> None: ...
     SEARCH_ID_FIELD_NUMBER: _ClassVar[int]
     TRIAL_ID_FIELD_NUMBER: _ClassVar[int]
     RECIPE_JSON_FIELD_NUMBER: _ClassVar[int]
+    FILES_FIELD_NUMBER: _ClassVar[int]
     search_id: str
     trial_id: int
     recipe_json: str
-    def __init__(self, search_id: _Optional[str] = ..., trial_id: _Optional[int] = ..., recipe_json: _Optional[str] = ...) -> None: ...
+    files: _containers.ScalarMap[str, bytes]
+    def __init__(self, search_id: _Optional[str] = ..., trial_id: _Optional[int] = ..., recipe_json: _Optional[str] = ..., files: _Optional[_Mapping[str, bytes]] = ...) -> None: ...

@@ -1,0 +1,71 @@
+"""Export formats: the registry, the ``recipe`` format byte for byte, the ``format`` field of
+``ExportRecipe`` (unknown formats refused with the allowed ones), and a registered extra format
+that the server, the SDK and ``winnow export --format`` all use."""
+
+from __future__ import annotations
+
+import json
+
+import grpc
+import pytest
+
+from winnow.search_space.registry import UnknownNameError
+from winnow.service import export
+from winnow.service.cli import main
+from winnow.service.client import WinnowError, _inside
+from winnow.v1 import search_pb2 as pb
+
+RECIPE = {"format": "winnow.recipe/v1", "trial_id": 3, "candidate": {"b": 1, "a": [1, 2]}}
+
+
+def two_files(recipe: dict) -> dict[str, bytes]:
+    """A stand-in format of two files, one in a subfolder."""
+    return {"trial.txt": str(recipe["trial_id"]).encode(), "model/candidate.json": b"{}"}
+
+
+def test_recipe_is_the_first_format_and_unknown_ones_are_listed():
+    assert export.EXPORT_FORMATS.names() == ["recipe"] and export.DEFAULT_FORMAT == "recipe"
+    with pytest.raises(UnknownNameError, match="unknown export format 'onnx'; allowed: recipe"):
+        export.EXPORT_FORMATS.get("onnx")
+
+
+def test_the_recipe_format_is_the_recipe_json_that_winnow_export_writes():
+    text = json.dumps(RECIPE, indent=2, sort_keys=True)
+    assert export.recipe.to_json(RECIPE) == text
+    assert export.EXPORT_FORMATS.get("recipe")(RECIPE) == {"recipe.json": (text + "\n").encode()}
+
+
+def test_export_formats_through_the_server_the_sdk_and_the_cli(client, tmp_path, tiny_spec):
+    search = client.submit(tiny_spec())
+    search.wait()
+    path = tmp_path / "recipe.json"
+    recipe = search.export(path=path)
+    assert path.read_bytes() == (json.dumps(recipe, indent=2, sort_keys=True) + "\n").encode()
+    assert search.export(path=tmp_path / "again.json", format="recipe") == recipe
+    assert (tmp_path / "again.json").read_bytes() == path.read_bytes()
+    # an empty format is the recipe (clients from before the field)
+    reply = client.stub.ExportRecipe(pb.ExportRecipeRequest(search_id=search.id))
+    assert dict(reply.files) == {"recipe.json": path.read_bytes()}
+
+    with pytest.raises(WinnowError, match="'format': unknown export format 'onnx'") as raised:
+        search.export(format="onnx")
+    assert raised.value.code == grpc.StatusCode.INVALID_ARGUMENT.name
+    assert "allowed: recipe" in raised.value.message
+
+    with export.EXPORT_FORMATS.registered("two_files", two_files):
+        assert search.export(path=tmp_path / "bundle", format="two_files") == recipe
+        args = [search.id, "--out", str(tmp_path / "cli"), "--format", "two_files"]
+        assert main(["export", *args, "--address", client.address]) == 0
+    for folder in ("bundle", "cli"):
+        assert (tmp_path / folder / "trial.txt").read_text() == str(recipe["trial_id"])
+        assert (tmp_path / folder / "model" / "candidate.json").read_bytes() == b"{}"
+    unknown = [search.id, "--out", str(tmp_path / "x"), "--format", "nope"]
+    assert main(["export", *unknown, "--address", client.address]) == 2
+    assert not (tmp_path / "x").exists()
+
+
+def test_bundle_files_stay_inside_the_folder(tmp_path):
+    assert _inside(tmp_path, "a/b.json") == tmp_path / "a" / "b.json"
+    for name in ("../escape.txt", "/etc/passwd", "a/../../b", ""):
+        with pytest.raises(WinnowError, match="outside the folder"):
+            _inside(tmp_path, name)
