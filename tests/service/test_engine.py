@@ -216,7 +216,7 @@ def test_resume_keeps_finished_trials_and_reruns_only_the_running_one(store):
         session.get(SearchRow, report.search_id).spec_json = spec.to_json()
     before = {r.id: (r.status, r.metrics_json) for r in rows[:-1]}
     engine = Engine.resume(store, report.search_id, InProcessExecutor(world))
-    assert len(engine.study.trials) == 4 and engine.requeued
+    assert len(engine.study.trials) == 4 and engine.state.requeued
     resumed = engine.run()
     after = store.trials(report.search_id)
     assert {r.id: (r.status, r.metrics_json) for r in after if r.id in before} == before
@@ -256,9 +256,9 @@ def test_every_sampler_drives_a_two_objective_search(store, sampler):
 def test_non_finite_metrics_are_stored_as_null_so_sql_can_read_them():
     import sqlite3
 
-    from winnow.service.engine.engine import _metrics_json
+    from winnow.service.engine.journal import metrics_json
 
-    text = _metrics_json({"screen.score": float("nan"), "accuracy": 0.5, "x": float("inf")})
+    text = metrics_json({"screen.score": float("nan"), "accuracy": 0.5, "x": float("inf")})
     with sqlite3.connect(":memory:") as db:
         query = "select json_extract(?, '$.accuracy'), json_extract(?, '$.x')"
         row = db.execute(query, (text, text))
