@@ -13,12 +13,6 @@ import pandas as pd
 from scipy import stats
 
 from winnow.service.engine import readout
-from winnow.service.engine.pareto import (
-    domination_counts,
-    hypervolume,
-    pareto_front,
-    reference_point,
-)
 from winnow.service.search_spec import Objective
 
 
@@ -77,17 +71,14 @@ def expand(frame: pd.DataFrame, objectives: Sequence[str]) -> pd.DataFrame:
 
 
 def front_flags(values: np.ndarray, directions: Sequence[str]) -> np.ndarray:
-    """Points no other point dominates: one vectorised pass (peeling every front, as
-    ``pareto_front`` does for its ranks, takes a second on a few thousand points)."""
-    if not len(values):
-        return np.zeros(0, dtype=bool)
-    return domination_counts(values, directions) == 0
+    """Rows of ``values`` on the Pareto front (``readout.front_flags``)."""
+    return readout.front_flags(values, directions)
 
 
 def history(done: pd.DataFrame, objectives: Sequence[Objective]) -> pd.DataFrame:
     """Best value of each objective and the hypervolume after each completed trial, in
-    completion order. The hypervolume uses the engine's reference point (which may move with
-    the worst value so far), recomputed only when the front or the reference changes."""
+    completion order (``readout.hypervolume_history``: the engine's reference point, which may
+    move with the worst value so far)."""
     names, directions = [o.name for o in objectives], [o.direction for o in objectives]
     values = done[names].to_numpy(dtype=float)
     times = done["finished_at"].to_numpy()
@@ -95,33 +86,16 @@ def history(done: pd.DataFrame, objectives: Sequence[Objective]) -> pd.DataFrame
     for k, (name, direction) in enumerate(zip(names, directions, strict=True)):
         best = np.maximum if direction == "maximize" else np.minimum
         out[f"best {name}"] = best.accumulate(values[:, k]) if len(values) else []
-    volumes, front, reference, volume = [], np.empty((0, len(names))), None, 0.0
-    for i in range(len(values)):
-        ref = reference_point(objectives, values[: i + 1])
-        candidates = np.vstack([front, values[i]])
-        keep = pareto_front(candidates.tolist(), directions)
-        if len(candidates) - 1 in keep or ref != reference:
-            front, reference = candidates[keep], ref
-            volume = hypervolume(front.tolist(), directions, ref)
-        volumes.append(volume)
-    out["hypervolume"] = volumes
+    out["hypervolume"] = readout.hypervolume_history(objectives, values.tolist())
     return out
 
 
 def progress(counts: pd.DataFrame, proposals: int, hypervolume_value: float) -> dict[str, Any]:
-    """``readout.progress``'s counters from the grouped counts of ``reads.counts``."""
-
-    def rows(mask: pd.Series) -> int:
-        return int(counts.loc[mask, "rows"].sum())
-
-    return {
-        "trained": rows((counts["stage"] == "train") & ~counts["reused"].astype(bool)),
-        "proposals": proposals,
-        "cache_hits": rows(counts["reused"].astype(bool)),
-        "pruned": rows(counts["status"] == "pruned"),
-        "failed": rows(counts["status"] == "failed"),
-        "hypervolume": hypervolume_value,
-    }
+    """``readout.progress``'s counters (``readout.tally``) from the grouped counts of
+    ``reads.counts``."""
+    reused = counts["reused"].astype(bool)
+    groups = zip(counts["stage"], counts["status"], reused, counts["rows"], strict=True)
+    return {**readout.tally(groups, proposals), "hypervolume": hypervolume_value}
 
 
 def funnel(counts: pd.DataFrame, rungs: Sequence[int], proposals: int) -> pd.DataFrame:

@@ -7,7 +7,7 @@ from datetime import datetime
 
 import pandas as pd
 
-from winnow.service.engine.pareto import search_hypervolume
+from winnow.service.engine import readout
 from winnow.service.search_spec import SearchSpec
 from winnow.service.store import Store, reads
 from winnow.ui import analysis
@@ -28,14 +28,11 @@ def overview(store: Store) -> pd.DataFrame:
         names = [o.name for o in spec.objectives]
         mine = trained[trained["search_id"] == search.id]
         done = analysis.expand(reads.completed(mine, len(spec.strategy.rungs) - 1), names)
-        points = done[names].to_numpy(float)
+        points = done[names].to_numpy(float).tolist()
         counts = all_counts[all_counts["search_id"] == search.id].drop(columns="search_id")
-        progress = analysis.progress(counts, proposals.get(search.id, 0), 0.0)
-        best = {
-            o.name: (points[:, k].max() if o.direction == "maximize" else points[:, k].min())
-            for k, o in enumerate(spec.objectives)
-            if len(points)
-        }
+        hypervolume = readout.front_hypervolume(spec.objectives, points)
+        progress = analysis.progress(counts, proposals.get(search.id, 0), hypervolume)
+        best = readout.best_values(spec.objectives, points)
         rows.append(
             {
                 "id": search.id,
@@ -45,7 +42,7 @@ def overview(store: Store) -> pd.DataFrame:
                 "proposals": progress["proposals"],
                 "completed": len(points),
                 "best": ", ".join(f"{k} {v:,.6g}" for k, v in best.items()),
-                "hypervolume": search_hypervolume(spec.objectives, points.tolist()),
+                "hypervolume": progress["hypervolume"],
                 "started": _when(search.created_at),
                 "finished": _when(search.updated_at) if search.ended else "",
             }

@@ -1,6 +1,10 @@
-"""What a stored search shows: its progress, Pareto front and exported recipes, read from the
-store's records alone, so the service answers the same for a live search, a finished one, and one
-whose server restarted.
+"""What a search shows: its progress, Pareto front and exported recipes.
+
+Two parts. The first is pure functions of completed objective values and counters (best values,
+the front, the hypervolume and its history, the progress counters): the one implementation that
+the engine (live), the row views below and the dashboard call. The second reads the store's
+records alone, so the service answers the same for a live search, a finished one, and one whose
+server restarted.
 
 A *completed* trial is a candidate with a top-rung training row that succeeded (``ok``) or was
 answered from the equivalence cache (``duplicate``): ``TrialRecord.completed``. Trial ids are
@@ -10,6 +14,7 @@ candidate numbers within the search.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,8 +23,125 @@ import numpy as np
 import winnow
 from winnow.records import SearchRecord, TrialRecord
 from winnow.search_space.archs import ArchitectureView, describe
-from winnow.service.engine.pareto import pareto_front, search_hypervolume
-from winnow.service.search_spec import SearchSpec
+from winnow.service.engine.pareto import (
+    domination_counts,
+    hypervolume,
+    reference_point,
+    search_hypervolume,
+)
+from winnow.service.search_spec import Objective, SearchSpec
+
+# --- pure views of completed values and counters ----------------------------------------------
+
+PROGRESS_COUNTS = ("trained", "proposals", "cache_hits", "pruned", "failed")
+
+
+def objective_values(objectives: Sequence[Objective], metrics: Mapping[str, Any]) -> list[float]:
+    """A result's point: its value of each objective, in the spec's order."""
+    return [float(metrics[o.name]) for o in objectives]
+
+
+def best_values(
+    objectives: Sequence[Objective], points: Sequence[Sequence[float]]
+) -> dict[str, float]:
+    """Each objective's best value over ``points`` (empty without points)."""
+    if not len(points):
+        return {}
+    values = np.asarray(points, dtype=np.float64)
+    return {
+        o.name: float(values[:, k].max() if o.direction == "maximize" else values[:, k].min())
+        for k, o in enumerate(objectives)
+    }
+
+
+def front_flags(points: Sequence[Sequence[float]], directions: Sequence[str]) -> np.ndarray:
+    """Points no other point dominates: one vectorised pass (peeling every front, as
+    ``pareto.non_dominated_ranks`` does, takes a second on a few thousand points)."""
+    if not len(points):
+        return np.zeros(0, dtype=bool)
+    return domination_counts(points, directions) == 0
+
+
+def front(points: Sequence[Sequence[float]], directions: Sequence[str]) -> list[int]:
+    """Indices of the points on the Pareto front, in input order."""
+    return [int(i) for i in np.flatnonzero(front_flags(points, directions))]
+
+
+def front_hypervolume(objectives: Sequence[Objective], points: Sequence[Sequence[float]]) -> float:
+    """The hypervolume of completed ``points`` (see ``pareto.search_hypervolume``)."""
+    return search_hypervolume(objectives, points)
+
+
+class GrowingFront:
+    """The front and hypervolume of completed points as they arrive: :meth:`add` returns
+    :func:`front_hypervolume` of the points so far, recomputed only when the new point joins the
+    front or the reference point moves (a minimised objective without a ``reference`` uses 1.1 x
+    its largest value so far); otherwise it cannot change."""
+
+    def __init__(self, objectives: Sequence[Objective]) -> None:
+        self.objectives = list(objectives)
+        self.directions = [o.direction for o in objectives]
+        self.front: list[list[float]] = []
+        self.hypervolume = 0.0
+        self._largest: list[float] | None = None  # per objective: what the reference depends on
+        self._reference: list[float] | None = None
+
+    def add(self, point: Sequence[float]) -> float:
+        point = [float(v) for v in point]
+        largest = self._largest or point
+        self._largest = [max(a, b) for a, b in zip(largest, point, strict=True)]
+        reference = reference_point(self.objectives, [self._largest])
+        candidates = [*self.front, point]
+        flags = front_flags(candidates, self.directions)
+        if flags[-1] or reference != self._reference:
+            self.front = [c for c, keep in zip(candidates, flags, strict=True) if keep]
+            self._reference = reference
+            self.hypervolume = hypervolume(self.front, self.directions, reference)
+        return self.hypervolume
+
+
+def hypervolume_history(
+    objectives: Sequence[Objective], points: Sequence[Sequence[float]]
+) -> list[float]:
+    """The hypervolume after each completed point, in completion order."""
+    growing = GrowingFront(objectives)
+    return [growing.add(point) for point in points]
+
+
+def tally(groups: Iterable[tuple[str, str, bool, int]], proposals: int) -> dict[str, int]:
+    """The progress counters from ``(stage, status, reused, rows)`` groups of stored trials:
+    trained counts training rows that ran (a reused result trained nothing), cache hits the
+    reused rows, pruned and failed the rows of those statuses at any stage."""
+    counts = dict.fromkeys(PROGRESS_COUNTS, 0) | {"proposals": proposals}
+    for stage, status, reused, rows in groups:
+        rows = int(rows)
+        counts["trained"] += rows if stage == "train" and not reused else 0
+        counts["cache_hits"] += rows if reused else 0
+        counts["pruned"] += rows if status == "pruned" else 0
+        counts["failed"] += rows if status == "failed" else 0
+    return counts
+
+
+def progress_view(
+    counts: Mapping[str, int],
+    max_trials: int,
+    objectives: Sequence[Objective],
+    points: Sequence[Sequence[float]],
+    hypervolume_value: float | None = None,
+) -> dict[str, Any]:
+    """What watchers see of a search: the counters, the budget, the hypervolume (computed from
+    ``points`` unless given) and each objective's best completed value."""
+    if hypervolume_value is None:
+        hypervolume_value = front_hypervolume(objectives, points)
+    return {
+        **{k: counts[k] for k in PROGRESS_COUNTS},
+        "max_trials": max_trials,
+        "hypervolume": hypervolume_value,
+        "best": best_values(objectives, points),
+    }
+
+
+# --- views of the stored rows -----------------------------------------------------------------
 
 
 class UnknownTrialError(LookupError):
@@ -49,27 +171,10 @@ def completed_trials(spec: SearchSpec, rows: list[TrialRecord]) -> list[Complete
 
 def progress(spec: SearchSpec, rows: list[TrialRecord]) -> dict[str, Any]:
     """The same counters as ``Engine.progress``, from rows."""
-    numbers = {row.number for row in rows}
-    train = [row for row in rows if row.stage == "train" and not row.reused]
-    done = completed_trials(spec, rows)
-    best = {}
-    if done:
-        values = np.array([c.values for c in done])
-        for k, objective in enumerate(spec.objectives):
-            column = values[:, k]
-            best[objective.name] = float(
-                column.max() if objective.direction == "maximize" else column.min()
-            )
-    return {
-        "trained": len(train),
-        "proposals": len(numbers),
-        "cache_hits": sum(1 for row in rows if row.reused),
-        "pruned": sum(1 for row in rows if row.status == "pruned"),
-        "failed": sum(1 for row in rows if row.status == "failed"),
-        "max_trials": spec.budget.max_trials,
-        "hypervolume": search_hypervolume(spec.objectives, [c.values for c in done]),
-        "best": best,
-    }
+    groups = ((row.stage, row.status, row.reused, 1) for row in rows)
+    counts = tally(groups, proposals=len({row.number for row in rows}))
+    points = [c.values for c in completed_trials(spec, rows)]
+    return progress_view(counts, spec.budget.max_trials, spec.objectives, points)
 
 
 def pareto(spec: SearchSpec, rows: list[TrialRecord]) -> dict[str, Any]:
@@ -77,9 +182,9 @@ def pareto(spec: SearchSpec, rows: list[TrialRecord]) -> dict[str, Any]:
     "hypervolume"}``; points sorted by the first objective, best first."""
     done = completed_trials(spec, rows)
     points = [c.values for c in done]
-    front = [done[i] for i in pareto_front(points, spec.directions)]
+    best = [done[i] for i in front(points, spec.directions)]
     first = spec.objectives[0]
-    front.sort(key=lambda c: c.values[0], reverse=first.direction == "maximize")
+    best.sort(key=lambda c: c.values[0], reverse=first.direction == "maximize")
     return {
         "objectives": [o.name for o in spec.objectives],
         "points": [
@@ -88,9 +193,9 @@ def pareto(spec: SearchSpec, rows: list[TrialRecord]) -> dict[str, Any]:
                 **{o.name: c.values[k] for k, o in enumerate(spec.objectives)},
                 "candidate": json.loads(c.row.candidate),
             }
-            for c in front
+            for c in best
         ],
-        "hypervolume": search_hypervolume(spec.objectives, points),
+        "hypervolume": front_hypervolume(spec.objectives, points),
     }
 
 

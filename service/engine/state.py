@@ -1,115 +1,211 @@
-"""Rebuild an engine from its stored records (``Engine.resume``).
+"""What a search knows, as a value: :class:`SearchState` (its candidates, counters, completed
+results, re-queued work, device seconds, hypervolume), owned by the engine and rebuilt from the
+stored rows by :meth:`SearchState.from_rows` (``Engine.resume``).
 
 Rows are replayed per candidate in the order they were written: finished rows are kept as they
-are (never re-run); rows a dead process left ``queued``/``running`` go back to the engine's
-queue; a candidate that passed the proxy screen but had no training row yet is queued for its
-first rung. The rung ladder, the proxy screen's population and labels, the counters and the
-completed results are rebuilt, and every candidate is added to a fresh Optuna study with the
-state the sampler had been (or would have been) told.
+are (never re-run); rows a dead process left ``queued``/``running`` go back to the queue; a
+candidate that passed the screening stages but had no training row yet is queued for its first
+rung. The rung ladder, the proxy screen's population and labels, the counters and the completed
+results are rebuilt, and every candidate is added to a fresh Optuna study with the state the
+sampler had been (or would have been) told. Not in the rows, so not rebuilt: the proxy runs
+counted by ``counts["proxy"]`` (a cached score and a computed one leave the same row), their
+device seconds, and the report's history (a resumed search's starts at the resume).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from itertools import groupby
-from typing import TYPE_CHECKING
+from typing import Any
 
+import optuna
+from optuna.storages import BaseStorage
 from optuna.trial import TrialState, create_trial
 
-from winnow.records import Status, TrialRecord
+from winnow.records import TrialRecord
 from winnow.search_space.candidate import Candidate
 from winnow.search_space.canonical import structural_hash
-
-if TYPE_CHECKING:
-    from winnow.service.engine.engine import Engine, Tracked
-
-
-def restore_engine(engine: Engine, rows: list[TrialRecord]) -> None:
-    from winnow.service.engine.engine import Tracked
-
-    ordered = sorted(rows, key=lambda r: (r.number, r.id))
-    for number, group in groupby(ordered, key=lambda r: r.number):
-        group = list(group)
-        candidate = Candidate.from_json(group[0].candidate)
-        params, distributions = engine.space.to_optuna(candidate)
-        structural = group[0].structural_hash or structural_hash(candidate)
-        tracked = Tracked(number, candidate, params, distributions, structural)
-        tracked.functional = next((r.functional_hash for r in group if r.functional_hash), None)
-        engine.tracked[number] = tracked
-        engine.counts["proposals"] += 1
-        state, values, intermediate = _replay(engine, tracked, group)
-        _add_to_study(engine, tracked, state, values, intermediate)
-    engine._hypervolume = engine._compute_hypervolume()
+from winnow.search_space.spec import SearchSpace
+from winnow.service.engine.cascade import Proposal
+from winnow.service.engine.readout import front_hypervolume, objective_values
+from winnow.service.engine.rungs import SuccessiveHalving
+from winnow.service.engine.screening import ProxyScreen
+from winnow.service.search_spec import Objective
 
 
-def _replay(engine: Engine, tracked: Tracked, rows: list[TrialRecord]):
-    """Apply one candidate's rows; returns its sampler state, values and intermediate value."""
-    state, values, intermediate = TrialState.RUNNING, None, None
-    needs_training = False
-    for row in rows:
-        metrics = row.metrics
-        if row.stage == "proxy":
-            state, needs_training = _replay_proxy(engine, tracked, row, metrics)
-            continue
+@dataclass(eq=False)
+class RequeuedTrial:
+    """A trial rebuilt from the store and still running: Optuna hands out ``Trial`` objects
+    (whose ``report`` records an intermediate value) only from ``study.ask()``, while this one
+    was added with ``study.add_trial``; its intermediate value goes to the study's storage (the
+    engine's own ``SamplerViewStorage``) by the storage's public API, as ``Trial.report`` does."""
+
+    storage: BaseStorage
+    trial_id: int
+
+    def report(self, value: float, step: int) -> None:
+        self.storage.set_trial_intermediate_value(self.trial_id, int(step), float(value))
+
+
+@dataclass
+class Tracked(Proposal):
+    """What the engine holds for one candidate of the search. Equal states compare equal
+    without the links to the live study and the timings."""
+
+    params: dict[str, Any] = field(default_factory=dict)
+    distributions: dict[str, Any] = field(default_factory=dict)
+    optuna_number: int | None = field(default=None, compare=False)
+    # what reports an intermediate value (the asked ``optuna.trial.Trial``, or a RequeuedTrial)
+    trial: optuna.trial.Trial | RequeuedTrial | None = field(default=None, compare=False)
+    told: bool = False
+    overhead: float = field(default=0.0, compare=False)  # engine seconds, evaluations excluded
+    sampling: float = field(default=0.0, compare=False)  # of which the sampler's ask
+
+
+def fresh_counts() -> dict[str, int]:
+    return dict(trained=0, proposals=0, cache_hits=0, proxy=0, pruned=0, failed=0)
+
+
+@dataclass
+class SearchState:
+    """See the module docstring. ``completed`` holds top-rung (or reused) objective values by
+    candidate number; ``requeued`` is ``(candidate, rung, row id or None)`` to train first."""
+
+    tracked: dict[int, Tracked] = field(default_factory=dict)
+    counts: dict[str, int] = field(default_factory=fresh_counts)
+    completed: dict[int, list[float]] = field(default_factory=dict)
+    requeued: list[tuple[Tracked, int, int | None]] = field(default_factory=list)
+    device_seconds: float = 0.0
+    hypervolume: float = 0.0
+    history: list[dict[str, float]] = field(default_factory=list, compare=False)
+
+    def points(self) -> list[list[float]]:
+        return list(self.completed.values())
+
+    @classmethod
+    def from_rows(
+        cls,
+        rows: list[TrialRecord],
+        space: SearchSpace,
+        objectives: list[Objective],
+        ladder: SuccessiveHalving,
+        screen: ProxyScreen | None,
+        study: optuna.Study,
+        storage: BaseStorage,
+    ) -> SearchState:
+        """The state of a search from its stored rows; ``ladder``, ``screen`` and ``study``
+        (whose storage is ``storage``) are fresh ones of its spec and are filled in too."""
+        rebuild = _Rebuild(cls(), objectives, ladder, screen, study, storage)
+        ordered = sorted(rows, key=lambda r: (r.number, r.id))
+        for number, group in groupby(ordered, key=lambda r: r.number):
+            rebuild.candidate(number, list(group), space)
+        rebuild.state.hypervolume = front_hypervolume(objectives, rebuild.state.points())
+        return rebuild.state
+
+
+class _Rebuild:
+    """Replays one candidate's rows at a time into a state (see the module docstring)."""
+
+    def __init__(self, state, objectives, ladder, screen, study, storage) -> None:
+        self.state, self.objectives, self.ladder, self.screen = state, objectives, ladder, screen
+        self.study, self.storage = study, storage
+
+    def candidate(self, number: int, rows: list[TrialRecord], space: SearchSpace) -> None:
+        candidate = Candidate.from_json(rows[0].candidate)
+        params, distributions = space.to_optuna(candidate)
+        structural = rows[0].structural_hash or structural_hash(candidate)
+        tracked = Tracked(number, candidate, structural, params=params, distributions=distributions)
+        tracked.functional = next((r.functional_hash for r in rows if r.functional_hash), None)
+        self.state.tracked[number] = tracked
+        self.state.counts["proposals"] += 1
+        self.add_to_study(tracked, *self.replay(tracked, rows))
+
+    def replay(self, tracked: Tracked, rows: list[TrialRecord]):
+        """Apply one candidate's rows; returns its sampler state, values and intermediate."""
+        state, values, intermediate = TrialState.RUNNING, None, None
         needs_training = False
-        if row.status in (Status.QUEUED, Status.RUNNING):
-            engine.requeued.append((tracked, row.rung, row.id))
-            state = TrialState.RUNNING
-            continue
-        state, values, intermediate = _replay_train(engine, tracked, row, metrics)
-    if needs_training:
-        engine.requeued.append((tracked, 0, None))
-    return state, values, intermediate
+        for row in rows:
+            metrics = row.metrics
+            if row.stage != "train":  # a screening stage: proxy (or supernet)
+                state, needs_training = self.screening(tracked, row, metrics)
+                continue
+            needs_training = False
+            if row.status in ("queued", "running"):
+                self.state.requeued.append((tracked, row.rung, row.id))
+                state = TrialState.RUNNING
+                continue
+            state, values, intermediate = self.train(tracked, row, metrics)
+        if needs_training:
+            self.state.requeued.append((tracked, 0, None))
+        return state, values, intermediate
+
+    def screening(self, tracked: Tracked, row: TrialRecord, metrics: dict):
+        if row.stage == "proxy" and self.screen is not None and row.status in ("ok", "pruned"):
+            proxies = self.screen.settings.proxies
+            self.screen.add(tracked.number, {p: metrics.get(f"proxy.{p}") for p in proxies})
+        if row.status == "failed":
+            self.state.counts["failed"] += 1
+            return TrialState.FAIL, False
+        if row.status == "pruned":
+            self.state.counts["pruned"] += 1
+            return TrialState.PRUNED, False
+        return TrialState.RUNNING, True
+
+    def train(self, tracked: Tracked, row: TrialRecord, metrics: dict):
+        counts = self.state.counts
+        if row.reused:
+            counts["cache_hits"] += 1
+            values = objective_values(self.objectives, metrics)
+            self.state.completed[tracked.number] = values
+            return TrialState.COMPLETE, values, None
+        counts["trained"] += 1
+        self.state.device_seconds += row.seconds
+        if row.status in ("failed", "pruned"):
+            counts[row.status] += 1
+            return TrialState.FAIL if row.status == "failed" else TrialState.PRUNED, None, None
+        if row.rung > 0:
+            self.ladder.mark_promoted(row.rung - 1, tracked.number)
+        if self.screen is not None and row.rung == 0:
+            self.screen.observe(tracked.number, metrics)
+        values = objective_values(self.objectives, metrics)
+        if row.rung == self.ladder.top:
+            self.state.completed[tracked.number] = values
+            return TrialState.COMPLETE, values, None
+        self.ladder.record(row.rung, tracked.number, values)
+        return TrialState.PRUNED, None, (self.ladder.rungs[row.rung], values[0])
+
+    def add_to_study(self, tracked: Tracked, state, values, intermediate) -> None:
+        single = len(self.objectives) == 1
+        trial = create_trial(
+            params=tracked.params,
+            distributions=tracked.distributions,
+            state=state,
+            values=values if state == TrialState.COMPLETE else None,
+            intermediate_values={intermediate[0]: intermediate[1]}
+            if intermediate and single
+            else None,
+        )
+        self.study.add_trial(trial)
+        number = self.study.trials[-1].number  # the newest is never hidden (SamplerViewStorage)
+        tracked.optuna_number, tracked.told = number, state != TrialState.RUNNING
+        if not tracked.told:
+            study_id = self.storage.get_study_id_from_name(self.study.study_name)
+            trial_id = self.storage.get_trial_id_from_study_id_trial_number(study_id, number)
+            tracked.trial = RequeuedTrial(self.storage, trial_id)
 
 
-def _replay_proxy(engine: Engine, tracked: Tracked, row: TrialRecord, metrics: dict):
-    if engine.screen is not None and row.status in ("ok", "pruned"):
-        proxies = engine.spec.strategy.screen.proxies
-        engine.screen.add(tracked.number, {p: metrics.get(f"proxy.{p}") for p in proxies})
-    if row.status == "failed":
-        engine.counts["failed"] += 1
-        return TrialState.FAIL, False
-    if row.status == "pruned":
-        engine.counts["pruned"] += 1
-        return TrialState.PRUNED, False
-    return TrialState.RUNNING, True
-
-
-def _replay_train(engine: Engine, tracked: Tracked, row: TrialRecord, metrics: dict):
-    if row.reused:
-        engine.counts["cache_hits"] += 1
-        values = engine._values(metrics)
-        engine.completed[tracked.number] = values
-        return TrialState.COMPLETE, values, None
-    engine.counts["trained"] += 1
-    engine.device_seconds += row.seconds
-    if row.status == "failed":
-        engine.counts["failed"] += 1
-        return TrialState.FAIL, None, None
-    if row.status == "pruned":
-        engine.counts["pruned"] += 1
-        return TrialState.PRUNED, None, None
-    if row.rung > 0:
-        engine.ladder.mark_promoted(row.rung - 1, tracked.number)
-    if engine.screen is not None and row.rung == 0:
-        engine.screen.observe(tracked.number, metrics)
-    values = engine._values(metrics)
-    if row.rung == engine.ladder.top:
-        engine.completed[tracked.number] = values
-        return TrialState.COMPLETE, values, None
-    engine.ladder.record(row.rung, tracked.number, values)
-    return TrialState.PRUNED, None, (engine.ladder.rungs[row.rung], values[0])
-
-
-def _add_to_study(engine: Engine, tracked: Tracked, state, values, intermediate) -> None:
-    single = len(engine.objectives) == 1
-    trial = create_trial(
-        params=tracked.params,
-        distributions=tracked.distributions,
-        state=state,
-        values=values if state == TrialState.COMPLETE else None,
-        intermediate_values={intermediate[0]: intermediate[1]} if intermediate and single else None,
-    )
-    engine.study.add_trial(trial)
-    frozen = engine.study.trials[-1]  # the newest is never hidden (SamplerViewStorage)
-    tracked.optuna_number, tracked.trial_id = frozen.number, frozen._trial_id
-    tracked.told = state != TrialState.RUNNING
+@dataclass
+class SearchReport:
+    search_id: str
+    status: str
+    trained: int
+    proposals: int
+    cache_hits: int
+    proxy_evaluations: int
+    pruned: int
+    failed: int
+    front: list[dict[str, Any]]
+    hypervolume: float
+    history: list[dict[str, float]] = field(default_factory=list)
+    overhead_ms_median: float = 0.0
+    wall_seconds: float = 0.0

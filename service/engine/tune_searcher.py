@@ -1,14 +1,18 @@
 """``WinnowSearcher``: winnow's cascade as a Ray Tune ``Searcher``, so that Tune users get
 functional hashing and zero-cost proxy screening inside their own experiments.
 
-``suggest`` asks an Optuna sampler for a candidate, then, as the engine does:
+``suggest`` asks an Optuna sampler for a candidate, then runs the engine's stage list
+(``cascade.cascade_stages``) with this searcher's evidence behind it:
 
-1. hashes it (structural, then functional); a candidate computing the same function as one
-   already finished is not run again: the sampler is told the stored value and asked again;
-   one identical to a trial still running is skipped (told ``PRUNED``);
-2. scores it with the screen's zero-cost proxies (in this process, at initialisation) and keeps
-   it only when ``ProxyScreen`` ranks it in the top fraction; others are told ``PRUNED``;
-3. returns ``{"candidate": ...}`` for ``winnow.workers.tune.train_candidate``.
+1. **hash** — structural, then functional (memoised in this process);
+2. **reuse** — a candidate computing the same function as one already finished is not run
+   again: the sampler is told the stored value and asked again; one identical to a trial still
+   running is skipped (told ``PRUNED``);
+3. **proxy**, **screen** — the screen's zero-cost proxies, run in this process (``run_trial``),
+   and ``ProxyScreen``: only candidates in the top fraction are kept; others are told
+   ``PRUNED``;
+4. **supernet** — the slot (``supernet=``; passes every candidate by default);
+5. **train** — ``{"candidate": ...}`` goes back to Tune for ``winnow.workers.tune.train_candidate``.
 
 Results come back through ``on_trial_complete``. A trial that ran its ``max_epochs`` is told
 to the sampler as complete, remembered by functional hash and shown to the screen; one that a
@@ -23,7 +27,7 @@ is the engine's cascade, and workers never import the service.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
@@ -31,9 +35,16 @@ from optuna.trial import TrialState
 from ray.tune.search import Searcher
 
 from winnow.search_space.canonical import structural_hash
-from winnow.search_space.functional_hash import functional_hash
 from winnow.search_space.spec import SearchSpace
-from winnow.search_space.trial import Status, TrialSpec
+from winnow.search_space.trial import Status, TrialResult, TrialSpec
+from winnow.service.engine.cascade import (
+    MemoryHashMemo,
+    Passage,
+    Proposal,
+    Stage,
+    cascade_stages,
+    run_stages,
+)
 from winnow.service.engine.sampling import make_study
 from winnow.service.engine.screening import ProxyScreen
 from winnow.service.search_spec import Objective, Screen
@@ -41,16 +52,16 @@ from winnow.workers.run import run_trial
 
 
 @dataclass
-class _Proposal:
-    trial: optuna.trial.Trial
-    number: int
-    functional: str
+class _Proposal(Proposal):
+    trial: optuna.trial.Trial | None = field(default=None, compare=False)
+    tune_id: str = ""  # the Tune trial it was suggested for
 
 
 class WinnowSearcher(Searcher):
     """See the module docstring. ``max_attempts`` bounds the proposals one ``suggest`` may
     discard (duplicates, screened out) before it gives up: for now (``None``) while trials run,
-    for good (``FINISHED``) when none does. ``max_epochs`` is the trainable's full length."""
+    for good (``FINISHED``) when none does. ``max_epochs`` is the trainable's full length;
+    ``supernet`` a stage for the cascade's supernet slot."""
 
     def __init__(
         self,
@@ -63,6 +74,7 @@ class WinnowSearcher(Searcher):
         seed: int = 0,
         max_attempts: int = 100,
         max_epochs: int | None = None,
+        supernet: Stage | None = None,
     ) -> None:
         super().__init__(metric=metric, mode=mode)
         direction = "maximize" if mode == "max" else "minimize"
@@ -73,8 +85,9 @@ class WinnowSearcher(Searcher):
         self.max_attempts, self.max_epochs = max_attempts, max_epochs
         self.live: dict[str, _Proposal] = {}  # Tune trial id -> its proposal
         self.finished: dict[str, float] = {}  # functional hash -> its metric
-        self.memo: dict[str, str] = {}  # structural hash -> functional hash
+        self.memo = MemoryHashMemo()  # structural hash -> functional hash
         self.counts = {"proposals": 0, "duplicates": 0, "screened_out": 0, "suggested": 0}
+        self.stages = cascade_stages(self.memo, self, self, self, self, supernet)
 
     def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **_):
         """Tune's ``TuneConfig(metric=..., mode=...)`` must agree with the searcher's own."""
@@ -86,15 +99,11 @@ class WinnowSearcher(Searcher):
             candidate = self.space.suggest_optuna(trial)
             number = self.counts["proposals"]
             self.counts["proposals"] += 1
-            functional = self._functional_hash(candidate)
-            if self._known(trial, functional):
-                continue
-            if not self._passes_screen(candidate, number):
-                self.study.tell(trial, state=TrialState.PRUNED)
-                continue
-            self.live[trial_id] = _Proposal(trial, number, functional)
-            self.counts["suggested"] += 1
-            return {"candidate": candidate.model_dump(mode="json")}
+            proposal = _Proposal(
+                number, candidate, structural_hash(candidate), trial=trial, tune_id=trial_id
+            )
+            if run_stages(self.stages, proposal, Passage(self)):
+                return {"candidate": candidate.model_dump(mode="json")}
         return None if self.live else Searcher.FINISHED
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False):
@@ -114,31 +123,43 @@ class WinnowSearcher(Searcher):
         self.finished.setdefault(proposal.functional, float(value))
         self.screen.observe(proposal.number, {self.metric: float(value)})
 
-    def _functional_hash(self, candidate: Any) -> str:
-        """Memoised by structural hash: equal structure computes the same function."""
-        structural = structural_hash(candidate)
-        if structural not in self.memo:
-            self.memo[structural] = functional_hash(candidate)
-        return self.memo[structural]
+    # --- the evidence behind the stages (cascade.Twins, Scorer, Rule, Trainer, Outcomes) ------
 
-    def _known(self, trial: optuna.trial.Trial, functional: str) -> bool:
+    def find(self, proposal: _Proposal, passage: Passage) -> TrialResult | None:
         """A finished twin answers for the candidate; a running twin makes it redundant."""
-        if functional in self.finished:
-            self.counts["duplicates"] += 1
-            self.study.tell(trial, self.finished[functional])
-            return True
-        if any(p.functional == functional for p in self.live.values()):
-            self.counts["duplicates"] += 1
-            self.study.tell(trial, state=TrialState.PRUNED)
-            return True
-        return False
+        if proposal.functional in self.finished:
+            return TrialResult(Status.OK, {self.metric: self.finished[proposal.functional]})
+        if any(p.functional == proposal.functional for p in self.live.values()):
+            return TrialResult(Status.PRUNED, error="an equal function is running")
+        return None
 
-    def _passes_screen(self, candidate: Any, number: int) -> bool:
+    def scores(self, proposal: _Proposal, passage: Passage) -> TrialResult:
         proxies = tuple(self.settings.proxies)
-        spec = TrialSpec(candidate, self.dataset, stage="proxy", seed=self.seed, proxies=proxies)
-        scores = run_trial(spec)
+        spec = TrialSpec(
+            proposal.candidate, self.dataset, stage="proxy", seed=self.seed, proxies=proxies
+        )
+        return passage.evaluate(lambda: run_trial(spec))
+
+    def judge(self, proposal: _Proposal, scores: TrialResult) -> TrialResult:
         values = {p: scores.metrics.get(f"proxy.{p}") for p in self.settings.proxies}
-        if scores.status == Status.OK and self.screen.add(number, values).keep:
-            return True
-        self.counts["screened_out"] += 1
-        return False
+        keep = self.screen.add(proposal.number, values).keep
+        return TrialResult(Status.OK if keep else Status.PRUNED, scores.metrics)
+
+    def start(self, proposal: _Proposal, passage: Passage) -> None:
+        self.live[proposal.tune_id] = proposal
+        self.counts["suggested"] += 1
+
+    def reused(self, proposal: _Proposal, result: TrialResult) -> None:
+        self.counts["duplicates"] += 1
+        if result.status == Status.OK:
+            self.study.tell(proposal.trial, result.metrics[self.metric])
+        else:
+            self.study.tell(proposal.trial, state=TrialState.PRUNED)
+
+    def failed(self, proposal: _Proposal, stage: str, result: TrialResult) -> None:
+        self.screened(proposal, stage, TrialResult(Status.PRUNED, error=result.error))
+
+    def screened(self, proposal: _Proposal, stage: str, result: TrialResult) -> None:
+        if result.status != Status.OK:
+            self.counts["screened_out"] += 1
+            self.study.tell(proposal.trial, state=TrialState.PRUNED)

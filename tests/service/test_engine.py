@@ -216,7 +216,7 @@ def test_resume_keeps_finished_trials_and_reruns_only_the_running_one(store):
         session.get(SearchRow, report.search_id).spec_json = spec.to_json()
     before = {r.id: (r.status, r.metrics) for r in rows[:-1]}
     engine = Engine.resume(store, report.search_id, InProcessExecutor(world))
-    assert len(engine.study.trials) == 4 and engine.requeued
+    assert len(engine.study.trials) == 4 and engine.state.requeued
     resumed = engine.run()
     after = store.trials(report.search_id)
     assert {r.id: (r.status, r.metrics) for r in after if r.id in before} == before

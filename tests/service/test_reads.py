@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from winnow.service.cli.ui import seed_search
+from winnow.bench.seed import seed_search
 from winnow.service.store import Store, reads, sqlite_url
 from winnow.service.store.reads import TableQuery
 

@@ -17,8 +17,9 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
+from winnow.bench.seed import seed_search
 from winnow.records import TrialRecord
-from winnow.service.cli.ui import APP, seed_search, streamlit_command
+from winnow.service.cli.ui import APP, streamlit_command
 from winnow.service.search_spec import SearchSpec
 from winnow.service.store import Store, sqlite_url
 

@@ -8,6 +8,7 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
 from winnow.search_space.candidate import Candidate
+from winnow.search_space.canonical import structural_hash
 from winnow.search_space.spec import parse_space
 from winnow.service.engine.tune_searcher import WinnowSearcher
 from winnow.service.search_spec import Screen
@@ -69,7 +70,7 @@ def test_the_winnow_searcher_skips_duplicates_and_screens_with_proxies(local_ray
     assert counts["suggested"] == 8 and counts["screened_out"] > 0
     assert counts["proposals"] == 8 + counts["screened_out"] + counts["duplicates"]
     finished = [r.config["candidate"] for r in results]
-    hashes = {searcher._functional_hash(Candidate.model_validate(c)) for c in finished}
+    hashes = {searcher.memo[structural_hash(Candidate.model_validate(c))] for c in finished}
     assert len(hashes) == 8  # no function was trained twice
     told = [t for t in searcher.study.trials if t.state.is_finished()]
     assert len(told) == counts["proposals"]  # the sampler heard about every proposal

@@ -1,0 +1,58 @@
+"""``winnow bench ui``: how fast the dashboard's Search page opens on a big search.
+
+A realistic search is seeded into a fresh SQLite store (``winnow.bench.seed.seed_search``) and
+the Search page opened with Streamlit's ``AppTest``, which runs the page's script as the server
+would, without a browser: cold (empty caches), warm, and the trial table's next page."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from winnow.bench.seed import seed_search
+from winnow.service.store import Store, sqlite_url
+
+
+def _timed(run: Any) -> float:
+    start = time.perf_counter()
+    run()
+    return round(time.perf_counter() - start, 3)
+
+
+def bench_ui(url: str, search_id: str, app: Path) -> dict[str, Any]:
+    """Seconds to run the Search page's script (``app``, the dashboard) cold (a fresh
+    process: every query and figure), warm (cached reads: a live refresh with nothing new), and
+    to show the next table page."""
+    from streamlit.testing.v1 import AppTest
+
+    os.environ["WINNOW_UI_DB"], os.environ["WINNOW_UI_SERVER"] = url, ""
+    Store(url).close()  # migrations run once here, not inside the timed page
+    page = AppTest.from_file(str(app), default_timeout=120)
+    page.query_params["search"] = search_id
+    cold = _timed(page.run)
+    if page.exception:
+        raise RuntimeError(f"the Search page failed: {page.exception[0].message}")
+    warm = _timed(page.run)
+    next_page = _timed(page.button(key="t-next").click().run)
+    return {
+        "search_page_seconds": cold,
+        "search_page_warm_seconds": warm,
+        "table_next_page_seconds": next_page,
+    }
+
+
+def run_bench_ui(trials: int, seed: int, db: str | None, app: Path) -> dict[str, Any]:
+    """Seed ``trials`` proposals (into ``db``, else a temporary SQLite file) and time the page."""
+    with tempfile.TemporaryDirectory() as folder:
+        url = db or sqlite_url(Path(folder) / "bench-ui.db")
+        store = Store(url)
+        seconds = time.perf_counter()
+        search_id = seed_search(store, trials, seed=seed)
+        seeded = round(time.perf_counter() - seconds, 3)
+        rows = len(store.trials(search_id))
+        store.close()
+        result = {"trials": trials, "rows": rows, "seed_seconds": seeded}
+        return result | bench_ui(url, search_id, app)

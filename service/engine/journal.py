@@ -1,0 +1,103 @@
+"""What the engine writes to the store for one search: a row per candidate and stage (inserted
+before its work starts, updated when it ends) and the search's events.
+
+Every state change is written before the engine goes on, so that ``Engine.resume`` can rebuild
+the search from the store after any crash (``state.SearchState.from_rows``)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from winnow.records import Status, TrialRecord
+from winnow.search_space.trial import TrialResult
+from winnow.service.engine.state import Tracked
+from winnow.service.store import Store
+
+EventSink = Callable[[str, dict[str, Any]], None]
+
+
+class Journal:
+    def __init__(self, store: Store, search_id: str, on_event: EventSink | None = None) -> None:
+        self.store, self.search_id, self.on_event = store, search_id, on_event
+
+    def write(
+        self,
+        tracked: Tracked,
+        stage: str,
+        epochs: int,
+        rung: int,
+        status: str,
+        result: TrialResult | None = None,
+        reused: bool = False,
+    ) -> int:
+        """Insert the candidate's row for one stage; returns its id."""
+        record = trial_row(self.search_id, tracked, stage, epochs, rung, status, result, reused)
+        row_id = self.store.add_trial(record)
+        if result is not None:  # proxy rows are many and are rows already: not stored twice
+            payload = {"number": tracked.number, "stage": stage, "status": status}
+            self.event("trial", payload, stored=stage != "proxy")
+        return row_id
+
+    def update(self, row_id: int, status: str, result: TrialResult, error: str | None) -> None:
+        """A row's work ended with ``result`` (stored as ``status``, ``error``)."""
+        self.store.update_trial(
+            row_id,
+            status=status,
+            metrics=result.metrics,
+            loss_curve=result.loss_curve,
+            error=error,
+            seconds=result.seconds,
+            device=result.device,
+            host=result.host,
+            finished_at=time.time(),
+        )
+        self.event("trial", {"row": row_id, "status": status})
+
+    def restart(self, row_id: int) -> None:
+        """A re-queued row runs again."""
+        self.store.update_trial(row_id, status=Status.RUNNING)
+
+    def event(self, kind: str, payload: dict[str, Any], stored: bool = True) -> None:
+        if stored:
+            self.store.add_event(self.search_id, kind, payload)
+        if self.on_event is not None:
+            self.on_event(kind, payload)
+
+
+def trial_row(
+    search_id: str,
+    tracked: Tracked,
+    stage: str,
+    epochs: int,
+    rung: int,
+    status: str,
+    result: TrialResult | None,
+    reused: bool,
+) -> TrialRecord:
+    """The record of one stage of a candidate (``result``: None while it runs)."""
+    now = time.time()
+    return TrialRecord(
+        id=None,
+        search_id=search_id,
+        number=tracked.number,
+        stage=stage,
+        epochs=epochs,
+        rung=rung,
+        status=Status(status),
+        candidate=tracked.candidate.canonical_json(),
+        candidate_key=tracked.candidate.key,
+        structural_hash=tracked.structural,
+        functional_hash=tracked.functional,
+        params=tracked.params,
+        metrics=result.metrics if result else {},
+        loss_curve=result.loss_curve if result else [],
+        error=result.error if result else None,
+        reused=reused,
+        seconds=result.seconds if result else 0.0,
+        device=result.device if result else None,
+        host=result.host if result else None,
+        created_at=now,
+        finished_at=now if result else None,
+    )

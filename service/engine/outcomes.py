@@ -1,0 +1,95 @@
+"""How the engine settles a candidate: the sampler is told, the state counts it and the journal
+stores it. The cascade's stages report here (``cascade.Outcomes``: reused, failed, screened),
+and so does training (a completed top rung, a pruned rung).
+
+Telling the sampler: a candidate is told once (``PRUNED`` at a rung it does not go up from, with
+its value as an intermediate value for one objective); if it is promoted later and finishes the
+top rung, the sampler is told that result as a new completed trial."""
+
+from __future__ import annotations
+
+import optuna
+from optuna.trial import TrialState, create_trial
+
+from winnow.search_space.trial import Status, TrialResult
+from winnow.service.engine.journal import Journal
+from winnow.service.engine.readout import front_hypervolume, objective_values
+from winnow.service.engine.rungs import SuccessiveHalving
+from winnow.service.engine.state import SearchState, Tracked
+from winnow.service.search_spec import Objective
+
+
+class Outcomes:
+    def __init__(
+        self,
+        objectives: list[Objective],
+        state: SearchState,
+        journal: Journal,
+        study: optuna.Study,
+        ladder: SuccessiveHalving,
+    ) -> None:
+        self.objectives, self.state, self.journal = objectives, state, journal
+        self.study, self.ladder = study, ladder
+
+    # --- the cascade's outcomes (cascade.Outcomes) ----------------------------------------------
+
+    def reused(self, tracked: Tracked, result: TrialResult) -> None:
+        """A stored result of an equal function: stored as a ``duplicate`` top-rung row."""
+        self.state.counts["cache_hits"] += 1
+        epochs, top = self.ladder.rungs[-1], self.ladder.top
+        self.journal.write(tracked, "train", epochs, top, "duplicate", result, True)
+        self.complete(tracked, result.metrics)
+
+    def failed(self, tracked: Tracked, stage: str, result: TrialResult) -> None:
+        self.journal.write(tracked, stage, 0, -1, "failed", result)
+        self.state.counts["failed"] += 1
+        self.tell(tracked, TrialState.FAIL)
+
+    def screened(self, tracked: Tracked, stage: str, result: TrialResult) -> None:
+        """The stage's row, ``ok`` or ``pruned`` (then counted and told)."""
+        self.journal.write(tracked, stage, 0, -1, str(result.status), result)
+        if result.status == Status.PRUNED:
+            self.state.counts["pruned"] += 1
+            self.tell(tracked, TrialState.PRUNED)
+
+    # --- completion and telling -----------------------------------------------------------------
+
+    def complete(self, tracked: Tracked, metrics: dict[str, float]) -> None:
+        """A top-rung (or reused) result: the sampler, the front and its hypervolume learn it."""
+        values = objective_values(self.objectives, metrics)
+        self.state.completed[tracked.number] = values
+        if tracked.told:  # pruned at a lower rung, promoted later: a new completed trial
+            self.study.add_trial(
+                create_trial(
+                    params=tracked.params, distributions=tracked.distributions, values=values
+                )
+            )
+        else:
+            self.tell(tracked, TrialState.COMPLETE, values=values)
+        self.state.hypervolume = front_hypervolume(self.objectives, self.state.points())
+        self.journal.event(
+            "front", {"number": tracked.number, "hypervolume": self.state.hypervolume}
+        )
+
+    def tell(
+        self,
+        tracked: Tracked,
+        state: TrialState,
+        values: list[float] | None = None,
+        intermediate: tuple[int, dict[str, float]] | None = None,
+    ) -> None:
+        """Tell the sampler once; ``intermediate``: ``(rung, metrics)`` reported first (for
+        one objective: Optuna's intermediate values are single-objective)."""
+        if tracked.told or tracked.optuna_number is None:
+            return
+        if intermediate is not None and len(self.objectives) == 1 and tracked.trial is not None:
+            rung, metrics = intermediate
+            value = objective_values(self.objectives, metrics)[0]
+            tracked.trial.report(value, self.ladder.rungs[rung])
+        self.study.tell(tracked.optuna_number, values, state=state)
+        tracked.told = True
+
+    def tell_waiting(self) -> None:
+        """Candidates still open when the budget ends (none with a synchronous executor)."""
+        for tracked in self.state.tracked.values():
+            self.tell(tracked, TrialState.PRUNED)

@@ -1,0 +1,53 @@
+"""readout's pure views: the one implementation of best values, the front, the hypervolume (at
+once and as points arrive) and the progress counters."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from winnow.service.engine import readout
+from winnow.service.engine.pareto import pareto_front
+from winnow.service.search_spec import Objective
+
+OBJECTIVES = [
+    Objective(name="accuracy", direction="maximize"),
+    Objective(name="params", direction="minimize"),  # no reference: 1.1 x the worst so far
+]
+
+
+def points(n: int, seed: int = 0) -> list[list[float]]:
+    rng = np.random.default_rng(seed)
+    return np.column_stack([rng.uniform(0.5, 1.0, n), rng.uniform(1.0, 100.0, n)]).tolist()
+
+
+def test_the_growing_front_gives_the_hypervolume_of_every_prefix():
+    values = points(60)
+    history = readout.hypervolume_history(OBJECTIVES, values)
+    for i, volume in enumerate(history):
+        assert volume == pytest.approx(readout.front_hypervolume(OBJECTIVES, values[: i + 1]))
+    assert history[-1] > history[0]
+
+
+def test_front_and_best_values():
+    values = points(40, seed=1)
+    directions = [o.direction for o in OBJECTIVES]
+    assert readout.front(values, directions) == pareto_front(values, directions)
+    best = readout.best_values(OBJECTIVES, values)
+    assert best == {"accuracy": max(v[0] for v in values), "params": min(v[1] for v in values)}
+    assert readout.best_values(OBJECTIVES, []) == {} and readout.front([], directions) == []
+
+
+def test_progress_counters_from_grouped_rows():
+    groups = [
+        ("proxy", "pruned", False, 5),
+        ("proxy", "ok", False, 4),
+        ("train", "ok", False, 3),
+        ("train", "failed", False, 1),
+        ("train", "duplicate", True, 2),
+    ]
+    counts = readout.tally(groups, proposals=11)
+    assert counts == {"trained": 4, "proposals": 11, "cache_hits": 2, "pruned": 5, "failed": 1}
+    view = readout.progress_view(counts, 10, OBJECTIVES, [[0.9, 10.0]])
+    assert view["max_trials"] == 10 and view["best"] == {"accuracy": 0.9, "params": 10.0}
+    assert view["hypervolume"] == pytest.approx(0.9 * (11.0 - 10.0))
