@@ -8,7 +8,10 @@ Both import their machinery only when chosen (Ray takes seconds to import).
 
 from __future__ import annotations
 
-from winnow.workers.executor import Executor
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the executors import torch; the CLI reads POOLS at start-up
+    from winnow.workers.executor import Executor
 
 POOLS = ("local", "ray")
 

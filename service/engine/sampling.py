@@ -1,4 +1,5 @@
-"""Optuna samplers by strategy name, and the in-memory study the engine asks and tells.
+"""Optuna samplers by strategy name (``SAMPLERS``), and the in-memory study the engine asks
+and tells.
 
 The study is never the source of truth: the store is, and the engine rebuilds the study from
 it after a restart (``Engine.resume``)."""
@@ -7,11 +8,13 @@ from __future__ import annotations
 
 import warnings
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import optuna
 from optuna.storages import InMemoryStorage
 from optuna.trial import FrozenTrial, TrialState
+
+from winnow.search_space.registry import Registry
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -67,22 +70,26 @@ def _screened_out(trial: FrozenTrial) -> bool:
     return trial.state == TrialState.PRUNED and not trial.intermediate_values
 
 
+def _tpe(seed: int, parallel: bool) -> optuna.samplers.BaseSampler:
+    # Multivariate: nb201's edges interact, and so do a recipe's axes. (`group`, which models
+    # define-by-run branches apart, doubled the cost of an ask at 900 trials.)
+    with warnings.catch_warnings():  # multivariate and constant_liar are "experimental"
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=parallel)
+
+
+# A sampler by strategy name: a factory of (seed, parallel).
+SAMPLERS: Registry[Callable[[int, bool], optuna.samplers.BaseSampler]] = Registry("sampler")
+SAMPLERS.register("random", lambda seed, parallel: optuna.samplers.RandomSampler(seed=seed))
+SAMPLERS.register("tpe", _tpe)
+SAMPLERS.register("nsga2", lambda seed, parallel: optuna.samplers.NSGAIISampler(seed=seed))
+SAMPLERS.register("gp", lambda seed, parallel: optuna.samplers.GPSampler(seed=seed))
+
+
 def make_sampler(name: str, seed: int, parallel: bool = False) -> optuna.samplers.BaseSampler:
     """The sampler of a strategy. ``parallel``: trials run concurrently, so TPE pretends the
     running ones scored badly (constant liar) rather than proposing the same point again."""
-    if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    if name == "tpe":
-        # Multivariate: nb201's edges interact, and so do a recipe's axes. (`group`, which
-        # models define-by-run branches apart, doubled the cost of an ask at 900 trials.)
-        with warnings.catch_warnings():  # multivariate and constant_liar are "experimental"
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=parallel)
-    if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed)
-    if name == "gp":
-        return optuna.samplers.GPSampler(seed=seed)
-    raise ValueError(f"unknown sampler {name!r}; allowed: random, tpe, nsga2, gp")
+    return SAMPLERS.get(name)(seed, parallel)
 
 
 def make_study(
