@@ -21,21 +21,23 @@ quantization:
 
 Optimizer hyperparameters that a spec leaves out take the optimizer's own default (fixed), so
 a search only explores what the spec asks for. Every error names the field and the allowed values.
+
+``BUILTIN_SPACES``, ``SpecError`` and ``format_validation_error`` are defined in torch-free modules
+(``builtin_spaces``, ``specfile``: the client SDK reads them) and importable from here too.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import operator
 import random
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from winnow.search_space.archs import FAMILIES
+from winnow.search_space.builtin_spaces import BUILTIN_SPACES, read_space_file
 from winnow.search_space.candidate import Candidate
 from winnow.search_space.norms import NORMS
 from winnow.search_space.optimizers import HYPERPARAMETERS, OPTIMIZERS, SCHEDULES
@@ -52,10 +54,7 @@ from winnow.search_space.params import (
     to_param,
 )
 from winnow.search_space.quantization import ACTIVATION_BITS, GRANULARITIES, WEIGHT_BITS
-
-
-class SpecError(ValueError):
-    """An invalid spec; the message lists every bad field with what is allowed."""
+from winnow.search_space.specfile import SpecError, SpecFileError, format_validation_error
 
 
 def check_choices(field: str, param: Any, allowed: list[Any] | tuple[Any, ...]) -> Any:
@@ -261,15 +260,6 @@ def _not_in_space(candidate: Candidate, replayed: Candidate) -> ValueError:
 # --- loading --------------------------------------------------------------------------------
 
 
-def format_validation_error(error: ValidationError) -> str:
-    lines = []
-    for e in error.errors():
-        field = ".".join(str(p) for p in e["loc"]) or "spec"
-        message = e["msg"].removeprefix("Value error, ")
-        lines.append(f"field '{field}': {message}")
-    return "invalid search space:\n  " + "\n  ".join(lines)
-
-
 def parse_space(data: dict[str, Any]) -> SearchSpace:
     try:
         return SearchSpace.model_validate(data)
@@ -281,90 +271,8 @@ def load_space(source: str | Path) -> SearchSpace:
     """Load a space from a YAML/JSON file, or a built-in name (see ``BUILTIN_SPACES``)."""
     if str(source) in BUILTIN_SPACES:
         return parse_space(BUILTIN_SPACES[str(source)])
-    path = Path(source)
-    if not path.is_file():
-        raise SpecError(
-            f"no search-space file {str(source)!r} (built-in spaces: {', '.join(BUILTIN_SPACES)})"
-        )
-    text = path.read_text()
+    data = read_space_file(source)
     try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as error:
-        raise SpecError(f"{path}: not valid {path.suffix.lstrip('.') or 'YAML'}: {error}") from None
-    if not isinstance(data, dict):
-        raise SpecError(f"{path}: a search space is a mapping with an 'architecture' field")
-    return parse_space(data)
-
-
-# The NAS-Bench-201 training recipe (Dong & Yang 2020): SGD, lr 0.1, Nesterov momentum 0.9,
-# weight decay 5e-4, cosine schedule, batch 256.
-BUILTIN_SPACES: dict[str, dict[str, Any]] = {
-    # A joint space with deliberately coarse choices, where equivalent recipes recur (zero decay
-    # makes AdamW Adam, zero momentum makes Nesterov moot, 32-bit weights, dead layers' bits);
-    # `winnow bench hashing --space nb201-joint --sample N` measures the duplicates.
-    "nb201-joint": {
-        "name": "nb201-joint",
-        "architecture": {"family": "nb201"},
-        "normalization": ["batchnorm", "layernorm", "none"],
-        "optimizer": {
-            "name": ["sgd", "adam", "adamw"],
-            "lr": [0.01, 0.1],
-            "weight_decay": [0.0, 5e-4],
-            "momentum": [0.0, 0.9],
-            "nesterov": [True, False],
-            "warmup_epochs": [0, 1],
-            "batch_size": 128,
-        },
-        "quantization": {
-            "weight_bits": [4, 8, 32],
-            "scope": "group",
-            "activation_bits": [8, 32],
-            "granularity": ["per_channel", "per_tensor"],
-            "symmetric": [True, False],
-        },
-    },
-    # The bundled scikit-learn digits (1x8x8 images, 10 classes): MLPs x norms x three
-    # optimizers x quantization; `winnow demo` searches it (examples/digits.yaml is this space
-    # as a file to copy).
-    "digits-joint": {
-        "name": "digits-joint",
-        "architecture": {
-            "family": "mlp",
-            "depth": [1, 2, 3],
-            "width": [64, 128, 256],
-            "activation": ["relu", "gelu", "silu"],
-        },
-        "normalization": ["batchnorm", "layernorm", "rmsnorm", "none"],
-        "optimizer": {
-            "name": ["adamw", "sgd", "lion"],
-            "per_optimizer": {
-                "adamw": {"lr": {"low": 1.0e-3, "high": 1.0e-2, "log": True}},
-                "sgd": {"lr": {"low": 1.0e-2, "high": 0.3, "log": True}},
-                "lion": {"lr": {"low": 1.0e-4, "high": 1.0e-3, "log": True}},
-            },
-            "schedule": "cosine",
-            "warmup_epochs": [0, 1],
-            "batch_size": [32, 64],
-        },
-        "quantization": {
-            "weight_bits": [4, 8, 32],
-            "scope": "group",
-            "activation_bits": [8, 32],
-            "granularity": "per_channel",
-            "symmetric": [True, False],
-        },
-    },
-    "nb201": {
-        "name": "nb201",
-        "architecture": {"family": "nb201"},
-        "optimizer": {
-            "name": "sgd",
-            "lr": 0.1,
-            "momentum": 0.9,
-            "nesterov": True,
-            "weight_decay": 5e-4,
-            "schedule": "cosine",
-            "batch_size": 256,
-        },
-    },
-}
+        return parse_space(data)
+    except SpecError as error:
+        raise SpecFileError(source, str(error)) from None

@@ -12,6 +12,10 @@ Calls have a deadline (``timeout``) and are retried with backoff when the server
 or restarting; submissions carry a request id, so a retried submit never makes two searches.
 ``watch`` reconnects and resumes from the last event it saw. Server errors surface as
 ``WinnowError`` with the gRPC status name and the server's sentence.
+
+The SDK imports gRPC and the generated code, never torch or optuna: a spec is parsed here (its
+shape) and its names (space, dataset, strategy, proxies) are checked by the server, which
+answers INVALID_ARGUMENT naming the field.
 """
 
 from __future__ import annotations
@@ -25,10 +29,9 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import grpc
-import yaml
 from tqdm import tqdm
 
-from winnow.search_space.spec import BUILTIN_SPACES
+from winnow.search_space.builtin_spaces import BUILTIN_SPACES, read_space_file
 from winnow.service.api import convert
 from winnow.service.search_spec import SearchSpec, load_search_spec, parse_search_spec
 from winnow.v1 import search_pb2 as pb
@@ -287,8 +290,8 @@ def _as_spec(spec: SearchSpec | dict | str | Path) -> SearchSpec:
     if isinstance(spec, SearchSpec):
         return spec
     if isinstance(spec, dict):
-        return parse_search_spec(spec)
-    return load_search_spec(spec)
+        return parse_search_spec(spec, check_names=False)
+    return load_search_spec(spec, check_names=False)
 
 
 def _inline(spec: SearchSpec) -> SearchSpec:
@@ -296,10 +299,7 @@ def _inline(spec: SearchSpec) -> SearchSpec:
     space = spec.space
     if not isinstance(space, str) or space in BUILTIN_SPACES:
         return spec
-    path = Path(space)
-    text = path.read_text()
-    data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    return spec.model_copy(update={"space": data})
+    return spec.model_copy(update={"space": read_space_file(space)})
 
 
 def _error(error: grpc.RpcError) -> WinnowError:

@@ -20,6 +20,12 @@ seed: 0
 
 Every error names the field. Metric names are those a ``TrialResult`` carries (``accuracy``,
 ``params``, ``flops``, ``model_bytes``, ``bitops``, ``latency_ms``, ...).
+
+Parsing checks a spec's shape; the names it refers to (the space, the dataset, the strategy,
+the sampler and the proxies) are checked against their registries by ``check_names``, which
+``parse_search_spec`` runs by default. The two are apart because the registries import torch
+and optuna: the client SDK parses only (with ``check_names=False``), and the server, ``winnow
+search run`` and the engine check the names of every spec they accept.
 """
 
 from __future__ import annotations
@@ -28,20 +34,24 @@ import hashlib
 import json
 import operator
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from winnow.proxies import PROXIES
-from winnow.search_space.datasets import DATASETS, load_dataset
-from winnow.search_space.spec import SearchSpace, SpecError, format_validation_error, load_space
-from winnow.search_space.spec import parse_space as parse_search_space
+from winnow.search_space.specfile import (
+    SpecError,
+    SpecFileError,
+    format_field_errors,
+    format_validation_error,
+    load_yaml_or_json,
+)
 
-SAMPLERS = ("random", "tpe", "nsga2", "gp")
-STRATEGIES = (*SAMPLERS, "cascade")
+if TYPE_CHECKING:
+    from winnow.search_space.spec import SearchSpace
+
+CASCADE = "cascade"  # the strategy that wraps a sampler (``strategy.sampler``) in the cascade
 OPERATORS: dict[str, Callable[[float, float], bool]] = {
     "<=": operator.le,
     ">=": operator.ge,
@@ -85,11 +95,12 @@ class Task(_Strict):
     input_shape: tuple[int, ...] | None = None  # optional: checked against the dataset
     num_classes: int | None = None  # optional: checked against the dataset
 
-    @field_validator("dataset")
-    @classmethod
-    def _known_dataset(cls, dataset: str) -> str:
-        DATASETS.get(dataset.partition(":")[0])  # the name only: loading may be slow
-        return dataset
+    def name_problems(self) -> Iterator[tuple[str, str]]:
+        """(field, message) for an unknown dataset name (the name only: loading may be slow;
+        ``check_dataset`` loads)."""
+        from winnow.search_space.datasets import DATASETS
+
+        return _failures({"dataset": lambda: DATASETS.get(self.dataset.partition(":")[0])})
 
     @property
     def key(self) -> str:
@@ -100,6 +111,8 @@ class Task(_Strict):
         """Fail before any work when a stated input shape or class count is not the dataset's."""
         if self.input_shape is None and self.num_classes is None:
             return
+        from winnow.search_space.datasets import load_dataset
+
         data = load_dataset(self.dataset)
         if self.input_shape is not None and tuple(self.input_shape) != data.input_shape:
             raise SpecError(
@@ -146,17 +159,21 @@ class Screen(_Strict):
 
     @field_validator("proxies")
     @classmethod
-    def _known(cls, names: list[str]) -> list[str]:
-        for name in names:
-            PROXIES.get(name)
+    def _some(cls, names: list[str]) -> list[str]:
         if not names:
             raise ValueError("screening needs at least one proxy")
         return names
 
+    def name_problems(self) -> Iterator[tuple[str, str]]:
+        """(field, message) for the first unknown proxy name."""
+        from winnow.proxies import PROXIES
+
+        return _failures({"proxies": lambda: [PROXIES.get(name) for name in self.proxies]})
+
 
 class Strategy(_Strict):
-    name: Literal["random", "tpe", "nsga2", "gp", "cascade"] = "cascade"
-    sampler: Literal["random", "tpe", "nsga2", "gp"] = "tpe"  # what a cascade wraps
+    name: str = CASCADE  # a sampler's name, or cascade
+    sampler: str = "tpe"  # what a cascade wraps
     rungs: list[int] = [1, 3, 9]
     reduction_factor: int = Field(3, ge=2)
     screen: Screen = Screen()
@@ -174,11 +191,23 @@ class Strategy(_Strict):
 
     @property
     def sampler_name(self) -> str:
-        return self.sampler if self.name == "cascade" else self.name
+        return self.sampler if self.name == CASCADE else self.name
 
     @property
     def cascade(self) -> bool:
-        return self.name == "cascade"
+        return self.name == CASCADE
+
+    def name_problems(self) -> Iterator[tuple[str, str]]:
+        """(field, message) for an unknown strategy, sampler or proxy name."""
+        from winnow.service.engine.sampling import SAMPLERS
+
+        yield from _failures(
+            {
+                "name": lambda: _known_strategy(self.name, SAMPLERS.names()),
+                "sampler": lambda: SAMPLERS.get(self.sampler),
+            }
+        )
+        yield from _within("screen", self.screen.name_problems())
 
 
 class SearchSpec(_Strict):
@@ -204,15 +233,24 @@ class SearchSpec(_Strict):
             raise ValueError(f"objectives need distinct names, at least one: {names}")
         return objectives
 
-    @field_validator("space")
-    @classmethod
-    def _valid_space(cls, space: str | dict[str, Any]) -> str | dict[str, Any]:
-        cls.resolve_space(space)
-        return space
-
     @staticmethod
     def resolve_space(space: str | dict[str, Any]) -> SearchSpace:
-        return parse_search_space(space) if isinstance(space, dict) else load_space(space)
+        from winnow.search_space.spec import load_space, parse_space
+
+        return parse_space(space) if isinstance(space, dict) else load_space(space)
+
+    def check_names(self) -> SearchSpec:
+        """Resolve every name against its registry: the space (built-in, file or inline), the
+        dataset, the strategy, the sampler and the proxies; raise ``SpecError`` naming each
+        field whose name is unknown (see the module docstring for why this is not parsing)."""
+        problems = [
+            *_failures({"space": lambda: self.resolve_space(self.space)}),
+            *_within("task", self.task.name_problems()),
+            *_within("strategy", self.strategy.name_problems()),
+        ]
+        if problems:
+            raise SpecError(format_field_errors("search spec", problems))
+        return self
 
     @property
     def search_space(self) -> SearchSpace:
@@ -230,6 +268,26 @@ class SearchSpec(_Strict):
         return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
 
 
+def _failures(checks: dict[str, Callable[[], object]]) -> Iterator[tuple[str, str]]:
+    """(field, message) for each check that raises ``ValueError`` (a registry's unknown name,
+    an invalid space)."""
+    for field, check in checks.items():
+        try:
+            check()
+        except ValueError as error:
+            yield field, str(error)
+
+
+def _known_strategy(name: str, samplers: list[str]) -> None:
+    if name != CASCADE and name not in samplers:
+        allowed = ", ".join([*samplers, CASCADE])
+        raise ValueError(f"unknown strategy {name!r}; allowed: {allowed}")
+
+
+def _within(parent: str, problems: Iterator[tuple[str, str]]) -> Iterator[tuple[str, str]]:
+    return ((f"{parent}.{field}", message) for field, message in problems)
+
+
 def _parse_constraint(text: str) -> dict[str, Any]:
     match = _CONSTRAINT.match(text)
     if not match:
@@ -240,31 +298,23 @@ def _parse_constraint(text: str) -> dict[str, Any]:
     return {"metric": metric, "op": op, "value": float(value)}
 
 
-def parse_search_spec(data: dict[str, Any]) -> SearchSpec:
+def parse_search_spec(data: dict[str, Any], check_names: bool = True) -> SearchSpec:
+    """A spec from its mapping; ``check_names=False`` checks its shape only (no torch)."""
     try:
-        return SearchSpec.model_validate(data)
+        spec = SearchSpec.model_validate(data)
     except ValidationError as error:
-        message = format_validation_error(error).replace(
-            "invalid search space", "invalid search spec"
-        )
-        raise SpecError(message) from None
+        raise SpecError(format_validation_error(error, "search spec")) from None
+    return spec.check_names() if check_names else spec
 
 
-def load_search_spec(path: str | Path) -> SearchSpec:
+def load_search_spec(path: str | Path, check_names: bool = True) -> SearchSpec:
+    """A spec from a YAML/JSON file; a ``space`` that names a file next to it is that file."""
     file = Path(path)
-    if not file.is_file():
-        raise SpecError(f"no search-spec file {str(path)!r}")
-    try:
-        data = (
-            json.loads(file.read_text())
-            if file.suffix == ".json"
-            else yaml.safe_load(file.read_text())
-        )
-    except (json.JSONDecodeError, yaml.YAMLError) as error:
-        raise SpecError(f"{file}: not valid {file.suffix.lstrip('.') or 'YAML'}: {error}") from None
-    if not isinstance(data, dict):
-        raise SpecError(f"{file}: a search spec is a mapping with 'space' and 'task' fields")
+    data = load_yaml_or_json(file, "search spec", expect="a mapping with 'space' and 'task' fields")
     space = data.get("space")
     if isinstance(space, str) and (file.parent / space).is_file():
         data["space"] = str(file.parent / space)  # a space file next to the spec
-    return parse_search_spec(data)
+    try:
+        return parse_search_spec(data, check_names)
+    except SpecError as error:
+        raise SpecFileError(file, str(error)) from None

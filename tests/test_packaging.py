@@ -145,3 +145,53 @@ def test_the_tables_stay_inside_the_store():
                 continue
             used = {n for n in qualified_imports(path.read_text()) if n.startswith(TABLES)}
             assert not used, f"{path.relative_to(ROOT)} imports {sorted(used)}"
+
+
+# What the client SDK and the CLI's start-up must not load (each costs seconds to import).
+HEAVY = ("torch", "optuna", "ray", "sqlalchemy", "streamlit")
+
+
+def python(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_the_client_sdk_imports_and_reads_a_spec_file_without_torch(tmp_path):
+    (tmp_path / "space.yaml").write_text((ROOT / "examples/digits.yaml").read_text())
+    spec = "space: space.yaml\ntask: {dataset: digits}\nstrategy: {screen: {proxies: [naswot]}}\n"
+    (tmp_path / "search.yaml").write_text(spec)
+    done = python(
+        "import sys, winnow\n"
+        "from winnow import Client, SearchSpec\n"
+        "from winnow.service.client import _as_spec, _inline\n"
+        f"spec = _inline(_as_spec({str(tmp_path / 'search.yaml')!r}))\n"
+        "assert spec.space['name'] == 'digits-joint', spec.space\n"  # the file, sent inline
+        f"print([m for m in {HEAVY!r} if m in sys.modules])"
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr
+
+
+def test_the_cli_parser_loads_no_heavy_dependency():
+    done = python(
+        "import sys\n"
+        "from winnow.service.cli.main import build_parser\n"
+        "build_parser()\n"
+        f"print([m for m in {HEAVY + ('grpc',)!r} if m in sys.modules])"
+    )
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr
+
+
+def test_version_is_the_installed_distributions():
+    from importlib.metadata import version
+
+    import winnow
+
+    assert winnow.__version__ == version("winnow") == pyproject()["project"]["version"]
+    done = subprocess.run(
+        [sys.executable, "-m", "winnow.service.cli", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0 and done.stdout.strip() == f"winnow {version('winnow')}"

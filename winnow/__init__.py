@@ -4,12 +4,11 @@ The code lives in the design card's folders at the repository root (``search_spa
 ``proxies/``, ``service/`` ...), installed as subpackages of this one (see ``pyproject.toml``).
 
 ``from winnow import Client, SearchSpec`` is the client SDK (``winnow.service.client``); the
-names load on first use, so importing a subpackage does not pull in gRPC.
+names load on first use, so importing a subpackage does not pull in gRPC. ``__version__`` is the
+installed distribution's (pyproject.toml is the one place the version is written).
 """
 
 from typing import Any
-
-__version__ = "0.1.0"
 
 _LAZY = {
     "Client": "winnow.service.client",
@@ -21,6 +20,10 @@ __all__ = ["__version__", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        from importlib.metadata import version
+
+        return version("winnow")
     if name in _LAZY:
         import importlib
 

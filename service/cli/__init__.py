@@ -1,5 +1,5 @@
-"""The ``winnow`` command line: one module per command group (``space``/``evaluate`` in
-``main``, ``search``, ``service``, ``ui``, ``bench``)."""
+"""The ``winnow`` command line: the parser and ``main`` in ``main``, and one module per command
+group (``space`` with ``evaluate``, ``search``, ``service``, ``ui``, ``bench``)."""
 
 from winnow.service.cli.main import main
 

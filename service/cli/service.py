@@ -7,7 +7,8 @@
     winnow demo [--json]
 
 Client commands find the server with ``--address`` (or ``WINNOW_ADDRESS``) and the token with
-``--token``/``--token-file`` (or ``WINNOW_TOKEN``).
+``--token``/``--token-file`` (or ``WINNOW_TOKEN``). The server, the SDK (gRPC) and the demo
+are imported by the handlers that use them.
 """
 
 from __future__ import annotations
@@ -23,13 +24,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from winnow.service.cli.output import print_json
+from winnow.service.store.urls import DEFAULT_URL as DEFAULT_STORE
 from winnow.workers.pools import EXECUTORS, PoolConfig
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
-
-
-def _print_json(obj: Any) -> None:
-    print(json.dumps(obj, sort_keys=True), flush=True)
 
 
 # --- logging ----------------------------------------------------------------------------------
@@ -124,7 +123,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         for info in client.searches():
             row = {k: info[k] for k in ("id", "name", "status", "created_at")}
             if args.json:
-                _print_json(row)
+                print_json(row)
             else:
                 when = time.strftime("%Y-%m-%d %H:%M", time.localtime(row["created_at"]))
                 print(f"{row['id']}  {row['status']:<9}  {when}  {row['name']}")
@@ -137,7 +136,7 @@ def cmd_pareto(args: argparse.Namespace) -> int:
     with _client(args) as client:
         front = client.search(args.search_id).pareto()
     if args.json:
-        _print_json(front)
+        print_json(front)
     else:
         print(_front_table(front))
     return 0
@@ -159,7 +158,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def _report(info: dict[str, Any], json_output: bool) -> None:
     if json_output:
-        _print_json({k: v for k, v in info.items() if k != "spec"})
+        print_json({k: v for k, v in info.items() if k != "spec"})
         return
     progress = info["progress"]
     from winnow.service.client import best_in_objective_order
@@ -172,24 +171,6 @@ def _report(info: dict[str, Any], json_output: bool) -> None:
         f"{progress['proposals']} proposals, {progress['cache_hits']} cache hits; best {best}; "
         f"hypervolume {progress['hypervolume']:.6g}"
     )
-
-
-def cmd_bench_service(args: argparse.Namespace) -> int:
-    from winnow.bench.service import run_service_bench
-
-    if args.trials < args.clients or args.clients < 1:
-        raise ValueError("--trials must be at least --clients, and --clients at least 1")
-    _print_json(run_service_bench(args.trials, args.clients))
-    return 0
-
-
-def cmd_bench_workers(args: argparse.Namespace) -> int:
-    from winnow.bench.workers import run_workers_bench
-
-    if args.trials < 1:
-        raise ValueError("--trials must be at least 1")
-    _print_json(run_workers_bench(args.executor, args.trials))
-    return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -233,9 +214,9 @@ def _executor_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ray-address", help="ray: auto or ray://HOST:PORT (default: start one)")
 
 
-def add_service_commands(commands, bench_commands) -> None:
+def add_service_commands(commands: Any) -> None:
     serve = commands.add_parser("serve", help="run the winnow gRPC server")
-    serve.add_argument("--db", default="sqlite:///runs/winnow.db", help="store URL")
+    serve.add_argument("--db", default=DEFAULT_STORE, help="store URL")
     serve.add_argument("--address", default=DEFAULT_ADDRESS, help="HOST:PORT to listen on")
     _executor_options(serve)
     serve.add_argument(
@@ -303,15 +284,3 @@ def add_service_commands(commands, bench_commands) -> None:
     demo.add_argument("--json", action="store_true", help="last line: one JSON object")
     _executor_options(demo)
     demo.set_defaults(func=cmd_demo)
-
-    bench = bench_commands.add_parser("service", help="trials/s through gRPC and the store")
-    bench.add_argument("--trials", type=int, default=2000, help="trivial trials in all")
-    bench.add_argument("--clients", type=int, default=8, help="concurrent clients (searches)")
-    bench.add_argument("--json", action="store_true", help="print one JSON object (the default)")
-    bench.set_defaults(func=cmd_bench_service)
-
-    workers = bench_commands.add_parser("workers", help="trials/s with 1 and 2 workers")
-    workers.add_argument("--executor", choices=EXECUTORS.names(), default="local")
-    workers.add_argument("--trials", type=int, default=200)
-    workers.add_argument("--json", action="store_true", help="print one JSON object (the default)")
-    workers.set_defaults(func=cmd_bench_workers)

@@ -1,23 +1,17 @@
-"""``winnow ui`` (the Streamlit dashboard) and ``winnow bench ui`` (how fast its Search page opens).
+"""``winnow ui``: the Streamlit dashboard on a store or a server (``winnow bench ui``, how fast
+its Search page opens, is in ``cli/bench.py``).
 
     winnow ui --db sqlite:///runs/winnow.db [--server HOST:PORT] [--port 8501] [--headless]
-    winnow bench ui --trials 10000 --json
-
-``bench ui`` is ``winnow.bench.ui``: it seeds a realistic search into a fresh SQLite store
-(``winnow.bench.seed``) and times the Search page under Streamlit's ``AppTest``.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import os
 import sys
 from pathlib import Path
 from typing import Any
-
-from sqlalchemy.engine import make_url
 
 # The dashboard script, found as a module (not by a path relative to this file).
 APP = Path(importlib.util.find_spec("winnow.ui.app").origin)
@@ -27,6 +21,8 @@ APP = Path(importlib.util.find_spec("winnow.ui.app").origin)
 
 def _check_db(url: str) -> None:
     """A SQLite path that does not exist is a typo, not a new store: say so before starting."""
+    from sqlalchemy.engine import make_url  # SQLAlchemy takes a while: only for `ui`
+
     parsed = make_url(url)
     path = parsed.database if parsed.get_backend_name() == "sqlite" else None
     if path not in (None, "", ":memory:") and not Path(path).exists():
@@ -65,18 +61,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
     return 0  # not reached
 
 
-# --- winnow bench ui ----------------------------------------------------------------------------
-
-
-def cmd_bench_ui(args: argparse.Namespace) -> int:
-    from winnow.bench.ui import run_bench_ui  # benchmarks load only for the bench command
-
-    result = run_bench_ui(args.trials, args.seed, args.db, APP)
-    print(json.dumps(result, sort_keys=True) if args.json else result, flush=True)
-    return 0
-
-
-def add_ui_commands(commands: Any, bench_commands: Any) -> None:
+def add_ui_commands(commands: Any) -> None:
     ui = commands.add_parser("ui", help="the dashboard (Streamlit) on a store or a server")
     ui.add_argument("--db", help="a store URL, e.g. sqlite:///runs/winnow.db")
     ui.add_argument("--server", help="a winnow server, HOST:PORT (also what cancelling needs)")
@@ -86,9 +71,3 @@ def add_ui_commands(commands: Any, bench_commands: Any) -> None:
     ui.add_argument("--port", type=int, default=8501)
     ui.add_argument("--headless", action="store_true", help="do not open a browser")
     ui.set_defaults(func=cmd_ui)
-    bench = bench_commands.add_parser("ui", help="how fast the Search page opens on a big search")
-    bench.add_argument("--trials", type=int, default=10_000, help="proposals in the seeded search")
-    bench.add_argument("--seed", type=int, default=0)
-    bench.add_argument("--db", help="seed into this store instead of a temporary SQLite file")
-    bench.add_argument("--json", action="store_true", help="print one JSON object")
-    bench.set_defaults(func=cmd_bench_ui)

@@ -107,6 +107,7 @@ class Engine:
 
     @classmethod
     def create(cls, spec: SearchSpec, store: Store, executor: Executor, **kwargs: Any) -> Engine:
+        spec.check_names()  # a spec built in Python (not parsed) has not had its names checked
         spec.task.check_dataset()
         search_id = store.create_search(spec.name, spec.task.key, spec.to_json())
         engine = cls(spec, store, executor, search_id, **kwargs)

@@ -14,6 +14,10 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+# Private, kept on purpose: Optuna has no public hypervolume function (its public surface only
+# plots a study's hypervolume history), and this one is exact (WFG) and fast. It exists from
+# Optuna 4.0 (hence the floor in pyproject.toml).
 from optuna._hypervolume import compute_hypervolume
 
 if TYPE_CHECKING:

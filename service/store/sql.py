@@ -36,18 +36,14 @@ from winnow.service.store.convert import (
     trial_update,
 )
 from winnow.service.store.tables import EventRow, HashMemoRow, SearchRow, TrialRow
+from winnow.service.store.urls import DEFAULT_URL
 
 MIGRATIONS = Path(__file__).parent / "migrations"
-DEFAULT_URL = "sqlite:///runs/winnow.db"
 HASH_MEMO_ENTRIES = 200_000  # functional hashes kept in memory (about 40 MB)
 
 
 class StoreError(ValueError):
     """A database that cannot be opened or a search that is not in it (an input error)."""
-
-
-def sqlite_url(path: str | Path) -> str:
-    return f"sqlite:///{Path(path).expanduser()}"
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

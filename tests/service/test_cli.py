@@ -134,6 +134,7 @@ def test_evaluate_nb201_arch_and_a_failure_exit_code(capsys):
         (["evaluate", "--space", "nope.yaml", "--dataset", "digits"], "no search-space file"),
         (["evaluate", "--space", DIGITS, "--arch", ALL_NONE, "--dataset", "digits"], "nb201"),
         (["evaluate", "--space", DIGITS, "--dataset", "imagenet"], "unknown dataset"),
+        (["evaluate", "--space", DIGITS, "--dataset", "npz:/no/such.npz"], "no such file"),
     ],
 )
 def test_bad_input_exits_2_with_a_message(capsys, argv, message):

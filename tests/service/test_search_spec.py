@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from winnow.search_space.spec import SpecError
+from winnow.search_space.specfile import SpecFileError
 from winnow.service.search_spec import Constraint, load_search_spec, parse_search_spec
 
 BASE = {"space": "nb201", "task": {"dataset": "digits"}}
@@ -50,6 +51,9 @@ def test_defaults_and_key_are_stable():
         ({"space": {"architecture": {"family": "nb201"}, "normalization": "x"}}, "space"),
         ({"objectives": [{"name": "a"}, {"name": "a"}]}, "objectives"),
         ({"surprise": 1}, "surprise"),
+        ({"strategy": {"name": "annealing"}}, "strategy.name"),
+        ({"strategy": {"sampler": "annealing"}}, "strategy.sampler"),
+        ({"task": {"dataset": "imagenet"}}, "task.dataset"),
     ],
 )
 def test_errors_name_the_field(change, field):
@@ -67,3 +71,39 @@ def test_stated_task_shape_and_classes_are_checked_against_the_dataset():
     wrong = parse_search_spec({**BASE, "task": {"dataset": "digits", "num_classes": 3}})
     with pytest.raises(SpecError, match="field 'task.num_classes'"):
         wrong.task.check_dataset()
+
+
+def test_names_are_checked_apart_from_the_shape():
+    unknown = {**BASE, "task": {"dataset": "imagenet"}, "strategy": {"name": "annealing"}}
+    spec = parse_search_spec(unknown, check_names=False)  # what the client SDK does
+    assert spec.strategy.name == "annealing"
+    with pytest.raises(SpecError) as raised:
+        spec.check_names()
+    message = str(raised.value)
+    assert "field 'task.dataset': unknown dataset 'imagenet'" in message
+    assert "field 'strategy.name': unknown strategy 'annealing'" in message
+    assert "allowed: random, tpe, nsga2, gp, cascade" in message
+    with pytest.raises(SpecError, match="field 'budget.max_trials'"):  # the shape, always
+        parse_search_spec({**BASE, "budget": {"max_trials": 0}}, check_names=False)
+
+
+def test_strategies_are_the_sampler_registrys_names_and_cascade(monkeypatch):
+    from winnow.search_space.registry import Registry
+    from winnow.service.engine import sampling
+
+    samplers = Registry("sampler")
+    samplers.register("annealing", lambda seed, parallel: None)
+    monkeypatch.setattr(sampling, "SAMPLERS", samplers)
+    parse_search_spec({**BASE, "strategy": {"name": "annealing", "sampler": "annealing"}})
+    with pytest.raises(SpecError, match="unknown strategy 'tpe'; allowed: annealing, cascade"):
+        parse_search_spec({**BASE, "strategy": {"name": "tpe", "sampler": "annealing"}})
+
+
+def test_spec_file_errors_name_the_file_and_the_field(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("space: nb201\ntask: {dataset: digits}\nbudget: {max_trials: 0}\n")
+    with pytest.raises(SpecFileError, match=r"s\.yaml: invalid search spec:\n  field 'budget"):
+        load_search_spec(path)
+    path.write_text("- just a list\n")
+    with pytest.raises(SpecFileError, match="a search spec is a mapping with 'space' and 'task'"):
+        load_search_spec(path)

@@ -1,0 +1,252 @@
+"""``winnow bench ...``: benchmarks that print JSON.
+
+    winnow bench proxies --nb201 CSV --data npz:PATH --sample 1000 --seed 0 --json [--no-share]
+    winnow bench hashing --space nb201 --json --out hashes.csv
+    winnow bench search --oracle nb201:CSV --data npz:PATH --strategies random,tpe,cascade \\
+        --budget 100 --seeds 10 --json [--objectives accuracy,params]
+    winnow bench service --trials 2000 --clients 8
+    winnow bench workers --executor local --trials 200
+    winnow bench ui --trials 10000 --json   (registered by ``ui``, next to the seeder it times)
+
+The benchmarks live in ``winnow.bench``, which handlers import when they run (only these
+commands import it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from winnow.service.cli.output import print_json
+from winnow.workers.pools import EXECUTORS
+
+# --- winnow bench proxies, hashing ----------------------------------------------------------
+
+
+def _chosen_proxies(text: str | None) -> tuple[str, ...]:
+    from winnow.proxies import proxy_names
+
+    known = proxy_names()
+    if not text:
+        return tuple(known)
+    chosen = tuple(name.strip() for name in text.split(",") if name.strip())
+    unknown = [name for name in chosen if name not in known]
+    if unknown or not chosen:
+        raise ValueError(f"unknown proxies {unknown}; allowed: {', '.join(known)}")
+    return chosen
+
+
+def cmd_bench_proxies(args: argparse.Namespace) -> int:
+    """Rank correlation of each zero-cost proxy (and two ensembles) with NAS-Bench-201 accuracy."""
+    from winnow.bench.proxies import BenchConfig, run_proxy_bench
+    from winnow.proxies.nb201_truth import read_nb201_truth, sample_cells
+    from winnow.search_space.datasets import load_dataset
+
+    cells = sample_cells(read_nb201_truth(args.nb201), args.sample, args.seed)
+    load_dataset(args.data)  # bad names and missing files are input errors: fail before work
+    config = BenchConfig(
+        data=args.data,
+        proxies=_chosen_proxies(args.proxies),
+        seed=args.seed,
+        batch_size=args.batch_size,
+        n_batches=args.batches,
+        device=args.device,
+        calibration_fraction=args.calibration_fraction,
+        no_share=args.no_share,
+        no_share_limit=args.no_share_limit,
+    )
+    result = run_proxy_bench(cells, config, cache_path=args.cache, progress=not args.quiet)
+    print_json(result) if args.json else _print_proxies_summary(result)
+    return 0
+
+
+def _print_proxies_summary(result: dict[str, Any]) -> None:
+    def text(x: float | None) -> str:
+        return "   n/a" if x is None else f"{x:+.3f}"
+
+    print(f"{result['sample']} NAS-Bench-201 cells on {result['device']}")
+    print(f"{'proxy':<20}{'spearman':>9}{'kendall':>9}{'s/arch':>9}{'failed':>7}")
+    for name, row in result["proxies"].items():
+        print(
+            f"{name:<20}{text(row['spearman']):>9}{text(row['kendall']):>9}"
+            f"{row['seconds_per_arch']:>9.3f}{row['failures']:>7}"
+        )
+    for name, row in result["ensembles"].items():
+        print(f"{name + ' ensemble':<20}{text(row['spearman']):>9}{text(row['kendall']):>9}")
+    print(f"suite: {result['suite_seconds_per_arch']:.3f} s/arch, wall {result['wall_seconds']} s")
+
+
+def cmd_bench_hashing(args: argparse.Namespace) -> int:
+    """Structural and functional hash classes, timings and agreement over a space."""
+    from winnow.bench.hashing import run
+
+    bits = [int(b) for b in args.mantissa_bits.split(",")] if args.mantissa_bits else []
+    out = Path(args.out) if args.out else None
+    print_json(run(args.space, args.sample, args.seed, bits, out, limit=args.limit))
+    return 0
+
+
+# --- winnow bench search, service, workers --------------------------------------------------
+
+
+def cmd_bench_search(args: argparse.Namespace) -> int:
+    from winnow.bench.search import run_search_bench
+    from winnow.search_space.datasets import load_dataset
+    from winnow.service.search_spec import Screen
+
+    kind, _, path = args.oracle.partition(":")
+    if kind != "nb201" or not path:
+        raise ValueError(f"--oracle takes nb201:CSV, not {args.oracle!r}")
+    load_dataset(args.data)  # a bad dataset is an input error: fail before any work
+    screen_fields: dict[str, Any] = {}
+    if args.screen_proxies:
+        screen_fields["proxies"] = [p.strip() for p in args.screen_proxies.split(",")]
+    if args.keep_fraction:
+        screen_fields["keep_fraction"] = args.keep_fraction
+    screen = Screen(**screen_fields)
+    unknown = next(screen.name_problems(), None)  # an unknown proxy: fail before any work too
+    if unknown is not None:
+        raise ValueError(f"--screen-proxies: {unknown[1]}")
+    result = run_search_bench(
+        path,
+        args.data,
+        [s.strip() for s in args.strategies.split(",")],
+        args.budget,
+        args.seeds,
+        objectives=[o.strip() for o in args.objectives.split(",")],
+        store_url=args.store,
+        screen=screen,
+        progress=None if args.quiet else lambda line: print(line, file=sys.stderr, flush=True),
+    )
+    print_json(result)
+    return 0
+
+
+def cmd_bench_service(args: argparse.Namespace) -> int:
+    from winnow.bench.service import run_service_bench
+
+    if args.trials < args.clients or args.clients < 1:
+        raise ValueError("--trials must be at least --clients, and --clients at least 1")
+    print_json(run_service_bench(args.trials, args.clients))
+    return 0
+
+
+def cmd_bench_workers(args: argparse.Namespace) -> int:
+    from winnow.bench.workers import run_workers_bench
+
+    if args.trials < 1:
+        raise ValueError("--trials must be at least 1")
+    print_json(run_workers_bench(args.executor, args.trials))
+    return 0
+
+
+# --- the parsers ----------------------------------------------------------------------------
+
+
+def cmd_bench_ui(args: argparse.Namespace) -> int:
+    from winnow.bench.ui import run_bench_ui
+    from winnow.service.cli.ui import APP
+
+    result = run_bench_ui(args.trials, args.seed, args.db, APP)
+    if args.json:
+        print_json(result)
+    else:
+        print(result, flush=True)
+    return 0
+
+
+def add_bench_commands(commands: Any) -> Any:
+    """Register ``winnow bench`` and its subcommands; returns the subcommands' action, to which
+    ``ui`` adds ``bench ui``."""
+    bench = commands.add_parser("bench", help="benchmarks that print JSON")
+    bench_commands = bench.add_subparsers(dest="bench_command", required=True)
+    _add_proxies(bench_commands)
+    _add_hashing(bench_commands)
+    _add_search(bench_commands)
+    _add_service(bench_commands)
+    _add_workers(bench_commands)
+    _add_ui(bench_commands)
+    return bench_commands
+
+
+def _add_proxies(bench_commands: Any) -> None:
+    bp = bench_commands.add_parser(
+        "proxies", help="rank correlation of zero-cost proxies with NAS-Bench-201 accuracy"
+    )
+    bp.add_argument("--nb201", required=True, help="ground-truth CSV (arch, test_accuracy)")
+    bp.add_argument("--data", required=True, help="images to score on, e.g. npz:PATH")
+    bp.add_argument("--sample", type=int, default=1000, help="number of cells (CI smoke: 20)")
+    bp.add_argument("--seed", type=int, default=0)
+    bp.add_argument("--proxies", help="comma-separated names (default: every proxy)")
+    bp.add_argument("--batches", type=int, default=2, help="number of fixed batches")
+    bp.add_argument("--batch-size", type=int, default=64)
+    bp.add_argument("--calibration-fraction", type=float, default=0.4)
+    bp.add_argument("--no-share", action="store_true", help="also time unshared scoring")
+    bp.add_argument(
+        "--no-share-limit", type=int, default=50, help="unshared scoring on the first N cells"
+    )
+    bp.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    bp.add_argument("--cache", help="JSON-lines score cache: resumes and repeats without rescoring")
+    bp.add_argument("--json", action="store_true", help="print one JSON object")
+    bp.add_argument("--quiet", action="store_true", help="no progress bar on stderr")
+    bp.set_defaults(func=cmd_bench_proxies)
+
+
+def _add_hashing(bench_commands: Any) -> None:
+    bh = bench_commands.add_parser("hashing", help="structural vs functional hashing of a space")
+    bh.add_argument("--space", default="nb201", help="nb201 (every cell) or a space to sample")
+    bh.add_argument("--sample", type=int, help="sample N candidates instead of every nb201 cell")
+    bh.add_argument("--limit", type=int, help="only the first N nb201 cells (smoke runs)")
+    bh.add_argument("--seed", type=int, default=0)
+    bh.add_argument("--mantissa-bits", help="comma-separated precisions to sweep, e.g. 8,12,16")
+    bh.add_argument("--out", help="CSV of arch,structural_hash,functional_hash")
+    bh.add_argument("--json", action="store_true", help="print one JSON object (the default)")
+    bh.set_defaults(func=cmd_bench_hashing)
+
+
+def _add_search(bench_commands: Any) -> None:
+    bs = bench_commands.add_parser("search", help="search strategies on the NB201 oracle")
+    bs.add_argument("--oracle", required=True, help="nb201:CSV of arch,test_accuracy")
+    bs.add_argument("--data", required=True, help="images the proxies score on, e.g. npz:PATH")
+    bs.add_argument("--strategies", default="random,tpe,cascade")
+    bs.add_argument("--budget", type=int, default=100, help="trained trials per search")
+    bs.add_argument("--seeds", type=int, default=10)
+    bs.add_argument("--objectives", default="accuracy", help="e.g. accuracy,params")
+    bs.add_argument("--store", default="sqlite:///runs/bench-search.db", help="cache database")
+    bs.add_argument(
+        "--screen-proxies",
+        default="synflow,params,flops",
+        help="the cascade's proxies, comma-separated (default: the data-independent ones, "
+        "about 0.1 s a cell on one CPU core)",
+    )
+    bs.add_argument("--keep-fraction", type=float, help="the cascade's screening fraction")
+    bs.add_argument("--json", action="store_true", help="print one JSON object (the default)")
+    bs.add_argument("--quiet", action="store_true", help="no per-search lines on stderr")
+    bs.set_defaults(func=cmd_bench_search)
+
+
+def _add_service(bench_commands: Any) -> None:
+    bench = bench_commands.add_parser("service", help="trials/s through gRPC and the store")
+    bench.add_argument("--trials", type=int, default=2000, help="trivial trials in all")
+    bench.add_argument("--clients", type=int, default=8, help="concurrent clients (searches)")
+    bench.add_argument("--json", action="store_true", help="print one JSON object (the default)")
+    bench.set_defaults(func=cmd_bench_service)
+
+
+def _add_workers(bench_commands: Any) -> None:
+    workers = bench_commands.add_parser("workers", help="trials/s with 1 and 2 workers")
+    workers.add_argument("--executor", choices=EXECUTORS.names(), default="local")
+    workers.add_argument("--trials", type=int, default=200)
+    workers.add_argument("--json", action="store_true", help="print one JSON object (the default)")
+    workers.set_defaults(func=cmd_bench_workers)
+
+
+def _add_ui(bench_commands: Any) -> None:
+    bench = bench_commands.add_parser("ui", help="how fast the Search page opens on a big search")
+    bench.add_argument("--trials", type=int, default=10_000, help="proposals in the seeded search")
+    bench.add_argument("--seed", type=int, default=0)
+    bench.add_argument("--db", help="seed into this store instead of a temporary SQLite file")
+    bench.add_argument("--json", action="store_true", help="print one JSON object")
+    bench.set_defaults(func=cmd_bench_ui)
