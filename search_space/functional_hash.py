@@ -44,7 +44,8 @@ from torch import nn
 from winnow.search_space.archs import FAMILIES
 from winnow.search_space.candidate import Candidate
 from winnow.search_space.canonical import HASH_CHARS, structural_hash
-from winnow.search_space.optimizers import backward_and_step, build_scheduler
+from winnow.search_space.optimizers import backward_and_step
+from winnow.search_space.schedules import build_scheduler
 
 # Measured on all 15,625 nb201 cells (winnow bench hashing): at 20 bits float rounding of sums
 # taken in different orders (linear pooling) split 13 structural classes; at 12 and below the

@@ -17,8 +17,6 @@ per step (torch.optim.AdamW's convention); AdamW's paper writes the same term as
 
 from __future__ import annotations
 
-import functools
-import math
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -26,6 +24,7 @@ from dataclasses import dataclass
 import torch
 from pytorch_optimizer import AdaBelief, AdamP, DiffGrad, Lion, SophiaH
 
+from winnow.search_space.lamb import Lamb
 from winnow.search_space.registry import Registry
 
 Hyperparameters = dict[str, float | bool]
@@ -206,74 +205,6 @@ def _sophia(params, hp: Hyperparameters) -> torch.optim.Optimizer:
     )
 
 
-# --- LAMB, written here -------------------------------------------------------------------------
-
-
-class Lamb(torch.optim.Optimizer):
-    """LAMB (You et al. 2020, "Large Batch Optimization for Deep Learning", Algorithm 2).
-
-    Per parameter tensor x: ``m = b1*m + (1-b1)*g``, ``v = b2*v + (1-b2)*g^2``, bias-corrected
-    ``m^ = m/(1-b1^t)``, ``v^ = v/(1-b2^t)``, ``r = m^/(sqrt(v^) + eps)``,
-    ``x -= lr * phi(||x||) / ||r + wd*x|| * (r + wd*x)`` with the scaling function phi the
-    identity; the trust ratio is 1 when either norm is 0 (as in TensorFlow Addons' LAMB).
-
-    Written by hand because pytorch_optimizer's Lamb follows the paper's version 3 (second
-    moment not bias-corrected, ``||x||`` clamped at 10, eps in the trust-ratio denominator).
-    """
-
-    def __init__(
-        self,
-        params,
-        lr: float = 1e-3,
-        betas: tuple[float, float] = (0.9, 0.999),
-        weight_decay: float = 0.01,
-        eps: float = 1e-6,
-    ) -> None:
-        if lr < 0 or weight_decay < 0 or eps < 0:
-            raise ValueError(
-                f"lamb: lr, weight_decay, eps must be >= 0: {lr}, {weight_decay}, {eps}"
-            )
-        if not all(0.0 <= b < 1.0 for b in betas):
-            raise ValueError(f"lamb: betas must lie in [0, 1): {betas}")
-        super().__init__(
-            params, {"lr": lr, "betas": betas, "weight_decay": weight_decay, "eps": eps}
-        )
-
-    @torch.no_grad()
-    def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            for p in group["params"]:
-                if p.grad is not None:
-                    self._update(p, group)
-        return loss
-
-    def _update(self, p: torch.Tensor, group: dict) -> None:
-        if p.grad.is_sparse:
-            raise RuntimeError("lamb does not support sparse gradients")
-        beta1, beta2 = group["betas"]
-        state = self.state[p]
-        if not state:
-            state["step"] = 0
-            state["exp_avg"] = torch.zeros_like(p)
-            state["exp_avg_sq"] = torch.zeros_like(p)
-        state["step"] += 1
-        t, m, v = state["step"], state["exp_avg"], state["exp_avg_sq"]
-        m.lerp_(p.grad, 1.0 - beta1)
-        v.mul_(beta2).addcmul_(p.grad, p.grad, value=1.0 - beta2)
-        denom = (v / (1.0 - beta2**t)).sqrt_().add_(group["eps"])
-        update = (m / (1.0 - beta1**t)).div_(denom).add_(p, alpha=group["weight_decay"])
-        weight_norm, update_norm = torch.linalg.vector_norm(p), torch.linalg.vector_norm(update)
-        # torch.where keeps the ratio on the device (no host sync per tensor).
-        trust_ratio = torch.where(
-            (weight_norm > 0) & (update_norm > 0), weight_norm / update_norm, 1.0
-        )
-        p.add_(update.mul_(trust_ratio), alpha=-group["lr"])
-
-
 def _lamb(params, hp: Hyperparameters) -> torch.optim.Optimizer:
     return Lamb(
         params, lr=float(hp["lr"]), betas=_betas(hp), weight_decay=float(hp["weight_decay"])
@@ -440,43 +371,3 @@ def backward_and_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor) -> N
         optimizer.step()
     finally:
         _detach_grads(optimizer)
-
-
-# --- learning-rate schedule ---------------------------------------------------------------------
-
-SCHEDULES: tuple[str, ...] = ("cosine", "constant")
-
-
-def _check_schedule(schedule: str) -> None:
-    if schedule not in SCHEDULES:
-        raise ValueError(f"unknown schedule {schedule!r}; allowed: {', '.join(SCHEDULES)}")
-
-
-def lr_multiplier(step: int, warmup_steps: int, total_steps: int, schedule: str) -> float:
-    """Factor on the base learning rate at (0-based) ``step``.
-
-    Linear warmup ``(step + 1) / warmup_steps`` for ``step < warmup_steps`` (the first step
-    trains at a small, non-zero rate and step ``warmup_steps - 1`` at the full one); then
-    ``"constant"`` stays at 1 and ``"cosine"`` follows ``(1 + cos(pi * s)) / 2`` with ``s`` the
-    fraction of the post-warmup steps done, reaching 0 at ``total_steps`` (Loshchilov & Hutter
-    2017, SGDR, without restarts; warmup as Goyal et al. 2017). Written here rather than taken
-    from ``transformers`` (not a dependency), whose warmup starts at exactly 0.
-    """
-    _check_schedule(schedule)
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    if schedule == "constant":
-        return 1.0
-    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-    return 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def build_scheduler(
-    optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int, schedule: str
-) -> torch.optim.lr_scheduler.LambdaLR:
-    """A LambdaLR applying ``lr_multiplier``; call ``scheduler.step()`` once per optimizer step."""
-    _check_schedule(schedule)
-    multiplier = functools.partial(
-        lr_multiplier, warmup_steps=warmup_steps, total_steps=total_steps, schedule=schedule
-    )
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, multiplier)

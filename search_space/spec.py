@@ -40,7 +40,7 @@ from winnow.search_space.archs import FAMILIES
 from winnow.search_space.builtin_spaces import BUILTIN_SPACES, read_space_file
 from winnow.search_space.candidate import Candidate
 from winnow.search_space.norms import NORMS
-from winnow.search_space.optimizers import HYPERPARAMETERS, OPTIMIZERS, SCHEDULES
+from winnow.search_space.optimizers import HYPERPARAMETERS, OPTIMIZERS
 from winnow.search_space.params import (
     CandidateNotInSpaceError,
     Chooser,
@@ -54,6 +54,7 @@ from winnow.search_space.params import (
     to_param,
 )
 from winnow.search_space.quantization import ACTIVATION_BITS, GRANULARITIES, WEIGHT_BITS
+from winnow.search_space.schedules import SCHEDULES
 from winnow.search_space.specfile import SpecError, SpecFileError, format_validation_error
 
 

@@ -30,7 +30,8 @@ from winnow.search_space.accelerate import (
 from winnow.search_space.candidate import Candidate
 from winnow.search_space.costs import bitops, count_flops, count_parameters, model_bytes
 from winnow.search_space.datasets import Dataset, load_dataset
-from winnow.search_space.optimizers import backward_and_step, build_scheduler
+from winnow.search_space.optimizers import backward_and_step
+from winnow.search_space.schedules import build_scheduler
 from winnow.search_space.trial import Fidelity, Status, TrialResult, TrialSpec
 
 log = logging.getLogger(__name__)

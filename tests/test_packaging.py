@@ -195,3 +195,112 @@ def test_version_is_the_installed_distributions():
         timeout=120,
     )
     assert done.returncode == 0 and done.stdout.strip() == f"winnow {version('winnow')}"
+
+
+# --- benchmarks, file paths and cycles --------------------------------------------------------
+
+BENCH_DOOR = ROOT / "service" / "cli" / "bench.py"  # the one module that may import winnow.bench
+
+
+def test_only_the_cli_bench_commands_import_bench():
+    for folder in [*CODE_FOLDERS, "winnow"]:
+        for path in (ROOT / folder).rglob("*.py"):
+            if folder == "bench" or path == BENCH_DOOR:
+                continue
+            used = {n for n in qualified_imports(path.read_text()) if n.startswith("winnow.bench")}
+            assert not used, f"{path.relative_to(ROOT)} imports {sorted(used)}"
+
+
+def path_references(source: str) -> set[str]:
+    """Code folders a module reaches by a path relative to its own file (``Path(__file__)...
+    / "ui" / "app.py"``): such a path is an import that the import rules cannot see."""
+    tree = ast.parse(source)
+    if not any(isinstance(n, ast.Name) and n.id == "__file__" for n in ast.walk(tree)):
+        return set()
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            names.update(p for p in node.value.split("/") if p in CODE_FOLDERS)
+    return names
+
+
+def test_a_file_path_into_another_folder_counts_as_an_import():
+    source = 'from pathlib import Path\nAPP = Path(__file__).parents[1] / "ui" / "app.py"\n'
+    assert path_references(source) == {"ui"}
+    assert path_references('NAME = "ui"\n') == set()  # no __file__: a plain string
+    for folder, allowed in ALLOWED.items():
+        for path in (ROOT / folder).rglob("*.py"):
+            used = path_references(path.read_text()) - {folder}
+            assert used <= allowed, f"{path.relative_to(ROOT)} reaches {sorted(used)} by path"
+
+
+def module_name(path: Path) -> str:
+    folder, *rest = path.relative_to(ROOT).with_suffix("").parts
+    parts = ["winnow"] + ([] if folder == "winnow" else [folder]) + rest
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def runtime_imports(source: str, modules: set[str]) -> set[str]:
+    """The modules of ``modules`` that a module imports at run time: at module level and inside
+    functions (a lazy import still closes a cycle), not under ``if TYPE_CHECKING:``.
+    ``from package import module`` imports the module (the package is its parent, loading
+    already), ``from module import name`` the module."""
+    tree = ast.parse(source)
+    typing_only = {
+        id(inner)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING"
+        for inner in ast.walk(node)
+    }
+    names = set()
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            for alias in node.names:
+                full = f"{node.module}.{alias.name}"
+                names.add(full if full in modules else node.module)
+        elif isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+    return names & modules
+
+
+def import_graph() -> dict[str, set[str]]:
+    paths = {
+        module_name(path): path
+        for folder in [*CODE_FOLDERS, "winnow"]
+        for path in (ROOT / folder).rglob("*.py")
+        if "v1" not in path.parts
+    }
+    return {
+        name: runtime_imports(path.read_text(), set(paths)) - {name} for name, path in paths.items()
+    }
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every cycle found by a depth-first search (one per back edge)."""
+    found, state = [], {}
+    stack: list[str] = []
+
+    def visit(node: str) -> None:
+        state[node] = "open"
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == "open":
+                found.append(stack[stack.index(nxt) :] + [nxt])
+            elif nxt not in state:
+                visit(nxt)
+        stack.pop()
+        state[node] = "done"
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node)
+    return found
+
+
+def test_cycles_are_found_and_there_are_none():
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == [["a", "b", "c", "a"]]
+    lazy = "def f():\n    from m.b import x\nif TYPE_CHECKING:\n    from m.c import y\n"
+    assert runtime_imports(lazy, {"m.b", "m.c"}) == {"m.b"}
+    assert cycles(import_graph()) == []

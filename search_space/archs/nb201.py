@@ -24,12 +24,15 @@ import itertools
 import torch
 from torch import nn
 
+from winnow.search_space.archs.nb201_canonical import (
+    EDGES,
+    NUM_NODES,
+    canonical_cell,
+    live_conv_edges,
+)
 from winnow.search_space.norms import conv2d, make_norm
 
 OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
-NUM_NODES = 4
-# Edge e of the cell goes from node EDGES[e][0] to node EDGES[e][1], in arch-string order.
-EDGES = tuple((j, i) for i in range(1, NUM_NODES) for j in range(i))
 
 
 class ArchStringError(ValueError):
@@ -233,8 +236,6 @@ def build(arch: dict[str, Any], norm: str, num_classes: int, input_shape: tuple[
 def canonical(arch: dict[str, Any], bits_for: Callable[[str], int]) -> tuple[dict, list[int]]:
     """Canonical arch form with the bits of live layers at their canonical places, and those
     bits (see ``archs/nb201_canonical.py`` and ``search_space/canonical.py``)."""
-    from winnow.search_space.archs.nb201_canonical import canonical_cell, live_conv_edges
-
     ops = parse_arch(arch["cell"])
     live = sorted(live_conv_edges(ops))
     cells, live_bits = [], []
@@ -263,8 +264,6 @@ def _cell_slots(arch: dict[str, Any]) -> list[str]:
 def positions(model: NB201Network, arch: dict[str, Any]) -> dict[str, str]:
     """Canonical place of every edge module (module name prefix -> position), so that
     functional hashing initialises equivalent modules of equivalent cells alike."""
-    from winnow.search_space.archs.nb201_canonical import canonical_cell
-
     ops = parse_arch(arch["cell"])
     kept_edges = [e for e, op in enumerate(ops) if op != "none"]
     cell_positions = canonical_cell(ops).positions
@@ -285,8 +284,6 @@ def probe_architecture(
     rest equal): the probe decides cell equivalence, and the repeat count is hashed as given.
     Only when each live layer's weight bits agree across the cells of a stage, which is all that
     the probe observes (bits of dead layers change nothing, so they may differ)."""
-    from winnow.search_space.archs.nb201_canonical import live_conv_edges
-
     per_stage = arch.get("cells_per_stage", 5)
     if per_stage == 1:
         return None

@@ -27,7 +27,11 @@ import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from winnow.search_space.archs.nb201 import EDGES, NUM_NODES
+# The cell's DAG (nb201.py builds it; defined here, where no torch is needed): node i sums one
+# op on every earlier node j < i. Edge e goes from node EDGES[e][0] to node EDGES[e][1], in
+# arch-string order.
+NUM_NODES = 4
+EDGES = tuple((j, i) for i in range(1, NUM_NODES) for j in range(i))
 
 # A term of a node's sum: "x" (the cell input), ("pool", term), or ("conv", op, edge, inputs)
 # where inputs is the tuple of terms summed into the conv's input.

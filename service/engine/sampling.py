@@ -56,6 +56,8 @@ class SamplerViewStorage(InMemoryStorage):
         trials = super().get_all_trials(study_id, deepcopy, states)
         if not self._hidden:
             return trials
+        # FrozenTrial has no public trial id; a storage is keyed by it (Optuna's own storages
+        # read ``_trial_id`` the same way).
         return [t for t in trials if t._trial_id not in self._hidden]
 
     def _finished(self, trial_id: int) -> None:

@@ -11,7 +11,9 @@ import pytest
 from scipy import stats
 
 from winnow.bench import proxies as bench
-from winnow.bench.proxies import BenchConfig, rank_correlations, run_proxy_bench, split_indices
+from winnow.bench.proxies import BenchConfig, run_proxy_bench
+from winnow.bench.proxy_stats import rank_correlations, split_indices
+from winnow.proxies.ensemble import CalibratedEnsemble
 from winnow.proxies.nb201_truth import GroundTruthError, read_nb201_truth, sample_cells
 from winnow.search_space.archs.nb201 import OPS, format_arch
 from winnow.service.cli import main
@@ -183,13 +185,13 @@ def test_benchmark_reports_correlations_timings_and_failures(cells):
 
 def test_calibration_never_sees_the_evaluation_split(cells, monkeypatch):
     seen: list[float] = []
-    fit = bench.CalibratedEnsemble.fit
+    fit = CalibratedEnsemble.fit
 
     def spy(self, features, target, seed=0):
         seen.extend(target)
         return fit(self, features, target, seed)
 
-    monkeypatch.setattr(bench.CalibratedEnsemble, "fit", spy)
+    monkeypatch.setattr(CalibratedEnsemble, "fit", spy)
     run_proxy_bench(cells, config(calibration_fraction=0.5), StandInScorer(), progress=False)
     calibration, evaluation = split_indices(len(cells), 0.5, seed=0)
     assert sorted(seen) == sorted(cells[i].test_accuracy for i in calibration)

@@ -21,13 +21,11 @@ import torch
 from winnow.search_space.optimizers import (
     HYPERPARAMETERS,
     OPTIMIZERS,
-    SCHEDULES,
     backward_and_step,
     build_optimizer,
-    build_scheduler,
-    lr_multiplier,
 )
 from winnow.search_space.registry import UnknownNameError
+from winnow.search_space.schedules import SCHEDULES, build_scheduler, lr_multiplier
 
 F64 = torch.float64
 THETA0 = torch.tensor([0.5, -1.2, 0.3, 2.0, -0.7], dtype=F64)
