@@ -133,6 +133,13 @@ def from_arrays(name: str, train_x, train_y, test_x, test_y, scale: float) -> Da
 DATASETS: Registry[Callable[[str | None], Dataset]] = Registry("dataset")
 
 
+def import_loaders() -> None:
+    """Import what the loaders import on first use (scikit-learn, and SciPy with it: seconds),
+    so that a worker process can do it before its first trial's timeout starts."""
+    import sklearn.datasets  # noqa: F401
+    import sklearn.model_selection  # noqa: F401
+
+
 def load_digits_dataset(arg: str | None = None) -> Dataset:
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split

@@ -235,13 +235,16 @@ class Search:
             request.trial_id = trial_id
         reply = self.client._call("ExportRecipe", request)
         if path is not None:
-            _write_bundle(dict(reply.files), Path(path))
+            files = dict(reply.files)
+            if not files and format == "recipe":  # a server from before export formats
+                files = {"recipe.json": (reply.recipe_json + "\n").encode()}
+            _write_bundle(files, Path(path))
         return json.loads(reply.recipe_json)
 
 
 def _write_bundle(files: dict[str, bytes], path: Path) -> None:
     if not files:  # a server from before export formats ignores the format and sends none
-        raise WinnowError("UNIMPLEMENTED", "the server sent no files (older than export formats?)")
+        raise WinnowError("UNIMPLEMENTED", "the server sent no files (older than export formats)")
     if len(files) == 1:
         targets = {path: next(iter(files.values()))}
     else:

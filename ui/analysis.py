@@ -70,11 +70,6 @@ def expand(frame: pd.DataFrame, objectives: Sequence[str]) -> pd.DataFrame:
     return out.dropna(subset=list(objectives)).reset_index(drop=True)
 
 
-def front_flags(values: np.ndarray, directions: Sequence[str]) -> np.ndarray:
-    """Rows of ``values`` on the Pareto front (``readout.front_flags``)."""
-    return readout.front_flags(values, directions)
-
-
 def history(done: pd.DataFrame, objectives: Sequence[Objective]) -> pd.DataFrame:
     """Best value of each objective and the hypervolume after each completed trial, in
     completion order (``readout.hypervolume_history``: the engine's reference point, which may

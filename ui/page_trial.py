@@ -10,6 +10,7 @@ import streamlit as st
 
 from winnow.records import SearchRecord, TrialRecord
 from winnow.service.engine import readout
+from winnow.service.export import recipe as export_recipe
 from winnow.service.store import StoreError, reads
 from winnow.ui import charts, nav, source
 from winnow.ui.recipe import architecture, axis_tables
@@ -104,7 +105,7 @@ def _export(search: SearchRecord, rows: list[TrialRecord], number: int) -> None:
     payload, what = export_payload(search, rows, number)
     st.download_button(
         f"Download {what} JSON",
-        data=json.dumps(payload, indent=2, sort_keys=True),
+        data=export_recipe.to_json(payload),
         file_name=f"{what}-{search.id}-{number}.json",
         mime="application/json",
         key="export",

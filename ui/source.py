@@ -21,6 +21,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
+from winnow.service.engine.pareto import front_mask
 from winnow.service.search_spec import SearchSpec
 from winnow.service.store import Store, reads
 from winnow.ui import analysis
@@ -123,7 +124,7 @@ def _results(db: Store, search_id: str, the_spec: SearchSpec) -> tuple[pd.DataFr
     done = reads.completed(trained, len(the_spec.strategy.rungs) - 1).reset_index(drop=True)
     trained["on_front"] = False
     if not done.empty:
-        flags = analysis.front_flags(done[names].to_numpy(float), the_spec.directions)
+        flags = front_mask(done[names].to_numpy(float), the_spec.directions)
         trained.loc[trained["id"].isin(done.loc[flags, "id"]), "on_front"] = True
     return trained, analysis.history(done, the_spec.objectives)
 

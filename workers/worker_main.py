@@ -25,9 +25,11 @@ def worker_main(conn: Connection, gpu: str | None, threads: int) -> None:
     os.environ["OMP_NUM_THREADS"] = str(threads)
     import torch
 
+    from winnow.search_space.datasets import import_loaders
     from winnow.search_space.trial import Status, TrialResult
     from winnow.workers.run import run_trial
 
+    import_loaders()
     torch.set_num_threads(threads)
     host = socket.gethostname()
     conn.send(READY)  # imports done: trial timeouts count from here

@@ -6,7 +6,7 @@
         --budget 100 --seeds 10 --json [--objectives accuracy,params]
     winnow bench service --trials 2000 --clients 8
     winnow bench workers --executor local --trials 200
-    winnow bench ui --trials 10000 --json   (registered by ``ui``, next to the seeder it times)
+    winnow bench ui --trials 10000 --json
 
 The benchmarks live in ``winnow.bench``, which handlers import when they run (only these
 commands import it).
@@ -21,6 +21,9 @@ from typing import Any
 
 from winnow.service.cli.output import print_json
 from winnow.workers.pools import EXECUTORS
+
+# The executors with workers to count (inprocess runs trials in the caller: no second worker).
+_POOLS = [name for name in EXECUTORS.names() if name != "inprocess"]
 
 # --- winnow bench proxies, hashing ----------------------------------------------------------
 
@@ -142,9 +145,6 @@ def cmd_bench_workers(args: argparse.Namespace) -> int:
     return 0
 
 
-# --- the parsers ----------------------------------------------------------------------------
-
-
 def cmd_bench_ui(args: argparse.Namespace) -> int:
     from winnow.bench.ui import run_bench_ui
     from winnow.service.cli.ui import APP
@@ -157,9 +157,11 @@ def cmd_bench_ui(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_bench_commands(commands: Any) -> Any:
-    """Register ``winnow bench`` and its subcommands; returns the subcommands' action, to which
-    ``ui`` adds ``bench ui``."""
+# --- the parsers ----------------------------------------------------------------------------
+
+
+def add_bench_commands(commands: Any) -> None:
+    """Register ``winnow bench`` and its subcommands."""
     bench = commands.add_parser("bench", help="benchmarks that print JSON")
     bench_commands = bench.add_subparsers(dest="bench_command", required=True)
     _add_proxies(bench_commands)
@@ -168,7 +170,6 @@ def add_bench_commands(commands: Any) -> Any:
     _add_service(bench_commands)
     _add_workers(bench_commands)
     _add_ui(bench_commands)
-    return bench_commands
 
 
 def _add_proxies(bench_commands: Any) -> None:
@@ -237,7 +238,7 @@ def _add_service(bench_commands: Any) -> None:
 
 def _add_workers(bench_commands: Any) -> None:
     workers = bench_commands.add_parser("workers", help="trials/s with 1 and 2 workers")
-    workers.add_argument("--executor", choices=EXECUTORS.names(), default="local")
+    workers.add_argument("--executor", choices=_POOLS, default="local")
     workers.add_argument("--trials", type=int, default=200)
     workers.add_argument("--json", action="store_true", help="print one JSON object (the default)")
     workers.set_defaults(func=cmd_bench_workers)

@@ -31,6 +31,7 @@ from winnow.service.engine.cascade import Passage, Stage, TrainStage, cascade_st
 from winnow.service.engine.evidence import ProxyRule, ProxyScores, StoredResults, StoreHashMemo
 from winnow.service.engine.journal import EventSink, Journal
 from winnow.service.engine.outcomes import Outcomes
+from winnow.service.engine.pareto import pareto_front
 from winnow.service.engine.rungs import SuccessiveHalving
 from winnow.service.engine.sampling import SamplerViewStorage, make_study
 from winnow.service.engine.screening import ProxyScreen
@@ -265,7 +266,7 @@ class Engine:
                 "candidate": json.loads(self.tracked[numbers[i]].candidate.canonical_json()),
                 **{o.name: points[i][k] for k, o in enumerate(self.objectives)},
             }
-            for i in readout.front(points, self.spec.directions)
+            for i in pareto_front(points, self.spec.directions)
         ]
 
     def report(self, status: str = SearchStatus.RUNNING) -> SearchReport:

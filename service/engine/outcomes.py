@@ -41,7 +41,7 @@ class Outcomes:
         self.complete(tracked, result.metrics)
 
     def failed(self, tracked: Tracked, stage: str, result: TrialResult) -> None:
-        self.journal.write(tracked, stage, 0, -1, "failed", result)
+        self.journal.write(tracked, stage, 0, -1, Status.FAILED, result)
         self.state.counts["failed"] += 1
         self.tell(tracked, TrialState.FAIL)
 
@@ -88,6 +88,7 @@ class Outcomes:
             tracked.trial.report(value, self.ladder.rungs[rung])
         self.study.tell(tracked.optuna_number, values, state=state)
         tracked.told = True
+        tracked.trial = None  # only reports before the tell; it caches a FrozenTrial
 
     def tell_waiting(self) -> None:
         """Candidates still open when the budget ends (none with a synchronous executor)."""

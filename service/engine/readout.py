@@ -24,8 +24,9 @@ import winnow
 from winnow.records import SearchRecord, TrialRecord
 from winnow.search_space.archs import ArchitectureView, describe
 from winnow.service.engine.pareto import (
-    domination_counts,
+    front_mask,
     hypervolume,
+    pareto_front,
     reference_point,
     search_hypervolume,
 )
@@ -54,19 +55,6 @@ def best_values(
     }
 
 
-def front_flags(points: Sequence[Sequence[float]], directions: Sequence[str]) -> np.ndarray:
-    """Points no other point dominates: one vectorised pass (peeling every front, as
-    ``pareto.non_dominated_ranks`` does, takes a second on a few thousand points)."""
-    if not len(points):
-        return np.zeros(0, dtype=bool)
-    return domination_counts(points, directions) == 0
-
-
-def front(points: Sequence[Sequence[float]], directions: Sequence[str]) -> list[int]:
-    """Indices of the points on the Pareto front, in input order."""
-    return [int(i) for i in np.flatnonzero(front_flags(points, directions))]
-
-
 def front_hypervolume(objectives: Sequence[Objective], points: Sequence[Sequence[float]]) -> float:
     """The hypervolume of completed ``points`` (see ``pareto.search_hypervolume``)."""
     return search_hypervolume(objectives, points)
@@ -92,7 +80,7 @@ class GrowingFront:
         self._largest = [max(a, b) for a, b in zip(largest, point, strict=True)]
         reference = reference_point(self.objectives, [self._largest])
         candidates = [*self.front, point]
-        flags = front_flags(candidates, self.directions)
+        flags = front_mask(candidates, self.directions)
         if flags[-1] or reference != self._reference:
             self.front = [c for c, keep in zip(candidates, flags, strict=True) if keep]
             self._reference = reference
@@ -182,7 +170,7 @@ def pareto(spec: SearchSpec, rows: list[TrialRecord]) -> dict[str, Any]:
     "hypervolume"}``; points sorted by the first objective, best first."""
     done = completed_trials(spec, rows)
     points = [c.values for c in done]
-    best = [done[i] for i in front(points, spec.directions)]
+    best = [done[i] for i in pareto_front(points, spec.directions)]
     first = spec.objectives[0]
     best.sort(key=lambda c: c.values[0], reverse=first.direction == "maximize")
     return {

@@ -22,7 +22,7 @@ import optuna
 from optuna.storages import BaseStorage
 from optuna.trial import TrialState, create_trial
 
-from winnow.records import TrialRecord
+from winnow.records import Status, TrialRecord
 from winnow.search_space.candidate import Candidate
 from winnow.search_space.canonical import structural_hash
 from winnow.search_space.spec import SearchSpace
@@ -130,7 +130,7 @@ class _Rebuild:
                 state, needs_training = self.screening(tracked, row, metrics)
                 continue
             needs_training = False
-            if row.status in ("queued", "running"):
+            if row.status in (Status.QUEUED, Status.RUNNING):
                 self.state.requeued.append((tracked, row.rung, row.id))
                 state = TrialState.RUNNING
                 continue
@@ -140,13 +140,17 @@ class _Rebuild:
         return state, values, intermediate
 
     def screening(self, tracked: Tracked, row: TrialRecord, metrics: dict):
-        if row.stage == "proxy" and self.screen is not None and row.status in ("ok", "pruned"):
+        if (
+            row.stage == "proxy"
+            and self.screen is not None
+            and row.status in (Status.OK, Status.PRUNED)
+        ):
             proxies = self.screen.settings.proxies
             self.screen.add(tracked.number, {p: metrics.get(f"proxy.{p}") for p in proxies})
-        if row.status == "failed":
+        if row.status == Status.FAILED:
             self.state.counts["failed"] += 1
             return TrialState.FAIL, False
-        if row.status == "pruned":
+        if row.status == Status.PRUNED:
             self.state.counts["pruned"] += 1
             return TrialState.PRUNED, False
         return TrialState.RUNNING, True
@@ -160,9 +164,9 @@ class _Rebuild:
             return TrialState.COMPLETE, values, None
         counts["trained"] += 1
         self.state.device_seconds += row.seconds
-        if row.status in ("failed", "pruned"):
+        if row.status in (Status.FAILED, Status.PRUNED):
             counts[row.status] += 1
-            return TrialState.FAIL if row.status == "failed" else TrialState.PRUNED, None, None
+            return TrialState.FAIL if row.status == Status.FAILED else TrialState.PRUNED, None, None
         if row.rung > 0:
             self.ladder.mark_promoted(row.rung - 1, tracked.number)
         if self.screen is not None and row.rung == 0:

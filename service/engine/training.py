@@ -68,7 +68,9 @@ class Training:
     def queue(self, tracked: Tracked, rung: int, row_id: int | None = None) -> int:
         """Write the rung's row as ``running``; returns its id."""
         if row_id is None:
-            return self.journal.write(tracked, "train", self.ladder.rungs[rung], rung, "running")
+            return self.journal.write(
+                tracked, "train", self.ladder.rungs[rung], rung, Status.RUNNING
+            )
         self.journal.restart(row_id)
         return row_id
 
@@ -96,19 +98,19 @@ class Training:
 
     def record(self, tracked: Tracked, rung: int, row_id: int, result: TrialResult) -> None:
         self.state.device_seconds += result.seconds
-        status, error = str(result.status), result.error
+        status, error = result.status, result.error
         objectives = self.spec.objectives
         violated = violations(self.spec, result.metrics) if result.status == Status.OK else []
         if result.status == Status.OK and missing(objectives, result.metrics):
             lacking = missing(objectives, result.metrics)
-            status, error = "failed", f"missing objective(s) in metrics: {lacking}"
+            status, error = Status.FAILED, f"missing objective(s) in metrics: {lacking}"
         elif violated:
-            status, error = "pruned", "; ".join(violated)
+            status, error = Status.PRUNED, "; ".join(violated)
         self.journal.update(row_id, status, result, error)
-        if status in ("failed", "pruned"):
+        if status in (Status.FAILED, Status.PRUNED):
             self.state.counts[status] += 1
             self.outcomes.tell(
-                tracked, TrialState.FAIL if status == "failed" else TrialState.PRUNED
+                tracked, TrialState.FAIL if status == Status.FAILED else TrialState.PRUNED
             )
         else:
             self.rung_done(tracked, rung, result.metrics)
