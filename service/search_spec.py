@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from winnow.records import TRAIN_METRICS
 from winnow.search_space.specfile import (
     SpecError,
     SpecFileError,
@@ -247,10 +248,21 @@ class SearchSpec(_Strict):
             *_failures({"space": lambda: self.resolve_space(self.space)}),
             *_within("task", self.task.name_problems()),
             *_within("strategy", self.strategy.name_problems()),
+            *self.metric_problems(),
         ]
         if problems:
             raise SpecError(format_field_errors("search spec", problems))
         return self
+
+    def metric_problems(self) -> Iterator[tuple[str, str]]:
+        """Objectives and constraints must name a metric a trained result carries: any other
+        name would fail every trial (an objective) or never be checked (a constraint)."""
+        allowed = ", ".join(TRAIN_METRICS)
+        named = [(f"objectives[{k}].name", o.name) for k, o in enumerate(self.objectives)]
+        named += [(f"constraints[{k}]", c.metric) for k, c in enumerate(self.constraints)]
+        for field, metric in named:
+            if metric not in TRAIN_METRICS:
+                yield field, f"unknown metric {metric!r}; allowed: {allowed}"
 
     @property
     def search_space(self) -> SearchSpace:

@@ -38,6 +38,18 @@ TERMINAL = frozenset({SearchStatus.FINISHED, SearchStatus.FAILED, SearchStatus.C
 
 STAGES = ("hash", "costs", "proxy", "supernet", "train")  # costs: static, of the built network
 
+# The metrics of a trained result (``training.evaluate``; a test keeps the two in step): what a
+# search's objectives and constraints may name.
+TRAIN_METRICS = (
+    "accuracy",
+    "params",
+    "flops",
+    "model_bytes",
+    "bitops",
+    "latency_ms",
+    "peak_memory_bytes",
+)
+
 
 @dataclass(frozen=True)
 class Fidelity:

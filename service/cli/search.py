@@ -16,7 +16,7 @@ import sys
 from dataclasses import asdict
 from typing import Any
 
-from winnow.service.cli.output import print_json
+from winnow.service.cli.output import print_json, search_exit_code
 from winnow.service.store.urls import DEFAULT_URL as DEFAULT_STORE
 
 
@@ -57,13 +57,16 @@ def _run_engine(make_engine, total: int, args: argparse.Namespace) -> int:
         engine.executor.close()
     out = asdict(report)
     out.pop("history")
+    error = engine.store.search(report.search_id).error
+    if error:
+        print(f"winnow: search {report.search_id} {report.status}: {error}", file=sys.stderr)
     if args.json:
         print_json(out)
     else:
         print(f"search {report.search_id}: {report.trained} trained, {len(report.front)} on front")
         for point in report.front:
             print(json.dumps(point, sort_keys=True))
-    return 0
+    return search_exit_code(report.status)
 
 
 def cmd_search_run(args: argparse.Namespace) -> int:

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from winnow.service.cli.output import print_json
+from winnow.service.cli.output import print_json, search_exit_code
 from winnow.service.store.urls import DEFAULT_URL as DEFAULT_STORE
 from winnow.workers.pools import EXECUTORS, PoolConfig
 
@@ -108,14 +108,14 @@ def cmd_submit(args: argparse.Namespace) -> int:
         search = client.submit(args.spec, request_id=args.request_id)
         info = search.wait(progress=not args.quiet) if args.wait else search.info()
     _report(info, args.json)
-    return 0 if info["status"] != "failed" else 1
+    return search_exit_code(info["status"])
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     with _client(args) as client:
         info = client.search(args.search_id).info()
     _report(info, args.json)
-    return 0
+    return search_exit_code(info["status"])
 
 
 def cmd_list(args: argparse.Namespace) -> int:

@@ -169,7 +169,11 @@ class Engine:
             raise
         self.outcomes.tell_waiting()
         status = self._stop_status if self._cancelled.is_set() else SearchStatus.FINISHED
-        self.store.set_search_status(self.search_id, status)
+        error = None
+        if status == SearchStatus.FINISHED:  # ran to its end: did anything train?
+            error = readout.failure_summary(self.store.trials(self.search_id))
+            status = SearchStatus.FAILED if error else status
+        self.store.set_search_status(self.search_id, status, error)
         report = self.report(status)
         kind = "search_paused" if status == SearchStatus.QUEUED else "search_finished"
         payload = {"status": status, "trained": report.trained, "hv": report.hypervolume}

@@ -14,6 +14,7 @@ candidate numbers within the search.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +22,7 @@ from typing import Any
 import numpy as np
 
 import winnow
-from winnow.records import SearchRecord, TrialRecord
+from winnow.records import SearchRecord, Status, TrialRecord
 from winnow.search_space.archs import ArchitectureView, describe
 from winnow.service.engine.pareto import (
     front_mask,
@@ -141,6 +142,22 @@ class Completed:
     trial_id: int
     values: list[float]
     row: TrialRecord
+
+
+def failure_summary(rows: Iterable[TrialRecord]) -> str | None:
+    """Why a search that ran to its end has nothing to show, or None when some trial trained
+    successfully (at any rung) or was answered from the cache: the commonest error of the
+    failed rows with its count, else how many candidates were screened out."""
+    rows = list(rows)
+    if any(r.stage == "train" and r.status in (Status.OK, Status.DUPLICATE) for r in rows):
+        return None
+    errors = Counter(r.error or "no error recorded" for r in rows if r.status == Status.FAILED)
+    if errors:
+        error, count = errors.most_common(1)[0]
+        failed = sum(errors.values())
+        return f"no trial trained successfully; {count} of {failed} failed rows: {error}"
+    pruned = sum(1 for r in rows if r.status == Status.PRUNED)
+    return f"no trial trained successfully ({pruned} candidates pruned, none trained)"
 
 
 def completed_trials(spec: SearchSpec, rows: list[TrialRecord]) -> list[Completed]:

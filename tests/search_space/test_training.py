@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from winnow.records import TRAIN_METRICS
 from winnow.search_space import Candidate, Status, TrialSpec, parse_space
 from winnow.search_space.costs import count_parameters
 from winnow.search_space.training import evaluate
@@ -33,6 +34,7 @@ def test_digits_recipe_reaches_90_percent():
     assert m["model_bytes"] < 0.35 * 4 * m["params"]
     assert m["bitops"] == pytest.approx(m["flops"] / 2 * 64, rel=0.05)
     assert m["latency_ms"] > 0 and m["peak_memory_bytes"] > 0
+    assert set(m) == set(TRAIN_METRICS)  # what a search's objectives and constraints may name
 
 
 def test_exploding_loss_fails_with_a_reason_not_an_exception():

@@ -63,3 +63,23 @@ def test_bench_search_smoke_on_the_real_oracle(capsys, shared_data, tmp_path):
     assert random["proxy_evaluations"] == 0 and random["cache_hits"] == 0
     assert cascade["proxy_evaluations"] > 0 and cascade["proposals"] >= 12
     assert result["engine_overhead_ms_median"] > 0
+
+
+def test_a_search_whose_every_trial_fails_exits_1_and_says_why(capsys, tmp_path):
+    """An SGD learning rate of 1e12 makes every trial's loss non-finite."""
+    spec = tmp_path / "exploding.yaml"
+    spec.write_text(
+        "space:\n"
+        "  architecture: {family: mlp, depth: 1, width: [16, 32], activation: relu}\n"
+        "  normalization: none\n"
+        "  optimizer: {name: sgd, lr: 1.0e+12, momentum: 0.0, nesterov: false,"
+        " weight_decay: 0.0}\n"
+        "task: {dataset: digits}\nbudget: {max_trials: 2}\nstrategy: {name: random, rungs: [1]}\n"
+    )
+    store = f"sqlite:///{tmp_path / 'cli.db'}"
+    code = main(["search", "run", str(spec), "--store", store, "--json", "--quiet"])
+    captured = capsys.readouterr()
+    assert code == 1 and json.loads(captured.out)["status"] == "failed"
+    assert "failed: no trial trained successfully; 2 of 2 failed rows: non-finite loss" in (
+        captured.err
+    )

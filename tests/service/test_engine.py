@@ -251,3 +251,23 @@ def test_every_sampler_drives_a_two_objective_search(store, sampler):
     engine, report = run(spec, store, FakeWorld())
     assert report.trained == 4 and report.front and report.hypervolume > 0
     assert all(len(t.values) == 2 for t in engine.study.trials)
+
+
+def test_a_search_in_which_every_trial_failed_ends_failed_with_the_commonest_error(store):
+    world = FakeWorld(fail_widths=(16, 32, 64, 128))  # every candidate's worker dies
+    engine, report = run(make_spec(name="random"), store, world)
+    search = store.search(report.search_id)
+    assert report.status == search.status == "failed"
+    assert (
+        search.error
+        == "no trial trained successfully; 6 of 6 failed rows: RuntimeError: worker lost"
+    )
+    events = store.events(report.search_id)
+    assert events[-1].kind == "search_finished" and events[-1].payload["status"] == "failed"
+
+
+def test_one_successful_trial_is_enough_for_a_finished_search(store):
+    engine, report = run(make_spec(name="random"), store, FakeWorld(fail_widths=(16, 32, 64)))
+    search = store.search(report.search_id)
+    assert any(r.status == "failed" for r in store.trials(report.search_id))
+    assert search.status == "finished" and search.error is None

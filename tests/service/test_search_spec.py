@@ -107,3 +107,21 @@ def test_spec_file_errors_name_the_file_and_the_field(tmp_path):
     path.write_text("- just a list\n")
     with pytest.raises(SpecFileError, match="a search spec is a mapping with 'space' and 'task'"):
         load_search_spec(path)
+
+
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [
+        ({"objectives": [{"name": "size"}]}, "objectives[0].name"),
+        ({"objectives": [{"name": "accuracy"}, {"name": "paramz"}]}, "objectives[1].name"),
+        ({"constraints": ["paramz <= 5"]}, "constraints[0]"),
+    ],
+)
+def test_objectives_and_constraints_must_name_a_trained_metric(extra, field):
+    data = {"space": "nb201", "task": {"dataset": "digits"}, **extra}
+    parse_search_spec(data, check_names=False)  # the shape is fine
+    with pytest.raises(SpecError) as caught:
+        parse_search_spec(data)
+    message = str(caught.value)
+    assert f"field '{field}': unknown metric" in message
+    assert "allowed: accuracy, params, flops, model_bytes, bitops, latency_ms" in message

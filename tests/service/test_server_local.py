@@ -7,6 +7,7 @@ import os
 import signal
 import time
 
+from winnow.service.cli import main
 from winnow.service.client import Client
 from winnow.workers.pools import PoolConfig
 
@@ -57,13 +58,15 @@ def test_a_search_runs_on_the_ray_executor(local_ray, make_server, tiny_spec):
     assert all(r["status"] == "ok" and r["host"] == os.uname().nodename for r in rows)
 
 
-def test_trials_over_the_timeout_fail_and_the_search_still_completes(make_server, tiny_spec):
+def test_trials_over_the_timeout_fail_and_so_does_the_search(make_server, tiny_spec):
     server = make_server(pool=PoolConfig("local", workers=1, timeout=2.0))
     slow = tiny_spec(budget={"max_trials": 2}, strategy={"name": "random", "rungs": [400]})
     with Client(server.address) as client:
         search = client.submit(slow)
         info = search.wait(timeout=120)
         rows = search.trials()
-    assert info["status"] == "finished" and info["progress"]["trained"] == 2
+    assert info["status"] == "failed" and info["progress"]["trained"] == 2
+    assert "2 of 2 failed rows: timed out after 2 s" in info["error"]  # the commonest, counted
+    assert main(["status", search.id, "--address", server.address]) == 1  # failed: not 0
     assert len(rows) == 2
     assert all(r["status"] == "failed" and "timed out after 2 s" in r["error"] for r in rows)
