@@ -30,6 +30,11 @@ class QueueFullError(RuntimeError):
     """More searches are waiting than the server accepts."""
 
 
+class RequestIdReusedError(RuntimeError):
+    """A request id came back with another spec: not a retry but a client's mistake, which would
+    otherwise get the first search back without a word."""
+
+
 class ShuttingDownError(RuntimeError):
     """The server is draining; a client should retry against the next one."""
 
@@ -82,9 +87,9 @@ class SearchManager:
 
     def submit(self, spec: SearchSpec, request_id: str | None = None) -> tuple[SearchRecord, bool]:
         """Store and queue a search; returns it and whether it is new. A known ``request_id``
-        returns the search that request created."""
+        returns the search that request created (for the same spec)."""
         if request_id:
-            existing = self.store.search_by_request(request_id)
+            existing = self._requested(request_id, spec)
             if existing is not None:
                 return existing, False
         spec.task.check_dataset()
@@ -97,7 +102,7 @@ class SearchManager:
                     f"{self.max_queued}); retry when some have started, or cancel some"
                 )
             if request_id:  # again under the lock: two concurrent retries create one search
-                existing = self.store.search_by_request(request_id)
+                existing = self._requested(request_id, spec)
                 if existing is not None:
                     return existing, False
             search_id = self.store.create_search(
@@ -108,6 +113,16 @@ class SearchManager:
             self._lock.notify()
         log.info("search %s queued (%s)", search_id, spec.name)
         return self.store.search(search_id), True
+
+    def _requested(self, request_id: str, spec: SearchSpec) -> SearchRecord | None:
+        """The search ``request_id`` created, which must be of ``spec``."""
+        existing = self.store.search_by_request(request_id)
+        if existing is not None and existing.spec_json != spec.to_json():
+            raise RequestIdReusedError(
+                f"request id {request_id!r} already created search {existing.id} with another "
+                "spec; a new search needs a new request id"
+            )
+        return existing
 
     def cancel(self, search_id: str) -> SearchRecord:
         """Cancel a queued or running search; a finished one is left as it is."""

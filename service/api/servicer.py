@@ -25,7 +25,12 @@ from winnow.search_space.registry import UnknownNameError
 from winnow.search_space.spec import BUILTIN_SPACES, SpecError
 from winnow.service import export
 from winnow.service.api import convert
-from winnow.service.api.manager import QueueFullError, SearchManager, ShuttingDownError
+from winnow.service.api.manager import (
+    QueueFullError,
+    RequestIdReusedError,
+    SearchManager,
+    ShuttingDownError,
+)
 from winnow.service.engine import readout
 from winnow.service.search_spec import SearchSpec, parse_search_spec
 from winnow.service.store import StoreError
@@ -49,6 +54,8 @@ class RequestError(Exception):
 def _status_of(error: Exception) -> tuple[grpc.StatusCode, str]:
     if isinstance(error, RequestError):
         return error.code, str(error)
+    if isinstance(error, RequestIdReusedError):
+        return grpc.StatusCode.ALREADY_EXISTS, str(error)
     if isinstance(error, QueueFullError):
         return grpc.StatusCode.RESOURCE_EXHAUSTED, str(error)
     if isinstance(error, ShuttingDownError):

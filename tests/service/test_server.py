@@ -65,6 +65,16 @@ def test_submit_is_idempotent_by_request_id(client, tiny_spec):
     assert sorted(listed) == sorted({first.id, other.id, *retried})
 
 
+def test_a_request_id_reused_with_another_spec_is_refused(client, tiny_spec):
+    first = client.submit(tiny_spec(), request_id="req-9")
+    with pytest.raises(WinnowError) as raised:
+        client.submit(tiny_spec(seed=1), request_id="req-9")
+    assert raised.value.code == "ALREADY_EXISTS"
+    assert f"request id 'req-9' already created search {first.id} with another spec" in str(
+        raised.value
+    )
+
+
 def test_watch_resumes_after_the_last_event_seen(client, tiny_spec):
     search = client.submit(tiny_spec())
     events = list(search.watch())
