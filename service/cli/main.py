@@ -16,6 +16,7 @@ that ``winnow --help`` and ``winnow --version`` answer at once.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from importlib.metadata import version
 
@@ -45,12 +46,22 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except BrokenPipeError:  # the reader stopped (`winnow list --json | head -3`): not an error
+        _discard_stdout()
+        return 0
     except Exception as error:
         code = _exit_code(error)
         if code is None:
             raise
         print(f"winnow: error: {error}", file=sys.stderr)
         return code
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null, so that the interpreter's last flush at exit does not fail on
+    the closed pipe again (the recipe of Python's ``signal`` documentation)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
 
 
 def _exit_code(error: Exception) -> int | None:

@@ -162,3 +162,16 @@ def test_console_script_is_installed():
     script = Path(sys.executable).parent / "winnow"
     done = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "evaluate" in done.stdout
+
+
+def test_a_reader_that_stops_early_gets_no_error(tmp_path):
+    """`winnow ... | head -1`: the closed pipe ends the command quietly, with exit code 0."""
+    command = (
+        f"{sys.executable} -m winnow.service.cli space sample {ROOT / 'examples' / 'digits.yaml'}"
+        ' -n 20000 --seed 0 | head -1; echo "exit=${PIPESTATUS[0]}" >&2'
+    )
+    done = subprocess.run(
+        ["bash", "-c", command], capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
+    assert json.loads(done.stdout.splitlines()[0])["architecture"]  # the first candidate
+    assert done.stderr.strip() == "exit=0", done.stderr
