@@ -145,14 +145,18 @@ def cmd_pareto(args: argparse.Namespace) -> int:
 def cmd_cancel(args: argparse.Namespace) -> int:
     with _client(args) as client:
         info = client.search(args.search_id).cancel()
-    _report(info, json_output=False)
+    _report(info, args.json)
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     with _client(args) as client:
         recipe = client.search(args.search_id).export(args.trial, args.out, args.format)
-    print(f"trial {recipe['trial_id']} of search {recipe['search_id']} -> {args.out}")
+    if args.json:  # machine-readable: the written path made absolute
+        path = str(Path(args.out).resolve())
+        print_json({"search_id": recipe["search_id"], "trial_id": recipe["trial_id"], "path": path})
+    else:
+        print(f"trial {recipe['trial_id']} of search {recipe['search_id']} -> {args.out}")
     return 0
 
 
@@ -259,8 +263,7 @@ def add_service_commands(commands: Any) -> None:
     ):
         parser = commands.add_parser(name, help=help_text)
         parser.add_argument("search_id")
-        if name != "cancel":
-            parser.add_argument("--json", action="store_true")
+        parser.add_argument("--json", action="store_true")
         parser.set_defaults(func=func)
         _client_options(parser)
     listing = commands.add_parser("list", help="the server's searches, newest first")
@@ -274,6 +277,7 @@ def add_service_commands(commands: Any) -> None:
     export.add_argument(
         "--format", default="recipe", help="an export format of the server (default: recipe)"
     )
+    export.add_argument("--json", action="store_true", help="one JSON line, the path absolute")
     export.set_defaults(func=cmd_export)
     for parser in (submit, listing, export):
         _client_options(parser)

@@ -52,6 +52,24 @@ def test_client_commands_round_trip(server, capsys, tmp_path, tiny_spec):
     assert "finished" in out  # a finished search stays finished
 
 
+def test_export_and_cancel_print_json_with_absolute_paths(
+    server, capsys, tmp_path, tiny_spec, monkeypatch
+):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(tiny_spec()))
+    address = ("--address", server.address)
+    code, out, _ = run(capsys, "submit", str(spec), "--wait", "--json", "--quiet", *address)
+    search_id = json.loads(out)["id"]
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = run(capsys, "export", search_id, "--out", "recipe.json", "--json", *address)
+    exported = json.loads(out)
+    assert code == 0 and exported["search_id"] == search_id
+    assert exported["path"] == str(tmp_path / "recipe.json")  # absolute, not as given
+    assert json.loads((tmp_path / "recipe.json").read_text())["trial_id"] == exported["trial_id"]
+    code, out, _ = run(capsys, "cancel", search_id, "--json", *address)
+    assert code == 0 and json.loads(out)["status"] == "finished"
+
+
 def test_client_errors_exit_2_with_the_servers_sentence(server, capsys):
     code, _, err = run(capsys, "status", "nope", "--address", server.address)
     assert code == 2 and "NOT_FOUND" in err and "no search 'nope'" in err
