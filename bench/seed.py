@@ -25,7 +25,8 @@ from winnow.service.engine.cascade import (
     cascade_stages,
     run_stages,
 )
-from winnow.service.engine.readout import GrowingFront, front_hypervolume, objective_values
+from winnow.service.engine.pareto import search_hypervolume
+from winnow.service.engine.readout import GrowingFront, objective_values
 from winnow.service.search_spec import SearchSpec, parse_search_spec
 from winnow.service.store import Store
 
@@ -255,7 +256,7 @@ def seed_search(
         seeder.propose(number, sample)
     if status == "finished":
         trained = sum(1 for r in seeder.rows if r.stage == "train" and not r.reused)
-        hv = front_hypervolume(spec.objectives, seeder.points)
+        hv = search_hypervolume(spec.objectives, seeder.points)
         seeder.event("search_finished", {"status": status, "trained": trained, "hv": hv})
     with store.batch():
         store.add_trials(seeder.rows)

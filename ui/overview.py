@@ -8,6 +8,7 @@ from datetime import datetime
 import pandas as pd
 
 from winnow.service.engine import readout
+from winnow.service.engine.pareto import search_hypervolume
 from winnow.service.search_spec import SearchSpec
 from winnow.service.store import Store, reads
 from winnow.ui import analysis
@@ -30,7 +31,7 @@ def overview(store: Store) -> pd.DataFrame:
         done = analysis.expand(reads.completed(mine, len(spec.strategy.rungs) - 1), names)
         points = done[names].to_numpy(float).tolist()
         counts = all_counts[all_counts["search_id"] == search.id].drop(columns="search_id")
-        hypervolume = readout.front_hypervolume(spec.objectives, points)
+        hypervolume = search_hypervolume(spec.objectives, points)
         progress = analysis.progress(counts, proposals.get(search.id, 0), hypervolume)
         best = readout.best_values(spec.objectives, points)
         rows.append(

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from winnow.records import TRAIN_METRICS
 from winnow.service.cli.output import print_json
 
 if TYPE_CHECKING:
@@ -129,15 +130,7 @@ def _print_summary(out: dict[str, Any]) -> None:
     print(f"status      {out['status']}")
     if out.get("error"):
         print(f"error       {out['error']}")
-    for name in (
-        "accuracy",
-        "params",
-        "flops",
-        "model_bytes",
-        "bitops",
-        "latency_ms",
-        "peak_memory_bytes",
-    ):
+    for name in TRAIN_METRICS:
         if name in out:
             print(
                 f"{name:<18}{out[name]:,.4g}"

@@ -13,7 +13,8 @@ from optuna.trial import TrialState, create_trial
 
 from winnow.search_space.trial import Status, TrialResult
 from winnow.service.engine.journal import Journal
-from winnow.service.engine.readout import front_hypervolume, objective_values
+from winnow.service.engine.pareto import search_hypervolume
+from winnow.service.engine.readout import objective_values
 from winnow.service.engine.rungs import SuccessiveHalving
 from winnow.service.engine.state import SearchState, Tracked
 from winnow.service.search_spec import Objective
@@ -66,7 +67,7 @@ class Outcomes:
             )
         else:
             self.tell(tracked, TrialState.COMPLETE, values=values)
-        self.state.hypervolume = front_hypervolume(self.objectives, self.state.points())
+        self.state.hypervolume = search_hypervolume(self.objectives, self.state.points())
         self.journal.event(
             "front", {"number": tracked.number, "hypervolume": self.state.hypervolume}
         )

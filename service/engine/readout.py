@@ -56,14 +56,9 @@ def best_values(
     }
 
 
-def front_hypervolume(objectives: Sequence[Objective], points: Sequence[Sequence[float]]) -> float:
-    """The hypervolume of completed ``points`` (see ``pareto.search_hypervolume``)."""
-    return search_hypervolume(objectives, points)
-
-
 class GrowingFront:
     """The front and hypervolume of completed points as they arrive: :meth:`add` returns
-    :func:`front_hypervolume` of the points so far, recomputed only when the new point joins the
+    ``pareto.search_hypervolume`` of the points so far, recomputed only when the new point joins the
     front or the reference point moves (a minimised objective without a ``reference`` uses 1.1 x
     its largest value so far); otherwise it cannot change."""
 
@@ -121,7 +116,7 @@ def progress_view(
     """What watchers see of a search: the counters, the budget, the hypervolume (computed from
     ``points`` unless given) and each objective's best completed value."""
     if hypervolume_value is None:
-        hypervolume_value = front_hypervolume(objectives, points)
+        hypervolume_value = search_hypervolume(objectives, points)
     return {
         **{k: counts[k] for k in PROGRESS_COUNTS},
         "max_trials": max_trials,
@@ -200,7 +195,7 @@ def pareto(spec: SearchSpec, rows: list[TrialRecord]) -> dict[str, Any]:
             }
             for c in best
         ],
-        "hypervolume": front_hypervolume(spec.objectives, points),
+        "hypervolume": search_hypervolume(spec.objectives, points),
     }
 
 

@@ -27,7 +27,8 @@ from winnow.search_space.candidate import Candidate
 from winnow.search_space.canonical import structural_hash
 from winnow.search_space.spec import SearchSpace
 from winnow.service.engine.cascade import Proposal
-from winnow.service.engine.readout import front_hypervolume, objective_values
+from winnow.service.engine.pareto import search_hypervolume
+from winnow.service.engine.readout import objective_values
 from winnow.service.engine.rungs import SuccessiveHalving
 from winnow.service.engine.screening import ProxyScreen
 from winnow.service.search_spec import Objective
@@ -99,7 +100,7 @@ class SearchState:
         ordered = sorted(rows, key=lambda r: (r.number, r.id))
         for number, group in groupby(ordered, key=lambda r: r.number):
             rebuild.candidate(number, list(group), space)
-        rebuild.state.hypervolume = front_hypervolume(objectives, rebuild.state.points())
+        rebuild.state.hypervolume = search_hypervolume(objectives, rebuild.state.points())
         return rebuild.state
 
 
