@@ -30,6 +30,7 @@ search run`` and the engine check the names of every spec they accept.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import operator
@@ -42,11 +43,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from winnow.records import TRAIN_METRICS
 from winnow.search_space.specfile import (
+    Problem,
     SpecError,
     SpecFileError,
-    format_field_errors,
-    format_validation_error,
+    join_field,
     load_yaml_or_json,
+    nested_problems,
+    raise_problems,
+    validation_problems,
 )
 
 if TYPE_CHECKING:
@@ -96,7 +100,7 @@ class Task(_Strict):
     input_shape: tuple[int, ...] | None = None  # optional: checked against the dataset
     num_classes: int | None = None  # optional: checked against the dataset
 
-    def name_problems(self) -> Iterator[tuple[str, str]]:
+    def name_problems(self) -> Iterator[Problem]:
         """(field, message) for an unknown dataset name (the name only: loading may be slow;
         ``check_dataset`` loads)."""
         from winnow.search_space.datasets import DATASETS
@@ -165,11 +169,13 @@ class Screen(_Strict):
             raise ValueError("screening needs at least one proxy")
         return names
 
-    def name_problems(self) -> Iterator[tuple[str, str]]:
-        """(field, message) for the first unknown proxy name."""
+    def name_problems(self) -> Iterator[Problem]:
+        """(field, message) for each unknown proxy name."""
         from winnow.proxies import PROXIES
 
-        return _failures({"proxies": lambda: [PROXIES.get(name) for name in self.proxies]})
+        return _failures(
+            {f"proxies[{k}]": functools.partial(PROXIES.get, p) for k, p in enumerate(self.proxies)}
+        )
 
 
 class Strategy(_Strict):
@@ -198,7 +204,7 @@ class Strategy(_Strict):
     def cascade(self) -> bool:
         return self.name == CASCADE
 
-    def name_problems(self) -> Iterator[tuple[str, str]]:
+    def name_problems(self) -> Iterator[Problem]:
         """(field, message) for an unknown strategy, sampler or proxy name."""
         from winnow.service.engine.sampling import SAMPLERS
 
@@ -224,7 +230,18 @@ class SearchSpec(_Strict):
     @field_validator("constraints", mode="before")
     @classmethod
     def _parse_constraints(cls, raw: Any) -> Any:
-        return [_parse_constraint(c) if isinstance(c, str) else c for c in raw or []]
+        if not isinstance(raw, list):
+            return raw  # pydantic says what a list is
+        parsed, problems = [], []
+        for k, constraint in enumerate(raw):
+            try:
+                parsed.append(
+                    _parse_constraint(constraint) if isinstance(constraint, str) else constraint
+                )
+            except ValueError as error:
+                problems.append((f"[{k}]", str(error)))
+        raise_problems(problems)
+        return parsed
 
     @field_validator("objectives")
     @classmethod
@@ -242,24 +259,34 @@ class SearchSpec(_Strict):
 
     def check_names(self) -> SearchSpec:
         """Resolve every name against its registry: the space (built-in, file or inline), the
-        dataset, the strategy, the sampler and the proxies; raise ``SpecError`` naming each
-        field whose name is unknown (see the module docstring for why this is not parsing)."""
-        problems = [
-            *_failures({"space": lambda: self.resolve_space(self.space)}),
-            *_within("task", self.task.name_problems()),
-            *_within("strategy", self.strategy.name_problems()),
-            *self.metric_problems(),
-        ]
+        dataset, the strategy, the sampler and the proxies, and the metrics; raise
+        ``SpecError`` naming each field whose name is unknown (see the module docstring for
+        why this is not parsing)."""
+        problems = list(self.name_problems())
         if problems:
-            raise SpecError(format_field_errors("search spec", problems))
+            raise SpecError.of("search spec", problems)
         return self
 
-    def metric_problems(self) -> Iterator[tuple[str, str]]:
+    def name_problems(self) -> Iterator[Problem]:
+        """(field, message) for each unknown name. A spec that failed to parse is checked by
+        its sections that did parse (``_parsed_sections``: the others are not attributes)."""
+        parsed = vars(self)
+        if "space" in parsed:
+            yield from _space_problems(self.space)
+        if "task" in parsed:
+            yield from _within("task", self.task.name_problems())
+        if "strategy" in parsed:
+            yield from _within("strategy", self.strategy.name_problems())
+        yield from self.metric_problems(parsed)
+
+    def metric_problems(self, parsed: dict[str, Any]) -> Iterator[Problem]:
         """Objectives and constraints must name a metric a trained result carries: any other
         name would fail every trial (an objective) or never be checked (a constraint)."""
         allowed = ", ".join(TRAIN_METRICS)
-        named = [(f"objectives[{k}].name", o.name) for k, o in enumerate(self.objectives)]
-        named += [(f"constraints[{k}]", c.metric) for k, c in enumerate(self.constraints)]
+        objectives = enumerate(parsed.get("objectives", []))
+        constraints = enumerate(parsed.get("constraints", []))
+        named = [(f"objectives[{k}].name", o.name) for k, o in objectives]
+        named += [(f"constraints[{k}]", c.metric) for k, c in constraints]
         for field, metric in named:
             if metric not in TRAIN_METRICS:
                 yield field, f"unknown metric {metric!r}; allowed: {allowed}"
@@ -280,14 +307,28 @@ class SearchSpec(_Strict):
         return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
 
 
-def _failures(checks: dict[str, Callable[[], object]]) -> Iterator[tuple[str, str]]:
+def _failures(checks: dict[str, Callable[[], object]]) -> Iterator[Problem]:
     """(field, message) for each check that raises ``ValueError`` (a registry's unknown name,
-    an invalid space)."""
+    an invalid space: its own problems, under the field)."""
     for field, check in checks.items():
         try:
             check()
         except ValueError as error:
-            yield field, str(error)
+            yield from nested_problems(field, error)
+
+
+def _space_problems(space: str | dict[str, Any]) -> Iterator[Problem]:
+    """An inline space's problems are the spec's own fields (``space.architecture.family``);
+    a space file's say which file."""
+    try:
+        SearchSpec.resolve_space(space)
+    except SpecFileError as error:
+        if not error.problems:
+            yield "space", str(error)
+        for field, message in error.problems:
+            yield join_field("space", field), f"{message} (in {error.path})"
+    except ValueError as error:
+        yield from nested_problems("space", error)
 
 
 def _known_strategy(name: str, samplers: list[str]) -> None:
@@ -296,8 +337,8 @@ def _known_strategy(name: str, samplers: list[str]) -> None:
         raise ValueError(f"unknown strategy {name!r}; allowed: {allowed}")
 
 
-def _within(parent: str, problems: Iterator[tuple[str, str]]) -> Iterator[tuple[str, str]]:
-    return ((f"{parent}.{field}", message) for field, message in problems)
+def _within(parent: str, problems: Iterator[Problem]) -> Iterator[Problem]:
+    return ((join_field(parent, field), message) for field, message in problems)
 
 
 def _parse_constraint(text: str) -> dict[str, Any]:
@@ -311,12 +352,39 @@ def _parse_constraint(text: str) -> dict[str, Any]:
 
 
 def parse_search_spec(data: dict[str, Any], check_names: bool = True) -> SearchSpec:
-    """A spec from its mapping; ``check_names=False`` checks its shape only (no torch)."""
+    """A spec from its mapping; ``check_names=False`` checks its shape only (no torch).
+
+    One ``SpecError`` lists every problem: the shape's, and the names' of every section that
+    has the right shape, so that a spec is fixed in one round, not one stage at a time."""
     try:
-        spec = SearchSpec.model_validate(data)
+        spec, problems = SearchSpec.model_validate(data), []
     except ValidationError as error:
-        raise SpecError(format_validation_error(error, "search spec")) from None
-    return spec.check_names() if check_names else spec
+        spec, problems = None, validation_problems(error, SearchSpec)
+    if check_names:
+        checked = spec or _parsed_sections(data, problems)
+        problems += checked.name_problems()
+    if problems:
+        raise SpecError.of("search spec", problems)
+    return spec
+
+
+def _parsed_sections(data: dict[str, Any], problems: list[Problem]) -> SearchSpec:
+    """The top-level sections of a spec that failed to parse which have no problem of their
+    own, validated one by one (pydantic's ``validate_assignment`` runs a field's validators);
+    the sections at fault are left out (not attributes), defaults stand in for absent ones."""
+    partial = SearchSpec.model_construct()
+    at_fault = {_section(field) for field, _ in problems}
+    for name in SearchSpec.model_fields:
+        if name in data and name not in at_fault:
+            try:
+                SearchSpec.__pydantic_validator__.validate_assignment(partial, name, data[name])
+            except ValidationError:  # at fault only with the others (a model-level check)
+                vars(partial).pop(name, None)
+    return partial
+
+
+def _section(field: str) -> str:
+    return re.split(r"[.\[]", field, maxsplit=1)[0]
 
 
 def load_search_spec(path: str | Path, check_names: bool = True) -> SearchSpec:
@@ -329,4 +397,4 @@ def load_search_spec(path: str | Path, check_names: bool = True) -> SearchSpec:
     try:
         return parse_search_spec(data, check_names)
     except SpecError as error:
-        raise SpecFileError(file, str(error)) from None
+        raise SpecFileError(file, str(error), error.problems) from None

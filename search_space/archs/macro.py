@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator, model_validator
 from torch import nn
 
 from winnow.search_space.activations import make_activation
@@ -111,15 +111,21 @@ class MacroSpace(BaseModel):
     resolution: Param | None = None
     activation: Param = "relu"
 
+    @field_validator("kernel_size", "expand_ratio")
+    @classmethod
+    def _allowed(cls, param: Any, info: ValidationInfo) -> Any:
+        allowed = {"kernel_size": [3, 5, 7], "expand_ratio": [3, 4, 6]}[info.field_name]
+        values = param_values(param)
+        bad = [v for v in values or [] if v not in allowed]
+        if values is None or bad:
+            what = "a range" if values is None else ", ".join(map(repr, bad))
+            raise ValueError(f"{what} not allowed; allowed: {', '.join(map(str, allowed))}")
+        return param
+
     @model_validator(mode="after")
     def _check(self) -> MacroSpace:
         if len(self.base_channels) != len(self.strides):
             raise ValueError("base_channels and strides need one entry per stage")
-        for field, allowed in (("kernel_size", {3, 5, 7}), ("expand_ratio", {3, 4, 6})):
-            values = param_values(getattr(self, field))
-            bad = [v for v in values or [] if v not in allowed]
-            if values is None or bad:
-                raise ValueError(f"{field} must be a choice among {sorted(allowed)}")
         return self
 
     @property

@@ -118,7 +118,6 @@ def _read_json_argument(text: str) -> dict[str, Any]:
 def _choose_run(args: argparse.Namespace) -> _Run:
     """The candidate and its training: from a recipe (``--recipe``, or ``--candidate`` given a
     recipe file), whose task, epochs and seed apply unless given; else from the space."""
-    from winnow.search_space.candidate import Candidate
     from winnow.search_space.spec import load_space
     from winnow.service.export import recipe as recipes
 
@@ -129,7 +128,7 @@ def _choose_run(args: argparse.Namespace) -> _Run:
     )
     if args.recipe or recipes.is_recipe(data):
         recipe = recipes.read(data)
-        candidate = Candidate.model_validate(recipe.candidate)
+        candidate = _candidate(recipe.candidate)
         if args.space:  # optional with a recipe: the candidate stands alone
             load_space(args.space).validate_candidate(candidate)
         training = recipe.training
@@ -145,12 +144,25 @@ def _choose_run(args: argparse.Namespace) -> _Run:
     space = load_space(args.space)
     seed = 0 if args.seed is None else args.seed
     if data is not None:
-        candidate = space.validate_candidate(Candidate.model_validate(data))
+        candidate = space.validate_candidate(_candidate(data))
     elif args.arch:
         candidate = _candidate_for_arch(space, args.arch, seed)
     else:
         candidate = space.sample(1, seed=seed)[0]
     return _Run(candidate, args.dataset, args.epochs or 1, seed)
+
+
+def _candidate(data: dict[str, Any]) -> Candidate:
+    """A candidate from its JSON mapping; ``SpecError`` lists every field at fault."""
+    from pydantic import ValidationError
+
+    from winnow.search_space.candidate import Candidate
+    from winnow.search_space.specfile import SpecError, validation_problems
+
+    try:
+        return Candidate.model_validate(data)
+    except ValidationError as error:
+        raise SpecError.of("candidate", validation_problems(error, Candidate)) from None
 
 
 def _progress(epoch: int, epochs: int, loss: float) -> None:

@@ -58,4 +58,4 @@ def read(data: dict[str, Any]) -> Recipe:
     try:
         return Recipe.model_validate(data)
     except ValidationError as error:
-        raise SpecError(format_validation_error(error, "recipe")) from None
+        raise SpecError(format_validation_error(error, "recipe", Recipe)) from None

@@ -101,3 +101,10 @@ def test_winnow_evaluate_trains_an_exported_recipe_again_and_reproduces_it(
     assert main(["evaluate", "--recipe", str(path), "--quiet"]) == 0
     summary = capsys.readouterr().out
     assert "stored" in summary and "reproduced  yes" in summary
+
+
+def test_a_file_that_is_not_a_recipe_is_refused_naming_the_field(tmp_path, capsys):
+    path = tmp_path / "recipe.json"
+    path.write_text(json.dumps({"format": "winnow.recipe/v1", "candidate": {}}))
+    assert main(["evaluate", "--recipe", str(path)]) == 2
+    assert "field 'training': missing" in capsys.readouterr().err
