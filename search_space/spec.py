@@ -92,14 +92,21 @@ def _is_bool(allowed: Any) -> bool:
 
 
 class OptimizerAxis(BaseModel):
-    """``name`` picks optimizers; other keys are hyperparameter Params (see module docstring)."""
+    """The optimizer axis: ``name`` picks optimizers; other keys are hyperparameter Params."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", use_attribute_docstrings=True)
     name: Param = "sgd"
+    """The optimizers to choose among (see the optimizers under Names). Any other key is a
+    hyperparameter Param shared by the chosen optimizers that take it; a hyperparameter left
+    out takes each optimizer's own default (fixed)."""
     per_optimizer: dict[str, dict[str, Param]] = {}
+    """Hyperparameter Params for one optimizer only: ``{adamw: {lr: ...}}``."""
     schedule: Param = "cosine"
+    """The learning-rate schedule after warmup."""
     warmup_epochs: Param = 0
+    """Epochs of linear warmup."""
     batch_size: Param = 128
+    """Training batch size."""
 
     @field_validator("name")
     @classmethod
@@ -153,12 +160,19 @@ class OptimizerAxis(BaseModel):
 
 
 class QuantizationAxis(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """The quantization policy: fake quantization (straight-through) of weights and inputs."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
     weight_bits: Param = 32
+    """Weight bits (32: not quantized), decided per ``scope``."""
     scope: Literal["global", "group", "layer"] = "global"
+    """Where weight bits are decided: once, per group of layers (e.g. a stage), or per layer."""
     activation_bits: Param = 32
+    """Bits of every quantized layer's input (32: not quantized)."""
     granularity: Param = "per_channel"
+    """Weight scales per tensor or per output channel."""
     symmetric: Param = True
+    """Symmetric (zero point 0) or affine quantization."""
 
     @field_validator("weight_bits", "activation_bits", "granularity", "symmetric")
     @classmethod
@@ -183,12 +197,18 @@ Architecture = Annotated[
 class SearchSpace(BaseModel):
     """A joint space over architecture x normalization x optimizer x quantization."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
     name: str = "space"
+    """A name to show."""
     architecture: Architecture
+    """One architecture family's section, chosen by its ``family`` field (see Architecture
+    families)."""
     normalization: Param = "batchnorm"
+    """The normalization layer at every norm position (see the norms under Names)."""
     optimizer: OptimizerAxis = OptimizerAxis()
+    """The optimizer, its hyperparameters, schedule and batch size."""
     quantization: QuantizationAxis = QuantizationAxis()
+    """The quantization policy."""
 
     @field_validator("normalization")
     @classmethod

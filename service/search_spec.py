@@ -67,21 +67,31 @@ _CONSTRAINT = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(<=|>=|<|>)\s*([-+0-9.eE]+)\s
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # attribute docstrings are the fields' descriptions: the spec reference (docs/spec.md) is
+    # generated from them (winnow.service.spec_docs)
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
 
 class Objective(_Strict):
+    """A metric to optimize; several objectives make the search look for a Pareto front."""
+
     name: str
+    """A metric a trained result carries (see the metrics under Names)."""
     direction: Literal["maximize", "minimize"] = "maximize"
-    reference: float | None = None  # the hypervolume reference value (the worst that counts)
+    """Whether larger or smaller is better."""
+    reference: float | None = None
+    """The hypervolume's reference value: the worst that still counts (default: the worst seen)."""
 
 
 class Constraint(_Strict):
     """``metric op value``, e.g. ``params <= 1e6``; given as that string or as a mapping."""
 
     metric: str
+    """The metric bounded (a metric a trained result carries)."""
     op: Literal["<=", ">=", "<", ">"]
+    """The comparison."""
     value: float
+    """The bound."""
 
     def satisfied(self, metrics: dict[str, float]) -> bool | None:
         """True/False, or None while no metric of that name is known yet."""
@@ -97,8 +107,11 @@ class Task(_Strict):
     """What the candidates learn: a dataset spec of ``winnow.search_space.datasets``."""
 
     dataset: str
-    input_shape: tuple[int, ...] | None = None  # optional: checked against the dataset
-    num_classes: int | None = None  # optional: checked against the dataset
+    """A dataset spec: ``digits``, ``npz:PATH``, ``cifar10[:DIR]``, ``synthetic[:SHAPE]``."""
+    input_shape: tuple[int, ...] | None = None
+    """Optional: checked against the dataset before any work."""
+    num_classes: int | None = None
+    """Optional: checked against the dataset before any work."""
 
     def name_problems(self) -> Iterator[Problem]:
         """(field, message) for an unknown dataset name (the name only: loading may be slow;
@@ -136,9 +149,13 @@ class Budget(_Strict):
     (each rung's run is one; hash hits and proxy screening are free)."""
 
     max_trials: int = Field(50, ge=1)
+    """Training runs (each rung's run counts one; hash hits and proxy screening are free)."""
     max_seconds: float | None = Field(None, gt=0)
+    """Wall-clock seconds."""
     max_device_seconds: float | None = Field(None, gt=0)
-    max_proposals: int | None = Field(None, ge=1)  # default: 50 x max_trials
+    """Seconds of training on the workers' devices, summed."""
+    max_proposals: int | None = Field(None, ge=1)
+    """Candidates proposed, screened ones included (default: 50 x max_trials)."""
 
     @property
     def proposals(self) -> int:
@@ -156,11 +173,17 @@ class Screen(_Strict):
     refitted every ``refit_every``."""
 
     proxies: list[str] = ["synflow", "naswot", "jacob_cov", "snip", "params", "flops"]
+    """The zero-cost proxies the ensemble ranks by (see the proxy names below)."""
     keep_fraction: float = Field(0.2, gt=0, le=1)
-    population: int = Field(500, ge=2)  # the most recent scored candidates a new one ranks in
+    """The top fraction of the recent population that goes on to training."""
+    population: int = Field(500, ge=2)
+    """The most recent scored candidates a new one ranks among."""
     min_population: int = Field(10, ge=1)
+    """The first scored candidates, which go on unscreened."""
     calibrate_after: int = Field(10, ge=4)
+    """Trained candidates after which the calibrated ensemble replaces rank aggregation."""
     refit_every: int = Field(5, ge=1)
+    """Trained candidates between refits of the calibrated ensemble."""
 
     @field_validator("proxies")
     @classmethod
@@ -179,15 +202,23 @@ class Screen(_Strict):
 
 
 class Strategy(_Strict):
-    name: str = CASCADE  # a sampler's name, or cascade
-    sampler: str = "tpe"  # what a cascade wraps
+    """How candidates are proposed and which evidence they must pass."""
+
+    name: str = CASCADE
+    """A sampler's name, or ``cascade`` (hashing, proxy screening, training rungs)."""
+    sampler: str = "tpe"
+    """The sampler a cascade wraps."""
     rungs: list[int] = [1, 3, 9]
+    """Training epochs per rung of successive halving, strictly increasing."""
     reduction_factor: int = Field(3, ge=2)
+    """One in this many trials of a rung is promoted to the next."""
     screen: Screen = Screen()
-    reuse_across_searches: bool = True  # train results of other searches on the task count
-    # How many of the newest screened-out trials (pruned with no rung result) the sampler
-    # models; older ones stay stored, the sampler forgets them (samplers.SamplerViewStorage).
+    """Zero-cost proxy screening (the cascade's)."""
+    reuse_across_searches: bool = True
+    """Trained results of other searches on the same task count for this one."""
     pruned_window: int | None = Field(60, ge=1)
+    """How many of the newest screened-out trials the sampler models (none: all); older ones
+    stay stored, the sampler forgets them (an ask costs time linear in the trials it sees)."""
 
     @field_validator("rungs")
     @classmethod
@@ -218,14 +249,27 @@ class Strategy(_Strict):
 
 
 class SearchSpec(_Strict):
+    """One search: the space, the task, the objectives and constraints, the budget and the
+    strategy (``service/search_spec.py``)."""
+
     name: str = "search"
+    """A name to show."""
     space: str | dict[str, Any]
+    """A built-in space's name, a space file's path (next to the spec file), or the space
+    inline (see Search space)."""
     task: Task
+    """What the candidates learn."""
     objectives: list[Objective] = [Objective(name="accuracy", direction="maximize")]
+    """Distinct metrics, in order: the first ranks the exported best."""
     constraints: list[Constraint] = []
+    """``METRIC OP NUMBER`` strings (``params <= 1e6``) or mappings; checked at the first
+    fidelity that knows the metric, violators pruned."""
     budget: Budget = Budget()
+    """When the search stops."""
     strategy: Strategy = Strategy()
+    """How it searches."""
     seed: int = 0
+    """Seeds the sampler and every training run (the same seed trains the same network)."""
 
     @field_validator("constraints", mode="before")
     @classmethod

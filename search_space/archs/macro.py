@@ -98,18 +98,28 @@ class MacroNetwork(nn.Module):
 class MacroSpace(BaseModel):
     """Spec section for ``family: macro``; per-stage Params apply to each stage separately."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
     family: Literal["macro"] = "macro"
     base_channels: list[int] = [16, 24, 40, 80]
+    """Output channels of each stage before ``width_mult`` (one entry per stage)."""
     strides: list[int] = [1, 2, 2, 2]
+    """The stride of each stage's first block (one entry per stage)."""
     stem_channels: int = 16
+    """Channels of the 3x3 stem."""
     head_channels: int = 128
+    """Channels of the 1x1 conv before pooling and the classifier."""
     depth: Param = [1, 2, 3]
+    """MBConv blocks per stage (decided per stage)."""
     kernel_size: Param = [3, 5, 7]
+    """Depthwise kernel size, a choice among 3, 5, 7 (decided per stage)."""
     expand_ratio: Param = [3, 4, 6]
+    """MBConv expansion, a choice among 3, 4, 6 (decided per stage)."""
     width_mult: Param = [0.75, 1.0]
+    """Channel multiplier of every stage."""
     resolution: Param | None = None
+    """Input resolution the images are resized to (none: as the dataset gives them)."""
     activation: Param = "relu"
+    """The activation of every block."""
 
     @field_validator("kernel_size", "expand_ratio")
     @classmethod

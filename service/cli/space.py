@@ -1,8 +1,9 @@
-"""``winnow space validate|sample|describe`` and ``winnow evaluate``.
+"""``winnow space validate|sample|describe|docs`` and ``winnow evaluate``.
 
     winnow space validate FILE
     winnow space sample FILE -n 5 --seed 0
     winnow space describe --space nb201 --archs-file FILE --json
+    winnow space docs > docs/spec.md        (the spec reference, generated from the models)
     winnow evaluate --space FILE|nb201 [--candidate JSON | --arch NB201] --dataset NAME --epochs N
     winnow evaluate --recipe recipe.json     (train an exported recipe again, compare its metrics)
 
@@ -67,6 +68,14 @@ def cmd_space_describe(args: argparse.Namespace) -> int:
         print_json(row) if args.json else print(
             f"{row['params']:>10,} params {row['flops']:>14,} FLOPs  {row['arch']}"
         )
+    return 0
+
+
+def cmd_space_docs(args: argparse.Namespace) -> int:
+    """The spec reference (docs/spec.md), generated from the models and registries."""
+    from winnow.service.spec_docs import generate
+
+    sys.stdout.write(generate())
     return 0
 
 
@@ -256,6 +265,10 @@ def add_space_commands(commands: Any) -> None:
     describe.add_argument("--input-shape", default="3,32,32")
     describe.add_argument("--json", action="store_true")
     describe.set_defaults(func=cmd_space_describe)
+    docs = space_commands.add_parser(
+        "docs", help="print the spec reference (docs/spec.md) generated from the models"
+    )
+    docs.set_defaults(func=cmd_space_docs)
 
     ev = commands.add_parser("evaluate", help="train one candidate and report its metrics")
     ev.add_argument(
