@@ -22,7 +22,7 @@ quantization:
 Optimizer hyperparameters that a spec leaves out take the optimizer's own default (fixed), so
 a search only explores what the spec asks for. Every error names the field and the allowed values.
 
-``BUILTIN_SPACES``, ``SpecError`` and ``format_validation_error`` are defined in torch-free modules
+``BUILTIN_SPACES`` and ``SpecError`` are defined in torch-free modules
 (``builtin_spaces``, ``specfile``: the client SDK reads them) and importable from here too.
 """
 
@@ -31,10 +31,19 @@ from __future__ import annotations
 import functools
 import operator
 import random
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from winnow.search_space.archs import FAMILIES
 from winnow.search_space.builtin_spaces import BUILTIN_SPACES, read_space_file
@@ -55,22 +64,26 @@ from winnow.search_space.params import (
 )
 from winnow.search_space.quantization import ACTIVATION_BITS, GRANULARITIES, WEIGHT_BITS
 from winnow.search_space.schedules import SCHEDULES
-from winnow.search_space.specfile import SpecError, SpecFileError, format_validation_error
+from winnow.search_space.specfile import (
+    Problem,
+    SpecError,
+    SpecFileError,
+    raise_problems,
+    validation_problems,
+)
 
 
-def check_choices(field: str, param: Any, allowed: list[Any] | tuple[Any, ...]) -> Any:
-    """Require ``param`` to be a fixed value or a list drawn from ``allowed``."""
+def check_choices(param: Any, allowed: list[Any] | tuple[Any, ...]) -> Any:
+    """Require ``param`` to be a fixed value or a list drawn from ``allowed`` (a field
+    validator's check: pydantic reports the field)."""
     values = param_values(param)
     allowed_text = ", ".join(map(str, allowed))
     if values is None:
-        raise ValueError(
-            f"{field} takes a value or a list of values, not a range; allowed: {allowed_text}"
-        )
+        raise ValueError(f"takes a value or a list of values, not a range; allowed: {allowed_text}")
     bad = [v for v in values if v not in allowed or isinstance(v, bool) != _is_bool(allowed)]
     if bad:
-        raise ValueError(
-            f"{field}: {', '.join(map(repr, bad))} not allowed; allowed: {allowed_text}"
-        )
+        verb = "is" if len(bad) == 1 else "are"
+        raise ValueError(f"{', '.join(map(repr, bad))} {verb} not allowed; allowed: {allowed_text}")
     return param
 
 
@@ -79,46 +92,64 @@ def _is_bool(allowed: Any) -> bool:
 
 
 class OptimizerAxis(BaseModel):
-    """``name`` picks optimizers; other keys are hyperparameter Params (see module docstring)."""
+    """The optimizer axis: ``name`` picks optimizers; other keys are hyperparameter Params."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="allow", use_attribute_docstrings=True)
     name: Param = "sgd"
+    """The optimizers to choose among (see the optimizers under Names). Any other key is a
+    hyperparameter Param shared by the chosen optimizers that take it; a hyperparameter left
+    out takes each optimizer's own default (fixed)."""
     per_optimizer: dict[str, dict[str, Param]] = {}
+    """Hyperparameter Params for one optimizer only: ``{adamw: {lr: ...}}``."""
     schedule: Param = "cosine"
+    """The learning-rate schedule after warmup."""
     warmup_epochs: Param = 0
+    """Epochs of linear warmup."""
     batch_size: Param = 128
+    """Training batch size."""
+
+    @field_validator("name")
+    @classmethod
+    def _known_optimizers(cls, name: Any) -> Any:
+        return check_choices(name, OPTIMIZERS.names())
+
+    @field_validator("schedule")
+    @classmethod
+    def _known_schedule(cls, schedule: Any) -> Any:
+        return check_choices(schedule, SCHEDULES)
 
     @model_validator(mode="after")
     def _check(self) -> OptimizerAxis:
-        names = check_choices("optimizer.name", self.name, OPTIMIZERS.names())
-        check_choices("optimizer.schedule", self.schedule, SCHEDULES)
-        chosen = [OPTIMIZERS.get(n) for n in param_values(names)]
+        chosen = [OPTIMIZERS.get(n) for n in param_values(self.name)]
+        problems = [*self._shared_problems(chosen), *self._per_optimizer_problems()]
+        raise_problems(problems)
+        return self
+
+    def _shared_problems(self, chosen: list[Any]) -> Iterator[Problem]:
+        """Hyperparameters given for every chosen optimizer (the extra fields)."""
+        fields = [*type(self).model_fields, *HYPERPARAMETERS]
         for hp, raw in (self.model_extra or {}).items():
             if hp not in HYPERPARAMETERS:
-                raise ValueError(
-                    f"optimizer.{hp} is not a field; allowed: name, per_optimizer, "
-                    f"schedule, warmup_epochs, batch_size, {', '.join(HYPERPARAMETERS)}"
-                )
-            if not any(hp in e.defaults for e in chosen):
-                raise ValueError(
-                    f"optimizer.{hp} is not a hyperparameter of {', '.join(e.name for e in chosen)}"
-                )
-            try:
-                self.model_extra[hp] = to_param(raw)
-            except ValueError as error:
-                raise ValueError(f"optimizer.{hp}: {error}") from None
+                yield hp, f"unknown field; allowed: {', '.join(f for f in fields)}"
+            elif not any(hp in e.defaults for e in chosen):
+                yield hp, f"not a hyperparameter of {', '.join(e.name for e in chosen)}"
+            else:
+                try:
+                    self.model_extra[hp] = to_param(raw)
+                except ValueError as error:
+                    yield hp, str(error)
+
+    def _per_optimizer_problems(self) -> Iterator[Problem]:
         for opt, hps in self.per_optimizer.items():
-            if opt not in param_values(names):
-                raise ValueError(
-                    f"optimizer.per_optimizer.{opt}: {opt} is not among optimizer.name"
-                )
-            unknown = set(hps) - set(OPTIMIZERS.get(opt).defaults)
-            if unknown:
-                raise ValueError(
-                    f"optimizer.per_optimizer.{opt}: {sorted(unknown)} not allowed; "
-                    f"allowed: {', '.join(OPTIMIZERS.get(opt).defaults)}"
-                )
-        return self
+            field = f"per_optimizer.{opt}"
+            if opt not in param_values(self.name):
+                names = ", ".join(map(str, param_values(self.name)))
+                yield field, f"{opt} is not among optimizer.name ({names})"
+                continue
+            allowed = OPTIMIZERS.get(opt).defaults
+            for hp in hps:
+                if hp not in allowed:
+                    yield f"{field}.{hp}", f"unknown field; allowed: {', '.join(allowed)}"
 
     def hyperparameter(self, optimizer: str, hp: str) -> Any:
         """The Param for ``hp`` of ``optimizer``: its override, the shared value, or the default."""
@@ -129,20 +160,30 @@ class OptimizerAxis(BaseModel):
 
 
 class QuantizationAxis(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    weight_bits: Param = 32
-    scope: Literal["global", "group", "layer"] = "global"
-    activation_bits: Param = 32
-    granularity: Param = "per_channel"
-    symmetric: Param = True
+    """The quantization policy: fake quantization (straight-through) of weights and inputs."""
 
-    @model_validator(mode="after")
-    def _check(self) -> QuantizationAxis:
-        check_choices("quantization.weight_bits", self.weight_bits, WEIGHT_BITS)
-        check_choices("quantization.activation_bits", self.activation_bits, ACTIVATION_BITS)
-        check_choices("quantization.granularity", self.granularity, GRANULARITIES)
-        check_choices("quantization.symmetric", self.symmetric, (True, False))
-        return self
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+    weight_bits: Param = 32
+    """Weight bits (32: not quantized), decided per ``scope``."""
+    scope: Literal["global", "group", "layer"] = "global"
+    """Where weight bits are decided: once, per group of layers (e.g. a stage), or per layer."""
+    activation_bits: Param = 32
+    """Bits of every quantized layer's input (32: not quantized)."""
+    granularity: Param = "per_channel"
+    """Weight scales per tensor or per output channel."""
+    symmetric: Param = True
+    """Symmetric (zero point 0) or affine quantization."""
+
+    @field_validator("weight_bits", "activation_bits", "granularity", "symmetric")
+    @classmethod
+    def _allowed(cls, param: Any, info: ValidationInfo) -> Any:
+        allowed = {
+            "weight_bits": WEIGHT_BITS,
+            "activation_bits": ACTIVATION_BITS,
+            "granularity": GRANULARITIES,
+            "symmetric": (True, False),
+        }
+        return check_choices(param, allowed[info.field_name])
 
 
 # The spec's architecture section: one registered family's section, told apart by ``family``
@@ -156,17 +197,23 @@ Architecture = Annotated[
 class SearchSpace(BaseModel):
     """A joint space over architecture x normalization x optimizer x quantization."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
     name: str = "space"
+    """A name to show."""
     architecture: Architecture
+    """One architecture family's section, chosen by its ``family`` field (see Architecture
+    families)."""
     normalization: Param = "batchnorm"
+    """The normalization layer at every norm position (see the norms under Names)."""
     optimizer: OptimizerAxis = OptimizerAxis()
+    """The optimizer, its hyperparameters, schedule and batch size."""
     quantization: QuantizationAxis = QuantizationAxis()
+    """The quantization policy."""
 
-    @model_validator(mode="after")
-    def _check(self) -> SearchSpace:
-        check_choices("normalization", self.normalization, NORMS.names())
-        return self
+    @field_validator("normalization")
+    @classmethod
+    def _known_norms(cls, normalization: Any) -> Any:
+        return check_choices(normalization, NORMS.names())
 
     # --- deciding candidates ----------------------------------------------------------------
 
@@ -262,10 +309,11 @@ def _not_in_space(candidate: Candidate, replayed: Candidate) -> ValueError:
 
 
 def parse_space(data: dict[str, Any]) -> SearchSpace:
+    """A space from its mapping; ``SpecError`` lists every field at fault."""
     try:
         return SearchSpace.model_validate(data)
     except ValidationError as error:
-        raise SpecError(format_validation_error(error)) from None
+        raise SpecError.of("search space", validation_problems(error, SearchSpace)) from None
 
 
 def load_space(source: str | Path) -> SearchSpace:
@@ -276,4 +324,4 @@ def load_space(source: str | Path) -> SearchSpace:
     try:
         return parse_space(data)
     except SpecError as error:
-        raise SpecFileError(source, str(error)) from None
+        raise SpecFileError(source, str(error), error.problems) from None

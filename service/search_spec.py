@@ -30,6 +30,7 @@ search run`` and the engine check the names of every spec they accept.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import operator
@@ -42,11 +43,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from winnow.records import TRAIN_METRICS
 from winnow.search_space.specfile import (
+    Problem,
     SpecError,
     SpecFileError,
-    format_field_errors,
-    format_validation_error,
+    join_field,
     load_yaml_or_json,
+    nested_problems,
+    raise_problems,
+    validation_problems,
 )
 
 if TYPE_CHECKING:
@@ -63,21 +67,31 @@ _CONSTRAINT = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(<=|>=|<|>)\s*([-+0-9.eE]+)\s
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # attribute docstrings are the fields' descriptions: the spec reference (docs/spec.md) is
+    # generated from them (winnow.service.spec_docs)
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
 
 class Objective(_Strict):
+    """A metric to optimize; several objectives make the search look for a Pareto front."""
+
     name: str
+    """A metric a trained result carries (see the metrics under Names)."""
     direction: Literal["maximize", "minimize"] = "maximize"
-    reference: float | None = None  # the hypervolume reference value (the worst that counts)
+    """Whether larger or smaller is better."""
+    reference: float | None = None
+    """The hypervolume's reference value: the worst that still counts (default: the worst seen)."""
 
 
 class Constraint(_Strict):
     """``metric op value``, e.g. ``params <= 1e6``; given as that string or as a mapping."""
 
     metric: str
+    """The metric bounded (a metric a trained result carries)."""
     op: Literal["<=", ">=", "<", ">"]
+    """The comparison."""
     value: float
+    """The bound."""
 
     def satisfied(self, metrics: dict[str, float]) -> bool | None:
         """True/False, or None while no metric of that name is known yet."""
@@ -93,10 +107,13 @@ class Task(_Strict):
     """What the candidates learn: a dataset spec of ``winnow.search_space.datasets``."""
 
     dataset: str
-    input_shape: tuple[int, ...] | None = None  # optional: checked against the dataset
-    num_classes: int | None = None  # optional: checked against the dataset
+    """A dataset spec: ``digits``, ``npz:PATH``, ``cifar10[:DIR]``, ``synthetic[:SHAPE]``."""
+    input_shape: tuple[int, ...] | None = None
+    """Optional: checked against the dataset before any work."""
+    num_classes: int | None = None
+    """Optional: checked against the dataset before any work."""
 
-    def name_problems(self) -> Iterator[tuple[str, str]]:
+    def name_problems(self) -> Iterator[Problem]:
         """(field, message) for an unknown dataset name (the name only: loading may be slow;
         ``check_dataset`` loads)."""
         from winnow.search_space.datasets import DATASETS
@@ -132,9 +149,13 @@ class Budget(_Strict):
     (each rung's run is one; hash hits and proxy screening are free)."""
 
     max_trials: int = Field(50, ge=1)
+    """Training runs (each rung's run counts one; hash hits and proxy screening are free)."""
     max_seconds: float | None = Field(None, gt=0)
+    """Wall-clock seconds."""
     max_device_seconds: float | None = Field(None, gt=0)
-    max_proposals: int | None = Field(None, ge=1)  # default: 50 x max_trials
+    """Seconds of training on the workers' devices, summed."""
+    max_proposals: int | None = Field(None, ge=1)
+    """Candidates proposed, screened ones included (default: 50 x max_trials)."""
 
     @property
     def proposals(self) -> int:
@@ -152,11 +173,17 @@ class Screen(_Strict):
     refitted every ``refit_every``."""
 
     proxies: list[str] = ["synflow", "naswot", "jacob_cov", "snip", "params", "flops"]
+    """The zero-cost proxies the ensemble ranks by (see the proxy names below)."""
     keep_fraction: float = Field(0.2, gt=0, le=1)
-    population: int = Field(500, ge=2)  # the most recent scored candidates a new one ranks in
+    """The top fraction of the recent population that goes on to training."""
+    population: int = Field(500, ge=2)
+    """The most recent scored candidates a new one ranks among."""
     min_population: int = Field(10, ge=1)
+    """The first scored candidates, which go on unscreened."""
     calibrate_after: int = Field(10, ge=4)
+    """Trained candidates after which the calibrated ensemble replaces rank aggregation."""
     refit_every: int = Field(5, ge=1)
+    """Trained candidates between refits of the calibrated ensemble."""
 
     @field_validator("proxies")
     @classmethod
@@ -165,23 +192,33 @@ class Screen(_Strict):
             raise ValueError("screening needs at least one proxy")
         return names
 
-    def name_problems(self) -> Iterator[tuple[str, str]]:
-        """(field, message) for the first unknown proxy name."""
+    def name_problems(self) -> Iterator[Problem]:
+        """(field, message) for each unknown proxy name."""
         from winnow.proxies import PROXIES
 
-        return _failures({"proxies": lambda: [PROXIES.get(name) for name in self.proxies]})
+        return _failures(
+            {f"proxies[{k}]": functools.partial(PROXIES.get, p) for k, p in enumerate(self.proxies)}
+        )
 
 
 class Strategy(_Strict):
-    name: str = CASCADE  # a sampler's name, or cascade
-    sampler: str = "tpe"  # what a cascade wraps
+    """How candidates are proposed and which evidence they must pass."""
+
+    name: str = CASCADE
+    """A sampler's name, or ``cascade`` (hashing, proxy screening, training rungs)."""
+    sampler: str = "tpe"
+    """The sampler a cascade wraps."""
     rungs: list[int] = [1, 3, 9]
+    """Training epochs per rung of successive halving, strictly increasing."""
     reduction_factor: int = Field(3, ge=2)
+    """One in this many trials of a rung is promoted to the next."""
     screen: Screen = Screen()
-    reuse_across_searches: bool = True  # train results of other searches on the task count
-    # How many of the newest screened-out trials (pruned with no rung result) the sampler
-    # models; older ones stay stored, the sampler forgets them (samplers.SamplerViewStorage).
+    """Zero-cost proxy screening (the cascade's)."""
+    reuse_across_searches: bool = True
+    """Trained results of other searches on the same task count for this one."""
     pruned_window: int | None = Field(60, ge=1)
+    """How many of the newest screened-out trials the sampler models (none: all); older ones
+    stay stored, the sampler forgets them (an ask costs time linear in the trials it sees)."""
 
     @field_validator("rungs")
     @classmethod
@@ -198,7 +235,7 @@ class Strategy(_Strict):
     def cascade(self) -> bool:
         return self.name == CASCADE
 
-    def name_problems(self) -> Iterator[tuple[str, str]]:
+    def name_problems(self) -> Iterator[Problem]:
         """(field, message) for an unknown strategy, sampler or proxy name."""
         from winnow.service.engine.sampling import SAMPLERS
 
@@ -212,19 +249,43 @@ class Strategy(_Strict):
 
 
 class SearchSpec(_Strict):
+    """One search: the space, the task, the objectives and constraints, the budget and the
+    strategy (``service/search_spec.py``)."""
+
     name: str = "search"
+    """A name to show."""
     space: str | dict[str, Any]
+    """A built-in space's name, a space file's path (next to the spec file), or the space
+    inline (see Search space)."""
     task: Task
+    """What the candidates learn."""
     objectives: list[Objective] = [Objective(name="accuracy", direction="maximize")]
+    """Distinct metrics, in order: the first ranks the exported best."""
     constraints: list[Constraint] = []
+    """``METRIC OP NUMBER`` strings (``params <= 1e6``) or mappings; checked at the first
+    fidelity that knows the metric, violators pruned."""
     budget: Budget = Budget()
+    """When the search stops."""
     strategy: Strategy = Strategy()
+    """How it searches."""
     seed: int = 0
+    """Seeds the sampler and every training run (the same seed trains the same network)."""
 
     @field_validator("constraints", mode="before")
     @classmethod
     def _parse_constraints(cls, raw: Any) -> Any:
-        return [_parse_constraint(c) if isinstance(c, str) else c for c in raw or []]
+        if not isinstance(raw, list):
+            return raw  # pydantic says what a list is
+        parsed, problems = [], []
+        for k, constraint in enumerate(raw):
+            try:
+                parsed.append(
+                    _parse_constraint(constraint) if isinstance(constraint, str) else constraint
+                )
+            except ValueError as error:
+                problems.append((f"[{k}]", str(error)))
+        raise_problems(problems)
+        return parsed
 
     @field_validator("objectives")
     @classmethod
@@ -242,24 +303,34 @@ class SearchSpec(_Strict):
 
     def check_names(self) -> SearchSpec:
         """Resolve every name against its registry: the space (built-in, file or inline), the
-        dataset, the strategy, the sampler and the proxies; raise ``SpecError`` naming each
-        field whose name is unknown (see the module docstring for why this is not parsing)."""
-        problems = [
-            *_failures({"space": lambda: self.resolve_space(self.space)}),
-            *_within("task", self.task.name_problems()),
-            *_within("strategy", self.strategy.name_problems()),
-            *self.metric_problems(),
-        ]
+        dataset, the strategy, the sampler and the proxies, and the metrics; raise
+        ``SpecError`` naming each field whose name is unknown (see the module docstring for
+        why this is not parsing)."""
+        problems = list(self.name_problems())
         if problems:
-            raise SpecError(format_field_errors("search spec", problems))
+            raise SpecError.of("search spec", problems)
         return self
 
-    def metric_problems(self) -> Iterator[tuple[str, str]]:
+    def name_problems(self) -> Iterator[Problem]:
+        """(field, message) for each unknown name. A spec that failed to parse is checked by
+        its sections that did parse (``_parsed_sections``: the others are not attributes)."""
+        parsed = vars(self)
+        if "space" in parsed:
+            yield from _space_problems(self.space)
+        if "task" in parsed:
+            yield from _within("task", self.task.name_problems())
+        if "strategy" in parsed:
+            yield from _within("strategy", self.strategy.name_problems())
+        yield from self.metric_problems(parsed)
+
+    def metric_problems(self, parsed: dict[str, Any]) -> Iterator[Problem]:
         """Objectives and constraints must name a metric a trained result carries: any other
         name would fail every trial (an objective) or never be checked (a constraint)."""
         allowed = ", ".join(TRAIN_METRICS)
-        named = [(f"objectives[{k}].name", o.name) for k, o in enumerate(self.objectives)]
-        named += [(f"constraints[{k}]", c.metric) for k, c in enumerate(self.constraints)]
+        objectives = enumerate(parsed.get("objectives", []))
+        constraints = enumerate(parsed.get("constraints", []))
+        named = [(f"objectives[{k}].name", o.name) for k, o in objectives]
+        named += [(f"constraints[{k}]", c.metric) for k, c in constraints]
         for field, metric in named:
             if metric not in TRAIN_METRICS:
                 yield field, f"unknown metric {metric!r}; allowed: {allowed}"
@@ -280,14 +351,28 @@ class SearchSpec(_Strict):
         return hashlib.sha256(self.to_json().encode()).hexdigest()[:16]
 
 
-def _failures(checks: dict[str, Callable[[], object]]) -> Iterator[tuple[str, str]]:
+def _failures(checks: dict[str, Callable[[], object]]) -> Iterator[Problem]:
     """(field, message) for each check that raises ``ValueError`` (a registry's unknown name,
-    an invalid space)."""
+    an invalid space: its own problems, under the field)."""
     for field, check in checks.items():
         try:
             check()
         except ValueError as error:
-            yield field, str(error)
+            yield from nested_problems(field, error)
+
+
+def _space_problems(space: str | dict[str, Any]) -> Iterator[Problem]:
+    """An inline space's problems are the spec's own fields (``space.architecture.family``);
+    a space file's say which file."""
+    try:
+        SearchSpec.resolve_space(space)
+    except SpecFileError as error:
+        if not error.problems:
+            yield "space", str(error)
+        for field, message in error.problems:
+            yield join_field("space", field), f"{message} (in {error.path})"
+    except ValueError as error:
+        yield from nested_problems("space", error)
 
 
 def _known_strategy(name: str, samplers: list[str]) -> None:
@@ -296,8 +381,8 @@ def _known_strategy(name: str, samplers: list[str]) -> None:
         raise ValueError(f"unknown strategy {name!r}; allowed: {allowed}")
 
 
-def _within(parent: str, problems: Iterator[tuple[str, str]]) -> Iterator[tuple[str, str]]:
-    return ((f"{parent}.{field}", message) for field, message in problems)
+def _within(parent: str, problems: Iterator[Problem]) -> Iterator[Problem]:
+    return ((join_field(parent, field), message) for field, message in problems)
 
 
 def _parse_constraint(text: str) -> dict[str, Any]:
@@ -311,12 +396,39 @@ def _parse_constraint(text: str) -> dict[str, Any]:
 
 
 def parse_search_spec(data: dict[str, Any], check_names: bool = True) -> SearchSpec:
-    """A spec from its mapping; ``check_names=False`` checks its shape only (no torch)."""
+    """A spec from its mapping; ``check_names=False`` checks its shape only (no torch).
+
+    One ``SpecError`` lists every problem: the shape's, and the names' of every section that
+    has the right shape, so that a spec is fixed in one round, not one stage at a time."""
     try:
-        spec = SearchSpec.model_validate(data)
+        spec, problems = SearchSpec.model_validate(data), []
     except ValidationError as error:
-        raise SpecError(format_validation_error(error, "search spec")) from None
-    return spec.check_names() if check_names else spec
+        spec, problems = None, validation_problems(error, SearchSpec)
+    if check_names:
+        checked = spec or _parsed_sections(data, problems)
+        problems += checked.name_problems()
+    if problems:
+        raise SpecError.of("search spec", problems)
+    return spec
+
+
+def _parsed_sections(data: dict[str, Any], problems: list[Problem]) -> SearchSpec:
+    """The top-level sections of a spec that failed to parse which have no problem of their
+    own, validated one by one (pydantic's ``validate_assignment`` runs a field's validators);
+    the sections at fault are left out (not attributes), defaults stand in for absent ones."""
+    partial = SearchSpec.model_construct()
+    at_fault = {_section(field) for field, _ in problems}
+    for name in SearchSpec.model_fields:
+        if name in data and name not in at_fault:
+            try:
+                SearchSpec.__pydantic_validator__.validate_assignment(partial, name, data[name])
+            except ValidationError:  # at fault only with the others (a model-level check)
+                vars(partial).pop(name, None)
+    return partial
+
+
+def _section(field: str) -> str:
+    return re.split(r"[.\[]", field, maxsplit=1)[0]
 
 
 def load_search_spec(path: str | Path, check_names: bool = True) -> SearchSpec:
@@ -329,4 +441,4 @@ def load_search_spec(path: str | Path, check_names: bool = True) -> SearchSpec:
     try:
         return parse_search_spec(data, check_names)
     except SpecError as error:
-        raise SpecFileError(file, str(error)) from None
+        raise SpecFileError(file, str(error), error.problems) from None

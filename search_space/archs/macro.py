@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, model_validator
+from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator, model_validator
 from torch import nn
 
 from winnow.search_space.activations import make_activation
@@ -98,28 +98,44 @@ class MacroNetwork(nn.Module):
 class MacroSpace(BaseModel):
     """Spec section for ``family: macro``; per-stage Params apply to each stage separately."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
     family: Literal["macro"] = "macro"
     base_channels: list[int] = [16, 24, 40, 80]
+    """Output channels of each stage before ``width_mult`` (one entry per stage)."""
     strides: list[int] = [1, 2, 2, 2]
+    """The stride of each stage's first block (one entry per stage)."""
     stem_channels: int = 16
+    """Channels of the 3x3 stem."""
     head_channels: int = 128
+    """Channels of the 1x1 conv before pooling and the classifier."""
     depth: Param = [1, 2, 3]
+    """MBConv blocks per stage (decided per stage)."""
     kernel_size: Param = [3, 5, 7]
+    """Depthwise kernel size, a choice among 3, 5, 7 (decided per stage)."""
     expand_ratio: Param = [3, 4, 6]
+    """MBConv expansion, a choice among 3, 4, 6 (decided per stage)."""
     width_mult: Param = [0.75, 1.0]
+    """Channel multiplier of every stage."""
     resolution: Param | None = None
+    """Input resolution the images are resized to (none: as the dataset gives them)."""
     activation: Param = "relu"
+    """The activation of every block."""
+
+    @field_validator("kernel_size", "expand_ratio")
+    @classmethod
+    def _allowed(cls, param: Any, info: ValidationInfo) -> Any:
+        allowed = {"kernel_size": [3, 5, 7], "expand_ratio": [3, 4, 6]}[info.field_name]
+        values = param_values(param)
+        bad = [v for v in values or [] if v not in allowed]
+        if values is None or bad:
+            what = "a range" if values is None else ", ".join(map(repr, bad))
+            raise ValueError(f"{what} not allowed; allowed: {', '.join(map(str, allowed))}")
+        return param
 
     @model_validator(mode="after")
     def _check(self) -> MacroSpace:
         if len(self.base_channels) != len(self.strides):
             raise ValueError("base_channels and strides need one entry per stage")
-        for field, allowed in (("kernel_size", {3, 5, 7}), ("expand_ratio", {3, 4, 6})):
-            values = param_values(getattr(self, field))
-            bad = [v for v in values or [] if v not in allowed]
-            if values is None or bad:
-                raise ValueError(f"{field} must be a choice among {sorted(allowed)}")
         return self
 
     @property

@@ -20,12 +20,18 @@ from winnow.search_space.params import Chooser, Param, decide, param_values
 
 
 class MLPSpace(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Spec section for ``family: mlp``: a multilayer perceptron (images are flattened)."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
     family: Literal["mlp"] = "mlp"
     depth: Param = [1, 2, 3]
+    """Hidden layers (Linear -> norm -> activation)."""
     width: Param = [64, 128, 256]
+    """Units of every hidden layer."""
     activation: Param = "relu"
+    """The activation after each hidden layer's norm."""
     dropout: Param = 0.0
+    """Dropout probability after each hidden layer (0: none)."""
 
     @property
     def max_depth(self) -> int:

@@ -189,12 +189,16 @@ from winnow.search_space.params import Chooser, decide  # noqa: E402
 class NB201Space(BaseModel):
     """Spec section for ``family: nb201``. ``cell`` fixes the cell; ``ops`` limits edge ops."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
     family: Literal["nb201"] = "nb201"
     ops: list[Literal[OPS]] = list(OPS)  # type: ignore[valid-type]
+    """The operations each of the cell's six edges chooses among."""
     cell: str | None = None
+    """Fixes the cell: an arch string ``|op~0|+|op~0|op~1|+|op~0|op~1|op~2|`` (none: searched)."""
     channels: int = 16
+    """Channels of the first stage (doubled by each reduction)."""
     cells_per_stage: int = 5
+    """Cells per stage (three stages, two reductions between)."""
 
     @field_validator("cell")
     @classmethod

@@ -31,6 +31,7 @@ from winnow.service.engine.pareto import (
     reference_point,
     search_hypervolume,
 )
+from winnow.service.export.recipe import FORMAT as RECIPE_FORMAT
 from winnow.service.search_spec import Objective, SearchSpec
 
 # --- pure views of completed values and counters ----------------------------------------------
@@ -218,7 +219,7 @@ def recipe(search: SearchRecord, rows: list[TrialRecord], trial_id: int | None =
         )
     row = done[trial_id].row
     return {
-        "format": "winnow.recipe/v1",
+        "format": RECIPE_FORMAT,
         "winnow_version": winnow.__version__,
         "search_id": search.id,
         "trial_id": trial_id,

@@ -90,7 +90,7 @@ def test_bad_nb201_cell_lists_ops():
 
 def test_macro_kernel_sizes_are_checked():
     message = spec_error({"architecture": {"family": "macro", "kernel_size": [3, 4]}})
-    assert "kernel_size" in message and "[3, 5, 7]" in message
+    assert "field 'architecture.kernel_size': 4 not allowed; allowed: 3, 5, 7" in message
 
 
 def test_yaml_and_json_files_load_the_same_space(tmp_path):

@@ -69,3 +69,42 @@ def test_bundle_files_stay_inside_the_folder(tmp_path):
     for name in ("../escape.txt", "/etc/passwd", "a/../../b", ""):
         with pytest.raises(WinnowError, match="outside the folder"):
             _inside(tmp_path, name)
+
+
+def test_winnow_evaluate_trains_an_exported_recipe_again_and_reproduces_it(
+    client, tmp_path, tiny_spec, capsys
+):
+    """The file `winnow export` writes is accepted by `winnow evaluate` (as --recipe, and as a
+    --candidate), which trains it on its task for its epochs with its seed: same metrics."""
+    search = client.submit(tiny_spec())
+    search.wait()
+    path = tmp_path / "recipe.json"
+    assert main(["export", search.id, "--out", str(path), "--address", client.address]) == 0
+    stored = json.loads(path.read_text())
+    capsys.readouterr()
+
+    for argv in (["--recipe", str(path)], ["--candidate", str(path)]):
+        assert main(["evaluate", *argv, "--device", "cpu", "--json", "--quiet"]) == 0
+        out = json.loads(capsys.readouterr().out)
+        assert out["accuracy"] == stored["metrics"]["accuracy"]  # exactly: same seed, CPU
+        assert out["params"] == stored["metrics"]["params"]
+        assert out["candidate"] == stored["candidate"]
+        assert out["stored"] == stored["metrics"]
+        assert out["reproduced"] is True and out["differ"] == []
+
+    # another seed trains another network: the comparison says so
+    assert main(["evaluate", "--recipe", str(path), "--seed", "7", "--json", "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["differ"] == ["accuracy"]
+    assert "not reproduced: accuracy" in captured.err
+
+    assert main(["evaluate", "--recipe", str(path), "--quiet"]) == 0
+    summary = capsys.readouterr().out
+    assert "stored" in summary and "reproduced  yes" in summary
+
+
+def test_a_file_that_is_not_a_recipe_is_refused_naming_the_field(tmp_path, capsys):
+    path = tmp_path / "recipe.json"
+    path.write_text(json.dumps({"format": "winnow.recipe/v1", "candidate": {}}))
+    assert main(["evaluate", "--recipe", str(path)]) == 2
+    assert "field 'training': missing" in capsys.readouterr().err

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from winnow.search_space.spec import SpecError
@@ -41,14 +43,17 @@ def test_defaults_and_key_are_stable():
 @pytest.mark.parametrize(
     ("change", "field"),
     [
-        ({"objectives": [{"name": "accuracy", "direction": "up"}]}, "objectives.0.direction"),
-        ({"constraints": ["params ~ 3"]}, "constraints"),
+        ({"objectives": [{"name": "accuracy", "direction": "up"}]}, "objectives[0].direction"),
+        ({"constraints": ["params ~ 3"]}, "constraints[0]"),
         ({"strategy": {"rungs": [3, 1]}}, "strategy.rungs"),
-        ({"strategy": {"screen": {"proxies": ["nope"]}}}, "strategy.screen.proxies"),
+        ({"strategy": {"screen": {"proxies": ["nope"]}}}, "strategy.screen.proxies[0]"),
         ({"strategy": {"screen": {"keep_fraction": 0}}}, "strategy.screen.keep_fraction"),
         ({"budget": {"max_trials": 0}}, "budget.max_trials"),
         ({"space": "no-such-space"}, "space"),
-        ({"space": {"architecture": {"family": "nb201"}, "normalization": "x"}}, "space"),
+        (
+            {"space": {"architecture": {"family": "nb201"}, "normalization": "x"}},
+            "space.normalization",
+        ),
         ({"objectives": [{"name": "a"}, {"name": "a"}]}, "objectives"),
         ({"surprise": 1}, "surprise"),
         ({"strategy": {"name": "annealing"}}, "strategy.name"),
@@ -57,7 +62,7 @@ def test_defaults_and_key_are_stable():
     ],
 )
 def test_errors_name_the_field(change, field):
-    with pytest.raises(SpecError, match=f"field '{field}"):
+    with pytest.raises(SpecError, match=f"field {re.escape(repr(field))}"):
         parse_search_spec({**BASE, **change})
 
 
@@ -125,3 +130,74 @@ def test_objectives_and_constraints_must_name_a_trained_metric(extra, field):
     message = str(caught.value)
     assert f"field '{field}': unknown metric" in message
     assert "allowed: accuracy, params, flops, model_bytes, bitops, latency_ms" in message
+
+
+def test_one_error_lists_every_problem_with_what_is_allowed():
+    """An unknown field, a typo inside a section and an unknown metric: the shape's and the
+    names' problems arrive together, each with the allowed fields or names."""
+    data = {**BASE, "colour": 1, "budget": {"max_trals": 3}, "objectives": [{"name": "acuracy"}]}
+    with pytest.raises(SpecError) as raised:
+        parse_search_spec(data)
+    message = str(raised.value)
+    assert message.count("invalid search spec:") == 1
+    assert (
+        "field 'colour': unknown field; allowed: name, space, task, objectives, constraints, "
+        "budget, strategy, seed" in message
+    )
+    assert "field 'budget.max_trals': unknown field; allowed: max_trials, max_seconds" in message
+    assert "field 'objectives[0].name': unknown metric 'acuracy'; allowed: accuracy" in message
+    assert [p[0] for p in raised.value.problems] == [
+        "budget.max_trals",
+        "colour",
+        "objectives[0].name",
+    ]
+
+
+def test_an_inline_spaces_problems_are_the_specs_fields_under_one_heading():
+    space = {
+        "architecture": {"family": "nb201", "opps": ["none"]},
+        "normalization": "x",
+        "quantization": {"scope": "rack"},
+    }
+    data = {**BASE, "space": space, "task": {"dataset": "imagenet"}, "strategy": {"rungs": [3, 1]}}
+    with pytest.raises(SpecError) as raised:
+        parse_search_spec(data)
+    message = str(raised.value)
+    assert message.count("invalid") == 1  # no "invalid search space:" nested inside
+    assert "field 'space.architecture.opps': unknown field; allowed: family, ops, cell" in message
+    assert "field 'space.normalization': 'x' is not allowed; allowed: batchnorm" in message
+    assert (
+        "field 'space.quantization.scope': 'rack' is not allowed; allowed: global, group" in message
+    )
+    assert "field 'task.dataset': unknown dataset 'imagenet'; allowed: digits" in message
+    assert "field 'strategy.rungs'" in message  # the shape's error, beside the names'
+
+
+@pytest.mark.parametrize(
+    ("architecture", "line"),
+    [
+        (
+            {"family": "nb2001"},
+            "field 'space.architecture.family': unknown family 'nb2001'; "
+            "allowed: nb201, macro, mlp",
+        ),
+        ({}, "field 'space.architecture.family': missing; allowed: nb201, macro, mlp"),
+    ],
+)
+def test_an_unknown_family_lists_the_registered_ones(architecture, line):
+    with pytest.raises(SpecError) as raised:
+        parse_search_spec({**BASE, "space": {"architecture": architecture}})
+    assert line in str(raised.value)
+
+
+def test_every_unknown_proxy_and_constraint_is_named():
+    data = {**BASE, "strategy": {"screen": {"proxies": ["synflow", "nope", "zilch"]}}}
+    with pytest.raises(SpecError) as raised:
+        parse_search_spec({**data, "constraints": ["params <= 5", "flops ~ 3", "x > 1 2"]})
+    fields = [field for field, _ in raised.value.problems]
+    assert fields == [
+        "constraints[1]",
+        "constraints[2]",
+        "strategy.screen.proxies[1]",
+        "strategy.screen.proxies[2]",
+    ]

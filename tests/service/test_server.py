@@ -273,3 +273,21 @@ def test_watchers_beyond_the_limit_are_refused(make_server, tiny_spec, monkeypat
         assert raised.value.code == "RESOURCE_EXHAUSTED"
         search.cancel()
         assert [e.kind for e in first][-1] == "search_finished"
+
+
+def test_an_invalid_spec_is_one_invalid_argument_listing_every_problem(server, tiny_spec):
+    spec = tiny_spec(colour=1, budget={"max_trals": 3}, objectives=[{"name": "acuracy"}])
+    spec["space"]["architecture"]["family"] = "mlpp"
+    with grpc.insecure_channel(server.address) as channel, pytest.raises(grpc.RpcError) as raised:
+        stub = search_pb2_grpc.SearchServiceStub(channel)
+        stub.SubmitSearch(pb.SubmitSearchRequest(spec_json=json.dumps(spec)), timeout=20)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    details = raised.value.details()
+    assert details.startswith("invalid search spec:\n") and details.count("invalid") == 1
+    for line in (
+        "field 'colour': unknown field; allowed: name, space, task",
+        "field 'budget.max_trals': unknown field; allowed: max_trials",
+        "field 'objectives[0].name': unknown metric 'acuracy'; allowed: accuracy",
+        "field 'space.architecture.family': unknown family 'mlpp'; allowed: nb201, macro, mlp",
+    ):
+        assert line in details
