@@ -7,6 +7,7 @@ a candidate that cannot be built for the data all end as a ``failed`` TrialResul
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import random
@@ -15,6 +16,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -151,11 +153,35 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+CLEAR_REFS = Path("/proc/self/clear_refs")
+PROC_STATUS = Path("/proc/self/status")
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    """Start measuring this trial's peak memory (see :func:`peak_memory_bytes`).
+
+    A long-lived worker must not report its lifetime peak: a digits trial after a CIFAR one
+    would report the CIFAR trial's 3.7 GB. CUDA resets torch's allocator statistics; on Linux,
+    writing ``5`` to ``/proc/self/clear_refs`` resets the process's resident high-water mark
+    (``VmHWM``) to its current resident size (proc(5)), so the peak read after the trial is the
+    trial's own (its baseline: the interpreter, torch and the loaded datasets)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    with contextlib.suppress(OSError):  # not Linux, or a kernel that refuses: see below
+        CLEAR_REFS.write_text("5")
+
+
 def peak_memory_bytes(device: torch.device) -> int:
-    """CUDA: peak allocated by torch since the evaluation began. CPU: the process's peak
-    resident set size (a process-wide high-water mark; Linux reports KiB)."""
+    """The trial's peak since :func:`reset_peak_memory`. CUDA: the peak allocated by torch.
+    Linux CPU: ``VmHWM`` from ``/proc/self/status``. Elsewhere (macOS), the process's lifetime
+    peak resident size (``ru_maxrss``, which nothing resets): an upper bound."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device)
+    with contextlib.suppress(OSError):
+        for line in PROC_STATUS.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024  # reported in kB
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss if sys.platform == "darwin" else rss * 1024
 
@@ -180,8 +206,7 @@ def evaluate(spec: TrialSpec, on_epoch: EpochCallback | None = None) -> TrialRes
     try:
         device = resolve_device(spec.device)
         device_name = str(device)
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
+        reset_peak_memory(device)
         generator = seed_everything(spec.seed)
         dataset = load_dataset(spec.dataset)
         model = spec.candidate.build_model(dataset.num_classes, dataset.input_shape)
