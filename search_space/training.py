@@ -15,7 +15,6 @@ import resource
 import statistics
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -34,15 +33,13 @@ from winnow.search_space.costs import bitops, count_flops, count_parameters, mod
 from winnow.search_space.datasets import Dataset, load_dataset
 from winnow.search_space.optimizers import backward_and_step
 from winnow.search_space.schedules import build_scheduler
-from winnow.search_space.trial import Fidelity, Status, TrialResult, TrialSpec
+from winnow.search_space.trial import EpochCallback, Fidelity, Status, TrialResult, TrialSpec
 
 log = logging.getLogger(__name__)
 
 LATENCY_BATCH = 64  # inference latency is measured per batch of this many samples
 LATENCY_REPEATS = 10
 EVAL_BATCH = 512
-
-EpochCallback = Callable[[int, int, float], None]  # (epoch, epochs, mean train loss)
 
 
 class NonFiniteLossError(ArithmeticError):
@@ -98,6 +95,7 @@ def train(
     step = 0
     channels_last = uses_channels_last(model, device)
     for epoch in range(epochs):
+        epoch_start = time.perf_counter()
         model.train()
         losses = []
         for x, y in dataset.batches("train", batch_size, device, generator):
@@ -115,7 +113,7 @@ def train(
             step += 1
         curve.append(statistics.fmean(losses))
         if on_epoch is not None:
-            on_epoch(epoch + 1, epochs, curve[-1])
+            on_epoch(epoch + 1, epochs, curve[-1], time.perf_counter() - epoch_start)
     return curve
 
 
@@ -213,10 +211,10 @@ def evaluate(spec: TrialSpec, on_epoch: EpochCallback | None = None) -> TrialRes
         model = prepare_model(model, device)
         metrics.update(static_metrics(model, dataset.input_shape))
 
-        def record(epoch: int, epochs: int, loss: float) -> None:
+        def record(epoch: int, epochs: int, loss: float, seconds: float) -> None:
             curve.append(loss)
             if on_epoch is not None:
-                on_epoch(epoch, epochs, loss)
+                on_epoch(epoch, epochs, loss, seconds)
 
         train(model, spec.candidate, dataset, spec.fidelity, device, generator, record)
         metrics["accuracy"] = test_accuracy(model, dataset, device)

@@ -100,8 +100,9 @@ def _choose_candidate(args: argparse.Namespace, space: SearchSpace) -> Candidate
     return space.sample(1, seed=args.seed)[0]
 
 
-def _progress(epoch: int, epochs: int, loss: float) -> None:
-    print(f"  epoch {epoch}/{epochs}  train loss {loss:.4f}", file=sys.stderr, flush=True)
+def _progress(epoch: int, epochs: int, loss: float, seconds: float) -> None:
+    line = f"  epoch {epoch}/{epochs}  train loss {loss:.4f}  ({seconds:.2f} s)"
+    print(line, file=sys.stderr, flush=True)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:

@@ -190,6 +190,7 @@ class Engine:
                 return
             # a timeout, so that a cancel stops running trials without waiting for them
             wait(list(in_flight), CANCEL_POLL_SECONDS, FIRST_COMPLETED)
+            self.training.epochs.flush()  # the running trials' epochs, as events
             if self._cancelled.is_set() and self._stop_status == SearchStatus.CANCELLED:
                 for future in in_flight:
                     future.cancel()  # process workers stop the trial; it is stored as failed
