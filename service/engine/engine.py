@@ -147,10 +147,14 @@ class Engine:
         return self.state.tracked
 
     def progress(self) -> dict[str, Any]:
-        """Counters, hypervolume and each objective's best completed value, for watchers."""
+        """Counters, hypervolume, the front's size and leader and each objective's best
+        completed value, for watchers (``readout.progress_view``)."""
         max_trials = self.spec.budget.max_trials
         points, hypervolume = self.state.points(), self.state.hypervolume
-        return readout.progress_view(self.counts, max_trials, self.objectives, points, hypervolume)
+        ids = list(self.state.completed)
+        return readout.progress_view(
+            self.counts, max_trials, self.objectives, points, hypervolume, trial_ids=ids
+        )
 
     # --- the loop -----------------------------------------------------------------------------
 

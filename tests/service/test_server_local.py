@@ -89,7 +89,7 @@ def test_a_search_streams_each_trials_start_epochs_and_end(make_server, tiny_spe
         if kind in ("trial_started", "epoch_finished", "trial"):
             runs.setdefault((payload["trial_id"], payload["rung"]), []).append((kind, payload))
     assert len(runs) == 3 and any(rung == 1 for _, rung in runs)  # a promotion ran too
-    for (trial_id, rung), run in runs.items():
+    for (_, rung), run in runs.items():
         kinds = [kind for kind, _ in run]
         epochs = 2 if rung == 0 else 4
         assert kinds == ["trial_started", *["epoch_finished"] * epochs, "trial"], kinds
