@@ -25,7 +25,7 @@ from typing import Any
 import optuna
 
 from winnow.search_space.spec import parse_space
-from winnow.search_space.trial import Status, TrialResult, TrialSpec
+from winnow.search_space.trial import EpochCallback, Status, TrialResult, TrialSpec
 from winnow.service.api.server import ServerConfig, WinnowServer
 from winnow.service.client import Client
 from winnow.service.store import sqlite_url
@@ -46,7 +46,7 @@ def trivial_accuracy(spec: TrialSpec) -> float:
 
 
 class TrivialExecutor(Executor):
-    def submit(self, spec: TrialSpec) -> Future[TrialResult]:
+    def submit(self, spec: TrialSpec, on_epoch: EpochCallback | None = None) -> Future[TrialResult]:
         future: Future[TrialResult] = Future()
         future.set_result(TrialResult(Status.OK, {"accuracy": trivial_accuracy(spec)}))
         return future

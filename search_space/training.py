@@ -7,6 +7,7 @@ a candidate that cannot be built for the data all end as a ``failed`` TrialResul
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import random
@@ -14,7 +15,7 @@ import resource
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -32,15 +33,13 @@ from winnow.search_space.costs import bitops, count_flops, count_parameters, mod
 from winnow.search_space.datasets import Dataset, load_dataset
 from winnow.search_space.optimizers import backward_and_step
 from winnow.search_space.schedules import build_scheduler
-from winnow.search_space.trial import Fidelity, Status, TrialResult, TrialSpec
+from winnow.search_space.trial import EpochCallback, Fidelity, Status, TrialResult, TrialSpec
 
 log = logging.getLogger(__name__)
 
 LATENCY_BATCH = 64  # inference latency is measured per batch of this many samples
 LATENCY_REPEATS = 10
 EVAL_BATCH = 512
-
-EpochCallback = Callable[[int, int, float], None]  # (epoch, epochs, mean train loss)
 
 
 class NonFiniteLossError(ArithmeticError):
@@ -96,6 +95,7 @@ def train(
     step = 0
     channels_last = uses_channels_last(model, device)
     for epoch in range(epochs):
+        epoch_start = time.perf_counter()
         model.train()
         losses = []
         for x, y in dataset.batches("train", batch_size, device, generator):
@@ -113,7 +113,7 @@ def train(
             step += 1
         curve.append(statistics.fmean(losses))
         if on_epoch is not None:
-            on_epoch(epoch + 1, epochs, curve[-1])
+            on_epoch(epoch + 1, epochs, curve[-1], time.perf_counter() - epoch_start)
     return curve
 
 
@@ -151,11 +151,35 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+CLEAR_REFS = Path("/proc/self/clear_refs")
+PROC_STATUS = Path("/proc/self/status")
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    """Start measuring this trial's peak memory (see :func:`peak_memory_bytes`).
+
+    A long-lived worker must not report its lifetime peak: a digits trial after a CIFAR one
+    would report the CIFAR trial's 3.7 GB. CUDA resets torch's allocator statistics; on Linux,
+    writing ``5`` to ``/proc/self/clear_refs`` resets the process's resident high-water mark
+    (``VmHWM``) to its current resident size (proc(5)), so the peak read after the trial is the
+    trial's own (its baseline: the interpreter, torch and the loaded datasets)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    with contextlib.suppress(OSError):  # not Linux, or a kernel that refuses: see below
+        CLEAR_REFS.write_text("5")
+
+
 def peak_memory_bytes(device: torch.device) -> int:
-    """CUDA: peak allocated by torch since the evaluation began. CPU: the process's peak
-    resident set size (a process-wide high-water mark; Linux reports KiB)."""
+    """The trial's peak since :func:`reset_peak_memory`. CUDA: the peak allocated by torch.
+    Linux CPU: ``VmHWM`` from ``/proc/self/status``. Elsewhere (macOS), the process's lifetime
+    peak resident size (``ru_maxrss``, which nothing resets): an upper bound."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device)
+    with contextlib.suppress(OSError):
+        for line in PROC_STATUS.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024  # reported in kB
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return rss if sys.platform == "darwin" else rss * 1024
 
@@ -180,18 +204,17 @@ def evaluate(spec: TrialSpec, on_epoch: EpochCallback | None = None) -> TrialRes
     try:
         device = resolve_device(spec.device)
         device_name = str(device)
-        if device.type == "cuda":
-            torch.cuda.reset_peak_memory_stats(device)
+        reset_peak_memory(device)
         generator = seed_everything(spec.seed)
         dataset = load_dataset(spec.dataset)
         model = spec.candidate.build_model(dataset.num_classes, dataset.input_shape)
         model = prepare_model(model, device)
         metrics.update(static_metrics(model, dataset.input_shape))
 
-        def record(epoch: int, epochs: int, loss: float) -> None:
+        def record(epoch: int, epochs: int, loss: float, seconds: float) -> None:
             curve.append(loss)
             if on_epoch is not None:
-                on_epoch(epoch, epochs, loss)
+                on_epoch(epoch, epochs, loss, seconds)
 
         train(model, spec.candidate, dataset, spec.fidelity, device, generator, record)
         metrics["accuracy"] = test_accuracy(model, dataset, device)

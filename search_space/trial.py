@@ -7,13 +7,18 @@ torch) and are re-exported here.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from winnow.records import STAGES, Fidelity, Status
 from winnow.search_space.candidate import Candidate
 
-__all__ = ["STAGES", "Fidelity", "Status", "TrialResult", "TrialSpec"]
+__all__ = ["STAGES", "EpochCallback", "Fidelity", "Status", "TrialResult", "TrialSpec"]
+
+# (epoch, epochs, mean train loss, the epoch's seconds): what a training trial reports after
+# each epoch, to whoever submitted it (``Executor.submit(spec, on_epoch)``)
+EpochCallback = Callable[[int, int, float, float], None]
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ import grpc
 from tqdm import tqdm
 
 from winnow.search_space.builtin_spaces import BUILTIN_SPACES, read_space_file
+from winnow.service import progress_text
 from winnow.service.api import convert
 from winnow.service.search_spec import SearchSpec, load_search_spec, parse_search_spec
 from winnow.v1 import search_pb2 as pb
@@ -172,14 +173,14 @@ class Search:
 
     def wait(self, progress: bool = False, timeout: float | None = None) -> dict[str, Any]:
         """Block until the search ends (``TimeoutError`` after ``timeout`` seconds); returns
-        its final ``info()``. ``progress`` draws a bar of trained trials with the best values
-        and hypervolume on stderr."""
+        its final ``info()``. ``progress`` draws a bar of trained trials on stderr with the
+        front's size and leader, the hypervolume and the running trials' epochs."""
         info = self.info()
         bar = _ProgressBar(info) if progress else None
         try:
             for event in self.watch(timeout=timeout):
                 if bar is not None:
-                    bar.update(event.search)
+                    bar.update(event)
         finally:
             if bar is not None:
                 bar.close()
@@ -267,13 +268,12 @@ class _ProgressBar:
     def __init__(self, info: dict[str, Any]) -> None:
         total = info["progress"]["max_trials"] or None
         self.bar = tqdm(total=total, desc=f"search {info['id']}", unit="trial", leave=True)
+        self.running = progress_text.RunningTrials()
 
-    def update(self, search: dict[str, Any]) -> None:
-        progress = search["progress"]
-        self.bar.n = progress["trained"]
-        best = ", ".join(f"{k}={v:.4g}" for k, v in best_in_objective_order(search).items())
-        hv = progress["hypervolume"]
-        self.bar.set_postfix_str(f"{search['status']}; best {best or '-'}; HV {hv:.4g}")
+    def update(self, event: Event) -> None:
+        self.running.observe(event.kind, event.payload)
+        self.bar.n = event.search["progress"]["trained"]
+        self.bar.set_postfix_str(bar_postfix(event.search, self.running))
 
     def close(self) -> None:
         self.bar.close()
@@ -282,11 +282,13 @@ class _ProgressBar:
 # --- conversions ----------------------------------------------------------------------------
 
 
-def best_in_objective_order(search: dict[str, Any]) -> dict[str, float]:
-    """A search dict's best values, in its spec's objective order (protobuf maps have none)."""
-    best = search["progress"]["best"]
-    order = [o["name"] for o in (search["spec"] or {}).get("objectives", [])]
-    return {name: best[name] for name in order if name in best}
+def bar_postfix(search: dict[str, Any], running: progress_text.RunningTrials) -> str:
+    """``running; front 3 points; best accuracy: #12 accuracy=0.98 params=8010; HV 0.71;
+    running #3 epoch 2/9``: the status, one trial's values, the hypervolume, the runs."""
+    progress = search["progress"]
+    front = progress_text.front_text(progress, progress_text.objective_names(search))
+    parts = [search["status"], front, f"HV {progress['hypervolume']:.4g}", running.text()]
+    return "; ".join(part for part in parts if part)
 
 
 def _as_spec(spec: SearchSpec | dict | str | Path) -> SearchSpec:

@@ -18,21 +18,28 @@ from collections.abc import Callable
 from concurrent.futures import Future, InvalidStateError
 from typing import Any
 
-from winnow.search_space.trial import TrialResult, TrialSpec
+from winnow.search_space.trial import EpochCallback, TrialResult, TrialSpec
 from winnow.workers.run import run_trial
 
-TrialFunction = Callable[[TrialSpec], TrialResult]
+# a trial and its epoch callback (None: nobody listens) -> its result; ``run_trial`` is one
+TrialFunction = Callable[[TrialSpec, EpochCallback | None], TrialResult]
 
 
 class Executor(ABC):
     """Runs trials. ``slots`` trials may be in flight at once; ``submit`` never blocks longer
-    than it takes to hand the trial over (the in-process executor is the exception: it runs it)."""
+    than it takes to hand the trial over (the in-process executor is the exception: it runs it).
+
+    ``on_epoch`` hears a training trial's epochs as they end: in the calling thread (in
+    process) or in the pool's own thread (local workers); an executor that cannot relay them
+    (Ray, today) never calls it."""
 
     slots: int = 1
     device: str = "cpu"  # what trials should ask for: "cuda" when the workers hold GPUs
 
     @abstractmethod
-    def submit(self, spec: TrialSpec) -> Future[TrialResult]: ...
+    def submit(
+        self, spec: TrialSpec, on_epoch: EpochCallback | None = None
+    ) -> Future[TrialResult]: ...
 
     def close(self) -> None:  # noqa: B027 - optional: executors without workers need nothing
         """Release workers; the executor takes no new trials afterwards."""
@@ -47,16 +54,17 @@ class Executor(ABC):
 class InProcessExecutor(Executor):
     """Runs each trial in this process, inside ``submit``; the future is done when it returns.
 
-    ``run`` is the trial function (default :func:`winnow.workers.run_trial`); a function that
-    raises gives a future holding the exception, as a process pool's would."""
+    ``run`` is the trial function (default :func:`winnow.workers.run_trial`), called with the
+    spec and ``on_epoch``; a function that raises gives a future holding the exception, as a
+    process pool's would."""
 
     def __init__(self, run: TrialFunction = run_trial) -> None:
         self.run = run
 
-    def submit(self, spec: TrialSpec) -> Future[TrialResult]:
+    def submit(self, spec: TrialSpec, on_epoch: EpochCallback | None = None) -> Future[TrialResult]:
         future: Future[TrialResult] = Future()
         try:
-            future.set_result(self.run(spec))
+            future.set_result(self.run(spec, on_epoch))
         except Exception as error:  # the engine records it as a failed trial
             future.set_exception(error)
         return future
@@ -74,12 +82,12 @@ class QueuedExecutor(Executor):
         self._released = False  # close() ran
         self._thread = threading.Thread(target=target, name=thread_name, daemon=True)
 
-    def submit(self, spec: TrialSpec) -> Future[TrialResult]:
+    def submit(self, spec: TrialSpec, on_epoch: EpochCallback | None = None) -> Future[TrialResult]:
         future: Future[TrialResult] = Future()
         with self._lock:
             if self._closed:
                 raise RuntimeError("the executor is closed")
-            self._queue.append(self._queued(spec, future))
+            self._queue.append(self._queued(spec, future, on_epoch))
         future.add_done_callback(lambda _: self._wake())  # a cancel is acted on at once
         self._wake()
         return future
@@ -94,7 +102,9 @@ class QueuedExecutor(Executor):
         self._release()
 
     @abstractmethod
-    def _queued(self, spec: TrialSpec, future: Future[TrialResult]) -> Any:
+    def _queued(
+        self, spec: TrialSpec, future: Future[TrialResult], on_epoch: EpochCallback | None
+    ) -> Any:
         """The queue entry of a submitted trial."""
 
     @abstractmethod

@@ -12,7 +12,9 @@ One dispatcher thread hands queued trials to idle workers and watches them:
   has its worker killed and replaced, and is failed with the reason (a trial that hangs once
   would hang again);
 - ``future.cancel()`` on a queued trial drops it; on a running one it kills the worker (the
-  trial really stops) and replaces it.
+  trial really stops) and replaces it;
+- a trial submitted with ``on_epoch`` has its worker send each epoch's report up the same pipe
+  (``worker_main.EpochDone``); the dispatcher calls ``on_epoch`` with it, in its own thread.
 
 Every submitted trial's future ends: with the trial's result, a failed result, or cancelled.
 """
@@ -29,9 +31,9 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 
-from winnow.search_space.trial import Status, TrialResult, TrialSpec
+from winnow.search_space.trial import EpochCallback, Status, TrialResult, TrialSpec
 from winnow.workers.executor import QueuedExecutor, settle
-from winnow.workers.worker_main import READY, worker_main
+from winnow.workers.worker_main import READY, EpochDone, worker_main
 
 log = logging.getLogger("winnow.workers")
 POLL_SECONDS = 0.5  # longest sleep of the dispatcher when nothing wakes it
@@ -43,6 +45,7 @@ class _Task:
     id: int
     spec: TrialSpec
     future: Future[TrialResult]
+    on_epoch: EpochCallback | None = None
     attempts: int = 0
     deadline: float | None = None
 
@@ -106,8 +109,10 @@ class LocalExecutor(QueuedExecutor):
 
     # --- QueuedExecutor -----------------------------------------------------------------------
 
-    def _queued(self, spec: TrialSpec, future: Future[TrialResult]) -> _Task:
-        return _Task(next(self._ids), spec, future)
+    def _queued(
+        self, spec: TrialSpec, future: Future[TrialResult], on_epoch: EpochCallback | None
+    ) -> _Task:
+        return _Task(next(self._ids), spec, future, on_epoch)
 
     def _release(self) -> None:
         for worker in self.workers:
@@ -200,7 +205,7 @@ class LocalExecutor(QueuedExecutor):
             task.deadline = None if self.timeout is None else time.monotonic() + self.timeout
             worker.task = task
             with contextlib.suppress(OSError):  # died just now: its sentinel says so next
-                worker.conn.send((task.id, task.spec))
+                worker.conn.send((task.id, task.spec, task.on_epoch is not None))
 
     def _next_task(self) -> _Task | None:
         with self._lock:
@@ -225,6 +230,10 @@ class LocalExecutor(QueuedExecutor):
                 task_id, result = None, None  # died while answering: handled below
             if (task_id, result) == READY:
                 worker.ready = True
+                return
+            if isinstance(result, EpochDone):
+                if task is not None and task_id == task.id:
+                    _report_epoch(task, result)
                 return
             if task is not None and task_id == task.id:
                 worker.task, worker.trials = None, worker.trials + 1
@@ -269,3 +278,14 @@ class LocalExecutor(QueuedExecutor):
             self._queue.clear()
         for task in tasks:
             settle(task.future, TrialResult(Status.FAILED, error=message))
+
+
+def _report_epoch(task: _Task, done: EpochDone) -> None:
+    """Hand an epoch's report to the trial's listener; a listener that fails is logged, and
+    neither the trial nor the dispatcher suffers for it."""
+    if task.on_epoch is None or task.future.done():
+        return
+    try:
+        task.on_epoch(*done)
+    except Exception:
+        log.exception("the epoch listener of trial %d failed", task.id)

@@ -17,7 +17,7 @@ from pathlib import Path
 from winnow.proxies.nb201_truth import read_nb201_truth
 from winnow.search_space.archs.nb201 import format_arch, parse_arch
 from winnow.search_space.costs import count_parameters
-from winnow.search_space.trial import Status, TrialResult, TrialSpec
+from winnow.search_space.trial import EpochCallback, Status, TrialResult, TrialSpec
 from winnow.workers.executor import Executor, InProcessExecutor
 
 CIFAR10_CLASSES = 10
@@ -38,9 +38,10 @@ class NB201Oracle(Executor):
         self.trained = 0
         self._params: dict[str, int] = {}
 
-    def submit(self, spec: TrialSpec) -> Future[TrialResult]:
+    def submit(self, spec: TrialSpec, on_epoch: EpochCallback | None = None) -> Future[TrialResult]:
+        """A ``train`` trial is answered at once, without epochs (``on_epoch`` is not called)."""
         if spec.stage != "train":
-            return self.inner.submit(spec)
+            return self.inner.submit(spec, on_epoch)
         future: Future[TrialResult] = Future()
         try:
             future.set_result(self.answer(spec))

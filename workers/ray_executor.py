@@ -13,7 +13,10 @@ module only maps the ``Executor`` interface onto it:
   share one executor), so a trial's ``timeout`` counts from when it starts; a trial over it, or a
   cancelled one, is stopped with ``ray.cancel(force=True)``, which kills its worker process;
 - GPU trials run on a fresh worker process each (``max_calls=1``): a reused worker would keep
-  its CUDA context and cached memory, on a GPU that may not be the one Ray gives its next task.
+  its CUDA context and cached memory, on a GPU that may not be the one Ray gives its next task;
+- epochs are not relayed yet (``on_epoch`` is never called): a search on Ray shows its trials
+  start and finish, not their epochs. Relaying them would take a ``ray.util.queue.Queue`` (an
+  actor) that the tasks put ``EpochCallback`` arguments in and the watcher thread drains.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import ray
 from ray.exceptions import RayError, RayTaskError, TaskCancelledError
 
 from winnow.search_space.datasets import is_provided, load_dataset, provide_dataset
-from winnow.search_space.trial import Status, TrialResult, TrialSpec
+from winnow.search_space.trial import EpochCallback, Status, TrialResult, TrialSpec
 from winnow.workers.executor import QueuedExecutor, settle
 
 log = logging.getLogger("winnow.workers")
@@ -95,8 +98,10 @@ class RayExecutor(QueuedExecutor):
 
     # --- QueuedExecutor -----------------------------------------------------------------------
 
-    def _queued(self, spec: TrialSpec, future: Future[TrialResult]) -> _Call:
-        return _Call(spec, future)
+    def _queued(
+        self, spec: TrialSpec, future: Future[TrialResult], on_epoch: EpochCallback | None
+    ) -> _Call:
+        return _Call(spec, future)  # on_epoch: not relayed (see the module docstring)
 
     def _wake(self) -> None:
         self._wakeup.set()

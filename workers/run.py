@@ -1,6 +1,7 @@
 """Run one trial at one fidelity, whatever the stage: the function every executor calls, and
-the ``TRIAL_STAGES`` registry it looks the stage up in (a stage is one function from
-``TrialSpec`` to ``TrialResult`` that never raises for a bad candidate).
+the ``TRIAL_STAGES`` registry it looks the stage up in (a stage is one function from a
+``TrialSpec`` and an optional ``EpochCallback`` to a ``TrialResult`` that never raises for a bad
+candidate; stages that do not train ignore the callback).
 
 ``train`` trains and tests the candidate (``winnow.search_space.training.evaluate``); ``proxy``
 scores it at initialisation with the zero-cost proxies (``winnow.proxies.score_model``) on fixed
@@ -24,29 +25,32 @@ from winnow.search_space.training import (
     seed_everything,
     static_metrics,
 )
-from winnow.search_space.trial import Status, TrialResult, TrialSpec
+from winnow.search_space.trial import EpochCallback, Status, TrialResult, TrialSpec
 
 PROXY_BATCHES = 2  # ZiCo needs two; the others use the first
 PROXY_BATCH_SIZE = 64
 
 
-TRIAL_STAGES: Registry[Callable[[TrialSpec], TrialResult]] = Registry("trial stage")
+TrialStage = Callable[[TrialSpec, EpochCallback | None], TrialResult]
+TRIAL_STAGES: Registry[TrialStage] = Registry("trial stage")
 TRIAL_STAGES.register("train", evaluate)
 
 
-def run_trial(spec: TrialSpec) -> TrialResult:
-    """Run ``spec`` with the function registered for its stage. A stage of the cascade that no
-    worker runs (e.g. ``supernet`` until it has one) is a programming error, not a failed
-    trial: it raises ``NotImplementedError``."""
+def run_trial(spec: TrialSpec, on_epoch: EpochCallback | None = None) -> TrialResult:
+    """Run ``spec`` with the function registered for its stage; a training stage calls
+    ``on_epoch`` after each epoch. A stage of the cascade that no worker runs (e.g.
+    ``supernet`` until it has one) is a programming error, not a failed trial: it raises
+    ``NotImplementedError``."""
     if spec.stage not in TRIAL_STAGES:
         stages = ", ".join(TRIAL_STAGES.names())
         raise NotImplementedError(f"stage {spec.stage!r} has no worker yet ({stages})")
-    return TRIAL_STAGES.get(spec.stage)(spec)
+    return TRIAL_STAGES.get(spec.stage)(spec, on_epoch)
 
 
 @TRIAL_STAGES.register("proxy")
-def score_proxies(spec: TrialSpec) -> TrialResult:
-    """The proxy stage; never raises for a bad candidate."""
+def score_proxies(spec: TrialSpec, on_epoch: EpochCallback | None = None) -> TrialResult:
+    """The proxy stage (no epochs: ``on_epoch`` is never called); never raises for a bad
+    candidate."""
     start = time.perf_counter()
     try:
         device = resolve_device(spec.device)
@@ -77,8 +81,9 @@ def score_proxies(spec: TrialSpec) -> TrialResult:
 
 
 @TRIAL_STAGES.register("costs")
-def measure_costs(spec: TrialSpec) -> TrialResult:
-    """The costs stage: no data beyond the task's shapes, no training; never raises."""
+def measure_costs(spec: TrialSpec, on_epoch: EpochCallback | None = None) -> TrialResult:
+    """The costs stage: no data beyond the task's shapes, no training (``on_epoch`` is never
+    called); never raises."""
     start = time.perf_counter()
     try:
         dataset = load_dataset(spec.dataset)

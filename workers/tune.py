@@ -66,7 +66,7 @@ def train_candidate(
     model = prepare_model(candidate.build_model(data.num_classes, data.input_shape), torch_device)
     costs = static_metrics(model, data.input_shape)
 
-    def report(epoch: int, _epochs: int, loss: float) -> None:
+    def report(epoch: int, _epochs: int, loss: float, _seconds: float) -> None:
         accuracy = test_accuracy(model, data, torch_device)
         tune.report({"accuracy": accuracy, "loss": loss, "epoch": epoch, **costs})
 

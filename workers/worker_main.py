@@ -3,9 +3,10 @@
 It pins its device before CUDA initialises (``CUDA_VISIBLE_DEVICES``; the spawn bootstrap may
 already have imported torch, but CUDA starts lazily) and its torch threads, ignores Ctrl-C (the
 parent drains and stops its workers; a terminal's SIGINT reaches the whole process group and
-must not kill running trials), says it is ready, then answers ``(task_id, TrialSpec)`` messages with
-``(task_id, TrialResult)`` until it receives ``None``. Datasets stay loaded between trials
-(``load_dataset`` is cached per process).
+must not kill running trials), says it is ready, then answers ``(task_id, TrialSpec, epochs)``
+messages with ``(task_id, TrialResult)`` until it receives ``None``; with ``epochs`` true it
+also sends ``(task_id, EpochDone)`` after each training epoch, before the result. Datasets
+stay loaded between trials (``load_dataset`` is cached per process).
 """
 
 from __future__ import annotations
@@ -14,8 +15,18 @@ import os
 import signal
 import socket
 from multiprocessing.connection import Connection
+from typing import NamedTuple
 
 READY = ("ready", None)
+
+
+class EpochDone(NamedTuple):
+    """A training epoch of the worker's trial ended (the arguments of an ``EpochCallback``)."""
+
+    epoch: int
+    epochs: int
+    loss: float
+    seconds: float
 
 
 def worker_main(conn: Connection, gpu: str | None, threads: int) -> None:
@@ -40,9 +51,13 @@ def worker_main(conn: Connection, gpu: str | None, threads: int) -> None:
             return
         if message is None:
             return
-        task_id, spec = message
+        task_id, spec, epochs = message
+
+        def send_epoch(*done: float, task_id: int = task_id) -> None:
+            conn.send((task_id, EpochDone(*done)))
+
         try:
-            result = run_trial(spec)
+            result = run_trial(spec, send_epoch if epochs else None)
         except Exception as error:  # a worker never dies of a trial's exception
             result = TrialResult(Status.FAILED, error=f"{type(error).__name__}: {error}")
         result.host = host

@@ -18,7 +18,8 @@ from winnow.v1 import search_pb2 as pb
 
 
 def search_message(search: SearchRecord, progress: dict[str, Any] | None = None) -> pb.Search:
-    """``progress``: ``readout.progress``'s counters, or None for a listing without them."""
+    """``progress``: ``readout.progress``'s counters, or None for a listing without them (its
+    ``leader`` dict becomes a ``ParetoPoint`` without a candidate)."""
     message = pb.Search(
         id=search.id,
         name=search.name,
@@ -29,7 +30,12 @@ def search_message(search: SearchRecord, progress: dict[str, Any] | None = None)
         updated_at=search.updated_at,
     )
     if progress is not None:
-        message.progress.CopyFrom(pb.Progress(**progress))
+        fields = dict(progress)
+        leader = fields.pop("leader", None)
+        message.progress.CopyFrom(pb.Progress(**fields))
+        if leader is not None:
+            point = pb.ParetoPoint(trial_id=leader["trial_id"], objectives=leader["values"])
+            message.progress.leader.CopyFrom(point)
     return message
 
 
@@ -92,6 +98,10 @@ def recipe_message(search_id: str, recipe: dict[str, Any], files: dict[str, byte
 
 
 def progress_dict(progress: pb.Progress) -> dict[str, Any]:
+    """``leader``: None when no trial has completed (or the server predates leaders)."""
+    leader = None
+    if progress.HasField("leader"):
+        leader = {"trial_id": progress.leader.trial_id, "values": dict(progress.leader.objectives)}
     return {
         "trained": progress.trained,
         "max_trials": progress.max_trials,
@@ -101,6 +111,8 @@ def progress_dict(progress: pb.Progress) -> dict[str, Any]:
         "failed": progress.failed,
         "hypervolume": progress.hypervolume,
         "best": dict(progress.best),
+        "front_size": progress.front_size,
+        "leader": leader,
     }
 
 

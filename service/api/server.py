@@ -21,7 +21,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from winnow.search_space.trial import TrialResult, TrialSpec
+from winnow.search_space.trial import EpochCallback, TrialResult, TrialSpec
 from winnow.service.api.manager import SearchManager
 from winnow.service.api.servicer import SearchServicer
 from winnow.service.store import Store
@@ -56,8 +56,10 @@ class SharedExecutor(Executor):
     def __init__(self, pool: Executor) -> None:
         self.pool, self.slots, self.device = pool, pool.slots, pool.device
 
-    def submit(self, spec: TrialSpec) -> futures.Future[TrialResult]:
-        return self.pool.submit(spec)
+    def submit(
+        self, spec: TrialSpec, on_epoch: EpochCallback | None = None
+    ) -> futures.Future[TrialResult]:
+        return self.pool.submit(spec, on_epoch)
 
 
 class BearerTokenInterceptor(grpc.ServerInterceptor):

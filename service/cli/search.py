@@ -21,29 +21,44 @@ from winnow.service.store.urls import DEFAULT_URL as DEFAULT_STORE
 
 
 def _progress_bar(total: int, quiet: bool):
-    """An engine event callback that shows trained trials and the best result on stderr."""
+    """An engine event callback that shows on stderr the trained trials, the front's size and
+    leader, and the running trials' epochs."""
     if quiet:
         return None, None
     from tqdm import tqdm
 
+    from winnow.service.progress_text import RunningTrials
+
     bar = tqdm(total=total, desc="search", unit="trial", file=sys.stderr)
     state: dict[str, Any] = {}
+    running = RunningTrials()
 
     def on_event(kind: str, payload: dict[str, Any]) -> None:
+        running.observe(kind, payload)
         engine = state.get("engine")
         if engine is None:
             return
         bar.n = min(engine.counts["trained"], total)
-        bar.set_postfix(
-            proposals=engine.counts["proposals"],
-            hits=engine.counts["cache_hits"],
-            pruned=engine.counts["pruned"],
-            hv=f"{engine.hypervolume():.4g}",
-            refresh=False,
-        )
+        bar.set_postfix_str(bar_postfix(engine, running), refresh=False)
         bar.refresh()
 
     return on_event, state
+
+
+def bar_postfix(engine: Any, running: Any) -> str:
+    """``12 proposals, 0 hits, 3 pruned; front 2 points; best accuracy: #4 accuracy=0.93
+    params=1.2e+04; HV 0.41; running #5 epoch 2/3`` for an ``Engine`` and its ``RunningTrials``."""
+    from winnow.service.progress_text import front_text
+
+    counts = engine.counts
+    order = [o.name for o in engine.objectives]
+    parts = [
+        f"{counts['proposals']} proposals, {counts['cache_hits']} hits, {counts['pruned']} pruned",
+        front_text(engine.progress(), order),
+        f"HV {engine.hypervolume():.4g}",
+        running.text(),
+    ]
+    return "; ".join(part for part in parts if part)
 
 
 def _run_engine(make_engine, total: int, args: argparse.Namespace) -> int:

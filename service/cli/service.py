@@ -165,14 +165,17 @@ def _report(info: dict[str, Any], json_output: bool) -> None:
         print_json({k: v for k, v in info.items() if k != "spec"})
         return
     progress = info["progress"]
-    from winnow.service.client import best_in_objective_order
+    from winnow.service import progress_text
 
-    best = ", ".join(f"{k} {v:.6g}" for k, v in best_in_objective_order(info).items()) or "-"
+    order = progress_text.objective_names(info)
+    best = progress_text.front_text(progress, order, digits=6)  # one trial's values
+    if len(order) > 1 and progress.get("leader") is not None:  # and, labelled, each one's best
+        best += "; " + progress_text.per_objective_text(progress, order, digits=6)
     print(
         f"{info['id']} {info['name']}: {info['status']}"
         + (f" ({info['error']})" if info["error"] else "")
         + f"; {progress['trained']}/{progress['max_trials']} trained, "
-        f"{progress['proposals']} proposals, {progress['cache_hits']} cache hits; best {best}; "
+        f"{progress['proposals']} proposals, {progress['cache_hits']} cache hits; {best}; "
         f"hypervolume {progress['hypervolume']:.6g}"
     )
 

@@ -174,8 +174,9 @@ def _candidate(data: dict[str, Any]) -> Candidate:
         raise SpecError.of("candidate", validation_problems(error, Candidate)) from None
 
 
-def _progress(epoch: int, epochs: int, loss: float) -> None:
-    print(f"  epoch {epoch}/{epochs}  train loss {loss:.4f}", file=sys.stderr, flush=True)
+def _progress(epoch: int, epochs: int, loss: float, seconds: float) -> None:
+    line = f"  epoch {epoch}/{epochs}  train loss {loss:.4f}  ({seconds:.2f} s)"
+    print(line, file=sys.stderr, flush=True)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:

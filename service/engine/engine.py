@@ -147,10 +147,14 @@ class Engine:
         return self.state.tracked
 
     def progress(self) -> dict[str, Any]:
-        """Counters, hypervolume and each objective's best completed value, for watchers."""
+        """Counters, hypervolume, the front's size and leader and each objective's best
+        completed value, for watchers (``readout.progress_view``)."""
         max_trials = self.spec.budget.max_trials
         points, hypervolume = self.state.points(), self.state.hypervolume
-        return readout.progress_view(self.counts, max_trials, self.objectives, points, hypervolume)
+        ids = list(self.state.completed)
+        return readout.progress_view(
+            self.counts, max_trials, self.objectives, points, hypervolume, trial_ids=ids
+        )
 
     # --- the loop -----------------------------------------------------------------------------
 
@@ -190,6 +194,7 @@ class Engine:
                 return
             # a timeout, so that a cancel stops running trials without waiting for them
             wait(list(in_flight), CANCEL_POLL_SECONDS, FIRST_COMPLETED)
+            self.training.epochs.flush()  # the running trials' epochs, as events
             if self._cancelled.is_set() and self._stop_status == SearchStatus.CANCELLED:
                 for future in in_flight:
                     future.cancel()  # process workers stop the trial; it is stored as failed

@@ -1,13 +1,21 @@
 """What the engine writes to the store for one search: a row per candidate and stage (inserted
 before its work starts, updated when it ends) and the search's events.
 
+A training run's events, which watchers follow (``WatchSearch``, the progress bars):
+``trial_started`` ``{trial_id, rung, epochs, candidate}`` (a one-line summary) when it goes to
+the executor, ``epoch_finished`` ``{trial_id, rung, epoch, epochs, loss, seconds}`` after each
+epoch (one row per epoch: a rung trains tens of epochs at most, so no throttling), and
+``trial`` ``{row, trial_id, rung, stage, status, metrics}`` (with ``error`` when there is one)
+when it ends.
+
 Every state change is written before the engine goes on, so that ``Engine.resume`` can rebuild
 the search from the store after any crash (``state.SearchState.from_rows``)."""
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from winnow.records import Status, TrialRecord
@@ -36,12 +44,30 @@ class Journal:
         record = trial_row(self.search_id, tracked, stage, epochs, rung, status, result, reused)
         row_id = self.store.add_trial(record)
         if result is not None:  # proxy rows are many and are rows already: not stored twice
-            payload = {"number": tracked.number, "stage": stage, "status": status}
+            payload = {"trial_id": tracked.number, "number": tracked.number}
+            payload |= {"stage": stage, "status": status}
             self.event("trial", payload, stored=stage != "proxy")
         return row_id
 
-    def update(self, row_id: int, status: str, result: TrialResult, error: str | None) -> None:
-        """A row's work ended with ``result`` (stored as ``status``, ``error``)."""
+    def started(self, tracked: Tracked, rung: int, epochs: int) -> None:
+        """A training run went to the executor."""
+        payload = {"trial_id": tracked.number, "rung": rung, "epochs": epochs}
+        self.event("trial_started", payload | {"candidate": tracked.candidate.describe()})
+
+    def epoch(self, payload: dict[str, Any]) -> None:
+        """A training epoch ended (``Training``'s epoch reports)."""
+        self.event("epoch_finished", payload)
+
+    def update(
+        self,
+        row_id: int,
+        status: str,
+        result: TrialResult,
+        error: str | None,
+        tracked: Tracked,
+        rung: int,
+    ) -> None:
+        """A training row's work ended with ``result`` (stored as ``status``, ``error``)."""
         self.store.update_trial(
             row_id,
             status=status,
@@ -53,7 +79,9 @@ class Journal:
             host=result.host,
             finished_at=time.time(),
         )
-        self.event("trial", {"row": row_id, "status": status})
+        payload = {"row": row_id, "trial_id": tracked.number, "rung": rung, "stage": "train"}
+        payload |= {"status": status, "metrics": finite(result.metrics)}
+        self.event("trial", payload | ({"error": error} if error else {}))
 
     def restart(self, row_id: int) -> None:
         """A re-queued row runs again."""
@@ -64,6 +92,11 @@ class Journal:
             self.store.add_event(self.search_id, kind, payload)
         if self.on_event is not None:
             self.on_event(kind, payload)
+
+
+def finite(metrics: Mapping[str, float]) -> dict[str, float | None]:
+    """Metrics as JSON can carry them: a non-finite value is null (as the store keeps it)."""
+    return {k: float(v) if math.isfinite(v) else None for k, v in metrics.items()}
 
 
 def trial_row(

@@ -107,22 +107,45 @@ def tally(groups: Iterable[tuple[str, str, bool, int]], proposals: int) -> dict[
     return counts
 
 
+def front_leader(
+    objectives: Sequence[Objective], points: Sequence[Sequence[float]], trial_ids: Sequence[int]
+) -> tuple[int, dict[str, Any] | None]:
+    """The front's size and its leader: the front point best on the first objective (the
+    earliest of equals: the trial ``recipe`` exports by default), as ``{"trial_id", "values":
+    {objective: value}}`` (None without points). Unlike :func:`best_values`, one trial's
+    values: each objective's best usually comes from a different trial."""
+    front = pareto_front(points, [o.direction for o in objectives])
+    if not front:
+        return 0, None
+    pick = max if objectives[0].direction == "maximize" else min
+    leader = pick(front, key=lambda i: points[i][0])
+    values = {o.name: float(points[leader][k]) for k, o in enumerate(objectives)}
+    return len(front), {"trial_id": int(trial_ids[leader]), "values": values}
+
+
 def progress_view(
     counts: Mapping[str, int],
     max_trials: int,
     objectives: Sequence[Objective],
     points: Sequence[Sequence[float]],
     hypervolume_value: float | None = None,
+    trial_ids: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """What watchers see of a search: the counters, the budget, the hypervolume (computed from
-    ``points`` unless given) and each objective's best completed value."""
+    ``points`` unless given), each objective's best completed value (``best``: per objective,
+    from different trials), the front's size and its leader (:func:`front_leader`; ``trial_ids``
+    are the points' trials, their positions without it)."""
     if hypervolume_value is None:
         hypervolume_value = search_hypervolume(objectives, points)
+    ids = range(len(points)) if trial_ids is None else trial_ids
+    front_size, leader = front_leader(objectives, points, ids)
     return {
         **{k: counts[k] for k in PROGRESS_COUNTS},
         "max_trials": max_trials,
         "hypervolume": hypervolume_value,
         "best": best_values(objectives, points),
+        "front_size": front_size,
+        "leader": leader,
     }
 
 
@@ -174,8 +197,9 @@ def progress(spec: SearchSpec, rows: list[TrialRecord]) -> dict[str, Any]:
     """The same counters as ``Engine.progress``, from rows."""
     groups = ((row.stage, row.status, row.reused, 1) for row in rows)
     counts = tally(groups, proposals=len({row.number for row in rows}))
-    points = [c.values for c in completed_trials(spec, rows)]
-    return progress_view(counts, spec.budget.max_trials, spec.objectives, points)
+    done = completed_trials(spec, rows)
+    points, ids = [c.values for c in done], [c.trial_id for c in done]
+    return progress_view(counts, spec.budget.max_trials, spec.objectives, points, trial_ids=ids)
 
 
 def pareto(spec: SearchSpec, rows: list[TrialRecord]) -> dict[str, Any]:

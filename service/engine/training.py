@@ -4,16 +4,22 @@ A rung's row is written ``running`` before its work starts (so that a crash leav
 re-queued), then the training goes to the executor; when its result comes back it is checked
 (objectives present, constraints met), stored, and goes up the ladder: successive-halving rungs
 (``SuccessiveHalving``), with the first rung's results labelling the proxy screen and the top
-rung's cached (for reuse by hash) and completed."""
+rung's cached (for reuse by hash) and completed.
+
+Each run's epochs come back while it trains (``Executor.submit(spec, on_epoch)``) and become
+``epoch_finished`` events through :class:`EpochRelay`."""
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
 from concurrent.futures import Future
+from typing import Any
 
 from optuna.trial import TrialState
 
-from winnow.search_space.trial import Status, TrialResult, TrialSpec
+from winnow.search_space.trial import EpochCallback, Status, TrialResult, TrialSpec
 from winnow.service.engine.cascade import Passage
 from winnow.service.engine.evidence import (
     missing,
@@ -23,6 +29,7 @@ from winnow.service.engine.evidence import (
     train_task,
     violations,
 )
+from winnow.service.engine.journal import Journal
 from winnow.service.engine.outcomes import Outcomes
 from winnow.service.engine.readout import best_values, objective_values
 from winnow.service.engine.screening import ProxyScreen
@@ -30,6 +37,43 @@ from winnow.service.engine.state import Tracked
 from winnow.service.search_spec import SearchSpec
 from winnow.service.store import SqlEquivalenceCache, Store
 from winnow.workers.executor import Executor
+
+
+class EpochRelay:
+    """Epoch reports as ``epoch_finished`` events, written by the engine's thread alone (the
+    store batches per thread; an ``on_event`` listener such as the CLI's bar is not
+    thread-safe). A report made in the thread that launched the run (an in-process executor
+    trains inside ``submit``) is written at once; one from another thread (a local pool's
+    dispatcher) waits in a queue for :meth:`flush`, which the engine's loop calls every turn
+    (at most ``engine.CANCEL_POLL_SECONDS`` apart) and before it records finished runs, so a
+    run's epochs always come before its ``trial`` event."""
+
+    def __init__(self, journal: Journal) -> None:
+        self.journal = journal
+        self.waiting: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
+
+    def reporter(self, trial_id: int, rung: int) -> EpochCallback:
+        """The ``on_epoch`` of one training run, made in the engine's thread."""
+        owner = threading.get_ident()
+
+        def report(epoch: int, epochs: int, loss: float, seconds: float) -> None:
+            payload = {"trial_id": trial_id, "rung": rung, "epoch": epoch, "epochs": epochs}
+            payload |= {"loss": float(loss), "seconds": float(seconds)}
+            if threading.get_ident() == owner:
+                self.journal.epoch(payload)
+            else:
+                self.waiting.put(payload)
+
+        return report
+
+    def flush(self) -> None:
+        """Write the reports that other threads made."""
+        while True:
+            try:
+                payload = self.waiting.get_nowait()
+            except queue.Empty:
+                return
+            self.journal.epoch(payload)
 
 
 class Training:
@@ -50,6 +94,7 @@ class Training:
         self.executor, self.device = executor, device
         self.task = train_task(spec, search_id)
         self.in_flight: dict[Future[TrialResult], tuple[Tracked, int, int]] = {}
+        self.epochs = EpochRelay(self.journal)
 
     @property
     def store(self) -> Store:
@@ -84,10 +129,13 @@ class Training:
             device=self.device,
         )
         self.state.counts["trained"] += 1
-        self.in_flight[self.executor.submit(spec)] = (tracked, rung, row_id)
+        self.journal.started(tracked, rung, spec.epochs)
+        future = self.executor.submit(spec, self.epochs.reporter(tracked.number, rung))
+        self.in_flight[future] = (tracked, rung, row_id)
 
     def finish(self, future: Future[TrialResult]) -> None:
         """Record a training that ended (or was cancelled)."""
+        self.epochs.flush()  # its last epochs before its end
         tracked, rung, row_id = self.in_flight.pop(future)
         start = time.perf_counter()
         result = result_of(future)
@@ -106,7 +154,7 @@ class Training:
             status, error = Status.FAILED, f"missing objective(s) in metrics: {lacking}"
         elif violated:
             status, error = Status.PRUNED, "; ".join(violated)
-        self.journal.update(row_id, status, result, error)
+        self.journal.update(row_id, status, result, error, tracked, rung)
         if status in (Status.FAILED, Status.PRUNED):
             self.state.counts[status] += 1
             self.outcomes.tell(

@@ -21,11 +21,11 @@ def test_digits_recipe_reaches_90_percent():
     epochs_seen = []
     result = evaluate(
         TrialSpec(candidate, "digits", epochs=8),
-        on_epoch=lambda e, n, loss: epochs_seen.append((e, n)),
+        on_epoch=lambda e, n, loss, seconds: epochs_seen.append((e, n, seconds > 0)),
     )
     assert result.status == Status.OK, result.error
     assert result.metrics["accuracy"] >= 0.90
-    assert epochs_seen == [(e, 8) for e in range(1, 9)]
+    assert epochs_seen == [(e, 8, True) for e in range(1, 9)]
     curve = result.loss_curve
     assert len(curve) == 8 and curve[-1] < 0.5 * curve[0]
     m = result.metrics

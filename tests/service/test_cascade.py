@@ -34,7 +34,7 @@ class FakeWorld:
     def __init__(self, fail_widths: tuple[int, ...] = ()):
         self.fail_widths = fail_widths
 
-    def __call__(self, spec: TrialSpec) -> TrialResult:
+    def __call__(self, spec: TrialSpec, on_epoch=None) -> TrialResult:
         width, depth = spec.candidate.architecture["width"], spec.candidate.architecture["depth"]
         if spec.stage == "proxy":
             return TrialResult(Status.OK, {"proxy.synflow": width * depth, "proxy.params": width})

@@ -83,3 +83,17 @@ def test_a_search_whose_every_trial_fails_exits_1_and_says_why(capsys, tmp_path)
     assert "failed: no trial trained successfully; 2 of 2 failed rows: non-finite loss" in (
         captured.err
     )
+
+
+def test_search_run_shows_the_running_trials_epochs_and_the_leader(capsys, tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        f"space: {ROOT / 'examples' / 'digits.yaml'}\ntask: {{dataset: digits}}\n"
+        "budget: {max_trials: 2}\nstrategy: {name: random, rungs: [3]}\n"
+    )
+    store = f"sqlite:///{tmp_path / 'cli.db'}"
+    assert main(["search", "run", str(spec), "--store", store]) == 0
+    bar = capsys.readouterr().err
+    for epoch in (0, 1, 2):  # each epoch shown while the trial runs (in this process)
+        assert f"running #0 epoch {epoch}/3" in bar and f"running #1 epoch {epoch}/3" in bar
+    assert "front 1 point; best accuracy: #" in bar

@@ -111,3 +111,32 @@ def test_examples_parse_and_the_demo_is_the_digits_example():
     example = load_search_spec(ROOT / "examples/digits-search.yaml")
     assert parse_search_spec(DEMO_SPEC) == example
     assert load_space(ROOT / "examples/digits.yaml") == load_space("digits-joint")
+
+
+def test_the_status_line_names_one_trials_values_and_labels_per_objective_bests(
+    server, capsys, tmp_path, tiny_spec
+):
+    """accuracy and params: the leader's values are one completed trial's, and the bests of
+    each objective (from different trials, as a rule) are labelled so."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(tiny_spec(budget={"max_trials": 4})))
+    address = ("--address", server.address)
+    code, out, _ = run(capsys, "submit", str(spec), "--wait", "--json", "--quiet", *address)
+    search_id = json.loads(out)["id"]
+    _, out, _ = run(capsys, "status", search_id, *address)
+    from winnow.service.client import Client
+
+    with Client(server.address) as client:
+        search = client.search(search_id)
+        front = search.pareto()
+        rows = {r["trial_id"]: r["metrics"] for r in search.trials()}
+    leader = max(front, key=lambda p: p["accuracy"])  # the front's best on the first objective
+    metrics = rows[leader["trial_id"]]
+    size = f"{len(front)} point{'s' if len(front) != 1 else ''}"
+    assert (
+        f"; front {size}; best accuracy: #{leader['trial_id']} "
+        f"accuracy={metrics['accuracy']:.6g} params={metrics['params']:.0f}; "
+    ) in out
+    best = max(m["accuracy"] for m in rows.values()), min(m["params"] for m in rows.values())
+    labelled = "per-objective best (different trials): accuracy={:.6g}, params={:.0f}"
+    assert labelled.format(*best) in out

@@ -33,7 +33,7 @@ class FakeWorld:
         self.calls: Counter[tuple[str, str, int]] = Counter()
         self.fail_widths = fail_widths
 
-    def __call__(self, spec: TrialSpec) -> TrialResult:
+    def __call__(self, spec: TrialSpec, on_epoch=None) -> TrialResult:
         arch = spec.candidate.architecture
         width, depth = arch["width"], arch["depth"]
         self.calls[(spec.stage, spec.candidate.key, spec.epochs)] += 1
@@ -151,7 +151,7 @@ class DeadWeightWorld(FakeWorld):
     """As FakeWorld, but the costs stage sees 7 more parameters than training reported: what a
     functionally equal candidate with dead weights looks like to a reused result."""
 
-    def __call__(self, spec: TrialSpec) -> TrialResult:
+    def __call__(self, spec: TrialSpec, on_epoch=None) -> TrialResult:
         result = super().__call__(spec)
         if spec.stage == "costs":
             return TrialResult(Status.OK, {"params": result.metrics["params"] + 7})

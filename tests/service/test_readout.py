@@ -52,3 +52,18 @@ def test_progress_counters_from_grouped_rows():
     view = readout.progress_view(counts, 10, OBJECTIVES, [[0.9, 10.0]])
     assert view["max_trials"] == 10 and view["best"] == {"accuracy": 0.9, "params": 10.0}
     assert view["hypervolume"] == pytest.approx(0.9 * (11.0 - 10.0))
+
+
+def test_progress_names_the_fronts_size_and_one_trials_values_as_its_leader():
+    # trial 7: the most accurate; trial 9: the smallest; trial 8 is dominated by trial 7
+    values, ids = [[0.98, 8010.0], [0.90, 9000.0], [0.80, 6992.0]], [7, 8, 9]
+    counts = dict.fromkeys(readout.PROGRESS_COUNTS, 0)
+    view = readout.progress_view(counts, 10, OBJECTIVES, values, trial_ids=ids)
+    assert view["best"] == {"accuracy": 0.98, "params": 6992.0}  # from two trials
+    assert view["front_size"] == 2
+    assert view["leader"] == {"trial_id": 7, "values": {"accuracy": 0.98, "params": 8010.0}}
+    smallest_first = [Objective(name="params", direction="minimize"), OBJECTIVES[0]]
+    flipped = [[p, a] for a, p in values]
+    leader = readout.progress_view(counts, 10, smallest_first, flipped, trial_ids=ids)["leader"]
+    assert leader == {"trial_id": 9, "values": {"params": 6992.0, "accuracy": 0.80}}
+    assert readout.progress_view(counts, 10, OBJECTIVES, [])["leader"] is None

@@ -70,3 +70,33 @@ def test_trials_over_the_timeout_fail_and_so_does_the_search(make_server, tiny_s
     assert main(["status", search.id, "--address", server.address]) == 1  # failed: not 0
     assert len(rows) == 2
     assert all(r["status"] == "failed" and "timed out after 2 s" in r["error"] for r in rows)
+
+
+def test_a_search_streams_each_trials_start_epochs_and_end(make_server, tiny_spec):
+    """On the local pool, every epoch of every rung travels worker -> engine -> WatchSearch in
+    order: trial_started, its epoch_finished events (loss, seconds), then its trial event with
+    the metrics."""
+    server = make_server(pool=PoolConfig("local", workers=1))
+    spec = tiny_spec(
+        budget={"max_trials": 3},
+        strategy={"name": "random", "rungs": [2, 4], "reduction_factor": 2},
+    )
+    with Client(server.address) as client:
+        search = client.submit(spec)
+        events = [(e.kind, e.payload) for e in search.watch(timeout=240)]
+    runs: dict[tuple[int, int], list[tuple[str, dict]]] = {}
+    for kind, payload in events:
+        if kind in ("trial_started", "epoch_finished", "trial"):
+            runs.setdefault((payload["trial_id"], payload["rung"]), []).append((kind, payload))
+    assert len(runs) == 3 and any(rung == 1 for _, rung in runs)  # a promotion ran too
+    for (_, rung), run in runs.items():
+        kinds = [kind for kind, _ in run]
+        epochs = 2 if rung == 0 else 4
+        assert kinds == ["trial_started", *["epoch_finished"] * epochs, "trial"], kinds
+        started, *epoch_events, (_, finished) = run
+        assert started[1]["epochs"] == epochs and "mlp[" in started[1]["candidate"]
+        assert [p["epoch"] for _, p in epoch_events] == list(range(1, epochs + 1))
+        assert all(p["loss"] > 0 and p["seconds"] > 0 for _, p in epoch_events)
+        assert all(p["epochs"] == epochs for _, p in epoch_events)
+        assert finished["status"] == "ok" and 0 < finished["metrics"]["accuracy"] <= 1
+        assert finished["metrics"]["params"] > 0 and "error" not in finished

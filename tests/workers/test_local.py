@@ -146,3 +146,21 @@ def test_a_failing_dispatcher_fails_the_trials_instead_of_hanging(monkeypatch):
         assert result.status == Status.FAILED and "out of processes" in result.error
         with pytest.raises(RuntimeError, match="closed"):
             executor.submit(QUICK)
+
+
+def test_a_long_lived_worker_reports_each_trials_own_peak_memory():
+    """A large trial then a small one on the same worker: the small one reports its own peak
+    (the process's baseline plus its little model), not the large one's high-water mark."""
+    wide = {"family": "mlp", "depth": 2, "width": 4096, "activation": "relu", "dropout": 0.0}
+    large = Candidate(
+        architecture=wide,
+        optimizer={"name": "adamw", "lr": 1e-3, "batch_size": 64},
+    )
+    with LocalExecutor(workers=1) as executor:
+        big = executor.submit(TrialSpec(large, "digits", epochs=1)).result(timeout=300)
+        small = executor.submit(QUICK).result(timeout=120)
+    assert big.status == small.status == Status.OK, (big.error, small.error)
+    big_peak, small_peak = big.metrics["peak_memory_bytes"], small.metrics["peak_memory_bytes"]
+    # the large MLP holds ~17M float parameters: weights, gradients and two AdamW moments
+    assert big_peak - small_peak > 150e6, (big_peak, small_peak)
+    assert 50e6 < small_peak < 2e9  # the interpreter, torch and the digits: plausible

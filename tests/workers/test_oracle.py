@@ -21,7 +21,7 @@ def oracle(tmp_path):
     csv = tmp_path / "truth.csv"
     csv.write_text(f"arch,test_accuracy\n{CELL},93.5\n{OTHER},10.0\n")
     seen = []
-    inner = InProcessExecutor(lambda spec: seen.append(spec.stage) or "ran")
+    inner = InProcessExecutor(lambda spec, on_epoch: seen.append(spec.stage) or "ran")
     return NB201Oracle(csv, inner), seen
 
 

@@ -83,7 +83,9 @@ def test_the_server_runs_its_searches_on_a_registered_executor(make_server, tiny
 
     def counting(config: PoolConfig) -> InProcessExecutor:
         configs.append(config)
-        executors.append(InProcessExecutor(lambda spec: ran.append(spec) or inner.run(spec)))
+        executors.append(
+            InProcessExecutor(lambda spec, on_epoch: ran.append(spec) or inner.run(spec, on_epoch))
+        )
         return executors[-1]
 
     ran, inner = [], InProcessExecutor()

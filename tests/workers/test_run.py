@@ -34,7 +34,9 @@ def test_the_stage_registry_holds_the_workers_stages_and_a_registered_one_runs()
     assert TRIAL_STAGES.get("proxy") is score_proxies
     assert TRIAL_STAGES.get("costs") is measure_costs
     spec = TrialSpec(Candidate(architecture=MLP), "digits", stage="supernet")
-    with TRIAL_STAGES.registered("supernet", lambda s: TrialResult(Status.OK, {"epochs": 7})):
+    with TRIAL_STAGES.registered(
+        "supernet", lambda s, on_epoch: TrialResult(Status.OK, {"epochs": 7})
+    ):
         assert run_trial(spec).metrics == {"epochs": 7}
     with pytest.raises(NotImplementedError):
         run_trial(spec)

@@ -15,7 +15,7 @@ class SubmitSearchRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., spec_json: _Optional[str] = ...) -> None: ...
 
 class Progress(_message.Message):
-    __slots__ = ("trained", "max_trials", "proposals", "cache_hits", "pruned", "failed", "hypervolume", "best")
+    __slots__ = ("trained", "max_trials", "proposals", "cache_hits", "pruned", "failed", "hypervolume", "best", "front_size", "leader")
     class BestEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -31,6 +31,8 @@ class Progress(_message.Message):
     FAILED_FIELD_NUMBER: _ClassVar[int]
     HYPERVOLUME_FIELD_NUMBER: _ClassVar[int]
     BEST_FIELD_NUMBER: _ClassVar[int]
+    FRONT_SIZE_FIELD_NUMBER: _ClassVar[int]
+    LEADER_FIELD_NUMBER: _ClassVar[int]
     trained: int
     max_trials: int
     proposals: int
@@ -39,7 +41,9 @@ class Progress(_message.Message):
     failed: int
     hypervolume: float
     best: _containers.ScalarMap[str, float]
-    def __init__(self, trained: _Optional[int] = ..., max_trials: _Optional[int] = ..., proposals: _Optional[int] = ..., cache_hits: _Optional[int] = ..., pruned: _Optional[int] = ..., failed: _Optional[int] = ..., hypervolume: _Optional[float] = ..., best: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    front_size: int
+    leader: ParetoPoint
+    def __init__(self, trained: _Optional[int] = ..., max_trials: _Optional[int] = ..., proposals: _Optional[int] = ..., cache_hits: _Optional[int] = ..., pruned: _Optional[int] = ..., failed: _Optional[int] = ..., hypervolume: _Optional[float] = ..., best: _Optional[_Mapping[str, float]] = ..., front_size: _Optional[int] = ..., leader: _Optional[_Union[ParetoPoint, _Mapping]] = ...) -> None: ...
 
 class Search(_message.Message):
     __slots__ = ("id", "name", "status", "error", "spec_json", "created_at", "updated_at", "progress")

@@ -1,0 +1,95 @@
+"""What the progress bars and the status line say about a search, in one place: the client's
+bar (``winnow submit --wait``, ``Search.wait(progress=True)``), ``winnow status`` and the bar of
+``winnow search run`` all call these.
+
+- :class:`RunningTrials` follows a search's events and names the training runs under way with
+  their epochs: ``running #3 epoch 2/9, #4 epoch 1/3``.
+- :func:`front_text` names one trial's values, never a mix: ``front 3 points; best accuracy:
+  #12 accuracy=0.98 model_bytes=8010`` (the front's leader, ``readout.front_leader``). Each
+  objective's own best, which usually comes from different trials, is labelled so
+  (:func:`per_objective_text`).
+
+Plain Python over the SDK's dicts and event payloads: no torch, no gRPC.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+SHOWN_RUNNING = 4  # runs named on a bar; more are counted ("+3 more")
+# events after which no run of the search is under way any more (resumed: they start again)
+RUN_RESETS = ("search_finished", "search_paused", "search_resumed")
+
+
+class RunningTrials:
+    """The training runs under way, from ``trial_started`` / ``epoch_finished`` / ``trial``
+    events (see ``service/engine/journal.py``), by trial id: ``(epochs done, epochs)``."""
+
+    def __init__(self) -> None:
+        self.epochs: dict[int, tuple[int, int]] = {}
+
+    def observe(self, kind: str, payload: Mapping[str, Any]) -> None:
+        trial_id = payload.get("trial_id")
+        if kind == "trial_started":
+            self.epochs[trial_id] = (0, payload["epochs"])
+        elif kind == "epoch_finished":
+            self.epochs[trial_id] = (payload["epoch"], payload["epochs"])
+        elif kind == "trial" and payload.get("stage", "train") == "train":
+            self.epochs.pop(trial_id, None)
+        elif kind in RUN_RESETS:
+            self.epochs.clear()
+
+    def text(self) -> str:
+        """``running #3 epoch 2/9, #4 epoch 1/3`` (empty when nothing runs)."""
+        if not self.epochs:
+            return ""
+        runs = [f"#{t} epoch {done}/{total}" for t, (done, total) in self.epochs.items()]
+        more = len(runs) - SHOWN_RUNNING
+        shown = ", ".join(runs[:SHOWN_RUNNING]) + (f", +{more} more" if more > 0 else "")
+        return f"running {shown}"
+
+
+def objective_names(search: Mapping[str, Any]) -> list[str]:
+    """A search dict's objectives in its spec's order (protobuf maps keep none)."""
+    return [o["name"] for o in (search.get("spec") or {}).get("objectives", [])]
+
+
+def number(value: float, digits: int) -> str:
+    """A whole number as it is (``model_bytes=51790``, not ``5.179e+04``), else ``digits``
+    significant digits."""
+    value = float(value)
+    if value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return f"{value:.{digits}g}"
+
+
+def _values(values: Mapping[str, float], order: Sequence[str], digits: int, sep: str) -> str:
+    names = [n for n in order if n in values] or list(values)
+    return sep.join(f"{n}={number(values[n], digits)}" for n in names)
+
+
+def front_text(progress: Mapping[str, Any], order: Sequence[str], digits: int = 4) -> str:
+    """``front 3 points; best accuracy: #12 accuracy=0.98 model_bytes=8010``: the front's size
+    and its leader (the front point best on the first objective) with all its values; ``-``
+    without completed trials. A server from before leaders sends none: its per-objective bests
+    are shown, labelled as such."""
+    leader = progress.get("leader")
+    if leader is None:
+        return per_objective_text(progress, order, digits) or "front -"
+    size = progress.get("front_size", 0)
+    first = order[0] if order else next(iter(leader["values"]))
+    values = _values(leader["values"], order, digits, " ")
+    points = f"{size} point{'s' if size != 1 else ''}"
+    return f"front {points}; best {first}: #{leader['trial_id']} {values}"
+
+
+def per_objective_text(progress: Mapping[str, Any], order: Sequence[str], digits: int = 4) -> str:
+    """``per-objective best (different trials): accuracy=0.98, model_bytes=6992`` (empty
+    without completed trials); one objective's best is one trial's, labelled plainly."""
+    best = progress.get("best") or {}
+    if not best:
+        return ""
+    if len(best) == 1:
+        return f"best {_values(best, order, digits, ', ')}"
+    return f"per-objective best (different trials): {_values(best, order, digits, ', ')}"

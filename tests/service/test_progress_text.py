@@ -1,0 +1,70 @@
+"""What the bars and the status line say: the running trials' epochs from a search's events,
+and one trial's values (the front's leader) rather than each objective's best from different
+trials."""
+
+from __future__ import annotations
+
+from winnow.service.client import bar_postfix
+from winnow.service.progress_text import RunningTrials, front_text
+
+ORDER = ["accuracy", "model_bytes"]
+PROGRESS = {
+    "trained": 5,
+    "hypervolume": 0.5,
+    "best": {"accuracy": 0.98, "model_bytes": 6992.0},  # from two different trials
+    "front_size": 3,
+    "leader": {"trial_id": 12, "values": {"model_bytes": 8010.0, "accuracy": 0.98}},
+}
+
+
+def test_running_trials_follow_started_epoch_and_finished_events():
+    running = RunningTrials()
+    running.observe("trial_started", {"trial_id": 3, "rung": 1, "epochs": 9})
+    running.observe("trial_started", {"trial_id": 4, "rung": 0, "epochs": 3})
+    assert running.text() == "running #3 epoch 0/9, #4 epoch 0/3"
+    running.observe("epoch_finished", {"trial_id": 3, "rung": 1, "epoch": 2, "epochs": 9})
+    running.observe("epoch_finished", {"trial_id": 4, "rung": 0, "epoch": 1, "epochs": 3})
+    assert running.text() == "running #3 epoch 2/9, #4 epoch 1/3"
+    running.observe("trial", {"trial_id": 4, "stage": "train", "status": "ok"})
+    running.observe("trial", {"trial_id": 3, "stage": "proxy", "status": "ok"})  # not a run's end
+    assert running.text() == "running #3 epoch 2/9"
+    running.observe("search_resumed", {"requeued": 1})  # its runs start again
+    assert running.text() == ""
+
+
+def test_many_running_trials_are_counted_past_the_first_few():
+    running = RunningTrials()
+    for trial_id in range(6):
+        running.observe("trial_started", {"trial_id": trial_id, "epochs": 2})
+    assert running.text().endswith("#3 epoch 0/2, +2 more")
+
+
+def test_the_front_text_names_one_trials_values_in_objective_order():
+    text = front_text(PROGRESS, ORDER)
+    assert text == "front 3 points; best accuracy: #12 accuracy=0.98 model_bytes=8010"
+    assert "6992" not in text  # the other trial's model_bytes is not mixed in
+    assert front_text({**PROGRESS, "leader": None, "best": {}}, ORDER) == "front -"
+    big = {"trial_id": 1, "values": {"accuracy": 0.93781, "model_bytes": 51790.0}}
+    text = front_text({**PROGRESS, "front_size": 1, "leader": big}, ORDER)
+    assert text == "front 1 point; best accuracy: #1 accuracy=0.9378 model_bytes=51790"
+
+
+def test_a_server_without_leaders_gets_its_per_objective_bests_labelled():
+    old = {"best": {"accuracy": 0.98, "model_bytes": 6992.0}, "front_size": 0, "leader": None}
+    text = front_text(old, ORDER)
+    assert text == "per-objective best (different trials): accuracy=0.98, model_bytes=6992"
+
+
+def test_the_client_bar_shows_the_leader_the_hypervolume_and_the_running_epochs():
+    running = RunningTrials()
+    running.observe("trial_started", {"trial_id": 3, "epochs": 9})
+    running.observe("epoch_finished", {"trial_id": 3, "epoch": 2, "epochs": 9})
+    search = {
+        "status": "running",
+        "progress": PROGRESS,
+        "spec": {"objectives": [{"name": "accuracy"}, {"name": "model_bytes"}]},
+    }
+    assert bar_postfix(search, running) == (
+        "running; front 3 points; best accuracy: #12 accuracy=0.98 model_bytes=8010; HV 0.5; "
+        "running #3 epoch 2/9"
+    )
