@@ -18,7 +18,7 @@ from winnow.v1 import search_pb2 as pb
 
 
 def search_message(search: SearchRecord, progress: dict[str, Any] | None = None) -> pb.Search:
-    """``progress``: ``readout.progress``'s counters, or None for a listing without them."""
+    """``progress``: ``readout.progress``'s counters (None: a message without them)."""
     message = pb.Search(
         id=search.id,
         name=search.name,

@@ -111,3 +111,24 @@ def test_examples_parse_and_the_demo_is_the_digits_example():
     example = load_search_spec(ROOT / "examples/digits-search.yaml")
     assert parse_search_spec(DEMO_SPEC) == example
     assert load_space(ROOT / "examples/digits.yaml") == load_space("digits-joint")
+
+
+def test_listed_searches_carry_their_stored_progress(make_server, tiny_spec):
+    """A finished search's row in ``ListSearches`` shows what ``GetSearch`` shows (they were
+    zeros: the listing sent no progress). A second server on the same store reads it from the
+    store alone (no live engine)."""
+    from winnow.service.client import Client
+
+    first = make_server()
+    with Client(first.address, timeout=20) as client:
+        client.submit(tiny_spec()).wait()
+    first.stop(grace=0.5)
+    with Client(make_server().address, timeout=20) as client:
+        [listed] = client.searches()
+        got = client.search(listed["id"]).info()["progress"]
+    progress = listed["progress"]
+    assert progress["trained"] == 3 and progress["max_trials"] == 3
+    counters = ("trained", "max_trials", "proposals", "cache_hits", "pruned", "failed")
+    assert {k: progress[k] for k in counters} == {k: got[k] for k in counters}
+    assert progress["best"] == pytest.approx(got["best"]) and got["best"]
+    assert progress["hypervolume"] == pytest.approx(got["hypervolume"]) and got["hypervolume"] > 0
