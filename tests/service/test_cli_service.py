@@ -85,15 +85,18 @@ def test_token_file(make_server, capsys, tmp_path):
     assert code == 0 and out == ""
 
 
-def test_demo_runs_a_search_through_the_service(tmp_path, capsys):
-    code, out, err = run(capsys, "demo", "--json", "--max-trials", "4", "--data-dir", str(tmp_path))
+def test_demo_runs_a_search_through_the_service(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a relative --data-dir: the JSON's paths come out absolute
+    code, out, err = run(capsys, "demo", "--json", "--max-trials", "4", "--data-dir", "demo")
     assert code == 0
     result = json.loads(out.strip().splitlines()[-1])
     assert set(result) == {"search_id", "pareto", "recipe_path", "db_url"}
     assert result["pareto"] and {"trial_id", "accuracy", "model_bytes"} <= set(result["pareto"][0])
+    assert Path(result["recipe_path"]).parent == tmp_path / "demo"
     recipe = json.loads(Path(result["recipe_path"]).read_text())
     assert recipe["search_id"] == result["search_id"]
-    assert "Pareto front" in err and str(tmp_path) in result["db_url"]
+    assert result["db_url"] == f"sqlite:///{tmp_path / 'demo' / 'winnow.db'}"  # four slashes
+    assert "Pareto front" in err
 
 
 def test_checked_in_protobuf_code_matches_the_protos(tmp_path):
