@@ -1,4 +1,5 @@
-"""The client SDK: ``Client(address, token=None)`` talks to a winnow server; ``submit(spec)``
+"""The client SDK: ``Client(address, token=None)`` talks to a winnow server (both default to
+the environment: ``WINNOW_ADDRESS``, ``WINNOW_TOKEN_FILE``, ``WINNOW_TOKEN``); ``submit(spec)``
 returns a ``Search`` handle to watch, wait for, read and export.
 
     from winnow import Client, SearchSpec
@@ -8,8 +9,9 @@ returns a ``Search`` handle to watch, wait for, read and export.
     print(search.pareto())
     search.export(path="recipe.json")
 
-Calls have a deadline (``timeout``) and are retried with backoff when the server is unavailable
-or restarting; submissions carry a request id, so a retried submit never makes two searches.
+Calls have a deadline (``timeout``, retries included) and are retried with backoff when the
+server is unavailable or restarting; submissions carry a request id, so a retried submit never
+makes two searches.
 ``watch`` reconnects and resumes from the last event it saw. Server errors surface as
 ``WinnowError`` with the gRPC status name and the server's sentence.
 
@@ -32,7 +34,7 @@ import grpc
 from tqdm import tqdm
 
 from winnow.search_space.builtin_spaces import BUILTIN_SPACES, read_space_file
-from winnow.service import progress_text
+from winnow.service import env, progress_text
 from winnow.service.api import convert
 from winnow.service.search_spec import SearchSpec, load_search_spec, parse_search_spec
 from winnow.v1 import search_pb2 as pb
@@ -62,14 +64,28 @@ class Event:
 
 
 class Client:
+    """A connection to a winnow server.
+
+    Args:
+        address: HOST:PORT (default: ``$WINNOW_ADDRESS``, else 127.0.0.1:50051).
+        token: the bearer token (default: the content of ``token_file``, else of
+            ``$WINNOW_TOKEN_FILE``, else ``$WINNOW_TOKEN``; see ``winnow.service.env``).
+        token_file: a file holding the bearer token.
+        tls_ca: the CA certificate (PEM) of a TLS server.
+        timeout: seconds each call may take in all, its retries and their waits included.
+        retries: how many times a call is retried while the server is unavailable.
+    """
+
     def __init__(
         self,
-        address: str = "127.0.0.1:50051",
+        address: str | None = None,
         token: str | None = None,
         tls_ca: str | Path | None = None,
         timeout: float = 30.0,
         retries: int = 5,
+        token_file: str | Path | None = None,
     ) -> None:
+        address, token = env.address(address), env.token(token, token_file)
         self.address, self.timeout, self.retries = address, timeout, retries
         if tls_ca is not None:
             credentials = grpc.ssl_channel_credentials(Path(tls_ca).read_bytes())
@@ -117,16 +133,25 @@ class Client:
     # --- calls --------------------------------------------------------------------------------
 
     def _call(self, method: str, request: Any) -> Any:
-        """One unary call with a deadline, retried with backoff while the server is away."""
+        """One unary call, retried with backoff while the server is away; ``timeout`` bounds
+        the whole of it: each try gets what is left, and no retry starts whose wait would end
+        past the deadline."""
+        start = time.monotonic()
+        deadline = start + self.timeout
         for attempt in range(self.retries + 1):
             try:
                 return getattr(self.stub, method)(
-                    request, timeout=self.timeout, metadata=self.metadata
+                    request, timeout=max(deadline - time.monotonic(), 0.0), metadata=self.metadata
                 )
             except grpc.RpcError as error:
-                if error.code() not in RETRYABLE or attempt == self.retries:
+                pause = min(0.2 * 2**attempt, 5.0)
+                out_of_time = time.monotonic() + pause >= deadline
+                if error.code() not in RETRYABLE:
                     raise _error(error) from None
-                time.sleep(min(0.2 * 2**attempt, 5.0))
+                if attempt == self.retries or out_of_time:
+                    seconds = time.monotonic() - start
+                    raise _gave_up(error, self.address, attempt + 1, seconds) from None
+                time.sleep(pause)
         raise AssertionError("unreachable")
 
     def _stream(self, method: str, request: Any, timeout: float | None = None) -> Iterator[Any]:
@@ -309,6 +334,11 @@ def _inline(spec: SearchSpec) -> SearchSpec:
 
 def _error(error: grpc.RpcError) -> WinnowError:
     return WinnowError(error.code().name, error.details() or "")
+
+
+def _gave_up(error: grpc.RpcError, address: str, tries: int, seconds: float) -> WinnowError:
+    detail = f"{error.details() or 'no answer'} (gave up on {address}: {tries} tries in "
+    return WinnowError(error.code().name, detail + f"{seconds:.1f} s)")
 
 
 def _event(message: pb.SearchEvent) -> Event:

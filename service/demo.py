@@ -56,6 +56,7 @@ def run_demo(
     max_trials: int | None = None,
     pool: PoolConfig = LOCAL,
 ) -> int:
+    data_dir = data_dir.expanduser().absolute()  # the printed paths and URL work from anywhere
     data_dir.mkdir(parents=True, exist_ok=True)
     db_url = sqlite_url(data_dir / "winnow.db")
     spec = DEMO_SPEC | ({"budget": {"max_trials": max_trials}} if max_trials else {})

@@ -14,6 +14,7 @@ from scipy import stats
 
 from winnow.service.engine import readout
 from winnow.service.search_spec import Objective
+from winnow.service.store import reads
 
 
 def weight_bits_label(bits: Any) -> str:
@@ -88,9 +89,10 @@ def history(done: pd.DataFrame, objectives: Sequence[Objective]) -> pd.DataFrame
 def progress(counts: pd.DataFrame, proposals: int, hypervolume_value: float) -> dict[str, Any]:
     """``readout.progress``'s counters (``readout.tally``) from the grouped counts of
     ``reads.counts``."""
-    reused = counts["reused"].astype(bool)
-    groups = zip(counts["stage"], counts["status"], reused, counts["rows"], strict=True)
-    return {**readout.tally(groups, proposals), "hypervolume": hypervolume_value}
+    return {
+        **readout.tally(reads.tally_groups(counts), proposals),
+        "hypervolume": hypervolume_value,
+    }
 
 
 def funnel(counts: pd.DataFrame, rungs: Sequence[int], proposals: int) -> pd.DataFrame:

@@ -23,20 +23,19 @@ def mirror_url(server: str) -> str:
     return sqlite_url(Path(tempfile.gettempdir()) / "winnow-ui" / f"mirror-{name}.db")
 
 
-def sync(server: str, token: str | None, store: Store) -> None:
+def sync(client: Client, store: Store) -> None:
     """Copy the searches that changed since the last sync (a finished search is copied once).
     A row keeps the time it was first seen, and when it was first seen finished."""
     now = time.time()
-    with Client(server, token=token, timeout=20, retries=1) as client:
-        listed = client.searches()
-        store.forget_searches_except({info["id"] for info in listed})
-        known = {s.id: (s.status, s.updated_at) for s in store.searches()}
-        for info in listed:
-            ended = info["status"] in TERMINAL
-            if ended and known.get(info["id"]) == (info["status"], info["updated_at"]):
-                continue  # a running search's rows change without its update time
-            trials = client.search(info["id"]).trials()
-            _replace_search(store, info, trials, now)
+    listed = client.searches()
+    store.forget_searches_except({info["id"] for info in listed})
+    known = {s.id: (s.status, s.updated_at) for s in store.searches()}
+    for info in listed:
+        ended = info["status"] in TERMINAL
+        if ended and known.get(info["id"]) == (info["status"], info["updated_at"]):
+            continue  # a running search's rows change without its update time
+        trials = client.search(info["id"]).trials()
+        _replace_search(store, info, trials, now)
 
 
 def _replace_search(store: Store, info: dict, trials: list[dict], now: float) -> None:

@@ -1,10 +1,10 @@
 """Where the dashboard reads, and its cached reads.
 
 ``winnow ui`` passes its options in the environment (``WINNOW_UI_DB``, ``WINNOW_UI_SERVER``,
-``WINNOW_UI_TOKEN``), which Streamlit's ``AppTest`` can set too. With a database URL the pages
-read that store; with only a server, ``mirror`` copies the server's searches into a local
-SQLite file and the pages read that. A server address is also what cancelling needs: searches
-run in the server's process, which only it can stop.
+``WINNOW_UI_TOKEN``, ``WINNOW_UI_TLS_CA``), which Streamlit's ``AppTest`` can set too. With a
+database URL the pages read that store; with only a server, ``mirror`` copies the server's
+searches into a local SQLite file and the pages read that. A server address is also what
+cancelling needs: searches run in the server's process, which only it can stop.
 
 Every read goes through the store's records and its read API (``winnow.service.store.reads``),
 cached with ``st.cache_data``, keyed by the search's ``reads.version`` (so a live search is
@@ -35,13 +35,21 @@ class Settings:
     db: str | None
     server: str | None
     token: str | None
+    tls_ca: str | None = None  # the CA certificate (PEM) of a TLS server
 
     @classmethod
     def from_env(cls) -> Settings:
         def env(name: str) -> str | None:
             return os.environ.get(name) or None
 
-        return cls(env("WINNOW_UI_DB"), env("WINNOW_UI_SERVER"), env("WINNOW_UI_TOKEN"))
+        names = ("WINNOW_UI_DB", "WINNOW_UI_SERVER", "WINNOW_UI_TOKEN", "WINNOW_UI_TLS_CA")
+        return cls(*(env(name) for name in names))
+
+    def client(self, timeout: float):
+        """A client of the server (gRPC is imported only when the dashboard needs one)."""
+        from winnow.service.client import Client
+
+        return Client(self.server, token=self.token, tls_ca=self.tls_ca, timeout=timeout, retries=1)
 
 
 @st.cache_resource(show_spinner=False)
@@ -57,15 +65,17 @@ def store() -> Store:
     if settings.server:
         from winnow.ui.mirror import mirror_url
 
-        return _store(_synced(settings.server, settings.token, mirror_url(settings.server)))
+        url = mirror_url(settings.server)
+        return _store(_synced(settings.server, settings.token, settings.tls_ca, url))
     raise RuntimeError("set WINNOW_UI_DB (a database URL) or WINNOW_UI_SERVER (host:port)")
 
 
 @st.cache_data(ttl=REFRESH_SECONDS, show_spinner=False)
-def _synced(server: str, token: str | None, url: str) -> str:
+def _synced(server: str, token: str | None, tls_ca: str | None, url: str) -> str:
     from winnow.ui.mirror import sync
 
-    sync(server, token, _store(url))
+    with Settings(None, server, token, tls_ca).client(timeout=20) as client:
+        sync(client, _store(url))
     return url
 
 
@@ -136,10 +146,8 @@ def trial_page(url: str, search_id: str, version: tuple, query: reads.TableQuery
 
 def cancel(search_id: str) -> str:
     """Ask the server to cancel; returns the search's status as the server reports it."""
-    from winnow.service.client import Client
-
     settings = Settings.from_env()
     if not settings.server:
         raise RuntimeError("cancelling needs the server's address (winnow ui --server HOST:PORT)")
-    with Client(settings.server, token=settings.token, timeout=10, retries=1) as client:
+    with settings.client(timeout=10) as client:
         return client.search(search_id).cancel()["status"]

@@ -18,8 +18,8 @@ from winnow.v1 import search_pb2 as pb
 
 
 def search_message(search: SearchRecord, progress: dict[str, Any] | None = None) -> pb.Search:
-    """``progress``: ``readout.progress``'s counters, or None for a listing without them (its
-    ``leader`` dict becomes a ``ParetoPoint`` without a candidate)."""
+    """``progress``: ``readout.progress``'s counters (None: a message without them); its
+    ``leader`` dict becomes a ``ParetoPoint`` without a candidate."""
     message = pb.Search(
         id=search.id,
         name=search.name,

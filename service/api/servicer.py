@@ -33,7 +33,7 @@ from winnow.service.api.manager import (
 )
 from winnow.service.engine import readout
 from winnow.service.search_spec import SearchSpec, parse_search_spec
-from winnow.service.store import StoreError
+from winnow.service.store import StoreError, reads
 from winnow.v1 import search_pb2 as pb
 from winnow.v1 import search_pb2_grpc
 
@@ -138,8 +138,10 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
         rows = self.store.searches_page(_search_token(request.page_token), size + 1)
         more = len(rows) > size
         last = rows[size - 1] if more else None
+        page = rows[:size]
+        progress = self._page_progress(page)
         return pb.ListSearchesResponse(
-            searches=[self._search_message(r, with_progress=False) for r in rows[:size]],
+            searches=[convert.search_message(r, progress[r.id]) for r in page],
             # the last row's place, not an offset: searches submitted meanwhile shift nothing
             next_page_token=f"{last.created_at!r}/{last.id}" if last else "",
         )
@@ -235,14 +237,36 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
                 f"no search {search_id!r} on this server; `winnow list` shows the searches",
             ) from None
 
-    def _search_message(self, row: SearchRecord, with_progress: bool = True) -> pb.Search:
-        counts = None
-        if with_progress:
-            counts = self.manager.progress(row.id)
-            if counts is None:
-                spec = SearchSpec.model_validate_json(row.spec_json)
-                counts = readout.progress(spec, self.store.trials(row.id))
+    def _search_message(self, row: SearchRecord) -> pb.Search:
+        counts = self.manager.progress(row.id)
+        if counts is None:
+            spec = SearchSpec.model_validate_json(row.spec_json)
+            counts = readout.progress(spec, self.store.trials(row.id))
         return convert.search_message(row, counts)
+
+    def _page_progress(self, rows: list[SearchRecord]) -> dict[str, dict[str, Any]]:
+        """The progress of a page of searches: a running one's from its engine, the others'
+        from three aggregate reads of the whole page (counts, proposals, completed results),
+        not a read of every row of every search."""
+        found = {r.id: p for r in rows if (p := self.manager.progress(r.id)) is not None}
+        stored = [r for r in rows if r.id not in found]
+        if not stored:
+            return found
+        ids = [r.id for r in stored]
+        counts = reads.counts(self.store, ids)
+        proposals = reads.proposals(self.store, ids)
+        results = reads.trained(self.store, ids)
+        for row in stored:
+            spec = SearchSpec.model_validate_json(row.spec_json)
+            groups = reads.tally_groups(counts[counts["search_id"] == row.id])
+            top_rung = len(spec.strategy.rungs) - 1
+            done = reads.completed(results[results["search_id"] == row.id], top_rung)
+            points = [readout.completed_point(spec.objectives, m) for m in done["metrics"]]
+            kept = [(p, n) for p, n in zip(points, done["number"], strict=True) if p is not None]
+            found[row.id] = readout.stored_progress(
+                spec, groups, proposals.get(row.id, 0), [p for p, _ in kept], [n for _, n in kept]
+            )
+        return found
 
 
 def _parse_spec(text: str) -> SearchSpec:

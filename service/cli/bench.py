@@ -1,8 +1,8 @@
 """``winnow bench ...``: benchmarks that print JSON.
 
-    winnow bench proxies --nb201 CSV --data npz:PATH --sample 1000 --seed 0 --json [--no-share]
+    winnow bench proxies --nb201 CSV --dataset npz:PATH --sample 1000 --seed 0 --json [--no-share]
     winnow bench hashing --space nb201 --json --out hashes.csv
-    winnow bench search --oracle nb201:CSV --data npz:PATH --strategies random,tpe,cascade \\
+    winnow bench search --oracle nb201:CSV --dataset npz:PATH --strategies random,tpe,cascade \\
         --budget 100 --seeds 10 --json [--objectives accuracy,params]
     winnow bench service --trials 2000 --clients 8
     winnow bench workers --executor local --trials 200
@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from winnow.service.cli.options import dataset_option, db_option
 from winnow.service.cli.output import print_json
 from winnow.workers.pools import EXECUTORS
 
@@ -48,9 +49,9 @@ def cmd_bench_proxies(args: argparse.Namespace) -> int:
     from winnow.search_space.datasets import load_dataset
 
     cells = sample_cells(read_nb201_truth(args.nb201), args.sample, args.seed)
-    load_dataset(args.data)  # bad names and missing files are input errors: fail before work
+    load_dataset(args.dataset)  # bad names and missing files are input errors: fail before work
     config = BenchConfig(
-        data=args.data,
+        data=args.dataset,
         proxies=_chosen_proxies(args.proxies),
         seed=args.seed,
         batch_size=args.batch_size,
@@ -102,7 +103,7 @@ def cmd_bench_search(args: argparse.Namespace) -> int:
     kind, _, path = args.oracle.partition(":")
     if kind != "nb201" or not path:
         raise ValueError(f"--oracle takes nb201:CSV, not {args.oracle!r}")
-    load_dataset(args.data)  # a bad dataset is an input error: fail before any work
+    load_dataset(args.dataset)  # a bad dataset is an input error: fail before any work
     screen_fields: dict[str, Any] = {}
     if args.screen_proxies:
         screen_fields["proxies"] = [p.strip() for p in args.screen_proxies.split(",")]
@@ -114,12 +115,12 @@ def cmd_bench_search(args: argparse.Namespace) -> int:
         raise ValueError(f"--screen-proxies: {unknown[1]}")
     result = run_search_bench(
         path,
-        args.data,
+        args.dataset,
         [s.strip() for s in args.strategies.split(",")],
         args.budget,
         args.seeds,
         objectives=[o.strip() for o in args.objectives.split(",")],
-        store_url=args.store,
+        store_url=args.db,
         screen=screen,
         progress=None if args.quiet else lambda line: print(line, file=sys.stderr, flush=True),
     )
@@ -177,7 +178,7 @@ def _add_proxies(bench_commands: Any) -> None:
         "proxies", help="rank correlation of zero-cost proxies with NAS-Bench-201 accuracy"
     )
     bp.add_argument("--nb201", required=True, help="ground-truth CSV (arch, test_accuracy)")
-    bp.add_argument("--data", required=True, help="images to score on, e.g. npz:PATH")
+    dataset_option(bp, required=True, help="images to score on, e.g. npz:PATH")
     bp.add_argument("--sample", type=int, default=1000, help="number of cells (CI smoke: 20)")
     bp.add_argument("--seed", type=int, default=0)
     bp.add_argument("--proxies", help="comma-separated names (default: every proxy)")
@@ -210,17 +211,17 @@ def _add_hashing(bench_commands: Any) -> None:
 def _add_search(bench_commands: Any) -> None:
     bs = bench_commands.add_parser("search", help="search strategies on the NB201 oracle")
     bs.add_argument("--oracle", required=True, help="nb201:CSV of arch,test_accuracy")
-    bs.add_argument("--data", required=True, help="images the proxies score on, e.g. npz:PATH")
+    dataset_option(bs, required=True, help="images the proxies score on, e.g. npz:PATH")
     bs.add_argument("--strategies", default="random,tpe,cascade")
     bs.add_argument("--budget", type=int, default=100, help="trained trials per search")
     bs.add_argument("--seeds", type=int, default=10)
     bs.add_argument("--objectives", default="accuracy", help="e.g. accuracy,params")
-    bs.add_argument("--store", default="sqlite:///runs/bench-search.db", help="cache database")
+    db_option(bs, default="sqlite:///runs/bench-search.db", help="store URL of the cache")
     bs.add_argument(
         "--screen-proxies",
         default="synflow,params,flops",
-        help="the cascade's proxies, comma-separated (default: the data-independent ones, "
-        "about 0.1 s a cell on one CPU core)",
+        help="the cascade's proxies, comma-separated (the data-independent ones below take about "
+        "0.1 s a cell on one CPU core)",
     )
     bs.add_argument("--keep-fraction", type=float, help="the cascade's screening fraction")
     bs.add_argument("--json", action="store_true", help="print one JSON object (the default)")

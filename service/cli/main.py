@@ -15,12 +15,12 @@ that ``winnow --help`` and ``winnow --version`` answer at once.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from importlib.metadata import version
 
 from winnow.service.cli.bench import add_bench_commands
+from winnow.service.cli.options import WinnowParser
 from winnow.service.cli.search import add_search_commands
 from winnow.service.cli.service import add_service_commands
 from winnow.service.cli.space import add_space_commands
@@ -30,8 +30,13 @@ from winnow.service.cli.ui import add_ui_commands
 CLIENT_MISTAKES = ("INVALID_ARGUMENT", "NOT_FOUND", "UNAUTHENTICATED", "PERMISSION_DENIED")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="winnow", description="The ``winnow`` command line.")
+def build_parser() -> WinnowParser:
+    parser = WinnowParser(
+        prog="winnow",
+        description="The winnow command line.",
+        epilog="Environment: WINNOW_ADDRESS (the server), WINNOW_TOKEN / WINNOW_TOKEN_FILE (its "
+        "bearer token), WINNOW_DB (the store URL); a flag given wins over them.",
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {version('winnow')}")
     commands = parser.add_subparsers(dest="command", required=True)
     add_space_commands(commands)

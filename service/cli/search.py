@@ -1,8 +1,10 @@
 """``winnow search run|resume|list``: searches in this process, on a store.
 
-    winnow search run examples/digits-search.yaml --store sqlite:///runs/winnow.db --json
-    winnow search resume SEARCH_ID --store sqlite:///runs/winnow.db
-    winnow search list --store sqlite:///runs/winnow.db
+    winnow search run examples/digits-search.yaml --db sqlite:///runs/winnow.db --json
+    winnow search resume SEARCH_ID --db sqlite:///runs/winnow.db
+    winnow search list --db sqlite:///runs/winnow.db
+
+``--db`` (formerly ``--store``, still accepted) defaults to ``$WINNOW_DB``.
 
 The engine, the store and the workers import torch, optuna and SQLAlchemy: handlers import them
 when they run.
@@ -16,8 +18,8 @@ import sys
 from dataclasses import asdict
 from typing import Any
 
+from winnow.service.cli.options import db_option
 from winnow.service.cli.output import print_json, search_exit_code
-from winnow.service.store.urls import DEFAULT_URL as DEFAULT_STORE
 
 
 def _progress_bar(total: int, quiet: bool):
@@ -91,14 +93,14 @@ def cmd_search_run(args: argparse.Namespace) -> int:
     from winnow.workers.executor import InProcessExecutor
 
     spec = load_search_spec(args.spec)
-    store = Store(args.store)
+    store = Store(args.db)
 
     def make(on_event):
         return Engine.create(
             spec, store, InProcessExecutor(), device=args.device, on_event=on_event
         )
 
-    print(f"winnow: storing the search in {args.store}", file=sys.stderr)
+    print(f"winnow: storing the search in {args.db}", file=sys.stderr)
     return _run_engine(make, spec.budget.max_trials, args)
 
 
@@ -107,7 +109,7 @@ def cmd_search_resume(args: argparse.Namespace) -> int:
     from winnow.service.store import Store
     from winnow.workers.executor import InProcessExecutor
 
-    store = Store(args.store)
+    store = Store(args.db)
 
     def make(on_event):
         return Engine.resume(
@@ -121,7 +123,7 @@ def cmd_search_resume(args: argparse.Namespace) -> int:
 def cmd_search_list(args: argparse.Namespace) -> int:
     from winnow.service.store import Store
 
-    for row in Store(args.store).searches():
+    for row in Store(args.db).searches():
         print_json({"id": row.id, "name": row.name, "status": row.status, "task": row.task_key})
     return 0
 
@@ -135,7 +137,7 @@ def add_search_commands(commands: Any) -> None:
     resume.add_argument("search_id")
     listing = sub.add_parser("list", help="the searches in a store")
     for parser in (run, resume, listing):
-        parser.add_argument("--store", default=DEFAULT_STORE, help="database URL (SQLite/PG)")
+        db_option(parser)
     for parser in (run, resume):
         parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
         parser.add_argument("--json", action="store_true", help="print the report as JSON")

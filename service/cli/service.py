@@ -7,7 +7,8 @@
     winnow demo [--json]
 
 Client commands find the server with ``--address`` (or ``WINNOW_ADDRESS``) and the token with
-``--token``/``--token-file`` (or ``WINNOW_TOKEN``). The server, the SDK (gRPC) and the demo
+``--token``/``--token-file`` (or ``WINNOW_TOKEN``/``WINNOW_TOKEN_FILE``); ``serve`` opens ``--db``
+(or ``WINNOW_DB``). The server, the SDK (gRPC) and the demo
 are imported by the handlers that use them.
 """
 
@@ -16,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import signal
 import sys
 import threading
@@ -24,12 +24,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from winnow.service import env
+from winnow.service.cli.options import client_options, db_option
 from winnow.service.cli.output import print_json, search_exit_code
-from winnow.service.store.urls import DEFAULT_URL as DEFAULT_STORE
 from winnow.workers.pools import EXECUTORS, PoolConfig
-
-DEFAULT_ADDRESS = "127.0.0.1:50051"
-
 
 # --- logging ----------------------------------------------------------------------------------
 
@@ -64,9 +62,7 @@ def _configure_logging(fmt: str) -> None:
 
 
 def _token(args: argparse.Namespace) -> str | None:
-    if getattr(args, "token_file", None):
-        return Path(args.token_file).read_text().strip() or None
-    return args.token or os.environ.get("WINNOW_TOKEN") or None
+    return env.token(args.token, args.token_file)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -189,14 +185,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # --- the parsers ------------------------------------------------------------------------------
 
 
-def _client_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--address", default=os.environ.get("WINNOW_ADDRESS", DEFAULT_ADDRESS))
-    parser.add_argument("--token", help="bearer token (default: $WINNOW_TOKEN)")
-    parser.add_argument("--token-file", help="file holding the bearer token")
-    parser.add_argument("--tls-ca", help="CA certificate (PEM) to reach a TLS server")
-    parser.add_argument("--timeout", type=float, default=30.0, help="seconds per call")
-
-
 def _pool_config(args: argparse.Namespace) -> PoolConfig:
     """The ``PoolConfig`` of ``--executor``, ``--workers``, ``--ray-address`` and (serve only)
     ``--trial-timeout``."""
@@ -223,16 +211,24 @@ def _executor_options(parser: argparse.ArgumentParser) -> None:
 
 def add_service_commands(commands: Any) -> None:
     serve = commands.add_parser("serve", help="run the winnow gRPC server")
-    serve.add_argument("--db", default=DEFAULT_STORE, help="store URL")
-    serve.add_argument("--address", default=DEFAULT_ADDRESS, help="HOST:PORT to listen on")
+    db_option(serve)
+    serve.add_argument("--address", default=env.DEFAULT_ADDRESS, help="HOST:PORT to listen on")
     _executor_options(serve)
     serve.add_argument(
         "--trial-timeout", type=float, help="seconds before a running trial is stopped (failed)"
     )
-    serve.add_argument("--max-concurrent-searches", type=int, default=2)
-    serve.add_argument("--max-queued-searches", type=int, default=64)
-    serve.add_argument("--token", help="require this bearer token on every call")
-    serve.add_argument("--token-file", help="file holding the bearer token")
+    serve.add_argument(
+        "--max-concurrent-searches", type=int, default=2, help="searches that run at once"
+    )
+    serve.add_argument(
+        "--max-queued-searches", type=int, default=64, help="submissions waiting for a slot"
+    )
+    serve.add_argument(
+        "--token", help=f"require this bearer token on every call (default: ${env.TOKEN})"
+    )
+    serve.add_argument(
+        "--token-file", help=f"file holding the bearer token (default: ${env.TOKEN_FILE})"
+    )
     serve.add_argument("--tls-cert", type=Path, help="server certificate (PEM)")
     serve.add_argument("--tls-key", type=Path, help="server private key (PEM)")
     serve.add_argument(
@@ -248,7 +244,7 @@ def add_service_commands(commands: Any) -> None:
         default=10.0,
         help="seconds in-flight calls get on SIGTERM; running evaluations always finish",
     )
-    serve.add_argument("--log-format", choices=("json", "text"), default="json")
+    serve.add_argument("--log-format", choices=("json", "text"), default="json", help="of stderr")
     serve.set_defaults(func=cmd_serve)
 
     submit = commands.add_parser("submit", help="submit a search spec (YAML/JSON) to a server")
@@ -268,7 +264,7 @@ def add_service_commands(commands: Any) -> None:
         parser.add_argument("search_id")
         parser.add_argument("--json", action="store_true")
         parser.set_defaults(func=func)
-        _client_options(parser)
+        client_options(parser)
     listing = commands.add_parser("list", help="the server's searches, newest first")
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(func=cmd_list)
@@ -277,13 +273,11 @@ def add_service_commands(commands: Any) -> None:
     export.add_argument("search_id")
     export.add_argument("--trial", type=int, help="trial id (default: the front's best)")
     export.add_argument("--out", required=True, help="the file (a folder for several files)")
-    export.add_argument(
-        "--format", default="recipe", help="an export format of the server (default: recipe)"
-    )
+    export.add_argument("--format", default="recipe", help="an export format of the server")
     export.add_argument("--json", action="store_true", help="one JSON line, the path absolute")
     export.set_defaults(func=cmd_export)
     for parser in (submit, listing, export):
-        _client_options(parser)
+        client_options(parser)
 
     demo = commands.add_parser("demo", help="the main job: a real search through the service")
     demo.add_argument("--data-dir", default="runs/demo", help="where the SQLite store goes")

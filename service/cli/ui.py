@@ -1,7 +1,9 @@
 """``winnow ui``: the Streamlit dashboard on a store or a server (``winnow bench ui``, how fast
 its Search page opens, is in ``cli/bench.py``).
 
-    winnow ui --db sqlite:///runs/winnow.db [--server HOST:PORT] [--port 8501] [--headless]
+    winnow ui --db sqlite:///runs/winnow.db [--server HOST:PORT [--tls-ca CA.pem]] [--port 8501]
+
+Without ``--db`` and ``--server``, ``$WINNOW_DB`` and ``$WINNOW_ADDRESS`` say where to read.
 """
 
 from __future__ import annotations
@@ -12,6 +14,9 @@ import os
 import sys
 from pathlib import Path
 from typing import Any
+
+from winnow.service import env
+from winnow.service.cli.options import DB_HELP
 
 # The dashboard script, found as a module (not by a path relative to this file).
 APP = Path(importlib.util.find_spec("winnow.ui.app").origin)
@@ -42,32 +47,59 @@ def streamlit_command(address: str, port: int, headless: bool = True) -> list[st
     return [sys.executable, "-m", "streamlit", "run", str(APP), *flags]
 
 
+def _sources(args: argparse.Namespace) -> tuple[str | None, str | None]:
+    """The store and the server: the flags given, else ``$WINNOW_DB`` and ``$WINNOW_ADDRESS``;
+    a flag given for one also stands for the other (``--server`` alone mirrors that server
+    even when ``$WINNOW_DB`` is set)."""
+    if args.db or args.server:
+        return args.db, args.server
+    return os.environ.get(env.DB) or None, os.environ.get(env.ADDRESS) or None
+
+
 def cmd_ui(args: argparse.Namespace) -> int:
-    if not args.db and not args.server:
-        raise ValueError("give --db URL (a store) or --server HOST:PORT (a running winnow serve)")
-    if args.db:
-        _check_db(args.db)
-    token = Path(args.token_file).read_text().strip() if args.token_file else args.token
-    env = os.environ | {
-        "WINNOW_UI_DB": args.db or "",
-        "WINNOW_UI_SERVER": args.server or "",
+    db, server = _sources(args)
+    if not db and not server:
+        raise ValueError(
+            f"give --db URL (a store) or --server HOST:PORT (a running winnow serve), "
+            f"or set ${env.DB} or ${env.ADDRESS}"
+        )
+    if db:
+        _check_db(db)
+    if args.tls_ca and not Path(args.tls_ca).is_file():
+        raise ValueError(f"--tls-ca: no file at {args.tls_ca}")
+    token = env.token(args.token, args.token_file)
+    ui_env = os.environ | {
+        "WINNOW_UI_DB": db or "",
+        "WINNOW_UI_SERVER": server or "",
         "WINNOW_UI_TOKEN": token or "",
+        "WINNOW_UI_TLS_CA": str(Path(args.tls_ca).absolute()) if args.tls_ca else "",
     }
     command = streamlit_command(args.address, args.port, args.headless)
     print(f"winnow: dashboard on http://{args.address}:{args.port}", file=sys.stderr, flush=True)
     # Streamlit takes this process over, so Ctrl-C and SIGTERM reach its server directly and
     # no orphaned server outlives a stopped `winnow ui`.
-    os.execve(sys.executable, command, env)
+    os.execve(sys.executable, command, ui_env)
     return 0  # not reached
 
 
 def add_ui_commands(commands: Any) -> None:
     ui = commands.add_parser("ui", help="the dashboard (Streamlit) on a store or a server")
-    ui.add_argument("--db", help="a store URL, e.g. sqlite:///runs/winnow.db")
-    ui.add_argument("--server", help="a winnow server, HOST:PORT (also what cancelling needs)")
-    ui.add_argument("--token", default=os.environ.get("WINNOW_TOKEN"), help="the server's token")
-    ui.add_argument("--token-file", help="read the server's token from a file")
+    ui.add_argument(
+        "--db",
+        metavar="URL",
+        help=f"{DB_HELP}, unless --server is given",
+    )
+    ui.add_argument(
+        "--server",
+        help="a winnow server, HOST:PORT (also what cancelling needs); "
+        f"${env.ADDRESS} when neither --db nor --server is given",
+    )
+    ui.add_argument("--token", help=f"the server's bearer token (default: ${env.TOKEN})")
+    ui.add_argument(
+        "--token-file", help=f"file holding the server's token (default: ${env.TOKEN_FILE})"
+    )
+    ui.add_argument("--tls-ca", help="CA certificate (PEM) to reach a TLS server")
     ui.add_argument("--address", default="127.0.0.1", help="where the dashboard listens")
-    ui.add_argument("--port", type=int, default=8501)
+    ui.add_argument("--port", type=int, default=8501, help="the dashboard's port")
     ui.add_argument("--headless", action="store_true", help="do not open a browser")
     ui.set_defaults(func=cmd_ui)

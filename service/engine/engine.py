@@ -271,7 +271,7 @@ class Engine:
         numbers, points = list(self.state.completed), self.state.points()
         return [
             {
-                "number": numbers[i],
+                "trial_id": numbers[i],
                 "candidate": json.loads(self.tracked[numbers[i]].candidate.canonical_json()),
                 **{o.name: points[i][k] for k, o in enumerate(self.objectives)},
             }

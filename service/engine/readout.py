@@ -179,27 +179,48 @@ def failure_summary(rows: Iterable[TrialRecord]) -> str | None:
     return f"no trial trained successfully ({pruned} candidates pruned, none trained)"
 
 
+def completed_point(
+    objectives: Sequence[Objective], metrics: Mapping[str, Any]
+) -> list[float] | None:
+    """A completed result's point, or None when it lacks an objective's value (such a result
+    counts as trained but is on no front)."""
+    if any(metrics.get(o.name) is None for o in objectives):
+        return None
+    return objective_values(objectives, metrics)
+
+
 def completed_trials(spec: SearchSpec, rows: list[TrialRecord]) -> list[Completed]:
     """The search's completed trials in completion order (see the module docstring)."""
     top = len(spec.strategy.rungs) - 1
-    names = [o.name for o in spec.objectives]
     done = []
     for row in rows:
-        if not row.completed(top):
-            continue
-        metrics = row.metrics
-        if all(metrics.get(name) is not None for name in names):
-            done.append(Completed(row.number, [float(metrics[n]) for n in names], row))
+        point = completed_point(spec.objectives, row.metrics) if row.completed(top) else None
+        if point is not None:
+            done.append(Completed(row.number, point, row))
     return done
+
+
+def stored_progress(
+    spec: SearchSpec,
+    groups: Iterable[tuple[str, str, bool, int]],
+    proposals: int,
+    points: Sequence[Sequence[float]],
+    trial_ids: Sequence[int],
+) -> dict[str, Any]:
+    """A stored search's progress from its ``tally`` groups, proposals and completed points
+    (``trial_ids``: their trials): what ``progress`` computes from rows, and a listing from
+    aggregate reads of a page."""
+    counts = tally(groups, proposals)
+    objectives = spec.objectives
+    return progress_view(counts, spec.budget.max_trials, objectives, points, trial_ids=trial_ids)
 
 
 def progress(spec: SearchSpec, rows: list[TrialRecord]) -> dict[str, Any]:
     """The same counters as ``Engine.progress``, from rows."""
     groups = ((row.stage, row.status, row.reused, 1) for row in rows)
-    counts = tally(groups, proposals=len({row.number for row in rows}))
     done = completed_trials(spec, rows)
     points, ids = [c.values for c in done], [c.trial_id for c in done]
-    return progress_view(counts, spec.budget.max_trials, spec.objectives, points, trial_ids=ids)
+    return stored_progress(spec, groups, len({row.number for row in rows}), points, ids)
 
 
 def pareto(spec: SearchSpec, rows: list[TrialRecord]) -> dict[str, Any]:

@@ -12,6 +12,7 @@ metric) are read with SQLAlchemy's JSON paths, which become ``json_extract`` on 
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +53,9 @@ TABLE_COLUMNS = [
 RESULT_STATUSES = (Status.OK.value, Status.DUPLICATE.value)  # plain strings: drivers bind them
 HAS_RESULT = (TrialRow.stage == "train") & TrialRow.status.in_(RESULT_STATUSES)
 
+# Whose rows a read covers: one search's id, several ids (a page of a listing), or None (all).
+SearchIds = str | Collection[str] | None
+
 
 def completed(trained_rows: pd.DataFrame, top_rung: int) -> pd.DataFrame:
     """The rows of :func:`trained` that are completed trials (``TrialRecord.completed``)."""
@@ -75,8 +79,11 @@ def _frame(store: Store, query: Any) -> pd.DataFrame:
     return frame
 
 
-def _of(search_id: str) -> Any:
-    return TrialRow.search_id == search_id
+def _of(search_id: str | Collection[str]) -> Any:
+    """One search's rows, or those of several (a page of a listing)."""
+    if isinstance(search_id, str):
+        return TrialRow.search_id == search_id
+    return TrialRow.search_id.in_(list(search_id))
 
 
 def version(store: Store, search_id: str) -> tuple:
@@ -89,18 +96,29 @@ def version(store: Store, search_id: str) -> tuple:
     return (*counts, str(search.status), search.updated_at)
 
 
-def counts(store: Store, search_id: str | None = None) -> pd.DataFrame:
+def counts(store: Store, search_id: SearchIds = None) -> pd.DataFrame:
     """Rows by (stage, epochs, rung, status, reused): the funnel and the progress counters of
-    one search, or of every search (with a ``search_id`` column) in the same one query."""
+    one search, or of several or every search (with a ``search_id`` column) in the same one
+    query."""
     group = (TrialRow.stage, TrialRow.epochs, TrialRow.rung, TrialRow.status, TrialRow.reused)
-    if search_id is None:
+    if not isinstance(search_id, str):
         group = (TrialRow.search_id, *group)
     query = select(*group, func.count().label("rows")).group_by(*group)
     return _frame(store, query if search_id is None else query.where(_of(search_id)))
 
 
-def proposals(store: Store, search_id: str | None = None) -> dict[str, int]:
-    """Distinct candidate numbers per search (one search, or all)."""
+def tally_groups(counts_frame: pd.DataFrame) -> list[tuple[str, str, bool, int]]:
+    """The ``(stage, status, reused, rows)`` groups ``readout.tally`` counts, from a frame of
+    :func:`counts`."""
+    columns = (counts_frame[c] for c in ("stage", "status", "reused", "rows"))
+    return [
+        (stage, status, bool(reused), int(rows))
+        for stage, status, reused, rows in zip(*columns, strict=True)
+    ]
+
+
+def proposals(store: Store, search_id: SearchIds = None) -> dict[str, int]:
+    """Distinct candidate numbers per search (one search, several, or all)."""
     query = select(TrialRow.search_id, func.count(distinct(TrialRow.number)))
     if search_id is not None:
         query = query.where(_of(search_id))
@@ -108,7 +126,7 @@ def proposals(store: Store, search_id: str | None = None) -> dict[str, int]:
         return dict(session.execute(query.group_by(TrialRow.search_id)).all())
 
 
-def trained(store: Store, search_id: str | None = None) -> pd.DataFrame:
+def trained(store: Store, search_id: SearchIds = None) -> pd.DataFrame:
     """Training rows with a result (``HAS_RESULT``) at every rung, in completion order;
     :func:`completed` keeps the top rung's."""
     columns = [TrialRow.search_id, *TABLE_COLUMNS, TrialRow.structural_hash]

@@ -13,6 +13,7 @@ reads are in ``reads``; the equivalence cache on the same database is in ``cache
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
@@ -38,6 +39,7 @@ from winnow.service.store.convert import (
 from winnow.service.store.tables import EventRow, HashMemoRow, SearchRow, TrialRow
 from winnow.service.store.urls import DEFAULT_URL
 
+log = logging.getLogger("winnow.store")
 MIGRATIONS = Path(__file__).parent / "migrations"
 HASH_MEMO_ENTRIES = 200_000  # functional hashes kept in memory (about 40 MB)
 
@@ -62,11 +64,26 @@ def create_db_engine(url: str) -> Engine:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
+            _warn_if_new_and_relative(Path(parsed.database), url)
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     return create_engine(url, pool_pre_ping=True)
+
+
+def _warn_if_new_and_relative(path: Path, url: str) -> None:
+    """``sqlite:///tmp/x.db`` means ``./tmp/x.db``: a new store at a relative path is often a
+    slash short of the absolute one meant, so creating one says where it goes."""
+    if not path.is_absolute() and not path.exists():
+        log.warning(
+            "creating a new SQLite store at %s (relative to %s; %s has three slashes, "
+            "sqlite:////%s with four is the absolute path)",
+            path.absolute(),
+            Path.cwd(),
+            url,
+            path,
+        )
 
 
 def migrate(engine: Engine, revision: str = "head") -> None:

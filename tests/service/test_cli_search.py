@@ -19,13 +19,16 @@ def test_search_run_then_list(capsys, tmp_path):
         "budget: {max_trials: 3}\nstrategy: {name: random, rungs: [1]}\n"
     )
     store = f"sqlite:///{tmp_path / 'cli.db'}"
-    code = main(["search", "run", str(spec), "--store", store, "--json", "--quiet"])
+    code = main(["search", "run", str(spec), "--db", store, "--json", "--quiet"])
     report = json.loads(capsys.readouterr().out)
     assert code == 0 and report["trained"] == 3 and report["status"] == "finished"
     assert report["front"] and 0.0 <= report["front"][0]["accuracy"] <= 1.0
-    assert main(["search", "list", "--store", store]) == 0
-    listed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert [s["id"] for s in listed] == [report["search_id"]]
+    # the front's points name their trial as every JSON output does (it said "number")
+    assert all(isinstance(p["trial_id"], int) and "number" not in p for p in report["front"])
+    assert main(["search", "list", "--store", store]) == 0  # the former spelling still works
+    out, err = capsys.readouterr()
+    assert [json.loads(line)["id"] for line in out.splitlines()] == [report["search_id"]]
+    assert "--store is now spelled --db" in err
 
 
 def test_demo_spec_resolves_its_space_next_to_it():

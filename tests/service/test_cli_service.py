@@ -85,15 +85,18 @@ def test_token_file(make_server, capsys, tmp_path):
     assert code == 0 and out == ""
 
 
-def test_demo_runs_a_search_through_the_service(tmp_path, capsys):
-    code, out, err = run(capsys, "demo", "--json", "--max-trials", "4", "--data-dir", str(tmp_path))
+def test_demo_runs_a_search_through_the_service(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a relative --data-dir: the JSON's paths come out absolute
+    code, out, err = run(capsys, "demo", "--json", "--max-trials", "4", "--data-dir", "demo")
     assert code == 0
     result = json.loads(out.strip().splitlines()[-1])
     assert set(result) == {"search_id", "pareto", "recipe_path", "db_url"}
     assert result["pareto"] and {"trial_id", "accuracy", "model_bytes"} <= set(result["pareto"][0])
+    assert Path(result["recipe_path"]).parent == tmp_path / "demo"
     recipe = json.loads(Path(result["recipe_path"]).read_text())
     assert recipe["search_id"] == result["search_id"]
-    assert "Pareto front" in err and str(tmp_path) in result["db_url"]
+    assert result["db_url"] == f"sqlite:///{tmp_path / 'demo' / 'winnow.db'}"  # four slashes
+    assert "Pareto front" in err
 
 
 def test_checked_in_protobuf_code_matches_the_protos(tmp_path):
@@ -140,3 +143,24 @@ def test_the_status_line_names_one_trials_values_and_labels_per_objective_bests(
     best = max(m["accuracy"] for m in rows.values()), min(m["params"] for m in rows.values())
     labelled = "per-objective best (different trials): accuracy={:.6g}, params={:.0f}"
     assert labelled.format(*best) in out
+
+
+def test_listed_searches_carry_their_stored_progress(make_server, tiny_spec):
+    """A finished search's row in ``ListSearches`` shows what ``GetSearch`` shows (they were
+    zeros: the listing sent no progress). A second server on the same store reads it from the
+    store alone (no live engine)."""
+    from winnow.service.client import Client
+
+    first = make_server()
+    with Client(first.address, timeout=20) as client:
+        client.submit(tiny_spec()).wait()
+    first.stop(grace=0.5)
+    with Client(make_server().address, timeout=20) as client:
+        [listed] = client.searches()
+        got = client.search(listed["id"]).info()["progress"]
+    progress = listed["progress"]
+    assert progress["trained"] == 3 and progress["max_trials"] == 3
+    counters = ("trained", "max_trials", "proposals", "cache_hits", "pruned", "failed")
+    assert {k: progress[k] for k in counters} == {k: got[k] for k in counters}
+    assert progress["best"] == pytest.approx(got["best"]) and got["best"]
+    assert progress["hypervolume"] == pytest.approx(got["hypervolume"]) and got["hypervolume"] > 0

@@ -34,7 +34,7 @@ def test_server_only_dashboard_mirrors_and_cancels(make_server, app, tiny_spec, 
         final = search.wait(timeout=60)
         assert final["status"] == "cancelled"
         mirror = Store(sqlite_url(tmp_path / "mirror.db"))
-        sync(server.address, None, mirror)
+        sync(client, mirror)
         mirrored = {(r.id, r.status) for r in mirror.trials(search.id)}
         assert mirrored == {(t["row_id"], t["status"]) for t in search.trials()}
         assert mirror.search(search.id).status == "cancelled"

@@ -1,0 +1,53 @@
+"""The environment variables that the CLI, the SDK's ``Client()`` and ``winnow ui`` read, and
+how each setting is resolved: an explicit value (a flag, an argument) first, then the variable,
+then the built-in default.
+
+    WINNOW_ADDRESS     the server, HOST:PORT         (default 127.0.0.1:50051)
+    WINNOW_TOKEN       the bearer token
+    WINNOW_TOKEN_FILE  a file holding the bearer token (read when no token is given)
+    WINNOW_DB          the store URL of serve, ui, search run|resume|list (default
+                       sqlite:///runs/winnow.db)
+
+No import beyond the standard library and ``store.urls``: the CLI's parsers read these defaults
+at start-up.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from winnow.service.store.urls import DEFAULT_URL as DEFAULT_DB
+
+ADDRESS, TOKEN, TOKEN_FILE, DB = "WINNOW_ADDRESS", "WINNOW_TOKEN", "WINNOW_TOKEN_FILE", "WINNOW_DB"
+DEFAULT_ADDRESS = "127.0.0.1:50051"
+
+
+def _env(name: str) -> str | None:
+    return os.environ.get(name) or None  # an empty variable is an unset one
+
+
+def address(explicit: str | None = None) -> str:
+    """The server to reach: ``explicit``, else ``$WINNOW_ADDRESS``, else 127.0.0.1:50051."""
+    return explicit or _env(ADDRESS) or DEFAULT_ADDRESS
+
+
+def db_url(explicit: str | None = None) -> str:
+    """The store URL: ``explicit``, else ``$WINNOW_DB``, else sqlite:///runs/winnow.db."""
+    return explicit or _env(DB) or DEFAULT_DB
+
+
+def token(explicit: str | None = None, token_file: str | Path | None = None) -> str | None:
+    """The bearer token: ``token_file``'s content or ``explicit`` (a file given wins, as it
+    always has for ``--token-file``), else ``$WINNOW_TOKEN_FILE``'s content, else
+    ``$WINNOW_TOKEN``, else none. An empty file is no token."""
+    if token_file is not None:
+        return _read(token_file)
+    if explicit:
+        return explicit
+    from_env = _env(TOKEN_FILE)
+    return _read(from_env) if from_env else _env(TOKEN)
+
+
+def _read(path: str | Path) -> str | None:
+    return Path(path).expanduser().read_text().strip() or None
