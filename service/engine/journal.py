@@ -44,7 +44,7 @@ class Journal:
         record = trial_row(self.search_id, tracked, stage, epochs, rung, status, result, reused)
         row_id = self.store.add_trial(record)
         if result is not None:  # proxy rows are many and are rows already: not stored twice
-            payload = {"trial_id": tracked.number, "number": tracked.number}
+            payload = {"trial_id": tracked.number}
             payload |= {"stage": stage, "status": status}
             self.event("trial", payload, stored=stage != "proxy")
         return row_id

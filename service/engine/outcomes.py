@@ -69,7 +69,7 @@ class Outcomes:
             self.tell(tracked, TrialState.COMPLETE, values=values)
         self.state.hypervolume = search_hypervolume(self.objectives, self.state.points())
         self.journal.event(
-            "front", {"number": tracked.number, "hypervolume": self.state.hypervolume}
+            "front", {"trial_id": tracked.number, "hypervolume": self.state.hypervolume}
         )
 
     def tell(
