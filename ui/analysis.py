@@ -16,6 +16,14 @@ from winnow.service.engine import readout
 from winnow.service.search_spec import Objective
 
 
+def front_rows(trained: pd.DataFrame, rungs: int) -> tuple[int | None, pd.DataFrame]:
+    """The rung the front is made of (``readout.front_rung``: the top rung once a trial
+    completed, else the highest reached) and the rows of ``reads.trained`` at it."""
+    by_rung = [trained[trained["rung"] == rung] for rung in range(rungs)]
+    rung = readout.front_rung(by_rung)
+    return rung, (trained.iloc[0:0] if rung is None else by_rung[rung])
+
+
 def weight_bits_label(bits: Any) -> str:
     """ "8" when every layer has 8 weight bits, "4-32" for a mix, "32" for float."""
     values = list(bits.values()) if isinstance(bits, dict) else [bits]
@@ -89,7 +97,8 @@ def progress(counts: pd.DataFrame, proposals: int, hypervolume_value: float) -> 
     """``readout.progress``'s counters (``readout.tally``) from the grouped counts of
     ``reads.counts``."""
     reused = counts["reused"].astype(bool)
-    groups = zip(counts["stage"], counts["status"], reused, counts["rows"], strict=True)
+    columns = [counts[c] for c in ("stage", "epochs", "rung", "status")]
+    groups = zip(*columns, reused, counts["rows"], strict=True)
     return {**readout.tally(groups, proposals), "hypervolume": hypervolume_value}
 
 

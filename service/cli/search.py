@@ -16,6 +16,7 @@ import sys
 from dataclasses import asdict
 from typing import Any
 
+from winnow.records import front_note
 from winnow.service.cli.output import print_json, search_exit_code
 from winnow.service.store.urls import DEFAULT_URL as DEFAULT_STORE
 
@@ -33,7 +34,7 @@ def _progress_bar(total: int, quiet: bool):
         engine = state.get("engine")
         if engine is None:
             return
-        bar.n = min(engine.counts["trained"], total)
+        bar.n = min(engine.counts["candidates"], total)  # max_trials counts candidates
         bar.set_postfix(
             proposals=engine.counts["proposals"],
             hits=engine.counts["cache_hits"],
@@ -63,7 +64,13 @@ def _run_engine(make_engine, total: int, args: argparse.Namespace) -> int:
     if args.json:
         print_json(out)
     else:
-        print(f"search {report.search_id}: {report.trained} trained, {len(report.front)} on front")
+        print(
+            f"search {report.search_id}: {report.candidates} candidates trained "
+            f"({report.trained} runs), {len(report.front)} on front"
+        )
+        note = front_note(report.front_epochs, report.top_epochs)
+        if note:
+            print(note)
         for point in report.front:
             print(json.dumps(point, sort_keys=True))
     return search_exit_code(report.status)

@@ -9,8 +9,10 @@ from collections import Counter
 import pytest
 from optuna.trial import TrialState
 
+from winnow.records import front_note
 from winnow.search_space.trial import Status, TrialResult, TrialSpec
-from winnow.service.engine import Engine
+from winnow.service.api import convert
+from winnow.service.engine import Engine, readout
 from winnow.service.search_spec import parse_search_spec
 from winnow.service.store import Store, sqlite_url
 from winnow.workers.executor import InProcessExecutor
@@ -93,7 +95,9 @@ def test_successive_halving_promotes_the_best_third(store):
     rows = store.trials(report.search_id)
     low = [r for r in rows if r.epochs == 1]
     high = [r for r in rows if r.epochs == 3]
-    assert len(low) + len(high) == 9 and high
+    # max_trials counts candidates: nine of them, and the promotions due after the ninth ran
+    assert len(low) == 9 and len(high) == 3
+    assert report.candidates == 9 and report.trained == 12 and report.epochs == 9 + 3 * 3
     for promoted in high:  # at promotion time it was in the top third of the rung below
         earlier = [r for r in low if r.id < promoted.id]
         accuracy = {r.number: r.metrics["accuracy"] for r in earlier}
@@ -271,3 +275,66 @@ def test_one_successful_trial_is_enough_for_a_finished_search(store):
     search = store.search(report.search_id)
     assert any(r.status == "failed" for r in store.trials(report.search_id))
     assert search.status == "finished" and search.error is None
+
+
+# --- budgets of candidates and epochs; fronts below the top rung (issue 15, item 3) -------------
+
+
+def test_a_small_budget_finishes_with_a_front_at_the_highest_rung_reached(store):
+    """Three candidates on rungs [1, 3, 9]: one is promoted to 3 epochs, none reaches 9. The
+    front is the 3-epoch rung's, says so, and every trained trial can be exported."""
+    spec = make_spec(name="random", rungs=[1, 3, 9], extra={"budget": {"max_trials": 3}})
+    engine, report = run(spec, store, FakeWorld())
+    rows = store.trials(report.search_id)
+    assert store.search(report.search_id).status == "finished"
+    assert report.candidates == 3 and report.trained == 4  # the due promotion ran past 3
+    assert (report.front_epochs, report.top_epochs) == (3, 9) and len(report.front) == 1
+    promoted = next(r.number for r in rows if r.rung == 1)
+    assert report.front[0]["number"] == promoted
+    assert (
+        engine.progress()["best"]["accuracy"]
+        == next(r for r in rows if r.rung == 1).metrics["accuracy"]
+    )
+
+    front = readout.pareto(spec, rows)
+    assert (front["epochs"], front["top_epochs"]) == (3, 9)
+    assert [p["trial_id"] for p in front["points"]] == [promoted]
+    assert front["hypervolume"] == pytest.approx(report.hypervolume) and front["hypervolume"] > 0
+    message = convert.front_message(front)  # what GetParetoFront sends, as the client reads it
+    assert convert.front_dict(message)["epochs"] == 3
+    assert front_note(3, 9) == "front at 3 epochs (top rung 9 never reached)"
+
+    search = store.search(report.search_id)
+    best = readout.recipe(search, rows)  # the default: the front's best
+    assert best["trial_id"] == promoted and best["training"]["epochs"] == 3
+    first_rung_only = next(r.number for r in rows if r.number != promoted)
+    recipe = readout.recipe(search, rows, first_rung_only)
+    assert recipe["trial_id"] == first_rung_only and recipe["training"]["epochs"] == 1
+    with pytest.raises(readout.UnknownTrialError, match="trial 7 .* does not exist"):
+        readout.recipe(search, rows, 7)
+
+
+def test_export_says_why_a_trial_has_no_trained_result(store):
+    spec = make_spec(name="random", extra={"budget": {"max_trials": 3}})
+    _, report = run(spec, store, FakeWorld(fail_widths=(16, 32, 64, 128)))
+    search, rows = store.search(report.search_id), store.trials(report.search_id)
+    with pytest.raises(readout.UnknownTrialError, match="failed at rung 0 .*: worker lost"):
+        readout.recipe(search, rows, 0)
+    with pytest.raises(readout.UnknownTrialError, match="no trained trial to export yet"):
+        readout.recipe(search, rows)
+
+
+def test_max_trials_counts_candidates_and_max_epochs_caps_the_compute(store):
+    """Without an epoch cap, nine candidates and their three promotions train 9 + 3 x 3 epochs;
+    with ``max_epochs: 10`` no run starts that would go past 10 epochs in all."""
+    budget = {"max_trials": 9}
+    _, free = run(
+        make_spec(name="random", rungs=[1, 3], extra={"budget": budget}), store, FakeWorld()
+    )
+    assert (free.candidates, free.trained, free.epochs) == (9, 12, 18)
+    capped = make_spec(name="random", rungs=[1, 3], extra={"budget": budget | {"max_epochs": 10}})
+    engine, report = run(capped, store, FakeWorld())
+    epochs = sum(r.epochs for r in store.trials(report.search_id) if r.stage == "train")
+    assert report.epochs == epochs == 10  # a promotion (3) no longer fitted, a candidate did
+    assert readout.progress(capped, store.trials(report.search_id))["epochs"] == epochs
+    assert engine.progress()["candidates"] == report.candidates < 9

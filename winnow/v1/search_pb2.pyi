@@ -15,7 +15,7 @@ class SubmitSearchRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., spec_json: _Optional[str] = ...) -> None: ...
 
 class Progress(_message.Message):
-    __slots__ = ("trained", "max_trials", "proposals", "cache_hits", "pruned", "failed", "hypervolume", "best")
+    __slots__ = ("trained", "max_trials", "proposals", "cache_hits", "pruned", "failed", "hypervolume", "best", "candidates", "epochs")
     class BestEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -31,6 +31,8 @@ class Progress(_message.Message):
     FAILED_FIELD_NUMBER: _ClassVar[int]
     HYPERVOLUME_FIELD_NUMBER: _ClassVar[int]
     BEST_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    EPOCHS_FIELD_NUMBER: _ClassVar[int]
     trained: int
     max_trials: int
     proposals: int
@@ -39,7 +41,9 @@ class Progress(_message.Message):
     failed: int
     hypervolume: float
     best: _containers.ScalarMap[str, float]
-    def __init__(self, trained: _Optional[int] = ..., max_trials: _Optional[int] = ..., proposals: _Optional[int] = ..., cache_hits: _Optional[int] = ..., pruned: _Optional[int] = ..., failed: _Optional[int] = ..., hypervolume: _Optional[float] = ..., best: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    candidates: int
+    epochs: int
+    def __init__(self, trained: _Optional[int] = ..., max_trials: _Optional[int] = ..., proposals: _Optional[int] = ..., cache_hits: _Optional[int] = ..., pruned: _Optional[int] = ..., failed: _Optional[int] = ..., hypervolume: _Optional[float] = ..., best: _Optional[_Mapping[str, float]] = ..., candidates: _Optional[int] = ..., epochs: _Optional[int] = ...) -> None: ...
 
 class Search(_message.Message):
     __slots__ = ("id", "name", "status", "error", "spec_json", "created_at", "updated_at", "progress")
@@ -193,14 +197,18 @@ class ParetoPoint(_message.Message):
     def __init__(self, trial_id: _Optional[int] = ..., objectives: _Optional[_Mapping[str, float]] = ..., candidate_json: _Optional[str] = ...) -> None: ...
 
 class ParetoFront(_message.Message):
-    __slots__ = ("objectives", "points", "hypervolume")
+    __slots__ = ("objectives", "points", "hypervolume", "epochs", "top_epochs")
     OBJECTIVES_FIELD_NUMBER: _ClassVar[int]
     POINTS_FIELD_NUMBER: _ClassVar[int]
     HYPERVOLUME_FIELD_NUMBER: _ClassVar[int]
+    EPOCHS_FIELD_NUMBER: _ClassVar[int]
+    TOP_EPOCHS_FIELD_NUMBER: _ClassVar[int]
     objectives: _containers.RepeatedScalarFieldContainer[str]
     points: _containers.RepeatedCompositeFieldContainer[ParetoPoint]
     hypervolume: float
-    def __init__(self, objectives: _Optional[_Iterable[str]] = ..., points: _Optional[_Iterable[_Union[ParetoPoint, _Mapping]]] = ..., hypervolume: _Optional[float] = ...) -> None: ...
+    epochs: int
+    top_epochs: int
+    def __init__(self, objectives: _Optional[_Iterable[str]] = ..., points: _Optional[_Iterable[_Union[ParetoPoint, _Mapping]]] = ..., hypervolume: _Optional[float] = ..., epochs: _Optional[int] = ..., top_epochs: _Optional[int] = ...) -> None: ...
 
 class ExportRecipeRequest(_message.Message):
     __slots__ = ("search_id", "trial_id", "format")
