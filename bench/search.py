@@ -9,10 +9,11 @@ functional hashes are cached in the store by hash, so a second run is cheap.
 
 The JSON reports, per strategy, the best first objective (in %, for accuracy) after 25, 50, ...
 candidates trained (what ``budget.max_trials`` counts; with the oracle's one rung, each
-candidate is one training run, so these are the training runs too) as median and quartiles over seeds (``hypervolume_at`` with two objectives), the
-proxy evaluations run, the cache hits, the wall time and the engine's median overhead per
-proposal (ask, hash lookup, bookkeeping and storage; evaluations excluded); and that median
-over every proposal of every strategy, with the median time of the sampler's ask inside it.
+candidate is one training run, so these are the training runs too) as median and quartiles
+over seeds (``hypervolume_at`` with two objectives), the proxy evaluations run, the cache hits,
+the wall time and the engine's median overhead per proposal (ask, hash lookup, bookkeeping and
+storage; evaluations excluded); and that median over every proposal of every strategy, with the
+median time of the sampler's ask inside it.
 """
 
 from __future__ import annotations

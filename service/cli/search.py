@@ -1,6 +1,7 @@
 """``winnow search run|resume|list``: searches in this process, on a store.
 
     winnow search run examples/digits-search.yaml --store sqlite:///runs/winnow.db --json
+    winnow search run examples/digits-search.yaml --reproducible   # the same front every run
     winnow search resume SEARCH_ID --store sqlite:///runs/winnow.db
     winnow search list --store sqlite:///runs/winnow.db
 
@@ -83,6 +84,8 @@ def cmd_search_run(args: argparse.Namespace) -> int:
     from winnow.workers.executor import InProcessExecutor
 
     spec = load_search_spec(args.spec)
+    if args.reproducible:  # the spec's field, set from the command line
+        spec = spec.model_copy(update={"reproducible": True})
     store = Store(args.store)
 
     def make(on_event):
@@ -123,6 +126,12 @@ def add_search_commands(commands: Any) -> None:
     sub = search.add_subparsers(dest="search_command", required=True)
     run = sub.add_parser("run", help="run a search from a spec file (YAML or JSON)")
     run.add_argument("spec")
+    run.add_argument(
+        "--reproducible",
+        action="store_true",
+        help="the same front every run: no results reused from other searches, one training "
+        "at a time (sets the spec's reproducible: true)",
+    )
     resume = sub.add_parser("resume", help="resume a stopped or crashed search")
     resume.add_argument("search_id")
     listing = sub.add_parser("list", help="the searches in a store")

@@ -83,3 +83,28 @@ def test_a_search_whose_every_trial_fails_exits_1_and_says_why(capsys, tmp_path)
     assert "failed: no trial trained successfully; 2 of 2 failed rows: non-finite loss" in (
         captured.err
     )
+
+
+def test_search_run_reproducible_gives_the_same_front_twice(capsys, tmp_path):
+    """Real training on the digits: a default second run is answered from the first's results
+    (cache hits, then other proposals); ``--reproducible`` runs reuse nothing and agree."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        "space:\n"
+        "  architecture: {family: mlp, depth: 1, width: [16, 32], activation: relu}\n"
+        "  optimizer: {name: adamw, lr: 0.01, batch_size: 64}\n"
+        "task: {dataset: digits}\nbudget: {max_trials: 2, max_proposals: 4}\n"
+        "objectives: [{name: accuracy}, {name: params, direction: minimize}]\n"
+        "strategy: {name: cascade, sampler: random, rungs: [1]}\n"
+    )
+    store = f"sqlite:///{tmp_path / 'cli.db'}"
+
+    def search_run(*flags: str) -> dict:
+        argv = ["search", "run", str(spec), "--store", store, "--json", "--quiet", *flags]
+        assert main(argv) == 0
+        return json.loads(capsys.readouterr().out)
+
+    assert search_run()["cache_hits"] == 0 and search_run()["cache_hits"] > 0
+    first, second = search_run("--reproducible"), search_run("--reproducible")
+    assert first["cache_hits"] == second["cache_hits"] == 0
+    assert first["front"] and first["front"] == second["front"]

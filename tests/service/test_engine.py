@@ -4,7 +4,10 @@ decision (promotion, screening, reuse, constraints, resume) can be checked exact
 from __future__ import annotations
 
 import json
+import random
+import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from optuna.trial import TrialState
@@ -15,7 +18,7 @@ from winnow.service.api import convert
 from winnow.service.engine import Engine, readout
 from winnow.service.search_spec import parse_search_spec
 from winnow.service.store import Store, sqlite_url
-from winnow.workers.executor import InProcessExecutor
+from winnow.workers.executor import Executor, InProcessExecutor
 
 SPACE = {
     "architecture": {
@@ -338,3 +341,47 @@ def test_max_trials_counts_candidates_and_max_epochs_caps_the_compute(store):
     assert report.epochs == epochs == 10  # a promotion (3) no longer fitted, a candidate did
     assert readout.progress(capped, store.trials(report.search_id))["epochs"] == epochs
     assert engine.progress()["candidates"] == report.candidates < 9
+
+
+# --- reproducible runs (issue 15, item 6) ------------------------------------------------------
+
+
+class ShuffledThreads(Executor):
+    """``world`` on three threads, each trial sleeping a random while first: results come
+    back in an order that changes from run to run, as a pool of workers' do."""
+
+    slots = 3
+
+    def __init__(self, world: FakeWorld, seed: int) -> None:
+        self.world, self.rng = world, random.Random(seed)
+        self.pool = ThreadPoolExecutor(self.slots)
+
+    def submit(self, spec: TrialSpec):
+        delay = self.rng.uniform(0.0, 0.01)
+        return self.pool.submit(lambda: (time.sleep(delay), self.world(spec))[1])
+
+    def close(self) -> None:
+        self.pool.shutdown()
+
+
+def test_reproducible_runs_give_identical_fronts_on_one_store(store):
+    screen = {"proxies": ["synflow", "params"], "keep_fraction": 0.5, "min_population": 3}
+    objectives = [{"name": "accuracy"}, {"name": "params", "direction": "minimize"}]
+    extra = {"budget": {"max_trials": 6}, "objectives": objectives}
+    spec = make_spec(name="cascade", sampler="tpe", rungs=[1, 3], screen=screen, extra=extra)
+    _, first = run(spec, store, FakeWorld())
+    _, again = run(spec, store, FakeWorld())  # by default the first run's results answer
+    assert first.cache_hits == 0 and again.cache_hits > 0
+
+    reproducible = spec.model_copy(update={"reproducible": True})
+    fronts = []
+    for seed in (1, 2):
+        executor = ShuffledThreads(FakeWorld(), seed)
+        engine = Engine.create(reproducible, store, executor)
+        assert engine.slots == 1  # one training at a time, told before the next ask
+        report = engine.run()
+        executor.close()
+        assert report.cache_hits == 0 and report.status == "finished"
+        rows = store.trials(report.search_id)
+        fronts.append((report.front, readout.pareto(reproducible, rows)["points"]))
+    assert fronts[0] == fronts[1] and fronts[0][0]
