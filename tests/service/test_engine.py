@@ -315,6 +315,9 @@ def test_a_small_budget_finishes_with_a_front_at_the_highest_rung_reached(store)
     assert recipe["trial_id"] == first_rung_only and recipe["training"]["epochs"] == 1
     with pytest.raises(readout.UnknownTrialError, match="trial 7 .* does not exist"):
         readout.recipe(search, rows, 7)
+    resumed = Engine.resume(store, report.search_id, InProcessExecutor(FakeWorld()))
+    assert resumed.counts == engine.counts and resumed.front() == report.front
+    assert resumed.run().trained == 4  # its budget is spent: nothing more runs
 
 
 def test_export_says_why_a_trial_has_no_trained_result(store):
