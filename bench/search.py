@@ -8,10 +8,12 @@ searches of the benchmark (each seed pays for its own training), while proxy sco
 functional hashes are cached in the store by hash, so a second run is cheap.
 
 The JSON reports, per strategy, the best first objective (in %, for accuracy) after 25, 50, ...
-trained trials as median and quartiles over seeds (``hypervolume_at`` with two objectives), the
-proxy evaluations run, the cache hits, the wall time and the engine's median overhead per
-proposal (ask, hash lookup, bookkeeping and storage; evaluations excluded); and that median
-over every proposal of every strategy, with the median time of the sampler's ask inside it.
+candidates trained (what ``budget.max_trials`` counts; with the oracle's one rung, each
+candidate is one training run, so these are the training runs too) as median and quartiles
+over seeds (``hypervolume_at`` with two objectives), the proxy evaluations run, the cache hits,
+the wall time and the engine's median overhead per proposal (ask, hash lookup, bookkeeping and
+storage; evaluations excluded); and that median over every proposal of every strategy, with the
+median time of the sampler's ask inside it.
 """
 
 from __future__ import annotations
@@ -60,10 +62,11 @@ def checkpoints(budget: int) -> list[int]:
 
 
 def at_checkpoints(report: SearchReport, key: str, budget: int) -> dict[int, float]:
-    """The value of ``key`` (best or hypervolume) once ``c`` trials were trained, per ``c``."""
+    """The value of ``key`` (best or hypervolume) once ``c`` candidates were sent to training
+    (``max_trials``'s unit), per ``c``."""
     values: dict[int, float] = {}
     for checkpoint in checkpoints(budget):
-        seen = [h[key] for h in report.history if h["trained"] <= checkpoint]
+        seen = [h[key] for h in report.history if h["candidates"] <= checkpoint]
         values[checkpoint] = seen[-1] if seen else float("nan")
     return values
 
@@ -131,6 +134,6 @@ def _describe(report: SearchReport, objectives: Sequence[str]) -> str:
     last = report.history[-1] if report.history else {"best": float("nan"), "hypervolume": 0.0}
     value = last["best"] if len(objectives) == 1 else last["hypervolume"]
     return (
-        f"{report.trained} trained, {report.proposals} proposals, "
+        f"{report.candidates} candidates trained, {report.proposals} proposals, "
         f"{report.cache_hits} cache hits, {report.proxy_evaluations} proxy runs, final {value:.4f}"
     )

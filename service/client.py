@@ -212,10 +212,17 @@ class Search:
         return self.info()
 
     def pareto(self) -> list[dict[str, Any]]:
-        """The front over completed trials: ``{"trial_id", objective values..., "candidate"}``,
-        best first on the first objective."""
+        """The front's points: ``{"trial_id", objective values..., "epochs", "candidate"}``,
+        best first on the first objective. The front is over completed trials (trained at the
+        top rung); while none is, over the trained trials of the highest rung reached, and
+        ``epochs`` says which (:meth:`front` has the top rung's epochs too)."""
+        return self.front()["points"]
+
+    def front(self) -> dict[str, Any]:
+        """The front with its fidelity: ``{"objectives", "points", "hypervolume", "epochs",
+        "top_epochs"}``; ``epochs < top_epochs`` when no trial reached the top rung yet."""
         front = self.client._call("GetParetoFront", pb.GetParetoFrontRequest(search_id=self.id))
-        return convert.front_points(front)
+        return convert.front_dict(front)
 
     def hypervolume(self) -> float:
         request = pb.GetParetoFrontRequest(search_id=self.id)
@@ -297,7 +304,7 @@ class _ProgressBar:
 
     def update(self, event: Event) -> None:
         self.running.observe(event.kind, event.payload)
-        self.bar.n = event.search["progress"]["trained"]
+        self.bar.n = event.search["progress"]["candidates"]  # what max_trials, the total, counts
         self.bar.set_postfix_str(bar_postfix(event.search, self.running))
 
     def close(self) -> None:

@@ -95,8 +95,8 @@ def run_demo(
 
 def _front_table(front: list[dict[str, Any]]) -> str:
     if not front:
-        return "Pareto front: empty (no trial completed)"
-    names = [k for k in front[0] if k not in ("trial_id", "candidate")]
+        return "Pareto front: empty (no trial trained yet)"
+    names = [k for k in front[0] if k not in ("trial_id", "epochs", "candidate")]
     header = f"{'trial':>5}  " + "  ".join(f"{n:>12}" for n in names) + "  recipe"
     lines = [f"Pareto front ({len(front)} trials):", header]
     for point in front:

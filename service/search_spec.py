@@ -8,7 +8,7 @@ objectives:
   - {name: accuracy, direction: maximize}
   - {name: params, direction: minimize, reference: 2.0e6}   # reference: hypervolume's worst point
 constraints: ["params <= 1e6"]
-budget: {max_trials: 100, max_seconds: 3600}
+budget: {max_trials: 100, max_epochs: 600, max_seconds: 3600}   # candidates; epochs
 strategy:
   name: cascade                   # random | tpe | nsga2 | gp | cascade
   sampler: tpe                    # the sampler a cascade wraps
@@ -16,6 +16,7 @@ strategy:
   reduction_factor: 3
   screen: {proxies: [synflow, naswot, params], keep_fraction: 0.25}
 seed: 0
+reproducible: false              # true: no cross-search reuse, one training at a time
 ```
 
 Every error names the field. Metric names are those a ``TrialResult`` carries (``accuracy``,
@@ -145,11 +146,22 @@ class Task(_Strict):
 
 
 class Budget(_Strict):
-    """When a search stops: whichever limit comes first. ``max_trials`` counts training runs
-    (each rung's run is one; hash hits and proxy screening are free)."""
+    """When a search stops: whichever limit comes first.
+
+    ``max_trials`` counts candidates (configurations) sent to training, as Optuna's
+    ``n_trials``, Katib's ``maxTrialCount`` and W&B's ``run_cap`` do: a promotion to a higher
+    rung is the same candidate and does not count, and results reused from the equivalence
+    cache and candidates screened out by proxies are free. Once ``max_trials`` candidates have
+    started, the promotions successive halving makes due still run, until none is due.
+    ``max_epochs`` caps the compute: training epochs summed over every training run,
+    promotions included (a run starts only if it fits). ``max_seconds`` caps the wall time and
+    ``max_device_seconds`` the seconds spent training; ``max_proposals`` the sampler's asks."""
 
     max_trials: int = Field(50, ge=1)
-    """Training runs (each rung's run counts one; hash hits and proxy screening are free)."""
+    """Candidates (configurations) sent to training; promotions, reused results and screened
+    candidates are free."""
+    max_epochs: int | None = Field(None, ge=1)
+    """Training epochs summed over every training run, promotions included."""
     max_seconds: float | None = Field(None, gt=0)
     """Wall-clock seconds."""
     max_device_seconds: float | None = Field(None, gt=0)
@@ -270,6 +282,9 @@ class SearchSpec(_Strict):
     """How it searches."""
     seed: int = 0
     """Seeds the sampler and every training run (the same seed trains the same network)."""
+    reproducible: bool = False
+    """The same spec gives the same front: no results reused from other searches, and one
+    training at a time, each result told before the next ask (README, "Reproducible runs")."""
 
     @field_validator("constraints", mode="before")
     @classmethod
@@ -338,6 +353,11 @@ class SearchSpec(_Strict):
     @property
     def search_space(self) -> SearchSpace:
         return self.resolve_space(self.space)
+
+    @property
+    def reuses_across_searches(self) -> bool:
+        """Whether trained results of other searches on the task answer for this one's."""
+        return self.strategy.reuse_across_searches and not self.reproducible
 
     @property
     def directions(self) -> list[str]:

@@ -17,6 +17,14 @@ from winnow.service.search_spec import Objective
 from winnow.service.store import reads
 
 
+def front_rows(trained: pd.DataFrame, rungs: int) -> tuple[int | None, pd.DataFrame]:
+    """The rung the front is made of (``readout.front_rung``: the top rung once a trial
+    completed, else the highest reached) and the rows of ``reads.trained`` at it."""
+    by_rung = reads.by_rung(trained, rungs)
+    rung = readout.front_rung(by_rung)
+    return rung, (trained.iloc[0:0] if rung is None else by_rung[rung])
+
+
 def weight_bits_label(bits: Any) -> str:
     """ "8" when every layer has 8 weight bits, "4-32" for a mix, "32" for float."""
     values = list(bits.values()) if isinstance(bits, dict) else [bits]

@@ -28,7 +28,9 @@ def overview(store: Store) -> pd.DataFrame:
         spec = SearchSpec.model_validate_json(search.spec_json)
         names = [o.name for o in spec.objectives]
         mine = trained[trained["search_id"] == search.id]
-        done = analysis.expand(reads.completed(mine, len(spec.strategy.rungs) - 1), names)
+        rungs = len(spec.strategy.rungs)
+        completed = len(reads.completed(mine, rungs - 1))
+        done = analysis.expand(analysis.front_rows(mine, rungs)[1], names)  # the front's rung
         points = done[names].to_numpy(float).tolist()
         counts = all_counts[all_counts["search_id"] == search.id].drop(columns="search_id")
         hypervolume = search_hypervolume(spec.objectives, points)
@@ -39,9 +41,9 @@ def overview(store: Store) -> pd.DataFrame:
                 "id": search.id,
                 "name": search.name,
                 "status": str(search.status),
-                "progress": f"{progress['trained']} / {spec.budget.max_trials} trained",
+                "progress": f"{progress['candidates']} / {spec.budget.max_trials} candidates",
                 "proposals": progress["proposals"],
-                "completed": len(points),
+                "completed": completed,
                 "best": ", ".join(f"{k} {v:,.6g}" for k, v in best.items()),
                 "hypervolume": progress["hypervolume"],
                 "started": _when(search.created_at),

@@ -43,7 +43,8 @@ def _body(search_id: str) -> None:
 def _counters(data: dict) -> None:
     progress = data["progress"]
     shown = [
-        ("trained", progress["trained"]),
+        ("candidates", progress["candidates"]),  # what budget.max_trials counts
+        ("training runs", progress["trained"]),
         ("proposals", progress["proposals"]),
         ("hash hits", progress["cache_hits"]),
         ("pruned", progress["pruned"]),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+from winnow.records import front_note
 from winnow.service.search_spec import SearchSpec
 from winnow.ui import analysis, charts, nav
 
@@ -31,9 +32,11 @@ def pareto(data: dict, spec: SearchSpec) -> None:
         figure, key=nav.key("pareto"), on_select="rerun", selection_mode="points"
     )
     front = int(points["on_front"].sum())
+    note = front_note(data.get("front_epochs"), spec.strategy.rungs[-1])
+    where = f"the {note}" if note else "the front of the top rung"
     st.caption(
-        f"{len(points):,} trained results at every rung; {front} on the front of the top "
-        "rung (opaque), the rest faded. Click a point to open its trial."
+        f"{len(points):,} trained results at every rung; {front} on {where} (opaque), the "
+        "rest faded. Click a point to open its trial."
     )
     _open_selected(event)
 

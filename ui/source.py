@@ -107,7 +107,7 @@ def search_data(url: str, search_id: str, version: tuple) -> dict[str, Any]:
     db = _store(url)
     search = db.search(search_id)
     the_spec = _spec(search.spec_json)
-    trained, history = _results(db, search_id, the_spec)
+    trained, history, front_epochs = _results(db, search_id, the_spec)
     last = history.iloc[-1] if len(history) else {}
     counts = reads.counts(db, search_id)
     proposals = reads.proposals(db, search_id).get(search_id, 0)
@@ -118,6 +118,7 @@ def search_data(url: str, search_id: str, version: tuple) -> dict[str, Any]:
         "best": {o.name: float(last[f"best {o.name}"]) for o in the_spec.objectives if len(last)},
         "funnel": analysis.funnel(counts, the_spec.strategy.rungs, proposals),
         "trained": trained,
+        "front_epochs": front_epochs,
         "history": history,
         "proxies": analysis.proxy_table(reads.proxy_scores(db, search_id)),
         "axis_values": reads.axis_values(db, search_id),
@@ -126,17 +127,22 @@ def search_data(url: str, search_id: str, version: tuple) -> dict[str, Any]:
     }
 
 
-def _results(db: Store, search_id: str, the_spec: SearchSpec) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Trained results at every rung with ``on_front`` (the front of the completed ones), and
-    the history of the completed ones."""
+def _results(
+    db: Store, search_id: str, the_spec: SearchSpec
+) -> tuple[pd.DataFrame, pd.DataFrame, int | None]:
+    """Trained results at every rung with ``on_front`` (the front of the completed ones, else
+    of the highest rung reached), the history of the completed ones, and the front's epochs."""
     names = [o.name for o in the_spec.objectives]
     trained = analysis.expand(reads.trained(db, search_id), names)
-    done = reads.completed(trained, len(the_spec.strategy.rungs) - 1).reset_index(drop=True)
+    rungs = the_spec.strategy.rungs
+    done = reads.completed(trained, len(rungs) - 1).reset_index(drop=True)
+    rung, front = analysis.front_rows(trained, len(rungs))
     trained["on_front"] = False
-    if not done.empty:
-        flags = front_mask(done[names].to_numpy(float), the_spec.directions)
-        trained.loc[trained["id"].isin(done.loc[flags, "id"]), "on_front"] = True
-    return trained, analysis.history(done, the_spec.objectives)
+    if not front.empty:
+        flags = front_mask(front[names].to_numpy(float), the_spec.directions)
+        trained.loc[trained["id"].isin(front.loc[flags, "id"]), "on_front"] = True
+    front_epochs = None if rung is None else rungs[rung]
+    return trained, analysis.history(done, the_spec.objectives), front_epochs
 
 
 @st.cache_data(ttl=CACHE_SECONDS, max_entries=256, show_spinner=False)

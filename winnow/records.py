@@ -76,6 +76,16 @@ class Fidelity:
         return self.stage
 
 
+def front_note(epochs: int | None, top_epochs: int) -> str | None:
+    """What a front below the top rung says of itself (no trial trained at the top rung yet,
+    so the front is the highest rung reached), or None for a front of completed trials or an
+    empty one."""
+    if epochs is None or epochs >= top_epochs:
+        return None
+    unit = "epoch" if epochs == 1 else "epochs"
+    return f"front at {epochs} {unit} (top rung {top_epochs} never reached)"
+
+
 @dataclass(frozen=True)
 class SearchRecord:
     """One stored search."""
@@ -124,12 +134,18 @@ class TrialRecord:
     created_at: float = 0.0
     finished_at: float | None = None
 
+    @property
+    def trained(self) -> bool:
+        """A training run with a result, at any rung: it ended ``ok``, or is a reused
+        (``duplicate``) result. Any such trial can be exported."""
+        return self.stage == "train" and self.status in (Status.OK, Status.DUPLICATE)
+
     def completed(self, top_rung: int) -> bool:
-        """A result on the front: a top-rung training run that ended ``ok``, or a reused
-        (``duplicate``) result. The one definition of "completed" everyone calls."""
-        if self.stage != "train" or self.rung != top_rung:
-            return False
-        return self.status in (Status.OK, Status.DUPLICATE)
+        """A trained result at the top rung (a reused result is stored at the top rung). The one
+        definition of "completed" everyone calls; when no trial of a search is completed, its
+        front is made of the trained results of the highest rung reached
+        (``readout.front_trials``)."""
+        return self.trained and self.rung == top_rung
 
 
 @dataclass(frozen=True)

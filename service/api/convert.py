@@ -70,7 +70,7 @@ def event_message(event: EventRecord, snapshot: pb.Search) -> pb.SearchEvent:
 
 
 def front_message(front: dict[str, Any]) -> pb.ParetoFront:
-    """``readout.pareto``'s front."""
+    """``readout.pareto``'s front (``epochs`` None, no trained trial yet, is sent as 0)."""
     points = [
         pb.ParetoPoint(
             trial_id=p["trial_id"],
@@ -80,7 +80,11 @@ def front_message(front: dict[str, Any]) -> pb.ParetoFront:
         for p in front["points"]
     ]
     return pb.ParetoFront(
-        objectives=front["objectives"], points=points, hypervolume=front["hypervolume"]
+        objectives=front["objectives"],
+        points=points,
+        hypervolume=front["hypervolume"],
+        epochs=front["epochs"] or 0,
+        top_epochs=front["top_epochs"],
     )
 
 
@@ -104,6 +108,8 @@ def progress_dict(progress: pb.Progress) -> dict[str, Any]:
         leader = {"trial_id": progress.leader.trial_id, "values": dict(progress.leader.objectives)}
     return {
         "trained": progress.trained,
+        "candidates": progress.candidates,
+        "epochs": progress.epochs,
         "max_trials": progress.max_trials,
         "proposals": progress.proposals,
         "cache_hits": progress.cache_hits,
@@ -150,14 +156,29 @@ def trial_dict(trial: pb.Trial) -> dict[str, Any]:
 
 
 def front_points(front: pb.ParetoFront) -> list[dict[str, Any]]:
+    """The points, each with the front's fidelity (``epochs``: of the top rung, or of the
+    highest rung reached when no trial completed; see :func:`front_dict`)."""
     return [
         {
             "trial_id": p.trial_id,
             **{name: p.objectives[name] for name in front.objectives},
+            "epochs": front.epochs,
             "candidate": json.loads(p.candidate_json),
         }
         for p in front.points
     ]
+
+
+def front_dict(front: pb.ParetoFront) -> dict[str, Any]:
+    """``readout.pareto``'s dict again: objectives, points, hypervolume, epochs (None before
+    any trained trial) and top_epochs (0 from a server older than fidelity-marked fronts)."""
+    return {
+        "objectives": list(front.objectives),
+        "points": front_points(front),
+        "hypervolume": front.hypervolume,
+        "epochs": front.epochs or None,
+        "top_epochs": front.top_epochs,
+    }
 
 
 def payload(event: pb.SearchEvent) -> dict[str, Any]:

@@ -258,15 +258,25 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
         results = reads.trained(self.store, ids)
         for row in stored:
             spec = SearchSpec.model_validate_json(row.spec_json)
-            groups = reads.tally_groups(counts[counts["search_id"] == row.id])
-            top_rung = len(spec.strategy.rungs) - 1
-            done = reads.completed(results[results["search_id"] == row.id], top_rung)
-            points = [readout.completed_point(spec.objectives, m) for m in done["metrics"]]
-            kept = [(p, n) for p, n in zip(points, done["number"], strict=True) if p is not None]
-            found[row.id] = readout.stored_progress(
-                spec, groups, proposals.get(row.id, 0), [p for p, _ in kept], [n for _, n in kept]
+            mine = counts["search_id"] == row.id, results["search_id"] == row.id
+            found[row.id] = _stored_progress(
+                spec, counts[mine[0]], proposals.get(row.id, 0), results[mine[1]]
             )
         return found
+
+
+def _stored_progress(spec: SearchSpec, counts: Any, proposals: int, trained: Any) -> dict[str, Any]:
+    """One stored search's progress from its part of the page's ``reads.counts`` and
+    ``reads.trained`` frames: the front is the top rung's, else the highest rung reached's."""
+    by_rung = reads.by_rung(trained, len(spec.strategy.rungs))
+    rung = readout.front_rung(by_rung)
+    front = by_rung[rung] if rung is not None else trained.iloc[0:0]
+    points = [readout.completed_point(spec.objectives, m) for m in front["metrics"]]
+    kept = [(p, n) for p, n in zip(points, front["number"], strict=True) if p is not None]
+    groups = reads.tally_groups(counts)
+    return readout.stored_progress(
+        spec, groups, proposals, [p for p, _ in kept], [int(n) for _, n in kept]
+    )
 
 
 def _parse_spec(text: str) -> SearchSpec:

@@ -1,6 +1,7 @@
 """``winnow search run|resume|list``: searches in this process, on a store.
 
     winnow search run examples/digits-search.yaml --db sqlite:///runs/winnow.db --json
+    winnow search run examples/digits-search.yaml --reproducible   # the same front every run
     winnow search resume SEARCH_ID --db sqlite:///runs/winnow.db
     winnow search list --db sqlite:///runs/winnow.db
 
@@ -18,6 +19,7 @@ import sys
 from dataclasses import asdict
 from typing import Any
 
+from winnow.records import front_note
 from winnow.service.cli.options import db_option
 from winnow.service.cli.output import print_json, search_exit_code
 
@@ -40,7 +42,7 @@ def _progress_bar(total: int, quiet: bool):
         engine = state.get("engine")
         if engine is None:
             return
-        bar.n = min(engine.counts["trained"], total)
+        bar.n = min(engine.counts["candidates"], total)  # max_trials counts candidates
         bar.set_postfix_str(bar_postfix(engine, running), refresh=False)
         bar.refresh()
 
@@ -80,7 +82,13 @@ def _run_engine(make_engine, total: int, args: argparse.Namespace) -> int:
     if args.json:
         print_json(out)
     else:
-        print(f"search {report.search_id}: {report.trained} trained, {len(report.front)} on front")
+        print(
+            f"search {report.search_id}: {report.candidates} candidates trained "
+            f"({report.trained} runs), {len(report.front)} on front"
+        )
+        note = front_note(report.front_epochs, report.top_epochs)
+        if note:
+            print(note)
         for point in report.front:
             print(json.dumps(point, sort_keys=True))
     return search_exit_code(report.status)
@@ -93,6 +101,8 @@ def cmd_search_run(args: argparse.Namespace) -> int:
     from winnow.workers.executor import InProcessExecutor
 
     spec = load_search_spec(args.spec)
+    if args.reproducible:  # the spec's field, set from the command line
+        spec = spec.model_copy(update={"reproducible": True})
     store = Store(args.db)
 
     def make(on_event):
@@ -133,6 +143,12 @@ def add_search_commands(commands: Any) -> None:
     sub = search.add_subparsers(dest="search_command", required=True)
     run = sub.add_parser("run", help="run a search from a spec file (YAML or JSON)")
     run.add_argument("spec")
+    run.add_argument(
+        "--reproducible",
+        action="store_true",
+        help="the same front every run: no results reused from other searches, one training "
+        "at a time (sets the spec's reproducible: true)",
+    )
     resume = sub.add_parser("resume", help="resume a stopped or crashed search")
     resume.add_argument("search_id")
     listing = sub.add_parser("list", help="the searches in a store")

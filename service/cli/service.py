@@ -127,14 +127,18 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_pareto(args: argparse.Namespace) -> int:
+    from winnow.records import front_note
     from winnow.service.demo import _front_table
 
     with _client(args) as client:
-        front = client.search(args.search_id).pareto()
-    if args.json:
-        print_json(front)
-    else:
-        print(_front_table(front))
+        front = client.search(args.search_id).front()
+    if args.json:  # the points, each with its fidelity ("epochs")
+        print_json(front["points"])
+        return 0
+    note = front_note(front["epochs"], front["top_epochs"])
+    if note:
+        print(note)
+    print(_front_table(front["points"]))
     return 0
 
 
@@ -170,7 +174,8 @@ def _report(info: dict[str, Any], json_output: bool) -> None:
     print(
         f"{info['id']} {info['name']}: {info['status']}"
         + (f" ({info['error']})" if info["error"] else "")
-        + f"; {progress['trained']}/{progress['max_trials']} trained, "
+        + f"; {progress['candidates']}/{progress['max_trials']} candidates trained "
+        f"({progress['trained']} runs, {progress['epochs']} epochs), "
         f"{progress['proposals']} proposals, {progress['cache_hits']} cache hits; {best}; "
         f"hypervolume {progress['hypervolume']:.6g}"
     )

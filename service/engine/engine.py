@@ -7,11 +7,15 @@ proxy screen keeps the top fraction, and training runs successive-halving rungs 
 promotions go first whenever a worker is free. Plain strategies (``random``, ``tpe``,
 ``nsga2``, ``gp``) run the train stage alone.
 
-This module is the loop, the budget and cancelling. What a stage asks lives in ``evidence``,
-how a candidate is settled (stored, counted, told to the sampler) in ``outcomes``, the rungs in
-``training`` and what the search knows in ``state``. Every state change is written to the store
-before the engine goes on (``journal``), so ``Engine.resume`` rebuilds the search (sampler
-included) from the store after any crash: finished trials are kept, running ones re-queued.
+This module is the loop, the budget (``Budget``: ``max_trials`` counts candidates sent to
+training, so promotions that are due still run after the last candidate started;
+``max_epochs`` and the seconds cap the compute) and cancelling. A ``reproducible`` spec runs one
+training at a time, so that results reach the sampler in the same order every run. What a stage
+asks lives in ``evidence``, how a candidate is settled (stored, counted, told to the sampler) in
+``outcomes``, the rungs in ``training`` and what the search knows in ``state``. Every state
+change is written to the store before the engine goes on (``journal``), so ``Engine.resume``
+rebuilds the search (sampler included) from the store after any crash: finished trials are
+kept, running ones re-queued.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from winnow.service.engine.cascade import Passage, Stage, TrainStage, cascade_st
 from winnow.service.engine.evidence import ProxyRule, ProxyScores, StoredResults, StoreHashMemo
 from winnow.service.engine.journal import EventSink, Journal
 from winnow.service.engine.outcomes import Outcomes
-from winnow.service.engine.pareto import pareto_front
+from winnow.service.engine.pareto import pareto_front, search_hypervolume
 from winnow.service.engine.rungs import SuccessiveHalving
 from winnow.service.engine.sampling import SamplerViewStorage, make_study
 from winnow.service.engine.screening import ProxyScreen
@@ -65,12 +69,14 @@ class Engine:
         self.spec, self.store, self.executor, self.search_id = spec, store, executor, search_id
         self.device = device or executor.device
         self.space, self.objectives, strategy = spec.search_space, spec.objectives, spec.strategy
+        # reproducible: each result is told before the next ask, whatever the executor's slots
+        self.slots = 1 if spec.reproducible else executor.slots
         self.sampler_view = SamplerViewStorage(strategy.pruned_window)
         self.study = make_study(
             strategy.sampler_name,
             spec.directions,
             spec.seed,
-            parallel=executor.slots > 1,
+            parallel=self.slots > 1,
             storage=self.sampler_view,
         )
         self.cache = SqlEquivalenceCache(store, seed=spec.seed)
@@ -147,14 +153,21 @@ class Engine:
         return self.state.tracked
 
     def progress(self) -> dict[str, Any]:
-        """Counters, hypervolume, the front's size and leader and each objective's best
-        completed value, for watchers (``readout.progress_view``)."""
+        """Counters, hypervolume, the front's size and leader and each objective's best value
+        on the front, for watchers (``readout.progress_view``)."""
         max_trials = self.spec.budget.max_trials
-        points, hypervolume = self.state.points(), self.state.hypervolume
-        ids = list(self.state.completed)
+        _, results = self._front_results()
+        points, ids = list(results.values()), list(results)
         return readout.progress_view(
-            self.counts, max_trials, self.objectives, points, hypervolume, trial_ids=ids
+            self.counts, max_trials, self.objectives, points, self.hypervolume(), trial_ids=ids
         )
+
+    def _front_results(self) -> tuple[int | None, dict[int, list[float]]]:
+        """The front's rung (``readout.front_rung``) and its results by candidate number: the
+        completed ones (top rung, or reused), else the highest rung below with results."""
+        by_rung = [*self.ladder.results[: self.ladder.top], self.state.completed]
+        rung = readout.front_rung(by_rung)
+        return rung, ({} if rung is None else by_rung[rung])
 
     # --- the loop -----------------------------------------------------------------------------
 
@@ -187,7 +200,7 @@ class Engine:
     def _loop(self) -> None:
         in_flight = self.training.in_flight
         while True:
-            while len(in_flight) < self.executor.slots and self._budget_left():
+            while len(in_flight) < self.slots and not self._stopped():
                 if not self._start_next():
                     break
             if not in_flight:
@@ -203,30 +216,46 @@ class Engine:
             for future in [f for f in in_flight if f.done()]:
                 self.training.finish(future)
 
-    def _budget_left(self) -> bool:
+    def _stopped(self) -> bool:
+        """Cancelled, or out of time: nothing more starts, not even a promotion."""
         if self._cancelled.is_set():
-            return False
+            return True
         budget = self.spec.budget
-        if self.counts["trained"] >= budget.max_trials:
-            return False
         if budget.max_seconds and time.perf_counter() - self.started >= budget.max_seconds:
-            return False
+            return True
         spent = self.state.device_seconds
-        return not (budget.max_device_seconds and spent >= budget.max_device_seconds)
+        return bool(budget.max_device_seconds and spent >= budget.max_device_seconds)
+
+    def _fits(self, rung: int) -> bool:
+        """Whether a run at ``rung`` fits in what is left of ``budget.max_epochs``."""
+        cap = self.spec.budget.max_epochs
+        return cap is None or self.counts["epochs"] + self.ladder.rungs[rung] <= cap
+
+    def _may_propose(self) -> bool:
+        """Whether a new candidate may be proposed: fewer than ``max_trials`` candidates sent
+        to training, proposals left, and its first rung fits in the epochs left."""
+        budget = self.spec.budget
+        return (
+            self.counts["candidates"] < budget.max_trials
+            and self.counts["proposals"] < budget.proposals
+            and self._fits(0)
+            and not self._stopped()
+        )
 
     def _start_next(self) -> bool:
-        """Start one training run: a re-queued one, a promotion if one is due, else new
-        proposals until one passes the cascade. False when nothing more can start."""
-        if self.state.requeued:
+        """Start one training run: a re-queued one, a promotion if one is due (these are
+        candidates already counted, so ``max_trials`` does not stop them), else new proposals
+        until one passes the cascade. False when nothing more can start."""
+        if self.state.requeued and self._fits(self.state.requeued[0][1]):
             self.training.submit(*self.state.requeued.pop(0))
             return True
         promotion = self.ladder.next_promotion()
-        if promotion is not None:
+        if promotion is not None and self._fits(promotion[1]):
             number, rung = promotion
             self.ladder.mark_promoted(rung - 1, number)
             self.training.submit(self.tracked[number], rung)
             return True
-        while self.counts["proposals"] < self.spec.budget.proposals and self._budget_left():
+        while self._may_propose():
             if self._propose():
                 return True
         return False
@@ -264,11 +293,18 @@ class Engine:
     # --- results ------------------------------------------------------------------------------
 
     def hypervolume(self) -> float:
-        """Of the completed trials, as of the last completion."""
-        return self.state.hypervolume
+        """Of the front (``_front_results``): the completed trials', as of the last completion,
+        else that of the highest rung reached."""
+        rung, results = self._front_results()
+        if rung is None or rung == self.ladder.top:
+            return self.state.hypervolume
+        return search_hypervolume(self.objectives, list(results.values()))
 
     def front(self) -> list[dict[str, Any]]:
-        numbers, points = list(self.state.completed), self.state.points()
+        """The front's points (completed trials, else the highest rung reached: see
+        ``report().front_epochs``), each with its candidate number and candidate."""
+        _, results = self._front_results()
+        numbers, points = list(results), list(results.values())
         return [
             {
                 "trial_id": numbers[i],
@@ -280,11 +316,13 @@ class Engine:
 
     def report(self, status: str = SearchStatus.RUNNING) -> SearchReport:
         overheads = [t.overhead * 1000 for t in self.tracked.values()]
-        counts = self.counts
+        counts, front_rung = self.counts, self._front_results()[0]
         return SearchReport(
             search_id=self.search_id,
             status=status,
             trained=counts["trained"],
+            candidates=counts["candidates"],
+            epochs=counts["epochs"],
             proposals=counts["proposals"],
             cache_hits=counts["cache_hits"],
             proxy_evaluations=counts["proxy"],
@@ -292,6 +330,8 @@ class Engine:
             failed=counts["failed"],
             front=self.front(),
             hypervolume=self.hypervolume(),
+            front_epochs=None if front_rung is None else self.ladder.rungs[front_rung],
+            top_epochs=self.ladder.rungs[-1],
             history=self.state.history,
             overhead_ms_median=float(np.median(overheads)) if overheads else 0.0,
             wall_seconds=time.perf_counter() - self.started,

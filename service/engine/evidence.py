@@ -54,7 +54,7 @@ class StoredResults:
 
     def find(self, proposal: Proposal, passage: Passage) -> TrialResult | None:
         result = self.cache.get(self.task, self.fidelity, proposal.functional)
-        if result is None and self.spec.strategy.reuse_across_searches:  # else only ours
+        if result is None and self.spec.reuses_across_searches:  # else only ours
             result = self.cache.get(self.task, self.fidelity, structural_key(proposal.structural))
         objectives = self.spec.objectives
         if result is None or result.status != Status.OK or missing(objectives, result.metrics):
@@ -154,7 +154,7 @@ class ProxyRule:
 def train_task(spec: SearchSpec, search_id: str) -> str:
     """The task key trained results are cached under: the task's, or this search's alone."""
     task = spec.task.key
-    return task if spec.strategy.reuse_across_searches else f"{task}#{search_id}"
+    return task if spec.reuses_across_searches else f"{task}#{search_id}"
 
 
 def train_fidelity(epochs: int) -> str:

@@ -6,16 +6,19 @@ the engine (live), the row views below and the dashboard call. The second reads 
 records alone, so the service answers the same for a live search, a finished one, and one whose
 server restarted.
 
-A *completed* trial is a candidate with a top-rung training row that succeeded (``ok``) or was
-answered from the equivalence cache (``duplicate``): ``TrialRecord.completed``. Trial ids are
-candidate numbers within the search.
+A *trained* trial is a candidate with a training row that succeeded (``ok``) or was answered
+from the equivalence cache (``duplicate``), at any rung (``TrialRecord.trained``); a *completed*
+one has such a row at the top rung (``TrialRecord.completed``). The front is made of the
+completed trials; while none is, of the trained results at the highest rung reached, and it
+says which fidelity it is at (:func:`front_trials`; one fidelity, never a mix). Any trained
+trial can be exported. Trial ids are candidate numbers within the search.
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence, Sized
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,7 +39,10 @@ from winnow.service.search_spec import Objective, SearchSpec
 
 # --- pure views of completed values and counters ----------------------------------------------
 
-PROGRESS_COUNTS = ("trained", "proposals", "cache_hits", "pruned", "failed")
+# trained: training runs started (each rung's is one); candidates: the candidates sent to
+# training (what ``budget.max_trials`` counts); epochs: training epochs of every run started
+# (what ``budget.max_epochs`` counts).
+PROGRESS_COUNTS = ("trained", "candidates", "epochs", "proposals", "cache_hits", "pruned", "failed")
 
 
 def objective_values(objectives: Sequence[Objective], metrics: Mapping[str, Any]) -> list[float]:
@@ -93,14 +99,18 @@ def hypervolume_history(
     return [growing.add(point) for point in points]
 
 
-def tally(groups: Iterable[tuple[str, str, bool, int]], proposals: int) -> dict[str, int]:
-    """The progress counters from ``(stage, status, reused, rows)`` groups of stored trials:
-    trained counts training rows that ran (a reused result trained nothing), cache hits the
-    reused rows, pruned and failed the rows of those statuses at any stage."""
+def tally(groups: Iterable[tuple[str, int, int, str, bool, int]], proposals: int) -> dict[str, int]:
+    """The progress counters from ``(stage, epochs, rung, status, reused, rows)`` groups of
+    stored trials: trained counts training rows that ran (a reused result trained nothing),
+    candidates those of the first rung (every candidate sent to training has one), epochs
+    their epochs, cache hits the reused rows, pruned and failed the rows of those statuses at
+    any stage."""
     counts = dict.fromkeys(PROGRESS_COUNTS, 0) | {"proposals": proposals}
-    for stage, status, reused, rows in groups:
-        rows = int(rows)
-        counts["trained"] += rows if stage == "train" and not reused else 0
+    for stage, epochs, rung, status, reused, rows in groups:
+        rows, ran = int(rows), stage == "train" and not reused
+        counts["trained"] += rows if ran else 0
+        counts["candidates"] += rows if ran and int(rung) == 0 else 0
+        counts["epochs"] += rows * int(epochs) if ran else 0
         counts["cache_hits"] += rows if reused else 0
         counts["pruned"] += rows if status == "pruned" else 0
         counts["failed"] += rows if status == "failed" else 0
@@ -132,9 +142,10 @@ def progress_view(
     trial_ids: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """What watchers see of a search: the counters, the budget, the hypervolume (computed from
-    ``points`` unless given), each objective's best completed value (``best``: per objective,
-    from different trials), the front's size and its leader (:func:`front_leader`; ``trial_ids``
-    are the points' trials, their positions without it)."""
+    ``points`` unless given; ``points`` are the front's fidelity's, :func:`front_rung`), each
+    objective's best value on the front (``best``: per objective, from different trials), the
+    front's size and its leader (:func:`front_leader`; ``trial_ids`` are the points' trials,
+    their positions without it)."""
     if hypervolume_value is None:
         hypervolume_value = search_hypervolume(objectives, points)
     ids = range(len(points)) if trial_ids is None else trial_ids
@@ -149,15 +160,26 @@ def progress_view(
     }
 
 
+def front_rung(results_by_rung: Sequence[Sized]) -> int | None:
+    """The rung the front is made of: the highest one with a trained result (the top rung once
+    a trial completed), or None before any result. Results of different fidelities are never
+    compared: a one-epoch accuracy does not dominate a nine-epoch one."""
+    reached = [rung for rung, results in enumerate(results_by_rung) if len(results)]
+    return reached[-1] if reached else None
+
+
 # --- views of the stored rows -----------------------------------------------------------------
 
 
 class UnknownTrialError(LookupError):
-    """An export names a trial that has no completed result in the search."""
+    """An export names a trial that has no trained result in the search (the message says
+    why), or the search has none yet."""
 
 
 @dataclass(frozen=True)
 class Completed:
+    """A trained result (``TrialRecord.trained``) with its objective values."""
+
     trial_id: int
     values: list[float]
     row: TrialRecord
@@ -182,32 +204,48 @@ def failure_summary(rows: Iterable[TrialRecord]) -> str | None:
 def completed_point(
     objectives: Sequence[Objective], metrics: Mapping[str, Any]
 ) -> list[float] | None:
-    """A completed result's point, or None when it lacks an objective's value (such a result
+    """A trained result's point, or None when it lacks an objective's value (such a result
     counts as trained but is on no front)."""
     if any(metrics.get(o.name) is None for o in objectives):
         return None
     return objective_values(objectives, metrics)
 
 
-def completed_trials(spec: SearchSpec, rows: list[TrialRecord]) -> list[Completed]:
-    """The search's completed trials in completion order (see the module docstring)."""
-    top = len(spec.strategy.rungs) - 1
+def trained_trials(spec: SearchSpec, rows: list[TrialRecord]) -> list[Completed]:
+    """The search's trained results at every rung, in completion order (see the module
+    docstring)."""
     done = []
     for row in rows:
-        point = completed_point(spec.objectives, row.metrics) if row.completed(top) else None
+        point = completed_point(spec.objectives, row.metrics) if row.trained else None
         if point is not None:
             done.append(Completed(row.number, point, row))
     return done
 
 
+def completed_trials(spec: SearchSpec, rows: list[TrialRecord]) -> list[Completed]:
+    """The search's completed trials (trained at the top rung) in completion order."""
+    top = len(spec.strategy.rungs) - 1
+    return [c for c in trained_trials(spec, rows) if c.row.rung == top]
+
+
+def front_trials(spec: SearchSpec, rows: list[TrialRecord]) -> tuple[int | None, list[Completed]]:
+    """The rung the front is made of (:func:`front_rung`) and the trained results at it."""
+    trained = trained_trials(spec, rows)
+    by_rung: list[list[Completed]] = [[] for _ in spec.strategy.rungs]
+    for result in trained:
+        by_rung[result.row.rung].append(result)
+    rung = front_rung(by_rung)
+    return rung, ([] if rung is None else by_rung[rung])
+
+
 def stored_progress(
     spec: SearchSpec,
-    groups: Iterable[tuple[str, str, bool, int]],
+    groups: Iterable[tuple[str, int, int, str, bool, int]],
     proposals: int,
     points: Sequence[Sequence[float]],
     trial_ids: Sequence[int],
 ) -> dict[str, Any]:
-    """A stored search's progress from its ``tally`` groups, proposals and completed points
+    """A stored search's progress from its ``tally`` groups, proposals and front points
     (``trial_ids``: their trials): what ``progress`` computes from rows, and a listing from
     aggregate reads of a page."""
     counts = tally(groups, proposals)
@@ -217,16 +255,18 @@ def stored_progress(
 
 def progress(spec: SearchSpec, rows: list[TrialRecord]) -> dict[str, Any]:
     """The same counters as ``Engine.progress``, from rows."""
-    groups = ((row.stage, row.status, row.reused, 1) for row in rows)
-    done = completed_trials(spec, rows)
-    points, ids = [c.values for c in done], [c.trial_id for c in done]
+    groups = ((row.stage, row.epochs, row.rung, row.status, row.reused, 1) for row in rows)
+    front = front_trials(spec, rows)[1]
+    points, ids = [c.values for c in front], [c.trial_id for c in front]
     return stored_progress(spec, groups, len({row.number for row in rows}), points, ids)
 
 
 def pareto(spec: SearchSpec, rows: list[TrialRecord]) -> dict[str, Any]:
     """``{"objectives", "points": [{"trial_id", objective values..., "candidate"}],
-    "hypervolume"}``; points sorted by the first objective, best first."""
-    done = completed_trials(spec, rows)
+    "hypervolume", "epochs", "top_epochs"}``: the front at ``epochs`` (the fidelity of
+    :func:`front_trials`, None when empty; below ``top_epochs`` when no trial completed);
+    points sorted by the first objective, best first."""
+    rung, done = front_trials(spec, rows)
     points = [c.values for c in done]
     best = [done[i] for i in pareto_front(points, spec.directions)]
     first = spec.objectives[0]
@@ -242,27 +282,29 @@ def pareto(spec: SearchSpec, rows: list[TrialRecord]) -> dict[str, Any]:
             for c in best
         ],
         "hypervolume": search_hypervolume(spec.objectives, points),
+        "epochs": None if rung is None else spec.strategy.rungs[rung],
+        "top_epochs": spec.strategy.rungs[-1],
     }
 
 
 def recipe(search: SearchRecord, rows: list[TrialRecord], trial_id: int | None = None) -> dict:
-    """The canonical candidate of a completed trial with everything needed to train it again:
-    task, epochs, seed, and what it scored. Without ``trial_id``: the front's best on the
-    first objective."""
+    """The canonical candidate of a trained trial with everything needed to train it again:
+    task, epochs (of its highest trained rung), seed, and what it scored. Without
+    ``trial_id``: the front's best on the first objective (the front of :func:`front_trials`,
+    below the top rung when no trial completed)."""
     spec = SearchSpec.model_validate_json(search.spec_json)
-    done = {c.trial_id: c for c in completed_trials(spec, rows)}
     if trial_id is None:
         points = pareto(spec, rows)["points"]
         if not points:
-            raise UnknownTrialError(f"search {search.id} has no completed trial to export yet")
+            raise UnknownTrialError(
+                f"search {search.id} ({search.status}) has no trained trial to export yet: "
+                + (failure_summary(rows) or "none has finished training")
+            )
         trial_id = points[0]["trial_id"]
-    if trial_id not in done:
-        known = ", ".join(str(t) for t in sorted(done)[:20]) or "none yet"
-        raise UnknownTrialError(
-            f"trial {trial_id} of search {search.id} has no completed result "
-            f"(completed trials: {known})"
-        )
-    row = done[trial_id].row
+    trained = [c for c in trained_trials(spec, rows) if c.trial_id == trial_id]
+    if not trained:
+        raise UnknownTrialError(_why_not_trained(search, rows, trial_id))
+    row = max(trained, key=lambda c: c.row.rung).row
     return {
         "format": RECIPE_FORMAT,
         "winnow_version": winnow.__version__,
@@ -277,6 +319,26 @@ def recipe(search: SearchRecord, rows: list[TrialRecord], trial_id: int | None =
         "metrics": row.metrics,
         "hashes": {"structural": row.structural_hash, "functional": row.functional_hash},
     }
+
+
+def _why_not_trained(search: SearchRecord, rows: list[TrialRecord], trial_id: int) -> str:
+    """Why trial ``trial_id`` has no trained result: unknown, still running, failed, pruned."""
+    mine = [r for r in rows if r.number == trial_id]
+    name = f"trial {trial_id} of search {search.id}"
+    if not mine:
+        numbers = sorted({r.number for r in rows})
+        known = f"trial ids 0 to {numbers[-1]}" if numbers else "no trials yet"
+        return f"{name} does not exist ({known})"
+    last = mine[-1]
+    where = f"at rung {last.rung} ({last.epochs} epochs)" if last.stage == "train" else ""
+    where = where or f"at the {last.stage} stage"
+    if last.status in (Status.QUEUED, Status.RUNNING):
+        return f"{name} is still {last.status} {where}; export it when it has trained"
+    if last.status == Status.FAILED:
+        return f"{name} failed {where}: {last.error or 'no error recorded'}"
+    if last.status == Status.PRUNED:
+        return f"{name} was pruned {where} and never trained: {last.error or 'no reason recorded'}"
+    return f"{name} has no trained result with every objective ({where})"
 
 
 def architecture_view(arch: dict[str, Any]) -> ArchitectureView:

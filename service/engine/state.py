@@ -64,7 +64,10 @@ class Tracked(Proposal):
 
 
 def fresh_counts() -> dict[str, int]:
-    return dict(trained=0, proposals=0, cache_hits=0, proxy=0, pruned=0, failed=0)
+    """``readout.PROGRESS_COUNTS`` and ``proxy`` (proxy runs)."""
+    return dict(
+        trained=0, candidates=0, epochs=0, proposals=0, cache_hits=0, proxy=0, pruned=0, failed=0
+    )
 
 
 @dataclass
@@ -164,6 +167,8 @@ class _Rebuild:
             self.state.completed[tracked.number] = values
             return TrialState.COMPLETE, values, None
         counts["trained"] += 1
+        counts["candidates"] += 1 if row.rung == 0 else 0
+        counts["epochs"] += row.epochs
         self.state.device_seconds += row.seconds
         if row.status in (Status.FAILED, Status.PRUNED):
             counts[row.status] += 1
@@ -203,7 +208,9 @@ class _Rebuild:
 class SearchReport:
     search_id: str
     status: str
-    trained: int
+    trained: int  # training runs (each rung's is one)
+    candidates: int  # candidates sent to training (what budget.max_trials counts)
+    epochs: int  # training epochs of every run (what budget.max_epochs counts)
     proposals: int
     cache_hits: int
     proxy_evaluations: int
@@ -211,6 +218,8 @@ class SearchReport:
     failed: int
     front: list[dict[str, Any]]
     hypervolume: float
+    front_epochs: int | None  # the front's fidelity: the top rung's, or the highest reached
+    top_epochs: int
     history: list[dict[str, float]] = field(default_factory=list)
     overhead_ms_median: float = 0.0
     wall_seconds: float = 0.0

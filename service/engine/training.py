@@ -128,7 +128,10 @@ class Training:
             seed=self.spec.seed,
             device=self.device,
         )
-        self.state.counts["trained"] += 1
+        counts = self.state.counts
+        counts["trained"] += 1
+        counts["candidates"] += 1 if rung == 0 else 0  # a promotion is the same candidate
+        counts["epochs"] += spec.epochs
         self.journal.started(tracked, rung, spec.epochs)
         future = self.executor.submit(spec, self.epochs.reporter(tracked.number, rung))
         self.in_flight[future] = (tracked, rung, row_id)
@@ -178,9 +181,11 @@ class Training:
             self.outcomes.tell(tracked, TrialState.PRUNED, intermediate=(rung, metrics))
 
     def _history_entry(self) -> dict[str, float]:
-        """The report's history: trained so far, the first objective's best, hypervolume."""
+        """The report's history: training runs and candidates so far, the first objective's
+        best and the hypervolume of the completed trials."""
         primary = self.spec.objectives[0]
         firsts = [[values[0]] for values in self.state.completed.values()]
         best = best_values([primary], firsts).get(primary.name, float("nan"))
-        entry = {"trained": self.state.counts["trained"], "best": best}
+        counts = self.state.counts
+        entry = {"trained": counts["trained"], "candidates": counts["candidates"], "best": best}
         return {**entry, "hypervolume": self.state.hypervolume, "objective": primary.name}

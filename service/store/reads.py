@@ -57,6 +57,12 @@ HAS_RESULT = (TrialRow.stage == "train") & TrialRow.status.in_(RESULT_STATUSES)
 SearchIds = str | Collection[str] | None
 
 
+def by_rung(trained_rows: pd.DataFrame, rungs: int) -> list[pd.DataFrame]:
+    """The rows of :func:`trained` of each rung, lowest first (``readout.front_rung`` picks
+    the front's)."""
+    return [trained_rows[trained_rows["rung"] == rung] for rung in range(rungs)]
+
+
 def completed(trained_rows: pd.DataFrame, top_rung: int) -> pd.DataFrame:
     """The rows of :func:`trained` that are completed trials (``TrialRecord.completed``)."""
     return trained_rows[trained_rows["rung"] == top_rung]
@@ -107,13 +113,13 @@ def counts(store: Store, search_id: SearchIds = None) -> pd.DataFrame:
     return _frame(store, query if search_id is None else query.where(_of(search_id)))
 
 
-def tally_groups(counts_frame: pd.DataFrame) -> list[tuple[str, str, bool, int]]:
-    """The ``(stage, status, reused, rows)`` groups ``readout.tally`` counts, from a frame of
-    :func:`counts`."""
-    columns = (counts_frame[c] for c in ("stage", "status", "reused", "rows"))
+def tally_groups(counts_frame: pd.DataFrame) -> list[tuple[str, int, int, str, bool, int]]:
+    """The ``(stage, epochs, rung, status, reused, rows)`` groups ``readout.tally`` counts, from
+    a frame of :func:`counts`."""
+    columns = (counts_frame[c] for c in ("stage", "epochs", "rung", "status", "reused", "rows"))
     return [
-        (stage, status, bool(reused), int(rows))
-        for stage, status, reused, rows in zip(*columns, strict=True)
+        (stage, int(epochs), int(rung), status, bool(reused), int(rows))
+        for stage, epochs, rung, status, reused, rows in zip(*columns, strict=True)
     ]
 
 

@@ -42,7 +42,7 @@ def test_bad_inputs_exit_2(capsys, tmp_path):
     assert main(["search", "run", str(tmp_path / "missing.yaml"), "--quiet"]) == 2
     assert "no search-spec file" in capsys.readouterr().err
     store = f"sqlite:///{tmp_path / 'x.db'}"
-    assert main(["search", "resume", "nope", "--store", store, "--quiet"]) == 2
+    assert main(["search", "resume", "nope", "--db", store, "--quiet"]) == 2
     assert "no search 'nope'" in capsys.readouterr().err
     assert main(["bench", "search", "--oracle", "csv:x", "--data", "digits"]) == 2
     assert "nb201:CSV" in capsys.readouterr().err
@@ -80,7 +80,7 @@ def test_a_search_whose_every_trial_fails_exits_1_and_says_why(capsys, tmp_path)
         "task: {dataset: digits}\nbudget: {max_trials: 2}\nstrategy: {name: random, rungs: [1]}\n"
     )
     store = f"sqlite:///{tmp_path / 'cli.db'}"
-    code = main(["search", "run", str(spec), "--store", store, "--json", "--quiet"])
+    code = main(["search", "run", str(spec), "--db", store, "--json", "--quiet"])
     captured = capsys.readouterr()
     assert code == 1 and json.loads(captured.out)["status"] == "failed"
     assert "failed: no trial trained successfully; 2 of 2 failed rows: non-finite loss" in (
@@ -95,8 +95,33 @@ def test_search_run_shows_the_running_trials_epochs_and_the_leader(capsys, tmp_p
         "budget: {max_trials: 2}\nstrategy: {name: random, rungs: [3]}\n"
     )
     store = f"sqlite:///{tmp_path / 'cli.db'}"
-    assert main(["search", "run", str(spec), "--store", store]) == 0
+    assert main(["search", "run", str(spec), "--db", store]) == 0
     bar = capsys.readouterr().err
     for epoch in (0, 1, 2):  # each epoch shown while the trial runs (in this process)
         assert f"running #0 epoch {epoch}/3" in bar and f"running #1 epoch {epoch}/3" in bar
     assert "front 1 point; best accuracy: #" in bar
+
+
+def test_search_run_reproducible_gives_the_same_front_twice(capsys, tmp_path):
+    """Real training on the digits: a default second run is answered from the first's results
+    (cache hits, then other proposals); ``--reproducible`` runs reuse nothing and agree."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        "space:\n"
+        "  architecture: {family: mlp, depth: 1, width: [16, 32], activation: relu}\n"
+        "  optimizer: {name: adamw, lr: 0.01, batch_size: 64}\n"
+        "task: {dataset: digits}\nbudget: {max_trials: 2, max_proposals: 4}\n"
+        "objectives: [{name: accuracy}, {name: params, direction: minimize}]\n"
+        "strategy: {name: cascade, sampler: random, rungs: [1]}\n"
+    )
+    store = f"sqlite:///{tmp_path / 'cli.db'}"
+
+    def search_run(*flags: str) -> dict:
+        argv = ["search", "run", str(spec), "--db", store, "--json", "--quiet", *flags]
+        assert main(argv) == 0
+        return json.loads(capsys.readouterr().out)
+
+    assert search_run()["cache_hits"] == 0 and search_run()["cache_hits"] > 0
+    first, second = search_run("--reproducible"), search_run("--reproducible")
+    assert first["cache_hits"] == second["cache_hits"] == 0
+    assert first["front"] and first["front"] == second["front"]

@@ -36,15 +36,16 @@ def test_client_commands_round_trip(server, capsys, tmp_path, tiny_spec):
 
     code, out, _ = run(capsys, "status", search_id, "--json", *address)
     assert json.loads(out)["progress"]["trained"] == 3
+    assert json.loads(out)["progress"]["candidates"] == 3
     code, out, _ = run(capsys, "status", search_id, *address)
-    assert f"{search_id} tiny: finished; 3/3 trained" in out
+    assert f"{search_id} tiny: finished; 3/3 candidates trained (3 runs, 3 epochs)" in out
     code, out, _ = run(capsys, "list", "--json", *address)
     assert [json.loads(line)["id"] for line in out.splitlines()] == [search_id]
     code, out, _ = run(capsys, "pareto", search_id, "--json", *address)
     front = json.loads(out)
-    assert front and "accuracy" in front[0]
+    assert front and "accuracy" in front[0] and front[0]["epochs"] == 1  # the top rung's
     code, out, _ = run(capsys, "pareto", search_id, *address)
-    assert "Pareto front" in out and "mlp[" in out
+    assert "Pareto front" in out and "mlp[" in out and "never reached" not in out
     recipe = tmp_path / "out" / "recipe.json"
     code, out, _ = run(capsys, "export", search_id, "--out", str(recipe), *address)
     assert code == 0 and json.loads(recipe.read_text())["trial_id"] == front[0]["trial_id"]

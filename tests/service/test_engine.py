@@ -4,16 +4,21 @@ decision (promotion, screening, reuse, constraints, resume) can be checked exact
 from __future__ import annotations
 
 import json
+import random
+import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from optuna.trial import TrialState
 
+from winnow.records import front_note
 from winnow.search_space.trial import Status, TrialResult, TrialSpec
-from winnow.service.engine import Engine
+from winnow.service.api import convert
+from winnow.service.engine import Engine, readout
 from winnow.service.search_spec import parse_search_spec
 from winnow.service.store import Store, sqlite_url
-from winnow.workers.executor import InProcessExecutor
+from winnow.workers.executor import Executor, InProcessExecutor
 
 SPACE = {
     "architecture": {
@@ -93,7 +98,9 @@ def test_successive_halving_promotes_the_best_third(store):
     rows = store.trials(report.search_id)
     low = [r for r in rows if r.epochs == 1]
     high = [r for r in rows if r.epochs == 3]
-    assert len(low) + len(high) == 9 and high
+    # max_trials counts candidates: nine of them, and the promotions due after the ninth ran
+    assert len(low) == 9 and len(high) == 3
+    assert report.candidates == 9 and report.trained == 12 and report.epochs == 9 + 3 * 3
     for promoted in high:  # at promotion time it was in the top third of the rung below
         earlier = [r for r in low if r.id < promoted.id]
         accuracy = {r.number: r.metrics["accuracy"] for r in earlier}
@@ -271,3 +278,113 @@ def test_one_successful_trial_is_enough_for_a_finished_search(store):
     search = store.search(report.search_id)
     assert any(r.status == "failed" for r in store.trials(report.search_id))
     assert search.status == "finished" and search.error is None
+
+
+# --- budgets of candidates and epochs; fronts below the top rung (issue 15, item 3) -------------
+
+
+def test_a_small_budget_finishes_with_a_front_at_the_highest_rung_reached(store):
+    """Three candidates on rungs [1, 3, 9]: one is promoted to 3 epochs, none reaches 9. The
+    front is the 3-epoch rung's, says so, and every trained trial can be exported."""
+    spec = make_spec(name="random", rungs=[1, 3, 9], extra={"budget": {"max_trials": 3}})
+    engine, report = run(spec, store, FakeWorld())
+    rows = store.trials(report.search_id)
+    assert store.search(report.search_id).status == "finished"
+    assert report.candidates == 3 and report.trained == 4  # the due promotion ran past 3
+    assert (report.front_epochs, report.top_epochs) == (3, 9) and len(report.front) == 1
+    promoted = next(r.number for r in rows if r.rung == 1)
+    assert report.front[0]["trial_id"] == promoted
+    assert (
+        engine.progress()["best"]["accuracy"]
+        == next(r for r in rows if r.rung == 1).metrics["accuracy"]
+    )
+
+    front = readout.pareto(spec, rows)
+    assert (front["epochs"], front["top_epochs"]) == (3, 9)
+    assert [p["trial_id"] for p in front["points"]] == [promoted]
+    assert front["hypervolume"] == pytest.approx(report.hypervolume) and front["hypervolume"] > 0
+    message = convert.front_message(front)  # what GetParetoFront sends, as the client reads it
+    assert convert.front_dict(message)["epochs"] == 3
+    assert front_note(3, 9) == "front at 3 epochs (top rung 9 never reached)"
+
+    search = store.search(report.search_id)
+    best = readout.recipe(search, rows)  # the default: the front's best
+    assert best["trial_id"] == promoted and best["training"]["epochs"] == 3
+    first_rung_only = next(r.number for r in rows if r.number != promoted)
+    recipe = readout.recipe(search, rows, first_rung_only)
+    assert recipe["trial_id"] == first_rung_only and recipe["training"]["epochs"] == 1
+    with pytest.raises(readout.UnknownTrialError, match="trial 7 .* does not exist"):
+        readout.recipe(search, rows, 7)
+    resumed = Engine.resume(store, report.search_id, InProcessExecutor(FakeWorld()))
+    assert resumed.counts == engine.counts and resumed.front() == report.front
+    assert resumed.run().trained == 4  # its budget is spent: nothing more runs
+
+
+def test_export_says_why_a_trial_has_no_trained_result(store):
+    spec = make_spec(name="random", extra={"budget": {"max_trials": 3}})
+    _, report = run(spec, store, FakeWorld(fail_widths=(16, 32, 64, 128)))
+    search, rows = store.search(report.search_id), store.trials(report.search_id)
+    with pytest.raises(readout.UnknownTrialError, match="failed at rung 0 .*: worker lost"):
+        readout.recipe(search, rows, 0)
+    with pytest.raises(readout.UnknownTrialError, match="no trained trial to export yet"):
+        readout.recipe(search, rows)
+
+
+def test_max_trials_counts_candidates_and_max_epochs_caps_the_compute(store):
+    """Without an epoch cap, nine candidates and their three promotions train 9 + 3 x 3 epochs;
+    with ``max_epochs: 10`` no run starts that would go past 10 epochs in all."""
+    budget = {"max_trials": 9}
+    _, free = run(
+        make_spec(name="random", rungs=[1, 3], extra={"budget": budget}), store, FakeWorld()
+    )
+    assert (free.candidates, free.trained, free.epochs) == (9, 12, 18)
+    capped = make_spec(name="random", rungs=[1, 3], extra={"budget": budget | {"max_epochs": 10}})
+    engine, report = run(capped, store, FakeWorld())
+    epochs = sum(r.epochs for r in store.trials(report.search_id) if r.stage == "train")
+    assert report.epochs == epochs == 10  # a promotion (3) no longer fitted, a candidate did
+    assert readout.progress(capped, store.trials(report.search_id))["epochs"] == epochs
+    assert engine.progress()["candidates"] == report.candidates < 9
+
+
+# --- reproducible runs (issue 15, item 6) ------------------------------------------------------
+
+
+class ShuffledThreads(Executor):
+    """``world`` on three threads, each trial sleeping a random while first: results come
+    back in an order that changes from run to run, as a pool of workers' do."""
+
+    slots = 3
+
+    def __init__(self, world: FakeWorld, seed: int) -> None:
+        self.world, self.rng = world, random.Random(seed)
+        self.pool = ThreadPoolExecutor(self.slots)
+
+    def submit(self, spec: TrialSpec, on_epoch=None):
+        delay = self.rng.uniform(0.0, 0.01)
+        return self.pool.submit(lambda: (time.sleep(delay), self.world(spec, on_epoch))[1])
+
+    def close(self) -> None:
+        self.pool.shutdown()
+
+
+def test_reproducible_runs_give_identical_fronts_on_one_store(store):
+    screen = {"proxies": ["synflow", "params"], "keep_fraction": 0.5, "min_population": 3}
+    objectives = [{"name": "accuracy"}, {"name": "params", "direction": "minimize"}]
+    extra = {"budget": {"max_trials": 6}, "objectives": objectives}
+    spec = make_spec(name="cascade", sampler="tpe", rungs=[1, 3], screen=screen, extra=extra)
+    _, first = run(spec, store, FakeWorld())
+    _, again = run(spec, store, FakeWorld())  # by default the first run's results answer
+    assert first.cache_hits == 0 and again.cache_hits > 0
+
+    reproducible = spec.model_copy(update={"reproducible": True})
+    fronts = []
+    for seed in (1, 2):
+        executor = ShuffledThreads(FakeWorld(), seed)
+        engine = Engine.create(reproducible, store, executor)
+        assert engine.slots == 1  # one training at a time, told before the next ask
+        report = engine.run()
+        executor.close()
+        assert report.cache_hits == 0 and report.status == "finished"
+        rows = store.trials(report.search_id)
+        fronts.append((report.front, readout.pareto(reproducible, rows)["points"]))
+    assert fronts[0] == fronts[1] and fronts[0][0]

@@ -40,15 +40,24 @@ def test_front_and_best_values():
 
 
 def test_progress_counters_from_grouped_rows():
-    groups = [
-        ("proxy", "pruned", False, 5),
-        ("proxy", "ok", False, 4),
-        ("train", "ok", False, 3),
-        ("train", "failed", False, 1),
-        ("train", "duplicate", True, 2),
+    groups = [  # (stage, epochs, rung, status, reused, rows)
+        ("proxy", 0, -1, "pruned", False, 5),
+        ("proxy", 0, -1, "ok", False, 4),
+        ("train", 1, 0, "ok", False, 3),
+        ("train", 3, 1, "ok", False, 1),
+        ("train", 1, 0, "failed", False, 1),
+        ("train", 9, 2, "duplicate", True, 2),
     ]
     counts = readout.tally(groups, proposals=11)
-    assert counts == {"trained": 4, "proposals": 11, "cache_hits": 2, "pruned": 5, "failed": 1}
+    assert counts == {
+        "trained": 5,  # training runs: a promotion is one, a reused result is none
+        "candidates": 4,  # what max_trials counts: the first rung's runs
+        "epochs": 3 + 3 + 1,
+        "proposals": 11,
+        "cache_hits": 2,
+        "pruned": 5,
+        "failed": 1,
+    }
     view = readout.progress_view(counts, 10, OBJECTIVES, [[0.9, 10.0]])
     assert view["max_trials"] == 10 and view["best"] == {"accuracy": 0.9, "params": 10.0}
     assert view["hypervolume"] == pytest.approx(0.9 * (11.0 - 10.0))

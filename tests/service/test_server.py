@@ -124,7 +124,7 @@ def test_unknown_search_and_trial_are_not_found(client, tiny_spec):
         assert "winnow list" in raised.value.details()
     search = client.submit(tiny_spec())
     search.wait()
-    with pytest.raises(WinnowError, match="trial 999 .* no completed result") as raised:
+    with pytest.raises(WinnowError, match="trial 999 .* does not exist") as raised:
         search.export(trial_id=999)
     assert raised.value.code == "NOT_FOUND"
 

@@ -99,7 +99,8 @@ def test_search_page_in_chromium(dashboard, browser, seeded, artifacts):
     _wait(browser, lambda d: len(_shown_metrics(d)) >= 6)
     shown = _shown_metrics(browser)
     progress = readout.progress(seeded.spec(), seeded.rows())
-    assert shown["trained"] == progress["trained"]
+    assert shown["training runs"] == progress["trained"]
+    assert shown["candidates"] == progress["candidates"]
     assert shown["proposals"] == progress["proposals"]
     assert shown["pruned"] == progress["pruned"]
     assert shown["hypervolume"] == pytest.approx(progress["hypervolume"], rel=1e-5)

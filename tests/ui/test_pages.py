@@ -38,7 +38,8 @@ def test_search_page_counters_match_the_store(app, seeded):
     shown = metrics(at)
     progress = readout.progress(seeded.spec(), seeded.rows())
     for label, key in [
-        ("trained", "trained"),
+        ("candidates", "candidates"),
+        ("training runs", "trained"),
         ("proposals", "proposals"),
         ("hash hits", "cache_hits"),
         ("pruned", "pruned"),

@@ -15,7 +15,7 @@ class SubmitSearchRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., spec_json: _Optional[str] = ...) -> None: ...
 
 class Progress(_message.Message):
-    __slots__ = ("trained", "max_trials", "proposals", "cache_hits", "pruned", "failed", "hypervolume", "best", "front_size", "leader")
+    __slots__ = ("trained", "max_trials", "proposals", "cache_hits", "pruned", "failed", "hypervolume", "best", "front_size", "leader", "candidates", "epochs")
     class BestEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -33,6 +33,8 @@ class Progress(_message.Message):
     BEST_FIELD_NUMBER: _ClassVar[int]
     FRONT_SIZE_FIELD_NUMBER: _ClassVar[int]
     LEADER_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    EPOCHS_FIELD_NUMBER: _ClassVar[int]
     trained: int
     max_trials: int
     proposals: int
@@ -43,7 +45,9 @@ class Progress(_message.Message):
     best: _containers.ScalarMap[str, float]
     front_size: int
     leader: ParetoPoint
-    def __init__(self, trained: _Optional[int] = ..., max_trials: _Optional[int] = ..., proposals: _Optional[int] = ..., cache_hits: _Optional[int] = ..., pruned: _Optional[int] = ..., failed: _Optional[int] = ..., hypervolume: _Optional[float] = ..., best: _Optional[_Mapping[str, float]] = ..., front_size: _Optional[int] = ..., leader: _Optional[_Union[ParetoPoint, _Mapping]] = ...) -> None: ...
+    candidates: int
+    epochs: int
+    def __init__(self, trained: _Optional[int] = ..., max_trials: _Optional[int] = ..., proposals: _Optional[int] = ..., cache_hits: _Optional[int] = ..., pruned: _Optional[int] = ..., failed: _Optional[int] = ..., hypervolume: _Optional[float] = ..., best: _Optional[_Mapping[str, float]] = ..., front_size: _Optional[int] = ..., leader: _Optional[_Union[ParetoPoint, _Mapping]] = ..., candidates: _Optional[int] = ..., epochs: _Optional[int] = ...) -> None: ...
 
 class Search(_message.Message):
     __slots__ = ("id", "name", "status", "error", "spec_json", "created_at", "updated_at", "progress")
@@ -197,14 +201,18 @@ class ParetoPoint(_message.Message):
     def __init__(self, trial_id: _Optional[int] = ..., objectives: _Optional[_Mapping[str, float]] = ..., candidate_json: _Optional[str] = ...) -> None: ...
 
 class ParetoFront(_message.Message):
-    __slots__ = ("objectives", "points", "hypervolume")
+    __slots__ = ("objectives", "points", "hypervolume", "epochs", "top_epochs")
     OBJECTIVES_FIELD_NUMBER: _ClassVar[int]
     POINTS_FIELD_NUMBER: _ClassVar[int]
     HYPERVOLUME_FIELD_NUMBER: _ClassVar[int]
+    EPOCHS_FIELD_NUMBER: _ClassVar[int]
+    TOP_EPOCHS_FIELD_NUMBER: _ClassVar[int]
     objectives: _containers.RepeatedScalarFieldContainer[str]
     points: _containers.RepeatedCompositeFieldContainer[ParetoPoint]
     hypervolume: float
-    def __init__(self, objectives: _Optional[_Iterable[str]] = ..., points: _Optional[_Iterable[_Union[ParetoPoint, _Mapping]]] = ..., hypervolume: _Optional[float] = ...) -> None: ...
+    epochs: int
+    top_epochs: int
+    def __init__(self, objectives: _Optional[_Iterable[str]] = ..., points: _Optional[_Iterable[_Union[ParetoPoint, _Mapping]]] = ..., hypervolume: _Optional[float] = ..., epochs: _Optional[int] = ..., top_epochs: _Optional[int] = ...) -> None: ...
 
 class ExportRecipeRequest(_message.Message):
     __slots__ = ("search_id", "trial_id", "format")
