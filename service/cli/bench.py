@@ -213,7 +213,7 @@ def _add_search(bench_commands: Any) -> None:
     bs.add_argument("--oracle", required=True, help="nb201:CSV of arch,test_accuracy")
     dataset_option(bs, required=True, help="images the proxies score on, e.g. npz:PATH")
     bs.add_argument("--strategies", default="random,tpe,cascade")
-    bs.add_argument("--budget", type=int, default=100, help="trained trials per search")
+    bs.add_argument("--budget", type=int, default=100, help="candidates per search (max_trials)")
     bs.add_argument("--seeds", type=int, default=10)
     bs.add_argument("--objectives", default="accuracy", help="e.g. accuracy,params")
     db_option(bs, default="sqlite:///runs/bench-search.db", help="store URL of the cache")

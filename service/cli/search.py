@@ -25,7 +25,7 @@ from winnow.service.cli.output import print_json, search_exit_code
 
 
 def _progress_bar(total: int, quiet: bool):
-    """An engine event callback that shows on stderr the trained trials, the front's size and
+    """An engine event callback that shows on stderr the candidates trained, the front's size and
     leader, and the running trials' epochs."""
     if quiet:
         return None, None

@@ -286,7 +286,9 @@ def add_service_commands(commands: Any) -> None:
 
     demo = commands.add_parser("demo", help="the main job: a real search through the service")
     demo.add_argument("--data-dir", default="runs/demo", help="where the SQLite store goes")
-    demo.add_argument("--max-trials", type=int, help="trained-trial budget (default 30)")
+    demo.add_argument(
+        "--max-trials", type=int, help="candidates to train (the spec's max_trials; default 30)"
+    )
     demo.add_argument("--json", action="store_true", help="last line: one JSON object")
     _executor_options(demo)
     demo.set_defaults(func=cmd_demo)

@@ -144,7 +144,10 @@ def test_one_error_lists_every_problem_with_what_is_allowed():
         "field 'colour': unknown field; allowed: name, space, task, objectives, constraints, "
         "budget, strategy, seed" in message
     )
-    assert "field 'budget.max_trals': unknown field; allowed: max_trials, max_seconds" in message
+    assert (
+        "field 'budget.max_trals': unknown field; allowed: max_trials, max_epochs, max_seconds"
+        in message
+    )
     assert "field 'objectives[0].name': unknown metric 'acuracy'; allowed: accuracy" in message
     assert [p[0] for p in raised.value.problems] == [
         "budget.max_trals",
