@@ -134,6 +134,6 @@ def _describe(report: SearchReport, objectives: Sequence[str]) -> str:
     last = report.history[-1] if report.history else {"best": float("nan"), "hypervolume": 0.0}
     value = last["best"] if len(objectives) == 1 else last["hypervolume"]
     return (
-        f"{report.candidates} candidates trained, {report.proposals} proposals, "
+        f"{report.candidates} candidates, {report.proposals} proposals, "
         f"{report.cache_hits} cache hits, {report.proxy_evaluations} proxy runs, final {value:.4f}"
     )

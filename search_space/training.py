@@ -162,7 +162,8 @@ def reset_peak_memory(device: torch.device) -> None:
     would report the CIFAR trial's 3.7 GB. CUDA resets torch's allocator statistics; on Linux,
     writing ``5`` to ``/proc/self/clear_refs`` resets the process's resident high-water mark
     (``VmHWM``) to its current resident size (proc(5)), so the peak read after the trial is the
-    trial's own (its baseline: the interpreter, torch and the loaded datasets)."""
+    trial's own (its baseline: the interpreter, torch and the datasets loaded so far; reset
+    after the trial's dataset is loaded, so a first load's spike is not counted)."""
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         return
@@ -204,9 +205,9 @@ def evaluate(spec: TrialSpec, on_epoch: EpochCallback | None = None) -> TrialRes
     try:
         device = resolve_device(spec.device)
         device_name = str(device)
-        reset_peak_memory(device)
         generator = seed_everything(spec.seed)
         dataset = load_dataset(spec.dataset)
+        reset_peak_memory(device)  # after the (cached) load: every trial of a dataset alike
         model = spec.candidate.build_model(dataset.num_classes, dataset.input_shape)
         model = prepare_model(model, device)
         metrics.update(static_metrics(model, dataset.input_shape))

@@ -17,6 +17,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from winnow.records import front_note
+
 SHOWN_RUNNING = 4  # runs named on a bar; more are counted ("+3 more")
 # events after which no run of the search is under way any more (resumed: they start again)
 RUN_RESETS = ("search_finished", "search_paused", "search_resumed")
@@ -81,7 +83,9 @@ def front_text(progress: Mapping[str, Any], order: Sequence[str], digits: int = 
     first = order[0] if order else next(iter(leader["values"]))
     values = _values(leader["values"], order, digits, " ")
     points = f"{size} point{'s' if size != 1 else ''}"
-    return f"front {points}; best {first}: #{leader['trial_id']} {values}"
+    note = front_note(progress.get("front_epochs"), progress.get("top_epochs") or 0)
+    where = f"; {note}" if note else ""  # a lower rung's front says so
+    return f"front {points}{where}; best {first}: #{leader['trial_id']} {values}"
 
 
 def per_objective_text(progress: Mapping[str, Any], order: Sequence[str], digits: int = 4) -> str:

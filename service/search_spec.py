@@ -336,7 +336,17 @@ class SearchSpec(_Strict):
             yield from _within("task", self.task.name_problems())
         if "strategy" in parsed:
             yield from _within("strategy", self.strategy.name_problems())
+            if "budget" in parsed:
+                yield from self.budget_problems()
         yield from self.metric_problems(parsed)
+
+    def budget_problems(self) -> Iterator[Problem]:
+        """A ``max_epochs`` below the first rung's epochs would start nothing: the search
+        would end ``failed`` without training a single candidate."""
+        first, cap = self.strategy.rungs[0], self.budget.max_epochs
+        if cap is not None and cap < first:
+            message = f"{cap} is below the first rung's {first} epochs: no candidate could train"
+            yield "budget.max_epochs", message
 
     def metric_problems(self, parsed: dict[str, Any]) -> Iterator[Problem]:
         """Objectives and constraints must name a metric a trained result carries: any other

@@ -35,7 +35,8 @@ def overview(store: Store) -> pd.DataFrame:
         counts = all_counts[all_counts["search_id"] == search.id].drop(columns="search_id")
         hypervolume = search_hypervolume(spec.objectives, points)
         progress = analysis.progress(counts, proposals.get(search.id, 0), hypervolume)
-        best = readout.best_values(spec.objectives, points)
+        ids = done["number"].tolist()
+        leader = readout.front_leader(spec.objectives, points, ids)[1]
         rows.append(
             {
                 "id": search.id,
@@ -44,10 +45,19 @@ def overview(store: Store) -> pd.DataFrame:
                 "progress": f"{progress['candidates']} / {spec.budget.max_trials} candidates",
                 "proposals": progress["proposals"],
                 "completed": completed,
-                "best": ", ".join(f"{k} {v:,.6g}" for k, v in best.items()),
+                "leader": _leader_text(leader),
                 "hypervolume": progress["hypervolume"],
                 "started": _when(search.created_at),
                 "finished": _when(search.updated_at) if search.ended else "",
             }
         )
     return pd.DataFrame(rows)
+
+
+def _leader_text(leader: dict | None) -> str:
+    """``#12 accuracy 0.98, model_bytes 8,010``: the front's best on the first objective with
+    its other values (one trial's; each objective's own best is usually another trial's)."""
+    if leader is None:
+        return ""
+    values = ", ".join(f"{k} {v:,.6g}" for k, v in leader["values"].items())
+    return f"#{leader['trial_id']} {values}"

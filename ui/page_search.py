@@ -50,10 +50,20 @@ def _counters(data: dict) -> None:
         ("pruned", progress["pruned"]),
         ("failed", progress["failed"]),
         ("hypervolume", progress["hypervolume"]),
-        *((f"best {name}", value) for name, value in data["best"].items()),
+        # one trial's values (the front's best on the first objective), never a mix of trials
+        *((f"leader {name}", value) for name, value in leader_values(data["leader"])),
     ]
     for column, (label, value) in zip(st.columns(len(shown)), shown, strict=True):
         column.metric(label, nav.fmt(value))
+    if data["leader"] is not None:
+        st.caption(
+            f"leader: trial #{data['leader']['trial_id']}, the front's best on the first "
+            "objective, with its other values (the trial export picks by default)"
+        )
+
+
+def leader_values(leader: dict | None) -> list[tuple[str, float]]:
+    return [] if leader is None else list(leader["values"].items())
 
 
 def _cancel(search_id: str, status: str) -> None:

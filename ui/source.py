@@ -21,7 +21,8 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from winnow.service.engine.pareto import front_mask
+from winnow.service.engine import readout
+from winnow.service.engine.pareto import front_mask, search_hypervolume
 from winnow.service.search_spec import SearchSpec
 from winnow.service.store import Store, reads
 from winnow.ui import analysis
@@ -108,14 +109,18 @@ def search_data(url: str, search_id: str, version: tuple) -> dict[str, Any]:
     search = db.search(search_id)
     the_spec = _spec(search.spec_json)
     trained, history, front_epochs = _results(db, search_id, the_spec)
-    last = history.iloc[-1] if len(history) else {}
+    front = trained[trained["front_rung"]]
+    names = [o.name for o in the_spec.objectives]
+    points, ids = front[names].to_numpy(float).tolist(), front["number"].tolist()
     counts = reads.counts(db, search_id)
     proposals = reads.proposals(db, search_id).get(search_id, 0)
     pairs = zip(counts["stage"], counts["epochs"], strict=True)
     return {
         "search": search,
-        "progress": analysis.progress(counts, proposals, float(last.get("hypervolume", 0.0))),
-        "best": {o.name: float(last[f"best {o.name}"]) for o in the_spec.objectives if len(last)},
+        "progress": analysis.progress(
+            counts, proposals, search_hypervolume(the_spec.objectives, points)
+        ),
+        "leader": readout.front_leader(the_spec.objectives, points, ids)[1],
         "funnel": analysis.funnel(counts, the_spec.strategy.rungs, proposals),
         "trained": trained,
         "front_epochs": front_epochs,
@@ -138,6 +143,7 @@ def _results(
     done = reads.completed(trained, len(rungs) - 1).reset_index(drop=True)
     rung, front = analysis.front_rows(trained, len(rungs))
     trained["on_front"] = False
+    trained["front_rung"] = trained["id"].isin(front["id"])  # the rung the front is made of
     if not front.empty:
         flags = front_mask(front[names].to_numpy(float), the_spec.directions)
         trained.loc[trained["id"].isin(front.loc[flags, "id"]), "on_front"] = True

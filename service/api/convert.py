@@ -32,6 +32,8 @@ def search_message(search: SearchRecord, progress: dict[str, Any] | None = None)
     if progress is not None:
         fields = dict(progress)
         leader = fields.pop("leader", None)
+        fields["front_epochs"] = fields.get("front_epochs") or 0  # 0: no front yet
+        fields["top_epochs"] = fields.get("top_epochs") or 0
         message.progress.CopyFrom(pb.Progress(**fields))
         if leader is not None:
             point = pb.ParetoPoint(trial_id=leader["trial_id"], objectives=leader["values"])
@@ -102,7 +104,8 @@ def recipe_message(search_id: str, recipe: dict[str, Any], files: dict[str, byte
 
 
 def progress_dict(progress: pb.Progress) -> dict[str, Any]:
-    """``leader``: None when no trial has completed (or the server predates leaders)."""
+    """``leader``: None when the front is empty (or the server predates leaders);
+    ``front_epochs``: None when empty, below ``top_epochs`` when the front is a lower rung's."""
     leader = None
     if progress.HasField("leader"):
         leader = {"trial_id": progress.leader.trial_id, "values": dict(progress.leader.objectives)}
@@ -119,6 +122,8 @@ def progress_dict(progress: pb.Progress) -> dict[str, Any]:
         "best": dict(progress.best),
         "front_size": progress.front_size,
         "leader": leader,
+        "front_epochs": progress.front_epochs or None,
+        "top_epochs": progress.top_epochs or None,
     }
 
 

@@ -267,16 +267,10 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
 
 def _stored_progress(spec: SearchSpec, counts: Any, proposals: int, trained: Any) -> dict[str, Any]:
     """One stored search's progress from its part of the page's ``reads.counts`` and
-    ``reads.trained`` frames: the front is the top rung's, else the highest rung reached's."""
-    by_rung = reads.by_rung(trained, len(spec.strategy.rungs))
-    rung = readout.front_rung(by_rung)
-    front = by_rung[rung] if rung is not None else trained.iloc[0:0]
-    points = [readout.completed_point(spec.objectives, m) for m in front["metrics"]]
-    kept = [(p, n) for p, n in zip(points, front["number"], strict=True) if p is not None]
-    groups = reads.tally_groups(counts)
-    return readout.stored_progress(
-        spec, groups, proposals, [p for p, _ in kept], [int(n) for _, n in kept]
-    )
+    ``reads.trained`` frames (``readout.front_points`` picks the front)."""
+    results = zip(trained["number"], trained["rung"], trained["metrics"], strict=True)
+    front = readout.front_points(spec, results)
+    return readout.stored_progress(spec, reads.tally_groups(counts), proposals, front)
 
 
 def _parse_spec(text: str) -> SearchSpec:

@@ -25,8 +25,8 @@ from winnow.service.cli.output import print_json, search_exit_code
 
 
 def _progress_bar(total: int, quiet: bool):
-    """An engine event callback that shows on stderr the candidates trained, the front's size and
-    leader, and the running trials' epochs."""
+    """An engine event callback that shows on stderr the candidates sent to training, the
+    front's size and leader, and the running trials' epochs."""
     if quiet:
         return None, None
     from tqdm import tqdm
@@ -43,23 +43,23 @@ def _progress_bar(total: int, quiet: bool):
         if engine is None:
             return
         bar.n = min(engine.counts["candidates"], total)  # max_trials counts candidates
-        bar.set_postfix_str(bar_postfix(engine, running), refresh=False)
+        bar.set_postfix_str(engine_bar_postfix(engine, running), refresh=False)
         bar.refresh()
 
     return on_event, state
 
 
-def bar_postfix(engine: Any, running: Any) -> str:
+def engine_bar_postfix(engine: Any, running: Any) -> str:
     """``12 proposals, 0 hits, 3 pruned; front 2 points; best accuracy: #4 accuracy=0.93
     params=1.2e+04; HV 0.41; running #5 epoch 2/3`` for an ``Engine`` and its ``RunningTrials``."""
     from winnow.service.progress_text import front_text
 
-    counts = engine.counts
+    counts, progress = engine.counts, engine.progress()
     order = [o.name for o in engine.objectives]
     parts = [
         f"{counts['proposals']} proposals, {counts['cache_hits']} hits, {counts['pruned']} pruned",
-        front_text(engine.progress(), order),
-        f"HV {engine.hypervolume():.4g}",
+        front_text(progress, order),
+        f"HV {progress['hypervolume']:.4g}",
         running.text(),
     ]
     return "; ".join(part for part in parts if part)
@@ -83,7 +83,7 @@ def _run_engine(make_engine, total: int, args: argparse.Namespace) -> int:
         print_json(out)
     else:
         print(
-            f"search {report.search_id}: {report.candidates} candidates trained "
+            f"search {report.search_id}: {report.candidates} candidates "
             f"({report.trained} runs), {len(report.front)} on front"
         )
         note = front_note(report.front_epochs, report.top_epochs)

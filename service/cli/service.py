@@ -174,7 +174,7 @@ def _report(info: dict[str, Any], json_output: bool) -> None:
     print(
         f"{info['id']} {info['name']}: {info['status']}"
         + (f" ({info['error']})" if info["error"] else "")
-        + f"; {progress['candidates']}/{progress['max_trials']} candidates trained "
+        + f"; {progress['candidates']}/{progress['max_trials']} candidates "
         f"({progress['trained']} runs, {progress['epochs']} epochs), "
         f"{progress['proposals']} proposals, {progress['cache_hits']} cache hits; {best}; "
         f"hypervolume {progress['hypervolume']:.6g}"

@@ -155,11 +155,20 @@ class Engine:
     def progress(self) -> dict[str, Any]:
         """Counters, hypervolume, the front's size and leader and each objective's best value
         on the front, for watchers (``readout.progress_view``)."""
-        max_trials = self.spec.budget.max_trials
-        _, results = self._front_results()
-        points, ids = list(results.values()), list(results)
+        rung, results = self._front_results()
+        # one snapshot: gRPC threads call this while the engine's thread adds results
+        items = list(results.items())
+        ids, points = [i for i, _ in items], [p for _, p in items]
+        rungs = self.spec.strategy.rungs
         return readout.progress_view(
-            self.counts, max_trials, self.objectives, points, self.hypervolume(), trial_ids=ids
+            self.counts,
+            self.spec.budget.max_trials,
+            self.objectives,
+            points,
+            self.hypervolume(),
+            trial_ids=ids,
+            front_epochs=None if rung is None else rungs[rung],
+            top_epochs=rungs[-1],
         )
 
     def _front_results(self) -> tuple[int | None, dict[int, list[float]]]:

@@ -127,8 +127,8 @@ def front_leader(
     front = pareto_front(points, [o.direction for o in objectives])
     if not front:
         return 0, None
-    pick = max if objectives[0].direction == "maximize" else min
-    leader = pick(front, key=lambda i: points[i][0])
+    sign = -1 if objectives[0].direction == "maximize" else 1
+    leader = min(front, key=lambda i: (sign * points[i][0], trial_ids[i]))  # ties: the earliest
     values = {o.name: float(points[leader][k]) for k, o in enumerate(objectives)}
     return len(front), {"trial_id": int(trial_ids[leader]), "values": values}
 
@@ -140,12 +140,16 @@ def progress_view(
     points: Sequence[Sequence[float]],
     hypervolume_value: float | None = None,
     trial_ids: Sequence[int] | None = None,
+    *,
+    front_epochs: int | None = None,
+    top_epochs: int | None = None,
 ) -> dict[str, Any]:
     """What watchers see of a search: the counters, the budget, the hypervolume (computed from
     ``points`` unless given; ``points`` are the front's fidelity's, :func:`front_rung`), each
     objective's best value on the front (``best``: per objective, from different trials), the
     front's size and its leader (:func:`front_leader`; ``trial_ids`` are the points' trials,
-    their positions without it)."""
+    their positions without it) and the front's fidelity (``front_epochs``, below
+    ``top_epochs`` when no trial completed: ``records.front_note``)."""
     if hypervolume_value is None:
         hypervolume_value = search_hypervolume(objectives, points)
     ids = range(len(points)) if trial_ids is None else trial_ids
@@ -157,6 +161,8 @@ def progress_view(
         "best": best_values(objectives, points),
         "front_size": front_size,
         "leader": leader,
+        "front_epochs": front_epochs,
+        "top_epochs": top_epochs,
     }
 
 
@@ -190,7 +196,7 @@ def failure_summary(rows: Iterable[TrialRecord]) -> str | None:
     successfully (at any rung) or was answered from the cache: the commonest error of the
     failed rows with its count, else how many candidates were screened out."""
     rows = list(rows)
-    if any(r.stage == "train" and r.status in (Status.OK, Status.DUPLICATE) for r in rows):
+    if any(r.trained for r in rows):
         return None
     errors = Counter(r.error or "no error recorded" for r in rows if r.status == Status.FAILED)
     if errors:
@@ -238,27 +244,50 @@ def front_trials(spec: SearchSpec, rows: list[TrialRecord]) -> tuple[int | None,
     return rung, ([] if rung is None else by_rung[rung])
 
 
+def front_points(
+    spec: SearchSpec, results: Iterable[tuple[int, int, Mapping[str, Any]]]
+) -> tuple[int | None, list[int], list[list[float]]]:
+    """The front's rung, trial ids and points from ``(trial_id, rung, metrics)`` of trained
+    results: :func:`front_trials`'s choice (results without an objective's value set aside
+    first), for callers that hold columns, such as a listing's aggregate reads."""
+    by_rung: list[tuple[list[int], list[list[float]]]] = [([], []) for _ in spec.strategy.rungs]
+    for trial_id, rung, metrics in results:
+        point = completed_point(spec.objectives, metrics)
+        if point is not None:
+            by_rung[int(rung)][0].append(int(trial_id))
+            by_rung[int(rung)][1].append(point)
+    rung = front_rung([ids for ids, _ in by_rung])
+    return (None, [], []) if rung is None else (rung, *by_rung[rung])
+
+
 def stored_progress(
     spec: SearchSpec,
     groups: Iterable[tuple[str, int, int, str, bool, int]],
     proposals: int,
-    points: Sequence[Sequence[float]],
-    trial_ids: Sequence[int],
+    front: tuple[int | None, Sequence[int], Sequence[Sequence[float]]],
 ) -> dict[str, Any]:
-    """A stored search's progress from its ``tally`` groups, proposals and front points
-    (``trial_ids``: their trials): what ``progress`` computes from rows, and a listing from
-    aggregate reads of a page."""
-    counts = tally(groups, proposals)
-    objectives = spec.objectives
-    return progress_view(counts, spec.budget.max_trials, objectives, points, trial_ids=trial_ids)
+    """A stored search's progress from its ``tally`` groups, proposals and front (rung, trial
+    ids, points): what ``progress`` computes from rows, and a listing from aggregate reads of
+    a page."""
+    rung, ids, points = front
+    rungs = spec.strategy.rungs
+    return progress_view(
+        tally(groups, proposals),
+        spec.budget.max_trials,
+        spec.objectives,
+        points,
+        trial_ids=ids,
+        front_epochs=None if rung is None else rungs[rung],
+        top_epochs=rungs[-1],
+    )
 
 
 def progress(spec: SearchSpec, rows: list[TrialRecord]) -> dict[str, Any]:
     """The same counters as ``Engine.progress``, from rows."""
     groups = ((row.stage, row.epochs, row.rung, row.status, row.reused, 1) for row in rows)
-    front = front_trials(spec, rows)[1]
+    rung, front = front_trials(spec, rows)
     points, ids = [c.values for c in front], [c.trial_id for c in front]
-    return stored_progress(spec, groups, len({row.number for row in rows}), points, ids)
+    return stored_progress(spec, groups, len({row.number for row in rows}), (rung, ids, points))
 
 
 def pareto(spec: SearchSpec, rows: list[TrialRecord]) -> dict[str, Any]:
@@ -270,7 +299,8 @@ def pareto(spec: SearchSpec, rows: list[TrialRecord]) -> dict[str, Any]:
     points = [c.values for c in done]
     best = [done[i] for i in pareto_front(points, spec.directions)]
     first = spec.objectives[0]
-    best.sort(key=lambda c: c.values[0], reverse=first.direction == "maximize")
+    sign = -1 if first.direction == "maximize" else 1
+    best.sort(key=lambda c: (sign * c.values[0], c.trial_id))  # ties: the earliest trial first
     return {
         "objectives": [o.name for o in spec.objectives],
         "points": [
@@ -296,8 +326,9 @@ def recipe(search: SearchRecord, rows: list[TrialRecord], trial_id: int | None =
     if trial_id is None:
         points = pareto(spec, rows)["points"]
         if not points:
+            when = "" if search.ended else " yet"
             raise UnknownTrialError(
-                f"search {search.id} ({search.status}) has no trained trial to export yet: "
+                f"search {search.id} ({search.status}) has no trained trial to export{when}: "
                 + (failure_summary(rows) or "none has finished training")
             )
         trial_id = points[0]["trial_id"]

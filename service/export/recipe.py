@@ -41,7 +41,7 @@ class Recipe(BaseModel):
     format: str
     candidate: dict[str, Any]
     training: Training
-    metrics: dict[str, float] = {}
+    metrics: dict[str, float | None] = {}  # None: a non-finite value (stored as null)
     search_id: str | None = None
     trial_id: int | None = None
 

@@ -38,7 +38,7 @@ def test_client_commands_round_trip(server, capsys, tmp_path, tiny_spec):
     assert json.loads(out)["progress"]["trained"] == 3
     assert json.loads(out)["progress"]["candidates"] == 3
     code, out, _ = run(capsys, "status", search_id, *address)
-    assert f"{search_id} tiny: finished; 3/3 candidates trained (3 runs, 3 epochs)" in out
+    assert f"{search_id} tiny: finished; 3/3 candidates (3 runs, 3 epochs)" in out
     code, out, _ = run(capsys, "list", "--json", *address)
     assert [json.loads(line)["id"] for line in out.splitlines()] == [search_id]
     code, out, _ = run(capsys, "pareto", search_id, "--json", *address)

@@ -68,3 +68,13 @@ def test_the_client_bar_shows_the_leader_the_hypervolume_and_the_running_epochs(
         "running; front 3 points; best accuracy: #12 accuracy=0.98 model_bytes=8010; HV 0.5; "
         "running #3 epoch 2/9"
     )
+
+
+def test_a_front_below_the_top_rung_says_so():
+    """No trial reached the top rung: the front is the highest rung's reached, never shown as
+    if it were the completed trials'."""
+    lower = PROGRESS | {"front_epochs": 3, "top_epochs": 9}
+    assert front_text(lower, ORDER).startswith(
+        "front 3 points; front at 3 epochs (top rung 9 never reached); best accuracy: #12 "
+    )
+    assert "never reached" not in front_text(PROGRESS | {"front_epochs": 9, "top_epochs": 9}, ORDER)

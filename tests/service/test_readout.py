@@ -76,3 +76,26 @@ def test_progress_names_the_fronts_size_and_one_trials_values_as_its_leader():
     leader = readout.progress_view(counts, 10, smallest_first, flipped, trial_ids=ids)["leader"]
     assert leader == {"trial_id": 9, "values": {"params": 6992.0, "accuracy": 0.80}}
     assert readout.progress_view(counts, 10, OBJECTIVES, [])["leader"] is None
+
+
+def test_front_points_sets_results_without_objective_values_aside_before_choosing_the_rung():
+    """A listing's front (``front_points``, over columns) is ``front_trials``'s: a rung whose
+    only results lack an objective (a non-finite value stored as null) is not the front's."""
+    from winnow.service.search_spec import parse_search_spec
+
+    spec = parse_search_spec(
+        {"space": "digits-joint", "task": {"dataset": "digits"}, "strategy": {"rungs": [1, 3]}},
+        check_names=False,
+    )
+    results = [(0, 0, {"accuracy": 0.5}), (1, 0, {"accuracy": 0.7}), (1, 1, {"accuracy": None})]
+    assert readout.front_points(spec, results) == (0, [0, 1], [[0.5], [0.7]])
+    assert readout.front_points(spec, []) == (None, [], [])
+
+
+def test_the_leader_of_equal_first_values_is_the_earliest_trial():
+    counts = dict.fromkeys(readout.PROGRESS_COUNTS, 0)
+    three = [*OBJECTIVES, Objective(name="flops", direction="minimize")]
+    tied = [[0.9, 20.0, 1.0], [0.9, 10.0, 2.0]]  # neither dominates the other
+    for ids in ([4, 2], [2, 4]):
+        leader = readout.progress_view(counts, 10, three, tied, trial_ids=ids)["leader"]
+        assert leader["trial_id"] == 2

@@ -204,3 +204,11 @@ def test_every_unknown_proxy_and_constraint_is_named():
         "strategy.screen.proxies[1]",
         "strategy.screen.proxies[2]",
     ]
+
+
+def test_a_max_epochs_below_the_first_rung_is_refused():
+    """It would start nothing, and the search would end failed without training anything."""
+    spec = {**BASE, "budget": {"max_epochs": 2}, "strategy": {"name": "random", "rungs": [3, 9]}}
+    with pytest.raises(SpecError, match="field 'budget.max_epochs': 2 is below the first rung's 3"):
+        parse_search_spec(spec)
+    parse_search_spec({**spec, "budget": {"max_epochs": 3}})  # one first-rung run fits

@@ -15,7 +15,7 @@ class SubmitSearchRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., spec_json: _Optional[str] = ...) -> None: ...
 
 class Progress(_message.Message):
-    __slots__ = ("trained", "max_trials", "proposals", "cache_hits", "pruned", "failed", "hypervolume", "best", "front_size", "leader", "candidates", "epochs")
+    __slots__ = ("trained", "max_trials", "proposals", "cache_hits", "pruned", "failed", "hypervolume", "best", "front_size", "leader", "candidates", "epochs", "front_epochs", "top_epochs")
     class BestEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -35,6 +35,8 @@ class Progress(_message.Message):
     LEADER_FIELD_NUMBER: _ClassVar[int]
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     EPOCHS_FIELD_NUMBER: _ClassVar[int]
+    FRONT_EPOCHS_FIELD_NUMBER: _ClassVar[int]
+    TOP_EPOCHS_FIELD_NUMBER: _ClassVar[int]
     trained: int
     max_trials: int
     proposals: int
@@ -47,7 +49,9 @@ class Progress(_message.Message):
     leader: ParetoPoint
     candidates: int
     epochs: int
-    def __init__(self, trained: _Optional[int] = ..., max_trials: _Optional[int] = ..., proposals: _Optional[int] = ..., cache_hits: _Optional[int] = ..., pruned: _Optional[int] = ..., failed: _Optional[int] = ..., hypervolume: _Optional[float] = ..., best: _Optional[_Mapping[str, float]] = ..., front_size: _Optional[int] = ..., leader: _Optional[_Union[ParetoPoint, _Mapping]] = ..., candidates: _Optional[int] = ..., epochs: _Optional[int] = ...) -> None: ...
+    front_epochs: int
+    top_epochs: int
+    def __init__(self, trained: _Optional[int] = ..., max_trials: _Optional[int] = ..., proposals: _Optional[int] = ..., cache_hits: _Optional[int] = ..., pruned: _Optional[int] = ..., failed: _Optional[int] = ..., hypervolume: _Optional[float] = ..., best: _Optional[_Mapping[str, float]] = ..., front_size: _Optional[int] = ..., leader: _Optional[_Union[ParetoPoint, _Mapping]] = ..., candidates: _Optional[int] = ..., epochs: _Optional[int] = ..., front_epochs: _Optional[int] = ..., top_epochs: _Optional[int] = ...) -> None: ...
 
 class Search(_message.Message):
     __slots__ = ("id", "name", "status", "error", "spec_json", "created_at", "updated_at", "progress")
