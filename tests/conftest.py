@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,20 @@ def make_server(tmp_path) -> Iterator:
     yield make
     for server in servers:
         server.stop(grace=0.5)
+
+
+@pytest.fixture
+def self_signed(tmp_path) -> tuple[Path, Path]:
+    """A certificate for localhost and its key (PEM files), made by openssl for the test."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+        + ["-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"]
+        + ["-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
 
 
 def shared_data_dir() -> Path:

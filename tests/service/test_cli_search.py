@@ -12,13 +12,18 @@ from winnow.service.cli import main
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_search_run_then_list(capsys, tmp_path):
+def digits_search(tmp_path: Path, max_trials: int, rungs: list[int]) -> tuple[Path, str]:
+    """A random search of the digits space written to a spec file, and a store URL."""
     spec = tmp_path / "spec.yaml"
     spec.write_text(
         f"space: {ROOT / 'examples' / 'digits.yaml'}\ntask: {{dataset: digits}}\n"
-        "budget: {max_trials: 3}\nstrategy: {name: random, rungs: [1]}\n"
+        f"budget: {{max_trials: {max_trials}}}\nstrategy: {{name: random, rungs: {rungs}}}\n"
     )
-    store = f"sqlite:///{tmp_path / 'cli.db'}"
+    return spec, f"sqlite:///{tmp_path / 'cli.db'}"
+
+
+def test_search_run_then_list(capsys, tmp_path):
+    spec, store = digits_search(tmp_path, max_trials=3, rungs=[1])
     code = main(["search", "run", str(spec), "--db", store, "--json", "--quiet"])
     report = json.loads(capsys.readouterr().out)
     assert code == 0 and report["trained"] == 3 and report["status"] == "finished"
@@ -89,12 +94,7 @@ def test_a_search_whose_every_trial_fails_exits_1_and_says_why(capsys, tmp_path)
 
 
 def test_search_run_shows_the_running_trials_epochs_and_the_leader(capsys, tmp_path):
-    spec = tmp_path / "spec.yaml"
-    spec.write_text(
-        f"space: {ROOT / 'examples' / 'digits.yaml'}\ntask: {{dataset: digits}}\n"
-        "budget: {max_trials: 2}\nstrategy: {name: random, rungs: [3]}\n"
-    )
-    store = f"sqlite:///{tmp_path / 'cli.db'}"
+    spec, store = digits_search(tmp_path, max_trials=2, rungs=[3])
     assert main(["search", "run", str(spec), "--db", store]) == 0
     bar = capsys.readouterr().err
     for epoch in (0, 1, 2):  # each epoch shown while the trial runs (in this process)

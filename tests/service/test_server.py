@@ -5,7 +5,6 @@ concurrent clients."""
 from __future__ import annotations
 
 import json
-import subprocess
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -189,15 +188,8 @@ def test_health_and_reflection_are_served(server):
     assert {"winnow.v1.SearchService", "grpc.health.v1.Health"} <= names
 
 
-def test_tls(make_server, tmp_path):
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
-        + ["-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"]
-        + ["-keyout", str(key), "-out", str(cert)],
-        check=True,
-        capture_output=True,
-    )
+def test_tls(make_server, self_signed):
+    cert, key = self_signed
     server = make_server(tls_cert=cert, tls_key=key)
     address = f"localhost:{server.port}"
     with Client(address, tls_ca=cert) as client:

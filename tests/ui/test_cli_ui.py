@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 
 import pytest
 
@@ -69,15 +68,8 @@ def test_ui_reads_its_sources_and_token_from_the_environment_flags_first(
     assert started["env"]["WINNOW_UI_SERVER"] == "10.0.0.2:9"
 
 
-def test_ui_reaches_a_tls_server_with_its_ca(started, make_server, monkeypatch, tmp_path):
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
-        + ["-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"]
-        + ["-keyout", str(key), "-out", str(cert)],
-        check=True,
-        capture_output=True,
-    )
+def test_ui_reaches_a_tls_server_with_its_ca(started, make_server, self_signed, monkeypatch):
+    cert, key = self_signed
     server = make_server(tls_cert=cert, tls_key=key)
     address = f"localhost:{server.port}"
     assert main(["ui", "--server", address, "--tls-ca", str(cert)]) == 0
