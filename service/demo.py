@@ -98,7 +98,7 @@ def _front_table(front: list[dict[str, Any]]) -> str:
         return "Pareto front: empty (no trial trained yet)"
     names = [k for k in front[0] if k not in ("trial_id", "epochs", "candidate")]
     header = f"{'trial':>5}  " + "  ".join(f"{n:>12}" for n in names) + "  recipe"
-    lines = [f"Pareto front ({len(front)} trials):", header]
+    lines = [f"Pareto front ({len(front)} trial{'' if len(front) == 1 else 's'}):", header]
     for point in front:
         values = "  ".join(f"{point[n]:>12.6g}" for n in names)
         recipe = Candidate.model_validate(point["candidate"]).describe()

@@ -336,8 +336,14 @@ class SearchSpec(_Strict):
             yield from _within("task", self.task.name_problems())
         if "strategy" in parsed:
             yield from _within("strategy", self.strategy.name_problems())
-            if "budget" in parsed:
-                yield from self.budget_problems()
+        yield from self.local_problems()
+
+    def local_problems(self) -> Iterator[Problem]:
+        """The checks past the shape that need no registry (no torch), so that the client
+        SDK makes them too: the budget against the rungs, the metrics' names."""
+        parsed = vars(self)
+        if "budget" in parsed and "strategy" in parsed:
+            yield from self.budget_problems()
         yield from self.metric_problems(parsed)
 
     def budget_problems(self) -> Iterator[Problem]:
@@ -426,7 +432,8 @@ def _parse_constraint(text: str) -> dict[str, Any]:
 
 
 def parse_search_spec(data: dict[str, Any], check_names: bool = True) -> SearchSpec:
-    """A spec from its mapping; ``check_names=False`` checks its shape only (no torch).
+    """A spec from its mapping; ``check_names=False`` checks its shape and what needs no
+    registry only (no torch: ``SearchSpec.local_problems``).
 
     One ``SpecError`` lists every problem: the shape's, and the names' of every section that
     has the right shape, so that a spec is fixed in one round, not one stage at a time."""
@@ -434,9 +441,8 @@ def parse_search_spec(data: dict[str, Any], check_names: bool = True) -> SearchS
         spec, problems = SearchSpec.model_validate(data), []
     except ValidationError as error:
         spec, problems = None, validation_problems(error, SearchSpec)
-    if check_names:
-        checked = spec or _parsed_sections(data, problems)
-        problems += checked.name_problems()
+    checked = spec or _parsed_sections(data, problems)
+    problems += checked.name_problems() if check_names else checked.local_problems()
     if problems:
         raise SpecError.of("search spec", problems)
     return spec

@@ -241,8 +241,14 @@ def _print_summary(out: dict[str, Any]) -> None:
         print(f"reproduced  {'yes' if out['reproduced'] else 'no'}")
 
 
-def _number(value: float | int) -> str:
-    return f"{value:,.4g}" if isinstance(value, float) else f"{value:,}"
+def _number(value: float | int | None) -> str:
+    """Whole numbers in full (a recipe's JSON stores params as 85004.0), others to 4 digits,
+    ``-`` for a stored null (a non-finite value)."""
+    if value is None:
+        return "-"
+    if isinstance(value, float) and not value.is_integer():
+        return f"{value:,.4g}"
+    return f"{int(value):,}"
 
 
 # --- the parsers ----------------------------------------------------------------------------

@@ -5,6 +5,7 @@ that the server, the SDK and ``winnow export --format`` all use."""
 from __future__ import annotations
 
 import json
+import re
 
 import grpc
 import pytest
@@ -101,6 +102,8 @@ def test_winnow_evaluate_trains_an_exported_recipe_again_and_reproduces_it(
     assert main(["evaluate", "--recipe", str(path), "--quiet"]) == 0
     summary = capsys.readouterr().out
     assert "stored" in summary and "reproduced  yes" in summary
+    params = f"{int(stored['metrics']['params']):,}"  # stored as a float; shown alike, in full
+    assert re.search(rf"^params +{params} +{params}$", summary, re.M), summary
 
 
 def test_a_file_that_is_not_a_recipe_is_refused_naming_the_field(tmp_path, capsys):

@@ -124,12 +124,12 @@ def test_spec_file_errors_name_the_file_and_the_field(tmp_path):
 )
 def test_objectives_and_constraints_must_name_a_trained_metric(extra, field):
     data = {"space": "nb201", "task": {"dataset": "digits"}, **extra}
-    parse_search_spec(data, check_names=False)  # the shape is fine
-    with pytest.raises(SpecError) as caught:
-        parse_search_spec(data)
-    message = str(caught.value)
-    assert f"field '{field}': unknown metric" in message
-    assert "allowed: accuracy, params, flops, model_bytes, bitops, latency_ms" in message
+    for check_names in (True, False):  # metrics need no registry: the client checks them too
+        with pytest.raises(SpecError) as caught:
+            parse_search_spec(data, check_names=check_names)
+        message = str(caught.value)
+        assert f"field '{field}': unknown metric" in message
+        assert "allowed: accuracy, params, flops, model_bytes, bitops, latency_ms" in message
 
 
 def test_one_error_lists_every_problem_with_what_is_allowed():
@@ -212,3 +212,14 @@ def test_a_max_epochs_below_the_first_rung_is_refused():
     with pytest.raises(SpecError, match="field 'budget.max_epochs': 2 is below the first rung's 3"):
         parse_search_spec(spec)
     parse_search_spec({**spec, "budget": {"max_epochs": 3}})  # one first-rung run fits
+
+
+def test_the_shape_check_also_names_unknown_metrics_without_the_registries():
+    """What the client SDK checks before it submits (no torch): the shape's problems and the
+    metrics' names together, so a user fixes the spec in one round."""
+    bad = {**BASE, "objectives": [{"name": "acuracy"}], "budget": {"max_trals": 3}}
+    with pytest.raises(SpecError) as raised:
+        parse_search_spec(bad, check_names=False)
+    message = str(raised.value)
+    assert "field 'budget.max_trals': unknown field" in message
+    assert "field 'objectives[0].name': unknown metric 'acuracy'" in message
