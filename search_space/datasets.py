@@ -36,6 +36,7 @@ from winnow.search_space.registry import Registry
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
+_NUMPY_MULTIARRAY = ("numpy.core.multiarray", "numpy._core.multiarray")
 
 
 class DatasetError(RuntimeError):
@@ -169,14 +170,48 @@ def load_npz_dataset(path: str | None) -> Dataset:
     return from_arrays(f"npz:{file}", *parts, scale=scale)
 
 
-def _read_cifar_batches(folder: Path) -> Dataset:
-    def read(name: str) -> tuple[np.ndarray, np.ndarray]:
-        with open(folder / name, "rb") as f:
-            batch = pickle.load(f, encoding="latin1")
-        return batch["data"].reshape(-1, 3, 32, 32), np.asarray(batch["labels"])
+# The globals a CIFAR-10 python batch may name: numpy's array reconstruction (under the module
+# paths of numpy 1 and of numpy 2) and the codec call that protocol 2 writes bytes with.
+# Anything else, e.g. ``os.system`` behind a ``__reduce__``, is refused before it is looked
+# up: a plain ``pickle.load`` would run whatever a file under a data root names.
+_CIFAR_GLOBALS = frozenset(
+    [(module, name) for module in _NUMPY_MULTIARRAY for name in ("_reconstruct", "scalar")]
+    + [("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")]
+)
 
-    train = [read(f"data_batch_{i}") for i in range(1, 6)]
-    test_x, test_y = read("test_batch")
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Unpickles a CIFAR-10 batch: dicts, lists, numbers, bytes and numpy arrays, no code."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in _CIFAR_GLOBALS:
+            raise pickle.UnpicklingError(
+                f"refused global {module}.{name}: a CIFAR-10 batch holds only numpy arrays "
+                "and lists"
+            )
+        return super().find_class(module, name)
+
+
+def _read_cifar_batch(file: Path) -> tuple[np.ndarray, np.ndarray]:
+    """A batch's images (N x 3 x 32 x 32) and labels. The real files were written by Python 2,
+    so their keys come back as str under ``encoding="latin1"``; a batch written by Python 3 may
+    have bytes keys, so both are accepted."""
+    try:
+        with open(file, "rb") as f:
+            batch = _CifarUnpickler(f, encoding="latin1").load()
+    except pickle.UnpicklingError as error:
+        raise DatasetError(f"{file} is not a CIFAR-10 python batch: {error}") from error
+    if not isinstance(batch, dict):
+        raise DatasetError(f"{file} is not a CIFAR-10 python batch (not a dict)")
+    data, labels = (batch.get(key, batch.get(key.encode())) for key in ("data", "labels"))
+    if not isinstance(data, np.ndarray) or labels is None:
+        raise DatasetError(f"{file} is not a CIFAR-10 python batch (needs data and labels)")
+    return data.reshape(-1, 3, 32, 32), np.asarray(labels)
+
+
+def _read_cifar_batches(folder: Path) -> Dataset:
+    train = [_read_cifar_batch(folder / f"data_batch_{i}") for i in range(1, 6)]
+    test_x, test_y = _read_cifar_batch(folder / "test_batch")
     train_x = np.concatenate([x for x, _ in train])
     train_y = np.concatenate([y for _, y in train])
     return from_arrays(f"cifar10:{folder}", train_x, train_y, test_x, test_y, scale=255.0)
