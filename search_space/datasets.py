@@ -9,15 +9,21 @@ augmentation (4-pixel padded random crop and horizontal flip).
   subset in ``../shared/data/cifar10_subset.npz``), images as N x C x H x W or flat N x D.
 - ``cifar10:DIR``: the "CIFAR-10 python version" batches in DIR. ``cifar10`` alone uses
   ``$WINNOW_DATA_DIR/cifar10`` (default ``~/.cache/winnow/datasets/cifar10``) and downloads the
-  archive there if it is missing, failing with a clear message when offline.
+  archive there if it is missing, failing with a clear message when offline (the local CLI
+  only: the server refuses a bare ``cifar10``). Batches are read by an unpickler that admits
+  numpy arrays and nothing else.
 - ``synthetic`` or ``synthetic:CxHxW``: learnable random images (class prototypes plus noise),
-  for tests and smoke runs.
+  for tests and smoke runs; positive sizes, at most ``MAX_SYNTHETIC_VALUES`` values.
+
+``check_dataset_spec`` refuses an unknown name or an argument a loader would refuse without
+loading anything; spec checks call it.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import math
 import os
 import pickle
 import tarfile
@@ -41,6 +47,12 @@ _NUMPY_MULTIARRAY = ("numpy.core.multiarray", "numpy._core.multiarray")
 
 class DatasetError(RuntimeError):
     """A dataset that cannot be loaded, with what to do about it."""
+
+
+class DatasetSpecError(DatasetError, ValueError):
+    """A dataset spec whose argument no loader accepts (``npz:`` without a path,
+    ``synthetic:0``): known without loading anything, so a spec check reports it (a
+    ValueError, as a registry's unknown name is)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -153,9 +165,14 @@ def load_digits_dataset(arg: str | None = None) -> Dataset:
     return from_arrays("digits", x_tr, y_tr, x_te, y_te, scale=16.0)
 
 
-def load_npz_dataset(path: str | None) -> Dataset:
+def _npz_path(path: str | None) -> str:
     if not path:
-        raise DatasetError("npz needs a path: npz:PATH")
+        raise DatasetSpecError("npz needs a path: npz:PATH")
+    return path
+
+
+def load_npz_dataset(path: str | None) -> Dataset:
+    _npz_path(path)
     file = Path(path).expanduser()
     if not file.is_file():
         raise DatasetError(
@@ -260,12 +277,31 @@ def load_cifar10_dataset(directory: str | None) -> Dataset:
     return _read_cifar_batches(_cifar_folder(root))
 
 
-def load_synthetic_dataset(shape: str | None) -> Dataset:
-    """Class prototypes plus Gaussian noise: learnable, deterministic, no files."""
+# A synthetic example holds at most an ImageNet-sized image: its 768 examples then take
+# ~460 MB as float32; a larger shape is a typo, and would exhaust a worker's memory.
+MAX_SYNTHETIC_VALUES = 3 * 224 * 224
+
+
+def synthetic_shape(shape: str | None) -> tuple[int, ...]:
+    """The example shape of ``synthetic:SHAPE`` (default 3x32x32): positive sizes, at most
+    ``MAX_SYNTHETIC_VALUES`` values in all."""
+    usage = f"synthetic:SHAPE takes e.g. 3x32x32 or 20, not {shape!r}"
     try:
         dims = tuple(int(d) for d in (shape or "3x32x32").split("x"))
     except ValueError:
-        raise DatasetError(f"synthetic:SHAPE takes e.g. 3x32x32 or 20, not {shape!r}") from None
+        raise DatasetSpecError(usage) from None
+    if min(dims) < 1:
+        raise DatasetSpecError(f"{usage}: sizes must be positive")
+    if math.prod(dims) > MAX_SYNTHETIC_VALUES:
+        raise DatasetSpecError(
+            f"{usage}: at most {MAX_SYNTHETIC_VALUES} values (3x224x224) per example"
+        )
+    return dims
+
+
+def load_synthetic_dataset(shape: str | None) -> Dataset:
+    """Class prototypes plus Gaussian noise: learnable, deterministic, no files."""
+    dims = synthetic_shape(shape)
     rng = np.random.default_rng(0)
     num_classes, n_train, n_test = 10, 512, 256
     prototypes = rng.normal(size=(num_classes, *dims)).astype(np.float32)
@@ -299,6 +335,24 @@ def provide_dataset(spec: str, dataset: Dataset) -> None:
 
 def is_provided(spec: str) -> bool:
     return spec in _PROVIDED
+
+
+# What each loader's argument must be, checked without loading (a file's existence is not:
+# the spec may be checked where the file is not, e.g. on the client of a server).
+_ARGUMENT_CHECKS: dict[str, Callable[[str | None], object]] = {
+    "npz": _npz_path,
+    "synthetic": synthetic_shape,
+}
+
+
+def check_dataset_spec(spec: str) -> None:
+    """Raise ``UnknownNameError`` for an unknown name and ``DatasetSpecError`` for an argument
+    its loader would refuse (both ValueErrors), without loading anything."""
+    name, _, arg = spec.partition(":")
+    DATASETS.get(name)
+    check = _ARGUMENT_CHECKS.get(name)
+    if check is not None:
+        check(arg or None)
 
 
 def load_dataset(spec: str) -> Dataset:
