@@ -9,15 +9,21 @@ augmentation (4-pixel padded random crop and horizontal flip).
   subset in ``../shared/data/cifar10_subset.npz``), images as N x C x H x W or flat N x D.
 - ``cifar10:DIR``: the "CIFAR-10 python version" batches in DIR. ``cifar10`` alone uses
   ``$WINNOW_DATA_DIR/cifar10`` (default ``~/.cache/winnow/datasets/cifar10``) and downloads the
-  archive there if it is missing, failing with a clear message when offline.
+  archive there if it is missing, failing with a clear message when offline (the local CLI
+  only: the server refuses a bare ``cifar10``). Batches are read by an unpickler that admits
+  numpy arrays and nothing else.
 - ``synthetic`` or ``synthetic:CxHxW``: learnable random images (class prototypes plus noise),
-  for tests and smoke runs.
+  for tests and smoke runs; positive sizes, at most ``MAX_SYNTHETIC_VALUES`` values.
+
+``check_dataset_spec`` refuses an unknown name or an argument a loader would refuse without
+loading anything; spec checks call it.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
+import math
 import os
 import pickle
 import tarfile
@@ -36,10 +42,17 @@ from winnow.search_space.registry import Registry
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
+_NUMPY_MULTIARRAY = ("numpy.core.multiarray", "numpy._core.multiarray")
 
 
 class DatasetError(RuntimeError):
     """A dataset that cannot be loaded, with what to do about it."""
+
+
+class DatasetSpecError(DatasetError, ValueError):
+    """A dataset spec whose argument no loader accepts (``npz:`` without a path,
+    ``synthetic:0``): known without loading anything, so a spec check reports it (a
+    ValueError, as a registry's unknown name is)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -152,9 +165,14 @@ def load_digits_dataset(arg: str | None = None) -> Dataset:
     return from_arrays("digits", x_tr, y_tr, x_te, y_te, scale=16.0)
 
 
-def load_npz_dataset(path: str | None) -> Dataset:
+def _npz_path(path: str | None) -> str:
     if not path:
-        raise DatasetError("npz needs a path: npz:PATH")
+        raise DatasetSpecError("npz needs a path: npz:PATH")
+    return path
+
+
+def load_npz_dataset(path: str | None) -> Dataset:
+    _npz_path(path)
     file = Path(path).expanduser()
     if not file.is_file():
         raise DatasetError(
@@ -169,14 +187,48 @@ def load_npz_dataset(path: str | None) -> Dataset:
     return from_arrays(f"npz:{file}", *parts, scale=scale)
 
 
-def _read_cifar_batches(folder: Path) -> Dataset:
-    def read(name: str) -> tuple[np.ndarray, np.ndarray]:
-        with open(folder / name, "rb") as f:
-            batch = pickle.load(f, encoding="latin1")
-        return batch["data"].reshape(-1, 3, 32, 32), np.asarray(batch["labels"])
+# The globals a CIFAR-10 python batch may name: numpy's array reconstruction (under the module
+# paths of numpy 1 and of numpy 2) and the codec call that protocol 2 writes bytes with.
+# Anything else, e.g. ``os.system`` behind a ``__reduce__``, is refused before it is looked
+# up: a plain ``pickle.load`` would run whatever a file under a data root names.
+_CIFAR_GLOBALS = frozenset(
+    [(module, name) for module in _NUMPY_MULTIARRAY for name in ("_reconstruct", "scalar")]
+    + [("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")]
+)
 
-    train = [read(f"data_batch_{i}") for i in range(1, 6)]
-    test_x, test_y = read("test_batch")
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Unpickles a CIFAR-10 batch: dicts, lists, numbers, bytes and numpy arrays, no code."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in _CIFAR_GLOBALS:
+            raise pickle.UnpicklingError(
+                f"refused global {module}.{name}: a CIFAR-10 batch holds only numpy arrays "
+                "and lists"
+            )
+        return super().find_class(module, name)
+
+
+def _read_cifar_batch(file: Path) -> tuple[np.ndarray, np.ndarray]:
+    """A batch's images (N x 3 x 32 x 32) and labels. The real files were written by Python 2,
+    so their keys come back as str under ``encoding="latin1"``; a batch written by Python 3 may
+    have bytes keys, so both are accepted."""
+    try:
+        with open(file, "rb") as f:
+            batch = _CifarUnpickler(f, encoding="latin1").load()
+    except pickle.UnpicklingError as error:
+        raise DatasetError(f"{file} is not a CIFAR-10 python batch: {error}") from error
+    if not isinstance(batch, dict):
+        raise DatasetError(f"{file} is not a CIFAR-10 python batch (not a dict)")
+    data, labels = (batch.get(key, batch.get(key.encode())) for key in ("data", "labels"))
+    if not isinstance(data, np.ndarray) or labels is None:
+        raise DatasetError(f"{file} is not a CIFAR-10 python batch (needs data and labels)")
+    return data.reshape(-1, 3, 32, 32), np.asarray(labels)
+
+
+def _read_cifar_batches(folder: Path) -> Dataset:
+    train = [_read_cifar_batch(folder / f"data_batch_{i}") for i in range(1, 6)]
+    test_x, test_y = _read_cifar_batch(folder / "test_batch")
     train_x = np.concatenate([x for x, _ in train])
     train_y = np.concatenate([y for _, y in train])
     return from_arrays(f"cifar10:{folder}", train_x, train_y, test_x, test_y, scale=255.0)
@@ -225,12 +277,31 @@ def load_cifar10_dataset(directory: str | None) -> Dataset:
     return _read_cifar_batches(_cifar_folder(root))
 
 
-def load_synthetic_dataset(shape: str | None) -> Dataset:
-    """Class prototypes plus Gaussian noise: learnable, deterministic, no files."""
+# A synthetic example holds at most an ImageNet-sized image: its 768 examples then take
+# ~460 MB as float32; a larger shape is a typo, and would exhaust a worker's memory.
+MAX_SYNTHETIC_VALUES = 3 * 224 * 224
+
+
+def synthetic_shape(shape: str | None) -> tuple[int, ...]:
+    """The example shape of ``synthetic:SHAPE`` (default 3x32x32): positive sizes, at most
+    ``MAX_SYNTHETIC_VALUES`` values in all."""
+    usage = f"synthetic:SHAPE takes e.g. 3x32x32 or 20, not {shape!r}"
     try:
         dims = tuple(int(d) for d in (shape or "3x32x32").split("x"))
     except ValueError:
-        raise DatasetError(f"synthetic:SHAPE takes e.g. 3x32x32 or 20, not {shape!r}") from None
+        raise DatasetSpecError(usage) from None
+    if min(dims) < 1:
+        raise DatasetSpecError(f"{usage}: sizes must be positive")
+    if math.prod(dims) > MAX_SYNTHETIC_VALUES:
+        raise DatasetSpecError(
+            f"{usage}: at most {MAX_SYNTHETIC_VALUES} values (3x224x224) per example"
+        )
+    return dims
+
+
+def load_synthetic_dataset(shape: str | None) -> Dataset:
+    """Class prototypes plus Gaussian noise: learnable, deterministic, no files."""
+    dims = synthetic_shape(shape)
     rng = np.random.default_rng(0)
     num_classes, n_train, n_test = 10, 512, 256
     prototypes = rng.normal(size=(num_classes, *dims)).astype(np.float32)
@@ -264,6 +335,24 @@ def provide_dataset(spec: str, dataset: Dataset) -> None:
 
 def is_provided(spec: str) -> bool:
     return spec in _PROVIDED
+
+
+# What each loader's argument must be, checked without loading (a file's existence is not:
+# the spec may be checked where the file is not, e.g. on the client of a server).
+_ARGUMENT_CHECKS: dict[str, Callable[[str | None], object]] = {
+    "npz": _npz_path,
+    "synthetic": synthetic_shape,
+}
+
+
+def check_dataset_spec(spec: str) -> None:
+    """Raise ``UnknownNameError`` for an unknown name and ``DatasetSpecError`` for an argument
+    its loader would refuse (both ValueErrors), without loading anything."""
+    name, _, arg = spec.partition(":")
+    DATASETS.get(name)
+    check = _ARGUMENT_CHECKS.get(name)
+    if check is not None:
+        check(arg or None)
 
 
 def load_dataset(spec: str) -> Dataset:

@@ -40,7 +40,8 @@ def db_url(explicit: str | None = None) -> str:
 def token(explicit: str | None = None, token_file: str | Path | None = None) -> str | None:
     """The bearer token: ``token_file``'s content or ``explicit`` (a file given wins, as it
     always has for ``--token-file``), else ``$WINNOW_TOKEN_FILE``'s content, else
-    ``$WINNOW_TOKEN``, else none. An empty file is no token."""
+    ``$WINNOW_TOKEN``, else none. An empty token file is an error (ValueError), not "no
+    token": for ``serve`` that would turn authentication off without a word."""
     if token_file is not None:
         return _read(token_file)
     if explicit:
@@ -49,5 +50,9 @@ def token(explicit: str | None = None, token_file: str | Path | None = None) -> 
     return _read(from_env) if from_env else _env(TOKEN)
 
 
-def _read(path: str | Path) -> str | None:
-    return Path(path).expanduser().read_text().strip() or None
+def _read(path: str | Path) -> str:
+    file = Path(path).expanduser()
+    content = file.read_text().strip()
+    if not content:
+        raise ValueError(f"token file {file} is empty")
+    return content

@@ -115,11 +115,12 @@ class Task(_Strict):
     """Optional: checked against the dataset before any work."""
 
     def name_problems(self) -> Iterator[Problem]:
-        """(field, message) for an unknown dataset name (the name only: loading may be slow;
-        ``check_dataset`` loads)."""
-        from winnow.search_space.datasets import DATASETS
+        """(field, message) for an unknown dataset name or an argument its loader refuses
+        (``npz:`` without a path, ``synthetic:0``): no loading, which may be slow;
+        ``check_dataset`` loads."""
+        from winnow.search_space.datasets import check_dataset_spec
 
-        return _failures({"dataset": lambda: DATASETS.get(self.dataset.partition(":")[0])})
+        return _failures({"dataset": lambda: check_dataset_spec(self.dataset)})
 
     @property
     def key(self) -> str:

@@ -341,8 +341,17 @@ def _search_token(token: str) -> tuple[float, str] | None:
 
 
 def _check_dataset_path(dataset: str, roots: tuple[Path, ...]) -> None:
-    """A dataset read from a file must lie under one of the server's data roots."""
+    """A dataset read from a file must lie under one of the server's data roots; a bare
+    ``cifar10`` (which the local CLI downloads into a cache) would fetch from the internet
+    into a folder outside them, so the server refuses it."""
     name, _, arg = dataset.partition(":")
+    if name == "cifar10" and not arg:
+        raise RequestError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "field 'task.dataset': a bare 'cifar10' would download CIFAR-10 on the server; "
+            "give cifar10:DIR, a local copy of the python-version batches under the "
+            "server's data roots",
+        )
     if name not in PATH_DATASETS or not arg:
         return
     path = Path(arg).expanduser().resolve()

@@ -110,3 +110,53 @@ def test_crop_flip_keeps_shape_and_only_moves_pixels():
     assert padded.shape == x.shape
     # A crop shifts the image: each augmented row holds pixels of the original (or zeros).
     assert not torch.equal(padded, x)
+
+
+class _WritesAMarker:
+    """What an attacker would put in a batch file: unpickling it runs ``os.system``."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+class _ExecsCode:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return exec, (f"open({str(self.marker)!r}, 'w').close()",)
+
+
+@pytest.mark.parametrize("payload", [_WritesAMarker, _ExecsCode])
+def test_a_cifar10_batch_that_would_run_code_is_refused(tmp_path, payload):
+    write_cifar_folder(tmp_path)
+    marker = tmp_path / "pwned"
+    with open(tmp_path / "data_batch_3", "wb") as f:
+        pickle.dump({"data": payload(marker), "labels": [0]}, f, protocol=2)
+    refused = r"data_batch_3.*refused global (posix|os|builtins|__builtin__)\."
+    with pytest.raises(DatasetError, match=refused):
+        load_dataset(f"cifar10:{tmp_path}")
+    assert not marker.exists()
+
+
+def test_a_cifar10_batch_as_the_real_files_are_written_loads(tmp_path):
+    # Protocol 2 like the real (Python 2) files; bytes keys as Python 3 writes them, uint8
+    # pixels and a list of plain ints.
+    rng = np.random.default_rng(1)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batch = {
+            b"batch_label": b"training batch",
+            b"data": rng.integers(0, 256, (3, 3072), dtype=np.uint8),
+            b"labels": [int(k) for k in rng.integers(0, 10, 3)],
+            b"filenames": [b"a.png", b"b.png", b"c.png"],
+        }
+        with open(tmp_path / name, "wb") as f:
+            pickle.dump(batch, f, protocol=2)
+    data = load_dataset(f"cifar10:{tmp_path}")
+    assert data.train_x.dtype == torch.uint8 and data.input_shape == (3, 32, 32)
+    assert (len(data.train_y), len(data.test_y)) == (15, 3)

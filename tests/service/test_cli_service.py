@@ -165,3 +165,29 @@ def test_listed_searches_carry_their_stored_progress(make_server, tiny_spec):
     assert {k: progress[k] for k in counters} == {k: got[k] for k in counters}
     assert progress["best"] == pytest.approx(got["best"]) and got["best"]
     assert progress["hypervolume"] == pytest.approx(got["hypervolume"]) and got["hypervolume"] > 0
+
+
+def test_serve_refuses_an_empty_token_file(capsys, tmp_path, monkeypatch):
+    # An empty file used to mean "no token": the server would start with authentication off.
+    from winnow.service.api.server import WinnowServer
+
+    def started(self):
+        raise AssertionError("the server started with authentication off")
+
+    monkeypatch.setattr(WinnowServer, "start", started)
+    empty = tmp_path / "token"
+    empty.write_text("\n")
+    db = f"sqlite:///{tmp_path / 'w.db'}"
+    code, _, err = run(capsys, "serve", "--db", db, "--token-file", str(empty))
+    assert code == 2 and f"token file {empty} is empty" in err
+
+
+def test_a_client_command_refuses_an_empty_token_file(make_server, capsys, tmp_path, monkeypatch):
+    server = make_server()  # no token: an empty file must not pass as "no token" either
+    empty = tmp_path / "token"
+    empty.write_text("")
+    code, _, err = run(capsys, "list", "--address", server.address, "--token-file", str(empty))
+    assert code == 2 and f"token file {empty} is empty" in err
+    monkeypatch.setenv("WINNOW_TOKEN_FILE", str(empty))
+    code, _, err = run(capsys, "list", "--address", server.address)
+    assert code == 2 and "is empty" in err

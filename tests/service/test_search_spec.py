@@ -59,6 +59,11 @@ def test_defaults_and_key_are_stable():
         ({"strategy": {"name": "annealing"}}, "strategy.name"),
         ({"strategy": {"sampler": "annealing"}}, "strategy.sampler"),
         ({"task": {"dataset": "imagenet"}}, "task.dataset"),
+        ({"task": {"dataset": "npz:"}}, "task.dataset"),
+        ({"task": {"dataset": "npz"}}, "task.dataset"),
+        ({"task": {"dataset": "synthetic:0"}}, "task.dataset"),
+        ({"task": {"dataset": "synthetic:-3x32x32"}}, "task.dataset"),
+        ({"task": {"dataset": "synthetic:3x100000x100000"}}, "task.dataset"),
     ],
 )
 def test_errors_name_the_field(change, field):
@@ -223,3 +228,19 @@ def test_the_shape_check_also_names_unknown_metrics_without_the_registries():
     message = str(raised.value)
     assert "field 'budget.max_trals': unknown field" in message
     assert "field 'objectives[0].name': unknown metric 'acuracy'" in message
+
+
+@pytest.mark.parametrize(
+    ("dataset", "says"),
+    [
+        ("npz:", "npz needs a path"),
+        ("synthetic:0", "sizes must be positive"),
+        ("synthetic:3x-1x4", "sizes must be positive"),
+        ("synthetic:3x10000x10000", "at most 150528 values"),
+    ],
+)
+def test_a_dataset_argument_its_loader_refuses_is_a_spec_error(dataset, says):
+    # Checked with the names, before any work: a worker would otherwise fail every trial.
+    with pytest.raises(SpecError, match=f"field 'task.dataset': .*{says}"):
+        parse_search_spec({**BASE, "task": {"dataset": dataset}})
+    parse_search_spec({**BASE, "task": {"dataset": "synthetic:3x8x8"}})  # a valid one passes

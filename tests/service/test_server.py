@@ -253,6 +253,33 @@ def test_dataset_files_are_read_only_under_the_servers_data_roots(make_server, t
         assert client.submit(inside).wait()["status"] == "finished"
 
 
+def test_a_bare_cifar10_is_refused_rather_than_downloaded(
+    make_server, tmp_path, tiny_spec, monkeypatch
+):
+    def download(*args, **kwargs):
+        raise AssertionError("the server tried to download CIFAR-10")
+
+    monkeypatch.setattr("urllib.request.urlopen", download)
+    server = make_server(data_roots=(tmp_path,))
+    with Client(server.address, retries=0) as client:
+        for bare in ("cifar10", "cifar10:"):
+            with pytest.raises(WinnowError) as raised:
+                client.submit(tiny_spec(task={"dataset": bare}))
+            assert raised.value.code == "INVALID_ARGUMENT"
+            assert "field 'task.dataset'" in raised.value.message
+            assert "cifar10:DIR" in raised.value.message
+
+
+def test_an_invalid_dataset_argument_is_invalid_argument(make_server, tiny_spec):
+    server = make_server()
+    with Client(server.address, retries=0) as client:
+        for dataset in ("npz:", "synthetic:0"):
+            with pytest.raises(WinnowError) as raised:
+                client.submit(tiny_spec(task={"dataset": dataset}))
+            assert raised.value.code == "INVALID_ARGUMENT"
+            assert "task.dataset" in raised.value.message
+
+
 def test_watchers_beyond_the_limit_are_refused(make_server, tiny_spec, monkeypatch):
     monkeypatch.setattr("winnow.service.api.server.WATCHERS", 1)
     server = make_server()
