@@ -283,3 +283,57 @@ def test_an_invalid_spec_is_one_invalid_argument_listing_every_problem(server, t
         "field 'space.architecture.family': unknown family 'mlpp'; allowed: nb201, macro, mlp",
     ):
         assert line in details
+
+
+def _status_of_call(call) -> tuple[grpc.StatusCode, str]:
+    with pytest.raises(grpc.RpcError) as raised:
+        call()
+    return raised.value.code(), raised.value.details()
+
+
+def test_a_spec_nested_too_deep_is_invalid_argument(client):
+    for deep in ("[" * 10_000 + "]" * 10_000, '{"name": ' + "[" * 200 + "]" * 200 + "}"):
+        request = pb.SubmitSearchRequest(spec_json=deep)
+        code, details = _status_of_call(lambda r=request: client.stub.SubmitSearch(r, timeout=20))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and "nested too deep" in details
+
+
+def test_page_tokens_out_of_range_are_invalid_argument(client, tiny_spec):
+    search = client.submit(tiny_spec())
+    for token in ("99999999999999999999", "-1", "nan/x", "inf/x", "1e400/x", "x" * 100_000):
+        calls = [
+            lambda t=token: client.stub.ListSearches(pb.ListSearchesRequest(page_token=t)),
+            lambda t=token: client.stub.ListTrials(
+                pb.ListTrialsRequest(search_id=search.id, page_token=t)
+            ),
+        ]
+        for call in calls:
+            code, details = _status_of_call(call)
+            assert code == grpc.StatusCode.INVALID_ARGUMENT, (token[:30], code, details)
+            assert "invalid page token" in details and len(details) < 300
+    search.cancel()
+
+
+def test_long_ids_are_refused_and_never_repeated_in_full(client, tiny_spec):
+    long_id = "s" * 20_000
+    calls = [
+        lambda i: client.stub.GetSearch(pb.GetSearchRequest(search_id=i)),
+        lambda i: list(client.stub.WatchSearch(pb.WatchSearchRequest(search_id=i))),
+        lambda i: client.stub.CancelSearch(pb.CancelSearchRequest(search_id=i)),
+        lambda i: client.stub.ListTrials(pb.ListTrialsRequest(search_id=i)),
+    ]
+    for call in calls:
+        code, details = _status_of_call(lambda c=call: c(long_id))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and "too long" in details
+        assert len(details) < 300
+        code, details = _status_of_call(lambda c=call: c("u" * 100))  # within the bound
+        assert code == grpc.StatusCode.NOT_FOUND and "u" * 64 + "…" in details
+        assert "u" * 65 not in details
+    spec_json = json.dumps(tiny_spec())
+    request = pb.SubmitSearchRequest(request_id="r" * 20_000, spec_json=spec_json)
+    code, details = _status_of_call(lambda: client.stub.SubmitSearch(request, timeout=20))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "too long" in details
+    client.submit(tiny_spec(), request_id="q" * 100).cancel()
+    with pytest.raises(WinnowError) as raised:
+        client.submit(tiny_spec(seed=1), request_id="q" * 100)
+    assert raised.value.code == "ALREADY_EXISTS" and "q" * 65 not in raised.value.message
