@@ -260,9 +260,10 @@ def test_watchers_beyond_the_limit_are_refused(make_server, tiny_spec, monkeypat
         search = client.submit(tiny_spec(budget={"max_trials": 50}))
         first = search.watch()
         next(first)  # holds the one watcher slot
-        with pytest.raises(WinnowError) as raised:
-            next(search.watch())
-        assert raised.value.code == "RESOURCE_EXHAUSTED"
+        with pytest.raises(grpc.RpcError) as raised:
+            next(client.stub.WatchSearch(pb.WatchSearchRequest(search_id=search.id)))
+        assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "poll GetSearch" in raised.value.details()
         search.cancel()
         assert [e.kind for e in first][-1] == "search_finished"
 
@@ -337,3 +338,18 @@ def test_long_ids_are_refused_and_never_repeated_in_full(client, tiny_spec):
     with pytest.raises(WinnowError) as raised:
         client.submit(tiny_spec(seed=1), request_id="q" * 100)
     assert raised.value.code == "ALREADY_EXISTS" and "q" * 65 not in raised.value.message
+
+
+def test_waiters_beyond_the_watcher_limit_poll_instead(make_server, tiny_spec, monkeypatch):
+    monkeypatch.setattr("winnow.service.api.server.WATCHERS", 2)
+    monkeypatch.setattr("winnow.service.client.POLL_SECONDS", 0.2)
+    server = make_server()
+    with Client(server.address, retries=0) as client:
+        search = client.submit(tiny_spec(budget={"max_trials": 4}))
+        with ThreadPoolExecutor(6) as pool:  # six waiters, two streams: four must poll
+            finals = list(pool.map(lambda _: search.wait(timeout=120), range(6)))
+            watched = [list(w) for w in pool.map(lambda _: search.watch(), range(6))]
+    assert [f["status"] for f in finals] == ["finished"] * 6
+    assert all(f == finals[0] for f in finals) and finals[0]["progress"]["trained"] == 4
+    assert all(events[-1].kind == "search_finished" for events in watched)
+    assert all(events[-1].search["status"] == "finished" for events in watched)
