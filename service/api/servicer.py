@@ -47,6 +47,9 @@ MAX_ID_CHARS = 128  # search and request ids (the server's are 12 characters, a 
 MAX_TRIAL_ROW_ID = (1 << 63) - 1  # the store's integer ids are 64-bit
 PATH_DATASETS = ("npz", "cifar10")  # datasets whose argument is a file or folder to read
 DEFAULT_PAGE, MAX_PAGE = 100, 1000
+# A page of searches ends before its messages pass this size (specs are up to 1 MiB each, a
+# reply at most server.MAX_MESSAGE_BYTES); one search over SEARCH_BYTES is sent without its spec.
+PAGE_BYTES, SEARCH_BYTES = 1 << 20, 4 << 20
 WATCH_POLL_SECONDS = 0.2
 
 
@@ -142,12 +145,11 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
     def ListSearches(self, request: pb.ListSearchesRequest, context) -> pb.ListSearchesResponse:
         size = _page_size(request.page_size)
         rows = self.store.searches_page(_search_token(request.page_token), size + 1)
-        more = len(rows) > size
-        last = rows[size - 1] if more else None
-        page = rows[:size]
-        progress = self._page_progress(page)
+        progress = self._page_progress(rows[:size])
+        messages = _within_budget([convert.search_message(r, progress[r.id]) for r in rows[:size]])
+        last = rows[len(messages) - 1] if len(messages) < len(rows) else None
         return pb.ListSearchesResponse(
-            searches=[convert.search_message(r, progress[r.id]) for r in page],
+            searches=messages,
             # the last row's place, not an offset: searches submitted meanwhile shift nothing
             next_page_token=f"{last.created_at!r}/{last.id}" if last else "",
         )
@@ -249,7 +251,7 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
         if counts is None:
             spec = SearchSpec.model_validate_json(row.spec_json)
             counts = readout.progress(spec, self.store.trials(row.id))
-        return convert.search_message(row, counts)
+        return _sendable(convert.search_message(row, counts))
 
     def _page_progress(self, rows: list[SearchRecord]) -> dict[str, dict[str, Any]]:
         """The progress of a page of searches: a running one's from its engine, the others'
@@ -270,6 +272,31 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
                 spec, counts[mine[0]], proposals.get(row.id, 0), results[mine[1]]
             )
         return found
+
+
+def _within_budget(messages: list[pb.Search]) -> list[pb.Search]:
+    """The first messages whose sizes sum to at most ``PAGE_BYTES`` (at least one, so that every
+    page moves on)."""
+    page, total = [], 0
+    for message in messages:
+        total += _sendable(message).ByteSize()
+        if page and total > PAGE_BYTES:
+            break
+        page.append(message)
+    return page
+
+
+def _sendable(message: pb.Search) -> pb.Search:
+    """``message``, without its ``spec_json`` when it is over ``SEARCH_BYTES`` (a search stored
+    by an older server, which took larger specs): no reply carrying it may pass gRPC's limit."""
+    if message.ByteSize() > SEARCH_BYTES:
+        log.warning(
+            "search %s: its spec (%d bytes) is too large to send",
+            message.id,
+            len(message.spec_json),
+        )
+        message.spec_json = ""
+    return message
 
 
 def _stored_progress(spec: SearchSpec, counts: Any, proposals: int, trained: Any) -> dict[str, Any]:

@@ -353,3 +353,25 @@ def test_waiters_beyond_the_watcher_limit_poll_instead(make_server, tiny_spec, m
     assert all(f == finals[0] for f in finals) and finals[0]["progress"]["trained"] == 4
     assert all(events[-1].kind == "search_finished" for events in watched)
     assert all(events[-1].search["status"] == "finished" for events in watched)
+
+
+def test_searches_with_large_specs_list_over_pages(server, client, tiny_spec):
+    """Old stored searches whose specs are large (a wide inline space) fill pages by size: every
+    page stays under gRPC's limit, and one search too large for any page comes without its spec."""
+    from winnow.records import SearchStatus
+    from winnow.service.search_spec import parse_search_spec
+
+    def store(widths: int) -> str:
+        spec = tiny_spec()
+        spec["space"]["architecture"]["width"] = list(range(1, widths + 1))
+        spec_json = parse_search_spec(spec).to_json()
+        return server.store.create_search("wide", "digits", spec_json, SearchStatus.FINISHED)
+
+    wide = [store(200_000) for _ in range(9)]  # 1.5 MB each, 13 MB together
+    huge = store(1_200_000)  # 9 MB: over the reply limit alone
+    listed = client.searches()
+    assert sorted(s["id"] for s in listed) == sorted([*wide, huge])
+    specs = {s["id"]: s["spec"] for s in listed}
+    assert specs[huge] is None
+    assert all(len(specs[i]["space"]["architecture"]["width"]) == 200_000 for i in wide)
+    assert client.search(huge).id == huge
