@@ -33,6 +33,7 @@ from typing import Any
 import grpc
 from tqdm import tqdm
 
+from winnow.records import TERMINAL
 from winnow.search_space.builtin_spaces import BUILTIN_SPACES, read_space_file
 from winnow.service import env, progress_text
 from winnow.service.api import convert
@@ -44,6 +45,9 @@ RETRYABLE = (grpc.StatusCode.UNAVAILABLE,)
 # Pings on an idle connection, so that a watch on a server that vanished without closing it
 # fails (and reconnects) instead of waiting forever.
 KEEPALIVE = [("grpc.keepalive_time_ms", 30_000), ("grpc.keepalive_timeout_ms", 10_000)]
+# While the server's watch streams are all taken (RESOURCE_EXHAUSTED), a watch polls GetSearch
+# this often, and tries the stream again each time (a slot may have freed).
+POLL_SECONDS = 1.0
 
 
 class WinnowError(Exception):
@@ -176,9 +180,14 @@ class Search:
     def watch(self, after_event_id: int = 0, timeout: float | None = None) -> Iterator[Event]:
         """Events as they happen until the search ends; reconnects after a dropped stream or a
         server restart, resuming after the last event seen. ``timeout`` (seconds, in all):
-        ``TimeoutError`` when the search has not ended by then."""
+        ``TimeoutError`` when the search has not ended by then.
+
+        When the server has no watch stream free (its limit of watchers), the search is polled
+        every ``POLL_SECONDS`` instead: each change of status or progress comes as a ``polled``
+        event, the end as a ``search_finished`` event (its ``id`` the last stored event seen,
+        since a poll reads no events), and the stream is tried again at every poll."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        after, failures = after_event_id, 0
+        after, failures, last_polled = after_event_id, 0, None
         while True:
             request = pb.WatchSearchRequest(search_id=self.id, after_event_id=after)
             left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
@@ -191,6 +200,18 @@ class Search:
             except grpc.RpcError as error:
                 if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED and deadline is not None:
                     raise TimeoutError(f"search {self.id} did not end in {timeout} s") from None
+                if error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:  # every stream is taken
+                    info = self.info()
+                    if info["status"] in TERMINAL:
+                        yield _polled_event(after, "search_finished", info)
+                        return
+                    if info != last_polled:
+                        yield _polled_event(after, "polled", info)
+                        last_polled = info
+                    if deadline is not None and time.monotonic() + POLL_SECONDS >= deadline:
+                        raise TimeoutError(f"search {self.id} did not end in {timeout} s") from None
+                    time.sleep(POLL_SECONDS)
+                    continue
                 failures += 1
                 if error.code() not in RETRYABLE or failures > self.client.retries:
                     raise _error(error) from None
@@ -346,6 +367,12 @@ def _error(error: grpc.RpcError) -> WinnowError:
 def _gave_up(error: grpc.RpcError, address: str, tries: int, seconds: float) -> WinnowError:
     detail = f"{error.details() or 'no answer'} (gave up on {address}: {tries} tries in "
     return WinnowError(error.code().name, detail + f"{seconds:.1f} s)")
+
+
+def _polled_event(after: int, kind: str, info: dict[str, Any]) -> Event:
+    """What a poll of the search stands in for: its status (and error) as the payload."""
+    payload = {"status": info["status"], "error": info["error"]}
+    return Event(after, kind, time.time(), payload, info)
 
 
 def _event(message: pb.SearchEvent) -> Event:

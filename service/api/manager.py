@@ -25,6 +25,14 @@ from winnow.workers.executor import Executor
 
 log = logging.getLogger("winnow.server")
 
+SHOWN_CHARS = 64
+
+
+def shown(text: str, limit: int = SHOWN_CHARS) -> str:
+    """``text`` cut to ``limit`` characters and "…" for messages: a status message travels in a
+    header, which a caller's very long id repeated in full would overflow."""
+    return text if len(text) <= limit else text[:limit] + "…"
+
 
 class QueueFullError(RuntimeError):
     """More searches are waiting than the server accepts."""
@@ -119,8 +127,8 @@ class SearchManager:
         existing = self.store.search_by_request(request_id)
         if existing is not None and existing.spec_json != spec.to_json():
             raise RequestIdReusedError(
-                f"request id {request_id!r} already created search {existing.id} with another "
-                "spec; a new search needs a new request id"
+                f"request id {shown(request_id)!r} already created search {existing.id} with "
+                "another spec; a new search needs a new request id"
             )
         return existing
 

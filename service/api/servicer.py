@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -30,6 +31,7 @@ from winnow.service.api.manager import (
     RequestIdReusedError,
     SearchManager,
     ShuttingDownError,
+    shown,
 )
 from winnow.service.engine import readout
 from winnow.service.search_spec import SearchSpec, parse_search_spec
@@ -40,8 +42,14 @@ from winnow.v1 import search_pb2_grpc
 log = logging.getLogger("winnow.server")
 
 MAX_SPEC_BYTES = 1 << 20
+MAX_SPEC_DEPTH = 64  # nested arrays and objects; real specs need under ten
+MAX_ID_CHARS = 128  # search and request ids (the server's are 12 characters, a UUID 36)
+MAX_TRIAL_ROW_ID = (1 << 63) - 1  # the store's integer ids are 64-bit
 PATH_DATASETS = ("npz", "cifar10")  # datasets whose argument is a file or folder to read
 DEFAULT_PAGE, MAX_PAGE = 100, 1000
+# A page of searches ends before its messages pass this size (specs are up to 1 MiB each, a
+# reply at most server.MAX_MESSAGE_BYTES); one search over SEARCH_BYTES is sent without its spec.
+PAGE_BYTES, SEARCH_BYTES = 1 << 20, 4 << 20
 WATCH_POLL_SECONDS = 0.2
 
 
@@ -113,6 +121,7 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
 
     @_rpc
     def SubmitSearch(self, request: pb.SubmitSearchRequest, context) -> pb.Search:
+        _checked_id("request_id", request.request_id)
         try:
             spec = _parse_spec(request.spec_json)
             _check_dataset_path(spec.task.dataset, self.data_roots)
@@ -136,12 +145,11 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
     def ListSearches(self, request: pb.ListSearchesRequest, context) -> pb.ListSearchesResponse:
         size = _page_size(request.page_size)
         rows = self.store.searches_page(_search_token(request.page_token), size + 1)
-        more = len(rows) > size
-        last = rows[size - 1] if more else None
-        page = rows[:size]
-        progress = self._page_progress(page)
+        progress = self._page_progress(rows[:size])
+        messages = _within_budget([convert.search_message(r, progress[r.id]) for r in rows[:size]])
+        last = rows[len(messages) - 1] if len(messages) < len(rows) else None
         return pb.ListSearchesResponse(
-            searches=[convert.search_message(r, progress[r.id]) for r in page],
+            searches=messages,
             # the last row's place, not an offset: searches submitted meanwhile shift nothing
             next_page_token=f"{last.created_at!r}/{last.id}" if last else "",
         )
@@ -229,12 +237,13 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
     def _search_row(self, search_id: str) -> SearchRecord:
         if not search_id:
             raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, "field 'search_id' is empty")
+        _checked_id("search_id", search_id)
         try:
             return self.store.search(search_id)
         except StoreError:
             raise RequestError(
                 grpc.StatusCode.NOT_FOUND,
-                f"no search {search_id!r} on this server; `winnow list` shows the searches",
+                f"no search {shown(search_id)!r} on this server; `winnow list` shows the searches",
             ) from None
 
     def _search_message(self, row: SearchRecord) -> pb.Search:
@@ -242,7 +251,7 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
         if counts is None:
             spec = SearchSpec.model_validate_json(row.spec_json)
             counts = readout.progress(spec, self.store.trials(row.id))
-        return convert.search_message(row, counts)
+        return _sendable(convert.search_message(row, counts))
 
     def _page_progress(self, rows: list[SearchRecord]) -> dict[str, dict[str, Any]]:
         """The progress of a page of searches: a running one's from its engine, the others'
@@ -263,6 +272,31 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
                 spec, counts[mine[0]], proposals.get(row.id, 0), results[mine[1]]
             )
         return found
+
+
+def _within_budget(messages: list[pb.Search]) -> list[pb.Search]:
+    """The first messages whose sizes sum to at most ``PAGE_BYTES`` (at least one, so that every
+    page moves on)."""
+    page, total = [], 0
+    for message in messages:
+        total += _sendable(message).ByteSize()
+        if page and total > PAGE_BYTES:
+            break
+        page.append(message)
+    return page
+
+
+def _sendable(message: pb.Search) -> pb.Search:
+    """``message``, without its ``spec_json`` when it is over ``SEARCH_BYTES`` (a search stored
+    by an older server, which took larger specs): no reply carrying it may pass gRPC's limit."""
+    if message.ByteSize() > SEARCH_BYTES:
+        log.warning(
+            "search %s: its spec (%d bytes) is too large to send",
+            message.id,
+            len(message.spec_json),
+        )
+        message.spec_json = ""
+    return message
 
 
 def _stored_progress(spec: SearchSpec, counts: Any, proposals: int, trained: Any) -> dict[str, Any]:
@@ -287,6 +321,10 @@ def _parse_spec(text: str) -> SearchSpec:
         raise RequestError(
             grpc.StatusCode.INVALID_ARGUMENT, f"field 'spec_json' is not JSON: {error}"
         ) from None
+    except RecursionError:  # the decoder recurses per level: deep enough text exhausts it
+        raise _too_deep() from None
+    if _depth(data) > MAX_SPEC_DEPTH:  # validation recurses too, and nothing real is this deep
+        raise _too_deep()
     if not isinstance(data, dict):
         raise RequestError(
             grpc.StatusCode.INVALID_ARGUMENT, "field 'spec_json' must be a JSON object"
@@ -300,6 +338,26 @@ def _parse_spec(text: str) -> SearchSpec:
             "send a space file's content inline (the SDK and CLI do)",
         )
     return parse_search_spec(data)
+
+
+def _too_deep() -> RequestError:
+    return RequestError(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        f"field 'spec_json' is nested too deep (the limit is {MAX_SPEC_DEPTH} levels)",
+    )
+
+
+def _depth(data: Any) -> int:
+    """How deeply arrays and objects nest in parsed JSON (iteratively: no recursion limit)."""
+    deepest, stack = 0, [(data, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            value = list(value.values())
+        if isinstance(value, list):
+            deepest = max(deepest, depth + 1)
+            stack.extend((item, depth + 1) for item in value)
+    return deepest
 
 
 def _exporter(name: str) -> export.Exporter:
@@ -318,26 +376,42 @@ def _page_size(requested: int) -> int:
 def _bad_token(token: str) -> RequestError:
     return RequestError(
         grpc.StatusCode.INVALID_ARGUMENT,
-        f"field 'page_token' {token!r} is not a token this server gave",
+        f"invalid page token: field 'page_token' {shown(token)!r} is not a token this server gave",
     )
 
 
 def _token(token: str) -> int:
+    """A trial page's token: the last row's id (a 64-bit integer, as the store keeps them)."""
     if not token:
         return 0
-    if not (token.isascii() and token.isdigit()):
+    if not (token.isascii() and token.isdigit()) or int(token) > MAX_TRIAL_ROW_ID:
         raise _bad_token(token)
     return int(token)
 
 
 def _search_token(token: str) -> tuple[float, str] | None:
+    """A search page's token: ``CREATED_AT/ID`` of the last search, as ``ListSearches`` wrote it."""
     if not token:
         return None
-    created_at, _, search_id = token.partition("/")
+    created_at, slash, search_id = token.partition("/")
     try:
-        return float(created_at), search_id
+        when = float(created_at)
     except ValueError:
         raise _bad_token(token) from None
+    if not (slash and search_id and len(search_id) <= MAX_ID_CHARS and math.isfinite(when)):
+        raise _bad_token(token)
+    return when, search_id
+
+
+def _checked_id(field: str, value: str) -> str:
+    """Ids beyond any this server makes are refused before they reach a query or a message (a
+    message repeating one in full can pass gRPC's header limit)."""
+    if len(value) > MAX_ID_CHARS:
+        raise RequestError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"field {field!r} is too long ({len(value)} characters; the limit is {MAX_ID_CHARS})",
+        )
+    return value
 
 
 def _check_dataset_path(dataset: str, roots: tuple[Path, ...]) -> None:

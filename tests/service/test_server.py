@@ -287,9 +287,10 @@ def test_watchers_beyond_the_limit_are_refused(make_server, tiny_spec, monkeypat
         search = client.submit(tiny_spec(budget={"max_trials": 50}))
         first = search.watch()
         next(first)  # holds the one watcher slot
-        with pytest.raises(WinnowError) as raised:
-            next(search.watch())
-        assert raised.value.code == "RESOURCE_EXHAUSTED"
+        with pytest.raises(grpc.RpcError) as raised:
+            next(client.stub.WatchSearch(pb.WatchSearchRequest(search_id=search.id)))
+        assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "poll GetSearch" in raised.value.details()
         search.cancel()
         assert [e.kind for e in first][-1] == "search_finished"
 
@@ -310,3 +311,94 @@ def test_an_invalid_spec_is_one_invalid_argument_listing_every_problem(server, t
         "field 'space.architecture.family': unknown family 'mlpp'; allowed: nb201, macro, mlp",
     ):
         assert line in details
+
+
+def _status_of_call(call) -> tuple[grpc.StatusCode, str]:
+    with pytest.raises(grpc.RpcError) as raised:
+        call()
+    return raised.value.code(), raised.value.details()
+
+
+def test_a_spec_nested_too_deep_is_invalid_argument(client):
+    for deep in ("[" * 10_000 + "]" * 10_000, '{"name": ' + "[" * 200 + "]" * 200 + "}"):
+        request = pb.SubmitSearchRequest(spec_json=deep)
+        code, details = _status_of_call(lambda r=request: client.stub.SubmitSearch(r, timeout=20))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and "nested too deep" in details
+
+
+def test_page_tokens_out_of_range_are_invalid_argument(client, tiny_spec):
+    search = client.submit(tiny_spec())
+    for token in ("99999999999999999999", "-1", "nan/x", "inf/x", "1e400/x", "x" * 100_000):
+        calls = [
+            lambda t=token: client.stub.ListSearches(pb.ListSearchesRequest(page_token=t)),
+            lambda t=token: client.stub.ListTrials(
+                pb.ListTrialsRequest(search_id=search.id, page_token=t)
+            ),
+        ]
+        for call in calls:
+            code, details = _status_of_call(call)
+            assert code == grpc.StatusCode.INVALID_ARGUMENT, (token[:30], code, details)
+            assert "invalid page token" in details and len(details) < 300
+    search.cancel()
+
+
+def test_long_ids_are_refused_and_never_repeated_in_full(client, tiny_spec):
+    long_id = "s" * 20_000
+    calls = [
+        lambda i: client.stub.GetSearch(pb.GetSearchRequest(search_id=i)),
+        lambda i: list(client.stub.WatchSearch(pb.WatchSearchRequest(search_id=i))),
+        lambda i: client.stub.CancelSearch(pb.CancelSearchRequest(search_id=i)),
+        lambda i: client.stub.ListTrials(pb.ListTrialsRequest(search_id=i)),
+    ]
+    for call in calls:
+        code, details = _status_of_call(lambda c=call: c(long_id))
+        assert code == grpc.StatusCode.INVALID_ARGUMENT and "too long" in details
+        assert len(details) < 300
+        code, details = _status_of_call(lambda c=call: c("u" * 100))  # within the bound
+        assert code == grpc.StatusCode.NOT_FOUND and "u" * 64 + "…" in details
+        assert "u" * 65 not in details
+    spec_json = json.dumps(tiny_spec())
+    request = pb.SubmitSearchRequest(request_id="r" * 20_000, spec_json=spec_json)
+    code, details = _status_of_call(lambda: client.stub.SubmitSearch(request, timeout=20))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "too long" in details
+    client.submit(tiny_spec(), request_id="q" * 100).cancel()
+    with pytest.raises(WinnowError) as raised:
+        client.submit(tiny_spec(seed=1), request_id="q" * 100)
+    assert raised.value.code == "ALREADY_EXISTS" and "q" * 65 not in raised.value.message
+
+
+def test_waiters_beyond_the_watcher_limit_poll_instead(make_server, tiny_spec, monkeypatch):
+    monkeypatch.setattr("winnow.service.api.server.WATCHERS", 2)
+    monkeypatch.setattr("winnow.service.client.POLL_SECONDS", 0.2)
+    server = make_server()
+    with Client(server.address, retries=0) as client:
+        search = client.submit(tiny_spec(budget={"max_trials": 4}))
+        with ThreadPoolExecutor(6) as pool:  # six waiters, two streams: four must poll
+            finals = list(pool.map(lambda _: search.wait(timeout=120), range(6)))
+            watched = [list(w) for w in pool.map(lambda _: search.watch(), range(6))]
+    assert [f["status"] for f in finals] == ["finished"] * 6
+    assert all(f == finals[0] for f in finals) and finals[0]["progress"]["trained"] == 4
+    assert all(events[-1].kind == "search_finished" for events in watched)
+    assert all(events[-1].search["status"] == "finished" for events in watched)
+
+
+def test_searches_with_large_specs_list_over_pages(server, client, tiny_spec):
+    """Old stored searches whose specs are large (a wide inline space) fill pages by size: every
+    page stays under gRPC's limit, and one search too large for any page comes without its spec."""
+    from winnow.records import SearchStatus
+    from winnow.service.search_spec import parse_search_spec
+
+    def store(widths: int) -> str:
+        spec = tiny_spec()
+        spec["space"]["architecture"]["width"] = list(range(1, widths + 1))
+        spec_json = parse_search_spec(spec).to_json()
+        return server.store.create_search("wide", "digits", spec_json, SearchStatus.FINISHED)
+
+    wide = [store(200_000) for _ in range(9)]  # 1.5 MB each, 13 MB together
+    huge = store(1_200_000)  # 9 MB: over the reply limit alone
+    listed = client.searches()
+    assert sorted(s["id"] for s in listed) == sorted([*wide, huge])
+    specs = {s["id"]: s["spec"] for s in listed}
+    assert specs[huge] is None
+    assert all(len(specs[i]["space"]["architecture"]["width"]) == 200_000 for i in wide)
+    assert client.search(huge).id == huge
