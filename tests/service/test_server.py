@@ -5,6 +5,7 @@ concurrent clients."""
 from __future__ import annotations
 
 import json
+import math
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -283,3 +284,29 @@ def test_an_invalid_spec_is_one_invalid_argument_listing_every_problem(server, t
         "field 'space.architecture.family': unknown family 'mlpp'; allowed: nb201, macro, mlp",
     ):
         assert line in details
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        (
+            {
+                "space": {
+                    "architecture": {"family": "mlp"},
+                    "optimizer": {"lr": {"low": -math.inf, "high": 0.1}},
+                }
+            },
+            "space.optimizer.lr",
+        ),
+        ({"budget": {"max_trials": 2**31}}, "budget.max_trials"),
+    ],
+)
+def test_out_of_range_numbers_are_invalid_argument_and_nothing_is_stored(
+    client, server, tiny_spec, changes, field
+):
+    spec_json = json.dumps(tiny_spec(**changes))  # -Infinity: Python's JSON reads it
+    with pytest.raises(grpc.RpcError) as raised:
+        client.stub.SubmitSearch(pb.SubmitSearchRequest(spec_json=spec_json), timeout=20)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert f"field '{field}'" in raised.value.details()
+    assert client.searches() == []
