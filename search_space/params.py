@@ -21,18 +21,28 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Annotated, Any, Protocol
 
 import optuna.distributions as od
-from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    ValidationError,
+    model_validator,
+)
+
+from winnow.search_space.numbers import FiniteFloat
 
 
 class FloatRange(BaseModel):
     """A float in [low, high], log-uniform when ``log``."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    low: float
-    high: float
+    low: FiniteFloat
+    high: FiniteFloat
     log: bool = False
 
     @model_validator(mode="after")
@@ -76,18 +86,64 @@ def to_param(raw: Any) -> Any:
         try:
             return (IntRange if ints or "step" in raw else FloatRange).model_validate(raw)
         except ValidationError as error:
-            raise ValueError(error.errors()[0]["msg"].removeprefix("Value error, ")) from None
+            first = error.errors()[0]
+            where = ".".join(map(str, first["loc"]))
+            message = first["msg"].removeprefix("Value error, ")
+            raise ValueError(f"{where}: {message}" if where else message) from None
     if isinstance(raw, list | tuple):
         if not raw or not all(isinstance(v, bool | int | float | str) for v in raw):
             raise ValueError(f"a choice is a non-empty list of plain values, got {raw!r}")
-        return list(raw)
+        return [_finite(v) for v in raw]
     if isinstance(raw, bool | int | float | str):
-        return raw
+        return _finite(raw)
     raise ValueError(f"expected a value, a list of values or a range {{low, high}}, got {raw!r}")
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"values must be finite numbers, got {value}")
+    return value
 
 
 # A searchable spec field; see the module docstring.
 Param = Annotated[Any, BeforeValidator(to_param)]
+
+
+@dataclass(frozen=True)
+class Within:
+    """Bounds on every number a Param can take (each choice, a range's ends); the spec
+    reference (``winnow.service.spec_docs``) shows them."""
+
+    low: float
+    high: float
+
+    def __call__(self, param: Any) -> Any:
+        values = [param.low, param.high] if isinstance(param, FloatRange | IntRange) else param
+        numbers = [v for v in param_values(values) or [] if _is_number(v)]
+        outside = [v for v in numbers if not self.low <= v <= self.high]
+        if outside:
+            raise ValueError(f"{outside[0]} is outside [{self.low:g}, {self.high:g}]")
+        return param
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def bounded_param(low: float, high: float) -> Any:
+    """A Param whose numbers lie in ``[low, high]`` (a width, a depth, a batch size)."""
+    within = Within(low, high)
+    return Annotated[Param, AfterValidator(within), within]
+
+
+# The limits of a space's sizes: far past any network a search trains, and a spec past them
+# is a typo (a 3,000-layer MLP would build for minutes before failing for memory).
+MAX_DEPTH, MAX_WIDTH, MAX_BATCH_SIZE, MAX_EPOCHS = 64, 16384, 65536, 10_000
+Depth = bounded_param(1, MAX_DEPTH)
+Width = bounded_param(1, MAX_WIDTH)
+BatchSize = bounded_param(1, MAX_BATCH_SIZE)
+Epochs = bounded_param(0, MAX_EPOCHS)
+Probability = bounded_param(0, 1)
 
 
 def param_values(param: Any) -> list[Any] | None:

@@ -51,8 +51,10 @@ from winnow.search_space.candidate import Candidate
 from winnow.search_space.norms import NORMS
 from winnow.search_space.optimizers import HYPERPARAMETERS, OPTIMIZERS
 from winnow.search_space.params import (
+    BatchSize,
     CandidateNotInSpaceError,
     Chooser,
+    Epochs,
     OptunaChooser,
     Param,
     ParamsChooser,
@@ -103,9 +105,9 @@ class OptimizerAxis(BaseModel):
     """Hyperparameter Params for one optimizer only: ``{adamw: {lr: ...}}``."""
     schedule: Param = "cosine"
     """The learning-rate schedule after warmup."""
-    warmup_epochs: Param = 0
+    warmup_epochs: Epochs = 0
     """Epochs of linear warmup."""
-    batch_size: Param = 128
+    batch_size: BatchSize = 128
     """Training batch size."""
 
     @field_validator("name")

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from winnow.records import TRAIN_METRICS
+from winnow.search_space.numbers import INT32_MAX, UINT32_MAX, FiniteFloat
 from winnow.search_space.specfile import (
     Problem,
     SpecError,
@@ -64,6 +65,11 @@ OPERATORS: dict[str, Callable[[float, float], bool]] = {
     "<": operator.lt,
     ">": operator.gt,
 }
+# Budget limits: the API's Progress counters are int32 (a stored search past them could never
+# be read back), and no search asks a million candidates; the default max_proposals
+# (50 x max_trials) stays within them too.
+MAX_TRIALS, MAX_PROPOSALS = 1_000_000, 100_000_000
+MAX_RUNG_EPOCHS = 10_000  # a rung's training epochs
 _CONSTRAINT = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(<=|>=|<|>)\s*([-+0-9.eE]+)\s*$")
 
 
@@ -80,7 +86,7 @@ class Objective(_Strict):
     """A metric a trained result carries (see the metrics under Names)."""
     direction: Literal["maximize", "minimize"] = "maximize"
     """Whether larger or smaller is better."""
-    reference: float | None = None
+    reference: float | None = Field(None, allow_inf_nan=False)
     """The hypervolume's reference value: the worst that still counts (default: the worst seen)."""
 
 
@@ -91,7 +97,7 @@ class Constraint(_Strict):
     """The metric bounded (a metric a trained result carries)."""
     op: Literal["<=", ">=", "<", ">"]
     """The comparison."""
-    value: float
+    value: FiniteFloat
     """The bound."""
 
     def satisfied(self, metrics: dict[str, float]) -> bool | None:
@@ -158,16 +164,16 @@ class Budget(_Strict):
     promotions included (a run starts only if it fits). ``max_seconds`` caps the wall time and
     ``max_device_seconds`` the seconds spent training; ``max_proposals`` the sampler's asks."""
 
-    max_trials: int = Field(50, ge=1)
+    max_trials: int = Field(50, ge=1, le=MAX_TRIALS)
     """Candidates (configurations) sent to training; promotions, reused results and screened
     candidates are free."""
-    max_epochs: int | None = Field(None, ge=1)
+    max_epochs: int | None = Field(None, ge=1, le=INT32_MAX)
     """Training epochs summed over every training run, promotions included."""
-    max_seconds: float | None = Field(None, gt=0)
+    max_seconds: float | None = Field(None, gt=0, allow_inf_nan=False)
     """Wall-clock seconds."""
-    max_device_seconds: float | None = Field(None, gt=0)
+    max_device_seconds: float | None = Field(None, gt=0, allow_inf_nan=False)
     """Seconds of training on the workers' devices, summed."""
-    max_proposals: int | None = Field(None, ge=1)
+    max_proposals: int | None = Field(None, ge=1, le=MAX_PROPOSALS)
     """Candidates proposed, screened ones included (default: 50 x max_trials)."""
 
     @property
@@ -187,7 +193,7 @@ class Screen(_Strict):
 
     proxies: list[str] = ["synflow", "naswot", "jacob_cov", "snip", "params", "flops"]
     """The zero-cost proxies the ensemble ranks by (see the proxy names below)."""
-    keep_fraction: float = Field(0.2, gt=0, le=1)
+    keep_fraction: float = Field(0.2, gt=0, le=1, allow_inf_nan=False)
     """The top fraction of the recent population that goes on to training."""
     population: int = Field(500, ge=2)
     """The most recent scored candidates a new one ranks among."""
@@ -222,7 +228,8 @@ class Strategy(_Strict):
     sampler: str = "tpe"
     """The sampler a cascade wraps."""
     rungs: list[int] = [1, 3, 9]
-    """Training epochs per rung of successive halving, strictly increasing."""
+    """Training epochs per rung of successive halving, strictly increasing, each at most
+    10000."""
     reduction_factor: int = Field(3, ge=2)
     """One in this many trials of a rung is promoted to the next."""
     screen: Screen = Screen()
@@ -236,8 +243,11 @@ class Strategy(_Strict):
     @field_validator("rungs")
     @classmethod
     def _increasing(cls, rungs: list[int]) -> list[int]:
-        if not rungs or any(e < 1 for e in rungs) or sorted(set(rungs)) != rungs:
-            raise ValueError(f"rungs are strictly increasing epochs >= 1, got {rungs}")
+        bad = any(not 1 <= e <= MAX_RUNG_EPOCHS for e in rungs)
+        if not rungs or bad or sorted(set(rungs)) != rungs:
+            raise ValueError(
+                f"rungs are strictly increasing epochs in [1, {MAX_RUNG_EPOCHS}], got {rungs}"
+            )
         return rungs
 
     @property
@@ -265,7 +275,7 @@ class SearchSpec(_Strict):
     """One search: the space, the task, the objectives and constraints, the budget and the
     strategy (``service/search_spec.py``)."""
 
-    name: str = "search"
+    name: str = Field("search", max_length=200)
     """A name to show."""
     space: str | dict[str, Any]
     """A built-in space's name, a space file's path (next to the spec file), or the space
@@ -281,7 +291,7 @@ class SearchSpec(_Strict):
     """When the search stops."""
     strategy: Strategy = Strategy()
     """How it searches."""
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=UINT32_MAX)
     """Seeds the sampler and every training run (the same seed trains the same network)."""
     reproducible: bool = False
     """The same spec gives the same front: no results reused from other searches, and one

@@ -18,10 +18,11 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 import annotated_types
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
+from pydantic.types import AllowInfNan
 from pydantic_core import PydanticUndefined
 
 from winnow.records import TRAIN_METRICS
-from winnow.search_space.params import Param
+from winnow.search_space.params import Param, Within
 
 HEADER = """\
 # Spec reference
@@ -136,7 +137,15 @@ def _default(field: FieldInfo) -> str:
 
 def _bounds(field: FieldInfo) -> str:
     found = [(BOUNDS[type(m)], m) for m in field.metadata if type(m) in BOUNDS]
-    return ", ".join(f"{op} {getattr(m, name)}" for (op, name), m in found)
+    texts = [f"{op} {getattr(m, name)}" for (op, name), m in found]
+    for m in field.metadata:
+        if isinstance(m, Within):  # a bounded Param: each number it can take
+            texts += [f">= {m.low:g}", f"<= {m.high:g}"]
+        elif isinstance(m, AllowInfNan) and not m.allow_inf_nan:
+            texts.append("finite")
+        elif isinstance(m, annotated_types.MaxLen):
+            texts.append(f"at most {m.max_length} characters")
+    return ", ".join(texts)
 
 
 def _nested_model(annotation: Any) -> type[BaseModel] | None:

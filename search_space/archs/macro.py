@@ -22,7 +22,7 @@ from torch import nn
 from winnow.search_space.activations import make_activation
 from winnow.search_space.archs.base import ArchitectureView, image_probe_shape
 from winnow.search_space.norms import conv2d, make_norm
-from winnow.search_space.params import Chooser, Param, decide, param_values
+from winnow.search_space.params import Chooser, Depth, Param, decide, param_values
 
 
 def make_divisible(value: float, divisor: int = 8) -> int:
@@ -108,7 +108,7 @@ class MacroSpace(BaseModel):
     """Channels of the 3x3 stem."""
     head_channels: int = 128
     """Channels of the 1x1 conv before pooling and the classifier."""
-    depth: Param = [1, 2, 3]
+    depth: Depth = [1, 2, 3]
     """MBConv blocks per stage (decided per stage)."""
     kernel_size: Param = [3, 5, 7]
     """Depthwise kernel size, a choice among 3, 5, 7 (decided per stage)."""

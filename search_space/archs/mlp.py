@@ -16,7 +16,15 @@ from torch import nn
 from winnow.search_space.activations import make_activation
 from winnow.search_space.archs.base import ArchitectureView, ProbeSize
 from winnow.search_space.norms import linear, make_norm
-from winnow.search_space.params import Chooser, Param, decide, param_values
+from winnow.search_space.params import (
+    Chooser,
+    Depth,
+    Param,
+    Probability,
+    Width,
+    decide,
+    param_values,
+)
 
 
 class MLPSpace(BaseModel):
@@ -24,13 +32,13 @@ class MLPSpace(BaseModel):
 
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
     family: Literal["mlp"] = "mlp"
-    depth: Param = [1, 2, 3]
+    depth: Depth = [1, 2, 3]
     """Hidden layers (Linear -> norm -> activation)."""
-    width: Param = [64, 128, 256]
+    width: Width = [64, 128, 256]
     """Units of every hidden layer."""
     activation: Param = "relu"
     """The activation after each hidden layer's norm."""
-    dropout: Param = 0.0
+    dropout: Probability = 0.0
     """Dropout probability after each hidden layer (0: none)."""
 
     @property

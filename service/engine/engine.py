@@ -89,7 +89,7 @@ class Engine:
             parts = (self.ladder, self.screen, self.study, self.sampler_view)
             self.state = SearchState.from_rows(rows, self.space, self.objectives, *parts)
         self.journal = Journal(store, search_id, on_event)
-        self.outcomes = Outcomes(self.objectives, self.state, self.journal, self.study, self.ladder)
+        self.outcomes = Outcomes(spec, self.state, self.journal, self.study, self.ladder)
         self.training = Training(
             spec, search_id, self.outcomes, self.screen, self.cache, executor, self.device
         )

@@ -8,36 +8,49 @@ top rung, the sampler is told that result as a new completed trial."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import optuna
 from optuna.trial import TrialState, create_trial
 
 from winnow.search_space.trial import Status, TrialResult
+from winnow.service.engine.evidence import violations
 from winnow.service.engine.journal import Journal
 from winnow.service.engine.pareto import search_hypervolume
 from winnow.service.engine.readout import objective_values
 from winnow.service.engine.rungs import SuccessiveHalving
 from winnow.service.engine.state import SearchState, Tracked
-from winnow.service.search_spec import Objective
+from winnow.service.search_spec import SearchSpec
 
 
 class Outcomes:
     def __init__(
         self,
-        objectives: list[Objective],
+        spec: SearchSpec,
         state: SearchState,
         journal: Journal,
         study: optuna.Study,
         ladder: SuccessiveHalving,
     ) -> None:
-        self.objectives, self.state, self.journal = objectives, state, journal
+        self.spec, self.objectives = spec, spec.objectives
+        self.state, self.journal = state, journal
         self.study, self.ladder = study, ladder
 
     # --- the cascade's outcomes (cascade.Outcomes) ----------------------------------------------
 
     def reused(self, tracked: Tracked, result: TrialResult) -> None:
-        """A stored result of an equal function: stored as a ``duplicate`` top-rung row."""
+        """A stored result of an equal function: stored as a ``duplicate`` top-rung row, or as
+        a ``pruned`` one when it violates this search's constraints (the stored result may come
+        from a search without them), as a trained result would be."""
         self.state.counts["cache_hits"] += 1
         epochs, top = self.ladder.rungs[-1], self.ladder.top
+        violated = violations(self.spec, result.metrics)
+        if violated:
+            pruned = replace(result, status=Status.PRUNED, error="; ".join(violated))
+            self.journal.write(tracked, "train", epochs, top, Status.PRUNED, pruned, True)
+            self.state.counts["pruned"] += 1
+            self.tell(tracked, TrialState.PRUNED)
+            return
         self.journal.write(tracked, "train", epochs, top, "duplicate", result, True)
         self.complete(tracked, result.metrics)
 

@@ -163,6 +163,9 @@ class _Rebuild:
         counts = self.state.counts
         if row.reused:
             counts["cache_hits"] += 1
+            if row.status == Status.PRUNED:  # it violated this search's constraints
+                counts["pruned"] += 1
+                return TrialState.PRUNED, None, None
             values = objective_values(self.objectives, metrics)
             self.state.completed[tracked.number] = values
             return TrialState.COMPLETE, values, None

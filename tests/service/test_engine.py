@@ -389,3 +389,28 @@ def test_reproducible_runs_give_identical_fronts_on_one_store(store):
         rows = store.trials(report.search_id)
         fronts.append((report.front, readout.pareto(reproducible, rows)["points"]))
     assert fronts[0] == fronts[1] and fronts[0][0]
+
+
+def test_a_reused_result_that_violates_a_constraint_is_pruned_not_on_the_front(store):
+    world = FakeWorld()
+    extra = {"budget": {"max_trials": 6, "max_proposals": 12}}
+    _, first = run(make_spec(name="cascade", sampler="random", extra=dict(extra)), store, world)
+    constrained = {**extra, "constraints": ["params <= 3200"]}
+    engine, second = run(
+        make_spec(name="cascade", sampler="random", extra=constrained), store, world
+    )
+    rows = store.trials(second.search_id)
+    reused = [r for r in rows if r.reused]
+    violators = [r for r in reused if r.metrics["params"] > 3200]
+    assert violators  # the first search's results answered, some over the limit
+    assert all(r.status == "pruned" and "violates params <= 3200" in r.error for r in violators)
+    assert all(r.status == "duplicate" for r in reused if r.metrics["params"] <= 3200)
+    params = {r.number: r.metrics["params"] for r in rows if r.stage == "train"}
+    assert second.front and all(params[point["trial_id"]] <= 3200 for point in second.front)
+    assert second.cache_hits == len(reused) and second.pruned >= len(violators)
+    states = {t.number: t.state for t in engine.study.trials}
+    numbers = {r.number for r in violators}
+    assert all(states[n] == TrialState.PRUNED for n in numbers if n in states)
+    resumed = Engine.resume(store, second.search_id, InProcessExecutor(world))
+    assert resumed.state.counts["pruned"] == engine.state.counts["pruned"]
+    assert set(resumed.state.completed) == set(engine.state.completed)

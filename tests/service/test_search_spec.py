@@ -244,3 +244,60 @@ def test_a_dataset_argument_its_loader_refuses_is_a_spec_error(dataset, says):
     with pytest.raises(SpecError, match=f"field 'task.dataset': .*{says}"):
         parse_search_spec({**BASE, "task": {"dataset": dataset}})
     parse_search_spec({**BASE, "task": {"dataset": "synthetic:3x8x8"}})  # a valid one passes
+
+
+MLP = {"family": "mlp", "depth": [1, 2], "width": [16]}
+
+
+def _mlp_space(architecture=None, **optimizer):
+    optimizer = {"name": "adamw", "lr": {"low": 1e-4, "high": 1e-2}, **optimizer}
+    return {"space": {"architecture": {**MLP, **(architecture or {})}, "optimizer": optimizer}}
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        (_mlp_space(lr={"low": float("-inf"), "high": 1e-2}), "space.optimizer.lr"),
+        (_mlp_space(lr=float("nan")), "space.optimizer.lr"),
+        (_mlp_space(lr=[1e-3, float("inf")]), "space.optimizer.lr"),
+        (
+            {"objectives": [{"name": "accuracy", "reference": float("nan")}]},
+            "objectives[0].reference",
+        ),
+        ({"constraints": ["params <= 1e999"]}, "constraints[0].value"),
+        (
+            {"constraints": [{"metric": "params", "op": "<=", "value": float("nan")}]},
+            "constraints[0].value",
+        ),
+        ({"budget": {"max_seconds": float("inf")}}, "budget.max_seconds"),
+        ({"budget": {"max_trials": 2**31}}, "budget.max_trials"),
+        ({"budget": {"max_trials": 1_000_001}}, "budget.max_trials"),
+        ({"budget": {"max_proposals": 2**31}}, "budget.max_proposals"),
+        ({"budget": {"max_epochs": 2**31}}, "budget.max_epochs"),
+        ({"seed": -1}, "seed"),
+        ({"seed": 2**32}, "seed"),
+        (_mlp_space(batch_size=0), "space.optimizer.batch_size"),
+        (_mlp_space(batch_size=[64, -8]), "space.optimizer.batch_size"),
+        (_mlp_space(warmup_epochs=100_000), "space.optimizer.warmup_epochs"),
+        (_mlp_space({"depth": 3000}), "space.architecture.depth"),
+        (_mlp_space({"width": {"low": 16, "high": 100_000}}), "space.architecture.width"),
+        (_mlp_space({"dropout": 1.5}), "space.architecture.dropout"),
+        ({"strategy": {"rungs": [1, 100_000]}}, "strategy.rungs"),
+        ({"name": "x" * 201}, "name"),
+    ],
+)
+def test_non_finite_and_out_of_range_numbers_are_refused_naming_the_field(change, field):
+    with pytest.raises(SpecError, match=f"field {re.escape(repr(field))}"):
+        parse_search_spec({**BASE, **change})
+
+
+def test_the_limits_themselves_are_accepted():
+    limits = {
+        "name": "x" * 200,
+        "seed": 2**32 - 1,
+        "budget": {"max_trials": 1_000_000, "max_proposals": 100_000_000},
+        "strategy": {"rungs": [1, 10_000]},
+        **_mlp_space({"depth": 64, "width": [1, 16384]}, batch_size=65536),
+    }
+    spec = parse_search_spec({**BASE, **limits})
+    assert spec.budget.proposals == 100_000_000 and spec.search_space.architecture.depth == 64

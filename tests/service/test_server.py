@@ -5,6 +5,7 @@ concurrent clients."""
 from __future__ import annotations
 
 import json
+import math
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -390,7 +391,7 @@ def test_searches_with_large_specs_list_over_pages(server, client, tiny_spec):
 
     def store(widths: int) -> str:
         spec = tiny_spec()
-        spec["space"]["architecture"]["width"] = list(range(1, widths + 1))
+        spec["space"]["architecture"]["width"] = [i % 16384 + 1 for i in range(widths)]
         spec_json = parse_search_spec(spec).to_json()
         return server.store.create_search("wide", "digits", spec_json, SearchStatus.FINISHED)
 
@@ -402,3 +403,29 @@ def test_searches_with_large_specs_list_over_pages(server, client, tiny_spec):
     assert specs[huge] is None
     assert all(len(specs[i]["space"]["architecture"]["width"]) == 200_000 for i in wide)
     assert client.search(huge).id == huge
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        (
+            {
+                "space": {
+                    "architecture": {"family": "mlp"},
+                    "optimizer": {"lr": {"low": -math.inf, "high": 0.1}},
+                }
+            },
+            "space.optimizer.lr",
+        ),
+        ({"budget": {"max_trials": 2**31}}, "budget.max_trials"),
+    ],
+)
+def test_out_of_range_numbers_are_invalid_argument_and_nothing_is_stored(
+    client, server, tiny_spec, changes, field
+):
+    spec_json = json.dumps(tiny_spec(**changes))  # -Infinity: Python's JSON reads it
+    with pytest.raises(grpc.RpcError) as raised:
+        client.stub.SubmitSearch(pb.SubmitSearchRequest(spec_json=spec_json), timeout=20)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert f"field '{field}'" in raised.value.details()
+    assert client.searches() == []

@@ -46,7 +46,9 @@ def test_every_field_of_the_spec_the_space_and_each_family_is_documented():
             assert field.description or name == "family", (
                 f"{model.__name__}.{name} has no description: give it an attribute docstring"
             )
-    assert "| `max_trials` | int | `50` | >= 1 |" in text  # type, default and constraint
+    assert "| `max_trials` | int | `50` | >= 1, <= 1000000 |" in text  # type, default, limits
+    assert "| `batch_size` | Param | `128` | >= 1, <= 65536 |" in text  # a bounded Param
+    assert "| `value` | float | required | finite |" in text
 
 
 def test_a_registered_family_is_documented_without_editing_the_generator():
