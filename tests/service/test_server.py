@@ -262,23 +262,25 @@ def test_a_bare_cifar10_is_refused_rather_than_downloaded(
 
     monkeypatch.setattr("urllib.request.urlopen", download)
     server = make_server(data_roots=(tmp_path,))
-    with Client(server.address, retries=0) as client:
-        for bare in ("cifar10", "cifar10:"):
-            with pytest.raises(WinnowError) as raised:
-                client.submit(tiny_spec(task={"dataset": bare}))
-            assert raised.value.code == "INVALID_ARGUMENT"
-            assert "field 'task.dataset'" in raised.value.message
-            assert "cifar10:DIR" in raised.value.message
+    for message in refusals(server, tiny_spec, ("cifar10", "cifar10:")):
+        assert "field 'task.dataset'" in message and "cifar10:DIR" in message
 
 
 def test_an_invalid_dataset_argument_is_invalid_argument(make_server, tiny_spec):
-    server = make_server()
+    for message in refusals(make_server(), tiny_spec, ("npz:", "synthetic:0")):
+        assert "task.dataset" in message
+
+
+def refusals(server, tiny_spec, datasets) -> list[str]:
+    """The INVALID_ARGUMENT messages of submitting the tiny spec on each dataset."""
+    messages = []
     with Client(server.address, retries=0) as client:
-        for dataset in ("npz:", "synthetic:0"):
+        for dataset in datasets:
             with pytest.raises(WinnowError) as raised:
                 client.submit(tiny_spec(task={"dataset": dataset}))
             assert raised.value.code == "INVALID_ARGUMENT"
-            assert "task.dataset" in raised.value.message
+            messages.append(raised.value.message)
+    return messages
 
 
 def test_watchers_beyond_the_limit_are_refused(make_server, tiny_spec, monkeypatch):
