@@ -8,6 +8,9 @@ then the built-in default.
     WINNOW_DB          the store URL of serve, ui, search run|resume|list (default
                        sqlite:///runs/winnow.db)
 
+``private_cache_dir`` is the user's own folder for files a command keeps between runs
+(``$XDG_CACHE_HOME/winnow``, else ``~/.cache/winnow``).
+
 No import beyond the standard library and ``store.urls``: the CLI's parsers read these defaults
 at start-up.
 """
@@ -15,6 +18,7 @@ at start-up.
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 from winnow.service.store.urls import DEFAULT_URL as DEFAULT_DB
@@ -56,3 +60,30 @@ def _read(path: str | Path) -> str:
     if not content:
         raise ValueError(f"token file {file} is empty")
     return content
+
+
+def private_cache_dir(name: str) -> Path:
+    """``$XDG_CACHE_HOME/winnow/NAME`` (else ``~/.cache/winnow/NAME``), created with mode 0o700
+    if missing; a ``PermissionError`` if it is not a folder of this user that only this user
+    can write to (not the shared temp folder: another user could plant files there)."""
+    cache = Path(_env("XDG_CACHE_HOME") or Path.home() / ".cache")
+    folder = cache / "winnow" / name
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _check_private(folder)
+    return folder
+
+
+def _check_private(folder: Path) -> None:
+    info = folder.lstat()  # not followed: a link could point anywhere
+    problem = None
+    if not stat.S_ISDIR(info.st_mode):
+        problem = "is not a folder (a link?)"
+    elif info.st_uid != os.getuid():
+        problem = f"belongs to another user (uid {info.st_uid})"
+    elif info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        problem = f"can be written by others (mode {stat.S_IMODE(info.st_mode):o})"
+    if problem:
+        raise PermissionError(
+            f"the private folder {folder} {problem}: remove it, or make it yours with mode 700 "
+            f"(chmod 700 {folder}), or set $XDG_CACHE_HOME elsewhere"
+        )

@@ -2,16 +2,20 @@
 through the client SDK, copied into a local SQLite file that the pages then read like any
 store. A sync replaces the rows of each running search, and of each ended search once (the
 API has no "trials changed since"). Rows travel without
-timestamps: each keeps the sync time it was first seen at (and first seen finished at)."""
+timestamps: each keeps the sync time it was first seen at (and first seen finished at).
+
+The mirror lives in a private folder of the user (``env.private_cache_dir``:
+``$XDG_CACHE_HOME/winnow/ui-mirror``, else ``~/.cache/winnow/ui-mirror``, mode 0o700): in the
+shared temp folder another user could plant a database at the predictable path, or read the
+one written there."""
 
 from __future__ import annotations
 
 import hashlib
-import tempfile
 import time
-from pathlib import Path
 
 from winnow.records import TERMINAL
+from winnow.service import env
 from winnow.service.api.convert import search_from_dict, trial_from_dict
 from winnow.service.client import Client
 from winnow.service.search_spec import SearchSpec
@@ -20,7 +24,7 @@ from winnow.service.store import Store, sqlite_url
 
 def mirror_url(server: str) -> str:
     name = hashlib.sha256(server.encode()).hexdigest()[:12]
-    return sqlite_url(Path(tempfile.gettempdir()) / "winnow-ui" / f"mirror-{name}.db")
+    return sqlite_url(env.private_cache_dir("ui-mirror") / f"mirror-{name}.db")
 
 
 def sync(client: Client, store: Store) -> None:

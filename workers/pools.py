@@ -23,15 +23,23 @@ if TYPE_CHECKING:
     from winnow.workers.executor import Executor
 
 
+DEFAULT_TRIAL_TIMEOUT = 6 * 3600.0  # seconds: a runaway trial (rungs: [10000]) frees its worker
+
+
 @dataclass(frozen=True)
 class PoolConfig:
     """Where a server's (or a benchmark's) trials run; every executor reads what it needs."""
 
     executor: str = "inprocess"  # a name in EXECUTORS
     workers: int | None = None  # local: processes (default: one per GPU, or cores/2); ray: CPUs
-    timeout: float | None = None  # seconds before a running trial is stopped and failed
+    # seconds before a running trial (local, ray) is stopped and failed; None: no limit
+    timeout: float | None = DEFAULT_TRIAL_TIMEOUT
     ray_address: str | None = None  # ray: "auto", "ray://HOST:PORT"; None starts a local Ray
     max_retries: int = 2  # local, ray: reruns of a trial whose worker died under it
+
+    def __post_init__(self) -> None:
+        if self.timeout is not None and not self.timeout > 0:
+            raise ValueError(f"a trial timeout must be > 0 seconds or None, not {self.timeout}")
 
 
 EXECUTORS: Registry[Callable[[PoolConfig], Executor]] = Registry("executor")

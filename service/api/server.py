@@ -48,6 +48,12 @@ class ServerConfig:
     tls_key: Path | None = None
     data_roots: tuple[Path, ...] = ()  # where specs may name dataset files (npz:, cifar10:)
 
+    def __post_init__(self) -> None:
+        if self.max_concurrent_searches < 1:  # 0 would queue every search and run none
+            raise ValueError(
+                f"max_concurrent_searches must be at least 1, not {self.max_concurrent_searches}"
+            )
+
 
 class SharedExecutor(Executor):
     """One pool lent to every search of the server: its workers are shared (no search starts

@@ -21,6 +21,22 @@ DB_HELP = (
 )
 
 
+def positive_int(text: str) -> int:
+    """An argparse ``type``: a whole number of at least 1 (else exit 2 naming the option)."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """An argparse ``type``: a finite number of at least 0."""
+    value = float(text)
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, not {text}")
+    return value
+
+
 class DefaultsFormatter(argparse.HelpFormatter):
     """Each option's default after its help, like ``argparse.ArgumentDefaultsHelpFormatter``,
     except for what has no default worth saying: an unset option (None), a flag (False), an

@@ -25,9 +25,14 @@ from pathlib import Path
 from typing import Any
 
 from winnow.service import env
-from winnow.service.cli.options import client_options, db_option
+from winnow.service.cli.options import (
+    client_options,
+    db_option,
+    non_negative_float,
+    positive_int,
+)
 from winnow.service.cli.output import print_json, search_exit_code
-from winnow.workers.pools import EXECUTORS, PoolConfig
+from winnow.workers.pools import DEFAULT_TRIAL_TIMEOUT, EXECUTORS, PoolConfig
 
 # --- logging ----------------------------------------------------------------------------------
 
@@ -192,11 +197,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def _pool_config(args: argparse.Namespace) -> PoolConfig:
     """The ``PoolConfig`` of ``--executor``, ``--workers``, ``--ray-address`` and (serve only)
-    ``--trial-timeout``."""
+    ``--trial-timeout`` (0: no limit; commands without it get the default)."""
+    timeout = getattr(args, "trial_timeout", DEFAULT_TRIAL_TIMEOUT)
     return PoolConfig(
         executor=args.executor,
         workers=args.workers,
-        timeout=getattr(args, "trial_timeout", None),
+        timeout=timeout or None,
         ray_address=args.ray_address,
     )
 
@@ -220,10 +226,17 @@ def add_service_commands(commands: Any) -> None:
     serve.add_argument("--address", default=env.DEFAULT_ADDRESS, help="HOST:PORT to listen on")
     _executor_options(serve)
     serve.add_argument(
-        "--trial-timeout", type=float, help="seconds before a running trial is stopped (failed)"
+        "--trial-timeout",
+        type=non_negative_float,
+        default=DEFAULT_TRIAL_TIMEOUT,
+        help="seconds before a running trial (local, ray) is stopped and failed; "
+        "raise it for long trainings, 0: no limit",
     )
     serve.add_argument(
-        "--max-concurrent-searches", type=int, default=2, help="searches that run at once"
+        "--max-concurrent-searches",
+        type=positive_int,
+        default=2,
+        help="searches that run at once (at least 1)",
     )
     serve.add_argument(
         "--max-queued-searches", type=int, default=64, help="submissions waiting for a slot"

@@ -65,6 +65,8 @@ def cmd_ui(args: argparse.Namespace) -> int:
         )
     if db:
         _check_db(db)
+    else:  # the server's mirror: a folder that is not private is refused before starting
+        env.private_cache_dir("ui-mirror")
     if args.tls_ca and not Path(args.tls_ca).is_file():
         raise ValueError(f"--tls-ca: no file at {args.tls_ca}")
     token = env.token(args.token, args.token_file)
@@ -83,7 +85,15 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 
 def add_ui_commands(commands: Any) -> None:
-    ui = commands.add_parser("ui", help="the dashboard (Streamlit) on a store or a server")
+    ui = commands.add_parser(
+        "ui",
+        help="the dashboard (Streamlit) on a store or a server",
+        description="The dashboard (Streamlit) on a store or a server. It has no "
+        "authentication of its own: anyone who reaches its port sees every search and, with "
+        "--server, can press Cancel, which acts with the server's token. It listens on "
+        "127.0.0.1 (this machine only) unless --address says otherwise; reach it from "
+        "elsewhere through an SSH tunnel or an authenticating proxy.",
+    )
     ui.add_argument(
         "--db",
         metavar="URL",
@@ -99,7 +109,11 @@ def add_ui_commands(commands: Any) -> None:
         "--token-file", help=f"file holding the server's token (default: ${env.TOKEN_FILE})"
     )
     ui.add_argument("--tls-ca", help="CA certificate (PEM) to reach a TLS server")
-    ui.add_argument("--address", default="127.0.0.1", help="where the dashboard listens")
+    ui.add_argument(
+        "--address",
+        default="127.0.0.1",
+        help="where the dashboard listens (another address exposes it, unauthenticated)",
+    )
     ui.add_argument("--port", type=int, default=8501, help="the dashboard's port")
     ui.add_argument("--headless", action="store_true", help="do not open a browser")
     ui.set_defaults(func=cmd_ui)

@@ -4,23 +4,27 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 
 import pytest
 
 from winnow.service.cli import main
 from winnow.service.store import Store, sqlite_url
+from winnow.ui.mirror import mirror_url
 from winnow.ui.source import Settings
 
 
 @pytest.fixture
-def started(monkeypatch):
-    """``winnow ui`` up to Streamlit: the environment it would start the dashboard with."""
-    seen: dict[str, dict[str, str]] = {}
+def started(monkeypatch, tmp_path):
+    """``winnow ui`` up to Streamlit: the command line and environment it would start the
+    dashboard with (the mirror folder under ``tmp_path``)."""
+    seen: dict = {}
 
     def execve(path, argv, environment):
-        seen["env"] = environment
+        seen["argv"], seen["env"] = argv, environment
 
     monkeypatch.setattr(os, "execve", execve)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     for name in ("WINNOW_DB", "WINNOW_ADDRESS", "WINNOW_TOKEN", "WINNOW_TOKEN_FILE"):
         monkeypatch.delenv(name, raising=False)
     return seen
@@ -83,3 +87,57 @@ def test_ui_reaches_a_tls_server_with_its_ca(started, make_server, self_signed, 
 def test_ui_refuses_a_ca_file_that_does_not_exist(started, tmp_path, capsys):
     assert main(["ui", "--server", "localhost:1", "--tls-ca", str(tmp_path / "no.pem")]) == 2
     assert "--tls-ca: no file" in capsys.readouterr().err
+
+
+def test_the_server_mirror_lives_in_a_private_folder_of_the_user(started, tmp_path):
+    assert main(["ui", "--server", "10.0.0.1:9"]) == 0
+    folder = tmp_path / "cache" / "winnow" / "ui-mirror"
+    info = folder.stat()
+    assert stat.S_IMODE(info.st_mode) == 0o700 and info.st_uid == os.getuid()
+    assert mirror_url("10.0.0.1:9").startswith(sqlite_url(folder / "mirror-"))
+
+
+@pytest.mark.parametrize("mode", [0o777, 0o770])
+def test_a_mirror_folder_others_can_write_is_refused(started, tmp_path, capsys, mode):
+    folder = tmp_path / "cache" / "winnow" / "ui-mirror"
+    folder.mkdir(parents=True)
+    folder.chmod(mode)
+    assert main(["ui", "--server", "10.0.0.1:9"]) == 2
+    assert f"{folder} can be written by others (mode {mode:o})" in capsys.readouterr().err
+    assert "argv" not in started  # refused before Streamlit starts
+
+
+def test_a_mirror_folder_of_another_user_is_refused(started, tmp_path, monkeypatch):
+    folder = tmp_path / "cache" / "winnow" / "ui-mirror"
+    folder.mkdir(parents=True, mode=0o700)
+    monkeypatch.setattr(os, "getuid", lambda: os.stat(folder).st_uid + 1)  # we are someone else
+    with pytest.raises(PermissionError, match="belongs to another user"):
+        mirror_url("10.0.0.1:9")
+
+
+def test_a_mirror_folder_that_is_a_link_is_refused(started, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(mode=0o700)
+    (tmp_path / "cache" / "winnow").mkdir(parents=True)
+    (tmp_path / "cache" / "winnow" / "ui-mirror").symlink_to(elsewhere)
+    with pytest.raises(PermissionError, match="is not a folder"):
+        mirror_url("10.0.0.1:9")
+
+
+def test_the_dashboard_listens_on_loopback_unless_told(started, tmp_path):
+    db = sqlite_url(tmp_path / "winnow.db")
+    Store(db)
+    assert main(["ui", "--db", db]) == 0
+    argv = started["argv"]
+    assert argv[argv.index("--server.address") + 1] == "127.0.0.1"
+    assert main(["ui", "--db", db, "--address", "0.0.0.0"]) == 0
+    assert started["argv"][started["argv"].index("--server.address") + 1] == "0.0.0.0"
+
+
+def test_ui_help_says_it_has_no_authentication_and_binds_loopback(capsys):
+    with pytest.raises(SystemExit):
+        main(["ui", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "no authentication of its own" in text
+    assert "can press Cancel, which acts with the server's token" in text
+    assert "listens on 127.0.0.1 (this machine only) unless --address" in text

@@ -11,12 +11,13 @@ from dataclasses import replace
 import pytest
 
 from winnow.search_space.registry import UnknownNameError
+from winnow.service.api.server import ServerConfig
 from winnow.service.cli.main import build_parser
 from winnow.service.cli.service import _pool_config
 from winnow.service.client import Client
 from winnow.workers import local
 from winnow.workers.executor import InProcessExecutor
-from winnow.workers.pools import EXECUTORS, PoolConfig, make_pool
+from winnow.workers.pools import DEFAULT_TRIAL_TIMEOUT, EXECUTORS, PoolConfig, make_pool
 
 
 class Recorder:
@@ -72,10 +73,47 @@ def test_choosing_an_executor_imports_no_other():
             PoolConfig("inprocess", timeout=30.0),
         ),
         (["demo", "--workers", "2"], PoolConfig("local", workers=2)),
+        (["serve", "--trial-timeout", "0"], PoolConfig("local", timeout=None)),
     ],
 )
 def test_the_cli_flags_build_the_pool_config(argv, expected):
     assert _pool_config(build_parser().parse_args(argv)) == expected
+
+
+def test_a_trial_timeout_is_on_by_default_and_reaches_the_local_pool(monkeypatch):
+    monkeypatch.setattr(local, "LocalExecutor", Recorder)
+    Recorder.built.clear()
+    assert PoolConfig().timeout == DEFAULT_TRIAL_TIMEOUT == 6 * 3600
+    make_pool(_pool_config(build_parser().parse_args(["serve"])))
+    assert Recorder.built == [{"workers": None, "timeout": 6 * 3600.0, "max_retries": 2}]
+    with pytest.raises(ValueError, match="> 0 seconds or None"):
+        PoolConfig(timeout=0)
+
+
+@pytest.mark.parametrize(
+    ("argv", "option"),
+    [
+        (["serve", "--max-concurrent-searches", "0"], "--max-concurrent-searches"),
+        (["serve", "--trial-timeout", "-1"], "--trial-timeout"),
+        (["serve", "--trial-timeout", "inf"], "--trial-timeout"),
+    ],
+)
+def test_serve_refuses_limits_that_would_run_nothing_or_never_stop(argv, option, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        build_parser().parse_args(argv)
+    assert exit_.value.code == 2 and option in capsys.readouterr().err
+
+
+def test_serve_help_says_the_trial_timeout_default_and_how_to_turn_it_off(capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "0: no limit (default: 21600.0)" in help_text
+
+
+def test_the_server_config_refuses_no_concurrent_searches():
+    with pytest.raises(ValueError, match="max_concurrent_searches must be at least 1, not 0"):
+        ServerConfig("sqlite://", max_concurrent_searches=0)
 
 
 def test_the_server_runs_its_searches_on_a_registered_executor(make_server, tiny_spec):
