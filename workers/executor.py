@@ -36,6 +36,11 @@ class Executor(ABC):
     slots: int = 1
     device: str = "cpu"  # what trials should ask for: "cuda" when the workers hold GPUs
 
+    @property
+    def healthy(self) -> bool:
+        """Whether submitted trials can run now (the server's health check reports it)."""
+        return True
+
     @abstractmethod
     def submit(
         self, spec: TrialSpec, on_epoch: EpochCallback | None = None
@@ -81,6 +86,10 @@ class QueuedExecutor(Executor):
         self._closed = False  # no new trials (set by close, or by a failed pool thread)
         self._released = False  # close() ran
         self._thread = threading.Thread(target=target, name=thread_name, daemon=True)
+
+    @property
+    def healthy(self) -> bool:
+        return not self._closed
 
     def submit(self, spec: TrialSpec, on_epoch: EpochCallback | None = None) -> Future[TrialResult]:
         future: Future[TrialResult] = Future()

@@ -11,6 +11,10 @@ One dispatcher thread hands queued trials to idle workers and watches them:
 - a trial running longer than ``timeout`` seconds (counted from when a started worker takes it)
   has its worker killed and replaced, and is failed with the reason (a trial that hangs once
   would hang again);
+- a worker that dies ``MAX_FAILED_STARTS`` times in a row before it is ready (an out-of-memory
+  kill while it imports, a broken environment) is restarted with exponential backoff (1 s
+  doubling to 30 s) for as long as it takes; trials queue meanwhile, and ``healthy`` is false
+  while no worker can start (the server reports NOT_SERVING);
 - ``future.cancel()`` on a queued trial drops it; on a running one it kills the worker (the
   trial really stops) and replaces it;
 - a trial submitted with ``on_epoch`` has its worker send each epoch's report up the same pipe
@@ -37,7 +41,8 @@ from winnow.workers.worker_main import READY, EpochDone, worker_main
 
 log = logging.getLogger("winnow.workers")
 POLL_SECONDS = 0.5  # longest sleep of the dispatcher when nothing wakes it
-MAX_FAILED_STARTS = 3  # a worker that dies this often before it is ready is not started again
+MAX_FAILED_STARTS = 3  # deaths before READY in a row after which restarts back off
+BACKOFF_FIRST, BACKOFF_MAX = 1.0, 30.0  # seconds between restarts of such a worker, doubling
 
 
 @dataclass
@@ -60,6 +65,7 @@ class _Worker:
     ready: bool = False  # imports done (worker_main.READY received)
     trials: int = 0
     failed_starts: int = 0  # deaths in a row before READY: a worker that cannot start at all
+    restart_at: float | None = None  # dead after failed starts: restarted then (monotonic)
     history: list[int] = field(default_factory=list)  # pids, for tests and logs
 
 
@@ -122,19 +128,30 @@ class LocalExecutor(QueuedExecutor):
 
     # --- workers ------------------------------------------------------------------------------
 
+    @property
+    def healthy(self) -> bool:
+        """Open, and some worker is not stuck in failed starts: trials can run (or will soon)."""
+        return not self._closed and any(w.restart_at is None for w in self.workers)
+
     def _start(self, index: int, gpu: str | None) -> _Worker:
         parent, child = self._context.Pipe()
-        process = self._context.Process(
-            target=worker_main,
-            args=(child, gpu, self.threads),
-            name=f"winnow-worker-{index}",
-            daemon=True,
-        )
+        process = self._spawn(index, gpu, child)
         process.start()
         child.close()
         worker = _Worker(index, gpu, process, parent)
         worker.history.append(process.pid)
         return worker
+
+    def _spawn(
+        self, index: int, gpu: str | None, conn: Connection
+    ) -> multiprocessing.process.BaseProcess:
+        """The (not yet started) process of worker ``index``."""
+        return self._context.Process(
+            target=worker_main,
+            args=(conn, gpu, self.threads),
+            name=f"winnow-worker-{index}",
+            daemon=True,
+        )
 
     def _replace(self, worker: _Worker) -> None:
         if worker.process.is_alive():
@@ -180,9 +197,12 @@ class LocalExecutor(QueuedExecutor):
         self._fail_all(reason)
 
     def _dispatch_once(self) -> None:
+        self._restart_due()
         self._assign()
         waiting = [self._wake_reader]
         for worker in self.workers:
+            if worker.restart_at is not None:
+                continue  # dead, waiting out its backoff: its sentinel would always be ready
             waiting.append(worker.process.sentinel)
             if worker.task is not None or not worker.ready:
                 waiting.append(worker.conn)
@@ -192,7 +212,15 @@ class LocalExecutor(QueuedExecutor):
             while self._wake_reader.poll():
                 self._wake_reader.recv_bytes()
         for worker in list(self.workers):
-            self._check(worker, ready)
+            if worker.restart_at is None:
+                self._check(worker, ready)
+
+    def _restart_due(self) -> None:
+        now = time.monotonic()
+        for worker in list(self.workers):
+            if worker.restart_at is not None and now >= worker.restart_at:
+                log.info("worker %d: starting it again", worker.index)
+                self._replace(worker)
 
     def _assign(self) -> None:
         for worker in self.workers:
@@ -217,6 +245,7 @@ class LocalExecutor(QueuedExecutor):
 
     def _sleep(self) -> float:
         deadlines = [w.task.deadline for w in self.workers if w.task and w.task.deadline]
+        deadlines += [w.restart_at for w in self.workers if w.restart_at is not None]
         if not deadlines:
             return POLL_SECONDS
         return max(0.0, min(min(deadlines) - time.monotonic(), POLL_SECONDS))
@@ -229,7 +258,7 @@ class LocalExecutor(QueuedExecutor):
             except (EOFError, OSError):
                 task_id, result = None, None  # died while answering: handled below
             if (task_id, result) == READY:
-                worker.ready = True
+                worker.ready, worker.failed_starts = True, 0
                 return
             if isinstance(result, EpochDone):
                 if task is not None and task_id == task.id:
@@ -258,10 +287,8 @@ class LocalExecutor(QueuedExecutor):
         pid = worker.process.pid
         log.warning("worker %d (pid %s) died with exit code %s", worker.index, pid, code)
         if not worker.ready and worker.failed_starts + 1 >= MAX_FAILED_STARTS:
-            raise RuntimeError(
-                f"worker {worker.index} died {MAX_FAILED_STARTS} times before it was ready "
-                f"(last exit code {code}); its log above says why"
-            )
+            self._back_off(worker, code)  # it had no trial: a worker gets one once ready
+            return
         self._replace(worker)
         if task is None or task.future.cancelled():
             return
@@ -271,6 +298,22 @@ class LocalExecutor(QueuedExecutor):
             return
         message = f"its worker died {task.attempts} times (last exit code {code})"
         settle(task.future, TrialResult(Status.FAILED, error=message, device=self.device))
+
+    def _back_off(self, worker: _Worker, code: int | None) -> None:
+        """Restart a worker that keeps dying before it is ready later, not at once: waiting
+        gives the machine time to recover (memory freed, a disk emptied), and the pool stays
+        open, so searches keep their queued trials instead of failing them all."""
+        streak = worker.failed_starts + 1 - MAX_FAILED_STARTS
+        delay = min(BACKOFF_MAX, BACKOFF_FIRST * 2**streak)
+        log.error(
+            "worker %d died %d times in a row before it was ready (last exit code %s; its log "
+            "above says why); starting it again in %g s",
+            worker.index,
+            worker.failed_starts + 1,
+            code,
+            delay,
+        )
+        worker.restart_at = time.monotonic() + delay
 
     def _fail_all(self, message: str) -> None:
         with self._lock:

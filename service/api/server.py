@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import threading
 from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ log = logging.getLogger("winnow.server")
 
 SERVICE_NAME = search_pb2.DESCRIPTOR.services_by_name["SearchService"].full_name
 MAX_MESSAGE_BYTES = 8 << 20  # requests and responses; a spec is limited further (1 MiB)
+HEALTH_POLL_SECONDS = 1.0  # how often the pool's health is copied to the health service
 THREADS, WATCHERS = 32, 24  # watch streams hold a thread each: some are kept for other calls
 
 
@@ -66,6 +68,10 @@ class SharedExecutor(Executor):
         self, spec: TrialSpec, on_epoch: EpochCallback | None = None
     ) -> futures.Future[TrialResult]:
         return self.pool.submit(spec, on_epoch)
+
+    @property
+    def healthy(self) -> bool:
+        return self.pool.healthy
 
 
 class BearerTokenInterceptor(grpc.ServerInterceptor):
@@ -114,6 +120,10 @@ class WinnowServer:
         self.config = config
         self.store = Store(config.db_url)
         self.pool: Executor | None = None
+        self._stopping = threading.Event()
+        self._health_thread = threading.Thread(
+            target=self._watch_pool, name="winnow-health", daemon=True
+        )
         try:
             self._build(config, make_executor)
         except BaseException:  # e.g. the port is taken: release the workers and the store
@@ -175,8 +185,8 @@ class WinnowServer:
     def start(self) -> WinnowServer:
         self.manager.start()
         self.server.start()
-        for name in ("", SERVICE_NAME):
-            self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self._report_health()
+        self._health_thread.start()
         log.info(
             "winnow serving on %s (store %s, executor %s, %d concurrent searches, auth %s, TLS %s)",
             self.address,
@@ -188,8 +198,25 @@ class WinnowServer:
         )
         return self
 
+    def _report_health(self) -> bool:
+        """SERVING while the pool can run trials, NOT_SERVING while it cannot (e.g. its workers
+        keep dying as they start): a load balancer then sends searches elsewhere."""
+        healthy = self.pool is None or self.pool.healthy
+        status = health_pb2.HealthCheckResponse
+        for name in ("", SERVICE_NAME):
+            self.health.set(name, status.SERVING if healthy else status.NOT_SERVING)
+        return healthy
+
+    def _watch_pool(self) -> None:
+        healthy = True
+        while not self._stopping.wait(HEALTH_POLL_SECONDS):
+            if self._report_health() != healthy:
+                healthy = not healthy
+                log.warning("the worker pool is %s", "back" if healthy else "unable to run trials")
+
     def stop(self, grace: float = 10.0) -> None:
         """Drain: report NOT_SERVING, refuse new calls, let engines store what is running."""
+        self._stopping.set()
         self.health.enter_graceful_shutdown()
         stopped = self.server.stop(grace)
         self.manager.shutdown()

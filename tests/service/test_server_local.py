@@ -7,8 +7,12 @@ import os
 import signal
 import time
 
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
 from winnow.service.cli import main
 from winnow.service.client import Client
+from winnow.workers.local import LocalExecutor
 from winnow.workers.pools import PoolConfig
 
 
@@ -28,6 +32,42 @@ def test_a_search_survives_a_killed_worker_with_every_trial_accounted(make_serve
     assert all(r["host"] == os.uname().nodename for r in rows)
 
 
+def health_status(address: str):
+    with grpc.insecure_channel(address) as channel:
+        request = health_pb2.HealthCheckRequest(service="winnow.v1.SearchService")
+        return health_pb2_grpc.HealthStub(channel).Check(request, timeout=10).status
+
+
+def wait_for_health(address: str, status, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while health_status(address) != status:
+        assert time.monotonic() < deadline, f"health never became {status}"
+        time.sleep(0.2)
+
+
+def test_health_is_not_serving_while_workers_cannot_start_and_a_search_survives_it(
+    make_server, tiny_spec, monkeypatch
+):
+    broken = [True]  # workers die before they are ready (an OOM kill while importing)
+    spawn = LocalExecutor._spawn
+
+    def flaky_spawn(self, index, gpu, conn):
+        if broken[0]:
+            return self._context.Process(target=os._exit, args=(3,), daemon=True)
+        return spawn(self, index, gpu, conn)
+
+    monkeypatch.setattr(LocalExecutor, "_spawn", flaky_spawn)
+    server = make_server(pool=PoolConfig("local", workers=1))
+    status = health_pb2.HealthCheckResponse
+    wait_for_health(server.address, status.NOT_SERVING, timeout=60)
+    with Client(server.address) as client:
+        search = client.submit(tiny_spec(budget={"max_trials": 2}))
+        broken[0] = False
+        wait_for_health(server.address, status.SERVING, timeout=120)
+        info = search.wait(timeout=240)
+    assert info["status"] == "finished" and info["progress"]["trained"] == 2
+
+
 def test_cancel_stops_the_running_trial(make_server, tiny_spec):
     server = make_server(pool=PoolConfig("local", workers=1))
     slow = tiny_spec(budget={"max_trials": 5}, strategy={"name": "random", "rungs": [400]})
@@ -43,6 +83,11 @@ def test_cancel_stops_the_running_trial(make_server, tiny_spec):
         assert time.monotonic() - start < 30  # not the minutes the 400 epochs would take
         rows = search.trials()
     assert info["status"] == "cancelled"
+    # the search ends as its trial's future is cancelled; the dispatcher replaces the worker
+    # just after, so wait for it (bounded) instead of racing it
+    deadline = time.monotonic() + 30
+    while server.pool.workers[0].process.pid == pid and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert server.pool.workers[0].process.pid != pid  # the trial's worker was stopped
     assert [(r["status"], r["error"]) for r in rows] == [("failed", "cancelled with the search")]
 

@@ -14,7 +14,7 @@ import torch
 
 from winnow.search_space.candidate import Candidate
 from winnow.search_space.trial import Status, TrialSpec
-from winnow.workers.local import LocalExecutor, _Task, worker_devices
+from winnow.workers.local import MAX_FAILED_STARTS, LocalExecutor, _Task, worker_devices
 from winnow.workers.run import run_trial
 
 MLP = Candidate(
@@ -146,6 +146,39 @@ def test_a_failing_dispatcher_fails_the_trials_instead_of_hanging(monkeypatch):
         assert result.status == Status.FAILED and "out of processes" in result.error
         with pytest.raises(RuntimeError, match="closed"):
             executor.submit(QUICK)
+
+
+class FlakyStarts(LocalExecutor):
+    """A pool whose workers die before they are ready (exit code 3) while ``failing`` is set:
+    what an out-of-memory kill during a worker's imports looks like to the pool."""
+
+    failing = True
+
+    def _spawn(self, index, gpu, conn):
+        if self.failing:
+            return self._context.Process(target=os._exit, args=(3,), daemon=True)
+        return super()._spawn(index, gpu, conn)
+
+
+def wait_for(condition, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.05)
+
+
+def test_workers_that_keep_failing_to_start_back_off_and_recover():
+    with FlakyStarts(workers=1) as executor:
+        wait_for(lambda: not executor.healthy, timeout=60)
+        worker = executor.workers[0]
+        assert worker.failed_starts + 1 >= MAX_FAILED_STARTS and worker.restart_at is not None
+        future = executor.submit(QUICK)  # the pool stays open: the trial waits in the queue
+        time.sleep(0.5)
+        assert not future.done()
+        executor.failing = False  # the machine recovered: the next restart succeeds
+        assert future.result(timeout=120).status == Status.OK
+        assert executor.healthy and executor.workers[0].failed_starts == 0
+        assert len(executor.workers[0].history) > MAX_FAILED_STARTS
 
 
 def test_a_long_lived_worker_reports_each_trials_own_peak_memory():
