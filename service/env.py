@@ -7,6 +7,9 @@ then the built-in default.
     WINNOW_TOKEN_FILE  a file holding the bearer token (read when no token is given)
     WINNOW_DB          the store URL of serve, ui, search run|resume|list (default
                        sqlite:///runs/winnow.db)
+    WINNOW_UI_TOKEN       the token a visitor of ``winnow ui`` must enter (the dashboard's own,
+                          not the server's)
+    WINNOW_UI_TOKEN_FILE  a file holding it (read when no dashboard token is given)
 
 ``private_cache_dir`` is the user's own folder for files a command keeps between runs
 (``$XDG_CACHE_HOME/winnow``, else ``~/.cache/winnow``).
@@ -24,6 +27,7 @@ from pathlib import Path
 from winnow.service.store.urls import DEFAULT_URL as DEFAULT_DB
 
 ADDRESS, TOKEN, TOKEN_FILE, DB = "WINNOW_ADDRESS", "WINNOW_TOKEN", "WINNOW_TOKEN_FILE", "WINNOW_DB"
+UI_TOKEN, UI_TOKEN_FILE = "WINNOW_UI_TOKEN", "WINNOW_UI_TOKEN_FILE"
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 
 
@@ -46,12 +50,25 @@ def token(explicit: str | None = None, token_file: str | Path | None = None) -> 
     always has for ``--token-file``), else ``$WINNOW_TOKEN_FILE``'s content, else
     ``$WINNOW_TOKEN``, else none. An empty token file is an error (ValueError), not "no
     token": for ``serve`` that would turn authentication off without a word."""
+    return _token(explicit, token_file, TOKEN, TOKEN_FILE)
+
+
+def ui_token(explicit: str | None = None, token_file: str | Path | None = None) -> str | None:
+    """The dashboard's own token, resolved as ``token`` is but from ``$WINNOW_UI_TOKEN_FILE``
+    and ``$WINNOW_UI_TOKEN``; an empty file is an error here too (it would leave the dashboard
+    open)."""
+    return _token(explicit, token_file, UI_TOKEN, UI_TOKEN_FILE)
+
+
+def _token(
+    explicit: str | None, token_file: str | Path | None, variable: str, file_variable: str
+) -> str | None:
     if token_file is not None:
         return _read(token_file)
     if explicit:
         return explicit
-    from_env = _env(TOKEN_FILE)
-    return _read(from_env) if from_env else _env(TOKEN)
+    from_env = _env(file_variable)
+    return _read(from_env) if from_env else _env(variable)
 
 
 def _read(path: str | Path) -> str:

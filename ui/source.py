@@ -1,7 +1,8 @@
 """Where the dashboard reads, and its cached reads.
 
 ``winnow ui`` passes its options in the environment (``WINNOW_UI_DB``, ``WINNOW_UI_SERVER``,
-``WINNOW_UI_TOKEN``, ``WINNOW_UI_TLS_CA``), which Streamlit's ``AppTest`` can set too. With a
+``WINNOW_UI_SERVER_TOKEN``, ``WINNOW_UI_TLS_CA``; the dashboard's own token, ``WINNOW_UI_TOKEN``,
+is ``signin``'s), which Streamlit's ``AppTest`` can set too. With a
 database URL the pages read that store; with only a server, ``mirror`` copies the server's
 searches into a local SQLite file and the pages read that. A server address is also what
 cancelling needs: searches run in the server's process, which only it can stop.
@@ -43,7 +44,7 @@ class Settings:
         def env(name: str) -> str | None:
             return os.environ.get(name) or None
 
-        names = ("WINNOW_UI_DB", "WINNOW_UI_SERVER", "WINNOW_UI_TOKEN", "WINNOW_UI_TLS_CA")
+        names = ("WINNOW_UI_DB", "WINNOW_UI_SERVER", "WINNOW_UI_SERVER_TOKEN", "WINNOW_UI_TLS_CA")
         return cls(*(env(name) for name in names))
 
     def client(self, timeout: float):

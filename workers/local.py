@@ -14,7 +14,9 @@ One dispatcher thread hands queued trials to idle workers and watches them:
 - a worker that dies ``MAX_FAILED_STARTS`` times in a row before it is ready (an out-of-memory
   kill while it imports, a broken environment) is restarted with exponential backoff (1 s
   doubling to 30 s) for as long as it takes; trials queue meanwhile, and ``healthy`` is false
-  while no worker can start (the server reports NOT_SERVING);
+  while no worker can start (the server reports NOT_SERVING); a worker whose process cannot even
+  be created (``fork``/``spawn`` failing with EAGAIN or ENOMEM, no file descriptors left for its
+  pipe) counts as one that died before it was ready, so it takes the same path;
 - ``future.cancel()`` on a queued trial drops it; on a running one it kills the worker (the
   trial really stops) and replaces it;
 - a trial submitted with ``on_epoch`` has its worker send each epoch's report up the same pipe
@@ -59,8 +61,8 @@ class _Task:
 class _Worker:
     index: int
     gpu: str | None
-    process: multiprocessing.process.BaseProcess
-    conn: Connection
+    process: multiprocessing.process.BaseProcess | None  # None or unstarted: not created
+    conn: Connection | None  # None if not even its pipe could be made
     task: _Task | None = None
     ready: bool = False  # imports done (worker_main.READY received)
     trials: int = 0
@@ -133,14 +135,38 @@ class LocalExecutor(QueuedExecutor):
         """Open, and some worker is not stuck in failed starts: trials can run (or will soon)."""
         return not self._closed and any(w.restart_at is None for w in self.workers)
 
-    def _start(self, index: int, gpu: str | None) -> _Worker:
-        parent, child = self._context.Pipe()
-        process = self._spawn(index, gpu, child)
-        process.start()
-        child.close()
-        worker = _Worker(index, gpu, process, parent)
-        worker.history.append(process.pid)
+    def _start(
+        self, index: int, gpu: str | None, failed_starts: int = 0, history: list[int] | None = None
+    ) -> _Worker:
+        """Worker ``index``, started; or, if the machine cannot create its process now, a
+        worker record that waits for a restart as one that died before it was ready does."""
+        worker = _Worker(index, gpu, None, None, failed_starts=failed_starts)
+        worker.history = list(history or [])
+        child = None
+        try:
+            worker.conn, child = self._context.Pipe()
+            worker.process = self._spawn(index, gpu, child)
+            worker.process.start()
+        except (OSError, MemoryError) as error:  # EAGAIN, ENOMEM, EMFILE: the machine is full
+            self._not_created(worker, error)
+        else:
+            worker.history.append(worker.process.pid)
+        finally:
+            if child is not None:
+                child.close()
         return worker
+
+    def _not_created(self, worker: _Worker, error: BaseException) -> None:
+        """Treat a process the machine could not create as one that died before READY: retry
+        at once, and after ``MAX_FAILED_STARTS`` in a row back off (a fork that failed for
+        want of memory or processes would fail again straight away)."""
+        log.warning("worker %d: could not create its process: %r", worker.index, error)
+        if worker.conn is not None:
+            worker.conn.close()
+        if worker.failed_starts + 1 >= MAX_FAILED_STARTS:
+            self._back_off(worker, None)
+        else:
+            worker.restart_at = time.monotonic()  # the dispatcher's next pass starts it again
 
     def _spawn(
         self, index: int, gpu: str | None, conn: Connection
@@ -154,23 +180,28 @@ class LocalExecutor(QueuedExecutor):
         )
 
     def _replace(self, worker: _Worker) -> None:
-        if worker.process.is_alive():
-            worker.process.kill()
-        worker.process.join(10)
-        worker.conn.close()
-        fresh = self._start(worker.index, worker.gpu)
-        fresh.history = worker.history + fresh.history
-        fresh.failed_starts = 0 if worker.ready else worker.failed_starts + 1
-        self.workers[worker.index] = fresh
+        if _started(worker):
+            if worker.process.is_alive():
+                worker.process.kill()
+            worker.process.join(10)
+        if worker.conn is not None:
+            worker.conn.close()
+        failed_starts = 0 if worker.ready else worker.failed_starts + 1
+        self.workers[worker.index] = self._start(
+            worker.index, worker.gpu, failed_starts, worker.history
+        )
 
     def _stop(self, worker: _Worker) -> None:
-        with contextlib.suppress(OSError):  # a dead worker's pipe is closed
-            worker.conn.send(None)
-        worker.process.join(5)
-        if worker.process.is_alive():
-            worker.process.kill()
+        if worker.conn is not None:
+            with contextlib.suppress(OSError):  # a dead worker's pipe is closed
+                worker.conn.send(None)
+        if _started(worker):
             worker.process.join(5)
-        worker.conn.close()
+            if worker.process.is_alive():
+                worker.process.kill()
+                worker.process.join(5)
+        if worker.conn is not None:
+            worker.conn.close()
 
     def _wake(self) -> None:
         """Wake the dispatcher. At most one byte waits in the pipe: a full pipe would block
@@ -321,6 +352,12 @@ class LocalExecutor(QueuedExecutor):
             self._queue.clear()
         for task in tasks:
             settle(task.future, TrialResult(Status.FAILED, error=message))
+
+
+def _started(worker: _Worker) -> bool:
+    """Whether the worker's process was created (one never started has no pid, and joining
+    it would raise)."""
+    return worker.process is not None and worker.process.pid is not None
 
 
 def _report_epoch(task: _Task, done: EpochDone) -> None:

@@ -14,6 +14,9 @@ module only maps the ``Executor`` interface onto it:
   cancelled one, is stopped with ``ray.cancel(force=True)``, which kills its worker process;
 - GPU trials run on a fresh worker process each (``max_calls=1``): a reused worker would keep
   its CUDA context and cached memory, on a GPU that may not be the one Ray gives its next task;
+- ``healthy`` is False while the cluster has no alive node with CPUs (``ray.nodes()``, asked at
+  most every ``HEALTH_SECONDS``), so the server's health check says NOT_SERVING while Ray cannot
+  run a trial; queued trials wait for a node to come back;
 - epochs are not relayed yet (``on_epoch`` is never called): a search on Ray shows its trials
   start and finish, not their epochs. Relaying them would take a ``ray.util.queue.Queue`` (an
   actor) that the tasks put ``EpochCallback`` arguments in and the watcher thread drains.
@@ -39,6 +42,14 @@ from winnow.workers.executor import QueuedExecutor, settle
 log = logging.getLogger("winnow.workers")
 POLL_SECONDS = 0.1  # longest wait before a cancel or a timeout is noticed
 PROXY_GPU_FRACTION = 0.25
+HEALTH_SECONDS = 5.0  # how long a health answer stands: ray.nodes() is a call to the GCS
+
+
+def has_cpu_node(nodes: list[dict]) -> bool:
+    """Whether any node of ``ray.nodes()`` is alive and offers CPUs (every trial asks for
+    some): a cluster whose worker nodes are all gone, or a head started with ``--num-cpus 0``
+    and nothing else, runs nothing."""
+    return any(node.get("Alive") and node.get("Resources", {}).get("CPU", 0) > 0 for node in nodes)
 
 
 def _run_on_ray(spec: TrialSpec, dataset_box: list[ray.ObjectRef]) -> TrialResult:
@@ -93,6 +104,8 @@ class RayExecutor(QueuedExecutor):
         self._datasets: dict[str, ray.ObjectRef] = {}
         self._calls: dict[ray.ObjectRef, _Call] = {}  # handed to Ray
         self._wakeup = threading.Event()
+        self._health_lock = threading.Lock()
+        self._health: tuple[float, bool] | None = None  # (when asked, the answer)
         self._init_queue("ray-executor", self._watch)
         self._thread.start()
 
@@ -105,6 +118,25 @@ class RayExecutor(QueuedExecutor):
 
     def _wake(self) -> None:
         self._wakeup.set()
+
+    @property
+    def healthy(self) -> bool:
+        """Not closed, and the cluster had an alive node with CPUs when last asked (at most
+        ``HEALTH_SECONDS`` ago: the server polls this every second)."""
+        if self._closed:
+            return False
+        with self._health_lock:
+            now = time.monotonic()
+            if self._health is None or now - self._health[0] >= HEALTH_SECONDS:
+                self._health = (now, self._cluster_can_run())
+            return self._health[1]
+
+    def _cluster_can_run(self) -> bool:
+        try:
+            return has_cpu_node(ray.nodes())
+        except Exception as error:  # a lost connection to the cluster: nothing can run
+            log.warning("could not read the Ray cluster's nodes: %s", error)
+            return False
 
     def _release(self) -> None:
         if self._owns_ray:

@@ -5,7 +5,9 @@ of ``max_concurrent`` slots is free; more than ``max_queued`` waiting is refused
 (``QueueFullError``). All searches share one store, hence one equivalence cache. On start the
 manager resumes every search a previous server left ``queued`` or ``running``; ``shutdown``
 stops proposing, lets running evaluations finish and store their results, and leaves the
-searches ``queued`` for the next server. One server per store: two servers on one database
+searches ``queued`` for the next server. A search's dataset is checked against this server's
+``--data-root`` folders again as it starts (``data_roots``): one accepted by a server with other
+roots ends FAILED, unread. One server per store: two servers on one database
 would both resume its unfinished searches.
 """
 
@@ -15,9 +17,11 @@ import logging
 import threading
 from collections import deque
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from winnow.records import SearchRecord, SearchStatus
+from winnow.service.api.data_roots import DataRootError, check_dataset, resolved
 from winnow.service.engine import Engine
 from winnow.service.search_spec import SearchSpec
 from winnow.service.store import Store
@@ -54,8 +58,10 @@ class SearchManager:
         make_executor: Callable[[], Executor],
         max_concurrent: int = 2,
         max_queued: int = 64,
+        data_roots: tuple[Path, ...] = (),
     ) -> None:
         self.store = store
+        self.data_roots = resolved(data_roots)
         self.make_executor = make_executor
         self.max_concurrent, self.max_queued = max_concurrent, max_queued
         self.live: dict[str, Engine] = {}
@@ -172,13 +178,19 @@ class SearchManager:
 
     def _run(self, search_id: str, executor: Executor) -> None:
         try:
+            self._check_data_root(search_id)  # before the engine loads anything
             engine = Engine.resume(self.store, search_id, executor)
         except Exception as error:  # a spec the code no longer accepts, a missing dataset
-            log.exception("search %s cannot start", search_id)
+            if isinstance(error, DataRootError):  # expected, not a bug: no traceback
+                log.warning("search %s cannot start: %s", search_id, error)
+                message = str(error)
+            else:
+                log.exception("search %s cannot start", search_id)
+                message = f"{type(error).__name__}: {error}"
             with self._lock:
                 self.starting.discard(search_id)
                 self.cancel_requested.discard(search_id)
-            self._end_unstarted(search_id, SearchStatus.FAILED, f"{type(error).__name__}: {error}")
+            self._end_unstarted(search_id, SearchStatus.FAILED, message)
             return
         with self._lock:
             self.starting.discard(search_id)
@@ -199,6 +211,12 @@ class SearchManager:
         finally:
             with self._lock:
                 self.live.pop(search_id, None)
+
+    def _check_data_root(self, search_id: str) -> None:
+        """The submit-time check again: a search stored under another server's ``--data-root``
+        (or a store written by ``winnow search run``) must not read outside this server's."""
+        spec = SearchSpec.model_validate_json(self.store.search(search_id).spec_json)
+        check_dataset(spec.task.dataset, self.data_roots)
 
     def _end_unstarted(
         self, search_id: str, status: SearchStatus, error: str | None = None

@@ -141,6 +141,7 @@ class WinnowServer:
             make_executor,
             config.max_concurrent_searches,
             config.max_queued_searches,
+            config.data_roots,
         )
         interceptors = [BearerTokenInterceptor(config.token)] if config.token else []
         self.server = grpc.server(

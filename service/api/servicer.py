@@ -26,6 +26,7 @@ from winnow.search_space.registry import UnknownNameError
 from winnow.search_space.spec import BUILTIN_SPACES, SpecError
 from winnow.service import export
 from winnow.service.api import convert
+from winnow.service.api.data_roots import DataRootError, check_dataset, resolved
 from winnow.service.api.manager import (
     QueueFullError,
     RequestIdReusedError,
@@ -45,7 +46,6 @@ MAX_SPEC_BYTES = 1 << 20
 MAX_SPEC_DEPTH = 64  # nested arrays and objects; real specs need under ten
 MAX_ID_CHARS = 128  # search and request ids (the server's are 12 characters, a UUID 36)
 MAX_TRIAL_ROW_ID = (1 << 63) - 1  # the store's integer ids are 64-bit
-PATH_DATASETS = ("npz", "cifar10")  # datasets whose argument is a file or folder to read
 DEFAULT_PAGE, MAX_PAGE = 100, 1000
 # A page of searches ends before its messages pass this size (specs are up to 1 MiB each, a
 # reply at most server.MAX_MESSAGE_BYTES); one search over SEARCH_BYTES is sent without its spec.
@@ -113,7 +113,7 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
     ) -> None:
         self.manager = manager
         self.store = manager.store
-        self.data_roots = tuple(Path(root).resolve() for root in data_roots)
+        self.data_roots = resolved(data_roots)
         self.max_watchers = max_watchers
         self._watchers = threading.BoundedSemaphore(max_watchers)
 
@@ -415,23 +415,9 @@ def _checked_id(field: str, value: str) -> str:
 
 
 def _check_dataset_path(dataset: str, roots: tuple[Path, ...]) -> None:
-    """A dataset read from a file must lie under one of the server's data roots; a bare
-    ``cifar10`` (which the local CLI downloads into a cache) would fetch from the internet
-    into a folder outside them, so the server refuses it."""
-    name, _, arg = dataset.partition(":")
-    if name == "cifar10" and not arg:
+    try:
+        check_dataset(dataset, roots)
+    except DataRootError as error:
         raise RequestError(
-            grpc.StatusCode.INVALID_ARGUMENT,
-            "field 'task.dataset': a bare 'cifar10' would download CIFAR-10 on the server; "
-            "give cifar10:DIR, a local copy of the python-version batches under the "
-            "server's data roots",
-        )
-    if name not in PATH_DATASETS or not arg:
-        return
-    path = Path(arg).expanduser().resolve()
-    if not any(path.is_relative_to(root) for root in roots):
-        allowed = ", ".join(str(r) for r in roots) or "none; start the server with --data-root"
-        raise RequestError(
-            grpc.StatusCode.INVALID_ARGUMENT,
-            f"field 'task.dataset': {dataset!r} is outside the server's data roots ({allowed})",
-        )
+            grpc.StatusCode.INVALID_ARGUMENT, f"field 'task.dataset': {error}"
+        ) from None

@@ -75,11 +75,15 @@ def _keep_main_module(monkeypatch):
 
 @pytest.fixture
 def app(monkeypatch):
-    """``app(url, search=None, trial=None, server=None)``: the dashboard's script, run once."""
+    """``app(url, search=None, trial=None, server=None, token=None)``: the dashboard's script,
+    run once (``token``: the dashboard's own, which a visitor must enter)."""
 
-    def make(url: str, search: str | None = None, trial: int | None = None, server=None):
+    def make(
+        url: str, search: str | None = None, trial: int | None = None, server=None, token=None
+    ):
         monkeypatch.setenv("WINNOW_UI_DB", url)
         monkeypatch.setenv("WINNOW_UI_SERVER", server or "")
+        monkeypatch.setenv("WINNOW_UI_TOKEN", token or "")  # the dashboard's own token
         st.cache_data.clear()  # every test reads its store afresh
         at = AppTest.from_file(str(APP), default_timeout=60)
         if search is not None:

@@ -25,7 +25,8 @@ def started(monkeypatch, tmp_path):
 
     monkeypatch.setattr(os, "execve", execve)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    for name in ("WINNOW_DB", "WINNOW_ADDRESS", "WINNOW_TOKEN", "WINNOW_TOKEN_FILE"):
+    names = ("WINNOW_DB", "WINNOW_ADDRESS", "WINNOW_TOKEN", "WINNOW_TOKEN_FILE")
+    for name in (*names, "WINNOW_UI_TOKEN", "WINNOW_UI_TOKEN_FILE"):
         monkeypatch.delenv(name, raising=False)
     return seen
 
@@ -62,10 +63,11 @@ def test_ui_reads_its_sources_and_token_from_the_environment_flags_first(
     monkeypatch.setenv("WINNOW_TOKEN_FILE", str(tmp_path / "token"))
     assert main(["ui"]) == 0
     assert started["env"]["WINNOW_UI_DB"] == db and started["env"]["WINNOW_UI_SERVER"] == ""
-    assert started["env"]["WINNOW_UI_TOKEN"] == "from-the-file"
+    assert started["env"]["WINNOW_UI_SERVER_TOKEN"] == "from-the-file"
     # --server alone mirrors that server even with $WINNOW_DB set; --token beats the file
     assert main(["ui", "--server", "10.0.0.1:9", "--token", "flag"]) == 0
-    assert started["env"]["WINNOW_UI_DB"] == "" and started["env"]["WINNOW_UI_TOKEN"] == "flag"
+    assert started["env"]["WINNOW_UI_DB"] == ""
+    assert started["env"]["WINNOW_UI_SERVER_TOKEN"] == "flag"
     monkeypatch.delenv("WINNOW_DB")
     monkeypatch.setenv("WINNOW_ADDRESS", "10.0.0.2:9")
     assert main(["ui"]) == 0
@@ -138,6 +140,47 @@ def test_ui_help_says_it_has_no_authentication_and_binds_loopback(capsys):
     with pytest.raises(SystemExit):
         main(["ui", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "no authentication of its own" in text
+    assert "Without --ui-token it has no authentication of its own" in text
+    assert "a visitor sees only a sign-in form until they enter that token" in text
     assert "can press Cancel, which acts with the server's token" in text
     assert "listens on 127.0.0.1 (this machine only) unless --address" in text
+
+
+def test_the_dashboard_token_reaches_streamlit_in_its_environment_only(
+    started, tmp_path, monkeypatch
+):
+    db = sqlite_url(tmp_path / "winnow.db")
+    Store(db)
+    (tmp_path / "ui-token").write_text("dash-secret\n")
+    assert main(["ui", "--db", db, "--ui-token-file", str(tmp_path / "ui-token")]) == 0
+    assert started["env"]["WINNOW_UI_TOKEN"] == "dash-secret"
+    assert not any("dash-secret" in part for part in started["argv"])  # `ps` shows argv
+    assert started["env"]["WINNOW_UI_SERVER_TOKEN"] == ""  # not the server's token
+    monkeypatch.setenv("WINNOW_UI_TOKEN_FILE", str(tmp_path / "ui-token"))
+    assert main(["ui", "--db", db]) == 0
+    assert started["env"]["WINNOW_UI_TOKEN"] == "dash-secret"
+    assert "WINNOW_UI_TOKEN_FILE" not in started["env"]  # resolved here, once
+    assert main(["ui", "--db", db, "--ui-token", "flag"]) == 0
+    assert started["env"]["WINNOW_UI_TOKEN"] == "flag"
+    monkeypatch.delenv("WINNOW_UI_TOKEN_FILE")
+    monkeypatch.setenv("WINNOW_UI_TOKEN", "from-env")
+    assert main(["ui", "--db", db]) == 0
+    assert started["env"]["WINNOW_UI_TOKEN"] == "from-env"
+
+
+def test_an_empty_dashboard_token_file_is_refused(started, tmp_path, capsys):
+    db = sqlite_url(tmp_path / "winnow.db")
+    Store(db)
+    (tmp_path / "empty").write_text("\n")
+    assert main(["ui", "--db", db, "--ui-token-file", str(tmp_path / "empty")]) == 2
+    assert "is empty" in capsys.readouterr().err
+    assert "argv" not in started
+
+
+def test_a_networked_dashboard_without_a_token_warns(started, capsys):
+    assert main(["ui", "--server", "10.0.0.1:9", "--address", "0.0.0.0"]) == 0
+    err = capsys.readouterr().err
+    assert "WARNING" in err and "press Cancel, which acts with the server's token" in err
+    for quiet in (["--address", "127.0.0.1"], ["--address", "0.0.0.0", "--ui-token", "t"]):
+        assert main(["ui", "--server", "10.0.0.1:9", *quiet]) == 0
+        assert "WARNING" not in capsys.readouterr().err

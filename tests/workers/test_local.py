@@ -3,6 +3,7 @@ timeouts, cancellation that stops the running trial, and a search that completes
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import time
@@ -197,3 +198,36 @@ def test_a_long_lived_worker_reports_each_trials_own_peak_memory():
     # the large MLP holds ~17M float parameters: weights, gradients and two AdamW moments
     assert big_peak - small_peak > 150e6, (big_peak, small_peak)
     assert 50e6 < small_peak < 2e9  # the interpreter, torch and the digits: plausible
+
+
+class ForkFails(LocalExecutor):
+    """A pool on a machine that cannot create processes for a while: the first ``fail``
+    process starts raise EAGAIN, as ``fork`` does when the user is out of processes."""
+
+    fail = MAX_FAILED_STARTS + 1  # past the immediate retries: one backoff, then a start
+
+    def _spawn(self, index, gpu, conn):
+        process = super()._spawn(index, gpu, conn)
+        if self.fail > 0:
+            self.fail -= 1
+
+            def start():
+                raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
+
+            process.start = start
+        return process
+
+
+def test_a_process_that_cannot_be_created_is_retried_with_backoff():
+    executor = ForkFails(workers=1)  # the first start fails here, in the constructor
+    with executor:
+        assert not executor.healthy  # no worker yet; the pool is open all the same
+        seen_unhealthy = []
+        future = executor.submit(QUICK)
+        deadline = time.monotonic() + 120
+        while not future.done() and time.monotonic() < deadline:
+            seen_unhealthy.append(not executor.healthy)
+            time.sleep(0.05)
+        assert future.result(timeout=1).status == Status.OK
+        assert executor.fail == 0 and any(seen_unhealthy) and executor.healthy
+        assert executor.workers[0].failed_starts == 0 and len(executor.workers[0].history) == 1

@@ -92,3 +92,50 @@ def test_cancelling_a_running_trial_stops_it(pool):
         time.sleep(0.1)
     assert pid not in task_pids()
     assert pool.submit(QUICK).result(timeout=120).status == Status.OK
+
+
+def node(alive: bool, cpus: float | None) -> dict:
+    """One entry of ``ray.nodes()``, as Ray gives it (the fields the decision reads)."""
+    return {"Alive": alive, "Resources": {} if cpus is None else {"CPU": cpus, "memory": 1e9}}
+
+
+@pytest.mark.parametrize(
+    ("nodes", "expected"),
+    [
+        ([node(True, 2.0)], True),
+        ([node(False, 2.0), node(True, 1.0)], True),  # the worker died, the head still runs
+        ([node(True, 0.0), node(False, 1.0)], False),  # a CPU-less head, its worker gone
+        ([node(False, 2.0)], False),
+        ([node(True, None)], False),
+        ([], False),
+    ],
+)
+def test_has_cpu_node_decides_from_ray_nodes(nodes, expected):
+    from winnow.workers.ray_executor import has_cpu_node
+
+    assert has_cpu_node(nodes) is expected
+
+
+def test_health_follows_the_cluster_and_asks_it_sparingly(pool, monkeypatch):
+    import ray
+
+    from winnow.workers import ray_executor
+
+    real_nodes = ray.nodes()
+    assert ray_executor.has_cpu_node(real_nodes)  # the real cluster's answer reads as alive
+    asked: list[float] = []
+    answer = [[node(False, 2.0)]]
+
+    def nodes():
+        asked.append(time.monotonic())
+        return answer[0]
+
+    monkeypatch.setattr(ray, "nodes", nodes)
+    monkeypatch.setattr(pool, "_health", None)  # forget the last answer
+    assert not pool.healthy  # no alive node with CPUs
+    assert all(not pool.healthy for _ in range(50)) and len(asked) == 1  # cached
+    answer[0] = real_nodes
+    monkeypatch.setattr(ray_executor, "HEALTH_SECONDS", 0.0)
+    assert pool.healthy and len(asked) == 2  # the node is back
+    monkeypatch.setattr(ray, "nodes", lambda: (_ for _ in ()).throw(ConnectionError("gone")))
+    assert not pool.healthy  # a cluster that cannot be asked runs nothing
