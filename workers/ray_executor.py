@@ -12,6 +12,9 @@ module only maps the ``Executor`` interface onto it:
 - trials wait in a queue here and at most ``slots`` are handed to Ray at once (several searches
   share one executor), so a trial's ``timeout`` counts from when it starts; a trial over it, or a
   cancelled one, is stopped with ``ray.cancel(force=True)``, which kills its worker process;
+- ``slots`` is read from the cluster once, at start (the engine reads it once per search too):
+  a node that joins later is used by Ray but adds no trials in flight, and one that leaves
+  leaves its share waiting in Ray's queue until a CPU frees up;
 - GPU trials run on a fresh worker process each (``max_calls=1``): a reused worker would keep
   its CUDA context and cached memory, on a GPU that may not be the one Ray gives its next task;
 - ``healthy`` is False while the cluster has no alive node with CPUs (``ray.nodes()``, asked at
