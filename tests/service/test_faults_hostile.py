@@ -26,6 +26,7 @@ from winnow.v1 import search_pb2 as pb
 from ..conftest import TINY_SPEC
 from .served import SERVING, Served, wait_until
 
+pytestmark = pytest.mark.slow
 TOKEN = "s3cret-token-0123456789abcdef"
 SEARCH_SECONDS = 180
 SHORT_MESSAGE = 400  # characters: a status message travels in a header
