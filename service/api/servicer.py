@@ -51,6 +51,10 @@ DEFAULT_PAGE, MAX_PAGE = 100, 1000
 # reply at most server.MAX_MESSAGE_BYTES); one search over SEARCH_BYTES is sent without its spec.
 PAGE_BYTES, SEARCH_BYTES = 1 << 20, 4 << 20
 WATCH_POLL_SECONDS = 0.2
+# A status message travels percent-encoded in the grpc-message header, and gRPC refuses headers
+# past 8 KiB (RESOURCE_EXHAUSTED at the client, whatever the status was): a message repeating a
+# caller's huge value (an unknown field, a 1 MB name) is cut to this many encoded bytes.
+STATUS_MESSAGE_BYTES = 4096
 
 
 class RequestError(Exception):
@@ -73,6 +77,17 @@ def _status_of(error: Exception) -> tuple[grpc.StatusCode, str]:
     return grpc.StatusCode.INTERNAL, f"internal error ({type(error).__name__}); see server log"
 
 
+def _bounded(message: str) -> str:
+    """``message`` cut where its percent-encoded size passes ``STATUS_MESSAGE_BYTES`` (printable
+    ASCII but ``%`` is sent as is, anything else as ``%XX`` per UTF-8 byte)."""
+    size = 0
+    for index, char in enumerate(message):
+        size += 1 if " " <= char <= "~" and char != "%" else 3 * len(char.encode())
+        if size > STATUS_MESSAGE_BYTES:
+            return f"{message[:index]}… (cut: {len(message)} characters)"
+    return message
+
+
 def _rpc(method: Callable) -> Callable:
     """Map exceptions to gRPC statuses (see the module docstring)."""
 
@@ -84,7 +99,7 @@ def _rpc(method: Callable) -> Callable:
             code, message = _status_of(error)
             if code == grpc.StatusCode.INTERNAL:
                 log.exception("%s failed", method.__name__)
-            context.abort(code, message)
+            context.abort(code, _bounded(message))
 
     return wrapper
 
@@ -98,7 +113,7 @@ def _stream_rpc(method: Callable) -> Callable:
             code, message = _status_of(error)
             if code == grpc.StatusCode.INTERNAL:
                 log.exception("%s failed", method.__name__)
-            context.abort(code, message)
+            context.abort(code, _bounded(message))
 
     return wrapper
 
