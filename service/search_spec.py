@@ -474,6 +474,13 @@ def _parsed_sections(data: dict[str, Any], problems: list[Problem]) -> SearchSpe
     return partial
 
 
+def valid_sections(data: dict[str, Any]) -> dict[str, Any]:
+    """The top-level sections of ``data`` that validate on their own (absent ones are left
+    out, not defaulted: a default is not what the search had): what a stored spec that
+    today's code no longer accepts still shows (``readout.stored_spec``)."""
+    return {k: v for k, v in vars(_parsed_sections(data, [])).items() if k in data}
+
+
 def _section(field: str) -> str:
     return re.split(r"[.\[]", field, maxsplit=1)[0]
 

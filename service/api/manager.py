@@ -144,6 +144,10 @@ class SearchManager:
             elif search_id in self.pending:
                 self.pending.remove(search_id)
                 self._end_unstarted(search_id, SearchStatus.CANCELLED)
+            elif not self.store.search(search_id).ended:
+                # unfinished but not this server's (written into the store by another
+                # process): nothing runs it, so cancelling ends it here
+                self._end_unstarted(search_id, SearchStatus.CANCELLED)
         log.info("search %s: cancel requested", search_id)
         return self.store.search(search_id)
 
