@@ -157,11 +157,20 @@ def search_dict(search: pb.Search) -> dict[str, Any]:
         "name": search.name,
         "status": search.status,
         "error": search.error or None,
-        "spec": json.loads(search.spec_json) if search.spec_json else None,
+        "spec": _spec_of(search.spec_json),
         "created_at": search.created_at,
         "updated_at": search.updated_at,
         "progress": progress_dict(search.progress),
     }
+
+
+def _spec_of(spec_json: str) -> Any:
+    """A search's spec as sent; None when it was left out (too large) or is not JSON (stored so
+    by an older server or by hand: the search's ``error`` says its spec no longer validates)."""
+    try:
+        return json.loads(spec_json) if spec_json else None
+    except ValueError:
+        return None
 
 
 def trial_dict(trial: pb.Trial) -> dict[str, Any]:

@@ -179,3 +179,19 @@ def test_stored_numbers_past_int32_are_saturated_in_messages():
     assert search.progress.max_trials == convert.INT32_MAX
     trial = _trial("s", 2**33, 0.5, 1)
     assert convert.trial_message(trial).trial_id == convert.INT32_MAX
+
+
+@pytest.mark.parametrize("name", ON_FRONT)
+def test_the_cli_lists_shows_and_cancels_poisoned_searches(server, capsys, name):
+    from winnow.service.cli import main
+
+    spec_json = (POISONED | PARSE_BUT_NOT_RESOLVE)[name]
+    ended = _poison(server.store, spec_json, SearchStatus.FINISHED)
+    orphan = _poison(server.store, spec_json, SearchStatus.QUEUED)
+    address = ("--address", server.address)
+    assert main(["list", *address]) == 0
+    assert main(["status", ended, *address]) == 0
+    assert main(["status", ended, "--json", *address]) == 0
+    assert main(["cancel", orphan, *address]) == 0
+    out = capsys.readouterr().out
+    assert f"{ended} old: finished" in out and "cancelled" in out
