@@ -195,3 +195,15 @@ def test_the_cli_lists_shows_and_cancels_poisoned_searches(server, capsys, name)
     assert main(["cancel", orphan, *address]) == 0
     out = capsys.readouterr().out
     assert f"{ended} old: finished" in out and "cancelled" in out
+
+
+def test_the_dashboards_mirror_copies_poisoned_searches_of_a_server(server, client, tmp_path):
+    from winnow.ui.mirror import sync
+    from winnow.ui.overview import overview
+
+    ids = {_poison(server.store, text, SearchStatus.FINISHED) for text in POISONED.values()}
+    mirror = Store(sqlite_url(tmp_path / "mirror.db"))
+    sync(client, mirror)
+    assert {s.id for s in mirror.searches()} == ids
+    assert all(len(mirror.trials(search_id)) == 2 for search_id in ids)
+    assert all(note.startswith("spec no longer valid") for note in overview(mirror)["note"])
