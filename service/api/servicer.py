@@ -148,10 +148,9 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
     def ListSearches(self, request: pb.ListSearchesRequest, context) -> pb.ListSearchesResponse:
         size = _page_size(request.page_size)
         rows = self.store.searches_page(_search_token(request.page_token), size + 1)
-        specs = {r.id: readout.stored_spec(r.spec_json) for r in rows[:size]}
-        progress = self._page_progress(rows[:size], specs)
+        progress, notes = self._page_progress(rows[:size])
         messages = _within_budget(
-            [convert.search_message(r, progress[r.id], specs[r.id].note) for r in rows[:size]]
+            [convert.search_message(r, progress[r.id], notes.get(r.id)) for r in rows[:size]]
         )
         last = rows[len(messages) - 1] if len(messages) < len(rows) else None
         return pb.ListSearchesResponse(
@@ -253,22 +252,26 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
             ) from None
 
     def _search_message(self, row: SearchRecord) -> pb.Search:
-        stored = readout.stored_spec(row.spec_json)
         counts = self.manager.progress(row.id)
-        if counts is None:
-            counts = readout.progress(stored.spec, self.store.trials(row.id))
+        if counts is not None:  # a running engine's: its spec is valid, and parsed
+            return _sendable(convert.search_message(row, counts))
+        stored = readout.stored_spec(row.spec_json)
+        counts = readout.progress(stored.spec, self.store.trials(row.id))
         return _sendable(convert.search_message(row, counts, stored.note))
 
     def _page_progress(
-        self, rows: list[SearchRecord], specs: dict[str, readout.StoredSpec]
-    ) -> dict[str, dict[str, Any]]:
-        """The progress of a page of searches: a running one's from its engine, the others'
+        self, rows: list[SearchRecord]
+    ) -> tuple[dict[str, dict[str, Any]], dict[str, str | None]]:
+        """The progress of a page of searches, and the notes of stored specs that no longer
+        validate (``readout.StoredSpec.note``): a running one's from its engine, the others'
         from three aggregate reads of the whole page (counts, proposals, completed results),
         not a read of every row of every search."""
         found = {r.id: p for r in rows if (p := self.manager.progress(r.id)) is not None}
         stored = [r for r in rows if r.id not in found]
+        specs = {r.id: readout.stored_spec(r.spec_json) for r in stored}
+        notes = {search_id: spec.note for search_id, spec in specs.items()}
         if not stored:
-            return found
+            return found, notes
         ids = [r.id for r in stored]
         counts = reads.counts(self.store, ids)
         proposals = reads.proposals(self.store, ids)
@@ -278,7 +281,7 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
             found[row.id] = _stored_progress(
                 specs[row.id].spec, counts[mine[0]], proposals.get(row.id, 0), results[mine[1]]
             )
-        return found
+        return found, notes
 
 
 def _within_budget(messages: list[pb.Search]) -> list[pb.Search]:
