@@ -130,20 +130,33 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+def bounded(annotation: Any, low: float, high: float) -> Any:
+    """``annotation`` (a Param, a number, a list of numbers) whose numbers lie in
+    ``[low, high]``; the spec reference shows the bounds."""
+    within = Within(low, high)
+    return Annotated[annotation, AfterValidator(within), within]
+
+
 def bounded_param(low: float, high: float) -> Any:
     """A Param whose numbers lie in ``[low, high]`` (a width, a depth, a batch size)."""
-    within = Within(low, high)
-    return Annotated[Param, AfterValidator(within), within]
+    return bounded(Param, low, high)
 
 
 # The limits of a space's sizes: far past any network a search trains, and a spec past them
-# is a typo (a 3,000-layer MLP would build for minutes before failing for memory).
+# is a typo (a 3,000-layer MLP would build for minutes before failing for memory). Channel
+# counts are widths; a macro network has at most MAX_STAGES stages, each stride at most
+# MAX_STRIDE.
 MAX_DEPTH, MAX_WIDTH, MAX_BATCH_SIZE, MAX_EPOCHS = 64, 16384, 65536, 10_000
+MAX_STAGES, MAX_STRIDE, MAX_RESOLUTION, MAX_WIDTH_MULT = 8, 4, 4096, 8.0
 Depth = bounded_param(1, MAX_DEPTH)
 Width = bounded_param(1, MAX_WIDTH)
 BatchSize = bounded_param(1, MAX_BATCH_SIZE)
 Epochs = bounded_param(0, MAX_EPOCHS)
 Probability = bounded_param(0, 1)
+Channels = bounded(list[int], 1, MAX_WIDTH)  # one count per stage
+Strides = bounded(list[int], 1, MAX_STRIDE)
+Resolution = bounded(Param | None, 1, MAX_RESOLUTION)  # pixels of a side
+WidthMult = bounded_param(1 / 64, MAX_WIDTH_MULT)
 
 
 def param_values(param: Any) -> list[Any] | None:

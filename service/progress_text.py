@@ -53,8 +53,13 @@ class RunningTrials:
 
 
 def objective_names(search: Mapping[str, Any]) -> list[str]:
-    """A search dict's objectives in its spec's order (protobuf maps keep none)."""
-    return [o["name"] for o in (search.get("spec") or {}).get("objectives", [])]
+    """A search dict's objectives in its spec's order (protobuf maps keep none); none from a
+    spec that no longer validates and does not list them by name."""
+    spec = search.get("spec")
+    objectives = spec.get("objectives") if isinstance(spec, dict) else None
+    if not isinstance(objectives, list):
+        return []
+    return [o["name"] for o in objectives if isinstance(o, dict) and isinstance(o.get("name"), str)]
 
 
 def number(value: float, digits: int) -> str:

@@ -38,7 +38,7 @@ import operator
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -70,7 +70,15 @@ OPERATORS: dict[str, Callable[[float, float], bool]] = {
 # (50 x max_trials) stays within them too.
 MAX_TRIALS, MAX_PROPOSALS = 1_000_000, 100_000_000
 MAX_RUNG_EPOCHS = 10_000  # a rung's training epochs
+MAX_REDUCTION_FACTOR = 16  # successive halving keeps one in this many (Hyperband uses 3 or 4)
+MAX_POPULATION = 100_000  # scores a screen ranks among, pruned trials a sampler models
+# A task's stated shape and classes: past these no dataset winnow loads (nor a network it
+# builds) fits; a larger number is a typo.
+MAX_INPUT_DIMS, MAX_INPUT_SIZE, MAX_CLASSES = 4, 4096, 100_000
 _CONSTRAINT = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(<=|>=|<|>)\s*([-+0-9.eE]+)\s*$")
+
+
+InputShape = tuple[Annotated[int, Field(ge=1, le=MAX_INPUT_SIZE)], ...] | None
 
 
 class _Strict(BaseModel):
@@ -115,9 +123,9 @@ class Task(_Strict):
 
     dataset: str
     """A dataset spec: ``digits``, ``npz:PATH``, ``cifar10[:DIR]``, ``synthetic[:SHAPE]``."""
-    input_shape: tuple[int, ...] | None = None
-    """Optional: checked against the dataset before any work."""
-    num_classes: int | None = None
+    input_shape: InputShape = Field(None, min_length=1, max_length=MAX_INPUT_DIMS)
+    """Optional: checked against the dataset before any work; each size in [1, 4096]."""
+    num_classes: int | None = Field(None, ge=2, le=MAX_CLASSES)
     """Optional: checked against the dataset before any work."""
 
     def name_problems(self) -> Iterator[Problem]:
@@ -195,13 +203,13 @@ class Screen(_Strict):
     """The zero-cost proxies the ensemble ranks by (see the proxy names below)."""
     keep_fraction: float = Field(0.2, gt=0, le=1, allow_inf_nan=False)
     """The top fraction of the recent population that goes on to training."""
-    population: int = Field(500, ge=2)
+    population: int = Field(500, ge=2, le=MAX_POPULATION)
     """The most recent scored candidates a new one ranks among."""
-    min_population: int = Field(10, ge=1)
+    min_population: int = Field(10, ge=1, le=MAX_POPULATION)
     """The first scored candidates, which go on unscreened."""
-    calibrate_after: int = Field(10, ge=4)
+    calibrate_after: int = Field(10, ge=4, le=MAX_TRIALS)
     """Trained candidates after which the calibrated ensemble replaces rank aggregation."""
-    refit_every: int = Field(5, ge=1)
+    refit_every: int = Field(5, ge=1, le=MAX_TRIALS)
     """Trained candidates between refits of the calibrated ensemble."""
 
     @field_validator("proxies")
@@ -230,13 +238,13 @@ class Strategy(_Strict):
     rungs: list[int] = [1, 3, 9]
     """Training epochs per rung of successive halving, strictly increasing, each at most
     10000."""
-    reduction_factor: int = Field(3, ge=2)
+    reduction_factor: int = Field(3, ge=2, le=MAX_REDUCTION_FACTOR)
     """One in this many trials of a rung is promoted to the next."""
     screen: Screen = Screen()
     """Zero-cost proxy screening (the cascade's)."""
     reuse_across_searches: bool = True
     """Trained results of other searches on the same task count for this one."""
-    pruned_window: int | None = Field(60, ge=1)
+    pruned_window: int | None = Field(60, ge=1, le=MAX_POPULATION)
     """How many of the newest screened-out trials the sampler models (none: all); older ones
     stay stored, the sampler forgets them (an ask costs time linear in the trials it sees)."""
 
@@ -472,6 +480,13 @@ def _parsed_sections(data: dict[str, Any], problems: list[Problem]) -> SearchSpe
             except ValidationError:  # at fault only with the others (a model-level check)
                 vars(partial).pop(name, None)
     return partial
+
+
+def valid_sections(data: dict[str, Any]) -> dict[str, Any]:
+    """The top-level sections of ``data`` that validate on their own (absent ones are left
+    out, not defaulted: a default is not what the search had): what a stored spec that
+    today's code no longer accepts still shows (``readout.stored_spec``)."""
+    return {k: v for k, v in vars(_parsed_sections(data, [])).items() if k in data}
 
 
 def _section(field: str) -> str:

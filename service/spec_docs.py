@@ -143,9 +143,18 @@ def _bounds(field: FieldInfo) -> str:
             texts += [f">= {m.low:g}", f"<= {m.high:g}"]
         elif isinstance(m, AllowInfNan) and not m.allow_inf_nan:
             texts.append("finite")
+        elif isinstance(m, annotated_types.MinLen):
+            texts.append(f"at least {_count(m.min_length, field)}")
         elif isinstance(m, annotated_types.MaxLen):
-            texts.append(f"at most {m.max_length} characters")
+            texts.append(f"at most {_count(m.max_length, field)}")
     return ", ".join(texts)
+
+
+def _count(length: int, field: FieldInfo) -> str:
+    """A length bound with what it counts: a string's characters, a list's or tuple's entries."""
+    if field.annotation is str:
+        return f"{length} character{'s' * (length != 1)}"
+    return f"{length} {'entry' if length == 1 else 'entries'}"
 
 
 def _nested_model(annotation: Any) -> type[BaseModel] | None:

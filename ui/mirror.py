@@ -12,7 +12,10 @@ one written there."""
 from __future__ import annotations
 
 import hashlib
+import json
 import time
+
+from pydantic import ValidationError
 
 from winnow.records import TERMINAL
 from winnow.service import env
@@ -43,6 +46,18 @@ def sync(client: Client, store: Store) -> None:
 
 
 def _replace_search(store: Store, info: dict, trials: list[dict], now: float) -> None:
-    spec = SearchSpec.model_validate(info["spec"])
-    search = search_from_dict(info, spec.task.key, spec.to_json())
+    search = search_from_dict(info, *_task_key_and_spec(info["spec"]))
     store.copy_search(search, [trial_from_dict(info["id"], t, now) for t in trials])
+
+
+def _task_key_and_spec(spec: dict | None) -> tuple[str, str]:
+    """The task key and spec JSON of a listed search. A spec that no longer validates (stored by
+    an older server) or that the listing left out (too large) is copied as it came: the pages
+    read it through ``readout.stored_spec``, as the server does."""
+    try:
+        parsed = SearchSpec.model_validate(spec)
+    except ValidationError:
+        task = spec.get("task") if isinstance(spec, dict) else None
+        dataset = task.get("dataset") if isinstance(task, dict) else None
+        return str(dataset or ""), json.dumps(spec or {}, sort_keys=True)
+    return parsed.task.key, parsed.to_json()

@@ -9,7 +9,6 @@ import pandas as pd
 
 from winnow.service.engine import readout
 from winnow.service.engine.pareto import search_hypervolume
-from winnow.service.search_spec import SearchSpec
 from winnow.service.store import Store, reads
 from winnow.ui import analysis
 
@@ -25,9 +24,11 @@ def overview(store: Store) -> pd.DataFrame:
     all_counts = reads.counts(store)
     rows = []
     for search in sorted(searches, key=lambda s: s.created_at, reverse=True):
-        spec = SearchSpec.model_validate_json(search.spec_json)
+        stored = readout.stored_spec(search.spec_json)  # a stand-in when no longer valid
+        spec = stored.spec
         names = [o.name for o in spec.objectives]
         mine = trained[trained["search_id"] == search.id]
+        mine = mine if names else mine.iloc[0:0]  # a stand-in without objectives: no front
         rungs = len(spec.strategy.rungs)
         completed = len(reads.completed(mine, rungs - 1))
         done = analysis.expand(analysis.front_rows(mine, rungs)[1], names)  # the front's rung
@@ -47,6 +48,7 @@ def overview(store: Store) -> pd.DataFrame:
                 "completed": completed,
                 "leader": _leader_text(leader),
                 "hypervolume": progress["hypervolume"],
+                "note": stored.note or "",
                 "started": _when(search.created_at),
                 "finished": _when(search.updated_at) if search.ended else "",
             }

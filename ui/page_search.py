@@ -32,6 +32,9 @@ def _body(search_id: str) -> None:
     st.caption(f"id {search.id} · status **{search.status}** · task {search.task_key}")
     if search.error:
         st.warning(search.error)
+    note = source.spec_note(search.spec_json)
+    if note and note not in (search.error or ""):  # a mirror's error carries the server's note
+        st.warning(note)
     _counters(data)
     _cancel(search_id, search.status)
     search_sections.pareto(data, spec)

@@ -94,12 +94,18 @@ def searches_overview(url: str) -> pd.DataFrame:
 
 
 def spec(spec_json: str) -> SearchSpec:
-    return _spec(spec_json)
+    """The search's spec, or the stand-in of one that no longer validates
+    (``readout.stored_spec``; ``spec_note`` says why)."""
+    return _spec(spec_json).spec
+
+
+def spec_note(spec_json: str) -> str | None:
+    return _spec(spec_json).note
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
-def _spec(spec_json: str) -> SearchSpec:
-    return SearchSpec.model_validate_json(spec_json)
+def _spec(spec_json: str) -> readout.StoredSpec:
+    return readout.stored_spec(spec_json)
 
 
 @st.cache_data(ttl=CACHE_SECONDS, max_entries=16, show_spinner=False)
@@ -108,7 +114,7 @@ def search_data(url: str, search_id: str, version: tuple) -> dict[str, Any]:
     with the front marked, history, proxy scores, filter values."""
     db = _store(url)
     search = db.search(search_id)
-    the_spec = _spec(search.spec_json)
+    the_spec = _spec(search.spec_json).spec
     trained, history, front_epochs = _results(db, search_id, the_spec)
     front = trained[trained["front_rung"]]
     names = [o.name for o in the_spec.objectives]
@@ -139,7 +145,8 @@ def _results(
     """Trained results at every rung with ``on_front`` (the front of the completed ones, else
     of the highest rung reached), the history of the completed ones, and the front's epochs."""
     names = [o.name for o in the_spec.objectives]
-    trained = analysis.expand(reads.trained(db, search_id), names)
+    trained = reads.trained(db, search_id)
+    trained = analysis.expand(trained if names else trained.iloc[0:0], names)  # a stand-in: none
     rungs = the_spec.strategy.rungs
     done = reads.completed(trained, len(rungs) - 1).reset_index(drop=True)
     rung, front = analysis.front_rows(trained, len(rungs))

@@ -16,13 +16,32 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from torch import nn
 
 from winnow.search_space.activations import make_activation
 from winnow.search_space.archs.base import ArchitectureView, image_probe_shape
 from winnow.search_space.norms import conv2d, make_norm
-from winnow.search_space.params import Chooser, Depth, Param, decide, param_values
+from winnow.search_space.params import (
+    MAX_STAGES,
+    MAX_WIDTH,
+    Channels,
+    Chooser,
+    Depth,
+    Param,
+    Resolution,
+    Strides,
+    WidthMult,
+    decide,
+    param_values,
+)
 
 
 def make_divisible(value: float, divisor: int = 8) -> int:
@@ -100,13 +119,13 @@ class MacroSpace(BaseModel):
 
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
     family: Literal["macro"] = "macro"
-    base_channels: list[int] = [16, 24, 40, 80]
+    base_channels: Channels = Field([16, 24, 40, 80], min_length=1, max_length=MAX_STAGES)
     """Output channels of each stage before ``width_mult`` (one entry per stage)."""
-    strides: list[int] = [1, 2, 2, 2]
+    strides: Strides = [1, 2, 2, 2]
     """The stride of each stage's first block (one entry per stage)."""
-    stem_channels: int = 16
+    stem_channels: int = Field(16, ge=1, le=MAX_WIDTH)
     """Channels of the 3x3 stem."""
-    head_channels: int = 128
+    head_channels: int = Field(128, ge=1, le=MAX_WIDTH)
     """Channels of the 1x1 conv before pooling and the classifier."""
     depth: Depth = [1, 2, 3]
     """MBConv blocks per stage (decided per stage)."""
@@ -114,9 +133,9 @@ class MacroSpace(BaseModel):
     """Depthwise kernel size, a choice among 3, 5, 7 (decided per stage)."""
     expand_ratio: Param = [3, 4, 6]
     """MBConv expansion, a choice among 3, 4, 6 (decided per stage)."""
-    width_mult: Param = [0.75, 1.0]
+    width_mult: WidthMult = [0.75, 1.0]
     """Channel multiplier of every stage."""
-    resolution: Param | None = None
+    resolution: Resolution = None
     """Input resolution the images are resized to (none: as the dataset gives them)."""
     activation: Param = "relu"
     """The activation of every block."""

@@ -180,10 +180,10 @@ class NB201Network(nn.Module):
 from collections.abc import Callable  # noqa: E402
 from typing import Any, Literal  # noqa: E402
 
-from pydantic import BaseModel, ConfigDict, field_validator  # noqa: E402
+from pydantic import BaseModel, ConfigDict, Field, field_validator  # noqa: E402
 
 from winnow.search_space.archs.base import ArchitectureView, image_probe_shape  # noqa: E402
-from winnow.search_space.params import Chooser, decide  # noqa: E402
+from winnow.search_space.params import MAX_DEPTH, MAX_WIDTH, Chooser, decide  # noqa: E402
 
 
 class NB201Space(BaseModel):
@@ -195,9 +195,9 @@ class NB201Space(BaseModel):
     """The operations each of the cell's six edges chooses among."""
     cell: str | None = None
     """Fixes the cell: an arch string ``|op~0|+|op~0|op~1|+|op~0|op~1|op~2|`` (none: searched)."""
-    channels: int = 16
+    channels: int = Field(16, ge=1, le=MAX_WIDTH // 4)  # the last stage has 4 x channels
     """Channels of the first stage (doubled by each reduction)."""
-    cells_per_stage: int = 5
+    cells_per_stage: int = Field(5, ge=1, le=MAX_DEPTH)
     """Cells per stage (three stages, two reductions between)."""
 
     @field_validator("cell")

@@ -16,15 +16,37 @@ from winnow.v1 import search_pb2 as pb
 
 # --- records -> messages (the servicer) -------------------------------------------------------
 
+INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1  # the range of the messages' int32 fields
 
-def search_message(search: SearchRecord, progress: dict[str, Any] | None = None) -> pb.Search:
+
+def int32(value: int) -> int:
+    """``value`` as an int32 field carries it: saturated rather than overflowing. The server
+    refuses a spec whose reply would need this (``out_of_range``); a search stored by an older
+    winnow may still hold numbers past today's bounds, and must stay readable."""
+    return min(max(int(value), INT32_MIN), INT32_MAX)
+
+
+def out_of_range(progress: dict[str, Any]) -> list[str]:
+    """``field = value`` for each integer of ``readout.progress``'s counters that no int32
+    field of ``Progress`` can carry (``int32`` would saturate it)."""
+    return [
+        f"{name} = {value}"
+        for name, value in progress.items()
+        if isinstance(value, int) and int32(value) != value
+    ]
+
+
+def search_message(
+    search: SearchRecord, progress: dict[str, Any] | None = None, note: str | None = None
+) -> pb.Search:
     """``progress``: ``readout.progress``'s counters (None: a message without them); its
-    ``leader`` dict becomes a ``ParetoPoint`` without a candidate."""
+    ``leader`` dict becomes a ``ParetoPoint`` without a candidate. ``note``: what the reader
+    says of the search besides its error (``readout.StoredSpec.note``), sent after it."""
     message = pb.Search(
         id=search.id,
         name=search.name,
         status=str(search.status),
-        error=search.error or "",
+        error="; ".join(text for text in (search.error, note) if text),
         spec_json=search.spec_json,
         created_at=search.created_at,
         updated_at=search.updated_at,
@@ -34,9 +56,11 @@ def search_message(search: SearchRecord, progress: dict[str, Any] | None = None)
         leader = fields.pop("leader", None)
         fields["front_epochs"] = fields.get("front_epochs") or 0  # 0: no front yet
         fields["top_epochs"] = fields.get("top_epochs") or 0
+        fields = {k: int32(v) if isinstance(v, int) else v for k, v in fields.items()}
         message.progress.CopyFrom(pb.Progress(**fields))
         if leader is not None:
-            point = pb.ParetoPoint(trial_id=leader["trial_id"], objectives=leader["values"])
+            trial_id = int32(leader["trial_id"])
+            point = pb.ParetoPoint(trial_id=trial_id, objectives=leader["values"])
             message.progress.leader.CopyFrom(point)
     return message
 
@@ -44,10 +68,10 @@ def search_message(search: SearchRecord, progress: dict[str, Any] | None = None)
 def trial_message(trial: TrialRecord) -> pb.Trial:
     return pb.Trial(
         row_id=trial.id,
-        trial_id=trial.number,
+        trial_id=int32(trial.number),
         stage=trial.stage,
-        epochs=trial.epochs,
-        rung=trial.rung,
+        epochs=int32(trial.epochs),
+        rung=int32(trial.rung),
         status=str(trial.status),
         candidate_json=trial.candidate,
         metrics_json=json.dumps(trial.metrics),  # as stored: parsing and dumping keep the text
@@ -75,7 +99,7 @@ def front_message(front: dict[str, Any]) -> pb.ParetoFront:
     """``readout.pareto``'s front (``epochs`` None, no trained trial yet, is sent as 0)."""
     points = [
         pb.ParetoPoint(
-            trial_id=p["trial_id"],
+            trial_id=int32(p["trial_id"]),
             objectives={name: p[name] for name in front["objectives"]},
             candidate_json=json.dumps(p["candidate"], sort_keys=True),
         )
@@ -85,8 +109,8 @@ def front_message(front: dict[str, Any]) -> pb.ParetoFront:
         objectives=front["objectives"],
         points=points,
         hypervolume=front["hypervolume"],
-        epochs=front["epochs"] or 0,
-        top_epochs=front["top_epochs"],
+        epochs=int32(front["epochs"] or 0),
+        top_epochs=int32(front["top_epochs"]),
     )
 
 
@@ -133,11 +157,20 @@ def search_dict(search: pb.Search) -> dict[str, Any]:
         "name": search.name,
         "status": search.status,
         "error": search.error or None,
-        "spec": json.loads(search.spec_json) if search.spec_json else None,
+        "spec": _spec_of(search.spec_json),
         "created_at": search.created_at,
         "updated_at": search.updated_at,
         "progress": progress_dict(search.progress),
     }
+
+
+def _spec_of(spec_json: str) -> Any:
+    """A search's spec as sent; None when it was left out (too large) or is not JSON (stored so
+    by an older server or by hand: the search's ``error`` says its spec no longer validates)."""
+    try:
+        return json.loads(spec_json) if spec_json else None
+    except ValueError:
+        return None
 
 
 def trial_dict(trial: pb.Trial) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from typing import Any
 
 from winnow.records import SearchRecord, SearchStatus
 from winnow.service.api.data_roots import DataRootError, check_dataset, resolved
-from winnow.service.engine import Engine
+from winnow.service.engine import Engine, readout
 from winnow.service.search_spec import SearchSpec
 from winnow.service.store import Store
 from winnow.workers.executor import Executor
@@ -150,6 +150,10 @@ class SearchManager:
             elif search_id in self.pending:
                 self.pending.remove(search_id)
                 self._end_unstarted(search_id, SearchStatus.CANCELLED)
+            elif not self.store.search(search_id).ended:
+                # unfinished but not this server's (written into the store by another
+                # process): nothing runs it, so cancelling ends it here
+                self._end_unstarted(search_id, SearchStatus.CANCELLED)
         log.info("search %s: cancel requested", search_id)
         return self.store.search(search_id)
 
@@ -215,8 +219,9 @@ class SearchManager:
     def _check_data_root(self, search_id: str) -> None:
         """The submit-time check again: a search stored under another server's ``--data-root``
         (or a store written by ``winnow search run``) must not read outside this server's."""
-        spec = SearchSpec.model_validate_json(self.store.search(search_id).spec_json)
-        check_dataset(spec.task.dataset, self.data_roots)
+        stored = readout.stored_spec(self.store.search(search_id).spec_json)
+        if stored.problem is None:  # else Engine.resume ends it, saying why
+            check_dataset(stored.spec.task.dataset, self.data_roots)
 
     def _end_unstarted(
         self, search_id: str, status: SearchStatus, error: str | None = None

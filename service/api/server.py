@@ -55,6 +55,10 @@ class ServerConfig:
             raise ValueError(
                 f"max_concurrent_searches must be at least 1, not {self.max_concurrent_searches}"
             )
+        if self.max_queued_searches < 1:  # 0 would accept no submission at all
+            raise ValueError(
+                f"max_queued_searches must be at least 1, not {self.max_queued_searches}"
+            )
 
 
 class SharedExecutor(Executor):

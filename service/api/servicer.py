@@ -20,7 +20,7 @@ from typing import Any
 
 import grpc
 
-from winnow.records import SearchRecord
+from winnow.records import SearchRecord, SearchStatus
 from winnow.search_space.datasets import DatasetError
 from winnow.search_space.registry import UnknownNameError
 from winnow.search_space.spec import BUILTIN_SPACES, SpecError
@@ -74,6 +74,8 @@ def _status_of(error: Exception) -> tuple[grpc.StatusCode, str]:
         return grpc.StatusCode.UNAVAILABLE, str(error)  # clients retry: the next server takes it
     if isinstance(error, readout.UnknownTrialError):
         return grpc.StatusCode.NOT_FOUND, str(error)
+    if isinstance(error, readout.SpecNoLongerValidError):
+        return grpc.StatusCode.FAILED_PRECONDITION, str(error)
     return grpc.StatusCode.INTERNAL, f"internal error ({type(error).__name__}); see server log"
 
 
@@ -140,6 +142,7 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
         try:
             spec = _parse_spec(request.spec_json)
             _check_dataset_path(spec.task.dataset, self.data_roots)
+            _check_replyable(spec)
             row, created = self.manager.submit(spec, request.request_id or None)
         except (SpecError, DatasetError) as error:
             raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, str(error)) from None
@@ -160,8 +163,10 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
     def ListSearches(self, request: pb.ListSearchesRequest, context) -> pb.ListSearchesResponse:
         size = _page_size(request.page_size)
         rows = self.store.searches_page(_search_token(request.page_token), size + 1)
-        progress = self._page_progress(rows[:size])
-        messages = _within_budget([convert.search_message(r, progress[r.id]) for r in rows[:size]])
+        progress, notes = self._page_progress(rows[:size])
+        messages = _within_budget(
+            [convert.search_message(r, progress[r.id], notes.get(r.id)) for r in rows[:size]]
+        )
         last = rows[len(messages) - 1] if len(messages) < len(rows) else None
         return pb.ListSearchesResponse(
             searches=messages,
@@ -200,7 +205,7 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
     @_rpc
     def GetParetoFront(self, request: pb.GetParetoFrontRequest, context) -> pb.ParetoFront:
         row = self._search_row(request.search_id)
-        spec = SearchSpec.model_validate_json(row.spec_json)
+        spec = readout.stored_spec(row.spec_json).spec  # a stand-in's front is empty
         return convert.front_message(readout.pareto(spec, self.store.trials(row.id)))
 
     @_rpc
@@ -263,30 +268,35 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
 
     def _search_message(self, row: SearchRecord) -> pb.Search:
         counts = self.manager.progress(row.id)
-        if counts is None:
-            spec = SearchSpec.model_validate_json(row.spec_json)
-            counts = readout.progress(spec, self.store.trials(row.id))
-        return _sendable(convert.search_message(row, counts))
+        if counts is not None:  # a running engine's: its spec is valid, and parsed
+            return _sendable(convert.search_message(row, counts))
+        stored = readout.stored_spec(row.spec_json)
+        counts = readout.progress(stored.spec, self.store.trials(row.id))
+        return _sendable(convert.search_message(row, counts, stored.note))
 
-    def _page_progress(self, rows: list[SearchRecord]) -> dict[str, dict[str, Any]]:
-        """The progress of a page of searches: a running one's from its engine, the others'
+    def _page_progress(
+        self, rows: list[SearchRecord]
+    ) -> tuple[dict[str, dict[str, Any]], dict[str, str | None]]:
+        """The progress of a page of searches, and the notes of stored specs that no longer
+        validate (``readout.StoredSpec.note``): a running one's from its engine, the others'
         from three aggregate reads of the whole page (counts, proposals, completed results),
         not a read of every row of every search."""
         found = {r.id: p for r in rows if (p := self.manager.progress(r.id)) is not None}
         stored = [r for r in rows if r.id not in found]
+        specs = {r.id: readout.stored_spec(r.spec_json) for r in stored}
+        notes = {search_id: spec.note for search_id, spec in specs.items()}
         if not stored:
-            return found
+            return found, notes
         ids = [r.id for r in stored]
         counts = reads.counts(self.store, ids)
         proposals = reads.proposals(self.store, ids)
         results = reads.trained(self.store, ids)
         for row in stored:
-            spec = SearchSpec.model_validate_json(row.spec_json)
             mine = counts["search_id"] == row.id, results["search_id"] == row.id
             found[row.id] = _stored_progress(
-                spec, counts[mine[0]], proposals.get(row.id, 0), results[mine[1]]
+                specs[row.id].spec, counts[mine[0]], proposals.get(row.id, 0), results[mine[1]]
             )
-        return found
+        return found, notes
 
 
 def _within_budget(messages: list[pb.Search]) -> list[pb.Search]:
@@ -353,6 +363,26 @@ def _parse_spec(text: str) -> SearchSpec:
             "send a space file's content inline (the SDK and CLI do)",
         )
     return parse_search_spec(data)
+
+
+def _check_replyable(spec: SearchSpec) -> None:
+    """Build the reply of a search of ``spec`` before storing it: a stored search that no
+    reply can carry would break every later call on it (GetSearch, CancelSearch, listings)."""
+    progress = readout.progress(spec, [])
+    past = convert.out_of_range(progress)
+    if past:
+        raise RequestError(
+            grpc.StatusCode.INVALID_ARGUMENT,
+            f"invalid search spec: its progress ({', '.join(past)}) is past the int32 range "
+            "that replies carry",
+        )
+    status = SearchStatus.QUEUED
+    row = SearchRecord("", spec.name, spec.task.key, spec.to_json(), status, None, 0.0, 0.0)
+    try:
+        convert.search_message(row, progress).SerializeToString()
+    except (ValueError, TypeError) as error:  # what protobuf raises for a value it cannot carry
+        message = f"invalid search spec: a reply cannot carry it: {error}"
+        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, message) from None
 
 
 def _too_deep() -> RequestError:

@@ -239,7 +239,10 @@ def add_service_commands(commands: Any) -> None:
         help="searches that run at once (at least 1)",
     )
     serve.add_argument(
-        "--max-queued-searches", type=int, default=64, help="submissions waiting for a slot"
+        "--max-queued-searches",
+        type=positive_int,
+        default=64,
+        help="submissions waiting for a slot (at least 1)",
     )
     serve.add_argument(
         "--token", help=f"require this bearer token on every call (default: ${env.TOKEN})"

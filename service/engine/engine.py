@@ -124,7 +124,9 @@ class Engine:
     @classmethod
     def resume(cls, store: Store, search_id: str, executor: Executor, **kwargs: Any) -> Engine:
         """The stored search, rebuilt: trials, rungs, screen population and sampler state."""
-        spec = SearchSpec.model_validate_json(store.search(search_id).spec_json)
+        # a spec today's code no longer accepts raises, naming its fields (the manager
+        # ends the search failed with that message)
+        spec = readout.stored_spec(store.search(search_id).spec_json).valid()
         requeued = store.requeue_running(search_id)
         rows = store.trials(search_id)
         engine = cls(spec, store, executor, search_id, rows=rows, **kwargs)

@@ -23,10 +23,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 
 import winnow
 from winnow.records import SearchRecord, Status, TrialRecord
 from winnow.search_space.archs import ArchitectureView, describe
+from winnow.search_space.specfile import validation_problems
 from winnow.service.engine.pareto import (
     front_mask,
     hypervolume,
@@ -35,7 +37,7 @@ from winnow.service.engine.pareto import (
     search_hypervolume,
 )
 from winnow.service.export.recipe import FORMAT as RECIPE_FORMAT
-from winnow.service.search_spec import Objective, SearchSpec
+from winnow.service.search_spec import Budget, Objective, SearchSpec, Strategy, valid_sections
 
 # --- pure views of completed values and counters ----------------------------------------------
 
@@ -182,6 +184,65 @@ class UnknownTrialError(LookupError):
     why), or the search has none yet."""
 
 
+class SpecNoLongerValidError(ValueError):
+    """A stored search's spec that today's code no longer accepts (written by an older
+    winnow) where the full spec is needed: resuming it, exporting its recipe."""
+
+
+@dataclass(frozen=True)
+class StoredSpec:
+    """A stored search's spec as this winnow reads it. ``problem`` is None when the spec still
+    validates (``spec`` is it); otherwise it says why not, and ``spec`` is a stand-in made of
+    the sections that still validate, enough for the views of this module: a budget whose
+    ``max_trials`` is the stored number, and no objectives (so no front) unless both the
+    objectives and the strategy's rungs still validate."""
+
+    spec: SearchSpec
+    problem: str | None = None
+
+    @property
+    def note(self) -> str | None:
+        """What a reader shows of a spec that no longer validates (None when it does)."""
+        return None if self.problem is None else f"spec no longer valid: {self.problem}"
+
+    def valid(self) -> SearchSpec:
+        """The spec; ``SpecNoLongerValidError`` when it no longer validates."""
+        if self.problem is not None:
+            raise SpecNoLongerValidError(self.note)
+        return self.spec
+
+
+def stored_spec(spec_json: str) -> StoredSpec:
+    """The one lenient read of a stored search's ``spec_json`` (every reader of stored searches
+    uses it: a search stored by an older winnow stays readable and cancellable when its spec no
+    longer parses)."""
+    try:
+        return StoredSpec(SearchSpec.model_validate_json(spec_json))
+    except ValidationError as error:  # text that is not JSON included
+        problems = validation_problems(error, SearchSpec)
+        problem = "; ".join(f"field {field or 'spec'!r}: {m}" for field, m in problems)
+    try:
+        data = json.loads(spec_json)
+    except ValueError:
+        data = None
+    return StoredSpec(_stand_in(data if isinstance(data, dict) else {}), problem)
+
+
+def _stand_in(data: dict[str, Any]) -> SearchSpec:
+    """``StoredSpec.spec`` of a spec that no longer validates (see ``StoredSpec``)."""
+    sections = valid_sections(data)
+    strategy = sections.get("strategy")
+    if "budget" not in sections:
+        raw = data.get("budget")
+        trials = raw.get("max_trials") if isinstance(raw, dict) else None
+        trials = trials if isinstance(trials, int) and not isinstance(trials, bool) else 0
+        sections["budget"] = Budget.model_construct(max_trials=max(trials, 0))
+    if strategy is None or "objectives" not in sections:
+        sections["objectives"] = []  # no front: the results cannot be placed on one
+        sections["strategy"] = Strategy.model_construct(rungs=[0])  # 0: no fidelity known
+    return SearchSpec.model_construct(**sections)
+
+
 @dataclass(frozen=True)
 class Completed:
     """A trained result (``TrialRecord.trained``) with its objective values."""
@@ -211,8 +272,8 @@ def completed_point(
     objectives: Sequence[Objective], metrics: Mapping[str, Any]
 ) -> list[float] | None:
     """A trained result's point, or None when it lacks an objective's value (such a result
-    counts as trained but is on no front)."""
-    if any(metrics.get(o.name) is None for o in objectives):
+    counts as trained but is on no front) or no objective is known (``StoredSpec``)."""
+    if not objectives or any(metrics.get(o.name) is None for o in objectives):
         return None
     return objective_values(objectives, metrics)
 
@@ -298,8 +359,7 @@ def pareto(spec: SearchSpec, rows: list[TrialRecord]) -> dict[str, Any]:
     rung, done = front_trials(spec, rows)
     points = [c.values for c in done]
     best = [done[i] for i in pareto_front(points, spec.directions)]
-    first = spec.objectives[0]
-    sign = -1 if first.direction == "maximize" else 1
+    sign = -1 if spec.objectives and spec.objectives[0].direction == "maximize" else 1
     best.sort(key=lambda c: (sign * c.values[0], c.trial_id))  # ties: the earliest trial first
     return {
         "objectives": [o.name for o in spec.objectives],
@@ -322,7 +382,7 @@ def recipe(search: SearchRecord, rows: list[TrialRecord], trial_id: int | None =
     task, epochs (of its highest trained rung), seed, and what it scored. Without
     ``trial_id``: the front's best on the first objective (the front of :func:`front_trials`,
     below the top rung when no trial completed)."""
-    spec = SearchSpec.model_validate_json(search.spec_json)
+    spec = stored_spec(search.spec_json).valid()  # the recipe retrains: it needs the whole spec
     if trial_id is None:
         points = pareto(spec, rows)["points"]
         if not points:

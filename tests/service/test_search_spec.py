@@ -8,7 +8,7 @@ import pytest
 
 from winnow.search_space.spec import SpecError
 from winnow.search_space.specfile import SpecFileError
-from winnow.service.search_spec import Constraint, load_search_spec, parse_search_spec
+from winnow.service.search_spec import Constraint, SearchSpec, load_search_spec, parse_search_spec
 
 BASE = {"space": "nb201", "task": {"dataset": "digits"}}
 
@@ -254,6 +254,15 @@ def _mlp_space(architecture=None, **optimizer):
     return {"space": {"architecture": {**MLP, **(architecture or {})}, "optimizer": optimizer}}
 
 
+def _macro_space(**architecture):
+    arch = {"family": "macro", "base_channels": [16, 24], "strides": [1, 2], **architecture}
+    return {"space": {"architecture": arch}}
+
+
+def _nb201_space(**architecture):
+    return {"space": {"architecture": {"family": "nb201", **architecture}}}
+
+
 @pytest.mark.parametrize(
     ("change", "field"),
     [
@@ -284,6 +293,27 @@ def _mlp_space(architecture=None, **optimizer):
         (_mlp_space({"dropout": 1.5}), "space.architecture.dropout"),
         ({"strategy": {"rungs": [1, 100_000]}}, "strategy.rungs"),
         ({"name": "x" * 201}, "name"),
+        ({"strategy": {"reduction_factor": 17}}, "strategy.reduction_factor"),
+        ({"strategy": {"pruned_window": 100_001}}, "strategy.pruned_window"),
+        ({"strategy": {"screen": {"population": 100_001}}}, "strategy.screen.population"),
+        ({"strategy": {"screen": {"min_population": 10**9}}}, "strategy.screen.min_population"),
+        ({"strategy": {"screen": {"calibrate_after": 2**40}}}, "strategy.screen.calibrate_after"),
+        ({"strategy": {"screen": {"refit_every": 2**40}}}, "strategy.screen.refit_every"),
+        ({"task": {"dataset": "digits", "input_shape": []}}, "task.input_shape"),
+        ({"task": {"dataset": "digits", "input_shape": [1, 1, 1, 1, 1]}}, "task.input_shape"),
+        ({"task": {"dataset": "digits", "input_shape": [64, 4097]}}, "task.input_shape"),
+        ({"task": {"dataset": "digits", "input_shape": [0]}}, "task.input_shape"),
+        ({"task": {"dataset": "digits", "num_classes": 1}}, "task.num_classes"),
+        ({"task": {"dataset": "digits", "num_classes": 100_001}}, "task.num_classes"),
+        (_macro_space(base_channels=[16, 100_000]), "space.architecture.base_channels"),
+        (_macro_space(base_channels=[16] * 9, strides=[1] * 9), "space.architecture.base_channels"),
+        (_macro_space(strides=[1, 9]), "space.architecture.strides"),
+        (_macro_space(stem_channels=0), "space.architecture.stem_channels"),
+        (_macro_space(head_channels=10**6), "space.architecture.head_channels"),
+        (_macro_space(width_mult=[1.0, 100.0]), "space.architecture.width_mult"),
+        (_macro_space(resolution=100_000), "space.architecture.resolution"),
+        (_nb201_space(channels=10**6), "space.architecture.channels"),
+        (_nb201_space(cells_per_stage=1000), "space.architecture.cells_per_stage"),
     ],
 )
 def test_non_finite_and_out_of_range_numbers_are_refused_naming_the_field(change, field):
@@ -301,3 +331,11 @@ def test_the_limits_themselves_are_accepted():
     }
     spec = parse_search_spec({**BASE, **limits})
     assert spec.budget.proposals == 100_000_000 and spec.search_space.architecture.depth == 64
+    small = {
+        "strategy": {"reduction_factor": 16, "screen": {"population": 100_000}},
+        "task": {"dataset": "digits", "input_shape": [4096, 1, 1, 1], "num_classes": 100_000},
+        **_macro_space(base_channels=[16384] * 8, strides=[4] * 8, width_mult=8.0),
+    }
+    spec = parse_search_spec({**BASE, **small}, check_names=False)
+    assert spec.strategy.reduction_factor == 16 and spec.task.input_shape == (4096, 1, 1, 1)
+    assert SearchSpec.resolve_space(spec.space).architecture.base_channels == [16384] * 8

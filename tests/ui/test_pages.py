@@ -252,3 +252,20 @@ def test_proxy_correlation_is_over_this_search_trained_candidates(app, seeded):
     text = next(m.value for m in at.markdown if "spearman" in m.value)
     assert f"over {len(pairs)} candidates" in text
     assert nav.parse(text.split("spearman ")[1].split(",")[0]) == pytest.approx(expected, rel=1e-5)
+
+
+def test_searches_whose_spec_no_longer_parses_open_with_a_note(app, tmp_path):
+    from tests.service.test_stored_specs import POISONED, _poison
+    from winnow.records import SearchStatus
+    from winnow.service.store import Store, sqlite_url
+
+    url = sqlite_url(tmp_path / "poisoned.db")
+    store = Store(url)
+    ids = [_poison(store, text, SearchStatus.FINISHED) for text in POISONED.values()]
+    at = app(url)
+    table = at.dataframe[0].value.set_index("id")
+    assert set(table.index) == set(ids)
+    for search_id in ids:
+        at = app(url, search=search_id)
+        assert at.title[0].value == "Search old"
+        assert any(w.value.startswith("spec no longer valid") for w in at.warning)

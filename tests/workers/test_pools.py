@@ -94,6 +94,7 @@ def test_a_trial_timeout_is_on_by_default_and_reaches_the_local_pool(monkeypatch
     ("argv", "option"),
     [
         (["serve", "--max-concurrent-searches", "0"], "--max-concurrent-searches"),
+        (["serve", "--max-queued-searches", "0"], "--max-queued-searches"),
         (["serve", "--trial-timeout", "-1"], "--trial-timeout"),
         (["serve", "--trial-timeout", "inf"], "--trial-timeout"),
     ],
@@ -114,6 +115,11 @@ def test_serve_help_says_the_trial_timeout_default_and_how_to_turn_it_off(capsys
 def test_the_server_config_refuses_no_concurrent_searches():
     with pytest.raises(ValueError, match="max_concurrent_searches must be at least 1, not 0"):
         ServerConfig("sqlite://", max_concurrent_searches=0)
+
+
+def test_the_server_config_refuses_a_queue_that_takes_no_search():
+    with pytest.raises(ValueError, match="max_queued_searches must be at least 1, not 0"):
+        ServerConfig("sqlite://", max_queued_searches=0)
 
 
 def test_the_server_runs_its_searches_on_a_registered_executor(make_server, tiny_spec):
