@@ -108,7 +108,8 @@ class RayExecutor(QueuedExecutor):
         self._calls: dict[ray.ObjectRef, _Call] = {}  # handed to Ray
         self._wakeup = threading.Event()
         self._health_lock = threading.Lock()
-        self._health: tuple[float, bool] | None = None  # (when asked, the answer)
+        self._health = (float("-inf"), True)  # (when asked, the answer): ask at the first call
+        self._asking = False  # a caller is asking the cluster now
         self._init_queue("ray-executor", self._watch)
         self._thread.start()
 
@@ -125,14 +126,20 @@ class RayExecutor(QueuedExecutor):
     @property
     def healthy(self) -> bool:
         """Not closed, and the cluster had an alive node with CPUs when last asked (at most
-        ``HEALTH_SECONDS`` ago: the server polls this every second)."""
+        ``HEALTH_SECONDS`` ago: the server polls this every second). One caller asks at a time,
+        outside the lock: ``ray.nodes()`` can block for a minute when the GCS is gone, and the
+        other callers get the last answer meanwhile."""
         if self._closed:
             return False
         with self._health_lock:
-            now = time.monotonic()
-            if self._health is None or now - self._health[0] >= HEALTH_SECONDS:
-                self._health = (now, self._cluster_can_run())
-            return self._health[1]
+            asked, answer = self._health
+            if self._asking or time.monotonic() - asked < HEALTH_SECONDS:
+                return answer
+            self._asking = True
+        answer = self._cluster_can_run()  # never raises
+        with self._health_lock:
+            self._health, self._asking = (time.monotonic(), answer), False
+        return answer
 
     def _cluster_can_run(self) -> bool:
         try:

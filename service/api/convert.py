@@ -36,6 +36,14 @@ def out_of_range(progress: dict[str, Any]) -> list[str]:
     ]
 
 
+def _error_text(error: str | None, note: str | None) -> str:
+    """The search's error and the reader's note, the note once (a search that failed to
+    resume already says it in its error)."""
+    if note and error and note in error:
+        return error
+    return "; ".join(text for text in (error, note) if text)
+
+
 def search_message(
     search: SearchRecord, progress: dict[str, Any] | None = None, note: str | None = None
 ) -> pb.Search:
@@ -46,7 +54,7 @@ def search_message(
         id=search.id,
         name=search.name,
         status=str(search.status),
-        error="; ".join(text for text in (search.error, note) if text),
+        error=_error_text(search.error, note),
         spec_json=search.spec_json,
         created_at=search.created_at,
         updated_at=search.updated_at,
@@ -169,7 +177,7 @@ def _spec_of(spec_json: str) -> Any:
     by an older server or by hand: the search's ``error`` says its spec no longer validates)."""
     try:
         return json.loads(spec_json) if spec_json else None
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested past the parser's stack
         return None
 
 

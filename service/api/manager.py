@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from winnow.records import SearchRecord, SearchStatus
+from winnow.search_space.specfile import SpecError
 from winnow.service.api.data_roots import DataRootError, check_dataset, resolved
 from winnow.service.engine import Engine, readout
 from winnow.service.search_spec import SearchSpec
@@ -36,6 +37,10 @@ def shown(text: str, limit: int = SHOWN_CHARS) -> str:
     """``text`` cut to ``limit`` characters and "…" for messages: a status message travels in a
     header, which a caller's very long id repeated in full would overflow."""
     return text if len(text) <= limit else text[:limit] + "…"
+
+
+# Why a stored search cannot start that is no bug of the server's: logged without a traceback
+EXPECTED_START_ERRORS = (DataRootError, SpecError, readout.SpecNoLongerValidError)
 
 
 class QueueFullError(RuntimeError):
@@ -185,16 +190,7 @@ class SearchManager:
             self._check_data_root(search_id)  # before the engine loads anything
             engine = Engine.resume(self.store, search_id, executor)
         except Exception as error:  # a spec the code no longer accepts, a missing dataset
-            if isinstance(error, DataRootError):  # expected, not a bug: no traceback
-                log.warning("search %s cannot start: %s", search_id, error)
-                message = str(error)
-            else:
-                log.exception("search %s cannot start", search_id)
-                message = f"{type(error).__name__}: {error}"
-            with self._lock:
-                self.starting.discard(search_id)
-                self.cancel_requested.discard(search_id)
-            self._end_unstarted(search_id, SearchStatus.FAILED, message)
+            self._not_started(search_id, error)
             return
         with self._lock:
             self.starting.discard(search_id)
@@ -215,6 +211,24 @@ class SearchManager:
         finally:
             with self._lock:
                 self.live.pop(search_id, None)
+
+    def _not_started(self, search_id: str, error: Exception) -> None:
+        """End a search whose engine could not be built: FAILED saying why, or CANCELLED when
+        a cancel came meanwhile. Under the lock, so that a cancel cannot slip in between
+        (it would find the search neither starting nor ended, and end it first)."""
+        if isinstance(error, EXPECTED_START_ERRORS):  # the caller's, not a bug: no traceback
+            log.warning("search %s cannot start: %s", search_id, error)
+            message = str(error)
+        else:
+            log.exception("search %s cannot start", search_id)
+            message = f"{type(error).__name__}: {error}"
+        with self._lock:
+            self.starting.discard(search_id)
+            if search_id in self.cancel_requested:
+                self.cancel_requested.discard(search_id)
+                self._end_unstarted(search_id, SearchStatus.CANCELLED)
+            else:
+                self._end_unstarted(search_id, SearchStatus.FAILED, message)
 
     def _check_data_root(self, search_id: str) -> None:
         """The submit-time check again: a search stored under another server's ``--data-root``

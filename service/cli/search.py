@@ -116,6 +116,7 @@ def cmd_search_run(args: argparse.Namespace) -> int:
 
 def cmd_search_resume(args: argparse.Namespace) -> int:
     from winnow.service.engine import Engine
+    from winnow.service.engine.readout import stored_spec
     from winnow.service.store import Store
     from winnow.workers.executor import InProcessExecutor
 
@@ -126,7 +127,7 @@ def cmd_search_resume(args: argparse.Namespace) -> int:
             store, args.search_id, InProcessExecutor(), device=args.device, on_event=on_event
         )
 
-    total = json.loads(store.search(args.search_id).spec_json)["budget"]["max_trials"]
+    total = stored_spec(store.search(args.search_id).spec_json).spec.budget.max_trials
     return _run_engine(make, total, args)
 
 

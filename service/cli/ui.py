@@ -143,7 +143,8 @@ def add_ui_commands(commands: Any) -> None:
     ui.add_argument(
         "--ui-token",
         help="the dashboard's own token, which every visitor must enter before seeing any "
-        f"search or pressing Cancel (default: ${env.UI_TOKEN})",
+        f"search or pressing Cancel (default: ${env.UI_TOKEN}); prefer --ui-token-file: a "
+        "token on the command line shows in `ps`",
     )
     ui.add_argument(
         "--ui-token-file",

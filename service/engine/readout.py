@@ -223,7 +223,7 @@ def stored_spec(spec_json: str) -> StoredSpec:
         problem = "; ".join(f"field {field or 'spec'!r}: {m}" for field, m in problems)
     try:
         data = json.loads(spec_json)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested past the parser's stack
         data = None
     return StoredSpec(_stand_in(data if isinstance(data, dict) else {}), problem)
 

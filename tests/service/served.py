@@ -4,6 +4,7 @@ has a deadline, so that a broken server fails a test instead of hanging it."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -82,11 +83,16 @@ class Served:
         return self.process is not None and self.process.poll() is None
 
     def kill(self) -> None:
-        """SIGKILL: no drain, no goodbye, as an out-of-memory kill or a power cut."""
+        """SIGKILL: no drain, no goodbye, as an out-of-memory kill or a power cut. Its workers
+        are killed after it (a worker notices a dead server only at its next message, and would
+        compete with a restarted server's for the CPUs meanwhile)."""
+        workers = self.worker_pids()
         if self.alive():
             self.process.send_signal(signal.SIGKILL)
         if self.process is not None:
             self.process.wait(30)
+        for pid in workers:
+            kill_pid(pid)
 
     def close(self) -> None:
         self.kill()
@@ -124,12 +130,15 @@ class Served:
 
 
 def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid``, from each one's /proc stat (the kernel's
+    /proc/PID/task/*/children needs CONFIG_PROC_CHILDREN, which not every kernel has)."""
     found = []
-    for task in Path(f"/proc/{pid}/task").glob("*"):
-        try:
-            found += [int(p) for p in (task / "children").read_text().split()]
-        except OSError:  # the thread ended meanwhile
-            continue
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                if int(fields[1]) == pid and fields[0] != "Z":  # fields: state, ppid, ...
+                    found.append(int(entry.name))
     return found
 
 

@@ -43,7 +43,7 @@ def assert_kept_and_complete(before: dict, after: dict, budget: int) -> None:
 
 def test_server_kill_9_mid_search_resumes_without_rerunning(tmp_path, tiny_spec):
     budget = 6
-    served = Served(tmp_path, "--workers", "1").start()
+    served = Served(tmp_path, "--workers", "1").start().wait_ready()
     try:
         with Client(served.address, retries=10) as client:
             search = client.submit(tiny_spec(budget={"max_trials": budget}))
@@ -52,7 +52,7 @@ def test_server_kill_9_mid_search_resumes_without_rerunning(tmp_path, tiny_spec)
         before = finished_rows(served.store, search.id)
         assert 2 <= len(before) < budget
 
-        served.start()
+        served.start().wait_ready()
         with Client(served.address, retries=10) as client:
             info = client.search(search.id).wait(timeout=SEARCH_SECONDS)
         assert info["status"] == "finished", served.log_tail()
@@ -65,7 +65,7 @@ def test_server_kill_9_mid_search_resumes_without_rerunning(tmp_path, tiny_spec)
 
 def test_worker_kill_9_mid_trial_is_retried_and_loses_nothing(tmp_path, tiny_spec):
     budget = 6
-    served = Served(tmp_path, "--workers", "1").start()
+    served = Served(tmp_path, "--workers", "1").start().wait_ready()
     try:
         with Client(served.address, retries=10) as client:
             search = client.submit(tiny_spec(budget={"max_trials": budget}))
@@ -92,7 +92,7 @@ def test_worker_kill_9_mid_trial_is_retried_and_loses_nothing(tmp_path, tiny_spe
 def test_workers_dying_at_start_leave_the_pool_not_serving_then_it_recovers(tmp_path, tiny_spec):
     """Four deaths before READY: the third starts the backoff (1 s, then 2 s), during which the
     server says NOT_SERVING; once the killing stops, the worker starts and a canary finishes."""
-    served = Served(tmp_path, "--workers", "1").start()
+    served = Served(tmp_path, "--workers", "1").start()  # killed from the first moment
     killed: list[int] = []
     seen: set[int | None] = set()
     try:

@@ -552,7 +552,7 @@ def test_hostile_request_gets_the_right_status(target, case):
 
 def test_enough_hostile_cases_across_every_rpc():
     rpcs = {p.values[0].rpc for p in CASES}
-    assert len(CASES) >= 60
+    assert len([c for c in CASES if not c.marks]) >= 60  # cases that run
     assert rpcs == set(pb.DESCRIPTOR.services_by_name["SearchService"].methods_by_name)
 
 

@@ -14,6 +14,7 @@ import pytest
 from tests.conftest import TINY_SPEC
 from winnow.records import SearchRecord, SearchStatus, Status, TrialRecord
 from winnow.service.api import convert
+from winnow.service.client import Client
 from winnow.service.engine import readout
 from winnow.service.store import Store, sqlite_url
 from winnow.v1 import search_pb2 as pb
@@ -35,6 +36,7 @@ POISONED = {
     "huge budget": json.dumps(_spec(budget__max_trials=2**40)),
     "bad objective": json.dumps(_spec(objectives=[{"name": "accuracy", "direction": "up"}])),
     "not json": "{",
+    "nested too deep": "[" * 100_000 + "]" * 100_000,  # json.loads: RecursionError
 }
 PARSE_BUT_NOT_RESOLVE = {
     "null lr": json.dumps(_spec(space__optimizer__lr__low=None)),
@@ -69,7 +71,14 @@ def _poison(store: Store, spec_json: str, status: SearchStatus) -> str:
 
 
 # The front needs the objectives and the rungs: a stand-in without them shows none.
-ON_FRONT = {"huge budget": 2, "bad objective": 0, "not json": 0, "null lr": 2, "unknown family": 2}
+ON_FRONT = {
+    "huge budget": 2,
+    "bad objective": 0,
+    "not json": 0,
+    "nested too deep": 0,
+    "null lr": 2,
+    "unknown family": 2,
+}
 
 
 @pytest.mark.parametrize("name", ON_FRONT)
@@ -125,6 +134,11 @@ def test_a_resumed_search_whose_spec_no_longer_parses_ends_failed_saying_why(
     while not (row := server.store.search(search_id)).ended and time.monotonic() < deadline:
         time.sleep(0.05)
     assert row.status == SearchStatus.FAILED and says in row.error
+    assert not row.error.startswith("SpecNoLongerValidError")  # expected, said plainly
+    with Client(server.address, retries=0) as client:
+        shown = client.search(search_id).info()["error"]
+    noted = "spec no longer valid" in row.error  # not for a spec that parses (unknown family)
+    assert shown.count("spec no longer valid") == noted, shown  # the note is not repeated
 
 
 def test_the_dashboards_overview_and_search_data_read_poisoned_searches(tmp_path):

@@ -204,7 +204,7 @@ class ForkFails(LocalExecutor):
     """A pool on a machine that cannot create processes for a while: the first ``fail``
     process starts raise EAGAIN, as ``fork`` does when the user is out of processes."""
 
-    fail = MAX_FAILED_STARTS + 1  # past the immediate retries: one backoff, then a start
+    fail = MAX_FAILED_STARTS + 1  # past the immediate retries: backoffs, then a start
 
     def _spawn(self, index, gpu, conn):
         process = super()._spawn(index, gpu, conn)

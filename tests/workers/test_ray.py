@@ -131,7 +131,7 @@ def test_health_follows_the_cluster_and_asks_it_sparingly(pool, monkeypatch):
         return answer[0]
 
     monkeypatch.setattr(ray, "nodes", nodes)
-    monkeypatch.setattr(pool, "_health", None)  # forget the last answer
+    monkeypatch.setattr(pool, "_health", (float("-inf"), True))  # forget the last answer
     assert not pool.healthy  # no alive node with CPUs
     assert all(not pool.healthy for _ in range(50)) and len(asked) == 1  # cached
     answer[0] = real_nodes

@@ -29,6 +29,8 @@ import pytest
 from winnow.service.client import Client
 from winnow.service.store import Store, sqlite_url
 
+from ..service.served import free_port
+
 pytestmark = pytest.mark.cluster
 
 NODE2 = "winnow-node2"  # the second node's host name
@@ -53,12 +55,6 @@ FAST_NODE_DEATH = {
     "RAY_health_check_timeout_ms": "1000",
     "RAY_health_check_failure_threshold": "3",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def ray_start(*args: str) -> list[str]:
@@ -100,7 +96,7 @@ class Node:
     process: subprocess.Popen
     log: Path
 
-    def wait_started(self, timeout: float = 180) -> None:
+    def wait_started(self, timeout: float = 90) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if "Ray runtime started" in self.log.read_text(errors="replace"):
@@ -121,7 +117,7 @@ class Node:
             self.process.wait(10)
 
 
-def wait_for_cpus(address: str, cpus: int, env: dict[str, str], timeout: float = 120) -> None:
+def wait_for_cpus(address: str, cpus: int, env: dict[str, str], timeout: float = 60) -> None:
     """Until the cluster counts ``cpus`` CPUs: the executor reads its slots once, at start."""
     status = [sys.executable, "-m", "ray.scripts.scripts", "status", "--address", address]
     deadline = time.monotonic() + timeout
@@ -191,7 +187,7 @@ def serve(db_url: str, port: int, ray_address: str, env: dict[str, str], log: Pa
         return subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
 
 
-def wait_serving(server: subprocess.Popen, log: Path, timeout: float = 180) -> None:
+def wait_serving(server: subprocess.Popen, log: Path, timeout: float = 90) -> None:
     """Until the server listens (joining the cluster takes it a while on a busy machine)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -210,7 +206,7 @@ def rows_of(store: Store, search_id: str) -> dict[int, tuple]:
 
 
 def wait_for_a_trial_to_kill(
-    store: Store, search_id: str, node: Node, server: subprocess.Popen, timeout: float = 300
+    store: Store, search_id: str, node: Node, server: subprocess.Popen, timeout: float = 150
 ) -> None:
     """Until a trial finished on the second node and another one runs there now."""
     deadline = time.monotonic() + timeout
@@ -244,7 +240,7 @@ def test_a_node_killed_mid_search_loses_no_finished_trial(tmp_path, ray_env, clu
             # no lost trial can run again this soon (the node is declared dead after 3 s).
             time.sleep(2)
             before = rows_of(store, search.id)
-            info = client.search(search.id).wait(timeout=300)
+            info = client.search(search.id).wait(timeout=150)
         after = rows_of(store, search.id)
     finally:
         server.kill()
