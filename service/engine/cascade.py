@@ -28,7 +28,7 @@ from time import perf_counter
 from typing import Protocol, TypeVar
 
 from winnow.search_space.candidate import Candidate
-from winnow.search_space.functional_hash import functional_hash
+from winnow.search_space.functional_hash import functional_hash, structural_fallback
 from winnow.search_space.trial import Status, TrialResult
 
 T = TypeVar("T")
@@ -150,14 +150,22 @@ class Trainer(Protocol):
 
 
 class HashStage:
-    """Fills in the functional hash: from the memo, else computed (an evaluation) and kept."""
+    """Fills in the functional hash: from the memo, else computed (an evaluation) and kept.
+
+    ``compute`` returns None when it could not hash (a worker's hash trial failed): the
+    proposal goes on under its structural hash (``structural_fallback``, as for a probe that
+    diverges), which is not memoised, so the next equal structure tries again. An equal
+    structure computes the same function, so the fallback never merges different functions;
+    it only misses twins of other structures."""
 
     name = "hash"
 
     def __init__(
         self,
         memo: HashMemo,
-        compute: Callable[[Proposal], str] = lambda proposal: functional_hash(proposal.candidate),
+        compute: Callable[[Proposal], str | None] = lambda proposal: functional_hash(
+            proposal.candidate
+        ),
     ) -> None:
         self.memo, self.compute = memo, compute
 
@@ -165,7 +173,10 @@ class HashStage:
         functional = self.memo.get(proposal.structural)
         if functional is None:
             functional = passage.evaluate(lambda: self.compute(proposal))
-            self.memo.put(proposal.structural, functional)
+            if functional is None:
+                functional = structural_fallback(proposal.structural)
+            else:
+                self.memo.put(proposal.structural, functional)
         proposal.functional = functional
         return True
 
@@ -252,10 +263,12 @@ def cascade_stages(
     rule: Rule,
     trainer: Trainer,
     supernet: Stage | None = None,
-    compute_hash: Callable[[Proposal], str] | None = None,
+    compute_hash: Callable[[Proposal], str | None] | None = None,
 ) -> list[Stage]:
     """The cascade's stage list, in order (``compute_hash``: how the hash stage computes a
-    functional hash the memo lacks; ``functional_hash`` by default)."""
+    functional hash the memo lacks, None when it could not; ``functional_hash`` in this
+    process by default, the engine's ``WorkerHashes`` sends a ``hash`` trial to its
+    executor)."""
     hashing = HashStage(memo) if compute_hash is None else HashStage(memo, compute_hash)
     return [
         hashing,

@@ -32,7 +32,13 @@ from winnow.records import SearchStatus, TrialRecord
 from winnow.search_space.canonical import structural_hash
 from winnow.service.engine import readout
 from winnow.service.engine.cascade import Passage, Stage, TrainStage, cascade_stages, run_stages
-from winnow.service.engine.evidence import ProxyRule, ProxyScores, StoredResults, StoreHashMemo
+from winnow.service.engine.evidence import (
+    ProxyRule,
+    ProxyScores,
+    StoredResults,
+    StoreHashMemo,
+    WorkerHashes,
+)
 from winnow.service.engine.journal import EventSink, Journal
 from winnow.service.engine.outcomes import Outcomes
 from winnow.service.engine.pareto import pareto_front, search_hypervolume
@@ -108,6 +114,7 @@ class Engine:
             ProxyRule(self.spec, self.screen),
             self.training,
             supernet,
+            compute_hash=WorkerHashes(self.spec, self.executor),
         )
 
     # --- construction, cancelling, watching ----------------------------------------------------

@@ -8,6 +8,8 @@ import json
 
 import pytest
 
+from winnow.search_space.canonical import structural_hash
+from winnow.search_space.functional_hash import functional_hash
 from winnow.search_space.spec import parse_space
 from winnow.search_space.trial import Status, TrialResult, TrialSpec
 from winnow.service.engine import Engine
@@ -19,6 +21,7 @@ from winnow.service.engine.tune_searcher import WinnowSearcher
 from winnow.service.search_spec import Screen, parse_search_spec
 from winnow.service.store import Store, sqlite_url
 from winnow.workers.executor import InProcessExecutor
+from winnow.workers.run import run_trial
 
 SCREEN = {"proxies": ["synflow", "params"], "keep_fraction": 0.5, "min_population": 3}
 SPACE = {
@@ -36,6 +39,8 @@ class FakeWorld:
 
     def __call__(self, spec: TrialSpec, on_epoch=None) -> TrialResult:
         width, depth = spec.candidate.architecture["width"], spec.candidate.architecture["depth"]
+        if spec.stage == "hash":  # the real functional hash: reuse depends on it
+            return run_trial(spec)
         if spec.stage == "proxy":
             return TrialResult(Status.OK, {"proxy.synflow": width * depth, "proxy.params": width})
         if width in self.fail_widths:
@@ -176,3 +181,62 @@ def test_a_cascade_state_rebuilt_from_rows_equals_the_live_state(store):
     # proxy runs are not in the rows (a cached score leaves the same row as a computed one)
     assert_same_state(engine.state, resumed.state, except_counts=("proxy",))
     assert resumed.counts["proxy"] == 0
+
+
+class RecordingWorld(FakeWorld):
+    """As FakeWorld, recording the stage of every trial it is sent; ``fail_hashes`` makes
+    every hash trial fail, as a worker that died would."""
+
+    def __init__(self, fail_hashes: bool = False) -> None:
+        super().__init__()
+        self.stages: list[str] = []
+        self.fail_hashes = fail_hashes
+
+    def __call__(self, spec: TrialSpec, on_epoch=None) -> TrialResult:
+        self.stages.append(spec.stage)
+        if spec.stage == "hash" and self.fail_hashes:
+            return TrialResult(Status.FAILED, error="worker lost")
+        return super().__call__(spec, on_epoch)
+
+
+def hashed_rows(store: Store, search_id: str) -> dict[str, str]:
+    """Each stored candidate's functional hash, by its canonical JSON."""
+    return {r.candidate: r.functional_hash for r in store.trials(search_id)}
+
+
+def test_the_engine_hashes_in_its_executors_workers(store, monkeypatch):
+    def no_hashing_here(*args, **kwargs):
+        raise AssertionError("the engine hashed in its own process")
+
+    monkeypatch.setattr("winnow.service.engine.cascade.functional_hash", no_hashing_here)
+    world = RecordingWorld()
+    engine = Engine.create(
+        make_spec(name="cascade", sampler="random"), store, InProcessExecutor(world)
+    )
+    engine.run()
+    distinct = {t.structural for t in engine.tracked.values()}
+    assert world.stages.count("hash") == len(distinct)  # once per structure, then memoised
+    for canonical, functional in hashed_rows(store, engine.search_id).items():
+        candidate = next(
+            t.candidate
+            for t in engine.tracked.values()
+            if t.candidate.canonical_json() == canonical
+        )
+        assert functional == functional_hash(candidate)  # the same function, the same probe
+
+
+def test_a_failed_hash_trial_falls_back_to_the_structural_hash_and_the_search_goes_on(store):
+    world = RecordingWorld(fail_hashes=True)
+    engine = Engine.create(
+        make_spec(name="cascade", sampler="random"), store, InProcessExecutor(world)
+    )
+    report = engine.run()
+    assert report.trained > 0 and "hash" in world.stages
+    for tracked in engine.tracked.values():
+        assert tracked.functional == "s" + structural_hash(tracked.candidate)[1:]
+    # not memoised: the next search asks the workers again
+    again = RecordingWorld()
+    Engine.create(
+        make_spec(name="cascade", sampler="random"), store, InProcessExecutor(again)
+    ).run()
+    assert "hash" in again.stages
