@@ -16,7 +16,8 @@ augmentation (4-pixel padded random crop and horizontal flip).
   for tests and smoke runs; positive sizes, at most ``MAX_SYNTHETIC_VALUES`` values.
 
 ``check_dataset_spec`` refuses an unknown name or an argument a loader would refuse without
-loading anything; spec checks call it.
+loading anything; spec checks call it. ``dataset_shape`` answers a dataset's example shape and
+class count, from its arguments where they say it (``synthetic``), else by loading it.
 """
 
 from __future__ import annotations
@@ -280,6 +281,7 @@ def load_cifar10_dataset(directory: str | None) -> Dataset:
 # A synthetic example holds at most an ImageNet-sized image: its 768 examples then take
 # ~460 MB as float32; a larger shape is a typo, and would exhaust a worker's memory.
 MAX_SYNTHETIC_VALUES = 3 * 224 * 224
+SYNTHETIC_CLASSES = 10
 
 
 def synthetic_shape(shape: str | None) -> tuple[int, ...]:
@@ -303,7 +305,7 @@ def load_synthetic_dataset(shape: str | None) -> Dataset:
     """Class prototypes plus Gaussian noise: learnable, deterministic, no files."""
     dims = synthetic_shape(shape)
     rng = np.random.default_rng(0)
-    num_classes, n_train, n_test = 10, 512, 256
+    num_classes, n_train, n_test = SYNTHETIC_CLASSES, 512, 256
     prototypes = rng.normal(size=(num_classes, *dims)).astype(np.float32)
     labels = rng.integers(0, num_classes, n_train + n_test)
     x = prototypes[labels] + 1.5 * rng.normal(size=(n_train + n_test, *dims)).astype(np.float32)
@@ -353,6 +355,25 @@ def check_dataset_spec(spec: str) -> None:
     check = _ARGUMENT_CHECKS.get(name)
     if check is not None:
         check(arg or None)
+
+
+# What a loader's argument says of its examples and classes without building anything.
+_KNOWN_SHAPES: dict[str, Callable[[str | None], tuple[tuple[int, ...], int]]] = {
+    "synthetic": lambda arg: (synthetic_shape(arg), SYNTHETIC_CLASSES),
+}
+
+
+def dataset_shape(spec: str, load: bool = True) -> tuple[tuple[int, ...], int] | None:
+    """``(input shape, classes)`` of dataset ``spec``: from its argument where that says it
+    (``synthetic``), from a dataset handed to this process, else by loading it -- or None
+    when ``load`` is false (a request handler must not read or build a dataset)."""
+    name, _, arg = spec.partition(":")
+    if name in _KNOWN_SHAPES:
+        return _KNOWN_SHAPES[name](arg or None)
+    if spec in _PROVIDED or load:
+        dataset = load_dataset(spec)
+        return dataset.input_shape, dataset.num_classes
+    return None
 
 
 def load_dataset(spec: str) -> Dataset:

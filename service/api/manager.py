@@ -2,7 +2,8 @@
 
 Submitted searches are stored ``queued`` at once (so nothing accepted is lost) and start when one
 of ``max_concurrent`` slots is free; more than ``max_queued`` waiting is refused
-(``QueueFullError``). All searches share one store, hence one equivalence cache. On start the
+(``QueueFullError``). All searches share one store, hence one equivalence cache, and the
+server's size cap (``max_params``: candidates of more parameters fail unbuilt). On start the
 manager resumes every search a previous server left ``queued`` or ``running``; ``shutdown``
 stops proposing, lets running evaluations finish and store their results, and leaves the
 searches ``queued`` for the next server. One server per store: two servers on one database
@@ -54,8 +55,9 @@ class SearchManager:
         make_executor: Callable[[], Executor],
         max_concurrent: int = 2,
         max_queued: int = 64,
+        max_params: int | None = None,
     ) -> None:
-        self.store = store
+        self.store, self.max_params = store, max_params
         self.make_executor = make_executor
         self.max_concurrent, self.max_queued = max_concurrent, max_queued
         self.live: dict[str, Engine] = {}
@@ -100,7 +102,9 @@ class SearchManager:
             existing = self._requested(request_id, spec)
             if existing is not None:
                 return existing, False
-        spec.task.check_dataset()
+        # Only what the spec's arguments say: a dataset is never read or built in a request
+        # handler (it shares the GIL with every other call); Engine.resume checks the rest.
+        spec.task.check_dataset(load=False)
         with self._lock:
             if self._stopping:
                 raise ShuttingDownError("the server is shutting down; retry once it restarted")
@@ -172,7 +176,7 @@ class SearchManager:
 
     def _run(self, search_id: str, executor: Executor) -> None:
         try:
-            engine = Engine.resume(self.store, search_id, executor)
+            engine = Engine.resume(self.store, search_id, executor, max_params=self.max_params)
         except Exception as error:  # a spec the code no longer accepts, a missing dataset
             log.exception("search %s cannot start", search_id)
             with self._lock:

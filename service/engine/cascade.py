@@ -1,11 +1,12 @@
 """The cascade as stages: each proposal meets the cheapest evidence first.
 
-    hash -> reuse -> proxy -> screen -> supernet -> train
+    [size cap ->] hash -> reuse -> proxy -> screen -> supernet -> train
 
 A :class:`Stage` takes a :class:`Proposal` one step: it returns True to let it go on to the next
 stage, False when it has settled it (a reused result, a screened-out or failed candidate), which
 it reports through the passage's :class:`Outcomes`. The last stage hands the proposal to
 training. Plain strategies (``random``, ``tpe``, ``nsga2``, ``gp``) run ``[TrainStage]`` alone.
+A server's size cap (``SizeCapStage``) goes first in either list.
 
 The stages hold the decisions; what they ask is behind small protocols (``HashMemo``, ``Twins``,
 ``Scorer``, ``Rule``, ``Trainer``, ``Outcomes``), so that every cascade runs the same list
@@ -147,6 +148,28 @@ class Trainer(Protocol):
 
 
 # --- the stages ---------------------------------------------------------------------------------
+
+
+class SizeCapStage:
+    """Fails a candidate whose network has more than ``cap`` parameters before anything builds
+    it at full size: not hashed, scored or trained. ``count`` gives the parameters without
+    allocating them (e.g. ``costs.parameters_of``: built on torch's meta device), or None when
+    it cannot tell; such a candidate goes on, and the stage that builds it reports what is
+    wrong with it."""
+
+    name = "costs"  # the row it leaves: a static cost of the network
+
+    def __init__(self, cap: int, count: Callable[[Candidate], int | None]) -> None:
+        self.cap, self.count = cap, count
+
+    def __call__(self, proposal: Proposal, passage: Passage) -> bool:
+        parameters = self.count(proposal.candidate)
+        if parameters is None or parameters <= self.cap:
+            return True
+        error = f"{parameters:,} parameters, over the server's cap of {self.cap:,}"
+        result = TrialResult(Status.FAILED, {"params": float(parameters)}, error=error)
+        passage.outcomes.failed(proposal, self.name, result)
+        return False
 
 
 class HashStage:

@@ -160,3 +160,13 @@ def test_a_cifar10_batch_as_the_real_files_are_written_loads(tmp_path):
     data = load_dataset(f"cifar10:{tmp_path}")
     assert data.train_x.dtype == torch.uint8 and data.input_shape == (3, 32, 32)
     assert (len(data.train_y), len(data.test_y)) == (15, 3)
+
+
+def test_a_synthetic_datasets_shape_is_known_without_building_it(monkeypatch):
+    built = load_dataset("synthetic:2x5x5")
+    monkeypatch.setattr(datasets, "load_dataset", lambda spec: pytest.fail("built " + spec))
+    assert datasets.dataset_shape("synthetic:2x5x5", load=False) == (
+        built.input_shape,
+        built.num_classes,
+    )
+    assert datasets.dataset_shape("digits", load=False) is None  # a file's needs reading

@@ -7,8 +7,11 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
+from winnow.search_space import Candidate
 from winnow.search_space.canonical import structural_hash
+from winnow.search_space.costs import count_parameters
 from winnow.search_space.functional_hash import functional_hash
 from winnow.search_space.spec import parse_space
 from winnow.search_space.trial import Status, TrialResult, TrialSpec
@@ -240,3 +243,44 @@ def test_a_failed_hash_trial_falls_back_to_the_structural_hash_and_the_search_go
         make_spec(name="cascade", sampler="random"), store, InProcessExecutor(again)
     ).run()
     assert "hash" in again.stages
+
+
+def parameters(candidate: Candidate) -> int:
+    """The parameters of the candidate's network on the digits, counted on a real build."""
+    return count_parameters(candidate.build_model(10, (64,)))
+
+
+def test_a_candidate_over_the_size_cap_fails_unbuilt_and_never_reaches_the_executor(
+    store, monkeypatch
+):
+    builds: list[tuple[str, str]] = []  # (candidate key, device) of every network built
+    build = Candidate.build_model
+
+    def recording_build(self, *args, **kwargs):
+        builds.append((self.key, str(torch.empty(0).device)))
+        return build(self, *args, **kwargs)
+
+    monkeypatch.setattr(Candidate, "build_model", recording_build)
+    sent: list[tuple[str, str]] = []  # (stage, candidate key) of every trial
+    world = RecordingWorld()
+
+    def recording(spec, on_epoch=None):
+        sent.append((spec.stage, spec.candidate.key))
+        return world(spec, on_epoch)
+
+    cap = 5_000  # the narrow shallow networks fit, the deeper ones do not
+    spec = make_spec(name="cascade", sampler="random", extra={"budget": {"max_proposals": 12}})
+    engine = Engine.create(spec, store, InProcessExecutor(recording), max_params=cap)
+    report = engine.run()
+    monkeypatch.undo()
+    counts = {t.number: parameters(t.candidate) for t in engine.tracked.values()}
+    over = [t for t in engine.tracked.values() if counts[t.number] > cap]
+    assert over and report.failed == len(over) and report.trained > 0
+    rows = {r.number: r for r in store.trials(engine.search_id) if r.stage == "costs"}
+    assert set(rows) == {t.number for t in over}
+    for tracked in over:
+        row = rows[tracked.number]
+        assert row.status == "failed" and row.metrics["params"] == counts[tracked.number]
+        assert row.error == f"{counts[tracked.number]:,} parameters, over the server's cap of 5,000"
+        assert tracked.candidate.key not in {key for _, key in sent}  # no hash, proxy, train
+        assert {device for key, device in builds if key == tracked.candidate.key} == {"meta"}
