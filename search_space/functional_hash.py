@@ -60,8 +60,10 @@ DEFAULT_MANTISSA_BITS = 12
 # Bumped whenever the same candidate would hash differently, so stored hashes are not mixed.
 # 2: numpy PCG64 initialisation; nb201 probed with one cell per stage.
 HASH_VERSION = 2
-# Networks at least this large are collected at once after use (see ``release``).
-COLLECT_ABOVE_PARAMETERS = 1_000_000
+# Networks at least this large are collected at once after use (see ``release``): 80 MB of
+# float64 values. At 1M, the proxies of 13 in 47 nb201 proposals collected, 0.23 s each in the
+# benchmark's heap (winnow bench search: 70% more wall time).
+COLLECT_ABOVE_PARAMETERS = 10_000_000
 
 
 @dataclass(frozen=True)
@@ -166,8 +168,8 @@ def release(parameters: int) -> None:
     A dropped network is freed at once unless it sits in a reference cycle, which torch's
     first optimizer of a process makes (and any module holding itself would): then its
     tensors wait for Python's collector, whose next full pass may be long coming. A full
-    ``gc.collect()`` costs 0.05-0.2 s in a server's heap, more than hashing a small cell, so
-    only networks of at least ``COLLECT_ABOVE_PARAMETERS`` parameters (8 MB of float64
+    ``gc.collect()`` costs 0.05-0.25 s in a server's heap, more than hashing a small cell, so
+    only networks of at least ``COLLECT_ABOVE_PARAMETERS`` parameters (80 MB of float64
     values and as much again in gradients) are worth it."""
     if parameters >= COLLECT_ABOVE_PARAMETERS:
         gc.collect()

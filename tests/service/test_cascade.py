@@ -284,3 +284,5 @@ def test_a_candidate_over_the_size_cap_fails_unbuilt_and_never_reaches_the_execu
         assert row.error == f"{counts[tracked.number]:,} parameters, over the server's cap of 5,000"
         assert tracked.candidate.key not in {key for _, key in sent}  # no hash, proxy, train
         assert {device for key, device in builds if key == tracked.candidate.key} == {"meta"}
+    resumed = Engine.resume(store, engine.search_id, InProcessExecutor(world), max_params=cap)
+    assert resumed.counts["failed"] == report.failed and not resumed.state.requeued

@@ -11,6 +11,7 @@ import pytest
 
 from winnow.proxies import proxy_names
 from winnow.search_space import Candidate, Status, TrialResult, TrialSpec
+from winnow.search_space import functional_hash as functional_hash_module
 from winnow.search_space.functional_hash import functional_hash
 from winnow.workers import run_trial
 from winnow.workers.run import TRIAL_STAGES, hash_candidate, measure_costs, score_proxies
@@ -77,7 +78,7 @@ def test_a_hash_that_raises_is_a_failed_trial():
     assert "learning rate" in result.error
 
 
-WIDE = {**MLP, "depth": 2, "width": 1024}  # ~1.1M parameters: collected after use
+WIDE = {**MLP, "depth": 2, "width": 1024}  # ~1.1M parameters, collected with the cap at 1M
 
 
 @pytest.mark.parametrize(
@@ -96,6 +97,7 @@ def test_a_stage_that_does_not_train_frees_its_network_even_in_a_reference_cycle
         return model
 
     monkeypatch.setattr(Candidate, "build_model", build_in_a_cycle)
+    monkeypatch.setattr(functional_hash_module, "COLLECT_ABOVE_PARAMETERS", 1_000_000)
     spec = TrialSpec(Candidate(architecture=WIDE), "digits", stage=stage, proxies=proxies)
     gc.collect()
     gc.disable()  # only the stage itself may collect
