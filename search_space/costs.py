@@ -23,6 +23,17 @@ from winnow.search_space.quantization import (
 FLOAT_BYTES = 4  # deployed float parameters and quantization scales/zero points are 32-bit
 
 
+def parameters_of(candidate, num_classes: int, input_shape: tuple[int, ...]) -> int:
+    """Parameters of ``candidate``'s network (a ``Candidate``), counted without building it in
+    memory: the network is built on torch's ``meta`` device (shapes, no storage), unquantized
+    (quantization adds no parameters, see ``count_parameters``, and its fake-quantization ops
+    have no meta kernels). A cap can refuse a huge candidate this way before anything
+    allocates it."""
+    plain = candidate.model_copy(update={"quantization": type(candidate.quantization)()})
+    with torch.device("meta"):
+        return count_parameters(plain.build_model(num_classes, input_shape))
+
+
 def count_parameters(model: nn.Module) -> int:
     """Number of parameters, counted as NAS-Bench-201 does (every parameter tensor, once).
 

@@ -16,7 +16,8 @@ augmentation (4-pixel padded random crop and horizontal flip).
   for tests and smoke runs; positive sizes, at most ``MAX_SYNTHETIC_VALUES`` values.
 
 ``check_dataset_spec`` refuses an unknown name or an argument a loader would refuse without
-loading anything; spec checks call it.
+loading anything; spec checks call it. ``dataset_shape`` answers a dataset's example shape and
+class count, from its arguments where they say it (``synthetic``), else by loading it.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import pickle
 import tarfile
 import urllib.error
 import urllib.request
+import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +44,7 @@ from winnow.search_space.registry import Registry
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
+CIFAR10_SHAPE, CIFAR10_CLASSES = (3, 32, 32), 10
 _NUMPY_MULTIARRAY = ("numpy.core.multiarray", "numpy._core.multiarray")
 
 
@@ -115,6 +118,11 @@ def crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torc
     return torch.where(flip[:, None, None, None], cropped.flip(3), cropped)
 
 
+def class_count(train_y, test_y) -> int:
+    """Classes are labelled 0..n-1: n is one more than the largest label of either split."""
+    return int(max(train_y.max(), test_y.max())) + 1
+
+
 def from_arrays(name: str, train_x, train_y, test_x, test_y, scale: float) -> Dataset:
     """Build a Dataset, computing normalisation statistics on the training split only."""
     train_x, test_x = torch.as_tensor(train_x), torch.as_tensor(test_x)
@@ -126,7 +134,7 @@ def from_arrays(name: str, train_x, train_y, test_x, test_y, scale: float) -> Da
     scaled = train_x.float() / scale
     mean, std = scaled.mean(dims), scaled.std(dims).clamp_min(1e-6)
     is_large_image = train_x.dim() == 4 and min(train_x.shape[2:]) >= 32
-    num_classes = int(max(train_y.max(), test_y.max())) + 1
+    num_classes = class_count(train_y, test_y)
     return Dataset(
         name,
         train_x,
@@ -223,7 +231,7 @@ def _read_cifar_batch(file: Path) -> tuple[np.ndarray, np.ndarray]:
     data, labels = (batch.get(key, batch.get(key.encode())) for key in ("data", "labels"))
     if not isinstance(data, np.ndarray) or labels is None:
         raise DatasetError(f"{file} is not a CIFAR-10 python batch (needs data and labels)")
-    return data.reshape(-1, 3, 32, 32), np.asarray(labels)
+    return data.reshape(-1, *CIFAR10_SHAPE), np.asarray(labels)
 
 
 def _read_cifar_batches(folder: Path) -> Dataset:
@@ -280,6 +288,7 @@ def load_cifar10_dataset(directory: str | None) -> Dataset:
 # A synthetic example holds at most an ImageNet-sized image: its 768 examples then take
 # ~460 MB as float32; a larger shape is a typo, and would exhaust a worker's memory.
 MAX_SYNTHETIC_VALUES = 3 * 224 * 224
+SYNTHETIC_CLASSES = 10
 
 
 def synthetic_shape(shape: str | None) -> tuple[int, ...]:
@@ -303,7 +312,7 @@ def load_synthetic_dataset(shape: str | None) -> Dataset:
     """Class prototypes plus Gaussian noise: learnable, deterministic, no files."""
     dims = synthetic_shape(shape)
     rng = np.random.default_rng(0)
-    num_classes, n_train, n_test = 10, 512, 256
+    num_classes, n_train, n_test = SYNTHETIC_CLASSES, 512, 256
     prototypes = rng.normal(size=(num_classes, *dims)).astype(np.float32)
     labels = rng.integers(0, num_classes, n_train + n_test)
     x = prototypes[labels] + 1.5 * rng.normal(size=(n_train + n_test, *dims)).astype(np.float32)
@@ -353,6 +362,58 @@ def check_dataset_spec(spec: str) -> None:
     check = _ARGUMENT_CHECKS.get(name)
     if check is not None:
         check(arg or None)
+
+
+# What a loader's argument says of its examples and classes without reading anything.
+_KNOWN_SHAPES: dict[str, Callable[[str | None], tuple[tuple[int, ...], int]]] = {
+    "synthetic": lambda arg: (synthetic_shape(arg), SYNTHETIC_CLASSES),
+    "cifar10": lambda arg: (CIFAR10_SHAPE, CIFAR10_CLASSES),  # the format's, whatever the folder
+}
+
+
+def _npz_shape(path: str | None) -> tuple[tuple[int, ...], int]:
+    """An npz dataset's example shape from its ``train_x`` header and its classes from the
+    labels, without reading the images."""
+    file = Path(_npz_path(path)).expanduser()
+    try:
+        with zipfile.ZipFile(file) as archive, archive.open("train_x.npy") as member:
+            version = np.lib.format.read_magic(member)
+            read_header = (
+                np.lib.format.read_array_header_1_0
+                if version == (1, 0)
+                else np.lib.format.read_array_header_2_0
+            )
+            shape, _, _ = read_header(member)
+        with np.load(file) as arrays:
+            labels = arrays["train_y"], arrays["test_y"]
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as error:
+        raise DatasetError(f"cannot read the shape of {file}: {error}") from error
+    return tuple(shape[1:]), class_count(*labels)
+
+
+# How the loaders that read files answer the shape for less than a load.
+_READ_SHAPES: dict[str, Callable[[str | None], tuple[tuple[int, ...], int]]] = {
+    "npz": _npz_shape,
+}
+
+
+def dataset_shape(spec: str, load: bool = True) -> tuple[tuple[int, ...], int] | None:
+    """``(input shape, classes)`` of dataset ``spec``: from its argument where that says it
+    (``synthetic``, ``cifar10``), from a dataset handed to this process, else (``load``) from
+    what the loader reads for it (an npz file's header and labels) or by loading it; None
+    when ``load`` is false and it needs reading (a request handler reads no dataset)."""
+    name, _, arg = spec.partition(":")
+    if name in _KNOWN_SHAPES:
+        return _KNOWN_SHAPES[name](arg or None)
+    if spec in _PROVIDED:
+        dataset = _PROVIDED[spec]
+    elif not load:
+        return None
+    elif name in _READ_SHAPES:
+        return _READ_SHAPES[name](arg or None)
+    else:
+        dataset = load_dataset(spec)
+    return dataset.input_shape, dataset.num_classes
 
 
 def load_dataset(spec: str) -> Dataset:

@@ -26,11 +26,16 @@ Adam, SGD with zero momentum with or without Nesterov, 32-bit "quantization" and
 Distinct functions could collide only if their outputs agree to 12 bits on every probe value,
 which random weights make unlikely; ``winnow bench hashing`` measures class counts per precision.
 A candidate whose probe outputs are not finite (diverging in the probe steps) falls back to its
-structural hash.
+structural hash (``structural_fallback``), as the engine does for a hash trial that failed.
+
+The network built for the probe is freed before ``functional_signature`` returns, cycles
+included (``release``): a 50M-parameter candidate takes ~0.7 GB in float64 with its gradients
+and optimizer state.
 """
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import itertools
 from dataclasses import dataclass
@@ -44,6 +49,7 @@ from torch import nn
 from winnow.search_space.archs import FAMILIES
 from winnow.search_space.candidate import Candidate
 from winnow.search_space.canonical import HASH_CHARS, structural_hash
+from winnow.search_space.costs import count_parameters
 from winnow.search_space.optimizers import backward_and_step
 from winnow.search_space.schedules import build_scheduler
 
@@ -54,6 +60,10 @@ DEFAULT_MANTISSA_BITS = 12
 # Bumped whenever the same candidate would hash differently, so stored hashes are not mixed.
 # 2: numpy PCG64 initialisation; nb201 probed with one cell per stage.
 HASH_VERSION = 2
+# Networks at least this large are collected at once after use (see ``release``): 80 MB of
+# float64 values. At 1M, the proxies of 13 in 47 nb201 proposals collected, 0.23 s each in the
+# benchmark's heap (winnow bench search: 70% more wall time).
+COLLECT_ABOVE_PARAMETERS = 10_000_000
 
 
 @dataclass(frozen=True)
@@ -142,9 +152,33 @@ def functional_signature(candidate: Candidate, probe: Probe = Probe()) -> np.nda
     """Probe outputs at the position-determined init and after the probe steps (float64), or
     None when they are not finite."""
     candidate, _ = probe_stand_in(candidate)
-    family = candidate.architecture["family"]
-    shape = probe.input_shape(family)
+    shape = probe.input_shape(candidate.architecture["family"])
     model = candidate.build_model(probe.num_classes, shape).double()
+    try:
+        return _probe(candidate, model, shape, probe)
+    finally:
+        parameters = count_parameters(model)
+        del model  # the caller keeps only the outputs
+        release(parameters)
+
+
+def release(parameters: int) -> None:
+    """Collect reference cycles after a network of ``parameters`` parameters was dropped.
+
+    A dropped network is freed at once unless it sits in a reference cycle, which torch's
+    first optimizer of a process makes (and any module holding itself would): then its
+    tensors wait for Python's collector, whose next full pass may be long coming. A full
+    ``gc.collect()`` costs 0.05-0.25 s in a server's heap, more than hashing a small cell, so
+    only networks of at least ``COLLECT_ABOVE_PARAMETERS`` parameters (80 MB of float64
+    values and as much again in gradients) are worth it."""
+    if parameters >= COLLECT_ABOVE_PARAMETERS:
+        gc.collect()
+
+
+def _probe(
+    candidate: Candidate, model: nn.Module, shape: tuple[int, ...], probe: Probe
+) -> np.ndarray | None:
+    family = candidate.architecture["family"]
     position_init(model, FAMILIES.get(family).positions(model, candidate.architecture))
     _freeze_shifts(model)
     x, y = _probe_batches(probe, shape)
@@ -198,12 +232,18 @@ def round_mantissa(values: np.ndarray, bits: int) -> np.ndarray:
     return np.stack([rounded, exponent.astype(np.int64)])
 
 
+def structural_fallback(structural: str) -> str:
+    """The functional hash of a candidate whose probe gave no answer: its structural hash,
+    marked (``s``) so that it never equals a computed one."""
+    return "s" + structural[1:]
+
+
 def hash_signature(
     candidate: Candidate, signature: np.ndarray | None, mantissa_bits: int = DEFAULT_MANTISSA_BITS
 ) -> str:
     """The functional hash of a computed signature (see ``functional_signature``)."""
     if signature is None:
-        return "s" + structural_hash(candidate)[1:]
+        return structural_fallback(structural_hash(candidate))
     digest = hashlib.sha256(round_mantissa(signature, mantissa_bits).tobytes())
     # What the probe cannot observe is hashed as given: the batch size, and the architecture
     # fields that a smaller stand-in changed (e.g. nb201's cells per stage).

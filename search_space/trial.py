@@ -43,6 +43,11 @@ class TrialSpec:
 
 @dataclass
 class TrialResult:
+    """What a trial returned: ``metrics`` (numbers), the training ``loss_curve``, ``error``
+    (why it failed, or what failed in part) and ``value``: a stage's one non-numeric answer
+    (the ``hash`` stage's functional hash; None for the other stages and for results stored
+    before the field existed)."""
+
     status: Status
     metrics: dict[str, float] = field(default_factory=dict)
     loss_curve: list[float] = field(default_factory=list)
@@ -50,6 +55,7 @@ class TrialResult:
     seconds: float = 0.0
     device: str = "cpu"
     host: str | None = None  # the machine that ran it (set by process and cluster workers)
+    value: str | None = None
 
     def to_json_dict(self) -> dict[str, Any]:
         """Flat JSON for the CLI: status, every metric at top level, loss curve, error."""
@@ -57,6 +63,8 @@ class TrialResult:
         out["loss_curve"] = self.loss_curve
         if self.error is not None:
             out["error"] = self.error
+        if self.value is not None:
+            out["value"] = self.value
         out["seconds"] = round(self.seconds, 3)
         out["device"] = self.device
         return out

@@ -141,23 +141,39 @@ class Task(_Strict):
         """Identifies the task across searches: results cached under one key are reused."""
         return self.dataset
 
-    def check_dataset(self) -> None:
-        """Fail before any work when a stated input shape or class count is not the dataset's."""
+    def check_dataset(self, load: bool = True) -> None:
+        """Fail before any work when a stated input shape or class count is not the dataset's.
+        With ``load`` false, only what is known without reading or building the dataset is
+        checked (``synthetic:SHAPE`` is; files are not): what a request handler does, leaving
+        the rest to ``Engine.resume`` in the search's own thread."""
         if self.input_shape is None and self.num_classes is None:
             return
-        from winnow.search_space.datasets import load_dataset
+        from winnow.search_space.datasets import dataset_shape
 
-        data = load_dataset(self.dataset)
-        if self.input_shape is not None and tuple(self.input_shape) != data.input_shape:
+        known = dataset_shape(self.dataset, load)
+        if known is None:
+            return
+        input_shape, num_classes = known
+        if self.input_shape is not None and tuple(self.input_shape) != input_shape:
             raise SpecError(
                 f"field 'task.input_shape': {list(self.input_shape)} is not the shape of "
-                f"{self.dataset} ({list(data.input_shape)})"
+                f"{self.dataset} ({list(input_shape)})"
             )
-        if self.num_classes is not None and self.num_classes != data.num_classes:
+        if self.num_classes is not None and self.num_classes != num_classes:
             raise SpecError(
                 f"field 'task.num_classes': {self.num_classes} is not the number of classes of "
-                f"{self.dataset} ({data.num_classes})"
+                f"{self.dataset} ({num_classes})"
             )
+
+    def shape(self) -> tuple[tuple[int, ...], int]:
+        """``(input shape, classes)`` of the task: as stated, else the dataset's (which may
+        load it)."""
+        if self.input_shape is not None and self.num_classes is not None:
+            return tuple(self.input_shape), self.num_classes
+        from winnow.search_space.datasets import dataset_shape
+
+        input_shape, num_classes = dataset_shape(self.dataset)
+        return tuple(self.input_shape or input_shape), self.num_classes or num_classes
 
 
 class Budget(_Strict):

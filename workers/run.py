@@ -7,17 +7,26 @@ candidate; stages that do not train ignore the callback).
 scores it at initialisation with the zero-cost proxies (``winnow.proxies.score_model``) on fixed
 real batches of the task's training data, returning each proxy's value as a metric
 ``proxy.<name>`` (failed proxies are listed in ``error``, the others still count); ``costs``
-measures the built network's static costs (params, FLOPs, model bytes, BitOPs) on the CPU.
+measures the built network's static costs (params, FLOPs, model bytes, BitOPs) on the CPU;
+``hash`` takes the candidate's functional hash (``winnow.search_space.functional_hash``: fixed
+probes, no data) and returns it as the result's ``value``.
+
+The stages that do not train free what they built before they return, reference cycles
+included, so that a large candidate's network does not outlive its trial in a long-lived
+process (``functional_hash.release``).
 """
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Callable
 
 from winnow.proxies import score_model
 from winnow.proxies.batches import fixed_batches
+from winnow.search_space.costs import count_parameters
 from winnow.search_space.datasets import load_dataset
+from winnow.search_space.functional_hash import functional_hash, release
 from winnow.search_space.registry import Registry
 from winnow.search_space.training import (
     evaluate,
@@ -60,6 +69,9 @@ def score_proxies(spec: TrialSpec, on_epoch: EpochCallback | None = None) -> Tri
         batches = fixed_batches(dataset, PROXY_BATCHES, batch_size, spec.seed, device)
         model = spec.candidate.build_model(dataset.num_classes, dataset.input_shape).to(device)
         scores = score_model(model, batches, spec.proxies, seed=spec.seed)
+        parameters = count_parameters(model)
+        del model
+        release(parameters)
     except Exception as exc:  # a failed candidate must not end the caller's search
         return TrialResult(
             Status.FAILED,
@@ -89,7 +101,27 @@ def measure_costs(spec: TrialSpec, on_epoch: EpochCallback | None = None) -> Tri
         dataset = load_dataset(spec.dataset)
         model = spec.candidate.build_model(dataset.num_classes, dataset.input_shape)
         metrics = {k: float(v) for k, v in static_metrics(model, dataset.input_shape).items()}
+        parameters = count_parameters(model)
+        del model
+        release(parameters)
     except Exception as exc:  # a failed candidate must not end the caller's search
         error = f"{type(exc).__name__}: {exc}"
         return TrialResult(Status.FAILED, error=error, seconds=time.perf_counter() - start)
     return TrialResult(Status.OK, metrics, seconds=time.perf_counter() - start)
+
+
+@TRIAL_STAGES.register("hash")
+def hash_candidate(spec: TrialSpec, on_epoch: EpochCallback | None = None) -> TrialResult:
+    """The hash stage: the functional hash as the result's ``value`` (no data, no epochs:
+    ``on_epoch`` is never called); never raises for a bad candidate."""
+    start = time.perf_counter()
+    try:
+        value = functional_hash(spec.candidate)
+    except Exception as exc:  # a failed candidate must not end the caller's search
+        error = f"{type(exc).__name__}: {exc}"
+    else:
+        return TrialResult(Status.OK, value=value, seconds=time.perf_counter() - start)
+    # The exception's traceback held the probe's frames, network included, until now; a
+    # failure is rare, so collect whatever of it sits in cycles whatever its size.
+    gc.collect()
+    return TrialResult(Status.FAILED, error=error, seconds=time.perf_counter() - start)

@@ -2,7 +2,8 @@
 
 Submitted searches are stored ``queued`` at once (so nothing accepted is lost) and start when one
 of ``max_concurrent`` slots is free; more than ``max_queued`` waiting is refused
-(``QueueFullError``). All searches share one store, hence one equivalence cache. On start the
+(``QueueFullError``). All searches share one store, hence one equivalence cache, and the
+server's size cap (``max_params``: candidates of more parameters fail unbuilt). On start the
 manager resumes every search a previous server left ``queued`` or ``running``; ``shutdown``
 stops proposing, lets running evaluations finish and store their results, and leaves the
 searches ``queued`` for the next server. A search's dataset is checked against this server's
@@ -64,8 +65,9 @@ class SearchManager:
         max_concurrent: int = 2,
         max_queued: int = 64,
         data_roots: tuple[Path, ...] = (),
+        max_params: int | None = None,
     ) -> None:
-        self.store = store
+        self.store, self.max_params = store, max_params
         self.data_roots = resolved(data_roots)
         self.make_executor = make_executor
         self.max_concurrent, self.max_queued = max_concurrent, max_queued
@@ -111,7 +113,9 @@ class SearchManager:
             existing = self._requested(request_id, spec)
             if existing is not None:
                 return existing, False
-        spec.task.check_dataset()
+        # Only what the spec's arguments say: a dataset is never read or built in a request
+        # handler (it shares the GIL with every other call); Engine.resume checks the rest.
+        spec.task.check_dataset(load=False)
         with self._lock:
             if self._stopping:
                 raise ShuttingDownError("the server is shutting down; retry once it restarted")
@@ -188,7 +192,7 @@ class SearchManager:
     def _run(self, search_id: str, executor: Executor) -> None:
         try:
             self._check_data_root(search_id)  # before the engine loads anything
-            engine = Engine.resume(self.store, search_id, executor)
+            engine = Engine.resume(self.store, search_id, executor, max_params=self.max_params)
         except Exception as error:  # a spec the code no longer accepts, a missing dataset
             self._not_started(search_id, error)
             return

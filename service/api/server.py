@@ -35,6 +35,7 @@ log = logging.getLogger("winnow.server")
 SERVICE_NAME = search_pb2.DESCRIPTOR.services_by_name["SearchService"].full_name
 MAX_MESSAGE_BYTES = 8 << 20  # requests and responses; a spec is limited further (1 MiB)
 HEALTH_POLL_SECONDS = 1.0  # how often the pool's health is copied to the health service
+DEFAULT_MAX_PARAMS = 100_000_000  # winnow serve --max-params
 THREADS, WATCHERS = 32, 24  # watch streams hold a thread each: some are kept for other calls
 
 
@@ -49,6 +50,9 @@ class ServerConfig:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     data_roots: tuple[Path, ...] = ()  # where specs may name dataset files (npz:, cifar10:)
+    # Candidates of more parameters fail before anything builds them (None: no cap). 1e8
+    # float32 parameters are 0.4 GB, and training holds several times that.
+    max_params: int | None = DEFAULT_MAX_PARAMS
 
     def __post_init__(self) -> None:
         if self.max_concurrent_searches < 1:  # 0 would queue every search and run none
@@ -58,6 +62,10 @@ class ServerConfig:
         if self.max_queued_searches < 1:  # 0 would accept no submission at all
             raise ValueError(
                 f"max_queued_searches must be at least 1, not {self.max_queued_searches}"
+            )
+        if self.max_params is not None and self.max_params < 1:
+            raise ValueError(
+                f"max_params must be at least 1 (or None: no cap), not {self.max_params}"
             )
 
 
@@ -145,7 +153,8 @@ class WinnowServer:
             make_executor,
             config.max_concurrent_searches,
             config.max_queued_searches,
-            config.data_roots,
+            data_roots=config.data_roots,
+            max_params=config.max_params,
         )
         interceptors = [BearerTokenInterceptor(config.token)] if config.token else []
         self.server = grpc.server(

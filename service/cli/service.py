@@ -80,6 +80,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         pool=_pool_config(args),
         max_concurrent_searches=args.max_concurrent_searches,
         max_queued_searches=args.max_queued_searches,
+        max_params=args.max_params or None,  # 0: no cap; ServerConfig refuses a negative one
         token=_token(args),
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
@@ -243,6 +244,12 @@ def add_service_commands(commands: Any) -> None:
         type=positive_int,
         default=64,
         help="submissions waiting for a slot (at least 1)",
+    )
+    serve.add_argument(
+        "--max-params",
+        type=int,
+        default=100_000_000,  # server.DEFAULT_MAX_PARAMS (that module imports grpc and torch)
+        help="fail candidates of more parameters before building them; 0: no cap",
     )
     serve.add_argument(
         "--token", help=f"require this bearer token on every call (default: ${env.TOKEN})"

@@ -1,11 +1,12 @@
 """The cascade as stages: each proposal meets the cheapest evidence first.
 
-    hash -> reuse -> proxy -> screen -> supernet -> train
+    [size cap ->] hash -> reuse -> proxy -> screen -> supernet -> train
 
 A :class:`Stage` takes a :class:`Proposal` one step: it returns True to let it go on to the next
 stage, False when it has settled it (a reused result, a screened-out or failed candidate), which
 it reports through the passage's :class:`Outcomes`. The last stage hands the proposal to
 training. Plain strategies (``random``, ``tpe``, ``nsga2``, ``gp``) run ``[TrainStage]`` alone.
+A server's size cap (``SizeCapStage``) goes first in either list.
 
 The stages hold the decisions; what they ask is behind small protocols (``HashMemo``, ``Twins``,
 ``Scorer``, ``Rule``, ``Trainer``, ``Outcomes``), so that every cascade runs the same list
@@ -28,7 +29,7 @@ from time import perf_counter
 from typing import Protocol, TypeVar
 
 from winnow.search_space.candidate import Candidate
-from winnow.search_space.functional_hash import functional_hash
+from winnow.search_space.functional_hash import functional_hash, structural_fallback
 from winnow.search_space.trial import Status, TrialResult
 
 T = TypeVar("T")
@@ -149,15 +150,45 @@ class Trainer(Protocol):
 # --- the stages ---------------------------------------------------------------------------------
 
 
+class SizeCapStage:
+    """Fails a candidate whose network has more than ``cap`` parameters before anything builds
+    it at full size: not hashed, scored or trained. ``count`` gives the parameters without
+    allocating them (e.g. ``costs.parameters_of``: built on torch's meta device), or None when
+    it cannot tell; such a candidate goes on, and the stage that builds it reports what is
+    wrong with it."""
+
+    name = "costs"  # the row it leaves: a static cost of the network
+
+    def __init__(self, cap: int, count: Callable[[Candidate], int | None]) -> None:
+        self.cap, self.count = cap, count
+
+    def __call__(self, proposal: Proposal, passage: Passage) -> bool:
+        parameters = self.count(proposal.candidate)
+        if parameters is None or parameters <= self.cap:
+            return True
+        error = f"{parameters:,} parameters, over the server's cap of {self.cap:,}"
+        result = TrialResult(Status.FAILED, {"params": float(parameters)}, error=error)
+        passage.outcomes.failed(proposal, self.name, result)
+        return False
+
+
 class HashStage:
-    """Fills in the functional hash: from the memo, else computed (an evaluation) and kept."""
+    """Fills in the functional hash: from the memo, else computed (an evaluation) and kept.
+
+    ``compute`` returns None when it could not hash (a worker's hash trial failed): the
+    proposal goes on under its structural hash (``structural_fallback``, as for a probe that
+    diverges), which is not memoised, so the next equal structure tries again. An equal
+    structure computes the same function, so the fallback never merges different functions;
+    it only misses twins of other structures."""
 
     name = "hash"
 
     def __init__(
         self,
         memo: HashMemo,
-        compute: Callable[[Proposal], str] = lambda proposal: functional_hash(proposal.candidate),
+        compute: Callable[[Proposal], str | None] = lambda proposal: functional_hash(
+            proposal.candidate
+        ),
     ) -> None:
         self.memo, self.compute = memo, compute
 
@@ -165,7 +196,10 @@ class HashStage:
         functional = self.memo.get(proposal.structural)
         if functional is None:
             functional = passage.evaluate(lambda: self.compute(proposal))
-            self.memo.put(proposal.structural, functional)
+            if functional is None:
+                functional = structural_fallback(proposal.structural)
+            else:
+                self.memo.put(proposal.structural, functional)
         proposal.functional = functional
         return True
 
@@ -252,10 +286,12 @@ def cascade_stages(
     rule: Rule,
     trainer: Trainer,
     supernet: Stage | None = None,
-    compute_hash: Callable[[Proposal], str] | None = None,
+    compute_hash: Callable[[Proposal], str | None] | None = None,
 ) -> list[Stage]:
     """The cascade's stage list, in order (``compute_hash``: how the hash stage computes a
-    functional hash the memo lacks; ``functional_hash`` by default)."""
+    functional hash the memo lacks, None when it could not; ``functional_hash`` in this
+    process by default, the engine's ``WorkerHashes`` sends a ``hash`` trial to its
+    executor)."""
     hashing = HashStage(memo) if compute_hash is None else HashStage(memo, compute_hash)
     return [
         hashing,

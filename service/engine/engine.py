@@ -20,6 +20,7 @@ kept, running ones re-queued.
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 import time
@@ -29,10 +30,25 @@ from typing import Any
 import numpy as np
 
 from winnow.records import SearchStatus, TrialRecord
+from winnow.search_space.candidate import Candidate
 from winnow.search_space.canonical import structural_hash
+from winnow.search_space.costs import parameters_of
 from winnow.service.engine import readout
-from winnow.service.engine.cascade import Passage, Stage, TrainStage, cascade_stages, run_stages
-from winnow.service.engine.evidence import ProxyRule, ProxyScores, StoredResults, StoreHashMemo
+from winnow.service.engine.cascade import (
+    Passage,
+    SizeCapStage,
+    Stage,
+    TrainStage,
+    cascade_stages,
+    run_stages,
+)
+from winnow.service.engine.evidence import (
+    ProxyRule,
+    ProxyScores,
+    StoredResults,
+    StoreHashMemo,
+    WorkerHashes,
+)
 from winnow.service.engine.journal import EventSink, Journal
 from winnow.service.engine.outcomes import Outcomes
 from winnow.service.engine.pareto import pareto_front, search_hypervolume
@@ -53,7 +69,9 @@ CANCEL_POLL_SECONDS = 0.5  # how soon a cancelled search stops its running trial
 class Engine:
     """Runs one stored search; build it with :meth:`create` or :meth:`resume`. ``rows``: the
     stored trials to rebuild the state from; ``supernet``: a stage for a cascade's supernet slot
-    (``cascade.SupernetStage``, which passes every candidate, by default)."""
+    (``cascade.SupernetStage``, which passes every candidate, by default); ``max_params``: fail
+    candidates of more parameters before anything builds them (``cascade.SizeCapStage``; the
+    server's ``--max-params``; None: no cap)."""
 
     def __init__(
         self,
@@ -65,6 +83,7 @@ class Engine:
         on_event: EventSink | None = None,
         rows: list[TrialRecord] | None = None,
         supernet: Stage | None = None,
+        max_params: int | None = None,
     ) -> None:
         self.spec, self.store, self.executor, self.search_id = spec, store, executor, search_id
         self.device = device or executor.device
@@ -93,22 +112,40 @@ class Engine:
         self.training = Training(
             spec, search_id, self.outcomes, self.screen, self.cache, executor, self.device
         )
+        self.max_params = max_params
         self.stages = self._stages(supernet)
         self.started = time.perf_counter()
         self._cancelled = threading.Event()
         self._stop_status = SearchStatus.CANCELLED
 
     def _stages(self, supernet: Stage | None) -> list[Stage]:
+        capped: list[Stage] = []
+        if self.max_params is not None:
+            capped.append(SizeCapStage(self.max_params, self._parameters))
         if not self.spec.strategy.cascade:
-            return [TrainStage(self.training)]
-        return cascade_stages(
+            return [*capped, TrainStage(self.training)]
+        return capped + cascade_stages(
             StoreHashMemo(self.store),
             StoredResults(self.spec, self.search_id, self.cache, self.executor),
             ProxyScores(self.spec, self.cache, self.executor, self.device, self.state),
             ProxyRule(self.spec, self.screen),
             self.training,
             supernet,
+            compute_hash=WorkerHashes(self.spec, self.executor),
         )
+
+    @functools.cached_property
+    def _task_shape(self) -> tuple[tuple[int, ...], int]:
+        return self.spec.task.shape()  # may load the dataset: in the engine's thread, once
+
+    def _parameters(self, candidate: Candidate) -> int | None:
+        """The candidate's parameters, counted without memory; None when its network cannot
+        be built on the meta device (its real build then says why)."""
+        input_shape, num_classes = self._task_shape
+        try:
+            return parameters_of(candidate, num_classes, input_shape)
+        except Exception:  # noqa: BLE001 - any build error is the build's to report
+            return None
 
     # --- construction, cancelling, watching ----------------------------------------------------
 
@@ -123,10 +160,13 @@ class Engine:
 
     @classmethod
     def resume(cls, store: Store, search_id: str, executor: Executor, **kwargs: Any) -> Engine:
-        """The stored search, rebuilt: trials, rungs, screen population and sampler state."""
-        # a spec today's code no longer accepts raises, naming its fields (the manager
-        # ends the search failed with that message)
+        """The stored search, rebuilt: trials, rungs, screen population and sampler state.
+        A stated input shape or class count is checked against the dataset here, in the
+        search's thread (``SpecError``), not where the server accepted the spec; a spec
+        today's code no longer accepts raises, naming its fields (the manager ends the
+        search failed with that message)."""
         spec = readout.stored_spec(store.search(search_id).spec_json).valid()
+        spec.task.check_dataset()
         requeued = store.requeue_running(search_id)
         rows = store.trials(search_id)
         engine = cls(spec, store, executor, search_id, rows=rows, **kwargs)

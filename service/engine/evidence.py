@@ -1,8 +1,8 @@
 """The engine's evidence behind the cascade's stages (``cascade``): functional hashes memoised in
-the store, results reused from the equivalence cache (with the candidate's own costs), proxy
-scores (cached by functional hash, else run on the executor) and the screen's rule (constraints
-that proxies know, then ``ProxyScreen``). Also the cache's keys, which training uses to store
-what it learns."""
+the store and computed by the executor's workers (``WorkerHashes``), results reused from the
+equivalence cache (with the candidate's own costs), proxy scores (cached by functional hash,
+else run on the executor) and the screen's rule (constraints that proxies know, then
+``ProxyScreen``). Also the cache's keys, which training uses to store what it learns."""
 
 from __future__ import annotations
 
@@ -38,6 +38,20 @@ class StoreHashMemo:
 
     def put(self, structural: str, functional: str) -> None:
         self.store.remember_functional_hash(structural, HASH_PROBE, functional)
+
+
+class WorkerHashes:
+    """The hash stage's computation as a ``hash`` trial on the executor, so that the candidate
+    is built in a worker, not in the engine's process (with a process or cluster executor);
+    None (the stage falls back to the structural hash) when the trial failed."""
+
+    def __init__(self, spec: SearchSpec, executor: Executor) -> None:
+        self.spec, self.executor = spec, executor
+
+    def __call__(self, proposal: Proposal) -> str | None:
+        trial = TrialSpec(proposal.candidate, self.spec.task.dataset, stage="hash")
+        result = result_of(self.executor.submit(trial))
+        return result.value if result.status == Status.OK else None
 
 
 class StoredResults:

@@ -152,3 +152,15 @@ def test_model_bytes_ceil_is_per_tensor():
         nn.Linear(3, 1), QuantPolicy(weight_bits={"*": 3}, granularity="per_tensor")
     )
     assert model_bytes(model) == math.ceil(3 * 3 / 8) + 4 + 4
+
+
+def test_parameters_of_a_candidate_are_counted_on_the_meta_device_quantized_or_not():
+    from winnow.search_space import Candidate
+    from winnow.search_space.costs import parameters_of
+
+    cell = "|nor_conv_3x3~0|+|none~0|nor_conv_1x1~1|+|skip_connect~0|none~1|nor_conv_3x3~2|"
+    arch = {"family": "nb201", "cell": cell, "channels": 8, "cells_per_stage": 1}
+    for quantization in ({}, {"weight_bits": {"*": 4}}):
+        candidate = Candidate(architecture=arch, quantization=quantization)
+        built = count_parameters(candidate.build_model(10, (3, 32, 32)))
+        assert parameters_of(candidate, 10, (3, 32, 32)) == built

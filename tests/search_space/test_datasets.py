@@ -160,3 +160,25 @@ def test_a_cifar10_batch_as_the_real_files_are_written_loads(tmp_path):
     data = load_dataset(f"cifar10:{tmp_path}")
     assert data.train_x.dtype == torch.uint8 and data.input_shape == (3, 32, 32)
     assert (len(data.train_y), len(data.test_y)) == (15, 3)
+
+
+def test_a_synthetic_datasets_shape_is_known_without_building_it(monkeypatch):
+    built = load_dataset("synthetic:2x5x5")
+    monkeypatch.setattr(datasets, "load_dataset", lambda spec: pytest.fail("built " + spec))
+    assert datasets.dataset_shape("synthetic:2x5x5", load=False) == (
+        built.input_shape,
+        built.num_classes,
+    )
+    assert datasets.dataset_shape("digits", load=False) is None  # digits needs loading
+
+
+def test_an_npz_datasets_shape_is_read_from_its_header_and_labels(tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    arrays = {"train_x": rng.random((6, 2, 3, 3)), "train_y": np.array([0, 1, 2, 0, 1, 4])}
+    arrays |= {"test_x": rng.random((2, 2, 3, 3)), "test_y": np.array([5, 0])}
+    np.savez(tmp_path / "d.npz", **arrays)
+    spec = f"npz:{tmp_path / 'd.npz'}"
+    built = load_dataset(spec)
+    monkeypatch.setattr(datasets, "load_dataset", lambda spec: pytest.fail("loaded " + spec))
+    assert datasets.dataset_shape(spec) == (built.input_shape, built.num_classes) == ((2, 3, 3), 6)
+    assert datasets.dataset_shape(spec, load=False) is None

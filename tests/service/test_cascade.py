@@ -7,7 +7,12 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
+from winnow.search_space import Candidate
+from winnow.search_space.canonical import structural_hash
+from winnow.search_space.costs import count_parameters
+from winnow.search_space.functional_hash import functional_hash
 from winnow.search_space.spec import parse_space
 from winnow.search_space.trial import Status, TrialResult, TrialSpec
 from winnow.service.engine import Engine
@@ -19,6 +24,7 @@ from winnow.service.engine.tune_searcher import WinnowSearcher
 from winnow.service.search_spec import Screen, parse_search_spec
 from winnow.service.store import Store, sqlite_url
 from winnow.workers.executor import InProcessExecutor
+from winnow.workers.run import run_trial
 
 SCREEN = {"proxies": ["synflow", "params"], "keep_fraction": 0.5, "min_population": 3}
 SPACE = {
@@ -36,6 +42,8 @@ class FakeWorld:
 
     def __call__(self, spec: TrialSpec, on_epoch=None) -> TrialResult:
         width, depth = spec.candidate.architecture["width"], spec.candidate.architecture["depth"]
+        if spec.stage == "hash":  # the real functional hash: reuse depends on it
+            return run_trial(spec)
         if spec.stage == "proxy":
             return TrialResult(Status.OK, {"proxy.synflow": width * depth, "proxy.params": width})
         if width in self.fail_widths:
@@ -176,3 +184,105 @@ def test_a_cascade_state_rebuilt_from_rows_equals_the_live_state(store):
     # proxy runs are not in the rows (a cached score leaves the same row as a computed one)
     assert_same_state(engine.state, resumed.state, except_counts=("proxy",))
     assert resumed.counts["proxy"] == 0
+
+
+class RecordingWorld(FakeWorld):
+    """As FakeWorld, recording the stage of every trial it is sent; ``fail_hashes`` makes
+    every hash trial fail, as a worker that died would."""
+
+    def __init__(self, fail_hashes: bool = False) -> None:
+        super().__init__()
+        self.stages: list[str] = []
+        self.fail_hashes = fail_hashes
+
+    def __call__(self, spec: TrialSpec, on_epoch=None) -> TrialResult:
+        self.stages.append(spec.stage)
+        if spec.stage == "hash" and self.fail_hashes:
+            return TrialResult(Status.FAILED, error="worker lost")
+        return super().__call__(spec, on_epoch)
+
+
+def hashed_rows(store: Store, search_id: str) -> dict[str, str]:
+    """Each stored candidate's functional hash, by its canonical JSON."""
+    return {r.candidate: r.functional_hash for r in store.trials(search_id)}
+
+
+def test_the_engine_hashes_in_its_executors_workers(store, monkeypatch):
+    def no_hashing_here(*args, **kwargs):
+        raise AssertionError("the engine hashed in its own process")
+
+    monkeypatch.setattr("winnow.service.engine.cascade.functional_hash", no_hashing_here)
+    world = RecordingWorld()
+    engine = Engine.create(
+        make_spec(name="cascade", sampler="random"), store, InProcessExecutor(world)
+    )
+    engine.run()
+    distinct = {t.structural for t in engine.tracked.values()}
+    assert world.stages.count("hash") == len(distinct)  # once per structure, then memoised
+    for canonical, functional in hashed_rows(store, engine.search_id).items():
+        candidate = next(
+            t.candidate
+            for t in engine.tracked.values()
+            if t.candidate.canonical_json() == canonical
+        )
+        assert functional == functional_hash(candidate)  # the same function, the same probe
+
+
+def test_a_failed_hash_trial_falls_back_to_the_structural_hash_and_the_search_goes_on(store):
+    world = RecordingWorld(fail_hashes=True)
+    engine = Engine.create(
+        make_spec(name="cascade", sampler="random"), store, InProcessExecutor(world)
+    )
+    report = engine.run()
+    assert report.trained > 0 and "hash" in world.stages
+    for tracked in engine.tracked.values():
+        assert tracked.functional == "s" + structural_hash(tracked.candidate)[1:]
+    # not memoised: the next search asks the workers again
+    again = RecordingWorld()
+    Engine.create(
+        make_spec(name="cascade", sampler="random"), store, InProcessExecutor(again)
+    ).run()
+    assert "hash" in again.stages
+
+
+def parameters(candidate: Candidate) -> int:
+    """The parameters of the candidate's network on the digits, counted on a real build."""
+    return count_parameters(candidate.build_model(10, (64,)))
+
+
+def test_a_candidate_over_the_size_cap_fails_unbuilt_and_never_reaches_the_executor(
+    store, monkeypatch
+):
+    builds: list[tuple[str, str]] = []  # (candidate key, device) of every network built
+    build = Candidate.build_model
+
+    def recording_build(self, *args, **kwargs):
+        builds.append((self.key, str(torch.empty(0).device)))
+        return build(self, *args, **kwargs)
+
+    monkeypatch.setattr(Candidate, "build_model", recording_build)
+    sent: list[tuple[str, str]] = []  # (stage, candidate key) of every trial
+    world = RecordingWorld()
+
+    def recording(spec, on_epoch=None):
+        sent.append((spec.stage, spec.candidate.key))
+        return world(spec, on_epoch)
+
+    cap = 5_000  # the narrow shallow networks fit, the deeper ones do not
+    spec = make_spec(name="cascade", sampler="random", extra={"budget": {"max_proposals": 12}})
+    engine = Engine.create(spec, store, InProcessExecutor(recording), max_params=cap)
+    report = engine.run()
+    monkeypatch.undo()
+    counts = {t.number: parameters(t.candidate) for t in engine.tracked.values()}
+    over = [t for t in engine.tracked.values() if counts[t.number] > cap]
+    assert over and report.failed == len(over) and report.trained > 0
+    rows = {r.number: r for r in store.trials(engine.search_id) if r.stage == "costs"}
+    assert set(rows) == {t.number for t in over}
+    for tracked in over:
+        row = rows[tracked.number]
+        assert row.status == "failed" and row.metrics["params"] == counts[tracked.number]
+        assert row.error == f"{counts[tracked.number]:,} parameters, over the server's cap of 5,000"
+        assert tracked.candidate.key not in {key for _, key in sent}  # no hash, proxy, train
+        assert {device for key, device in builds if key == tracked.candidate.key} == {"meta"}
+    resumed = Engine.resume(store, engine.search_id, InProcessExecutor(world), max_params=cap)
+    assert resumed.counts["failed"] == report.failed and not resumed.state.requeued

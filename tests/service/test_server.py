@@ -431,3 +431,42 @@ def test_out_of_range_numbers_are_invalid_argument_and_nothing_is_stored(
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert f"field '{field}'" in raised.value.details()
     assert client.searches() == []
+
+
+def test_the_handler_never_loads_a_dataset_and_the_search_start_checks_it(
+    make_server, tiny_spec, monkeypatch
+):
+    from winnow.search_space import datasets
+
+    loaders: list[str] = []  # the threads that loaded a dataset
+    load = datasets.load_dataset
+
+    def recording_load(spec):
+        loaders.append(threading.current_thread().name)
+        return load(spec)
+
+    monkeypatch.setattr(datasets, "load_dataset", recording_load)
+    server = make_server()
+    with Client(server.address, retries=0) as client:
+        with pytest.raises(WinnowError) as raised:  # known from its argument: refused at once
+            client.submit(tiny_spec(task={"dataset": "synthetic:20", "input_shape": [3, 8, 8]}))
+        assert raised.value.code == "INVALID_ARGUMENT"
+        shape = "field 'task.input_shape': [3, 8, 8] is not the shape of synthetic:20 ([20])"
+        assert shape in raised.value.message
+        search = client.submit(tiny_spec(task={"dataset": "digits", "num_classes": 3}))
+        info = search.wait(timeout=120)
+    assert info["status"] == "failed"
+    assert (
+        "field 'task.num_classes': 3 is not the number of classes of digits (10)" in (info["error"])
+    )
+    assert loaders and not any(name.startswith("grpc") for name in loaders)
+
+
+def test_candidates_over_the_servers_size_cap_fail_unbuilt(make_server, tiny_spec):
+    server = make_server(max_params=100)  # every MLP on the digits has more
+    with Client(server.address, retries=0) as client:
+        search = client.submit(tiny_spec())
+        info = search.wait(timeout=120)
+        rows = search.trials()
+    assert info["status"] == "failed" and "over the server's cap of 100" in info["error"]
+    assert rows and all(r["stage"] == "costs" and r["status"] == "failed" for r in rows)
