@@ -213,6 +213,21 @@ class RandomChooser:
         return self.rng.randrange(low, high + 1, step)
 
 
+class LeastChooser:
+    """Every range at its low end, every choice of numbers at its least and any other choice
+    at its first: the lower end of a space's sizes, cheaply (``SearchSpace.least``)."""
+
+    def categorical(self, name: str, choices: Sequence[Any], path: str) -> Any:
+        numbers = all(isinstance(c, int | float) and not isinstance(c, bool) for c in choices)
+        return min(choices) if numbers else choices[0]
+
+    def float(self, name: str, low: float, high: float, log: bool, path: str) -> float:
+        return low
+
+    def int(self, name: str, low: int, high: int, step: int, log: bool, path: str) -> int:
+        return low
+
+
 class OptunaChooser:
     """Optuna's define-by-run API, e.g. on a trial from ``study.ask()``."""
 

@@ -55,6 +55,7 @@ from winnow.search_space.params import (
     CandidateNotInSpaceError,
     Chooser,
     Epochs,
+    LeastChooser,
     OptunaChooser,
     Param,
     ParamsChooser,
@@ -257,6 +258,12 @@ class SearchSpace(BaseModel):
             "granularity": decide(chooser, "quantization.granularity", axis.granularity),
             "symmetric": decide(chooser, "quantization.symmetric", axis.symmetric),
         }
+
+    def least(self) -> Candidate:
+        """The candidate with every numeric choice at its least (``LeastChooser``): near the
+        space's smallest network, though not a bound (a categorical choice, such as an nb201
+        op, can take fewer parameters than its first option)."""
+        return self.suggest(LeastChooser())
 
     def sample(self, n: int = 1, seed: int = 0) -> list[Candidate]:
         """``n`` candidates drawn uniformly (log-uniformly on log ranges) with ``seed``."""

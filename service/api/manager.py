@@ -116,6 +116,7 @@ class SearchManager:
         # Only what the spec's arguments say: a dataset is never read or built in a request
         # handler (it shares the GIL with every other call); Engine.resume checks the rest.
         spec.task.check_dataset(load=False)
+        self._check_size(spec)
         with self._lock:
             if self._stopping:
                 raise ShuttingDownError("the server is shutting down; retry once it restarted")
@@ -136,6 +137,31 @@ class SearchManager:
             self._lock.notify()
         log.info("search %s queued (%s)", search_id, spec.name)
         return self.store.search(search_id), True
+
+    def _check_size(self, spec: SearchSpec) -> None:
+        """Refuse a space whose least candidate (``SearchSpace.least``) is over the size cap:
+        its candidates would fail one by one (``cascade.SizeCapStage``). Counted on the meta
+        device, at the stated input shape or else the family's probe shape (a few features or
+        pixels: no dataset is read here), so it is a lower end, never a false refusal for
+        families whose size grows with the input."""
+        if self.max_params is None:
+            return
+        from winnow.search_space.costs import parameters_of
+        from winnow.search_space.functional_hash import Probe
+
+        least = spec.search_space.least()
+        family = least.architecture["family"]
+        shape = tuple(spec.task.input_shape or Probe().input_shape(family))
+        try:
+            parameters = parameters_of(least, spec.task.num_classes or 2, shape)
+        except Exception:  # noqa: BLE001 - a network that cannot be built fails as its trial
+            return
+        if parameters > self.max_params:
+            raise SpecError(
+                f"field 'space': its least candidate (every numeric choice at its least) has "
+                f"{parameters:,} parameters, over this server's cap of {self.max_params:,} "
+                "(winnow serve --max-params)"
+            )
 
     def _requested(self, request_id: str, spec: SearchSpec) -> SearchRecord | None:
         """The search ``request_id`` created, which must be of ``spec``."""

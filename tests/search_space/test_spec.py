@@ -157,3 +157,18 @@ def test_example_specs_are_valid():
     assert spaces
     for path in spaces:  # *-search.yaml are search specs (tests/service/test_cli_search.py)
         assert load_space(path).sample(2, seed=0)
+
+
+def test_the_least_candidate_takes_every_numeric_choice_at_its_least():
+    space = parse_space(
+        {
+            "architecture": {"family": "mlp", "depth": [3, 1, 2], "width": {"low": 8, "high": 64}},
+            "normalization": ["layernorm", "batchnorm"],
+            "optimizer": {"name": "adamw", "lr": {"low": 1e-4, "high": 1e-1, "log": True}},
+        }
+    )
+    least = space.least()
+    assert least.architecture["depth"] == 1 and least.architecture["width"] == 8
+    assert least.normalization == "layernorm"  # not a number: the first choice
+    assert least.optimizer["lr"] == 1e-4
+    assert space.validate_candidate(least) == least  # a candidate of the space

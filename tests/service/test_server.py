@@ -463,10 +463,23 @@ def test_the_handler_never_loads_a_dataset_and_the_search_start_checks_it(
 
 
 def test_candidates_over_the_servers_size_cap_fail_unbuilt(make_server, tiny_spec):
-    server = make_server(max_params=100)  # every MLP on the digits has more
+    # 1,000: the least MLP passes the submit check at the probe's 16 features (338
+    # parameters), but every MLP on the digits' 64 features has more (1,242 at least)
+    server = make_server(max_params=1000)
     with Client(server.address, retries=0) as client:
         search = client.submit(tiny_spec())
         info = search.wait(timeout=120)
         rows = search.trials()
-    assert info["status"] == "failed" and "over the server's cap of 100" in info["error"]
+    assert info["status"] == "failed" and "over the server's cap of 1,000" in info["error"]
     assert rows and all(r["stage"] == "costs" and r["status"] == "failed" for r in rows)
+
+
+def test_a_space_whose_least_candidate_is_over_the_size_cap_is_refused(make_server, tiny_spec):
+    server = make_server(max_params=300)  # the least MLP has 338 at the probe's 16 features
+    with Client(server.address, retries=0) as client:
+        with pytest.raises(WinnowError) as refused:
+            client.submit(tiny_spec())
+        assert refused.value.code == "INVALID_ARGUMENT"
+        assert "least candidate" in str(refused.value)
+        assert "over this server's cap of 300" in str(refused.value)
+        assert client.searches() == []  # nothing stored
