@@ -320,7 +320,8 @@ class _Source:
         if cls.__doc__:
             lines.append(textwrap.indent(f'"""{inspect.cleandoc(cls.__doc__)}"""', "    "))
         if base is nn.Module:
-            lines += ["", *self._init_lines(children, attributes)]
+            lines += [""] if cls.__doc__ else []
+            lines += self._init_lines(children, attributes)
         for attribute, value in vars(cls).items():
             if attribute in ("__module__", "__qualname__", "__doc__", "__init__"):
                 continue
@@ -363,8 +364,19 @@ class _Call:
     hoist: str | None = None  # the class of a family block, built by a named function if repeated
 
 
+def _value(value: Any, where: str) -> _Call | str:
+    """A plain attribute as source: sequences as nodes, so that a long one is split a line per
+    item, as ruff formats it."""
+    if isinstance(value, list | tuple) and len(value) > 1:
+        items = [("", _value(item, where)) for item in value]
+        return _Call("", items, "[]" if isinstance(value, list) else "()")
+    return _literal(value, where)
+
+
 def _literal(value: Any, where: str) -> str:
-    text = repr(value)
+    # strings in double quotes, as ruff formats them (JSON's spelling is Python's for ASCII)
+    is_plain = isinstance(value, str) and value.isascii() and value.isprintable()
+    text = json.dumps(value) if is_plain else repr(value)
     try:
         same = ast.literal_eval(text) == value
     except (ValueError, SyntaxError):
@@ -474,7 +486,7 @@ class _Walker:
         items: list[tuple[str, _Call | str]] = [
             (f"{n}=", c) for n, c in zip(names, children, strict=True)
         ]
-        items += [(f"{a}=", _literal(getattr(module, a), f"{path}.{a}")) for a in attributes]
+        items += [(f"{a}=", _value(getattr(module, a), f"{path}.{a}")) for a in attributes]
         return _Call(head, items, hoist=head)
 
     def _wrap(self, call: _Call, module: nn.Module, path: str) -> _Call:
@@ -636,7 +648,7 @@ build_model() builds it with winnow's module names and shapes, so the state_dict
 trained network loads with ``load_state_dict(state, strict=True)``; built after
 ``torch.manual_seed(s)`` it starts from the parameters winnow's network starts from under that
 seed. preprocess(x) turns inputs as the task's source gives them into what the network was
-trained on. The recipe it comes from (its candidate as winnow's canonical JSON):
+trained on. The recipe it comes from, and its candidate axis by axis:
 """'''
     return f"{doc}\n\n{comments}\n"
 
@@ -675,6 +687,19 @@ STD = {_floats(dataset.std)}
 """
 
 
+def _import_lines(names: set[str]) -> str:
+    """isort's layout: ``import`` lines, then ``from`` lines, one per module."""
+    plain = sorted(_IMPORTS[n][1] for n in names if _IMPORTS[n][1].startswith("import"))
+    modules: dict[str, list[str]] = {}
+    for name in names:
+        line = _IMPORTS[name][1]
+        if line.startswith("from"):
+            module = line.split()[1]
+            modules.setdefault(module, []).append(name)
+    froms = [f"from {m} import {', '.join(sorted(modules[m]))}" for m in sorted(modules)]
+    return "\n".join(plain + froms) + "\n"
+
+
 def model_source(recipe: dict[str, Any]) -> str:
     """``model.py`` for a recipe (``readout.recipe``): the candidate's network as torch-only
     source with ``build_model()`` and ``preprocess(x)``. Raises ``ExportError`` naming what it
@@ -697,21 +722,21 @@ def network_source(recipe: dict[str, Any], model: nn.Module) -> str:
     expression = formatter.expression(root)
     calls = "\n".join([expression, *formatter.definitions])
     used = [name for name in _HELPERS if re.search(rf"\b{name}\(", calls)]
-    imports = sorted(
-        (_IMPORTS[name][1] for name in source.imports | {"Tensor"}),
-        key=lambda line: (line.startswith("from"), line),
-    )
+    imports = _import_lines(source.imports | {"Tensor"})  # preprocess is annotated with it
     summary = f"The network {candidate.describe()}, for inputs {task.input_shape} and "
     build = f"""
 def build_model() -> nn.Module:
     {_docstring(summary + f"{task.num_classes} classes.")}
     return {textwrap.indent(expression, "    ").lstrip()}
 """
-    parts = [
+    opening = [
         _header(recipe, candidate, task),
         "from __future__ import annotations\n",
-        "\n".join(imports) + "\n",
-        "\n".join(source.constants.values()),
+        imports,
+        *(["\n".join(source.constants.values()) + "\n"] if source.constants else []),
+    ]
+    parts = [
+        "\n".join(part.rstrip("\n") + "\n" for part in opening),
         *source.blocks.values(),
         *(_HELPERS[name].lstrip("\n") for name in _HELPERS if name in used),
         *formatter.definitions,
