@@ -423,9 +423,13 @@ class _Walker:
 
     def _container(self, cls: type, module: nn.Module, path: str) -> _Call:
         names = list(module._modules)
+        if cls is not nn.ModuleDict and names != [str(i) for i in range(len(names))]:
+            raise ExportError(f"{path}: a {cls.__name__} with named children {names}")
+        if parametrize.is_parametrized(module) or module._forward_pre_hooks:
+            raise ExportError(f"{path}: a {cls.__name__} with parametrizations or hooks")
         children = self._children(module, path, names)
         if cls is nn.ModuleDict:
-            items = [(f"{n!r}: ", c) for n, c in zip(names, children, strict=True)]
+            items = [(f"{_literal(n, path)}: ", c) for n, c in zip(names, children, strict=True)]
             return _Call("nn.ModuleDict", [("", _Call("", items, "{}"))])
         if cls is nn.ModuleList:
             return _Call("nn.ModuleList", [("", _Call("", [("", c) for c in children], "[]"))])

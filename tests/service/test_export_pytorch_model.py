@@ -175,6 +175,10 @@ def test_a_module_model_py_cannot_rebuild_is_named():
     walker = pytorch_model._Walker(pytorch_model._Source())
     with pytest.raises(ExportError, match=r"1: model.py cannot rebuild Unknown"):
         walker.module(nn.Sequential(nn.ReLU(), Unknown()), "")
+    named = nn.Sequential(nn.ReLU())
+    named.add_module("extra", nn.ReLU())
+    with pytest.raises(ExportError, match=r"a Sequential with named children \['0', 'extra'\]"):
+        walker.module(named, "")
 
 
 def test_constructor_arguments_that_do_not_rebuild_the_state_are_refused(monkeypatch):
