@@ -98,6 +98,9 @@ def _prepare_layer(layer: nn.Module, norm: str) -> nn.Module:
     entry = NORMS.get(norm)
     if entry.init_layer is not None:
         entry.init_layer(layer)
+        # Recorded (not in the state_dict) so that the pytorch export re-applies the same init
+        # and a fresh ``build_model()`` of model.py starts where winnow's network starts.
+        layer.winnow_init = entry.init_layer
     if entry.weight_standardization:
         parametrize.register_parametrization(layer, "weight", WeightStandardization())
     return layer
