@@ -26,6 +26,7 @@ from winnow.search_space.optimizers import OPTIMIZERS
 from winnow.search_space.training import evaluate
 from winnow.search_space.trial import Status, TrialSpec
 from winnow.service import export
+from winnow.service.cli import main
 from winnow.service.client import WinnowError
 from winnow.service.export import lightning_bundle, pytorch_bundle
 
@@ -115,21 +116,29 @@ MLP = {"family": "mlp", "depth": 1, "width": 32, "activation": "relu", "dropout"
 STDLIB = set(sys.stdlib_module_names) | {"__future__"}
 
 
-def test_train_py_reproduces_the_stored_accuracy_of_a_real_trial(client, tmp_path, tiny_spec):
-    """A search's recipe (warmup, a constant schedule, two epochs) exported as a pytorch bundle:
-    train.py, run alone with the recipe's seed, reaches the accuracy the search stored."""
+def test_train_py_reproduces_the_stored_accuracy_of_a_real_trial(
+    client, tmp_path, tiny_spec, monkeypatch
+):
+    """A search's recipe (warmup, a constant schedule, two epochs) exported as a pytorch bundle
+    by the server (SDK and CLI alike): train.py, run alone with the recipe's seed, reaches the
+    accuracy the search stored."""
     space = tiny_spec()["space"]
     space["optimizer"] |= {"warmup_epochs": 0.5, "schedule": "constant", "batch_size": 64}
     spec = tiny_spec(space=space, strategy={"name": "random", "rungs": [2]}, seed=3)
     spec["budget"] = {"max_trials": 1}
     search = client.submit(spec)
     search.wait()
-    recipe = search.export()
+    monkeypatch.setattr(pytorch_bundle, "default_model_source", lambda: standin_model_source)
+    recipe = search.export(format="pytorch", path=tmp_path / "sdk")
     assert recipe["training"]["epochs"] == 2 and recipe["training"]["seed"] == 3
+    args = [search.id, "--format", "pytorch", "--out", str(tmp_path / "cli")]
+    assert main(["export", *args, "--address", client.address]) == 0
 
-    bundle = pytorch_bundle.files(recipe, model_source=standin_model_source)
-    assert set(bundle) == {"model.py", "train.py", "requirements.txt", "README.md", "recipe.json"}
-    result = run_script(write_bundle(tmp_path, bundle), "train.py", "--device", "cpu")
+    names = {"model.py", "train.py", "requirements.txt", "README.md", "recipe.json"}
+    assert {p.name for p in (tmp_path / "cli").iterdir()} == names
+    bundle = {name: (tmp_path / "sdk" / name).read_bytes() for name in names}
+    assert bundle == {name: (tmp_path / "cli" / name).read_bytes() for name in names}
+    result = run_script(tmp_path / "cli", "train.py", "--device", "cpu")
     assert result["accuracy"] == recipe["metrics"]["accuracy"]  # exactly: same seed, CPU
     assert (result["epochs"], result["seed"]) == (2, 3)
 
@@ -191,15 +200,17 @@ def test_a_task_other_than_digits_asks_for_load_data_to_be_replaced(tmp_path, mo
     assert "scikit-learn" not in (folder / "requirements.txt").read_text()
 
 
-def test_the_lightning_module_fits_the_digits_for_one_epoch(tmp_path):
-    recipe = recipe_of({"architecture": MLP, "optimizer": {"name": "adamw", "lr": 0.01}})
+@pytest.mark.parametrize("optimizer", ["adamw", "sophia"])  # sophia: the graph on refreshes
+def test_the_lightning_module_fits_the_digits_for_one_epoch(optimizer, tmp_path):
+    lr = {"adamw": 0.01, "sophia": 0.003}[optimizer]
+    recipe = recipe_of({"architecture": MLP, "optimizer": {"name": optimizer, "lr": lr}})
     bundle = lightning_bundle.files(recipe, standin_model_source)
     assert {"lightning_module.py", "fit.py", "model.py", "train.py"} <= set(bundle)
     assert "lightning>=" in bundle["requirements.txt"].decode()
     folder = write_bundle(tmp_path, bundle)
     fitted = run_script(folder, "fit.py", "--epochs", "1")
     trained = run_script(folder, "train.py", "--device", "cpu")
-    assert fitted["epochs"] == 1 and fitted["accuracy"] > 0.5  # chance is 0.1
+    assert fitted["epochs"] == 1 and fitted["accuracy"] > 0.3  # chance is 0.1
     # the same weights, order and steps as train.py: the same network (logged as a float32)
     assert fitted["accuracy"] == pytest.approx(trained["accuracy"], abs=1e-6)
 
