@@ -133,8 +133,11 @@ def _optimizer_code(factory: str) -> tuple[str, str]:
 
 
 def _load_data_code(dataset: str) -> str:
+    name, _, argument = dataset.partition(":")
     if dataset == DIGITS:
         return DIGITS_LOAD_DATA.strip()
+    if name == "npz" and argument:
+        return NPZ_LOAD_DATA.substitute(path=repr(argument)).strip()
     return OTHER_LOAD_DATA.substitute(dataset=repr(dataset)).strip()
 
 
@@ -379,6 +382,26 @@ def load_data():
     )
     return torch.from_numpy(train_x), train_y, torch.from_numpy(test_x), test_y
 '''
+
+NPZ_LOAD_DATA = Template('''
+def load_data():
+    """(train_x, train_y, test_x, test_y) as the task's source gives them; replace it for
+    your own data. The default reads the search's file, arrays train_x, train_y, test_x and
+    test_y as stored (e.g. uint8 N x C x H x W images), when it is at the same path here."""
+    import os
+
+    import numpy
+
+    path = os.path.expanduser(${path})
+    if not os.path.isfile(path):
+        raise NotImplementedError(
+            f"replace load_data() in train.py, or put the search's file at {path}: return "
+            "(train_x, train_y, test_x, test_y) as that file stores them"
+        )
+    with numpy.load(path) as arrays:
+        parts = [arrays[key] for key in ("train_x", "train_y", "test_x", "test_y")]
+    return tuple(torch.as_tensor(part) for part in parts)
+''')
 
 OTHER_LOAD_DATA = Template('''
 def load_data():

@@ -18,7 +18,9 @@ from pathlib import Path
 from types import ModuleType
 
 import grpc
+import numpy as np
 import pytest
+import torch
 
 from winnow.search_space.candidate import Candidate
 from winnow.search_space.datasets import load_dataset
@@ -75,6 +77,7 @@ def recipe_of(candidate: dict, epochs: int = 1, seed: int = 0, **metrics) -> dic
 
 
 def write_bundle(folder: Path, bundle: dict[str, bytes]) -> Path:
+    folder.mkdir(exist_ok=True)
     for name, data in bundle.items():
         (folder / name).write_bytes(data)
     return folder
@@ -138,9 +141,16 @@ def test_train_py_reproduces_the_stored_accuracy_of_a_real_trial(
     assert {p.name for p in (tmp_path / "cli").iterdir()} == names
     bundle = {name: (tmp_path / "sdk" / name).read_bytes() for name in names}
     assert bundle == {name: (tmp_path / "cli" / name).read_bytes() for name in names}
-    result = run_script(tmp_path / "cli", "train.py", "--device", "cpu")
+    result = run_script(tmp_path / "cli", "train.py", "--device", "cpu", "--save", "weights.pt")
     assert result["accuracy"] == recipe["metrics"]["accuracy"]  # exactly: same seed, CPU
     assert (result["epochs"], result["seed"]) == (2, 3)
+
+    # the README's way to use the weights: strict into build_model(), on preprocess(raw)
+    train = import_train(tmp_path / "cli", monkeypatch)
+    model = train.build_model()
+    model.load_state_dict(torch.load(tmp_path / "cli" / "weights.pt"), strict=True)
+    _, _, test_x, test_y = train.prepared_data()
+    assert train.test_accuracy(model, test_x, test_y, torch.device("cpu")) == result["accuracy"]
 
     readme = bundle["README.md"].decode()
     assert f"Search `{search.id}`, trial {recipe['trial_id']}" in readme
@@ -188,16 +198,44 @@ def test_the_default_load_data_is_winnows_digits_split(tmp_path, monkeypatch):
     ).all()
 
 
-def test_a_task_other_than_digits_asks_for_load_data_to_be_replaced(tmp_path, monkeypatch):
-    recipe = recipe_of({"architecture": MLP})
-    recipe["training"]["task"]["dataset"] = "npz:/data/mine.npz"
-    folder = write_bundle(
-        tmp_path, pytorch_bundle.files(recipe, lambda _: "build_model = preprocess = None\n")
+def test_an_npz_task_reads_its_file_and_augments_as_winnow_does(tmp_path, monkeypatch):
+    """uint8 3x32x32 images in an npz file: train.py's default load_data() reads the file as
+    stored, and the padded crop and flip (drawn from the same generator as the order) give
+    winnow's accuracy and loss curve; elsewhere, it asks for load_data() to be replaced."""
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 3, 160)
+    images = (rng.integers(0, 64, (160, 3, 32, 32)) + 60 * labels[:, None, None, None]).astype(
+        np.uint8
     )
-    train = import_train(folder, monkeypatch)
-    with pytest.raises(NotImplementedError, match=r"replace load_data\(\).*npz:/data/mine.npz"):
-        train.load_data()
+    data = tmp_path / "images.npz"
+    np.savez(
+        data, train_x=images[:120], train_y=labels[:120], test_x=images[120:], test_y=labels[120:]
+    )
+    candidate = {"architecture": MLP, "optimizer": {"name": "adam", "batch_size": 32}}
+    stored = evaluate(TrialSpec(Candidate(**candidate), f"npz:{data}", epochs=2, seed=4))
+    assert stored.status == Status.OK, stored.error
+    recipe = recipe_of(candidate, epochs=2, seed=4)
+    recipe["training"]["task"]["dataset"] = f"npz:{data}"
+    folder = write_bundle(tmp_path / "bundle", pytorch_bundle.files(recipe, standin_model_source))
     assert "scikit-learn" not in (folder / "requirements.txt").read_text()
+    train = import_train(folder, monkeypatch)
+    result = train.main(["--device", "cpu", "--json"])
+    assert result["accuracy"] == stored.metrics["accuracy"]
+    assert result["loss"] == stored.loss_curve
+
+    data.unlink()
+    with pytest.raises(NotImplementedError, match=r"replace load_data\(\).*images.npz"):
+        train.load_data()
+
+
+def test_a_task_read_from_elsewhere_asks_for_load_data_to_be_replaced(tmp_path, monkeypatch):
+    recipe = recipe_of({"architecture": MLP})
+    recipe["training"]["task"]["dataset"] = "cifar10"
+    unused = "build_model = preprocess = None\n"  # load_data() fails before either is used
+    folder = write_bundle(tmp_path, pytorch_bundle.files(recipe, lambda _: unused))
+    train = import_train(folder, monkeypatch)
+    with pytest.raises(NotImplementedError, match=r"replace load_data\(\).*searched on cifar10"):
+        train.load_data()
 
 
 @pytest.mark.parametrize("optimizer", ["adamw", "sophia"])  # sophia: the graph on refreshes
