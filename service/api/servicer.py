@@ -78,7 +78,7 @@ def _status_of(error: Exception) -> tuple[grpc.StatusCode, str]:
         return grpc.StatusCode.NOT_FOUND, str(error)
     if isinstance(error, readout.SpecNoLongerValidError | export.MissingExtraError):
         return grpc.StatusCode.FAILED_PRECONDITION, str(error)  # the extra: what to install
-    if isinstance(error, NotImplementedError):  # e.g. an export format not complete yet
+    if isinstance(error, export.FormatIncompleteError):
         return grpc.StatusCode.UNIMPLEMENTED, str(error)
     return grpc.StatusCode.INTERNAL, f"internal error ({type(error).__name__}); see server log"
 

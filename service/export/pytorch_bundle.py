@@ -23,6 +23,7 @@ from string import Template
 from typing import Any
 
 from winnow.service.export import recipe as recipe_format
+from winnow.service.export.extras import FormatIncompleteError
 from winnow.service.export.sources import definitions, function_names_used, imported_from
 
 ModelSource = Callable[[dict[str, Any]], str]  # recipe -> the text of model.py
@@ -35,7 +36,7 @@ DIGITS = "digits"
 def default_model_source() -> ModelSource:
     """``pytorch_model.model_source``: the torch-only ``model.py`` of a recipe."""
     if importlib.util.find_spec(MODEL_SOURCE_MODULE) is None:
-        raise NotImplementedError(
+        raise FormatIncompleteError(
             f"this winnow cannot write model.py yet: {MODEL_SOURCE_MODULE}.model_source "
             "(issue 17) is not part of it"
         )
