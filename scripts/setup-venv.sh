@@ -36,5 +36,5 @@ if ! "$venv/bin/python" -c "import torch" 2>/dev/null; then
 fi
 
 echo "winnow: installing winnow and its dependencies"
-"${pip[@]}" install -e ".[dev]"
+"${pip[@]}" install -e ".[dev,export]"  # export: the export formats' extras (their tests)
 touch "$venv/.winnow-installed"

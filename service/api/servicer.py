@@ -2,7 +2,9 @@
 
 Every failure a caller can act on is a gRPC status with a sentence: an invalid spec is
 ``INVALID_ARGUMENT`` naming the field, an unknown search or trial ``NOT_FOUND``, a full queue
-``RESOURCE_EXHAUSTED``. Anything else is ``INTERNAL`` (and logged with its traceback); one bad
+``RESOURCE_EXHAUSTED``, an export format whose optional dependency the server lacks
+``FAILED_PRECONDITION`` (naming the extra to install), one not complete in this winnow
+``UNIMPLEMENTED``. Anything else is ``INTERNAL`` (and logged with its traceback); one bad
 request never touches another search.
 """
 
@@ -74,8 +76,10 @@ def _status_of(error: Exception) -> tuple[grpc.StatusCode, str]:
         return grpc.StatusCode.UNAVAILABLE, str(error)  # clients retry: the next server takes it
     if isinstance(error, readout.UnknownTrialError):
         return grpc.StatusCode.NOT_FOUND, str(error)
-    if isinstance(error, readout.SpecNoLongerValidError):
-        return grpc.StatusCode.FAILED_PRECONDITION, str(error)
+    if isinstance(error, readout.SpecNoLongerValidError | export.MissingExtraError):
+        return grpc.StatusCode.FAILED_PRECONDITION, str(error)  # the extra: what to install
+    if isinstance(error, export.FormatIncompleteError):
+        return grpc.StatusCode.UNIMPLEMENTED, str(error)
     return grpc.StatusCode.INTERNAL, f"internal error ({type(error).__name__}); see server log"
 
 

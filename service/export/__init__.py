@@ -5,6 +5,15 @@ An exporter takes the trial's recipe (``readout.recipe``: the canonical candidat
 epochs and seed, its metrics and hashes) and returns the bundle's files as
 ``{relative path: bytes}``; the server sends them and the SDK writes them. Adding a format is
 one module here with its exporter and one ``EXPORT_FORMATS.register`` line below.
+
+- ``recipe``: ``recipe.json`` (``recipe.py``);
+- ``pytorch``: model.py, train.py, requirements.txt, README.md, recipe.json
+  (``pytorch_bundle.py``);
+- ``lightning``: the ``pytorch`` bundle plus lightning_module.py and fit.py
+  (``lightning_bundle.py``; needs ``lightning``, the ``export`` extra: ``extras.py``).
+
+An exporter raises ``MissingExtraError`` (an ImportError) when an optional dependency is
+missing, saying what to install; the server answers it FAILED_PRECONDITION.
 """
 
 from __future__ import annotations
@@ -13,7 +22,8 @@ from collections.abc import Callable
 from typing import Any
 
 from winnow.search_space.registry import Registry
-from winnow.service.export import recipe
+from winnow.service.export import lightning_bundle, pytorch_bundle, recipe
+from winnow.service.export.extras import INSTALL, FormatIncompleteError, MissingExtraError
 
 Exporter = Callable[[dict[str, Any]], dict[str, bytes]]
 
@@ -21,5 +31,17 @@ DEFAULT_FORMAT = "recipe"  # what an ExportRecipeRequest without a format asks f
 
 EXPORT_FORMATS: Registry[Exporter] = Registry("export format")
 EXPORT_FORMATS.register("recipe", recipe.files)
+EXPORT_FORMATS.register("pytorch", pytorch_bundle.files)
+EXPORT_FORMATS.register("lightning", lightning_bundle.files)
 
-__all__ = ["DEFAULT_FORMAT", "EXPORT_FORMATS", "Exporter", "recipe"]
+__all__ = [
+    "DEFAULT_FORMAT",
+    "EXPORT_FORMATS",
+    "INSTALL",
+    "Exporter",
+    "FormatIncompleteError",
+    "MissingExtraError",
+    "lightning_bundle",
+    "pytorch_bundle",
+    "recipe",
+]
