@@ -3,9 +3,8 @@
 Every failure a caller can act on is a gRPC status with a sentence: an invalid spec is
 ``INVALID_ARGUMENT`` naming the field, an unknown search or trial ``NOT_FOUND``, a full queue
 ``RESOURCE_EXHAUSTED``, an export format whose optional dependency the server lacks
-``FAILED_PRECONDITION`` (naming the extra to install), one not complete in this winnow
-``UNIMPLEMENTED``. Anything else is ``INTERNAL`` (and logged with its traceback); one bad
-request never touches another search.
+``FAILED_PRECONDITION`` (naming the extra to install). Anything else is ``INTERNAL`` (and
+logged with its traceback); one bad request never touches another search.
 """
 
 from __future__ import annotations
@@ -78,8 +77,6 @@ def _status_of(error: Exception) -> tuple[grpc.StatusCode, str]:
         return grpc.StatusCode.NOT_FOUND, str(error)
     if isinstance(error, readout.SpecNoLongerValidError | export.MissingExtraError):
         return grpc.StatusCode.FAILED_PRECONDITION, str(error)  # the extra: what to install
-    if isinstance(error, export.FormatIncompleteError):
-        return grpc.StatusCode.UNIMPLEMENTED, str(error)
     return grpc.StatusCode.INTERNAL, f"internal error ({type(error).__name__}); see server log"
 
 

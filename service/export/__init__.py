@@ -23,7 +23,7 @@ from typing import Any
 
 from winnow.search_space.registry import Registry
 from winnow.service.export import lightning_bundle, pytorch_bundle, recipe
-from winnow.service.export.extras import INSTALL, FormatIncompleteError, MissingExtraError
+from winnow.service.export.extras import INSTALL, MissingExtraError
 
 Exporter = Callable[[dict[str, Any]], dict[str, bytes]]
 
@@ -39,7 +39,6 @@ __all__ = [
     "EXPORT_FORMATS",
     "INSTALL",
     "Exporter",
-    "FormatIncompleteError",
     "MissingExtraError",
     "lightning_bundle",
     "pytorch_bundle",

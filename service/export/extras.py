@@ -17,11 +17,6 @@ class MissingExtraError(ImportError):
     """An export format's optional dependency is not installed where the bundle is written."""
 
 
-class FormatIncompleteError(NotImplementedError):
-    """An export format that this winnow registers but cannot write yet (a part missing); the
-    server answers it UNIMPLEMENTED (a NotImplementedError from elsewhere stays INTERNAL)."""
-
-
 def require(module: str, format: str) -> ModuleType:
     """Import ``module`` for format ``format``, or say which extra to install."""
     try:

@@ -14,8 +14,6 @@
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import json
 from collections.abc import Callable
 from importlib.metadata import requires
@@ -23,24 +21,20 @@ from string import Template
 from typing import Any
 
 from winnow.service.export import recipe as recipe_format
-from winnow.service.export.extras import FormatIncompleteError
 from winnow.service.export.sources import definitions, function_names_used, imported_from
 
 ModelSource = Callable[[dict[str, Any]], str]  # recipe -> the text of model.py
 
-MODEL_SOURCE_MODULE = "winnow.service.export.pytorch_model"
 OPTIMIZERS_MODULE = "winnow.search_space.optimizers"
 DIGITS = "digits"
 
 
 def default_model_source() -> ModelSource:
-    """``pytorch_model.model_source``: the torch-only ``model.py`` of a recipe."""
-    if importlib.util.find_spec(MODEL_SOURCE_MODULE) is None:
-        raise FormatIncompleteError(
-            f"this winnow cannot write model.py yet: {MODEL_SOURCE_MODULE}.model_source "
-            "(issue 17) is not part of it"
-        )
-    return importlib.import_module(MODEL_SOURCE_MODULE).model_source
+    """``pytorch_model.model_source``: the torch-only ``model.py`` of a recipe (imported when
+    a bundle is written: it imports torch, which ``winnow --help`` must not)."""
+    from winnow.service.export.pytorch_model import model_source
+
+    return model_source
 
 
 def files(recipe: dict[str, Any], model_source: ModelSource | None = None) -> dict[str, bytes]:

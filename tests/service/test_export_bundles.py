@@ -1,11 +1,8 @@
 """The ``pytorch`` and ``lightning`` export formats: train.py trains as winnow trains (the stored
 accuracy of a real trial, reproduced), imports only torch (and pytorch_optimizer where the
-optimizer comes from it), the Lightning module fits the digits, and a missing extra or a
-missing model.py writer is said to the caller.
-
-model.py is written by ``pytorch_model.model_source`` (another part of issue 17); until it is
-part of winnow these tests write a stand-in that builds winnow's own network
-(``standin_model_source``), so they test what this part owns: everything but model.py."""
+optimizer comes from it), the Lightning module fits the digits, and a missing extra is said to
+the caller. Every bundle carries the real model.py (``pytorch_model.model_source``), so train.py
+reproducing winnow's accuracy also checks that model.py starts from winnow's initial weights."""
 
 from __future__ import annotations
 
@@ -31,38 +28,6 @@ from winnow.service import export
 from winnow.service.cli import main
 from winnow.service.client import WinnowError
 from winnow.service.export import lightning_bundle, pytorch_bundle
-
-STANDIN_MODEL = '''
-import torch
-from winnow.search_space.candidate import Candidate
-
-CANDIDATE = {candidate!r}
-SCALE, MEAN, STD = {scale!r}, torch.tensor({mean!r}), torch.tensor({std!r})
-
-
-def build_model():
-    return Candidate(**CANDIDATE).build_model({classes!r}, {shape!r})
-
-
-def preprocess(x):
-    """winnow's Dataset.normalize on raw inputs."""
-    x = torch.as_tensor(x).float() / SCALE
-    shape = (1, -1) + (1,) * (x.dim() - 2)
-    return (x - MEAN.view(shape)) / STD.view(shape)
-'''
-
-
-def standin_model_source(recipe: dict) -> str:
-    """A model.py with build_model() and preprocess(x) of the recipe's task, through winnow."""
-    data = load_dataset(recipe["training"]["task"]["dataset"])
-    return STANDIN_MODEL.format(
-        candidate=recipe["candidate"],
-        scale=data.scale,
-        mean=data.mean.tolist(),
-        std=data.std.tolist(),
-        classes=data.num_classes,
-        shape=data.input_shape,
-    )
 
 
 def recipe_of(candidate: dict, epochs: int = 1, seed: int = 0, **metrics) -> dict:
@@ -131,7 +96,6 @@ def test_train_py_reproduces_the_stored_accuracy_of_a_real_trial(
     spec["budget"] = {"max_trials": 1}
     search = client.submit(spec)
     search.wait()
-    monkeypatch.setattr(pytorch_bundle, "default_model_source", lambda: standin_model_source)
     recipe = search.export(format="pytorch", path=tmp_path / "sdk")
     assert recipe["training"]["epochs"] == 2 and recipe["training"]["seed"] == 3
     args = [search.id, "--format", "pytorch", "--out", str(tmp_path / "cli")]
@@ -168,7 +132,7 @@ def test_train_py_trains_every_optimizer_as_winnow_does(optimizer, tmp_path, mon
     stored = evaluate(spec)
     assert stored.status == Status.OK, stored.error
     recipe = recipe_of(candidate, epochs=1, seed=5)
-    folder = write_bundle(tmp_path, pytorch_bundle.files(recipe, standin_model_source))
+    folder = write_bundle(tmp_path, pytorch_bundle.files(recipe))
 
     source = (folder / "train.py").read_text()
     libraries = top_level_imports(source) - STDLIB - {"model"}
@@ -187,7 +151,7 @@ def test_train_py_trains_every_optimizer_as_winnow_does(optimizer, tmp_path, mon
 
 def test_the_default_load_data_is_winnows_digits_split(tmp_path, monkeypatch):
     recipe = recipe_of({"architecture": MLP})
-    folder = write_bundle(tmp_path, pytorch_bundle.files(recipe, standin_model_source))
+    folder = write_bundle(tmp_path, pytorch_bundle.files(recipe))
     train = import_train(folder, monkeypatch)
 
     train_x, train_y, test_x, test_y = train.load_data()
@@ -216,7 +180,7 @@ def test_an_npz_task_reads_its_file_and_augments_as_winnow_does(tmp_path, monkey
     assert stored.status == Status.OK, stored.error
     recipe = recipe_of(candidate, epochs=2, seed=4)
     recipe["training"]["task"]["dataset"] = f"npz:{data}"
-    folder = write_bundle(tmp_path / "bundle", pytorch_bundle.files(recipe, standin_model_source))
+    folder = write_bundle(tmp_path / "bundle", pytorch_bundle.files(recipe))
     assert "scikit-learn" not in (folder / "requirements.txt").read_text()
     train = import_train(folder, monkeypatch)
     result = train.main(["--device", "cpu", "--json"])
@@ -242,7 +206,7 @@ def test_a_task_read_from_elsewhere_asks_for_load_data_to_be_replaced(tmp_path, 
 def test_the_lightning_module_fits_the_digits_for_one_epoch(optimizer, tmp_path):
     lr = {"adamw": 0.01, "sophia": 0.003}[optimizer]
     recipe = recipe_of({"architecture": MLP, "optimizer": {"name": optimizer, "lr": lr}})
-    bundle = lightning_bundle.files(recipe, standin_model_source)
+    bundle = lightning_bundle.files(recipe)
     assert {"lightning_module.py", "fit.py", "model.py", "train.py"} <= set(bundle)
     assert "lightning>=" in bundle["requirements.txt"].decode()
     folder = write_bundle(tmp_path, bundle)
@@ -261,12 +225,3 @@ def test_a_missing_extra_says_what_to_install(client, tiny_spec, monkeypatch):
         search.export(format="lightning")
     assert raised.value.code == grpc.StatusCode.FAILED_PRECONDITION.name
     assert export.INSTALL in raised.value.message
-
-
-def test_a_winnow_without_the_model_writer_says_so(client, tiny_spec, monkeypatch):
-    search = client.submit(tiny_spec())
-    search.wait()
-    monkeypatch.setattr(pytorch_bundle, "MODEL_SOURCE_MODULE", "winnow.service.export.absent")
-    with pytest.raises(WinnowError, match="cannot write model.py yet") as raised:
-        search.export(format="pytorch")
-    assert raised.value.code == grpc.StatusCode.UNIMPLEMENTED.name
