@@ -74,7 +74,7 @@ def _status_of(error: Exception) -> tuple[grpc.StatusCode, str]:
         return grpc.StatusCode.UNAVAILABLE, str(error)  # clients retry: the next server takes it
     if isinstance(error, readout.UnknownTrialError):
         return grpc.StatusCode.NOT_FOUND, str(error)
-    if isinstance(error, readout.SpecNoLongerValidError):
+    if isinstance(error, readout.SpecNoLongerValidError | export.ExportError):
         return grpc.StatusCode.FAILED_PRECONDITION, str(error)
     return grpc.StatusCode.INTERNAL, f"internal error ({type(error).__name__}); see server log"
 

@@ -4,7 +4,11 @@
 An exporter takes the trial's recipe (``readout.recipe``: the canonical candidate, its task,
 epochs and seed, its metrics and hashes) and returns the bundle's files as
 ``{relative path: bytes}``; the server sends them and the SDK writes them. Adding a format is
-one module here with its exporter and one ``EXPORT_FORMATS.register`` line below.
+one module here with its exporter and one ``EXPORT_FORMATS.register`` line below. An exporter
+that cannot export a trial in its format raises ``ExportError`` (the server answers
+``FAILED_PRECONDITION``). The recipe's ``artifacts`` entry (the server's paths of what the
+search kept for the trial, e.g. its weights) is for the exporters, never written out
+(``recipe.public``).
 """
 
 from __future__ import annotations
@@ -13,7 +17,8 @@ from collections.abc import Callable
 from typing import Any
 
 from winnow.search_space.registry import Registry
-from winnow.service.export import recipe
+from winnow.service.export import recipe, weights
+from winnow.service.export.errors import ExportError
 
 Exporter = Callable[[dict[str, Any]], dict[str, bytes]]
 
@@ -21,5 +26,6 @@ DEFAULT_FORMAT = "recipe"  # what an ExportRecipeRequest without a format asks f
 
 EXPORT_FORMATS: Registry[Exporter] = Registry("export format")
 EXPORT_FORMATS.register("recipe", recipe.files)
+EXPORT_FORMATS.register("weights", weights.files)
 
-__all__ = ["DEFAULT_FORMAT", "EXPORT_FORMATS", "Exporter", "recipe"]
+__all__ = ["DEFAULT_FORMAT", "EXPORT_FORMATS", "ExportError", "Exporter", "recipe", "weights"]
