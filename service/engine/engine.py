@@ -238,6 +238,7 @@ class Engine:
             )
             raise
         self.outcomes.tell_waiting()
+        self.outcomes.weights.delete_dropped()  # those that reused results dropped
         status = self._stop_status if self._cancelled.is_set() else SearchStatus.FINISHED
         error = None
         if status == SearchStatus.FINISHED:  # ran to its end: did anything train?

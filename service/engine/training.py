@@ -147,6 +147,7 @@ class Training:
         result = result_of(future)
         with self.store.batch():
             self.record(tracked, rung, row_id, result)
+        self.outcomes.weights.delete_dropped()  # their rows' clearing is committed now
         self.state.history.append(self._history_entry())
         tracked.overhead += time.perf_counter() - start
 

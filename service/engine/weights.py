@@ -6,8 +6,9 @@ store's artifact folder (``store.artifacts``) before the row that records their 
 row never names a file that is not complete. After each completed trial only the best
 ``keep_weights`` completed trials keep theirs: ranked by how many completed trials dominate
 each (the front first), then by the first objective, then the earlier trial; the others' rows
-are cleared and their files deleted (a crash between the two, before the step's commit, leaves
-a row naming a deleted file: its export says the file is missing). A reused (cache-answered)
+are cleared in the step's transaction and their files deleted after it commits
+(:meth:`KeptWeights.delete_dropped`), so a crash never leaves a row naming a deleted file (at
+worst a file no row names). A reused (cache-answered)
 trial was not trained here and has no weights; it still takes its place in the ranking.
 """
 
@@ -34,6 +35,7 @@ class KeptWeights:
         self.limit = spec.keep_weights
         # candidate number -> (row id, path) of the weights kept so far
         self.kept = {r.number: (r.id, r.weights_path) for r in rows or () if r.weights_path}
+        self.dropped: list[str] = []  # files whose rows no longer name them, to delete
 
     @property
     def enabled(self) -> bool:
@@ -48,14 +50,20 @@ class KeptWeights:
         return path
 
     def retain(self, completed: dict[int, list[float]]) -> None:
-        """Delete the weights of the trials no longer among the best ``limit`` of
-        ``completed`` (objective values by candidate number: ``SearchState.completed``)."""
+        """Drop the weights of the trials no longer among the best ``limit`` of ``completed``
+        (objective values by candidate number: ``SearchState.completed``): their rows are
+        cleared now, their files deleted by :meth:`delete_dropped`."""
         best = set(best_numbers(completed, self.spec.directions, self.limit))
         for number in [n for n in self.kept if n not in best]:
             row_id, path = self.kept.pop(number)
-            self.store.update_trial(row_id, weights_path=None)  # first: no row names a lost file
-            Artifacts.delete(path)
-            log.debug("search %s: trial %d's weights deleted", self.search_id, number)
+            self.store.update_trial(row_id, weights_path=None)
+            self.dropped.append(path)
+            log.debug("search %s: trial %d's weights dropped", self.search_id, number)
+
+    def delete_dropped(self) -> None:
+        """Delete the dropped files; call it after the transaction that cleared their rows."""
+        while self.dropped:
+            Artifacts.delete(self.dropped.pop())
 
 
 def best_numbers(completed: dict[int, list[float]], directions: list[str], limit: int) -> list[int]:

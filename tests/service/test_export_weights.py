@@ -160,3 +160,21 @@ def test_a_postgresql_store_keeps_no_weights_unless_given_a_folder(tmp_path):
     assert default_root("postgresql+psycopg://u@h/db") is None
     assert default_root("sqlite://") is None
     assert default_root(sqlite_url(tmp_path / "x.db")) == tmp_path / "x.db.artifacts"
+
+
+def test_a_crash_after_dropping_weights_leaves_no_row_naming_a_deleted_file(tmp_path, monkeypatch):
+    store = Store(sqlite_url(tmp_path / "w.db"))
+    retain, committed = KeptWeights.retain, set()  # trials kept by earlier (committed) steps
+
+    def crash_once_dropped(self, completed):  # the process dies before the step commits
+        retain(self, completed)
+        if committed - set(self.kept):  # an earlier step's weights were dropped in this one
+            raise SystemExit("killed")
+        committed.update(self.kept)
+
+    monkeypatch.setattr(KeptWeights, "retain", crash_once_dropped)
+    engine = Engine.create(tiny_engine_spec(keep_weights=1, trials=3), store, InProcessExecutor())
+    with pytest.raises(SystemExit):
+        engine.run()
+    named = kept(store.trials(engine.search_id))
+    assert named and all(Path(path).is_file() for path in named.values())
