@@ -139,3 +139,22 @@ def test_a_trial_asked_to_keep_weights_returns_a_state_dict_that_reproduces_its_
     too_large = evaluate(TrialSpec(candidate, "digits", epochs=1, keep_weights=True))
     assert too_large.status == Status.OK and too_large.weights is None
     assert too_large.error.startswith("weights not kept: ")
+
+
+def test_kept_weights_of_the_digits_joint_space_load_strictly_and_score_the_same():
+    """Norms, optimizers and quantization policies (bits, symmetric or affine): the kept
+    ``state_dict`` is the whole network's state. (NB201 cells take 50 s each here on two shared
+    cores: the families are the export benchmark's.)"""
+    from winnow.search_space import training
+    from winnow.search_space.datasets import load_dataset
+    from winnow.search_space.spec import load_space
+
+    digits = load_dataset("digits")
+    for candidate in load_space("digits-joint").sample(3, seed=1):
+        result = evaluate(TrialSpec(candidate, "digits", steps=3, keep_weights=True))
+        assert result.status == Status.OK, result.error
+        model = candidate.build_model(digits.num_classes, digits.input_shape)
+        state = torch.load(io.BytesIO(result.weights), weights_only=True)
+        model.load_state_dict(state, strict=True)
+        accuracy = training.test_accuracy(model, digits, torch.device("cpu"))
+        assert accuracy == result.metrics["accuracy"], candidate.describe()
