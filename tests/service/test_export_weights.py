@@ -178,3 +178,19 @@ def test_a_crash_after_dropping_weights_leaves_no_row_naming_a_deleted_file(tmp_
         engine.run()
     named = kept(store.trials(engine.search_id))
     assert named and all(Path(path).is_file() for path in named.values())
+
+
+def test_winnow_serve_artifacts_puts_the_weights_in_the_given_folder(
+    make_server, tiny_spec, tmp_path
+):
+    from winnow.service.cli.main import build_parser
+
+    args = build_parser().parse_args(["serve", "--artifacts", str(tmp_path / "kept")])
+    assert args.artifacts == tmp_path / "kept"
+    server = make_server(artifacts=tmp_path / "kept")
+    with Client(server.address, timeout=20, retries=2) as client:
+        search = client.submit(tiny_spec(budget={"max_trials": 1}))
+        search.wait()
+    (path,) = kept(server.store.trials(search.id)).values()
+    assert Path(path).parent == tmp_path / "kept" / search.id and Path(path).is_file()
+    assert not default_root(server.store.url).exists()  # not beside the database
