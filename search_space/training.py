@@ -8,6 +8,7 @@ a candidate that cannot be built for the data all end as a ``failed`` TrialResul
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import math
 import random
@@ -37,6 +38,10 @@ from winnow.search_space.trial import EpochCallback, Fidelity, Status, TrialResu
 
 log = logging.getLogger(__name__)
 
+# Weights larger than this are not returned (``TrialSpec.keep_weights``): they travel with the
+# result through a worker's pipe or Ray's object store, and 512 MiB of float32 is 134M
+# parameters, over the server's default size cap (``--max-params``, 1e8).
+MAX_WEIGHTS_BYTES = 512 << 20
 LATENCY_BATCH = 64  # inference latency is measured per batch of this many samples
 LATENCY_REPEATS = 10
 EVAL_BATCH = 512
@@ -201,6 +206,7 @@ def evaluate(spec: TrialSpec, on_epoch: EpochCallback | None = None) -> TrialRes
     start = time.perf_counter()
     metrics: dict[str, float] = {}
     curve: list[float] = []
+    weights: bytes | None = None
     device_name = spec.device
     try:
         device = resolve_device(spec.device)
@@ -222,12 +228,40 @@ def evaluate(spec: TrialSpec, on_epoch: EpochCallback | None = None) -> TrialRes
         metrics["latency_ms"] = measure_latency(model, dataset.input_shape, device)
         metrics["peak_memory_bytes"] = peak_memory_bytes(device)
         status, error = Status.OK, None
+        weights, error = kept_weights(model) if spec.keep_weights else (None, None)
     except Exception as exc:  # a failed candidate must not end the caller's search
         status, error = Status.FAILED, _failure_reason(exc)
         if torch.cuda.is_available():
             torch.cuda.empty_cache()  # give an out-of-memory trial's blocks back to the next one
         log.info("evaluation of %s failed: %s", spec.candidate.key, error, exc_info=True)
-    return TrialResult(status, metrics, curve, error, time.perf_counter() - start, device_name)
+    seconds = time.perf_counter() - start
+    return TrialResult(status, metrics, curve, error, seconds, device_name, weights=weights)
+
+
+def serialize_weights(model: nn.Module) -> bytes:
+    """The model's ``state_dict`` as ``torch.save`` bytes: contiguous CPU tensors (a CUDA or
+    ``channels_last`` model's load anywhere, into the module ``Candidate.build_model`` makes,
+    with ``strict=True``)."""
+    state = {k: _portable(v) for k, v in model.state_dict().items()}
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
+
+
+def _portable(value: object) -> object:
+    """A state entry as a contiguous CPU tensor (a module's extra state passes as it is)."""
+    return value.detach().cpu().contiguous() if isinstance(value, torch.Tensor) else value
+
+
+def kept_weights(model: nn.Module) -> tuple[bytes | None, str | None]:
+    """The trained weights to return and, when they are too large to, why not (the result's
+    ``error``: what failed in part)."""
+    tensors = [t for t in model.state_dict().values() if isinstance(t, torch.Tensor)]
+    size = sum(t.numel() * t.element_size() for t in tensors)
+    if size > MAX_WEIGHTS_BYTES:  # measured before serializing: no second copy of a huge one
+        mib, limit = size / 2**20, MAX_WEIGHTS_BYTES / 2**20
+        return None, f"weights not kept: {mib:.1f} MiB, over the {limit:.1f} MiB a result carries"
+    return serialize_weights(model), None
 
 
 def _failure_reason(error: Exception) -> str:

@@ -25,7 +25,11 @@ EpochCallback = Callable[[int, int, float, float], None]
 class TrialSpec:
     """Evaluate ``candidate`` on ``dataset`` at one fidelity (``stage``, ``epochs``, ``steps``).
 
-    ``proxies`` names the zero-cost proxies of a ``proxy`` stage (``None``: all of them)."""
+    ``proxies`` names the zero-cost proxies of a ``proxy`` stage (``None``: all of them);
+    ``keep_weights`` asks a ``train`` trial to return its trained weights in the result
+    (``TrialResult.weights``: the bytes travel with the result, so that a worker on another
+    machine, e.g. a Ray node, keeps them too; the engine writes them to the store's
+    artifacts)."""
 
     candidate: Candidate
     dataset: str
@@ -35,6 +39,7 @@ class TrialSpec:
     seed: int = 0
     device: str = "cpu"
     proxies: tuple[str, ...] | None = None
+    keep_weights: bool = False
 
     @property
     def fidelity(self) -> Fidelity:
@@ -46,7 +51,8 @@ class TrialResult:
     """What a trial returned: ``metrics`` (numbers), the training ``loss_curve``, ``error``
     (why it failed, or what failed in part) and ``value``: a stage's one non-numeric answer
     (the ``hash`` stage's functional hash; None for the other stages and for results stored
-    before the field existed)."""
+    before the field existed); ``weights``: the trained ``state_dict`` as ``torch.save`` bytes
+    when the spec asked to keep them (never stored with the result: see ``TrialSpec``)."""
 
     status: Status
     metrics: dict[str, float] = field(default_factory=dict)
@@ -56,6 +62,7 @@ class TrialResult:
     device: str = "cpu"
     host: str | None = None  # the machine that ran it (set by process and cluster workers)
     value: str | None = None
+    weights: bytes | None = field(default=None, repr=False)
 
     def to_json_dict(self) -> dict[str, Any]:
         """Flat JSON for the CLI: status, every metric at top level, loss curve, error."""
@@ -70,7 +77,11 @@ class TrialResult:
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "status": str(self.status)}
+        """JSON-ready (the equivalence cache stores it): the weights are left out, they are
+        kept as an artifact of the trial that trained them."""
+        out = {**asdict(self), "status": str(self.status)}
+        out.pop("weights")
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrialResult:

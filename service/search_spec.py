@@ -72,6 +72,7 @@ MAX_TRIALS, MAX_PROPOSALS = 1_000_000, 100_000_000
 MAX_RUNG_EPOCHS = 10_000  # a rung's training epochs
 MAX_REDUCTION_FACTOR = 16  # successive halving keeps one in this many (Hyperband uses 3 or 4)
 MAX_POPULATION = 100_000  # scores a screen ranks among, pruned trials a sampler models
+MAX_KEPT_WEIGHTS = 1000  # trials whose weights a search keeps (each a file of the model's size)
 # A task's stated shape and classes: past these no dataset winnow loads (nor a network it
 # builds) fits; a larger number is a typo.
 MAX_INPUT_DIMS, MAX_INPUT_SIZE, MAX_CLASSES = 4, 4096, 100_000
@@ -317,6 +318,11 @@ class SearchSpec(_Strict):
     """How it searches."""
     seed: int = Field(0, ge=0, le=UINT32_MAX)
     """Seeds the sampler and every training run (the same seed trains the same network)."""
+    keep_weights: int = Field(5, ge=0, le=MAX_KEPT_WEIGHTS)
+    """How many completed trials keep their trained weights (``winnow export --format
+    weights``): the best by Pareto rank (the front first), then by the first objective; the
+    others' are deleted as better ones complete. 0: none. Kept in the server's artifact folder
+    (beside a SQLite database; PostgreSQL needs ``winnow serve --artifacts DIR``)."""
     reproducible: bool = False
     """The same spec gives the same front: no results reused from other searches, and one
     training at a time, each result told before the next ask (README, "Reproducible runs")."""

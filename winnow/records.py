@@ -110,7 +110,8 @@ class TrialRecord:
     """One stored trial: a candidate at one fidelity (``stage``, ``epochs``, ``rung``).
 
     ``candidate`` is the candidate's canonical JSON (``Candidate.from_json`` rebuilds it);
-    ``params`` are the Optuna params that propose it; ``rung`` is -1 before training."""
+    ``params`` are the Optuna params that propose it; ``rung`` is -1 before training;
+    ``weights_path`` is the file of its kept weights (``winnow export --format weights``)."""
 
     id: int | None
     search_id: str
@@ -133,6 +134,9 @@ class TrialRecord:
     host: str | None = None
     created_at: float = 0.0
     finished_at: float | None = None
+    # where the trial's trained weights are kept (``store.artifacts``): top-rung runs of the
+    # search's best ``keep_weights`` trials only; None when not kept or no longer kept
+    weights_path: str | None = None
 
     @property
     def trained(self) -> bool:

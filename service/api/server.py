@@ -53,6 +53,9 @@ class ServerConfig:
     # Candidates of more parameters fail before anything builds them (None: no cap). 1e8
     # float32 parameters are 0.4 GB, and training holds several times that.
     max_params: int | None = DEFAULT_MAX_PARAMS
+    # Kept trial weights (``store.artifacts``); None: beside a SQLite database, and none kept
+    # with PostgreSQL (the server may not share the database's disk).
+    artifacts: Path | None = None
 
     def __post_init__(self) -> None:
         if self.max_concurrent_searches < 1:  # 0 would queue every search and run none
@@ -130,7 +133,9 @@ class WinnowServer:
         self, config: ServerConfig, make_executor: Callable[[], Executor] | None = None
     ) -> None:
         self.config = config
-        self.store = Store(config.db_url)
+        self.store = Store(config.db_url, artifacts=config.artifacts)
+        if self.store.artifacts is None:
+            log.info("no artifact folder: trained weights are not kept (winnow serve --artifacts)")
         self.pool: Executor | None = None
         self._stopping = threading.Event()
         self._health_thread = threading.Thread(

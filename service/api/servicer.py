@@ -75,8 +75,10 @@ def _status_of(error: Exception) -> tuple[grpc.StatusCode, str]:
         return grpc.StatusCode.UNAVAILABLE, str(error)  # clients retry: the next server takes it
     if isinstance(error, readout.UnknownTrialError):
         return grpc.StatusCode.NOT_FOUND, str(error)
-    if isinstance(error, readout.SpecNoLongerValidError | export.MissingExtraError):
-        return grpc.StatusCode.FAILED_PRECONDITION, str(error)  # the extra: what to install
+    if isinstance(
+        error, readout.SpecNoLongerValidError | export.ExportError | export.MissingExtraError
+    ):
+        return grpc.StatusCode.FAILED_PRECONDITION, str(error)  # an extra: what to install
     return grpc.StatusCode.INTERNAL, f"internal error ({type(error).__name__}); see server log"
 
 

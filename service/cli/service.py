@@ -85,6 +85,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         data_roots=tuple(args.data_root),
+        artifacts=args.artifacts,
     )
     server = WinnowServer(config).start()
     stop = threading.Event()
@@ -256,6 +257,12 @@ def add_service_commands(commands: Any) -> None:
     )
     serve.add_argument(
         "--token-file", help=f"file holding the bearer token (default: ${env.TOKEN_FILE})"
+    )
+    serve.add_argument(
+        "--artifacts",
+        type=Path,
+        help="folder for the trials' kept weights (default: beside a SQLite database, "
+        "DB.artifacts; with PostgreSQL none are kept without it)",
     )
     serve.add_argument("--tls-cert", type=Path, help="server certificate (PEM)")
     serve.add_argument("--tls-key", type=Path, help="server private key (PEM)")

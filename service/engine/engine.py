@@ -57,6 +57,7 @@ from winnow.service.engine.sampling import SamplerViewStorage, make_study
 from winnow.service.engine.screening import ProxyScreen
 from winnow.service.engine.state import SearchReport, SearchState, Tracked
 from winnow.service.engine.training import Training
+from winnow.service.engine.weights import KeptWeights
 from winnow.service.search_spec import SearchSpec
 from winnow.service.store import SqlEquivalenceCache, Store
 from winnow.workers.executor import Executor
@@ -108,7 +109,8 @@ class Engine:
             parts = (self.ladder, self.screen, self.study, self.sampler_view)
             self.state = SearchState.from_rows(rows, self.space, self.objectives, *parts)
         self.journal = Journal(store, search_id, on_event)
-        self.outcomes = Outcomes(spec, self.state, self.journal, self.study, self.ladder)
+        weights = KeptWeights(spec, store, search_id, rows)
+        self.outcomes = Outcomes(spec, self.state, self.journal, self.study, self.ladder, weights)
         self.training = Training(
             spec, search_id, self.outcomes, self.screen, self.cache, executor, self.device
         )
@@ -236,6 +238,7 @@ class Engine:
             )
             raise
         self.outcomes.tell_waiting()
+        self.outcomes.weights.delete_dropped()  # those that reused results dropped
         status = self._stop_status if self._cancelled.is_set() else SearchStatus.FINISHED
         error = None
         if status == SearchStatus.FINISHED:  # ran to its end: did anything train?

@@ -66,8 +66,10 @@ class Journal:
         error: str | None,
         tracked: Tracked,
         rung: int,
+        weights_path: str | None = None,
     ) -> None:
-        """A training row's work ended with ``result`` (stored as ``status``, ``error``)."""
+        """A training row's work ended with ``result`` (stored as ``status``, ``error``, and
+        the path of its kept weights, if any)."""
         self.store.update_trial(
             row_id,
             status=status,
@@ -78,6 +80,7 @@ class Journal:
             device=result.device,
             host=result.host,
             finished_at=time.time(),
+            weights_path=weights_path,
         )
         payload = {"row": row_id, "trial_id": tracked.number, "rung": rung, "stage": "train"}
         payload |= {"status": status, "metrics": finite(result.metrics)}

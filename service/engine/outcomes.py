@@ -20,6 +20,7 @@ from winnow.service.engine.pareto import search_hypervolume
 from winnow.service.engine.readout import objective_values
 from winnow.service.engine.rungs import SuccessiveHalving
 from winnow.service.engine.state import SearchState, Tracked
+from winnow.service.engine.weights import KeptWeights
 from winnow.service.search_spec import SearchSpec
 
 
@@ -31,10 +32,11 @@ class Outcomes:
         journal: Journal,
         study: optuna.Study,
         ladder: SuccessiveHalving,
+        weights: KeptWeights,
     ) -> None:
         self.spec, self.objectives = spec, spec.objectives
         self.state, self.journal = state, journal
-        self.study, self.ladder = study, ladder
+        self.study, self.ladder, self.weights = study, ladder, weights
 
     # --- the cascade's outcomes (cascade.Outcomes) ----------------------------------------------
 
@@ -69,7 +71,8 @@ class Outcomes:
     # --- completion and telling -----------------------------------------------------------------
 
     def complete(self, tracked: Tracked, metrics: dict[str, float]) -> None:
-        """A top-rung (or reused) result: the sampler, the front and its hypervolume learn it."""
+        """A top-rung (or reused) result: the sampler, the front and its hypervolume learn it,
+        and the kept weights are those of the best trials again (``weights``)."""
         values = objective_values(self.objectives, metrics)
         self.state.completed[tracked.number] = values
         if tracked.told:  # pruned at a lower rung, promoted later: a new completed trial
@@ -84,6 +87,8 @@ class Outcomes:
         self.journal.event(
             "front", {"trial_id": tracked.number, "hypervolume": self.state.hypervolume}
         )
+        if self.weights.kept:
+            self.weights.retain(self.state.completed)
 
     def tell(
         self,

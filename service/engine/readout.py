@@ -409,7 +409,30 @@ def recipe(search: SearchRecord, rows: list[TrialRecord], trial_id: int | None =
         },
         "metrics": row.metrics,
         "hashes": {"structural": row.structural_hash, "functional": row.functional_hash},
+        "artifacts": kept_artifacts(spec, row),  # the exporters' (``export.recipe.PRIVATE``)
     }
+
+
+def kept_artifacts(spec: SearchSpec, row: TrialRecord) -> dict[str, str | None]:
+    """The server's paths of what the search kept for the trial's row (``weights``), or, when
+    nothing was kept, why not (``missing``): the ``weights`` exporter's error message."""
+    if row.weights_path is not None:
+        return {"weights": row.weights_path}
+    trial, top = f"trial {row.number}'s weights were not kept", spec.strategy.rungs[-1]
+    if row.reused:
+        why = "its result was reused from an equal network trained before, not trained here"
+    elif row.rung != len(spec.strategy.rungs) - 1:
+        why = f"it trained {row.epochs} epochs, and only completed trials ({top} epochs) keep them"
+    elif spec.keep_weights == 0:
+        why = "the search kept none (keep_weights: 0); rerun it with keep_weights above 0"
+    else:
+        why = (
+            f"only the top {spec.keep_weights} of the front are (keep_weights: "
+            f"{spec.keep_weights}), on a server with an artifact folder (beside a SQLite "
+            "database; PostgreSQL: winnow serve --artifacts DIR); rerun with a larger "
+            "keep_weights, or export a trial that kept them (winnow pareto)"
+        )
+    return {"weights": None, "missing": f"{trial}: {why}"}
 
 
 def _why_not_trained(search: SearchRecord, rows: list[TrialRecord], trial_id: int) -> str:

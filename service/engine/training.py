@@ -4,7 +4,8 @@ A rung's row is written ``running`` before its work starts (so that a crash leav
 re-queued), then the training goes to the executor; when its result comes back it is checked
 (objectives present, constraints met), stored, and goes up the ladder: successive-halving rungs
 (``SuccessiveHalving``), with the first rung's results labelling the proxy screen and the top
-rung's cached (for reuse by hash) and completed.
+rung's cached (for reuse by hash) and completed; a top-rung run returns its trained weights,
+kept as an artifact of its row (``weights``).
 
 Each run's epochs come back while it trains (``Executor.submit(spec, on_epoch)``) and become
 ``epoch_finished`` events through :class:`EpochRelay`."""
@@ -127,6 +128,8 @@ class Training:
             epochs=self.ladder.rungs[rung],
             seed=self.spec.seed,
             device=self.device,
+            # the top rung's weights are the ones a user exports (the lower rungs' are not)
+            keep_weights=rung == self.ladder.top and self.outcomes.weights.enabled,
         )
         counts = self.state.counts
         counts["trained"] += 1
@@ -144,6 +147,7 @@ class Training:
         result = result_of(future)
         with self.store.batch():
             self.record(tracked, rung, row_id, result)
+        self.outcomes.weights.delete_dropped()  # their rows' clearing is committed now
         self.state.history.append(self._history_entry())
         tracked.overhead += time.perf_counter() - start
 
@@ -157,7 +161,10 @@ class Training:
             status, error = Status.FAILED, f"missing objective(s) in metrics: {lacking}"
         elif violated:
             status, error = Status.PRUNED, "; ".join(violated)
-        self.journal.update(row_id, status, result, error, tracked, rung)
+        weights_path = None
+        if status == Status.OK and result.weights is not None:  # written before the row says so
+            weights_path = self.outcomes.weights.save(tracked.number, row_id, result.weights)
+        self.journal.update(row_id, status, result, error, tracked, rung, weights_path)
         if status in (Status.FAILED, Status.PRUNED):
             self.state.counts[status] += 1
             self.outcomes.tell(

@@ -4,13 +4,18 @@
 An exporter takes the trial's recipe (``readout.recipe``: the canonical candidate, its task,
 epochs and seed, its metrics and hashes) and returns the bundle's files as
 ``{relative path: bytes}``; the server sends them and the SDK writes them. Adding a format is
-one module here with its exporter and one ``EXPORT_FORMATS.register`` line below.
+one module here with its exporter and one ``EXPORT_FORMATS.register`` line below. An exporter
+that cannot export a trial in its format raises ``ExportError`` (the server answers
+``FAILED_PRECONDITION``). The recipe's ``artifacts`` entry (the server's paths of what the
+search kept for the trial, e.g. its weights) is for the exporters, never written out
+(``recipe.public``).
 
 - ``recipe``: ``recipe.json`` (``recipe.py``);
 - ``pytorch``: model.py, train.py, requirements.txt, README.md, recipe.json
   (``pytorch_bundle.py``);
 - ``lightning``: the ``pytorch`` bundle plus lightning_module.py and fit.py
-  (``lightning_bundle.py``; needs ``lightning``, the ``export`` extra: ``extras.py``).
+  (``lightning_bundle.py``; needs ``lightning``, the ``export`` extra: ``extras.py``);
+- ``weights``: weights.pt (the trial's kept ``state_dict``) and recipe.json (``weights.py``).
 
 An exporter raises ``MissingExtraError`` (an ImportError) when an optional dependency is
 missing, saying what to install; the server answers it FAILED_PRECONDITION.
@@ -22,7 +27,8 @@ from collections.abc import Callable
 from typing import Any
 
 from winnow.search_space.registry import Registry
-from winnow.service.export import lightning_bundle, pytorch_bundle, recipe
+from winnow.service.export import lightning_bundle, pytorch_bundle, recipe, weights
+from winnow.service.export.errors import ExportError
 from winnow.service.export.extras import INSTALL, MissingExtraError
 
 Exporter = Callable[[dict[str, Any]], dict[str, bytes]]
@@ -33,14 +39,17 @@ EXPORT_FORMATS: Registry[Exporter] = Registry("export format")
 EXPORT_FORMATS.register("recipe", recipe.files)
 EXPORT_FORMATS.register("pytorch", pytorch_bundle.files)
 EXPORT_FORMATS.register("lightning", lightning_bundle.files)
+EXPORT_FORMATS.register("weights", weights.files)
 
 __all__ = [
     "DEFAULT_FORMAT",
     "EXPORT_FORMATS",
     "INSTALL",
+    "ExportError",
     "Exporter",
     "MissingExtraError",
     "lightning_bundle",
     "pytorch_bundle",
     "recipe",
+    "weights",
 ]

@@ -14,11 +14,17 @@ from winnow.service.search_spec import Task
 
 FILE_NAME = "recipe.json"
 FORMAT = "winnow.recipe/v1"  # the ``format`` field of every recipe ``readout.recipe`` writes
+PRIVATE = ("artifacts",)  # the server's side of a recipe: for exporters, never written out
+
+
+def public(recipe: dict[str, Any]) -> dict[str, Any]:
+    """The recipe without its server-side entries (``PRIVATE``: the paths of kept files)."""
+    return {k: v for k, v in recipe.items() if k not in PRIVATE}
 
 
 def to_json(recipe: dict[str, Any]) -> str:
     """The one spelling of a recipe as JSON: the ``recipe_json`` of every export reply."""
-    return json.dumps(recipe, indent=2, sort_keys=True)
+    return json.dumps(public(recipe), indent=2, sort_keys=True)
 
 
 def files(recipe: dict[str, Any]) -> dict[str, bytes]:

@@ -29,6 +29,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlmodel import Session, create_engine
 
 from winnow.records import EventRecord, SearchRecord, SearchStatus, Status, TrialRecord
+from winnow.service.store.artifacts import Artifacts, default_root
 from winnow.service.store.convert import (
     EVENTS,
     SEARCHES,
@@ -96,10 +97,16 @@ def migrate(engine: Engine, revision: str = "head") -> None:
 
 
 class Store:
-    """Searches, trials, cached results and events in one database; see the module docstring."""
+    """Searches, trials, cached results and events in one database; see the module docstring.
 
-    def __init__(self, url: str = DEFAULT_URL) -> None:
+    ``artifacts``: the folder of kept trial weights (``artifacts.Artifacts``; default: beside a
+    SQLite file, none for PostgreSQL); ``self.artifacts`` is None when weights are kept nowhere.
+    """
+
+    def __init__(self, url: str = DEFAULT_URL, artifacts: Path | None = None) -> None:
         self.url = url
+        root = artifacts if artifacts is not None else default_root(url)
+        self.artifacts = Artifacts(root) if root is not None else None
         # per thread: the server runs several engines on one store, each with its own batches
         self._local = threading.local()
         # One writer at a time in this process, queued here: SQLite allows one anyway, and its

@@ -4,7 +4,7 @@ needs a new revision there (``tests/service/test_store.py`` checks that the two 
 - ``search``: one row per search (its spec, status, task).
 - ``trial``: one row per candidate per fidelity (``number`` is the candidate's number within its
   search; a proxy row and one row per training rung share it), with metrics, status, error,
-  timings, device, host, hashes and the loss curve.
+  timings, device, host, hashes, the loss curve and the path of its kept weights.
 - ``cache_entry``: the equivalence cache, by (task, fidelity, hash), shared across searches.
 - ``hash_memo``: functional hashes by structural hash, so each is computed once.
 - ``event``: what happened, in order, for dashboards and ``watch``.
@@ -57,6 +57,7 @@ class TrialRow(SQLModel, table=True):
     host: str | None = None  # the machine that ran it
     created_at: float
     finished_at: float | None = None
+    weights_path: str | None = None  # the kept weights' file (``artifacts``), if any
 
 
 class CacheEntryRow(SQLModel, table=True):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import pytest
@@ -115,3 +116,45 @@ def test_nb201_on_real_cifar10_images(shared_data):
     assert result.metrics["params"] == 73_306 + 243_040 + 28_000
     assert 0 <= result.metrics["accuracy"] <= 1
     assert result.metrics["flops"] > 1e7
+
+
+def test_a_trial_asked_to_keep_weights_returns_a_state_dict_that_reproduces_its_accuracy(
+    monkeypatch,
+):
+    from winnow.search_space import training
+    from winnow.search_space.datasets import load_dataset
+
+    candidate = Candidate.from_json(RECIPE.read_text())  # quantized: its quantizers' state too
+    assert evaluate(TrialSpec(candidate, "digits", epochs=1)).weights is None
+    result = evaluate(TrialSpec(candidate, "digits", epochs=1, keep_weights=True))
+    assert result.status == Status.OK and result.error is None and result.weights
+    assert "weights" not in result.to_dict()  # the cache stores results as JSON
+    digits = load_dataset("digits")
+    model = candidate.build_model(digits.num_classes, digits.input_shape)
+    model.load_state_dict(torch.load(io.BytesIO(result.weights), weights_only=True), strict=True)
+    accuracy = training.test_accuracy(model, digits, torch.device("cpu"))
+    assert accuracy == result.metrics["accuracy"]
+
+    monkeypatch.setattr(training, "MAX_WEIGHTS_BYTES", 1024)  # too large to travel: said so
+    too_large = evaluate(TrialSpec(candidate, "digits", epochs=1, keep_weights=True))
+    assert too_large.status == Status.OK and too_large.weights is None
+    assert too_large.error.startswith("weights not kept: ")
+
+
+def test_kept_weights_of_the_digits_joint_space_load_strictly_and_score_the_same():
+    """Norms, optimizers and quantization policies (bits, symmetric or affine): the kept
+    ``state_dict`` is the whole network's state. (NB201 cells take 50 s each here on two shared
+    cores: the families are the export benchmark's.)"""
+    from winnow.search_space import training
+    from winnow.search_space.datasets import load_dataset
+    from winnow.search_space.spec import load_space
+
+    digits = load_dataset("digits")
+    for candidate in load_space("digits-joint").sample(3, seed=1):
+        result = evaluate(TrialSpec(candidate, "digits", steps=3, keep_weights=True))
+        assert result.status == Status.OK, result.error
+        model = candidate.build_model(digits.num_classes, digits.input_shape)
+        state = torch.load(io.BytesIO(result.weights), weights_only=True)
+        model.load_state_dict(state, strict=True)
+        accuracy = training.test_accuracy(model, digits, torch.device("cpu"))
+        assert accuracy == result.metrics["accuracy"], candidate.describe()

@@ -4,6 +4,7 @@ timeouts, cancellation that stops the running trial, and a search that completes
 from __future__ import annotations
 
 import errno
+import io
 import os
 import signal
 import time
@@ -44,16 +45,24 @@ def running_worker(executor: LocalExecutor, timeout: float = 60):
 
 def assert_matches_an_in_process_run(pool, worker_threads: int) -> None:
     """QUICK in the pool equals QUICK here with the worker's torch threads (the same float
-    sums), and the result names this machine."""
+    sums), its kept weights included (they come back with the result: ``keep_weights``), and
+    the result names this machine."""
+    kept = replace(QUICK, keep_weights=True)
     threads = torch.get_num_threads()
     torch.set_num_threads(worker_threads)
     try:
-        here = run_trial(QUICK)
+        here = run_trial(kept)
     finally:
         torch.set_num_threads(threads)
-    there = pool.submit(QUICK).result(timeout=120)
+    there = pool.submit(kept).result(timeout=120)
     assert there.status == Status.OK and there.metrics["accuracy"] == here.metrics["accuracy"]
     assert there.host == os.uname().nodename and there.device == "cpu"
+    assert there.weights is not None and weights_of(there).keys() == weights_of(here).keys()
+    assert all(torch.equal(weights_of(there)[k], v) for k, v in weights_of(here).items())
+
+
+def weights_of(result) -> dict[str, torch.Tensor]:
+    return torch.load(io.BytesIO(result.weights), weights_only=True)
 
 
 def test_results_match_an_in_process_run_and_record_the_host(pool):

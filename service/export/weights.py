@@ -1,0 +1,48 @@
+"""The ``weights`` export format: the trial's trained weights as ``weights.pt`` (the
+``state_dict`` of the network ``Candidate.build_model`` makes, CPU tensors saved with
+``torch.save``; it loads with ``strict=True``) and its ``recipe.json`` for context.
+
+The weights are the file the search kept for the trial (``engine.weights``: top-rung runs of
+the best ``keep_weights`` completed trials), named by the recipe's private ``artifacts``
+entry (``readout.recipe``). The file is sent as it is: no torch here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from winnow.service.export import recipe as recipe_format
+from winnow.service.export.errors import ExportError
+
+FILE_NAME = "weights.pt"
+# The bundle travels in one gRPC reply, which the server caps at 8 MiB
+# (``api.server.MAX_MESSAGE_BYTES``); the recipe and the message's framing take the rest.
+MAX_WEIGHTS_BYTES = (8 << 20) - (256 << 10)
+
+
+def files(recipe: dict[str, Any]) -> dict[str, bytes]:
+    path = kept_path(recipe)
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise ExportError(
+            f"trial {recipe['trial_id']}'s weights file {path} is missing from the server's "
+            "artifact folder (deleted by hand, or the database moved without it)"
+        ) from None
+    if size > MAX_WEIGHTS_BYTES:
+        raise ExportError(
+            f"trial {recipe['trial_id']}'s weights ({size / 2**20:.1f} MiB) do not fit one "
+            f"export reply ({MAX_WEIGHTS_BYTES / 2**20:.1f} MiB); copy {path} from the server"
+        )
+    return {FILE_NAME: path.read_bytes(), **recipe_format.files(recipe)}
+
+
+def kept_path(recipe: dict[str, Any]) -> Path:
+    """The kept weights' file, or ``ExportError`` with why none was kept."""
+    artifacts = recipe.get("artifacts") or {}
+    if artifacts.get("weights") is None:
+        raise ExportError(
+            artifacts.get("missing") or f"trial {recipe['trial_id']}'s weights were not kept"
+        )
+    return Path(artifacts["weights"])

@@ -1,0 +1,60 @@
+"""Trial artifacts: the trained weights a search keeps, as files in one folder beside the
+database (``<db>.artifacts/<search id>/<trial row id>.pt`` for a SQLite store; any folder
+with ``winnow serve --artifacts DIR``, which a PostgreSQL store needs: without it no weights
+are kept). The trial row records the file's path (``TrialRecord.weights_path``).
+
+A file is written under a temporary name and renamed into place (``os.replace`` is atomic on
+one file system), so a process killed mid-write leaves at most a ``.tmp`` file that no row
+names and that the next write of that trial replaces. No SQL and no torch here: the bytes are
+made by the worker (``training.serialize_weights``) and read back by the ``weights`` exporter.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+from sqlalchemy.engine import make_url
+
+SUFFIX = ".pt"
+
+
+def default_root(url: str) -> Path | None:
+    """Where a store keeps artifacts unless told: beside a SQLite file (``x.db`` →
+    ``x.db.artifacts``); None (kept nowhere) for an in-memory SQLite or a server database,
+    whose machine the search server may not share."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    database = Path(parsed.database).expanduser().absolute()
+    return database.with_name(database.name + ".artifacts")
+
+
+class Artifacts:
+    """The artifact folder of one store (see the module docstring)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root).expanduser().absolute()
+
+    def path(self, search_id: str, row_id: int) -> Path:
+        return self.root / search_id / f"{row_id}{SUFFIX}"
+
+    def write(self, search_id: str, row_id: int, data: bytes) -> str:
+        """Store one trial's weights; returns the path to record. Complete or absent: see the
+        module docstring."""
+        final = self.path(search_id, row_id)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        temporary = final.with_name(final.name + ".tmp")
+        with open(temporary, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())  # the bytes are on disk before the name says complete
+        os.replace(temporary, final)
+        return str(final)
+
+    @staticmethod
+    def delete(path: str) -> None:
+        """Remove a kept file (one already gone is no error: the row is cleared either way)."""
+        with contextlib.suppress(FileNotFoundError):
+            Path(path).unlink()
