@@ -3,7 +3,8 @@
 Starts an embedded server (SQLite under ``--data-dir``, local worker processes, a free
 loopback port), submits a joint architecture x normalization x optimizer x quantization search
 on the bundled digits data through the client SDK, shows live progress, prints the Pareto
-front, writes the best recipe as JSON, stops the server and prints the command that opens the
+front, writes the best recipe as JSON and as a ``pytorch`` bundle (model.py, train.py: the network
+and its training without winnow), stops the server and prints the command that opens the
 dashboard on the results. A second run reuses the stored results by hash.
 """
 
@@ -76,10 +77,16 @@ def run_demo(
             front = search.pareto()
             recipe_path = data_dir / f"recipe-{search.id}.json"
             search.export(path=recipe_path)
+            bundle_path = data_dir / f"pytorch-{search.id}"
+            search.export(path=bundle_path, format="pytorch")
     finally:
         server.stop(grace=1.0)
     say(_front_table(front))
     say(f"best recipe (highest accuracy on the front): {recipe_path}")
+    say(
+        f"as plain PyTorch (model.py, train.py; no winnow needed): {bundle_path}"
+        f" -- run: python {bundle_path / 'train.py'}"
+    )
     say(f"open the dashboard on these results: winnow ui --db {db_url}")
     if as_json:
         points = [{k: v for k, v in p.items() if k != "candidate"} for p in front]
@@ -87,6 +94,7 @@ def run_demo(
             "search_id": search.id,
             "pareto": points,
             "recipe_path": str(recipe_path),
+            "pytorch_bundle": str(bundle_path),
             "db_url": db_url,
         }
         print(json.dumps(result, sort_keys=True), flush=True)

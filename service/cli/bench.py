@@ -2,6 +2,7 @@
 
     winnow bench proxies --nb201 CSV --dataset npz:PATH --sample 1000 --seed 0 --json [--no-share]
     winnow bench hashing --space nb201 --json --out hashes.csv
+    winnow bench export --sample 300 --json
     winnow bench search --oracle nb201:CSV --dataset npz:PATH --strategies random,tpe,cascade \\
         --budget 100 --seeds 10 --json [--objectives accuracy,params]
     winnow bench service --trials 2000 --clients 8
@@ -128,6 +129,20 @@ def cmd_bench_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_export(args: argparse.Namespace) -> int:
+    """Every export format on random candidates of the joint spaces, checked against winnow."""
+    from winnow.bench.export import run
+
+    def progress(done: int) -> None:
+        print(f"\rexported {done}/{args.sample}", end="", file=sys.stderr, flush=True)
+
+    result = run(args.sample, args.seed, progress=None if args.quiet else progress)
+    if not args.quiet:
+        print(file=sys.stderr)
+    print_json(result)
+    return 0
+
+
 def cmd_bench_service(args: argparse.Namespace) -> int:
     from winnow.bench.service import run_service_bench
 
@@ -168,6 +183,7 @@ def add_bench_commands(commands: Any) -> None:
     _add_proxies(bench_commands)
     _add_hashing(bench_commands)
     _add_search(bench_commands)
+    _add_export(bench_commands)
     _add_service(bench_commands)
     _add_workers(bench_commands)
     _add_ui(bench_commands)
@@ -206,6 +222,17 @@ def _add_hashing(bench_commands: Any) -> None:
     bh.add_argument("--out", help="CSV of arch,structural_hash,functional_hash")
     bh.add_argument("--json", action="store_true", help="print one JSON object (the default)")
     bh.set_defaults(func=cmd_bench_hashing)
+
+
+def _add_export(bench_commands: Any) -> None:
+    be = bench_commands.add_parser(
+        "export", help="every export format on random candidates, checked against winnow"
+    )
+    be.add_argument("--sample", type=int, default=300, help="number of candidates")
+    be.add_argument("--seed", type=int, default=0)
+    be.add_argument("--json", action="store_true", help="print one JSON object (the default)")
+    be.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    be.set_defaults(func=cmd_bench_export)
 
 
 def _add_search(bench_commands: Any) -> None:

@@ -91,13 +91,17 @@ def test_demo_runs_a_search_through_the_service(tmp_path, capsys, monkeypatch):
     code, out, err = run(capsys, "demo", "--json", "--max-trials", "4", "--data-dir", "demo")
     assert code == 0
     result = json.loads(out.strip().splitlines()[-1])
-    assert set(result) == {"search_id", "pareto", "recipe_path", "db_url"}
+    assert set(result) == {"search_id", "pareto", "recipe_path", "pytorch_bundle", "db_url"}
     assert result["pareto"] and {"trial_id", "accuracy", "model_bytes"} <= set(result["pareto"][0])
     assert Path(result["recipe_path"]).parent == tmp_path / "demo"
     recipe = json.loads(Path(result["recipe_path"]).read_text())
     assert recipe["search_id"] == result["search_id"]
     assert result["db_url"] == f"sqlite:///{tmp_path / 'demo' / 'winnow.db'}"  # four slashes
     assert "Pareto front" in err
+    bundle = Path(result["pytorch_bundle"])  # the best recipe as plain PyTorch
+    assert bundle.parent == tmp_path / "demo" and (bundle / "model.py").is_file()
+    assert {"train.py", "requirements.txt", "README.md"} <= {p.name for p in bundle.iterdir()}
+    assert f"no winnow needed): {bundle}" in err
 
 
 def test_checked_in_protobuf_code_matches_the_protos(tmp_path):

@@ -1,0 +1,220 @@
+"""``winnow bench export``: every export format on random candidates of the joint spaces, each
+export checked against winnow's own network.
+
+The candidates are drawn round-robin from three joint spaces (``SPACES``: an MLP on the
+digits, a macro network and an NB-201 network on synthetic images), each with every
+normalization, every optimizer and every quantization policy (off, per-channel and per-tensor,
+symmetric and affine). Per candidate and format:
+
+- ``recipe``: ``recipe.json`` read back (``recipe.read``) gives the same candidate, whose
+  network under the recipe's seed computes what the original computes (``max_abs_diff``);
+- ``pytorch``: the bundle is written and its ``model.py`` run where ``import winnow`` fails
+  (``pytorch_check``): winnow's state_dict loads with ``strict=True``, and the eval outputs,
+  the initial parameters and ``preprocess`` must equal winnow's exactly;
+- ``weights``: a ``state_dict`` saved as the ``weights`` format saves it (``torch.save``)
+  loads with ``strict=True`` into ``model.py``'s module: the same subprocess, so its
+  ``max_abs_diff`` is the pytorch format's;
+- ``lightning``: the bundle is written and each of its Python files compiles (the module wraps
+  ``model.py``, checked above; it is not trained here: the tests fit it on the digits), so its
+  ``max_abs_diff`` is null;
+- ``onnx``: ``model.onnx`` run by ONNX Runtime against winnow's torch model in eval mode: ok
+  within 1e-5 for a model without activation quantization, else within one quantization step
+  of the output (``onnx_export.onnx_max_abs_diff``).
+
+``seconds_per_export`` is each format's mean seconds to write one bundle.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import itertools
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from winnow.search_space.builtin_spaces import BUILTIN_SPACES
+from winnow.search_space.candidate import Candidate
+from winnow.search_space.norms import NORMS
+from winnow.search_space.optimizers import OPTIMIZERS
+from winnow.search_space.spec import parse_space
+from winnow.search_space.training import seed_everything
+from winnow.service.export import EXPORT_FORMATS, recipe
+from winnow.service.export.pytorch_check import candidate_recipe, check_model_sources
+from winnow.service.search_spec import Task
+
+FLOAT_TOLERANCE = 1e-5  # ONNX Runtime against torch, for models without activation quantization
+QUANTIZATION = {
+    "weight_bits": [4, 8, 32],
+    "scope": "group",
+    "activation_bits": [4, 8, 32],
+    "granularity": ["per_channel", "per_tensor"],
+    "symmetric": [True, False],
+}
+# The families at sizes a 2-core machine exports 300 of in minutes, on the data they need.
+SPACES: dict[str, tuple[dict[str, Any], str]] = {
+    "mlp": (BUILTIN_SPACES["digits-joint"]["architecture"], "digits"),
+    "macro": (
+        {
+            "family": "macro",
+            "base_channels": [8, 16],
+            "strides": [1, 2],
+            "stem_channels": 8,
+            "head_channels": 16,
+            "depth": [1, 2],
+            "kernel_size": [3, 5],
+            "expand_ratio": [3, 6],
+            "resolution": [8],
+        },
+        "digits",
+    ),
+    "nb201": ({"family": "nb201", "channels": 8, "cells_per_stage": 1}, "synthetic:3x16x16"),
+}
+
+
+def joint_space(family: str):
+    """``family``'s architecture with every norm, every optimizer and every quantization."""
+    architecture, _ = SPACES[family]
+    optimizer = copy.deepcopy(BUILTIN_SPACES["digits-joint"]["optimizer"])
+    optimizer["name"] = OPTIMIZERS.names()
+    return parse_space(
+        {
+            "name": f"{family}-export",
+            "architecture": architecture,
+            "normalization": NORMS.names(),
+            "optimizer": optimizer,
+            "quantization": QUANTIZATION,
+        }
+    )
+
+
+def sample_recipes(n: int, seed: int) -> list[dict[str, Any]]:
+    """``n`` recipes, round-robin over the families, each space sampled with ``seed``."""
+    per_family = {f: joint_space(f).sample(n // len(SPACES) + 1, seed=seed) for f in SPACES}
+    order = itertools.cycle(SPACES)
+    taken = {family: 0 for family in SPACES}
+    recipes = []
+    for family in itertools.islice(order, n):
+        candidate = per_family[family][taken[family]]
+        taken[family] += 1
+        recipes.append(candidate_recipe(candidate, SPACES[family][1], seed=seed))
+    return recipes
+
+
+@dataclass
+class FormatTally:
+    ok: int = 0
+    failed: int = 0
+    max_abs_diff: float | None = None  # over the candidates measured (None: not measured)
+    seconds: list[float] = field(default_factory=list)
+    reasons: dict[str, int] = field(default_factory=dict)  # why the failures failed
+
+    def add(self, passed: bool, diff: float | None, reason: str | None = None) -> None:
+        self.ok += passed
+        self.failed += not passed
+        if diff is not None:
+            self.max_abs_diff = max(diff, self.max_abs_diff or 0.0)
+        if reason:
+            self.reasons[reason[:200]] = self.reasons.get(reason[:200], 0) + 1
+
+    def report(self) -> dict[str, Any]:
+        seconds = sum(self.seconds) / len(self.seconds) if self.seconds else None
+        return {
+            "ok": self.ok,
+            "failed": self.failed,
+            "max_abs_diff": self.max_abs_diff,
+            "seconds_per_export": seconds,
+            "failures": self.reasons,
+        }
+
+
+def _timed(work: Callable[[], Any], tally: FormatTally) -> Any:
+    start = time.perf_counter()
+    try:
+        return work()
+    finally:
+        tally.seconds.append(time.perf_counter() - start)
+
+
+def _network(data: dict[str, Any]) -> torch.nn.Module:
+    task = Task.model_validate(data["training"]["task"])
+    input_shape, num_classes = task.shape()
+    seed_everything(data["training"]["seed"])
+    return Candidate(**data["candidate"]).build_model(num_classes, input_shape).eval()
+
+
+def check_recipe(data: dict[str, Any], tally: FormatTally) -> None:
+    files = _timed(lambda: EXPORT_FORMATS.get("recipe")(data), tally)
+    read = recipe.read(json.loads(files[recipe.FILE_NAME]))
+    again = {**data, "candidate": read.candidate}
+    task = Task.model_validate(data["training"]["task"])
+    inputs = torch.randn((4, *task.shape()[0]), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        diff = float((_network(data)(inputs) - _network(again)(inputs)).abs().max())
+    tally.add(read.candidate == data["candidate"] and diff == 0.0, diff, None)
+
+
+def check_lightning(data: dict[str, Any], tally: FormatTally) -> None:
+    files = _timed(lambda: EXPORT_FORMATS.get("lightning")(data), tally)
+    for name, text in files.items():
+        if name.endswith(".py"):
+            compile(text, name, "exec")
+    tally.add(True, None)
+
+
+def check_onnx(data: dict[str, Any], tally: FormatTally) -> None:
+    from winnow.service.export.onnx_export import onnx_max_abs_diff
+
+    candidate = Candidate(**data["candidate"])
+    task = Task.model_validate(data["training"]["task"])
+    _timed(lambda: EXPORT_FORMATS.get("onnx")(data), tally)
+    diff, step = onnx_max_abs_diff(candidate, task, data["training"]["seed"])
+    passed = diff <= (step if step > 0 else FLOAT_TOLERANCE)
+    tally.add(passed, diff, None if passed else f"off by {diff:.3g} (step {step:.3g})")
+
+
+def _saved_weights_seconds(data: dict[str, Any]) -> float:
+    """What the weights format costs: saving the trial's state_dict as bytes."""
+    start = time.perf_counter()
+    torch.save(_network(data).state_dict(), io.BytesIO())
+    return time.perf_counter() - start
+
+
+def run(sample: int, seed: int, progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+    torch.set_num_threads(1)  # small networks: one thread beats two contended ones
+    recipes = sample_recipes(sample, seed)
+    tallies = {name: FormatTally() for name in ("recipe", "pytorch", "weights", "lightning")}
+    tallies["onnx"] = FormatTally()
+    checks = {"recipe": check_recipe, "lightning": check_lightning, "onnx": check_onnx}
+    bundles = tallies["pytorch"]  # timed here; checked in one subprocess below
+    for index, data in enumerate(recipes):
+        for name, check in checks.items():
+            try:
+                check(data, tallies[name])
+            except Exception as error:  # noqa: BLE001 - a failed export is counted, with why
+                tallies[name].add(False, None, f"{type(error).__name__}: {error}")
+        with contextlib.suppress(Exception):  # the subprocess check below says why
+            _timed(lambda data=data: EXPORT_FORMATS.get("pytorch")(data), bundles)
+        tallies["weights"].seconds.append(_saved_weights_seconds(data))
+        if progress:
+            progress(index + 1)
+    sources = check_model_sources(recipes, seed=seed)
+    for source in sources:
+        reason = source.error or (None if source.ok else "outputs, init or preprocess differ")
+        tallies["pytorch"].add(source.ok, source.max_abs_diff, reason)
+        loaded = source.error is None and source.max_abs_diff is not None
+        tallies["weights"].add(loaded and source.max_abs_diff == 0.0, source.max_abs_diff, reason)
+    formats = {name: tally.report() for name, tally in tallies.items()}
+    exports = [s for t in tallies.values() for s in t.seconds]
+    return {
+        "candidates": len(recipes),
+        "seed": seed,
+        "families": {family: dataset for family, (_, dataset) in SPACES.items()},
+        "formats": formats,
+        "seconds_per_export": sum(exports) / len(exports) if exports else None,
+    }
