@@ -214,7 +214,11 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
         row = self._search_row(request.search_id)
         trial_id = request.trial_id if request.HasField("trial_id") else None
         recipe = readout.recipe(row, self.store.trials(row.id), trial_id)
-        return convert.recipe_message(row.id, recipe, exporter(recipe))
+        try:
+            files = exporter(recipe)
+        except export.extras.MissingExportDependencyError as error:  # names the extra
+            raise RequestError(grpc.StatusCode.FAILED_PRECONDITION, str(error)) from None
+        return convert.recipe_message(row.id, recipe, files)
 
     # --- watching -----------------------------------------------------------------------------
 

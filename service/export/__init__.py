@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from winnow.search_space.registry import Registry
-from winnow.service.export import recipe
+from winnow.service.export import extras, onnx_export, recipe
 
 Exporter = Callable[[dict[str, Any]], dict[str, bytes]]
 
@@ -21,5 +21,6 @@ DEFAULT_FORMAT = "recipe"  # what an ExportRecipeRequest without a format asks f
 
 EXPORT_FORMATS: Registry[Exporter] = Registry("export format")
 EXPORT_FORMATS.register("recipe", recipe.files)
+EXPORT_FORMATS.register(onnx_export.FORMAT_NAME, onnx_export.files)
 
-__all__ = ["DEFAULT_FORMAT", "EXPORT_FORMATS", "Exporter", "recipe"]
+__all__ = ["DEFAULT_FORMAT", "EXPORT_FORMATS", "Exporter", "extras", "onnx_export", "recipe"]
