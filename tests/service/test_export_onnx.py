@@ -20,6 +20,7 @@ import torch  # noqa: E402
 from winnow.search_space.quantization import quantization_params  # noqa: E402
 from winnow.search_space.spec import load_space  # noqa: E402
 from winnow.service import export  # noqa: E402
+from winnow.service.client import WinnowError  # noqa: E402
 from winnow.service.export import onnx_export  # noqa: E402
 from winnow.service.export.extras import MissingExportDependencyError  # noqa: E402
 from winnow.service.search_spec import Task  # noqa: E402
@@ -232,3 +233,13 @@ def test_a_missing_onnx_names_the_export_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "onnx", None)  # import onnx now raises ImportError
     with pytest.raises(MissingExportDependencyError, match=r"pip install 'winnow\[export\]'"):
         onnx_export.to_onnx(torch.nn.Linear(2, 2), (2,))
+
+
+def test_the_server_answers_failed_precondition_naming_the_extra(client, tiny_spec, monkeypatch):
+    search = client.submit(tiny_spec(budget={"max_trials": 1}))
+    search.wait()
+    monkeypatch.setitem(sys.modules, "onnx", None)  # the server runs in this process
+    with pytest.raises(WinnowError) as raised:
+        search.export(format="onnx")
+    assert raised.value.code == "FAILED_PRECONDITION"
+    assert "pip install 'winnow[export]'" in raised.value.message
