@@ -400,9 +400,10 @@ def run_onnx(data: bytes, inputs: torch.Tensor) -> torch.Tensor:
 
 
 def output_step(model: nn.Module, inputs: torch.Tensor) -> float:
-    """One quantization step of ``model``'s output on ``inputs``: the most that one step of one
-    input of its last quantized layer (the head) moves an output, i.e. that input's scale times
-    the largest |weight| of the layer. 0 for a model without activation quantization."""
+    """One quantization step of ``model``'s output on ``inputs``: the scale its logits would get
+    from the model's activation quantization (their own range, at the activation bits and
+    symmetry of the policy). 0 for a model without activation quantization, whose quantized
+    weights ONNX holds exactly (only float rounding differs)."""
     import torch
 
     from winnow.search_space.quantization import (
@@ -411,27 +412,15 @@ def output_step(model: nn.Module, inputs: torch.Tensor) -> float:
         quantization_params,
     )
 
-    quantized = [m for _, m in quantizable_layers(model) if activation_quantizer(m) is not None]
-    if not quantized:
+    quantizers = [activation_quantizer(m) for _, m in quantizable_layers(model)]
+    quantizers = [q for q in quantizers if q is not None]
+    if not quantizers:
         return 0.0
-    head = quantized[-1]
-    quantizer = activation_quantizer(head)
-    ranges: list[tuple[torch.Tensor, torch.Tensor]] = []
-
-    def record(_: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
-        if bool(quantizer.initialized):
-            ranges.append((quantizer.running_min, quantizer.running_max))
-        else:
-            ranges.append(torch.aminmax(args[0].detach()))
-
-    handle = quantizer.register_forward_pre_hook(record)
-    try:
-        with torch.no_grad():
-            model(inputs)
-    finally:
-        handle.remove()
-    scale, _ = quantization_params(*ranges[-1], quantizer.bits, quantizer.symmetric)
-    return float(scale) * float(head.weight.detach().abs().max())
+    with torch.no_grad():
+        logits = model(inputs)
+    bits, symmetric = quantizers[-1].bits, quantizers[-1].symmetric
+    scale, _ = quantization_params(logits.min(), logits.max(), bits, symmetric)
+    return float(scale)
 
 
 def onnx_max_abs_diff(

@@ -2,9 +2,9 @@
 × quantization mode (float; per-channel and per-tensor, symmetric and affine), every one exports
 and passes the ONNX checker, and ONNX Runtime's output agrees with winnow's own torch model in
 eval mode: 1e-5 (relative to outputs above 1) for float and weight-only models, one quantization
-step of the output (``output_step``: the logits' scale at the policy's activation bits) for the
-MLPs, a few steps for deep nb201 networks (see ``DEEP_STEPS``). Quantization is Q/DQ pairs
-(per-axis where per-channel), and a missing onnx names the extra."""
+step of the output (``onnx_export.output_step``: the logits' scale at the policy's activation
+bits) for the MLPs, a few steps for deep nb201 networks (see ``DEEP_STEPS``). Quantization is
+Q/DQ pairs (per-axis where per-channel), and a missing onnx names the extra."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ pytest.importorskip("onnx", reason="the export extra: pip install 'winnow[export
 import onnx  # noqa: E402
 import torch  # noqa: E402
 
-from winnow.search_space.quantization import quantization_params  # noqa: E402
 from winnow.search_space.spec import load_space  # noqa: E402
 from winnow.service import export  # noqa: E402
 from winnow.service.client import WinnowError  # noqa: E402
@@ -73,22 +72,6 @@ CASES = [("digits-joint", c) for c in covering_sample("digits-joint", _cells("di
 CASES += [("nb201-joint", c) for c in covering_sample("nb201-joint", _cells("nb201-joint", False))]
 
 
-def output_step(candidate, task: Task, seed: int) -> float:
-    """One quantization step of the output: the scale the logits would get from the policy's
-    activation quantization (their own range at its bits); 0 without activation quantization
-    (then the quantized weights are exact and only float rounding differs)."""
-    policy = candidate.quantization
-    if policy.activation_bits == 32:
-        return 0.0
-    model = onnx_export.build(candidate, task, seed)
-    inputs = torch.randn((16, *task.shape()[0]), generator=torch.Generator().manual_seed(seed))
-    with torch.no_grad():
-        logits = model(inputs)
-    low, high = logits.min(), logits.max()
-    scale, _ = quantization_params(low, high, policy.activation_bits, policy.symmetric)
-    return float(scale)
-
-
 def test_the_sample_covers_every_family_norm_and_quantization_mode():
     for name, every_norm in (("digits-joint", True), ("nb201-joint", False)):
         cells = {(c.normalization, quantization_mode(c)) for n, c in CASES if n == name}
@@ -112,11 +95,10 @@ def test_onnx_runtime_agrees_with_winnow_within_a_quantization_step():
     for name, candidate in CASES:
         task, seed = TASKS[name], 3
         try:
-            diff, _ = onnx_export.onnx_max_abs_diff(candidate, task, seed=seed)
+            diff, step = onnx_export.onnx_max_abs_diff(candidate, task, seed=seed)
         except Exception as error:  # reported below, with the candidate
             failures.append(f"{name} {quantization_mode(candidate)}: export failed: {error!r}")
             continue
-        step = output_step(candidate, task, seed)
         model = onnx_export.build(candidate, task, seed)
         inputs = torch.randn((16, *task.shape()[0]), generator=torch.Generator().manual_seed(seed))
         with torch.no_grad():
