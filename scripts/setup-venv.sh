@@ -35,6 +35,6 @@ if ! "$venv/bin/python" -c "import torch" 2>/dev/null; then
   fi
 fi
 
-echo "winnow: installing winnow and its dependencies"
-"${pip[@]}" install -e ".[dev,export]"  # export: the export formats' extras (their tests)
+echo "winnow: installing winnow, its dependencies and the export formats' (the export extra)"
+"${pip[@]}" install -e ".[dev,export]"
 touch "$venv/.winnow-installed"

@@ -35,8 +35,10 @@ from tqdm import tqdm
 
 from winnow.records import TERMINAL
 from winnow.search_space.builtin_spaces import BUILTIN_SPACES, read_space_file
+from winnow.search_space.specfile import SpecError
 from winnow.service import env, progress_text
 from winnow.service.api import convert
+from winnow.service.export import recipe
 from winnow.service.search_spec import SearchSpec, load_search_spec, parse_search_spec
 from winnow.v1 import search_pb2 as pb
 from winnow.v1 import search_pb2_grpc
@@ -110,11 +112,19 @@ class Client:
 
     # --- searches -----------------------------------------------------------------------------
 
-    def submit(self, spec: SearchSpec | dict | str | Path, request_id: str | None = None) -> Search:
+    def submit(
+        self,
+        spec: SearchSpec | dict | str | Path,
+        request_id: str | None = None,
+        warm_start: Iterator[str | Path | dict] | list[str | Path | dict] = (),
+    ) -> Search:
         """Validate ``spec`` here (a file path, a mapping or a ``SearchSpec``), send it with its
-        space inline, and return the search's handle."""
+        space inline, and return the search's handle. ``warm_start``: exported recipes (files
+        or mappings) or candidates the search tries first, after the spec's own
+        ``warm_start``; the server refuses one outside the space (INVALID_ARGUMENT)."""
+        spec = _with_warm_starts(_as_spec(spec), [_warm_start(item) for item in warm_start])
         request = pb.SubmitSearchRequest(
-            request_id=request_id or uuid.uuid4().hex, spec_json=_inline(_as_spec(spec)).to_json()
+            request_id=request_id or uuid.uuid4().hex, spec_json=_inline(spec).to_json()
         )
         return Search(self, self._call("SubmitSearch", request).id)
 
@@ -350,6 +360,24 @@ def _as_spec(spec: SearchSpec | dict | str | Path) -> SearchSpec:
     if isinstance(spec, dict):
         return parse_search_spec(spec, check_names=False)
     return load_search_spec(spec, check_names=False)
+
+
+def _warm_start(item: str | Path | dict) -> dict[str, Any]:
+    """A warm start's candidate: from a recipe file, a recipe mapping or a bare candidate."""
+    if not isinstance(item, dict):
+        try:
+            item = json.loads(Path(item).read_text())
+        except (OSError, ValueError) as error:
+            raise SpecError(f"warm start {str(item)!r}: not a readable recipe: {error}") from None
+        if not recipe.is_recipe(item):
+            raise SpecError(f"warm start: the file is not a recipe (format {recipe.FORMAT!r})")
+    return recipe.read(item).candidate if recipe.is_recipe(item) else item
+
+
+def _with_warm_starts(spec: SearchSpec, candidates: list[dict[str, Any]]) -> SearchSpec:
+    if not candidates:
+        return spec
+    return spec.model_copy(update={"warm_start": [*spec.warm_start, *candidates]})
 
 
 def _inline(spec: SearchSpec) -> SearchSpec:

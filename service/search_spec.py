@@ -76,6 +76,7 @@ MAX_KEPT_WEIGHTS = 1000  # trials whose weights a search keeps (each a file of t
 # A task's stated shape and classes: past these no dataset winnow loads (nor a network it
 # builds) fits; a larger number is a typo.
 MAX_INPUT_DIMS, MAX_INPUT_SIZE, MAX_CLASSES = 4, 4096, 100_000
+MAX_WARM_START = 1000  # candidates a spec enqueues before the sampler's own
 _CONSTRAINT = re.compile(r"^\s*([A-Za-z_][\w.]*)\s*(<=|>=|<|>)\s*([-+0-9.eE]+)\s*$")
 
 
@@ -326,6 +327,10 @@ class SearchSpec(_Strict):
     reproducible: bool = False
     """The same spec gives the same front: no results reused from other searches, and one
     training at a time, each result told before the next ask (README, "Reproducible runs")."""
+    warm_start: list[dict[str, Any]] = Field([], max_length=MAX_WARM_START)
+    """Candidates to try first, in this order (each an exported recipe's ``candidate``);
+    ``winnow submit --warm-start recipe.json`` adds one per recipe. Each must be a candidate of
+    the space."""
 
     @field_validator("constraints", mode="before")
     @classmethod
@@ -377,7 +382,26 @@ class SearchSpec(_Strict):
             yield from _within("task", self.task.name_problems())
         if "strategy" in parsed:
             yield from _within("strategy", self.strategy.name_problems())
+        if "space" in parsed and "warm_start" in parsed:
+            yield from self.warm_start_problems()
         yield from self.local_problems()
+
+    def warm_start_problems(self) -> Iterator[Problem]:
+        """Each warm start must be a candidate the space can propose (Optuna enqueues it by
+        the space's own parameters); the message says which field differs."""
+        if not self.warm_start:
+            return
+        from winnow.search_space.candidate import Candidate
+
+        try:
+            space = self.search_space
+        except ValueError:
+            return  # the space's own problems are reported by _space_problems
+        for k, data in enumerate(self.warm_start):
+            try:
+                space.validate_candidate(Candidate(**data))
+            except ValueError as error:
+                yield f"warm_start[{k}]", f"not a candidate of the space: {error}"
 
     def local_problems(self) -> Iterator[Problem]:
         """The checks past the shape that need no registry (no torch), so that the client

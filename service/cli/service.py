@@ -108,7 +108,7 @@ def _client(args: argparse.Namespace):
 
 def cmd_submit(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        search = client.submit(args.spec, request_id=args.request_id)
+        search = client.submit(args.spec, request_id=args.request_id, warm_start=args.warm_start)
         info = search.wait(progress=not args.quiet) if args.wait else search.info()
     _report(info, args.json)
     return search_exit_code(info["status"])
@@ -286,6 +286,13 @@ def add_service_commands(commands: Any) -> None:
     submit.add_argument("spec")
     submit.add_argument("--wait", action="store_true", help="follow it until it ends")
     submit.add_argument("--request-id", help="idempotency key (default: a fresh UUID)")
+    submit.add_argument(
+        "--warm-start",
+        action="append",
+        default=[],
+        metavar="RECIPE",
+        help="an exported recipe.json whose candidate the search tries first (repeatable)",
+    )
     submit.add_argument("--json", action="store_true")
     submit.add_argument("--quiet", action="store_true", help="no progress bar")
     submit.set_defaults(func=cmd_submit)

@@ -108,6 +108,8 @@ class Engine:
         if rows is not None:
             parts = (self.ladder, self.screen, self.study, self.sampler_view)
             self.state = SearchState.from_rows(rows, self.space, self.objectives, *parts)
+        if not rows:  # a new search (a resumed one has asked its warm starts already)
+            self._enqueue_warm_starts()
         self.journal = Journal(store, search_id, on_event)
         weights = KeptWeights(spec, store, search_id, rows)
         self.outcomes = Outcomes(spec, self.state, self.journal, self.study, self.ladder, weights)
@@ -119,6 +121,15 @@ class Engine:
         self.started = time.perf_counter()
         self._cancelled = threading.Event()
         self._stop_status = SearchStatus.CANCELLED
+
+    def _enqueue_warm_starts(self) -> None:
+        """The spec's warm starts become the first trials the study asks, in order: each is
+        enqueued with its Optuna params in this space (checked at submission, so a candidate
+        outside the space raises CandidateNotInSpaceError here only for a spec built in
+        Python and never checked)."""
+        for data in self.spec.warm_start:
+            params, _ = self.space.to_optuna(Candidate(**data))
+            self.study.enqueue_trial(params)
 
     def _stages(self, supernet: Stage | None) -> list[Stage]:
         capped: list[Stage] = []

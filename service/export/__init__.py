@@ -27,7 +27,14 @@ from collections.abc import Callable
 from typing import Any
 
 from winnow.search_space.registry import Registry
-from winnow.service.export import lightning_bundle, pytorch_bundle, recipe, weights
+from winnow.service.export import (
+    extras,
+    lightning_bundle,
+    onnx_export,
+    pytorch_bundle,
+    recipe,
+    weights,
+)
 from winnow.service.export.errors import ExportError
 from winnow.service.export.extras import INSTALL, MissingExtraError
 
@@ -40,6 +47,7 @@ EXPORT_FORMATS.register("recipe", recipe.files)
 EXPORT_FORMATS.register("pytorch", pytorch_bundle.files)
 EXPORT_FORMATS.register("lightning", lightning_bundle.files)
 EXPORT_FORMATS.register("weights", weights.files)
+EXPORT_FORMATS.register(onnx_export.FORMAT_NAME, onnx_export.files)
 
 __all__ = [
     "DEFAULT_FORMAT",
@@ -48,7 +56,9 @@ __all__ = [
     "ExportError",
     "Exporter",
     "MissingExtraError",
+    "extras",
     "lightning_bundle",
+    "onnx_export",
     "pytorch_bundle",
     "recipe",
     "weights",

@@ -26,7 +26,7 @@ def two_files(recipe: dict) -> dict[str, bytes]:
 
 def test_recipe_is_the_first_format_and_unknown_ones_are_listed():
     names = export.EXPORT_FORMATS.names()
-    assert names[0] == "recipe" and {"pytorch", "lightning", "weights"} <= set(names)
+    assert names[0] == "recipe" and {"pytorch", "lightning", "weights", "onnx"} <= set(names)
     assert export.DEFAULT_FORMAT == "recipe"
     with pytest.raises(UnknownNameError, match="unknown export format 'tflite'; allowed: recipe"):
         export.EXPORT_FORMATS.get("tflite")
