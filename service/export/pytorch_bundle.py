@@ -21,6 +21,7 @@ from string import Template
 from typing import Any
 
 from winnow.service.export import recipe as recipe_format
+from winnow.service.export import weights
 from winnow.service.export.sources import definitions, function_names_used, imported_from
 
 ModelSource = Callable[[dict[str, Any]], str]  # recipe -> the text of model.py
@@ -41,13 +42,17 @@ def files(recipe: dict[str, Any], model_source: ModelSource | None = None) -> di
     """The ``pytorch`` bundle of ``recipe`` (see the module docstring)."""
     model = (model_source or default_model_source())(recipe)
     script = train_source(recipe)
-    return {
+    bundle = {
         "model.py": model.encode(),
         "train.py": script.encode(),
         "requirements.txt": requirements(recipe).encode(),
         "README.md": readme(recipe, PYTORCH_USAGE).encode(),
         **recipe_format.files(recipe),
     }
+    trained = weights.kept_bytes(recipe)  # the trial's trained state_dict, when it was kept
+    if trained is not None:
+        bundle[weights.FILE_NAME] = trained
+    return bundle
 
 
 # --- requirements --------------------------------------------------------------------------
@@ -421,6 +426,9 @@ PYTORCH_USAGE = """## Train it
 weights.pt` writes the trained `state_dict`.
 
 ## Use trained weights
+
+When the search kept this trial's weights (the top `keep_weights` trials of its front), the
+bundle has them as `weights.pt`; else `python train.py --save weights.pt` makes them.
 
     import torch
     from model import build_model, preprocess

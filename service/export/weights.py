@@ -27,15 +27,24 @@ def files(recipe: dict[str, Any]) -> dict[str, bytes]:
         size = path.stat().st_size
     except FileNotFoundError:
         raise ExportError(
-            f"trial {recipe['trial_id']}'s weights file {path} is missing from the server's "
+            f"trial {recipe.get('trial_id')}'s weights file {path} is missing from the server's "
             "artifact folder (deleted by hand, or the database moved without it)"
         ) from None
     if size > MAX_WEIGHTS_BYTES:
         raise ExportError(
-            f"trial {recipe['trial_id']}'s weights ({size / 2**20:.1f} MiB) do not fit one "
+            f"trial {recipe.get('trial_id')}'s weights ({size / 2**20:.1f} MiB) do not fit one "
             f"export reply ({MAX_WEIGHTS_BYTES / 2**20:.1f} MiB); copy {path} from the server"
         )
     return {FILE_NAME: path.read_bytes(), **recipe_format.files(recipe)}
+
+
+def kept_bytes(recipe: dict[str, Any]) -> bytes | None:
+    """The kept weights' file as bytes when the search kept them and they fit a reply, else
+    None: for the bundles that carry the weights when there are some (``pytorch``)."""
+    try:
+        return files(recipe)[FILE_NAME]
+    except ExportError:
+        return None
 
 
 def kept_path(recipe: dict[str, Any]) -> Path:
@@ -43,6 +52,6 @@ def kept_path(recipe: dict[str, Any]) -> Path:
     artifacts = recipe.get("artifacts") or {}
     if artifacts.get("weights") is None:
         raise ExportError(
-            artifacts.get("missing") or f"trial {recipe['trial_id']}'s weights were not kept"
+            artifacts.get("missing") or f"trial {recipe.get('trial_id')}'s weights were not kept"
         )
     return Path(artifacts["weights"])

@@ -78,6 +78,12 @@ def test_a_search_keeps_its_best_weights_and_winnow_export_gives_a_loadable_stat
         assert f"trial {dropped}'s weights were not kept: only the top 2" in raised.value.message
         assert not (tmp_path / "none").exists()
 
+        # the pytorch bundle carries the kept weights, and only those
+        search.export(trial_id=number, format="pytorch", path=tmp_path / "kept")
+        assert (tmp_path / "kept" / "weights.pt").read_bytes() == (out / "weights.pt").read_bytes()
+        search.export(trial_id=dropped, format="pytorch", path=tmp_path / "untrained")
+        assert not (tmp_path / "untrained" / "weights.pt").exists()
+
 
 def test_a_search_with_keep_weights_0_keeps_none_and_says_so(make_server, tiny_spec):
     server = make_server()
