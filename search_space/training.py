@@ -39,9 +39,11 @@ from winnow.search_space.trial import EpochCallback, Fidelity, Status, TrialResu
 log = logging.getLogger(__name__)
 
 # Weights larger than this are not returned (``TrialSpec.keep_weights``): they travel with the
-# result through a worker's pipe or Ray's object store, and 512 MiB of float32 is 134M
-# parameters, over the server's default size cap (``--max-params``, 1e8).
-MAX_WEIGHTS_BYTES = 512 << 20
+# result through a worker's pipe (which the local pool's one dispatcher thread reads whole) or
+# Ray's object store, and the server holds them while it writes them. 64 MiB is 16M float32
+# parameters; an export reply carries at most 8 MiB of them (``export.weights``), so larger
+# kept weights are copied from the server's artifact folder.
+MAX_WEIGHTS_BYTES = 64 << 20
 LATENCY_BATCH = 64  # inference latency is measured per batch of this many samples
 LATENCY_REPEATS = 10
 EVAL_BATCH = 512
@@ -261,7 +263,10 @@ def kept_weights(model: nn.Module) -> tuple[bytes | None, str | None]:
     if size > MAX_WEIGHTS_BYTES:  # measured before serializing: no second copy of a huge one
         mib, limit = size / 2**20, MAX_WEIGHTS_BYTES / 2**20
         return None, f"weights not kept: {mib:.1f} MiB, over the {limit:.1f} MiB a result carries"
-    return serialize_weights(model), None
+    try:
+        return serialize_weights(model), None
+    except Exception as error:  # noqa: BLE001 - the training counts; only its weights are lost
+        return None, f"weights not kept: {type(error).__name__}: {error}"
 
 
 def _failure_reason(error: Exception) -> str:

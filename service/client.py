@@ -46,7 +46,14 @@ from winnow.v1 import search_pb2_grpc
 RETRYABLE = (grpc.StatusCode.UNAVAILABLE,)
 # Pings on an idle connection, so that a watch on a server that vanished without closing it
 # fails (and reconnects) instead of waiting forever.
-KEEPALIVE = [("grpc.keepalive_time_ms", 30_000), ("grpc.keepalive_timeout_ms", 10_000)]
+# The server's reply limit (``api.server.MAX_MESSAGE_BYTES``, which imports torch: not here);
+# gRPC clients refuse replies over 4 MiB by default, and an export bundle can be near 8 MiB.
+MAX_REPLY_BYTES = 8 << 20
+KEEPALIVE = [
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.max_receive_message_length", MAX_REPLY_BYTES),
+]
 # While the server's watch streams are all taken (RESOURCE_EXHAUSTED), a watch polls GetSearch
 # this often, and tries the stream again each time (a slot may have freed).
 POLL_SECONDS = 1.0

@@ -108,8 +108,7 @@ class Engine:
         if rows is not None:
             parts = (self.ladder, self.screen, self.study, self.sampler_view)
             self.state = SearchState.from_rows(rows, self.space, self.objectives, *parts)
-        if not rows:  # a new search (a resumed one has asked its warm starts already)
-            self._enqueue_warm_starts()
+        self._enqueue_warm_starts(rows or [])
         self.journal = Journal(store, search_id, on_event)
         weights = KeptWeights(spec, store, search_id, rows)
         self.outcomes = Outcomes(spec, self.state, self.journal, self.study, self.ladder, weights)
@@ -122,14 +121,18 @@ class Engine:
         self._cancelled = threading.Event()
         self._stop_status = SearchStatus.CANCELLED
 
-    def _enqueue_warm_starts(self) -> None:
+    def _enqueue_warm_starts(self, rows: list[TrialRecord]) -> None:
         """The spec's warm starts become the first trials the study asks, in order: each is
         enqueued with its Optuna params in this space (checked at submission, so a candidate
         outside the space raises CandidateNotInSpaceError here only for a spec built in
-        Python and never checked)."""
+        Python and never checked). A resumed search enqueues those it has not proposed yet
+        (the study's queue lived in the crashed process's memory)."""
+        proposed = {row.candidate_key for row in rows}
         for data in self.spec.warm_start:
-            params, _ = self.space.to_optuna(Candidate(**data))
-            self.study.enqueue_trial(params)
+            candidate = Candidate(**data)
+            if candidate.key not in proposed:
+                params, _ = self.space.to_optuna(candidate)
+                self.study.enqueue_trial(params)
 
     def _stages(self, supernet: Stage | None) -> list[Stage]:
         capped: list[Stage] = []

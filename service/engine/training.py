@@ -145,13 +145,29 @@ class Training:
         tracked, rung, row_id = self.in_flight.pop(future)
         start = time.perf_counter()
         result = result_of(future)
+        # written before the store's write lock is taken (a file write and fsync would hold
+        # every other search and submission), and before the row names it
+        saved = self._write_weights(tracked, row_id, result)
         with self.store.batch():
-            self.record(tracked, rung, row_id, result)
+            self.record(tracked, rung, row_id, result, saved)
         self.outcomes.weights.delete_dropped()  # their rows' clearing is committed now
         self.state.history.append(self._history_entry())
         tracked.overhead += time.perf_counter() - start
 
-    def record(self, tracked: Tracked, rung: int, row_id: int, result: TrialResult) -> None:
+    def _write_weights(self, tracked: Tracked, row_id: int, result: TrialResult) -> str | None:
+        if result.status != Status.OK or result.weights is None:
+            return None
+        return self.outcomes.weights.save(tracked.number, row_id, result.weights)
+
+    def record(
+        self,
+        tracked: Tracked,
+        rung: int,
+        row_id: int,
+        result: TrialResult,
+        weights_path: str | None = None,
+    ) -> None:
+        """Store the training's end; ``weights_path``: its weights, written already."""
         self.state.device_seconds += result.seconds
         status, error = result.status, result.error
         objectives = self.spec.objectives
@@ -161,9 +177,9 @@ class Training:
             status, error = Status.FAILED, f"missing objective(s) in metrics: {lacking}"
         elif violated:
             status, error = Status.PRUNED, "; ".join(violated)
-        weights_path = None
-        if status == Status.OK and result.weights is not None:  # written before the row says so
-            weights_path = self.outcomes.weights.save(tracked.number, row_id, result.weights)
+        if weights_path is not None and status != Status.OK:  # failed an objective or constraint
+            self.outcomes.weights.forget(tracked.number)
+            weights_path = None
         self.journal.update(row_id, status, result, error, tracked, rung, weights_path)
         if status in (Status.FAILED, Status.PRUNED):
             self.state.counts[status] += 1

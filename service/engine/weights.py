@@ -49,6 +49,11 @@ class KeptWeights:
         self.kept[number] = (row_id, path)
         return path
 
+    def forget(self, number: int) -> None:
+        """Drop a trial's weights that no row names (its result did not count)."""
+        _, path = self.kept.pop(number)
+        self.dropped.append(path)
+
     def retain(self, completed: dict[int, list[float]]) -> None:
         """Drop the weights of the trials no longer among the best ``limit`` of ``completed``
         (objective values by candidate number: ``SearchState.completed``): their rows are

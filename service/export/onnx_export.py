@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import io
 from typing import TYPE_CHECKING, Any
 
 from winnow.service.export import extras
@@ -378,26 +379,29 @@ def files(recipe: dict[str, Any], state_dict: dict[str, Any] | None = None) -> d
 
     if state_dict is None:
         state_dict = kept_state_dict(recipe)
+    from winnow.service.export.errors import ExportError
+    from winnow.service.export.weights import MAX_WEIGHTS_BYTES
+
     task = Task.model_validate(recipe["training"]["task"])
     model = build(Candidate(**recipe["candidate"]), task, recipe["training"]["seed"], state_dict)
-    return {
-        FILE_NAME: to_onnx(model, task.shape()[0]),
-        "README.md": _readme(recipe, state_dict is not None).encode(),
-    }
+    data = to_onnx(model, task.shape()[0])
+    if len(data) > MAX_WEIGHTS_BYTES:  # one export reply carries the bundle
+        raise ExportError(
+            f"model.onnx is {len(data) / 2**20:.1f} MiB, more than one export reply carries "
+            f"({MAX_WEIGHTS_BYTES / 2**20:.1f} MiB); export the pytorch bundle and run "
+            "torch.onnx.export where it is"
+        )
+    return {FILE_NAME: data, "README.md": _readme(recipe, state_dict is not None).encode()}
 
 
 def kept_state_dict(recipe: dict[str, Any]) -> dict[str, Any] | None:
     """The trained weights the search kept for the recipe's trial, or None when it kept none."""
     import torch
 
-    from winnow.service.export.errors import ExportError
-    from winnow.service.export.weights import kept_path
+    from winnow.service.export.weights import kept_bytes
 
-    try:
-        path = kept_path(recipe)
-    except ExportError:  # not kept: the seeded initialisation is exported, and said so
-        return None
-    return torch.load(path, map_location="cpu", weights_only=True) if path.exists() else None
+    data = kept_bytes(recipe)  # None when not kept: the seeded initialisation, said so
+    return None if data is None else torch.load(io.BytesIO(data), weights_only=True)
 
 
 # ------------------------------------------------------------------------- checking the export

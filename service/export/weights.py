@@ -9,6 +9,7 @@ entry (``readout.recipe``). The file is sent as it is: no torch here.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -22,27 +23,38 @@ MAX_WEIGHTS_BYTES = (8 << 20) - (256 << 10)
 
 
 def files(recipe: dict[str, Any]) -> dict[str, bytes]:
-    path = kept_path(recipe)
+    return {FILE_NAME: read_kept(recipe), **recipe_format.files(recipe)}
+
+
+def read_kept(recipe: dict[str, Any]) -> bytes:
+    """The kept weights' bytes, read once (retention may delete the file meanwhile), or
+    ``ExportError`` saying why there are none to send. Messages name the file relative to the
+    artifact folder: the server's paths stay on the server."""
+    path, trial = kept_path(recipe), recipe.get("trial_id")
+    name = "/".join(path.parts[-2:])  # <search id>/<row id>.pt
     try:
-        size = path.stat().st_size
+        with path.open("rb") as file:
+            size = os.fstat(file.fileno()).st_size
+            if size > MAX_WEIGHTS_BYTES:
+                raise ExportError(
+                    f"trial {trial}'s weights ({size / 2**20:.1f} MiB) do not fit one export "
+                    f"reply ({MAX_WEIGHTS_BYTES / 2**20:.1f} MiB); copy {name} from the server's "
+                    "artifact folder (winnow serve --artifacts)"
+                )
+            return file.read()
     except FileNotFoundError:
         raise ExportError(
-            f"trial {recipe.get('trial_id')}'s weights file {path} is missing from the server's "
-            "artifact folder (deleted by hand, or the database moved without it)"
+            f"trial {trial}'s weights file {name} is gone from the server's artifact folder "
+            "(dropped by retention since, deleted by hand, or the database moved without it); "
+            "export again to see which trials keep theirs"
         ) from None
-    if size > MAX_WEIGHTS_BYTES:
-        raise ExportError(
-            f"trial {recipe.get('trial_id')}'s weights ({size / 2**20:.1f} MiB) do not fit one "
-            f"export reply ({MAX_WEIGHTS_BYTES / 2**20:.1f} MiB); copy {path} from the server"
-        )
-    return {FILE_NAME: path.read_bytes(), **recipe_format.files(recipe)}
 
 
 def kept_bytes(recipe: dict[str, Any]) -> bytes | None:
     """The kept weights' file as bytes when the search kept them and they fit a reply, else
     None: for the bundles that carry the weights when there are some (``pytorch``)."""
     try:
-        return files(recipe)[FILE_NAME]
+        return read_kept(recipe)
     except ExportError:
         return None
 

@@ -102,12 +102,19 @@ def test_train_py_reproduces_the_stored_accuracy_of_a_real_trial(
     assert main(["export", *args, "--address", client.address]) == 0
 
     names = {"model.py", "train.py", "requirements.txt", "README.md", "recipe.json"}
+    names.add("weights.pt")  # the search kept the trial's weights (keep_weights: 5 by default)
     assert {p.name for p in (tmp_path / "cli").iterdir()} == names
     bundle = {name: (tmp_path / "sdk" / name).read_bytes() for name in names}
     assert bundle == {name: (tmp_path / "cli" / name).read_bytes() for name in names}
+    kept = tmp_path / "cli" / "kept.pt"
+    (tmp_path / "cli" / "weights.pt").rename(kept)
     result = run_script(tmp_path / "cli", "train.py", "--device", "cpu", "--save", "weights.pt")
     assert result["accuracy"] == recipe["metrics"]["accuracy"]  # exactly: same seed, CPU
     assert (result["epochs"], result["seed"]) == (2, 3)
+    retrained = torch.load(tmp_path / "cli" / "weights.pt", weights_only=True)
+    stored = torch.load(kept, weights_only=True)  # the search's own: train.py made the same
+    assert stored.keys() == retrained.keys()
+    assert all(torch.equal(stored[k], retrained[k]) for k in stored)
 
     # the README's way to use the weights: strict into build_model(), on preprocess(raw)
     train = import_train(tmp_path / "cli", monkeypatch)

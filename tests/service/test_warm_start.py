@@ -80,3 +80,26 @@ def test_a_file_that_is_not_a_recipe_is_refused_before_sending(client, tmp_path,
         client.submit(tiny_spec(), warm_start=[str(tmp_path / "spec.json")])
     with pytest.raises(SpecError, match="not a readable recipe"):
         client.submit(tiny_spec(), warm_start=[str(tmp_path / "missing.json")])
+
+
+def test_a_resumed_search_enqueues_the_warm_starts_it_had_not_proposed(tmp_path, tiny_spec):
+    """The study's queue lives in memory: a search that stopped after its first warm start
+    has the second queued when it resumes, and not the first again."""
+    from optuna.trial import TrialState
+
+    from winnow.search_space.candidate import Candidate
+    from winnow.service.engine import Engine
+    from winnow.service.store import Store, sqlite_url
+    from winnow.workers.executor import InProcessExecutor
+
+    first, second = space_candidate(tiny_spec, width=64), space_candidate(tiny_spec, depth=2)
+    spec = parse_search_spec(tiny_spec(warm_start=[first, second], budget={"max_trials": 1}))
+    store = Store(sqlite_url(tmp_path / "w.db"))
+    engine = Engine.create(spec, store, InProcessExecutor())
+    engine.run()  # one candidate: the first warm start
+    assert [json.loads(r.candidate) for r in store.trials(engine.search_id)] == [first]
+
+    resumed = Engine.resume(store, engine.search_id, InProcessExecutor())
+    waiting = resumed.study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    queued = [t.system_attrs["fixed_params"] for t in waiting]  # how Optuna keeps enqueued ones
+    assert queued == [resumed.space.to_optuna(Candidate(**second))[0]]
