@@ -13,6 +13,7 @@ import pytest
 import torch
 from torch import nn
 
+from winnow.bench.export import QUANTIZATION  # every policy: off, per-channel/tensor, sym/affine
 from winnow.search_space import norms
 from winnow.search_space.builtin_spaces import BUILTIN_SPACES
 from winnow.search_space.datasets import load_dataset
@@ -23,13 +24,6 @@ from winnow.service.export import pytorch_model
 from winnow.service.export.pytorch_check import candidate_recipe, check_model_sources
 from winnow.service.export.pytorch_model import ExportError, model_source
 
-QUANTIZATION = {
-    "weight_bits": [4, 8, 32],
-    "scope": "group",
-    "activation_bits": [4, 8, 32],
-    "granularity": ["per_channel", "per_tensor"],
-    "symmetric": [True, False],
-}
 MACRO = {
     "family": "macro",
     "base_channels": [8, 16],
