@@ -37,9 +37,13 @@ onnx, onnxruntime and onnxscript are optional: ``pip install 'winnow[export]'``.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import io
+import logging
+import warnings
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from winnow.service.export import extras
@@ -323,7 +327,7 @@ def to_onnx(model: nn.Module, input_shape: tuple[int, ...]) -> bytes:
     ready = export_ready(model)
     example = torch.zeros((2, *input_shape))
     batch = torch.export.Dim("batch", min=1)
-    with torch.no_grad():
+    with torch.no_grad(), _quiet_exporter():
         program = torch.onnx.export(
             ready,
             (example,),
@@ -338,6 +342,22 @@ def to_onnx(model: nn.Module, input_shape: tuple[int, ...]) -> bytes:
     data = program.model_proto.SerializeToString()
     onnx.checker.check_model(onnx.load_from_string(data), full_check=True)
     return data
+
+
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """torch's dynamo exporter warns on every export that torchvision's ops are not registered
+    (winnow uses none) and that a pytree API is deprecated (torch's own use of it): four log
+    lines and a warning per export in the server's log, none of them the user's to act on."""
+    registration = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = registration.level
+    registration.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*treespec.*", category=FutureWarning)
+            yield
+    finally:
+        registration.setLevel(level)
 
 
 def _readme(recipe: dict[str, Any], trained: bool) -> str:
