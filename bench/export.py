@@ -215,8 +215,9 @@ def _inputs(data: dict[str, Any]) -> torch.Tensor:
 def run(sample: int, seed: int, progress: Callable[[int], None] | None = None) -> dict[str, Any]:
     torch.set_num_threads(1)  # small networks: one thread beats two contended ones
     recipes = sample_recipes(sample, seed)
-    tallies = {name: FormatTally() for name in ("recipe", "pytorch", "weights", "lightning")}
-    tallies["onnx"] = FormatTally()
+    tallies = {
+        name: FormatTally() for name in ("recipe", "pytorch", "weights", "lightning", "onnx")
+    }
     with tempfile.TemporaryDirectory() as folder:
         weights = functools.partial(check_weights, folder=Path(folder))
         checks = {
