@@ -1,1 +1,4 @@
-"""Weight-sharing elastic supernet over the ``macro`` space (not built yet; see docs)."""
+"""Weight-sharing supernets: one network whose weights every subnet of a family inherits.
+
+``base`` says what a supernet provides (``Supernet``) and ``batchnorm`` re-estimates a subnet's
+BatchNorm statistics; each family's supernet lives in a module of its own."""
