@@ -90,6 +90,7 @@ def trial_message(trial: TrialRecord) -> pb.Trial:
         structural_hash=trial.structural_hash or "",
         functional_hash=trial.functional_hash or "",
         host=trial.host or "",
+        weights_kept=trial.weights_path is not None,
     )
 
 
@@ -198,6 +199,7 @@ def trial_dict(trial: pb.Trial) -> dict[str, Any]:
         "structural_hash": trial.structural_hash or None,
         "functional_hash": trial.functional_hash or None,
         "host": trial.host or None,
+        "weights_kept": trial.weights_kept,
     }
 
 

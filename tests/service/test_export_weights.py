@@ -53,6 +53,9 @@ def test_a_search_keeps_its_best_weights_and_winnow_export_gives_a_loadable_stat
         assert set(kept(rows)) == set(best)
         folder = default_root(server.store.url)
         assert stored_weights(folder) == {Path(p) for p in kept(rows).values()}
+        # the SDK (ListTrials) says which trials' weights can be exported
+        listed = {t["trial_id"] for t in search.trials() if t["weights_kept"]}
+        assert listed == set(best)
 
         number = best[0]
         out = tmp_path / "bundle"

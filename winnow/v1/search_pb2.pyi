@@ -112,7 +112,7 @@ class ListTrialsRequest(_message.Message):
     def __init__(self, search_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., status: _Optional[str] = ..., stage: _Optional[str] = ..., epochs: _Optional[int] = ...) -> None: ...
 
 class Trial(_message.Message):
-    __slots__ = ("row_id", "trial_id", "stage", "epochs", "rung", "status", "candidate_json", "metrics_json", "error", "reused", "seconds", "device", "structural_hash", "functional_hash", "host")
+    __slots__ = ("row_id", "trial_id", "stage", "epochs", "rung", "status", "candidate_json", "metrics_json", "error", "reused", "seconds", "device", "structural_hash", "functional_hash", "host", "weights_kept")
     ROW_ID_FIELD_NUMBER: _ClassVar[int]
     TRIAL_ID_FIELD_NUMBER: _ClassVar[int]
     STAGE_FIELD_NUMBER: _ClassVar[int]
@@ -128,6 +128,7 @@ class Trial(_message.Message):
     STRUCTURAL_HASH_FIELD_NUMBER: _ClassVar[int]
     FUNCTIONAL_HASH_FIELD_NUMBER: _ClassVar[int]
     HOST_FIELD_NUMBER: _ClassVar[int]
+    WEIGHTS_KEPT_FIELD_NUMBER: _ClassVar[int]
     row_id: int
     trial_id: int
     stage: str
@@ -143,7 +144,8 @@ class Trial(_message.Message):
     structural_hash: str
     functional_hash: str
     host: str
-    def __init__(self, row_id: _Optional[int] = ..., trial_id: _Optional[int] = ..., stage: _Optional[str] = ..., epochs: _Optional[int] = ..., rung: _Optional[int] = ..., status: _Optional[str] = ..., candidate_json: _Optional[str] = ..., metrics_json: _Optional[str] = ..., error: _Optional[str] = ..., reused: _Optional[bool] = ..., seconds: _Optional[float] = ..., device: _Optional[str] = ..., structural_hash: _Optional[str] = ..., functional_hash: _Optional[str] = ..., host: _Optional[str] = ...) -> None: ...
+    weights_kept: bool
+    def __init__(self, row_id: _Optional[int] = ..., trial_id: _Optional[int] = ..., stage: _Optional[str] = ..., epochs: _Optional[int] = ..., rung: _Optional[int] = ..., status: _Optional[str] = ..., candidate_json: _Optional[str] = ..., metrics_json: _Optional[str] = ..., error: _Optional[str] = ..., reused: _Optional[bool] = ..., seconds: _Optional[float] = ..., device: _Optional[str] = ..., structural_hash: _Optional[str] = ..., functional_hash: _Optional[str] = ..., host: _Optional[str] = ..., weights_kept: _Optional[bool] = ...) -> None: ...
 
 class ListTrialsResponse(_message.Message):
     __slots__ = ("trials", "next_page_token")
