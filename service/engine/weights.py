@@ -36,6 +36,10 @@ class KeptWeights:
         # candidate number -> (row id, path) of the weights kept so far
         self.kept = {r.number: (r.id, r.weights_path) for r in rows or () if r.weights_path}
         self.dropped: list[str] = []  # files whose rows no longer name them, to delete
+        if store.artifacts is not None:  # nothing of this search is being written yet
+            named = {path for _, path in self.kept.values()}
+            for path in store.artifacts.sweep(search_id, named):
+                log.info("search %s: deleted %s, which no trial names", search_id, path)
 
     @property
     def enabled(self) -> bool:

@@ -5,7 +5,8 @@ are kept). The trial row records the file's path (``TrialRecord.weights_path``).
 
 A file is written under a temporary name and renamed into place (``os.replace`` is atomic on
 one file system), so a process killed mid-write leaves at most a ``.tmp`` file that no row
-names and that the next write of that trial replaces. No SQL and no torch here: the bytes are
+names and that the next write of that trial replaces; a search's engine sweeps such files
+away when it starts (``sweep``). No SQL and no torch here: the bytes are
 made by the worker (``training.serialize_weights``) and read back by the ``weights`` exporter.
 """
 
@@ -52,6 +53,16 @@ class Artifacts:
             os.fsync(file.fileno())  # the bytes are on disk before the name says complete
         os.replace(temporary, final)
         return str(final)
+
+    def sweep(self, search_id: str, named: set[str]) -> list[Path]:
+        """Delete the files of ``search_id``'s folder that no row names (``named``: the paths
+        its rows record): what a kill left mid-write, or after the write and before the row.
+        Only while no write of that search is in flight (its engine calls it on start)."""
+        folder = self.root / search_id
+        stray = [p for p in folder.iterdir() if str(p) not in named] if folder.is_dir() else []
+        for path in stray:
+            self.delete(str(path))
+        return stray
 
     @staticmethod
     def delete(path: str) -> None:

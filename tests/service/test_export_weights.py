@@ -139,6 +139,26 @@ def test_retention_deletes_the_files_and_clears_the_rows_of_trials_that_fell_out
     assert set(weights.kept) == set(best)  # a resumed search knows what it keeps
 
 
+def test_a_resumed_search_deletes_the_files_no_trial_names(tmp_path):
+    store = Store(sqlite_url(tmp_path / "w.db"))
+    engine = Engine.create(tiny_engine_spec(keep_weights=1, trials=2), store, InProcessExecutor())
+    engine.run()
+    folder = store.artifacts.root / engine.search_id
+    (named,) = kept(store.trials(engine.search_id)).values()
+    # what kills leave: a file written before its row was, and one cut short mid-write
+    strays = [folder / "999.pt", folder / "998.pt.tmp"]
+    for stray in strays:
+        stray.write_bytes(b"left by a kill")
+    other = store.artifacts.root / "another-search" / "1.pt"
+    other.parent.mkdir()
+    other.write_bytes(b"another search's")
+
+    Engine.resume(store, engine.search_id, InProcessExecutor())
+
+    assert set(folder.iterdir()) == {Path(named)}
+    assert other.is_file()  # only the resumed search's folder is swept
+
+
 def test_a_crash_while_writing_weights_leaves_no_artifact_recorded(tmp_path, monkeypatch):
     from winnow.service.store import artifacts
 
