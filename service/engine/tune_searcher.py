@@ -27,6 +27,7 @@ is the engine's cascade, and workers never import the service.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +35,7 @@ import optuna
 from optuna.trial import TrialState
 from ray.tune.search import Searcher
 
+from winnow.search_space.candidate import Candidate
 from winnow.search_space.canonical import structural_hash
 from winnow.search_space.spec import SearchSpace
 from winnow.search_space.trial import Status, TrialResult, TrialSpec
@@ -61,7 +63,10 @@ class WinnowSearcher(Searcher):
     """See the module docstring. ``max_attempts`` bounds the proposals one ``suggest`` may
     discard (duplicates, screened out) before it gives up: for now (``None``) while trials run,
     for good (``FINISHED``) when none does. ``max_epochs`` is the trainable's full length;
-    ``supernet`` a stage for the cascade's supernet slot."""
+    ``supernet`` a stage for the cascade's supernet slot; ``warm_start``: candidates (e.g. an
+    exported recipe's ``candidate``) the study asks first, in order, as a spec's
+    ``warm_start`` does for winnow's own engine (one outside the space raises
+    ``CandidateNotInSpaceError``)."""
 
     def __init__(
         self,
@@ -75,6 +80,7 @@ class WinnowSearcher(Searcher):
         max_attempts: int = 100,
         max_epochs: int | None = None,
         supernet: Stage | None = None,
+        warm_start: Sequence[Candidate | dict[str, Any]] = (),
     ) -> None:
         super().__init__(metric=metric, mode=mode)
         direction = "maximize" if mode == "max" else "minimize"
@@ -82,6 +88,9 @@ class WinnowSearcher(Searcher):
         self.settings = screen or Screen(proxies=["synflow", "naswot", "params"])
         self.screen = ProxyScreen(self.settings, [Objective(name=metric, direction=direction)])
         self.study = make_study(sampler, [direction], seed)
+        for candidate in warm_start:
+            known = candidate if isinstance(candidate, Candidate) else Candidate(**candidate)
+            self.study.enqueue_trial(space.to_optuna(known)[0])
         self.max_attempts, self.max_epochs = max_attempts, max_epochs
         self.live: dict[str, _Proposal] = {}  # Tune trial id -> its proposal
         self.finished: dict[str, float] = {}  # functional hash -> its metric

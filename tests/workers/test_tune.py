@@ -89,3 +89,12 @@ def test_the_searcher_refuses_another_mode_and_ends_an_exhausted_space():
     searcher.on_trial_complete("a", {"accuracy": 0.9, "epoch": 1})
     assert searcher.suggest("b") == WinnowSearcher.FINISHED  # every proposal is a duplicate
     assert searcher.counts["duplicates"] == 5
+
+
+def test_warm_starts_are_the_searchers_first_suggestions_in_order():
+    distinct = {c.key: c for c in SPACE.sample(8, seed=3)}
+    first, second, *_ = distinct.values()
+    exported = {"candidate": second.model_dump(mode="json")}["candidate"]  # a recipe's
+    searcher = WinnowSearcher(SPACE, "digits", seed=0, warm_start=[first, exported])
+    suggested = [Candidate(**searcher.suggest(tid)["candidate"]) for tid in ("a", "b")]
+    assert suggested == [first, second]
