@@ -232,7 +232,8 @@ def train_supernet(
     ``checkpoint`` when that file exists and saving it after every epoch and at the end."""
     trainer = SandwichTrainer(supernet, settings, max_steps)
     if checkpoint is not None and Path(checkpoint).is_file():
-        trainer.load_state_dict(torch.load(checkpoint, weights_only=False))
+        # weights_only: a checkpoint is tensors and plain values, never code to unpickle
+        trainer.load_state_dict(torch.load(checkpoint, weights_only=True))
 
     def report(epoch: int, epochs: int, loss: float, seconds: float) -> None:
         if checkpoint is not None:

@@ -127,3 +127,12 @@ def test_architectures_outside_the_supernet_are_refused():
 def test_only_batchnorm_is_sliced():
     with pytest.raises(ValueError, match="groupnorm"):
         MacroSupernet(SPACE, 5, SHAPE, norm="groupnorm")
+
+
+def test_the_subnet_has_the_supernets_norm_whatever_the_candidates():
+    supernet = _trained_looking()
+    arch, x = supernet.smallest(), torch.randn(2, *SHAPE)
+    subnet = supernet.get_active_subnet(Candidate(architecture=arch, normalization="groupnorm"))
+    assert not any(isinstance(m, torch.nn.GroupNorm) for m in subnet.modules())
+    with torch.no_grad():
+        assert (subnet.eval()(x) - supernet(x, arch)).abs().max() <= 1e-6
