@@ -77,7 +77,8 @@ def search_message(
 
 def ladder_tier(tier: dict[str, Any]) -> pb.LadderTier:
     """One tier of ``evidence_ladder.EvidenceLadder.measure`` (a tau of None stays unset)."""
-    message = pb.LadderTier(tier=tier["tier"], n=int32(tier["n"]), below_params=tier["below_params"])
+    message = pb.LadderTier(tier=tier["tier"], n=int32(tier["n"]))
+    message.below_params = tier["below_params"]
     if tier["tau"] is not None:
         message.tau = tier["tau"]
     return message

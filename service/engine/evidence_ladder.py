@@ -182,7 +182,8 @@ class EvidenceLadder:
 
     def _measure(self) -> list[dict[str, Any]]:
         # a snapshot: watchers' threads (Engine.progress) measure while the engine adds results
-        known = [(n, r) for n, r in list(self.results.items()) if SCREENED_BY in self.rows.get(n, {})]
+        snapshot = list(self.results.items())
+        known = [(n, r) for n, r in snapshot if SCREENED_BY in self.rows.get(n, {})]
         numbers, results = [n for n, _ in known], [r for _, r in known]
         taus: dict[str, tuple[int, float | None]] = {}
         for tier in self.tiers:
