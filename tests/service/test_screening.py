@@ -88,24 +88,29 @@ def test_no_proxy_is_zeroed_before_enough_results_or_when_none_would_be_left(pro
 def test_the_rule_is_live_from_the_first_fit_of_the_default_screen():
     """``winnow bench search`` screens with ``Screen()``: its first fit (``calibrate_after``
     results) already has enough for a tau, so a proxy below params loses its weight there and
-    the screen's scores differ from an ensemble that weighs it."""
+    the screen's scores differ from an ensemble that weighs it. On nb201 ``flops`` ranks cells
+    exactly as ``params`` does (every stage repeats the cell, and a convolution's FLOPs are the
+    same in each stage), so it ties and keeps its weight; as here."""
     settings = Screen()
-    assert settings.calibrate_after >= 5 and {"params", "flops"} <= set(settings.proxies)
+    assert settings.calibrate_after >= 5 and {"params", "flops", "snip"} <= set(settings.proxies)
     rng = np.random.default_rng(1)
     s = ProxyScreen(settings, [ACCURACY])
     accuracy = rng.uniform(0.5, 0.9, size=40)
     params = accuracy * 1e5 + rng.normal(0, 2e3, size=40)
     for n, acc in enumerate(accuracy):
         values = {p: acc + rng.normal(0, 0.05) for p in settings.proxies}
-        values |= {"params": params[n], "flops": -params[n]}  # flops: against accuracy here
+        values |= {"params": params[n], "flops": 3 * params[n] + 7}  # the same ranks
+        values |= {"synflow": acc, "snip": acc + rng.normal(0, 0.3)}  # ahead of params; behind
         s.add(n, values)
-    for n in range(settings.calibrate_after):
-        s.observe(n, {"accuracy": accuracy[n], "params": params[n]})
-    assert s.ensemble is not None and s.ensemble.weights["flops"] == 0.0
     labelled = range(settings.calibrate_after)
+    for n in labelled:
+        s.observe(n, {"accuracy": accuracy[n], "params": params[n]})
+    assert s.ensemble is not None
+    weights = s.ensemble.weights
+    assert weights["snip"] == 0.0 and weights["flops"] != 0.0 and weights["synflow"] != 0.0
     columns = {p: [s.rows[n][p] for n in labelled] for p in settings.proxies}
     weighing = CalibratedEnsemble(settings.proxies).fit(columns, accuracy[labelled], s.seed)
-    assert weighing.weights["flops"] != 0.0
+    assert weighing.weights["snip"] != 0.0
     new = {p: [r[p] for r in s.rows[settings.calibrate_after :]] for p in settings.proxies}
     assert not np.array_equal(
         np.argsort(s.ensemble.predict(new)), np.argsort(weighing.predict(new))
