@@ -138,6 +138,8 @@ def test_a_search_reports_its_ladder_in_progress_events_status_and_stored_rows(s
     assert fronts[-1]["evidence_ladder"] == ladder  # the event of the last completion
     assert fronts[0]["evidence_ladder"][0]["tau"] is None  # one result: no tau yet
     assert readout.progress(spec, rows)["evidence_ladder"] == ladder  # the stored view
+    resumed = Engine.resume(store, report.search_id, InProcessExecutor(HashedByStructure()))
+    assert resumed.progress()["evidence_ladder"] == ladder  # rebuilt from the rows
 
     record = store.search(report.search_id)
     sent = convert.search_dict(convert.search_message(record, engine.progress()))["progress"]
