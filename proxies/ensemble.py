@@ -17,7 +17,7 @@ also be objects with a ``value`` attribute (``winnow.proxies.ProxyScore``), so t
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -217,9 +217,15 @@ class CalibratedEnsemble:
         features: Mapping[str, Sequence[Any]],
         target: Sequence[float],
         seed: int = 0,
+        zero: Collection[str] = (),
     ) -> CalibratedEnsemble:
         """Learn the transforms and weights from calibration rows (``features[p][i]`` is proxy
-        ``p`` of row ``i``, ``target[i]`` its ground truth, higher is better)."""
+        ``p`` of row ``i``, ``target[i]`` its ground truth, higher is better). The proxies in
+        ``zero`` get weight 0 (their transforms are still fitted, so ``predict`` takes the same
+        columns); the others' weights are those of a fit without them."""
+        unknown = set(zero) - set(self.proxies)
+        if unknown:
+            raise ValueError(f"zero names proxies not in the ensemble: {sorted(unknown)}")
         columns = _columns(features, self.proxies)
         y = np.asarray(target, dtype=np.float64)
         if len(y) != len(columns[0]) or not np.isfinite(y).all() or len(np.unique(y)) < 2:
@@ -231,7 +237,14 @@ class CalibratedEnsemble:
         z = self._design(columns)
         rng = np.random.default_rng(seed)
         train, held_out = _holdout_split(len(y), self.settings, rng)
-        self.coef, self.fit_info = _train_weights(z, y, train, held_out, self.settings, rng)
+        weighed = [k for k, p in enumerate(self.proxies) if p not in zero]
+        self.coef, self.fit_info = np.zeros(len(self.proxies)), {}
+        if weighed:
+            design = z if len(weighed) == len(self.proxies) else z[:, weighed]
+            coef, self.fit_info = _train_weights(design, y, train, held_out, self.settings, rng)
+            self.coef[weighed] = coef
+        if zero:
+            self.fit_info["zero_weight"] = [p for p in self.proxies if p in zero]
         return self
 
     def _design(self, columns: Sequence[np.ndarray]) -> np.ndarray:

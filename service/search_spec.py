@@ -215,7 +215,10 @@ class Screen(_Strict):
     ``min_population`` scored candidates go on unscreened (there is nothing to rank them
     against). The ensemble is AZ-NAS's rank aggregation until ``calibrate_after`` candidates
     have been trained, then a calibrated ensemble fitted on this search's own trained results,
-    refitted every ``refit_every``."""
+    refitted every ``refit_every``. At each fit, a proxy whose Kendall tau on those results is
+    below that of the candidates' parameter counts gets weight 0 (the evidence ladder's rule);
+    a fit on fewer than 5 results weighs every proxy, and when every proxy ranks below params
+    and ``params`` is not one of them, none is zeroed."""
 
     proxies: list[str] = ["synflow", "naswot", "jacob_cov", "snip", "params", "flops"]
     """The zero-cost proxies the ensemble ranks by (see the proxy names below)."""

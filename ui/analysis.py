@@ -125,7 +125,9 @@ def funnel(counts: pd.DataFrame, rungs: Sequence[int], proposals: int) -> pd.Dat
 
 
 def proxy_table(scores: pd.DataFrame) -> pd.DataFrame:
-    """One row per candidate number, one column per proxy metric (``proxy.*``, ``screen.*``)."""
+    """One row per candidate number, one column per proxy metric (``proxy.*``, ``screen.*``),
+    from the proxy rows of ``reads.screening_scores``."""
+    scores = scores[scores["stage"] == "proxy"] if "stage" in scores else scores
     if scores.empty:
         return pd.DataFrame(columns=["number"])
     metrics = pd.DataFrame(list(scores["metrics"]))

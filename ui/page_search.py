@@ -40,6 +40,7 @@ def _body(search_id: str) -> None:
     search_sections.pareto(data, spec)
     search_sections.history(data)
     search_sections.cascade(data, spec)
+    search_sections.evidence_ladder(data)
     trial_table.render(url, search_id, data, spec)
 
 

@@ -1,4 +1,5 @@
-"""The Search page's charts: the front, the histories, the funnel and the proxy scatter."""
+"""The Search page's charts: the front, the histories, the funnel, the proxy scatter and the
+evidence ladder."""
 
 from __future__ import annotations
 
@@ -95,3 +96,28 @@ def _proxies(data: dict, spec: SearchSpec) -> None:
         for name in ("spearman", "kendall")
     )
     st.markdown(f"**{text}** over {result['n']} candidates of this search.")
+
+
+def evidence_ladder(data: dict) -> None:
+    """Each fidelity's Kendall tau against the completed trials (``readout.evidence_ladder``)."""
+    ladder = data["evidence_ladder"]
+    if not ladder:  # a plain strategy: no cheaper evidence to measure
+        return
+    st.subheader("Evidence ladder: Kendall tau against trained results")
+    if not any(t["tau"] is not None for t in ladder):
+        st.info("Fewer than 5 completed trials that the proxy screen scored: no tau yet.")
+        return
+    table = pd.DataFrame(
+        {
+            "tier": [t["tier"] for t in ladder],
+            "kendall tau": [t["tau"] for t in ladder],
+            "candidates": [t["n"] for t in ladder],
+            "below params": [t["below_params"] for t in ladder],
+        }
+    )
+    st.dataframe(table, hide_index=True)
+    st.caption(
+        "How each tier ranks the completed trials the proxy screen scored (the first "
+        "objective at the top rung): params is the baseline; a proxy below it gets weight 0 in "
+        "the screen's calibrated ensemble; ensemble is the screen's score when it decided."
+    )

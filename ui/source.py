@@ -111,11 +111,13 @@ def _spec(spec_json: str) -> readout.StoredSpec:
 @st.cache_data(ttl=CACHE_SECONDS, max_entries=16, show_spinner=False)
 def search_data(url: str, search_id: str, version: tuple) -> dict[str, Any]:
     """Everything the Search page draws except the table: counts, funnel, trained results
-    with the front marked, history, proxy scores, filter values."""
+    with the front marked, history, proxy scores, the evidence ladder, filter values."""
     db = _store(url)
     search = db.search(search_id)
     the_spec = _spec(search.spec_json).spec
-    trained, history, front_epochs = _results(db, search_id, the_spec)
+    raw = reads.trained(db, search_id)
+    trained, history, front_epochs = _results(raw, the_spec)
+    screening = reads.screening_scores(db, search_id)
     front = trained[trained["front_rung"]]
     names = [o.name for o in the_spec.objectives]
     points, ids = front[names].to_numpy(float).tolist(), front["number"].tolist()
@@ -132,7 +134,8 @@ def search_data(url: str, search_id: str, version: tuple) -> dict[str, Any]:
         "trained": trained,
         "front_epochs": front_epochs,
         "history": history,
-        "proxies": analysis.proxy_table(reads.proxy_scores(db, search_id)),
+        "proxies": analysis.proxy_table(screening),
+        "evidence_ladder": _ladder(the_spec, raw, screening),
         "axis_values": reads.axis_values(db, search_id),
         "fidelities": sorted({analysis.fidelity_label(stage, epochs) for stage, epochs in pairs}),
         "statuses": sorted(set(counts["status"])),
@@ -140,12 +143,12 @@ def search_data(url: str, search_id: str, version: tuple) -> dict[str, Any]:
 
 
 def _results(
-    db: Store, search_id: str, the_spec: SearchSpec
+    trained: pd.DataFrame, the_spec: SearchSpec
 ) -> tuple[pd.DataFrame, pd.DataFrame, int | None]:
-    """Trained results at every rung with ``on_front`` (the front of the completed ones, else
-    of the highest rung reached), the history of the completed ones, and the front's epochs."""
+    """Trained results (``reads.trained``) at every rung with ``on_front`` (the front of the
+    completed ones, else of the highest rung reached), the history of the completed ones, and
+    the front's epochs."""
     names = [o.name for o in the_spec.objectives]
-    trained = reads.trained(db, search_id)
     trained = analysis.expand(trained if names else trained.iloc[0:0], names)  # a stand-in: none
     rungs = the_spec.strategy.rungs
     done = reads.completed(trained, len(rungs) - 1).reset_index(drop=True)
@@ -157,6 +160,17 @@ def _results(
         trained.loc[trained["id"].isin(front.loc[flags, "id"]), "on_front"] = True
     front_epochs = None if rung is None else rungs[rung]
     return trained, analysis.history(done, the_spec.objectives), front_epochs
+
+
+def _ladder(the_spec: SearchSpec, trained: pd.DataFrame, screening: pd.DataFrame) -> list:
+    """The evidence ladder (``readout.evidence_ladder``) from the page's reads: the completed
+    results (of ``reads.trained``) and the screening rows of the trained candidates."""
+    if not the_spec.objectives:  # a stand-in spec: no results to rank against
+        return []
+    done = reads.completed(trained, len(the_spec.strategy.rungs) - 1)
+    completed = zip(done["number"], done["metrics"], strict=True)
+    columns = (screening[c] for c in ("number", "stage", "metrics"))
+    return readout.evidence_ladder(the_spec, completed, zip(*columns, strict=True))
 
 
 @st.cache_data(ttl=CACHE_SECONDS, max_entries=256, show_spinner=False)

@@ -62,14 +62,25 @@ def search_message(
     if progress is not None:
         fields = dict(progress)
         leader = fields.pop("leader", None)
+        ladder = fields.pop("evidence_ladder", None) or []
         fields["front_epochs"] = fields.get("front_epochs") or 0  # 0: no front yet
         fields["top_epochs"] = fields.get("top_epochs") or 0
         fields = {k: int32(v) if isinstance(v, int) else v for k, v in fields.items()}
         message.progress.CopyFrom(pb.Progress(**fields))
+        message.progress.evidence_ladder.extend(ladder_tier(tier) for tier in ladder)
         if leader is not None:
             trial_id = int32(leader["trial_id"])
             point = pb.ParetoPoint(trial_id=trial_id, objectives=leader["values"])
             message.progress.leader.CopyFrom(point)
+    return message
+
+
+def ladder_tier(tier: dict[str, Any]) -> pb.LadderTier:
+    """One tier of ``evidence_ladder.EvidenceLadder.measure`` (a tau of None stays unset)."""
+    message = pb.LadderTier(tier=tier["tier"], n=int32(tier["n"]))
+    message.below_params = tier["below_params"]
+    if tier["tau"] is not None:
+        message.tau = tier["tau"]
     return message
 
 
@@ -138,7 +149,8 @@ def recipe_message(search_id: str, recipe: dict[str, Any], files: dict[str, byte
 
 def progress_dict(progress: pb.Progress) -> dict[str, Any]:
     """``leader``: None when the front is empty (or the server predates leaders);
-    ``front_epochs``: None when empty, below ``top_epochs`` when the front is a lower rung's."""
+    ``front_epochs``: None when empty, below ``top_epochs`` when the front is a lower rung's;
+    ``evidence_ladder``: ``Engine.progress``'s (empty from a server that predates it)."""
     leader = None
     if progress.HasField("leader"):
         leader = {"trial_id": progress.leader.trial_id, "values": dict(progress.leader.objectives)}
@@ -157,6 +169,15 @@ def progress_dict(progress: pb.Progress) -> dict[str, Any]:
         "leader": leader,
         "front_epochs": progress.front_epochs or None,
         "top_epochs": progress.top_epochs or None,
+        "evidence_ladder": [
+            {
+                "tier": t.tier,
+                "n": t.n,
+                "tau": t.tau if t.HasField("tau") else None,
+                "below_params": t.below_params,
+            }
+            for t in progress.evidence_ladder
+        ],
     }
 
 

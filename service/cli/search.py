@@ -89,6 +89,11 @@ def _run_engine(make_engine, total: int, args: argparse.Namespace) -> int:
         note = front_note(report.front_epochs, report.top_epochs)
         if note:
             print(note)
+        from winnow.service.progress_text import ladder_text
+
+        ladder = ladder_text({"evidence_ladder": report.evidence_ladder}, digits=3)
+        if ladder:
+            print(f"evidence ladder: {ladder}")
         for point in report.front:
             print(json.dumps(point, sort_keys=True))
     return search_exit_code(report.status)

@@ -186,6 +186,9 @@ def _report(info: dict[str, Any], json_output: bool) -> None:
         f"{progress['proposals']} proposals, {progress['cache_hits']} cache hits; {best}; "
         f"hypervolume {progress['hypervolume']:.6g}"
     )
+    ladder = progress_text.ladder_text(progress, digits=3)
+    if ladder:  # a cascade's evidence ladder, on a line of its own
+        print(f"  evidence ladder: {ladder}")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -49,6 +49,7 @@ from winnow.service.engine.evidence import (
     StoreHashMemo,
     WorkerHashes,
 )
+from winnow.service.engine.evidence_ladder import EvidenceLadder
 from winnow.service.engine.journal import EventSink, Journal
 from winnow.service.engine.outcomes import Outcomes
 from winnow.service.engine.pareto import pareto_front, search_hypervolume
@@ -111,7 +112,12 @@ class Engine:
         self._enqueue_warm_starts(rows or [])
         self.journal = Journal(store, search_id, on_event)
         weights = KeptWeights(spec, store, search_id, rows)
-        self.outcomes = Outcomes(spec, self.state, self.journal, self.study, self.ladder, weights)
+        self.evidence = (  # the evidence ladder: each fidelity's Kendall tau, for watchers
+            EvidenceLadder.for_spec(spec) if rows is None else EvidenceLadder.from_rows(spec, rows)
+        )
+        self.outcomes = Outcomes(
+            spec, self.state, self.journal, self.study, self.ladder, weights, self.evidence
+        )
         self.training = Training(
             spec, search_id, self.outcomes, self.screen, self.cache, executor, self.device
         )
@@ -211,8 +217,8 @@ class Engine:
         return self.state.tracked
 
     def progress(self) -> dict[str, Any]:
-        """Counters, hypervolume, the front's size and leader and each objective's best value
-        on the front, for watchers (``readout.progress_view``)."""
+        """Counters, hypervolume, the front's size and leader, each objective's best value
+        on the front and the evidence ladder, for watchers (``readout.progress_view``)."""
         rung, results = self._front_results()
         # one snapshot: gRPC threads call this while the engine's thread adds results
         items = list(results.items())
@@ -227,6 +233,7 @@ class Engine:
             trial_ids=ids,
             front_epochs=None if rung is None else rungs[rung],
             top_epochs=rungs[-1],
+            evidence_ladder=[] if self.evidence is None else self.evidence.measure(),
         )
 
     def _front_results(self) -> tuple[int | None, dict[int, list[float]]]:
@@ -403,4 +410,5 @@ class Engine:
             history=self.state.history,
             overhead_ms_median=float(np.median(overheads)) if overheads else 0.0,
             wall_seconds=time.perf_counter() - self.started,
+            evidence_ladder=[] if self.evidence is None else self.evidence.measure(),
         )

@@ -139,8 +139,9 @@ class ProxyScores:
 
 class ProxyRule:
     """The screen's rule: constraints that proxies already know (``params``, ``flops``), then
-    ``ProxyScreen``'s ranking; the scores come back with ``screen.score`` and
-    ``screen.position``."""
+    ``ProxyScreen``'s ranking; the scores come back with ``screen.score``,
+    ``screen.position`` and ``screen.calibrated`` (1 when a calibrated ensemble gave the score:
+    the evidence ladder's ``ensemble`` tier)."""
 
     def __init__(self, spec: SearchSpec, screen: ProxyScreen) -> None:
         self.spec, self.screen = spec, screen
@@ -152,6 +153,7 @@ class ProxyRule:
         decision = self.screen.add(proposal.number, values)
         metrics = {**scores.metrics, "screen.score": decision.score}
         metrics["screen.position"] = decision.position
+        metrics["screen.calibrated"] = float(decision.ensemble == "calibrated")
         judged = TrialResult(Status.OK, metrics, error=scores.error, seconds=scores.seconds)
         if violated or not decision.keep:
             judged.status = Status.PRUNED

@@ -4,7 +4,10 @@ and so does training (a completed top rung, a pruned rung).
 
 Telling the sampler: a candidate is told once (``PRUNED`` at a rung it does not go up from, with
 its value as an intermediate value for one objective); if it is promoted later and finishes the
-top rung, the sampler is told that result as a new completed trial."""
+top rung, the sampler is told that result as a new completed trial.
+
+The evidence ladder (``evidence_ladder``) hears every screening row and completed result here,
+and each ``front`` event carries it as measured after that completion."""
 
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from optuna.trial import TrialState, create_trial
 
 from winnow.search_space.trial import Status, TrialResult
 from winnow.service.engine.evidence import violations
+from winnow.service.engine.evidence_ladder import EvidenceLadder
 from winnow.service.engine.journal import Journal
 from winnow.service.engine.pareto import search_hypervolume
 from winnow.service.engine.readout import objective_values
@@ -33,10 +37,12 @@ class Outcomes:
         study: optuna.Study,
         ladder: SuccessiveHalving,
         weights: KeptWeights,
+        evidence: EvidenceLadder | None = None,
     ) -> None:
         self.spec, self.objectives = spec, spec.objectives
         self.state, self.journal = state, journal
         self.study, self.ladder, self.weights = study, ladder, weights
+        self.evidence = evidence
 
     # --- the cascade's outcomes (cascade.Outcomes) ----------------------------------------------
 
@@ -64,6 +70,8 @@ class Outcomes:
     def screened(self, tracked: Tracked, stage: str, result: TrialResult) -> None:
         """The stage's row, ``ok`` or ``pruned`` (then counted and told)."""
         self.journal.write(tracked, stage, 0, -1, str(result.status), result)
+        if self.evidence is not None:
+            self.evidence.scored(tracked.number, stage, result.metrics)
         if result.status == Status.PRUNED:
             self.state.counts["pruned"] += 1
             self.tell(tracked, TrialState.PRUNED)
@@ -84,9 +92,11 @@ class Outcomes:
         else:
             self.tell(tracked, TrialState.COMPLETE, values=values)
         self.state.hypervolume = search_hypervolume(self.objectives, self.state.points())
-        self.journal.event(
-            "front", {"trial_id": tracked.number, "hypervolume": self.state.hypervolume}
-        )
+        payload = {"trial_id": tracked.number, "hypervolume": self.state.hypervolume}
+        if self.evidence is not None:
+            self.evidence.completed(tracked.number, metrics)
+            payload["evidence_ladder"] = self.evidence.measure()
+        self.journal.event("front", payload)
         if self.weights.kept:
             self.weights.retain(self.state.completed)
 

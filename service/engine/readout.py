@@ -29,6 +29,7 @@ import winnow
 from winnow.records import SearchRecord, Status, TrialRecord
 from winnow.search_space.archs import ArchitectureView, describe
 from winnow.search_space.specfile import validation_problems
+from winnow.service.engine.evidence_ladder import EvidenceLadder
 from winnow.service.engine.pareto import (
     front_mask,
     hypervolume,
@@ -145,13 +146,16 @@ def progress_view(
     *,
     front_epochs: int | None = None,
     top_epochs: int | None = None,
+    evidence_ladder: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
     """What watchers see of a search: the counters, the budget, the hypervolume (computed from
     ``points`` unless given; ``points`` are the front's fidelity's, :func:`front_rung`), each
     objective's best value on the front (``best``: per objective, from different trials), the
     front's size and its leader (:func:`front_leader`; ``trial_ids`` are the points' trials,
-    their positions without it) and the front's fidelity (``front_epochs``, below
-    ``top_epochs`` when no trial completed: ``records.front_note``)."""
+    their positions without it), the front's fidelity (``front_epochs``, below
+    ``top_epochs`` when no trial completed: ``records.front_note``) and the evidence ladder
+    (``evidence_ladder.EvidenceLadder.measure``: each tier's Kendall tau against the completed
+    trials; empty for a plain strategy, and in a listing's progress)."""
     if hypervolume_value is None:
         hypervolume_value = search_hypervolume(objectives, points)
     ids = range(len(points)) if trial_ids is None else trial_ids
@@ -165,6 +169,7 @@ def progress_view(
         "leader": leader,
         "front_epochs": front_epochs,
         "top_epochs": top_epochs,
+        "evidence_ladder": [dict(tier) for tier in evidence_ladder],
     }
 
 
@@ -326,10 +331,11 @@ def stored_progress(
     groups: Iterable[tuple[str, int, int, str, bool, int]],
     proposals: int,
     front: tuple[int | None, Sequence[int], Sequence[Sequence[float]]],
+    ladder: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
     """A stored search's progress from its ``tally`` groups, proposals and front (rung, trial
     ids, points): what ``progress`` computes from rows, and a listing from aggregate reads of
-    a page."""
+    a page (without the evidence ``ladder``, which needs the rows)."""
     rung, ids, points = front
     rungs = spec.strategy.rungs
     return progress_view(
@@ -340,6 +346,7 @@ def stored_progress(
         trial_ids=ids,
         front_epochs=None if rung is None else rungs[rung],
         top_epochs=rungs[-1],
+        evidence_ladder=ladder,
     )
 
 
@@ -348,7 +355,22 @@ def progress(spec: SearchSpec, rows: list[TrialRecord]) -> dict[str, Any]:
     groups = ((row.stage, row.epochs, row.rung, row.status, row.reused, 1) for row in rows)
     rung, front = front_trials(spec, rows)
     points, ids = [c.values for c in front], [c.trial_id for c in front]
-    return stored_progress(spec, groups, len({row.number for row in rows}), (rung, ids, points))
+    front_view, proposals = (rung, ids, points), len({row.number for row in rows})
+    ladder = EvidenceLadder.from_rows(spec, rows)
+    measured = [] if ladder is None else ladder.measure()
+    return stored_progress(spec, groups, proposals, front_view, measured)
+
+
+def evidence_ladder(
+    spec: SearchSpec,
+    completed: Iterable[tuple[int, Mapping[str, Any]]],
+    scored: Iterable[tuple[int, str, Mapping[str, Any]]],
+) -> list[dict[str, Any]]:
+    """The evidence ladder (``Engine.progress``'s ``evidence_ladder``) from ``(number,
+    metrics)`` of the completed trials and ``(number, stage, metrics)`` of the screening rows:
+    for readers that hold columns, such as the dashboard's reads."""
+    ladder = EvidenceLadder.from_results(spec, completed, scored)
+    return [] if ladder is None else ladder.measure()
 
 
 def pareto(spec: SearchSpec, rows: list[TrialRecord]) -> dict[str, Any]:

@@ -6,6 +6,13 @@ trained ``calibrate_after`` candidates; from then on it is a ``CalibratedEnsembl
 search's own trained results (proxy values against the first objective at the first rung),
 refitted every ``refit_every`` new results. Ground truth from anywhere else is never used.
 
+At each fit, the evidence ladder's rule (``evidence_ladder``): a proxy whose Kendall tau on those
+same results is below that of the candidates' parameter counts (``params`` of the trained
+results) gets weight 0 in the calibrated ensemble. The rule needs ``evidence_ladder.MIN_RESULTS``
+results, so a fit on fewer (``calibrate_after`` may be 4) weighs every proxy, as rank
+aggregation does before any fit; when every proxy ranks below params and ``params`` is not one
+of the screen's proxies, zeroing them all would leave no score, so none is zeroed then.
+
 A candidate is kept when it ranks in the top ``keep_fraction`` of the population: by score with
 one objective; with several, by how many population members dominate it on (score, the other
 objectives that proxies already know, such as ``params`` and ``flops``), and always when it is
@@ -21,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from winnow.proxies.ensemble import CalibratedEnsemble, rank_ensemble
+from winnow.service.engine import evidence_ladder
 from winnow.service.engine.pareto import domination_counts
 from winnow.service.search_spec import Objective, Screen
 
@@ -48,6 +56,7 @@ class ProxyScreen:
         self.rows: list[ProxyValues] = []
         self.numbers: list[int] = []
         self.labels: dict[int, float] = {}
+        self.params: dict[int, float | None] = {}  # of the labelled candidates: the rule's baseline
         self.ensemble: CalibratedEnsemble | None = None
         self._labels_at_fit = 0
         self._score_cache: dict[int, float] = {}
@@ -98,6 +107,8 @@ class ProxyScreen:
             return
         value = float(metrics[self.primary.name])
         self.labels[number] = value if self.primary.direction == "maximize" else -value
+        baseline = metrics.get(evidence_ladder.BASELINE)
+        self.params[number] = None if baseline is None else float(baseline)
         enough = len(self.labels) >= self.settings.calibrate_after
         due = len(self.labels) - self._labels_at_fit >= self.settings.refit_every
         if enough and (self.ensemble is None or due):
@@ -110,9 +121,26 @@ class ProxyScreen:
             return  # a rank loss needs at least two different results
         columns = {p: [self.rows[index[n]][p] for n in labelled] for p in self.settings.proxies}
         target = [self.labels[n] for n in labelled]
-        self.ensemble = CalibratedEnsemble(self.settings.proxies).fit(columns, target, self.seed)
+        zero = self.below_params(columns, [self.params.get(n) for n in labelled], target)
+        ensemble = CalibratedEnsemble(self.settings.proxies)
+        self.ensemble = ensemble.fit(columns, target, self.seed, zero=zero)
         self._labels_at_fit = len(self.labels)
         self._score_cache.clear()
+
+    def below_params(
+        self,
+        columns: Mapping[str, Sequence[float | None]],
+        params: Sequence[float | None],
+        target: Sequence[float],
+    ) -> list[str]:
+        """The proxies that rank the results worse than ``params`` does (the module docstring's
+        rule): they get weight 0."""
+        taus = {p: evidence_ladder.kendall(_finite(v), target)[1] for p, v in columns.items()}
+        taus[evidence_ladder.BASELINE] = evidence_ladder.kendall(_finite(params), target)[1]
+        below = evidence_ladder.below_baseline(taus)
+        if below >= set(self.settings.proxies):
+            return []  # no score would be left
+        return [p for p in self.settings.proxies if p in below]
 
 
 def _at_extreme(column: np.ndarray, objective: Objective) -> bool:
@@ -124,6 +152,11 @@ def _at_extreme(column: np.ndarray, objective: Objective) -> bool:
     rank correlation with accuracy was -0.81: the screen kept the worst of them)."""
     best = column.max() if objective.direction == "maximize" else column.min()
     return bool(np.isfinite(column[-1]) and column[-1] == best)
+
+
+def _finite(values: Sequence[float | None]) -> list[float | None]:
+    """Proxy values with the missing and non-finite ones as None (a tau leaves them out)."""
+    return [v if v is not None and math.isfinite(v) else None for v in values]
 
 
 def _column(rows: Sequence[ProxyValues], objective: Objective) -> np.ndarray:

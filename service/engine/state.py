@@ -226,3 +226,5 @@ class SearchReport:
     history: list[dict[str, float]] = field(default_factory=list)
     overhead_ms_median: float = 0.0
     wall_seconds: float = 0.0
+    # each tier's Kendall tau against the completed trials (``evidence_ladder``; cascades only)
+    evidence_ladder: list[dict[str, Any]] = field(default_factory=list)

@@ -143,12 +143,14 @@ def trained(store: Store, search_id: SearchIds = None) -> pd.DataFrame:
     return _frame(store, query.order_by(*order))
 
 
-def proxy_scores(store: Store, search_id: str) -> pd.DataFrame:
-    """Proxy-stage metrics of the candidates that were trained (the ones a correlation with
-    trained accuracy can use)."""
+def screening_scores(store: Store, search_id: str) -> pd.DataFrame:
+    """The screening stages' metrics (``proxy``, and any later scoring stage's) of the
+    candidates that were trained (the ones a correlation with trained accuracy can use), with
+    their ``stage``."""
     was_trained = select(TrialRow.number).where(_of(search_id), TrialRow.stage == "train")
-    query = select(TrialRow.number, TrialRow.metrics_json.label("metrics")).where(
-        _of(search_id), TrialRow.stage == "proxy", TrialRow.number.in_(was_trained)
+    columns = (TrialRow.number, TrialRow.stage, TrialRow.metrics_json.label("metrics"))
+    query = select(*columns).where(
+        _of(search_id), TrialRow.stage != "train", TrialRow.number.in_(was_trained)
     )
     return _frame(store, query)
 

@@ -116,6 +116,20 @@ def test_calibrated_ensemble_is_deterministic_for_a_seed():
     assert fit(0)["weights"] != fit(1)["weights"]  # the seed picks the early-stopping rows
 
 
+def test_proxies_given_no_weight_stay_at_zero_and_leave_the_others_as_fitted_without_them():
+    features, target = synthetic(120, seed=3)
+    features["c"] = np.random.default_rng(4).normal(size=120)  # noise
+    ensemble = CalibratedEnsemble(["a", "b", "c"]).fit(features, target, seed=0, zero=["b"])
+    alone = CalibratedEnsemble(["a", "c"]).fit(features, target, seed=0)
+    assert ensemble.weights["b"] == 0.0 and ensemble.fit_info["zero_weight"] == ["b"]
+    assert ensemble.weights["a"] == alone.weights["a"] != 0.0
+    assert ensemble.weights["c"] == alone.weights["c"]
+    both = rows(features, np.arange(5))
+    assert list(ensemble.predict(both)) == pytest.approx(list(alone.predict(both)), abs=1e-12)
+    with pytest.raises(ValueError, match="not in the ensemble"):
+        CalibratedEnsemble(["a"]).fit(features, target, zero=["b"])
+
+
 def one_proxy_features(calibration: np.ndarray, new: list) -> np.ndarray:
     """The features of ``new`` values under an ensemble of one proxy fitted on ``calibration``
     (its prediction divided by its weight)."""

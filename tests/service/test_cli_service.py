@@ -150,6 +150,26 @@ def test_the_status_line_names_one_trials_values_and_labels_per_objective_bests(
     assert labelled.format(*best) in out
 
 
+def test_the_status_of_a_cascade_shows_its_evidence_ladder(server, capsys, tmp_path, tiny_spec):
+    """A real cascade on the digits (hashes, proxies and training all run): every candidate
+    goes on to training, so its five results give each tier a tau."""
+    screen = {"proxies": ["synflow", "params"], "keep_fraction": 1.0, "min_population": 1}
+    cascade = {"name": "cascade", "sampler": "random", "rungs": [1], "screen": screen}
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(tiny_spec(strategy=cascade, budget={"max_trials": 5})))
+    address = ("--address", server.address)
+    code, out, _ = run(capsys, "submit", str(spec), "--wait", "--json", "--quiet", *address)
+    search_id = json.loads(out)["id"]
+    _, out, _ = run(capsys, "status", search_id, "--json", *address)
+    ladder = {t["tier"]: t for t in json.loads(out)["progress"]["evidence_ladder"]}
+    assert set(ladder) == {"params", "synflow", "ensemble"}
+    done = ladder["params"]["n"]
+    assert done == ladder["synflow"]["n"] and done >= 5 and ladder["params"]["tau"] is not None
+    _, out, _ = run(capsys, "status", search_id, *address)
+    line = f"  evidence ladder: Kendall tau against {done} completed: params "
+    assert line + f"{ladder['params']['tau']:.3f}" in out
+
+
 def test_listed_searches_carry_their_stored_progress(make_server, tiny_spec):
     """A finished search's row in ``ListSearches`` shows what ``GetSearch`` shows (they were
     zeros: the listing sent no progress). A second server on the same store reads it from the

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
+import pytest
+
+from winnow.proxies.ensemble import CalibratedEnsemble
 from winnow.service.engine.screening import ProxyScreen
 from winnow.service.search_spec import Objective, Screen
 
@@ -44,3 +48,70 @@ def test_the_ensemble_is_calibrated_on_trained_results_once_there_are_enough():
         s.observe(n, {"accuracy": 0.5 + n / 10})
     decision = s.add(6, {"synflow": 10.0, "params": 5.0})
     assert decision.ensemble == "calibrated" and decision.position == 0
+
+
+def trained_screen(proxies, labels: int, **settings) -> tuple[ProxyScreen, np.ndarray]:
+    """A screen over ``proxies`` that has seen ``labels`` trained results: accuracy grows with
+    params (slightly noisy), synflow follows accuracy closely, naswot runs against it."""
+    rng = np.random.default_rng(0)
+    accuracy = np.sort(rng.uniform(0.5, 0.9, size=12))
+    params = accuracy * 1e5 + rng.normal(0, 3e3, size=12)
+    s = screen([ACCURACY], proxies=proxies, calibrate_after=labels, min_population=2, **settings)
+    for n, acc in enumerate(accuracy):
+        values = {"synflow": acc, "naswot": -acc + rng.normal(0, 0.02), "params": params[n]}
+        s.add(n, {p: values[p] for p in proxies})
+    for n in range(labels):
+        s.observe(n, {"accuracy": accuracy[n], "params": params[n]})
+    return s, params
+
+
+def test_a_proxy_that_ranks_below_params_gets_no_weight_in_the_calibrated_ensemble():
+    s, _ = trained_screen(["synflow", "naswot", "params"], labels=8)
+    weights = s.ensemble.weights
+    assert weights["naswot"] == 0.0 and s.ensemble.fit_info["zero_weight"] == ["naswot"]
+    assert weights["synflow"] > 0 and weights["params"] != 0.0
+
+
+@pytest.mark.parametrize(
+    ("proxies", "labels"),
+    [
+        (["synflow", "naswot", "params"], 4),  # 4 results: no tau yet, every proxy weighed
+        (["naswot"], 8),  # every proxy below params, which is not one: none is zeroed
+    ],
+)
+def test_no_proxy_is_zeroed_before_enough_results_or_when_none_would_be_left(proxies, labels):
+    s, _ = trained_screen(proxies, labels=labels)
+    assert "zero_weight" not in s.ensemble.fit_info
+    assert all(w != 0.0 for w in s.ensemble.weights.values())
+
+
+def test_the_rule_is_live_from_the_first_fit_of_the_default_screen():
+    """``winnow bench search`` screens with ``Screen()``: its first fit (``calibrate_after``
+    results) already has enough for a tau, so a proxy below params loses its weight there and
+    the screen's scores differ from an ensemble that weighs it. On nb201 ``flops`` ranks cells
+    exactly as ``params`` does (every stage repeats the cell, and a convolution's FLOPs are the
+    same in each stage), so it ties and keeps its weight; as here."""
+    settings = Screen()
+    assert settings.calibrate_after >= 5 and {"params", "flops", "snip"} <= set(settings.proxies)
+    rng = np.random.default_rng(1)
+    s = ProxyScreen(settings, [ACCURACY])
+    accuracy = rng.uniform(0.5, 0.9, size=40)
+    params = accuracy * 1e5 + rng.normal(0, 2e3, size=40)
+    for n, acc in enumerate(accuracy):
+        values = {p: acc + rng.normal(0, 0.05) for p in settings.proxies}
+        values |= {"params": params[n], "flops": 3 * params[n] + 7}  # the same ranks
+        values |= {"synflow": acc, "snip": acc + rng.normal(0, 0.3)}  # ahead of params; behind
+        s.add(n, values)
+    labelled = range(settings.calibrate_after)
+    for n in labelled:
+        s.observe(n, {"accuracy": accuracy[n], "params": params[n]})
+    assert s.ensemble is not None
+    weights = s.ensemble.weights
+    assert weights["snip"] == 0.0 and weights["flops"] != 0.0 and weights["synflow"] != 0.0
+    columns = {p: [s.rows[n][p] for n in labelled] for p in settings.proxies}
+    weighing = CalibratedEnsemble(settings.proxies).fit(columns, accuracy[labelled], s.seed)
+    assert weighing.weights["snip"] != 0.0
+    new = {p: [r[p] for r in s.rows[settings.calibrate_after :]] for p in settings.proxies}
+    assert not np.array_equal(
+        np.argsort(s.ensemble.predict(new)), np.argsort(weighing.predict(new))
+    )

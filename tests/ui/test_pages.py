@@ -4,6 +4,7 @@ store, read independently (``readout`` over every row, or plain Python over the 
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from dataclasses import replace
 
@@ -85,6 +86,19 @@ def test_pareto_chart_marks_the_readout_front(app, seeded):
     assert on_front == expected and len(on_front) >= 2
     lower_rungs = set(trained["epochs"])
     assert lower_rungs == set(seeded.spec().strategy.rungs)  # every fidelity is drawn
+
+
+def test_the_evidence_ladder_table_is_the_readouts_over_every_row(app, seeded):
+    at = app(seeded.url, search=seeded.search_id)
+    [table] = [d.value for d in at.dataframe if "kendall tau" in d.value.columns]
+    expected = readout.progress(seeded.spec(), seeded.rows())["evidence_ladder"]
+    assert any(t["tau"] is not None for t in expected)
+    assert list(table["tier"]) == [t["tier"] for t in expected]
+    assert list(table["candidates"]) == [t["n"] for t in expected]
+    assert list(table["below params"]) == [t["below_params"] for t in expected]
+    for shown, tier in zip(table["kendall tau"], expected, strict=True):
+        assert math.isnan(shown) if tier["tau"] is None else shown == pytest.approx(tier["tau"])
+    assert "Evidence ladder" in " ".join(h.value for h in at.subheader)
 
 
 def test_trial_table_pages_through_every_row_in_order(app, seeded):

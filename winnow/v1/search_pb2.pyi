@@ -15,7 +15,7 @@ class SubmitSearchRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., spec_json: _Optional[str] = ...) -> None: ...
 
 class Progress(_message.Message):
-    __slots__ = ("trained", "max_trials", "proposals", "cache_hits", "pruned", "failed", "hypervolume", "best", "front_size", "leader", "candidates", "epochs", "front_epochs", "top_epochs")
+    __slots__ = ("trained", "max_trials", "proposals", "cache_hits", "pruned", "failed", "hypervolume", "best", "front_size", "leader", "candidates", "epochs", "front_epochs", "top_epochs", "evidence_ladder")
     class BestEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -37,6 +37,7 @@ class Progress(_message.Message):
     EPOCHS_FIELD_NUMBER: _ClassVar[int]
     FRONT_EPOCHS_FIELD_NUMBER: _ClassVar[int]
     TOP_EPOCHS_FIELD_NUMBER: _ClassVar[int]
+    EVIDENCE_LADDER_FIELD_NUMBER: _ClassVar[int]
     trained: int
     max_trials: int
     proposals: int
@@ -51,7 +52,20 @@ class Progress(_message.Message):
     epochs: int
     front_epochs: int
     top_epochs: int
-    def __init__(self, trained: _Optional[int] = ..., max_trials: _Optional[int] = ..., proposals: _Optional[int] = ..., cache_hits: _Optional[int] = ..., pruned: _Optional[int] = ..., failed: _Optional[int] = ..., hypervolume: _Optional[float] = ..., best: _Optional[_Mapping[str, float]] = ..., front_size: _Optional[int] = ..., leader: _Optional[_Union[ParetoPoint, _Mapping]] = ..., candidates: _Optional[int] = ..., epochs: _Optional[int] = ..., front_epochs: _Optional[int] = ..., top_epochs: _Optional[int] = ...) -> None: ...
+    evidence_ladder: _containers.RepeatedCompositeFieldContainer[LadderTier]
+    def __init__(self, trained: _Optional[int] = ..., max_trials: _Optional[int] = ..., proposals: _Optional[int] = ..., cache_hits: _Optional[int] = ..., pruned: _Optional[int] = ..., failed: _Optional[int] = ..., hypervolume: _Optional[float] = ..., best: _Optional[_Mapping[str, float]] = ..., front_size: _Optional[int] = ..., leader: _Optional[_Union[ParetoPoint, _Mapping]] = ..., candidates: _Optional[int] = ..., epochs: _Optional[int] = ..., front_epochs: _Optional[int] = ..., top_epochs: _Optional[int] = ..., evidence_ladder: _Optional[_Iterable[_Union[LadderTier, _Mapping]]] = ...) -> None: ...
+
+class LadderTier(_message.Message):
+    __slots__ = ("tier", "n", "tau", "below_params")
+    TIER_FIELD_NUMBER: _ClassVar[int]
+    N_FIELD_NUMBER: _ClassVar[int]
+    TAU_FIELD_NUMBER: _ClassVar[int]
+    BELOW_PARAMS_FIELD_NUMBER: _ClassVar[int]
+    tier: str
+    n: int
+    tau: float
+    below_params: bool
+    def __init__(self, tier: _Optional[str] = ..., n: _Optional[int] = ..., tau: _Optional[float] = ..., below_params: _Optional[bool] = ...) -> None: ...
 
 class Search(_message.Message):
     __slots__ = ("id", "name", "status", "error", "spec_json", "created_at", "updated_at", "progress")
