@@ -89,6 +89,21 @@ def validate(model: nn.Module, data: Dataset, device: torch.device | str = "cpu"
     return Validation(correct / n, loss / n if math.isfinite(loss) else math.inf)
 
 
+def score_subnet(
+    subnet: nn.Module,
+    data: Dataset,
+    batches: list[torch.Tensor],
+    *,
+    ablation: bool = False,
+    device: torch.device | str = "cpu",
+) -> InheritedScore:
+    """An extracted subnet's accuracy on ``data``'s validation split after re-estimating its
+    BatchNorm statistics on ``batches``; with ``ablation`` also before (shared statistics)."""
+    shared = validate(subnet, data, device) if ablation else None
+    recalibrate_batchnorm(subnet, batches, len(batches))
+    return InheritedScore(validate(subnet, data, device), shared)
+
+
 def score_candidate(
     supernet: Supernet,
     candidate: Candidate,
@@ -98,9 +113,6 @@ def score_candidate(
     ablation: bool = False,
     device: torch.device | str = "cpu",
 ) -> InheritedScore:
-    """The candidate's inherited accuracy on ``data``'s validation split after re-estimating
-    its BatchNorm statistics on ``batches``; with ``ablation`` also before (shared statistics)."""
+    """The candidate's inherited accuracy: its subnet extracted, then ``score_subnet``."""
     subnet = supernet.get_active_subnet(candidate)
-    shared = validate(subnet, data, device) if ablation else None
-    recalibrate_batchnorm(subnet, batches, len(batches))
-    return InheritedScore(validate(subnet, data, device), shared)
+    return score_subnet(subnet, data, batches, ablation=ablation, device=device)
