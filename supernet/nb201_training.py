@@ -99,7 +99,7 @@ def train_supernet(
     *,
     steps: int | None = None,
     seconds: float | None = None,
-    timing_steps: int = 5,
+    timing_steps: int = 10,
     checkpoint: str | Path | None = None,
     checkpoint_every: int = 100,
     on_epoch: EpochCallback | None = None,
@@ -130,12 +130,15 @@ def train_supernet(
     order: tuple[int, torch.Tensor] | None = None
     supernet.train()
     start, epoch_start = time.perf_counter(), time.perf_counter()
+    after_first = 0.0
 
     def elapsed() -> float:
         return run.seconds + time.perf_counter() - start
 
     while run.total_steps is None or run.step < run.total_steps:
-        if seconds is not None and elapsed() >= seconds:
+        if (seconds is not None and elapsed() >= seconds) or (
+            steps is not None and run.step >= steps
+        ):
             break
         epoch, position = divmod(run.step, per_epoch)
         if order is None or order[0] != epoch:
@@ -144,8 +147,12 @@ def train_supernet(
         x, y = _batch(data, order[1], position, run.step, settings, device)
         epoch_losses.append(_step(supernet, optimizer, x, y, run, settings))
         run.step += 1
+        if run.step == resumed_from + 1:
+            after_first = elapsed()  # the first step pays one-time costs: the pace leaves it out
         if run.total_steps is None and run.step == resumed_from + timing_steps:
-            run.total_steps = _steps_for(seconds, elapsed(), run.step, steps)
+            run.total_steps = _steps_for(
+                seconds, elapsed(), after_first, run.step, timing_steps, steps
+            )
         if path is not None and (run.step % checkpoint_every == 0):
             _save(path, supernet, optimizer, settings, run, elapsed())
         if run.step % per_epoch == 0:
@@ -164,11 +171,15 @@ def train_supernet(
     return TrainReport(run.step, run.total_steps, per_epoch, run.seconds, resumed_from, losses)
 
 
-def _steps_for(seconds: float | None, spent: float, done: int, cap: int | None) -> int:
-    """The schedule's length for a time budget, from the first steps' pace."""
+def _steps_for(
+    seconds: float | None, spent: float, after_first: float, done: int, timed: int, cap: int | None
+) -> int:
+    """The schedule's length for a time budget, at the pace of the timed steps after the first
+    (of one timed step: that step's)."""
     assert seconds is not None
-    total = done + int(max(seconds - spent, 0.0) / (spent / done))
-    return min(total, cap) if cap is not None else total
+    pace = (spent - after_first) / (timed - 1) if timed > 1 else spent / done
+    total = done + int(max(seconds - spent, 0.0) / max(pace, 1e-9))
+    return max(done, min(total, cap) if cap is not None else total)
 
 
 def _generator(seed: int) -> torch.Generator:

@@ -15,7 +15,7 @@ from winnow.supernet.inherited import (
     validate,
 )
 from winnow.supernet.nb201 import NB201Supernet
-from winnow.supernet.nb201_training import TrainSettings, train_supernet
+from winnow.supernet.nb201_training import TrainSettings, _steps_for, train_supernet
 
 SETTINGS = TrainSettings(batch_size=16, warmup_steps=4, seed=3)
 
@@ -71,7 +71,7 @@ def test_training_is_seeded_and_reports_its_epochs(data):
 
 @pytest.mark.parametrize("sampling", ["uniform", "fair"])
 def test_a_resumed_run_equals_an_uninterrupted_one(data, tmp_path, sampling):
-    steps = 7
+    steps = 6
     whole = fresh(sampling)
     train_supernet(whole, data, SETTINGS, steps=steps)
 
@@ -112,9 +112,18 @@ def test_a_checkpoint_of_other_settings_is_refused(data, tmp_path):
 
 def test_a_time_budget_fixes_the_step_count_and_stops(data):
     report = train_supernet(fresh(), data, SETTINGS, seconds=0.5, timing_steps=2)
-    assert 2 <= report.steps <= report.total_steps
+    assert 1 <= report.steps <= report.total_steps
     capped = train_supernet(fresh(), data, SETTINGS, seconds=60, steps=3, timing_steps=2)
     assert capped.steps == capped.total_steps == 3
+    inside = train_supernet(fresh(), data, SETTINGS, seconds=60, steps=2, timing_steps=3)
+    assert inside.steps == inside.total_steps == 2  # the cap comes before the timing ends
+
+
+def test_the_pace_of_a_time_budget_leaves_the_first_step_out():
+    # 5 steps timed in 2 s, the first taking 1.5 s: 0.125 s a step for the 8 s left
+    assert _steps_for(10.0, spent=2.0, after_first=1.5, done=5, timed=5, cap=None) == 69
+    assert _steps_for(10.0, spent=2.0, after_first=1.5, done=5, timed=5, cap=20) == 20
+    assert _steps_for(10.0, spent=2.0, after_first=0.0, done=1, timed=1, cap=None) == 5
 
 
 def test_training_lowers_the_validation_loss_and_scores_differ_by_cell(data):
