@@ -18,8 +18,10 @@
    ``best_proxy`` is the proxy with the best Kendall tau on the calibration cells. Ground truth
    is only ever compared with, never an input.
 
-``top5_precision`` is the precision at the top 5 % of the held-out cells (``top_precision``);
-``predicted_best_true_accuracy`` is the true accuracy of the held-out cell each tier ranks first.
+``supernet_loss`` (minus the inherited validation loss) is reported beside the accuracy, whose
+steps of 1/validation images tie cells. ``top5_precision`` is the precision at the top 5 % of
+the held-out cells (``top_precision``); ``predicted_best_true_accuracy`` is the true accuracy of
+the held-out cell each tier ranks first.
 """
 
 from __future__ import annotations
@@ -237,13 +239,7 @@ def tier_predictions(
         "supernet_no_bn_recalibration": [r.shared_accuracy for r in rows],
         "supernet_loss": [-r.loss for r in rows],
     }
-    best_name = max(
-        proxies,
-        key=lambda p: (
-            rank_correlations([proxies[p][i] for i in calibration], truth[calibration])["kendall"]
-            or -1.0
-        ),
-    )
+    best_name = best_on_calibration(proxies, truth, calibration)
     on_eval = {name: [column[i] for i in evaluation] for name, column in supernet.items()}
     on_eval["params"] = [proxies["params"][i] for i in evaluation]
     on_eval["best_proxy"] = [proxies[best_name][i] for i in evaluation]
@@ -260,6 +256,18 @@ def tier_predictions(
             {k: round(v, 4) for k, v in ensemble.weights.items()} if ensemble else None
         )
     return on_eval, fitted
+
+
+def best_on_calibration(
+    proxies: dict[str, list[float | None]], truth: np.ndarray, calibration: np.ndarray
+) -> str:
+    """The proxy with the highest Kendall tau on the calibration cells (undefined: last)."""
+
+    def tau(name: str) -> float:
+        kendall = rank_correlations([proxies[name][i] for i in calibration], truth[calibration])
+        return kendall["kendall"] if kendall["kendall"] is not None else -2.0
+
+    return max(proxies, key=tau)
 
 
 def figures(predictions: dict[str, list[float | None]], truth: np.ndarray) -> dict[str, Any]:
