@@ -57,6 +57,44 @@ def per_proxy_summary(cells: Sequence[CellScores], truth: Sequence[float], name:
     return summary
 
 
+def feature_rows(
+    features: Mapping[str, Sequence[float | None]], index: np.ndarray
+) -> dict[str, list[float | None]]:
+    """The rows ``index`` of every feature column."""
+    return {name: [column[i] for i in index] for name, column in features.items()}
+
+
+def fit_calibrated(
+    features: Mapping[str, Sequence[float | None]],
+    truth: np.ndarray,
+    calibration: np.ndarray,
+    seed: int,
+) -> CalibratedEnsemble | None:
+    """A :class:`CalibratedEnsemble` of every feature fitted on the calibration rows only;
+    None with fewer than two calibration rows or a single accuracy among them."""
+    if len(calibration) < 2 or len(np.unique(truth[calibration])) < 2:
+        return None
+    rows = feature_rows(features, calibration)
+    return CalibratedEnsemble(list(features)).fit(rows, truth[calibration], seed)
+
+
+def top_precision(
+    predicted: Sequence[float | None], truth: Sequence[float], fraction: float = 0.05
+) -> float | None:
+    """Precision at the top ``fraction``: of the ``k = ceil(fraction * n)`` cells ranked best
+    by ``predicted`` (missing values last, ties broken by position), the fraction that are
+    among the ``k`` truly best. None for no cells."""
+    n = len(truth)
+    if n == 0:
+        return None
+    k = max(1, math.ceil(fraction * n))
+    pred = np.array([-np.inf if v is None else v for v in predicted], dtype=np.float64)
+    pred = np.where(np.isnan(pred), -np.inf, pred)
+    chosen = np.argsort(-pred, kind="stable")[:k]
+    best = np.argsort(-np.asarray(truth, dtype=np.float64), kind="stable")[:k]
+    return round(len(set(chosen.tolist()) & set(best.tolist())) / k, 4)
+
+
 def calibrated_summary(
     features: Mapping[str, Sequence[float | None]],
     truth: np.ndarray,
@@ -66,20 +104,20 @@ def calibrated_summary(
 ) -> dict[str, Any]:
     """Fit a :class:`CalibratedEnsemble` on the calibration rows only, and report it on the
     evaluation rows (``spearman``, ``kendall``) and on the calibration rows."""
-    if len(calibration) < 2 or len(evaluation) < 2 or len(np.unique(truth[calibration])) < 2:
+    ensemble = fit_calibrated(features, truth, calibration, seed)
+    if ensemble is None or len(evaluation) < 2:
         return {
             "spearman": None,
             "kendall": None,
             "spearman_calibration_split": None,
             "error": "too few cells (or one accuracy) to calibrate on and evaluate",
         }
-
-    def rows(index: np.ndarray) -> dict[str, list[float | None]]:
-        return {name: [column[i] for i in index] for name, column in features.items()}
-
-    ensemble = CalibratedEnsemble(list(features)).fit(rows(calibration), truth[calibration], seed)
-    summary = rank_correlations(ensemble.predict(rows(evaluation)), truth[evaluation])
-    on_calibration = rank_correlations(ensemble.predict(rows(calibration)), truth[calibration])
+    summary = rank_correlations(
+        ensemble.predict(feature_rows(features, evaluation)), truth[evaluation]
+    )
+    on_calibration = rank_correlations(
+        ensemble.predict(feature_rows(features, calibration)), truth[calibration]
+    )
     summary["spearman_calibration_split"] = on_calibration["spearman"]
     summary["weights"] = {k: round(v, 4) for k, v in ensemble.weights.items()}
     summary["fit"] = ensemble.fit_info

@@ -2,6 +2,8 @@
 
     winnow bench proxies --nb201 CSV --dataset npz:PATH --sample 1000 --seed 0 --json [--no-share]
     winnow bench hashing --space nb201 --json --out hashes.csv
+    winnow bench supernet --space nb201 --nb201 CSV --dataset npz:PATH --sample 300 --seed 0 \\
+        --minutes 45 --json
     winnow bench export --sample 300 --json
     winnow bench search --oracle nb201:CSV --dataset npz:PATH --strategies random,tpe,cascade \\
         --budget 100 --seeds 10 --json [--objectives accuracy,params]
@@ -93,6 +95,49 @@ def cmd_bench_hashing(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_supernet(args: argparse.Namespace) -> int:
+    """The nb201 supernet's ranking of cells against params, the proxies and their ensemble."""
+    import torch
+
+    from winnow.bench.supernet import SupernetBenchConfig, run_supernet_bench
+    from winnow.proxies.nb201_truth import read_nb201_truth
+    from winnow.search_space.datasets import load_dataset
+    from winnow.supernet.nb201_training import TrainSettings
+
+    truth = read_nb201_truth(args.nb201)
+    load_dataset(args.dataset)  # bad names and missing files are input errors: fail before work
+    if args.minutes <= 0 or (args.steps is not None and args.steps < 1):
+        raise ValueError("--minutes must be positive and --steps at least 1")
+    torch.set_num_threads(args.threads)
+    config = SupernetBenchConfig(
+        data=args.dataset,
+        sample=args.sample,
+        seed=args.seed,
+        minutes=args.minutes,
+        steps=args.steps,
+        channels=args.channels,
+        cells_per_stage=args.cells_per_stage,
+        sampling=args.sampling,
+        entangle=args.entangle,
+        train=TrainSettings(**_given(lr=args.lr, batch_size=args.batch_size), seed=args.seed),
+        validation_fraction=args.validation_fraction,
+        recalibration_batches=args.recalibration_batches,
+        proxies=_chosen_proxies(args.proxies) if args.proxies else (),
+        calibration_fraction=args.calibration_fraction,
+        device=args.device,
+    )
+    result = run_supernet_bench(
+        truth, config, cache_path=args.cache, out=args.out, progress=not args.quiet
+    )
+    print_json(result)
+    return 0
+
+
+def _given(**values: Any) -> dict[str, Any]:
+    """The options given on the command line (the others keep their defaults)."""
+    return {k: v for k, v in values.items() if v is not None}
+
+
 # --- winnow bench search, service, workers --------------------------------------------------
 
 
@@ -182,6 +227,7 @@ def add_bench_commands(commands: Any) -> None:
     bench_commands = bench.add_subparsers(dest="bench_command", required=True)
     _add_proxies(bench_commands)
     _add_hashing(bench_commands)
+    _add_supernet(bench_commands)
     _add_search(bench_commands)
     _add_export(bench_commands)
     _add_service(bench_commands)
@@ -222,6 +268,38 @@ def _add_hashing(bench_commands: Any) -> None:
     bh.add_argument("--out", help="CSV of arch,structural_hash,functional_hash")
     bh.add_argument("--json", action="store_true", help="print one JSON object (the default)")
     bh.set_defaults(func=cmd_bench_hashing)
+
+
+def _add_supernet(bench_commands: Any) -> None:
+    bs = bench_commands.add_parser(
+        "supernet", help="nb201 supernet ranking against params, proxies and their ensemble"
+    )
+    bs.add_argument("--space", choices=["nb201"], default="nb201", help="the supernet's family")
+    bs.add_argument("--nb201", required=True, help="ground-truth CSV (arch, test_accuracy)")
+    dataset_option(bs, required=True, help="training images, e.g. npz:PATH (its test split unused)")
+    bs.add_argument("--sample", type=int, default=300, help="functionally distinct cells")
+    bs.add_argument("--seed", type=int, default=0)
+    bs.add_argument("--minutes", type=float, default=45.0, help="supernet training time")
+    bs.add_argument("--steps", type=int, help="at most this many training steps")
+    bs.add_argument("--channels", type=int, default=16, help="the supernet's C")
+    bs.add_argument("--cells-per-stage", type=int, default=5, help="the supernet's N")
+    bs.add_argument("--sampling", choices=["uniform", "fair"], default="uniform")
+    bs.add_argument("--entangle", action="store_true", help="conv1x1 = centre of conv3x3")
+    bs.add_argument("--lr", type=float, help="SGD's learning rate (default: TrainSettings')")
+    bs.add_argument("--batch-size", type=int, help="training batch (default: TrainSettings')")
+    bs.add_argument("--validation-fraction", type=float, default=0.1, help="carved from train")
+    bs.add_argument(
+        "--recalibration-batches", type=int, default=8, help="BatchNorm re-estimation batches"
+    )
+    bs.add_argument("--proxies", help="comma-separated names (default: every proxy)")
+    bs.add_argument("--calibration-fraction", type=float, default=0.4)
+    bs.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    bs.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    bs.add_argument("--cache", help="JSON-lines proxy score cache (shared with bench proxies)")
+    bs.add_argument("--out", help="CSV of every cell's figures")
+    bs.add_argument("--json", action="store_true", help="print one JSON object (the default)")
+    bs.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    bs.set_defaults(func=cmd_bench_supernet)
 
 
 def _add_export(bench_commands: Any) -> None:
