@@ -167,6 +167,10 @@ class MLPSupernet(nn.Module):
     def smallest(self, rng: random.Random) -> dict[str, Any]:
         return {**self.sample(rng), "depth": self.min_depth, "width": self.min_width}
 
+    def quantized_weights(self) -> list[Tensor]:
+        """The shared weights that fake quantization acts on (raw: before standardization)."""
+        return [layer.weight for layer in self.hidden] + [self.head.weight]
+
     # --- the forward of one subnet ---------------------------------------------------------
 
     def _weight(self, i: int, width: int, fan_in: int) -> Tensor:
@@ -174,9 +178,7 @@ class MLPSupernet(nn.Module):
         weight = self.hidden[i].weight[:width, :fan_in].contiguous()
         return self._ws(weight) if self._standardize else weight
 
-    def forward(
-        self, x: Tensor, arch: dict[str, Any], policy: QuantPolicy | None = None
-    ) -> Tensor:
+    def forward(self, x: Tensor, arch: dict[str, Any], policy: QuantPolicy | None = None) -> Tensor:
         """The output of subnet ``arch`` under quantization ``policy`` (None: float)."""
         policy = policy or FLOAT_POLICY
         width = arch["width"]

@@ -83,7 +83,27 @@ def quantized_linear(
     bits = policy.bits_for(slot)
     if bits == FLOAT_BITS and policy.activation_bits == FLOAT_BITS:
         return F.linear(x, weight, bias)
-    return F.linear(quantize_input(x, observer, policy), quantize_weight(weight, bits, policy), bias)
+    return F.linear(
+        quantize_input(x, observer, policy), quantize_weight(weight, bits, policy), bias
+    )
+
+
+# Kurtosis of a uniform distribution: weights spread evenly over their range use every level
+# of a min/max quantizer, whatever its bits, where a peaked (Gaussian, 3.0) layer's outliers
+# stretch the range and leave its bulk on a few levels.
+UNIFORM_KURTOSIS = 1.8
+
+
+def weight_distribution_loss(weight: Tensor) -> Tensor:
+    """EQ-Net's weight distribution regularization (Xu et al. 2023, Sec. 3.3): the squared
+    skewness and the squared distance of the kurtosis to a uniform distribution's, per output
+    channel (averaged), so that shared weights quantize well at every bit width and scale."""
+    rows = weight.flatten(1)
+    z = (rows - rows.mean(1, keepdim=True)) / rows.std(1, keepdim=True, correction=0).clamp_min(
+        1e-8
+    )
+    skew, kurtosis = z.pow(3).mean(1), z.pow(4).mean(1)
+    return (skew.pow(2) + (kurtosis - UNIFORM_KURTOSIS).pow(2)).mean()
 
 
 def copy_observer(source: ActivationFakeQuant, target: ActivationFakeQuant) -> None:
