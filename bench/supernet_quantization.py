@@ -12,7 +12,8 @@ The criterion (issue 18): Kendall tau of inherited against standalone accuracy >
 Ablations, each on the same candidates: a supernet trained at full precision only
 (``kendall_no_quantization_sampling``), subnets scored with the supernet's own running
 statistics and ranges (``kendall_no_recalibration``), and the costs a search knows for free
-(``baselines``: params, model bytes, BitOPs).
+(``baselines``: params, model bytes, BitOPs), and the equal-weight rank average of the
+inherited accuracy with params or model bytes (``combined``: fitted on nothing).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from scipy.stats import kendalltau, spearmanr
+from scipy.stats import kendalltau, rankdata, spearmanr
 
 from winnow.search_space.candidate import Candidate
 from winnow.search_space.datasets import Dataset, load_dataset
@@ -156,6 +157,11 @@ def _ranks_dict(predicted: list[float], truth: list[float]) -> dict[str, float]:
     return {"kendall": kendall, "spearman": spearman}
 
 
+def _rank_average(a: list[float], b: list[float]) -> list[float]:
+    """Equal-weight rank average (no fitting: as the published one-shot + params figure)."""
+    return list(rankdata(a) + rankdata(b))
+
+
 def _summary(values: list[float]) -> dict[str, float]:
     return {"min": min(values), "median": statistics.median(values), "max": max(values)}
 
@@ -202,6 +208,12 @@ def run(
         "baselines": {
             name: _ranks_dict([m[name] for m in truth_metrics], truth)
             for name in ("params", "model_bytes", "bitops")
+        },
+        "combined": {
+            f"inherited+{name}": _ranks_dict(
+                _rank_average(scored["accuracy"], [m[name] for m in truth_metrics]), truth
+            )
+            for name in ("params", "model_bytes")
         },
         "extraction_max_abs_diff": scored["max_abs_diff"],
         "standalone_accuracy": _summary(truth),

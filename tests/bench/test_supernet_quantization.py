@@ -31,6 +31,7 @@ def test_the_report_on_four_candidates(monkeypatch, capsys):
     assert report["extraction_max_abs_diff"] <= 1e-6
     assert report["criterion"]["met"] == (report["kendall"] >= 0.6)
     assert set(report["baselines"]) == {"params", "model_bytes", "bitops"}
+    assert set(report["combined"]) == {"inherited+params", "inherited+model_bytes"}
     assert report["train_seconds"] >= 0 and report["validation_examples"] > 0
 
 
