@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -182,7 +181,7 @@ class MLPSupernet(nn.Module):
         """The output of subnet ``arch`` under quantization ``policy`` (None: float)."""
         policy = policy or FLOAT_POLICY
         width = arch["width"]
-        activation = _activation(arch["activation"])
+        activation = make_activation(arch["activation"])  # stateless: a fresh one costs nothing
         x = x.flatten(1)
         for i in range(arch["depth"]):
             weight = self._weight(i, width, x.shape[1])
@@ -219,10 +218,6 @@ class MLPSupernet(nn.Module):
         _copy_weight(layers["head"], self.head.weight[:, :fan_in], self.head.bias)
         _copy_range(self.observers[-1], layers["head"])
         return model.train(self.training)
-
-
-def _activation(name: str) -> Callable[[Tensor], Tensor]:
-    return make_activation(name)  # stateless torch modules: a fresh one costs nothing
 
 
 def _norms_after_layers(model: nn.Module) -> dict[str, nn.Module]:
