@@ -10,6 +10,7 @@
     winnow bench service --trials 2000 --clients 8
     winnow bench workers --executor local --trials 200
     winnow bench ui --trials 10000 --json
+    winnow bench supernet-quant --candidates 40 --seed 0 [--minutes M] --json
 
 The benchmarks live in ``winnow.bench``, which handlers import when they run (only these
 commands import it).
@@ -218,6 +219,44 @@ def cmd_bench_ui(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- winnow bench supernet-quant --------------------------------------------------------------
+
+
+def cmd_bench_supernet_quant(args: argparse.Namespace) -> int:
+    """Inherited (elastic quantization supernet) against standalone accuracy on digits."""
+    from winnow.bench.supernet_quantization import run
+
+    if args.candidates < 2:
+        raise ValueError("--candidates must be at least 2 (a rank correlation needs two)")
+
+    def progress(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    result = run(
+        args.candidates,
+        args.seed,
+        args.minutes,
+        ablation=not args.no_ablation,
+        progress=None if args.quiet else progress,
+    )
+    print_json(result)
+    return 0
+
+
+def _add_supernet_quant(bench_commands: Any) -> None:
+    bq = bench_commands.add_parser(
+        "supernet-quant",
+        help="elastic quantization: inherited vs standalone accuracy of mlp x policy candidates",
+    )
+    bq.add_argument("--candidates", type=int, default=40)
+    bq.add_argument("--seed", type=int, default=0)
+    bq.add_argument("--minutes", type=float, help="time budget of each supernet's training")
+    bq.add_argument("--no-ablation", action="store_true", help="only the main supernet")
+    bq.add_argument("--json", action="store_true", help="print one JSON object (the default)")
+    bq.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    bq.set_defaults(func=cmd_bench_supernet_quant)
+
+
 # --- the parsers ----------------------------------------------------------------------------
 
 
@@ -233,6 +272,7 @@ def add_bench_commands(commands: Any) -> None:
     _add_service(bench_commands)
     _add_workers(bench_commands)
     _add_ui(bench_commands)
+    _add_supernet_quant(bench_commands)
 
 
 def _add_proxies(bench_commands: Any) -> None:

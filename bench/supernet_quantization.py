@@ -1,0 +1,245 @@
+"""``winnow bench supernet-quant``: does elastic quantization rank (mlp architecture x
+quantization policy) candidates as standalone training does?
+
+On digits: ``candidates`` distinct candidates of ``SPACE`` are each trained standalone with
+winnow's own training (``training.evaluate``, ``epochs`` epochs, scored on the test split as a
+search scores them). One ``MLPSupernet`` is trained by the sandwich rule under sampled policies
+(``supernet.sandwich``) on the training data less a validation split carved from it; each
+candidate's inherited accuracy is its extracted subnet's (BatchNorm statistics and activation
+ranges re-estimated on training batches) on that validation split, never the test split.
+The criterion (issue 18): Kendall tau of inherited against standalone accuracy >= 0.6.
+
+Ablations, each on the same candidates: a supernet trained at full precision only
+(``kendall_no_quantization_sampling``), subnets scored with the supernet's own running
+statistics and ranges (``kendall_no_recalibration``), and the costs a search knows for free
+(``baselines``: params, model bytes, BitOPs), and the equal-weight rank average of the
+inherited accuracy with params or model bytes (``combined``: fitted on nothing).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from scipy.stats import kendalltau, rankdata, spearmanr
+
+from winnow.search_space.candidate import Candidate
+from winnow.search_space.datasets import Dataset, load_dataset
+from winnow.search_space.params import RandomChooser
+from winnow.search_space.spec import SearchSpace
+from winnow.search_space.training import evaluate, test_accuracy
+from winnow.search_space.trial import Status, TrialSpec
+from winnow.supernet.mlp import MLPSupernet
+from winnow.supernet.quantization import recalibrate, sample_policy
+from winnow.supernet.sandwich import SandwichConfig, train
+
+DATASET = "digits"
+# Widths and bit widths spread far enough apart that accuracy differs between candidates by
+# more than a 450-example test split's noise (digits-joint's 4/8/32 bits barely move an MLP).
+SPACE: dict[str, Any] = {
+    "name": "digits-elastic-quantization",
+    "architecture": {
+        "family": "mlp",
+        "depth": [1, 2, 3],
+        "width": [16, 32, 64, 128, 256],
+        "activation": "relu",
+    },
+    "normalization": "batchnorm",
+    "optimizer": {"name": "adamw", "lr": 3e-3, "schedule": "cosine", "batch_size": 64},
+    "quantization": {
+        "weight_bits": [2, 3, 4, 8, 32],
+        "scope": "group",
+        "activation_bits": [4, 8, 32],
+        "granularity": ["per_channel", "per_tensor"],
+        "symmetric": [True, False],
+    },
+}
+VALIDATION_FRACTION = 0.2
+EPOCHS = 10  # standalone training of each candidate
+STEPS = 3000  # the supernet's schedule
+RECALIBRATION_BATCHES = 8
+CRITERION = 0.6
+
+Progress = Callable[[str], None]
+
+
+def bench_space() -> SearchSpace:
+    return SearchSpace.model_validate(SPACE)
+
+
+def carve_validation(dataset: Dataset, fraction: float, seed: int) -> Dataset:
+    """The dataset with a random ``fraction`` of its training split moved to the split it
+    tests on: the validation split (the real test split is left out altogether)."""
+    n = len(dataset.train_y)
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    held = round(n * fraction)
+    val, fit = order[:held], order[held:]
+    return dataclasses.replace(
+        dataset,
+        train_x=dataset.train_x[fit],
+        train_y=dataset.train_y[fit],
+        test_x=dataset.train_x[val],
+        test_y=dataset.train_y[val],
+    )
+
+
+def distinct_candidates(space: SearchSpace, n: int, seed: int) -> list[Candidate]:
+    rng, chosen = random.Random(seed), {}
+    for _ in range(100 * n):
+        if len(chosen) == n:
+            break
+        candidate = space.suggest(RandomChooser(rng))
+        chosen.setdefault(candidate.key, candidate)
+    return list(chosen.values())
+
+
+def standalone(candidates: list[Candidate], epochs: int, seed: int, progress: Progress) -> list:
+    """Each candidate trained by winnow (its own optimizer, schedule and quantization)."""
+    results = []
+    for i, candidate in enumerate(candidates, start=1):
+        spec = TrialSpec(candidate, DATASET, "train", epochs, None, seed)
+        result = evaluate(spec)
+        if result.status is not Status.OK:
+            raise RuntimeError(f"standalone training of {candidate.describe()}: {result.error}")
+        results.append(result.metrics)
+        progress(f"standalone {i}/{len(candidates)}: {result.metrics['accuracy']:.3f}")
+    return results
+
+
+def train_supernet(
+    split: Dataset, steps: int, minutes: float | None, seed: int, **settings: Any
+) -> tuple[MLPSupernet, float, int]:
+    space = bench_space()
+    torch.manual_seed(seed)
+    shape = split.input_shape
+    supernet = MLPSupernet(space.architecture, space.normalization, split.num_classes, shape)
+    config = SandwichConfig(steps=steps, seed=seed, **settings)
+    report = train(supernet, split, config, lambda rng: sample_policy(space, rng), minutes=minutes)
+    return supernet, report.seconds, report.steps
+
+
+def calibration_batches(split: Dataset, seed: int):
+    generator = torch.Generator().manual_seed(seed)
+    return (x for x, _ in split.batches("train", 64, "cpu", generator))
+
+
+@torch.no_grad()
+def inherited(
+    supernet: MLPSupernet, candidates: list[Candidate], split: Dataset, seed: int
+) -> dict[str, Any]:
+    """Each candidate's validation accuracy with inherited weights: with re-estimated
+    statistics and ranges, and without; and the extraction's worst difference."""
+    supernet.eval()
+    x = split.normalize(split.test_x[:256])
+    recalibrated, raw, worst = [], [], 0.0
+    for candidate in candidates:
+        subnet = supernet.get_active_subnet(candidate)
+        reference = supernet(x, candidate.architecture, candidate.quantization)
+        worst = max(worst, (subnet(x) - reference).abs().max().item())
+        raw.append(test_accuracy(subnet, split, torch.device("cpu")))
+        recalibrate(subnet, calibration_batches(split, seed), RECALIBRATION_BATCHES)
+        recalibrated.append(test_accuracy(subnet, split, torch.device("cpu")))
+    return {"accuracy": recalibrated, "no_recalibration": raw, "max_abs_diff": worst}
+
+
+def ranks(predicted: list[float], truth: list[float]) -> tuple[float, float]:
+    """(Kendall tau-b, Spearman rho), scipy's (ties counted as scipy does)."""
+    return float(kendalltau(predicted, truth).statistic), float(spearmanr(predicted, truth)[0])
+
+
+def _ranks_dict(predicted: list[float], truth: list[float]) -> dict[str, float]:
+    kendall, spearman = ranks(predicted, truth)
+    return {"kendall": kendall, "spearman": spearman}
+
+
+def _rank_average(a: list[float], b: list[float]) -> list[float]:
+    """Equal-weight rank average (no fitting: as the published one-shot + params figure)."""
+    return list(rankdata(a) + rankdata(b))
+
+
+def _summary(values: list[float]) -> dict[str, float]:
+    return {"min": min(values), "median": statistics.median(values), "max": max(values)}
+
+
+def run(
+    candidates: int = 40,
+    seed: int = 0,
+    minutes: float | None = None,
+    steps: int | None = None,
+    epochs: int | None = None,
+    ablation: bool = True,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """The benchmark; ``minutes`` bounds each supernet's training (``steps`` its schedule)."""
+    torch.set_num_threads(1)
+    steps, epochs = steps or STEPS, epochs or EPOCHS
+    say = progress or (lambda line: None)
+    chosen = distinct_candidates(bench_space(), candidates, seed)
+    split = carve_validation(load_dataset(DATASET), VALIDATION_FRACTION, seed)
+
+    start = time.perf_counter()
+    truth_metrics = standalone(chosen, epochs, seed, say)
+    standalone_seconds = time.perf_counter() - start
+    truth = [m["accuracy"] for m in truth_metrics]
+
+    supernet, train_seconds, done = train_supernet(split, steps, minutes, seed)
+    say(f"supernet: {done} steps in {train_seconds:.1f} s")
+    scored = inherited(supernet, chosen, split, seed)
+    kendall, spearman = ranks(scored["accuracy"], truth)
+    report: dict[str, Any] = {
+        "candidates": len(chosen),
+        "dataset": DATASET,
+        "seed": seed,
+        "space": SPACE,
+        "standalone_epochs": epochs,
+        "standalone_seconds": round(standalone_seconds, 1),
+        "supernet_steps": done,
+        "train_seconds": round(train_seconds, 1),
+        "validation_examples": len(split.test_y),
+        "kendall": kendall,
+        "spearman": spearman,
+        "criterion": {"kendall_at_least": CRITERION, "met": kendall >= CRITERION},
+        "kendall_no_recalibration": ranks(scored["no_recalibration"], truth)[0],
+        "baselines": {
+            name: _ranks_dict([m[name] for m in truth_metrics], truth)
+            for name in ("params", "model_bytes", "bitops")
+        },
+        "combined": {
+            f"inherited+{name}": _ranks_dict(
+                _rank_average(scored["accuracy"], [m[name] for m in truth_metrics]), truth
+            )
+            for name in ("params", "model_bytes")
+        },
+        "extraction_max_abs_diff": scored["max_abs_diff"],
+        "standalone_accuracy": _summary(truth),
+        "inherited_accuracy": _summary(scored["accuracy"]),
+    }
+    if ablation:
+        report.update(_ablations(chosen, split, truth, steps, minutes, epochs, seed, say))
+    return report
+
+
+ABLATIONS = {
+    "no_quantization_sampling": {"sample_quantization": False},
+    "no_distillation": {"distill": False},
+    "no_weight_regularization": {"weight_regularization": 0.0},
+}
+
+
+def _ablations(chosen, split, truth, steps, minutes, epochs, seed, say) -> dict[str, Any]:
+    """Each ablation's tau and rho, and the noise ceiling: standalone training with another
+    seed against the reference (no score can be expected to rank much better than that)."""
+    out: dict[str, Any] = {}
+    for name, settings in ABLATIONS.items():
+        supernet, _, _ = train_supernet(split, steps, minutes, seed, **settings)
+        tau, rho = ranks(inherited(supernet, chosen, split, seed)["accuracy"], truth)
+        out[f"kendall_{name}"], out[f"spearman_{name}"] = tau, rho
+        say(f"ablation {name}: kendall {tau:.3f}")
+    reseeded = [m["accuracy"] for m in standalone(chosen, epochs, seed + 1, say)]
+    out["kendall_standalone_reseeded"], out["spearman_standalone_reseeded"] = ranks(reseeded, truth)
+    return out

@@ -1,0 +1,77 @@
+"""Sandwich training: a run resumed from its checkpoint ends where the uninterrupted run ends,
+and the loop keeps to its step budget and reports progress."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from winnow.search_space.datasets import load_dataset
+from winnow.search_space.spec import SearchSpace
+from winnow.supernet.mlp import MLPSupernet
+from winnow.supernet.quantization import sample_policy, weight_distribution_loss
+from winnow.supernet.sandwich import SandwichConfig, train
+
+SPACE = SearchSpace.model_validate(
+    {
+        "architecture": {"family": "mlp", "depth": [1, 2], "width": [8, 16], "dropout": 0.1},
+        "quantization": {
+            "weight_bits": [2, 4, 32],
+            "activation_bits": [4, 32],
+            "granularity": ["per_channel", "per_tensor"],
+            "symmetric": [True, False],
+        },
+    }
+)
+CONFIG = SandwichConfig(steps=6, batch_size=32, seed=3)
+
+
+def _supernet() -> MLPSupernet:
+    torch.manual_seed(0)
+    return MLPSupernet(SPACE.architecture, "batchnorm", 10, (1, 8, 8))
+
+
+def _policies(rng):
+    return sample_policy(SPACE, rng)
+
+
+def _data():
+    digits = load_dataset("digits")
+    return dataclasses.replace(digits, train_x=digits.train_x[:200], train_y=digits.train_y[:200])
+
+
+def test_a_resumed_run_equals_the_uninterrupted_one(tmp_path):
+    data = _data()
+    whole = _supernet()
+    train(whole, data, CONFIG, _policies)
+
+    checkpoint = tmp_path / "supernet.pt"
+    first = _supernet()
+    assert train(first, data, CONFIG, _policies, max_steps=3, checkpoint=checkpoint).steps == 3
+    resumed = _supernet()  # a fresh process: only the checkpoint carries over
+    assert train(resumed, data, CONFIG, _policies, checkpoint=checkpoint).steps == 6
+
+    for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    assert not torch.equal(whole.hidden[0].weight, _supernet().hidden[0].weight)  # it trained
+
+
+def test_progress_is_reported_and_the_step_budget_kept():
+    heard = []
+    report = train(
+        _supernet(),
+        _data(),
+        dataclasses.replace(CONFIG, steps=4),
+        _policies,
+        on_progress=lambda *args: heard.append(args),
+        progress_every=2,
+    )
+    assert report.steps == 4 and [h[:2] for h in heard] == [(2, 4), (4, 4)]
+    assert all(h[2] > 0 for h in heard)
+
+
+def test_the_weight_distribution_loss_is_least_for_uniform_rows():
+    torch.manual_seed(0)
+    uniform, gaussian = torch.rand(16, 4096), torch.randn(16, 4096)
+    assert weight_distribution_loss(uniform) < 0.01 < weight_distribution_loss(gaussian)
