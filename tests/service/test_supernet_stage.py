@@ -133,6 +133,35 @@ def test_the_training_trial_resumes_from_its_checkpoint_after_a_kill(store, tmp_
     assert (tmp_path / "s.pt").is_file() and not (tmp_path / "s.ckpt").exists()
 
 
+@pytest.mark.slow
+def test_a_training_trial_whose_worker_is_killed_is_retried_and_resumes(store, tmp_path):
+    """kill -9 on the local pool's worker after its first epoch: the pool retries the trial,
+    which resumes from the checkpoint (epoch 1 is reported once, not trained again)."""
+    import os
+    import signal
+
+    from winnow.workers.local import LocalExecutor
+
+    spec = make_spec(supernet=SUPERNET | {"epochs": 4})
+    engine = Engine.create(spec, store, InProcessExecutor(run_trial))
+    options = engine.stages[-2].trained.options()
+    options |= {"output": str(tmp_path / "s.pt"), "checkpoint": str(tmp_path / "s.ckpt")}
+    trial = TrialSpec(
+        _any_candidate(spec), "digits", stage=TRAIN_STAGE, options=json.dumps(options)
+    )
+    seen: list[int] = []
+    with LocalExecutor(workers=1, max_retries=1) as pool:
+
+        def on_epoch(epoch, *rest):
+            seen.append(epoch)
+            if len(seen) == 1:  # the checkpoint of epoch 1 is written before it is reported
+                os.kill(pool.workers[0].process.pid, signal.SIGKILL)
+
+        result = pool.submit(trial, on_epoch).result(timeout=300)
+    assert result.status == Status.OK, result.error
+    assert seen.count(1) == 1 and seen[-1] == 4 and (tmp_path / "s.pt").is_file()
+
+
 def _any_candidate(spec):
     import random
 
