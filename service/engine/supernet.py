@@ -139,7 +139,8 @@ class TrainedSupernet:
             seed=self.settings["seed"],
             options=json.dumps(options, sort_keys=True),
         )
-        self.journal.event("supernet_training", {"key": self.key, "family": self.family})
+        payload = {"key": self.key, "family": self.family, "epochs": self.settings["epochs"]}
+        self.journal.event("supernet_training", payload)
         epochs: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
         owner = threading.get_ident()
 
