@@ -44,10 +44,19 @@ def _options(spec: TrialSpec) -> dict[str, Any]:
     return json.loads(spec.options)
 
 
-def _split(dataset: Dataset, settings: dict[str, Any]) -> tuple[torch.Tensor, ...]:
-    """The normalised training samples the supernet learns from and those held out."""
+def _split(dataset: str, settings: dict[str, Any]) -> tuple[torch.Tensor, ...]:
+    """The normalised training samples the supernet learns from and those held out
+    (``dataset``: the trial's ``NAME:ARG``)."""
+    return _split_of(dataset, settings["validation_fraction"], settings["seed"])
+
+
+@functools.lru_cache(maxsize=1)
+def _split_of(dataset_name: str, fraction: float, seed: int) -> tuple[torch.Tensor, ...]:
+    """Kept for the next trial: a worker scores a stream of candidates on the same split, and
+    normalising a CIFAR-sized training set each time would cost more than scoring."""
+    dataset = load_dataset(dataset_name)
     x, y = dataset.normalize(dataset.train_x), dataset.train_y.long()
-    fit, held = validation_split(len(y), settings["validation_fraction"], settings["seed"])
+    fit, held = validation_split(len(y), fraction, seed)
     return x[fit], y[fit], x[held], y[held]
 
 
@@ -73,7 +82,7 @@ def train_supernet_trial(spec: TrialSpec, on_epoch: EpochCallback | None = None)
         if output.is_file():  # trained before the engine recorded it: nothing to redo
             return TrialResult(Status.OK, value=str(output), seconds=time.perf_counter() - start)
         dataset = load_dataset(spec.dataset)
-        x, y, _, _ = _split(dataset, options["settings"])
+        x, y, _, _ = _split(spec.dataset, options["settings"])
         supernet = _build(options, dataset)
         settings = options["settings"]
         train = TrainSettings(
@@ -112,8 +121,7 @@ def score_supernet_trial(spec: TrialSpec, on_epoch: EpochCallback | None = None)
         family = SUPERNETS.get(spec.candidate.architecture["family"])
         shared = json.dumps({"space": options["space"], "settings": settings}, sort_keys=True)
         supernet = _loaded(path, os.path.getmtime(path), shared, spec.dataset)
-        dataset = load_dataset(spec.dataset)
-        x, y, val_x, val_y = _split(dataset, settings)
+        x, y, val_x, val_y = _split(spec.dataset, settings)
         # BatchNorm batches: a seeded shuffle, so they mix classes whatever the file's order
         order = torch.randperm(len(y), generator=torch.Generator().manual_seed(settings["seed"]))
         size, cap = settings["batch_size"], settings["validation_samples"]

@@ -45,6 +45,15 @@ from winnow.workers.supernet_trials import SCORE_STAGE, TRAIN_STAGE
 
 METRIC = "supernet.accuracy"
 POLL_SECONDS = 0.5  # how often a waiting engine writes the training's epochs as events
+# One training per supernet key in this process: two searches of a server on the same task
+# would otherwise train the same supernet at once, into the same checkpoint file.
+_TRAINING: dict[str, threading.Lock] = {}
+_TRAINING_GUARD = threading.Lock()
+
+
+def _training_lock(key: str) -> threading.Lock:
+    with _TRAINING_GUARD:
+        return _TRAINING.setdefault(key, threading.Lock())
 
 
 def training_settings(spec: SearchSpec) -> dict[str, Any]:
@@ -106,23 +115,29 @@ class TrainedSupernet:
         self.spec, self.store, self.executor = spec, store, executor
         self.journal, self.state = journal, state
         self.key, self.settings = supernet_key(spec), training_settings(spec)
-        self.family = spec.search_space.architecture.family
+        space = spec.search_space
+        self.family = space.architecture.family
+        self._options = {"space": space.model_dump(mode="json"), "settings": self.settings}
         self._path: str | None = None
         self._failed = False
 
     def path(self, proposal: Proposal, passage: Passage) -> str | None:
         if self._path is None and not self._failed:
-            record = self.store.supernet(self.key)
-            if record is not None:
-                self._path = record.path
-                self.journal.event("supernet_reused", {"key": self.key, "path": record.path})
-            else:
-                passage.evaluate(lambda: self._train(proposal))
+            passage.evaluate(lambda: self._find_or_train(proposal))
         return self._path
 
+    def _find_or_train(self, proposal: Proposal) -> None:
+        with _training_lock(self.key):  # another search may be training it: wait, then reuse
+            record = self.store.supernet(self.key)
+            if record is None:
+                self._train(proposal)
+                return
+        self._path = record.path
+        self.journal.event("supernet_reused", {"key": self.key, "path": record.path})
+
     def options(self) -> dict[str, Any]:
-        space = self.spec.search_space.model_dump(mode="json")
-        return {"space": space, "settings": self.settings}
+        """The space and the training settings, as the trial stages read them (a copy)."""
+        return {"space": self._options["space"], "settings": dict(self.settings)}
 
     def _train(self, proposal: Proposal) -> None:
         artifacts = self.store.artifacts

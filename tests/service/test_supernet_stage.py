@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from winnow.search_space.specfile import SpecError
-from winnow.search_space.trial import Status, TrialSpec
+from winnow.search_space.trial import Status, TrialResult, TrialSpec
 from winnow.service.engine import Engine
 from winnow.service.engine.supernet import METRIC, QuantileRule, supernet_key
 from winnow.service.search_spec import parse_search_spec
@@ -106,6 +106,26 @@ def test_a_search_trains_the_supernet_once_scores_prunes_and_the_next_reuses_it(
     assert "supernet_reused" in [e.kind for e in store.events(second.search_id)]
     scored = [r for r in store.trials(second.search_id) if r.stage == "supernet"]
     assert scored  # with the reused supernet
+
+
+def test_a_supernet_that_fails_to_train_is_reported_and_the_cascade_goes_on_without_it(store):
+    world = Counting()
+
+    def failing(spec: TrialSpec, on_epoch=None):
+        if spec.stage == TRAIN_STAGE:
+            world.stages[spec.stage] += 1
+            return TrialResult(Status.FAILED, error="RuntimeError: out of memory")
+        return world(spec, on_epoch)
+
+    engine = search(store, failing)
+    events = store.events(engine.search_id)
+    assert [e.payload["error"] for e in events if e.kind == "supernet_failed"] == [
+        "RuntimeError: out of memory"
+    ]
+    assert world.stages[TRAIN_STAGE] == 1 and world.stages["supernet"] == 0
+    trials = store.trials(engine.search_id)
+    assert not [r for r in trials if r.stage == "supernet"]
+    assert [r for r in trials if r.stage == "train" and r.status == Status.OK]
 
 
 def test_the_training_trial_resumes_from_its_checkpoint_after_a_kill(store, tmp_path):
