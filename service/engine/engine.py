@@ -120,7 +120,14 @@ class Engine:
         self.max_params = max_params
         if supernet is None and strategy.cascade and strategy.supernet is not None:
             supernet = SupernetScreen(
-                spec, store, self.cache, executor, self.journal, self.state, rows
+                spec,
+                store,
+                self.cache,
+                executor,
+                self.journal,
+                self.state,
+                rows,
+                cancelled=lambda: self._cancelled.is_set(),  # set below, read while it trains
             )
         self.stages = self._stages(supernet)
         self.started = time.perf_counter()

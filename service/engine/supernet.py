@@ -27,6 +27,7 @@ import hashlib
 import json
 import queue
 import threading
+from collections.abc import Callable
 from concurrent.futures import wait
 from typing import Any
 
@@ -106,6 +107,7 @@ class TrainedSupernet:
         executor: Executor,
         journal: Journal,
         state: SearchState,
+        cancelled: Callable[[], bool] = lambda: False,
     ) -> None:
         if store.artifacts is None:
             raise ValueError(
@@ -113,7 +115,7 @@ class TrainedSupernet:
                 "use a SQLite file, or serve with --artifacts DIR"
             )
         self.spec, self.store, self.executor = spec, store, executor
-        self.journal, self.state = journal, state
+        self.journal, self.state, self.cancelled = journal, state, cancelled
         self.key, self.settings = supernet_key(spec), training_settings(spec)
         space = spec.search_space
         self.family = space.architecture.family
@@ -168,6 +170,8 @@ class TrainedSupernet:
         future = self.executor.submit(trial, on_epoch)
         while not wait([future], POLL_SECONDS).done:  # epochs as events while it trains
             self._flush(epochs)
+            if self.cancelled():  # the search was cancelled: the training stops with it
+                future.cancel()
         self._flush(epochs)
         self._record(result_of(future))
 
@@ -190,7 +194,8 @@ class TrainedSupernet:
 
 class SupernetScreen:
     """The cascade's supernet stage (``cascade.SupernetStage``'s slot; see the module
-    docstring). ``rows``: a resumed search's, whose ``supernet`` rows rebuild the rule."""
+    docstring). ``rows``: a resumed search's, whose ``supernet`` rows rebuild the rule;
+    ``cancelled``: whether the search was cancelled (a training under way is stopped)."""
 
     name = "supernet"
 
@@ -203,12 +208,13 @@ class SupernetScreen:
         journal: Journal,
         state: SearchState,
         rows: list[TrialRecord] | None = None,
+        cancelled: Callable[[], bool] = lambda: False,
     ) -> None:
         settings = spec.strategy.supernet
         assert settings is not None, "the spec has no strategy.supernet"
         self.spec, self.cache, self.executor, self.state = spec, cache, executor, state
         self.settings = settings
-        self.trained = TrainedSupernet(spec, store, executor, journal, state)
+        self.trained = TrainedSupernet(spec, store, executor, journal, state, cancelled)
         scored = [r.metrics[METRIC] for r in rows or [] if r.stage == self.name]
         self.rule = QuantileRule(
             settings.keep_fraction, settings.warmup, [s for s in scored if s is not None]
@@ -220,8 +226,10 @@ class SupernetScreen:
 
     def __call__(self, proposal: Proposal, passage: Passage) -> bool:
         path = self.trained.path(proposal, passage)
-        if path is None:
-            return True  # no supernet (its training failed): the cascade goes on without it
+        if path is None:  # no supernet (its training failed): the cascade goes on without it,
+            # unless the search was cancelled meanwhile: the proposal stays unsettled (a
+            # resumed search re-queues it, and trains the supernet on from its checkpoint)
+            return not self.trained.cancelled()
         result = self._score(proposal, path, passage)
         if result.status != Status.OK:
             passage.outcomes.failed(proposal, self.name, result)
