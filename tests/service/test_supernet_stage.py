@@ -170,12 +170,15 @@ def test_a_training_trial_whose_worker_is_killed_is_retried_and_resumes(store, t
         _any_candidate(spec), "digits", stage=TRAIN_STAGE, options=json.dumps(options)
     )
     seen: list[int] = []
-    with LocalExecutor(workers=1, max_retries=1) as pool:
+    # two workers: one torch thread each (many tiny ops are many times slower on two threads
+    # of a busy two-core machine)
+    with LocalExecutor(workers=2, max_retries=1) as pool:
 
         def on_epoch(epoch, *rest):
             seen.append(epoch)
             if len(seen) == 1:  # the checkpoint of epoch 1 is written before it is reported
-                os.kill(pool.workers[0].process.pid, signal.SIGKILL)
+                busy = next(w for w in pool.workers if w.task is not None)
+                os.kill(busy.process.pid, signal.SIGKILL)
 
         result = pool.submit(trial, on_epoch).result(timeout=300)
     assert result.status == Status.OK, result.error
