@@ -191,6 +191,10 @@ def _step(annotation: Any, key: str | int) -> tuple[Any, bool]:
     from pydantic import BaseModel
 
     annotation = _unwrap(annotation)
+    if get_origin(annotation) in (Union, UnionType):  # ``Model | None``: pydantic adds no step
+        members = [_unwrap(m) for m in get_args(annotation) if m is not type(None)]
+        if len(members) == 1 and isinstance(members[0], type) and issubclass(members[0], BaseModel):
+            annotation = members[0]
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         field = annotation.model_fields.get(str(key))
         return (field.annotation if field else None), True

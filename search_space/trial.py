@@ -29,7 +29,8 @@ class TrialSpec:
     ``keep_weights`` asks a ``train`` trial to return its trained weights in the result
     (``TrialResult.weights``: the bytes travel with the result, so that a worker on another
     machine, e.g. a Ray node, keeps them too; the engine writes them to the store's
-    artifacts)."""
+    artifacts); ``options``: a stage's own settings as canonical JSON (the supernet stages':
+    the space, the supernet settings and its files), None for the others."""
 
     candidate: Candidate
     dataset: str
@@ -40,6 +41,7 @@ class TrialSpec:
     device: str = "cpu"
     proxies: tuple[str, ...] | None = None
     keep_weights: bool = False
+    options: str | None = None
 
     @property
     def fidelity(self) -> Fidelity:

@@ -3,7 +3,8 @@ bar (``winnow submit --wait``, ``Search.wait(progress=True)``), ``winnow status`
 ``winnow search run`` all call these.
 
 - :class:`RunningTrials` follows a search's events and names the training runs under way with
-  their epochs: ``running #3 epoch 2/9, #4 epoch 1/3``.
+  their epochs: ``running #3 epoch 2/9, #4 epoch 1/3``, and the supernet's training while the
+  search waits for it (``strategy.supernet``): ``training the supernet, epoch 2/5``.
 - :func:`front_text` names one trial's values, never a mix: ``front 3 points; best accuracy:
   #12 accuracy=0.98 model_bytes=8010`` (the front's leader, ``readout.front_leader``). Each
   objective's own best, which usually comes from different trials, is labelled so
@@ -28,13 +29,21 @@ RUN_RESETS = ("search_finished", "search_paused", "search_resumed")
 
 class RunningTrials:
     """The training runs under way, from ``trial_started`` / ``epoch_finished`` / ``trial``
-    events (see ``service/engine/journal.py``), by trial id: ``(epochs done, epochs)``."""
+    events (see ``service/engine/journal.py``), by trial id: ``(epochs done, epochs)``; and the
+    supernet's training from ``supernet_training`` / ``supernet_epoch`` events."""
 
     def __init__(self) -> None:
         self.epochs: dict[int, tuple[int, int]] = {}
+        self.supernet: tuple[int, int] | None = None  # (epochs done, epochs) while it trains
 
     def observe(self, kind: str, payload: Mapping[str, Any]) -> None:
         trial_id = payload.get("trial_id")
+        if kind == "supernet_training":
+            self.supernet = (0, payload.get("epochs", 0))
+        elif kind == "supernet_epoch":
+            self.supernet = (payload["epoch"], payload["epochs"])
+        elif kind in ("supernet_trained", "supernet_failed"):
+            self.supernet = None
         if kind == "trial_started":
             self.epochs[trial_id] = (0, payload["epochs"])
         elif kind == "epoch_finished":
@@ -43,9 +52,13 @@ class RunningTrials:
             self.epochs.pop(trial_id, None)
         elif kind in RUN_RESETS:
             self.epochs.clear()
+            self.supernet = None
 
     def text(self) -> str:
         """``running #3 epoch 2/9, #4 epoch 1/3`` (empty when nothing runs)."""
+        if self.supernet is not None:
+            done, total = self.supernet
+            return f"training the supernet, epoch {done}/{total}"
         if not self.epochs:
             return ""
         runs = [f"#{t} epoch {done}/{total}" for t, (done, total) in self.epochs.items()]

@@ -249,6 +249,35 @@ class Screen(_Strict):
         )
 
 
+class Supernet(_Strict):
+    """The supernet stage of the cascade (off unless given): a weight-sharing supernet of the
+    space's family is trained once per task, family, space and these settings (a trial of its
+    own, stored and reused by later searches on the task), then every candidate that passed
+    the proxy screen is scored by its inherited accuracy on a validation split carved from the
+    training data. After ``warmup`` scored candidates, one whose inherited accuracy is below
+    the ``1 - keep_fraction`` quantile of those scored so far (itself included) is pruned."""
+
+    epochs: int = Field(5, ge=1, le=MAX_RUNG_EPOCHS)
+    """Epochs of supernet training over the training samples not held out."""
+    minutes: float | None = Field(None, gt=0, allow_inf_nan=False)
+    """A time budget for the training (none: the epochs alone)."""
+    batch_size: int = Field(64, ge=2, le=4096)
+    """The supernet's training batch size."""
+    bn_batches: int = Field(4, ge=0, le=1000)
+    """Training batches each subnet's BatchNorm statistics are re-estimated on (0: the
+    supernet's own, the ablation)."""
+    validation_fraction: float = Field(0.2, gt=0, lt=1, allow_inf_nan=False)
+    """The fraction of the training samples held out to score candidates on."""
+    validation_samples: int = Field(512, ge=1, le=1_000_000)
+    """At most this many of the held-out samples score each candidate."""
+    keep_fraction: float = Field(0.5, gt=0, le=1, allow_inf_nan=False)
+    """The top fraction by inherited accuracy that goes on to training."""
+    warmup: int = Field(5, ge=1, le=MAX_POPULATION)
+    """The first scored candidates, which go on unpruned."""
+    seed: int = Field(0, ge=0, le=UINT32_MAX)
+    """Seeds the supernet's initialisation, sampling and validation split."""
+
+
 class Strategy(_Strict):
     """How candidates are proposed and which evidence they must pass."""
 
@@ -263,6 +292,8 @@ class Strategy(_Strict):
     """One in this many trials of a rung is promoted to the next."""
     screen: Screen = Screen()
     """Zero-cost proxy screening (the cascade's)."""
+    supernet: Supernet | None = None
+    """The supernet stage after the screen (a cascade's; none: off)."""
     reuse_across_searches: bool = True
     """Trained results of other searches on the same task count for this one."""
     pruned_window: int | None = Field(60, ge=1, le=MAX_POPULATION)
@@ -298,6 +329,8 @@ class Strategy(_Strict):
             }
         )
         yield from _within("screen", self.screen.name_problems())
+        if self.supernet is not None and not self.cascade:
+            yield "supernet", f"the supernet stage is the cascade's, not strategy {self.name!r}'s"
 
 
 class SearchSpec(_Strict):
@@ -387,6 +420,8 @@ class SearchSpec(_Strict):
             yield from _within("strategy", self.strategy.name_problems())
         if "space" in parsed and "warm_start" in parsed:
             yield from self.warm_start_problems()
+        if "space" in parsed and "strategy" in parsed:
+            yield from self.supernet_problems()
         yield from self.local_problems()
 
     def warm_start_problems(self) -> Iterator[Problem]:
@@ -405,6 +440,22 @@ class SearchSpec(_Strict):
                 space.validate_candidate(Candidate(**data))
             except ValueError as error:
                 yield f"warm_start[{k}]", f"not a candidate of the space: {error}"
+
+    def supernet_problems(self) -> Iterator[Problem]:
+        """``strategy.supernet`` needs a supernet registered for the space's family
+        (``winnow.supernet.registry.SUPERNETS``)."""
+        if self.strategy.supernet is None:
+            return
+        from winnow.supernet.registry import SUPERNETS
+
+        try:
+            family = self.search_space.architecture.family
+        except ValueError:
+            return  # the space's own problems are reported by _space_problems
+        if family not in SUPERNETS:
+            allowed = ", ".join(SUPERNETS.names())
+            message = f"family {family!r} has no supernet yet; families with one: {allowed}"
+            yield "strategy.supernet", message
 
     def local_problems(self) -> Iterator[Problem]:
         """The checks past the shape that need no registry (no torch), so that the client

@@ -9,7 +9,9 @@ real batches of the task's training data, returning each proxy's value as a metr
 ``proxy.<name>`` (failed proxies are listed in ``error``, the others still count); ``costs``
 measures the built network's static costs (params, FLOPs, model bytes, BitOPs) on the CPU;
 ``hash`` takes the candidate's functional hash (``winnow.search_space.functional_hash``: fixed
-probes, no data) and returns it as the result's ``value``.
+probes, no data) and returns it as the result's ``value``. ``supernet_train`` trains a
+family's supernet (epochs reported, checkpointed, resumed after a kill) and ``supernet`` scores a
+candidate by its inherited weights (``winnow.workers.supernet_trials``).
 
 The stages that do not train free what they built before they return, reference cycles
 included, so that a large candidate's network does not outlive its trial in a long-lived
@@ -35,6 +37,12 @@ from winnow.search_space.training import (
     static_metrics,
 )
 from winnow.search_space.trial import EpochCallback, Status, TrialResult, TrialSpec
+from winnow.workers.supernet_trials import (
+    SCORE_STAGE,
+    TRAIN_STAGE,
+    score_supernet_trial,
+    train_supernet_trial,
+)
 
 PROXY_BATCHES = 2  # ZiCo needs two; the others use the first
 PROXY_BATCH_SIZE = 64
@@ -43,6 +51,8 @@ PROXY_BATCH_SIZE = 64
 TrialStage = Callable[[TrialSpec, EpochCallback | None], TrialResult]
 TRIAL_STAGES: Registry[TrialStage] = Registry("trial stage")
 TRIAL_STAGES.register("train", evaluate)
+TRIAL_STAGES.register(TRAIN_STAGE, train_supernet_trial)
+TRIAL_STAGES.register(SCORE_STAGE, score_supernet_trial)
 
 
 def run_trial(spec: TrialSpec, on_epoch: EpochCallback | None = None) -> TrialResult:

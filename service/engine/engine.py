@@ -57,6 +57,7 @@ from winnow.service.engine.rungs import SuccessiveHalving
 from winnow.service.engine.sampling import SamplerViewStorage, make_study
 from winnow.service.engine.screening import ProxyScreen
 from winnow.service.engine.state import SearchReport, SearchState, Tracked
+from winnow.service.engine.supernet import SupernetScreen
 from winnow.service.engine.training import Training
 from winnow.service.engine.weights import KeptWeights
 from winnow.service.search_spec import SearchSpec
@@ -71,7 +72,8 @@ CANCEL_POLL_SECONDS = 0.5  # how soon a cancelled search stops its running trial
 class Engine:
     """Runs one stored search; build it with :meth:`create` or :meth:`resume`. ``rows``: the
     stored trials to rebuild the state from; ``supernet``: a stage for a cascade's supernet slot
-    (``cascade.SupernetStage``, which passes every candidate, by default); ``max_params``: fail
+    (default: ``supernet.SupernetScreen`` when the spec has ``strategy.supernet``, else
+    ``cascade.SupernetStage``, which passes every candidate); ``max_params``: fail
     candidates of more parameters before anything builds them (``cascade.SizeCapStage``; the
     server's ``--max-params``; None: no cap)."""
 
@@ -122,6 +124,17 @@ class Engine:
             spec, search_id, self.outcomes, self.screen, self.cache, executor, self.device
         )
         self.max_params = max_params
+        if supernet is None and strategy.cascade and strategy.supernet is not None:
+            supernet = SupernetScreen(
+                spec,
+                store,
+                self.cache,
+                executor,
+                self.journal,
+                self.state,
+                rows,
+                cancelled=lambda: self._cancelled.is_set(),  # set below, read while it trains
+            )
         self.stages = self._stages(supernet)
         self.started = time.perf_counter()
         self._cancelled = threading.Event()

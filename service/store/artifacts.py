@@ -41,6 +41,11 @@ class Artifacts:
     def path(self, search_id: str, row_id: int) -> Path:
         return self.root / search_id / f"{row_id}{SUFFIX}"
 
+    def supernet(self, key: str, suffix: str = SUFFIX) -> Path:
+        """A trained supernet's file (``.pt``), or its training checkpoint (``.ckpt``): one
+        folder for all searches, since every search on the task reuses it."""
+        return self.root / "supernets" / f"{key}{suffix}"
+
     def write(self, search_id: str, row_id: int, data: bytes) -> str:
         """Store one trial's weights; returns the path to record. Complete or absent: see the
         module docstring."""

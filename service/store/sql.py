@@ -13,12 +13,14 @@ reads are in ``reads``; the equivalence cache on the same database is in ``cache
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
 import uuid
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +39,18 @@ from winnow.service.store.convert import (
     trial_columns,
     trial_update,
 )
-from winnow.service.store.tables import EventRow, HashMemoRow, SearchRow, TrialRow
+from winnow.service.store.tables import EventRow, HashMemoRow, SearchRow, SupernetRow, TrialRow
 from winnow.service.store.urls import DEFAULT_URL
+
+
+@dataclass(frozen=True)
+class SupernetRecord:
+    key: str
+    task: str
+    family: str
+    path: str  # the trained weights (``Artifacts.supernet``)
+    metrics: dict[str, float]
+
 
 log = logging.getLogger("winnow.store")
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -327,6 +339,42 @@ class Store:
             self._hash_memo[structural, probe] = functional
             if len(self._hash_memo) > HASH_MEMO_ENTRIES:
                 self._hash_memo.pop(next(iter(self._hash_memo)))  # the oldest
+
+    # --- trained supernets ---------------------------------------------------------------------
+
+    def supernet(self, key: str) -> SupernetRecord | None:
+        """The trained supernet recorded under ``key`` whose file still exists, if any."""
+        with self.session() as session:
+            row = session.get(SupernetRow, key)
+            if row is None or not Path(row.path).is_file():
+                return None
+            return SupernetRecord(
+                row.key, row.task, row.family, row.path, json.loads(row.metrics_json)
+            )
+
+    def remember_supernet(
+        self,
+        key: str,
+        task: str,
+        family: str,
+        settings: dict[str, Any],
+        path: str,
+        metrics: dict[str, float],
+    ) -> None:
+        """Record a trained supernet (replacing a record whose file was lost)."""
+        with self.writing() as session:
+            row = session.get(SupernetRow, key) or SupernetRow(
+                key=key,
+                created_at=time.time(),
+                task=task,
+                family=family,
+                settings_json="{}",
+                path=path,
+            )
+            row.task, row.family, row.path = task, family, path
+            row.settings_json = json.dumps(settings, sort_keys=True)
+            row.metrics_json, row.created_at = json.dumps(metrics), time.time()
+            session.add(row)
 
     # --- events -------------------------------------------------------------------------------
 

@@ -7,6 +7,8 @@ needs a new revision there (``tests/service/test_store.py`` checks that the two 
   timings, device, host, hashes, the loss curve and the path of its kept weights.
 - ``cache_entry``: the equivalence cache, by (task, fidelity, hash), shared across searches.
 - ``hash_memo``: functional hashes by structural hash, so each is computed once.
+- ``supernet``: trained supernets by (task, family, space, settings): the weights' file, so
+  that every later search on the task reuses them.
 - ``event``: what happened, in order, for dashboards and ``watch``.
 """
 
@@ -78,6 +80,21 @@ class HashMemoRow(SQLModel, table=True):
     structural_hash: str = Field(primary_key=True)
     probe: str = Field(primary_key=True)  # the probe and precision the hash was taken with
     functional_hash: str
+
+
+class SupernetRow(SQLModel, table=True):
+    """A trained supernet: ``key`` digests the task, the space's architecture section and the
+    supernet settings (``service.engine.supernet.supernet_key``); ``path`` is its weights'
+    file in the store's artifact folder."""
+
+    __tablename__ = "supernet"
+    key: str = Field(primary_key=True)
+    task: str = Field(index=True)
+    family: str
+    settings_json: str
+    path: str
+    metrics_json: str = "{}"  # the training trial's (steps, seconds)
+    created_at: float
 
 
 class EventRow(SQLModel, table=True):

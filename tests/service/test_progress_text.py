@@ -17,6 +17,16 @@ PROGRESS = {
 }
 
 
+def test_the_supernet_training_is_named_while_the_search_waits_for_it():
+    running = RunningTrials()
+    running.observe("supernet_training", {"key": "k", "family": "macro", "epochs": 5})
+    assert running.text() == "training the supernet, epoch 0/5"
+    running.observe("supernet_epoch", {"key": "k", "epoch": 2, "epochs": 5, "loss": 1.0})
+    assert running.text() == "training the supernet, epoch 2/5"
+    running.observe("supernet_trained", {"key": "k"})
+    assert running.text() == ""
+
+
 def test_running_trials_follow_started_epoch_and_finished_events():
     running = RunningTrials()
     running.observe("trial_started", {"trial_id": 3, "rung": 1, "epochs": 9})

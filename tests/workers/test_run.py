@@ -31,22 +31,29 @@ def test_proxy_stage_returns_every_proxy_score():
 def test_train_stage_still_trains_and_unknown_stages_are_refused():
     result = run_trial(TrialSpec(Candidate(architecture=MLP), "digits", steps=3))
     assert result.status == Status.OK and "accuracy" in result.metrics
-    with pytest.raises(NotImplementedError, match=r"'supernet' .* \(train, proxy, costs, hash\)"):
-        run_trial(TrialSpec(Candidate(architecture=MLP), "digits", stage="supernet"))
+    stages = r"\(train, supernet_train, supernet, proxy, costs, hash\)"
+    with pytest.raises(NotImplementedError, match=rf"'distill' .* {stages}"):
+        run_trial(TrialSpec(Candidate(architecture=MLP), "digits", stage="distill"))
 
 
 def test_the_stage_registry_holds_the_workers_stages_and_a_registered_one_runs():
-    assert TRIAL_STAGES.names() == ["train", "proxy", "costs", "hash"]
+    assert TRIAL_STAGES.names() == ["train", "supernet_train", "supernet", "proxy", "costs", "hash"]
     assert TRIAL_STAGES.get("proxy") is score_proxies
     assert TRIAL_STAGES.get("costs") is measure_costs
     assert TRIAL_STAGES.get("hash") is hash_candidate
-    spec = TrialSpec(Candidate(architecture=MLP), "digits", stage="supernet")
+    spec = TrialSpec(Candidate(architecture=MLP), "digits", stage="distill")
     with TRIAL_STAGES.registered(
-        "supernet", lambda s, on_epoch: TrialResult(Status.OK, {"epochs": 7})
+        "distill", lambda s, on_epoch: TrialResult(Status.OK, {"epochs": 7})
     ):
         assert run_trial(spec).metrics == {"epochs": 7}
     with pytest.raises(NotImplementedError):
         run_trial(spec)
+
+
+def test_the_supernet_stages_fail_cleanly_without_their_options():
+    for stage in ("supernet_train", "supernet"):
+        result = run_trial(TrialSpec(Candidate(architecture=MLP), "digits", stage=stage))
+        assert result.status == Status.FAILED and "needs its options" in result.error
 
 
 def test_a_candidate_that_does_not_fit_fails_cleanly():

@@ -1,0 +1,274 @@
+"""The supernet stage (``strategy.supernet``): candidates that passed the proxy screen are scored
+by the accuracy they inherit from a trained weight-sharing supernet, and the weak ones stop.
+
+The supernet of (task, space, settings) is trained once, as a trial of its own on the executor
+(``supernet_train``: epochs reported as ``supernet_epoch`` events, checkpointed, resumed after a
+kill), stored in the artifact folder and recorded in the store (``Store.remember_supernet``):
+every later search on the task with the same space and settings finds it and trains nothing.
+
+**Trains first, does not wait.** The first proposal that reaches the stage starts the training
+and waits for it (progress: ``supernet_training`` then one ``supernet_epoch`` event per epoch,
+then ``supernet_trained``). Passing candidates on unscored meanwhile would spend training on
+exactly those the stage exists to stop, and would leave the stage's population (and the evidence
+ladder's tier) without them; the proxy screen's cost until then is small beside the supernet's.
+A training that fails is reported (``supernet_failed``) and the stage then passes every
+candidate: the search goes on as a cascade without the supernet.
+
+**The rule.** Each scored candidate gets a ``supernet`` row with ``supernet.accuracy`` (its
+inherited accuracy on a validation split carved from the training data). The first ``warmup``
+scored candidates go on; after them, one below the ``1 - keep_fraction`` quantile of every score
+so far (itself included; rebuilt from the rows on resume) is pruned. Scores are cached by
+functional hash under the supernet's key, as proxy scores are.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import wait
+from typing import Any
+
+import numpy as np
+
+from winnow.records import TrialRecord
+from winnow.search_space.trial import Status, TrialResult, TrialSpec
+from winnow.service.engine.cascade import Passage, Proposal
+from winnow.service.engine.evidence import result_of
+from winnow.service.engine.journal import Journal
+from winnow.service.engine.state import SearchState
+from winnow.service.search_spec import SearchSpec
+from winnow.service.store import SqlEquivalenceCache, Store
+from winnow.workers.executor import Executor
+from winnow.workers.supernet_trials import SCORE_STAGE, TRAIN_STAGE
+
+METRIC = "supernet.accuracy"
+POLL_SECONDS = 0.5  # how often a waiting engine writes the training's epochs as events
+# One training per supernet key in this process: two searches of a server on the same task
+# would otherwise train the same supernet at once, into the same checkpoint file.
+_TRAINING: dict[str, threading.Lock] = {}
+_TRAINING_GUARD = threading.Lock()
+
+
+def _training_lock(key: str) -> threading.Lock:
+    with _TRAINING_GUARD:
+        return _TRAINING.setdefault(key, threading.Lock())
+
+
+def training_settings(spec: SearchSpec) -> dict[str, Any]:
+    """What the trained supernet depends on (its key), besides the task and the space."""
+    s = spec.strategy.supernet
+    assert s is not None, "the spec has no strategy.supernet"
+    max_seconds = None if s.minutes is None else s.minutes * 60
+    return {
+        "epochs": s.epochs,
+        "max_seconds": max_seconds,
+        "batch_size": s.batch_size,
+        "seed": s.seed,
+        "validation_fraction": s.validation_fraction,
+    }
+
+
+def supernet_key(spec: SearchSpec) -> str:
+    """The stored supernet's key: the task, the space's architecture section (what the supernet
+    covers) and the training settings."""
+    architecture = spec.search_space.architecture.model_dump(mode="json")
+    what = {"task": spec.task.key, "architecture": architecture, **training_settings(spec)}
+    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:24]
+
+
+class QuantileRule:
+    """Keeps the first ``warmup`` scores, then those at or above the ``1 - keep_fraction``
+    quantile of all the scores so far (the new one included)."""
+
+    def __init__(self, keep_fraction: float, warmup: int, scores: list[float] | None = None):
+        self.keep_fraction, self.warmup = keep_fraction, warmup
+        self.scores: list[float] = list(scores or [])
+
+    def judge(self, score: float) -> tuple[bool, float | None]:
+        """(keep, the threshold it was held to: None during the warm-up)."""
+        self.scores.append(score)
+        if len(self.scores) <= self.warmup:
+            return True, None
+        threshold = float(np.quantile(self.scores, 1 - self.keep_fraction))
+        return score >= threshold, threshold
+
+
+class TrainedSupernet:
+    """The search's supernet file: the store's, else trained now on the executor (see the
+    module docstring); None when its training failed."""
+
+    def __init__(
+        self,
+        spec: SearchSpec,
+        store: Store,
+        executor: Executor,
+        journal: Journal,
+        state: SearchState,
+        cancelled: Callable[[], bool] = lambda: False,
+    ) -> None:
+        if store.artifacts is None:
+            raise ValueError(
+                "strategy.supernet keeps the trained supernet in the store's artifact folder: "
+                "use a SQLite file, or serve with --artifacts DIR"
+            )
+        self.spec, self.store, self.executor = spec, store, executor
+        self.journal, self.state, self.cancelled = journal, state, cancelled
+        self.key, self.settings = supernet_key(spec), training_settings(spec)
+        space = spec.search_space
+        self.family = space.architecture.family
+        self._options = {"space": space.model_dump(mode="json"), "settings": self.settings}
+        self._path: str | None = None
+        self._failed = False
+
+    def path(self, proposal: Proposal, passage: Passage) -> str | None:
+        if self._path is None and not self._failed:
+            passage.evaluate(lambda: self._find_or_train(proposal))
+        return self._path
+
+    def _find_or_train(self, proposal: Proposal) -> None:
+        with _training_lock(self.key):  # another search may be training it: wait, then reuse
+            record = self.store.supernet(self.key)
+            if record is None:
+                self._train(proposal)
+                return
+        self._path = record.path
+        self.journal.event("supernet_reused", {"key": self.key, "path": record.path})
+
+    def options(self) -> dict[str, Any]:
+        """The space and the training settings, as the trial stages read them (a copy)."""
+        return {"space": self._options["space"], "settings": dict(self.settings)}
+
+    def _train(self, proposal: Proposal) -> None:
+        artifacts = self.store.artifacts
+        assert artifacts is not None
+        options = self.options() | {
+            "output": str(artifacts.supernet(self.key)),
+            "checkpoint": str(artifacts.supernet(self.key, ".ckpt")),
+        }
+        trial = TrialSpec(
+            proposal.candidate,  # not used: the space in options says what the supernet covers
+            self.spec.task.dataset,
+            stage=TRAIN_STAGE,
+            epochs=self.settings["epochs"],
+            seed=self.settings["seed"],
+            options=json.dumps(options, sort_keys=True),
+        )
+        payload = {"key": self.key, "family": self.family, "epochs": self.settings["epochs"]}
+        self.journal.event("supernet_training", payload)
+        epochs: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
+        owner = threading.get_ident()
+
+        def on_epoch(epoch: int, total: int, loss: float, seconds: float) -> None:
+            payload = {"epoch": epoch, "epochs": total, "loss": float(loss)}
+            epochs.put(payload | {"seconds": float(seconds)})
+            if threading.get_ident() == owner:  # an in-process executor trains in submit
+                self._flush(epochs)
+
+        future = self.executor.submit(trial, on_epoch)
+        while not wait([future], POLL_SECONDS).done:  # epochs as events while it trains
+            self._flush(epochs)
+            if self.cancelled():  # the search was cancelled: the training stops with it
+                future.cancel()
+        self._flush(epochs)
+        self._record(result_of(future))
+
+    def _flush(self, epochs: queue.SimpleQueue[dict[str, Any]]) -> None:
+        while not epochs.empty():
+            self.journal.event("supernet_epoch", {"key": self.key, **epochs.get_nowait()})
+
+    def _record(self, result: TrialResult) -> None:
+        self.state.device_seconds += result.seconds
+        if result.status != Status.OK or result.value is None:
+            self._failed = True
+            self.journal.event("supernet_failed", {"key": self.key, "error": result.error})
+            return
+        self.store.remember_supernet(
+            self.key, self.spec.task.key, self.family, self.settings, result.value, result.metrics
+        )
+        self._path = result.value
+        self.journal.event("supernet_trained", {"key": self.key, **result.metrics})
+
+
+class SupernetScreen:
+    """The cascade's supernet stage (``cascade.SupernetStage``'s slot; see the module
+    docstring). ``rows``: a resumed search's, whose ``supernet`` rows rebuild the rule;
+    ``cancelled``: whether the search was cancelled (a training under way is stopped)."""
+
+    name = "supernet"
+
+    def __init__(
+        self,
+        spec: SearchSpec,
+        store: Store,
+        cache: SqlEquivalenceCache,
+        executor: Executor,
+        journal: Journal,
+        state: SearchState,
+        rows: list[TrialRecord] | None = None,
+        cancelled: Callable[[], bool] = lambda: False,
+    ) -> None:
+        settings = spec.strategy.supernet
+        assert settings is not None, "the spec has no strategy.supernet"
+        self.spec, self.cache, self.executor, self.state = spec, cache, executor, state
+        self.settings = settings
+        self.trained = TrainedSupernet(spec, store, executor, journal, state, cancelled)
+        scored = [r.metrics[METRIC] for r in rows or [] if r.stage == self.name]
+        self.rule = QuantileRule(
+            settings.keep_fraction, settings.warmup, [s for s in scored if s is not None]
+        )
+        self.fidelity = (
+            f"supernet:{self.trained.key}|bn={settings.bn_batches}"
+            f"|val={settings.validation_samples}"
+        )
+
+    def __call__(self, proposal: Proposal, passage: Passage) -> bool:
+        path = self.trained.path(proposal, passage)
+        if path is None:  # no supernet (its training failed): the cascade goes on without it,
+            # unless the search was cancelled meanwhile: the proposal stays unsettled (a
+            # resumed search re-queues it, and trains the supernet on from its checkpoint)
+            return not self.trained.cancelled()
+        result = self._score(proposal, path, passage)
+        if result.status != Status.OK:
+            passage.outcomes.failed(proposal, self.name, result)
+            return False
+        score = result.metrics[METRIC]
+        keep, threshold = self.rule.judge(score)
+        judged = TrialResult(Status.OK, dict(result.metrics), seconds=result.seconds)
+        if threshold is not None:
+            judged.metrics["supernet.threshold"] = threshold
+        if not keep:
+            judged.status = Status.PRUNED
+            judged.error = (
+                f"supernet: inherited accuracy {score:.4f} below the "
+                f"{1 - self.settings.keep_fraction:.0%} quantile {threshold:.4f} of "
+                f"{len(self.rule.scores)} scored"
+            )
+        passage.outcomes.screened(proposal, self.name, judged)
+        return keep
+
+    def _score(self, proposal: Proposal, path: str, passage: Passage) -> TrialResult:
+        task = self.spec.task.key
+        cached = self.cache.get(task, self.fidelity, proposal.functional)
+        if cached is not None:
+            return cached
+        s = self.settings
+        options = self.trained.options() | {"path": path}
+        options["settings"] |= {
+            "bn_batches": s.bn_batches,
+            "validation_samples": s.validation_samples,
+        }
+        trial = TrialSpec(
+            proposal.candidate,
+            self.spec.task.dataset,
+            stage=SCORE_STAGE,
+            seed=s.seed,
+            options=json.dumps(options, sort_keys=True),
+        )
+        result = passage.evaluate(lambda: result_of(self.executor.submit(trial)))
+        self.state.device_seconds += result.seconds
+        if result.status == Status.OK:
+            self.cache.put(task, self.fidelity, proposal.functional, result)
+        return result

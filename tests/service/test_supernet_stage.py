@@ -1,0 +1,225 @@
+"""The supernet stage end to end: a small real search on digits with ``strategy.supernet``
+trains the macro supernet once (a trial of its own, with epoch events), scores candidates by
+inherited accuracy (``supernet`` rows), prunes the weak ones, and a second search reuses the
+stored supernet; the training trial resumes from its checkpoint after a kill; spec errors."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+import torch
+
+from winnow.search_space.specfile import SpecError
+from winnow.search_space.trial import Status, TrialResult, TrialSpec
+from winnow.service.engine import Engine
+from winnow.service.engine.supernet import METRIC, QuantileRule, supernet_key
+from winnow.service.search_spec import parse_search_spec
+from winnow.service.store import Store, sqlite_url
+from winnow.supernet.registry import SUPERNETS
+from winnow.workers.executor import InProcessExecutor
+from winnow.workers.run import run_trial
+from winnow.workers.supernet_trials import TRAIN_STAGE
+
+MACRO = {
+    "family": "macro",
+    "base_channels": [8, 16],
+    "strides": [1, 2],
+    "stem_channels": 8,
+    "head_channels": 16,
+    "depth": [1, 2],
+    "kernel_size": [3, 5],
+    "expand_ratio": [3, 4],
+}
+SUPERNET = {"epochs": 2, "bn_batches": 2, "keep_fraction": 0.5, "warmup": 2}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def make_spec(supernet=SUPERNET, **extra):
+    data = {
+        "space": {
+            "architecture": MACRO,
+            "optimizer": {"name": "adamw", "lr": 0.003, "batch_size": 128},
+        },
+        "task": {"dataset": "digits"},
+        "budget": {"max_trials": 4, "max_proposals": 16},
+        "strategy": {
+            "rungs": [1],
+            "screen": {"proxies": ["params"], "keep_fraction": 1.0, "min_population": 1},
+            "supernet": supernet,
+        },
+        "seed": 0,
+        "keep_weights": 0,
+    }
+    return parse_search_spec(data | extra)
+
+
+class Counting:
+    """The real trials, counted by stage."""
+
+    def __init__(self):
+        self.stages: Counter[str] = Counter()
+
+    def __call__(self, spec: TrialSpec, on_epoch=None):
+        self.stages[spec.stage] += 1
+        return run_trial(spec, on_epoch)
+
+
+@pytest.fixture
+def store(tmp_path):
+    return Store(sqlite_url(tmp_path / "search.db"))
+
+
+def search(store, world):
+    engine = Engine.create(make_spec(), store, InProcessExecutor(world))
+    engine.run()
+    return engine
+
+
+def test_a_search_trains_the_supernet_once_scores_prunes_and_the_next_reuses_it(store):
+    world = Counting()
+    first = search(store, world)
+    assert world.stages[TRAIN_STAGE] == 1
+    kinds = [e.kind for e in store.events(first.search_id)]
+    epochs = [e.payload for e in store.events(first.search_id) if e.kind == "supernet_epoch"]
+    assert [p["epoch"] for p in epochs] == [1, 2]
+    assert kinds.index("supernet_training") < kinds.index("supernet_trained")
+    rows = [r for r in store.trials(first.search_id) if r.stage == "supernet"]
+    assert len(rows) > SUPERNET["warmup"]
+    assert all(0 <= r.metrics[METRIC] <= 1 for r in rows)
+    pruned = [r for r in rows if r.status == Status.PRUNED]
+    assert pruned and all("supernet: inherited accuracy" in r.error for r in pruned)
+    record = store.supernet(supernet_key(first.spec))
+    assert record is not None and record.family == "macro"
+
+    again = Counting()
+    second = search(store, again)
+    assert again.stages[TRAIN_STAGE] == 0  # the stored supernet answers
+    assert "supernet_reused" in [e.kind for e in store.events(second.search_id)]
+    scored = [r for r in store.trials(second.search_id) if r.stage == "supernet"]
+    assert scored  # with the reused supernet
+
+
+def test_a_supernet_that_fails_to_train_is_reported_and_the_cascade_goes_on_without_it(store):
+    world = Counting()
+
+    def failing(spec: TrialSpec, on_epoch=None):
+        if spec.stage == TRAIN_STAGE:
+            world.stages[spec.stage] += 1
+            return TrialResult(Status.FAILED, error="RuntimeError: out of memory")
+        return world(spec, on_epoch)
+
+    engine = search(store, failing)
+    events = store.events(engine.search_id)
+    assert [e.payload["error"] for e in events if e.kind == "supernet_failed"] == [
+        "RuntimeError: out of memory"
+    ]
+    assert world.stages[TRAIN_STAGE] == 1 and world.stages["supernet"] == 0
+    trials = store.trials(engine.search_id)
+    assert not [r for r in trials if r.stage == "supernet"]
+    assert [r for r in trials if r.stage == "train" and r.status == Status.OK]
+
+
+def test_the_training_trial_resumes_from_its_checkpoint_after_a_kill(store, tmp_path):
+    spec = make_spec(supernet=SUPERNET | {"epochs": 3})
+    engine = Engine.create(spec, store, InProcessExecutor(run_trial))
+    options = engine.stages[-2].trained.options()
+    options |= {"output": str(tmp_path / "s.pt"), "checkpoint": str(tmp_path / "s.ckpt")}
+    trial = TrialSpec(
+        _any_candidate(spec), "digits", stage=TRAIN_STAGE, options=json.dumps(options)
+    )
+
+    class Killed(BaseException):  # as a kill -9 would: nothing after the checkpoint runs
+        pass
+
+    def die_after_first(epoch, epochs, loss, seconds):
+        if epoch == 1:
+            raise Killed
+
+    with pytest.raises(Killed):
+        run_trial(trial, die_after_first)
+    assert (tmp_path / "s.ckpt").is_file() and not (tmp_path / "s.pt").exists()
+    seen = []
+    result = run_trial(trial, lambda epoch, *rest: seen.append(epoch))
+    assert result.status == Status.OK and seen == [2, 3]  # epoch 1 is not trained again
+    assert (tmp_path / "s.pt").is_file() and not (tmp_path / "s.ckpt").exists()
+
+
+@pytest.mark.slow
+def test_a_training_trial_whose_worker_is_killed_is_retried_and_resumes(store, tmp_path):
+    """kill -9 on the local pool's worker after its first epoch: the pool retries the trial,
+    which resumes from the checkpoint (epoch 1 is reported once, not trained again)."""
+    import os
+    import signal
+
+    from winnow.workers.local import LocalExecutor
+
+    spec = make_spec(supernet=SUPERNET | {"epochs": 4})
+    engine = Engine.create(spec, store, InProcessExecutor(run_trial))
+    options = engine.stages[-2].trained.options()
+    options |= {"output": str(tmp_path / "s.pt"), "checkpoint": str(tmp_path / "s.ckpt")}
+    trial = TrialSpec(
+        _any_candidate(spec), "digits", stage=TRAIN_STAGE, options=json.dumps(options)
+    )
+    seen: list[int] = []
+    # two workers: one torch thread each (many tiny ops are many times slower on two threads
+    # of a busy two-core machine)
+    with LocalExecutor(workers=2, max_retries=1) as pool:
+
+        def on_epoch(epoch, *rest):
+            seen.append(epoch)
+            if len(seen) == 1:  # the checkpoint of epoch 1 is written before it is reported
+                busy = next(w for w in pool.workers if w.task is not None)
+                os.kill(busy.process.pid, signal.SIGKILL)
+
+        result = pool.submit(trial, on_epoch).result(timeout=300)
+    assert result.status == Status.OK, result.error
+    assert seen.count(1) == 1 and seen[-1] == 4 and (tmp_path / "s.pt").is_file()
+
+
+def _any_candidate(spec):
+    import random
+
+    from winnow.search_space.params import RandomChooser
+
+    return spec.search_space.suggest(RandomChooser(random.Random(0)))
+
+
+def test_the_rule_keeps_the_warm_up_then_prunes_below_the_running_quantile():
+    rule = QuantileRule(keep_fraction=0.5, warmup=2)
+    assert rule.judge(0.1) == (True, None) and rule.judge(0.2) == (True, None)
+    keep, threshold = rule.judge(0.05)
+    assert not keep and threshold == pytest.approx(0.1)
+    assert rule.judge(0.9)[0]
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"supernet": {"epoch": 3}}, "strategy.supernet.epoch"),
+        ({"supernet": {"keep_fraction": 0}}, "strategy.supernet.keep_fraction"),
+        ({"name": "tpe", "supernet": {}}, "the supernet stage is the cascade's"),
+    ],
+)
+def test_spec_errors_name_the_field(change, message):
+    data = make_spec().model_dump(mode="json")
+    data["strategy"] |= change
+    with pytest.raises(SpecError, match=message.replace(".", r"\.")):
+        parse_search_spec(data)
+
+
+def test_a_family_without_a_supernet_is_refused_at_submission(monkeypatch):
+    # only macro's: the test holds whichever families have registered one since
+    monkeypatch.setattr(SUPERNETS, "_entries", {"macro": SUPERNETS.get("macro")})
+    data = make_spec().model_dump(mode="json")
+    data["space"] = {"architecture": {"family": "mlp", "width": [16, 32]}}
+    with pytest.raises(SpecError, match="family 'mlp' has no supernet yet; families with one"):
+        parse_search_spec(data)

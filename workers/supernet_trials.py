@@ -1,0 +1,138 @@
+"""The supernet's two trial stages, for every family registered in ``winnow.supernet.registry``.
+
+``supernet_train`` trains the supernet of (task, space, settings) once: a long trial that
+reports each epoch (``on_epoch``), checkpoints after each to ``options["checkpoint"]`` so that a
+re-run after a kill (the local pool retries a trial whose worker died) resumes where the last
+epoch ended, and writes the trained weights to ``options["output"]`` (atomically: the file is
+complete or absent). Its result's ``value`` is that path.
+
+``supernet`` scores one candidate: its inherited accuracy (``supernet.accuracy``, a fraction) on
+a validation split carved from the training data (``validation_split``: the supernet never
+trained on it, and the test split that trained candidates are scored on is never read), its
+BatchNorm statistics re-estimated on ``bn_batches`` training batches. A worker keeps the last
+supernets it loaded, so scoring a stream of candidates reads the file once.
+
+Both run on the CPU of the worker's process, whatever the spec's device (the supernets are
+small, and it keeps one copy of the weights per worker); neither raises for a bad candidate.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from winnow.search_space.datasets import Dataset, load_dataset
+from winnow.search_space.spec import parse_space
+from winnow.search_space.trial import EpochCallback, Status, TrialResult, TrialSpec
+from winnow.supernet.macro_training import batches, validation_split
+from winnow.supernet.registry import SUPERNETS, TrainSettings
+
+TRAIN_STAGE = "supernet_train"
+SCORE_STAGE = "supernet"
+
+
+def _options(spec: TrialSpec) -> dict[str, Any]:
+    if spec.options is None:
+        raise ValueError(f"a {spec.stage} trial needs its options (space, settings, files)")
+    return json.loads(spec.options)
+
+
+def _split(dataset: str, settings: dict[str, Any]) -> tuple[torch.Tensor, ...]:
+    """The normalised training samples the supernet learns from and those held out
+    (``dataset``: the trial's ``NAME:ARG``)."""
+    return _split_of(dataset, settings["validation_fraction"], settings["seed"])
+
+
+@functools.lru_cache(maxsize=1)
+def _split_of(dataset_name: str, fraction: float, seed: int) -> tuple[torch.Tensor, ...]:
+    """Kept for the next trial: a worker scores a stream of candidates on the same split, and
+    normalising a CIFAR-sized training set each time would cost more than scoring."""
+    dataset = load_dataset(dataset_name)
+    x, y = dataset.normalize(dataset.train_x), dataset.train_y.long()
+    fit, held = validation_split(len(y), fraction, seed)
+    return x[fit], y[fit], x[held], y[held]
+
+
+def _build(options: dict[str, Any], dataset: Dataset) -> nn.Module:
+    architecture = parse_space(options["space"]).architecture
+    torch.manual_seed(options["settings"]["seed"])  # the supernet's initial weights
+    entry = SUPERNETS.get(architecture.family)
+    return entry.build(architecture, dataset.num_classes, dataset.input_shape)
+
+
+def _failed(error: Exception, start: float) -> TrialResult:
+    message = f"{type(error).__name__}: {error}"
+    return TrialResult(Status.FAILED, error=message, seconds=time.perf_counter() - start)
+
+
+def train_supernet_trial(spec: TrialSpec, on_epoch: EpochCallback | None = None) -> TrialResult:
+    """The ``supernet_train`` stage (``spec.candidate`` is not used: the space in ``options``
+    says what the supernet covers)."""
+    start = time.perf_counter()
+    try:
+        options = _options(spec)
+        output, checkpoint = Path(options["output"]), Path(options["checkpoint"])
+        if output.is_file():  # trained before the engine recorded it: nothing to redo
+            return TrialResult(Status.OK, value=str(output), seconds=time.perf_counter() - start)
+        dataset = load_dataset(spec.dataset)
+        x, y, _, _ = _split(spec.dataset, options["settings"])
+        supernet = _build(options, dataset)
+        settings = options["settings"]
+        train = TrainSettings(
+            settings["epochs"], settings["max_seconds"], settings["batch_size"], settings["seed"]
+        )
+        checkpoint.parent.mkdir(parents=True, exist_ok=True)
+        family = SUPERNETS.get(parse_space(options["space"]).architecture.family)
+        steps = family.train(supernet, x, y, train, on_epoch, checkpoint)
+        partial = output.with_name(output.name + ".tmp")
+        torch.save(supernet.state_dict(), partial)
+        os.replace(partial, output)  # complete or absent
+        checkpoint.unlink(missing_ok=True)
+    except Exception as error:  # a failed trial must not end the caller's search
+        return _failed(error, start)
+    seconds = time.perf_counter() - start
+    metrics = {"supernet.steps": float(steps), "supernet.train_seconds": seconds}
+    return TrialResult(Status.OK, metrics, value=str(output), seconds=seconds)
+
+
+@functools.lru_cache(maxsize=2)
+def _loaded(path: str, modified: float, options_json: str, dataset_name: str) -> nn.Module:
+    """A trained supernet, built and loaded once per worker (``modified``: a rewritten file
+    is read again)."""
+    options, dataset = json.loads(options_json), load_dataset(dataset_name)
+    supernet = _build(options, dataset)
+    supernet.load_state_dict(torch.load(path, weights_only=True))  # tensors, never code
+    return supernet.eval()
+
+
+def score_supernet_trial(spec: TrialSpec, on_epoch: EpochCallback | None = None) -> TrialResult:
+    """The ``supernet`` stage: ``spec.candidate``'s inherited accuracy."""
+    start = time.perf_counter()
+    try:
+        options = _options(spec)
+        settings, path = options["settings"], options["path"]
+        family = SUPERNETS.get(spec.candidate.architecture["family"])
+        shared = json.dumps({"space": options["space"], "settings": settings}, sort_keys=True)
+        supernet = _loaded(path, os.path.getmtime(path), shared, spec.dataset)
+        x, y, val_x, val_y = _split(spec.dataset, settings)
+        # BatchNorm batches: a seeded shuffle, so they mix classes whatever the file's order
+        order = torch.randperm(len(y), generator=torch.Generator().manual_seed(settings["seed"]))
+        size, cap = settings["batch_size"], settings["validation_samples"]
+        accuracy = family.score(
+            supernet,
+            spec.candidate,
+            batches(x[order], y[order], size),
+            batches(val_x[:cap], val_y[:cap], size),
+            settings["bn_batches"],
+        )
+    except Exception as error:  # a failed candidate must not end the caller's search
+        return _failed(error, start)
+    seconds = time.perf_counter() - start
+    return TrialResult(Status.OK, {"supernet.accuracy": accuracy}, seconds=seconds)
