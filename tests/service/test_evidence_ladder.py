@@ -164,7 +164,8 @@ def test_a_tier_is_compared_with_params_on_its_own_candidates():
     everyone = stats.kendalltau(params, range(10)).statistic
     assert ladder["params"]["tau"] == pytest.approx(everyone) and everyone > 0.4
     assert ladder["naswot"]["tau"] == pytest.approx(0.4)
-    assert ladder["naswot"]["params_n"] == 5 and ladder["naswot"]["params_tau"] == pytest.approx(-1.0)
+    naswot = ladder["naswot"]
+    assert naswot["params_n"] == 5 and naswot["params_tau"] == pytest.approx(-1.0)
     assert not ladder["naswot"]["below_params"]
 
 
