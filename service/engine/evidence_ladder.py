@@ -25,7 +25,8 @@ ranks the results in reverse (tau below zero) is below params, never used revers
 The proxy screen applies the same rule, on the trained results it has at each refit, to its
 calibrated ensemble (``screening.ProxyScreen``): a proxy that ranks worse than params there gets
 weight 0. Its labels are those of its last refit, so the set it zeroed can differ from the
-tiers flagged here; the proxy rows record it (``screen.zero_weight``).
+tiers flagged here: the proxy rows record it (``screen.zero_weight.<proxy>``, on rows a
+calibrated ensemble scored), and ``zero_weight`` shows the set of the latest such row.
 
 How a scoring stage joins the ladder (the supernet stage, when it scores candidates): its rows
 are written through ``Outcomes.screened(proposal, "supernet", result)`` with its score among the
@@ -52,6 +53,8 @@ from winnow.service.search_spec import Objective, SearchSpec
 MIN_RESULTS = 5  # completed candidates before a tier's tau is reported
 BASELINE = "params"
 SCREENED_BY = "proxy"  # the stage whose row marks a candidate as one the cascade screened
+CALIBRATED = "screen.calibrated"  # of a proxy row: a calibrated ensemble gave its score
+ZERO_WEIGHT = "screen.zero_weight."  # + a proxy's name, of such a row: its fit gave it weight 0
 
 
 @dataclass(frozen=True)
@@ -85,7 +88,7 @@ def tiers(proxies: Sequence[str]) -> list[Tier]:
     return [
         PARAMS,
         *(Tier(p, "proxy", f"proxy.{p}") for p in proxies if p != BASELINE),
-        Tier("ensemble", "proxy", "screen.score", only_if="screen.calibrated"),
+        Tier("ensemble", "proxy", "screen.score", only_if=CALIBRATED),
         *STAGE_TIERS,
     ]
 
@@ -141,6 +144,7 @@ class EvidenceLadder:
             self._kept[t.stage] |= {t.metric} | ({t.only_if} if t.only_if else set())
         self.rows: dict[int, dict[str, dict[str, Any]]] = {}  # number -> stage -> metrics
         self.results: dict[int, float] = {}
+        self._zeroed: tuple[int, set[str]] = (-1, set())  # the screen's latest fit's zeroed set
         self._measured: list[dict[str, Any]] | None = None
         # Engine.progress (a watcher's thread) measures while the engine's thread adds rows: the
         # lock guards the rows, and the generation keeps a measure begun before a result arrived
@@ -190,6 +194,9 @@ class EvidenceLadder:
             kept = {k: metrics[k] for k in self._kept[stage] if k in metrics}
             with self._lock:
                 self.rows.setdefault(number, {})[stage] = kept
+                if stage == SCREENED_BY and metrics.get(CALIBRATED) and number > self._zeroed[0]:
+                    zeroed = {k[len(ZERO_WEIGHT) :] for k in metrics if k.startswith(ZERO_WEIGHT)}
+                    self._zeroed = (number, zeroed)
                 self._generation += 1
                 self._measured = None
 
@@ -205,14 +212,16 @@ class EvidenceLadder:
             self._measured = None
 
     def measure(self) -> list[dict[str, Any]]:
-        """Per tier ``{"tier", "n", "tau", "below_params", "params_n", "params_tau"}`` (see the
-        module docstring); a copy, cached until a row arrives."""
+        """Per tier ``{"tier", "n", "tau", "below_params", "params_n", "params_tau",
+        "zero_weight"}`` (see the module docstring); a copy, cached until a row arrives."""
         with self._lock:
             measured, generation = self._measured, self._generation
             if measured is None:
-                snapshot = self._snapshot()
+                snapshot, zeroed = self._snapshot(), set(self._zeroed[1])
         if measured is None:
             measured = self._measure(*snapshot)
+            for tier in measured:
+                tier["zero_weight"] = tier["tier"] in zeroed
             with self._lock:
                 if self._generation == generation:  # nothing arrived meanwhile
                     self._measured = measured

@@ -145,7 +145,11 @@ def test_a_search_reports_its_ladder_in_progress_events_status_and_stored_rows(s
     sent = convert.search_dict(convert.search_message(record, engine.progress()))["progress"]
     assert sent["evidence_ladder"] == ladder  # through GetSearch's message and back
     text = ladder_text(sent, digits=3)
-    assert text.startswith(f"Kendall tau against {len(done)} completed: params {params:.3f}")
+    assert text.startswith(
+        f"Kendall tau against {len(done)} screened, completed: params {params:.3f}"
+    )
+    zeroed = {t["tier"] for t in ladder if t["zero_weight"]}
+    assert zeroed == set(engine.screen.zero_weight) - {"params"}  # the screen's own set
     assert f"ensemble {ensemble.statistic:.3f}" in text
 
 
@@ -188,3 +192,21 @@ def test_a_measure_begun_before_a_result_arrives_is_not_cached_and_copies_are_re
     assert by_tier(first)["params"]["n"] == 7  # the stale measure was not kept
     first[0]["tau"] = 99.0
     assert ladder.measure()[0]["tau"] != 99.0
+
+
+def test_zero_weight_is_the_set_the_screens_latest_calibrated_fit_zeroed():
+    """The screen fits on the labels it had then: its zeroed set (naswot) is shown as it is,
+    though the ladder's own comparison flags synflow (before the fix: no such field)."""
+    spec = make_spec(name="cascade", sampler="tpe", screen={"proxies": ["synflow", "naswot"]})
+    completed = [(n, {"accuracy": float(n), "params": float(n)}) for n in range(6)]
+    scored = []
+    for n in range(6):
+        proxy = {"proxy.synflow": -float(n), "proxy.naswot": float(n)}
+        proxy |= {"screen.score": 0.0, "screen.calibrated": float(n >= 2)}
+        zeroed = "synflow" if n == 2 else "naswot"
+        scored.append((n, "proxy", proxy | ({f"screen.zero_weight.{zeroed}": 1.0} if n else {})))
+    scored[0], scored[5] = scored[5], scored[0]  # rows may come in any order: the latest counts
+    ladder = by_tier(readout.evidence_ladder(spec, completed, scored))
+    assert ladder["synflow"]["below_params"] and not ladder["synflow"]["zero_weight"]
+    assert ladder["naswot"]["zero_weight"] and not ladder["naswot"]["below_params"]
+    assert not ladder["params"]["zero_weight"] and not ladder["ensemble"]["zero_weight"]
