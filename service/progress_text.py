@@ -9,8 +9,8 @@ bar (``winnow submit --wait``, ``Search.wait(progress=True)``), ``winnow status`
   #12 accuracy=0.98 model_bytes=8010`` (the front's leader, ``readout.front_leader``). Each
   objective's own best, which usually comes from different trials, is labelled so
   (:func:`per_objective_text`).
-- :func:`ladder_text` names the evidence ladder: ``Kendall tau against 12 completed: params
-  0.61, synflow 0.48 (below params), ensemble 0.66 (n=7)``.
+- :func:`ladder_text` names the evidence ladder: ``Kendall tau against 12 screened, completed:
+  params 0.61, synflow 0.48 (below params), ensemble 0.66 (n=7)``.
 
 Plain Python over the SDK's dicts and event payloads: no torch, no gRPC.
 """
@@ -120,9 +120,11 @@ def per_objective_text(progress: Mapping[str, Any], order: Sequence[str], digits
 
 
 def ladder_text(progress: Mapping[str, Any], digits: int = 2) -> str:
-    """``Kendall tau against 12 completed: params 0.61, synflow 0.48 (below params), naswot -,
-    ensemble 0.66 (n=7)``: each tier of the evidence ladder with its tau (``-`` while unknown),
-    and its number of candidates where it is not the most; empty until some tier has a tau."""
+    """``Kendall tau against 12 screened, completed: params 0.61, synflow 0.48 (below params,
+    weight 0), naswot -, ensemble 0.66 (n=7)``: each tier of the evidence ladder with its tau
+    (``-`` while unknown), its number of candidates where it is not the most, and the screen's
+    zeroed proxies; empty until some tier has a tau. "Screened": a reused result is not counted,
+    so the number can be below the completed counter's."""
     ladder = progress.get("evidence_ladder") or []
     if not any(t["tau"] is not None for t in ladder):
         return ""
@@ -131,6 +133,7 @@ def ladder_text(progress: Mapping[str, Any], digits: int = 2) -> str:
     for t in ladder:
         notes = [f"n={t['n']}"] if t["n"] != most else []
         notes += ["below params"] if t["below_params"] else []
+        notes += ["weight 0"] if t.get("zero_weight") else []
         tau = "-" if t["tau"] is None else f"{t['tau']:.{digits}f}"
         parts.append(f"{t['tier']} {tau}" + (f" ({', '.join(notes)})" if notes else ""))
-    return f"Kendall tau against {most} completed: " + ", ".join(parts)
+    return f"Kendall tau against {most} screened, completed: " + ", ".join(parts)

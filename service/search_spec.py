@@ -216,9 +216,12 @@ class Screen(_Strict):
     against). The ensemble is AZ-NAS's rank aggregation until ``calibrate_after`` candidates
     have been trained, then a calibrated ensemble fitted on this search's own trained results,
     refitted every ``refit_every``. At each fit, a proxy whose Kendall tau on those results is
-    below that of the candidates' parameter counts gets weight 0 (the evidence ladder's rule);
-    a fit on fewer than 5 results weighs every proxy, and when every proxy ranks below params
-    and ``params`` is not one of them, none is zeroed."""
+    below that of the candidates' parameter counts, both measured on the results where the
+    proxy's value is known, gets weight 0 (the evidence ladder's rule). The comparison is
+    signed: a proxy that ranks the results in reverse is below params, never used reversed. A
+    fit on fewer than 5 results weighs every proxy, and proxies are zeroed only while some
+    proxy with a measured tau not below params' remains, or ``params`` is one of them (a
+    constant or failed proxy has no tau); otherwise none is."""
 
     proxies: list[str] = ["synflow", "naswot", "jacob_cov", "snip", "params", "flops"]
     """The zero-cost proxies the ensemble ranks by (see the proxy names below)."""

@@ -282,8 +282,19 @@ class MacroSupernet(nn.Module):
                 raise ValueError(f"{field} {arch[field]} is not within the largest's {big[field]}")
 
     def _activation(self, name: str) -> nn.Module:
+        """The stateless activation module of ``name``, made once. Kept in a plain dict, not
+        registered, so the supernet's modules and ``state_dict`` do not depend on which
+        activations a run happened to meet; hence refused when it has parameters or buffers
+        (they would be missed by the optimizer, ``state_dict`` and ``.to``)."""
         if name not in self._activations:
-            self._activations[name] = make_activation(name)
+            activation = make_activation(name)
+            if any(True for _ in activation.parameters()) or any(
+                True for _ in activation.buffers()
+            ):
+                raise ValueError(
+                    f"activation {name!r} has state; the supernet shares only stateless ones"
+                )
+            self._activations[name] = activation
         return self._activations[name]
 
     # --- forward and extraction ------------------------------------------------------------

@@ -25,10 +25,11 @@ import random
 import statistics
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -73,9 +74,11 @@ def _parameter_groups(supernet: torch.nn.Module, weight_decay: float) -> list[di
 
 
 def _mix(*numbers: int) -> int:
-    """A seed from several integers (a step's or an epoch's own generator); the hash of a
-    tuple of ints is the same in every process (only str and bytes hashes are salted)."""
-    return hash(numbers) & (2**63 - 1)
+    """A seed from several integers (a step's or an epoch's own generator), by numpy's
+    ``SeedSequence``: specified, so the same in every process and Python version (a tuple's
+    ``hash`` is not promised to be). Negative numbers are shifted into SeedSequence's range."""
+    entropy = [n if n >= 0 else 2**64 + n for n in numbers]
+    return int(np.random.SeedSequence(entropy).generate_state(1, np.uint64)[0]) & (2**63 - 1)
 
 
 @dataclass
@@ -107,6 +110,7 @@ class SandwichTrainer:
         self.scheduler = build_scheduler(self.optimizer, settings.warmup_steps, max_steps, "cosine")
         self.rng = random.Random(settings.seed)  # the random subnets
         self.step = 0
+        self.samples: int | None = None  # the training set's size, fixed by the first fit
         self.epoch_losses: list[float] = []
         self._running: list[float] = []  # the largest's losses in the epoch under way
 
@@ -154,6 +158,12 @@ class SandwichTrainer:
         ``max_seconds``) are done; ``on_epoch(epoch, epochs, loss, seconds)`` after each epoch
         (the largest's mean loss). Incomplete last batches are dropped (BatchNorm, equal
         sizes)."""
+        if self.samples is not None and self.samples != len(y):
+            raise ValueError(
+                f"this run trained on {self.samples} samples, not {len(y)}: its epochs and "
+                "their orders would not continue"
+            )
+        self.samples = len(y)
         per_epoch = len(y) // self.settings.batch_size
         if per_epoch < 1:
             size = self.settings.batch_size
@@ -191,21 +201,36 @@ class SandwichTrainer:
             "rng": self.rng.getstate(),
             "step": self.step,
             "max_steps": self.max_steps,
+            "settings": asdict(self.settings),
+            "samples": self.samples,
             "epoch_losses": list(self.epoch_losses),
             "running": list(self._running),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue a run from :meth:`state_dict`'s; refused when it was trained for another
+        step budget or with other settings (its schedule and its subnets would not continue),
+        and its training set's size is checked at the next :meth:`fit`."""
         if state["max_steps"] != self.max_steps:
             raise ValueError(
                 f"the checkpoint was trained for {state['max_steps']} steps, not {self.max_steps}:"
                 " its learning-rate schedule would not continue"
+            )
+        settings = asdict(self.settings)
+        if state.get("settings") != settings:
+            differ = sorted(
+                k for k in settings if (state.get("settings") or {}).get(k) != settings[k]
+            )
+            raise ValueError(
+                f"the checkpoint was trained with other settings ({', '.join(differ)}): "
+                f"{state.get('settings')}, not {settings}"
             )
         self.supernet.load_state_dict(state["supernet"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.rng.setstate(state["rng"])
         self.step = state["step"]
+        self.samples = state["samples"]
         self.epoch_losses = list(state["epoch_losses"])
         self._running = list(state["running"])
 
@@ -214,7 +239,10 @@ def save_checkpoint(trainer: SandwichTrainer, path: str | Path) -> None:
     """Write the trainer's state atomically (a kill mid-write leaves the previous file)."""
     path = Path(path)
     partial = path.with_suffix(path.suffix + ".partial")
-    torch.save(trainer.state_dict(), partial)
+    with open(partial, "wb") as file:
+        torch.save(trainer.state_dict(), file)
+        file.flush()
+        os.fsync(file.fileno())  # on disk before the rename, so a crash cannot leave it empty
     os.replace(partial, path)
 
 
@@ -257,6 +285,8 @@ def validation_split(n: int, fraction: float, seed: int) -> tuple[torch.Tensor, 
         raise ValueError(f"a validation fraction is in (0, 1), got {fraction}")
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     held = max(1, round(n * fraction))
+    if held >= n:
+        raise ValueError(f"holding out {held} of {n} samples leaves none to train on")
     return order[held:].sort().values, order[:held].sort().values
 
 

@@ -13,6 +13,7 @@ import pandas as pd
 from scipy import stats
 
 from winnow.service.engine import readout
+from winnow.service.engine.evidence_ladder import CALIBRATED, ZERO_WEIGHT
 from winnow.service.search_spec import Objective
 from winnow.service.store import reads
 
@@ -132,8 +133,16 @@ def proxy_table(scores: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=["number"])
     metrics = pd.DataFrame(list(scores["metrics"]))
     metrics.insert(0, "number", scores["number"].to_numpy())
-    keep = ["number", *[c for c in metrics.columns if c.startswith(("proxy.", "screen."))]]
+    keep = ["number", *[c for c in metrics.columns if _proxy_column(c)]]
     return metrics[keep].drop_duplicates("number", keep="last")
+
+
+def _proxy_column(name: str) -> bool:
+    """A proxy's value or the screen's score and position; not the screen's flags (whether a
+    calibrated ensemble scored, which proxies it zeroed), which rank nothing."""
+    if name == CALIBRATED or name.startswith(ZERO_WEIGHT):
+        return False
+    return name.startswith(("proxy.", "screen."))
 
 
 def correlation(x: Sequence[float], y: Sequence[float]) -> dict[str, float | int | None]:

@@ -113,11 +113,14 @@ def evidence_ladder(data: dict) -> None:
             "kendall tau": [t["tau"] for t in ladder],
             "candidates": [t["n"] for t in ladder],
             "below params": [t["below_params"] for t in ladder],
+            "weight 0 in the screen": [bool(t.get("zero_weight")) for t in ladder],
         }
     )
     st.dataframe(table, hide_index=True)
     st.caption(
         "How each tier ranks the completed trials the proxy screen scored (the first "
-        "objective at the top rung): params is the baseline; a proxy below it gets weight 0 in "
-        "the screen's calibrated ensemble; ensemble is the screen's score when it decided."
+        "objective at the top rung): params is the baseline, measured again on each tier's own "
+        "candidates (below params: a lower tau there). Weight 0 in the screen: the proxies the "
+        "screen's latest calibrated fit zeroed, by the same rule on the results it had then; "
+        "ensemble is the screen's score when it decided."
     )

@@ -79,8 +79,12 @@ def ladder_tier(tier: dict[str, Any]) -> pb.LadderTier:
     """One tier of ``evidence_ladder.EvidenceLadder.measure`` (a tau of None stays unset)."""
     message = pb.LadderTier(tier=tier["tier"], n=int32(tier["n"]))
     message.below_params = tier["below_params"]
+    message.params_n = int32(tier.get("params_n", 0))
+    message.zero_weight = bool(tier.get("zero_weight"))
     if tier["tau"] is not None:
         message.tau = tier["tau"]
+    if tier.get("params_tau") is not None:
+        message.params_tau = tier["params_tau"]
     return message
 
 
@@ -175,6 +179,9 @@ def progress_dict(progress: pb.Progress) -> dict[str, Any]:
                 "n": t.n,
                 "tau": t.tau if t.HasField("tau") else None,
                 "below_params": t.below_params,
+                "params_n": t.params_n,
+                "params_tau": t.params_tau if t.HasField("params_tau") else None,
+                "zero_weight": t.zero_weight,
             }
             for t in progress.evidence_ladder
         ],

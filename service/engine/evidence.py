@@ -12,6 +12,7 @@ from winnow.records import Fidelity
 from winnow.search_space.functional_hash import DEFAULT_MANTISSA_BITS, HASH_VERSION, Probe
 from winnow.search_space.trial import Status, TrialResult, TrialSpec
 from winnow.service.engine.cascade import Passage, Proposal
+from winnow.service.engine.evidence_ladder import ZERO_WEIGHT
 from winnow.service.engine.screening import ProxyScreen
 from winnow.service.engine.state import SearchState
 from winnow.service.search_spec import Objective, SearchSpec
@@ -141,7 +142,8 @@ class ProxyRule:
     """The screen's rule: constraints that proxies already know (``params``, ``flops``), then
     ``ProxyScreen``'s ranking; the scores come back with ``screen.score``,
     ``screen.position`` and ``screen.calibrated`` (1 when a calibrated ensemble gave the score:
-    the evidence ladder's ``ensemble`` tier)."""
+    the evidence ladder's ``ensemble`` tier), and with it ``screen.zero_weight.<proxy>`` (1) for
+    each proxy that ensemble's fit gave weight 0 (the ladder shows that set)."""
 
     def __init__(self, spec: SearchSpec, screen: ProxyScreen) -> None:
         self.spec, self.screen = spec, screen
@@ -154,6 +156,8 @@ class ProxyRule:
         metrics = {**scores.metrics, "screen.score": decision.score}
         metrics["screen.position"] = decision.position
         metrics["screen.calibrated"] = float(decision.ensemble == "calibrated")
+        if decision.ensemble == "calibrated":
+            metrics |= {f"{ZERO_WEIGHT}{p}": 1.0 for p in self.screen.zero_weight}
         judged = TrialResult(Status.OK, metrics, error=scores.error, seconds=scores.seconds)
         if violated or not decision.keep:
             judged.status = Status.PRUNED

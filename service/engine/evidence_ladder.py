@@ -16,10 +16,17 @@ Against the search's completed trials (trained at the top rung; the first object
 when minimised), each tier's Kendall tau (``scipy.stats.kendalltau``, tau-b) is measured over
 the completed candidates the proxy screen scored (a reused result never met it) that have the
 tier's score; ``n`` is how many, and ``tau`` is None while ``n < MIN_RESULTS`` or when the
-scores or results are all equal. ``below_params`` flags a tier that ranks worse than params.
+scores or results are all equal. ``below_params`` flags a tier that ranks worse than params on
+the same candidates: params' tau is measured again on the tier's own candidates (those that also
+have a params value), reported as ``params_n`` and ``params_tau``, and the tier's tau on those
+candidates is compared with it (:func:`paired_kendall`). The comparison is signed: a tier that
+ranks the results in reverse (tau below zero) is below params, never used reversed.
 
-The proxy screen applies the same rule to its calibrated ensemble (``screening.ProxyScreen``):
-a proxy that ranks worse than params there gets weight 0.
+The proxy screen applies the same rule, on the trained results it has at each refit, to its
+calibrated ensemble (``screening.ProxyScreen``): a proxy that ranks worse than params there gets
+weight 0. Its labels are those of its last refit, so the set it zeroed can differ from the
+tiers flagged here: the proxy rows record it (``screen.zero_weight.<proxy>``, on rows a
+calibrated ensemble scored), and ``zero_weight`` shows the set of the latest such row.
 
 How a scoring stage joins the ladder (the supernet stage, when it scores candidates): its rows
 are written through ``Outcomes.screened(proposal, "supernet", result)`` with its score among the
@@ -32,6 +39,7 @@ is shown once some completed candidate has its score.
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -45,6 +53,8 @@ from winnow.service.search_spec import Objective, SearchSpec
 MIN_RESULTS = 5  # completed candidates before a tier's tau is reported
 BASELINE = "params"
 SCREENED_BY = "proxy"  # the stage whose row marks a candidate as one the cascade screened
+CALIBRATED = "screen.calibrated"  # of a proxy row: a calibrated ensemble gave its score
+ZERO_WEIGHT = "screen.zero_weight."  # + a proxy's name, of such a row: its fit gave it weight 0
 
 
 @dataclass(frozen=True)
@@ -67,6 +77,8 @@ class Tier:
         return None if value is None or not math.isfinite(float(value)) else float(value)
 
 
+PARAMS = Tier(BASELINE, "train", BASELINE)  # the baseline every tier is compared with
+
 # Tiers of the scoring stages after the proxy screen (see the module docstring).
 STAGE_TIERS: tuple[Tier, ...] = ()
 
@@ -74,9 +86,9 @@ STAGE_TIERS: tuple[Tier, ...] = ()
 def tiers(proxies: Sequence[str]) -> list[Tier]:
     """The ladder's tiers for a screen over ``proxies``, cheapest evidence first."""
     return [
-        Tier(BASELINE, "train", BASELINE),
+        PARAMS,
         *(Tier(p, "proxy", f"proxy.{p}") for p in proxies if p != BASELINE),
-        Tier("ensemble", "proxy", "screen.score", only_if="screen.calibrated"),
+        Tier("ensemble", "proxy", "screen.score", only_if=CALIBRATED),
         *STAGE_TIERS,
     ]
 
@@ -90,6 +102,17 @@ def kendall(scores: Sequence[float | None], results: Sequence[float]) -> tuple[i
     x, y = np.array(pairs, dtype=np.float64).T
     tau = stats.kendalltau(x, y).statistic
     return len(pairs), None if not np.isfinite(tau) else float(tau)
+
+
+def paired_kendall(
+    scores: Sequence[float | None], baseline: Sequence[float | None], results: Sequence[float]
+) -> tuple[int, float | None, float | None]:
+    """``(n, tau, baseline tau)`` over the pairs where both the score and the baseline are known:
+    a tier and params compared on the same candidates."""
+    both = [s is not None and b is not None for s, b in zip(scores, baseline, strict=True)]
+    n, tau = kendall([s if k else None for s, k in zip(scores, both, strict=True)], results)
+    _, base = kendall([b if k else None for b, k in zip(baseline, both, strict=True)], results)
+    return n, tau, base
 
 
 def below_baseline(taus: Mapping[str, float | None], baseline: str = BASELINE) -> set[str]:
@@ -121,7 +144,13 @@ class EvidenceLadder:
             self._kept[t.stage] |= {t.metric} | ({t.only_if} if t.only_if else set())
         self.rows: dict[int, dict[str, dict[str, Any]]] = {}  # number -> stage -> metrics
         self.results: dict[int, float] = {}
+        self._zeroed: tuple[int, set[str]] = (-1, set())  # the screen's latest fit's zeroed set
         self._measured: list[dict[str, Any]] | None = None
+        # Engine.progress (a watcher's thread) measures while the engine's thread adds rows: the
+        # lock guards the rows, and the generation keeps a measure begun before a result arrived
+        # from being cached after it.
+        self._lock = threading.Lock()
+        self._generation = 0
 
     @classmethod
     def for_spec(cls, spec: SearchSpec) -> EvidenceLadder | None:
@@ -163,40 +192,69 @@ class EvidenceLadder:
         """A screening stage's row of a candidate (failed rows carry no scores: ignored)."""
         if stage in self._stages and metrics:
             kept = {k: metrics[k] for k in self._kept[stage] if k in metrics}
-            self.rows.setdefault(number, {})[stage] = kept
+            with self._lock:
+                self.rows.setdefault(number, {})[stage] = kept
+                if stage == SCREENED_BY and metrics.get(CALIBRATED) and number > self._zeroed[0]:
+                    zeroed = {k[len(ZERO_WEIGHT) :] for k in metrics if k.startswith(ZERO_WEIGHT)}
+                    self._zeroed = (number, zeroed)
+                self._generation += 1
+                self._measured = None
 
     def completed(self, number: int, metrics: Mapping[str, Any]) -> None:
         """A completed (top-rung) result of a candidate."""
         value = result_value(self.objective, metrics)
         if value is None:
             return
-        self.rows.setdefault(number, {})["train"] = {BASELINE: metrics.get(BASELINE)}
-        self.results[number] = value
-        self._measured = None
+        with self._lock:
+            self.rows.setdefault(number, {})["train"] = {BASELINE: metrics.get(BASELINE)}
+            self.results[number] = value
+            self._generation += 1
+            self._measured = None
 
     def measure(self) -> list[dict[str, Any]]:
-        """Per tier ``{"tier", "n", "tau", "below_params"}`` (see the module docstring)."""
-        if self._measured is None:
-            self._measured = self._measure()
-        return self._measured
+        """Per tier ``{"tier", "n", "tau", "below_params", "params_n", "params_tau",
+        "zero_weight"}`` (see the module docstring); a copy, cached until a row arrives."""
+        with self._lock:
+            measured, generation = self._measured, self._generation
+            if measured is None:
+                snapshot, zeroed = self._snapshot(), set(self._zeroed[1])
+        if measured is None:
+            measured = self._measure(*snapshot)
+            for tier in measured:
+                tier["zero_weight"] = tier["tier"] in zeroed
+            with self._lock:
+                if self._generation == generation:  # nothing arrived meanwhile
+                    self._measured = measured
+        return [dict(tier) for tier in measured]
 
-    def _measure(self) -> list[dict[str, Any]]:
-        # a snapshot: watchers' threads (Engine.progress) measure while the engine adds results
-        snapshot = list(self.results.items())
-        known = [(n, r) for n, r in snapshot if SCREENED_BY in self.rows.get(n, {})]
-        numbers, results = [n for n, _ in known], [r for _, r in known]
-        taus: dict[str, tuple[int, float | None]] = {}
+    def _snapshot(self) -> tuple[list[dict[str, dict[str, Any]]], list[float]]:
+        """The rows and results of the completed candidates the screen scored (the stage rows
+        are replaced, never changed, so a shallow copy holds); call with the lock held."""
+        known = [(n, r) for n, r in self.results.items() if SCREENED_BY in self.rows.get(n, {})]
+        return [dict(self.rows[n]) for n, _ in known], [r for _, r in known]
+
+    def _measure(
+        self, rows: list[dict[str, dict[str, Any]]], results: list[float]
+    ) -> list[dict[str, Any]]:
+        baseline = [PARAMS.score(r) for r in rows]
+        measured = []
         for tier in self.tiers:
-            scores = [tier.score(self.rows[n]) for n in numbers]
-            taus[tier.name] = kendall(scores, results)
-        below = below_baseline({name: tau for name, (_, tau) in taus.items()})
-        shown = [t for t in self.tiers if t not in STAGE_TIERS or taus[t.name][0] > 0]
-        return [
-            {
-                "tier": t.name,
-                "n": taus[t.name][0],
-                "tau": taus[t.name][1],
-                "below_params": t.name in below,
-            }
-            for t in shown
-        ]
+            scores = [tier.score(r) for r in rows]
+            n, tau = kendall(scores, results)
+            if tier in STAGE_TIERS and n == 0:
+                continue  # a stage tier is shown once some completed candidate has its score
+            paired_n, paired, base = paired_kendall(scores, baseline, results)
+            below = tier.name != BASELINE and bool(
+                below_baseline({tier.name: paired, BASELINE: base})
+            )
+            measured.append(
+                {
+                    "tier": tier.name,
+                    "n": n,
+                    "tau": tau,
+                    "below_params": below,
+                    "params_n": paired_n,
+                    "params_tau": base,
+                }
+            )
+        return measured

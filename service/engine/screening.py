@@ -8,10 +8,16 @@ refitted every ``refit_every`` new results. Ground truth from anywhere else is n
 
 At each fit, the evidence ladder's rule (``evidence_ladder``): a proxy whose Kendall tau on those
 same results is below that of the candidates' parameter counts (``params`` of the trained
-results) gets weight 0 in the calibrated ensemble. The rule needs ``evidence_ladder.MIN_RESULTS``
-results, so a fit on fewer (``calibrate_after`` may be 4) weighs every proxy, as rank
-aggregation does before any fit; when every proxy ranks below params and ``params`` is not one
-of the screen's proxies, zeroing them all would leave no score, so none is zeroed then.
+results) gets weight 0 in the calibrated ensemble. Both taus are measured on the same rows, those
+where the proxy's value and params are both known (``evidence_ladder.paired_kendall``): a proxy
+that failed on some candidates is judged on the others. The comparison is signed: a proxy that
+ranks the results in reverse (tau below zero) is below params and loses its weight; it is never
+used reversed (a negative weight is left to the ensemble's own fit). The rule needs
+``evidence_ladder.MIN_RESULTS`` results, so a fit on fewer (``calibrate_after`` may be 4) weighs
+every proxy, as rank aggregation does before any fit. Proxies are zeroed only when some proxy
+whose tau is measured and not below params' remains, or ``params`` is itself one of the
+screen's proxies: zeroing the rest (a constant or failed proxy has no tau) would leave no
+score, so none is zeroed then. The zeroed set of the last fit is ``zero_weight``.
 
 A candidate is kept when it ranks in the top ``keep_fraction`` of the population: by score with
 one objective; with several, by how many population members dominate it on (score, the other
@@ -58,6 +64,7 @@ class ProxyScreen:
         self.labels: dict[int, float] = {}
         self.params: dict[int, float | None] = {}  # of the labelled candidates: the rule's baseline
         self.ensemble: CalibratedEnsemble | None = None
+        self.zero_weight: list[str] = []  # the proxies the last fit gave weight 0
         self._labels_at_fit = 0
         self._score_cache: dict[int, float] = {}
 
@@ -122,6 +129,7 @@ class ProxyScreen:
         columns = {p: [self.rows[index[n]][p] for n in labelled] for p in self.settings.proxies}
         target = [self.labels[n] for n in labelled]
         zero = self.below_params(columns, [self.params.get(n) for n in labelled], target)
+        self.zero_weight = zero
         ensemble = CalibratedEnsemble(self.settings.proxies)
         self.ensemble = ensemble.fit(columns, target, self.seed, zero=zero)
         self._labels_at_fit = len(self.labels)
@@ -135,12 +143,17 @@ class ProxyScreen:
     ) -> list[str]:
         """The proxies that rank the results worse than ``params`` does (the module docstring's
         rule): they get weight 0."""
-        taus = {p: evidence_ladder.kendall(_finite(v), target)[1] for p, v in columns.items()}
-        taus[evidence_ladder.BASELINE] = evidence_ladder.kendall(_finite(params), target)[1]
-        below = evidence_ladder.below_baseline(taus)
-        if below >= set(self.settings.proxies):
+        params = _finite(params)
+        below, kept = [], []
+        for proxy in self.settings.proxies:
+            _, tau, base = evidence_ladder.paired_kendall(_finite(columns[proxy]), params, target)
+            if evidence_ladder.below_baseline({proxy: tau, evidence_ladder.BASELINE: base}):
+                below.append(proxy)
+            elif tau is not None and base is not None:
+                kept.append(proxy)  # measured, and not below params
+        if not kept and evidence_ladder.BASELINE not in self.settings.proxies:
             return []  # no score would be left
-        return [p for p in self.settings.proxies if p in below]
+        return below
 
 
 def _at_extreme(column: np.ndarray, objective: Objective) -> bool:

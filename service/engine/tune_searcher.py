@@ -47,6 +47,7 @@ from winnow.service.engine.cascade import (
     cascade_stages,
     run_stages,
 )
+from winnow.service.engine.evidence_ladder import BASELINE
 from winnow.service.engine.sampling import make_study
 from winnow.service.engine.screening import ProxyScreen
 from winnow.service.search_spec import Objective, Screen
@@ -130,7 +131,11 @@ class WinnowSearcher(Searcher):
             return
         self.study.tell(proposal.trial, float(value))
         self.finished.setdefault(proposal.functional, float(value))
-        self.screen.observe(proposal.number, {self.metric: float(value)})
+        # the trainable reports the static costs: params is the screen's baseline for its rule
+        observed = {self.metric: float(value)}
+        if result.get(BASELINE) is not None:
+            observed[BASELINE] = float(result[BASELINE])
+        self.screen.observe(proposal.number, observed)
 
     # --- the evidence behind the stages (cascade.Twins, Scorer, Rule, Trainer, Outcomes) ------
 

@@ -166,7 +166,7 @@ def test_the_status_of_a_cascade_shows_its_evidence_ladder(server, capsys, tmp_p
     done = ladder["params"]["n"]
     assert done == ladder["synflow"]["n"] and done >= 5 and ladder["params"]["tau"] is not None
     _, out, _ = run(capsys, "status", search_id, *address)
-    line = f"  evidence ladder: Kendall tau against {done} completed: params "
+    line = f"  evidence ladder: Kendall tau against {done} screened, completed: params "
     assert line + f"{ladder['params']['tau']:.3f}" in out
 
 

@@ -11,7 +11,7 @@ from winnow.search_space.canonical import structural_hash
 from winnow.search_space.trial import Status, TrialResult, TrialSpec
 from winnow.service.api import convert
 from winnow.service.engine import Engine, readout
-from winnow.service.engine.evidence_ladder import MIN_RESULTS, kendall
+from winnow.service.engine.evidence_ladder import MIN_RESULTS, EvidenceLadder, kendall
 from winnow.service.progress_text import ladder_text
 from winnow.service.store import Store, sqlite_url
 from winnow.workers.executor import InProcessExecutor
@@ -145,5 +145,68 @@ def test_a_search_reports_its_ladder_in_progress_events_status_and_stored_rows(s
     sent = convert.search_dict(convert.search_message(record, engine.progress()))["progress"]
     assert sent["evidence_ladder"] == ladder  # through GetSearch's message and back
     text = ladder_text(sent, digits=3)
-    assert text.startswith(f"Kendall tau against {len(done)} completed: params {params:.3f}")
+    assert text.startswith(
+        f"Kendall tau against {len(done)} screened, completed: params {params:.3f}"
+    )
+    zeroed = {t["tier"] for t in ladder if t["zero_weight"]}
+    assert zeroed == set(engine.screen.zero_weight) - {"params"}  # the screen's own set
     assert f"ensemble {ensemble.statistic:.3f}" in text
+
+
+def test_a_tier_is_compared_with_params_on_its_own_candidates():
+    """naswot scored only candidates 0-4, where params ranks in reverse: it is not below params
+    there, though params ranks all ten well (before the fix: compared with that, flagged)."""
+    spec = make_spec(name="cascade", sampler="tpe", screen={"proxies": ["synflow", "naswot"]})
+    params = [4.0, 3.0, 2.0, 1.0, 0.0, 10.0, 11.0, 12.0, 13.0, 14.0]
+    naswot = [2.0, 1.0, 0.0, 3.0, 4.0]
+    completed = [(n, {"accuracy": float(n), "params": p}) for n, p in enumerate(params)]
+    scored = [
+        (n, "proxy", {"proxy.synflow": float(n)} | ({"proxy.naswot": naswot[n]} if n < 5 else {}))
+        for n in range(10)
+    ]
+    ladder = by_tier(readout.evidence_ladder(spec, completed, scored))
+    everyone = stats.kendalltau(params, range(10)).statistic
+    assert ladder["params"]["tau"] == pytest.approx(everyone) and everyone > 0.4
+    assert ladder["naswot"]["tau"] == pytest.approx(0.4)
+    naswot = ladder["naswot"]
+    assert naswot["params_n"] == 5 and naswot["params_tau"] == pytest.approx(-1.0)
+    assert not ladder["naswot"]["below_params"]
+
+
+def test_a_measure_begun_before_a_result_arrives_is_not_cached_and_copies_are_returned():
+    spec = make_spec(name="cascade", sampler="tpe", screen={"proxies": ["synflow"]})
+    completed = [(n, {"accuracy": float(n), "params": float(n)}) for n in range(6)]
+    scored = [(n, "proxy", {"proxy.synflow": float(n)}) for n in range(7)]
+    ladder = EvidenceLadder.from_results(spec, completed, scored)
+    measure = ladder._measure
+
+    def racing(*args):  # the engine's thread adds a result while a watcher measures
+        measured = measure(*args)
+        ladder.completed(6, {"accuracy": 6.0, "params": 6.0})
+        return measured
+
+    ladder._measure = racing
+    assert by_tier(ladder.measure())["params"]["n"] == 6
+    ladder._measure = measure
+    first = ladder.measure()
+    assert by_tier(first)["params"]["n"] == 7  # the stale measure was not kept
+    first[0]["tau"] = 99.0
+    assert ladder.measure()[0]["tau"] != 99.0
+
+
+def test_zero_weight_is_the_set_the_screens_latest_calibrated_fit_zeroed():
+    """The screen fits on the labels it had then: its zeroed set (naswot) is shown as it is,
+    though the ladder's own comparison flags synflow (before the fix: no such field)."""
+    spec = make_spec(name="cascade", sampler="tpe", screen={"proxies": ["synflow", "naswot"]})
+    completed = [(n, {"accuracy": float(n), "params": float(n)}) for n in range(6)]
+    scored = []
+    for n in range(6):
+        proxy = {"proxy.synflow": -float(n), "proxy.naswot": float(n)}
+        proxy |= {"screen.score": 0.0, "screen.calibrated": float(n >= 2)}
+        zeroed = "synflow" if n == 2 else "naswot"
+        scored.append((n, "proxy", proxy | ({f"screen.zero_weight.{zeroed}": 1.0} if n else {})))
+    scored[0], scored[5] = scored[5], scored[0]  # rows may come in any order: the latest counts
+    ladder = by_tier(readout.evidence_ladder(spec, completed, scored))
+    assert ladder["synflow"]["below_params"] and not ladder["synflow"]["zero_weight"]
+    assert ladder["naswot"]["zero_weight"] and not ladder["naswot"]["below_params"]
+    assert not ladder["params"]["zero_weight"] and not ladder["ensemble"]["zero_weight"]

@@ -115,3 +115,26 @@ def test_the_rule_is_live_from_the_first_fit_of_the_default_screen():
     assert not np.array_equal(
         np.argsort(s.ensemble.predict(new)), np.argsort(weighing.predict(new))
     )
+
+
+# Ten results; params ranks all ten well (tau 0.56) but the first five in reverse.
+TARGET = [float(n) for n in range(10)]
+PARAMS_VALUES = [4.0, 3.0, 2.0, 1.0, 0.0, 10.0, 11.0, 12.0, 13.0, 14.0]
+
+
+def test_a_proxy_is_compared_with_params_on_the_rows_where_both_are_known():
+    """``a`` failed on the last five: on its five it ranks ahead of params there (0.4 > -1),
+    though below params' tau on all ten (before the fix: zeroed)."""
+    s = screen([ACCURACY], proxies=["a", "b"])
+    columns = {"a": [2.0, 1.0, 0.0, 3.0, 4.0, *[None] * 5], "b": TARGET}
+    assert s.below_params(columns, PARAMS_VALUES, TARGET) == []
+
+
+def test_no_proxy_is_zeroed_when_the_only_other_one_has_no_tau():
+    """``b`` is constant (no tau) and ``a`` ranks below params: zeroing ``a`` would leave no
+    score, so nothing is zeroed (before the fix: ``a`` was, and the screen went blind)."""
+    s = screen([ACCURACY], proxies=["a", "b"])
+    columns = {"a": [9.0 - n for n in range(10)], "b": [1.0] * 10}
+    assert s.below_params(columns, PARAMS_VALUES, TARGET) == []
+    columns["b"] = TARGET  # a measured proxy above params remains: a is zeroed
+    assert s.below_params(columns, PARAMS_VALUES, TARGET) == ["a"]

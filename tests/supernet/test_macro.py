@@ -9,6 +9,7 @@ import torch
 from winnow.search_space.archs.macro import MacroSpace
 from winnow.search_space.candidate import Candidate
 from winnow.search_space.quantization import QuantPolicy, WeightFakeQuant
+from winnow.supernet import macro
 from winnow.supernet.macro import MacroSupernet
 
 SHAPE = (3, 12, 12)
@@ -136,3 +137,12 @@ def test_the_subnet_has_the_supernets_norm_whatever_the_candidates():
     assert not any(isinstance(m, torch.nn.GroupNorm) for m in subnet.modules())
     with torch.no_grad():
         assert (subnet.eval()(x) - supernet(x, arch)).abs().max() <= 1e-6
+
+
+def test_an_activation_with_state_is_refused(monkeypatch):
+    """The shared activations are not registered modules: one with parameters (PReLU) would
+    go untrained and unsaved, so it is refused (before: silently used)."""
+    monkeypatch.setattr(macro, "make_activation", lambda name: torch.nn.PReLU())
+    supernet = MacroSupernet(SPACE, 3, SHAPE)
+    with pytest.raises(ValueError, match="has state"):
+        supernet(torch.randn(2, *SHAPE), supernet.largest())

@@ -3,18 +3,22 @@ and inherited accuracy is measured on a carved validation split."""
 
 import random
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from winnow.search_space.archs.macro import MacroSpace
 from winnow.search_space.candidate import Candidate
+from winnow.supernet import macro_training
 from winnow.supernet.macro import MacroSupernet
 from winnow.supernet.macro_training import (
     SandwichSettings,
     SandwichTrainer,
+    _mix,
     batches,
     inherited_accuracy,
+    save_checkpoint,
     soft_cross_entropy,
     train_supernet,
     validation_split,
@@ -158,3 +162,45 @@ def test_inherited_accuracy_is_measured_after_recalibrating_batchnorm():
     stale = inherited_accuracy(supernet, candidate, scaled, scaled, bn_batches=0)
     recalibrated = inherited_accuracy(supernet, candidate, scaled, scaled, bn_batches=4)
     assert recalibrated > stale
+
+
+def test_a_checkpoint_of_other_settings_or_another_training_set_is_refused(tmp_path):
+    x, y = _task(32)
+    path = tmp_path / "supernet.pt"
+    settings = SandwichSettings(batch_size=8, random_subnets=0)
+    train_supernet(_supernet(), x, y, settings, 6, checkpoint=path, max_seconds=0)
+    other = SandwichSettings(batch_size=8, random_subnets=0, lr=0.1)
+    with pytest.raises(ValueError, match="other settings \\(lr\\)"):
+        train_supernet(_supernet(), x, y, other, 6, checkpoint=path)
+    with pytest.raises(ValueError, match="32 samples, not 40"):
+        train_supernet(_supernet(), *_task(40), settings, 6, checkpoint=path)
+    assert train_supernet(_supernet(), x, y, settings, 6, checkpoint=path).steps == 6
+
+
+def test_step_seeds_come_from_a_seed_sequence_not_a_tuple_hash():
+    """``hash`` of a tuple is not promised across Python versions; SeedSequence is specified."""
+    expected = np.random.SeedSequence([1, 7]).generate_state(1, np.uint64)[0] & (2**63 - 1)
+    assert _mix(1, 7) == int(expected) != hash((1, 7)) & (2**63 - 1)
+    seeds = {_mix(s, *rest) for s in range(3) for rest in [(0,), (1,), (-1, 0), (-1, 1)]}
+    assert len(seeds) == 12 and all(0 <= v < 2**63 for v in seeds)
+
+
+def test_a_checkpoint_is_on_disk_before_it_replaces_the_last(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(macro_training.os, "fsync", lambda fd: calls.append("fsync"))
+    replace = macro_training.os.replace
+    monkeypatch.setattr(
+        macro_training.os, "replace", lambda a, b: (calls.append("replace"), replace(a, b))
+    )
+    trainer = SandwichTrainer(_supernet(), SandwichSettings(batch_size=8), 4)
+    save_checkpoint(trainer, tmp_path / "supernet.pt")
+    assert calls == ["fsync", "replace"]
+    assert torch.load(tmp_path / "supernet.pt", weights_only=True)["max_steps"] == 4
+
+
+def test_a_validation_split_that_leaves_no_training_sample_is_refused():
+    with pytest.raises(ValueError, match="none to train on"):
+        validation_split(1, 0.5, seed=0)
+    with pytest.raises(ValueError, match="none to train on"):
+        validation_split(2, 0.9, seed=0)
+    assert [len(part) for part in validation_split(2, 0.5, seed=0)] == [1, 1]

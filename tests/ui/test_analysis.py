@@ -108,3 +108,12 @@ def test_pareto_figure_in_3d_and_coloured_by_an_axis():
     flat = charts.pareto_figure(points, ["a", "b"], ["maximize", "minimize"], "optimizer")
     line = next(t for t in flat.data if t.name == "Pareto front")
     assert list(line.x) == [0.8, 0.9] and line.line.shape == "vh"
+
+
+def test_the_proxy_table_keeps_scores_not_the_screens_flags():
+    """``screen.calibrated`` and ``screen.zero_weight.*`` rank nothing: not proxy columns."""
+    metrics = {"proxy.synflow": 1.0, "screen.score": 0.5, "screen.position": 2.0}
+    metrics |= {"screen.calibrated": 1.0, "screen.zero_weight.naswot": 1.0}
+    scores = pd.DataFrame({"number": [3], "stage": ["proxy"], "metrics": [metrics]})
+    table = analysis.proxy_table(scores)
+    assert list(table.columns) == ["number", "proxy.synflow", "screen.score", "screen.position"]

@@ -98,3 +98,14 @@ def test_warm_starts_are_the_searchers_first_suggestions_in_order():
     searcher = WinnowSearcher(SPACE, "digits", seed=0, warm_start=[first, exported])
     suggested = [Candidate(**searcher.suggest(tid)["candidate"]) for tid in ("a", "b")]
     assert suggested == [first, second]
+
+
+def test_the_searcher_shows_the_screen_the_trained_params_its_rule_compares_with():
+    """``train_candidate`` reports ``params`` with the accuracy; without it the screen's
+    below-params rule had no baseline and was silently off on the Tune path."""
+    one = parse_space({"name": "one", "architecture": {"family": "mlp", "depth": 1, "width": 16}})
+    searcher = WinnowSearcher(one, "digits", max_epochs=1)
+    assert searcher.suggest("a") is not None
+    number = searcher.live["a"].number
+    searcher.on_trial_complete("a", {"accuracy": 0.9, "epoch": 1, "params": 1234.0})
+    assert searcher.screen.labels[number] == 0.9 and searcher.screen.params[number] == 1234.0

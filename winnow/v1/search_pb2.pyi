@@ -56,16 +56,22 @@ class Progress(_message.Message):
     def __init__(self, trained: _Optional[int] = ..., max_trials: _Optional[int] = ..., proposals: _Optional[int] = ..., cache_hits: _Optional[int] = ..., pruned: _Optional[int] = ..., failed: _Optional[int] = ..., hypervolume: _Optional[float] = ..., best: _Optional[_Mapping[str, float]] = ..., front_size: _Optional[int] = ..., leader: _Optional[_Union[ParetoPoint, _Mapping]] = ..., candidates: _Optional[int] = ..., epochs: _Optional[int] = ..., front_epochs: _Optional[int] = ..., top_epochs: _Optional[int] = ..., evidence_ladder: _Optional[_Iterable[_Union[LadderTier, _Mapping]]] = ...) -> None: ...
 
 class LadderTier(_message.Message):
-    __slots__ = ("tier", "n", "tau", "below_params")
+    __slots__ = ("tier", "n", "tau", "below_params", "params_n", "params_tau", "zero_weight")
     TIER_FIELD_NUMBER: _ClassVar[int]
     N_FIELD_NUMBER: _ClassVar[int]
     TAU_FIELD_NUMBER: _ClassVar[int]
     BELOW_PARAMS_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_N_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_TAU_FIELD_NUMBER: _ClassVar[int]
+    ZERO_WEIGHT_FIELD_NUMBER: _ClassVar[int]
     tier: str
     n: int
     tau: float
     below_params: bool
-    def __init__(self, tier: _Optional[str] = ..., n: _Optional[int] = ..., tau: _Optional[float] = ..., below_params: _Optional[bool] = ...) -> None: ...
+    params_n: int
+    params_tau: float
+    zero_weight: bool
+    def __init__(self, tier: _Optional[str] = ..., n: _Optional[int] = ..., tau: _Optional[float] = ..., below_params: _Optional[bool] = ..., params_n: _Optional[int] = ..., params_tau: _Optional[float] = ..., zero_weight: _Optional[bool] = ...) -> None: ...
 
 class Search(_message.Message):
     __slots__ = ("id", "name", "status", "error", "spec_json", "created_at", "updated_at", "progress")
