@@ -443,7 +443,7 @@ class SearchSpec(_Strict):
 
     def supernet_problems(self) -> Iterator[Problem]:
         """``strategy.supernet`` needs a supernet registered for the space's family
-        (``winnow.supernet.registry.SUPERNETS``)."""
+        (``winnow.supernet.registry.SUPERNETS``) that can cover the space."""
         if self.strategy.supernet is None:
             return
         from winnow.supernet.registry import SUPERNETS
@@ -456,6 +456,11 @@ class SearchSpec(_Strict):
             allowed = ", ".join(SUPERNETS.names())
             message = f"family {family!r} has no supernet yet; families with one: {allowed}"
             yield "strategy.supernet", message
+            return
+        try:  # a space the family's supernet cannot cover (an mlp space of no sliceable norm)
+            SUPERNETS.get(family).covers(self.search_space)
+        except ValueError as error:
+            yield "strategy.supernet", str(error)
 
     def local_problems(self) -> Iterator[Problem]:
         """The checks past the shape that need no registry (no torch), so that the client
