@@ -84,9 +84,7 @@ def _score(family, supernet, candidate, x, y):
 
 def test_nb201_trains_resumes_and_scores_a_joint_candidate(tmp_path):
     space, (x, y) = _nb201_space(), _nb201_task()
-    supernet, steps, seen = _train_killed_then_resumed(
-        "nb201", space, x, y, (3, 8, 8), 4, tmp_path
-    )
+    supernet, steps, seen = _train_killed_then_resumed("nb201", space, x, y, (3, 8, 8), 4, tmp_path)
     assert seen == [2]  # epoch 1 is not trained again
     assert steps == SETTINGS.epochs * (len(y) // SETTINGS.batch_size)
     assert supernet.channels == 4 and supernet.cells_per_stage == 1
@@ -96,9 +94,7 @@ def test_nb201_trains_resumes_and_scores_a_joint_candidate(tmp_path):
 
 def test_mlp_trains_resumes_and_scores_another_norm_under_its_own(tmp_path):
     space, (x, y) = SearchSpace.model_validate(BUILTIN_SPACES["digits-joint"]), _digits()
-    supernet, steps, seen = _train_killed_then_resumed(
-        "mlp", space, x, y, (1, 8, 8), 10, tmp_path
-    )
+    supernet, steps, seen = _train_killed_then_resumed("mlp", space, x, y, (1, 8, 8), 10, tmp_path)
     assert seen == [2] and steps == SETTINGS.epochs * (len(y) // SETTINGS.batch_size)
     assert supernet.normalization == "batchnorm"
     other = _draw(space, lambda c: c.normalization != "batchnorm")
