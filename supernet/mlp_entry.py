@@ -1,4 +1,4 @@
-"""The ``mlp`` family's entry in ``registry.SUPERNETS``: the elastic supernet of ``mlp.py``
+"""The ``mlp`` family's adapters for ``registry.SUPERNETS``: the elastic supernet of ``mlp.py``
 trained by the sandwich rule under the space's quantization policies (``sandwich.train``),
 scored with its BatchNorm statistics and activation ranges re-estimated
 (``quantization.recalibrate``).
@@ -27,14 +27,7 @@ from winnow.search_space.params import param_values
 from winnow.search_space.spec import SearchSpace
 from winnow.search_space.trial import EpochCallback
 from winnow.supernet.batchnorm import DEFAULT_BATCHES
-from winnow.supernet.registry import (
-    SUPERNETS,
-    Batch,
-    SupernetEntry,
-    TrainSettings,
-    steps_per_epoch,
-    tensor_dataset,
-)
+from winnow.supernet.seam import Batch, TrainSettings, steps_per_epoch, tensor_dataset
 
 PREFERRED_NORM = "batchnorm"
 
@@ -138,6 +131,3 @@ def covers(space: SearchSpace) -> dict[str, Any]:
         "normalization": supernet_norm(space),
         "quantization": space.quantization.model_dump(mode="json"),
     }
-
-
-SUPERNETS.register("mlp", SupernetEntry(build=build, train=train, score=score, covers=covers))

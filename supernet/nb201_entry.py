@@ -1,4 +1,4 @@
-"""The ``nb201`` family's entry in ``registry.SUPERNETS``: the one-shot supernet of ``nb201.py``
+"""The ``nb201`` family's adapters for ``registry.SUPERNETS``: the one-shot supernet of ``nb201.py``
 trained by ``nb201_training.train_supernet`` (SPOS), scored by the default inherited accuracy.
 
 What it ranks: the cell, under the supernet's own BatchNorm and SGD (``nb201.py``); a joint
@@ -19,13 +19,7 @@ from torch import nn
 
 from winnow.search_space.spec import SearchSpace
 from winnow.search_space.trial import EpochCallback
-from winnow.supernet.registry import (
-    SUPERNETS,
-    SupernetEntry,
-    TrainSettings,
-    steps_per_epoch,
-    tensor_dataset,
-)
+from winnow.supernet.seam import TrainSettings, steps_per_epoch, tensor_dataset
 
 
 def build(space: SearchSpace, num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
@@ -65,6 +59,3 @@ def train(
         on_epoch=on_epoch,
     )
     return report.steps
-
-
-SUPERNETS.register("nb201", SupernetEntry(build=build, train=train))

@@ -1,17 +1,13 @@
 """Which families have a supernet, and how the engine builds, trains and scores with one.
 
 ``SUPERNETS`` maps a family name (``macro``, ``nb201``, ``mlp``) to a :class:`SupernetEntry`:
-three functions, so that the engine and its workers (``workers/supernet_trials.py``) handle
-every family's supernet the same way. A family plugs in with a few lines in its own module::
-
-    from winnow.supernet.registry import SUPERNETS, SupernetEntry
-
-    SUPERNETS.register("nb201", SupernetEntry(build=build_nb201, train=train_nb201))
-
-and one import line at the foot of this module (the registry is complete once
-``winnow.supernet.registry`` is imported, as the spec checks need): ``macro`` is here,
-``nb201`` in ``nb201_entry.py``, ``mlp`` in ``mlp_entry.py``. ``score`` defaults to
-``inherited_accuracy``, which asks only for the supernet's ``get_active_subnet``.
+its functions, so that the engine and its workers (``workers/supernet_trials.py``) handle
+every family's supernet the same way. A family plugs in with its adapter functions in a module
+of its own (``nb201_entry.py``, ``mlp_entry.py``: they import ``seam.py``, never this module)
+and one ``SUPERNETS.register`` line at the foot of this one, so that the registry is complete
+once ``winnow.supernet.registry`` is imported, as the spec checks need (``macro``'s adapters
+are here). ``score`` defaults to ``inherited_accuracy``, which asks only for the supernet's
+``get_active_subnet``.
 
 The entry's functions (``space``: the whole ``SearchSpace``, since a supernet may depend on more
 than the architecture section, as ``mlp``'s does on the norms and the quantization axis):
@@ -46,26 +42,13 @@ import torch
 from torch import nn
 
 from winnow.search_space.candidate import Candidate
-from winnow.search_space.datasets import Dataset
 from winnow.search_space.registry import Registry
 from winnow.search_space.spec import SearchSpace
 from winnow.search_space.trial import EpochCallback
+from winnow.supernet import mlp_entry, nb201_entry
 from winnow.supernet.batchnorm import DEFAULT_BATCHES
 from winnow.supernet.macro_training import inherited_accuracy
-
-Batch = tuple[torch.Tensor, torch.Tensor]
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    """What every family's training takes (the spec's ``strategy.supernet``, less what the
-    stage alone uses)."""
-
-    epochs: int = 5
-    max_seconds: float | None = None  # the time budget; None: the epochs alone
-    batch_size: int = 64
-    seed: int = 0
-
+from winnow.supernet.seam import Batch, TrainSettings, steps_per_epoch
 
 Build = Callable[[SearchSpace, int, tuple[int, ...]], nn.Module]
 Train = Callable[
@@ -87,19 +70,6 @@ Covers = Callable[[SearchSpace], dict[str, Any]]
 def architecture_section(space: SearchSpace) -> dict[str, Any]:
     """The default ``covers``: a supernet of the architecture section alone."""
     return {"architecture": space.architecture.model_dump(mode="json")}
-
-
-def tensor_dataset(x: torch.Tensor, y: torch.Tensor) -> Dataset:
-    """Normalised training samples as a ``Dataset`` (identity normalisation, no test split, no
-    augmentation: the registry's callers pass the samples already normalised), for the
-    families whose training reads a ``Dataset``."""
-    empty = x[:0]
-    one = torch.ones(1)
-    return Dataset("supernet", x, y, empty, y[:0], int(y.max()) + 1, 1.0, one * 0, one, False)
-
-
-def steps_per_epoch(samples: int, batch_size: int) -> int:
-    return max(1, samples // batch_size)
 
 
 @dataclass(frozen=True)
@@ -147,5 +117,13 @@ def _train_macro(
 
 SUPERNETS.register("macro", SupernetEntry(build=_build_macro, train=_train_macro))
 
-# the other families register in their own modules (they import this one: keep these last)
-from winnow.supernet import mlp_entry, nb201_entry  # noqa: E402, F401
+
+# --- nb201 and mlp: their adapters live in their own modules ------------------------------------
+
+SUPERNETS.register("nb201", SupernetEntry(build=nb201_entry.build, train=nb201_entry.train))
+SUPERNETS.register(
+    "mlp",
+    SupernetEntry(
+        build=mlp_entry.build, train=mlp_entry.train, score=mlp_entry.score, covers=mlp_entry.covers
+    ),
+)
