@@ -24,7 +24,8 @@ than the architecture section, as ``mlp``'s does on the norms and the quantizati
   statistics (and whatever else the family re-estimates) taken from the first ``bn_batches``
   training batches.
 - ``covers(space)``: what of the space the trained supernet depends on, a JSON-able dict that
-  goes into the stored supernet's key (default: the architecture section).
+  goes into the stored supernet's key (default: the architecture section); a ``ValueError``
+  says the supernet cannot cover the space, which the spec check reports at submission.
 
 What a supernet ranks: the architecture (x quantization, for ``mlp``) under the supernet's own
 normalization and optimizer; neither is shared across a supernet, so a candidate's other choices
