@@ -258,7 +258,11 @@ class Supernet(_Strict):
     own, stored and reused by later searches on the task), then every candidate that passed
     the proxy screen is scored by its inherited accuracy on a validation split carved from the
     training data. After ``warmup`` scored candidates, one whose inherited accuracy is below
-    the ``1 - keep_fraction`` quantile of those scored so far (itself included) is pruned."""
+    the ``1 - keep_fraction`` quantile of those scored so far (itself included) is pruned.
+    Families with a supernet: ``macro``, ``nb201`` and ``mlp``. A supernet ranks the
+    architecture (for ``mlp``, x quantization) under its own norm and optimizer: an ``mlp``
+    space's supernet uses batchnorm when the space allows it (else its first norm with an
+    elastic-width form), and a candidate of another norm is scored on the rest of its recipe."""
 
     epochs: int = Field(5, ge=1, le=MAX_RUNG_EPOCHS)
     """Epochs of supernet training over the training samples not held out."""
@@ -267,8 +271,8 @@ class Supernet(_Strict):
     batch_size: int = Field(64, ge=2, le=4096)
     """The supernet's training batch size."""
     bn_batches: int = Field(4, ge=0, le=1000)
-    """Training batches each subnet's BatchNorm statistics are re-estimated on (0: the
-    supernet's own, the ablation)."""
+    """Training batches each subnet's BatchNorm statistics (and, for ``mlp``, its activation
+    ranges) are re-estimated on (0: the supernet's own, the ablation)."""
     validation_fraction: float = Field(0.2, gt=0, lt=1, allow_inf_nan=False)
     """The fraction of the training samples held out to score candidates on."""
     validation_samples: int = Field(512, ge=1, le=1_000_000)
@@ -446,7 +450,7 @@ class SearchSpec(_Strict):
 
     def supernet_problems(self) -> Iterator[Problem]:
         """``strategy.supernet`` needs a supernet registered for the space's family
-        (``winnow.supernet.registry.SUPERNETS``)."""
+        (``winnow.supernet.registry.SUPERNETS``) that can cover the space."""
         if self.strategy.supernet is None:
             return
         from winnow.supernet.registry import SUPERNETS
@@ -459,6 +463,11 @@ class SearchSpec(_Strict):
             allowed = ", ".join(SUPERNETS.names())
             message = f"family {family!r} has no supernet yet; families with one: {allowed}"
             yield "strategy.supernet", message
+            return
+        try:  # a space the family's supernet cannot cover (an mlp space of no sliceable norm)
+            SUPERNETS.get(family).covers(self.search_space)
+        except ValueError as error:
+            yield "strategy.supernet", str(error)
 
     def local_problems(self) -> Iterator[Problem]:
         """The checks past the shape that need no registry (no torch), so that the client

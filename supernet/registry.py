@@ -1,29 +1,35 @@
 """Which families have a supernet, and how the engine builds, trains and scores with one.
 
 ``SUPERNETS`` maps a family name (``macro``, ``nb201``, ``mlp``) to a :class:`SupernetEntry`:
-three functions, so that the engine and its workers (``workers/supernet_trials.py``) handle
-every family's supernet the same way. A family plugs in with a few lines in its own module::
+its functions, so that the engine and its workers (``workers/supernet_trials.py``) handle
+every family's supernet the same way. A family plugs in with its adapter functions in a module
+of its own (``nb201_entry.py``, ``mlp_entry.py``: they import ``seam.py``, never this module)
+and one ``SUPERNETS.register`` line at the foot of this one, so that the registry is complete
+once ``winnow.supernet.registry`` is imported, as the spec checks need (``macro``'s adapters
+are here). ``score`` defaults to ``inherited_accuracy``, which asks only for the supernet's
+``get_active_subnet``.
 
-    from winnow.supernet.registry import SUPERNETS, SupernetEntry
+The entry's functions (``space``: the whole ``SearchSpace``, since a supernet may depend on more
+than the architecture section, as ``mlp``'s does on the norms and the quantization axis):
 
-    SUPERNETS.register("nb201", SupernetEntry(build=build_nb201, train=train_nb201))
-
-and one import line at the foot of this module (the registry is complete once
-``winnow.supernet.registry`` is imported, as the spec checks need). ``score`` defaults to
-``inherited_accuracy``, which asks only for the supernet's ``get_active_subnet``.
-
-The entry's functions:
-
-- ``build(architecture, num_classes, input_shape)``: a fresh supernet (an ``nn.Module``) for the
-  space's ``architecture`` section (e.g. ``MacroSpace``), the task's classes and input shape.
-- ``train(supernet, x, y, settings, on_epoch, checkpoint)``: train it in place on normalised
-  training samples within ``settings.epochs`` and ``settings.max_seconds``, calling
+- ``build(space, num_classes, input_shape)``: a fresh supernet (an ``nn.Module``) for the
+  space (its ``architecture`` section, e.g. ``MacroSpace``), the task's classes and input shape.
+- ``train(supernet, space, x, y, settings, on_epoch, checkpoint)``: train it in place on
+  normalised training samples within ``settings.epochs`` and ``settings.max_seconds``, calling
   ``on_epoch(epoch, epochs, loss, seconds)`` after each epoch, resuming from ``checkpoint``
-  when that file exists and saving it after every epoch (so a trial killed mid-way resumes);
-  returns the optimizer steps done in all.
+  when that file exists and saving it before each epoch is reported (so a trial killed mid-way
+  resumes after the last epoch it reported); returns the optimizer steps done in all.
 - ``score(supernet, candidate, train_batches, val_batches, bn_batches)``: the candidate's
   inherited accuracy on the validation batches (carved from the training split), its BatchNorm
-  statistics re-estimated on the first ``bn_batches`` training batches.
+  statistics (and whatever else the family re-estimates) taken from the first ``bn_batches``
+  training batches.
+- ``covers(space)``: what of the space the trained supernet depends on, a JSON-able dict that
+  goes into the stored supernet's key (default: the architecture section); a ``ValueError``
+  says the supernet cannot cover the space, which the spec check reports at submission.
+
+What a supernet ranks: the architecture (x quantization, for ``mlp``) under the supernet's own
+normalization and optimizer; neither is shared across a supernet, so a candidate's other choices
+are not what its score measures (each family's module says how it treats them).
 """
 
 from __future__ import annotations
@@ -38,29 +44,33 @@ from torch import nn
 
 from winnow.search_space.candidate import Candidate
 from winnow.search_space.registry import Registry
+from winnow.search_space.spec import SearchSpace
 from winnow.search_space.trial import EpochCallback
+from winnow.supernet import mlp_entry, nb201_entry
 from winnow.supernet.batchnorm import DEFAULT_BATCHES
 from winnow.supernet.macro_training import inherited_accuracy
+from winnow.supernet.seam import Batch, TrainSettings, steps_per_epoch
 
-Batch = tuple[torch.Tensor, torch.Tensor]
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    """What every family's training takes (the spec's ``strategy.supernet``, less what the
-    stage alone uses)."""
-
-    epochs: int = 5
-    max_seconds: float | None = None  # the time budget; None: the epochs alone
-    batch_size: int = 64
-    seed: int = 0
-
-
-Build = Callable[[Any, int, tuple[int, ...]], nn.Module]
+Build = Callable[[SearchSpace, int, tuple[int, ...]], nn.Module]
 Train = Callable[
-    [nn.Module, torch.Tensor, torch.Tensor, TrainSettings, EpochCallback | None, Path | None], int
+    [
+        nn.Module,
+        SearchSpace,
+        torch.Tensor,
+        torch.Tensor,
+        TrainSettings,
+        EpochCallback | None,
+        Path | None,
+    ],
+    int,
 ]
 Score = Callable[[nn.Module, Candidate, Iterable[Batch], Iterable[Batch], int], float]
+Covers = Callable[[SearchSpace], dict[str, Any]]
+
+
+def architecture_section(space: SearchSpace) -> dict[str, Any]:
+    """The default ``covers``: a supernet of the architecture section alone."""
+    return {"architecture": space.architecture.model_dump(mode="json")}
 
 
 @dataclass(frozen=True)
@@ -71,6 +81,7 @@ class SupernetEntry:
     build: Build
     train: Train
     score: Score = inherited_accuracy
+    covers: Covers = architecture_section
     bn_batches: int = DEFAULT_BATCHES  # the family's default number of BatchNorm batches
 
 
@@ -80,14 +91,15 @@ SUPERNETS: Registry[SupernetEntry] = Registry("supernet family")
 # --- macro: the elastic OFA / BigNAS supernet ----------------------------------------------------
 
 
-def _build_macro(architecture: Any, num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
+def _build_macro(space: SearchSpace, num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
     from winnow.supernet.macro import MacroSupernet
 
-    return MacroSupernet(architecture, num_classes, input_shape)
+    return MacroSupernet(space.architecture, num_classes, input_shape)
 
 
 def _train_macro(
     supernet: nn.Module,
+    space: SearchSpace,
     x: torch.Tensor,
     y: torch.Tensor,
     settings: TrainSettings,
@@ -97,7 +109,7 @@ def _train_macro(
     from winnow.supernet.macro_training import SandwichSettings, train_supernet
 
     sandwich = SandwichSettings(batch_size=settings.batch_size, seed=settings.seed)
-    steps = settings.epochs * max(1, len(y) // settings.batch_size)
+    steps = settings.epochs * steps_per_epoch(len(y), settings.batch_size)
     report = train_supernet(
         supernet, x, y, sandwich, steps, settings.max_seconds, on_epoch, checkpoint
     )
@@ -105,3 +117,14 @@ def _train_macro(
 
 
 SUPERNETS.register("macro", SupernetEntry(build=_build_macro, train=_train_macro))
+
+
+# --- nb201 and mlp: their adapters live in their own modules ------------------------------------
+
+SUPERNETS.register("nb201", SupernetEntry(build=nb201_entry.build, train=nb201_entry.train))
+SUPERNETS.register(
+    "mlp",
+    SupernetEntry(
+        build=mlp_entry.build, train=mlp_entry.train, score=mlp_entry.score, covers=mlp_entry.covers
+    ),
+)

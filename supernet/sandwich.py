@@ -215,10 +215,11 @@ def train(
         step += 1
         if not math.isfinite(loss):
             raise ArithmeticError(f"supernet loss became {loss} at step {step}")
-        if on_progress is not None and (step % progress_every == 0 or step == last):
-            on_progress(step, config.steps, loss, time.perf_counter() - start)
+        # saved before the step is reported: a caller killed in its report resumes after it
         if checkpoint is not None and step % checkpoint_every == 0:
             save_checkpoint(checkpoint, state_dict(supernet, optimizer, step, config))
+        if on_progress is not None and (step % progress_every == 0 or step == last):
+            on_progress(step, config.steps, loss, time.perf_counter() - start)
     if checkpoint is not None:
         save_checkpoint(checkpoint, state_dict(supernet, optimizer, step, config))
     supernet.eval()

@@ -61,10 +61,10 @@ def _split_of(dataset_name: str, fraction: float, seed: int) -> tuple[torch.Tens
 
 
 def _build(options: dict[str, Any], dataset: Dataset) -> nn.Module:
-    architecture = parse_space(options["space"]).architecture
+    space = parse_space(options["space"])
     torch.manual_seed(options["settings"]["seed"])  # the supernet's initial weights
-    entry = SUPERNETS.get(architecture.family)
-    return entry.build(architecture, dataset.num_classes, dataset.input_shape)
+    entry = SUPERNETS.get(space.architecture.family)
+    return entry.build(space, dataset.num_classes, dataset.input_shape)
 
 
 def _failed(error: Exception, start: float) -> TrialResult:
@@ -89,8 +89,9 @@ def train_supernet_trial(spec: TrialSpec, on_epoch: EpochCallback | None = None)
             settings["epochs"], settings["max_seconds"], settings["batch_size"], settings["seed"]
         )
         checkpoint.parent.mkdir(parents=True, exist_ok=True)
-        family = SUPERNETS.get(parse_space(options["space"]).architecture.family)
-        steps = family.train(supernet, x, y, train, on_epoch, checkpoint)
+        space = parse_space(options["space"])
+        family = SUPERNETS.get(space.architecture.family)
+        steps = family.train(supernet, space, x, y, train, on_epoch, checkpoint)
         partial = output.with_name(output.name + ".tmp")
         torch.save(supernet.state_dict(), partial)
         os.replace(partial, output)  # complete or absent

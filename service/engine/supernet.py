@@ -41,6 +41,7 @@ from winnow.service.engine.journal import Journal
 from winnow.service.engine.state import SearchState
 from winnow.service.search_spec import SearchSpec
 from winnow.service.store import SqlEquivalenceCache, Store
+from winnow.supernet.registry import SUPERNETS
 from winnow.workers.executor import Executor
 from winnow.workers.supernet_trials import SCORE_STAGE, TRAIN_STAGE
 
@@ -72,10 +73,12 @@ def training_settings(spec: SearchSpec) -> dict[str, Any]:
 
 
 def supernet_key(spec: SearchSpec) -> str:
-    """The stored supernet's key: the task, the space's architecture section (what the supernet
-    covers) and the training settings."""
-    architecture = spec.search_space.architecture.model_dump(mode="json")
-    what = {"task": spec.task.key, "architecture": architecture, **training_settings(spec)}
+    """The stored supernet's key: the task, what of the space the supernet covers (its
+    family's ``covers``: the architecture section, and for ``mlp`` its norm and quantization
+    axis too) and the training settings."""
+    space = spec.search_space
+    covered = SUPERNETS.get(space.architecture.family).covers(space)
+    what = {"task": spec.task.key, **covered, **training_settings(spec)}
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:24]
 
 

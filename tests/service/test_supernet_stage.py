@@ -1,7 +1,8 @@
 """The supernet stage end to end: a small real search on digits with ``strategy.supernet``
 trains the macro supernet once (a trial of its own, with epoch events), scores candidates by
 inherited accuracy (``supernet`` rows), prunes the weak ones, and a second search reuses the
-stored supernet; the training trial resumes from its checkpoint after a kill; spec errors."""
+stored supernet; an mlp space's search trains one supernet whatever its norms; the training
+trial resumes from its checkpoint after a kill; spec errors."""
 
 from __future__ import annotations
 
@@ -106,6 +107,28 @@ def test_a_search_trains_the_supernet_once_scores_prunes_and_the_next_reuses_it(
     assert "supernet_reused" in [e.kind for e in store.events(second.search_id)]
     scored = [r for r in store.trials(second.search_id) if r.stage == "supernet"]
     assert scored  # with the reused supernet
+
+
+MLP_SPACE = {
+    "architecture": {"family": "mlp", "depth": [1, 2], "width": [16, 32]},
+    "normalization": ["layernorm", "batchnorm"],
+    "optimizer": {"name": "adamw", "lr": 0.003, "batch_size": 128},
+    "quantization": {"weight_bits": [8, 32], "activation_bits": [8, 32]},
+}
+
+
+def test_a_search_of_an_mlp_space_scores_every_norm_with_one_batchnorm_supernet(store):
+    world = Counting()
+    spec = make_spec(space=MLP_SPACE, budget={"max_trials": 6, "max_proposals": 16})
+    engine = Engine.create(spec, store, InProcessExecutor(world))
+    engine.run()
+    assert world.stages[TRAIN_STAGE] == 1
+    rows = [r for r in store.trials(engine.search_id) if r.stage == "supernet"]
+    assert len(rows) > SUPERNET["warmup"] and all(0 <= r.metrics[METRIC] <= 1 for r in rows)
+    # the supernet is batchnorm's; a layernorm candidate is scored on the rest of its recipe
+    assert {json.loads(r.candidate)["normalization"] for r in rows} == {"layernorm", "batchnorm"}
+    record = store.supernet(supernet_key(engine.spec))
+    assert record is not None and record.family == "mlp"
 
 
 def test_a_supernet_that_fails_to_train_is_reported_and_the_cascade_goes_on_without_it(store):
@@ -222,4 +245,11 @@ def test_a_family_without_a_supernet_is_refused_at_submission(monkeypatch):
     data = make_spec().model_dump(mode="json")
     data["space"] = {"architecture": {"family": "mlp", "width": [16, 32]}}
     with pytest.raises(SpecError, match="family 'mlp' has no supernet yet; families with one"):
+        parse_search_spec(data)
+
+
+def test_an_mlp_space_of_no_sliceable_norm_is_refused_at_submission():
+    data = make_spec().model_dump(mode="json")
+    data["space"] = MLP_SPACE | {"normalization": ["evonorm_b0", "evonorm_s0"]}
+    with pytest.raises(SpecError, match=r"strategy\.supernet.*has an elastic-width form"):
         parse_search_spec(data)

@@ -1,0 +1,61 @@
+"""The ``nb201`` family's adapters for ``registry.SUPERNETS``: the one-shot supernet of ``nb201.py``
+trained by ``nb201_training.train_supernet`` (SPOS), scored by the default inherited accuracy.
+
+What it ranks: the cell, under the supernet's own BatchNorm and SGD (``nb201.py``); a joint
+space's normalization, optimizer and quantization choices are not shared, so every candidate of
+a cell gets that cell's score. Built at the space's size (``channels``, ``cells_per_stage``)
+over its ``ops``, with the input channels of the task; uniform sampling, no entanglement (the
+family's defaults). Training: ``settings.epochs`` epochs of the samples as steps, within
+``settings.max_seconds``; the samples come normalised, so the crop-and-flip augmentation of
+the benchmark's own runs (``bench supernet``) is not applied here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from winnow.search_space.spec import SearchSpace
+from winnow.search_space.trial import EpochCallback
+from winnow.supernet.seam import TrainSettings, steps_per_epoch, tensor_dataset
+
+
+def build(space: SearchSpace, num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
+    from winnow.supernet.nb201 import NB201Supernet
+
+    arch = space.architecture
+    return NB201Supernet(
+        num_classes,
+        in_channels=input_shape[0],
+        channels=arch.channels,
+        cells_per_stage=arch.cells_per_stage,
+        ops=tuple(arch.ops),
+    )
+
+
+def train(
+    supernet: nn.Module,
+    space: SearchSpace,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    settings: TrainSettings,
+    on_epoch: EpochCallback | None,
+    checkpoint: Path | None,
+) -> int:
+    from winnow.supernet import nb201_training
+
+    per_epoch = steps_per_epoch(len(y), settings.batch_size)
+    spos = nb201_training.TrainSettings(batch_size=settings.batch_size, seed=settings.seed)
+    report = nb201_training.train_supernet(
+        supernet,
+        tensor_dataset(x, y),
+        spos,
+        steps=settings.epochs * per_epoch,
+        seconds=settings.max_seconds,
+        checkpoint=checkpoint,
+        checkpoint_every=per_epoch,  # saved before the epoch is reported
+        on_epoch=on_epoch,
+    )
+    return report.steps
