@@ -25,7 +25,8 @@ symmetric and affine). Per candidate and format:
   a trial's weights: every trained trial's ranges are calibrated. An uncalibrated network
   quantizes each batch on the batch's own range, so one float-rounding flip (ONNX Runtime and
   torch sum in different orders) moves every later layer's range and the whole output with it
-  (at 3ca7b04's seed-0 sample, 6 of the 300 were off by 1 to 2.3 steps that way). A float
+  (at 3ca7b04's seed-0 sample, 6 of the 300 were off by 1 to 2.3 steps that way). ONNX
+  Runtime runs the graph as written (``onnx_export.run_onnx``: optimizations off). A float
   failure's reason gives torch's own float32 error against float64, to tell conditioning
   (e.g. a GroupNorm over two channels) from a wrong graph.
 
