@@ -390,7 +390,12 @@ def _readme(recipe: dict[str, Any], trained: bool) -> str:
         "before each activation's QuantizeLinear (also for affine policies under 8 bits). "
         "ONNX rounds x / scale where winnow rounds x * (1 / scale), which can move a value "
         "on a rounding tie by one step; without the Clip a symmetric activation beyond the "
-        "calibrated range could reach -128 steps where winnow stops at -127.\n"
+        "calibrated range could reach -128 steps where winnow stops at -127. Float "
+        "rounding differs between runtimes, and in a deep quantized network a value it moves "
+        "across a rounding boundary is one step off and moves the layers after it: with ONNX "
+        "Runtime's graph optimizations off (`GraphOptimizationLevel.ORT_DISABLE_ALL`) 298 of "
+        "300 sampled winnow networks agreed with winnow within one output step, 283 with "
+        "them on.\n"
     )
 
 
