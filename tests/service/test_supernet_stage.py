@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from pathlib import Path
 
 import pytest
 import torch
@@ -21,7 +22,7 @@ from winnow.service.store import Store, sqlite_url
 from winnow.supernet.registry import SUPERNETS
 from winnow.workers.executor import InProcessExecutor
 from winnow.workers.run import run_trial
-from winnow.workers.supernet_trials import TRAIN_STAGE
+from winnow.workers.supernet_trials import LOAD_ERROR, TRAIN_STAGE
 
 MACRO = {
     "family": "macro",
@@ -253,3 +254,74 @@ def test_an_mlp_space_of_no_sliceable_norm_is_refused_at_submission():
     data["space"] = MLP_SPACE | {"normalization": ["evonorm_b0", "evonorm_s0"]}
     with pytest.raises(SpecError, match=r"strategy\.supernet.*has an elastic-width form"):
         parse_search_spec(data)
+
+
+def _failing_stage(world, stage, error="RuntimeError: boom", times=1):
+    """``world``, whose first ``times`` trials of ``stage`` fail."""
+    left = [times]
+
+    def run(spec: TrialSpec, on_epoch=None):
+        if spec.stage == stage and left[0] > 0:
+            left[0] -= 1
+            world.stages[spec.stage] += 1
+            return TrialResult(Status.FAILED, error=error)
+        return world(spec, on_epoch)
+
+    return run
+
+
+def test_a_search_whose_supernet_scoring_failed_resumes(store):
+    engine = search(store, _failing_stage(Counting(), "supernet"))
+    rows = [r for r in store.trials(engine.search_id) if r.stage == "supernet"]
+    assert any(r.status == Status.FAILED and METRIC not in r.metrics for r in rows)
+    resumed = Engine.resume(store, engine.search_id, InProcessExecutor(run_trial))
+    screen = resumed.stages[-2]
+    assert len(screen.rule.scores) == len([r for r in rows if METRIC in r.metrics]) > 0
+
+
+def test_a_retrained_supernet_is_scored_afresh_not_from_the_lost_ones_cache(store):
+    first = search(store, Counting())
+    Path(store.supernet(supernet_key(first.spec)).path).unlink()  # the file is lost
+    world = Counting()
+    search(store, world)
+    assert world.stages[TRAIN_STAGE] == 1 and world.stages["supernet"] > 0
+
+
+def test_a_supernet_file_that_cannot_be_loaded_is_reported_once_and_the_cascade_goes_on(
+    store, tmp_path
+):
+    world = Counting()
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"not a torch file")
+
+    def trains_garbage(spec: TrialSpec, on_epoch=None):
+        if spec.stage == TRAIN_STAGE:
+            world.stages[spec.stage] += 1
+            return TrialResult(Status.OK, value=str(broken))
+        return world(spec, on_epoch)
+
+    engine = search(store, trains_garbage)
+    failed = [e.payload for e in store.events(engine.search_id) if e.kind == "supernet_failed"]
+    assert len(failed) == 1 and LOAD_ERROR in failed[0]["error"]
+    assert world.stages["supernet"] == 1  # the first scoring found it out; none after
+    trials = store.trials(engine.search_id)
+    assert not [r for r in trials if r.stage == "supernet"]
+    assert [r for r in trials if r.stage == "train" and r.status == Status.OK]
+
+
+def test_a_checkpoint_that_cannot_be_resumed_is_set_aside_and_training_starts_afresh(
+    store, tmp_path
+):
+    spec = make_spec()
+    engine = Engine.create(spec, store, InProcessExecutor(run_trial))
+    options = engine.stages[-2].trained.options()
+    options |= {"output": str(tmp_path / "s.pt"), "checkpoint": str(tmp_path / "s.ckpt")}
+    (tmp_path / "s.ckpt").write_bytes(b"truncated by a crash")
+    trial = TrialSpec(
+        _any_candidate(spec), "digits", stage=TRAIN_STAGE, options=json.dumps(options)
+    )
+    seen = []
+    result = run_trial(trial, lambda epoch, *rest: seen.append(epoch))
+    assert result.status == Status.OK, result.error
+    assert seen == [1, 2] and (tmp_path / "s.pt").is_file()
+    assert (tmp_path / "s.ckpt.bad").read_bytes() == b"truncated by a crash"
