@@ -325,3 +325,27 @@ def test_a_checkpoint_that_cannot_be_resumed_is_set_aside_and_training_starts_af
     assert result.status == Status.OK, result.error
     assert seen == [1, 2] and (tmp_path / "s.pt").is_file()
     assert (tmp_path / "s.ckpt.bad").read_bytes() == b"truncated by a crash"
+
+
+def test_a_search_waiting_for_another_ones_training_sees_its_cancel(store):
+    import threading
+    import time
+
+    from winnow.service.engine.supernet import _training_lock
+
+    engine = Engine.create(make_spec(), store, InProcessExecutor(run_trial))
+    lock = _training_lock(supernet_key(engine.spec))
+
+    def kinds():
+        return [e.kind for e in store.events(engine.search_id)]
+
+    with lock:  # another search is training this supernet, and does not finish
+        runner = threading.Thread(target=engine.run, daemon=True)
+        runner.start()
+        deadline = time.monotonic() + 60
+        while "supernet_waiting" not in kinds() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        engine.cancel()
+        runner.join(timeout=60)
+        assert not runner.is_alive()  # it stopped waiting
+    assert kinds().count("supernet_waiting") == 1 and "supernet_training" not in kinds()
