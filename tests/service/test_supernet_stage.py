@@ -283,8 +283,10 @@ def test_a_retrained_supernet_is_scored_afresh_not_from_the_lost_ones_cache(stor
     first = search(store, Counting())
     Path(store.supernet(supernet_key(first.spec)).path).unlink()  # the file is lost
     world = Counting()
-    search(store, world)
-    assert world.stages[TRAIN_STAGE] == 1 and world.stages["supernet"] > 0
+    second = search(store, world)
+    rows = [r for r in store.trials(second.search_id) if r.stage == "supernet"]
+    assert world.stages[TRAIN_STAGE] == 1 and rows
+    assert world.stages["supernet"] == len(rows)  # every score is the new supernet's
 
 
 def test_a_supernet_file_that_cannot_be_loaded_is_reported_once_and_the_cascade_goes_on(
