@@ -105,3 +105,15 @@ def test_progress_reports_the_mean_loss_of_the_steps_since_the_last_report():
     each = heard(1)
     assert len(set(each)) == 4
     assert heard(2) == pytest.approx([sum(each[:2]) / 2, sum(each[2:]) / 2])
+
+
+def test_policies_are_drawn_from_the_quantization_axis_alone():
+    import random
+
+    data = SPACE.model_dump(mode="json")
+    data["optimizer"] = {"name": "adamw", "lr": {"low": 1e-4, "high": 1e-1, "log": True}}
+    other = SearchSpace.model_validate(data)
+    draws = [
+        [sample_policy(space, random.Random(seed)) for seed in range(5)] for space in (SPACE, other)
+    ]
+    assert draws[0] == draws[1] and len({p.model_dump_json() for p in draws[0]}) > 1
