@@ -67,9 +67,12 @@ def _split_of(dataset_name: str, fraction: float, seed: int) -> tuple[torch.Tens
 
 def _build(options: dict[str, Any], dataset: Dataset) -> nn.Module:
     space = parse_space(options["space"])
-    torch.manual_seed(options["settings"]["seed"])  # the supernet's initial weights
     entry = SUPERNETS.get(space.architecture.family)
-    return entry.build(space, dataset.num_classes, dataset.input_shape)
+    # the supernet's initial weights, seeded without reseeding the caller's generator (an
+    # in-process executor runs this in the engine's process)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(options["settings"]["seed"])
+        return entry.build(space, dataset.num_classes, dataset.input_shape)
 
 
 def _failed(error: Exception, start: float) -> TrialResult:

@@ -1,10 +1,13 @@
 """The supernet stage (``strategy.supernet``): candidates that passed the proxy screen are scored
 by the accuracy they inherit from a trained weight-sharing supernet, and the weak ones stop.
 
-The supernet of (task, space, settings) is trained once, as a trial of its own on the executor
-(``supernet_train``: epochs reported as ``supernet_epoch`` events, checkpointed, resumed after a
-kill), stored in the artifact folder and recorded in the store (``Store.remember_supernet``):
-every later search on the task with the same space and settings finds it and trains nothing.
+The supernet of (task, what of the space its family covers, settings: ``supernet_key``) is
+trained once, as a trial of its own on the executor (``supernet_train``: epochs reported as
+``supernet_epoch`` events, checkpointed, resumed after a kill), stored in the artifact folder and
+recorded in the store (``Store.remember_supernet``): every later search on the task whose space
+covers the same and with the same settings finds it and trains nothing. A search whose key
+another search of this process is training waits for it (``supernet_waiting``), seeing its own
+cancel and budget meanwhile.
 
 **Trains first, does not wait.** The first proposal that reaches the stage starts the training
 and waits for it (progress: ``supernet_training`` then one ``supernet_epoch`` event per epoch,
@@ -12,13 +15,16 @@ then ``supernet_trained``). Passing candidates on unscored meanwhile would spend
 exactly those the stage exists to stop, and would leave the stage's population (and the evidence
 ladder's tier) without them; the proxy screen's cost until then is small beside the supernet's.
 A training that fails is reported (``supernet_failed``) and the stage then passes every
-candidate: the search goes on as a cascade without the supernet.
+candidate: the search goes on as a cascade without the supernet; so does a trained file that
+cannot be loaded (a scoring trial's ``LOAD_ERROR``), reported once. A training stopped with the
+search is ``supernet_cancelled``.
 
 **The rule.** Each scored candidate gets a ``supernet`` row with ``supernet.accuracy`` (its
 inherited accuracy on a validation split carved from the training data). The first ``warmup``
 scored candidates go on; after them, one below the ``1 - keep_fraction`` quantile of every score
 so far (itself included; rebuilt from the rows on resume) is pruned. Scores are cached by
-functional hash under the supernet's key, as proxy scores are.
+functional hash under the supernet's key and the trained file's record (``fidelity``), as proxy
+scores are.
 """
 
 from __future__ import annotations
@@ -218,8 +224,10 @@ class TrainedSupernet:
     def _record(self, result: TrialResult) -> None:
         self.state.device_seconds += result.seconds
         if result.status != Status.OK or result.value is None:
-            self._failed = True
-            self.journal.event("supernet_failed", {"key": self.key, "error": result.error})
+            self._failed = True  # no second training in this run, either way
+            # stopped with the search (its checkpoint trains on when it resumes), or failed
+            kind = "supernet_cancelled" if self.cancelled() else "supernet_failed"
+            self.journal.event(kind, {"key": self.key, "error": result.error})
             return
         self.store.remember_supernet(
             self.key, self.spec.task.key, self.family, self.settings, result.value, result.metrics

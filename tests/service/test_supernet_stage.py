@@ -351,3 +351,33 @@ def test_a_search_waiting_for_another_ones_training_sees_its_cancel(store):
         runner.join(timeout=60)
         assert not runner.is_alive()  # it stopped waiting
     assert kinds().count("supernet_waiting") == 1 and "supernet_training" not in kinds()
+
+
+def test_a_training_stopped_with_the_search_is_reported_cancelled(store):
+    world = Counting()
+    engine = None
+
+    def cancelled_while_training(spec: TrialSpec, on_epoch=None):
+        if spec.stage == TRAIN_STAGE:
+            engine.cancel()
+            return TrialResult(Status.FAILED, error="cancelled with the search")
+        return world(spec, on_epoch)
+
+    engine = Engine.create(make_spec(), store, InProcessExecutor(cancelled_while_training))
+    engine.run()
+    kinds = [e.kind for e in store.events(engine.search_id)]
+    assert "supernet_cancelled" in kinds and "supernet_failed" not in kinds
+
+
+def test_a_supernet_trial_in_process_leaves_the_callers_random_generator_alone(store, tmp_path):
+    spec = make_spec(supernet=SUPERNET | {"epochs": 1})
+    engine = Engine.create(spec, store, InProcessExecutor(run_trial))
+    options = engine.stages[-2].trained.options()
+    options |= {"output": str(tmp_path / "s.pt"), "checkpoint": str(tmp_path / "s.ckpt")}
+    trial = TrialSpec(
+        _any_candidate(spec), "digits", stage=TRAIN_STAGE, options=json.dumps(options)
+    )
+    torch.manual_seed(12345)
+    before = torch.get_rng_state()
+    assert run_trial(trial).status == Status.OK
+    assert torch.equal(torch.get_rng_state(), before)
