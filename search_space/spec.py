@@ -65,7 +65,12 @@ from winnow.search_space.params import (
     param_values,
     to_param,
 )
-from winnow.search_space.quantization import ACTIVATION_BITS, GRANULARITIES, WEIGHT_BITS
+from winnow.search_space.quantization import (
+    ACTIVATION_BITS,
+    GRANULARITIES,
+    WEIGHT_BITS,
+    QuantPolicy,
+)
 from winnow.search_space.schedules import SCHEDULES
 from winnow.search_space.specfile import (
     Problem,
@@ -239,6 +244,11 @@ class SearchSpace(BaseModel):
         for field in ("schedule", "warmup_epochs", "batch_size"):
             decided[field] = decide(chooser, f"optimizer.{field}", getattr(axis, field))
         return decided
+
+    def suggest_quantization(self, chooser: Chooser) -> QuantPolicy:
+        """A policy of the quantization axis alone (what a quantization-trained supernet
+        samples: its draws do not depend on the other axes)."""
+        return QuantPolicy.model_validate(self._suggest_quantization(chooser))
 
     def _suggest_quantization(self, chooser: Chooser) -> dict[str, Any]:
         axis = self.quantization

@@ -42,7 +42,7 @@ class RunningTrials:
             self.supernet = (0, payload.get("epochs", 0))
         elif kind == "supernet_epoch":
             self.supernet = (payload["epoch"], payload["epochs"])
-        elif kind in ("supernet_trained", "supernet_failed"):
+        elif kind in ("supernet_trained", "supernet_failed", "supernet_cancelled"):
             self.supernet = None
         if kind == "trial_started":
             self.epochs[trial_id] = (0, payload["epochs"])

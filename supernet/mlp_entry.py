@@ -87,7 +87,7 @@ def train(
 
 def _per_epoch(on_epoch: EpochCallback | None, per_epoch: int, epochs: int) -> Any:
     """``sandwich.train``'s progress (every ``per_epoch`` steps) as epoch reports: the epoch's
-    last step's loss and the epoch's own seconds."""
+    mean loss and the epoch's own seconds."""
     if on_epoch is None:
         return None
     last = [0.0]

@@ -39,8 +39,9 @@ FLOAT_POLICY = QuantPolicy()
 
 def sample_policy(space: SearchSpace, rng: random.Random) -> QuantPolicy:
     """A quantization policy of ``space``'s quantization axis, drawn as a search draws one
-    (the space's own ``suggest``: its scope, bits, granularity and symmetry choices)."""
-    return space.suggest(RandomChooser(rng)).quantization
+    (its scope, bits, granularity and symmetry choices), and from that axis alone: a training
+    run's draws do not change with the space's optimizer or norm axes."""
+    return space.suggest_quantization(RandomChooser(rng))
 
 
 def new_observer() -> ActivationFakeQuant:

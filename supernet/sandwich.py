@@ -11,8 +11,8 @@ sub-step is full precision (the ablation: a plain elastic supernet scored under 
 A run is a pure function of its settings and the step: the batch of step ``k`` comes from the
 permutation of its epoch (seeded by the epoch), its architectures and policies from a
 ``random.Random`` seeded by the step, and the learning rate from the step (cosine), so a run
-resumed from a checkpoint (``state_dict``: weights, optimizer state, step) continues exactly as
-the uninterrupted run would.
+resumed from a checkpoint (``state_dict``: weights, optimizer state, step, and the seconds
+trained so far, which a time budget counts) continues exactly as the uninterrupted run would.
 """
 
 from __future__ import annotations
@@ -34,7 +34,8 @@ from winnow.search_space.datasets import Dataset
 from winnow.search_space.quantization import QuantPolicy
 from winnow.supernet.quantization import FLOAT_POLICY, weight_distribution_loss
 
-# (steps done, steps in all, the step's summed loss, seconds since this call started)
+# (steps done, steps in all, the mean summed loss of the steps since the last report, seconds
+# since this call started)
 ProgressCallback = Callable[[int, int, float, float], None]
 PolicySampler = Callable[[random.Random], QuantPolicy]
 
@@ -71,7 +72,7 @@ class SandwichConfig:
 @dataclass(frozen=True)
 class TrainReport:
     steps: int  # steps done in all (a resumed run counts the earlier ones)
-    seconds: float  # this call's training time
+    seconds: float  # this call's training time (``elapsed``: the run's, resumes included)
     loss: float  # the last step's summed loss (nan before any step)
 
 
@@ -139,14 +140,20 @@ def sandwich_step(
 
 
 def state_dict(
-    supernet: ElasticSupernet, optimizer: torch.optim.Optimizer, step: int, config: SandwichConfig
+    supernet: ElasticSupernet,
+    optimizer: torch.optim.Optimizer,
+    step: int,
+    config: SandwichConfig,
+    seconds: float = 0.0,
 ) -> dict[str, Any]:
-    """A checkpoint: what resuming needs (the rest is a function of the step)."""
+    """A checkpoint: what resuming needs (the rest is a function of the step); ``seconds``:
+    the training time so far, resumes included (a time budget is the run's, not a call's)."""
     return {
         "supernet": supernet.state_dict(),
         "optimizer": optimizer.state_dict(),
         "step": step,
         "config": asdict(config),
+        "seconds": float(seconds),
     }
 
 
@@ -190,19 +197,26 @@ def train(
     progress_every: int = 100,
 ) -> TrainReport:
     """Train ``supernet`` on ``dataset``'s training split until ``config.steps`` in all, or
-    ``max_steps`` in this call, or ``minutes`` of this call's time, whichever comes first.
-    With ``checkpoint``, a run resumes from the file if it exists and writes it every
-    ``checkpoint_every`` steps and at the end."""
+    ``max_steps`` in this call, or ``minutes`` of training in all (a resumed run's earlier
+    seconds count), whichever comes first. With ``checkpoint``, a run resumes from the file if
+    it exists and writes it every ``checkpoint_every`` steps and at the end."""
     device = next(iter(supernet.parameters())).device
     optimizer = make_optimizer(supernet, config)
-    step = 0
+    step, before = 0, 0.0
     if checkpoint is not None and checkpoint.exists():
         state = torch.load(checkpoint, map_location=device, weights_only=True)
         step = load_state(supernet, optimizer, state, config)
+        before = float(state.get("seconds", 0.0))
     start = time.perf_counter()
-    deadline = start + minutes * 60 if minutes is not None else math.inf
+    deadline = start + minutes * 60 - before if minutes is not None else math.inf
     last = config.steps if max_steps is None else min(config.steps, step + max_steps)
-    loss = math.nan
+    loss, window = math.nan, []  # the losses since the last report
+
+    def save() -> None:
+        assert checkpoint is not None
+        seconds = before + time.perf_counter() - start
+        save_checkpoint(checkpoint, state_dict(supernet, optimizer, step, config, seconds))
+
     supernet.train()
     while step < last and time.perf_counter() < deadline:
         for group in optimizer.param_groups:
@@ -213,14 +227,16 @@ def train(
             batch = step_batch(dataset, config, step, device)
             loss = sandwich_step(supernet, optimizer, batch, rng, sample_policy, config)
         step += 1
+        window.append(loss)
         if not math.isfinite(loss):
             raise ArithmeticError(f"supernet loss became {loss} at step {step}")
         # saved before the step is reported: a caller killed in its report resumes after it
         if checkpoint is not None and step % checkpoint_every == 0:
-            save_checkpoint(checkpoint, state_dict(supernet, optimizer, step, config))
+            save()
         if on_progress is not None and (step % progress_every == 0 or step == last):
-            on_progress(step, config.steps, loss, time.perf_counter() - start)
+            on_progress(step, config.steps, sum(window) / len(window), time.perf_counter() - start)
+            window = []
     if checkpoint is not None:
-        save_checkpoint(checkpoint, state_dict(supernet, optimizer, step, config))
+        save()
     supernet.eval()
     return TrainReport(step, time.perf_counter() - start, loss)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import time
 from pathlib import Path
@@ -36,6 +37,10 @@ from winnow.supernet.registry import SUPERNETS, TrainSettings
 
 TRAIN_STAGE = "supernet_train"
 SCORE_STAGE = "supernet"
+# a scoring trial's error when the supernet's file cannot be loaded (not the candidate's fault:
+# the engine's stage then goes on without the supernet)
+LOAD_ERROR = "SupernetLoadError"
+log = logging.getLogger("winnow.supernet")
 
 
 def _options(spec: TrialSpec) -> dict[str, Any]:
@@ -62,9 +67,12 @@ def _split_of(dataset_name: str, fraction: float, seed: int) -> tuple[torch.Tens
 
 def _build(options: dict[str, Any], dataset: Dataset) -> nn.Module:
     space = parse_space(options["space"])
-    torch.manual_seed(options["settings"]["seed"])  # the supernet's initial weights
     entry = SUPERNETS.get(space.architecture.family)
-    return entry.build(space, dataset.num_classes, dataset.input_shape)
+    # the supernet's initial weights, seeded without reseeding the caller's generator (an
+    # in-process executor runs this in the engine's process)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(options["settings"]["seed"])
+        return entry.build(space, dataset.num_classes, dataset.input_shape)
 
 
 def _failed(error: Exception, start: float) -> TrialResult:
@@ -81,26 +89,73 @@ def train_supernet_trial(spec: TrialSpec, on_epoch: EpochCallback | None = None)
         output, checkpoint = Path(options["output"]), Path(options["checkpoint"])
         if output.is_file():  # trained before the engine recorded it: nothing to redo
             return TrialResult(Status.OK, value=str(output), seconds=time.perf_counter() - start)
-        dataset = load_dataset(spec.dataset)
-        x, y, _, _ = _split(spec.dataset, options["settings"])
-        supernet = _build(options, dataset)
-        settings = options["settings"]
-        train = TrainSettings(
-            settings["epochs"], settings["max_seconds"], settings["batch_size"], settings["seed"]
-        )
         checkpoint.parent.mkdir(parents=True, exist_ok=True)
-        space = parse_space(options["space"])
-        family = SUPERNETS.get(space.architecture.family)
-        steps = family.train(supernet, space, x, y, train, on_epoch, checkpoint)
-        partial = output.with_name(output.name + ".tmp")
-        torch.save(supernet.state_dict(), partial)
-        os.replace(partial, output)  # complete or absent
+        supernet, steps = _train_or_restart(spec, options, on_epoch, checkpoint)
+        _save(supernet, output)
         checkpoint.unlink(missing_ok=True)
     except Exception as error:  # a failed trial must not end the caller's search
         return _failed(error, start)
     seconds = time.perf_counter() - start
     metrics = {"supernet.steps": float(steps), "supernet.train_seconds": seconds}
     return TrialResult(Status.OK, metrics, value=str(output), seconds=seconds)
+
+
+def _train_or_restart(
+    spec: TrialSpec, options: dict[str, Any], on_epoch: EpochCallback | None, checkpoint: Path
+) -> tuple[nn.Module, int]:
+    """The trained supernet and its steps. A checkpoint that cannot be resumed (other
+    settings, an older format, a torch.load error: the training raises before its first
+    epoch) is set aside as ``.ckpt.bad`` and the training starts afresh, once: otherwise every
+    retry of the key would fail on it. An error that recurs on a fresh start is the trial's."""
+    reported = [False]
+
+    def epoch(*args: Any) -> None:
+        reported[0] = True
+        if on_epoch is not None:
+            on_epoch(*args)
+
+    resuming = checkpoint.is_file()
+    try:
+        return _train(spec, options, epoch, checkpoint)
+    except Exception as error:
+        if not resuming or reported[0]:
+            raise
+        bad = checkpoint.with_name(checkpoint.name + ".bad")
+        os.replace(checkpoint, bad)
+        log.warning(
+            "supernet checkpoint %s not resumable (%s: %s): set aside as %s, training afresh",
+            checkpoint,
+            type(error).__name__,
+            error,
+            bad,
+        )
+        return _train(spec, options, on_epoch, checkpoint)
+
+
+def _train(
+    spec: TrialSpec, options: dict[str, Any], on_epoch: EpochCallback | None, checkpoint: Path
+) -> tuple[nn.Module, int]:
+    dataset = load_dataset(spec.dataset)
+    x, y, _, _ = _split(spec.dataset, options["settings"])
+    supernet = _build(options, dataset)
+    settings = options["settings"]
+    train = TrainSettings(
+        settings["epochs"], settings["max_seconds"], settings["batch_size"], settings["seed"]
+    )
+    space = parse_space(options["space"])
+    family = SUPERNETS.get(space.architecture.family)
+    return supernet, family.train(supernet, space, x, y, train, on_epoch, checkpoint)
+
+
+def _save(supernet: nn.Module, output: Path) -> None:
+    """Write the weights as ``.tmp``, fsync, rename: the file is complete or absent, also
+    after a power loss (a recorded file is trusted by its existence)."""
+    partial = output.with_name(output.name + ".tmp")
+    with open(partial, "wb") as file:
+        torch.save(supernet.state_dict(), file)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(partial, output)
 
 
 @functools.lru_cache(maxsize=2)
@@ -121,16 +176,23 @@ def score_supernet_trial(spec: TrialSpec, on_epoch: EpochCallback | None = None)
         settings, path = options["settings"], options["path"]
         family = SUPERNETS.get(spec.candidate.architecture["family"])
         shared = json.dumps({"space": options["space"], "settings": settings}, sort_keys=True)
-        supernet = _loaded(path, os.path.getmtime(path), shared, spec.dataset)
+        try:
+            supernet = _loaded(path, os.path.getmtime(path), shared, spec.dataset)
+        except Exception as error:  # the file's fault, not the candidate's
+            message = f"{LOAD_ERROR}: {path}: {type(error).__name__}: {error}"
+            return TrialResult(Status.FAILED, error=message, seconds=time.perf_counter() - start)
         x, y, val_x, val_y = _split(spec.dataset, settings)
-        # BatchNorm batches: a seeded shuffle, so they mix classes whatever the file's order
-        order = torch.randperm(len(y), generator=torch.Generator().manual_seed(settings["seed"]))
-        size, cap = settings["batch_size"], settings["validation_samples"]
+        # BatchNorm batches and the validation subset: seeded shuffles, so that they mix
+        # classes whatever the file's order (the held-out indices are sorted)
+        seed, size, cap = settings["seed"], settings["batch_size"], settings["validation_samples"]
+        order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
+        held = torch.randperm(len(val_y), generator=torch.Generator().manual_seed(seed + 1))
+        held = held[:cap]
         accuracy = family.score(
             supernet,
             spec.candidate,
             batches(x[order], y[order], size),
-            batches(val_x[:cap], val_y[:cap], size),
+            batches(val_x[held], val_y[held], size),
             settings["bn_batches"],
         )
     except Exception as error:  # a failed candidate must not end the caller's search

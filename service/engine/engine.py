@@ -133,7 +133,9 @@ class Engine:
                 self.journal,
                 self.state,
                 rows,
-                cancelled=lambda: self._cancelled.is_set(),  # set below, read while it trains
+                cancelled=lambda: (
+                    self._stopped()
+                ),  # cancel or budget; set below, read while it trains
             )
         self.stages = self._stages(supernet)
         self.started = time.perf_counter()

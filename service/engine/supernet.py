@@ -1,10 +1,13 @@
 """The supernet stage (``strategy.supernet``): candidates that passed the proxy screen are scored
 by the accuracy they inherit from a trained weight-sharing supernet, and the weak ones stop.
 
-The supernet of (task, space, settings) is trained once, as a trial of its own on the executor
-(``supernet_train``: epochs reported as ``supernet_epoch`` events, checkpointed, resumed after a
-kill), stored in the artifact folder and recorded in the store (``Store.remember_supernet``):
-every later search on the task with the same space and settings finds it and trains nothing.
+The supernet of (task, what of the space its family covers, settings: ``supernet_key``) is
+trained once, as a trial of its own on the executor (``supernet_train``: epochs reported as
+``supernet_epoch`` events, checkpointed, resumed after a kill), stored in the artifact folder and
+recorded in the store (``Store.remember_supernet``): every later search on the task whose space
+covers the same and with the same settings finds it and trains nothing. A search whose key
+another search of this process is training waits for it (``supernet_waiting``), seeing its own
+cancel and budget meanwhile.
 
 **Trains first, does not wait.** The first proposal that reaches the stage starts the training
 and waits for it (progress: ``supernet_training`` then one ``supernet_epoch`` event per epoch,
@@ -12,13 +15,16 @@ then ``supernet_trained``). Passing candidates on unscored meanwhile would spend
 exactly those the stage exists to stop, and would leave the stage's population (and the evidence
 ladder's tier) without them; the proxy screen's cost until then is small beside the supernet's.
 A training that fails is reported (``supernet_failed``) and the stage then passes every
-candidate: the search goes on as a cascade without the supernet.
+candidate: the search goes on as a cascade without the supernet; so does a trained file that
+cannot be loaded (a scoring trial's ``LOAD_ERROR``), reported once. A training stopped with the
+search is ``supernet_cancelled``.
 
 **The rule.** Each scored candidate gets a ``supernet`` row with ``supernet.accuracy`` (its
 inherited accuracy on a validation split carved from the training data). The first ``warmup``
 scored candidates go on; after them, one below the ``1 - keep_fraction`` quantile of every score
 so far (itself included; rebuilt from the rows on resume) is pruned. Scores are cached by
-functional hash under the supernet's key, as proxy scores are.
+functional hash under the supernet's key and the trained file's record (``fidelity``), as proxy
+scores are.
 """
 
 from __future__ import annotations
@@ -41,12 +47,14 @@ from winnow.service.engine.journal import Journal
 from winnow.service.engine.state import SearchState
 from winnow.service.search_spec import SearchSpec
 from winnow.service.store import SqlEquivalenceCache, Store
+from winnow.service.store.sql import SupernetRecord
 from winnow.supernet.registry import SUPERNETS
 from winnow.workers.executor import Executor
-from winnow.workers.supernet_trials import SCORE_STAGE, TRAIN_STAGE
+from winnow.workers.supernet_trials import LOAD_ERROR, SCORE_STAGE, TRAIN_STAGE
 
 METRIC = "supernet.accuracy"
 POLL_SECONDS = 0.5  # how often a waiting engine writes the training's epochs as events
+LOCK_POLL_SECONDS = 0.5  # how soon a search waiting on another's training sees its stop
 # One training per supernet key in this process: two searches of a server on the same task
 # would otherwise train the same supernet at once, into the same checkpoint file.
 _TRAINING: dict[str, threading.Lock] = {}
@@ -124,21 +132,52 @@ class TrainedSupernet:
         self.family = space.architecture.family
         self._options = {"space": space.model_dump(mode="json"), "settings": self.settings}
         self._path: str | None = None
+        self.identity = ""  # the trained file's (``_resolve``), once it is known
         self._failed = False
 
     def path(self, proposal: Proposal, passage: Passage) -> str | None:
         if self._path is None and not self._failed:
             passage.evaluate(lambda: self._find_or_train(proposal))
-        return self._path
+        return None if self._failed else self._path
 
     def _find_or_train(self, proposal: Proposal) -> None:
-        with _training_lock(self.key):  # another search may be training it: wait, then reuse
+        lock = _training_lock(self.key)
+        if not self._acquire(lock):  # stopped while another search trained it
+            return
+        try:
             record = self.store.supernet(self.key)
             if record is None:
                 self._train(proposal)
                 return
-        self._path = record.path
+        finally:
+            lock.release()
+        self._resolve(record)
         self.journal.event("supernet_reused", {"key": self.key, "path": record.path})
+
+    def _acquire(self, lock: threading.Lock) -> bool:
+        """Wait for another search's training of the same key, seeing this search's stop
+        meanwhile (cancel or budget): False when it stopped first."""
+        waiting = False
+        while not lock.acquire(timeout=LOCK_POLL_SECONDS):
+            if self.cancelled():
+                return False
+            if not waiting:
+                waiting = True
+                self.journal.event("supernet_waiting", {"key": self.key})
+        return True
+
+    def _resolve(self, record: SupernetRecord) -> None:
+        self._path = record.path
+        # which training made the file: a supernet retrained under the same key (its file
+        # lost; a ``minutes`` budget makes the weights clock-dependent) is not the cached one's
+        self.identity = f"{record.created_at:.6f}"
+
+    def unusable(self, error: str | None) -> None:
+        """The trained file could not be loaded: reported once, and the stage then passes
+        every candidate, as after a failed training."""
+        if not self._failed:
+            self._failed = True
+            self.journal.event("supernet_failed", {"key": self.key, "error": error})
 
     def options(self) -> dict[str, Any]:
         """The space and the training settings, as the trial stages read them (a copy)."""
@@ -185,13 +224,19 @@ class TrainedSupernet:
     def _record(self, result: TrialResult) -> None:
         self.state.device_seconds += result.seconds
         if result.status != Status.OK or result.value is None:
-            self._failed = True
-            self.journal.event("supernet_failed", {"key": self.key, "error": result.error})
+            self._failed = True  # no second training in this run, either way
+            # stopped with the search (its checkpoint trains on when it resumes), or failed
+            kind = "supernet_cancelled" if self.cancelled() else "supernet_failed"
+            self.journal.event(kind, {"key": self.key, "error": result.error})
             return
         self.store.remember_supernet(
             self.key, self.spec.task.key, self.family, self.settings, result.value, result.metrics
         )
-        self._path = result.value
+        record = self.store.supernet(self.key)
+        if record is None:  # its file vanished as it was recorded
+            self.unusable(f"the trained supernet {result.value} is missing")
+            return
+        self._resolve(record)
         self.journal.event("supernet_trained", {"key": self.key, **result.metrics})
 
 
@@ -218,13 +263,20 @@ class SupernetScreen:
         self.spec, self.cache, self.executor, self.state = spec, cache, executor, state
         self.settings = settings
         self.trained = TrainedSupernet(spec, store, executor, journal, state, cancelled)
-        scored = [r.metrics[METRIC] for r in rows or [] if r.stage == self.name]
+        # a failed scoring's row has no score (ok and pruned rows have one)
+        scored = [r.metrics.get(METRIC) for r in rows or [] if r.stage == self.name]
         self.rule = QuantileRule(
             settings.keep_fraction, settings.warmup, [s for s in scored if s is not None]
         )
-        self.fidelity = (
-            f"supernet:{self.trained.key}|bn={settings.bn_batches}"
-            f"|val={settings.validation_samples}"
+
+    @property
+    def fidelity(self) -> str:
+        """The score cache's: the supernet's key, the trained file's identity (known once its
+        path resolves) and the scoring settings."""
+        s = self.settings
+        return (
+            f"supernet:{self.trained.key}@{self.trained.identity}|bn={s.bn_batches}"
+            f"|val={s.validation_samples}"
         )
 
     def __call__(self, proposal: Proposal, passage: Passage) -> bool:
@@ -234,6 +286,9 @@ class SupernetScreen:
             # resumed search re-queues it, and trains the supernet on from its checkpoint)
             return not self.trained.cancelled()
         result = self._score(proposal, path, passage)
+        if result.status != Status.OK and (result.error or "").startswith(LOAD_ERROR):
+            self.trained.unusable(result.error)  # not the candidate's fault: it goes on
+            return True
         if result.status != Status.OK:
             passage.outcomes.failed(proposal, self.name, result)
             return False

@@ -50,6 +50,7 @@ class SupernetRecord:
     family: str
     path: str  # the trained weights (``Artifacts.supernet``)
     metrics: dict[str, float]
+    created_at: float  # when it was recorded: tells a retrained file from the one before
 
 
 log = logging.getLogger("winnow.store")
@@ -349,7 +350,12 @@ class Store:
             if row is None or not Path(row.path).is_file():
                 return None
             return SupernetRecord(
-                row.key, row.task, row.family, row.path, json.loads(row.metrics_json)
+                row.key,
+                row.task,
+                row.family,
+                row.path,
+                json.loads(row.metrics_json),
+                row.created_at,
             )
 
     def remember_supernet(

@@ -7,8 +7,8 @@ needs a new revision there (``tests/service/test_store.py`` checks that the two 
   timings, device, host, hashes, the loss curve and the path of its kept weights.
 - ``cache_entry``: the equivalence cache, by (task, fidelity, hash), shared across searches.
 - ``hash_memo``: functional hashes by structural hash, so each is computed once.
-- ``supernet``: trained supernets by (task, family, space, settings): the weights' file, so
-  that every later search on the task reuses them.
+- ``supernet``: trained supernets by (task, what of the space they cover, settings): the
+  weights' file, so that every later search on the task reuses them.
 - ``event``: what happened, in order, for dashboards and ``watch``.
 """
 
@@ -83,9 +83,10 @@ class HashMemoRow(SQLModel, table=True):
 
 
 class SupernetRow(SQLModel, table=True):
-    """A trained supernet: ``key`` digests the task, the space's architecture section and the
-    supernet settings (``service.engine.supernet.supernet_key``); ``path`` is its weights'
-    file in the store's artifact folder."""
+    """A trained supernet: ``key`` digests the task, what of the space the family's supernet
+    covers (``SupernetEntry.covers``) and the training settings
+    (``service.engine.supernet.supernet_key``); ``path`` is its weights' file in the store's
+    artifact folder; ``created_at`` tells a retrained file from the one before."""
 
     __tablename__ = "supernet"
     key: str = Field(primary_key=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from pathlib import Path
 
 import pytest
 import torch
@@ -21,7 +22,7 @@ from winnow.service.store import Store, sqlite_url
 from winnow.supernet.registry import SUPERNETS
 from winnow.workers.executor import InProcessExecutor
 from winnow.workers.run import run_trial
-from winnow.workers.supernet_trials import TRAIN_STAGE
+from winnow.workers.supernet_trials import LOAD_ERROR, TRAIN_STAGE
 
 MACRO = {
     "family": "macro",
@@ -253,3 +254,130 @@ def test_an_mlp_space_of_no_sliceable_norm_is_refused_at_submission():
     data["space"] = MLP_SPACE | {"normalization": ["evonorm_b0", "evonorm_s0"]}
     with pytest.raises(SpecError, match=r"strategy\.supernet.*has an elastic-width form"):
         parse_search_spec(data)
+
+
+def _failing_stage(world, stage, error="RuntimeError: boom", times=1):
+    """``world``, whose first ``times`` trials of ``stage`` fail."""
+    left = [times]
+
+    def run(spec: TrialSpec, on_epoch=None):
+        if spec.stage == stage and left[0] > 0:
+            left[0] -= 1
+            world.stages[spec.stage] += 1
+            return TrialResult(Status.FAILED, error=error)
+        return world(spec, on_epoch)
+
+    return run
+
+
+def test_a_search_whose_supernet_scoring_failed_resumes(store):
+    engine = search(store, _failing_stage(Counting(), "supernet"))
+    rows = [r for r in store.trials(engine.search_id) if r.stage == "supernet"]
+    assert any(r.status == Status.FAILED and METRIC not in r.metrics for r in rows)
+    resumed = Engine.resume(store, engine.search_id, InProcessExecutor(run_trial))
+    screen = resumed.stages[-2]
+    assert len(screen.rule.scores) == len([r for r in rows if METRIC in r.metrics]) > 0
+
+
+def test_a_retrained_supernet_is_scored_afresh_not_from_the_lost_ones_cache(store):
+    first = search(store, Counting())
+    Path(store.supernet(supernet_key(first.spec)).path).unlink()  # the file is lost
+    world = Counting()
+    second = search(store, world)
+    rows = [r for r in store.trials(second.search_id) if r.stage == "supernet"]
+    assert world.stages[TRAIN_STAGE] == 1 and rows
+    assert world.stages["supernet"] == len(rows)  # every score is the new supernet's
+
+
+def test_a_supernet_file_that_cannot_be_loaded_is_reported_once_and_the_cascade_goes_on(
+    store, tmp_path
+):
+    world = Counting()
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"not a torch file")
+
+    def trains_garbage(spec: TrialSpec, on_epoch=None):
+        if spec.stage == TRAIN_STAGE:
+            world.stages[spec.stage] += 1
+            return TrialResult(Status.OK, value=str(broken))
+        return world(spec, on_epoch)
+
+    engine = search(store, trains_garbage)
+    failed = [e.payload for e in store.events(engine.search_id) if e.kind == "supernet_failed"]
+    assert len(failed) == 1 and LOAD_ERROR in failed[0]["error"]
+    assert world.stages["supernet"] == 1  # the first scoring found it out; none after
+    trials = store.trials(engine.search_id)
+    assert not [r for r in trials if r.stage == "supernet"]
+    assert [r for r in trials if r.stage == "train" and r.status == Status.OK]
+
+
+def test_a_checkpoint_that_cannot_be_resumed_is_set_aside_and_training_starts_afresh(
+    store, tmp_path
+):
+    spec = make_spec()
+    engine = Engine.create(spec, store, InProcessExecutor(run_trial))
+    options = engine.stages[-2].trained.options()
+    options |= {"output": str(tmp_path / "s.pt"), "checkpoint": str(tmp_path / "s.ckpt")}
+    (tmp_path / "s.ckpt").write_bytes(b"truncated by a crash")
+    trial = TrialSpec(
+        _any_candidate(spec), "digits", stage=TRAIN_STAGE, options=json.dumps(options)
+    )
+    seen = []
+    result = run_trial(trial, lambda epoch, *rest: seen.append(epoch))
+    assert result.status == Status.OK, result.error
+    assert seen == [1, 2] and (tmp_path / "s.pt").is_file()
+    assert (tmp_path / "s.ckpt.bad").read_bytes() == b"truncated by a crash"
+
+
+def test_a_search_waiting_for_another_ones_training_sees_its_cancel(store):
+    import threading
+    import time
+
+    from winnow.service.engine.supernet import _training_lock
+
+    engine = Engine.create(make_spec(), store, InProcessExecutor(run_trial))
+    lock = _training_lock(supernet_key(engine.spec))
+
+    def kinds():
+        return [e.kind for e in store.events(engine.search_id)]
+
+    with lock:  # another search is training this supernet, and does not finish
+        runner = threading.Thread(target=engine.run, daemon=True)
+        runner.start()
+        deadline = time.monotonic() + 60
+        while "supernet_waiting" not in kinds() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        engine.cancel()
+        runner.join(timeout=60)
+        assert not runner.is_alive()  # it stopped waiting
+    assert kinds().count("supernet_waiting") == 1 and "supernet_training" not in kinds()
+
+
+def test_a_training_stopped_with_the_search_is_reported_cancelled(store):
+    world = Counting()
+    engine = None
+
+    def cancelled_while_training(spec: TrialSpec, on_epoch=None):
+        if spec.stage == TRAIN_STAGE:
+            engine.cancel()
+            return TrialResult(Status.FAILED, error="cancelled with the search")
+        return world(spec, on_epoch)
+
+    engine = Engine.create(make_spec(), store, InProcessExecutor(cancelled_while_training))
+    engine.run()
+    kinds = [e.kind for e in store.events(engine.search_id)]
+    assert "supernet_cancelled" in kinds and "supernet_failed" not in kinds
+
+
+def test_a_supernet_trial_in_process_leaves_the_callers_random_generator_alone(store, tmp_path):
+    spec = make_spec(supernet=SUPERNET | {"epochs": 1})
+    engine = Engine.create(spec, store, InProcessExecutor(run_trial))
+    options = engine.stages[-2].trained.options()
+    options |= {"output": str(tmp_path / "s.pt"), "checkpoint": str(tmp_path / "s.ckpt")}
+    trial = TrialSpec(
+        _any_candidate(spec), "digits", stage=TRAIN_STAGE, options=json.dumps(options)
+    )
+    torch.manual_seed(12345)
+    before = torch.get_rng_state()
+    assert run_trial(trial).status == Status.OK
+    assert torch.equal(torch.get_rng_state(), before)

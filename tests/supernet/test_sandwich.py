@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import pytest
 import torch
 
 from winnow.search_space.datasets import load_dataset
@@ -75,3 +76,44 @@ def test_the_weight_distribution_loss_is_least_for_uniform_rows():
     torch.manual_seed(0)
     uniform, gaussian = torch.rand(16, 4096), torch.randn(16, 4096)
     assert weight_distribution_loss(uniform) < 0.01 < weight_distribution_loss(gaussian)
+
+
+def test_a_resumed_run_counts_the_seconds_trained_before_against_its_time_budget(tmp_path):
+    checkpoint = tmp_path / "supernet.pt"
+    train(_supernet(), _data(), CONFIG, _policies, max_steps=2, checkpoint=checkpoint)
+    state = torch.load(checkpoint, weights_only=True)
+    assert state["seconds"] > 0
+    state["seconds"] = 120.0  # two minutes trained before the kill
+    torch.save(state, checkpoint)
+    report = train(_supernet(), _data(), CONFIG, _policies, minutes=1, checkpoint=checkpoint)
+    assert report.steps == 2  # the budget was spent before the kill: no step more
+
+
+def test_progress_reports_the_mean_loss_of_the_steps_since_the_last_report():
+    def heard(every):
+        out = []
+        train(
+            _supernet(),
+            _data(),
+            dataclasses.replace(CONFIG, steps=4),
+            _policies,
+            on_progress=lambda *args: out.append(args[2]),
+            progress_every=every,
+        )
+        return out
+
+    each = heard(1)
+    assert len(set(each)) == 4
+    assert heard(2) == pytest.approx([sum(each[:2]) / 2, sum(each[2:]) / 2])
+
+
+def test_policies_are_drawn_from_the_quantization_axis_alone():
+    import random
+
+    data = SPACE.model_dump(mode="json")
+    data["optimizer"] = {"name": "adamw", "lr": {"low": 1e-4, "high": 1e-1, "log": True}}
+    other = SearchSpace.model_validate(data)
+    draws = [
+        [sample_policy(space, random.Random(seed)) for seed in range(5)] for space in (SPACE, other)
+    ]
+    assert draws[0] == draws[1] and len({p.model_dump_json() for p in draws[0]}) > 1
