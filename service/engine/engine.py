@@ -133,9 +133,7 @@ class Engine:
                 self.journal,
                 self.state,
                 rows,
-                cancelled=lambda: (
-                    self._stopped()
-                ),  # cancel or budget; set below, read while it trains
+                cancelled=self._stopped,  # cancel or budget (its event is set below)
             )
         self.stages = self._stages(supernet)
         self.started = time.perf_counter()

@@ -9,15 +9,15 @@ covers the same and with the same settings finds it and trains nothing. A search
 another search of this process is training waits for it (``supernet_waiting``), seeing its own
 cancel and budget meanwhile.
 
-**Trains first, does not wait.** The first proposal that reaches the stage starts the training
-and waits for it (progress: ``supernet_training`` then one ``supernet_epoch`` event per epoch,
-then ``supernet_trained``). Passing candidates on unscored meanwhile would spend training on
-exactly those the stage exists to stop, and would leave the stage's population (and the evidence
-ladder's tier) without them; the proxy screen's cost until then is small beside the supernet's.
-A training that fails is reported (``supernet_failed``) and the stage then passes every
-candidate: the search goes on as a cascade without the supernet; so does a trained file that
-cannot be loaded (a scoring trial's ``LOAD_ERROR``), reported once. A training stopped with the
-search is ``supernet_cancelled``.
+**Trains before it passes any candidate.** The first proposal that reaches the stage starts the
+training and waits for it (progress: ``supernet_training``, one ``supernet_epoch`` event per epoch,
+then ``supernet_trained``). Passing candidates on unscored meanwhile would spend training on exactly
+those the stage exists to stop, and would leave the stage's population (and the evidence ladder's
+tier) without them; the proxy screen's cost until then is small beside the supernet's. A training
+that fails is reported (``supernet_failed``) and the stage then passes every candidate: the search
+goes on as a cascade without the supernet; so does a trained file that cannot be loaded (a scoring
+trial's ``LOAD_ERROR``), reported once. A training stopped with the search is
+``supernet_cancelled``.
 
 **The rule.** Each scored candidate gets a ``supernet`` row with ``supernet.accuracy`` (its
 inherited accuracy on a validation split carved from the training data). The first ``warmup``
