@@ -314,7 +314,9 @@ def add_service_commands(commands: Any) -> None:
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(func=cmd_list)
 
-    export = commands.add_parser("export", help="write a trial's recipe, PyTorch, weights, ONNX or Lightning bundle")
+    export = commands.add_parser(
+        "export", help="write a trial's recipe, PyTorch, weights, ONNX or Lightning bundle"
+    )
     export.add_argument("search_id")
     export.add_argument("--trial", type=int, help="trial id (default: the front's best)")
     export.add_argument("--out", required=True, help="the file (a folder for several files)")
