@@ -13,7 +13,6 @@ import pandas as pd
 from scipy import stats
 
 from winnow.service.engine import readout
-from winnow.service.engine.evidence_ladder import CALIBRATED, ZERO_WEIGHT
 from winnow.service.search_spec import Objective
 from winnow.service.store import reads
 
@@ -140,7 +139,7 @@ def proxy_table(scores: pd.DataFrame) -> pd.DataFrame:
 def _proxy_column(name: str) -> bool:
     """A proxy's value or the screen's score and position; not the screen's flags (whether a
     calibrated ensemble scored, which proxies it zeroed), which rank nothing."""
-    if name == CALIBRATED or name.startswith(ZERO_WEIGHT):
+    if readout.is_screen_flag(name):
         return False
     return name.startswith(("proxy.", "screen."))
 

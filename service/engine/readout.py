@@ -29,7 +29,7 @@ import winnow
 from winnow.records import SearchRecord, Status, TrialRecord
 from winnow.search_space.archs import ArchitectureView, describe
 from winnow.search_space.specfile import validation_problems
-from winnow.service.engine.evidence_ladder import EvidenceLadder
+from winnow.service.engine.evidence_ladder import CALIBRATED, ZERO_WEIGHT, EvidenceLadder
 from winnow.service.engine.pareto import (
     front_mask,
     hypervolume,
@@ -359,6 +359,12 @@ def progress(spec: SearchSpec, rows: list[TrialRecord]) -> dict[str, Any]:
     ladder = EvidenceLadder.from_rows(spec, rows)
     measured = [] if ladder is None else ladder.measure()
     return stored_progress(spec, groups, proposals, front_view, measured)
+
+
+def is_screen_flag(metric: str) -> bool:
+    """A proxy row's flag of the screen's (whether a calibrated ensemble scored it, which
+    proxies that ensemble zeroed), not a score: the dashboard ranks nothing by it."""
+    return metric == CALIBRATED or metric.startswith(ZERO_WEIGHT)
 
 
 def evidence_ladder(
