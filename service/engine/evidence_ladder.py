@@ -28,7 +28,7 @@ weight 0. Its labels are those of its last refit, so the set it zeroed can diffe
 tiers flagged here: the proxy rows record it (``screen.zero_weight.<proxy>``, on rows a
 calibrated ensemble scored), and ``zero_weight`` shows the set of the latest such row.
 
-How a scoring stage joins the ladder (the supernet stage, when it scores candidates): its rows
+How a scoring stage joins the ladder (as the supernet stage does): its rows
 are written through ``Outcomes.screened(proposal, "supernet", result)`` with its score among the
 result's metrics, and one line here names it, e.g. ``Tier("supernet", "supernet",
 "supernet.accuracy")`` in :data:`STAGE_TIERS`. The engine feeds every screening row to its
@@ -79,8 +79,10 @@ class Tier:
 
 PARAMS = Tier(BASELINE, "train", BASELINE)  # the baseline every tier is compared with
 
-# Tiers of the scoring stages after the proxy screen (see the module docstring).
-STAGE_TIERS: tuple[Tier, ...] = ()
+# Tiers of the scoring stages after the proxy screen (see the module docstring): the supernet
+# stage's inherited accuracy (``service/engine/supernet.py``'s ``METRIC``, spelled out: that
+# module brings in the supernets and torch, which the ladder's readers do not need).
+STAGE_TIERS: tuple[Tier, ...] = (Tier("supernet", "supernet", "supernet.accuracy"),)
 
 
 def tiers(proxies: Sequence[str]) -> list[Tier]:

@@ -130,6 +130,11 @@ def test_a_search_of_an_mlp_space_scores_every_norm_with_one_batchnorm_supernet(
     assert {json.loads(r.candidate)["normalization"] for r in rows} == {"layernorm", "batchnorm"}
     record = store.supernet(supernet_key(engine.spec))
     assert record is not None and record.family == "mlp"
+    # the evidence ladder's supernet tier: over the trained candidates the supernet scored
+    trained = {r.number for r in store.trials(engine.search_id) if r.completed(0)}
+    scored = {r.number for r in rows if r.status == Status.OK}
+    (tier,) = [t for t in engine.progress()["evidence_ladder"] if t["tier"] == "supernet"]
+    assert tier["n"] == len(trained & scored) > 0
 
 
 def test_a_supernet_that_fails_to_train_is_reported_and_the_cascade_goes_on_without_it(store):
