@@ -42,7 +42,9 @@ def assert_kept_and_complete(before: dict, after: dict, budget: int) -> None:
 
 
 def test_server_kill_9_mid_search_resumes_without_rerunning(tmp_path, tiny_spec):
-    budget = 6
+    # enough trials that the search cannot finish between seeing two and the kill (they take
+    # a tenth of a second each; a test process slowed by a busy machine polls late)
+    budget = 24
     served = Served(tmp_path, "--workers", "1").start().wait_ready()
     try:
         with Client(served.address, retries=10) as client:
