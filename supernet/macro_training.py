@@ -39,6 +39,7 @@ from winnow.search_space.schedules import build_scheduler
 from winnow.search_space.trial import EpochCallback
 from winnow.supernet.batchnorm import DEFAULT_BATCHES, recalibrate_batchnorm
 from winnow.supernet.macro import MacroSupernet
+from winnow.supernet.seam import accuracy
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -310,9 +311,4 @@ def inherited_accuracy(
     subnet = supernet.get_active_subnet(candidate)
     if bn_batches > 0:
         recalibrate_batchnorm(subnet, (x for x, _ in train_batches), bn_batches)
-    subnet.eval()
-    correct = total = 0
-    for x, y in val_batches:
-        correct += int((subnet(x).argmax(-1) == y).sum())
-        total += len(y)
-    return correct / max(total, 1)
+    return accuracy(subnet, val_batches)

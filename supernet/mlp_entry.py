@@ -27,7 +27,13 @@ from winnow.search_space.params import param_values
 from winnow.search_space.spec import SearchSpace
 from winnow.search_space.trial import EpochCallback
 from winnow.supernet.batchnorm import DEFAULT_BATCHES
-from winnow.supernet.seam import Batch, TrainSettings, steps_per_epoch, tensor_dataset
+from winnow.supernet.seam import (
+    Batch,
+    TrainSettings,
+    accuracy,
+    steps_per_epoch,
+    tensor_dataset,
+)
 
 PREFERRED_NORM = "batchnorm"
 
@@ -116,12 +122,7 @@ def score(
     subnet = supernet.get_active_subnet(candidate)
     if bn_batches > 0:
         recalibrate(subnet, (x for x, _ in train_batches), bn_batches)
-    subnet.eval()
-    correct = total = 0
-    for x, y in val_batches:
-        correct += int((subnet(x).argmax(-1) == y).sum())
-        total += len(y)
-    return correct / max(total, 1)
+    return accuracy(subnet, val_batches)
 
 
 def covers(space: SearchSpace) -> dict[str, Any]:

@@ -5,9 +5,11 @@ registry that imports them."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from winnow.search_space.datasets import Dataset
 
@@ -36,3 +38,14 @@ def tensor_dataset(x: torch.Tensor, y: torch.Tensor) -> Dataset:
 
 def steps_per_epoch(samples: int, batch_size: int) -> int:
     return max(1, samples // batch_size)
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, batches: Iterable[Batch]) -> float:
+    """Top-1 accuracy (a fraction) of ``model`` in eval mode on ``batches``."""
+    model.eval()
+    correct = total = 0
+    for x, y in batches:
+        correct += int((model(x).argmax(-1) == y).sum())
+        total += len(y)
+    return correct / max(total, 1)
