@@ -190,11 +190,7 @@ def _step(annotation: Any, key: str | int) -> tuple[Any, bool]:
     union's member (a step the user did not write)."""
     from pydantic import BaseModel
 
-    annotation = _unwrap(annotation)
-    if get_origin(annotation) in (Union, UnionType):  # ``Model | None``: pydantic adds no step
-        members = [_unwrap(m) for m in get_args(annotation) if m is not type(None)]
-        if len(members) == 1 and isinstance(members[0], type) and issubclass(members[0], BaseModel):
-            annotation = members[0]
+    annotation = _optional_model(_unwrap(annotation))  # ``Model | None``: pydantic adds no step
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         field = annotation.model_fields.get(str(key))
         return (field.annotation if field else None), True
@@ -241,6 +237,17 @@ def _literal_values(annotation: Any) -> list[str]:
     return []
 
 
+def _optional_model(annotation: Any) -> Any:
+    """The model of an optional model field (``Model | None``), else the annotation."""
+    from pydantic import BaseModel
+
+    if get_origin(annotation) in (Union, UnionType):
+        members = [_unwrap(m) for m in get_args(annotation) if m is not type(None)]
+        if len(members) == 1 and isinstance(members[0], type) and issubclass(members[0], BaseModel):
+            return members[0]
+    return annotation
+
+
 def _field_names(model: Any) -> list[str]:
-    model = _unwrap(model)
+    model = _optional_model(_unwrap(model))
     return list(getattr(model, "model_fields", {}))

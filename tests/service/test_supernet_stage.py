@@ -233,7 +233,7 @@ def test_the_rule_keeps_the_warm_up_then_prunes_below_the_running_quantile():
 @pytest.mark.parametrize(
     "change, message",
     [
-        ({"supernet": {"epoch": 3}}, "strategy.supernet.epoch"),
+        ({"supernet": {"epoch": 3}}, "strategy.supernet.epoch': unknown field; allowed: epochs"),
         ({"supernet": {"keep_fraction": 0}}, "strategy.supernet.keep_fraction"),
         ({"name": "tpe", "supernet": {}}, "the supernet stage is the cascade's"),
     ],
