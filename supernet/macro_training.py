@@ -39,7 +39,7 @@ from winnow.search_space.schedules import build_scheduler
 from winnow.search_space.trial import EpochCallback
 from winnow.supernet.batchnorm import DEFAULT_BATCHES, recalibrate_batchnorm
 from winnow.supernet.macro import MacroSupernet
-from winnow.supernet.seam import accuracy
+from winnow.supernet.seam import accuracy, soft_cross_entropy
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -59,11 +59,6 @@ class SandwichSettings:
     distillation: bool = True  # the others learn the largest's soft outputs, else the labels
     augment: bool = False  # CIFAR crop and flip (``datasets.crop_flip``)
     seed: int = 0
-
-
-def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy against a distribution (``target`` rows sum to 1)."""
-    return -(target * F.log_softmax(logits, dim=-1)).sum(-1).mean()
 
 
 def _parameter_groups(supernet: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:

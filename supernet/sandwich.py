@@ -33,6 +33,7 @@ from torch import Tensor
 from winnow.search_space.datasets import Dataset
 from winnow.search_space.quantization import QuantPolicy
 from winnow.supernet.quantization import FLOAT_POLICY, weight_distribution_loss
+from winnow.supernet.seam import soft_cross_entropy
 
 # (steps done, steps in all, the mean summed loss of the steps since the last report, seconds
 # since this call started)
@@ -97,11 +98,6 @@ def step_batch(
     idx = order[index * config.batch_size : (index + 1) * config.batch_size]
     x = dataset.normalize(dataset.train_x[idx].to(device))
     return x, dataset.train_y[idx].to(device)
-
-
-def soft_cross_entropy(logits: Tensor, target_probs: Tensor) -> Tensor:
-    """Cross-entropy against a distribution (the teacher's), as in-place distillation uses."""
-    return -(target_probs * F.log_softmax(logits, dim=1)).sum(1).mean()
 
 
 def sandwich_step(

@@ -49,3 +49,9 @@ def accuracy(model: nn.Module, batches: Iterable[Batch]) -> float:
         correct += int((model(x).argmax(-1) == y).sum())
         total += len(y)
     return correct / max(total, 1)
+
+
+def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy against a distribution (the teacher's; rows sum to 1), as in-place
+    distillation uses."""
+    return -(target * torch.log_softmax(logits, dim=-1)).sum(-1).mean()
