@@ -66,7 +66,7 @@ def test_server_kill_9_mid_search_resumes_without_rerunning(tmp_path, tiny_spec)
 
 
 def test_worker_kill_9_mid_trial_is_retried_and_loses_nothing(tmp_path, tiny_spec):
-    budget = 6
+    budget = 24  # as above: the search must not end before the test sees one trial running
     served = Served(tmp_path, "--workers", "1").start().wait_ready()
     try:
         with Client(served.address, retries=10) as client:
