@@ -14,6 +14,7 @@ from scipy import stats
 
 from winnow.records import TrialRecord
 from winnow.search_space.trial import Status, TrialResult, TrialSpec
+from winnow.service.api import convert
 from winnow.service.engine import Engine, readout
 from winnow.service.engine.evidence_ladder import MIN_RESULTS
 from winnow.service.engine.supernet_rule import FEATURE, METRIC, SupernetRule
@@ -221,7 +222,10 @@ def test_a_search_combines_supernet_and_proxies_once_calibrated_and_the_ladder_s
     assert tiers["combined"]["n"] == len(mine) >= MIN_RESULTS
     assert tiers["combined"]["tau"] == pytest.approx(expected)
     assert tiers["supernet"]["zero_weight"] and not tiers["combined"]["zero_weight"]
-    assert f"combined {expected:.3f}" in ladder_text({"evidence_ladder": ladder}, digits=3)
+    record = store.search(engine.search_id)
+    sent = convert.search_dict(convert.search_message(record, engine.progress()))["progress"]
+    assert sent["evidence_ladder"] == ladder  # through GetSearch's message and back
+    assert f"combined {expected:.3f}" in ladder_text(sent, digits=3)  # winnow status's line
     assert readout.progress(spec, rows)["evidence_ladder"] == ladder  # the stored view
 
     # resumed: the stage's population and fit come back from the rows to the same decision
