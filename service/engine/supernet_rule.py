@@ -22,11 +22,11 @@ pruned, every member's combined score being the current fit's.
 The fit is redone whenever the members' labels have changed since the last, not every
 ``refit_every`` results as the proxy screen does: at most one fit per trained result, of
 15-120 ms (10-200 results, one CPU thread) beside a scoring trial's seconds; and so the fit is a
-function of what the rows
-store alone (the labelled members in order of number, their features and labels, the seed). A
-resumed search rebuilds the population from its rows (:meth:`SupernetRule.rebuild`: the
-candidates with a ``supernet.accuracy`` and their proxy rows) and, with the proxy screen
-rebuilt from the same rows, decides the next candidate exactly as the search would have.
+function of what the rows store alone (the labelled members in order of number, their features
+and labels, the seed). A resumed search rebuilds the population from its rows
+(:meth:`SupernetRule.rebuild`: the candidates with a ``supernet.accuracy`` and their proxy rows)
+and, with the proxy screen rebuilt from the same rows, decides the next candidate exactly as the
+search would have.
 """
 
 from __future__ import annotations
