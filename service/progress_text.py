@@ -121,10 +121,11 @@ def per_objective_text(progress: Mapping[str, Any], order: Sequence[str], digits
 
 def ladder_text(progress: Mapping[str, Any], digits: int = 2) -> str:
     """``Kendall tau against 12 screened, completed: params 0.61, synflow 0.48 (below params,
-    weight 0), naswot -, ensemble 0.66 (n=7)``: each tier of the evidence ladder with its tau
-    (``-`` while unknown), its number of candidates where it is not the most, and the screen's
-    zeroed proxies; empty until some tier has a tau. "Screened": a reused result is not counted,
-    so the number can be below the completed counter's."""
+    weight 0), naswot -, ensemble 0.66 (n=7), supernet 0.41 (below params, weight 0), combined
+    0.69 (n=6)``: each tier of the evidence ladder with its tau (``-`` while unknown), its
+    number of candidates where it is not the most, and whether its stage's latest calibrated fit
+    gave it weight 0; empty until some tier has a tau. "Screened": a reused result is not
+    counted, so the number can be below the completed counter's."""
     ladder = progress.get("evidence_ladder") or []
     if not any(t["tau"] is not None for t in ladder):
         return ""

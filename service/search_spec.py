@@ -257,12 +257,16 @@ class Supernet(_Strict):
     space's family is trained once per task, family, space and these settings (a trial of its
     own, stored and reused by later searches on the task), then every candidate that passed
     the proxy screen is scored by its inherited accuracy on a validation split carved from the
-    training data. After ``warmup`` scored candidates, one whose inherited accuracy is below
-    the ``1 - keep_fraction`` quantile of those scored so far (itself included) is pruned.
-    Families with a supernet: ``macro``, ``nb201`` and ``mlp``. A supernet ranks the
-    architecture (for ``mlp``, x quantization) under its own norm and optimizer: an ``mlp``
-    space's supernet uses batchnorm when the space allows it (else its first norm with an
-    elastic-width form), and a candidate of another norm is scored on the rest of its recipe."""
+    training data. After ``warmup`` scored candidates, one whose score is below the
+    ``1 - keep_fraction`` quantile of the scores of those scored so far (itself included) is
+    pruned. The score is the inherited accuracy until ``screen.calibrate_after`` of the scored
+    candidates are trained, then a calibrated ensemble of the screen's proxies and the inherited
+    accuracy fitted on their results, in which one that ranks them worse than params gets
+    weight 0 (the evidence ladder's ``combined`` tier). Families with a supernet: ``macro``,
+    ``nb201`` and ``mlp``. A supernet ranks the architecture (for ``mlp``, x quantization)
+    under its own norm and optimizer: an ``mlp`` space's supernet uses batchnorm when the space
+    allows it (else its first norm with an elastic-width form), and a candidate of another norm
+    is scored on the rest of its recipe."""
 
     epochs: int = Field(5, ge=1, le=MAX_RUNG_EPOCHS)
     """Epochs of supernet training over the training samples not held out."""
@@ -278,7 +282,7 @@ class Supernet(_Strict):
     validation_samples: int = Field(512, ge=1, le=1_000_000)
     """At most this many of the held-out samples score each candidate."""
     keep_fraction: float = Field(0.5, gt=0, le=1, allow_inf_nan=False)
-    """The top fraction by inherited accuracy that goes on to training."""
+    """The top fraction by the stage's score (see above) that goes on to training."""
     warmup: int = Field(5, ge=1, le=MAX_POPULATION)
     """The first scored candidates, which go on unpruned."""
     seed: int = Field(0, ge=0, le=UINT32_MAX)

@@ -121,6 +121,8 @@ def evidence_ladder(data: dict) -> None:
         "How each tier ranks the completed trials the proxy screen scored (the first "
         "objective at the top rung): params is the baseline, measured again on each tier's own "
         "candidates (below params: a lower tau there). Weight 0 in the screen: the proxies the "
-        "screen's latest calibrated fit zeroed, by the same rule on the results it had then; "
-        "ensemble is the screen's score when it decided."
+        "screen's latest calibrated fit zeroed, by the same rule on the results it had then "
+        "(for supernet: the supernet stage's fit); ensemble is the screen's score when it "
+        "decided, combined the supernet stage's (proxies and inherited accuracy), each where "
+        "a calibrated fit gave it."
     )

@@ -134,6 +134,7 @@ class Engine:
                 self.state,
                 rows,
                 cancelled=self._stopped,  # cancel or budget (its event is set below)
+                results=self.screen,  # its trained results calibrate the combined score
             )
         self.stages = self._stages(supernet)
         self.started = time.perf_counter()

@@ -10,7 +10,11 @@ A *tier* is a source of one score per candidate, higher meaning predicted better
 - ``ensemble``, the proxy screen's score when it decided (``screen.score`` of the proxy row),
   counted only where a calibrated ensemble gave it (``screen.calibrated``): rank aggregation's
   scores are ranks within a population that moves, and do not compare across candidates;
-- the tiers of later scoring stages, :data:`STAGE_TIERS`.
+- the tiers of later scoring stages, :data:`STAGE_TIERS`: ``supernet``, the supernet stage's
+  inherited accuracy (``supernet.accuracy``), and ``combined``, that stage's score when it
+  decided (``supernet.combined``: a calibrated ensemble over the screen's proxies and the
+  inherited accuracy, ``service/engine/supernet_rule.py``), counted, as ``ensemble`` is, only
+  where a calibrated fit gave it (``supernet.calibrated``).
 
 Against the search's completed trials (trained at the top rung; the first objective, negated
 when minimised), each tier's Kendall tau (``scipy.stats.kendalltau``, tau-b) is measured over
@@ -24,9 +28,13 @@ ranks the results in reverse (tau below zero) is below params, never used revers
 
 The proxy screen applies the same rule, on the trained results it has at each refit, to its
 calibrated ensemble (``screening.ProxyScreen``): a proxy that ranks worse than params there gets
-weight 0. Its labels are those of its last refit, so the set it zeroed can differ from the
-tiers flagged here: the proxy rows record it (``screen.zero_weight.<proxy>``, on rows a
-calibrated ensemble scored), and ``zero_weight`` shows the set of the latest such row.
+weight 0; so does the supernet stage to its combined fit (a proxy, or the inherited accuracy as
+the feature ``supernet``). Their labels are those of their last fit, so the set a fit zeroed can
+differ from the tiers flagged here: each stage's rows record it (:data:`FITS`: the proxy rows'
+``screen.zero_weight.<proxy>``, the supernet rows' ``supernet.zero_weight.<feature>``, on rows a
+calibrated fit scored), and a tier's ``zero_weight`` says whether the latest such row of the
+tier's own stage has it: a proxy tier the proxy screen's set, the ``supernet`` tier the supernet
+stage's.
 
 How a scoring stage joins the ladder (as the supernet stage does): its rows
 are written through ``Outcomes.screened(proposal, "supernet", result)`` with its score among the
@@ -55,6 +63,25 @@ BASELINE = "params"
 SCREENED_BY = "proxy"  # the stage whose row marks a candidate as one the cascade screened
 CALIBRATED = "screen.calibrated"  # of a proxy row: a calibrated ensemble gave its score
 ZERO_WEIGHT = "screen.zero_weight."  # + a proxy's name, of such a row: its fit gave it weight 0
+# the supernet stage's (``supernet_rule``): its combined score, and the same two flags
+SUPERNET_COMBINED = "supernet.combined"
+SUPERNET_CALIBRATED = "supernet.calibrated"
+SUPERNET_ZERO_WEIGHT = "supernet.zero_weight."
+
+
+@dataclass(frozen=True)
+class Fit:
+    """How a stage's rows say that a calibrated fit scored them (``calibrated`` set and
+    nonzero) and which features it gave weight 0 (``zero_weight`` + the feature's name)."""
+
+    calibrated: str
+    zero_weight: str
+
+
+FITS = {
+    SCREENED_BY: Fit(CALIBRATED, ZERO_WEIGHT),
+    "supernet": Fit(SUPERNET_CALIBRATED, SUPERNET_ZERO_WEIGHT),
+}
 
 
 @dataclass(frozen=True)
@@ -81,8 +108,13 @@ PARAMS = Tier(BASELINE, "train", BASELINE)  # the baseline every tier is compare
 
 # Tiers of the scoring stages after the proxy screen (see the module docstring): the supernet
 # stage's inherited accuracy (``service/engine/supernet.py``'s ``METRIC``, spelled out: that
-# module brings in the supernets and torch, which the ladder's readers do not need).
-STAGE_TIERS: tuple[Tier, ...] = (Tier("supernet", "supernet", "supernet.accuracy"),)
+# module brings in the supernets and torch, which the ladder's readers do not need) and its
+# combined score. The ``supernet`` tier's name is also its feature's in the combined fit
+# (``supernet_rule.FEATURE``), so that its ``zero_weight`` shows on this tier.
+STAGE_TIERS: tuple[Tier, ...] = (
+    Tier("supernet", "supernet", "supernet.accuracy"),
+    Tier("combined", "supernet", SUPERNET_COMBINED, only_if=SUPERNET_CALIBRATED),
+)
 
 
 def tiers(proxies: Sequence[str]) -> list[Tier]:
@@ -146,7 +178,8 @@ class EvidenceLadder:
             self._kept[t.stage] |= {t.metric} | ({t.only_if} if t.only_if else set())
         self.rows: dict[int, dict[str, dict[str, Any]]] = {}  # number -> stage -> metrics
         self.results: dict[int, float] = {}
-        self._zeroed: tuple[int, set[str]] = (-1, set())  # the screen's latest fit's zeroed set
+        # by stage: (the candidate of its latest calibrated row, the set that row's fit zeroed)
+        self._zeroed: dict[str, tuple[int, set[str]]] = {}
         self._measured: list[dict[str, Any]] | None = None
         # Engine.progress (a watcher's thread) measures while the engine's thread adds rows: the
         # lock guards the rows, and the generation keeps a measure begun before a result arrived
@@ -196,11 +229,19 @@ class EvidenceLadder:
             kept = {k: metrics[k] for k in self._kept[stage] if k in metrics}
             with self._lock:
                 self.rows.setdefault(number, {})[stage] = kept
-                if stage == SCREENED_BY and metrics.get(CALIBRATED) and number > self._zeroed[0]:
-                    zeroed = {k[len(ZERO_WEIGHT) :] for k in metrics if k.startswith(ZERO_WEIGHT)}
-                    self._zeroed = (number, zeroed)
+                self._note_fit(number, stage, metrics)
                 self._generation += 1
                 self._measured = None
+
+    def _note_fit(self, number: int, stage: str, metrics: Mapping[str, Any]) -> None:
+        """Keep the zeroed set of the stage's latest calibrated row; call with the lock held."""
+        fit = FITS.get(stage)
+        if fit is None or not metrics.get(fit.calibrated):
+            return
+        if number > self._zeroed.get(stage, (-1, set()))[0]:
+            prefix = fit.zero_weight
+            zeroed = {k[len(prefix) :] for k in metrics if k.startswith(prefix)}
+            self._zeroed[stage] = (number, zeroed)
 
     def completed(self, number: int, metrics: Mapping[str, Any]) -> None:
         """A completed (top-rung) result of a candidate."""
@@ -219,11 +260,13 @@ class EvidenceLadder:
         with self._lock:
             measured, generation = self._measured, self._generation
             if measured is None:
-                snapshot, zeroed = self._snapshot(), set(self._zeroed[1])
+                snapshot = self._snapshot()
+                zeroed = {stage: set(names) for stage, (_, names) in self._zeroed.items()}
         if measured is None:
             measured = self._measure(*snapshot)
+            stages = {t.name: t.stage for t in self.tiers}
             for tier in measured:
-                tier["zero_weight"] = tier["tier"] in zeroed
+                tier["zero_weight"] = tier["tier"] in zeroed.get(stages[tier["tier"]], set())
             with self._lock:
                 if self._generation == generation:  # nothing arrived meanwhile
                     self._measured = measured

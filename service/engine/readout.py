@@ -29,7 +29,7 @@ import winnow
 from winnow.records import SearchRecord, Status, TrialRecord
 from winnow.search_space.archs import ArchitectureView, describe
 from winnow.search_space.specfile import validation_problems
-from winnow.service.engine.evidence_ladder import CALIBRATED, ZERO_WEIGHT, EvidenceLadder
+from winnow.service.engine.evidence_ladder import FITS, EvidenceLadder
 from winnow.service.engine.pareto import (
     front_mask,
     hypervolume,
@@ -362,9 +362,10 @@ def progress(spec: SearchSpec, rows: list[TrialRecord]) -> dict[str, Any]:
 
 
 def is_screen_flag(metric: str) -> bool:
-    """A proxy row's flag of the screen's (whether a calibrated ensemble scored it, which
-    proxies that ensemble zeroed), not a score: the dashboard ranks nothing by it."""
-    return metric == CALIBRATED or metric.startswith(ZERO_WEIGHT)
+    """A screening row's flag of its stage's fit (whether a calibrated ensemble scored it, which
+    features that ensemble zeroed: ``evidence_ladder.FITS``), not a score: the dashboard ranks
+    nothing by it."""
+    return any(metric == f.calibrated or metric.startswith(f.zero_weight) for f in FITS.values())
 
 
 def evidence_ladder(

@@ -143,17 +143,29 @@ class ProxyScreen:
     ) -> list[str]:
         """The proxies that rank the results worse than ``params`` does (the module docstring's
         rule): they get weight 0."""
-        params = _finite(params)
-        below, kept = [], []
-        for proxy in self.settings.proxies:
-            _, tau, base = evidence_ladder.paired_kendall(_finite(columns[proxy]), params, target)
-            if evidence_ladder.below_baseline({proxy: tau, evidence_ladder.BASELINE: base}):
-                below.append(proxy)
-            elif tau is not None and base is not None:
-                kept.append(proxy)  # measured, and not below params
-        if not kept and evidence_ladder.BASELINE not in self.settings.proxies:
-            return []  # no score would be left
-        return below
+        return below_params(self.settings.proxies, columns, params, target)
+
+
+def below_params(
+    features: Sequence[str],
+    columns: Mapping[str, Sequence[float | None]],
+    params: Sequence[float | None],
+    target: Sequence[float],
+) -> list[str]:
+    """The features of a calibrated fit that rank ``target`` worse than ``params`` does, each
+    measured on the rows where it and params are both known: the module docstring's rule, which
+    the proxy screen and the supernet stage's combined fit (``supernet_rule``) both apply."""
+    params = _finite(params)
+    below, kept = [], []
+    for feature in features:
+        _, tau, base = evidence_ladder.paired_kendall(_finite(columns[feature]), params, target)
+        if evidence_ladder.below_baseline({feature: tau, evidence_ladder.BASELINE: base}):
+            below.append(feature)
+        elif tau is not None and base is not None:
+            kept.append(feature)  # measured, and not below params
+    if not kept and evidence_ladder.BASELINE not in features:
+        return []  # no score would be left
+    return below
 
 
 def _at_extreme(column: np.ndarray, objective: Objective) -> bool:

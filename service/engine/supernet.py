@@ -19,12 +19,16 @@ goes on as a cascade without the supernet; so does a trained file that cannot be
 trial's ``LOAD_ERROR``), reported once. A training stopped with the search is
 ``supernet_cancelled``.
 
-**The rule.** Each scored candidate gets a ``supernet`` row with ``supernet.accuracy`` (its
-inherited accuracy on a validation split carved from the training data). The first ``warmup``
-scored candidates go on; after them, one below the ``1 - keep_fraction`` quantile of every score
-so far (itself included; rebuilt from the rows on resume) is pruned. Scores are cached by
-functional hash under the supernet's key and the trained file's record (``fidelity``), as proxy
-scores are.
+**The rule** (``supernet_rule``). Each scored candidate gets a ``supernet`` row with
+``supernet.accuracy`` (its inherited accuracy on a validation split carved from the training
+data). The first ``warmup`` scored candidates go on; after them, one below the
+``1 - keep_fraction`` quantile of the scores of every candidate scored so far (itself included;
+rebuilt from the rows on resume) is pruned. The score is the inherited accuracy until the
+screen's ``calibrate_after`` of those candidates have trained results, then a calibrated
+ensemble over the screen's proxies and the inherited accuracy fitted on them, in which a feature
+that ranks them worse than params gets weight 0; the row records which (``supernet.calibrated``,
+``supernet.combined``, ``supernet.zero_weight.<feature>``). Scores are cached by functional hash
+under the supernet's key and the trained file's record (``fidelity``), as proxy scores are.
 """
 
 from __future__ import annotations
@@ -37,14 +41,13 @@ from collections.abc import Callable
 from concurrent.futures import wait
 from typing import Any
 
-import numpy as np
-
 from winnow.records import TrialRecord
 from winnow.search_space.trial import Status, TrialResult, TrialSpec
 from winnow.service.engine.cascade import Passage, Proposal
 from winnow.service.engine.evidence import result_of
 from winnow.service.engine.journal import Journal
 from winnow.service.engine.state import SearchState
+from winnow.service.engine.supernet_rule import METRIC, ProxyValues, SupernetRule, TrainedResults
 from winnow.service.search_spec import SearchSpec
 from winnow.service.store import SqlEquivalenceCache, Store
 from winnow.service.store.sql import SupernetRecord
@@ -52,7 +55,6 @@ from winnow.supernet.registry import SUPERNETS
 from winnow.workers.executor import Executor
 from winnow.workers.supernet_trials import LOAD_ERROR, SCORE_STAGE, TRAIN_STAGE
 
-METRIC = "supernet.accuracy"
 POLL_SECONDS = 0.5  # how often a waiting engine writes the training's epochs as events
 LOCK_POLL_SECONDS = 0.5  # how soon a search waiting on another's training sees its stop
 # One training per supernet key in this process: two searches of a server on the same task
@@ -88,23 +90,6 @@ def supernet_key(spec: SearchSpec) -> str:
     covered = SUPERNETS.get(space.architecture.family).covers(space)
     what = {"task": spec.task.key, **covered, **training_settings(spec)}
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:24]
-
-
-class QuantileRule:
-    """Keeps the first ``warmup`` scores, then those at or above the ``1 - keep_fraction``
-    quantile of all the scores so far (the new one included)."""
-
-    def __init__(self, keep_fraction: float, warmup: int, scores: list[float] | None = None):
-        self.keep_fraction, self.warmup = keep_fraction, warmup
-        self.scores: list[float] = list(scores or [])
-
-    def judge(self, score: float) -> tuple[bool, float | None]:
-        """(keep, the threshold it was held to: None during the warm-up)."""
-        self.scores.append(score)
-        if len(self.scores) <= self.warmup:
-            return True, None
-        threshold = float(np.quantile(self.scores, 1 - self.keep_fraction))
-        return score >= threshold, threshold
 
 
 class TrainedSupernet:
@@ -243,7 +228,9 @@ class TrainedSupernet:
 class SupernetScreen:
     """The cascade's supernet stage (``cascade.SupernetStage``'s slot; see the module
     docstring). ``rows``: a resumed search's, whose ``supernet`` rows rebuild the rule;
-    ``cancelled``: whether the search was cancelled (a training under way is stopped)."""
+    ``results``: the search's trained results (the engine's ``ProxyScreen``, rebuilt from the
+    same rows on resume), which calibrate the combined score; ``cancelled``: whether the search
+    was cancelled (a training under way is stopped)."""
 
     name = "supernet"
 
@@ -257,17 +244,23 @@ class SupernetScreen:
         state: SearchState,
         rows: list[TrialRecord] | None = None,
         cancelled: Callable[[], bool] = lambda: False,
+        results: TrainedResults | None = None,
     ) -> None:
         settings = spec.strategy.supernet
         assert settings is not None, "the spec has no strategy.supernet"
         self.spec, self.cache, self.executor, self.state = spec, cache, executor, state
         self.settings = settings
         self.trained = TrainedSupernet(spec, store, executor, journal, state, cancelled)
-        # a failed scoring's row has no score (ok and pruned rows have one)
-        scored = [r.metrics.get(METRIC) for r in rows or [] if r.stage == self.name]
-        self.rule = QuantileRule(
-            settings.keep_fraction, settings.warmup, [s for s in scored if s is not None]
+        screen = spec.strategy.screen
+        self.rule = SupernetRule(
+            settings.keep_fraction,
+            settings.warmup,
+            screen.proxies,
+            screen.calibrate_after,
+            results,
+            spec.seed,
         )
+        self.rule.rebuild(rows or [], self.name)  # a failed scoring's row has no score: left out
 
     @property
     def fidelity(self) -> str:
@@ -292,20 +285,14 @@ class SupernetScreen:
         if result.status != Status.OK:
             passage.outcomes.failed(proposal, self.name, result)
             return False
-        score = result.metrics[METRIC]
-        keep, threshold = self.rule.judge(score)
-        judged = TrialResult(Status.OK, dict(result.metrics), seconds=result.seconds)
-        if threshold is not None:
-            judged.metrics["supernet.threshold"] = threshold
-        if not keep:
+        verdict = self.rule.judge(proposal.number, _proxy_values(proposal), result.metrics[METRIC])
+        metrics = dict(result.metrics) | verdict.metrics()
+        judged = TrialResult(Status.OK, metrics, seconds=result.seconds)
+        if not verdict.keep:
             judged.status = Status.PRUNED
-            judged.error = (
-                f"supernet: inherited accuracy {score:.4f} below the "
-                f"{1 - self.settings.keep_fraction:.0%} quantile {threshold:.4f} of "
-                f"{len(self.rule.scores)} scored"
-            )
+            judged.error = verdict.reason(self.settings.keep_fraction)
         passage.outcomes.screened(proposal, self.name, judged)
-        return keep
+        return verdict.keep
 
     def _score(self, proposal: Proposal, path: str, passage: Passage) -> TrialResult:
         task = self.spec.task.key
@@ -330,3 +317,10 @@ class SupernetScreen:
         if result.status == Status.OK:
             self.cache.put(task, self.fidelity, proposal.functional, result)
         return result
+
+
+def _proxy_values(proposal: Proposal) -> ProxyValues:
+    """The proposal's proxy values by proxy name (the proxy stage's ``proxy.<name>``)."""
+    metrics = proposal.scores.metrics if proposal.scores is not None else {}
+    prefix = "proxy."
+    return {k[len(prefix) :]: v for k, v in metrics.items() if k.startswith(prefix)}

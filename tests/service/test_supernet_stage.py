@@ -16,7 +16,8 @@ import torch
 from winnow.search_space.specfile import SpecError
 from winnow.search_space.trial import Status, TrialResult, TrialSpec
 from winnow.service.engine import Engine
-from winnow.service.engine.supernet import METRIC, QuantileRule, supernet_key
+from winnow.service.engine.supernet import METRIC, supernet_key
+from winnow.service.engine.supernet_rule import QuantileRule
 from winnow.service.search_spec import parse_search_spec
 from winnow.service.store import Store, sqlite_url
 from winnow.supernet.registry import SUPERNETS
@@ -224,10 +225,10 @@ def _any_candidate(spec):
 
 def test_the_rule_keeps_the_warm_up_then_prunes_below_the_running_quantile():
     rule = QuantileRule(keep_fraction=0.5, warmup=2)
-    assert rule.judge(0.1) == (True, None) and rule.judge(0.2) == (True, None)
-    keep, threshold = rule.judge(0.05)
+    assert rule.judge([0.1], 0.1) == (True, None) and rule.judge([0.1, 0.2], 0.2) == (True, None)
+    keep, threshold = rule.judge([0.1, 0.2, 0.05], 0.05)
     assert not keep and threshold == pytest.approx(0.1)
-    assert rule.judge(0.9)[0]
+    assert rule.judge([0.1, 0.2, 0.05, 0.9], 0.9)[0]
 
 
 @pytest.mark.parametrize(
