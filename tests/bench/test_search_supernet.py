@@ -95,3 +95,17 @@ def test_bench_search_supernet_flag_adds_the_strategy(capsys, shared_data, tmp_p
     result = json.loads(capsys.readouterr().out)
     assert set(result["strategies"]) == {"random", "cascade+supernet"}
     assert result["strategies"]["cascade+supernet"]["supernet"]["trained"] == 1
+
+
+def test_cells_per_stage_enters_the_supernet_key_only_when_set():
+    from winnow.bench.search import bench_spec, bench_supernet
+    from winnow.service.engine.supernet import supernet_key, training_settings
+    from winnow.service.search_spec import Screen
+
+    def spec(depth):
+        supernet = bench_supernet(cells_per_stage=depth)
+        return bench_spec("cascade+supernet", 0, "digits", 3, ["accuracy"], Screen(), supernet)
+
+    assert "cells_per_stage" not in training_settings(spec(None))  # earlier supernets' keys
+    assert training_settings(spec(1))["cells_per_stage"] == 1
+    assert len({supernet_key(spec(d)) for d in (None, 1, 2)}) == 3
