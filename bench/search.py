@@ -14,31 +14,89 @@ over seeds (``hypervolume_at`` with two objectives), the proxy evaluations run, 
 the wall time and the engine's median overhead per proposal (ask, hash lookup, bookkeeping and
 storage; evaluations excluded); and that median over every proposal of every strategy, with the
 median time of the sampler's ask inside it.
+
+**The supernet** (``--supernet``, or ``cascade+supernet`` named among the strategies): the
+strategy ``cascade+supernet`` is the cascade with the supernet stage (``strategy.supernet``,
+``bench_supernet``: by default an nb201 supernet of one cell a stage, trained for
+``--supernet-minutes``, the ``bench supernet`` measurement's choice), reported beside the plain
+``cascade``, so one run compares ``tpe,nsga2,cascade,cascade+supernet``. Training stays the
+oracle's; the supernet's two trial stages run for real in this process (the oracle passes them
+to its inner executor): the supernet is trained once on the task's training images less the
+validation split, stored (the store's ``supernet`` table, its file in the artifact folder:
+``artifacts``, default beside the SQLite file) and reused by every later seed's search, and by a
+later run on the same store; inherited-accuracy scores are cached by functional hash across
+seeds, as proxy scores are. Its entry has the same keys as the others and one more,
+``supernet``: ``trained`` (searches of this run that trained it: 1, or 0 when an earlier run's
+was reused), ``reused`` (those that found it stored), ``failed``, the stored training's
+``train_seconds``, ``steps`` and ``epochs`` (steps over the batches of one epoch),
+``cells_per_stage`` and ``minutes``, ``scored`` (the searches' ``supernet`` rows), ``computed``
+(scoring trials run: the rest came from the cache) and ``pruned`` (rows the stage stopped). Its
+``wall_seconds`` includes the supernet's training. The other strategies' keys are unchanged.
 """
 
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from winnow.search_space.datasets import load_dataset
+from winnow.search_space.trial import Status, TrialSpec
 from winnow.service.engine import Engine, SearchReport
-from winnow.service.search_spec import Budget, Objective, Screen, SearchSpec, Strategy, Task
+from winnow.service.engine.supernet import supernet_key
+from winnow.service.search_spec import (
+    Budget,
+    Objective,
+    Screen,
+    SearchSpec,
+    Strategy,
+    Supernet,
+    Task,
+)
 from winnow.service.store import Store
+from winnow.supernet.macro_training import validation_split
+from winnow.workers.executor import InProcessExecutor
 from winnow.workers.oracle import NB201Oracle
+from winnow.workers.run import run_trial
+from winnow.workers.supernet_trials import SCORE_STAGE
 
 CHECKPOINTS = (25, 50, 100, 200, 500, 1000)
 # Hypervolume reference for (accuracy, params) on nb201: no cell is below 10% accuracy or above
 # 1.6 M parameters, so every cell counts.
 REFERENCES = {"accuracy": 0.10, "params": 1.6e6, "flops": 2.5e8}
 PERCENT = {"accuracy"}
+WITH_SUPERNET = "cascade+supernet"  # the cascade with strategy.supernet
+# The supernet's epochs when a time budget is given: more than fit in it, so the minutes bind.
+TIMED_EPOCHS = 1000
+
+
+def bench_supernet(
+    minutes: float = 10.0, cells_per_stage: int | None = 1, **fields: Any
+) -> Supernet:
+    """The benchmark's ``strategy.supernet``: trained for ``minutes`` (``cells_per_stage``: the
+    supernet's depth; None: the space's); ``fields`` set the others (a test's few epochs)."""
+    return Supernet(
+        **{"epochs": TIMED_EPOCHS, "minutes": minutes, "cells_per_stage": cells_per_stage} | fields
+    )
 
 
 def bench_spec(
-    strategy: str, seed: int, dataset: str, budget: int, objectives: Sequence[str], screen: Screen
+    strategy: str,
+    seed: int,
+    dataset: str,
+    budget: int,
+    objectives: Sequence[str],
+    screen: Screen,
+    supernet: Supernet | None = None,
 ) -> SearchSpec:
+    """One search of the benchmark; ``cascade+supernet`` is the cascade with ``supernet``."""
+    name, stage = strategy, None
+    if strategy == WITH_SUPERNET:
+        name, stage = "cascade", supernet or bench_supernet()
     return SearchSpec(
         name=f"bench-{strategy}-seed{seed}",
         space="nb201",
@@ -52,7 +110,9 @@ def bench_spec(
             for name in objectives
         ],
         budget=Budget(max_trials=budget),
-        strategy=Strategy(name=strategy, rungs=[200], screen=screen, reuse_across_searches=False),
+        strategy=Strategy(
+            name=name, rungs=[200], screen=screen, supernet=stage, reuse_across_searches=False
+        ),
         seed=seed,
     )
 
@@ -86,25 +146,38 @@ def run_search_bench(
     store_url: str = "sqlite:///runs/bench-search.db",
     screen: Screen | None = None,
     progress: Callable[[str], None] | None = None,
+    supernet: Supernet | None = None,
+    artifacts: Path | None = None,
 ) -> dict[str, Any]:
+    """The benchmark's JSON (see the module docstring); ``supernet``: ``cascade+supernet``'s
+    ``strategy.supernet`` (default ``bench_supernet()``), ``artifacts``: the store's artifact
+    folder, where the trained supernet is kept (default: beside the SQLite file)."""
     start = time.perf_counter()
-    store = Store(store_url)
-    oracle = NB201Oracle(oracle_csv)
+    store = Store(store_url, artifacts=artifacts)
+    stages: Counter[str] = Counter()  # the trials run for real (not the oracle's), by stage
+    oracle = NB201Oracle(oracle_csv, inner=InProcessExecutor(_counted(stages)))
     screen = screen or Screen()
     out: dict[str, Any] = {"budget": budget, "seeds": seeds, "objectives": list(objectives)}
     out["strategies"], overheads, sampling = {}, [], []
     for strategy in strategies:
-        reports, began, own = [], time.perf_counter(), []
+        reports, specs, began, own = [], [], time.perf_counter(), []
+        scorings_before = stages[SCORE_STAGE]
         for seed in range(seeds):
-            spec = bench_spec(strategy, seed, dataset, budget, objectives, screen)
-            engine = Engine.create(spec, store, oracle)
+            spec = bench_spec(strategy, seed, dataset, budget, objectives, screen, supernet)
+            sink = _supernet_progress(progress) if spec.strategy.supernet else None
+            engine = Engine.create(spec, store, oracle, on_event=sink)
             reports.append(engine.run())
+            specs.append(spec)
             own += [t.overhead * 1000 for t in engine.tracked.values()]
             sampling += [t.sampling * 1000 for t in engine.tracked.values()]
             if progress:
                 progress(f"{strategy} seed {seed}: {_describe(reports[-1], objectives)}")
         out["strategies"][strategy] = _summary(reports, objectives, budget, began)
         out["strategies"][strategy]["overhead_ms_median"] = round(float(np.median(own)), 3)
+        if specs[0].strategy.supernet is not None:
+            computed = stages[SCORE_STAGE] - scorings_before
+            summary = supernet_summary(store, specs[0], reports, computed)
+            out["strategies"][strategy]["supernet"] = summary
         overheads += own
     out["engine_overhead_ms_median"] = round(float(np.median(overheads)), 3)
     # the part of it spent in the Optuna sampler (TPE's ask grows with the trials it has seen)
@@ -137,3 +210,80 @@ def _describe(report: SearchReport, objectives: Sequence[str]) -> str:
         f"{report.candidates} candidates, {report.proposals} proposals, "
         f"{report.cache_hits} cache hits, {report.proxy_evaluations} proxy runs, final {value:.4f}"
     )
+
+
+# --- the supernet's figures ------------------------------------------------------------------
+
+
+def _counted(stages: Counter[str]) -> Callable[..., Any]:
+    def run(spec: TrialSpec, on_epoch: Any = None) -> Any:
+        stages[spec.stage] += 1
+        return run_trial(spec, on_epoch)
+
+    return run
+
+
+def _supernet_progress(progress: Callable[[str], None] | None) -> Any:
+    """An event sink that names the supernet's training on the progress lines (it takes
+    minutes, in the first seed's search); None without progress."""
+    if progress is None:
+        return None
+
+    def on_event(kind: str, payload: dict[str, Any]) -> None:
+        if kind == "supernet_epoch":
+            progress(
+                f"supernet epoch {payload['epoch']}/{payload['epochs']}: {payload['loss']:.3f}"
+            )
+        elif kind in (
+            "supernet_training",
+            "supernet_trained",
+            "supernet_reused",
+            "supernet_failed",
+        ):
+            progress(f"{kind}: {payload}")
+
+    return on_event
+
+
+def supernet_summary(
+    store: Store, spec: SearchSpec, reports: Sequence[SearchReport], computed: int
+) -> dict[str, Any]:
+    """``cascade+supernet``'s ``supernet`` entry (see the module docstring)."""
+    settings = spec.strategy.supernet
+    assert settings is not None
+    kinds: Counter[str] = Counter()
+    rows = []
+    for report in reports:
+        kinds.update(e.kind for e in store.events(report.search_id))
+        rows += [r for r in store.trials(report.search_id) if r.stage == SCORE_STAGE]
+    record = store.supernet(supernet_key(spec))
+    metrics = record.metrics if record is not None else {}
+    steps = metrics.get("supernet.steps")
+    per_epoch = _steps_per_epoch(spec)
+    return {
+        "trained": kinds["supernet_trained"],
+        "reused": kinds["supernet_reused"],
+        "failed": kinds["supernet_failed"],
+        "train_seconds": _rounded(metrics.get("supernet.train_seconds"), 1),
+        "steps": None if steps is None else int(steps),
+        "epochs": None if steps is None else round(steps / per_epoch, 2),
+        "cells_per_stage": settings.cells_per_stage,
+        "minutes": settings.minutes,
+        "scored": len(rows),
+        "computed": computed,
+        "pruned": sum(r.status == Status.PRUNED for r in rows),
+    }
+
+
+def _steps_per_epoch(spec: SearchSpec) -> int:
+    """The supernet's batches in one epoch: its training samples (the task's less the
+    validation split) over its batch size, as ``nb201_training`` counts them."""
+    settings = spec.strategy.supernet
+    assert settings is not None
+    samples = len(load_dataset(spec.task.dataset).train_y)
+    fit, _ = validation_split(samples, settings.validation_fraction, settings.seed)
+    return max(1, len(fit) // settings.batch_size)
+
+
+def _rounded(value: float | None, digits: int) -> float | None:
+    return None if value is None else round(value, digits)

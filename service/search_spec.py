@@ -73,6 +73,9 @@ MAX_RUNG_EPOCHS = 10_000  # a rung's training epochs
 MAX_REDUCTION_FACTOR = 16  # successive halving keeps one in this many (Hyperband uses 3 or 4)
 MAX_POPULATION = 100_000  # scores a screen ranks among, pruned trials a sampler models
 MAX_KEPT_WEIGHTS = 1000  # trials whose weights a search keeps (each a file of the model's size)
+MAX_SUPERNET_DEPTH = (
+    64  # a supernet's cells per stage (the spaces' own bound, ``params.MAX_DEPTH``)
+)
 # A task's stated shape and classes: past these no dataset winnow loads (nor a network it
 # builds) fits; a larger number is a typo.
 MAX_INPUT_DIMS, MAX_INPUT_SIZE, MAX_CLASSES = 4, 4096, 100_000
@@ -287,6 +290,10 @@ class Supernet(_Strict):
     """The first scored candidates, which go on unpruned."""
     seed: int = Field(0, ge=0, le=UINT32_MAX)
     """Seeds the supernet's initialisation, sampling and validation split."""
+    cells_per_stage: int | None = Field(None, ge=1, le=MAX_SUPERNET_DEPTH)
+    """The supernet's cells per stage, for a family whose supernet has them (``nb201``): a
+    shallower supernet than the space's networks trains more steps in the same time (none: the
+    space's depth). Each candidate is scored by its cell at the supernet's depth."""
 
 
 class Strategy(_Strict):
@@ -468,10 +475,18 @@ class SearchSpec(_Strict):
             message = f"family {family!r} has no supernet yet; families with one: {allowed}"
             yield "strategy.supernet", message
             return
+        entry = SUPERNETS.get(family)
         try:  # a space the family's supernet cannot cover (an mlp space of no sliceable norm)
-            SUPERNETS.get(family).covers(self.search_space)
+            entry.covers(self.search_space)
         except ValueError as error:
             yield "strategy.supernet", str(error)
+        if self.strategy.supernet.cells_per_stage is not None and entry.resize is None:
+            allowed = ", ".join(n for n in SUPERNETS.names() if SUPERNETS.get(n).resize)
+            message = (
+                f"family {family!r}'s supernet has no cells per stage to set (families whose "
+                f"supernet has: {allowed}); leave it out"
+            )
+            yield "strategy.supernet.cells_per_stage", message
 
     def local_problems(self) -> Iterator[Problem]:
         """The checks past the shape that need no registry (no torch), so that the client

@@ -1,25 +1,31 @@
 """The ``nb201`` family's adapters for ``registry.SUPERNETS``: the one-shot supernet of ``nb201.py``
-trained by ``nb201_training.train_supernet`` (SPOS), scored by the default inherited accuracy.
+trained by ``nb201_training.train_supernet`` (SPOS), scored by inherited accuracy.
 
 What it ranks: the cell, under the supernet's own BatchNorm and SGD (``nb201.py``); a joint
 space's normalization, optimizer and quantization choices are not shared, so every candidate of
-a cell gets that cell's score. Built at the space's size (``channels``, ``cells_per_stage``)
-over its ``ops``, with the input channels of the task; uniform sampling, no entanglement (the
-family's defaults). Training: ``settings.epochs`` epochs of the samples as steps, within
-``settings.max_seconds``; the samples come normalised, so the crop-and-flip augmentation of
-the benchmark's own runs (``bench supernet``) is not applied here.
+a cell gets that cell's score. Built at the space's size (``channels``, ``cells_per_stage``;
+``resize``: a shallower supernet, ``strategy.supernet.cells_per_stage``, whose candidates are
+scored by their cell at its depth) over its ``ops``, with the input channels of the task;
+uniform sampling, no entanglement (the family's defaults). Training: ``settings.epochs``
+epochs of the samples as steps, within ``settings.max_seconds``; the samples come normalised,
+so the crop-and-flip augmentation of the benchmark's own runs (``bench supernet``) is not
+applied here.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from winnow.search_space.candidate import Candidate
 from winnow.search_space.spec import SearchSpace
 from winnow.search_space.trial import EpochCallback
-from winnow.supernet.seam import TrainSettings, steps_per_epoch, tensor_dataset
+from winnow.supernet.batchnorm import DEFAULT_BATCHES
+from winnow.supernet.macro_training import inherited_accuracy
+from winnow.supernet.seam import Batch, TrainSettings, steps_per_epoch, tensor_dataset
 
 
 def build(space: SearchSpace, num_classes: int, input_shape: tuple[int, ...]) -> nn.Module:
@@ -59,3 +65,26 @@ def train(
         on_epoch=on_epoch,
     )
     return report.steps
+
+
+def resize(space: SearchSpace, cells_per_stage: int) -> SearchSpace:
+    """The space with ``cells_per_stage`` cells a stage: the supernet built over it is that
+    deep (measured in ``bench supernet``: one cell a stage ranks better on a CPU budget)."""
+    arch = space.architecture.model_copy(update={"cells_per_stage": cells_per_stage})
+    return space.model_copy(update={"architecture": arch})
+
+
+def score(
+    supernet: nn.Module,
+    candidate: Candidate,
+    train_batches: Iterable[Batch],
+    val_batches: Iterable[Batch],
+    bn_batches: int = DEFAULT_BATCHES,
+) -> float:
+    """The inherited accuracy of the candidate's cell at the supernet's depth (the space's
+    own, unless ``resize`` made the supernet shallower)."""
+    depth = supernet.cells_per_stage
+    if candidate.architecture.get("cells_per_stage", depth) != depth:
+        arch = candidate.architecture | {"cells_per_stage": depth}
+        candidate = candidate.model_copy(update={"architecture": arch})
+    return inherited_accuracy(supernet, candidate, train_batches, val_batches, bn_batches)

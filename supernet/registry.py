@@ -26,6 +26,9 @@ than the architecture section, as ``mlp``'s does on the norms and the quantizati
 - ``covers(space)``: what of the space the trained supernet depends on, a JSON-able dict that
   goes into the stored supernet's key (default: the architecture section); a ``ValueError``
   says the supernet cannot cover the space, which the spec check reports at submission.
+- ``resize(space, cells_per_stage)``: the space with its networks at that depth, which the
+  supernet is then built over (``strategy.supernet.cells_per_stage``; ``supernet_space``);
+  None (the default): the family's supernet has no such depth, and the spec check refuses it.
 
 What a supernet ranks: the architecture (x quantization, for ``mlp``) under the supernet's own
 normalization and optimizer; neither is shared across a supernet, so a candidate's other choices
@@ -66,6 +69,7 @@ Train = Callable[
 ]
 Score = Callable[[nn.Module, Candidate, Iterable[Batch], Iterable[Batch], int], float]
 Covers = Callable[[SearchSpace], dict[str, Any]]
+Resize = Callable[[SearchSpace, int], SearchSpace]
 
 
 def architecture_section(space: SearchSpace) -> dict[str, Any]:
@@ -83,6 +87,19 @@ class SupernetEntry:
     score: Score = inherited_accuracy
     covers: Covers = architecture_section
     bn_batches: int = DEFAULT_BATCHES  # the family's default number of BatchNorm batches
+    resize: Resize | None = None
+
+
+def supernet_space(space: SearchSpace, settings: dict[str, Any]) -> SearchSpace:
+    """The space a family's supernet is built over: the search's, at the depth of the training
+    ``settings``' ``cells_per_stage`` when they have one (checked at submission)."""
+    depth = settings.get("cells_per_stage")
+    if depth is None:
+        return space
+    resize = SUPERNETS.get(space.architecture.family).resize
+    if resize is None:
+        raise ValueError(f"the {space.architecture.family} supernet has no cells per stage")
+    return resize(space, depth)
 
 
 SUPERNETS: Registry[SupernetEntry] = Registry("supernet family")
@@ -121,7 +138,15 @@ SUPERNETS.register("macro", SupernetEntry(build=_build_macro, train=_train_macro
 
 # --- nb201 and mlp: their adapters live in their own modules ------------------------------------
 
-SUPERNETS.register("nb201", SupernetEntry(build=nb201_entry.build, train=nb201_entry.train))
+SUPERNETS.register(
+    "nb201",
+    SupernetEntry(
+        build=nb201_entry.build,
+        train=nb201_entry.train,
+        score=nb201_entry.score,
+        resize=nb201_entry.resize,
+    ),
+)
 SUPERNETS.register(
     "mlp",
     SupernetEntry(

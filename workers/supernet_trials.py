@@ -33,7 +33,7 @@ from winnow.search_space.datasets import Dataset, load_dataset
 from winnow.search_space.spec import parse_space
 from winnow.search_space.trial import EpochCallback, Status, TrialResult, TrialSpec
 from winnow.supernet.macro_training import batches, validation_split
-from winnow.supernet.registry import SUPERNETS, TrainSettings
+from winnow.supernet.registry import SUPERNETS, TrainSettings, supernet_space
 
 TRAIN_STAGE = "supernet_train"
 SCORE_STAGE = "supernet"
@@ -66,7 +66,7 @@ def _split_of(dataset_name: str, fraction: float, seed: int) -> tuple[torch.Tens
 
 
 def _build(options: dict[str, Any], dataset: Dataset) -> nn.Module:
-    space = parse_space(options["space"])
+    space = supernet_space(parse_space(options["space"]), options["settings"])
     entry = SUPERNETS.get(space.architecture.family)
     # the supernet's initial weights, seeded without reseeding the caller's generator (an
     # in-process executor runs this in the engine's process)
@@ -142,7 +142,7 @@ def _train(
     train = TrainSettings(
         settings["epochs"], settings["max_seconds"], settings["batch_size"], settings["seed"]
     )
-    space = parse_space(options["space"])
+    space = supernet_space(parse_space(options["space"]), options["settings"])
     family = SUPERNETS.get(space.architecture.family)
     return supernet, family.train(supernet, space, x, y, train, on_epoch, checkpoint)
 

@@ -6,7 +6,8 @@
         --minutes 45 --json
     winnow bench export --sample 300 --json
     winnow bench search --oracle nb201:CSV --dataset npz:PATH --strategies random,tpe,cascade \\
-        --budget 100 --seeds 10 --json [--objectives accuracy,params]
+        --budget 100 --seeds 10 --json [--objectives accuracy,params] \\
+        [--supernet --supernet-minutes 10 --supernet-cells-per-stage 1 --artifacts DIR]
     winnow bench service --trials 2000 --clients 8
     winnow bench workers --executor local --trials 200
     winnow bench ui --trials 10000 --json
@@ -143,7 +144,7 @@ def _given(**values: Any) -> dict[str, Any]:
 
 
 def cmd_bench_search(args: argparse.Namespace) -> int:
-    from winnow.bench.search import run_search_bench
+    from winnow.bench.search import WITH_SUPERNET, bench_supernet, run_search_bench
     from winnow.search_space.datasets import load_dataset
     from winnow.service.search_spec import Screen
 
@@ -160,16 +161,22 @@ def cmd_bench_search(args: argparse.Namespace) -> int:
     unknown = next(screen.name_problems(), None)  # an unknown proxy: fail before any work too
     if unknown is not None:
         raise ValueError(f"--screen-proxies: {unknown[1]}")
+    strategies = [s.strip() for s in args.strategies.split(",")]
+    if args.supernet and WITH_SUPERNET not in strategies:
+        strategies.append(WITH_SUPERNET)
+    depth = args.supernet_cells_per_stage or None  # 0: the space's own depth
     result = run_search_bench(
         path,
         args.dataset,
-        [s.strip() for s in args.strategies.split(",")],
+        strategies,
         args.budget,
         args.seeds,
         objectives=[o.strip() for o in args.objectives.split(",")],
         store_url=args.db,
         screen=screen,
         progress=None if args.quiet else lambda line: print(line, file=sys.stderr, flush=True),
+        supernet=bench_supernet(args.supernet_minutes, depth),
+        artifacts=args.artifacts,
     )
     print_json(result)
     return 0
@@ -369,6 +376,26 @@ def _add_search(bench_commands: Any) -> None:
         "0.1 s a cell on one CPU core)",
     )
     bs.add_argument("--keep-fraction", type=float, help="the cascade's screening fraction")
+    bs.add_argument(
+        "--supernet",
+        action="store_true",
+        help="add the strategy cascade+supernet: the cascade with the supernet stage, its "
+        "supernet trained once for real and reused by every seed",
+    )
+    bs.add_argument(
+        "--supernet-minutes", type=float, default=10.0, help="the supernet's training time"
+    )
+    bs.add_argument(
+        "--supernet-cells-per-stage",
+        type=int,
+        default=1,
+        help="the supernet's depth (0: the space's 5; 1 ranks better on a CPU budget)",
+    )
+    bs.add_argument(
+        "--artifacts",
+        type=Path,
+        help="where the trained supernet is kept (default: beside the SQLite file)",
+    )
     bs.add_argument("--json", action="store_true", help="print one JSON object (the default)")
     bs.add_argument("--quiet", action="store_true", help="no per-search lines on stderr")
     bs.set_defaults(func=cmd_bench_search)

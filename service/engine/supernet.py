@@ -73,13 +73,16 @@ def training_settings(spec: SearchSpec) -> dict[str, Any]:
     s = spec.strategy.supernet
     assert s is not None, "the spec has no strategy.supernet"
     max_seconds = None if s.minutes is None else s.minutes * 60
-    return {
+    settings = {
         "epochs": s.epochs,
         "max_seconds": max_seconds,
         "batch_size": s.batch_size,
         "seed": s.seed,
         "validation_fraction": s.validation_fraction,
     }
+    if s.cells_per_stage is not None:  # only when set: the keys of earlier supernets stay
+        settings["cells_per_stage"] = s.cells_per_stage
+    return settings
 
 
 def supernet_key(spec: SearchSpec) -> str:

@@ -1,0 +1,111 @@
+"""``winnow bench search --supernet``: the cascade with the supernet stage on the NB201 oracle,
+its supernet trained once (for a second here) and reused by the next seed, its scores computed
+for real and cached by functional hash; the entry has the cascade's keys and ``supernet``'s."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from sqlalchemy import func, select
+
+from winnow.search_space.specfile import SpecError
+from winnow.service.cli import main
+from winnow.service.search_spec import Supernet, parse_search_spec
+from winnow.service.store import Store, sqlite_url
+from winnow.service.store.tables import SupernetRow
+
+# a supernet trained for about a second, each candidate scored on 64 held-out images
+TINY = {"minutes": 0.02, "validation_samples": 64, "bn_batches": 1, "warmup": 1}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _bench(shared_data, db, artifacts):
+    from winnow.bench.search import bench_supernet, run_search_bench
+
+    return run_search_bench(
+        str(shared_data / "nb201_cifar10.csv"),
+        f"npz:{shared_data / 'cifar10_subset.npz'}",
+        ["cascade", "cascade+supernet"],
+        budget=3,
+        seeds=2,
+        objectives=("accuracy", "params"),
+        store_url=sqlite_url(db),
+        supernet=bench_supernet(cells_per_stage=1, **TINY),
+        artifacts=artifacts,
+    )
+
+
+@pytest.mark.slow
+def test_the_supernet_trains_once_is_reused_by_the_next_seed_and_its_scores_are_cached(
+    shared_data, tmp_path
+):
+    db, artifacts = tmp_path / "b.db", tmp_path / "kept"
+    first = _bench(shared_data, db, artifacts)
+    cascade, with_supernet = (first["strategies"][s] for s in ("cascade", "cascade+supernet"))
+    assert "supernet" not in cascade
+    assert set(with_supernet) - {"supernet"} == set(cascade)  # the cascade's keys, and one more
+    assert set(cascade["hypervolume_at"]) == {"3"}
+    supernet = with_supernet["supernet"]
+    assert supernet["trained"] == 1 and supernet["reused"] == 1 and supernet["failed"] == 0
+    assert supernet["steps"] > 0 and supernet["train_seconds"] > 0 and supernet["epochs"] > 0
+    assert supernet["cells_per_stage"] == 1
+    assert supernet["scored"] > 0 and 0 < supernet["computed"] <= supernet["scored"]
+    store = Store(sqlite_url(db), artifacts=artifacts)
+    with store.session() as session:
+        assert session.scalar(select(func.count()).select_from(SupernetRow)) == 1
+    assert len(list((artifacts / "supernets").glob("*.pt"))) == 1
+    store.close()
+    # the same run again: the stored supernet and every score are reused, nothing recomputed
+    again = _bench(shared_data, db, artifacts)["strategies"]["cascade+supernet"]["supernet"]
+    assert again["trained"] == 0 and again["reused"] == 2 and again["computed"] == 0
+    assert again["scored"] == supernet["scored"] and again["steps"] == supernet["steps"]
+
+
+def test_cells_per_stage_is_refused_for_a_family_whose_supernet_has_none():
+    spec = {
+        "space": {"architecture": {"family": "mlp", "width": [16, 32]}},
+        "task": {"dataset": "digits"},
+        "strategy": {"supernet": {"cells_per_stage": 1}},
+    }
+    with pytest.raises(SpecError, match=r"strategy\.supernet\.cells_per_stage.*nb201"):
+        parse_search_spec(spec)
+    assert Supernet(cells_per_stage=1).cells_per_stage == 1
+
+
+@pytest.mark.slow
+def test_bench_search_supernet_flag_adds_the_strategy(capsys, shared_data, tmp_path):
+    argv = [
+        "bench", "search",
+        "--oracle", f"nb201:{shared_data / 'nb201_cifar10.csv'}",
+        "--data", f"npz:{shared_data / 'cifar10_subset.npz'}",
+        "--strategies", "random", "--budget", "2", "--seeds", "1", "--supernet",
+        "--supernet-minutes", "0.01", "--screen-proxies", "params",
+        "--store", f"sqlite:///{tmp_path / 'c.db'}", "--quiet",
+    ]  # fmt: skip
+    assert main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert set(result["strategies"]) == {"random", "cascade+supernet"}
+    assert result["strategies"]["cascade+supernet"]["supernet"]["trained"] == 1
+
+
+def test_cells_per_stage_enters_the_supernet_key_only_when_set():
+    from winnow.bench.search import bench_spec, bench_supernet
+    from winnow.service.engine.supernet import supernet_key, training_settings
+    from winnow.service.search_spec import Screen
+
+    def spec(depth):
+        supernet = bench_supernet(cells_per_stage=depth)
+        return bench_spec("cascade+supernet", 0, "digits", 3, ["accuracy"], Screen(), supernet)
+
+    assert "cells_per_stage" not in training_settings(spec(None))  # earlier supernets' keys
+    assert training_settings(spec(1))["cells_per_stage"] == 1
+    assert len({supernet_key(spec(d)) for d in (None, 1, 2)}) == 3
