@@ -1,6 +1,7 @@
-"""User code on a server: a ``python:`` dataset runs only from a module the operator allows
+"""User data on a server: a ``python:`` dataset runs only from a module the operator allows
 (``winnow serve --allow-module``); any other is refused PERMISSION_DENIED at submission,
-before it is imported, and a stored search naming one ends FAILED when it starts."""
+before it is imported, and a stored search naming one ends FAILED when it starts; an
+``imagefolder:`` folder lies under the data roots like an ``npz:`` file."""
 
 from __future__ import annotations
 
@@ -102,3 +103,11 @@ def test_a_stored_search_of_a_module_this_server_does_not_allow_fails_unrun(
 def test_allowed_modules_must_be_module_names():
     with pytest.raises(ValueError, match="not a module name"):
         ServerConfig(db_url="sqlite://", allowed_modules=("my-pkg",))
+
+
+def test_an_imagefolder_outside_the_data_roots_is_refused(make_server, tmp_path, tiny_spec):
+    (tmp_path / "inside").mkdir()
+    server = make_server(data_roots=(tmp_path / "inside",))
+    with Client(server.address, retries=0) as client, pytest.raises(WinnowError) as raised:
+        client.submit(tiny_spec(task={"dataset": f"imagefolder:{tmp_path / 'outside'}"}))
+    assert raised.value.code == "INVALID_ARGUMENT" and "--data-root" in raised.value.message
