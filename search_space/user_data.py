@@ -44,8 +44,8 @@ def python_arrays(path: str | None) -> list[np.ndarray]:
     name = f"python:{python_argument(path)}"
     try:
         loader = import_object(path)
-    except UserCodeError as error:
-        raise DatasetError(f"{name}: {error}") from None
+    except UserCodeError as error:  # its message starts with the path
+        raise DatasetError(f"python:{error}") from None
     try:
         data = loader()
     except Exception as error:  # the user's code: any failure is this dataset's

@@ -111,3 +111,24 @@ def test_an_imagefolder_outside_the_data_roots_is_refused(make_server, tmp_path,
     with Client(server.address, retries=0) as client, pytest.raises(WinnowError) as raised:
         client.submit(tiny_spec(task={"dataset": f"imagefolder:{tmp_path / 'outside'}"}))
     assert raised.value.code == "INVALID_ARGUMENT" and "--data-root" in raised.value.message
+
+
+def test_serve_takes_allow_module_repeated(monkeypatch):
+    from winnow.service.cli import service
+    from winnow.service.cli.main import build_parser
+
+    configs = []
+
+    class Stop(Exception):
+        pass
+
+    def capture(config):
+        configs.append(config)
+        raise Stop
+
+    monkeypatch.setattr("winnow.service.api.server.WinnowServer", capture)
+    monkeypatch.setattr(service, "_configure_logging", lambda fmt: None)
+    argv = ["serve", "--db", "sqlite://", "--allow-module", "my_pkg", "--allow-module", "b.c"]
+    with pytest.raises(Stop):
+        service.cmd_serve(build_parser().parse_args(argv))
+    assert configs[0].allowed_modules == ("my_pkg", "b.c")
