@@ -26,7 +26,12 @@ import numpy as np
 
 from winnow.search_space.dataset_errors import DatasetError, DatasetSpecError
 from winnow.search_space.image_folder import image_format, image_to_array
-from winnow.search_space.user_code import UserCodeError, import_object, parse_import_path
+from winnow.search_space.user_code import (
+    ImportPathError,
+    UserCodeError,
+    import_object,
+    parse_import_path,
+)
 
 SPLITS = ("train_x", "train_y", "test_x", "test_y")
 
@@ -35,7 +40,10 @@ def python_argument(path: str | None) -> str:
     """The import path of ``python:PATH``, checked as text (nothing is imported)."""
     if not path:
         raise DatasetSpecError("python needs an import path: python:MODULE:FUNCTION")
-    parse_import_path(path)
+    try:
+        parse_import_path(path)
+    except ImportPathError as error:
+        raise DatasetSpecError(f"python:MODULE:FUNCTION: {error}") from None
     return path
 
 

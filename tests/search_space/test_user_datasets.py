@@ -14,6 +14,7 @@ from PIL import Image
 from winnow.search_space import hf_data, image_folder
 from winnow.search_space.datasets import (
     DatasetError,
+    DatasetSpecError,
     check_dataset_spec,
     dataset_shape,
     load_dataset,
@@ -144,7 +145,7 @@ def test_a_missing_module_says_how_to_make_it_importable():
 def test_spec_checks_read_the_import_path_without_importing():
     check_dataset_spec("python:no_such_winnow_pkg.data:load")  # text only: no import
     for bad in ("python:", "python:pkg.data", "python:pkg..data:load", "python:pkg:os.system"):
-        with pytest.raises(ValueError):
+        with pytest.raises(DatasetSpecError, match="python:MODULE:FUNCTION"):
             check_dataset_spec(bad)
 
 
