@@ -14,6 +14,14 @@ augmentation (4-pixel padded random crop and horizontal flip).
   numpy arrays and nothing else.
 - ``synthetic`` or ``synthetic:CxHxW``: learnable random images (class prototypes plus noise),
   for tests and smoke runs; positive sizes, at most ``MAX_SYNTHETIC_VALUES`` values.
+- ``python:MODULE:FUNCTION``: what the user's function returns, the arrays of an npz file or a
+  pair of torch datasets (``user_data``; a server imports only modules it allows).
+- ``imagefolder:DIR``: image files in torchvision's ImageFolder layout (``image_folder``).
+- ``hf:NAME[:CONFIG]``: a Hugging Face Hub dataset from the local cache, offline, when the
+  optional ``datasets`` package is installed (``hf_data``).
+
+The loaders of user data return the four arrays; ``from_parts`` makes them a ``Dataset`` as
+for an npz file (uint8 inputs are pixels, divided by 255).
 
 ``check_dataset_spec`` refuses an unknown name or an argument a loader would refuse without
 loading anything; spec checks call it. ``dataset_shape`` answers a dataset's example shape and
@@ -40,22 +48,16 @@ import torch
 import torch.nn.functional as F
 
 from winnow.search_space.accelerate import to_device
+from winnow.search_space.dataset_errors import DatasetError, DatasetSpecError
+from winnow.search_space.hf_data import hf_argument, hf_arrays
+from winnow.search_space.image_folder import folder_argument, imagefolder_arrays, imagefolder_shape
 from winnow.search_space.registry import Registry
+from winnow.search_space.user_data import python_argument, python_arrays
 
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
 CIFAR10_SHAPE, CIFAR10_CLASSES = (3, 32, 32), 10
 _NUMPY_MULTIARRAY = ("numpy.core.multiarray", "numpy._core.multiarray")
-
-
-class DatasetError(RuntimeError):
-    """A dataset that cannot be loaded, with what to do about it."""
-
-
-class DatasetSpecError(DatasetError, ValueError):
-    """A dataset spec whose argument no loader accepts (``npz:`` without a path,
-    ``synthetic:0``): known without loading anything, so a spec check reports it (a
-    ValueError, as a registry's unknown name is)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -191,8 +193,26 @@ def load_npz_dataset(path: str | None) -> Dataset:
         if missing:
             raise DatasetError(f"{file} lacks arrays {sorted(missing)}")
         parts = [arrays[k] for k in ("train_x", "train_y", "test_x", "test_y")]
-    scale = 255.0 if parts[0].dtype == np.uint8 else 1.0
-    return from_arrays(f"npz:{file}", *parts, scale=scale)
+    return from_parts(f"npz:{file}", parts)
+
+
+def from_parts(name: str, parts: list) -> Dataset:
+    """A Dataset of ``[train_x, train_y, test_x, test_y]`` as an npz file holds them: uint8
+    inputs are pixels (scaled by 1/255), any other inputs are taken as they are."""
+    scale = 255.0 if np.asarray(parts[0]).dtype == np.uint8 else 1.0
+    return from_arrays(name, *parts, scale=scale)
+
+
+def load_python_dataset(path: str | None) -> Dataset:
+    return from_parts(f"python:{path}", python_arrays(path))
+
+
+def load_imagefolder_dataset(directory: str | None) -> Dataset:
+    return from_parts(f"imagefolder:{directory}", imagefolder_arrays(directory))
+
+
+def load_hf_dataset(arg: str | None) -> Dataset:
+    return from_parts(f"hf:{arg}", hf_arrays(arg))
 
 
 # The globals a CIFAR-10 python batch may name: numpy's array reconstruction (under the module
@@ -330,6 +350,9 @@ DATASETS.register("digits", load_digits_dataset)
 DATASETS.register("npz", load_npz_dataset)
 DATASETS.register("cifar10", load_cifar10_dataset)
 DATASETS.register("synthetic", load_synthetic_dataset)
+DATASETS.register("python", load_python_dataset)
+DATASETS.register("imagefolder", load_imagefolder_dataset)
+DATASETS.register("hf", load_hf_dataset)
 
 
 # Datasets handed to this process ready-made (a Ray worker gets them from the object store,
@@ -351,6 +374,9 @@ def is_provided(spec: str) -> bool:
 _ARGUMENT_CHECKS: dict[str, Callable[[str | None], object]] = {
     "npz": _npz_path,
     "synthetic": synthetic_shape,
+    "python": python_argument,
+    "imagefolder": folder_argument,
+    "hf": hf_argument,
 }
 
 
@@ -394,6 +420,7 @@ def _npz_shape(path: str | None) -> tuple[tuple[int, ...], int]:
 # How the loaders that read files answer the shape for less than a load.
 _READ_SHAPES: dict[str, Callable[[str | None], tuple[tuple[int, ...], int]]] = {
     "npz": _npz_shape,
+    "imagefolder": imagefolder_shape,  # folder names and the first image's header
 }
 
 

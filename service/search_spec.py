@@ -127,11 +127,23 @@ class Task(_Strict):
     """What the candidates learn: a dataset spec of ``winnow.search_space.datasets``."""
 
     dataset: str
-    """A dataset spec: ``digits``, ``npz:PATH``, ``cifar10[:DIR]``, ``synthetic[:SHAPE]``."""
+    """A dataset spec: ``digits``, ``npz:PATH``, ``cifar10[:DIR]``, ``synthetic[:SHAPE]``,
+    ``python:MODULE:FUNCTION`` (the user's function returns the arrays ``train_x``,
+    ``train_y``, ``test_x``, ``test_y`` or a pair of torch datasets; a server imports only
+    modules of ``winnow serve --allow-module``), ``imagefolder:DIR`` (``DIR/train/<class>/*``
+    and ``DIR/test/<class>/*``, or ``DIR/<class>/*`` split by a seeded quarter) or
+    ``hf:NAME[:CONFIG]`` (a Hugging Face dataset from the local cache; needs ``datasets``)."""
     input_shape: InputShape = Field(None, min_length=1, max_length=MAX_INPUT_DIMS)
-    """Optional: checked against the dataset before any work; each size in [1, 4096]."""
+    """Optional: checked against the dataset before any work; each size in [1, 4096]. With
+    ``num_classes``, what the server sizes candidates by before it loads the dataset."""
     num_classes: int | None = Field(None, ge=2, le=MAX_CLASSES)
     """Optional: checked against the dataset before any work."""
+
+    def imports(self) -> dict[str, str]:
+        """``{field: import path}`` of the user code the task names (``python:`` datasets),
+        read from the text: nothing is imported."""
+        name, _, arg = self.dataset.partition(":")
+        return {"task.dataset": arg} if name == "python" else {}
 
     def name_problems(self) -> Iterator[Problem]:
         """(field, message) for an unknown dataset name or an argument its loader refuses
@@ -415,6 +427,12 @@ class SearchSpec(_Strict):
         from winnow.search_space.spec import load_space, parse_space
 
         return parse_space(space) if isinstance(space, dict) else load_space(space)
+
+    def imports(self) -> dict[str, str]:
+        """``{field: import path}`` of every piece of user code the spec names, for a server
+        to check against its allowed modules (``user_code.check_import_allowed``) before it
+        imports any."""
+        return self.task.imports()
 
     def check_names(self) -> SearchSpec:
         """Resolve every name against its registry: the space (built-in, file or inline), the

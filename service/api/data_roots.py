@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-PATH_DATASETS = ("npz", "cifar10")  # datasets whose argument is a file or folder to read
+# datasets whose argument is a file or folder to read (hf: refuses local paths itself)
+PATH_DATASETS = ("npz", "cifar10", "imagefolder")
 
 
 class DataRootError(ValueError):

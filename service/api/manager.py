@@ -7,8 +7,9 @@ server's size cap (``max_params``: candidates of more parameters fail unbuilt). 
 manager resumes every search a previous server left ``queued`` or ``running``; ``shutdown``
 stops proposing, lets running evaluations finish and store their results, and leaves the
 searches ``queued`` for the next server. A search's dataset is checked against this server's
-``--data-root`` folders again as it starts (``data_roots``): one accepted by a server with other
-roots ends FAILED, unread. One server per store: two servers on one database
+``--data-root`` folders (``data_roots``) and its user code against its ``--allow-module``
+modules (``allowed_modules``) again as it starts: one accepted by a server with other roots or
+modules ends FAILED, unread and unimported. One server per store: two servers on one database
 would both resume its unfinished searches.
 """
 
@@ -23,6 +24,8 @@ from typing import Any
 
 from winnow.records import SearchRecord, SearchStatus
 from winnow.search_space.specfile import SpecError
+from winnow.search_space.user_code import ImportNotAllowedError
+from winnow.service.api.allowed_modules import check_imports
 from winnow.service.api.data_roots import DataRootError, check_dataset, resolved
 from winnow.service.engine import Engine, readout
 from winnow.service.search_spec import SearchSpec
@@ -41,7 +44,12 @@ def shown(text: str, limit: int = SHOWN_CHARS) -> str:
 
 
 # Why a stored search cannot start that is no bug of the server's: logged without a traceback
-EXPECTED_START_ERRORS = (DataRootError, SpecError, readout.SpecNoLongerValidError)
+EXPECTED_START_ERRORS = (
+    DataRootError,
+    ImportNotAllowedError,
+    SpecError,
+    readout.SpecNoLongerValidError,
+)
 
 
 class QueueFullError(RuntimeError):
@@ -66,9 +74,11 @@ class SearchManager:
         max_queued: int = 64,
         data_roots: tuple[Path, ...] = (),
         max_params: int | None = None,
+        allowed_modules: tuple[str, ...] = (),
     ) -> None:
         self.store, self.max_params = store, max_params
         self.data_roots = resolved(data_roots)
+        self.allowed_modules = tuple(allowed_modules)
         self.make_executor = make_executor
         self.max_concurrent, self.max_queued = max_concurrent, max_queued
         self.live: dict[str, Engine] = {}
@@ -217,7 +227,7 @@ class SearchManager:
 
     def _run(self, search_id: str, executor: Executor) -> None:
         try:
-            self._check_data_root(search_id)  # before the engine loads anything
+            self._check_admitted(search_id)  # before the engine loads or imports anything
             engine = Engine.resume(self.store, search_id, executor, max_params=self.max_params)
         except Exception as error:  # a spec the code no longer accepts, a missing dataset
             self._not_started(search_id, error)
@@ -260,12 +270,14 @@ class SearchManager:
             else:
                 self._end_unstarted(search_id, SearchStatus.FAILED, message)
 
-    def _check_data_root(self, search_id: str) -> None:
-        """The submit-time check again: a search stored under another server's ``--data-root``
-        (or a store written by ``winnow search run``) must not read outside this server's."""
+    def _check_admitted(self, search_id: str) -> None:
+        """The submit-time checks again: a search stored under another server's
+        ``--data-root`` and ``--allow-module`` (or a store written by ``winnow search run``)
+        must not read outside this server's roots nor import modules it does not allow."""
         stored = readout.stored_spec(self.store.search(search_id).spec_json)
         if stored.problem is None:  # else Engine.resume ends it, saying why
             check_dataset(stored.spec.task.dataset, self.data_roots)
+            check_imports(stored.spec, self.allowed_modules)
 
     def _end_unstarted(
         self, search_id: str, status: SearchStatus, error: str | None = None

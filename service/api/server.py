@@ -23,6 +23,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from winnow.search_space.trial import EpochCallback, TrialResult, TrialSpec
+from winnow.service.api.allowed_modules import allowed_modules
 from winnow.service.api.manager import SearchManager
 from winnow.service.api.servicer import SearchServicer
 from winnow.service.store import Store
@@ -49,7 +50,10 @@ class ServerConfig:
     token: str | None = None
     tls_cert: Path | None = None
     tls_key: Path | None = None
-    data_roots: tuple[Path, ...] = ()  # where specs may name dataset files (npz:, cifar10:)
+    data_roots: tuple[Path, ...] = ()  # where specs may name dataset files (npz:, imagefolder:)
+    # modules (and those under them) whose code specs may name (python: datasets); none: no
+    # user code is imported
+    allowed_modules: tuple[str, ...] = ()
     # Candidates of more parameters fail before anything builds them (None: no cap). 1e8
     # float32 parameters are 0.4 GB, and training holds several times that.
     max_params: int | None = DEFAULT_MAX_PARAMS
@@ -66,6 +70,7 @@ class ServerConfig:
             raise ValueError(
                 f"max_queued_searches must be at least 1, not {self.max_queued_searches}"
             )
+        allowed_modules(self.allowed_modules)  # each a module name: ImportPathError if not
         if self.max_params is not None and self.max_params < 1:
             raise ValueError(
                 f"max_params must be at least 1 (or None: no cap), not {self.max_params}"
@@ -160,6 +165,7 @@ class WinnowServer:
             config.max_queued_searches,
             data_roots=config.data_roots,
             max_params=config.max_params,
+            allowed_modules=config.allowed_modules,
         )
         interceptors = [BearerTokenInterceptor(config.token)] if config.token else []
         self.server = grpc.server(
@@ -173,7 +179,9 @@ class WinnowServer:
                 ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
             ],
         )
-        servicer = SearchServicer(self.manager, config.data_roots, max_watchers=WATCHERS)
+        servicer = SearchServicer(
+            self.manager, config.data_roots, config.allowed_modules, max_watchers=WATCHERS
+        )
         search_pb2_grpc.add_SearchServiceServicer_to_server(servicer, self.server)
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)

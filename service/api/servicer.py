@@ -2,7 +2,9 @@
 
 Every failure a caller can act on is a gRPC status with a sentence: an invalid spec is
 ``INVALID_ARGUMENT`` naming the field, an unknown search or trial ``NOT_FOUND``, a full queue
-``RESOURCE_EXHAUSTED``, an export format whose optional dependency the server lacks
+``RESOURCE_EXHAUSTED``, user code from a module the server does not allow
+(``--allow-module``) ``PERMISSION_DENIED`` naming the module, an export format whose
+optional dependency the server lacks
 ``FAILED_PRECONDITION`` (naming the extra to install). Anything else is ``INTERNAL`` (and
 logged with its traceback); one bad request never touches another search.
 """
@@ -25,8 +27,10 @@ from winnow.records import SearchRecord, SearchStatus
 from winnow.search_space.datasets import DatasetError
 from winnow.search_space.registry import UnknownNameError
 from winnow.search_space.spec import BUILTIN_SPACES, SpecError
+from winnow.search_space.user_code import ImportNotAllowedError
 from winnow.service import export
 from winnow.service.api import convert
+from winnow.service.api.allowed_modules import check_imports
 from winnow.service.api.data_roots import DataRootError, check_dataset, resolved
 from winnow.service.api.manager import (
     QueueFullError,
@@ -125,15 +129,22 @@ def _stream_rpc(method: Callable) -> Callable:
 
 class SearchServicer(search_pb2_grpc.SearchServiceServicer):
     """``data_roots``: folders under which a spec may name dataset files (``npz:PATH``,
-    ``cifar10:DIR``); the server reads nothing else a client names. ``max_watchers``: streams
-    open at once, kept below the server's threads so that other calls always find one."""
+    ``cifar10:DIR``); the server reads nothing else a client names. ``allowed_modules``: the
+    modules (and those under them) whose code a spec may name (``python:`` datasets); the
+    server imports no other. ``max_watchers``: streams open at once, kept below the server's
+    threads so that other calls always find one."""
 
     def __init__(
-        self, manager: SearchManager, data_roots: tuple[Path, ...] = (), max_watchers: int = 24
+        self,
+        manager: SearchManager,
+        data_roots: tuple[Path, ...] = (),
+        allowed_modules: tuple[str, ...] = (),
+        max_watchers: int = 24,
     ) -> None:
         self.manager = manager
         self.store = manager.store
         self.data_roots = resolved(data_roots)
+        self.allowed_modules = tuple(allowed_modules)
         self.max_watchers = max_watchers
         self._watchers = threading.BoundedSemaphore(max_watchers)
 
@@ -144,6 +155,7 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
         _checked_id("request_id", request.request_id)
         try:
             spec = _parse_spec(request.spec_json)
+            _check_imports(spec, self.allowed_modules)
             _check_dataset_path(spec.task.dataset, self.data_roots)
             _check_replyable(spec)
             row, created = self.manager.submit(spec, request.request_id or None)
@@ -460,6 +472,13 @@ def _checked_id(field: str, value: str) -> str:
             f"field {field!r} is too long ({len(value)} characters; the limit is {MAX_ID_CHARS})",
         )
     return value
+
+
+def _check_imports(spec: SearchSpec, allowed: tuple[str, ...]) -> None:
+    try:
+        check_imports(spec, allowed)
+    except ImportNotAllowedError as error:
+        raise RequestError(grpc.StatusCode.PERMISSION_DENIED, str(error)) from None
 
 
 def _check_dataset_path(dataset: str, roots: tuple[Path, ...]) -> None:

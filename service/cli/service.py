@@ -85,6 +85,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,
         data_roots=tuple(args.data_root),
+        allowed_modules=tuple(args.allow_module),
         artifacts=args.artifacts,
     )
     server = WinnowServer(config).start()
@@ -274,7 +275,16 @@ def add_service_commands(commands: Any) -> None:
         type=Path,
         action="append",
         default=[],
-        help="a folder specs may read dataset files from (npz:PATH, cifar10:DIR); repeatable",
+        help="a folder specs may read dataset files from (npz:PATH, cifar10:DIR, "
+        "imagefolder:DIR); repeatable",
+    )
+    serve.add_argument(
+        "--allow-module",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="a module (and the modules under it) whose code specs may name "
+        "(python:MODULE:FUNCTION datasets); repeatable; none: no user code is imported",
     )
     serve.add_argument(
         "--grace",
