@@ -145,7 +145,8 @@ def train_supernet(
             seed = derived_seed(settings.seed, "order", epoch)
             order = (epoch, torch.randperm(len(data.train_y), generator=_generator(seed)))
         x, y = _batch(data, order[1], position, run.step, settings, device)
-        epoch_losses.append(_step(supernet, optimizer, x, y, run, settings))
+        factor = lr_factor(run.step, run.total_steps, settings.warmup_steps, elapsed(), seconds)
+        epoch_losses.append(_step(supernet, optimizer, x, y, run, settings, factor))
         run.step += 1
         if run.step == resumed_from + 1:
             after_first = elapsed()  # the first step pays one-time costs: the pace leaves it out
@@ -180,6 +181,22 @@ def _steps_for(
     pace = (spent - after_first) / (timed - 1) if timed > 1 else spent / done
     total = done + int(max(seconds - spent, 0.0) / max(pace, 1e-9))
     return max(done, min(total, cap) if cap is not None else total)
+
+
+def lr_factor(
+    step: int, total_steps: int | None, warmup_steps: int, spent: float, seconds: float | None
+) -> float:
+    """The cosine schedule's factor at ``step``, decaying with whichever of the step budget and
+    the time budget is further spent. The step count of a time budget is fixed from the pace
+    of the first steps; if the machine slows down afterwards (a shared CPU), a step-only decay
+    would stop at the deadline with the rate still high, so the time spent decays it too and
+    the rate reaches 0 at the deadline (budget-aware decay: Li et al., ICLR 2020, "Budgeted
+    Training")."""
+    by_steps = lr_multiplier(step, warmup_steps, total_steps or 0, "cosine")
+    if seconds is None or seconds <= 0 or step < warmup_steps:
+        return by_steps
+    by_time = 0.5 * (1.0 + math.cos(math.pi * min(1.0, spent / seconds)))
+    return min(by_steps, by_time)
 
 
 def _generator(seed: int) -> torch.Generator:
@@ -221,11 +238,12 @@ def _step(
     y: torch.Tensor,
     run: _Run,
     settings: TrainSettings,
+    factor: float,
 ) -> float:
-    """One optimizer step over the step's paths (gradients summed); returns their mean loss."""
-    multiplier = lr_multiplier(run.step, settings.warmup_steps, run.total_steps or 0, "cosine")
+    """One optimizer step over the step's paths (gradients summed) at ``factor`` times the
+    base rate; returns their mean loss."""
     for group in optimizer.param_groups:
-        group["lr"] = settings.lr * multiplier
+        group["lr"] = settings.lr * factor
     optimizer.zero_grad(set_to_none=True)
     paths = supernet.step_paths(random.Random(derived_seed(settings.seed, "paths", run.step)))
     losses = []

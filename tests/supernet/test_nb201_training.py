@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 import torch
 
 from winnow.search_space.datasets import load_dataset
+from winnow.search_space.schedules import lr_multiplier
 from winnow.supernet.inherited import (
     calibration_batches,
     carve_validation,
@@ -15,7 +17,7 @@ from winnow.supernet.inherited import (
     validate,
 )
 from winnow.supernet.nb201 import NB201Supernet
-from winnow.supernet.nb201_training import TrainSettings, _steps_for, train_supernet
+from winnow.supernet.nb201_training import TrainSettings, _steps_for, lr_factor, train_supernet
 
 SETTINGS = TrainSettings(batch_size=16, warmup_steps=4, seed=3)
 
@@ -124,6 +126,17 @@ def test_the_pace_of_a_time_budget_leaves_the_first_step_out():
     assert _steps_for(10.0, spent=2.0, after_first=1.5, done=5, timed=5, cap=None) == 69
     assert _steps_for(10.0, spent=2.0, after_first=1.5, done=5, timed=5, cap=20) == 20
     assert _steps_for(10.0, spent=2.0, after_first=0.0, done=1, timed=1, cap=None) == 5
+
+
+def test_the_rate_decays_with_the_time_spent_when_the_machine_slows_down():
+    # the pace fixed 100 steps; at step 50 half the steps but 90 % of the time are spent
+    assert lr_factor(50, 100, 10, spent=90.0, seconds=100.0) == pytest.approx(
+        0.5 * (1 + math.cos(math.pi * 0.9))
+    )
+    assert lr_factor(50, 100, 10, spent=10.0, seconds=100.0) == lr_multiplier(50, 10, 100, "cosine")
+    assert lr_factor(50, 100, 10, spent=90.0, seconds=None) == lr_multiplier(50, 10, 100, "cosine")
+    assert lr_factor(5, None, 10, spent=99.0, seconds=100.0) == lr_multiplier(5, 10, 0, "cosine")
+    assert lr_factor(60, 100, 10, spent=100.0, seconds=100.0) == pytest.approx(0.0)
 
 
 def test_training_lowers_the_validation_loss_and_scores_differ_by_cell(data):
