@@ -171,7 +171,7 @@ class _Rebuild:
             return TrialState.COMPLETE, values, None
         counts["trained"] += 1
         counts["candidates"] += 1 if row.rung == 0 else 0
-        counts["epochs"] += row.epochs
+        counts["epochs"] += int(metrics.get("epochs_run", row.epochs))  # a continued rung's own
         self.state.device_seconds += row.seconds
         if row.status in (Status.FAILED, Status.PRUNED):
             counts[row.status] += 1
