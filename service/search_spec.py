@@ -300,8 +300,9 @@ class Strategy(_Strict):
     continue_rungs: bool = True
     """A promoted candidate trains on from its last rung's checkpoint under the top rung's
     schedule (rungs ``[1, 3, 9]`` cost 9 epochs, not 13); false: each rung trains from scratch
-    under its own schedule. Needs an artifact folder (a SQLite file's, or ``winnow serve
-    --artifacts``): without one rungs train from scratch."""
+    under its own schedule. The checkpoints lie in the artifact folder (a SQLite file's, or
+    ``winnow serve --artifacts``; else this machine's temporary folder), which the workers must
+    reach."""
     screen: Screen = Screen()
     """Zero-cost proxy screening (the cascade's)."""
     supernet: Supernet | None = None

@@ -21,33 +21,37 @@ Without an artifact folder, or with one rung, rungs train from scratch as with t
 from __future__ import annotations
 
 import logging
+import tempfile
 from collections.abc import Iterable
+from pathlib import Path
 
 from winnow.records import Status, TrialRecord
+from winnow.service.engine.readout import rung_starts
 from winnow.service.engine.rungs import SuccessiveHalving
 from winnow.service.search_spec import SearchSpec
 from winnow.service.store import Store
+from winnow.service.store.artifacts import Artifacts
 
 log = logging.getLogger("winnow.engine")
+TEMP_FOLDER = "winnow-checkpoints"
 
 
 class RungCheckpoints:
     """One search's continued-rung checkpoints (see the module docstring)."""
 
     def __init__(self, spec: SearchSpec, store: Store, search_id: str) -> None:
-        self.store, self.search_id = store, search_id
+        self.search_id = search_id
         self.rungs = list(spec.strategy.rungs)
-        self.enabled = (
-            spec.strategy.continue_rungs and store.artifacts is not None and len(self.rungs) > 1
-        )
+        self.starts = rung_starts(spec.strategy)
+        self.enabled = spec.strategy.continue_rungs and len(self.rungs) > 1
+        # a store without an artifact folder (PostgreSQL without --artifacts): this machine's
+        # temporary folder, which the local pool's workers share and a kill leaves in place
+        self.folder = store.artifacts or Artifacts(Path(tempfile.gettempdir()) / TEMP_FOLDER)
         self.released: set[int] = set()  # candidates whose file is deleted for good
 
     def path(self, number: int) -> str | None:
         """Candidate ``number``'s checkpoint file (None: rungs train from scratch)."""
-        if not self.enabled:
-            return None
-        assert self.store.artifacts is not None
-        return str(self.store.artifacts.checkpoint(self.search_id, number))
+        return str(self.folder.checkpoint(self.search_id, number)) if self.enabled else None
 
     def schedule_epochs(self) -> int | None:
         """The length of every rung's schedule: the top rung's (None: each rung's own)."""
@@ -55,8 +59,7 @@ class RungCheckpoints:
 
     def epochs_to_run(self, rung: int) -> int:
         """The epochs a run at ``rung`` trains when it starts from its last rung's end."""
-        below = self.rungs[rung - 1] if self.enabled and rung > 0 else 0
-        return self.rungs[rung] - below
+        return self.rungs[rung] - self.starts[rung]
 
     def release(self, number: int) -> None:
         """Delete candidate ``number``'s file: it will never be promoted again."""
@@ -64,7 +67,7 @@ class RungCheckpoints:
         if path is None or number in self.released:
             return
         self.released.add(number)
-        self.store.artifacts.delete(path)  # type: ignore[union-attr]
+        Artifacts.delete(path)
         log.debug("search %s: trial %d's checkpoint deleted", self.search_id, number)
 
     def release_settled(
@@ -87,8 +90,8 @@ class RungCheckpoints:
 
     def release_all(self) -> None:
         """The search ended: delete every checkpoint of its folder."""
-        if self.store.artifacts is not None:
-            self.store.artifacts.delete_checkpoints(self.search_id)
+        if self.enabled:
+            self.folder.delete_checkpoints(self.search_id)
 
 
 def live_checkpoints(

@@ -162,8 +162,10 @@ class Training:
         tracked, rung, row_id, planned = self.in_flight.pop(future)
         start = time.perf_counter()
         result = result_of(future)
-        # a run resumed mid-rung (after a kill) trains fewer epochs than planned
-        self.state.counts["epochs"] += int(result.metrics.get("epochs_run", planned)) - planned
+        # a run resumed mid-rung (after a kill) trains fewer epochs than planned; a worker
+        # that does not say (an oracle) ran what was planned, which its row then records
+        ran = int(result.metrics.setdefault("epochs_run", planned))
+        self.state.counts["epochs"] += ran - planned
         # written before the store's write lock is taken (a file write and fsync would hold
         # every other search and submission), and before the row names it
         saved = self._write_weights(tracked, row_id, result)
