@@ -136,6 +136,8 @@ class _Rebuild:
             needs_training = False
             if row.status in (Status.QUEUED, Status.RUNNING):
                 self.state.requeued.append((tracked, row.rung, row.id))
+                if row.rung > 0:  # a promotion cut short: re-queued, never promoted again
+                    self.ladder.mark_promoted(row.rung - 1, tracked.number)
                 state = TrialState.RUNNING
                 continue
             state, values, intermediate = self.train(tracked, row, metrics)
