@@ -55,17 +55,24 @@ class Checkpoint:
             return None
         return state
 
-    def save(self, state: dict[str, Any]) -> None:
-        """Write ``state`` (with this tag) atomically."""
+    def save(self, state: dict[str, Any]) -> bool:
+        """Write ``state`` (with this tag) atomically; False when the file system refuses (a
+        worker that cannot reach the folder: the training goes on, and the next rung then
+        trains from epoch 0 under the same schedule, which costs epochs, not correctness)."""
         buffer = io.BytesIO()
         torch.save({**state, "tag": self.tag}, buffer)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         temporary = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
-        with open(temporary, "wb") as file:
-            file.write(buffer.getbuffer())
-            file.flush()
-            os.fsync(file.fileno())  # the bytes are on disk before the name says complete
-        os.replace(temporary, self.path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(temporary, "wb") as file:
+                file.write(buffer.getbuffer())
+                file.flush()
+                os.fsync(file.fileno())  # the bytes are on disk before the name says complete
+            os.replace(temporary, self.path)
+        except OSError as error:
+            log.warning("checkpoint %s not saved: %s", self.path, error)
+            return False
+        return True
 
     def delete(self) -> None:
         with contextlib.suppress(FileNotFoundError):

@@ -8,7 +8,7 @@ saved after every epoch by ``training.fit``) and trains ``rungs[r] - rungs[r - 1
 The path is fixed by the candidate's number, so a resumed engine finds the file, and a rung
 re-queued after a kill goes on from the last epoch that ended. The worker must reach the
 folder (the local pool's processes do; Ray workers on other machines need it on a shared file
-system).
+system: a worker that cannot write it trains on, and the next rung starts from epoch 0).
 
 A file is deleted when its candidate can no longer be promoted: its training failed or was
 pruned, it completed the top rung, or its rung is *settled* (no more results can reach it:

@@ -86,3 +86,11 @@ def test_a_checkpoint_is_written_atomically_and_deleted(tmp_path):
     checkpoint.delete()
     checkpoint.delete()  # one already gone is no error
     assert checkpoint.load() is None
+
+
+def test_a_checkpoint_that_cannot_be_written_does_not_fail_the_training(tmp_path):
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    result, seen = run(2, blocked / "0.ckpt", keep=False)  # its folder cannot be made
+    assert result.metrics["epochs_run"] == 2 and seen == [1, 2]
+    assert not Checkpoint(blocked / "0.ckpt", "tag").save({"epochs_done": 1})
