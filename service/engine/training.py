@@ -22,6 +22,7 @@ from typing import Any
 
 from optuna.trial import TrialState
 
+from winnow.records import RUN_METRICS
 from winnow.search_space.trial import EpochCallback, Status, TrialResult, TrialSpec
 from winnow.service.engine.cascade import Passage
 from winnow.service.engine.evidence import (
@@ -217,8 +218,10 @@ class Training:
             self.screen.observe(tracked.number, metrics)
         if rung == self.ladder.top:
             fidelity = train_fidelity(self.ladder.rungs[rung])
+            # what the network is, not what this run did: a reuse trains nothing
+            network = {k: v for k, v in metrics.items() if k not in RUN_METRICS}
             self.cache.put(
-                self.task, fidelity, result_key(tracked), TrialResult(Status.OK, metrics)
+                self.task, fidelity, result_key(tracked), TrialResult(Status.OK, network)
             )
             self.outcomes.complete(tracked, metrics)
             return
