@@ -16,6 +16,8 @@ import resource
 import statistics
 import sys
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +32,7 @@ from winnow.search_space.accelerate import (
     uses_channels_last,
 )
 from winnow.search_space.candidate import Candidate
+from winnow.search_space.checkpoints import Checkpoint, capture, restore
 from winnow.search_space.costs import bitops, count_flops, count_parameters, model_bytes
 from winnow.search_space.datasets import Dataset, load_dataset
 from winnow.search_space.optimizers import backward_and_step
@@ -79,36 +82,66 @@ def static_metrics(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, 
     }
 
 
-def train(
+@dataclass(frozen=True)
+class TrainData:
+    """What one training draws its batches from: the dataset, the batch size, the device, the
+    shuffling (and augmenting) generator, and the candidate whose precision the forward pass
+    takes (``accelerate.autocast``)."""
+
+    dataset: Dataset
+    batch_size: int
+    device: torch.device
+    generator: torch.Generator
+    candidate: Candidate
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return math.ceil(len(self.dataset.train_y) / self.batch_size)
+
+    def batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return self.dataset.batches("train", self.batch_size, self.device, self.generator)
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """What :func:`fit` did: the mean loss of every epoch the network has trained (those of a
+    resumed checkpoint first) and how many of them this call ran."""
+
+    curve: list[float]
+    epochs_run: int
+
+
+def fit(
     model: nn.Module,
-    candidate: Candidate,
-    dataset: Dataset,
-    fidelity: Fidelity,
-    device: torch.device,
-    generator: torch.Generator,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    data: TrainData,
+    epochs: int,
     on_epoch: EpochCallback | None = None,
-) -> list[float]:
-    """Train with the candidate's optimizer, warmup and schedule; return mean loss per epoch."""
-    optimizer = candidate.build_optimizer(model)
-    batch_size = candidate.batch_size
-    steps_per_epoch = math.ceil(len(dataset.train_y) / batch_size)
-    total_steps = fidelity.steps or fidelity.epochs * steps_per_epoch
-    epochs = math.ceil(total_steps / steps_per_epoch)
-    warmup = round(candidate.optimizer.get("warmup_epochs", 0) * steps_per_epoch)
-    scheduler = build_scheduler(
-        optimizer, warmup, total_steps, candidate.optimizer.get("schedule", "cosine")
-    )
+    checkpoint: Checkpoint | None = None,
+    max_steps: int | None = None,
+) -> Fitted:
+    """Train ``model`` until it has ``epochs`` epochs in all (at most ``max_steps`` steps):
+    winnow's training loop. With a ``checkpoint``, its saved state is loaded first (a run
+    that ended at epoch 3 of a 9-epoch schedule goes on with epoch 4) and the state is saved
+    after every epoch (``checkpoints.capture``). ``scheduler`` is stepped once per optimizer
+    step; its length is the caller's (a rung trains the top rung's schedule). ``on_epoch``
+    hears ``(epoch, epochs, loss, seconds)``, epochs counted from the start of the schedule."""
     curve: list[float] = []
-    step = 0
-    channels_last = uses_channels_last(model, device)
-    for epoch in range(epochs):
+    resumed_at = 0
+    saved = checkpoint.load() if checkpoint is not None else None
+    if saved is not None:
+        resumed_at, curve = restore(saved, model, optimizer, scheduler, data.generator)
+    step = scheduler.last_epoch  # optimizer steps taken (the scheduler counts them)
+    channels_last = uses_channels_last(model, data.device)
+    for epoch in range(resumed_at, epochs):
         epoch_start = time.perf_counter()
         model.train()
         losses = []
-        for x, y in dataset.batches("train", batch_size, device, generator):
-            if len(y) < 2 or step >= total_steps:  # batch statistics need two samples
-                continue
-            with autocast(device, candidate):
+        for x, y in data.batches():
+            if len(y) < 2 or (max_steps is not None and step >= max_steps):
+                continue  # batch statistics need two samples
+            with autocast(data.device, data.candidate):
                 loss = F.cross_entropy(model(prepare_input(x, channels_last)), y)
             if not torch.isfinite(loss):
                 raise NonFiniteLossError(
@@ -119,9 +152,38 @@ def train(
             losses.append(loss.item())
             step += 1
         curve.append(statistics.fmean(losses))
+        if checkpoint is not None:
+            checkpoint.save(capture(model, optimizer, scheduler, data.generator, epoch + 1, curve))
         if on_epoch is not None:
             on_epoch(epoch + 1, epochs, curve[-1], time.perf_counter() - epoch_start)
-    return curve
+    return Fitted(curve, len(curve) - resumed_at)
+
+
+def train(
+    model: nn.Module,
+    candidate: Candidate,
+    dataset: Dataset,
+    fidelity: Fidelity,
+    device: torch.device,
+    generator: torch.Generator,
+    on_epoch: EpochCallback | None = None,
+    schedule_epochs: int | None = None,
+    checkpoint: Checkpoint | None = None,
+) -> Fitted:
+    """Train with the candidate's optimizer, warmup and schedule (over ``schedule_epochs``,
+    default the fidelity's epochs; a step fidelity's schedule is its steps) through
+    :func:`fit`."""
+    optimizer = candidate.build_optimizer(model)
+    data = TrainData(dataset, candidate.batch_size, device, generator, candidate)
+    steps_per_epoch = data.steps_per_epoch
+    epochs = math.ceil(fidelity.steps / steps_per_epoch) if fidelity.steps else fidelity.epochs
+    total_steps = fidelity.steps or (schedule_epochs or fidelity.epochs) * steps_per_epoch
+    warmup = round(candidate.optimizer.get("warmup_epochs", 0) * steps_per_epoch)
+    scheduler = build_scheduler(
+        optimizer, warmup, total_steps, candidate.optimizer.get("schedule", "cosine")
+    )
+    max_steps = fidelity.steps
+    return fit(model, optimizer, scheduler, data, epochs, on_epoch, checkpoint, max_steps)
 
 
 @torch.no_grad()
@@ -225,7 +287,19 @@ def evaluate(spec: TrialSpec, on_epoch: EpochCallback | None = None) -> TrialRes
             if on_epoch is not None:
                 on_epoch(epoch, epochs, loss, seconds)
 
-        train(model, spec.candidate, dataset, spec.fidelity, device, generator, record)
+        fitted = train(
+            model,
+            spec.candidate,
+            dataset,
+            spec.fidelity,
+            device,
+            generator,
+            record,
+            spec.schedule_epochs,
+            trial_checkpoint(spec),
+        )
+        curve[:] = fitted.curve  # a resumed run's curve starts at epoch 1
+        metrics["epochs_run"] = fitted.epochs_run
         metrics["accuracy"] = test_accuracy(model, dataset, device)
         metrics["latency_ms"] = measure_latency(model, dataset.input_shape, device)
         metrics["peak_memory_bytes"] = peak_memory_bytes(device)
@@ -238,6 +312,16 @@ def evaluate(spec: TrialSpec, on_epoch: EpochCallback | None = None) -> TrialRes
         log.info("evaluation of %s failed: %s", spec.candidate.key, error, exc_info=True)
     seconds = time.perf_counter() - start
     return TrialResult(status, metrics, curve, error, seconds, device_name, weights=weights)
+
+
+def trial_checkpoint(spec: TrialSpec) -> Checkpoint | None:
+    """The trial's checkpoint (``TrialSpec.checkpoint``), tagged with what its state belongs
+    to: the candidate, the dataset, the seed and the schedule's length."""
+    if spec.checkpoint is None:
+        return None
+    schedule = spec.schedule_epochs or spec.epochs
+    tag = f"{spec.candidate.key}|{spec.dataset}|seed={spec.seed}|schedule={schedule}"
+    return Checkpoint(Path(spec.checkpoint), tag)
 
 
 def serialize_weights(model: nn.Module) -> bytes:

@@ -30,7 +30,13 @@ class TrialSpec:
     (``TrialResult.weights``: the bytes travel with the result, so that a worker on another
     machine, e.g. a Ray node, keeps them too; the engine writes them to the store's
     artifacts); ``options``: a stage's own settings as canonical JSON (the supernet stages':
-    the space, the supernet settings and its files), None for the others."""
+    the space, the supernet settings and its files), None for the others.
+
+    ``schedule_epochs``: the length of a ``train`` trial's learning-rate schedule (None: its
+    ``epochs``), and ``checkpoint``: a file path its worker resumes from (when the file holds
+    this training's state) and saves to after every epoch, so ``epochs`` is the total the
+    network reaches. Continued rungs set both (the top rung's schedule; the candidate's file
+    in the search's artifact folder, which the worker must be able to reach)."""
 
     candidate: Candidate
     dataset: str
@@ -42,6 +48,8 @@ class TrialSpec:
     proxies: tuple[str, ...] | None = None
     keep_weights: bool = False
     options: str | None = None
+    schedule_epochs: int | None = None
+    checkpoint: str | None = None
 
     @property
     def fidelity(self) -> Fidelity:

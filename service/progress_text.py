@@ -44,8 +44,9 @@ class RunningTrials:
             self.supernet = (payload["epoch"], payload["epochs"])
         elif kind in ("supernet_trained", "supernet_failed", "supernet_cancelled"):
             self.supernet = None
-        if kind == "trial_started":
-            self.epochs[trial_id] = (0, payload["epochs"])
+        if kind == "trial_started":  # a continued rung starts where its last one ended
+            total = payload["epochs"]
+            self.epochs[trial_id] = (total - payload.get("epochs_to_run", total), total)
         elif kind == "epoch_finished":
             self.epochs[trial_id] = (payload["epoch"], payload["epochs"])
         elif kind == "trial" and payload.get("stage", "train") == "train":

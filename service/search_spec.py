@@ -320,6 +320,12 @@ class Strategy(_Strict):
     10000."""
     reduction_factor: int = Field(3, ge=2, le=MAX_REDUCTION_FACTOR)
     """One in this many trials of a rung is promoted to the next."""
+    continue_rungs: bool = True
+    """A promoted candidate trains on from its last rung's checkpoint under the top rung's
+    schedule (rungs ``[1, 3, 9]`` cost 9 epochs, not 13); false: each rung trains from scratch
+    under its own schedule. The checkpoints lie in the artifact folder (a SQLite file's, or
+    ``winnow serve --artifacts``; else this machine's temporary folder), which the workers must
+    reach."""
     screen: Screen = Screen()
     """Zero-cost proxy screening (the cascade's)."""
     supernet: Supernet | None = None

@@ -94,11 +94,13 @@ def history(done: pd.DataFrame, objectives: Sequence[Objective]) -> pd.DataFrame
     return out
 
 
-def progress(counts: pd.DataFrame, proposals: int, hypervolume_value: float) -> dict[str, Any]:
+def progress(
+    counts: pd.DataFrame, proposals: int, hypervolume_value: float, starts: Sequence[int] = ()
+) -> dict[str, Any]:
     """``readout.progress``'s counters (``readout.tally``) from the grouped counts of
-    ``reads.counts``."""
+    ``reads.counts``; ``starts``: the epoch each rung starts from (``readout.rung_starts``)."""
     return {
-        **readout.tally(reads.tally_groups(counts), proposals),
+        **readout.tally(reads.tally_groups(counts), proposals, starts),
         "hypervolume": hypervolume_value,
     }
 

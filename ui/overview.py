@@ -35,7 +35,8 @@ def overview(store: Store) -> pd.DataFrame:
         points = done[names].to_numpy(float).tolist()
         counts = all_counts[all_counts["search_id"] == search.id].drop(columns="search_id")
         hypervolume = search_hypervolume(spec.objectives, points)
-        progress = analysis.progress(counts, proposals.get(search.id, 0), hypervolume)
+        starts = readout.rung_starts(spec.strategy)
+        progress = analysis.progress(counts, proposals.get(search.id, 0), hypervolume, starts)
         ids = done["number"].tolist()
         leader = readout.front_leader(spec.objectives, points, ids)[1]
         rows.append(

@@ -127,7 +127,10 @@ def search_data(url: str, search_id: str, version: tuple) -> dict[str, Any]:
     return {
         "search": search,
         "progress": analysis.progress(
-            counts, proposals, search_hypervolume(the_spec.objectives, points)
+            counts,
+            proposals,
+            search_hypervolume(the_spec.objectives, points),
+            readout.rung_starts(the_spec.strategy),
         ),
         "leader": readout.front_leader(the_spec.objectives, points, ids)[1],
         "funnel": analysis.funnel(counts, the_spec.strategy.rungs, proposals),

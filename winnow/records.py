@@ -49,6 +49,9 @@ TRAIN_METRICS = (
     "latency_ms",
     "peak_memory_bytes",
 )
+# What a trained result also says about its run, not its network (never an objective): the
+# epochs this run trained (a continued rung's are its own, not the network's total).
+RUN_METRICS = ("epochs_run",)
 
 
 @dataclass(frozen=True)

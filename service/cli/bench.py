@@ -12,6 +12,7 @@
     winnow bench workers --executor local --trials 200
     winnow bench ui --trials 10000 --json
     winnow bench supernet-quant --candidates 40 --seed 0 [--minutes M] --json
+    winnow bench rungs --dataset digits --candidates 9 --seed 0 --json
 
 The benchmarks live in ``winnow.bench``, which handlers import when they run (only these
 commands import it).
@@ -264,6 +265,31 @@ def _add_supernet_quant(bench_commands: Any) -> None:
     bq.set_defaults(func=cmd_bench_supernet_quant)
 
 
+# --- winnow bench rungs ---------------------------------------------------------------------
+
+
+def cmd_bench_rungs(args: argparse.Namespace) -> int:
+    """The same search with and without continued rungs: epochs and top-rung accuracy."""
+    from winnow.bench.rungs import run
+
+    rungs = tuple(int(e) for e in args.rungs.split(","))
+    print_json(run(args.dataset, args.candidates, args.seed, rungs, args.reduction_factor))
+    return 0
+
+
+def _add_rungs(bench_commands: Any) -> None:
+    br = bench_commands.add_parser(
+        "rungs", help="epochs saved by continued rungs, and top-rung accuracy, on one search"
+    )
+    dataset_option(br, default="digits", help="e.g. digits, npz:PATH (the CIFAR-10 subset)")
+    br.add_argument("--candidates", type=int, default=9, help="the search's fixed candidates")
+    br.add_argument("--seed", type=int, default=0)
+    br.add_argument("--rungs", default="1,3,9", help="epochs per rung, comma-separated")
+    br.add_argument("--reduction-factor", type=int, default=3)
+    br.add_argument("--json", action="store_true", help="print one JSON object (the default)")
+    br.set_defaults(func=cmd_bench_rungs)
+
+
 # --- the parsers ----------------------------------------------------------------------------
 
 
@@ -280,6 +306,7 @@ def add_bench_commands(commands: Any) -> None:
     _add_workers(bench_commands)
     _add_ui(bench_commands)
     _add_supernet_quant(bench_commands)
+    _add_rungs(bench_commands)
 
 
 def _add_proxies(bench_commands: Any) -> None:

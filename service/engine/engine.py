@@ -53,6 +53,7 @@ from winnow.service.engine.evidence_ladder import EvidenceLadder
 from winnow.service.engine.journal import EventSink, Journal
 from winnow.service.engine.outcomes import Outcomes
 from winnow.service.engine.pareto import pareto_front, search_hypervolume
+from winnow.service.engine.rung_checkpoints import live_checkpoints
 from winnow.service.engine.rungs import SuccessiveHalving
 from winnow.service.engine.sampling import SamplerViewStorage, make_study
 from winnow.service.engine.screening import ProxyScreen
@@ -113,7 +114,8 @@ class Engine:
             self.state = SearchState.from_rows(rows, self.space, self.objectives, *parts)
         self._enqueue_warm_starts(rows or [])
         self.journal = Journal(store, search_id, on_event)
-        weights = KeptWeights(spec, store, search_id, rows)
+        live = live_checkpoints(spec, store, search_id, rows or [])  # the sweep keeps them
+        weights = KeptWeights(spec, store, search_id, rows, frozenset(live))
         self.evidence = (  # the evidence ladder: each fidelity's Kendall tau, for watchers
             EvidenceLadder.for_spec(spec) if rows is None else EvidenceLadder.from_rows(spec, rows)
         )
@@ -275,6 +277,8 @@ class Engine:
         self.outcomes.tell_waiting()
         self.outcomes.weights.delete_dropped()  # those that reused results dropped
         status = self._stop_status if self._cancelled.is_set() else SearchStatus.FINISHED
+        if status != SearchStatus.QUEUED:  # a paused search resumes from its checkpoints
+            self.training.checkpoints.release_all()
         error = None
         if status == SearchStatus.FINISHED:  # ran to its end: did anything train?
             error = readout.failure_summary(self.store.trials(self.search_id))
@@ -302,8 +306,11 @@ class Engine:
                     future.cancel()  # process workers stop the trial; it is stored as failed
             # done() and not wait()'s answer: wait() never counts a future cancelled by its
             # owner (no executor thread marks it "notified"), and would spin on it for ever
-            for future in [f for f in in_flight if f.done()]:
+            finished = [f for f in in_flight if f.done()]
+            for future in finished:
                 self.training.finish(future)
+            if finished:
+                self.training.release_settled(self._may_propose())
 
     def _stopped(self) -> bool:
         """Cancelled, or out of time: nothing more starts, not even a promotion."""
@@ -318,7 +325,8 @@ class Engine:
     def _fits(self, rung: int) -> bool:
         """Whether a run at ``rung`` fits in what is left of ``budget.max_epochs``."""
         cap = self.spec.budget.max_epochs
-        return cap is None or self.counts["epochs"] + self.ladder.rungs[rung] <= cap
+        epochs = self.training.checkpoints.epochs_to_run(rung)
+        return cap is None or self.counts["epochs"] + epochs <= cap
 
     def _may_propose(self) -> bool:
         """Whether a new candidate may be proposed: fewer than ``max_trials`` candidates sent

@@ -2,11 +2,12 @@
 before its work starts, updated when it ends) and the search's events.
 
 A training run's events, which watchers follow (``WatchSearch``, the progress bars):
-``trial_started`` ``{trial_id, rung, epochs, candidate}`` (a one-line summary) when it goes to
-the executor, ``epoch_finished`` ``{trial_id, rung, epoch, epochs, loss, seconds}`` after each
-epoch (one row per epoch: a rung trains tens of epochs at most, so no throttling), and
-``trial`` ``{row, trial_id, rung, stage, status, metrics}`` (with ``error`` when there is one)
-when it ends.
+``trial_started`` ``{trial_id, rung, epochs, epochs_to_run, candidate}`` (a one-line summary)
+when it goes to the executor, ``epoch_finished`` ``{trial_id, rung, epoch, epochs, loss,
+seconds}`` after each epoch (one row per epoch: a rung trains tens of epochs at most, so no
+throttling), and
+``trial`` ``{row, trial_id, rung, stage, status, metrics}`` (with ``error`` when there is one;
+the metrics' ``epochs_run``: the epochs the run trained) when it ends.
 
 Every state change is written before the engine goes on, so that ``Engine.resume`` can rebuild
 the search from the store after any crash (``state.SearchState.from_rows``)."""
@@ -49,9 +50,11 @@ class Journal:
             self.event("trial", payload, stored=stage != "proxy")
         return row_id
 
-    def started(self, tracked: Tracked, rung: int, epochs: int) -> None:
-        """A training run went to the executor."""
+    def started(self, tracked: Tracked, rung: int, epochs: int, to_run: int) -> None:
+        """A training run went to the executor: to train the network to ``epochs`` epochs, of
+        which it runs ``to_run`` (fewer when it continues its last rung's training)."""
         payload = {"trial_id": tracked.number, "rung": rung, "epochs": epochs}
+        payload["epochs_to_run"] = to_run
         self.event("trial_started", payload | {"candidate": tracked.candidate.describe()})
 
     def epoch(self, payload: dict[str, Any]) -> None:

@@ -102,18 +102,32 @@ def hypervolume_history(
     return [growing.add(point) for point in points]
 
 
-def tally(groups: Iterable[tuple[str, int, int, str, bool, int]], proposals: int) -> dict[str, int]:
+def rung_starts(strategy: Strategy) -> list[int]:
+    """The epoch each rung's run starts from: its last rung's end when rungs continue
+    (``strategy.continue_rungs``), else 0 (each rung trains from scratch)."""
+    rungs = strategy.rungs
+    return [0, *rungs[:-1]] if strategy.continue_rungs else [0] * len(rungs)
+
+
+def tally(
+    groups: Iterable[tuple[str, int, int, str, bool, int]],
+    proposals: int,
+    starts: Sequence[int] = (),
+) -> dict[str, int]:
     """The progress counters from ``(stage, epochs, rung, status, reused, rows)`` groups of
     stored trials: trained counts training rows that ran (a reused result trained nothing),
     candidates those of the first rung (every candidate sent to training has one), epochs
-    their epochs, cache hits the reused rows, pruned and failed the rows of those statuses at
-    any stage."""
+    their epochs (less the epoch each rung starts from, ``starts``: :func:`rung_starts`; a run
+    resumed mid-rung after a kill is counted whole here, by its ``epochs_run`` in the
+    engine), cache hits the reused rows, pruned and failed the rows of those statuses at any
+    stage."""
     counts = dict.fromkeys(PROGRESS_COUNTS, 0) | {"proposals": proposals}
     for stage, epochs, rung, status, reused, rows in groups:
         rows, ran = int(rows), stage == "train" and not reused
+        start = starts[int(rung)] if ran and 0 <= int(rung) < len(starts) else 0
         counts["trained"] += rows if ran else 0
         counts["candidates"] += rows if ran and int(rung) == 0 else 0
-        counts["epochs"] += rows * int(epochs) if ran else 0
+        counts["epochs"] += rows * (int(epochs) - start) if ran else 0
         counts["cache_hits"] += rows if reused else 0
         counts["pruned"] += rows if status == "pruned" else 0
         counts["failed"] += rows if status == "failed" else 0
@@ -339,7 +353,7 @@ def stored_progress(
     rung, ids, points = front
     rungs = spec.strategy.rungs
     return progress_view(
-        tally(groups, proposals),
+        tally(groups, proposals, rung_starts(spec.strategy)),
         spec.budget.max_trials,
         spec.objectives,
         points,

@@ -136,6 +136,8 @@ class _Rebuild:
             needs_training = False
             if row.status in (Status.QUEUED, Status.RUNNING):
                 self.state.requeued.append((tracked, row.rung, row.id))
+                if row.rung > 0:  # a promotion cut short: re-queued, never promoted again
+                    self.ladder.mark_promoted(row.rung - 1, tracked.number)
                 state = TrialState.RUNNING
                 continue
             state, values, intermediate = self.train(tracked, row, metrics)
@@ -171,7 +173,7 @@ class _Rebuild:
             return TrialState.COMPLETE, values, None
         counts["trained"] += 1
         counts["candidates"] += 1 if row.rung == 0 else 0
-        counts["epochs"] += row.epochs
+        counts["epochs"] += int(metrics.get("epochs_run", row.epochs))  # a continued rung's own
         self.state.device_seconds += row.seconds
         if row.status in (Status.FAILED, Status.PRUNED):
             counts[row.status] += 1

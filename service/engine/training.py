@@ -5,7 +5,9 @@ re-queued), then the training goes to the executor; when its result comes back i
 (objectives present, constraints met), stored, and goes up the ladder: successive-halving rungs
 (``SuccessiveHalving``), with the first rung's results labelling the proxy screen and the top
 rung's cached (for reuse by hash) and completed; a top-rung run returns its trained weights,
-kept as an artifact of its row (``weights``).
+kept as an artifact of its row (``weights``). With ``strategy.continue_rungs`` a promotion
+trains on from the candidate's checkpoint (``rung_checkpoints``); each row's metrics carry the
+epochs its run trained (``epochs_run``), which the epoch count and budget use.
 
 Each run's epochs come back while it trains (``Executor.submit(spec, on_epoch)``) and become
 ``epoch_finished`` events through :class:`EpochRelay`."""
@@ -20,6 +22,7 @@ from typing import Any
 
 from optuna.trial import TrialState
 
+from winnow.records import RUN_METRICS
 from winnow.search_space.trial import EpochCallback, Status, TrialResult, TrialSpec
 from winnow.service.engine.cascade import Passage
 from winnow.service.engine.evidence import (
@@ -33,6 +36,7 @@ from winnow.service.engine.evidence import (
 from winnow.service.engine.journal import Journal
 from winnow.service.engine.outcomes import Outcomes
 from winnow.service.engine.readout import best_values, objective_values
+from winnow.service.engine.rung_checkpoints import RungCheckpoints
 from winnow.service.engine.screening import ProxyScreen
 from winnow.service.engine.state import Tracked
 from winnow.service.search_spec import SearchSpec
@@ -94,8 +98,10 @@ class Training:
         self.state, self.journal, self.ladder = outcomes.state, outcomes.journal, outcomes.ladder
         self.executor, self.device = executor, device
         self.task = train_task(spec, search_id)
-        self.in_flight: dict[Future[TrialResult], tuple[Tracked, int, int]] = {}
+        # future -> (candidate, rung, row id, epochs counted for it at launch)
+        self.in_flight: dict[Future[TrialResult], tuple[Tracked, int, int, int]] = {}
         self.epochs = EpochRelay(self.journal)
+        self.checkpoints = RungCheckpoints(spec, self.store, search_id)
 
     @property
     def store(self) -> Store:
@@ -130,21 +136,37 @@ class Training:
             device=self.device,
             # the top rung's weights are the ones a user exports (the lower rungs' are not)
             keep_weights=rung == self.ladder.top and self.outcomes.weights.enabled,
+            # continued rungs: one training under the top rung's schedule, from the last
+            # rung's checkpoint (``rung_checkpoints``)
+            schedule_epochs=self.checkpoints.schedule_epochs(),
+            checkpoint=self.checkpoints.path(tracked.number),
         )
+        planned = self.checkpoints.epochs_to_run(rung)
         counts = self.state.counts
         counts["trained"] += 1
         counts["candidates"] += 1 if rung == 0 else 0  # a promotion is the same candidate
-        counts["epochs"] += spec.epochs
-        self.journal.started(tracked, rung, spec.epochs)
+        counts["epochs"] += planned  # corrected by the epochs it ran when it ends
+        self.journal.started(tracked, rung, spec.epochs, planned)
         future = self.executor.submit(spec, self.epochs.reporter(tracked.number, rung))
-        self.in_flight[future] = (tracked, rung, row_id)
+        self.in_flight[future] = (tracked, rung, row_id, planned)
+
+    def release_settled(self, proposing: bool) -> None:
+        """Delete the checkpoints of candidates that can no longer be promoted
+        (``RungCheckpoints.release_settled``); ``proposing``: new candidates may still come."""
+        busy = [rung for _, rung, _, _ in self.in_flight.values()]
+        busy += [rung for _, rung, _ in self.state.requeued]
+        self.checkpoints.release_settled(self.ladder, busy, proposing)
 
     def finish(self, future: Future[TrialResult]) -> None:
         """Record a training that ended (or was cancelled)."""
         self.epochs.flush()  # its last epochs before its end
-        tracked, rung, row_id = self.in_flight.pop(future)
+        tracked, rung, row_id, planned = self.in_flight.pop(future)
         start = time.perf_counter()
         result = result_of(future)
+        # a run resumed mid-rung (after a kill) trains fewer epochs than planned; a worker
+        # that does not say (an oracle) ran what was planned, which its row then records
+        ran = int(result.metrics.setdefault("epochs_run", planned))
+        self.state.counts["epochs"] += ran - planned
         # written before the store's write lock is taken (a file write and fsync would hold
         # every other search and submission), and before the row names it
         saved = self._write_weights(tracked, row_id, result)
@@ -181,6 +203,8 @@ class Training:
             self.outcomes.weights.forget(tracked.number)
             weights_path = None
         self.journal.update(row_id, status, result, error, tracked, rung, weights_path)
+        if status in (Status.FAILED, Status.PRUNED) or rung == self.ladder.top:
+            self.checkpoints.release(tracked.number)  # never promoted again
         if status in (Status.FAILED, Status.PRUNED):
             self.state.counts[status] += 1
             self.outcomes.tell(
@@ -194,8 +218,10 @@ class Training:
             self.screen.observe(tracked.number, metrics)
         if rung == self.ladder.top:
             fidelity = train_fidelity(self.ladder.rungs[rung])
+            # what the network is, not what this run did: a reuse trains nothing
+            network = {k: v for k, v in metrics.items() if k not in RUN_METRICS}
             self.cache.put(
-                self.task, fidelity, result_key(tracked), TrialResult(Status.OK, metrics)
+                self.task, fidelity, result_key(tracked), TrialResult(Status.OK, network)
             )
             self.outcomes.complete(tracked, metrics)
             return

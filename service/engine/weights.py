@@ -26,10 +26,17 @@ log = logging.getLogger("winnow.engine")
 
 
 class KeptWeights:
-    """One search's kept weights; ``rows``: the stored trials of a resumed search."""
+    """One search's kept weights; ``rows``: the stored trials of a resumed search;
+    ``also_named``: the other files of its folder that the start-up sweep must keep (the
+    continued rungs' live checkpoints)."""
 
     def __init__(
-        self, spec: SearchSpec, store: Store, search_id: str, rows: list[TrialRecord] | None
+        self,
+        spec: SearchSpec,
+        store: Store,
+        search_id: str,
+        rows: list[TrialRecord] | None,
+        also_named: frozenset[str] = frozenset(),
     ) -> None:
         self.spec, self.store, self.search_id = spec, store, search_id
         self.limit = spec.keep_weights
@@ -37,7 +44,7 @@ class KeptWeights:
         self.kept = {r.number: (r.id, r.weights_path) for r in rows or () if r.weights_path}
         self.dropped: list[str] = []  # files whose rows no longer name them, to delete
         if store.artifacts is not None:  # nothing of this search is being written yet
-            named = {path for _, path in self.kept.values()}
+            named = {path for _, path in self.kept.values()} | also_named
             for path in store.artifacts.sweep(search_id, named):
                 log.info("search %s: deleted %s, which no trial names", search_id, path)
 

@@ -1,7 +1,9 @@
 """Trial artifacts: the trained weights a search keeps, as files in one folder beside the
 database (``<db>.artifacts/<search id>/<trial row id>.pt`` for a SQLite store; any folder
 with ``winnow serve --artifacts DIR``, which a PostgreSQL store needs: without it no weights
-are kept). The trial row records the file's path (``TrialRecord.weights_path``).
+are kept). The trial row records the file's path (``TrialRecord.weights_path``). Continued
+rungs keep each live candidate's training checkpoint beside them
+(``<search id>/<candidate number>.ckpt``, ``search_space/checkpoints.py``).
 
 A file is written under a temporary name and renamed into place (``os.replace`` is atomic on
 one file system), so a process killed mid-write leaves at most a ``.tmp`` file that no row
@@ -19,6 +21,7 @@ from pathlib import Path
 from sqlalchemy.engine import make_url
 
 SUFFIX = ".pt"
+CHECKPOINT_SUFFIX = ".ckpt"  # as search_space.checkpoints writes them
 
 
 def default_root(url: str) -> Path | None:
@@ -46,6 +49,20 @@ class Artifacts:
         folder for all searches, since every search on the task reuses it."""
         return self.root / "supernets" / f"{key}{suffix}"
 
+    def checkpoint(self, search_id: str, number: int) -> Path:
+        """The training checkpoint of candidate ``number`` of a search whose rungs continue
+        (written by the worker that trains it, after every epoch)."""
+        return self.root / search_id / f"{number}{CHECKPOINT_SUFFIX}"
+
+    def delete_checkpoints(self, search_id: str) -> list[Path]:
+        """Delete every training checkpoint of a search (its end), temporary ones included."""
+        folder = self.root / search_id
+        files = folder.iterdir() if folder.is_dir() else ()
+        found = [p for p in files if CHECKPOINT_SUFFIX in p.name]
+        for path in found:
+            self.delete(str(path))
+        return found
+
     def write(self, search_id: str, row_id: int, data: bytes) -> str:
         """Store one trial's weights; returns the path to record. Complete or absent: see the
         module docstring."""
@@ -64,7 +81,8 @@ class Artifacts:
         its rows record): what a kill left mid-write, or after the write and before the row.
         Only while no write of that search is in flight (its engine calls it on start)."""
         folder = self.root / search_id
-        stray = [p for p in folder.iterdir() if str(p) not in named] if folder.is_dir() else []
+        files = [p for p in folder.iterdir() if p.is_file()] if folder.is_dir() else []
+        stray = [p for p in files if str(p) not in named]
         for path in stray:
             self.delete(str(path))
         return stray

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from winnow.records import TRAIN_METRICS
+from winnow.records import RUN_METRICS, TRAIN_METRICS
 from winnow.search_space import Candidate, Status, TrialSpec, parse_space
 from winnow.search_space.costs import count_parameters
 from winnow.search_space.training import evaluate
@@ -35,7 +35,8 @@ def test_digits_recipe_reaches_90_percent():
     assert m["model_bytes"] < 0.35 * 4 * m["params"]
     assert m["bitops"] == pytest.approx(m["flops"] / 2 * 64, rel=0.05)
     assert m["latency_ms"] > 0 and m["peak_memory_bytes"] > 0
-    assert set(m) == set(TRAIN_METRICS)  # what a search's objectives and constraints may name
+    # what a search's objectives and constraints may name, and the run's own epochs
+    assert set(m) == {*TRAIN_METRICS, *RUN_METRICS} and m["epochs_run"] == 8
 
 
 def test_exploding_loss_fails_with_a_reason_not_an_exception():

@@ -103,7 +103,8 @@ def test_successive_halving_promotes_the_best_third(store):
     high = [r for r in rows if r.epochs == 3]
     # max_trials counts candidates: nine of them, and the promotions due after the ninth ran
     assert len(low) == 9 and len(high) == 3
-    assert report.candidates == 9 and report.trained == 12 and report.epochs == 9 + 3 * 3
+    # each promotion continues its first rung's training: 2 more epochs, not 3 from scratch
+    assert report.candidates == 9 and report.trained == 12 and report.epochs == 9 + 3 * 2
     for promoted in high:  # at promotion time it was in the top third of the rung below
         earlier = [r for r in low if r.id < promoted.id]
         accuracy = {r.number: r.metrics["accuracy"] for r in earlier}
@@ -334,17 +335,21 @@ def test_export_says_why_a_trial_has_no_trained_result(store):
         readout.recipe(search, rows)
 
 
-def test_max_trials_counts_candidates_and_max_epochs_caps_the_compute(store):
-    """Without an epoch cap, nine candidates and their three promotions train 9 + 3 x 3 epochs;
-    with ``max_epochs: 10`` no run starts that would go past 10 epochs in all."""
+@pytest.mark.parametrize("continued", [False, True])
+def test_max_trials_counts_candidates_and_max_epochs_caps_the_compute(store, continued):
+    """Without an epoch cap, nine candidates and their three promotions train 9 + 3 x 3 epochs
+    from scratch (9 + 3 x 2 continued); with ``max_epochs: 10`` no run starts that would go
+    past 10 epochs in all."""
     budget = {"max_trials": 9}
-    _, free = run(
-        make_spec(name="random", rungs=[1, 3], extra={"budget": budget}), store, FakeWorld()
-    )
-    assert (free.candidates, free.trained, free.epochs) == (9, 12, 18)
-    capped = make_spec(name="random", rungs=[1, 3], extra={"budget": budget | {"max_epochs": 10}})
+    rungs = {"rungs": [1, 3], "continue_rungs": continued}
+    _, free = run(make_spec(name="random", **rungs, extra={"budget": budget}), store, FakeWorld())
+    assert (free.candidates, free.trained, free.epochs) == (9, 12, 15 if continued else 18)
+    capped = make_spec(name="random", **rungs, extra={"budget": budget | {"max_epochs": 10}})
     engine, report = run(capped, store, FakeWorld())
-    epochs = sum(r.epochs for r in store.trials(report.search_id) if r.stage == "train")
+    rows = [r for r in store.trials(report.search_id) if r.stage == "train"]
+    epochs = sum(r.metrics["epochs_run"] for r in rows)  # a continued rung ran its own
+    starts = [0, 1] if continued else [0, 0]  # the epoch each rung's run starts from
+    assert epochs == sum(r.epochs - starts[r.rung] for r in rows)
     assert report.epochs == epochs == 10  # a promotion (3) no longer fitted, a candidate did
     assert readout.progress(capped, store.trials(report.search_id))["epochs"] == epochs
     assert engine.progress()["candidates"] == report.candidates < 9

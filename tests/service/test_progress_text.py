@@ -40,6 +40,9 @@ def test_running_trials_follow_started_epoch_and_finished_events():
     assert running.text() == "running #3 epoch 2/9"
     running.observe("search_resumed", {"requeued": 1})  # its runs start again
     assert running.text() == ""
+    # a continued rung: 6 epochs to run of the 9 the network reaches, from epoch 3
+    running.observe("trial_started", {"trial_id": 5, "rung": 2, "epochs": 9, "epochs_to_run": 6})
+    assert running.text() == "running #5 epoch 3/9"
 
 
 def test_many_running_trials_are_counted_past_the_first_few():

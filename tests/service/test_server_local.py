@@ -120,7 +120,8 @@ def test_trials_over_the_timeout_fail_and_so_does_the_search(make_server, tiny_s
 def test_a_search_streams_each_trials_start_epochs_and_end(make_server, tiny_spec):
     """On the local pool, every epoch of every rung travels worker -> engine -> WatchSearch in
     order: trial_started, its epoch_finished events (loss, seconds), then its trial event with
-    the metrics."""
+    the metrics. The promotion continues its first rung's training (``continue_rungs``, the
+    default): it runs epochs 3 and 4 of the 4-epoch schedule."""
     server = make_server(pool=PoolConfig("local", workers=1))
     spec = tiny_spec(
         budget={"max_trials": 3},
@@ -137,11 +138,12 @@ def test_a_search_streams_each_trials_start_epochs_and_end(make_server, tiny_spe
     assert rungs[:3] == [0, 0, 0] and rungs[3:] and set(rungs[3:]) == {1}
     for (_, rung), run in runs.items():
         kinds = [kind for kind, _ in run]
-        epochs = 2 if rung == 0 else 4
-        assert kinds == ["trial_started", *["epoch_finished"] * epochs, "trial"], kinds
+        epochs, start = (2, 0) if rung == 0 else (4, 2)
+        assert kinds == ["trial_started", *["epoch_finished"] * (epochs - start), "trial"], kinds
         started, *epoch_events, (_, finished) = run
         assert started[1]["epochs"] == epochs and "mlp[" in started[1]["candidate"]
-        assert [p["epoch"] for _, p in epoch_events] == list(range(1, epochs + 1))
+        assert started[1]["epochs_to_run"] == finished["metrics"]["epochs_run"] == epochs - start
+        assert [p["epoch"] for _, p in epoch_events] == list(range(start + 1, epochs + 1))
         assert all(p["loss"] > 0 and p["seconds"] > 0 for _, p in epoch_events)
         assert all(p["epochs"] == epochs for _, p in epoch_events)
         assert finished["status"] == "ok" and 0 < finished["metrics"]["accuracy"] <= 1

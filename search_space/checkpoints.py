@@ -1,0 +1,125 @@
+"""A training run's resumable state in one file: model, optimizer, scheduler, every random
+number generator the loop draws from, the epochs done and their losses.
+
+A candidate's rungs continue one training (``strategy.continue_rungs``): the worker of each rung
+loads the file the last one left, trains on under the top rung's schedule and saves after every
+epoch, so a promotion (on any worker that can read the path) and a re-run after a kill both
+start from the last epoch that ended. Resuming is exact: the state holds the shuffling
+generator and the global torch, numpy and Python generators (crop/flip, Hessian probes), so 1
+epoch then 2 resumed equal 3 straight (tested), as the supernet's training checkpoints do
+(``supernet/nb201_training.py``).
+
+A file is written under a name of its own process (two workers of one candidate, e.g. a killed
+server's orphan and its re-run, never share a temporary file), fsynced and renamed: it is
+complete or absent. A file whose ``tag`` differs (another candidate, seed, dataset or schedule
+length) or that cannot be read is ignored: the run starts from epoch 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+log = logging.getLogger(__name__)
+SUFFIX = ".ckpt"
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """Where one training keeps its state (``path``) and what it belongs to (``tag``)."""
+
+    path: Path
+    tag: str
+
+    def load(self) -> dict[str, Any] | None:
+        """The saved state, or None (no file, another tag, or unreadable: start over)."""
+        if not self.path.is_file():
+            return None
+        try:
+            state = torch.load(self.path, map_location="cpu", weights_only=False)
+        except Exception as error:  # noqa: BLE001 - a damaged file only costs its epochs
+            log.warning("checkpoint %s unreadable (%s): training from epoch 0", self.path, error)
+            return None
+        if not isinstance(state, dict) or state.get("tag") != self.tag:
+            log.info("checkpoint %s belongs to another training: from epoch 0", self.path)
+            return None
+        return state
+
+    def save(self, state: dict[str, Any]) -> bool:
+        """Write ``state`` (with this tag) atomically; False when the file system refuses (a
+        worker that cannot reach the folder: the training goes on, and the next rung then
+        trains from epoch 0 under the same schedule, which costs epochs, not correctness)."""
+        buffer = io.BytesIO()
+        torch.save({**state, "tag": self.tag}, buffer)
+        temporary = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(temporary, "wb") as file:
+                file.write(buffer.getbuffer())
+                file.flush()
+                os.fsync(file.fileno())  # the bytes are on disk before the name says complete
+            os.replace(temporary, self.path)
+        except OSError as error:
+            log.warning("checkpoint %s not saved: %s", self.path, error)
+            return False
+        return True
+
+    def delete(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+
+def capture(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    generator: torch.Generator,
+    epochs_done: int,
+    curve: list[float],
+) -> dict[str, Any]:
+    """Everything a resumed run needs to go on as if it had never stopped."""
+    state = {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "generator": generator.get_state(),
+        "torch_rng": torch.get_rng_state(),
+        "numpy_rng": np.random.get_state(),
+        "python_rng": random.getstate(),
+        "epochs_done": epochs_done,
+        "curve": list(curve),
+    }
+    if torch.cuda.is_available():
+        state["cuda_rng"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore(
+    state: dict[str, Any],
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    generator: torch.Generator,
+) -> tuple[int, list[float]]:
+    """Load ``state`` into the run's objects; returns ``(epochs done, their losses)``."""
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])  # moves its tensors to the parameters' device
+    scheduler.load_state_dict(state["scheduler"])
+    generator.set_state(state["generator"])
+    torch.set_rng_state(state["torch_rng"])
+    np.random.set_state(state["numpy_rng"])
+    random.setstate(state["python_rng"])
+    if "cuda_rng" in state and torch.cuda.is_available():
+        with contextlib.suppress(RuntimeError):  # another number of GPUs: the loop draws none
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+    return int(state["epochs_done"]), list(state["curve"])

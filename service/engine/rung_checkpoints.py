@@ -1,0 +1,116 @@
+"""Continued rungs (``strategy.continue_rungs``): which file each candidate's training continues
+from, how many epochs a rung runs, and when a file is no longer needed.
+
+Every rung of a candidate trains one network under the top rung's schedule, so rung ``r``'s
+first epochs are the top rung's first epochs; its worker resumes from the candidate's
+checkpoint (``Artifacts.checkpoint``: one file per candidate in the search's artifact folder,
+saved after every epoch by ``training.fit``) and trains ``rungs[r] - rungs[r - 1]`` epochs.
+The path is fixed by the candidate's number, so a resumed engine finds the file, and a rung
+re-queued after a kill goes on from the last epoch that ended. The worker must reach the
+folder (the local pool's processes do; Ray workers on other machines need it on a shared file
+system: a worker that cannot write it trains on, and the next rung starts from epoch 0).
+
+A file is deleted when its candidate can no longer be promoted: its training failed or was
+pruned, it completed the top rung, or its rung is *settled* (no more results can reach it:
+nothing more is proposed or trained below it and nothing is promotable into it) without it among
+the promotable; and at the end of a search (a paused one keeps them for its resume). The
+engine's start-up sweep (``Artifacts.sweep``) deletes the files of candidates not in play.
+Without an artifact folder, or with one rung, rungs train from scratch as with the setting off.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+
+from winnow.records import Status, TrialRecord
+from winnow.service.engine.readout import rung_starts
+from winnow.service.engine.rungs import SuccessiveHalving
+from winnow.service.search_spec import SearchSpec
+from winnow.service.store import Store
+from winnow.service.store.artifacts import Artifacts
+
+log = logging.getLogger("winnow.engine")
+TEMP_FOLDER = "winnow-checkpoints"
+
+
+class RungCheckpoints:
+    """One search's continued-rung checkpoints (see the module docstring)."""
+
+    def __init__(self, spec: SearchSpec, store: Store, search_id: str) -> None:
+        self.search_id = search_id
+        self.rungs = list(spec.strategy.rungs)
+        self.starts = rung_starts(spec.strategy)
+        self.enabled = spec.strategy.continue_rungs and len(self.rungs) > 1
+        # a store without an artifact folder (PostgreSQL without --artifacts): this machine's
+        # temporary folder, which the local pool's workers share and a kill leaves in place
+        self.folder = store.artifacts or Artifacts(Path(tempfile.gettempdir()) / TEMP_FOLDER)
+        self.released: set[int] = set()  # candidates whose file is deleted for good
+
+    def path(self, number: int) -> str | None:
+        """Candidate ``number``'s checkpoint file (None: rungs train from scratch)."""
+        return str(self.folder.checkpoint(self.search_id, number)) if self.enabled else None
+
+    def schedule_epochs(self) -> int | None:
+        """The length of every rung's schedule: the top rung's (None: each rung's own)."""
+        return self.rungs[-1] if self.enabled else None
+
+    def epochs_to_run(self, rung: int) -> int:
+        """The epochs a run at ``rung`` trains when it starts from its last rung's end."""
+        return self.rungs[rung] - self.starts[rung]
+
+    def release(self, number: int) -> None:
+        """Delete candidate ``number``'s file: it will never be promoted again."""
+        path = self.path(number)
+        if path is None or number in self.released:
+            return
+        self.released.add(number)
+        Artifacts.delete(path)
+        log.debug("search %s: trial %d's checkpoint deleted", self.search_id, number)
+
+    def release_settled(
+        self, ladder: SuccessiveHalving, busy: Iterable[int], proposing: bool
+    ) -> None:
+        """Delete the files of candidates left on a settled rung, not promoted nor promotable.
+        ``busy``: the rungs of runs in flight or re-queued; ``proposing``: new candidates may
+        still reach the first rung."""
+        if not self.enabled:
+            return
+        busy = set(busy)
+        fed = proposing  # whether results can still reach the rung
+        for rung in range(ladder.top):
+            fed = fed or rung in busy or (rung > 0 and bool(ladder.promotable(rung - 1)))
+            if fed:
+                return  # every rung above is fed through this one
+            keep = ladder.promoted[rung] | set(ladder.promotable(rung))
+            for number in set(ladder.results[rung]) - keep:
+                self.release(number)
+
+    def release_all(self) -> None:
+        """The search ended: delete every checkpoint of its folder."""
+        if self.enabled:
+            self.folder.delete_checkpoints(self.search_id)
+
+
+def live_checkpoints(
+    spec: SearchSpec, store: Store, search_id: str, rows: Iterable[TrialRecord]
+) -> set[str]:
+    """The checkpoint files a resumed search still needs (the sweep keeps them): those of
+    candidates whose latest training run is re-queued, or ended ``ok`` below the top rung."""
+    if store.artifacts is None:
+        return set()
+    latest: dict[int, TrialRecord] = {}
+    for row in rows:
+        later = row.number not in latest or row.rung >= latest[row.number].rung
+        if row.stage == "train" and not row.reused and later:
+            latest[row.number] = row
+    top = len(spec.strategy.rungs) - 1
+    running = (Status.QUEUED, Status.RUNNING)
+    live = [
+        n
+        for n, row in latest.items()
+        if row.status in running or (row.status == Status.OK and row.rung < top)
+    ]
+    return {str(store.artifacts.checkpoint(search_id, n)) for n in live}
