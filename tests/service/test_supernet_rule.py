@@ -287,3 +287,46 @@ def test_a_search_combines_supernet_and_proxies_once_calibrated_and_the_ladder_s
     assert sorted(rebuilt.numbers) == sorted(live_rule.numbers)
     probe = {"synflow": 500.0, "params": 40_000.0}
     assert rebuilt.judge(999, probe, 0.7) == live_rule.judge(999, probe, 0.7)
+
+
+class StoppedAtScoring(SupernetWorld):
+    """``SupernetWorld`` that is interrupted (as a killed process would be) at its
+    ``at``-th supernet scoring, after the candidate's proxy row is stored."""
+
+    def __init__(self, at: int) -> None:
+        super().__init__()
+        self.at, self.scored = at, 0
+
+    def __call__(self, spec: TrialSpec, on_epoch=None) -> TrialResult:
+        if spec.stage == SCORE_STAGE:
+            self.scored += 1
+            if self.scored == self.at:
+                raise KeyboardInterrupt
+        return super().__call__(spec, on_epoch)
+
+
+def test_a_resumed_candidate_that_passed_the_screen_goes_through_the_supernet_stage(store):
+    spec = make_spec(
+        name="cascade",
+        sampler="random",
+        screen={"proxies": ["synflow", "params"], "keep_fraction": 1.0, "min_population": 1},
+        supernet={"keep_fraction": 0.5, "warmup": 2},
+        extra={"space": WIDE_SPACE, "budget": {"max_trials": 5, "max_proposals": 30}},
+    )
+    engine = Engine.create(spec, store, InProcessExecutor(StoppedAtScoring(at=4)))
+    with pytest.raises(KeyboardInterrupt):
+        engine.run()
+    rows = store.trials(engine.search_id)
+    stopped = max(r.number for r in rows)
+    assert [r.stage for r in rows if r.number == stopped] == ["proxy"]
+
+    resumed = Engine.resume(store, engine.search_id, InProcessExecutor(SupernetWorld()))
+    assert [t.number for t in resumed.state.unscreened] == [stopped]
+    resumed.run()
+    mine = [r for r in store.trials(engine.search_id) if r.number == stopped]
+    stages = [r.stage for r in mine]
+    assert stages[:2] == ["proxy", "supernet"]  # judged by the stage, not sent straight on
+    assert mine[1].metrics[METRIC] > 0 and (mine[1].status == Status.PRUNED) == (
+        "train" not in stages
+    )
+    assert stopped in resumed.stages[-2].rule.numbers  # and it joined the stage's population
