@@ -9,9 +9,9 @@ rung, unless the spec has a supernet stage (``supernet=True``) and the candidate
 row but no ``supernet`` row: it is queued for that stage first (``unscreened``), which decides
 whether it trains. The rung ladder, the proxy screen's population and labels, the counters and
 the completed results are rebuilt, and every candidate is added to a fresh Optuna study with the
-state the sampler had been (or would have been) told. Not in the rows, so not rebuilt: the proxy runs
-counted by ``counts["proxy"]`` (a cached score and a computed one leave the same row), their
-device seconds, and the report's history (a resumed search's starts at the resume).
+state the sampler had been (or would have been) told. Not in the rows, so not rebuilt: the
+proxy runs counted by ``counts["proxy"]`` (a cached score and a computed one leave the same row),
+their device seconds, and the report's history (a resumed search's starts at the resume).
 """
 
 from __future__ import annotations
