@@ -83,8 +83,8 @@ def score(
 ) -> float:
     """The inherited accuracy of the candidate's cell at the supernet's depth (the space's
     own, unless ``resize`` made the supernet shallower)."""
-    depth = supernet.cells_per_stage
-    if candidate.architecture.get("cells_per_stage", depth) != depth:
-        arch = candidate.architecture | {"cells_per_stage": depth}
-        candidate = candidate.model_copy(update={"architecture": arch})
+    # always set: a candidate without the field would be read at the family's default depth
+    # (``NB201Supernet._cell``: 5), not at this supernet's
+    arch = candidate.architecture | {"cells_per_stage": supernet.cells_per_stage}
+    candidate = candidate.model_copy(update={"architecture": arch})
     return inherited_accuracy(supernet, candidate, train_batches, val_batches, bn_batches)

@@ -83,7 +83,10 @@ def training_settings(spec: SearchSpec) -> dict[str, Any]:
         "seed": s.seed,
         "validation_fraction": s.validation_fraction,
     }
-    if s.cells_per_stage is not None:  # only when set: the keys of earlier supernets stay
+    own = getattr(spec.search_space.architecture, "cells_per_stage", None)
+    # only when set and not the space's own depth: the keys of earlier supernets stay, and an
+    # identical supernet is not trained again under another key
+    if s.cells_per_stage is not None and s.cells_per_stage != own:
         settings["cells_per_stage"] = s.cells_per_stage
     return settings
 

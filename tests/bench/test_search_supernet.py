@@ -109,3 +109,23 @@ def test_cells_per_stage_enters_the_supernet_key_only_when_set():
     assert "cells_per_stage" not in training_settings(spec(None))  # earlier supernets' keys
     assert training_settings(spec(1))["cells_per_stage"] == 1
     assert len({supernet_key(spec(d)) for d in (None, 1, 2)}) == 3
+    own = spec(None).search_space.architecture.cells_per_stage
+    # the space's own depth is no resize: the same supernet, under the same key
+    assert "cells_per_stage" not in training_settings(spec(own))
+    assert supernet_key(spec(own)) == supernet_key(spec(None))
+
+
+# computed by the code at ee3becc, before cells_per_stage existed: a stored supernet's key
+# must not change with the code, or every stored supernet is trained again
+GOLDEN_KEYS = [
+    ({"epochs": 3, "keep_fraction": 0.5}, "2746e38e2e096448df4881dd"),
+    ({"epochs": 3, "keep_fraction": 0.5, "minutes": 2}, "cb698d7105bd051d0b34305d"),
+]
+
+
+@pytest.mark.parametrize(("supernet", "key"), GOLDEN_KEYS)
+def test_the_supernet_key_of_a_spec_without_cells_per_stage_is_what_it_was(supernet, key):
+    from winnow.service.engine.supernet import supernet_key
+
+    data = {"space": "nb201", "task": {"dataset": "digits"}, "strategy": {"supernet": supernet}}
+    assert supernet_key(parse_search_spec(data | {"seed": 0})) == key
