@@ -5,11 +5,13 @@ for real and cached by functional hash; the entry has the cascade's keys and ``s
 from __future__ import annotations
 
 import json
+import random
 
 import pytest
 import torch
 from sqlalchemy import func, select
 
+from winnow.search_space.params import RandomChooser
 from winnow.search_space.specfile import SpecError
 from winnow.service.cli import main
 from winnow.service.search_spec import Supernet, parse_search_spec
@@ -26,6 +28,21 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def _with_a_shared_warm_start(monkeypatch):
+    """Every seed's search starts from the same candidate, so the second seed's first supernet
+    score can come only from the first seed's cache."""
+    from winnow.bench import search
+
+    plain = search.bench_spec
+
+    def bench_spec(*args, **kwargs):
+        spec = plain(*args, **kwargs)
+        first = spec.search_space.suggest(RandomChooser(random.Random(0)))
+        return spec.model_copy(update={"warm_start": [json.loads(first.canonical_json())]})
+
+    monkeypatch.setattr(search, "bench_spec", bench_spec)
 
 
 def _bench(shared_data, db, artifacts):
@@ -46,9 +63,10 @@ def _bench(shared_data, db, artifacts):
 
 @pytest.mark.slow
 def test_the_supernet_trains_once_is_reused_by_the_next_seed_and_its_scores_are_cached(
-    shared_data, tmp_path
+    shared_data, tmp_path, monkeypatch
 ):
     db, artifacts = tmp_path / "b.db", tmp_path / "kept"
+    _with_a_shared_warm_start(monkeypatch)
     first = _bench(shared_data, db, artifacts)
     cascade, with_supernet = (first["strategies"][s] for s in ("cascade", "cascade+supernet"))
     assert "supernet" not in cascade
@@ -58,8 +76,18 @@ def test_the_supernet_trains_once_is_reused_by_the_next_seed_and_its_scores_are_
     assert supernet["trained"] == 1 and supernet["reused"] == 1 and supernet["failed"] == 0
     assert supernet["steps"] > 0 and supernet["train_seconds"] > 0 and supernet["epochs"] > 0
     assert supernet["cells_per_stage"] == 1
-    assert supernet["scored"] > 0 and 0 < supernet["computed"] <= supernet["scored"]
     store = Store(sqlite_url(db), artifacts=artifacts)
+    rows = [
+        r
+        for s in store.searches()
+        if s.name.startswith("bench-cascade+supernet")
+        for r in store.trials(s.id)
+        if r.stage == "supernet"
+    ]
+    assert len(rows) == supernet["scored"] > 0
+    # one scoring per function across both seeds: the shared warm start is scored once
+    distinct = {r.functional_hash for r in rows}
+    assert supernet["computed"] == len(distinct) < supernet["scored"]
     with store.session() as session:
         assert session.scalar(select(func.count()).select_from(SupernetRow)) == 1
     assert len(list((artifacts / "supernets").glob("*.pt"))) == 1
