@@ -75,6 +75,7 @@ def test_the_supernet_trains_once_is_reused_by_the_next_seed_and_its_scores_are_
     supernet = with_supernet["supernet"]
     assert supernet["trained"] == 1 and supernet["reused"] == 1 and supernet["failed"] == 0
     assert supernet["steps"] > 0 and supernet["train_seconds"] > 0 and supernet["epochs"] > 0
+    assert supernet["score_seconds"] > 0  # the scorings', apart from the training's
     assert supernet["cells_per_stage"] == 1
     store = Store(sqlite_url(db), artifacts=artifacts)
     rows = [
@@ -95,6 +96,7 @@ def test_the_supernet_trains_once_is_reused_by_the_next_seed_and_its_scores_are_
     # the same run again: the stored supernet and every score are reused, nothing recomputed
     again = _bench(shared_data, db, artifacts)["strategies"]["cascade+supernet"]["supernet"]
     assert again["trained"] == 0 and again["reused"] == 2 and again["computed"] == 0
+    assert again["score_seconds"] == 0
     assert again["scored"] == supernet["scored"] and again["steps"] == supernet["steps"]
 
 
