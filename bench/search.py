@@ -52,7 +52,6 @@ from typing import Any
 
 import numpy as np
 
-from winnow.search_space.datasets import load_dataset
 from winnow.search_space.trial import Status, TrialSpec
 from winnow.service.engine import Engine, SearchReport
 from winnow.service.engine.supernet import supernet_key
@@ -66,11 +65,11 @@ from winnow.service.search_spec import (
     Task,
 )
 from winnow.service.store import Store
-from winnow.supernet.macro_training import validation_split
+from winnow.supernet.seam import steps_per_epoch
 from winnow.workers.executor import InProcessExecutor
 from winnow.workers.oracle import NB201Oracle
 from winnow.workers.run import run_trial
-from winnow.workers.supernet_trials import SCORE_STAGE
+from winnow.workers.supernet_trials import SCORE_STAGE, training_samples
 
 CHECKPOINTS = (25, 50, 100, 200, 500, 1000)
 # Hypervolume reference for (accuracy, params) on nb201: no cell is below 10% accuracy or above
@@ -296,13 +295,12 @@ def supernet_summary(
 
 
 def _steps_per_epoch(spec: SearchSpec) -> int:
-    """The supernet's batches in one epoch: its training samples (the task's less the
-    validation split) over its batch size, as ``nb201_training`` counts them."""
+    """The supernet's batches in one epoch, as its training counts them (the worker's split,
+    ``seam.steps_per_epoch``)."""
     settings = spec.strategy.supernet
     assert settings is not None
-    samples = len(load_dataset(spec.task.dataset).train_y)
-    fit, _ = validation_split(samples, settings.validation_fraction, settings.seed)
-    return max(1, len(fit) // settings.batch_size)
+    samples = training_samples(spec.task.dataset, settings.validation_fraction, settings.seed)
+    return steps_per_epoch(samples, settings.batch_size)
 
 
 def _rounded(value: float | None, digits: int) -> float | None:

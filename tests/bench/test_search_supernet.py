@@ -159,3 +159,16 @@ def test_the_supernet_key_of_a_spec_without_cells_per_stage_is_what_it_was(super
 
     data = {"space": "nb201", "task": {"dataset": "digits"}, "strategy": {"supernet": supernet}}
     assert supernet_key(parse_search_spec(data | {"seed": 0})) == key
+
+
+@pytest.mark.parametrize("flag", [["--supernet-minutes", "1"], ["--supernet-cells-per-stage", "1"]])
+def test_a_supernet_flag_without_the_supernet_strategy_is_refused(capsys, shared_data, flag):
+    argv = [
+        "bench", "search",
+        "--oracle", f"nb201:{shared_data / 'nb201_cifar10.csv'}",
+        "--data", f"npz:{shared_data / 'cifar10_subset.npz'}",
+        "--strategies", "random,cascade", "--budget", "2", "--seeds", "1", *flag,
+    ]  # fmt: skip
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    assert flag[0] in error and "cascade+supernet" in error and "--supernet" in error
