@@ -15,23 +15,31 @@ the wall time and the engine's median overhead per proposal (ask, hash lookup, b
 storage; evaluations excluded); and that median over every proposal of every strategy, with the
 median time of the sampler's ask inside it.
 
-**The supernet** (``--supernet``, or ``cascade+supernet`` named among the strategies): the
-strategy ``cascade+supernet`` is the cascade with the supernet stage (``strategy.supernet``,
+**The supernet** (``--supernet``, or ``cascade+supernet`` named among the strategies): the strategy
+``cascade+supernet`` is the cascade with the supernet stage (``strategy.supernet``,
 ``bench_supernet``: by default an nb201 supernet of one cell a stage, trained for
-``--supernet-minutes``, the ``bench supernet`` measurement's choice), reported beside the plain
-``cascade``, so one run compares ``tpe,nsga2,cascade,cascade+supernet``. Training stays the
-oracle's; the supernet's two trial stages run for real in this process (the oracle passes them
-to its inner executor): the supernet is trained once on the task's training images less the
+``--supernet-minutes``: the depth ``bench supernet``'s figures were taken at; a full-depth one
+trains about 5x fewer epochs in the same time, and no comparison of depths is recorded), reported
+beside the plain ``cascade``, so one run compares ``tpe,nsga2,cascade,cascade+supernet``. Training
+stays the oracle's; the supernet's two trial stages run for real in this process (the oracle passes
+them to its inner executor): the supernet is trained once on the task's training images less the
 validation split, stored (the store's ``supernet`` table, its file in the artifact folder:
 ``artifacts``, default beside the SQLite file) and reused by every later seed's search, and by a
-later run on the same store; inherited-accuracy scores are cached by functional hash across
-seeds, as proxy scores are. Its entry has the same keys as the others and one more,
-``supernet``: ``trained`` (searches of this run that trained it: 1, or 0 when an earlier run's
-was reused), ``reused`` (those that found it stored), ``failed``, the stored training's
-``train_seconds``, ``steps`` and ``epochs`` (steps over the batches of one epoch),
-``cells_per_stage`` and ``minutes``, ``scored`` (the searches' ``supernet`` rows), ``computed``
-(scoring trials run: the rest came from the cache) and ``pruned`` (rows the stage stopped). Its
-``wall_seconds`` includes the supernet's training. The other strategies' keys are unchanged.
+later run on the same store; inherited-accuracy scores are cached by functional hash across seeds,
+as proxy scores are. Its entry has the same keys as the others and one more, ``supernet``:
+``trained`` (searches of this run that trained it: 1, or 0 when an earlier run's was reused),
+``reused`` (those that found it stored), ``failed``, the stored training's ``train_seconds``,
+``steps`` and ``epochs`` (steps over the batches of one epoch), ``cells_per_stage`` and ``minutes``,
+``scored`` (the searches' ``supernet`` rows), ``computed`` (scoring trials run: the rest came from
+the cache), ``score_seconds`` (those scoring trials' seconds, apart from the training's) and
+``pruned`` (rows the stage stopped). Its ``wall_seconds`` includes the supernet's training. The
+other strategies' keys are unchanged.
+
+**Not comparable with ``cascade``'s**: ``cascade+supernet`` named after ``cascade`` runs after it on
+the same store with the same seeds, so its proxy scores and functional hashes come largely from the
+cascade's cache: its ``proxy_evaluations`` and ``wall_seconds`` are lower for that alone and do not
+compare with ``cascade``'s. Its own costs are the ``supernet`` entry's ``train_seconds`` and
+``score_seconds``; compare the strategies by ``best_at`` / ``hypervolume_at``.
 """
 
 from __future__ import annotations
@@ -44,7 +52,6 @@ from typing import Any
 
 import numpy as np
 
-from winnow.search_space.datasets import load_dataset
 from winnow.search_space.trial import Status, TrialSpec
 from winnow.service.engine import Engine, SearchReport
 from winnow.service.engine.supernet import supernet_key
@@ -58,11 +65,11 @@ from winnow.service.search_spec import (
     Task,
 )
 from winnow.service.store import Store
-from winnow.supernet.macro_training import validation_split
+from winnow.supernet.seam import steps_per_epoch
 from winnow.workers.executor import InProcessExecutor
 from winnow.workers.oracle import NB201Oracle
 from winnow.workers.run import run_trial
-from winnow.workers.supernet_trials import SCORE_STAGE
+from winnow.workers.supernet_trials import SCORE_STAGE, training_samples
 
 CHECKPOINTS = (25, 50, 100, 200, 500, 1000)
 # Hypervolume reference for (accuracy, params) on nb201: no cell is below 10% accuracy or above
@@ -155,13 +162,14 @@ def run_search_bench(
     start = time.perf_counter()
     store = Store(store_url, artifacts=artifacts)
     stages: Counter[str] = Counter()  # the trials run for real (not the oracle's), by stage
-    oracle = NB201Oracle(oracle_csv, inner=InProcessExecutor(_counted(stages)))
+    seconds: Counter[str] = Counter()  # and their seconds
+    oracle = NB201Oracle(oracle_csv, inner=InProcessExecutor(_counted(stages, seconds)))
     screen = screen or Screen()
     out: dict[str, Any] = {"budget": budget, "seeds": seeds, "objectives": list(objectives)}
     out["strategies"], overheads, sampling = {}, [], []
     for strategy in strategies:
         reports, specs, began, own = [], [], time.perf_counter(), []
-        scorings_before = stages[SCORE_STAGE]
+        scorings_before, scoring_seconds = stages[SCORE_STAGE], seconds[SCORE_STAGE]
         for seed in range(seeds):
             spec = bench_spec(strategy, seed, dataset, budget, objectives, screen, supernet)
             sink = _supernet_progress(progress) if spec.strategy.supernet else None
@@ -176,7 +184,8 @@ def run_search_bench(
         out["strategies"][strategy]["overhead_ms_median"] = round(float(np.median(own)), 3)
         if specs[0].strategy.supernet is not None:
             computed = stages[SCORE_STAGE] - scorings_before
-            summary = supernet_summary(store, specs[0], reports, computed)
+            spent = seconds[SCORE_STAGE] - scoring_seconds
+            summary = supernet_summary(store, specs[0], reports, computed, spent)
             out["strategies"][strategy]["supernet"] = summary
         overheads += own
     out["engine_overhead_ms_median"] = round(float(np.median(overheads)), 3)
@@ -215,10 +224,14 @@ def _describe(report: SearchReport, objectives: Sequence[str]) -> str:
 # --- the supernet's figures ------------------------------------------------------------------
 
 
-def _counted(stages: Counter[str]) -> Callable[..., Any]:
+def _counted(stages: Counter[str], seconds: Counter[str]) -> Callable[..., Any]:
     def run(spec: TrialSpec, on_epoch: Any = None) -> Any:
         stages[spec.stage] += 1
-        return run_trial(spec, on_epoch)
+        start = time.perf_counter()
+        try:
+            return run_trial(spec, on_epoch)
+        finally:
+            seconds[spec.stage] += time.perf_counter() - start
 
     return run
 
@@ -246,9 +259,14 @@ def _supernet_progress(progress: Callable[[str], None] | None) -> Any:
 
 
 def supernet_summary(
-    store: Store, spec: SearchSpec, reports: Sequence[SearchReport], computed: int
+    store: Store,
+    spec: SearchSpec,
+    reports: Sequence[SearchReport],
+    computed: int,
+    score_seconds: float = 0.0,
 ) -> dict[str, Any]:
-    """``cascade+supernet``'s ``supernet`` entry (see the module docstring)."""
+    """``cascade+supernet``'s ``supernet`` entry (see the module docstring): ``computed``
+    scoring trials run in ``score_seconds``."""
     settings = spec.strategy.supernet
     assert settings is not None
     kinds: Counter[str] = Counter()
@@ -271,18 +289,18 @@ def supernet_summary(
         "minutes": settings.minutes,
         "scored": len(rows),
         "computed": computed,
+        "score_seconds": round(score_seconds, 1),
         "pruned": sum(r.status == Status.PRUNED for r in rows),
     }
 
 
 def _steps_per_epoch(spec: SearchSpec) -> int:
-    """The supernet's batches in one epoch: its training samples (the task's less the
-    validation split) over its batch size, as ``nb201_training`` counts them."""
+    """The supernet's batches in one epoch, as its training counts them (the worker's split,
+    ``seam.steps_per_epoch``)."""
     settings = spec.strategy.supernet
     assert settings is not None
-    samples = len(load_dataset(spec.task.dataset).train_y)
-    fit, _ = validation_split(samples, settings.validation_fraction, settings.seed)
-    return max(1, len(fit) // settings.batch_size)
+    samples = training_samples(spec.task.dataset, settings.validation_fraction, settings.seed)
+    return steps_per_epoch(samples, settings.batch_size)
 
 
 def _rounded(value: float | None, digits: int) -> float | None:

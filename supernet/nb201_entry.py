@@ -4,8 +4,8 @@ trained by ``nb201_training.train_supernet`` (SPOS), scored by inherited accurac
 What it ranks: the cell, under the supernet's own BatchNorm and SGD (``nb201.py``); a joint
 space's normalization, optimizer and quantization choices are not shared, so every candidate of
 a cell gets that cell's score. Built at the space's size (``channels``, ``cells_per_stage``;
-``resize``: a shallower supernet, ``strategy.supernet.cells_per_stage``, whose candidates are
-scored by their cell at its depth) over its ``ops``, with the input channels of the task;
+``resize``: the supernet at the depth ``strategy.supernet.cells_per_stage``, whose candidates
+are scored by their cell at its depth) over its ``ops``, with the input channels of the task;
 uniform sampling, no entanglement (the family's defaults). Training: ``settings.epochs``
 epochs of the samples as steps, within ``settings.max_seconds``; the samples come normalised,
 so the crop-and-flip augmentation of the benchmark's own runs (``bench supernet``) is not
@@ -69,7 +69,8 @@ def train(
 
 def resize(space: SearchSpace, cells_per_stage: int) -> SearchSpace:
     """The space with ``cells_per_stage`` cells a stage: the supernet built over it is that
-    deep (measured in ``bench supernet``: one cell a stage ranks better on a CPU budget)."""
+    deep (``bench supernet``'s figures were taken at one cell a stage; a full-depth supernet
+    trains about 5x fewer epochs in the same time; no comparison of depths is recorded)."""
     arch = space.architecture.model_copy(update={"cells_per_stage": cells_per_stage})
     return space.model_copy(update={"architecture": arch})
 
@@ -82,9 +83,9 @@ def score(
     bn_batches: int = DEFAULT_BATCHES,
 ) -> float:
     """The inherited accuracy of the candidate's cell at the supernet's depth (the space's
-    own, unless ``resize`` made the supernet shallower)."""
-    depth = supernet.cells_per_stage
-    if candidate.architecture.get("cells_per_stage", depth) != depth:
-        arch = candidate.architecture | {"cells_per_stage": depth}
-        candidate = candidate.model_copy(update={"architecture": arch})
+    own, unless ``resize`` set another depth)."""
+    # always set: a candidate without the field would be read at the family's default depth
+    # (``NB201Supernet._cell``: 5), not at this supernet's
+    arch = candidate.architecture | {"cells_per_stage": supernet.cells_per_stage}
+    candidate = candidate.model_copy(update={"architecture": arch})
     return inherited_accuracy(supernet, candidate, train_batches, val_batches, bn_batches)

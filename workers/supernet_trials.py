@@ -65,6 +65,12 @@ def _split_of(dataset_name: str, fraction: float, seed: int) -> tuple[torch.Tens
     return x[fit], y[fit], x[held], y[held]
 
 
+def training_samples(dataset_name: str, fraction: float, seed: int) -> int:
+    """How many samples a supernet of these settings trains on: the task's training set less
+    the validation split, as this module's trials carve it."""
+    return len(_split_of(dataset_name, fraction, seed)[1])
+
+
 def _build(options: dict[str, Any], dataset: Dataset) -> nn.Module:
     space = supernet_space(parse_space(options["space"]), options["settings"])
     entry = SUPERNETS.get(space.architecture.family)

@@ -111,7 +111,10 @@ class Engine:
         self.state = SearchState()
         if rows is not None:
             parts = (self.ladder, self.screen, self.study, self.sampler_view)
-            self.state = SearchState.from_rows(rows, self.space, self.objectives, *parts)
+            staged = strategy.cascade and strategy.supernet is not None
+            self.state = SearchState.from_rows(
+                rows, self.space, self.objectives, *parts, supernet=staged
+            )
         self._enqueue_warm_starts(rows or [])
         self.journal = Journal(store, search_id, on_event)
         live = live_checkpoints(spec, store, search_id, rows or [])  # the sweep keeps them
@@ -346,6 +349,9 @@ class Engine:
         if self.state.requeued and self._fits(self.state.requeued[0][1]):
             self.training.submit(*self.state.requeued.pop(0))
             return True
+        while self.state.unscreened and self._fits(0):
+            if self._supernet_stage(self.state.unscreened.pop(0)):
+                return True
         promotion = self.ladder.next_promotion()
         if promotion is not None and self._fits(promotion[1]):
             number, rung = promotion
@@ -367,6 +373,13 @@ class Engine:
             return run_stages(self.stages, tracked, passage)
         finally:
             tracked.overhead += time.perf_counter() - start - passage.evaluation
+
+    def _supernet_stage(self, tracked: Tracked) -> bool:
+        """A resumed candidate that passed the proxy screen but was never judged by the
+        supernet stage goes through it (and on to training if kept): True when it trains."""
+        names = [stage.name for stage in self.stages]
+        rest = self.stages[names.index("supernet") :]
+        return run_stages(rest, tracked, Passage(self.outcomes, self.store.batch))
 
     def _ask(self) -> Tracked:
         start = time.perf_counter()

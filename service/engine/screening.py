@@ -57,7 +57,7 @@ class ProxyScreen:
     def __init__(self, settings: Screen, objectives: Sequence[Objective], seed: int = 0) -> None:
         self.settings = settings
         self.primary = objectives[0]
-        self.static = [o for o in objectives[1:] if o.name in settings.proxies]
+        self.static = proxy_known(objectives, settings.proxies)
         self.seed = seed
         self.rows: list[ProxyValues] = []
         self.numbers: list[int] = []
@@ -96,15 +96,7 @@ class ProxyScreen:
 
     def _position(self, scores: np.ndarray, rows: list[ProxyValues]) -> int:
         """The newest member's place in the population, 0 = best."""
-        if not self.static:
-            return int(np.sum(scores > scores[-1]))
-        costs = [_column(rows, o) for o in self.static]
-        if any(_at_extreme(c, o) for c, o in zip(costs, self.static, strict=True)):
-            return 0
-        points = np.column_stack([scores, *costs])
-        directions = ["maximize"] + [o.direction for o in self.static]
-        counts = domination_counts(points, directions)
-        return int(np.sum(counts < counts[-1]))
+        return position(scores, rows, self.static)
 
     # --- learning from trained results --------------------------------------------------------
 
@@ -144,6 +136,29 @@ class ProxyScreen:
         """The proxies that rank the results worse than ``params`` does (the module docstring's
         rule): they get weight 0."""
         return below_params(self.settings.proxies, columns, params, target)
+
+
+def position(scores: np.ndarray, rows: Sequence[ProxyValues], static: Sequence[Objective]) -> int:
+    """The newest (last) member's place in a population, 0 = best: by ``scores`` (higher is
+    better) alone when there are no ``static`` objectives (those of the search's objectives
+    after the first that proxies already know: ``rows`` hold their values); with some, 0 when
+    it is the population's best on one of them (:func:`_at_extreme`), else how many members
+    have a lower domination count than it on (score, static objectives). The proxy screen and
+    the supernet stage (``supernet_rule``) both decide by it."""
+    if not static:
+        return int(np.sum(scores > scores[-1]))
+    costs = [_column(rows, o) for o in static]
+    if any(_at_extreme(c, o) for c, o in zip(costs, static, strict=True)):
+        return 0
+    points = np.column_stack([scores, *costs])
+    directions = ["maximize"] + [o.direction for o in static]
+    counts = domination_counts(points, directions)
+    return int(np.sum(counts < counts[-1]))
+
+
+def proxy_known(objectives: Sequence[Objective], proxies: Sequence[str]) -> list[Objective]:
+    """The objectives after the first whose values the screen's proxies give (e.g. params)."""
+    return [o for o in objectives[1:] if o.name in proxies]
 
 
 def below_params(

@@ -5,11 +5,13 @@ stored rows by :meth:`SearchState.from_rows` (``Engine.resume``).
 Rows are replayed per candidate in the order they were written: finished rows are kept as they
 are (never re-run); rows a dead process left ``queued``/``running`` go back to the queue; a
 candidate that passed the screening stages but had no training row yet is queued for its first
-rung. The rung ladder, the proxy screen's population and labels, the counters and the completed
-results are rebuilt, and every candidate is added to a fresh Optuna study with the state the
-sampler had been (or would have been) told. Not in the rows, so not rebuilt: the proxy runs
-counted by ``counts["proxy"]`` (a cached score and a computed one leave the same row), their
-device seconds, and the report's history (a resumed search's starts at the resume).
+rung, unless the spec has a supernet stage (``supernet=True``) and the candidate has its proxy
+row but no ``supernet`` row: it is queued for that stage first (``unscreened``), which decides
+whether it trains. The rung ladder, the proxy screen's population and labels, the counters and
+the completed results are rebuilt, and every candidate is added to a fresh Optuna study with the
+state the sampler had been (or would have been) told. Not in the rows, so not rebuilt: the
+proxy runs counted by ``counts["proxy"]`` (a cached score and a computed one leave the same row),
+their device seconds, and the report's history (a resumed search's starts at the resume).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from winnow.records import Status, TrialRecord
 from winnow.search_space.candidate import Candidate
 from winnow.search_space.canonical import structural_hash
 from winnow.search_space.spec import SearchSpace
+from winnow.search_space.trial import TrialResult
 from winnow.service.engine.cascade import Proposal
 from winnow.service.engine.pareto import search_hypervolume
 from winnow.service.engine.readout import objective_values
@@ -73,12 +76,15 @@ def fresh_counts() -> dict[str, int]:
 @dataclass
 class SearchState:
     """See the module docstring. ``completed`` holds top-rung (or reused) objective values by
-    candidate number; ``requeued`` is ``(candidate, rung, row id or None)`` to train first."""
+    candidate number; ``requeued`` is ``(candidate, rung, row id or None)`` to train first;
+    ``unscreened`` the candidates (their proxy scores in ``scores``) that passed the proxy
+    screen but were never judged by the supernet stage, to send through it first."""
 
     tracked: dict[int, Tracked] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=fresh_counts)
     completed: dict[int, list[float]] = field(default_factory=dict)
     requeued: list[tuple[Tracked, int, int | None]] = field(default_factory=list)
+    unscreened: list[Tracked] = field(default_factory=list)
     device_seconds: float = 0.0
     hypervolume: float = 0.0
     history: list[dict[str, float]] = field(default_factory=list, compare=False)
@@ -96,10 +102,13 @@ class SearchState:
         screen: ProxyScreen | None,
         study: optuna.Study,
         storage: BaseStorage,
+        supernet: bool = False,
     ) -> SearchState:
         """The state of a search from its stored rows; ``ladder``, ``screen`` and ``study``
-        (whose storage is ``storage``) are fresh ones of its spec and are filled in too."""
+        (whose storage is ``storage``) are fresh ones of its spec and are filled in too;
+        ``supernet``: whether the spec has a supernet stage."""
         rebuild = _Rebuild(cls(), objectives, ladder, screen, study, storage)
+        rebuild.supernet = supernet
         ordered = sorted(rows, key=lambda r: (r.number, r.id))
         for number, group in groupby(ordered, key=lambda r: r.number):
             rebuild.candidate(number, list(group), space)
@@ -113,6 +122,7 @@ class _Rebuild:
     def __init__(self, state, objectives, ladder, screen, study, storage) -> None:
         self.state, self.objectives, self.ladder, self.screen = state, objectives, ladder, screen
         self.study, self.storage = study, storage
+        self.supernet = False  # whether a passed proxy row is owed a supernet stage's judgement
 
     def candidate(self, number: int, rows: list[TrialRecord], space: SearchSpace) -> None:
         candidate = Candidate.from_json(rows[0].candidate)
@@ -127,11 +137,12 @@ class _Rebuild:
     def replay(self, tracked: Tracked, rows: list[TrialRecord]):
         """Apply one candidate's rows; returns its sampler state, values and intermediate."""
         state, values, intermediate = TrialState.RUNNING, None, None
-        needs_training = False
+        needs_training, last_screen = False, None
         for row in rows:
             metrics = row.metrics
             if row.stage != "train":  # a screening stage: proxy (or supernet)
                 state, needs_training = self.screening(tracked, row, metrics)
+                last_screen = row
                 continue
             needs_training = False
             if row.status in (Status.QUEUED, Status.RUNNING):
@@ -141,7 +152,11 @@ class _Rebuild:
                 state = TrialState.RUNNING
                 continue
             state, values, intermediate = self.train(tracked, row, metrics)
-        if needs_training:
+        if needs_training and self.supernet and last_screen.stage == "proxy":
+            # stopped between the screen and the supernet stage: it has not been judged there
+            tracked.scores = TrialResult(Status.OK, dict(last_screen.metrics))
+            self.state.unscreened.append(tracked)
+        elif needs_training:
             self.state.requeued.append((tracked, 0, None))
         return state, values, intermediate
 

@@ -23,7 +23,10 @@ trial's ``LOAD_ERROR``), reported once. A training stopped with the search is
 ``supernet.accuracy`` (its inherited accuracy on a validation split carved from the training
 data). The first ``warmup`` scored candidates go on; after them, one below the
 ``1 - keep_fraction`` quantile of the scores of every candidate scored so far (itself included;
-rebuilt from the rows on resume) is pruned. The score is the inherited accuracy until the
+rebuilt from the rows on resume) is pruned. With objectives after the first that the screen's
+proxies know (``objectives: accuracy, params``), it decides as the proxy screen does: kept at
+the population's best on one of those, else by its place by domination count on (score, those
+objectives) (``screening.position``). The score is the inherited accuracy until the
 screen's ``calibrate_after`` of those candidates have trained results, then a calibrated
 ensemble over the screen's proxies and the inherited accuracy fitted on them, in which a feature
 that ranks them worse than params gets weight 0; the row records which (``supernet.calibrated``,
@@ -80,7 +83,10 @@ def training_settings(spec: SearchSpec) -> dict[str, Any]:
         "seed": s.seed,
         "validation_fraction": s.validation_fraction,
     }
-    if s.cells_per_stage is not None:  # only when set: the keys of earlier supernets stay
+    own = getattr(spec.search_space.architecture, "cells_per_stage", None)
+    # only when set and not the space's own depth: the keys of earlier supernets stay, and an
+    # identical supernet is not trained again under another key
+    if s.cells_per_stage is not None and s.cells_per_stage != own:
         settings["cells_per_stage"] = s.cells_per_stage
     return settings
 
@@ -262,6 +268,7 @@ class SupernetScreen:
             screen.calibrate_after,
             results,
             spec.seed,
+            spec.objectives,  # with proxy-known objectives after the first: the screen's rule
         )
         self.rule.rebuild(rows or [], self.name)  # a failed scoring's row has no score: left out
 

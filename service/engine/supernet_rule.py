@@ -15,9 +15,16 @@ feature :data:`FEATURE`). A candidate is judged by one score per member of the p
   baseline, never below itself). This is the issue's "the screen's calibrated ensemble combines
   proxy and supernet scores once trained results exist".
 
-Either way by :class:`QuantileRule`: the first ``warmup`` members go on; after them a candidate
-below the ``1 - keep_fraction`` quantile of the population's scores (itself included) is
-pruned, every member's combined score being the current fit's.
+Either way the first ``warmup`` members go on. After them, with one objective (or none of the
+others known to the screen's proxies), by :class:`QuantileRule`: a candidate below the
+``1 - keep_fraction`` quantile of the population's scores (itself included) is pruned, every
+member's combined score being the current fit's. With objectives after the first that the
+screen's proxies know (``params``, ``flops``: the proxy screen's "static" ones), the stage
+decides as the proxy screen does, by its :func:`screening.position`: a candidate at the
+population's best on one of those objectives is kept (the front's end there: a one-score
+quantile would prune the small, less accurate nets and cut that end off), else it is kept when
+its place by domination count on (score, those objectives) is within the top
+``ceil(keep_fraction * population)``; the row records that place (``supernet.position``).
 
 The fit is redone whenever the members' labels have changed since the last, not every
 ``refit_every`` results as the proxy screen does: at most one fit per trained result, of
@@ -33,7 +40,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import numpy as np
@@ -46,10 +53,12 @@ from winnow.service.engine.evidence_ladder import (
     SUPERNET_COMBINED,
     SUPERNET_ZERO_WEIGHT,
 )
-from winnow.service.engine.screening import below_params
+from winnow.service.engine.screening import below_params, position, proxy_known
+from winnow.service.search_spec import Objective
 
 METRIC = "supernet.accuracy"  # a supernet row's inherited accuracy
 THRESHOLD = "supernet.threshold"  # the score the candidate was held to (none in the warm-up)
+POSITION = "supernet.position"  # its place by domination count (several objectives; 0 = best)
 FEATURE = STAGE_TIERS[0].name  # the inherited accuracy's feature: the ladder tier's name
 
 ProxyValues = Mapping[str, float | None]
@@ -90,8 +99,10 @@ class QuantileRule:
 @dataclass(frozen=True)
 class Verdict:
     """What decided a candidate: ``score`` (the inherited accuracy, or the combined score when
-    ``calibrated``), the ``threshold`` it was held to (None in the warm-up), the population's
-    size, and for a combined score the results it was fitted on and the features it zeroed."""
+    ``calibrated``), the ``threshold`` it was held to (one objective; None in the warm-up) or
+    its ``position`` by domination count and the places kept (``allowed``; several
+    objectives), the population's size, and for a combined score the results it was fitted on
+    and the features it zeroed."""
 
     keep: bool
     accuracy: float
@@ -101,6 +112,8 @@ class Verdict:
     calibrated: bool = False
     fitted_on: int = 0
     zero_weight: tuple[str, ...] = ()
+    position: int | None = None
+    allowed: int | None = None
 
     def metrics(self) -> dict[str, float]:
         """The row's record of it: ``supernet.calibrated``, and ``supernet.threshold``,
@@ -109,6 +122,8 @@ class Verdict:
         metrics = {SUPERNET_CALIBRATED: float(self.calibrated)}
         if self.threshold is not None:
             metrics[THRESHOLD] = self.threshold
+        if self.position is not None:
+            metrics[POSITION] = float(self.position)
         if self.calibrated:
             metrics[SUPERNET_COMBINED] = self.score
             metrics |= {f"{SUPERNET_ZERO_WEIGHT}{f}": 1.0 for f in self.zero_weight}
@@ -116,18 +131,25 @@ class Verdict:
 
     def reason(self, keep_fraction: float) -> str:
         """Why a pruned candidate was (its row's error)."""
-        quantile = f"{1 - keep_fraction:.0%} quantile {self.threshold:.4f} of {self.population}"
+        if self.position is not None:
+            below = (
+                f"ranks {self.position} by domination count with the proxy-known objectives, "
+                f"outside the top {self.allowed} of {self.population} scored"
+            )
+        else:
+            quantile = f"{1 - keep_fraction:.0%} quantile {self.threshold:.4f}"
+            below = f"below the {quantile} of {self.population} scored"
         if not self.calibrated:
-            return f"supernet: inherited accuracy {self.accuracy:.4f} below the {quantile} scored"
+            return f"supernet: inherited accuracy {self.accuracy:.4f} {below}"
         return (
             f"supernet: combined score {self.score:.4f} (proxies and inherited accuracy "
-            f"{self.accuracy:.4f}, fitted on {self.fitted_on} trained results) below the "
-            f"{quantile} scored"
+            f"{self.accuracy:.4f}, fitted on {self.fitted_on} trained results) {below}"
         )
 
 
 class SupernetRule:
-    """The stage's population and its decision (see the module docstring)."""
+    """The stage's population and its decision (see the module docstring). ``objectives``:
+    the search's (the first is the one the score predicts); none, or one: the quantile rule."""
 
     def __init__(
         self,
@@ -137,8 +159,11 @@ class SupernetRule:
         calibrate_after: int,
         results: TrainedResults | None = None,
         seed: int = 0,
+        objectives: Sequence[Objective] = (),
     ) -> None:
         self.quantile = QuantileRule(keep_fraction, warmup)
+        self.keep_fraction, self.warmup = keep_fraction, warmup
+        self.static = proxy_known(objectives, proxies)
         self.proxies, self.features = list(proxies), [*proxies, FEATURE]
         self.calibrate_after, self.seed = calibrate_after, seed
         self.results = results or NoResults()
@@ -159,14 +184,20 @@ class SupernetRule:
         self.remember(number, proxies, accuracy)
         self._refit_when_due()
         size = len(self.numbers)
-        if self.ensemble is None:
-            keep, threshold = self.quantile.judge(self.scores, accuracy)
-            return Verdict(keep, accuracy, accuracy, threshold, size)
-        score = self._combined[-1]
-        keep, threshold = self.quantile.judge(self._combined, score)
-        fitted = len(self._fitted)
-        zeroed = tuple(self.zero_weight)
-        return Verdict(keep, accuracy, score, threshold, size, True, fitted, zeroed)
+        calibrated = self.ensemble is not None
+        scores = self._combined if calibrated else self.scores
+        fitted = len(self._fitted) if calibrated else 0
+        zeroed = tuple(self.zero_weight) if calibrated else ()
+        verdict = Verdict(True, accuracy, scores[-1], None, size, calibrated, fitted, zeroed)
+        if not self.static:
+            keep, threshold = self.quantile.judge(scores, scores[-1])
+            return replace(verdict, keep=keep, threshold=threshold)
+        if size <= self.warmup:
+            return verdict
+        rows = [{o.name: self.columns[o.name][i] for o in self.static} for i in range(size)]
+        place = position(np.array(scores), rows, self.static)
+        allowed = math.ceil(self.keep_fraction * size)
+        return replace(verdict, keep=place < allowed, position=place, allowed=allowed)
 
     def remember(self, number: int, proxies: ProxyValues, accuracy: float) -> None:
         """Add a member without deciding (a resumed search's, from its rows)."""

@@ -17,8 +17,9 @@ from winnow.search_space.trial import Status, TrialResult, TrialSpec
 from winnow.service.api import convert
 from winnow.service.engine import Engine, readout
 from winnow.service.engine.evidence_ladder import MIN_RESULTS
-from winnow.service.engine.supernet_rule import FEATURE, METRIC, SupernetRule
+from winnow.service.engine.supernet_rule import FEATURE, METRIC, POSITION, SupernetRule
 from winnow.service.progress_text import ladder_text
+from winnow.service.search_spec import Objective
 from winnow.service.store import Store, sqlite_url
 from winnow.workers.executor import InProcessExecutor
 from winnow.workers.supernet_trials import SCORE_STAGE, TRAIN_STAGE
@@ -117,6 +118,57 @@ def test_a_supernet_score_that_ranks_well_keeps_its_weight():
     verdict = judge(rule, pool[8])
     assert verdict.calibrated and FEATURE not in verdict.zero_weight
     assert rule.ensemble.weights[FEATURE] > 0.0
+
+
+ACCURACY_AND_PARAMS = [Objective(name="accuracy"), Objective(name="params", direction="minimize")]
+
+
+def small_and_weak(n: int) -> list[dict]:
+    """Candidates whose supernet score and synflow grow with their params: the smallest is the
+    weakest by score, as nb201's convolution-free cells are."""
+    return [
+        {"number": i, "params": 1e4 * (i + 1), "synflow": float(i), "supernet": 0.1 + i / 100}
+        for i in range(n)
+    ]
+
+
+def test_with_params_an_objective_the_smallest_candidate_is_kept_though_its_score_is_lowest():
+    pool = small_and_weak(6)
+    smallest = {"number": 6, "params": 5e3, "synflow": -1.0, "supernet": 0.01}
+    one = make_rule(Results(), keep_fraction=0.5, warmup=2)
+    several = SupernetRule(0.5, 2, PROXIES, 5, Results(), 0, ACCURACY_AND_PARAMS)
+    for c in pool:
+        judge(one, c), judge(several, c)
+    assert not judge(one, smallest).keep  # one score by quantile: the front's end is cut
+    verdict = judge(several, smallest)
+    assert verdict.keep and verdict.position == 0 and verdict.threshold is None
+    assert verdict.metrics()[POSITION] == 0.0
+
+
+def test_with_params_an_objective_a_candidate_every_member_dominates_is_pruned():
+    rule = SupernetRule(0.5, 2, PROXIES, 5, Results(), 0, ACCURACY_AND_PARAMS)
+    for c in small_and_weak(6):
+        judge(rule, c)
+    # bigger than all and scored below all: dominated on (score, params) by every member
+    verdict = judge(rule, {"number": 6, "params": 1e6, "synflow": 0.0, "supernet": 0.0})
+    assert not verdict.keep and verdict.position == 6 and verdict.allowed == 4
+    assert "domination count" in verdict.reason(0.5)
+    # a candidate no member dominates (the best score) is kept though it is the biggest
+    assert judge(rule, {"number": 7, "params": 2e6, "synflow": 9.0, "supernet": 0.9}).keep
+
+
+def test_with_params_an_objective_the_combined_score_keeps_the_smallest_once_calibrated():
+    results, pool = Results(), candidates(14, seed=5)
+    rule = SupernetRule(0.5, 2, PROXIES, 5, results, 0, ACCURACY_AND_PARAMS)
+    for c in pool[:12]:
+        judge(rule, c)
+        results.trained(c["number"], c["accuracy"], c["params"])
+    smallest = min(c["params"] for c in pool[:12]) / 2
+    verdict = judge(rule, {"number": 12, "params": smallest, "synflow": -5.0, "supernet": 1.5})
+    assert verdict.calibrated and verdict.keep and verdict.position == 0
+    worst = {"number": 13, "params": 1e7, "synflow": -5.0, "supernet": 1.5}
+    verdict = judge(rule, worst)  # params ranks the results well: far the biggest ranks last
+    assert verdict.calibrated and not verdict.keep and verdict.position > verdict.allowed
 
 
 def rows_of(decided: list[tuple[dict, dict]]) -> list[TrialRecord]:
@@ -221,7 +273,10 @@ def test_a_search_combines_supernet_and_proxies_once_calibrated_and_the_ladder_s
     assert [t["tier"] for t in ladder][-2:] == ["supernet", "combined"]
     assert tiers["combined"]["n"] == len(mine) >= MIN_RESULTS
     assert tiers["combined"]["tau"] == pytest.approx(expected)
-    assert tiers["supernet"]["zero_weight"] and not tiers["combined"]["zero_weight"]
+    assert tiers["supernet"]["zero_weight"]
+    # the reversed supernet's weight 0 leaves the combined score ranking the results the right
+    # way round, better than the inherited accuracy it was fitted over
+    assert tiers["supernet"]["tau"] < 0 < tiers["combined"]["tau"]
     record = store.search(engine.search_id)
     sent = convert.search_dict(convert.search_message(record, engine.progress()))["progress"]
     assert sent["evidence_ladder"] == ladder  # through GetSearch's message and back
@@ -235,3 +290,46 @@ def test_a_search_combines_supernet_and_proxies_once_calibrated_and_the_ladder_s
     assert sorted(rebuilt.numbers) == sorted(live_rule.numbers)
     probe = {"synflow": 500.0, "params": 40_000.0}
     assert rebuilt.judge(999, probe, 0.7) == live_rule.judge(999, probe, 0.7)
+
+
+class StoppedAtScoring(SupernetWorld):
+    """``SupernetWorld`` that is interrupted (as a killed process would be) at its
+    ``at``-th supernet scoring, after the candidate's proxy row is stored."""
+
+    def __init__(self, at: int) -> None:
+        super().__init__()
+        self.at, self.scored = at, 0
+
+    def __call__(self, spec: TrialSpec, on_epoch=None) -> TrialResult:
+        if spec.stage == SCORE_STAGE:
+            self.scored += 1
+            if self.scored == self.at:
+                raise KeyboardInterrupt
+        return super().__call__(spec, on_epoch)
+
+
+def test_a_resumed_candidate_that_passed_the_screen_goes_through_the_supernet_stage(store):
+    spec = make_spec(
+        name="cascade",
+        sampler="random",
+        screen={"proxies": ["synflow", "params"], "keep_fraction": 1.0, "min_population": 1},
+        supernet={"keep_fraction": 0.5, "warmup": 2},
+        extra={"space": WIDE_SPACE, "budget": {"max_trials": 5, "max_proposals": 30}},
+    )
+    engine = Engine.create(spec, store, InProcessExecutor(StoppedAtScoring(at=4)))
+    with pytest.raises(KeyboardInterrupt):
+        engine.run()
+    rows = store.trials(engine.search_id)
+    stopped = max(r.number for r in rows)
+    assert [r.stage for r in rows if r.number == stopped] == ["proxy"]
+
+    resumed = Engine.resume(store, engine.search_id, InProcessExecutor(SupernetWorld()))
+    assert [t.number for t in resumed.state.unscreened] == [stopped]
+    resumed.run()
+    mine = [r for r in store.trials(engine.search_id) if r.number == stopped]
+    stages = [r.stage for r in mine]
+    assert stages[:2] == ["proxy", "supernet"]  # judged by the stage, not sent straight on
+    assert mine[1].metrics[METRIC] > 0 and (mine[1].status == Status.PRUNED) == (
+        "train" not in stages
+    )
+    assert stopped in resumed.stages[-2].rule.numbers  # and it joined the stage's population

@@ -123,3 +123,14 @@ def test_the_mlp_supernet_covers_its_norm_and_quantization_axis():
     assert covers(SearchSpace.model_validate(fewer_bits)) != base
     other_norm = data | {"normalization": ["layernorm", "none"]}
     assert covers(SearchSpace.model_validate(other_norm))["normalization"] == "layernorm"
+
+
+def test_nb201_scores_a_candidate_without_cells_per_stage_at_the_supernets_depth():
+    space, (x, y) = _nb201_space(), _nb201_task()
+    torch.manual_seed(0)
+    supernet = SUPERNETS.get("nb201").build(space, 4, (3, 8, 8))  # one cell a stage
+    candidate = _draw(space)
+    bare = {k: v for k, v in candidate.architecture.items() if k != "cells_per_stage"}
+    without = candidate.model_copy(update={"architecture": bare})
+    # read at the family's default depth (5) the supernet of 1 would refuse it
+    assert _score("nb201", supernet, without, x, y) == _score("nb201", supernet, candidate, x, y)
