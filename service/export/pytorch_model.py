@@ -18,7 +18,7 @@ tree is walked; the source rebuilds the same tree under the same names:
   (``forward``) are embedded verbatim;
 - what winnow adds to a layer after building it is re-added by three small helpers of the
   file: ``initialized`` (the init a norm asks of its feeding layers, recorded by
-  ``norms._prepare_layer`` as ``winnow_init``), ``parametrized`` (weight standardization and
+  ``norms.prepare_layer`` as ``winnow_init``), ``parametrized`` (weight standardization and
   weight fake quantization, ``torch.nn.utils.parametrize``) and ``input_quantized`` (the
   activation quantizer and its forward pre-hook).
 
