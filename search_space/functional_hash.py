@@ -35,10 +35,11 @@ and optimizer state.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import hashlib
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -83,7 +84,7 @@ class Probe:
     num_classes: int = 10
     steps: int = 2
     seed: int = 0
-    task_shape: tuple[int, ...] | None = field(default=None, repr=False)
+    task_shape: tuple[int, ...] | None = dataclasses.field(default=None, repr=False)
 
     def input_shape(self, family: str) -> tuple[int, ...]:
         return FAMILIES.get(family).probe_shape(self)

@@ -9,9 +9,10 @@ real batches of the task's training data, returning each proxy's value as a metr
 ``proxy.<name>`` (failed proxies are listed in ``error``, the others still count); ``costs``
 measures the built network's static costs (params, FLOPs, model bytes, BitOPs) on the CPU;
 ``hash`` takes the candidate's functional hash (``winnow.search_space.functional_hash``: fixed
-probes, no data; of the task's input shape for a family that needs it, ``Probe.for_task``) and returns it as the result's ``value``. ``supernet_train`` trains a
-family's supernet (epochs reported, checkpointed, resumed after a kill) and ``supernet`` scores a
-candidate by its inherited weights (``winnow.workers.supernet_trials``).
+probes, no data; of the task's input shape for a family that needs it, ``Probe.for_task``)
+and returns it as the result's ``value``. ``supernet_train`` trains a family's supernet
+(epochs reported, checkpointed, resumed after a kill) and ``supernet`` scores a candidate
+by its inherited weights (``winnow.workers.supernet_trials``).
 
 The stages that do not train free what they built before they return, reference cycles
 included, so that a large candidate's network does not outlive its trial in a long-lived
