@@ -145,3 +145,17 @@ def test_an_allowed_builder_runs_on_the_server_and_a_broken_one_is_refused_at_su
             search.export(format="pytorch")
     assert refused.value.code == "FAILED_PRECONDITION"
     assert "custom" in refused.value.message and "weights" in refused.value.message
+
+
+@pytest.mark.slow  # importing the ONNX exporter takes most of its 8 s
+def test_a_custom_network_exports_to_onnx_and_agrees_with_torch(models):
+    pytest.importorskip("onnx", reason="the export extra: pip install 'winnow[export]'")
+    from winnow.search_space.candidate import Candidate
+    from winnow.service.export.onnx_export import onnx_max_abs_diff
+    from winnow.service.search_spec import Task
+
+    arch = {"family": "custom", "builder": f"{models}.models:build", "params": {"depth": 2}}
+    for policy in ({}, {"weight_bits": {"*": 8}, "activation_bits": 8}):
+        candidate = Candidate(architecture=arch, normalization="layernorm", quantization=policy)
+        diff, step = onnx_max_abs_diff(candidate, Task(dataset="digits"))
+        assert diff <= max(1e-5, 2 * step), (policy, diff, step)
