@@ -457,10 +457,14 @@ class SearchSpec(_Strict):
         dataset's arguments; with ``load``, from the dataset itself): ``SpecError`` naming
         ``space.architecture.builder`` with the builder's message. A server calls it at
         submit once ``--allow-module`` admitted the module (``load=False``: no dataset is
-        read in a request handler); the engine when a search starts."""
+        read in a request handler); the engine when a search starts. A space of winnow's
+        own families names no user code: nothing is imported or read."""
+        space = self.search_space
+        if not space.imports():
+            return
         shape = self.task.shape() if load else self.task.stated_shape()
         try:
-            self.search_space.check_user_code(shape)
+            space.check_user_code(shape)
         except SpecError as error:
             raise SpecError.of("search spec", nested_problems("space", error)) from None
 

@@ -218,3 +218,9 @@ def test_the_spec_lists_the_builder_among_its_imports(models):
         "space.architecture.builder": f"{models}:build",
         "task.dataset": f"{models}:load",
     }
+
+
+def test_winnows_own_families_import_and_read_nothing_at_the_user_code_check(tmp_path):
+    missing = tmp_path / "absent.npz"
+    spec = {"space": {"architecture": {"family": "mlp"}}, "task": {"dataset": f"npz:{missing}"}}
+    parse_search_spec(spec).check_user_code()  # reading the absent file would raise
