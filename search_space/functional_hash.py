@@ -35,6 +35,7 @@ and optimizer state.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import hashlib
 import itertools
@@ -50,6 +51,7 @@ from winnow.search_space.archs import FAMILIES
 from winnow.search_space.candidate import Candidate
 from winnow.search_space.canonical import HASH_CHARS, structural_hash
 from winnow.search_space.costs import count_parameters
+from winnow.search_space.datasets import dataset_shape
 from winnow.search_space.optimizers import backward_and_step
 from winnow.search_space.schedules import build_scheduler
 
@@ -70,7 +72,10 @@ COLLECT_ABOVE_PARAMETERS = 10_000_000
 class Probe:
     """The fixed inputs of functional hashing. Each family picks its input shape
     (``Family.probe_shape``): image families see ``channels x size x size`` (convolutional
-    networks compute the same function at any resolution), flat families ``features`` inputs."""
+    networks compute the same function at any resolution), flat families ``features`` inputs,
+    and a family that ``probes_task_shape`` (``custom``) the task's own ``task_shape``
+    (``for_task``). ``task_shape`` is left out of the probe's text, which keys memoised
+    hashes: the engine keys those of such a family by task (``evidence.StoreHashMemo``)."""
 
     batch: int = 2
     channels: int = 3
@@ -79,9 +84,20 @@ class Probe:
     num_classes: int = 10
     steps: int = 2
     seed: int = 0
+    task_shape: tuple[int, ...] | None = dataclasses.field(default=None, repr=False)
 
     def input_shape(self, family: str) -> tuple[int, ...]:
         return FAMILIES.get(family).probe_shape(self)
+
+    @classmethod
+    def for_task(cls, candidate: Candidate, dataset: str) -> Probe:
+        """The probe for ``candidate`` on dataset spec ``dataset``: the default one, or for a
+        family that probes the task's shape, one of that shape and class count (which may
+        load the dataset: in a worker, where it is cached)."""
+        if not FAMILIES.get(candidate.architecture["family"]).probes_task_shape:
+            return cls()
+        input_shape, num_classes = dataset_shape(dataset)
+        return cls(num_classes=num_classes, task_shape=tuple(input_shape))
 
 
 def _generator(position: str) -> np.random.Generator:

@@ -93,8 +93,9 @@ class WeightStandardization(nn.Module):
         return (weight - mean) / (std + self.eps)
 
 
-def _prepare_layer(layer: nn.Module, norm: str) -> nn.Module:
-    """Apply what the norm asks of the layers that feed it: an init, weight standardization."""
+def prepare_layer(layer: nn.Module, norm: str) -> nn.Module:
+    """Apply what the norm asks of the layers that feed it: an init, weight standardization
+    (the builders' ``conv2d``/``linear``, and the layers feeding a custom network's norms)."""
     entry = NORMS.get(norm)
     if entry.init_layer is not None:
         entry.init_layer(layer)
@@ -128,14 +129,14 @@ def conv2d(
     conv = nn.Conv2d(
         in_channels, out_channels, kernel_size, stride, padding, groups=groups, bias=bias
     )
-    return _prepare_layer(conv, norm)
+    return prepare_layer(conv, norm)
 
 
 def linear(
     in_features: int, out_features: int, *, bias: bool = True, norm: str = "batchnorm"
 ) -> nn.Linear:
     """A plain ``nn.Linear`` feeding the norm ``norm``, weight-standardized if that norm needs."""
-    return _prepare_layer(nn.Linear(in_features, out_features, bias=bias), norm)
+    return prepare_layer(nn.Linear(in_features, out_features, bias=bias), norm)
 
 
 # --- Channels-last norms applied to NCHW ------------------------------------------------------

@@ -73,6 +73,7 @@ from winnow.search_space.quantization import (
 )
 from winnow.search_space.schedules import SCHEDULES
 from winnow.search_space.specfile import (
+    FieldProblems,
     Problem,
     SpecError,
     SpecFileError,
@@ -222,6 +223,43 @@ class SearchSpace(BaseModel):
     @classmethod
     def _known_norms(cls, normalization: Any) -> Any:
         return check_choices(normalization, NORMS.names())
+
+    @model_validator(mode="after")
+    def _scope_has_slots(self) -> SearchSpace:
+        """A family that cannot name its layers before building (``custom``) decides weight
+        bits globally: its ``quant_slots`` refuse a group or layer scope, said here."""
+        axis = self.quantization
+        if axis.scope != "global" and len(param_values(axis.weight_bits) or [0, 1]) > 1:
+            try:
+                FAMILIES.get(self.architecture.family).quant_slots(self.architecture, axis.scope)
+            except ValueError as error:
+                raise FieldProblems([("quantization.scope", str(error))]) from None
+        return self
+
+    def imports(self) -> dict[str, str]:
+        """``{field: import path}`` of the user code the space names (a custom family's
+        builder), read from the spec: nothing is imported."""
+        family = FAMILIES.get(self.architecture.family)
+        return {f"architecture.{k}": v for k, v in family.imports(self.architecture).items()}
+
+    def check_user_code(self, shape: tuple[tuple[int, ...], int] | None) -> None:
+        """Import the user code the space builds with and, when the task's ``(input shape,
+        classes)`` is known, build its least candidate on the meta device; ``SpecError`` at
+        the field, with the code's own message. Nothing for winnow's own families."""
+        family = FAMILIES.get(self.architecture.family)
+        if family.check is None:
+            return
+        least = self.least()
+        try:
+            family.check(least.architecture, least.normalization, shape)
+        except Exception as error:  # noqa: BLE001 - the user's code may raise anything
+            field = next(iter(self.imports()), "architecture")
+            message = (
+                str(error)
+                if isinstance(error, RuntimeError)
+                else f"{type(error).__name__}: {error}"
+            )
+            raise SpecError.of("search space", [(field, message)]) from None
 
     # --- deciding candidates ----------------------------------------------------------------
 

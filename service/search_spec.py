@@ -182,6 +182,18 @@ class Task(_Strict):
                 f"{self.dataset} ({num_classes})"
             )
 
+    def stated_shape(self) -> tuple[tuple[int, ...], int] | None:
+        """``(input shape, classes)`` as far as known without reading the dataset (stated, or
+        from the dataset's arguments), else None: what a request handler may know."""
+        from winnow.search_space.datasets import dataset_shape
+
+        stated = self.input_shape is not None and self.num_classes is not None
+        known = None if stated else dataset_shape(self.dataset, load=False)
+        if not stated and known is None:
+            return None
+        input_shape, num_classes = known or (self.input_shape, self.num_classes)
+        return tuple(self.input_shape or input_shape), self.num_classes or num_classes
+
     def shape(self) -> tuple[tuple[int, ...], int]:
         """``(input shape, classes)`` of the task: as stated, else the dataset's (which may
         load it)."""
@@ -437,8 +449,30 @@ class SearchSpec(_Strict):
     def imports(self) -> dict[str, str]:
         """``{field: import path}`` of every piece of user code the spec names, for a server
         to check against its allowed modules (``user_code.check_import_allowed``) before it
-        imports any."""
-        return self.task.imports()
+        imports any (parsing the space imports nothing: a custom family's builder is imported
+        by ``check_user_code``)."""
+        try:
+            space = self.search_space.imports()
+        except ValueError:  # an invalid space: its problems are reported as the space's own
+            space = {}
+        return {**{f"space.{k}": v for k, v in space.items()}, **self.task.imports()}
+
+    def check_user_code(self, load: bool = True) -> None:
+        """Import the space's user code (a custom family's builder) and build its least
+        candidate on the meta device where the task's shape is known (stated, or from the
+        dataset's arguments; with ``load``, from the dataset itself): ``SpecError`` naming
+        ``space.architecture.builder`` with the builder's message. A server calls it at
+        submit once ``--allow-module`` admitted the module (``load=False``: no dataset is
+        read in a request handler); the engine when a search starts. A space of winnow's
+        own families names no user code: nothing is imported or read."""
+        space = self.search_space
+        if not space.imports():
+            return
+        shape = self.task.shape() if load else self.task.stated_shape()
+        try:
+            space.check_user_code(shape)
+        except SpecError as error:
+            raise SpecError.of("search spec", nested_problems("space", error)) from None
 
     def check_names(self) -> SearchSpec:
         """Resolve every name against its registry: the space (built-in, file or inline), the

@@ -206,7 +206,7 @@ def _names() -> str:
         f"| `space.quantization.weight_bits` | {names(WEIGHT_BITS)} |",
         f"| `space.quantization.activation_bits` | {names(ACTIVATION_BITS)} |",
         f"| `space.quantization.granularity` | {names(GRANULARITIES)} |",
-        f"| `activation` (`macro`, `mlp`) | {names(ACTIVATIONS.names())} |",
+        f"| `activation` (`macro`, `mlp`, `custom`) | {names(ACTIVATIONS.names())} |",
         "",
         "### Optimizers and their hyperparameters\n",
         "`space.optimizer.name` allows these; each takes the hyperparameters listed (defaults "

@@ -9,9 +9,10 @@ real batches of the task's training data, returning each proxy's value as a metr
 ``proxy.<name>`` (failed proxies are listed in ``error``, the others still count); ``costs``
 measures the built network's static costs (params, FLOPs, model bytes, BitOPs) on the CPU;
 ``hash`` takes the candidate's functional hash (``winnow.search_space.functional_hash``: fixed
-probes, no data) and returns it as the result's ``value``. ``supernet_train`` trains a
-family's supernet (epochs reported, checkpointed, resumed after a kill) and ``supernet`` scores a
-candidate by its inherited weights (``winnow.workers.supernet_trials``).
+probes, no data; of the task's input shape for a family that needs it, ``Probe.for_task``)
+and returns it as the result's ``value``. ``supernet_train`` trains a family's supernet
+(epochs reported, checkpointed, resumed after a kill) and ``supernet`` scores a candidate
+by its inherited weights (``winnow.workers.supernet_trials``).
 
 The stages that do not train free what they built before they return, reference cycles
 included, so that a large candidate's network does not outlive its trial in a long-lived
@@ -28,7 +29,7 @@ from winnow.proxies import score_model
 from winnow.proxies.batches import fixed_batches
 from winnow.search_space.costs import count_parameters
 from winnow.search_space.datasets import load_dataset
-from winnow.search_space.functional_hash import functional_hash, release
+from winnow.search_space.functional_hash import Probe, functional_hash, release
 from winnow.search_space.registry import Registry
 from winnow.search_space.training import (
     evaluate,
@@ -126,7 +127,7 @@ def hash_candidate(spec: TrialSpec, on_epoch: EpochCallback | None = None) -> Tr
     ``on_epoch`` is never called); never raises for a bad candidate."""
     start = time.perf_counter()
     try:
-        value = functional_hash(spec.candidate)
+        value = functional_hash(spec.candidate, probe=Probe.for_task(spec.candidate, spec.dataset))
     except Exception as exc:  # a failed candidate must not end the caller's search
         error = f"{type(exc).__name__}: {exc}"
     else:

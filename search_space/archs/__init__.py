@@ -8,7 +8,9 @@ for), ``canonical(arch, bits_for)`` (the structural hash's form), ``positions(mo
 (canonical places of modules, for functional hashing), ``probe_architecture(arch, bits_for)``
 (a smaller stand-in that functional hashing may probe instead, or None), ``probe_shape(probe)``
 (the input shape functional hashing probes with) and ``describe(arch)`` (an
-``ArchitectureView``: what the dashboard shows). See ``base.Family``.
+``ArchitectureView``: what the dashboard shows). A family of user code (``custom``) also
+provides ``imports(space)`` (the import paths it names), ``PROBES_TASK_SHAPE`` and
+``check_builder``. See ``base.Family``.
 
 Adding a family is one module and one ``_register`` line below: the spec's ``architecture``
 union (``spec.Architecture``) is built from this registry.
@@ -21,7 +23,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from winnow.search_space.archs import macro, mlp, nb201
+from winnow.search_space.archs import custom, macro, mlp, nb201
 from winnow.search_space.archs.base import ArchitectureView, Family
 from winnow.search_space.registry import Registry
 
@@ -36,6 +38,7 @@ def _register(module: ModuleType, space: type[BaseModel]) -> None:
 _register(nb201, nb201.NB201Space)
 _register(macro, macro.MacroSpace)
 _register(mlp, mlp.MLPSpace)
+_register(custom, custom.CustomSpace)
 
 
 def describe(arch: dict[str, Any]) -> ArchitectureView:

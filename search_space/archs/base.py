@@ -56,6 +56,14 @@ class Family:
     probe_shape: Callable[[ProbeSize], tuple[int, ...]]
     # (arch) -> what the dashboard shows of it
     describe: Callable[[dict[str, Any]], ArchitectureView]
+    # (spec section) -> {field in the section: import path} of the user code it names
+    imports: Callable[[Any], dict[str, str]] = lambda space: {}
+    # whether functional hashing probes the task's own input shape (``Probe.task_shape``)
+    # rather than the probe's small stand-in (a user's network may need its real input size)
+    probes_task_shape: bool = False
+    # (arch, norm, (input shape, classes) or None) -> None: what can be checked of the user
+    # code before a search starts (raises what building would); None for winnow's own
+    check: Callable[[dict[str, Any], str, Any], None] | None = None
 
     @classmethod
     def of(cls, module: ModuleType, space: type[BaseModel]) -> Family:
@@ -72,6 +80,9 @@ class Family:
             module.probe_architecture,
             module.probe_shape,
             module.describe,
+            getattr(module, "imports", lambda space: {}),
+            getattr(module, "PROBES_TASK_SHAPE", False),
+            getattr(module, "check_builder", None),
         )
 
 

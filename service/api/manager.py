@@ -126,6 +126,7 @@ class SearchManager:
         # Only what the spec's arguments say: a dataset is never read or built in a request
         # handler (it shares the GIL with every other call); Engine.resume checks the rest.
         spec.task.check_dataset(load=False)
+        spec.check_user_code(load=False)  # imports only what --allow-module admitted
         self._check_size(spec)
         with self._lock:
             if self._stopping:
@@ -156,11 +157,14 @@ class SearchManager:
         families whose size grows with the input."""
         if self.max_params is None:
             return
+        from winnow.search_space.archs import FAMILIES
         from winnow.search_space.costs import parameters_of
         from winnow.search_space.functional_hash import Probe
 
         least = spec.search_space.least()
         family = least.architecture["family"]
+        if spec.task.input_shape is None and FAMILIES.get(family).probes_task_shape:
+            return  # no stand-in shape for a network that needs the task's own (Engine caps it)
         shape = tuple(spec.task.input_shape or Probe().input_shape(family))
         try:
             parameters = parameters_of(least, spec.task.num_classes or 2, shape)

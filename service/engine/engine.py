@@ -48,6 +48,7 @@ from winnow.service.engine.evidence import (
     StoredResults,
     StoreHashMemo,
     WorkerHashes,
+    hash_probe,
 )
 from winnow.service.engine.evidence_ladder import EvidenceLadder
 from winnow.service.engine.journal import EventSink, Journal
@@ -166,7 +167,7 @@ class Engine:
         if not self.spec.strategy.cascade:
             return [*capped, TrainStage(self.training)]
         return capped + cascade_stages(
-            StoreHashMemo(self.store),
+            StoreHashMemo(self.store, hash_probe(self.spec)),
             StoredResults(self.spec, self.search_id, self.cache, self.executor),
             ProxyScores(self.spec, self.cache, self.executor, self.device, self.state),
             ProxyRule(self.spec, self.screen),
@@ -194,6 +195,7 @@ class Engine:
     def create(cls, spec: SearchSpec, store: Store, executor: Executor, **kwargs: Any) -> Engine:
         spec.check_names()  # a spec built in Python (not parsed) has not had its names checked
         spec.task.check_dataset()
+        spec.check_user_code()
         search_id = store.create_search(spec.name, spec.task.key, spec.to_json())
         engine = cls(spec, store, executor, search_id, **kwargs)
         engine.journal.event("search_started", {"name": spec.name})
@@ -208,6 +210,7 @@ class Engine:
         search failed with that message)."""
         spec = readout.stored_spec(store.search(search_id).spec_json).valid()
         spec.task.check_dataset()
+        spec.check_user_code()
         requeued = store.requeue_running(search_id)
         rows = store.trials(search_id)
         engine = cls(spec, store, executor, search_id, rows=rows, **kwargs)

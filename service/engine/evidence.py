@@ -9,6 +9,7 @@ from __future__ import annotations
 from concurrent.futures import CancelledError, Future
 
 from winnow.records import Fidelity
+from winnow.search_space.archs import FAMILIES
 from winnow.search_space.functional_hash import DEFAULT_MANTISSA_BITS, HASH_VERSION, Probe
 from winnow.search_space.trial import Status, TrialResult, TrialSpec
 from winnow.service.engine.cascade import Passage, Proposal
@@ -29,16 +30,25 @@ COSTS_FIDELITY = str(Fidelity("costs"))
 
 
 class StoreHashMemo:
-    """Functional hashes memoised in the store (which keeps what it read in memory)."""
+    """Functional hashes memoised in the store (which keeps what it read in memory), keyed by
+    the probe (``hash_probe``)."""
 
-    def __init__(self, store: Store) -> None:
-        self.store = store
+    def __init__(self, store: Store, probe: str = HASH_PROBE) -> None:
+        self.store, self.probe = store, probe
 
     def get(self, structural: str) -> str | None:
-        return self.store.functional_hash(structural, HASH_PROBE)
+        return self.store.functional_hash(structural, self.probe)
 
     def put(self, structural: str, functional: str) -> None:
-        self.store.remember_functional_hash(structural, HASH_PROBE, functional)
+        self.store.remember_functional_hash(structural, self.probe, functional)
+
+
+def hash_probe(spec: SearchSpec) -> str:
+    """The memo's probe key for ``spec``: ``HASH_PROBE``, and the task for a family whose
+    probe is of the task's shape (``Probe.for_task``), since one structure probed at two
+    shapes is two hashes."""
+    family = FAMILIES.get(spec.search_space.architecture.family)
+    return f"{HASH_PROBE}|task={spec.task.key}" if family.probes_task_shape else HASH_PROBE
 
 
 class WorkerHashes:

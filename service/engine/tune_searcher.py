@@ -37,6 +37,7 @@ from ray.tune.search import Searcher
 
 from winnow.search_space.candidate import Candidate
 from winnow.search_space.canonical import structural_hash
+from winnow.search_space.functional_hash import Probe, functional_hash
 from winnow.search_space.spec import SearchSpace
 from winnow.search_space.trial import Status, TrialResult, TrialSpec
 from winnow.service.engine.cascade import (
@@ -97,7 +98,14 @@ class WinnowSearcher(Searcher):
         self.finished: dict[str, float] = {}  # functional hash -> its metric
         self.memo = MemoryHashMemo()  # structural hash -> functional hash
         self.counts = {"proposals": 0, "duplicates": 0, "screened_out": 0, "suggested": 0}
-        self.stages = cascade_stages(self.memo, self, self, self, self, supernet)
+        self.stages = cascade_stages(
+            self.memo, self, self, self, self, supernet, compute_hash=self._functional_hash
+        )
+
+    def _functional_hash(self, proposal: Any) -> str:
+        """In this process, on the probe of this task (a custom family's is of its shape)."""
+        candidate = proposal.candidate
+        return functional_hash(candidate, probe=Probe.for_task(candidate, self.dataset))
 
     def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **_):
         """Tune's ``TuneConfig(metric=..., mode=...)`` must agree with the searcher's own."""

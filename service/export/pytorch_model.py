@@ -18,7 +18,7 @@ tree is walked; the source rebuilds the same tree under the same names:
   (``forward``) are embedded verbatim;
 - what winnow adds to a layer after building it is re-added by three small helpers of the
   file: ``initialized`` (the init a norm asks of its feeding layers, recorded by
-  ``norms._prepare_layer`` as ``winnow_init``), ``parametrized`` (weight standardization and
+  ``norms.prepare_layer`` as ``winnow_init``), ``parametrized`` (weight standardization and
   weight fake quantization, ``torch.nn.utils.parametrize``) and ``input_quantized`` (the
   activation quantizer and its forward pre-hook).
 
@@ -61,8 +61,10 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from winnow.search_space import quantization
+from winnow.search_space.archs import FAMILIES
 from winnow.search_space.candidate import Candidate
 from winnow.search_space.datasets import load_dataset
+from winnow.service.export.errors import ExportError as FormatError
 from winnow.service.search_spec import Task
 
 FILE_NAME = "model.py"
@@ -712,7 +714,23 @@ def model_source(recipe: dict[str, Any]) -> str:
     task = task_of(recipe)
     with torch.random.fork_rng(devices=[]):  # building draws initial weights
         model = candidate.build_model(task.num_classes, task.input_shape)
-    return network_source(recipe, model)
+    try:
+        return network_source(recipe, model)
+    except ExportError as error:
+        if FAMILIES.get(candidate.architecture["family"]).check is None:
+            raise  # winnow's own families always export: a bug, not the user's to fix
+        raise FormatError(_user_network(candidate, error)) from None
+
+
+def _user_network(candidate: Candidate, error: ExportError) -> str:
+    """Why a user's network (a ``custom`` builder's) has no model.py, and what to export."""
+    builder = candidate.architecture.get("builder", "?")
+    return (
+        f"{error}: model.py rebuilds torch's modules and winnow's own, and this custom "
+        f"network is {builder}'s. Export format 'weights' (its trained state_dict, for "
+        "that builder's network) or 'onnx' (the network itself), or 'recipe' (the builder "
+        "and its params) instead"
+    )
 
 
 def network_source(recipe: dict[str, Any], model: nn.Module) -> str:
