@@ -155,3 +155,25 @@ def test_check_signature_accepts_defaults_and_star_args():
     check_signature("a:named", named)
     with pytest.raises(UserCodeError, match="cannot take that"):
         check_signature("a:few", lambda model, optimizer, scheduler: None)
+
+
+def test_winnow_evaluate_trains_a_recipe_with_its_tasks_trainer(tmp_path, trainers, capsys):
+    import importlib
+    import json
+
+    from winnow.service.cli.main import main
+    from winnow.service.export.recipe import FORMAT
+
+    recipe = {
+        "format": FORMAT,
+        "candidate": mlp().model_dump(mode="json"),
+        "training": {
+            "task": {"dataset": "digits", "trainer": f"{trainers}:delegating"},
+            "epochs": 1,
+            "seed": 0,
+        },
+    }
+    (tmp_path / "recipe.json").write_text(json.dumps(recipe))
+    assert main(["evaluate", "--recipe", str(tmp_path / "recipe.json"), "--json", "--quiet"]) == 0
+    assert importlib.import_module(trainers).CALLS == [(1, False)]
+    assert json.loads(capsys.readouterr().out)["accuracy"] > 0.3

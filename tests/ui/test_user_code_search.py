@@ -145,6 +145,9 @@ def test_a_search_of_user_code_runs_exports_and_shows_on_the_dashboard(
         front = search.front()
         recipe = search.export(path=tmp_path / "recipe.json")
         search.export(path=tmp_path / "weights", format="weights")
+        with pytest.raises(WinnowError) as refused:  # model.py cannot rebuild the user's class
+            search.export(format="pytorch")
+    assert refused.value.code == "FAILED_PRECONDITION" and "weights" in refused.value.message
     store = Store(server.config.db_url)
     spec = SearchSpec.model_validate_json(store.search(search.id).spec_json)
     rows = store.trials(search.id)
@@ -174,3 +177,15 @@ def test_a_search_of_user_code_runs_exports_and_shows_on_the_dashboard(
     assert set(drawn.loc[drawn["on_front"], "number"]) == {p["trial_id"] for p in expected}
     at = app(server.config.db_url, search=search.id, trial=promoted[0].number)
     assert at.title[0].value == f"Trial {promoted[0].number}"
+
+
+@pytest.mark.slow  # a second search, and the ONNX exporter's import (seconds on its own)
+def test_a_search_of_user_code_exports_to_onnx(make_server, tmp_path, tiny_spec, user_package):
+    pytest.importorskip("onnx", reason="the export extra: pip install 'winnow[export]'")
+    server = make_server(allowed_modules=(user_package,))
+    with Client(server.address, retries=0) as client:
+        search = client.submit(user_spec(tiny_spec, user_package))
+        assert search.wait(timeout=120)["status"] == "finished"
+        search.export(path=tmp_path / "onnx", format="onnx")
+    exported = list((tmp_path / "onnx").rglob("*.onnx"))
+    assert exported and exported[0].stat().st_size > 0
