@@ -16,8 +16,6 @@ import resource
 import statistics
 import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +35,7 @@ from winnow.search_space.costs import bitops, count_flops, count_parameters, mod
 from winnow.search_space.datasets import Dataset, load_dataset
 from winnow.search_space.optimizers import backward_and_step
 from winnow.search_space.schedules import build_scheduler
+from winnow.search_space.trainer import Fitted, TrainData, TrainFunction, fitted_of, load_trainer
 from winnow.search_space.trial import EpochCallback, Fidelity, Status, TrialResult, TrialSpec
 
 log = logging.getLogger(__name__)
@@ -82,35 +81,6 @@ def static_metrics(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, 
     }
 
 
-@dataclass(frozen=True)
-class TrainData:
-    """What one training draws its batches from: the dataset, the batch size, the device, the
-    shuffling (and augmenting) generator, and the candidate whose precision the forward pass
-    takes (``accelerate.autocast``)."""
-
-    dataset: Dataset
-    batch_size: int
-    device: torch.device
-    generator: torch.Generator
-    candidate: Candidate
-
-    @property
-    def steps_per_epoch(self) -> int:
-        return math.ceil(len(self.dataset.train_y) / self.batch_size)
-
-    def batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        return self.dataset.batches("train", self.batch_size, self.device, self.generator)
-
-
-@dataclass(frozen=True)
-class Fitted:
-    """What :func:`fit` did: the mean loss of every epoch the network has trained (those of a
-    resumed checkpoint first) and how many of them this call ran."""
-
-    curve: list[float]
-    epochs_run: int
-
-
 def fit(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -122,11 +92,13 @@ def fit(
     max_steps: int | None = None,
 ) -> Fitted:
     """Train ``model`` until it has ``epochs`` epochs in all (at most ``max_steps`` steps):
-    winnow's training loop. With a ``checkpoint``, its saved state is loaded first (a run
-    that ended at epoch 3 of a 9-epoch schedule goes on with epoch 4) and the state is saved
-    after every epoch (``checkpoints.capture``). ``scheduler`` is stepped once per optimizer
-    step; its length is the caller's (a rung trains the top rung's schedule). ``on_epoch``
-    hears ``(epoch, epochs, loss, seconds)``, epochs counted from the start of the schedule."""
+    winnow's training loop, the default :class:`~winnow.search_space.trainer.TrainFunction`
+    (``task.trainer`` names another; ``trainer.py`` documents the interface). With a
+    ``checkpoint``, its saved state is loaded first (a run that ended at epoch 3 of a 9-epoch
+    schedule goes on with epoch 4) and the state is saved after every epoch
+    (``checkpoints.capture``). ``scheduler`` is stepped once per optimizer step; its length
+    is the caller's (a rung trains the top rung's schedule). ``on_epoch`` hears ``(epoch,
+    epochs, loss, seconds)``, epochs counted from the start of the schedule."""
     curve: list[float] = []
     resumed_at = 0
     saved = checkpoint.load() if checkpoint is not None else None
@@ -169,10 +141,12 @@ def train(
     on_epoch: EpochCallback | None = None,
     schedule_epochs: int | None = None,
     checkpoint: Checkpoint | None = None,
+    trainer: str | None = None,
 ) -> Fitted:
     """Train with the candidate's optimizer, warmup and schedule (over ``schedule_epochs``,
     default the fidelity's epochs; a step fidelity's schedule is its steps) through
-    :func:`fit`."""
+    :func:`fit`, or through the user's training function ``trainer`` (``"pkg.mod:fit"``,
+    imported here, in the worker), called with the same arguments."""
     optimizer = candidate.build_optimizer(model)
     data = TrainData(dataset, candidate.batch_size, device, generator, candidate)
     steps_per_epoch = data.steps_per_epoch
@@ -182,8 +156,11 @@ def train(
     scheduler = build_scheduler(
         optimizer, warmup, total_steps, candidate.optimizer.get("schedule", "cosine")
     )
-    max_steps = fidelity.steps
-    return fit(model, optimizer, scheduler, data, epochs, on_epoch, checkpoint, max_steps)
+    arguments = (model, optimizer, scheduler, data, epochs, on_epoch, checkpoint, fidelity.steps)
+    if trainer is None:
+        return fit(*arguments)
+    function: TrainFunction = load_trainer(trainer)
+    return fitted_of(trainer, function(*arguments), epochs)
 
 
 @torch.no_grad()
@@ -297,6 +274,7 @@ def evaluate(spec: TrialSpec, on_epoch: EpochCallback | None = None) -> TrialRes
             record,
             spec.schedule_epochs,
             trial_checkpoint(spec),
+            spec.trainer,
         )
         curve[:] = fitted.curve  # a resumed run's curve starts at epoch 1
         metrics["epochs_run"] = fitted.epochs_run
@@ -316,11 +294,14 @@ def evaluate(spec: TrialSpec, on_epoch: EpochCallback | None = None) -> TrialRes
 
 def trial_checkpoint(spec: TrialSpec) -> Checkpoint | None:
     """The trial's checkpoint (``TrialSpec.checkpoint``), tagged with what its state belongs
-    to: the candidate, the dataset, the seed and the schedule's length."""
+    to: the candidate, the dataset, the seed, the schedule's length and the training function
+    (a user's keeps its own state in it)."""
     if spec.checkpoint is None:
         return None
     schedule = spec.schedule_epochs or spec.epochs
     tag = f"{spec.candidate.key}|{spec.dataset}|seed={spec.seed}|schedule={schedule}"
+    if spec.trainer is not None:
+        tag += f"|trainer={spec.trainer}"
     return Checkpoint(Path(spec.checkpoint), tag)
 
 

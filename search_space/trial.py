@@ -36,7 +36,11 @@ class TrialSpec:
     ``epochs``), and ``checkpoint``: a file path its worker resumes from (when the file holds
     this training's state) and saves to after every epoch, so ``epochs`` is the total the
     network reaches. Continued rungs set both (the top rung's schedule; the candidate's file
-    in the search's artifact folder, which the worker must be able to reach)."""
+    in the search's artifact folder, which the worker must be able to reach).
+
+    ``trainer``: a ``train`` trial's training function, the user's ``task.trainer``
+    (``"pkg.mod:fit"``, imported by the worker; ``search_space/trainer.py``), None for
+    winnow's own loop."""
 
     candidate: Candidate
     dataset: str
@@ -50,6 +54,7 @@ class TrialSpec:
     options: str | None = None
     schedule_epochs: int | None = None
     checkpoint: str | None = None
+    trainer: str | None = None
 
     @property
     def fidelity(self) -> Fidelity:

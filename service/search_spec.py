@@ -138,12 +138,46 @@ class Task(_Strict):
     ``num_classes``, what the server sizes candidates by before it loads the dataset."""
     num_classes: int | None = Field(None, ge=2, le=MAX_CLASSES)
     """Optional: checked against the dataset before any work."""
+    trainer: str | None = None
+    """Optional: the user's training function, ``MODULE:FUNCTION``, called in the worker as
+    ``fit(model, optimizer, scheduler, data, epochs, on_epoch, checkpoint, max_steps)`` and
+    returning a ``Fitted(curve, epochs_run)`` (``winnow.search_space.trainer`` documents
+    each argument); none: winnow's own loop, the same interface. Evaluation (test accuracy,
+    costs) stays winnow's. A server imports only modules of ``winnow serve
+    --allow-module``."""
+
+    @field_validator("trainer")
+    @classmethod
+    def _import_path(cls, trainer: str | None) -> str | None:
+        if trainer is not None:
+            from winnow.search_space.user_code import parse_import_path
+
+            parse_import_path(trainer)  # ImportPathError is a ValueError: pydantic reports it
+        return trainer
 
     def imports(self) -> dict[str, str]:
-        """``{field: import path}`` of the user code the task names (``python:`` datasets),
-        read from the text: nothing is imported."""
+        """``{field: import path}`` of the user code the task names (``python:`` datasets,
+        the trainer), read from the text: nothing is imported."""
         name, _, arg = self.dataset.partition(":")
-        return {"task.dataset": arg} if name == "python" else {}
+        found = {"task.dataset": arg} if name == "python" else {}
+        return found | ({"task.trainer": self.trainer} if self.trainer else {})
+
+    def check_trainer(self) -> None:
+        """Import the trainer and check that it takes the interface's arguments:
+        ``SpecError`` at ``task.trainer`` saying what is wrong (no such module or function,
+        not callable, another signature)."""
+        if self.trainer is None:
+            return
+        from winnow.search_space.trainer import load_trainer
+        from winnow.search_space.user_code import UserCodeError
+
+        try:
+            load_trainer(self.trainer)
+        except UserCodeError as error:
+            raise SpecError.of("search spec", [("task.trainer", str(error))]) from None
+        except Exception as error:  # noqa: BLE001 - the user's module failed to import
+            message = f"{self.trainer}: importing it raised {type(error).__name__}: {error}"
+            raise SpecError.of("search spec", [("task.trainer", message)]) from None
 
     def name_problems(self) -> Iterator[Problem]:
         """(field, message) for an unknown dataset name or an argument its loader refuses
@@ -157,6 +191,13 @@ class Task(_Strict):
     def key(self) -> str:
         """Identifies the task across searches: results cached under one key are reused."""
         return self.dataset
+
+    @property
+    def training_key(self) -> str:
+        """The task key trained results are cached under: the dataset's, and with a user's
+        trainer its path as well (another loop trains another network; proxies, hashes and
+        costs, which no trainer touches, stay under ``key``)."""
+        return self.key if self.trainer is None else f"{self.key}|trainer={self.trainer}"
 
     def check_dataset(self, load: bool = True) -> None:
         """Fail before any work when a stated input shape or class count is not the dataset's.
@@ -464,7 +505,9 @@ class SearchSpec(_Strict):
         ``space.architecture.builder`` with the builder's message. A server calls it at
         submit once ``--allow-module`` admitted the module (``load=False``: no dataset is
         read in a request handler); the engine when a search starts. A space of winnow's
-        own families names no user code: nothing is imported or read."""
+        own families names no user code: nothing is imported or read. The task's trainer
+        (``task.trainer``) is imported and its signature checked (``Task.check_trainer``)."""
+        self.task.check_trainer()
         space = self.search_space
         if not space.imports():
             return

@@ -108,6 +108,7 @@ class _Run:
     epochs: int
     seed: int
     recipe: Recipe | None = None
+    trainer: str | None = None  # a recipe's task.trainer: the user's training function
 
 
 def _read_json_argument(text: str) -> dict[str, Any]:
@@ -147,6 +148,7 @@ def _choose_run(args: argparse.Namespace) -> _Run:
             args.epochs or training.epochs,
             training.seed if args.seed is None else args.seed,
             recipe,
+            training.task.trainer,
         )
     if not (args.space and args.dataset):
         raise ValueError("winnow evaluate needs --space and --dataset, or a --recipe")
@@ -192,7 +194,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     spec = TrialSpec(
-        run.candidate, run.dataset, "train", run.epochs, args.steps, run.seed, args.device
+        run.candidate,
+        run.dataset,
+        "train",
+        run.epochs,
+        args.steps,
+        run.seed,
+        args.device,
+        trainer=run.trainer,
     )
     result = evaluate(spec, on_epoch=None if args.quiet else _progress)
     out = result.to_json_dict() | {

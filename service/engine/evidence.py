@@ -182,8 +182,9 @@ class ProxyRule:
 
 
 def train_task(spec: SearchSpec, search_id: str) -> str:
-    """The task key trained results are cached under: the task's, or this search's alone."""
-    task = spec.task.key
+    """The task key trained results are cached under: the task's (``Task.training_key``), or
+    this search's alone."""
+    task = spec.task.training_key
     return task if spec.reuses_across_searches else f"{task}#{search_id}"
 
 

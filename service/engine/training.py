@@ -140,6 +140,7 @@ class Training:
             # rung's checkpoint (``rung_checkpoints``)
             schedule_epochs=self.checkpoints.schedule_epochs(),
             checkpoint=self.checkpoints.path(tracked.number),
+            trainer=self.spec.task.trainer,  # None: winnow's own loop
         )
         planned = self.checkpoints.epochs_to_run(rung)
         counts = self.state.counts

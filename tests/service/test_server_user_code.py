@@ -132,3 +132,29 @@ def test_serve_takes_allow_module_repeated(monkeypatch):
     with pytest.raises(Stop):
         service.cmd_serve(build_parser().parse_args(argv))
     assert configs[0].allowed_modules == ("my_pkg", "b.c")
+
+
+def test_a_trainer_module_the_server_does_not_allow_is_permission_denied(
+    make_server, tiny_spec, user_package
+):
+    server = make_server(allowed_modules=("other_pkg",))
+    task = {"dataset": "digits", "trainer": f"{user_package}.train:fit"}
+    with Client(server.address, retries=0) as client:
+        with pytest.raises(WinnowError) as raised:
+            client.submit(tiny_spec(task=task))
+        assert client.searches() == []
+    assert raised.value.code == "PERMISSION_DENIED"
+    assert f"module '{user_package}.train' is not allowed" in raised.value.message
+    assert "field 'task.trainer'" in raised.value.message
+
+
+def test_an_allowed_trainer_that_is_missing_is_refused_at_submit(
+    make_server, tiny_spec, user_package
+):
+    server = make_server(allowed_modules=(user_package,))
+    task = {"dataset": "digits", "trainer": f"{user_package}.data:fit"}
+    with Client(server.address, retries=0) as client, pytest.raises(WinnowError) as raised:
+        client.submit(tiny_spec(task=task))
+    assert raised.value.code == "INVALID_ARGUMENT"
+    assert "task.trainer" in raised.value.message
+    assert "has no attribute 'fit'" in raised.value.message

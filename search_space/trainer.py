@@ -1,0 +1,166 @@
+"""The training function's interface: what winnow's own loop (``training.fit``) is, and what a
+user's ``task.trainer: "my_pkg.train:fit"`` must be.
+
+A training function is called once per training run (a rung) in the worker, as::
+
+    fitted = fit(model, optimizer, scheduler, data, epochs, on_epoch, checkpoint, max_steps)
+
+- ``model``: the candidate's network, built, quantized and on ``data.device``;
+- ``optimizer``: the candidate's optimizer over the model's parameters
+  (``optimizers.backward_and_step(optimizer, loss)`` steps it as winnow does, Hessian-based
+  optimizers included; a plain ``loss.backward(); optimizer.step()`` serves the others);
+- ``scheduler``: the candidate's learning-rate schedule (warmup, then cosine or the chosen
+  shape), to be stepped once per optimizer step; its length is the whole training's (with
+  continued rungs, the top rung's), so a rung of 3 epochs of a 9-epoch schedule ends at a
+  rate above zero;
+- ``data``: a :class:`TrainData`: ``data.batches()`` yields one epoch of shuffled
+  ``(x, y)`` batches on the device (raw dataset values normalised per channel, with the
+  dataset's augmentation), drawn from ``data.generator``; ``data.dataset`` is the whole
+  ``Dataset`` (``train_x`` ... ``test_y``, ``num_classes``), ``data.batch_size`` and
+  ``data.steps_per_epoch`` what the candidate chose;
+- ``epochs``: the epochs the network has trained in all when the function returns (a resumed
+  run trains ``epochs`` less those its checkpoint holds);
+- ``on_epoch``: None, or a callback ``on_epoch(epoch, epochs, mean_loss, seconds)`` to call
+  after each epoch (epochs counted from the schedule's start): the search's live progress and
+  the dashboard's curve while the rung runs. Not calling it costs only the live view;
+- ``checkpoint``: None, or a :class:`~winnow.search_space.checkpoints.Checkpoint` to resume
+  from and save to. ``checkpoint.load()`` is the state the last run saved (None: start at
+  epoch 0) and ``checkpoint.save(state)`` writes one atomically; ``checkpoints.capture`` and
+  ``checkpoints.restore`` are winnow's own state (model, optimizer, scheduler, every random
+  generator, epochs done, the curve). A function that ignores it trains every rung from
+  scratch, for ``epochs`` epochs under the same schedule: its results are still correct, only
+  the epochs continuation saves are spent again;
+- ``max_steps``: None, or a cap on optimizer steps (a fidelity counted in steps); a function
+  may ignore it.
+
+It returns a :class:`Fitted`: the mean training loss of every epoch the network has trained
+(a resumed checkpoint's first) and how many of them this call ran (``epochs_run``, which the
+search's epoch count and ``budget.max_epochs`` use). It raises on a failure (a NaN loss, out
+of memory): the trial ends ``failed`` with the exception's message and the search goes on.
+
+Evaluation stays winnow's: after the function returns, the worker measures test accuracy,
+latency and the costs as for every candidate, so a front found with a user's trainer means
+what any other front means.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+import torch
+from torch import nn
+
+from winnow.search_space.checkpoints import Checkpoint
+from winnow.search_space.datasets import Dataset
+from winnow.search_space.trial import EpochCallback
+from winnow.search_space.user_code import UserCodeError, import_object
+
+if TYPE_CHECKING:
+    from winnow.search_space.candidate import Candidate
+
+# The arguments a training function is called with, in order (positionally: a user's
+# function may name them as it likes).
+ARGUMENTS = (
+    "model",
+    "optimizer",
+    "scheduler",
+    "data",
+    "epochs",
+    "on_epoch",
+    "checkpoint",
+    "max_steps",
+)
+CALL = f"fit({', '.join(ARGUMENTS)})"
+
+
+@dataclass(frozen=True)
+class TrainData:
+    """What one training draws its batches from: the dataset, the batch size, the device, the
+    shuffling (and augmenting) generator, and the candidate whose precision the forward pass
+    takes (``accelerate.autocast``)."""
+
+    dataset: Dataset
+    batch_size: int
+    device: torch.device
+    generator: torch.Generator
+    candidate: Candidate
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return math.ceil(len(self.dataset.train_y) / self.batch_size)
+
+    def batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return self.dataset.batches("train", self.batch_size, self.device, self.generator)
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """What a training function did: the mean loss of every epoch the network has trained
+    (those of a resumed checkpoint first) and how many of them this call ran."""
+
+    curve: list[float]
+    epochs_run: int
+
+
+@runtime_checkable
+class TrainFunction(Protocol):
+    """A training function (see the module docstring): winnow's ``training.fit``, or the
+    user's ``task.trainer``."""
+
+    def __call__(
+        self,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LRScheduler,
+        data: TrainData,
+        epochs: int,
+        on_epoch: EpochCallback | None = None,
+        checkpoint: Checkpoint | None = None,
+        max_steps: int | None = None,
+    ) -> Fitted: ...
+
+
+def load_trainer(path: str) -> TrainFunction:
+    """The user's training function at ``path`` (``"my_pkg.train:fit"``), imported and checked
+    to take the interface's arguments: ``UserCodeError`` saying what is wrong."""
+    function = import_object(path)
+    check_signature(path, function)
+    return function  # type: ignore[return-value]  # checked above as far as Python can
+
+
+def check_signature(path: str, function: Callable[..., object]) -> None:
+    """``UserCodeError`` unless ``function`` can be called with the interface's arguments
+    (positionally), told without calling it."""
+    try:
+        signature = inspect.signature(function)
+    except (TypeError, ValueError):
+        return  # a builtin or extension without a signature: the call will tell
+    try:
+        signature.bind(*ARGUMENTS)
+    except TypeError as error:
+        raise UserCodeError(
+            f"{path}: a training function is called as {CALL}; {path.partition(':')[2]}"
+            f"{signature} cannot take that ({error})"
+        ) from None
+
+
+def fitted_of(path: str, returned: object, epochs: int) -> Fitted:
+    """The ``Fitted`` a user's function returned, checked: anything else is a
+    ``UserCodeError`` naming what came back."""
+    if not isinstance(returned, Fitted):
+        raise UserCodeError(
+            f"{path} returned {type(returned).__name__}, not a "
+            "winnow.search_space.trainer.Fitted(curve, epochs_run)"
+        )
+    curve = [float(loss) for loss in returned.curve]
+    if not 0 <= returned.epochs_run <= len(curve) or len(curve) > epochs:
+        raise UserCodeError(
+            f"{path} returned a curve of {len(curve)} epochs and epochs_run="
+            f"{returned.epochs_run}: asked for {epochs} epochs in all, the curve holds every "
+            "epoch trained (a resumed checkpoint's first) and epochs_run those of this call"
+        )
+    return Fitted(curve, int(returned.epochs_run))

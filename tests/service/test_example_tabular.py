@@ -1,0 +1,42 @@
+"""``examples/tabular``: the example of user code (a CSV read by the user's function, the
+user's network and training loop) searched through the server, as its README says to run it,
+shortened to a few one-epoch trials."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from winnow.search_space.specfile import load_yaml_or_json
+from winnow.service.client import Client
+from winnow.service.store import Store
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "tabular"
+
+
+@pytest.fixture
+def example(tmp_path, monkeypatch) -> dict:
+    """The example's spec, its package on the path and its CSV written under ``tmp_path``."""
+    monkeypatch.syspath_prepend(str(EXAMPLE))
+    monkeypatch.setenv("TABULAR_EXAMPLE_CSV", str(tmp_path / "customers.csv"))
+    spec = load_yaml_or_json(EXAMPLE / "search.yaml")
+    spec["budget"] = {"max_trials": 3}
+    spec["strategy"] |= {"sampler": "random", "rungs": [1]}
+    return spec
+
+
+def test_the_tabular_example_searches_through_the_server(make_server, tmp_path, example):
+    server = make_server(allowed_modules=("tabular_example",))
+    with Client(server.address, retries=0) as client:
+        search = client.submit(example)
+        info = search.wait(timeout=120)
+        assert info["status"] == "finished", info.get("error")
+        front = search.front()
+        recipe = search.export()
+    assert (tmp_path / "customers.csv").is_file()  # the user's function wrote and read it
+    trained = [r for r in Store(server.config.db_url).trials(search.id) if r.stage == "train"]
+    assert len(trained) == 3 and all(r.status == "ok" for r in trained), [r.error for r in trained]
+    assert front["points"] and max(p["accuracy"] for p in front["points"]) > 0.45  # chance 1/3
+    assert recipe["candidate"]["architecture"]["builder"] == "tabular_example.models:build"
+    assert recipe["training"]["task"]["trainer"] == "tabular_example.train:fit"
