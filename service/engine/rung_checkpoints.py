@@ -21,6 +21,8 @@ Without an artifact folder, or with one rung, rungs train from scratch as with t
 from __future__ import annotations
 
 import logging
+import os
+import stat
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -44,9 +46,10 @@ class RungCheckpoints:
         self.rungs = list(spec.strategy.rungs)
         self.starts = rung_starts(spec.strategy)
         self.enabled = spec.strategy.continue_rungs and len(self.rungs) > 1
-        # a store without an artifact folder (PostgreSQL without --artifacts): this machine's
-        # temporary folder, which the local pool's workers share and a kill leaves in place
-        self.folder = store.artifacts or Artifacts(Path(tempfile.gettempdir()) / TEMP_FOLDER)
+        # a store without an artifact folder (PostgreSQL without --artifacts): a private folder
+        # of this user's under the temporary folder, which the local pool's workers share and
+        # a kill leaves in place
+        self.folder = store.artifacts or (Artifacts(private_folder()) if self.enabled else None)
         self.released: set[int] = set()  # candidates whose file is deleted for good
 
     def path(self, number: int) -> str | None:
@@ -92,6 +95,30 @@ class RungCheckpoints:
         """The search ended: delete every checkpoint of its folder."""
         if self.enabled:
             self.folder.delete_checkpoints(self.search_id)
+
+
+def private_folder() -> Path:
+    """``<temp>/winnow-checkpoints-<uid>``, made mode 0700 and checked to be this user's own
+    directory (not a link, not readable or writable by others): the checkpoints are loaded by
+    the workers, so nobody else may plant or swap one. A path someone else took falls back to
+    a fresh ``tempfile.mkdtemp`` folder (private too; a resumed engine then trains the
+    interrupted rungs again from their start)."""
+    folder = Path(tempfile.gettempdir()) / f"{TEMP_FOLDER}-{os.getuid()}"
+    try:
+        folder.mkdir(mode=0o700, exist_ok=True)
+        info = folder.lstat()
+    except OSError:
+        info = None
+    private = (
+        info is not None
+        and stat.S_ISDIR(info.st_mode)
+        and info.st_uid == os.getuid()
+        and not info.st_mode & 0o077
+    )
+    if private:
+        return folder
+    log.warning("%s is not a private folder of this user's: checkpoints go elsewhere", folder)
+    return Path(tempfile.mkdtemp(prefix=f"{TEMP_FOLDER}-"))
 
 
 def live_checkpoints(
