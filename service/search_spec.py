@@ -336,8 +336,9 @@ class Strategy(_Strict):
     """A promoted candidate trains on from its last rung's checkpoint under the top rung's
     schedule (rungs ``[1, 3, 9]`` cost 9 epochs, not 13); false: each rung trains from scratch
     under its own schedule. The checkpoints lie in the artifact folder (a SQLite file's, or
-    ``winnow serve --artifacts``; else this machine's temporary folder), which the workers must
-    reach."""
+    ``winnow serve --artifacts``; else a private folder under this machine's temporary
+    folder), which the workers must reach. A search stored before this field existed reads as
+    false (``readout.stored_defaults``)."""
     screen: Screen = Screen()
     """Zero-cost proxy screening (the cascade's)."""
     supernet: Supernet | None = None

@@ -235,6 +235,7 @@ def stored_spec(spec_json: str) -> StoredSpec:
     """The one lenient read of a stored search's ``spec_json`` (every reader of stored searches
     uses it: a search stored by an older winnow stays readable and cancellable when its spec no
     longer parses)."""
+    spec_json = _stored_defaults(spec_json)
     try:
         return StoredSpec(SearchSpec.model_validate_json(spec_json))
     except ValidationError as error:  # text that is not JSON included
@@ -245,6 +246,27 @@ def stored_spec(spec_json: str) -> StoredSpec:
     except (ValueError, RecursionError):  # not JSON, or nested past the parser's stack
         data = None
     return StoredSpec(_stand_in(data if isinstance(data, dict) else {}), problem)
+
+
+def _stored_defaults(spec_json: str) -> str:
+    """``spec_json`` through :func:`stored_defaults` (text that is not JSON left as it is)."""
+    try:
+        data = json.loads(spec_json)
+    except (ValueError, RecursionError):
+        return spec_json
+    changed = stored_defaults(data)
+    return spec_json if changed is data else json.dumps(changed)
+
+
+def stored_defaults(data: Any) -> Any:
+    """A stored spec (parsed JSON) with the values a field's absence meant when it was stored,
+    where today's default differs: a strategy stored before ``continue_rungs`` existed trained
+    every rung from scratch (``false``; a new spec's default is true), and keeps doing so when
+    resumed, so its epoch counts stay those it stored. ``data`` itself when nothing differs."""
+    strategy = data.get("strategy", {}) if isinstance(data, dict) else None
+    if not isinstance(strategy, dict) or "continue_rungs" in strategy:
+        return data
+    return {**data, "strategy": {**strategy, "continue_rungs": False}}
 
 
 def _stand_in(data: dict[str, Any]) -> SearchSpec:
