@@ -60,8 +60,20 @@ class RungCheckpoints:
         """The length of every rung's schedule: the top rung's (None: each rung's own)."""
         return self.rungs[-1] if self.enabled else None
 
-    def epochs_to_run(self, rung: int) -> int:
-        """The epochs a run at ``rung`` trains when it starts from its last rung's end."""
+    def claim(self, number: int) -> str | None:
+        """``path(number)`` for a run about to train candidate ``number``: a file released
+        before (e.g. a promotion of a resumed search) is the candidate's again, deleted later."""
+        self.released.discard(number)
+        return self.path(number)
+
+    def epochs_to_run(self, rung: int, number: int | None = None) -> int:
+        """The epochs a run at ``rung`` trains: from its last rung's end, or (candidate
+        ``number``'s file absent: not written, lost, or unreachable) the whole ``rungs[rung]``
+        from epoch 0. A file that exists but cannot be resumed (another tag) also trains from
+        0: the engine corrects its count by the run's ``epochs_run`` when it ends."""
+        absent = number is not None and self.enabled and not Path(self.path(number)).is_file()
+        if self.starts[rung] and absent:
+            return self.rungs[rung]
         return self.rungs[rung] - self.starts[rung]
 
     def release(self, number: int) -> None:

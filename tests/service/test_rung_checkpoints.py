@@ -100,3 +100,19 @@ def test_without_an_artifact_folder_checkpoints_go_to_a_private_folder(tmp_path,
     folder.rmdir()
     (tmp_path / folder.name).symlink_to(elsewhere)  # nor a link, even to a private folder
     assert RungCheckpoints(SPEC, SimpleNamespace(artifacts=None), "s").folder.root != folder
+
+
+def test_a_released_candidate_trained_again_is_released_again(tmp_path):
+    files = checkpoints(tmp_path, [0])
+    files.release(0)
+    assert files.claim(0) == files.path(0)  # e.g. a resumed search promotes it after all
+    files.folder.checkpoint("s", 0).write_bytes(b"state")
+    files.release(0)
+    assert left(tmp_path) == set()
+
+
+def test_a_run_without_its_checkpoint_file_counts_its_whole_rung(tmp_path):
+    files = checkpoints(tmp_path, [0])
+    assert files.epochs_to_run(1, 0) == 3 - 1  # continues from the first rung's end
+    assert files.epochs_to_run(1, 1) == 3  # no file: from epoch 0
+    assert files.epochs_to_run(0, 1) == 1 and files.epochs_to_run(2) == 9 - 3
