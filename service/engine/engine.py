@@ -114,7 +114,12 @@ class Engine:
             parts = (self.ladder, self.screen, self.study, self.sampler_view)
             staged = strategy.cascade and strategy.supernet is not None
             self.state = SearchState.from_rows(
-                rows, self.space, self.objectives, *parts, supernet=staged
+                rows,
+                self.space,
+                self.objectives,
+                *parts,
+                supernet=staged,
+                starts=readout.rung_starts(strategy),
             )
         self._enqueue_warm_starts(rows or [])
         self.journal = Journal(store, search_id, on_event)
