@@ -451,11 +451,9 @@ class SearchSpec(_Strict):
         """``{field: import path}`` of every piece of user code the spec names, for a server
         to check against its allowed modules (``user_code.check_import_allowed``) before it
         imports any (parsing the space imports nothing: a custom family's builder is imported
-        by ``check_user_code``)."""
-        try:
-            space = self.search_space.imports()
-        except ValueError:  # an invalid space: its problems are reported as the space's own
-            space = {}
+        by ``check_user_code``). Fails closed: a space that cannot be resolved raises its
+        ``SpecError`` (a ValueError), since what it would import cannot be known."""
+        space = self.search_space.imports()
         return {**{f"space.{k}": v for k, v in space.items()}, **self.task.imports()}
 
     def check_user_code(self, load: bool = True) -> None:
