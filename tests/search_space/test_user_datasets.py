@@ -161,8 +161,11 @@ def test_the_allow_list_admits_a_package_and_what_is_under_it():
         assert f"field 'task.dataset': module {module!r} is not allowed" in str(raised.value)
     with pytest.raises(ImportNotAllowedError, match="it admits none"):
         check_import_allowed("my_pkg:f", ())
-    with pytest.raises(ImportPathError):
-        check_import_allowed("my_pkg:os.system", allowed)
+    for path in ("my_pkg:os.system", "my_pkg:__class__", "my_pkg.data:_private", "my_pkg:_"):
+        with pytest.raises(ImportPathError):
+            check_import_allowed(path, allowed)
+        with pytest.raises(ImportPathError):
+            import_object(path)  # refused before anything is imported
 
 
 # --- imagefolder -----------------------------------------------------------------------------
