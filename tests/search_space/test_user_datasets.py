@@ -219,6 +219,27 @@ def test_imagefolder_errors_name_the_folder(tmp_path):
         check_dataset_spec("imagefolder:")
 
 
+def test_an_imagefolder_link_leading_outside_its_folder_is_refused(tmp_path):
+    """A server checked that DIR is under its --data-root: a link inside DIR to a class folder
+    or an image elsewhere would read past that check."""
+    folder, outside = tmp_path / "data", tmp_path / "secret"
+    for name in ("a", "b"):
+        for i in range(2):
+            write_image(folder / name / f"{i}.png", (6, 6), 10 * i, mode="L")
+    write_image(outside / "c" / "0.png", (6, 6), 1, mode="L")
+    write_image(outside / "c" / "1.png", (6, 6), 2, mode="L")
+    (folder / "a" / "inner.png").symlink_to(folder / "b" / "0.png")  # inside DIR: followed
+    data = load_dataset(f"imagefolder:{folder}")
+    assert len(data.train_y) + len(data.test_y) == 5
+    (folder / "c").symlink_to(outside / "c", target_is_directory=True)
+    with pytest.raises(DatasetError, match="leads outside"):  # (loads are cached: read again)
+        image_folder.labelled_files(str(folder))
+    (folder / "c").unlink()
+    (folder / "b" / "2.png").symlink_to(outside / "c" / "0.png")
+    with pytest.raises(DatasetError, match="leads outside"):
+        image_folder.labelled_files(str(folder))
+
+
 # --- hf ---------------------------------------------------------------------------------------
 
 
