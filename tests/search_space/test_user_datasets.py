@@ -3,6 +3,7 @@ and the allow-list, ``imagefolder:`` folders, and ``hf:`` read offline from the 
 
 from __future__ import annotations
 
+import os
 import textwrap
 import uuid
 
@@ -254,6 +255,42 @@ def restored_hf_environment(monkeypatch):
     """The hf loader sets the offline variables in this process: put them back after."""
     for variable in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE"):
         monkeypatch.setenv(variable, "1")
+
+
+def test_hf_loads_offline_without_remote_code_and_puts_the_process_back(monkeypatch):
+    """A stand-in ``datasets`` hears what the loader asks: offline while it loads, no remote
+    code (where ``load_dataset`` takes ``trust_remote_code``), and afterwards the environment
+    and settings are as they were."""
+    import sys
+    import types
+
+    seen = {}
+
+    def load_dataset(name, config=None, download_mode=None, trust_remote_code=None):
+        seen.update(
+            trust_remote_code=trust_remote_code,
+            env=os.environ.get("HF_HUB_OFFLINE"),
+            config=fake.config.HF_HUB_OFFLINE,
+        )
+        raise FileNotFoundError("not cached")
+
+    fake = types.ModuleType("datasets")
+    fake.load_dataset = load_dataset
+    fake.config = types.SimpleNamespace(
+        HF_DATASETS_OFFLINE=False, HF_HUB_OFFLINE=False, HF_DATASETS_CACHE="cache"
+    )
+    hub, constants = types.ModuleType("huggingface_hub"), types.ModuleType("constants")
+    constants.HF_HUB_OFFLINE, hub.constants = False, constants
+    monkeypatch.setitem(sys.modules, "datasets", fake)
+    monkeypatch.setitem(sys.modules, "huggingface_hub", hub)
+    monkeypatch.setitem(sys.modules, "huggingface_hub.constants", constants)
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "0")
+    with pytest.raises(DatasetError, match="not in this machine's Hugging Face cache"):
+        hf_data.hf_arrays("someone/remote")
+    assert seen == {"trust_remote_code": False, "env": "1", "config": True}
+    assert "HF_HUB_OFFLINE" not in os.environ and os.environ["HF_DATASETS_OFFLINE"] == "0"
+    assert fake.config.HF_HUB_OFFLINE is False and constants.HF_HUB_OFFLINE is False
 
 
 def test_hf_names_are_hub_ids_not_local_paths(tmp_path, monkeypatch):
