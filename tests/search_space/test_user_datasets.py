@@ -122,6 +122,22 @@ def test_pillow_images_take_the_first_images_channels_and_size(user_module):
     assert data.train_x[0, 0].max() == 0 and data.train_x[0, 2].min() == 255
 
 
+def test_tensors_needing_grad_are_detached_and_what_is_no_array_is_a_dataset_error():
+    from winnow.search_space.user_data import user_arrays
+
+    x = torch.rand(8, 3, requires_grad=True)  # np.asarray alone raises on it
+    y = torch.arange(8) % 2
+    arrays = user_arrays("python:m:f", {"train_x": x, "train_y": y, "test_x": x, "test_y": y})
+    assert arrays[0].shape == (8, 3) and np.allclose(arrays[0], x.detach().numpy())
+    ragged = {"train_x": [[1, 2], [3]], "train_y": [0, 1], "test_x": x, "test_y": y}
+    with pytest.raises(DatasetError, match="python:m:f: train_x is not an array"):
+        user_arrays("python:m:f", ragged)
+    pairs = [(torch.rand(3, requires_grad=True), torch.tensor(i % 2)) for i in range(4)]
+    assert user_arrays("python:m:f", (pairs, pairs))[1].tolist() == [0, 1, 0, 1]
+    with pytest.raises(DatasetError, match="train item 0's label is not an integer"):
+        user_arrays("python:m:f", ([(x[0], "cat")], pairs))
+
+
 @pytest.mark.parametrize(
     ("attribute", "message"),
     [
