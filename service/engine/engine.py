@@ -20,6 +20,7 @@ kept, running ones re-queued.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import threading
@@ -284,6 +285,9 @@ class Engine:
             self.store.set_search_status(
                 self.search_id, SearchStatus.FAILED, f"{type(error).__name__}: {error}"
             )
+            # a failed search is not resumed: its checkpoints would only fill the folder
+            with contextlib.suppress(Exception):  # the error that ended it is the one to raise
+                self.training.checkpoints.release_all()
             raise
         self.outcomes.tell_waiting()
         self.outcomes.weights.delete_dropped()  # those that reused results dropped

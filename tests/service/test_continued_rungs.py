@@ -103,3 +103,19 @@ def test_a_paused_search_keeps_every_checkpoint_for_its_resume(store):
     engines[0].run()
     assert store.search(engines[0].search_id).status == SearchStatus.QUEUED
     assert {p.name for p in folder.rglob("*.ckpt")} == {"0.ckpt", "1.ckpt", "2.ckpt"}
+
+
+def test_a_search_that_fails_by_an_exception_deletes_its_checkpoints(store):
+    folder, engines = default_root(store.url), []
+
+    def breaking(trial, on_epoch=None):
+        result = run_trial(trial, on_epoch)
+        engines[0]._start_next = lambda: (_ for _ in ()).throw(RuntimeError("engine bug"))
+        return result
+
+    engines.append(Engine.create(spec(True), store, InProcessExecutor(breaking)))
+    with pytest.raises(RuntimeError, match="engine bug"):
+        engines[0].run()
+    assert store.search(engines[0].search_id).status == SearchStatus.FAILED
+    assert store.trials(engines[0].search_id)  # a first rung trained, and left its file
+    assert not list(folder.rglob("*.ckpt"))
