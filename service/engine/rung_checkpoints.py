@@ -67,13 +67,17 @@ class RungCheckpoints:
         return self.path(number)
 
     def epochs_to_run(self, rung: int, number: int | None = None) -> int:
-        """The epochs a run at ``rung`` trains: from its last rung's end, or (candidate
-        ``number``'s file absent: not written, lost, or unreachable) the whole ``rungs[rung]``
-        from epoch 0. A file that exists but cannot be resumed (another tag) also trains from
-        0: the engine corrects its count by the run's ``epochs_run`` when it ends."""
-        absent = number is not None and self.enabled and not Path(self.path(number)).is_file()
-        if self.starts[rung] and absent:
-            return self.rungs[rung]
+        """The epochs a run at ``rung`` trains: from its last rung's end, or the whole
+        ``rungs[rung]`` from epoch 0 when candidate ``number``'s file is absent though the
+        search's workers write files (its folder exists: a file lost, or not written by a
+        worker that could not reach it). Workers that write none (an oracle answering from a
+        table) are taken to continue. Where the guess is wrong (a file of another tag, a first
+        promotion whose worker could write nothing) the engine corrects the count by the run's
+        ``epochs_run`` when it ends, and ``budget.max_epochs`` may be passed by that run."""
+        if self.starts[rung] and number is not None and self.enabled:
+            path = Path(self.path(number))
+            if path.parent.is_dir() and not path.is_file():
+                return self.rungs[rung]
         return self.rungs[rung] - self.starts[rung]
 
     def release(self, number: int) -> None:

@@ -116,3 +116,5 @@ def test_a_run_without_its_checkpoint_file_counts_its_whole_rung(tmp_path):
     assert files.epochs_to_run(1, 0) == 3 - 1  # continues from the first rung's end
     assert files.epochs_to_run(1, 1) == 3  # no file: from epoch 0
     assert files.epochs_to_run(0, 1) == 1 and files.epochs_to_run(2) == 9 - 3
+    oracle = RungCheckpoints(SPEC, SimpleNamespace(artifacts=Artifacts(tmp_path)), "o")
+    assert oracle.epochs_to_run(1, 0) == 3 - 1  # its workers write no files: they continue
