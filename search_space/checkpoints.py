@@ -9,19 +9,25 @@ generator and the global torch, numpy and Python generators (crop/flip, Hessian 
 epoch then 2 resumed equal 3 straight (tested), as the supernet's training checkpoints do
 (``supernet/nb201_training.py``).
 
-A file is written under a name of its own process (two workers of one candidate, e.g. a killed
-server's orphan and its re-run, never share a temporary file), fsynced and renamed: it is
-complete or absent. A file whose ``tag`` differs (another candidate, seed, dataset or schedule
-length) or that cannot be read is ignored: the run starts from epoch 0.
+A file is written under a temporary name of its own (``tempfile``: unpredictable, created
+exclusively; two workers of one candidate, e.g. a killed server's orphan and its re-run, never
+share one), fsynced and renamed: it is complete or absent. It is read with ``torch.load(...,
+weights_only=True)``: tensors, numbers, strings and containers, nothing that runs code (the
+numpy generator's state is kept as a list), so a file planted in the folder cannot execute
+anything. A file whose ``tag`` differs (another candidate, seed, dataset or schedule length),
+that cannot be read, or whose state does not fit the run's network and optimizer (a custom
+builder that changed) is ignored with a warning: the run starts from epoch 0.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import logging
 import os
 import random
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,7 +52,7 @@ class Checkpoint:
         if not self.path.is_file():
             return None
         try:
-            state = torch.load(self.path, map_location="cpu", weights_only=False)
+            state = torch.load(self.path, map_location="cpu", weights_only=True)
         except Exception as error:  # noqa: BLE001 - a damaged file only costs its epochs
             log.warning("checkpoint %s unreadable (%s): training from epoch 0", self.path, error)
             return None
@@ -61,16 +67,22 @@ class Checkpoint:
         trains from epoch 0 under the same schedule, which costs epochs, not correctness)."""
         buffer = io.BytesIO()
         torch.save({**state, "tag": self.tag}, buffer)
-        temporary = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp")
+        temporary = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(temporary, "wb") as file:
+            with tempfile.NamedTemporaryFile(
+                dir=self.path.parent, prefix=f"{self.path.name}.", suffix=".tmp", delete=False
+            ) as file:
+                temporary = file.name
                 file.write(buffer.getbuffer())
                 file.flush()
                 os.fsync(file.fileno())  # the bytes are on disk before the name says complete
             os.replace(temporary, self.path)
         except OSError as error:
             log.warning("checkpoint %s not saved: %s", self.path, error)
+            if temporary is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(temporary)
             return False
         return True
 
@@ -94,7 +106,7 @@ def capture(
         "scheduler": scheduler.state_dict(),
         "generator": generator.get_state(),
         "torch_rng": torch.get_rng_state(),
-        "numpy_rng": np.random.get_state(),
+        "numpy_rng": _numpy_state(),
         "python_rng": random.getstate(),
         "epochs_done": epochs_done,
         "curve": list(curve),
@@ -111,15 +123,41 @@ def restore(
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     generator: torch.Generator,
 ) -> tuple[int, list[float]]:
-    """Load ``state`` into the run's objects; returns ``(epochs done, their losses)``."""
+    """Load ``state`` into the run's objects; returns ``(epochs done, their losses)``. A state
+    that does not fit them (another network under the same tag: a custom builder that changed)
+    leaves every one as it was, with a warning, and returns ``(0, [])``: from epoch 0."""
+    before = capture(model, optimizer, scheduler, generator, 0, [])
+    before = {**before, "model": copy.deepcopy(before["model"])}  # loading writes in place
+    try:
+        return _load(state, model, optimizer, scheduler, generator)
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        log.warning("checkpoint state does not fit this training (%s): from epoch 0", error)
+        _load(copy.deepcopy(before), model, optimizer, scheduler, generator)
+        return 0, []
+
+
+def _load(
+    state: dict[str, Any],
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    generator: torch.Generator,
+) -> tuple[int, list[float]]:
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])  # moves its tensors to the parameters' device
     scheduler.load_state_dict(state["scheduler"])
     generator.set_state(state["generator"])
     torch.set_rng_state(state["torch_rng"])
-    np.random.set_state(state["numpy_rng"])
+    name, keys, position, has_gauss, cached = state["numpy_rng"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), position, has_gauss, cached))
     random.setstate(state["python_rng"])
     if "cuda_rng" in state and torch.cuda.is_available():
         with contextlib.suppress(RuntimeError):  # another number of GPUs: the loop draws none
             torch.cuda.set_rng_state_all(state["cuda_rng"])
     return int(state["epochs_done"]), list(state["curve"])
+
+
+def _numpy_state() -> list[Any]:
+    """numpy's global generator state as plain values (``weights_only`` loads no arrays)."""
+    name, keys, position, has_gauss, cached = np.random.get_state()
+    return [name, keys.tolist(), int(position), int(has_gauss), float(cached)]

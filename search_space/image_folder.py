@@ -14,6 +14,11 @@ torchvision's extensions (``IMAGE_EXTENSIONS``), decoded by Pillow, given the fi
 image's channels (one if it has a single band, else RGB: alpha is dropped) and resized
 (bilinear) to its size, so every image becomes the same ``C x H x W`` uint8 array. Every image
 is held in memory: this is for folders of thousands of small images, not ImageNet.
+
+Every class folder and image must resolve (symlinks, ``..``) inside ``DIR`` itself: a server
+checks that ``DIR`` lies under its ``--data-root`` folders, and a link inside it to a file
+elsewhere would read past that check, so one is refused (``DatasetError``) wherever the folder
+is read. Links within ``DIR`` are followed.
 """
 
 from __future__ import annotations
@@ -57,8 +62,10 @@ def image_format(image) -> tuple[int, tuple[int, int]]:
     return (1 if len(image.getbands()) == 1 else 3), image.size
 
 
-def class_images(folder: Path) -> dict[str, list[Path]]:
-    """``{class: sorted image files}`` of ``folder``'s class folders, sorted by name."""
+def class_images(folder: Path, root: Path | None = None) -> dict[str, list[Path]]:
+    """``{class: sorted image files}`` of ``folder``'s class folders, sorted by name; every
+    one inside ``root`` (resolved; default ``folder``) once links are followed."""
+    root = (root or folder).resolve()
     classes = sorted((p for p in folder.iterdir() if p.is_dir()), key=lambda p: p.name)
     if not classes:
         raise DatasetError(
@@ -66,6 +73,8 @@ def class_images(folder: Path) -> dict[str, list[Path]]:
             "and DIR/test/<class>/<image>, or DIR/<class>/<image>)"
         )
     images = {c.name: sorted(f for f in c.iterdir() if _is_image(f)) for c in classes}
+    for file in (f for files in images.values() for f in files):
+        _check_inside(file, root)
     empty = [name for name, files in images.items() if not files]
     if empty:
         raise DatasetError(
@@ -73,6 +82,14 @@ def class_images(folder: Path) -> dict[str, list[Path]]:
             f"{', '.join(IMAGE_EXTENSIONS)})"
         )
     return images
+
+
+def _check_inside(file: Path, root: Path) -> None:
+    if not file.resolve().is_relative_to(root):
+        raise DatasetError(
+            f"{file} leads outside {root} (a link to {file.resolve()}): imagefolder reads only "
+            "the files under its folder"
+        )
 
 
 def _is_image(file: Path) -> bool:
@@ -108,7 +125,7 @@ def labelled_files(directory: str) -> tuple[Labelled, Labelled, list[str]]:
         train, test = _seeded_split(images)
         classes = list(images)
     else:
-        train_images, test_images = class_images(splits[0]), class_images(splits[1])
+        train_images, test_images = (class_images(split, root) for split in splits)
         unknown = sorted(set(test_images) - set(train_images))
         if unknown:
             raise DatasetError(f"{splits[1]}: classes {unknown} have no folder in {splits[0]}")

@@ -15,10 +15,11 @@ small pieces serve every such field:
 Outside a server (``winnow search run``, the CLI's local commands, the SDK's engine) the
 user's own process imports what the user names: there is no allow-list to pass.
 
-The attribute is one name, not a dotted chain: ``my_pkg.data:os.system`` would otherwise
-reach any module an admitted one imports. The module must be importable by the Python that
-loads it (installed, or on ``PYTHONPATH``); a server's local worker processes are spawned
-with its ``sys.path``.
+The attribute is one public name, not a dotted chain nor one with a leading underscore:
+``my_pkg.data:os.system`` would otherwise reach any module an admitted one imports, and
+``my_pkg:__builtins__``-style dunders reach what no module author meant to offer. The
+module must be importable by the Python that loads it (installed, or on ``PYTHONPATH``); a
+server's local worker processes are spawned with its ``sys.path``.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import re
 from collections.abc import Iterable
 
 _MODULE = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*\Z")
-_ATTRIBUTE = re.compile(r"[A-Za-z_]\w*\Z")
+_ATTRIBUTE = re.compile(r"[A-Za-z]\w*\Z")  # public names only: no __class__, no _private
 USAGE = "an import path is MODULE:NAME, e.g. my_pkg.data:load"
 
 

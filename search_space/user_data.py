@@ -68,7 +68,7 @@ def user_arrays(name: str, data: object) -> list[np.ndarray]:
         missing = [key for key in SPLITS if key not in data]
         if missing:
             raise DatasetError(f"{name} returned a mapping without {missing}")
-        arrays = [np.asarray(data[key]) for key in SPLITS]
+        arrays = [_array(name, key, data[key]) for key in SPLITS]
     elif isinstance(data, tuple | list) and len(data) == 2 and all(_map_style(d) for d in data):
         arrays = [*_items_arrays(name, "train", data[0]), *_items_arrays(name, "test", data[1])]
     else:
@@ -86,12 +86,25 @@ def _map_style(dataset: object) -> bool:
     return hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__")
 
 
-def _input_array(value: object, image_form: tuple[int, tuple[int, int]] | None) -> np.ndarray:
+def _array(name: str, what: str, value: object) -> np.ndarray:
+    """``value`` as a numpy array: a tensor detached and moved to the CPU first (one on a GPU,
+    or needing grad, cannot be converted as it is); anything numpy cannot make one array of
+    (ragged lists, objects) is this dataset's ``DatasetError``."""
+    if hasattr(value, "detach"):
+        value = value.detach().cpu()
+    try:
+        return np.asarray(value)
+    except (TypeError, ValueError, RuntimeError) as error:
+        message = f"{name}: {what} is not an array ({type(error).__name__}: {error})"
+        raise DatasetError(message) from None
+
+
+def _input_array(
+    name: str, what: str, value: object, image_form: tuple[int, tuple[int, int]] | None
+) -> np.ndarray:
     if hasattr(value, "getbands") and image_form is not None:  # a Pillow image: C x H x W
         return image_to_array(value, *image_form)
-    if hasattr(value, "detach"):  # a tensor, perhaps on a GPU or needing grad
-        value = value.detach().cpu()
-    return np.asarray(value)
+    return _array(name, what, value)
 
 
 def _items_arrays(name: str, split: str, dataset) -> tuple[np.ndarray, np.ndarray]:
@@ -106,12 +119,19 @@ def _items_arrays(name: str, split: str, dataset) -> tuple[np.ndarray, np.ndarra
             raise DatasetError(f"{name}: {split} item {i} is not a pair (input, label)")
         if i == 0 and hasattr(item[0], "getbands"):
             image_form = image_format(item[0])
-        x = _input_array(item[0], image_form)
+        x = _input_array(name, f"{split} item {i}'s input", item[0], image_form)
         if inputs and x.shape != inputs[0].shape:
             raise DatasetError(
                 f"{name}: {split} item {i} has shape {list(x.shape)}, the first item "
                 f"{list(inputs[0].shape)}; every input must have one shape"
             )
         inputs.append(x)
-        labels.append(int(item[1]))
+        labels.append(_label(name, f"{split} item {i}", item[1]))
     return np.stack(inputs), np.array(labels, dtype=np.int64)
+
+
+def _label(name: str, what: str, value: object) -> int:
+    try:
+        return int(value.detach().cpu() if hasattr(value, "detach") else value)
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise DatasetError(f"{name}: {what}'s label is not an integer ({error})") from None

@@ -377,8 +377,9 @@ class Strategy(_Strict):
     """A promoted candidate trains on from its last rung's checkpoint under the top rung's
     schedule (rungs ``[1, 3, 9]`` cost 9 epochs, not 13); false: each rung trains from scratch
     under its own schedule. The checkpoints lie in the artifact folder (a SQLite file's, or
-    ``winnow serve --artifacts``; else this machine's temporary folder), which the workers must
-    reach."""
+    ``winnow serve --artifacts``; else a private folder under this machine's temporary
+    folder), which the workers must reach. A search stored before this field existed reads as
+    false (``readout.stored_defaults``)."""
     screen: Screen = Screen()
     """Zero-cost proxy screening (the cascade's)."""
     supernet: Supernet | None = None
@@ -491,11 +492,9 @@ class SearchSpec(_Strict):
         """``{field: import path}`` of every piece of user code the spec names, for a server
         to check against its allowed modules (``user_code.check_import_allowed``) before it
         imports any (parsing the space imports nothing: a custom family's builder is imported
-        by ``check_user_code``)."""
-        try:
-            space = self.search_space.imports()
-        except ValueError:  # an invalid space: its problems are reported as the space's own
-            space = {}
+        by ``check_user_code``). Fails closed: a space that cannot be resolved raises its
+        ``SpecError`` (a ValueError), since what it would import cannot be known."""
+        space = self.search_space.imports()
         return {**{f"space.{k}": v for k, v in space.items()}, **self.task.imports()}
 
     def check_user_code(self, load: bool = True) -> None:

@@ -21,6 +21,7 @@ from winnow.records import TERMINAL
 from winnow.service import env
 from winnow.service.api.convert import search_from_dict, trial_from_dict
 from winnow.service.client import Client
+from winnow.service.engine import readout
 from winnow.service.search_spec import SearchSpec
 from winnow.service.store import Store, sqlite_url
 
@@ -55,7 +56,7 @@ def _task_key_and_spec(spec: dict | None) -> tuple[str, str]:
     an older server) or that the listing left out (too large) is copied as it came: the pages
     read it through ``readout.stored_spec``, as the server does."""
     try:
-        parsed = SearchSpec.model_validate(spec)
+        parsed = SearchSpec.model_validate(readout.stored_defaults(spec))
     except ValidationError:
         task = spec.get("task") if isinstance(spec, dict) else None
         dataset = task.get("dataset") if isinstance(task, dict) else None

@@ -3,7 +3,8 @@
 Every failure a caller can act on is a gRPC status with a sentence: an invalid spec is
 ``INVALID_ARGUMENT`` naming the field, an unknown search or trial ``NOT_FOUND``, a full queue
 ``RESOURCE_EXHAUSTED``, user code from a module the server does not allow
-(``--allow-module``) ``PERMISSION_DENIED`` naming the module, an export format whose
+(``--allow-module``) ``PERMISSION_DENIED`` naming the module (at submission, and when an
+export format would build the trial's network or read its dataset), an export format whose
 optional dependency the server lacks
 ``FAILED_PRECONDITION`` (naming the extra to install). Anything else is ``INTERNAL`` (and
 logged with its traceback); one bad request never touches another search.
@@ -225,10 +226,13 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
 
     @_rpc
     def ExportRecipe(self, request: pb.ExportRecipeRequest, context) -> pb.Recipe:
-        exporter = _exporter(request.format or export.DEFAULT_FORMAT)
+        name = request.format or export.DEFAULT_FORMAT
+        exporter = _exporter(name)
         row = self._search_row(request.search_id)
         trial_id = request.trial_id if request.HasField("trial_id") else None
         recipe = readout.recipe(row, self.store.trials(row.id), trial_id)
+        if name not in export.IMPORTS_NOTHING:  # it builds the network or reads the dataset
+            _check_imports(readout.stored_spec(row.spec_json).valid(), self.allowed_modules)
         return convert.recipe_message(row.id, recipe, exporter(recipe))
 
     # --- watching -----------------------------------------------------------------------------

@@ -20,6 +20,7 @@ kept, running ones re-queued.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import threading
@@ -114,7 +115,12 @@ class Engine:
             parts = (self.ladder, self.screen, self.study, self.sampler_view)
             staged = strategy.cascade and strategy.supernet is not None
             self.state = SearchState.from_rows(
-                rows, self.space, self.objectives, *parts, supernet=staged
+                rows,
+                self.space,
+                self.objectives,
+                *parts,
+                supernet=staged,
+                starts=readout.rung_starts(strategy),
             )
         self._enqueue_warm_starts(rows or [])
         self.journal = Journal(store, search_id, on_event)
@@ -279,6 +285,9 @@ class Engine:
             self.store.set_search_status(
                 self.search_id, SearchStatus.FAILED, f"{type(error).__name__}: {error}"
             )
+            # a failed search is not resumed: its checkpoints would only fill the folder
+            with contextlib.suppress(Exception):  # the error that ended it is the one to raise
+                self.training.checkpoints.release_all()
             raise
         self.outcomes.tell_waiting()
         self.outcomes.weights.delete_dropped()  # those that reused results dropped
@@ -315,8 +324,13 @@ class Engine:
             finished = [f for f in in_flight if f.done()]
             for future in finished:
                 self.training.finish(future)
-            if finished:
-                self.training.release_settled(self._may_propose())
+            if finished and not self._pausing():  # a paused search resumes from them all
+                # resumed candidates waiting for the supernet stage still reach the first rung
+                self.training.release_settled(self._may_propose() or bool(self.state.unscreened))
+
+    def _pausing(self) -> bool:
+        """Stopped to be resumed (a pause or a server's shutdown: ``cancel(QUEUED)``)."""
+        return self._cancelled.is_set() and self._stop_status == SearchStatus.QUEUED
 
     def _stopped(self) -> bool:
         """Cancelled, or out of time: nothing more starts, not even a promotion."""
@@ -328,10 +342,11 @@ class Engine:
         spent = self.state.device_seconds
         return bool(budget.max_device_seconds and spent >= budget.max_device_seconds)
 
-    def _fits(self, rung: int) -> bool:
-        """Whether a run at ``rung`` fits in what is left of ``budget.max_epochs``."""
+    def _fits(self, rung: int, number: int | None = None) -> bool:
+        """Whether a run at ``rung`` (of candidate ``number``: whether its checkpoint exists
+        decides how many epochs it trains) fits in what is left of ``budget.max_epochs``."""
         cap = self.spec.budget.max_epochs
-        epochs = self.training.checkpoints.epochs_to_run(rung)
+        epochs = self.training.checkpoints.epochs_to_run(rung, number)
         return cap is None or self.counts["epochs"] + epochs <= cap
 
     def _may_propose(self) -> bool:
@@ -349,14 +364,16 @@ class Engine:
         """Start one training run: a re-queued one, a promotion if one is due (these are
         candidates already counted, so ``max_trials`` does not stop them), else new proposals
         until one passes the cascade. False when nothing more can start."""
-        if self.state.requeued and self._fits(self.state.requeued[0][1]):
+        if self.state.requeued and self._fits(
+            self.state.requeued[0][1], self.state.requeued[0][0].number
+        ):
             self.training.submit(*self.state.requeued.pop(0))
             return True
         while self.state.unscreened and self._fits(0):
             if self._supernet_stage(self.state.unscreened.pop(0)):
                 return True
         promotion = self.ladder.next_promotion()
-        if promotion is not None and self._fits(promotion[1]):
+        if promotion is not None and self._fits(promotion[1], promotion[0]):
             number, rung = promotion
             self.ladder.mark_promoted(rung - 1, number)
             self.training.submit(self.tracked[number], rung)

@@ -109,25 +109,36 @@ def rung_starts(strategy: Strategy) -> list[int]:
     return [0, *rungs[:-1]] if strategy.continue_rungs else [0] * len(rungs)
 
 
+def run_epochs(epochs_run: Any, epochs: int, start: int = 0) -> int:
+    """The epochs one training run trained: its row's ``metrics.epochs_run`` (what the worker
+    ran: a run resumed mid-rung, or one that found no checkpoint, says so), else, for a row
+    without it (written by an older winnow), its rung's epochs less the epoch the rung starts
+    from (``start``: :func:`rung_starts`). Every count of epochs (the stored views, a resumed
+    engine's) goes through it."""
+    return int(epochs_run) if epochs_run is not None else int(epochs) - start
+
+
 def tally(
-    groups: Iterable[tuple[str, int, int, str, bool, int]],
+    groups: Iterable[tuple[Any, ...]],
     proposals: int,
     starts: Sequence[int] = (),
 ) -> dict[str, int]:
-    """The progress counters from ``(stage, epochs, rung, status, reused, rows)`` groups of
-    stored trials: trained counts training rows that ran (a reused result trained nothing),
-    candidates those of the first rung (every candidate sent to training has one), epochs
-    their epochs (less the epoch each rung starts from, ``starts``: :func:`rung_starts`; a run
-    resumed mid-rung after a kill is counted whole here, by its ``epochs_run`` in the
-    engine), cache hits the reused rows, pruned and failed the rows of those statuses at any
-    stage."""
+    """The progress counters from ``(stage, epochs, rung, status, reused, rows[, epochs_run,
+    rows_with_epochs_run])`` groups of stored trials: trained counts training rows that ran (a
+    reused result trained nothing), candidates those of the first rung (every candidate sent
+    to training has one), epochs the sum of their ``metrics.epochs_run`` (``epochs_run``: the
+    group's sum over the ``rows_with_epochs_run`` rows that have it), the rows without it
+    counted by :func:`run_epochs` (``starts``: :func:`rung_starts`), cache hits the reused
+    rows, pruned and failed the rows of those statuses at any stage."""
     counts = dict.fromkeys(PROGRESS_COUNTS, 0) | {"proposals": proposals}
-    for stage, epochs, rung, status, reused, rows in groups:
+    for stage, epochs, rung, status, reused, rows, *measured in groups:
         rows, ran = int(rows), stage == "train" and not reused
+        ran_sum, ran_rows = (int(measured[0] or 0), int(measured[1])) if measured else (0, 0)
         start = starts[int(rung)] if ran and 0 <= int(rung) < len(starts) else 0
         counts["trained"] += rows if ran else 0
         counts["candidates"] += rows if ran and int(rung) == 0 else 0
-        counts["epochs"] += rows * (int(epochs) - start) if ran else 0
+        unmeasured = (rows - ran_rows) * run_epochs(None, epochs, start)
+        counts["epochs"] += ran_sum + unmeasured if ran else 0
         counts["cache_hits"] += rows if reused else 0
         counts["pruned"] += rows if status == "pruned" else 0
         counts["failed"] += rows if status == "failed" else 0
@@ -235,6 +246,7 @@ def stored_spec(spec_json: str) -> StoredSpec:
     """The one lenient read of a stored search's ``spec_json`` (every reader of stored searches
     uses it: a search stored by an older winnow stays readable and cancellable when its spec no
     longer parses)."""
+    spec_json = _stored_defaults(spec_json)
     try:
         return StoredSpec(SearchSpec.model_validate_json(spec_json))
     except ValidationError as error:  # text that is not JSON included
@@ -245,6 +257,27 @@ def stored_spec(spec_json: str) -> StoredSpec:
     except (ValueError, RecursionError):  # not JSON, or nested past the parser's stack
         data = None
     return StoredSpec(_stand_in(data if isinstance(data, dict) else {}), problem)
+
+
+def _stored_defaults(spec_json: str) -> str:
+    """``spec_json`` through :func:`stored_defaults` (text that is not JSON left as it is)."""
+    try:
+        data = json.loads(spec_json)
+    except (ValueError, RecursionError):
+        return spec_json
+    changed = stored_defaults(data)
+    return spec_json if changed is data else json.dumps(changed)
+
+
+def stored_defaults(data: Any) -> Any:
+    """A stored spec (parsed JSON) with the values a field's absence meant when it was stored,
+    where today's default differs: a strategy stored before ``continue_rungs`` existed trained
+    every rung from scratch (``false``; a new spec's default is true), and keeps doing so when
+    resumed, so its epoch counts stay those it stored. ``data`` itself when nothing differs."""
+    strategy = data.get("strategy", {}) if isinstance(data, dict) else None
+    if not isinstance(strategy, dict) or "continue_rungs" in strategy:
+        return data
+    return {**data, "strategy": {**strategy, "continue_rungs": False}}
 
 
 def _stand_in(data: dict[str, Any]) -> SearchSpec:
@@ -366,13 +399,22 @@ def stored_progress(
 
 def progress(spec: SearchSpec, rows: list[TrialRecord]) -> dict[str, Any]:
     """The same counters as ``Engine.progress``, from rows."""
-    groups = ((row.stage, row.epochs, row.rung, row.status, row.reused, 1) for row in rows)
+    groups = (
+        (row.stage, row.epochs, row.rung, row.status, row.reused, 1, *_measured(row))
+        for row in rows
+    )
     rung, front = front_trials(spec, rows)
     points, ids = [c.values for c in front], [c.trial_id for c in front]
     front_view, proposals = (rung, ids, points), len({row.number for row in rows})
     ladder = EvidenceLadder.from_rows(spec, rows)
     measured = [] if ladder is None else ladder.measure()
     return stored_progress(spec, groups, proposals, front_view, measured)
+
+
+def _measured(row: TrialRecord) -> tuple[int, int]:
+    """``(epochs_run, 1)`` of a row whose metrics say, else ``(0, 0)`` (a ``tally`` group's)."""
+    ran = row.metrics.get("epochs_run")
+    return (0, 0) if ran is None else (int(ran), 1)
 
 
 def is_screen_flag(metric: str) -> bool:

@@ -21,6 +21,8 @@ Without an artifact folder, or with one rung, rungs train from scratch as with t
 from __future__ import annotations
 
 import logging
+import os
+import stat
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -44,9 +46,10 @@ class RungCheckpoints:
         self.rungs = list(spec.strategy.rungs)
         self.starts = rung_starts(spec.strategy)
         self.enabled = spec.strategy.continue_rungs and len(self.rungs) > 1
-        # a store without an artifact folder (PostgreSQL without --artifacts): this machine's
-        # temporary folder, which the local pool's workers share and a kill leaves in place
-        self.folder = store.artifacts or Artifacts(Path(tempfile.gettempdir()) / TEMP_FOLDER)
+        # a store without an artifact folder (PostgreSQL without --artifacts): a private folder
+        # of this user's under the temporary folder, which the local pool's workers share and
+        # a kill leaves in place
+        self.folder = store.artifacts or (Artifacts(private_folder()) if self.enabled else None)
         self.released: set[int] = set()  # candidates whose file is deleted for good
 
     def path(self, number: int) -> str | None:
@@ -57,8 +60,24 @@ class RungCheckpoints:
         """The length of every rung's schedule: the top rung's (None: each rung's own)."""
         return self.rungs[-1] if self.enabled else None
 
-    def epochs_to_run(self, rung: int) -> int:
-        """The epochs a run at ``rung`` trains when it starts from its last rung's end."""
+    def claim(self, number: int) -> str | None:
+        """``path(number)`` for a run about to train candidate ``number``: a file released
+        before (e.g. a promotion of a resumed search) is the candidate's again, deleted later."""
+        self.released.discard(number)
+        return self.path(number)
+
+    def epochs_to_run(self, rung: int, number: int | None = None) -> int:
+        """The epochs a run at ``rung`` trains: from its last rung's end, or the whole
+        ``rungs[rung]`` from epoch 0 when candidate ``number``'s file is absent though the
+        search's workers write files (its folder exists: a file lost, or not written by a
+        worker that could not reach it). Workers that write none (an oracle answering from a
+        table) are taken to continue. Where the guess is wrong (a file of another tag, a first
+        promotion whose worker could write nothing) the engine corrects the count by the run's
+        ``epochs_run`` when it ends, and ``budget.max_epochs`` may be passed by that run."""
+        if self.starts[rung] and number is not None and self.enabled:
+            path = Path(self.path(number))
+            if path.parent.is_dir() and not path.is_file():
+                return self.rungs[rung]
         return self.rungs[rung] - self.starts[rung]
 
     def release(self, number: int) -> None:
@@ -92,6 +111,30 @@ class RungCheckpoints:
         """The search ended: delete every checkpoint of its folder."""
         if self.enabled:
             self.folder.delete_checkpoints(self.search_id)
+
+
+def private_folder() -> Path:
+    """``<temp>/winnow-checkpoints-<uid>``, made mode 0700 and checked to be this user's own
+    directory (not a link, not readable or writable by others): the checkpoints are loaded by
+    the workers, so nobody else may plant or swap one. A path someone else took falls back to
+    a fresh ``tempfile.mkdtemp`` folder (private too; a resumed engine then trains the
+    interrupted rungs again from their start)."""
+    folder = Path(tempfile.gettempdir()) / f"{TEMP_FOLDER}-{os.getuid()}"
+    try:
+        folder.mkdir(mode=0o700, exist_ok=True)
+        info = folder.lstat()
+    except OSError:
+        info = None
+    private = (
+        info is not None
+        and stat.S_ISDIR(info.st_mode)
+        and info.st_uid == os.getuid()
+        and not info.st_mode & 0o077
+    )
+    if private:
+        return folder
+    log.warning("%s is not a private folder of this user's: checkpoints go elsewhere", folder)
+    return Path(tempfile.mkdtemp(prefix=f"{TEMP_FOLDER}-"))
 
 
 def live_checkpoints(

@@ -16,6 +16,7 @@ their device seconds, and the report's history (a resumed search's starts at the
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import groupby
 from typing import Any
@@ -31,7 +32,7 @@ from winnow.search_space.spec import SearchSpace
 from winnow.search_space.trial import TrialResult
 from winnow.service.engine.cascade import Proposal
 from winnow.service.engine.pareto import search_hypervolume
-from winnow.service.engine.readout import objective_values
+from winnow.service.engine.readout import objective_values, run_epochs
 from winnow.service.engine.rungs import SuccessiveHalving
 from winnow.service.engine.screening import ProxyScreen
 from winnow.service.search_spec import Objective
@@ -103,12 +104,14 @@ class SearchState:
         study: optuna.Study,
         storage: BaseStorage,
         supernet: bool = False,
+        starts: Sequence[int] = (),
     ) -> SearchState:
         """The state of a search from its stored rows; ``ladder``, ``screen`` and ``study``
         (whose storage is ``storage``) are fresh ones of its spec and are filled in too;
-        ``supernet``: whether the spec has a supernet stage."""
+        ``supernet``: whether the spec has a supernet stage; ``starts``: the epoch each rung
+        starts from (``readout.rung_starts``), for rows that do not say what they ran."""
         rebuild = _Rebuild(cls(), objectives, ladder, screen, study, storage)
-        rebuild.supernet = supernet
+        rebuild.supernet, rebuild.starts = supernet, list(starts)
         ordered = sorted(rows, key=lambda r: (r.number, r.id))
         for number, group in groupby(ordered, key=lambda r: r.number):
             rebuild.candidate(number, list(group), space)
@@ -123,6 +126,7 @@ class _Rebuild:
         self.state, self.objectives, self.ladder, self.screen = state, objectives, ladder, screen
         self.study, self.storage = study, storage
         self.supernet = False  # whether a passed proxy row is owed a supernet stage's judgement
+        self.starts: list[int] = []  # readout.rung_starts
 
     def candidate(self, number: int, rows: list[TrialRecord], space: SearchSpace) -> None:
         candidate = Candidate.from_json(rows[0].candidate)
@@ -188,7 +192,8 @@ class _Rebuild:
             return TrialState.COMPLETE, values, None
         counts["trained"] += 1
         counts["candidates"] += 1 if row.rung == 0 else 0
-        counts["epochs"] += int(metrics.get("epochs_run", row.epochs))  # a continued rung's own
+        start = self.starts[row.rung] if 0 <= row.rung < len(self.starts) else 0
+        counts["epochs"] += run_epochs(metrics.get("epochs_run"), row.epochs, start)
         self.state.device_seconds += row.seconds
         if row.status in (Status.FAILED, Status.PRUNED):
             counts[row.status] += 1

@@ -139,10 +139,10 @@ class Training:
             # continued rungs: one training under the top rung's schedule, from the last
             # rung's checkpoint (``rung_checkpoints``)
             schedule_epochs=self.checkpoints.schedule_epochs(),
-            checkpoint=self.checkpoints.path(tracked.number),
+            checkpoint=self.checkpoints.claim(tracked.number),
             trainer=self.spec.task.trainer,  # None: winnow's own loop
         )
-        planned = self.checkpoints.epochs_to_run(rung)
+        planned = self.checkpoints.epochs_to_run(rung, tracked.number)
         counts = self.state.counts
         counts["trained"] += 1
         counts["candidates"] += 1 if rung == 0 else 0  # a promotion is the same candidate

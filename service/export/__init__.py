@@ -42,6 +42,11 @@ Exporter = Callable[[dict[str, Any]], dict[str, bytes]]
 
 DEFAULT_FORMAT = "recipe"  # what an ExportRecipeRequest without a format asks for
 
+# The formats that import none of the trial's code: the others rebuild its network (a custom
+# family's builder) or read its dataset (a ``python:`` loader), so a server checks the stored
+# spec's user code against its ``--allow-module`` list before running them.
+IMPORTS_NOTHING = frozenset({"recipe", "weights"})
+
 EXPORT_FORMATS: Registry[Exporter] = Registry("export format")
 EXPORT_FORMATS.register("recipe", recipe.files)
 EXPORT_FORMATS.register("pytorch", pytorch_bundle.files)
@@ -52,6 +57,7 @@ EXPORT_FORMATS.register(onnx_export.FORMAT_NAME, onnx_export.files)
 __all__ = [
     "DEFAULT_FORMAT",
     "EXPORT_FORMATS",
+    "IMPORTS_NOTHING",
     "INSTALL",
     "ExportError",
     "Exporter",

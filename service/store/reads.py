@@ -109,18 +109,29 @@ def counts(store: Store, search_id: SearchIds = None) -> pd.DataFrame:
     group = (TrialRow.stage, TrialRow.epochs, TrialRow.rung, TrialRow.status, TrialRow.reused)
     if not isinstance(search_id, str):
         group = (TrialRow.search_id, *group)
-    query = select(*group, func.count().label("rows")).group_by(*group)
+    ran = _json(store, TrialRow.metrics_json)["epochs_run"].as_integer()  # the run's own count
+    measured = (func.sum(ran).label("epochs_run"), func.count(ran).label("with_epochs_run"))
+    query = select(*group, func.count().label("rows"), *measured).group_by(*group)
     return _frame(store, query if search_id is None else query.where(_of(search_id)))
 
 
-def tally_groups(counts_frame: pd.DataFrame) -> list[tuple[str, int, int, str, bool, int]]:
-    """The ``(stage, epochs, rung, status, reused, rows)`` groups ``readout.tally`` counts, from
-    a frame of :func:`counts`."""
-    columns = (counts_frame[c] for c in ("stage", "epochs", "rung", "status", "reused", "rows"))
+TALLIED = ("stage", "epochs", "rung", "status", "reused", "rows", "epochs_run", "with_epochs_run")
+
+
+def tally_groups(counts_frame: pd.DataFrame) -> list[tuple[Any, ...]]:
+    """The ``(stage, epochs, rung, status, reused, rows, epochs_run, with_epochs_run)`` groups
+    ``readout.tally`` counts, from a frame of :func:`counts` (``epochs_run``: the sum of the
+    group's ``metrics.epochs_run``, over the ``with_epochs_run`` rows that have it)."""
+    columns = (counts_frame[c] for c in TALLIED)
     return [
-        (stage, int(epochs), int(rung), status, bool(reused), int(rows))
-        for stage, epochs, rung, status, reused, rows in zip(*columns, strict=True)
+        (stage, int(epochs), int(rung), status, bool(reused), int(rows), _int(ran), int(with_ran))
+        for stage, epochs, rung, status, reused, rows, ran, with_ran in zip(*columns, strict=True)
     ]
+
+
+def _int(value: Any) -> int:
+    """A SQL sum's value: NULL (None, or NaN in a frame) when no row had one."""
+    return 0 if value is None or value != value else int(value)
 
 
 def proposals(store: Store, search_id: SearchIds = None) -> dict[str, int]:

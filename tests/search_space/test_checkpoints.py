@@ -94,3 +94,38 @@ def test_a_checkpoint_that_cannot_be_written_does_not_fail_the_training(tmp_path
     result, seen = run(2, blocked / "0.ckpt", keep=False)  # its folder cannot be made
     assert result.metrics["epochs_run"] == 2 and seen == [1, 2]
     assert not Checkpoint(blocked / "0.ckpt", "tag").save({"epochs_done": 1})
+
+
+class Planted:
+    """A pickle that, when unpickled, writes a marker file: what a planted checkpoint runs."""
+
+    def __init__(self, marker) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_a_checkpoint_holding_a_pickled_object_is_not_executed(tmp_path):
+    path, marker = tmp_path / "0.ckpt", tmp_path / "executed"
+    run(1, path, keep=False)
+    state = torch.load(path, weights_only=True)
+    torch.save({**state, "planted": Planted(marker)}, path)  # the right tag, and code to run
+    resumed, seen = run(2, path, keep=False)
+    assert not marker.exists()
+    assert resumed.metrics["epochs_run"] == 2 and seen == [1, 2]
+
+
+def test_a_checkpoint_of_another_network_under_the_same_tag_trains_from_epoch_0(tmp_path):
+    path = tmp_path / "0.ckpt"
+    run(1, path, keep=False)
+    state = torch.load(path, weights_only=True)
+    other = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10)).state_dict()
+    torch.save({**state, "model": other}, path)  # a builder that changed since the save
+    straight, _ = run(2)
+    resumed, seen = run(2, path)
+    assert resumed.metrics["epochs_run"] == 2 and seen == [1, 2]
+    # the failed load left nothing behind: the run is the one that never had a checkpoint
+    assert resumed.loss_curve == straight.loss_curve
+    a, b = weights(straight), weights(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a)

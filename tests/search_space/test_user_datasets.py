@@ -3,6 +3,7 @@ and the allow-list, ``imagefolder:`` folders, and ``hf:`` read offline from the 
 
 from __future__ import annotations
 
+import os
 import textwrap
 import uuid
 
@@ -121,6 +122,22 @@ def test_pillow_images_take_the_first_images_channels_and_size(user_module):
     assert data.train_x[0, 0].max() == 0 and data.train_x[0, 2].min() == 255
 
 
+def test_tensors_needing_grad_are_detached_and_what_is_no_array_is_a_dataset_error():
+    from winnow.search_space.user_data import user_arrays
+
+    x = torch.rand(8, 3, requires_grad=True)  # np.asarray alone raises on it
+    y = torch.arange(8) % 2
+    arrays = user_arrays("python:m:f", {"train_x": x, "train_y": y, "test_x": x, "test_y": y})
+    assert arrays[0].shape == (8, 3) and np.allclose(arrays[0], x.detach().numpy())
+    ragged = {"train_x": [[1, 2], [3]], "train_y": [0, 1], "test_x": x, "test_y": y}
+    with pytest.raises(DatasetError, match="python:m:f: train_x is not an array"):
+        user_arrays("python:m:f", ragged)
+    pairs = [(torch.rand(3, requires_grad=True), torch.tensor(i % 2)) for i in range(4)]
+    assert user_arrays("python:m:f", (pairs, pairs))[1].tolist() == [0, 1, 0, 1]
+    with pytest.raises(DatasetError, match="train item 0's label is not an integer"):
+        user_arrays("python:m:f", ([(x[0], "cat")], pairs))
+
+
 @pytest.mark.parametrize(
     ("attribute", "message"),
     [
@@ -161,8 +178,11 @@ def test_the_allow_list_admits_a_package_and_what_is_under_it():
         assert f"field 'task.dataset': module {module!r} is not allowed" in str(raised.value)
     with pytest.raises(ImportNotAllowedError, match="it admits none"):
         check_import_allowed("my_pkg:f", ())
-    with pytest.raises(ImportPathError):
-        check_import_allowed("my_pkg:os.system", allowed)
+    for path in ("my_pkg:os.system", "my_pkg:__class__", "my_pkg.data:_private", "my_pkg:_"):
+        with pytest.raises(ImportPathError):
+            check_import_allowed(path, allowed)
+        with pytest.raises(ImportPathError):
+            import_object(path)  # refused before anything is imported
 
 
 # --- imagefolder -----------------------------------------------------------------------------
@@ -216,6 +236,27 @@ def test_imagefolder_errors_name_the_folder(tmp_path):
         check_dataset_spec("imagefolder:")
 
 
+def test_an_imagefolder_link_leading_outside_its_folder_is_refused(tmp_path):
+    """A server checked that DIR is under its --data-root: a link inside DIR to a class folder
+    or an image elsewhere would read past that check."""
+    folder, outside = tmp_path / "data", tmp_path / "secret"
+    for name in ("a", "b"):
+        for i in range(2):
+            write_image(folder / name / f"{i}.png", (6, 6), 10 * i, mode="L")
+    write_image(outside / "c" / "0.png", (6, 6), 1, mode="L")
+    write_image(outside / "c" / "1.png", (6, 6), 2, mode="L")
+    (folder / "a" / "inner.png").symlink_to(folder / "b" / "0.png")  # inside DIR: followed
+    data = load_dataset(f"imagefolder:{folder}")
+    assert len(data.train_y) + len(data.test_y) == 5
+    (folder / "c").symlink_to(outside / "c", target_is_directory=True)
+    with pytest.raises(DatasetError, match="leads outside"):  # (loads are cached: read again)
+        image_folder.labelled_files(str(folder))
+    (folder / "c").unlink()
+    (folder / "b" / "2.png").symlink_to(outside / "c" / "0.png")
+    with pytest.raises(DatasetError, match="leads outside"):
+        image_folder.labelled_files(str(folder))
+
+
 # --- hf ---------------------------------------------------------------------------------------
 
 
@@ -230,6 +271,42 @@ def restored_hf_environment(monkeypatch):
     """The hf loader sets the offline variables in this process: put them back after."""
     for variable in ("HF_DATASETS_OFFLINE", "HF_HUB_OFFLINE"):
         monkeypatch.setenv(variable, "1")
+
+
+def test_hf_loads_offline_without_remote_code_and_puts_the_process_back(monkeypatch):
+    """A stand-in ``datasets`` hears what the loader asks: offline while it loads, no remote
+    code (where ``load_dataset`` takes ``trust_remote_code``), and afterwards the environment
+    and settings are as they were."""
+    import sys
+    import types
+
+    seen = {}
+
+    def load_dataset(name, config=None, download_mode=None, trust_remote_code=None):
+        seen.update(
+            trust_remote_code=trust_remote_code,
+            env=os.environ.get("HF_HUB_OFFLINE"),
+            config=fake.config.HF_HUB_OFFLINE,
+        )
+        raise FileNotFoundError("not cached")
+
+    fake = types.ModuleType("datasets")
+    fake.load_dataset = load_dataset
+    fake.config = types.SimpleNamespace(
+        HF_DATASETS_OFFLINE=False, HF_HUB_OFFLINE=False, HF_DATASETS_CACHE="cache"
+    )
+    hub, constants = types.ModuleType("huggingface_hub"), types.ModuleType("constants")
+    constants.HF_HUB_OFFLINE, hub.constants = False, constants
+    monkeypatch.setitem(sys.modules, "datasets", fake)
+    monkeypatch.setitem(sys.modules, "huggingface_hub", hub)
+    monkeypatch.setitem(sys.modules, "huggingface_hub.constants", constants)
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "0")
+    with pytest.raises(DatasetError, match="not in this machine's Hugging Face cache"):
+        hf_data.hf_arrays("someone/remote")
+    assert seen == {"trust_remote_code": False, "env": "1", "config": True}
+    assert "HF_HUB_OFFLINE" not in os.environ and os.environ["HF_DATASETS_OFFLINE"] == "0"
+    assert fake.config.HF_HUB_OFFLINE is False and constants.HF_HUB_OFFLINE is False
 
 
 def test_hf_names_are_hub_ids_not_local_paths(tmp_path, monkeypatch):

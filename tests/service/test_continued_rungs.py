@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from winnow.records import SearchStatus
 from winnow.search_space.trial import TrialSpec
 from winnow.service.engine import Engine
 from winnow.service.search_spec import parse_search_spec
@@ -82,3 +83,39 @@ def test_without_continue_rungs_each_rung_trains_from_scratch(store):
     rows = [r for r in store.trials(report.search_id) if r.stage == "train"]
     assert all(r.metrics["epochs_run"] == r.epochs for r in rows) and report.epochs == 3 + 3
     assert all(t.checkpoint is None and t.schedule_epochs is None for t, _ in watching.seen)
+
+
+def test_a_paused_search_keeps_every_checkpoint_for_its_resume(store):
+    """A pause (``cancel(QUEUED)``) while the last runs drain deletes nothing: the resumed
+    search proposes more candidates, which may change which of the first rung go up."""
+    folder = default_root(store.url)
+    watching, engines = Watching(folder), []
+
+    def pausing(trial, on_epoch=None):
+        result = watching(trial, on_epoch)
+        if len(watching.seen) == 3:
+            engines[0].cancel(SearchStatus.QUEUED)
+        return result
+
+    six = spec(True)
+    six = six.model_copy(update={"budget": six.budget.model_copy(update={"max_trials": 6})})
+    engines.append(Engine.create(six, store, InProcessExecutor(pausing)))
+    engines[0].run()
+    assert store.search(engines[0].search_id).status == SearchStatus.QUEUED
+    assert {p.name for p in folder.rglob("*.ckpt")} == {"0.ckpt", "1.ckpt", "2.ckpt"}
+
+
+def test_a_search_that_fails_by_an_exception_deletes_its_checkpoints(store):
+    folder, engines = default_root(store.url), []
+
+    def breaking(trial, on_epoch=None):
+        result = run_trial(trial, on_epoch)
+        engines[0]._start_next = lambda: (_ for _ in ()).throw(RuntimeError("engine bug"))
+        return result
+
+    engines.append(Engine.create(spec(True), store, InProcessExecutor(breaking)))
+    with pytest.raises(RuntimeError, match="engine bug"):
+        engines[0].run()
+    assert store.search(engines[0].search_id).status == SearchStatus.FAILED
+    assert store.trials(engines[0].search_id)  # a first rung trained, and left its file
+    assert not list(folder.rglob("*.ckpt"))

@@ -99,3 +99,44 @@ def test_the_leader_of_equal_first_values_is_the_earliest_trial():
     for ids in ([4, 2], [2, 4]):
         leader = readout.progress_view(counts, 10, three, tied, trial_ids=ids)["leader"]
         assert leader["trial_id"] == 2
+
+
+def test_stored_epochs_are_the_rows_epochs_run_else_derived_from_the_spec(tmp_path):
+    """One count of epochs: each training row's ``metrics.epochs_run`` (a continued rung that
+    found no checkpoint trained its whole rung), else its rung less the rung's start; the rows
+    and the grouped SQL counts of a listing agree."""
+    from winnow.records import Status, TrialRecord
+    from winnow.service.search_spec import parse_search_spec
+    from winnow.service.store import Store, reads, sqlite_url
+
+    spec = parse_search_spec(
+        {
+            "space": "digits-joint",
+            "task": {"dataset": "digits"},
+            "strategy": {"name": "random", "rungs": [1, 3], "continue_rungs": True},
+        }
+    )
+    store = Store(sqlite_url(tmp_path / "epochs.db"))
+    search_id = store.create_search("s", "digits", spec.to_json(), "finished")
+    ran = [(0, 0, {"epochs_run": 1}), (0, 1, {"epochs_run": 3}), (1, 1, {})]
+    for number, rung, metrics in ran:
+        store.add_trial(
+            TrialRecord(
+                id=None,
+                search_id=search_id,
+                number=number,
+                stage="train",
+                epochs=spec.strategy.rungs[rung],
+                rung=rung,
+                status=Status.OK,
+                candidate="{}",
+                candidate_key=f"k{number}",
+                metrics={"accuracy": 0.5, **metrics},
+                created_at=0.0,
+            )
+        )
+    expected = 1 + 3 + (3 - 1)  # the last row does not say: rung 1 continues from epoch 1
+    starts = readout.rung_starts(spec.strategy)
+    grouped = reads.tally_groups(reads.counts(store, search_id))
+    assert readout.tally(grouped, 2, starts)["epochs"] == expected
+    assert readout.progress(spec, store.trials(search_id))["epochs"] == expected

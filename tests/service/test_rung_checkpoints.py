@@ -79,3 +79,42 @@ def test_the_sweep_keeps_the_checkpoints_of_candidates_still_in_play(tmp_path):
     ]
     live = live_checkpoints(SPEC, store, "s", rows)
     assert live == {str(Artifacts(tmp_path).checkpoint("s", n)) for n in (0, 1)}
+
+
+def test_without_an_artifact_folder_checkpoints_go_to_a_private_folder(tmp_path, monkeypatch):
+    import os
+    import stat
+
+    from winnow.service.engine import rung_checkpoints
+
+    monkeypatch.setattr(rung_checkpoints.tempfile, "tempdir", str(tmp_path))
+    files = RungCheckpoints(SPEC, SimpleNamespace(artifacts=None), "s")
+    folder = files.folder.root
+    assert folder.parent == tmp_path and folder.stat().st_uid == os.getuid()
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    assert files.path(0).startswith(str(folder))
+    # a folder others may write (planted before the server started) is not used
+    folder.chmod(0o777)
+    elsewhere = RungCheckpoints(SPEC, SimpleNamespace(artifacts=None), "s").folder.root
+    assert elsewhere != folder and stat.S_IMODE(elsewhere.stat().st_mode) == 0o700
+    folder.rmdir()
+    (tmp_path / folder.name).symlink_to(elsewhere)  # nor a link, even to a private folder
+    assert RungCheckpoints(SPEC, SimpleNamespace(artifacts=None), "s").folder.root != folder
+
+
+def test_a_released_candidate_trained_again_is_released_again(tmp_path):
+    files = checkpoints(tmp_path, [0])
+    files.release(0)
+    assert files.claim(0) == files.path(0)  # e.g. a resumed search promotes it after all
+    files.folder.checkpoint("s", 0).write_bytes(b"state")
+    files.release(0)
+    assert left(tmp_path) == set()
+
+
+def test_a_run_without_its_checkpoint_file_counts_its_whole_rung(tmp_path):
+    files = checkpoints(tmp_path, [0])
+    assert files.epochs_to_run(1, 0) == 3 - 1  # continues from the first rung's end
+    assert files.epochs_to_run(1, 1) == 3  # no file: from epoch 0
+    assert files.epochs_to_run(0, 1) == 1 and files.epochs_to_run(2) == 9 - 3
+    oracle = RungCheckpoints(SPEC, SimpleNamespace(artifacts=Artifacts(tmp_path)), "o")
+    assert oracle.epochs_to_run(1, 0) == 3 - 1  # its workers write no files: they continue

@@ -339,3 +339,17 @@ def test_the_limits_themselves_are_accepted():
     spec = parse_search_spec({**BASE, **small}, check_names=False)
     assert spec.strategy.reduction_factor == 16 and spec.task.input_shape == (4096, 1, 1, 1)
     assert SearchSpec.resolve_space(spec.space).architecture.base_channels == [16384] * 8
+
+
+def test_imports_of_a_space_that_does_not_resolve_fail_closed():
+    """What an unresolvable space would import cannot be known: the check refuses, it does
+    not answer "nothing" (which a server would take as allowed)."""
+    from winnow.service.api.allowed_modules import check_imports
+
+    spec = parse_search_spec({"space": "digits-joint", "task": {"dataset": "digits"}})
+    broken = spec.model_copy(update={"space": {"architecture": {"family": "no-such-family"}}})
+    with pytest.raises(ValueError):
+        broken.imports()
+    with pytest.raises(ValueError):
+        check_imports(broken, ("anything",))
+    assert spec.imports() == {}

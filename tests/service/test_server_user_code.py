@@ -158,3 +158,24 @@ def test_an_allowed_trainer_that_is_missing_is_refused_at_submit(
     assert raised.value.code == "INVALID_ARGUMENT"
     assert "task.trainer" in raised.value.message
     assert "has no attribute 'fit'" in raised.value.message
+
+
+def test_export_of_a_module_this_server_does_not_allow_is_permission_denied(
+    make_server, tmp_path, tiny_spec, user_package
+):
+    # Trained by a server that allowed the module; exported by one that does not: a format
+    # that rebuilds the network or reads the dataset would import it, recipe and weights not.
+    first = make_server(allowed_modules=(user_package,))
+    with Client(first.address, retries=0) as client:
+        info = client.submit(python_spec(tiny_spec, user_package)).wait(timeout=120)
+    assert info["status"] == "finished", info.get("error")
+    first.stop(grace=0.5)
+    second = make_server()
+    with Client(second.address, retries=0) as client:
+        search = client.search(info["id"])
+        for format in ("pytorch", "onnx", "lightning"):
+            with pytest.raises(WinnowError) as raised:
+                search.export(format=format)
+            assert raised.value.code == "PERMISSION_DENIED", format
+            assert f"module '{user_package}.data' is not allowed" in raised.value.message
+        assert search.export(format="recipe")["search_id"] == info["id"]

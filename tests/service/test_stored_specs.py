@@ -221,3 +221,18 @@ def test_the_dashboards_mirror_copies_poisoned_searches_of_a_server(server, clie
     assert {s.id for s in mirror.searches()} == ids
     assert all(len(mirror.trials(search_id)) == 2 for search_id in ids)
     assert all(note.startswith("spec no longer valid") for note in overview(mirror)["note"])
+
+
+def test_a_stored_strategy_without_continue_rungs_reads_as_trained_from_scratch():
+    """A search stored before ``continue_rungs`` existed trained each rung from scratch and
+    keeps doing so (and its stored epoch counts): the key's absence reads as false; a spec
+    stored since carries the key, and a new spec's default stays true."""
+    from winnow.service.search_spec import parse_search_spec
+
+    old = _spec(strategy={"name": "random", "rungs": [1, 3]})
+    stored = readout.stored_spec(json.dumps(old))
+    assert stored.problem is None and stored.spec.strategy.continue_rungs is False
+    assert readout.stored_defaults(old)["strategy"]["continue_rungs"] is False
+    new = parse_search_spec(copy.deepcopy(old))
+    assert new.strategy.continue_rungs is True
+    assert readout.stored_spec(new.to_json()).spec.strategy.continue_rungs is True
