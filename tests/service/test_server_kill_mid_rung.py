@@ -69,13 +69,12 @@ def test_a_server_killed_mid_rung_resumes_the_candidate_from_its_checkpoint(tmp_
         with Client(served.address, retries=10) as client:
             search_id = client.submit(SPEC).id
         # two epochs of the 9-epoch rung done (it goes on from epoch 3 of 9)
-        found = wait_until(
-            lambda: top_rung_epoch(served.store, search_id, 5), SEARCH_SECONDS, "epoch 5 of 9"
+        number, reported = wait_until(
+            lambda: top_rung_epoch(served.store, search_id, 5), SEARCH_SECONDS, "epoch 5", 0.05
         )
-        number, reported = found
         orphans = kill_server_only(served)
-        # The orphaned worker ends its epoch, saves, fails to report it and exits; the
-        # resource tracker follows once no worker holds its pipe.
+        # The orphaned worker ends its epoch, saves it, fails to report it and exits (quietly:
+        # worker_main); the resource tracker follows once no worker holds its pipe.
         wait_until(lambda: not any(map(running, orphans)), 60, f"orphans {orphans} exit")
         checkpoint = tmp_path / "winnow.db.artifacts" / search_id / f"{number}.ckpt"
         done_before = torch.load(checkpoint, weights_only=True)["epochs_done"]
