@@ -7,6 +7,12 @@ must not kill running trials), says it is ready, then answers ``(task_id, TrialS
 messages with ``(task_id, TrialResult)`` until it receives ``None``; with ``epochs`` true it
 also sends ``(task_id, EpochDone)`` after each training epoch, before the result. Datasets
 stay loaded between trials (``load_dataset`` is cached per process).
+
+A worker whose parent was killed (kill -9, an out-of-memory kill) notices at its next message:
+an idle one at once (``recv`` ends), a training one when it reports its epoch, after saving that
+epoch's checkpoint (the failed report ends the trial, whose result cannot be sent either). It
+then exits quietly, so an orphan outlives its server by one epoch or one proxy stage (a
+user's ``task.trainer`` that reports no epochs: by its whole run).
 """
 
 from __future__ import annotations
@@ -61,4 +67,7 @@ def worker_main(conn: Connection, gpu: str | None, threads: int) -> None:
         except Exception as error:  # a worker never dies of a trial's exception
             result = TrialResult(Status.FAILED, error=f"{type(error).__name__}: {error}")
         result.host = host
-        conn.send((task_id, result))
+        try:
+            conn.send((task_id, result))
+        except OSError:  # the parent is gone (kill -9): its trial is re-run by the next server
+            return
