@@ -111,8 +111,8 @@ def train_supernet(
         raise ValueError("give a budget: steps, seconds or both")
     if seconds is not None and not 1 <= timing_steps <= settings.warmup_steps:
         raise ValueError(
-            "a time budget is timed on 1 to warmup_steps steps (the schedule's "
-            f"length is not known before): timing_steps={timing_steps}, "
+            "a time budget is timed on 1 to warmup_steps steps (its epochs are not "
+            f"known before): timing_steps={timing_steps}, "
             f"warmup_steps={settings.warmup_steps}"
         )
     per_epoch = len(data.train_y) // settings.batch_size  # the last, partial batch is dropped
@@ -135,17 +135,17 @@ def train_supernet(
     def elapsed() -> float:
         return run.seconds + time.perf_counter() - start
 
-    while run.total_steps is None or run.step < run.total_steps:
-        if (seconds is not None and elapsed() >= seconds) or (
-            steps is not None and run.step >= steps
-        ):
-            break
+    # a time budget trains to its deadline (the estimated length only shows the epochs);
+    # a step budget to its steps; both: whichever ends first
+    while not (seconds is not None and elapsed() >= seconds) and not (
+        steps is not None and run.step >= steps
+    ):
         epoch, position = divmod(run.step, per_epoch)
         if order is None or order[0] != epoch:
             seed = derived_seed(settings.seed, "order", epoch)
             order = (epoch, torch.randperm(len(data.train_y), generator=_generator(seed)))
         x, y = _batch(data, order[1], position, run.step, settings, device)
-        factor = lr_factor(run.step, run.total_steps, settings.warmup_steps, elapsed(), seconds)
+        factor = lr_factor(run.step, settings.warmup_steps, elapsed(), seconds, steps)
         epoch_losses.append(_step(supernet, optimizer, x, y, run, settings, factor))
         run.step += 1
         if run.step == resumed_from + 1:
@@ -165,7 +165,7 @@ def train_supernet(
                 )
             epoch_losses, epoch_start = [], time.perf_counter()
     run.seconds = elapsed()
-    if run.total_steps is None:  # the deadline came inside the timing steps
+    if seconds is not None:  # the schedule a time budget ran is the steps it did
         run.total_steps = run.step
     if path is not None:
         _save(path, supernet, optimizer, settings, run, run.seconds)
@@ -184,19 +184,21 @@ def _steps_for(
 
 
 def lr_factor(
-    step: int, total_steps: int | None, warmup_steps: int, spent: float, seconds: float | None
+    step: int, warmup_steps: int, spent: float, seconds: float | None, steps: int | None
 ) -> float:
-    """The cosine schedule's factor at ``step``, decaying with whichever of the step budget and
-    the time budget is further spent. The step count of a time budget is fixed from the pace
-    of the first steps; if the machine slows down afterwards (a shared CPU), a step-only decay
-    would stop at the deadline with the rate still high, so the time spent decays it too and
-    the rate reaches 0 at the deadline (budget-aware decay: Li et al., ICLR 2020, "Budgeted
-    Training")."""
-    by_steps = lr_multiplier(step, warmup_steps, total_steps or 0, "cosine")
-    if seconds is None or seconds <= 0 or step < warmup_steps:
-        return by_steps
+    """The factor on the base rate at ``step``: linear warmup, then a cosine over the step
+    budget, over the time budget (the fraction of ``seconds`` spent), or over whichever of the
+    two is further spent. A schedule over the steps a time budget was expected to take (timed
+    on the first steps) would stop at the deadline with the rate still high if the machine
+    slows down later (a shared CPU), and end early if it speeds up; following the time spent,
+    the rate reaches 0 at the deadline either way (budget-aware decay: Li et al., ICLR 2020,
+    "Budgeted Training"). A time budget's run is therefore not repeatable step for step."""
+    if step < warmup_steps or seconds is None:
+        return lr_multiplier(step, warmup_steps, steps or 0, "cosine")
     by_time = 0.5 * (1.0 + math.cos(math.pi * min(1.0, spent / seconds)))
-    return min(by_steps, by_time)
+    if steps is None:
+        return by_time
+    return min(by_time, lr_multiplier(step, warmup_steps, steps, "cosine"))
 
 
 def _generator(seed: int) -> torch.Generator:

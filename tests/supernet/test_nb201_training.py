@@ -128,15 +128,25 @@ def test_the_pace_of_a_time_budget_leaves_the_first_step_out():
     assert _steps_for(10.0, spent=2.0, after_first=0.0, done=1, timed=1, cap=None) == 5
 
 
-def test_the_rate_decays_with_the_time_spent_when_the_machine_slows_down():
-    # the pace fixed 100 steps; at step 50 half the steps but 90 % of the time are spent
-    assert lr_factor(50, 100, 10, spent=90.0, seconds=100.0) == pytest.approx(
+def test_a_time_budget_decays_the_rate_with_the_time_spent():
+    cosine = lr_multiplier  # (step, warmup, total, "cosine")
+    # time only: 90 % of the time spent at step 50, whatever the step count
+    assert lr_factor(50, 10, spent=90.0, seconds=100.0, steps=None) == pytest.approx(
         0.5 * (1 + math.cos(math.pi * 0.9))
     )
-    assert lr_factor(50, 100, 10, spent=10.0, seconds=100.0) == lr_multiplier(50, 10, 100, "cosine")
-    assert lr_factor(50, 100, 10, spent=90.0, seconds=None) == lr_multiplier(50, 10, 100, "cosine")
-    assert lr_factor(5, None, 10, spent=99.0, seconds=100.0) == lr_multiplier(5, 10, 0, "cosine")
-    assert lr_factor(60, 100, 10, spent=100.0, seconds=100.0) == pytest.approx(0.0)
+    assert lr_factor(60, 10, spent=100.0, seconds=100.0, steps=None) == pytest.approx(0.0)
+    # steps only: the step cosine, as before
+    assert lr_factor(50, 10, spent=90.0, seconds=None, steps=100) == cosine(50, 10, 100, "cosine")
+    # both: whichever is further spent
+    assert lr_factor(50, 10, spent=10.0, seconds=100.0, steps=100) == cosine(50, 10, 100, "cosine")
+    assert lr_factor(50, 10, spent=90.0, seconds=100.0, steps=1000) < cosine(50, 10, 1000, "cosine")
+    # the warmup is by steps
+    assert lr_factor(5, 10, spent=99.0, seconds=100.0, steps=None) == cosine(5, 10, 0, "cosine")
+
+
+def test_a_time_budget_trains_to_its_deadline(data):
+    report = train_supernet(fresh(), data, SETTINGS, seconds=1.0, timing_steps=2)
+    assert report.seconds >= 1.0 and report.steps == report.total_steps
 
 
 def test_training_lowers_the_validation_loss_and_scores_differ_by_cell(data):
