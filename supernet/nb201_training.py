@@ -67,7 +67,7 @@ class TrainSettings:
 @dataclass(frozen=True)
 class TrainReport:
     steps: int  # steps done when training stopped
-    total_steps: int  # the schedule's length (fewer are done when a deadline stops training)
+    total_steps: int  # a step budget's length; a time budget's: the steps it did
     steps_per_epoch: int
     seconds: float  # training time, over every resumed run
     resumed_from: int  # the checkpoint's step this run started at (0: a fresh start)
@@ -159,7 +159,8 @@ def train_supernet(
         if run.step % per_epoch == 0:
             losses.append(statistics.fmean(epoch_losses))
             if on_epoch is not None:
-                epochs = math.ceil((run.total_steps or run.step) / per_epoch)
+                # a time budget's length is an estimate, which a faster machine passes
+                epochs = math.ceil(max(run.total_steps or 0, run.step) / per_epoch)
                 on_epoch(
                     run.step // per_epoch, epochs, losses[-1], time.perf_counter() - epoch_start
                 )
@@ -175,8 +176,8 @@ def train_supernet(
 def _steps_for(
     seconds: float | None, spent: float, after_first: float, done: int, timed: int, cap: int | None
 ) -> int:
-    """The schedule's length for a time budget, at the pace of the timed steps after the first
-    (of one timed step: that step's)."""
+    """The steps a time budget is expected to take (the epochs shown), at the pace of the timed
+    steps after the first (of one timed step: that step's)."""
     assert seconds is not None
     pace = (spent - after_first) / (timed - 1) if timed > 1 else spent / done
     total = done + int(max(seconds - spent, 0.0) / max(pace, 1e-9))

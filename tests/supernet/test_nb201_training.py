@@ -112,7 +112,7 @@ def test_a_checkpoint_of_other_settings_is_refused(data, tmp_path):
         train_supernet(fresh(), data, TrainSettings(batch_size=8), steps=2, checkpoint=path)
 
 
-def test_a_time_budget_fixes_the_step_count_and_stops(data):
+def test_a_time_budget_stops_and_a_step_cap_comes_first(data):
     report = train_supernet(fresh(), data, SETTINGS, seconds=0.5, timing_steps=2)
     assert 1 <= report.steps <= report.total_steps
     capped = train_supernet(fresh(), data, SETTINGS, seconds=60, steps=3, timing_steps=2)
@@ -142,6 +142,16 @@ def test_a_time_budget_decays_the_rate_with_the_time_spent():
     assert lr_factor(50, 10, spent=90.0, seconds=100.0, steps=1000) < cosine(50, 10, 1000, "cosine")
     # the warmup is by steps
     assert lr_factor(5, 10, spent=99.0, seconds=100.0, steps=None) == cosine(5, 10, 0, "cosine")
+
+
+def test_a_resumed_time_budget_counts_the_seconds_already_spent(data, tmp_path):
+    path = tmp_path / "supernet.pt"
+    first = train_supernet(fresh(), data, SETTINGS, seconds=1.0, timing_steps=2, checkpoint=path)
+    second = train_supernet(fresh(), data, SETTINGS, seconds=1.5, timing_steps=2, checkpoint=path)
+    assert second.resumed_from == first.steps and second.steps > first.steps
+    assert second.seconds >= 1.5 and second.seconds - first.seconds < 1.5  # only what was left
+    third = train_supernet(fresh(), data, SETTINGS, seconds=1.5, timing_steps=2, checkpoint=path)
+    assert third.steps == second.steps  # the deadline has passed: nothing more
 
 
 def test_a_time_budget_trains_to_its_deadline(data):
