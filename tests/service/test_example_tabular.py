@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from winnow.search_space.specfile import load_yaml_or_json
@@ -40,3 +41,24 @@ def test_the_tabular_example_searches_through_the_server(make_server, tmp_path, 
     assert front["points"] and max(p["accuracy"] for p in front["points"]) > 0.45  # chance 1/3
     assert recipe["candidate"]["architecture"]["builder"] == "tabular_example.models:build"
     assert recipe["training"]["task"]["trainer"] == "tabular_example.train:fit"
+
+
+def test_the_examples_csv_appears_whole_or_not_at_all(tmp_path, monkeypatch, example):
+    """A write that fails midway leaves no ``customers.csv`` (another worker's ``load()``
+    would read it truncated) and no temporary file; a whole write reads back."""
+    from tabular_example import data
+
+    real_savetxt = np.savetxt
+
+    def failing_savetxt(file, *args, **kwargs):
+        real_savetxt(file, *args, **kwargs)
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np, "savetxt", failing_savetxt)
+    with pytest.raises(OSError, match="disk full"):
+        data.load()
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(np, "savetxt", real_savetxt)
+    assert len(data.load()["train_y"]) > 0 and [p.name for p in tmp_path.iterdir()] == [
+        "customers.csv"
+    ]
