@@ -1,6 +1,7 @@
 """``examples/tabular``: the example of user code (a CSV read by the user's function, the
-user's network and training loop) searched through the server, as its README says to run it,
-shortened to a few one-epoch trials."""
+user's network and training loop) searched through an in-process server and its client, cut
+to three trials over rungs of 1 and 2 epochs, so the promoted candidate's second rung resumes
+from its checkpoint through the example's own ``fit``."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ def example(tmp_path, monkeypatch) -> dict:
     monkeypatch.setenv("TABULAR_EXAMPLE_CSV", str(tmp_path / "customers.csv"))
     spec = load_yaml_or_json(EXAMPLE / "search.yaml")
     spec["budget"] = {"max_trials": 3}
-    spec["strategy"] |= {"sampler": "random", "rungs": [1]}
+    spec["strategy"] |= {"sampler": "random", "rungs": [1, 2], "reduction_factor": 3}
     return spec
 
 
@@ -37,7 +38,11 @@ def test_the_tabular_example_searches_through_the_server(make_server, tmp_path, 
         recipe = search.export()
     assert (tmp_path / "customers.csv").is_file()  # the user's function wrote and read it
     trained = [r for r in Store(server.config.db_url).trials(search.id) if r.stage == "train"]
-    assert len(trained) == 3 and all(r.status == "ok" for r in trained), [r.error for r in trained]
+    assert all(r.status == "ok" for r in trained), [r.error for r in trained]
+    first, promoted = ([r for r in trained if r.epochs == epochs] for epochs in (1, 2))
+    assert len(first) == 3 and len(promoted) == 1
+    # the example's fit resumed the first rung's checkpoint: it trained only the new epoch
+    assert promoted[0].metrics["epochs_run"] == 1
     assert front["points"] and max(p["accuracy"] for p in front["points"]) > 0.45  # chance 1/3
     assert recipe["candidate"]["architecture"]["builder"] == "tabular_example.models:build"
     assert recipe["training"]["task"]["trainer"] == "tabular_example.train:fit"
