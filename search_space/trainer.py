@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import inspect
 import math
+import numbers
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
@@ -148,19 +149,37 @@ def check_signature(path: str, function: Callable[..., object]) -> None:
         ) from None
 
 
-def fitted_of(path: str, returned: object, epochs: int) -> Fitted:
+def fitted_of(path: str, returned: object, epochs: int, max_steps: int | None = None) -> Fitted:
     """The ``Fitted`` a user's function returned, checked: anything else is a
-    ``UserCodeError`` naming what came back."""
+    ``UserCodeError`` naming what came back. Without ``max_steps`` the curve must hold every
+    one of the ``epochs`` (a step cap may end it sooner), and the call must have trained at
+    least one epoch unless its checkpoint already held them all."""
     if not isinstance(returned, Fitted):
         raise UserCodeError(
             f"{path} returned {type(returned).__name__}, not a "
             "winnow.search_space.trainer.Fitted(curve, epochs_run)"
         )
     curve = [float(loss) for loss in returned.curve]
-    if not 0 <= returned.epochs_run <= len(curve) or len(curve) > epochs:
+    run = returned.epochs_run
+    if isinstance(run, bool) or not isinstance(run, numbers.Integral):
         raise UserCodeError(
-            f"{path} returned a curve of {len(curve)} epochs and epochs_run="
-            f"{returned.epochs_run}: asked for {epochs} epochs in all, the curve holds every "
+            f"task.trainer {path} returned epochs_run={run!r} ({type(run).__name__}): "
+            "it must be an int, the epochs this call trained"
+        )
+    if not 0 <= run <= len(curve) or len(curve) > epochs:
+        raise UserCodeError(
+            f"task.trainer {path} returned a curve of {len(curve)} epochs and epochs_run="
+            f"{run}: asked for {epochs} epochs in all, the curve holds every "
             "epoch trained (a resumed checkpoint's first) and epochs_run those of this call"
         )
-    return Fitted(curve, int(returned.epochs_run))
+    if max_steps is None and len(curve) != epochs:
+        raise UserCodeError(
+            f"task.trainer {path} returned a curve of {len(curve)} epochs: asked for {epochs} "
+            "epochs in all (no step cap), the curve must hold the loss of every one"
+        )
+    if run < 1 and len(curve) < epochs:
+        raise UserCodeError(
+            f"task.trainer {path} returned epochs_run=0 with a curve of {len(curve)} of "
+            f"{epochs} epochs: a call whose checkpoint does not hold every epoch must train"
+        )
+    return Fitted(curve, int(run))

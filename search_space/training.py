@@ -160,7 +160,7 @@ def train(
     if trainer is None:
         return fit(*arguments)
     function: TrainFunction = load_trainer(trainer)
-    return fitted_of(trainer, function(*arguments), epochs)
+    return fitted_of(trainer, function(*arguments), epochs, fidelity.steps)
 
 
 @torch.no_grad()

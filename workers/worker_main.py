@@ -8,22 +8,31 @@ messages with ``(task_id, TrialResult)`` until it receives ``None``; with ``epoc
 also sends ``(task_id, EpochDone)`` after each training epoch, before the result. Datasets
 stay loaded between trials (``load_dataset`` is cached per process).
 
-A worker whose parent was killed (kill -9, an out-of-memory kill) notices at its next message:
-an idle one at once (``recv`` ends), a training one when it reports its epoch, after saving that
-epoch's checkpoint (the failed report ends the trial, whose result cannot be sent either). It
-then exits quietly, so an orphan outlives its server by one epoch or one proxy stage (a
-user's ``task.trainer`` that reports no epochs: by its whole run).
+A worker whose parent was killed (kill -9, an out-of-memory kill) exits within about half a
+second, even mid-trial: a daemon thread watches the parent (``watch_parent``). Otherwise an
+orphan would train on until its next message to the dead server failed (a user's
+``task.trainer`` that reports no epochs: its whole rung), holding a CPU or GPU while a
+restarted server re-runs the candidate, and could save the candidate's checkpoint after the new
+run deleted it. A failed send (the pipe broken) ends the worker the same way.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import socket
+import sys
+import threading
+import time
 from multiprocessing.connection import Connection
 from typing import NamedTuple
 
 READY = ("ready", None)
+PARENT_POLL_SECONDS = 0.5
+ORPHANED = 3  # the exit status of a worker whose parent died (nobody reads it: for ps and logs)
+# What a send to a dead parent raises (``OSError`` at large would hide real bugs).
+PARENT_GONE = (BrokenPipeError, ConnectionResetError, EOFError)
 
 
 class EpochDone(NamedTuple):
@@ -35,7 +44,38 @@ class EpochDone(NamedTuple):
     seconds: float
 
 
+def parent_pid() -> int:
+    """The process that started this worker: multiprocessing's record of it (right even if the
+    parent died before this line ran), else the current parent."""
+    parent = multiprocessing.parent_process()
+    return parent.pid if parent is not None and parent.pid is not None else os.getppid()
+
+
+def give_up(why: str) -> None:
+    """End the worker at once (no cleanup: the trial's state belongs to a server now gone)."""
+    print(f"winnow worker {os.getpid()}: {why}; exiting", file=sys.stderr, flush=True)
+    os._exit(ORPHANED)
+
+
+def watch_parent(pid: int) -> threading.Thread:
+    """A daemon thread that ends the process once its parent ``pid`` is gone (an orphan is
+    re-parented, so ``os.getppid()`` changes). Polling rather than Linux's
+    ``prctl(PR_SET_PDEATHSIG)``: that is Linux-only, and it fires when the parent *thread*
+    that started the worker ends, not the parent process (the executor may start a worker
+    from a thread that later exits); half a second of polling costs nothing."""
+
+    def watch() -> None:
+        while os.getppid() == pid:
+            time.sleep(PARENT_POLL_SECONDS)
+        give_up(f"its parent {pid} is gone")
+
+    thread = threading.Thread(target=watch, name="winnow-parent-watch", daemon=True)
+    thread.start()
+    return thread
+
+
 def worker_main(conn: Connection, gpu: str | None, threads: int) -> None:
+    watch_parent(parent_pid())
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu
@@ -49,7 +89,7 @@ def worker_main(conn: Connection, gpu: str | None, threads: int) -> None:
     import_loaders()
     torch.set_num_threads(threads)
     host = socket.gethostname()
-    conn.send(READY)  # imports done: trial timeouts count from here
+    send(conn, READY)  # imports done: trial timeouts count from here
     while True:
         try:
             message = conn.recv()
@@ -60,14 +100,19 @@ def worker_main(conn: Connection, gpu: str | None, threads: int) -> None:
         task_id, spec, epochs = message
 
         def send_epoch(*done: float, task_id: int = task_id) -> None:
-            conn.send((task_id, EpochDone(*done)))
+            send(conn, (task_id, EpochDone(*done)))
 
         try:
             result = run_trial(spec, send_epoch if epochs else None)
         except Exception as error:  # a worker never dies of a trial's exception
             result = TrialResult(Status.FAILED, error=f"{type(error).__name__}: {error}")
         result.host = host
-        try:
-            conn.send((task_id, result))
-        except OSError:  # the parent is gone (kill -9): its trial is re-run by the next server
-            return
+        send(conn, (task_id, result))  # a dead parent's trial is re-run by the next server
+
+
+def send(conn: Connection, message: object) -> None:
+    """Send ``message`` to the parent, or end the worker if the parent is gone."""
+    try:
+        conn.send(message)
+    except PARENT_GONE as error:
+        give_up(f"its parent is gone ({type(error).__name__})")

@@ -14,7 +14,7 @@ import pytest
 
 from winnow.search_space.candidate import Candidate
 from winnow.search_space.specfile import SpecError
-from winnow.search_space.trainer import ARGUMENTS, TrainFunction, check_signature
+from winnow.search_space.trainer import ARGUMENTS, Fitted, TrainFunction, check_signature, fitted_of
 from winnow.search_space.training import evaluate, fit
 from winnow.search_space.trial import Status, TrialSpec
 from winnow.search_space.user_code import UserCodeError
@@ -74,7 +74,8 @@ def rung(trainers: str, name: str, epochs: int, checkpoint) -> TrialSpec:
 
 
 def test_winnows_fit_is_the_interface_it_documents():
-    assert isinstance(fit, TrainFunction)
+    # The Protocol (what type checkers hold a trainer to) and fit take the same arguments.
+    assert tuple(inspect.signature(TrainFunction.__call__).parameters)[1:] == ARGUMENTS
     assert tuple(inspect.signature(fit).parameters) == ARGUMENTS
     check_signature("winnow:fit", fit)  # raises if the interface's call could not reach it
 
@@ -177,3 +178,24 @@ def test_winnow_evaluate_trains_a_recipe_with_its_tasks_trainer(tmp_path, traine
     assert main(["evaluate", "--recipe", str(tmp_path / "recipe.json"), "--json", "--quiet"]) == 0
     assert importlib.import_module(trainers).CALLS == [(1, False)]
     assert json.loads(capsys.readouterr().out)["accuracy"] > 0.3
+
+
+@pytest.mark.parametrize(
+    ("fitted", "max_steps", "message"),
+    [
+        (Fitted([1.0, 0.9], 2.0), None, "must be an int"),
+        (Fitted([1.0, 0.9], True), None, "must be an int"),
+        (Fitted([1.0], 1), None, "must hold the loss of every one"),
+        (Fitted([1.0], 0), 5, "must train"),
+        (Fitted([1.0, 0.9, 0.8], 3), None, "asked for 2 epochs"),
+    ],
+)
+def test_fitted_of_refuses_what_a_trainer_cannot_have_done(fitted, max_steps, message):
+    with pytest.raises(UserCodeError, match=message) as raised:
+        fitted_of("pkg:fit", fitted, 2, max_steps)
+    assert "task.trainer pkg:fit" in str(raised.value)
+
+
+def test_fitted_of_accepts_a_full_resumed_curve_and_a_step_capped_one():
+    assert fitted_of("pkg:fit", Fitted([1.0, 0.9], 0), 2) == Fitted([1.0, 0.9], 0)
+    assert fitted_of("pkg:fit", Fitted([1.0], 1), 2, max_steps=10) == Fitted([1.0], 1)

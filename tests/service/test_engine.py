@@ -422,3 +422,35 @@ def test_a_reused_result_that_violates_a_constraint_is_pruned_not_on_the_front(s
     resumed = Engine.resume(store, second.search_id, InProcessExecutor(world))
     assert resumed.state.counts["pruned"] == engine.state.counts["pruned"]
     assert set(resumed.state.completed) == set(engine.state.completed)
+
+
+TRAINER = "winnow.search_space.training:fit"  # a task.trainer path (winnow's loop, named)
+
+
+@pytest.mark.parametrize(("first", "second"), [(None, TRAINER), (TRAINER, None)])
+def test_a_task_trainers_results_and_winnows_loops_are_not_reused_for_each_other(
+    store, first, second
+):
+    """Trained results are cached under ``Task.training_key``: a search with a ``task.trainer``
+    trains what a search with winnow's loop already trained (another loop, another network),
+    and the other way round, while each reuses its own kind's results."""
+    tiny = {**SPACE, "architecture": {**SPACE["architecture"], "depth": 1, "width": [16, 32]}}
+    world = FakeWorld()
+
+    def search(trainer: str | None):
+        spec = make_spec(
+            name="cascade",
+            sampler="random",
+            reuse_across_searches=True,
+            extra={"space": tiny, "budget": {"max_trials": 2, "max_proposals": 4}},
+        )
+        task = spec.task.model_copy(update={"trainer": trainer})
+        _, report = run(spec.model_copy(update={"task": task}), store, world)
+        rows = [r for r in store.trials(report.search_id) if r.stage == "train"]
+        return report, [r for r in rows if r.status == "duplicate" or r.reused]
+
+    search(first)
+    report, reused = search(second)
+    assert report.trained > 0 and report.cache_hits == 0 and not reused
+    report, reused = search(second)  # its own kind's results are reused
+    assert report.trained == 0 and reused

@@ -1,11 +1,13 @@
 """``examples/tabular``: the example of user code (a CSV read by the user's function, the
-user's network and training loop) searched through the server, as its README says to run it,
-shortened to a few one-epoch trials."""
+user's network and training loop) searched through an in-process server and its client, cut
+to three trials over rungs of 1 and 2 epochs, so the promoted candidate's second rung resumes
+from its checkpoint through the example's own ``fit``."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from winnow.search_space.specfile import load_yaml_or_json
@@ -22,7 +24,7 @@ def example(tmp_path, monkeypatch) -> dict:
     monkeypatch.setenv("TABULAR_EXAMPLE_CSV", str(tmp_path / "customers.csv"))
     spec = load_yaml_or_json(EXAMPLE / "search.yaml")
     spec["budget"] = {"max_trials": 3}
-    spec["strategy"] |= {"sampler": "random", "rungs": [1]}
+    spec["strategy"] |= {"sampler": "random", "rungs": [1, 2], "reduction_factor": 3}
     return spec
 
 
@@ -36,7 +38,32 @@ def test_the_tabular_example_searches_through_the_server(make_server, tmp_path, 
         recipe = search.export()
     assert (tmp_path / "customers.csv").is_file()  # the user's function wrote and read it
     trained = [r for r in Store(server.config.db_url).trials(search.id) if r.stage == "train"]
-    assert len(trained) == 3 and all(r.status == "ok" for r in trained), [r.error for r in trained]
+    assert all(r.status == "ok" for r in trained), [r.error for r in trained]
+    first, promoted = ([r for r in trained if r.epochs == epochs] for epochs in (1, 2))
+    assert len(first) == 3 and len(promoted) == 1
+    # the example's fit resumed the first rung's checkpoint: it trained only the new epoch
+    assert promoted[0].metrics["epochs_run"] == 1
     assert front["points"] and max(p["accuracy"] for p in front["points"]) > 0.45  # chance 1/3
     assert recipe["candidate"]["architecture"]["builder"] == "tabular_example.models:build"
     assert recipe["training"]["task"]["trainer"] == "tabular_example.train:fit"
+
+
+def test_the_examples_csv_appears_whole_or_not_at_all(tmp_path, monkeypatch, example):
+    """A write that fails midway leaves no ``customers.csv`` (another worker's ``load()``
+    would read it truncated) and no temporary file; a whole write reads back."""
+    from tabular_example import data
+
+    real_savetxt = np.savetxt
+
+    def failing_savetxt(file, *args, **kwargs):
+        real_savetxt(file, *args, **kwargs)
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np, "savetxt", failing_savetxt)
+    with pytest.raises(OSError, match="disk full"):
+        data.load()
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(np, "savetxt", real_savetxt)
+    assert len(data.load()["train_y"]) > 0 and [p.name for p in tmp_path.iterdir()] == [
+        "customers.csv"
+    ]

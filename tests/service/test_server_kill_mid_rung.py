@@ -1,5 +1,5 @@
 """``winnow serve`` killed with kill -9 in the middle of a 9-epoch rung (issue 19's done-when):
-its orphaned worker stops by itself at its next message to the dead server, and the server
+its orphaned worker stops by itself (it watches its parent: worker_main), and the server
 restarted on the same store resumes the search and trains that candidate only the epochs after
 its last checkpoint, then deletes the file. (``winnow search run`` killed mid-rung:
 test_resume_kill.py.)"""
@@ -73,8 +73,9 @@ def test_a_server_killed_mid_rung_resumes_the_candidate_from_its_checkpoint(tmp_
             lambda: top_rung_epoch(served.store, search_id, 5), SEARCH_SECONDS, "epoch 5", 0.05
         )
         orphans = kill_server_only(served)
-        # The orphaned worker ends its epoch, saves it, fails to report it and exits (quietly:
-        # worker_main); the resource tracker follows once no worker holds its pipe.
+        # The orphaned worker sees its parent gone and exits within about half a second
+        # (worker_main.watch_parent), its last saved epoch in the checkpoint (saves are atomic);
+        # the resource tracker follows once no worker holds its pipe.
         wait_until(lambda: not any(map(running, orphans)), 60, f"orphans {orphans} exit")
         checkpoint = tmp_path / "winnow.db.artifacts" / search_id / f"{number}.ckpt"
         done_before = torch.load(checkpoint, weights_only=True)["epochs_done"]

@@ -7,7 +7,9 @@ noise; four columns are noise alone, so a network must learn which columns count
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +19,9 @@ CLASSES = 3
 
 
 def write_csv(path: Path, rows: int = 1500, seed: int = 0) -> Path:
-    """Write ``rows`` seeded rows (header ``x0..x9,plan``) to ``path``; returns it."""
+    """Write ``rows`` seeded rows (header ``x0..x9,plan``) to ``path``; returns it. The file
+    appears whole or not at all: several worker processes may call ``data.load()`` on a
+    fresh clone at once, and one must never read another's half-written CSV."""
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(rows, len(COLUMNS)))
     hidden = np.tanh(x[:, :6] @ rng.normal(size=(6, 16)))
@@ -26,9 +30,15 @@ def write_csv(path: Path, rows: int = 1500, seed: int = 0) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     table = np.column_stack([x.round(4), plan])
     formats = ["%.4f"] * len(COLUMNS) + ["%d"]
-    np.savetxt(
-        path, table, delimiter=",", header=",".join([*COLUMNS, "plan"]), comments="", fmt=formats
-    )
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w") as file:
+            header = ",".join([*COLUMNS, "plan"])
+            np.savetxt(file, table, delimiter=",", header=header, comments="", fmt=formats)
+        os.replace(temporary, path)  # atomic in one folder: readers see the old or the new file
+    except BaseException:
+        os.unlink(temporary)
+        raise
     return path
 
 
