@@ -52,7 +52,7 @@ def candidate_for(family: str, **axes) -> Candidate:
 
 
 def test_registries_hold_what_the_design_lists():
-    assert set(FAMILIES.names()) == {"nb201", "macro", "mlp"}
+    assert set(FAMILIES.names()) == {"nb201", "macro", "mlp", "custom"}
     assert set(NORMS.names()) == {
         "batchnorm",
         "layernorm",

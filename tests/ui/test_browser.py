@@ -52,9 +52,15 @@ def browser(tmp_path):
 
 
 def _wait(driver, condition, timeout: float = WAIT):
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, timeout, poll_frequency=0.2).until(condition)
+    # Streamlit re-renders while a condition reads the page: an element found a moment ago
+    # can be replaced before its text is read; that poll counts as not yet, not as a failure
+    wait = WebDriverWait(
+        driver, timeout, poll_frequency=0.2, ignored_exceptions=(StaleElementReferenceException,)
+    )
+    return wait.until(condition)
 
 
 def _css(driver, selector: str):
