@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from winnow.service.api.server import ServerConfig, WinnowServer
 from winnow.service.store import sqlite_url
@@ -35,6 +36,17 @@ TINY_SPEC: dict[str, Any] = {
     "strategy": {"name": "random", "rungs": [1]},
     "seed": 0,
 }
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """torch on one thread for the test: many tiny ops run faster so on a busy 2-core machine
+    (idle intra-op threads spin for contended cores). A file takes it for every test with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture

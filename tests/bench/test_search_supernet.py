@@ -8,7 +8,6 @@ import json
 import random
 
 import pytest
-import torch
 from sqlalchemy import func, select
 
 from winnow.search_space.params import RandomChooser
@@ -22,12 +21,7 @@ from winnow.service.store.tables import SupernetRow
 TINY = {"minutes": 0.02, "validation_samples": 64, "bn_batches": 1, "warmup": 1}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _with_a_shared_warm_start(monkeypatch):

@@ -23,13 +23,7 @@ from winnow.search_space.functional_hash import (
     round_mantissa,
 )
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # many tiny ops: faster on one thread of a busy machine
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def nb201(cell: str, channels: int = 4, **axes) -> Candidate:

@@ -364,15 +364,6 @@ def stack_output_scale(gain: float | None, seeds=range(4), channels=32, cells=15
     return math.exp(sum(logs) / len(logs))
 
 
-@pytest.fixture
-def one_thread():
-    """Many small convolutions run faster on one thread than on two contended cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_none_default_gain_keeps_a_deep_stack_at_scale(one_thread):
     scale = stack_output_scale(gain=None)  # the default (data-dependent) init of make_norm("none")
     assert 1 / 3 < scale < 3, scale

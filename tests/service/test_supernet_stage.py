@@ -38,12 +38,7 @@ MACRO = {
 SUPERNET = {"epochs": 2, "bn_batches": 2, "keep_fraction": 0.5, "warmup": 2}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_spec(supernet=SUPERNET, **extra):

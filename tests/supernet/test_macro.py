@@ -23,12 +23,7 @@ SPACE = MacroSpace(
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # many tiny ops: faster on one thread of a busy machine
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _trained_looking(kernel_transform: bool = False) -> MacroSupernet:

@@ -36,12 +36,7 @@ SPACE = MacroSpace(
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)  # many tiny ops: faster on one thread of a busy machine
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _task(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -20,12 +20,7 @@ from winnow.supernet.registry import SUPERNETS, TrainSettings
 SETTINGS = TrainSettings(epochs=2, batch_size=32, seed=0)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class Killed(BaseException):  # as a kill -9 would: nothing after the report runs
