@@ -5,8 +5,18 @@ Real winnow servers on loopback ports (``make_server``), tiny search specs for t
 
 from __future__ import annotations
 
-import copy
 import os
+
+# Without a GPU the Triton kernels are checked in triton's interpreter, which must be chosen
+# before triton is first imported (torch imports it lazily, so set it before anything else).
+# On a CUDA machine the kernels compile; TRITON_INTERPRET=1 in the environment still wins.
+if "TRITON_INTERPRET" not in os.environ:
+    import torch.cuda
+
+    if not torch.cuda.is_available():
+        os.environ["TRITON_INTERPRET"] = "1"
+
+import copy
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path

@@ -23,7 +23,7 @@ CODE_FOLDERS = [
 ]
 # What each folder may import from winnow (docs/architecture.md, "Layout").
 ALLOWED = {
-    "search_space": set(),
+    "search_space": {"kernels"},  # the quantization, norms and optimizers run its kernels
     "kernels": set(),
     "proxies": {"search_space", "kernels"},
     "supernet": {"search_space", "kernels"},
