@@ -24,6 +24,8 @@ from dataclasses import dataclass
 import torch
 from pytorch_optimizer import AdaBelief, AdamP, DiffGrad, Lion, SophiaH
 
+from winnow.kernels import backend
+from winnow.kernels.fused_optimizers import FusedAdamW, FusedLion, FusedSGD
 from winnow.search_space.lamb import Lamb
 from winnow.search_space.registry import Registry
 
@@ -57,6 +59,26 @@ def _betas(hp: Hyperparameters) -> tuple[float, float]:
     return float(hp["beta1"]), float(hp["beta2"])
 
 
+def _fused_or_eager(fused: type, eager: type, params, **hyperparameters) -> torch.optim.Optimizer:
+    """``fused(...)`` (one launch per group: ``winnow.kernels.fused_optimizers``) when the
+    kernels run on the parameters' device (``backend.use_triton``: CUDA by default), else
+    ``eager(...)``, so on CPU winnow trains with the eager optimizers exactly as before. Both
+    take the same hyperparameters and share one ``state_dict`` layout."""
+    params = [_listed(item) for item in params]  # model.parameters() can be read only once
+    tensors = (p for item in params for p in (item["params"] if isinstance(item, dict) else [item]))
+    first = next(tensors, None)
+    chosen = fused if first is not None and backend.use_triton(first.device) else eager
+    return chosen(params, **hyperparameters)
+
+
+def _listed(item: torch.Tensor | dict) -> torch.Tensor | dict:
+    """A param group's ``params`` as a list (a parameter as it is)."""
+    if not isinstance(item, dict):
+        return item
+    params = item["params"]
+    return {**item, "params": [params] if isinstance(params, torch.Tensor) else list(params)}
+
+
 # --- torch.optim --------------------------------------------------------------------------------
 
 
@@ -67,7 +89,9 @@ def _sgd(params, hp: Hyperparameters) -> torch.optim.Optimizer:
     ``b = mu * b + g``, step along ``g + mu * b`` (torch.optim.SGD with dampening 0).
     """
     momentum = float(hp["momentum"])
-    return torch.optim.SGD(
+    return _fused_or_eager(
+        FusedSGD,
+        torch.optim.SGD,
         params,
         lr=float(hp["lr"]),
         momentum=momentum,
@@ -90,7 +114,9 @@ def _adam(params, hp: Hyperparameters) -> torch.optim.Optimizer:
 
 def _adamw(params, hp: Hyperparameters) -> torch.optim.Optimizer:
     """AdamW (Loshchilov & Hutter 2019, Algorithm 2): Adam with decoupled weight decay."""
-    return torch.optim.AdamW(
+    return _fused_or_eager(
+        FusedAdamW,
+        torch.optim.AdamW,
         params,
         lr=float(hp["lr"]),
         betas=_betas(hp),
@@ -105,7 +131,9 @@ def _adamw(params, hp: Hyperparameters) -> torch.optim.Optimizer:
 def _lion(params, hp: Hyperparameters) -> torch.optim.Optimizer:
     """Lion (Chen et al. 2023, Program 1): ``theta -= lr * (sign(b1*m + (1-b1)*g) + wd * theta)``,
     then ``m = b2*m + (1-b2)*g``. Decay is decoupled and scaled by lr (``fixed_decay=False``)."""
-    return Lion(
+    return _fused_or_eager(
+        FusedLion,
+        Lion,
         params,
         lr=float(hp["lr"]),
         betas=_betas(hp),

@@ -1,0 +1,231 @@
+"""The fused optimizer step (kernels/fused_optimizers.py) against the eager optimizers winnow
+builds: trajectories, the torch fallback, state_dict round trips, parameters without gradients,
+a fake-quantized model through winnow's factories.
+
+The kernels run in triton's interpreter on CPU (``use_kernels("triton")``), compiled on CUDA
+where a GPU is present. Tolerance: ``max |fused - eager| <= 1e-6 * max |eager|`` per tensor.
+The kernel is not bit-identical to eager AdamW on CPU because torch's CPU ``sqrt`` is not
+correctly rounded (the kernel's ``sqrt_rn`` is): an ulp in some denominators.
+"""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import torch
+from pytorch_optimizer import Lion
+from torch import nn
+
+from winnow.kernels import backend
+from winnow.kernels.backend import use_kernels
+from winnow.kernels.fused_optimizers import FusedAdamW, FusedLion, FusedSGD
+from winnow.search_space.optimizers import backward_and_step, build_optimizer
+from winnow.search_space.quantization import QuantPolicy, apply_quantization
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+needs_triton = pytest.mark.skipif(not backend.triton_available(), reason="triton not installed")
+MODES = [pytest.param("triton", marks=needs_triton), "torch"]
+SHAPES = [(8, 3, 3, 3), (8,), (10, 72), (10,), (1,), (7, 5)]
+
+
+@dataclass(frozen=True)
+class Case:
+    """An optimizer as winnow's factory configures it, and two param groups' overrides."""
+
+    name: str
+    eager: Callable[..., torch.optim.Optimizer]
+    fused: Callable[..., torch.optim.Optimizer]
+    options: dict[str, Any]
+    groups: tuple[dict[str, Any], dict[str, Any]] = field(default=({}, {}))
+
+
+CASES = [
+    Case(
+        "adamw",
+        torch.optim.AdamW,
+        FusedAdamW,
+        {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 1e-2},
+        ({"lr": 3e-3, "weight_decay": 0.1}, {"weight_decay": 0.0}),
+    ),
+    Case(
+        "lion",
+        Lion,
+        FusedLion,
+        {"lr": 1e-4, "betas": (0.9, 0.99), "weight_decay": 0.1, "weight_decouple": True},
+        ({"lr": 3e-4}, {"weight_decay": 0.0}),
+    ),
+    Case(
+        "sgd_nesterov",
+        torch.optim.SGD,
+        FusedSGD,
+        {"lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4},
+        ({"lr": 0.05}, {"weight_decay": 0.0}),
+    ),
+    Case(
+        "sgd",
+        torch.optim.SGD,
+        FusedSGD,
+        {"lr": 0.1, "momentum": 0.9, "nesterov": False, "weight_decay": 5e-4},
+        ({"lr": 0.05}, {"weight_decay": 0.0}),
+    ),
+]
+IDS = [case.name for case in CASES]
+
+
+def parameters(device: str) -> list[nn.Parameter]:
+    generator = torch.Generator().manual_seed(0)
+    return [nn.Parameter(torch.randn(shape, generator=generator).to(device)) for shape in SHAPES]
+
+
+def build(case: Case, params: list[nn.Parameter], fused: bool) -> torch.optim.Optimizer:
+    first, second = case.groups
+    groups = [{"params": params[:3], **first}, {"params": params[3:], **second}]
+    return (case.fused if fused else case.eager)(groups, **case.options)
+
+
+def train(optimizer, params, steps: int, generator: torch.Generator, without=lambda i, s: False):
+    """``steps`` steps on seeded random gradients; ``without(i, step)``: param i has none."""
+    for step in range(steps):
+        for i, p in enumerate(params):
+            grad = torch.randn(p.shape, generator=generator).to(p.device)
+            p.grad = None if without(i, step) else grad
+        optimizer.step()
+
+
+def run(case, device, fused, steps, mode="auto", without=lambda i, s: False):
+    params = parameters(device)
+    optimizer = build(case, params, fused)
+    with use_kernels(mode):
+        train(optimizer, params, steps, torch.Generator().manual_seed(1), without)
+    return params, optimizer
+
+
+def assert_close(actual, expected, exact: bool = False) -> None:
+    for a, e in zip(actual, expected, strict=True):
+        if exact:
+            assert torch.equal(a, e)
+        else:
+            assert (a - e).abs().max() <= 1e-6 * e.abs().max(), (a - e).abs().max()
+
+
+def saved(state_dict: dict) -> dict:
+    """Through a file as a checkpoint goes (``search_space/checkpoints.py``)."""
+    buffer = io.BytesIO()
+    torch.save(state_dict, buffer)
+    buffer.seek(0)
+    return torch.load(buffer, weights_only=True)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_100_steps_follow_the_eager_optimizer(case, mode, device):
+    expected, _ = run(case, device, fused=False, steps=100)
+    actual, _ = run(case, device, fused=True, steps=100, mode=mode)
+    # the fallback runs the eager ops on the flat buffer: on CPU to the bit
+    assert_close(actual, expected, exact=mode == "torch" and device == "cpu")
+    assert all(not torch.equal(p, q) for p, q in zip(actual, parameters(device), strict=True))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_a_state_dict_moves_eager_to_fused_to_eager_mid_run(case, mode, device):
+    straight, _ = run(case, device, fused=False, steps=15)
+    generator = torch.Generator().manual_seed(1)
+    params = parameters(device)
+    optimizer = build(case, params, fused=False)
+    train(optimizer, params, 5, generator)
+    for fused in (True, False):
+        state = saved(optimizer.state_dict())
+        params = [nn.Parameter(p.detach().clone()) for p in params]  # a new process's model
+        optimizer = build(case, params, fused)
+        optimizer.load_state_dict(state)
+        with use_kernels(mode):
+            train(optimizer, params, 5, generator)
+        if fused:
+            assert same_layout(optimizer.state_dict(), state)
+    assert_close(params, straight, exact=mode == "torch" and device == "cpu")
+
+
+def same_layout(ours: dict, theirs: dict) -> bool:
+    """The same group keys and values, the same state keys, dtypes and shapes."""
+    groups = [{k: v for k, v in g.items() if k != "step"} for g in ours["param_groups"]]
+    their_groups = [{k: v for k, v in g.items() if k != "step"} for g in theirs["param_groups"]]
+    states = {i: {k: (v.dtype, v.shape) for k, v in s.items()} for i, s in ours["state"].items()}
+    their_states = {
+        i: {k: (v.dtype, v.shape) for k, v in s.items()} for i, s in theirs["state"].items()
+    }
+    return groups == their_groups and states == their_states
+
+
+@needs_triton
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_a_parameter_without_a_gradient_is_left_alone(case, device):
+    # param 1 never has a gradient, param 4 on every third step only (AdamW: its step count
+    # falls behind the others', so its bias correction differs)
+    def without(i, step):
+        return i == 1 or (i == 4 and step % 3 != 0)
+
+    expected, eager = run(case, device, fused=False, steps=7, without=without)
+    actual, fused = run(case, device, fused=True, steps=7, mode="triton", without=without)
+    assert_close(actual, expected)
+    assert torch.equal(actual[1], parameters(device)[1])
+    assert len(fused.state[actual[1]]) == len(eager.state[expected[1]]) == 0
+    if case.name == "adamw":
+        assert float(fused.state[actual[4]]["step"]) == 3.0
+
+
+def quantized_model() -> nn.Module:
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 4 * 4, 5), nn.LayerNorm(5)
+    )
+    return apply_quantization(model, QuantPolicy(weight_bits={"*": 4}, activation_bits=8))
+
+
+@needs_triton
+@pytest.mark.parametrize("name", ["adamw", "lion", "sgd"])
+def test_winnows_factories_train_a_fake_quantized_model_alike(name):
+    x, y = torch.randn(8, 3, 6, 6), torch.randint(0, 5, (8,))
+    results = []
+    for mode in ("auto", "triton"):
+        model = quantized_model()
+        with use_kernels(mode):
+            optimizer = build_optimizer(name, model.parameters(), {"lr": 1e-2})
+            for _ in range(3):
+                backward_and_step(optimizer, nn.functional.cross_entropy(model(x), y))
+        results.append((type(optimizer), list(model.parameters())))
+    (eager_type, expected), (fused_type, actual) = results
+    assert fused_type.__name__.startswith("Fused") and not eager_type.__name__.startswith("Fused")
+    assert_close(actual, expected)
+
+
+@pytest.mark.parametrize(
+    ("name", "eager"), [("adamw", torch.optim.AdamW), ("lion", Lion), ("sgd", torch.optim.SGD)]
+)
+def test_on_cpu_winnow_builds_the_eager_optimizers_unless_the_kernels_are_forced(name, eager):
+    model = nn.Linear(3, 2)
+    for mode in ("auto", "torch"):
+        with use_kernels(mode):
+            optimizer = build_optimizer(name, model.parameters(), {})
+        assert type(optimizer) is eager
+        assert len(optimizer.param_groups) == 1 and len(optimizer.param_groups[0]["params"]) == 2
+    if backend.triton_available():
+        with use_kernels("triton"):
+            fused = build_optimizer(name, model.parameters(), {})
+        assert fused.state_dict()["param_groups"] == optimizer.state_dict()["param_groups"]
+
+
+def test_importing_the_fused_optimizers_does_not_import_triton():
+    code = "import sys, winnow.kernels.fused_optimizers; assert 'triton' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
