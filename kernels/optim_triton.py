@@ -22,6 +22,8 @@ both). The tests run the kernels in the interpreter, and compiled where a GPU is
 
 from __future__ import annotations
 
+import struct
+
 import torch
 import triton
 import triton.language as tl
@@ -142,8 +144,9 @@ def _sgd_kernel(
 
 
 def _f32(value: float) -> float:
-    """``value`` rounded to float32 as ATen rounds a Python scalar for a float32 op."""
-    return torch.tensor(value, dtype=torch.float32).item()
+    """``value`` rounded to float32 (to nearest, as ATen rounds a Python scalar for a float32
+    op), so that the launcher's and the interpreter's conversions of it are both exact."""
+    return struct.unpack("f", struct.pack("f", value))[0]
 
 
 def adamw_step(
