@@ -16,8 +16,8 @@ How the buffers are flat (the design choice):
   parameters stepped together and rebuilt, by copying, whenever a state tensor is not the view
   it made: after ``load_state_dict`` (which puts new tensors in ``state``), or when the set of
   parameters with a gradient changes.
-- Parameters and gradients are gathered into flat buffers each step (``torch.cat``, one launch)
-  and the parameters copied back (``torch._foreach_copy_``). The parameters stay the model's
+- Parameters and gradients are gathered into flat buffers each step and the parameters copied
+  back (``torch._foreach_copy_``: a launch or two each on CUDA). The parameters stay the model's
   own tensors: binding them as views of one buffer, as apex's contiguous-parameter mode does,
   would be silently undone by anything that rebinds ``.data`` (``module.to``,
   ``load_state_dict(assign=True)``, the supernet's weight copies, ``parametrize``
@@ -53,6 +53,7 @@ class _Layout:
     param_flat: Tensor
     param_views: list[Tensor]
     grad_flat: Tensor
+    grad_views: list[Tensor]
     states: dict[str, Tensor]  # state key -> flat buffer; state[p][key] is a view into it
     state_views: dict[str, list[Tensor]]
 
@@ -63,10 +64,6 @@ def _views(flat: Tensor, params: list[Tensor]) -> list[Tensor]:
         views.append(flat[offset : offset + p.numel()].view(p.shape))
         offset += p.numel()
     return views
-
-
-def _flatten(tensors: list[Tensor], out: Tensor) -> Tensor:
-    return torch.cat([t.reshape(-1) for t in tensors], out=out)
 
 
 def _eager_defaults(eager: type[torch.optim.Optimizer], hyperparameters: dict) -> dict:
@@ -120,8 +117,8 @@ class _FusedOptimizer(torch.optim.Optimizer):
                 self._prepare(group, bucket)
                 for params in self._split(bucket):
                     layout = self._layout(params, self._keys(group))
-                    _flatten([p.grad for p in params], layout.grad_flat)
-                    _flatten(params, layout.param_flat)
+                    torch._foreach_copy_(layout.grad_views, [p.grad for p in params])
+                    torch._foreach_copy_(layout.param_views, params)
                     kernel = layout.param_flat.dtype == torch.float32 and backend.use_triton(
                         layout.param_flat.device
                     )
@@ -163,7 +160,7 @@ class _FusedOptimizer(torch.optim.Optimizer):
         for a parameter's first step), then ``state`` pointed at views into them."""
         total = sum(p.numel() for p in params)
         like = params[0]
-        param_flat = like.new_empty(total)
+        param_flat, grad_flat = like.new_empty(total), like.new_empty(total)
         states, state_views = {}, {}
         for key in keys:
             flat = like.new_zeros(total)
@@ -178,7 +175,8 @@ class _FusedOptimizer(torch.optim.Optimizer):
             params=list(params),
             param_flat=param_flat,
             param_views=_views(param_flat, params),
-            grad_flat=like.new_empty(total),
+            grad_flat=grad_flat,
+            grad_views=_views(grad_flat, params),
             states=states,
             state_views=state_views,
         )

@@ -10,8 +10,9 @@ correctly rounded (the kernel's ``sqrt_rn`` is): an ulp in some denominators.
 
 from __future__ import annotations
 
+import importlib
+import importlib.abc
 import io
-import subprocess
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,9 +23,11 @@ import torch
 from pytorch_optimizer import Lion
 from torch import nn
 
+import winnow.kernels
 from winnow.kernels import backend
 from winnow.kernels.backend import use_kernels
 from winnow.kernels.fused_optimizers import FusedAdamW, FusedLion, FusedSGD
+from winnow.search_space import checkpoints
 from winnow.search_space.optimizers import backward_and_step, build_optimizer
 from winnow.search_space.quantization import QuantPolicy, apply_quantization
 
@@ -156,6 +159,40 @@ def test_a_state_dict_moves_eager_to_fused_to_eager_mid_run(case, mode, device):
     assert_close(params, straight, exact=mode == "torch" and device == "cpu")
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_a_continued_rung_resumes_the_fused_optimizer_from_its_checkpoint(mode, tmp_path):
+    """``checkpoints.capture``/``restore`` (continued rungs) with a fused optimizer and a
+    schedule: 3 steps, a file, 3 steps resumed equal 6 straight."""
+    case = CASES[0]
+
+    def start():
+        params = parameters("cpu")
+        model = nn.ParameterList(params)
+        optimizer = build(case, params, fused=True)
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=2, gamma=0.5)
+        return params, model, optimizer, scheduler
+
+    def steps(n, params, optimizer, scheduler, generator):
+        for _ in range(n):
+            with use_kernels(mode):
+                train(optimizer, params, 1, generator)
+            scheduler.step()
+
+    params, _, optimizer, scheduler = start()
+    steps(6, params, optimizer, scheduler, torch.Generator().manual_seed(1))
+    straight = [p.detach().clone() for p in params]
+
+    params, model, optimizer, scheduler = start()
+    generator = torch.Generator().manual_seed(1)
+    steps(3, params, optimizer, scheduler, generator)
+    file = checkpoints.Checkpoint(tmp_path / "run.ckpt", "tag")
+    assert file.save(checkpoints.capture(model, optimizer, scheduler, generator, 3, []))
+    params, model, optimizer, scheduler = start()
+    assert checkpoints.restore(file.load(), model, optimizer, scheduler, generator)[0] == 3
+    steps(3, params, optimizer, scheduler, generator)
+    assert_close(params, straight, exact=mode == "torch")
+
+
 def same_layout(ours: dict, theirs: dict) -> bool:
     """The same group keys and values, the same state keys, dtypes and shapes."""
     groups = [{k: v for k, v in g.items() if k != "step"} for g in ours["param_groups"]]
@@ -226,6 +263,20 @@ def test_on_cpu_winnow_builds_the_eager_optimizers_unless_the_kernels_are_forced
         assert fused.state_dict()["param_groups"] == optimizer.state_dict()["param_groups"]
 
 
-def test_importing_the_fused_optimizers_does_not_import_triton():
-    code = "import sys, winnow.kernels.fused_optimizers; assert 'triton' not in sys.modules"
-    subprocess.run([sys.executable, "-c", code], check=True)
+def test_importing_the_fused_optimizers_does_not_import_triton(monkeypatch):
+    """A fresh import of the module with triton unimportable (in this process: a subprocess
+    would spend seconds importing torch)."""
+
+    class NoTriton(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] == "triton":
+                raise ImportError(f"{name} imported")
+            return None
+
+    for name in list(sys.modules):
+        if name.split(".")[0] == "triton" or name.startswith("winnow.kernels.fused_optimizers"):
+            monkeypatch.delitem(sys.modules, name)
+    monkeypatch.delattr(winnow.kernels, "fused_optimizers", raising=False)
+    monkeypatch.setattr(sys, "meta_path", [NoTriton(), *sys.meta_path])
+    module = importlib.import_module("winnow.kernels.fused_optimizers")
+    assert module.FusedAdamW is not FusedAdamW  # imported afresh
