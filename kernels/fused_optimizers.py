@@ -22,7 +22,8 @@ How the buffers are flat (the design choice):
   would be silently undone by anything that rebinds ``.data`` (``module.to``,
   ``load_state_dict(assign=True)``, the supernet's weight copies, ``parametrize``
   re-registering a fake-quantized weight's ``original``). The price is one more read and write
-  of the parameters per step; the launch count (what bounds small models) stays constant.
+  of the parameters and gradients per step and two parameter-sized buffers kept per layout;
+  the launch count (what bounds small models) stays constant.
 
 Parameters without a gradient are left alone, their state untouched, as the eager ones do.
 AdamW's bias correction depends on each parameter's own ``step``: parameters whose counts
