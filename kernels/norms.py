@@ -10,6 +10,9 @@
 - ``batch_norm_statistics(x)``: the per-channel mean and biased variance over all dims but 1,
   in one read of ``x`` (the fallback: ``torch.var_mean``).
 
+The fallbacks live in ``norms_torch`` under the same names; each entry point names its own as
+``torch_fallback``, which is what the pytorch export carries into ``model.py`` (torch only).
+
 ``eps=None`` means what it means to ``nn.RMSNorm``: the machine epsilon of the computation
 type (fp32's for fp16, bf16 and fp32 inputs; measured against ``F.rms_norm``). ``weight`` /
 ``bias`` ``None`` is the module built with ``elementwise_affine=False`` (or ``bias=False``).
@@ -18,24 +21,39 @@ fp64 (and empty) inputs take the fallback: the kernels accumulate in fp32.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 import torch
-import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
+from winnow.kernels import norms_torch
 from winnow.kernels.backend import use_triton
 
 KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
+Entry = TypeVar("Entry", bound=Callable)
 
+
+def _falls_back_to(fallback: Callable) -> Callable[[Entry], Entry]:
+    def mark(entry: Entry) -> Entry:
+        entry.torch_fallback = fallback
+        return entry
+
+    return mark
+
+
+@_falls_back_to(norms_torch.rms_norm_channels)
 def rms_norm_channels(
     x: torch.Tensor, weight: torch.Tensor | None = None, eps: float | None = None
 ) -> torch.Tensor:
     """``x / sqrt(mean_c(x^2) + eps) * weight`` at each position of ``x`` ([N, C, ...])."""
     if _kernel(x):
         return _ChannelNorm.apply(x, weight, None, _epsilon(eps), False)
-    return _from_last(F.rms_norm(_to_last(x), (x.shape[1],), weight, eps), x)
+    return norms_torch.rms_norm_channels(x, weight, eps)
 
 
+@_falls_back_to(norms_torch.layer_norm_channels)
 def layer_norm_channels(
     x: torch.Tensor,
     weight: torch.Tensor | None = None,
@@ -45,30 +63,20 @@ def layer_norm_channels(
     """``(x - mean_c(x)) / sqrt(var_c(x) + eps) * weight + bias`` at each position of ``x``."""
     if _kernel(x):
         return _ChannelNorm.apply(x, weight, bias, float(eps), True)
-    return _from_last(F.layer_norm(_to_last(x), (x.shape[1],), weight, bias, eps), x)
+    return norms_torch.layer_norm_channels(x, weight, bias, eps)
 
 
+@_falls_back_to(norms_torch.batch_norm_statistics)
 def batch_norm_statistics(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(mean, var)`` per channel of ``x`` ([N, C, ...]) over all other dims; ``var`` biased
     (divided by the count, as BatchNorm normalizes with), both in ``x``'s dtype."""
     if _kernel(x):
         return _combined_moments(x)
-    dims = (0, *range(2, x.dim()))
-    var, mean = torch.var_mean(x, dim=dims, correction=0)
-    return mean, var
+    return norms_torch.batch_norm_statistics(x)
 
 
 def _kernel(x: torch.Tensor) -> bool:
     return use_triton(x.device) and x.dtype in KERNEL_DTYPES and x.numel() > 0
-
-
-def _to_last(x: torch.Tensor) -> torch.Tensor:
-    # the exact views the modules used before (permute(0, 2, 3, 1) for NCHW)
-    return x if x.dim() == 2 else x.movedim(1, -1)
-
-
-def _from_last(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    return y if x.dim() == 2 else y.movedim(-1, 1)
 
 
 def _epsilon(eps: float | None) -> float:
