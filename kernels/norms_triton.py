@@ -30,7 +30,7 @@ from winnow.kernels import backend
 # the programs few (the tests' shapes then run in one or a few programs).
 TILE = 4096
 INTERPRETER_TILE = 1 << 17
-MAX_CHANNELS = 16384  # the whole channel axis lives in one tile
+MAX_CHANNELS = 8192  # the whole channel axis lives in one tile (with >= 2 positions)
 
 
 class Layout(NamedTuple):
@@ -68,13 +68,18 @@ def _memory_format(t: torch.Tensor) -> torch.memory_format:
     return torch.contiguous_format
 
 
+def _block(size: int, most: int) -> int:
+    # at least 2 wide: defensive (size-1 block dims are a corner of Triton's layouts that no
+    # GPU here could check); masks cover the padding
+    return max(2, min(triton.next_power_of_2(size), most))
+
+
 def _blocks(lay: Layout) -> tuple[int, int]:
-    block_c = triton.next_power_of_2(lay.channels)
-    if block_c > MAX_CHANNELS:
+    block_c = _block(lay.channels, MAX_CHANNELS)
+    if block_c < lay.channels:
         raise ValueError(f"the norm kernels hold <= {MAX_CHANNELS} channels, got {lay.channels}")
     tile = INTERPRETER_TILE if backend.interpreting() else TILE
-    block_s = min(triton.next_power_of_2(lay.positions), max(1, tile // block_c))
-    return block_c, block_s
+    return block_c, _block(lay.positions, tile // block_c)
 
 
 def _warps(block_c: int, block_s: int) -> int:
@@ -270,8 +275,8 @@ def channel_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.
     """``(count, mean, m2)`` per tile and channel (``[tiles, 1]``, ``[tiles, C]`` twice)."""
     x, lay = layout(x)
     tile = INTERPRETER_TILE if backend.interpreting() else TILE
-    block_s = min(triton.next_power_of_2(lay.positions), tile)
-    block_c = min(triton.next_power_of_2(lay.channels), max(1, tile // block_s))
+    block_s = _block(lay.positions, tile)
+    block_c = _block(lay.channels, tile // block_s)
     programs, per_sample = _programs(lay, block_s)
     mean = torch.empty((programs, lay.channels), device=x.device, dtype=torch.float32)
     m2 = torch.empty_like(mean)
