@@ -4,6 +4,9 @@ run them (RMSNorm2d, LayerNorm2d, the supernet's BatchNorm re-estimation)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 from torch import nn
@@ -123,10 +126,11 @@ def test_the_modules_fallback_is_bit_identical_to_their_old_forward(make):
 
 
 @needs_triton
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("make", [lambda: RMSNorm2d(5), lambda: LayerNorm2d(5, bias=False)])
-def test_the_modules_run_the_kernel_when_it_is_forced(make):
-    module = make()
-    x = torch.randn(2, 5, 3, 3) * 3
+def test_the_modules_run_the_kernel_when_it_is_forced(device, make):
+    module = make().to(device)
+    x = torch.randn(2, 5, 3, 3, device=device) * 3
     with use_kernels("triton"):
         got = module(x)
     torch.testing.assert_close(got, _old_forward(module, x), **TOLERANCE)
@@ -167,19 +171,20 @@ def _batches() -> list[torch.Tensor]:
 
 
 @needs_triton
-def test_recalibration_with_the_kernel_matches_torchs_batchnorm():
-    fallback, kernel = _network(), _network()
+@pytest.mark.parametrize("device", DEVICES)
+def test_recalibration_with_the_kernel_matches_torchs_batchnorm(device):
+    fallback, kernel = _network().to(device), _network().to(device)
+    batches = [x.to(device) for x in _batches()]
     with use_kernels("torch"):
-        assert recalibrate_batchnorm(fallback, _batches(), num_batches=2) == 2
+        assert recalibrate_batchnorm(fallback, batches, num_batches=2) == 2
     with use_kernels("triton"):
-        assert recalibrate_batchnorm(kernel, _batches(), num_batches=2) == 2
+        assert recalibrate_batchnorm(kernel, batches, num_batches=2) == 2
     assert not kernel.training
     for layer in batchnorm_layers(kernel):
         assert "forward" not in vars(layer) and layer.momentum == 0.1  # the layers as they were
     for got, want in zip(_statistics(kernel), _statistics(fallback), strict=True):
         torch.testing.assert_close(got, want, **TOLERANCE)
-    x = _batches()[2]
-    torch.testing.assert_close(kernel(x), fallback(x), **TOLERANCE)
+    torch.testing.assert_close(kernel(batches[2]), fallback(batches[2]), **TOLERANCE)
 
 
 def test_the_fallback_recalibration_is_torchs_train_mode_batchnorm_bit_for_bit():
@@ -195,3 +200,11 @@ def test_the_fallback_recalibration_is_torchs_train_mode_batchnorm_bit_for_bit()
             reference(x)
     for got, want in zip(_statistics(ours), _statistics(reference), strict=True):
         assert torch.equal(got, want)
+
+
+def test_importing_the_norms_does_not_import_triton():
+    code = (
+        "import sys, winnow.kernels.norms, winnow.search_space.norms, winnow.supernet.batchnorm;"
+        "assert 'triton' not in sys.modules, 'triton imported'"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
