@@ -40,11 +40,12 @@ def recalibrate_batchnorm(
     mode and return the number of batches used. Layers without running statistics are left
     alone; the model's weights are not changed."""
     layers = [m for m in batchnorm_layers(model) if m.track_running_stats]
+    # chosen first: a forced kernel that cannot run raises before any layer is touched
+    fused = [m for m in layers if _fusable(m) and use_triton(m.running_mean.device)]
     momenta = [m.momentum for m in layers]
     for layer in layers:
         layer.reset_running_stats()
         layer.momentum = None  # a cumulative average over the batches, not an EMA
-    fused = [m for m in layers if _fusable(m) and use_triton(m.running_mean.device)]
     for layer in fused:  # an instance attribute: nn.Module.__call__ finds it before the class's
         layer.forward = functools.partial(_recalibrating_forward, layer)
     model.train()
