@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from winnow.kernels.norms import layer_norm_channels, rms_norm_channels
 from winnow.search_space.registry import Registry
 
 # Largest group count of GroupNorm (Wu & He 2018, the paper's default G = 32) and the fewest
@@ -145,20 +146,22 @@ def linear(
 class LayerNorm2d(nn.LayerNorm):
     """LayerNorm over the channels at each spatial position of an NCHW tensor.
 
-    As ConvNeXt's LayerNorm (Liu et al. 2022) and timm's LayerNorm2d: the channel axis is moved
-    last, ``nn.LayerNorm`` normalises it (Ba et al. 2016), and it is moved back.
+    As ConvNeXt's LayerNorm (Liu et al. 2022) and timm's LayerNorm2d: ``nn.LayerNorm`` (Ba et al.
+    2016) on the channels-last view, moved back; or, where ``winnow.kernels`` chooses it, a
+    Triton kernel that reads the NCHW memory in place (``kernels.norms.layer_norm_channels``).
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        return layer_norm_channels(x, self.weight, self.bias, self.eps)
 
 
 class RMSNorm2d(nn.RMSNorm):
     """RMSNorm (Zhang & Sennrich 2019) over the channels at each position of an NCHW tensor:
-    ``y = x / sqrt(mean_c(x^2) + eps) * g``, by ``nn.RMSNorm`` on the channels-last view."""
+    ``y = x / sqrt(mean_c(x^2) + eps) * g``, by ``nn.RMSNorm`` on the channels-last view (or the
+    Triton kernel of ``kernels.norms.rms_norm_channels`` where ``winnow.kernels`` chooses it)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        return rms_norm_channels(x, self.weight, self.eps)
 
 
 # --- Batch-Channel Normalization --------------------------------------------------------------

@@ -26,7 +26,10 @@ Whatever embedded code reads from its module's globals (helpers, constants) is e
 found from the bytecode's global loads (``_global_names``), so the dependency list is the code's
 own and cannot go stale; a name that is neither torch, math, a builtin, a plain constant nor a
 function or class of the modules in ``EMBEDDABLE_MODULES`` (a registry, pydantic, winnow
-itself) makes the export fail naming the class that reads it. Each constructor call is checked
+itself) makes the export fail naming the class that reads it. An entry point of
+``winnow.kernels`` (a Triton kernel or its fallback) is carried as its ``torch_fallback``, a
+torch-only function of the same name (the norms' ``LayerNorm2d`` / ``RMSNorm2d`` read two).
+Each constructor call is checked
 at export time: the module it builds must have the built module's state_dict keys and shapes.
 
 Because the leaves are constructed in the tree's order, which is the order winnow's builders
@@ -77,6 +80,7 @@ EMBEDDABLE_MODULES = (
     "winnow.search_space.archs.macro",
     "winnow.search_space.archs.nb201",
     "winnow.search_space.archs.nb201_canonical",
+    "winnow.kernels.norms_torch",
 )
 
 # What model.py imports, by the object the embedded code names (and under that name only).
@@ -283,7 +287,8 @@ class _Source:
                 if hasattr(builtins, name):
                     continue
                 raise ExportError(f"{owner} reads {name!r}, which its module does not define")
-            value = vars(module)[name]
+            # a winnow.kernels entry point: model.py carries its torch fallback (same name)
+            value = _torch_fallback(vars(module)[name])
             if name in _IMPORTS and _IMPORTS[name][0] is value:
                 self.imports.add(name)
             elif _constant(value):
@@ -400,6 +405,12 @@ def _arguments(cls: type, values: dict[str, Any], where: str) -> list[tuple[str,
         elif not (type(value) is type(default) and value == default):
             items.append((f"{name}=", _literal(value, where)))
     return items
+
+
+def _torch_fallback(value: Any) -> Any:
+    if getattr(value, "__module__", "").startswith("winnow.kernels."):
+        return getattr(value, "torch_fallback", value)
+    return value
 
 
 class _Walker:

@@ -1,0 +1,131 @@
+"""Normalization over the channel axis, and BatchNorm's per-channel statistics: a Triton kernel
+(``norms_triton``) or the torch fallback, as ``backend.use_triton`` chooses.
+
+- ``rms_norm_channels(x, weight, eps)``, ``layer_norm_channels(x, weight, bias, eps)``: RMSNorm
+  and LayerNorm over the channels (dim 1) of an NCHW tensor at each position, or of an
+  ``[N, C]`` matrix. The fallback is what ``search_space.norms`` computed before these existed:
+  ``nn.RMSNorm`` / ``nn.LayerNorm`` (``F.rms_norm`` / ``F.layer_norm``) on the channels-last
+  view, moved back. The kernel reads NCHW (or channels_last) memory in place, with no permute
+  copy, and has its own backward (an ``autograd.Function``).
+- ``batch_norm_statistics(x)``: the per-channel mean and biased variance over all dims but 1,
+  in one read of ``x`` (the fallback: ``torch.var_mean``).
+
+The fallbacks live in ``norms_torch`` under the same names; each entry point names its own as
+``torch_fallback``, which is what the pytorch export carries into ``model.py`` (torch only).
+
+``eps=None`` means what it means to ``nn.RMSNorm``: the machine epsilon of the computation
+type (fp32's for fp16, bf16 and fp32 inputs; measured against ``F.rms_norm``). ``weight`` /
+``bias`` ``None`` is the module built with ``elementwise_affine=False`` (or ``bias=False``).
+fp64 (and empty) inputs take the fallback: the kernels accumulate in fp32.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+import torch
+from torch.autograd.function import once_differentiable
+
+from winnow.kernels import norms_torch
+from winnow.kernels.backend import use_triton
+
+KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+Entry = TypeVar("Entry", bound=Callable)
+
+
+def _falls_back_to(fallback: Callable) -> Callable[[Entry], Entry]:
+    def mark(entry: Entry) -> Entry:
+        entry.torch_fallback = fallback
+        return entry
+
+    return mark
+
+
+@_falls_back_to(norms_torch.rms_norm_channels)
+def rms_norm_channels(
+    x: torch.Tensor, weight: torch.Tensor | None = None, eps: float | None = None
+) -> torch.Tensor:
+    """``x / sqrt(mean_c(x^2) + eps) * weight`` at each position of ``x`` ([N, C, ...])."""
+    if _kernel(x):
+        return _ChannelNorm.apply(x, weight, None, _epsilon(eps), False)
+    return norms_torch.rms_norm_channels(x, weight, eps)
+
+
+@_falls_back_to(norms_torch.layer_norm_channels)
+def layer_norm_channels(
+    x: torch.Tensor,
+    weight: torch.Tensor | None = None,
+    bias: torch.Tensor | None = None,
+    eps: float = 1e-5,
+) -> torch.Tensor:
+    """``(x - mean_c(x)) / sqrt(var_c(x) + eps) * weight + bias`` at each position of ``x``."""
+    if _kernel(x):
+        return _ChannelNorm.apply(x, weight, bias, float(eps), True)
+    return norms_torch.layer_norm_channels(x, weight, bias, eps)
+
+
+@_falls_back_to(norms_torch.batch_norm_statistics)
+def batch_norm_statistics(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(mean, var)`` per channel of ``x`` ([N, C, ...]) over all other dims; ``var`` biased
+    (divided by the count, as BatchNorm normalizes with), both in ``x``'s dtype."""
+    if _kernel(x):
+        return _combined_moments(x)
+    return norms_torch.batch_norm_statistics(x)
+
+
+def _kernel(x: torch.Tensor) -> bool:
+    return use_triton(x.device) and x.dtype in KERNEL_DTYPES and x.numel() > 0
+
+
+def _epsilon(eps: float | None) -> float:
+    # F.rms_norm's default: the epsilon of the opmath type (fp32 for half types), not x's
+    return float(torch.finfo(torch.float32).eps) if eps is None else float(eps)
+
+
+class _ChannelNorm(torch.autograd.Function):
+    """LayerNorm (``centered``) or RMSNorm over dim 1 by the Triton kernels. The forward saves
+    the per-position rstd (and mean); the backward gives dx, dweight and dbias."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, eps, centered):
+        from winnow.kernels import norms_triton
+
+        y, read, mean, rstd = norms_triton.norm_forward(x, weight, bias, eps, centered)
+        ctx.save_for_backward(read, weight, mean, rstd)
+        ctx.centered = centered
+        ctx.bias_dtype = None if bias is None else bias.dtype
+        return y
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dy):
+        from winnow.kernels import norms_triton
+
+        x, weight, mean, rstd = ctx.saved_tensors
+        has_bias = ctx.bias_dtype is not None
+        dx, dweight, dbias = norms_triton.norm_backward(
+            dy, x, weight, has_bias, mean, rstd, ctx.centered
+        )
+        dweight = None if dweight is None else dweight.to(weight.dtype)
+        dbias = None if dbias is None else dbias.to(ctx.bias_dtype)
+        return dx, dweight, dbias, None, None
+
+
+def _combined_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The kernel's per-tile (count, mean, M2) combined per channel (Chan et al. 1979).
+
+    Not one pass of sum and sum of squares: in fp32, ``E[x^2] - E[x]^2`` cancels when the mean is
+    large against the spread (activations after a bias or a ReLU; at mean/std ~ 1e3 it keeps no
+    correct digit). Each tile's M2 is taken about the tile's own mean while the tile is in
+    registers (x is read once), and the tiles are combined exactly as the parallel variance
+    formula says, in fp64 (the partials are few: one row per tile).
+    """
+    from winnow.kernels import norms_triton
+
+    count, mean, m2 = (t.double() for t in norms_triton.channel_moments(x))
+    total = count.sum()
+    overall = (count * mean).sum(0) / total
+    m2 = m2.sum(0) + (count * (mean - overall) ** 2).sum(0)
+    return overall.to(x.dtype), (m2 / total).to(x.dtype)
