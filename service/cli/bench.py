@@ -13,6 +13,7 @@
     winnow bench ui --trials 10000 --json
     winnow bench supernet-quant --candidates 40 --seed 0 [--minutes M] --json
     winnow bench rungs --dataset digits --candidates 9 --seed 0 --json
+    winnow bench kernels --dataset npz:PATH --json [--epoch-steps N] [--min-run-time S]
 
 The benchmarks live in ``winnow.bench``, which handlers import when they run (only these
 commands import it).
@@ -312,6 +313,48 @@ def _add_rungs(bench_commands: Any) -> None:
     br.set_defaults(func=cmd_bench_rungs)
 
 
+# --- winnow bench kernels -------------------------------------------------------------------
+
+
+def cmd_bench_kernels(args: argparse.Namespace) -> int:
+    """Each Triton kernel against its eager fallback, and a quantized nb201 epoch on and off."""
+    from winnow.bench.kernels import run
+
+    def progress(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    result = run(
+        args.dataset,
+        args.min_run_time,
+        args.epoch_steps,
+        args.channels,
+        progress=None if args.quiet else progress,
+    )
+    print_json(result)
+    return 0
+
+
+def _add_kernels(bench_commands: Any) -> None:
+    bk = bench_commands.add_parser(
+        "kernels",
+        help="Triton kernels against their torch fallbacks (the interpreter without a GPU)",
+    )
+    dataset_option(bk, default="digits", help="the epoch's data, e.g. npz:PATH (CIFAR-10)")
+    bk.add_argument(
+        "--epoch-steps",
+        type=int,
+        help="bound the end-to-end epoch to this many steps (default: a whole epoch on a GPU, "
+        "4 in the interpreter)",
+    )
+    bk.add_argument("--channels", type=int, default=16, help="the nb201 candidate's channels")
+    bk.add_argument(
+        "--min-run-time", type=float, default=0.5, help="seconds each timing repeats for"
+    )
+    bk.add_argument("--json", action="store_true", help="print one JSON object (the default)")
+    bk.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    bk.set_defaults(func=cmd_bench_kernels)
+
+
 # --- the parsers ----------------------------------------------------------------------------
 
 
@@ -329,6 +372,7 @@ def add_bench_commands(commands: Any) -> None:
     _add_ui(bench_commands)
     _add_supernet_quant(bench_commands)
     _add_rungs(bench_commands)
+    _add_kernels(bench_commands)
 
 
 def _add_proxies(bench_commands: Any) -> None:
