@@ -29,6 +29,7 @@ import winnow
 from winnow.records import SearchRecord, Status, TrialRecord
 from winnow.search_space.archs import ArchitectureView, describe
 from winnow.search_space.specfile import validation_problems
+from winnow.service.engine.confirmed import confirmed_figures, on_confirmed_front
 from winnow.service.engine.evidence_ladder import FITS, EvidenceLadder
 from winnow.service.engine.pareto import (
     front_mask,
@@ -440,33 +441,61 @@ def pareto(spec: SearchSpec, rows: list[TrialRecord]) -> dict[str, Any]:
     """``{"objectives", "points": [{"trial_id", objective values..., "candidate"}],
     "hypervolume", "epochs", "top_epochs"}``: the front at ``epochs`` (the fidelity of
     :func:`front_trials`, None when empty; below ``top_epochs`` when no trial completed);
-    points sorted by the first objective, best first."""
+    points sorted by the first objective, best first. A confirmed point (``strategy.confirm``,
+    :func:`confirmed_point`) shows its confirmed means and comes after the others when it
+    fell off the front once confirmed; the hypervolume stays that of the single runs (the
+    measure every search has, comparable across searches)."""
     rung, done = front_trials(spec, rows)
     points = [c.values for c in done]
     best = [done[i] for i in pareto_front(points, spec.directions)]
+    confirmed = confirmed_figures(spec, rows) if spec.strategy.confirm is not None else {}
+    kept = on_confirmed_front(
+        spec.objectives,
+        {c.trial_id: confirmed[c.trial_id] for c in best if c.trial_id in confirmed},
+    )
+    entries = [
+        confirmed_point(spec, c, confirmed.get(c.trial_id), kept.get(c.trial_id)) for c in best
+    ]
     sign = -1 if spec.objectives and spec.objectives[0].direction == "maximize" else 1
-    best.sort(key=lambda c: (sign * c.values[0], c.trial_id))  # ties: the earliest trial first
+    first = spec.objectives[0].name if spec.objectives else None
+    # ties: the earliest trial first; a recipe off the confirmed front after those on it
+    entries.sort(
+        key=lambda p: (p.get("on_confirmed_front") is False, sign * p[first], p["trial_id"])
+    )
     return {
         "objectives": [o.name for o in spec.objectives],
-        "points": [
-            {
-                "trial_id": c.trial_id,
-                **{o.name: c.values[k] for k, o in enumerate(spec.objectives)},
-                "candidate": json.loads(c.row.candidate),
-            }
-            for c in best
-        ],
+        "points": entries,
         "hypervolume": search_hypervolume(spec.objectives, points),
         "epochs": None if rung is None else spec.strategy.rungs[rung],
         "top_epochs": spec.strategy.rungs[-1],
     }
 
 
+def confirmed_point(
+    spec: SearchSpec,
+    result: Completed,
+    confirmed: dict[str, Any] | None,
+    on_front: bool | None,
+) -> dict[str, Any]:
+    """A front point: ``{"trial_id", objective values..., "candidate"}``; a confirmed one
+    (``confirmed.confirmed_figures``) has its means as its values, its figures (``confirmed``:
+    ``{objective: {"mean", "std", "lower"}, "seeds"}``), the run that put it on the front
+    (``single_run``) and ``on_confirmed_front``: whether its means are on the front of the
+    confirmed recipes' means (False: it fell off once confirmed)."""
+    values = {o.name: result.values[k] for k, o in enumerate(spec.objectives)}
+    point = {"trial_id": result.trial_id, **values, "candidate": json.loads(result.row.candidate)}
+    if confirmed is None:
+        return point
+    point |= {o.name: confirmed[o.name]["mean"] for o in spec.objectives}
+    return point | {"confirmed": confirmed, "single_run": values, "on_confirmed_front": on_front}
+
+
 def recipe(search: SearchRecord, rows: list[TrialRecord], trial_id: int | None = None) -> dict:
     """The canonical candidate of a trained trial with everything needed to train it again:
-    task, epochs (of its highest trained rung), seed, and what it scored. Without
-    ``trial_id``: the front's best on the first objective (the front of :func:`front_trials`,
-    below the top rung when no trial completed)."""
+    task, epochs (of its highest trained rung), seed, and what it scored (with
+    ``confirmed``: its confirmation runs' figures). Without ``trial_id``: the front's best on
+    the first objective (the front of :func:`front_trials`, below the top rung when no trial
+    completed; by the confirmed means, among those still on the front, once confirmed)."""
     spec = stored_spec(search.spec_json).valid()  # the recipe retrains: it needs the whole spec
     if trial_id is None:
         points = pareto(spec, rows)["points"]
@@ -481,6 +510,7 @@ def recipe(search: SearchRecord, rows: list[TrialRecord], trial_id: int | None =
     if not trained:
         raise UnknownTrialError(_why_not_trained(search, rows, trial_id))
     row = max(trained, key=lambda c: c.row.rung).row
+    confirmed = confirmed_figures(spec, rows).get(trial_id) if spec.strategy.confirm else None
     return {
         "format": RECIPE_FORMAT,
         "winnow_version": winnow.__version__,
@@ -493,6 +523,8 @@ def recipe(search: SearchRecord, rows: list[TrialRecord], trial_id: int | None =
             "seed": spec.seed,
         },
         "metrics": row.metrics,
+        # the confirmation runs' figures (``strategy.confirm``): what the metrics' run is worth
+        **({"confirmed": confirmed} if confirmed is not None else {}),
         "hashes": {"structural": row.structural_hash, "functional": row.functional_hash},
         "artifacts": kept_artifacts(spec, row),  # the exporters' (``export.recipe.PRIVATE``)
     }

@@ -210,7 +210,7 @@ class GetParetoFrontRequest(_message.Message):
     def __init__(self, search_id: _Optional[str] = ...) -> None: ...
 
 class ParetoPoint(_message.Message):
-    __slots__ = ("trial_id", "objectives", "candidate_json")
+    __slots__ = ("trial_id", "objectives", "candidate_json", "confirmed")
     class ObjectivesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -221,10 +221,48 @@ class ParetoPoint(_message.Message):
     TRIAL_ID_FIELD_NUMBER: _ClassVar[int]
     OBJECTIVES_FIELD_NUMBER: _ClassVar[int]
     CANDIDATE_JSON_FIELD_NUMBER: _ClassVar[int]
+    CONFIRMED_FIELD_NUMBER: _ClassVar[int]
     trial_id: int
     objectives: _containers.ScalarMap[str, float]
     candidate_json: str
-    def __init__(self, trial_id: _Optional[int] = ..., objectives: _Optional[_Mapping[str, float]] = ..., candidate_json: _Optional[str] = ...) -> None: ...
+    confirmed: Confirmed
+    def __init__(self, trial_id: _Optional[int] = ..., objectives: _Optional[_Mapping[str, float]] = ..., candidate_json: _Optional[str] = ..., confirmed: _Optional[_Union[Confirmed, _Mapping]] = ...) -> None: ...
+
+class Confirmed(_message.Message):
+    __slots__ = ("objectives", "seeds", "on_front", "single_run")
+    class ObjectivesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: ConfirmedFigures
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[ConfirmedFigures, _Mapping]] = ...) -> None: ...
+    class SingleRunEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    OBJECTIVES_FIELD_NUMBER: _ClassVar[int]
+    SEEDS_FIELD_NUMBER: _ClassVar[int]
+    ON_FRONT_FIELD_NUMBER: _ClassVar[int]
+    SINGLE_RUN_FIELD_NUMBER: _ClassVar[int]
+    objectives: _containers.MessageMap[str, ConfirmedFigures]
+    seeds: int
+    on_front: bool
+    single_run: _containers.ScalarMap[str, float]
+    def __init__(self, objectives: _Optional[_Mapping[str, ConfirmedFigures]] = ..., seeds: _Optional[int] = ..., on_front: _Optional[bool] = ..., single_run: _Optional[_Mapping[str, float]] = ...) -> None: ...
+
+class ConfirmedFigures(_message.Message):
+    __slots__ = ("mean", "std", "lower")
+    MEAN_FIELD_NUMBER: _ClassVar[int]
+    STD_FIELD_NUMBER: _ClassVar[int]
+    LOWER_FIELD_NUMBER: _ClassVar[int]
+    mean: float
+    std: float
+    lower: float
+    def __init__(self, mean: _Optional[float] = ..., std: _Optional[float] = ..., lower: _Optional[float] = ...) -> None: ...
 
 class ParetoFront(_message.Message):
     __slots__ = ("objectives", "points", "hypervolume", "epochs", "top_epochs")
