@@ -368,7 +368,7 @@ class Confirm(_Strict):
     """Confirmation of the front (off unless given; ``confirm: {}`` takes the defaults). After
     the budget, the front's recipes (its ``top_k`` best by the first objective when the front
     is larger) are trained again at the top rung's epochs with ``seeds`` further seeds (the
-    spec's ``seed + 1``, ``+ 2``, ...), each run a trial of its own (stage ``confirm``). Each
+    spec's ``seed + 1``, ``+ 2``, ...), each run a trial of its own (stage ``confirm:<seed>``). Each
     recipe's figures are the mean, sample standard deviation and a one-sided 95 % Student-t
     bound on the bad side of the mean (``lower``: below the mean for an objective to
     maximise, above it for one to minimise) over the confirmation runs alone: the run that
