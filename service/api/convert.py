@@ -198,6 +198,8 @@ def progress_dict(progress: pb.Progress) -> dict[str, Any]:
         "leader": leader,
         "front_epochs": progress.front_epochs or None,
         "top_epochs": progress.top_epochs or None,
+        "confirm_runs": progress.confirm_runs,  # the front's confirmation: 0 before it began
+        "confirm_done": progress.confirm_done,
         "evidence_ladder": [
             {
                 "tier": t.tier,

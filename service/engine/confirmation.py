@@ -71,10 +71,15 @@ class Confirmation:
                     self.finished.add((number, seed))
         self.in_flight: dict[Future[TrialResult], tuple[Tracked, int, int]] = {}
         self.counts: dict[str, int] | None = None  # the search's counters (``failed``)
+        self.planned: set[tuple[int, int]] = set()  # the front's (trial, seed) pairs, once begun
 
     @property
     def enabled(self) -> bool:
         return self.spec.strategy.confirm is not None
+
+    def progress(self) -> tuple[int, int]:
+        """``(runs, done)``: as ``confirmed.confirm_counts`` reads them from the rows."""
+        return len(self.planned), len(self.planned & self.finished)
 
     def plan(self, front: dict[int, list[float]]) -> list[tuple[int, int]]:
         """Every (trial, seed) pair of the front's confirmation (``confirmed.to_confirm``)."""
@@ -93,6 +98,7 @@ class Confirmation:
         """Run the front's missing confirmation runs, ``slots`` at a time, until done or
         ``stop()`` (nothing more starts); ``kill()``: cancel the running ones too."""
         plan = self.plan(front)
+        self.planned = set(plan)
         pending = [pair for pair in plan if pair not in self.finished]
         trials = sorted({number for number, _ in plan})
         payload = {"trials": trials, "seeds": self.seeds, "runs": len(plan)}

@@ -48,6 +48,27 @@ def to_confirm(
     return [int(trial_ids[i]) for i in front[: confirm.top_k]]
 
 
+def confirm_counts(
+    spec: SearchSpec,
+    trial_ids: Sequence[int],
+    points: Sequence[Sequence[float]],
+    rows: Iterable[TrialRecord],
+) -> tuple[int, int]:
+    """``(runs, done)`` of the confirmation of the front (``trial_ids``, ``points``): its
+    planned runs and those that ended; ``(0, 0)`` before any confirmation row."""
+    runs = confirm_runs(rows)
+    if not runs:
+        return 0, 0
+    plan = {(n, s) for n in to_confirm(spec, trial_ids, points) for s in confirm_seeds(spec)}
+    ended = {
+        (n, s)
+        for n, by_seed in runs.items()
+        for s, row in by_seed.items()
+        if row.status not in (Status.QUEUED, Status.RUNNING)
+    }
+    return len(plan), len(plan & ended)
+
+
 def confirm_runs(rows: Iterable[TrialRecord]) -> dict[int, dict[int, TrialRecord]]:
     """The stored confirmation rows (stage ``confirm:<seed>``) by trial and seed."""
     runs: dict[int, dict[int, TrialRecord]] = {}

@@ -269,6 +269,7 @@ class Engine:
             front_epochs=None if rung is None else rungs[rung],
             top_epochs=rungs[-1],
             evidence_ladder=[] if self.evidence is None else self.evidence.measure(),
+            confirming=self.confirmation.progress(),
         )
 
     def _front_results(self) -> tuple[int | None, dict[int, list[float]]]:

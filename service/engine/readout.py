@@ -29,7 +29,11 @@ import winnow
 from winnow.records import SearchRecord, Status, TrialRecord
 from winnow.search_space.archs import ArchitectureView, describe
 from winnow.search_space.specfile import validation_problems
-from winnow.service.engine.confirmed import confirmed_figures, on_confirmed_front
+from winnow.service.engine.confirmed import (
+    confirm_counts,
+    confirmed_figures,
+    on_confirmed_front,
+)
 from winnow.service.engine.evidence_ladder import FITS, EvidenceLadder
 from winnow.service.engine.pareto import (
     front_mask,
@@ -173,6 +177,7 @@ def progress_view(
     front_epochs: int | None = None,
     top_epochs: int | None = None,
     evidence_ladder: Sequence[Mapping[str, Any]] = (),
+    confirming: tuple[int, int] = (0, 0),
 ) -> dict[str, Any]:
     """What watchers see of a search: the counters, the budget, the hypervolume (computed from
     ``points`` unless given; ``points`` are the front's fidelity's, :func:`front_rung`), each
@@ -181,7 +186,8 @@ def progress_view(
     their positions without it), the front's fidelity (``front_epochs``, below
     ``top_epochs`` when no trial completed: ``records.front_note``) and the evidence ladder
     (``evidence_ladder.EvidenceLadder.measure``: each tier's Kendall tau against the completed
-    trials; empty for a plain strategy, and in a listing's progress)."""
+    trials; empty for a plain strategy, and in a listing's progress) and the confirmation's
+    ``(runs, done)`` (``confirmed.confirm_counts``: ``confirm_runs``, ``confirm_done``)."""
     if hypervolume_value is None:
         hypervolume_value = search_hypervolume(objectives, points)
     ids = range(len(points)) if trial_ids is None else trial_ids
@@ -196,6 +202,8 @@ def progress_view(
         "front_epochs": front_epochs,
         "top_epochs": top_epochs,
         "evidence_ladder": [dict(tier) for tier in evidence_ladder],
+        "confirm_runs": confirming[0],
+        "confirm_done": confirming[1],
     }
 
 
@@ -380,6 +388,7 @@ def stored_progress(
     proposals: int,
     front: tuple[int | None, Sequence[int], Sequence[Sequence[float]]],
     ladder: Sequence[Mapping[str, Any]] = (),
+    confirming: tuple[int, int] = (0, 0),
 ) -> dict[str, Any]:
     """A stored search's progress from its ``tally`` groups, proposals and front (rung, trial
     ids, points): what ``progress`` computes from rows, and a listing from aggregate reads of
@@ -395,6 +404,7 @@ def stored_progress(
         front_epochs=None if rung is None else rungs[rung],
         top_epochs=rungs[-1],
         evidence_ladder=ladder,
+        confirming=confirming,
     )
 
 
@@ -409,7 +419,8 @@ def progress(spec: SearchSpec, rows: list[TrialRecord]) -> dict[str, Any]:
     front_view, proposals = (rung, ids, points), len({row.number for row in rows})
     ladder = EvidenceLadder.from_rows(spec, rows)
     measured = [] if ladder is None else ladder.measure()
-    return stored_progress(spec, groups, proposals, front_view, measured)
+    confirming = confirm_counts(spec, ids, points, rows) if spec.strategy.confirm else (0, 0)
+    return stored_progress(spec, groups, proposals, front_view, measured, confirming)
 
 
 def _measured(row: TrialRecord) -> tuple[int, int]:

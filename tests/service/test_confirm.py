@@ -111,7 +111,8 @@ def test_confirm_settings_are_validated_naming_the_field(confirm, field):
 
 def test_an_oracle_search_refuses_confirmation_before_it_is_stored(store, tmp_path):
     csv = tmp_path / "truth.csv"
-    cell = "|avg_pool_3x3~0|+|nor_conv_1x1~0|skip_connect~1|+|nor_conv_1x1~0|skip_connect~1|skip_connect~2|"
+    cell = "|avg_pool_3x3~0|+|nor_conv_1x1~0|skip_connect~1|+"
+    cell += "|nor_conv_1x1~0|skip_connect~1|skip_connect~2|"
     csv.write_text(f"arch,test_accuracy\n{cell},85.9\n")
     oracle = NB201Oracle(csv)
     with pytest.raises(SpecError, match=r"strategy\.confirm.*table"):
@@ -195,8 +196,12 @@ def test_a_recipe_whose_seeds_disagree_moves_off_the_front():
     spec = spec_of({"top_k": 5, "seeds": 3})
     # single runs: A (0) is the most accurate, B (1) the smaller; both on the front
     rows = [row(0, "train", 0.90, 200.0), row(1, "train", 0.88, 100.0)]
-    rows += [row(0, f"confirm:{s}", a, 200.0) for s, a in zip((1, 2, 3), (0.95, 0.78, 0.80))]
-    rows += [row(1, f"confirm:{s}", a, 100.0) for s, a in zip((1, 2, 3), (0.88, 0.87, 0.89))]
+    rows += [
+        row(0, f"confirm:{s}", a, 200.0) for s, a in zip((1, 2, 3), (0.95, 0.78, 0.80), strict=True)
+    ]
+    rows += [
+        row(1, f"confirm:{s}", a, 100.0) for s, a in zip((1, 2, 3), (0.88, 0.87, 0.89), strict=True)
+    ]
     rows.append(row(1, "confirm:4", 0.1, 100.0, status=Status.FAILED))  # left out
     front = readout.pareto(spec, rows)
     first, fell = front["points"]
@@ -227,6 +232,10 @@ def test_a_digits_search_with_confirmation_stores_figures_of_three_seeds(
     assert main(["pareto", search_id, "--json", *address]) == 0
     points = json.loads(capsys.readouterr().out)
     assert points and all(p["confirmed"]["seeds"] == 3 for p in points)
+    assert main(["status", search_id, *address]) == 0
+    assert f"front confirmed: {3 * len(points)} runs" in capsys.readouterr().out
+    assert main(["pareto", search_id, *address]) == 0
+    assert "means of 3 seeds" in capsys.readouterr().out
     rows = server.store.trials(search_id)
     for point in points:
         runs = [r for r in confirm_rows(rows) if r.number == point["trial_id"]]
