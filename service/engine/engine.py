@@ -455,7 +455,11 @@ class Engine:
 
     def front(self) -> list[dict[str, Any]]:
         """The front's points (completed trials, else the highest rung reached: see
-        ``report().front_epochs``), each with its candidate number and candidate."""
+        ``report().front_epochs``), each with its candidate number and candidate; once the
+        front's confirmation began, the stored front with its confirmed figures
+        (``readout.pareto``, the one reading of them)."""
+        if self.confirmation.planned:
+            return readout.pareto(self.spec, self.store.trials(self.search_id))["points"]
         _, results = self._front_results()
         numbers, points = list(results), list(results.values())
         return [

@@ -127,8 +127,11 @@ def test_an_oracle_search_refuses_confirmation_before_it_is_stored(store, tmp_pa
 def test_the_engine_confirms_the_fronts_top_k_with_further_seeds(store):
     spec, world = spec_of({"top_k": 2, "seeds": 3}), SeededWorld()
     engine = Engine.create(spec, store, InProcessExecutor(world))
-    assert engine.run().status == SearchStatus.FINISHED
+    report = engine.run()
+    assert report.status == SearchStatus.FINISHED
     rows = store.trials(engine.search_id)
+    assert report.front == readout.pareto(spec, rows)["points"]  # the confirmed front
+    assert engine.progress()["confirm_runs"] == engine.progress()["confirm_done"] == 6
     front = readout.pareto(spec, [r for r in rows if confirm_seed(r.stage) is None])["points"]
     expected = sorted(p["trial_id"] for p in front[:2])  # the front's best two by accuracy
     runs = confirm_rows(rows)
