@@ -81,9 +81,12 @@ class Confirmation:
         """``(runs, done)``: as ``confirmed.confirm_counts`` reads them from the rows."""
         return len(self.planned), len(self.planned & self.finished)
 
-    def plan(self, front: dict[int, list[float]]) -> list[tuple[int, int]]:
+    def plan(
+        self, front: dict[int, list[float]], tracked: dict[int, Tracked]
+    ) -> list[tuple[int, int]]:
         """Every (trial, seed) pair of the front's confirmation (``confirmed.to_confirm``)."""
-        numbers = to_confirm(self.spec, list(front), list(front.values()))
+        keys = [tracked[number].candidate.key for number in front]
+        numbers = to_confirm(self.spec, list(front), list(front.values()), keys)
         return [(number, seed) for number in numbers for seed in self.seeds]
 
     def run(
@@ -97,7 +100,9 @@ class Confirmation:
     ) -> None:
         """Run the front's missing confirmation runs, ``slots`` at a time, until done or
         ``stop()`` (nothing more starts); ``kill()``: cancel the running ones too."""
-        plan = self.plan(front)
+        plan = self.plan(front, tracked)
+        if not plan:  # nothing trained: nothing to confirm
+            return
         self.planned = set(plan)
         pending = [pair for pair in plan if pair not in self.finished]
         trials = sorted({number for number, _ in plan})

@@ -35,31 +35,44 @@ def confirm_seeds(spec: SearchSpec) -> list[int]:
 
 
 def to_confirm(
-    spec: SearchSpec, trial_ids: Sequence[int], points: Sequence[Sequence[float]]
+    spec: SearchSpec,
+    trial_ids: Sequence[int],
+    points: Sequence[Sequence[float]],
+    keys: Sequence[str],
 ) -> list[int]:
     """The trials to confirm: the front of ``points`` (at one fidelity: ``readout.front_rung``),
-    best first by the first objective (ties: the earliest trial), its first ``top_k``."""
+    best first by the first objective (ties: the earliest trial), its first ``top_k`` recipes:
+    a trial whose candidate (``keys``: each trial's candidate key) an earlier one has, such as
+    a reused result of the same network, is the same recipe, confirmed once
+    (:func:`recipe_figures` shares its figures)."""
     confirm = spec.strategy.confirm
     if confirm is None or not len(points):
         return []
     front = pareto_front(points, spec.directions)
     sign = -1 if spec.objectives[0].direction == "maximize" else 1
     front.sort(key=lambda i: (sign * points[i][0], trial_ids[i]))
-    return [int(trial_ids[i]) for i in front[: confirm.top_k]]
+    chosen: dict[str, int] = {}
+    for i in front:
+        if len(chosen) < confirm.top_k:
+            chosen.setdefault(keys[i], int(trial_ids[i]))
+    return list(chosen.values())
 
 
 def confirm_counts(
     spec: SearchSpec,
     trial_ids: Sequence[int],
     points: Sequence[Sequence[float]],
+    keys: Sequence[str],
     rows: Iterable[TrialRecord],
 ) -> tuple[int, int]:
-    """``(runs, done)`` of the confirmation of the front (``trial_ids``, ``points``): its
-    planned runs and those that ended; ``(0, 0)`` before any confirmation row."""
+    """``(runs, done)`` of the confirmation of the front (``trial_ids``, ``points``, ``keys``:
+    as :func:`to_confirm` takes them): its planned runs and those that ended; ``(0, 0)``
+    before any confirmation row."""
     runs = confirm_runs(rows)
     if not runs:
         return 0, 0
-    plan = {(n, s) for n in to_confirm(spec, trial_ids, points) for s in confirm_seeds(spec)}
+    numbers = to_confirm(spec, trial_ids, points, keys)
+    plan = {(n, s) for n in numbers for s in confirm_seeds(spec)}
     ended = {
         (n, s)
         for n, by_seed in runs.items()
@@ -114,6 +127,22 @@ def confirmed_figures(spec: SearchSpec, rows: Iterable[TrialRecord]) -> dict[int
         result = figures(spec.objectives, good)
         if result is not None:
             out[number] = result
+    return out
+
+
+def recipe_figures(
+    spec: SearchSpec, rows: Sequence[TrialRecord], trials: Mapping[int, str]
+) -> dict[int, dict[str, Any]]:
+    """:func:`confirmed_figures` of ``trials`` (trial id -> candidate key): a trial that was not
+    confirmed itself gets those of a confirmed trial of the same candidate (the same recipe:
+    :func:`to_confirm` confirms it once)."""
+    confirmed = confirmed_figures(spec, rows)
+    by_key = {row.candidate_key: confirmed[row.number] for row in rows if row.number in confirmed}
+    out = {}
+    for number, key in trials.items():
+        figures = confirmed.get(number, by_key.get(key))
+        if figures is not None:
+            out[number] = figures
     return out
 
 

@@ -31,8 +31,8 @@ from winnow.search_space.archs import ArchitectureView, describe
 from winnow.search_space.specfile import validation_problems
 from winnow.service.engine.confirmed import (
     confirm_counts,
-    confirmed_figures,
     on_confirmed_front,
+    recipe_figures,
 )
 from winnow.service.engine.evidence_ladder import FITS, EvidenceLadder
 from winnow.service.engine.pareto import (
@@ -419,7 +419,10 @@ def progress(spec: SearchSpec, rows: list[TrialRecord]) -> dict[str, Any]:
     front_view, proposals = (rung, ids, points), len({row.number for row in rows})
     ladder = EvidenceLadder.from_rows(spec, rows)
     measured = [] if ladder is None else ladder.measure()
-    confirming = confirm_counts(spec, ids, points, rows) if spec.strategy.confirm else (0, 0)
+    keys = [c.row.candidate_key for c in front]
+    confirming = (0, 0)
+    if spec.strategy.confirm is not None:
+        confirming = confirm_counts(spec, ids, points, keys, rows)
     return stored_progress(spec, groups, proposals, front_view, measured, confirming)
 
 
@@ -459,7 +462,9 @@ def pareto(spec: SearchSpec, rows: list[TrialRecord]) -> dict[str, Any]:
     rung, done = front_trials(spec, rows)
     points = [c.values for c in done]
     best = [done[i] for i in pareto_front(points, spec.directions)]
-    confirmed = confirmed_figures(spec, rows) if spec.strategy.confirm is not None else {}
+    confirmed = {}
+    if spec.strategy.confirm is not None:  # a twin of a confirmed recipe shares its figures
+        confirmed = recipe_figures(spec, rows, {c.trial_id: c.row.candidate_key for c in best})
     kept = on_confirmed_front(
         spec.objectives,
         {c.trial_id: confirmed[c.trial_id] for c in best if c.trial_id in confirmed},
@@ -521,7 +526,10 @@ def recipe(search: SearchRecord, rows: list[TrialRecord], trial_id: int | None =
     if not trained:
         raise UnknownTrialError(_why_not_trained(search, rows, trial_id))
     row = max(trained, key=lambda c: c.row.rung).row
-    confirmed = confirmed_figures(spec, rows).get(trial_id) if spec.strategy.confirm else None
+    confirmed = None
+    if spec.strategy.confirm is not None:
+        figures = recipe_figures(spec, rows, {trial_id: row.candidate_key})
+        confirmed = figures.get(trial_id)
     return {
         "format": RECIPE_FORMAT,
         "winnow_version": winnow.__version__,

@@ -17,7 +17,7 @@ from winnow.search_space.trial import TrialResult
 from winnow.service.cli import main
 from winnow.service.engine import Engine, readout
 from winnow.service.engine.confirmation import check_executor
-from winnow.service.engine.confirmed import confirm_seeds, confirmed_figures
+from winnow.service.engine.confirmed import confirm_seeds, confirmed_figures, to_confirm
 from winnow.service.search_spec import parse_search_spec
 from winnow.service.store import Store, sqlite_url
 from winnow.workers.executor import InProcessExecutor
@@ -121,6 +121,14 @@ def test_an_oracle_search_refuses_confirmation_before_it_is_stored(store, tmp_pa
     check_executor(spec_of(), oracle)  # without confirmation an oracle is fine
 
 
+def test_the_fronts_best_recipes_are_confirmed_once_each():
+    spec = spec_of({"top_k": 2})
+    ids, keys = [10, 11, 12, 13], ["a", "a", "b", "c"]  # 11 is 10's recipe again
+    points = [[0.9, 200.0], [0.9, 200.0], [0.8, 100.0], [0.7, 50.0]]
+    assert to_confirm(spec, ids, points, keys) == [10, 12]
+    assert to_confirm(spec_of(), ids, points, keys) == []  # off
+
+
 # --- the engine -------------------------------------------------------------------------------
 
 
@@ -133,9 +141,11 @@ def test_the_engine_confirms_the_fronts_top_k_with_further_seeds(store):
     assert report.front == readout.pareto(spec, rows)["points"]  # the confirmed front
     assert engine.progress()["confirm_runs"] == engine.progress()["confirm_done"] == 6
     front = readout.pareto(spec, [r for r in rows if confirm_seed(r.stage) is None])["points"]
-    expected = sorted(p["trial_id"] for p in front[:2])  # the front's best two by accuracy
+    recipes: dict[str, int] = {}  # the front's best two recipes by accuracy (twins once)
+    for point in front:
+        recipes.setdefault(engine.tracked[point["trial_id"]].candidate.key, point["trial_id"])
     runs = confirm_rows(rows)
-    assert sorted({r.number for r in runs}) == expected
+    assert sorted({r.number for r in runs}) == sorted(list(recipes.values())[:2])
     assert sorted(confirm_seed(r.stage) for r in runs) == sorted([1, 2, 3] * 2)
     assert all(r.status == Status.OK and r.epochs == 1 and r.rung == 0 for r in runs)
     kinds = [e.kind for e in store.events(engine.search_id)]
@@ -179,8 +189,9 @@ def test_a_resumed_search_does_not_redo_finished_confirmation_runs(store):
 # --- the front the figures give (constructed rows) -------------------------------------------
 
 
-def row(number, stage, accuracy, params, status=Status.OK):
-    candidate = json.dumps({"n": number})
+def row(number, stage, accuracy, params, status=Status.OK, recipe=None):
+    recipe = number if recipe is None else recipe
+    candidate = json.dumps({"n": recipe})
     return TrialRecord(
         id=None,
         search_id="s",
@@ -188,7 +199,7 @@ def row(number, stage, accuracy, params, status=Status.OK):
         stage=stage,
         status=status,
         candidate=candidate,
-        candidate_key=f"k{number}",
+        candidate_key=f"k{recipe}",
         epochs=1,
         rung=0,
         metrics={"accuracy": accuracy, "params": params},
@@ -206,8 +217,10 @@ def test_a_recipe_whose_seeds_disagree_moves_off_the_front():
         row(1, f"confirm:{s}", a, 100.0) for s, a in zip((1, 2, 3), (0.88, 0.87, 0.89), strict=True)
     ]
     rows.append(row(1, "confirm:4", 0.1, 100.0, status=Status.FAILED))  # left out
+    rows.append(row(2, "train", 0.88, 100.0, recipe=1))  # B again (a reused result): its twin
     front = readout.pareto(spec, rows)
-    first, fell = front["points"]
+    first, twin, fell = front["points"]
+    assert twin["trial_id"] == 2 and twin["confirmed"] == first["confirmed"]
     assert first["trial_id"] == 1 and first["on_confirmed_front"] is True
     assert fell["trial_id"] == 0 and fell["on_confirmed_front"] is False  # B's means dominate
     assert fell["accuracy"] == pytest.approx(statistics.mean([0.95, 0.78, 0.80]))
