@@ -253,7 +253,12 @@ class Search:
         """The front's points: ``{"trial_id", objective values..., "epochs", "candidate"}``,
         best first on the first objective. The front is over completed trials (trained at the
         top rung); while none is, over the trained trials of the highest rung reached, and
-        ``epochs`` says which (:meth:`front` has the top rung's epochs too)."""
+        ``epochs`` says which (:meth:`front` has the top rung's epochs too). With
+        ``strategy.confirm``, a confirmed point's values are its confirmed means, and it has
+        ``"confirmed": {objective: {"mean", "std", "lower"}, "seeds": n}`` (``std``, ``lower``
+        None under two successful runs), ``"single_run"`` (the run that put it on the front)
+        and ``"on_confirmed_front"`` (False: it fell off the front once confirmed; such
+        points come last)."""
         return self.front()["points"]
 
     def front(self) -> dict[str, Any]:

@@ -101,17 +101,36 @@ def run_demo(
     return 0
 
 
+CONFIRM_KEYS = ("confirmed", "single_run", "on_confirmed_front")  # a confirmed point's entries
+
+
 def _front_table(front: list[dict[str, Any]]) -> str:
     if not front:
         return "Pareto front: empty (no trial trained yet)"
-    names = [k for k in front[0] if k not in ("trial_id", "epochs", "candidate")]
+    skip = ("trial_id", "epochs", "candidate", *CONFIRM_KEYS)
+    names = [k for k in front[0] if k not in skip]
     header = f"{'trial':>5}  " + "  ".join(f"{n:>12}" for n in names) + "  recipe"
     lines = [f"Pareto front ({len(front)} trial{'' if len(front) == 1 else 's'}):", header]
     for point in front:
         values = "  ".join(f"{point[n]:>12.6g}" for n in names)
         recipe = Candidate.model_validate(point["candidate"]).describe()
-        lines.append(f"{point['trial_id']:>5}  {values}  {recipe}")
+        lines.append(f"{point['trial_id']:>5}  {values}  {recipe}{_confirmed_text(point)}")
     return "\n".join(lines)
+
+
+def _confirmed_text(point: dict[str, Any]) -> str:
+    """A confirmed point's note: its seeds, each objective's std and bound, and whether it fell
+    off the front (its values above are then the confirmed means)."""
+    confirmed = point.get("confirmed")
+    if confirmed is None:
+        return ""
+    figures = [
+        f"{name} std {figure['std']:.3g}, bound {figure['lower']:.6g}"
+        for name, figure in confirmed.items()
+        if name != "seeds" and figure["std"] is not None
+    ]
+    off = "; OFF the front once confirmed" if point.get("on_confirmed_front") is False else ""
+    return f"  [means of {confirmed['seeds']} seeds: {'; '.join(figures)}{off}]"
 
 
 def _stderr(text: str) -> None:

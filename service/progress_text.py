@@ -120,6 +120,19 @@ def per_objective_text(progress: Mapping[str, Any], order: Sequence[str], digits
     return f"per-objective best (different trials): {_values(best, order, digits, ', ')}"
 
 
+def confirm_text(progress: Mapping[str, Any]) -> str:
+    """``confirming the front: 4/15 runs`` (``strategy.confirm``), ``front confirmed: 15 runs``
+    once done; empty before the confirmation began."""
+    runs, done = progress.get("confirm_runs") or 0, progress.get("confirm_done") or 0
+    if not runs:
+        return ""
+    return (
+        f"front confirmed: {runs} runs"
+        if done >= runs
+        else f"confirming the front: {done}/{runs} runs"
+    )
+
+
 def ladder_text(progress: Mapping[str, Any], digits: int = 2) -> str:
     """``Kendall tau against 12 screened, completed: params 0.61, synflow 0.48 (below params,
     weight 0), naswot -, ensemble 0.66 (n=7), supernet 0.41 (below params, weight 0), combined

@@ -361,6 +361,30 @@ class Supernet(_Strict):
     space's depth). Each candidate is scored by its cell at the supernet's depth."""
 
 
+MAX_CONFIRM_SEEDS = 100  # further training runs per confirmed recipe
+
+
+class Confirm(_Strict):
+    """Confirmation of the front (off unless given; ``confirm: {}`` takes the defaults). After
+    the budget, the front's recipes (its ``top_k`` best by the first objective when the front
+    is larger) are trained again at the top rung's epochs with ``seeds`` further seeds (the
+    spec's ``seed + 1``, ``+ 2``, ...), each run a trial of its own (stage ``confirm:<seed>``). Each
+    recipe's figures are the mean, sample standard deviation and a one-sided 95 % Student-t
+    bound on the bad side of the mean (``lower``: below the mean for an objective to
+    maximise, above it for one to minimise) over the confirmation runs alone: the run that
+    put the recipe on the front is left out, since it was selected for being good. The final
+    front and ``winnow export`` use the means; a recipe whose mean another confirmed recipe's
+    dominates is shown as off the front. Searches whose training is answered from a table
+    (``winnow bench search``'s NB201 oracle) refuse it: the table gives one answer per
+    network."""
+
+    top_k: int = Field(5, ge=1, le=MAX_KEPT_WEIGHTS)
+    """The front's recipes to confirm, best first by the first objective."""
+    seeds: int = Field(3, ge=2, le=MAX_CONFIRM_SEEDS)
+    """Further training runs per recipe, each with its own seed (at least 2: a standard
+    deviation needs two)."""
+
+
 class Strategy(_Strict):
     """How candidates are proposed and which evidence they must pass."""
 
@@ -384,6 +408,8 @@ class Strategy(_Strict):
     """Zero-cost proxy screening (the cascade's)."""
     supernet: Supernet | None = None
     """The supernet stage after the screen (a cascade's; none: off)."""
+    confirm: Confirm | None = None
+    """Re-train the front with further seeds after the budget (none: off)."""
     reuse_across_searches: bool = True
     """Trained results of other searches on the same task count for this one."""
     pruned_window: int | None = Field(60, ge=1, le=MAX_POPULATION)

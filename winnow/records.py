@@ -36,7 +36,10 @@ class SearchStatus(StrEnum):
 # A search in one of these will not change again (unless a user resumes it by hand).
 TERMINAL = frozenset({SearchStatus.FINISHED, SearchStatus.FAILED, SearchStatus.CANCELLED})
 
-STAGES = ("hash", "costs", "proxy", "supernet", "train")  # costs: static, of the built network
+# costs: static, of the built network; confirm: a front recipe trained again with another seed
+# after the budget (``strategy.confirm``), at the top rung's epochs
+STAGES = ("hash", "costs", "proxy", "supernet", "train", "confirm")
+CONFIRM = "confirm"
 
 # The metrics of a trained result (``training.evaluate``; a test keeps the two in step): what a
 # search's objectives and constraints may name.
@@ -54,13 +57,26 @@ TRAIN_METRICS = (
 RUN_METRICS = ("epochs_run",)
 
 
+def confirm_stage(seed: int) -> str:
+    """A confirmation row's stage, ``confirm:<seed>``: each seed's run is a fidelity of its
+    own (a trial's rows are unique by stage and epochs)."""
+    return f"{CONFIRM}:{seed}"
+
+
+def confirm_seed(stage: str) -> int | None:
+    """The seed of a confirmation row's stage (:func:`confirm_stage`), None for other stages."""
+    kind, _, seed = stage.partition(":")
+    return int(seed) if kind == CONFIRM and seed.isdigit() else None
+
+
 @dataclass(frozen=True)
 class Fidelity:
     """How much evidence an evaluation buys: a stage of the cascade (``STAGES``); for ``train``
     how long (``epochs``, or ``steps`` when set), for ``proxy`` which proxies.
 
     ``str(fidelity)`` is its one spelling, used as the equivalence cache's fidelity key:
-    ``train[9 epochs]``, ``train[500 steps]``, ``proxy[synflow,naswot]``, ``costs``."""
+    ``train[9 epochs]``, ``train[500 steps]``, ``proxy[synflow,naswot]``, ``costs``,
+    ``confirm[9 epochs]``."""
 
     stage: str = "train"
     epochs: int = 1
@@ -72,6 +88,8 @@ class Fidelity:
             raise ValueError(f"unknown stage {self.stage!r}; allowed: {', '.join(STAGES)}")
 
     def __str__(self) -> str:
+        if self.stage == "confirm":
+            return f"confirm[{self.epochs} epochs]"
         if self.stage == "train":
             return f"train[{self.steps} steps]" if self.steps else f"train[{self.epochs} epochs]"
         if self.stage == "proxy" and self.proxies is not None:

@@ -34,6 +34,9 @@ class Executor(ABC):
     (Ray, today) never calls it."""
 
     slots: int = 1
+    # False: ``train`` trials are answered from a table, not trained (an oracle), so a seed
+    # changes nothing and a search's ``strategy.confirm`` is refused
+    trains: bool = True
     device: str = "cpu"  # what trials should ask for: "cuda" when the workers hold GPUs
 
     @property

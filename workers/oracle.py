@@ -32,6 +32,8 @@ class NB201Oracle(Executor):
     """Answers ``train`` trials of nb201 candidates from a ground-truth table; see the module
     docstring. ``trained`` counts the answers (each is one trained trial of the benchmark)."""
 
+    trains = False  # a table's answer: confirming a front with further seeds means nothing
+
     def __init__(self, truth_csv: str | Path, inner: Executor | None = None) -> None:
         self.accuracy = {c.arch: c.test_accuracy for c in read_nb201_truth(truth_csv)}
         self.inner = inner or InProcessExecutor()

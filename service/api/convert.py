@@ -8,11 +8,14 @@ code. Empty proto strings stand for None (proto3 has no null); JSON travels as t
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from winnow.records import EventRecord, SearchRecord, SearchStatus, Status, TrialRecord
 from winnow.service.export import recipe as export_recipe
 from winnow.v1 import search_pb2 as pb
+
+FIGURES = ("mean", "std", "lower")  # a confirmed objective's (``engine.confirmed.figures``)
 
 # --- records -> messages (the servicer) -------------------------------------------------------
 
@@ -126,6 +129,7 @@ def front_message(front: dict[str, Any]) -> pb.ParetoFront:
             trial_id=int32(p["trial_id"]),
             objectives={name: p[name] for name in front["objectives"]},
             candidate_json=json.dumps(p["candidate"], sort_keys=True),
+            confirmed=confirmed_message(p, front["objectives"]),
         )
         for p in front["points"]
     ]
@@ -135,6 +139,27 @@ def front_message(front: dict[str, Any]) -> pb.ParetoFront:
         hypervolume=front["hypervolume"],
         epochs=int32(front["epochs"] or 0),
         top_epochs=int32(front["top_epochs"]),
+    )
+
+
+def confirmed_message(point: dict[str, Any], objectives: list[str]) -> pb.Confirmed | None:
+    """A front point's confirmed figures (``readout.confirmed_point``; None when it has none);
+    a figure undefined under two runs travels as NaN."""
+    confirmed = point.get("confirmed")
+    if confirmed is None:
+        return None
+    nan = float("nan")
+    figures = {
+        name: pb.ConfirmedFigures(
+            **{k: nan if confirmed[name][k] is None else confirmed[name][k] for k in FIGURES}
+        )
+        for name in objectives
+    }
+    return pb.Confirmed(
+        objectives=figures,
+        seeds=int32(confirmed["seeds"]),
+        on_front=bool(point["on_confirmed_front"]),
+        single_run=point["single_run"],
     )
 
 
@@ -173,6 +198,8 @@ def progress_dict(progress: pb.Progress) -> dict[str, Any]:
         "leader": leader,
         "front_epochs": progress.front_epochs or None,
         "top_epochs": progress.top_epochs or None,
+        "confirm_runs": progress.confirm_runs,  # the front's confirmation: 0 before it began
+        "confirm_done": progress.confirm_done,
         "evidence_ladder": [
             {
                 "tier": t.tier,
@@ -233,16 +260,35 @@ def trial_dict(trial: pb.Trial) -> dict[str, Any]:
 
 def front_points(front: pb.ParetoFront) -> list[dict[str, Any]]:
     """The points, each with the front's fidelity (``epochs``: of the top rung, or of the
-    highest rung reached when no trial completed; see :func:`front_dict`)."""
+    highest rung reached when no trial completed; see :func:`front_dict`); a confirmed one
+    with ``confirmed`` (``{objective: {"mean", "std", "lower"}, "seeds"}``), ``single_run``
+    and ``on_confirmed_front``, as ``readout.confirmed_point`` gives them."""
     return [
         {
             "trial_id": p.trial_id,
             **{name: p.objectives[name] for name in front.objectives},
             "epochs": front.epochs,
             "candidate": json.loads(p.candidate_json),
+            **(confirmed_dict(p.confirmed, front.objectives) if p.HasField("confirmed") else {}),
         }
         for p in front.points
     ]
+
+
+def confirmed_dict(confirmed: pb.Confirmed, objectives: Any) -> dict[str, Any]:
+    """A point's confirmation entries again (NaN figures as None)."""
+    figures: dict[str, Any] = {
+        name: {
+            k: None if math.isnan(v := getattr(confirmed.objectives[name], k)) else v
+            for k in FIGURES
+        }
+        for name in objectives
+    }
+    return {
+        "confirmed": figures | {"seeds": confirmed.seeds},
+        "single_run": dict(confirmed.single_run),
+        "on_confirmed_front": confirmed.on_front,
+    }
 
 
 def front_dict(front: pb.ParetoFront) -> dict[str, Any]:

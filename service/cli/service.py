@@ -187,6 +187,9 @@ def _report(info: dict[str, Any], json_output: bool) -> None:
         f"{progress['proposals']} proposals, {progress['cache_hits']} cache hits; {best}; "
         f"hypervolume {progress['hypervolume']:.6g}"
     )
+    confirming = progress_text.confirm_text(progress)
+    if confirming:  # strategy.confirm: the front trained again with further seeds
+        print(f"  {confirming}")
     ladder = progress_text.ladder_text(progress, digits=3)
     if ladder:  # a cascade's evidence ladder, on a line of its own
         print(f"  evidence ladder: {ladder}")

@@ -43,6 +43,7 @@ from winnow.service.engine.cascade import (
     cascade_stages,
     run_stages,
 )
+from winnow.service.engine.confirmation import Confirmation, check_executor
 from winnow.service.engine.evidence import (
     ProxyRule,
     ProxyScores,
@@ -135,6 +136,10 @@ class Engine:
         self.training = Training(
             spec, search_id, self.outcomes, self.screen, self.cache, executor, self.device
         )
+        self.confirmation = Confirmation(  # after the budget (``strategy.confirm``)
+            spec, self.journal, executor, self.training.epochs, self.device, rows
+        )
+        self.confirmation.counts = self.state.counts
         self.max_params = max_params
         if supernet is None and strategy.cascade and strategy.supernet is not None:
             supernet = SupernetScreen(
@@ -200,6 +205,7 @@ class Engine:
     @classmethod
     def create(cls, spec: SearchSpec, store: Store, executor: Executor, **kwargs: Any) -> Engine:
         spec.check_names()  # a spec built in Python (not parsed) has not had its names checked
+        check_executor(spec, executor)
         spec.task.check_dataset()
         spec.check_user_code()
         search_id = store.create_search(spec.name, spec.task.key, spec.to_json())
@@ -215,6 +221,7 @@ class Engine:
         today's code no longer accepts raises, naming its fields (the manager ends the
         search failed with that message)."""
         spec = readout.stored_spec(store.search(search_id).spec_json).valid()
+        check_executor(spec, executor)
         spec.task.check_dataset()
         spec.check_user_code()
         requeued = store.requeue_running(search_id)
@@ -262,6 +269,7 @@ class Engine:
             front_epochs=None if rung is None else rungs[rung],
             top_epochs=rungs[-1],
             evidence_ladder=[] if self.evidence is None else self.evidence.measure(),
+            confirming=self.confirmation.progress(),
         )
 
     def _front_results(self) -> tuple[int | None, dict[int, list[float]]]:
@@ -276,6 +284,8 @@ class Engine:
     def run(self) -> SearchReport:
         try:
             self._loop()
+            if self.confirmation.enabled and not self._cancelled.is_set():
+                self._confirm()
         except KeyboardInterrupt:
             self.store.set_search_status(
                 self.search_id, SearchStatus.CANCELLED, "interrupted; resumable"
@@ -327,6 +337,19 @@ class Engine:
             if finished and not self._pausing():  # a paused search resumes from them all
                 # resumed candidates waiting for the supernet stage still reach the first rung
                 self.training.release_settled(self._may_propose() or bool(self.state.unscreened))
+
+    def _confirm(self) -> None:
+        """After the budget: the front's confirmation runs (``confirmation``), until done or
+        cancelled (a cancel stops the running ones; a pause lets them end)."""
+        _, front = self._front_results()
+        self.confirmation.run(
+            self.tracked,
+            dict(front),
+            self.slots,
+            stop=self._cancelled.is_set,
+            kill=lambda: self._cancelled.is_set() and not self._pausing(),
+            poll=CANCEL_POLL_SECONDS,
+        )
 
     def _pausing(self) -> bool:
         """Stopped to be resumed (a pause or a server's shutdown: ``cancel(QUEUED)``)."""
@@ -432,7 +455,11 @@ class Engine:
 
     def front(self) -> list[dict[str, Any]]:
         """The front's points (completed trials, else the highest rung reached: see
-        ``report().front_epochs``), each with its candidate number and candidate."""
+        ``report().front_epochs``), each with its candidate number and candidate; once the
+        front's confirmation began, the stored front with its confirmed figures
+        (``readout.pareto``, the one reading of them)."""
+        if self.confirmation.planned:
+            return readout.pareto(self.spec, self.store.trials(self.search_id))["points"]
         _, results = self._front_results()
         numbers, points = list(results), list(results.values())
         return [

@@ -7,7 +7,9 @@ when it goes to the executor, ``epoch_finished`` ``{trial_id, rung, epoch, epoch
 seconds}`` after each epoch (one row per epoch: a rung trains tens of epochs at most, so no
 throttling), and
 ``trial`` ``{row, trial_id, rung, stage, status, metrics}`` (with ``error`` when there is one;
-the metrics' ``epochs_run``: the epochs the run trained) when it ends.
+the metrics' ``epochs_run``: the epochs the run trained) when it ends. A confirmation run
+(``confirmation``) has the same three, with ``stage: confirm`` and its ``seed``, between
+``confirm_started`` ``{trials, seeds, runs, done}`` and ``confirm_finished`` ``{confirmed}``.
 
 Every state change is written before the engine goes on, so that ``Engine.resume`` can rebuild
 the search from the store after any crash (``state.SearchState.from_rows``)."""
@@ -70,9 +72,10 @@ class Journal:
         tracked: Tracked,
         rung: int,
         weights_path: str | None = None,
+        stage: str = "train",
     ) -> None:
         """A training row's work ended with ``result`` (stored as ``status``, ``error``, and
-        the path of its kept weights, if any)."""
+        the path of its kept weights, if any); ``stage``: ``confirm`` for a confirmation run."""
         self.store.update_trial(
             row_id,
             status=status,
@@ -85,7 +88,7 @@ class Journal:
             finished_at=time.time(),
             weights_path=weights_path,
         )
-        payload = {"row": row_id, "trial_id": tracked.number, "rung": rung, "stage": "train"}
+        payload = {"row": row_id, "trial_id": tracked.number, "rung": rung, "stage": stage}
         payload |= {"status": status, "metrics": finite(result.metrics)}
         self.event("trial", payload | ({"error": error} if error else {}))
 

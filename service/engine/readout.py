@@ -29,6 +29,11 @@ import winnow
 from winnow.records import SearchRecord, Status, TrialRecord
 from winnow.search_space.archs import ArchitectureView, describe
 from winnow.search_space.specfile import validation_problems
+from winnow.service.engine.confirmed import (
+    confirm_counts,
+    on_confirmed_front,
+    recipe_figures,
+)
 from winnow.service.engine.evidence_ladder import FITS, EvidenceLadder
 from winnow.service.engine.pareto import (
     front_mask,
@@ -172,6 +177,7 @@ def progress_view(
     front_epochs: int | None = None,
     top_epochs: int | None = None,
     evidence_ladder: Sequence[Mapping[str, Any]] = (),
+    confirming: tuple[int, int] = (0, 0),
 ) -> dict[str, Any]:
     """What watchers see of a search: the counters, the budget, the hypervolume (computed from
     ``points`` unless given; ``points`` are the front's fidelity's, :func:`front_rung`), each
@@ -180,7 +186,8 @@ def progress_view(
     their positions without it), the front's fidelity (``front_epochs``, below
     ``top_epochs`` when no trial completed: ``records.front_note``) and the evidence ladder
     (``evidence_ladder.EvidenceLadder.measure``: each tier's Kendall tau against the completed
-    trials; empty for a plain strategy, and in a listing's progress)."""
+    trials; empty for a plain strategy, and in a listing's progress) and the confirmation's
+    ``(runs, done)`` (``confirmed.confirm_counts``: ``confirm_runs``, ``confirm_done``)."""
     if hypervolume_value is None:
         hypervolume_value = search_hypervolume(objectives, points)
     ids = range(len(points)) if trial_ids is None else trial_ids
@@ -195,6 +202,8 @@ def progress_view(
         "front_epochs": front_epochs,
         "top_epochs": top_epochs,
         "evidence_ladder": [dict(tier) for tier in evidence_ladder],
+        "confirm_runs": confirming[0],
+        "confirm_done": confirming[1],
     }
 
 
@@ -379,6 +388,7 @@ def stored_progress(
     proposals: int,
     front: tuple[int | None, Sequence[int], Sequence[Sequence[float]]],
     ladder: Sequence[Mapping[str, Any]] = (),
+    confirming: tuple[int, int] = (0, 0),
 ) -> dict[str, Any]:
     """A stored search's progress from its ``tally`` groups, proposals and front (rung, trial
     ids, points): what ``progress`` computes from rows, and a listing from aggregate reads of
@@ -394,6 +404,7 @@ def stored_progress(
         front_epochs=None if rung is None else rungs[rung],
         top_epochs=rungs[-1],
         evidence_ladder=ladder,
+        confirming=confirming,
     )
 
 
@@ -408,7 +419,11 @@ def progress(spec: SearchSpec, rows: list[TrialRecord]) -> dict[str, Any]:
     front_view, proposals = (rung, ids, points), len({row.number for row in rows})
     ladder = EvidenceLadder.from_rows(spec, rows)
     measured = [] if ladder is None else ladder.measure()
-    return stored_progress(spec, groups, proposals, front_view, measured)
+    keys = [c.row.candidate_key for c in front]
+    confirming = (0, 0)
+    if spec.strategy.confirm is not None:
+        confirming = confirm_counts(spec, ids, points, keys, rows)
+    return stored_progress(spec, groups, proposals, front_view, measured, confirming)
 
 
 def _measured(row: TrialRecord) -> tuple[int, int]:
@@ -440,33 +455,63 @@ def pareto(spec: SearchSpec, rows: list[TrialRecord]) -> dict[str, Any]:
     """``{"objectives", "points": [{"trial_id", objective values..., "candidate"}],
     "hypervolume", "epochs", "top_epochs"}``: the front at ``epochs`` (the fidelity of
     :func:`front_trials`, None when empty; below ``top_epochs`` when no trial completed);
-    points sorted by the first objective, best first."""
+    points sorted by the first objective, best first. A confirmed point (``strategy.confirm``,
+    :func:`confirmed_point`) shows its confirmed means and comes after the others when it
+    fell off the front once confirmed; the hypervolume stays that of the single runs (the
+    measure every search has, comparable across searches)."""
     rung, done = front_trials(spec, rows)
     points = [c.values for c in done]
     best = [done[i] for i in pareto_front(points, spec.directions)]
+    confirmed = {}
+    if spec.strategy.confirm is not None:  # a twin of a confirmed recipe shares its figures
+        confirmed = recipe_figures(spec, rows, {c.trial_id: c.row.candidate_key for c in best})
+    kept = on_confirmed_front(
+        spec.objectives,
+        {c.trial_id: confirmed[c.trial_id] for c in best if c.trial_id in confirmed},
+    )
+    entries = [
+        confirmed_point(spec, c, confirmed.get(c.trial_id), kept.get(c.trial_id)) for c in best
+    ]
     sign = -1 if spec.objectives and spec.objectives[0].direction == "maximize" else 1
-    best.sort(key=lambda c: (sign * c.values[0], c.trial_id))  # ties: the earliest trial first
+    first = spec.objectives[0].name if spec.objectives else None
+    # ties: the earliest trial first; a recipe off the confirmed front after those on it
+    entries.sort(
+        key=lambda p: (p.get("on_confirmed_front") is False, sign * p[first], p["trial_id"])
+    )
     return {
         "objectives": [o.name for o in spec.objectives],
-        "points": [
-            {
-                "trial_id": c.trial_id,
-                **{o.name: c.values[k] for k, o in enumerate(spec.objectives)},
-                "candidate": json.loads(c.row.candidate),
-            }
-            for c in best
-        ],
+        "points": entries,
         "hypervolume": search_hypervolume(spec.objectives, points),
         "epochs": None if rung is None else spec.strategy.rungs[rung],
         "top_epochs": spec.strategy.rungs[-1],
     }
 
 
+def confirmed_point(
+    spec: SearchSpec,
+    result: Completed,
+    confirmed: dict[str, Any] | None,
+    on_front: bool | None,
+) -> dict[str, Any]:
+    """A front point: ``{"trial_id", objective values..., "candidate"}``; a confirmed one
+    (``confirmed.confirmed_figures``) has its means as its values, its figures (``confirmed``:
+    ``{objective: {"mean", "std", "lower"}, "seeds"}``), the run that put it on the front
+    (``single_run``) and ``on_confirmed_front``: whether its means are on the front of the
+    confirmed recipes' means (False: it fell off once confirmed)."""
+    values = {o.name: result.values[k] for k, o in enumerate(spec.objectives)}
+    point = {"trial_id": result.trial_id, **values, "candidate": json.loads(result.row.candidate)}
+    if confirmed is None:
+        return point
+    point |= {o.name: confirmed[o.name]["mean"] for o in spec.objectives}
+    return point | {"confirmed": confirmed, "single_run": values, "on_confirmed_front": on_front}
+
+
 def recipe(search: SearchRecord, rows: list[TrialRecord], trial_id: int | None = None) -> dict:
     """The canonical candidate of a trained trial with everything needed to train it again:
-    task, epochs (of its highest trained rung), seed, and what it scored. Without
-    ``trial_id``: the front's best on the first objective (the front of :func:`front_trials`,
-    below the top rung when no trial completed)."""
+    task, epochs (of its highest trained rung), seed, and what it scored (with
+    ``confirmed``: its confirmation runs' figures). Without ``trial_id``: the front's best on
+    the first objective (the front of :func:`front_trials`, below the top rung when no trial
+    completed; by the confirmed means, among those still on the front, once confirmed)."""
     spec = stored_spec(search.spec_json).valid()  # the recipe retrains: it needs the whole spec
     if trial_id is None:
         points = pareto(spec, rows)["points"]
@@ -481,6 +526,10 @@ def recipe(search: SearchRecord, rows: list[TrialRecord], trial_id: int | None =
     if not trained:
         raise UnknownTrialError(_why_not_trained(search, rows, trial_id))
     row = max(trained, key=lambda c: c.row.rung).row
+    confirmed = None
+    if spec.strategy.confirm is not None:
+        figures = recipe_figures(spec, rows, {trial_id: row.candidate_key})
+        confirmed = figures.get(trial_id)
     return {
         "format": RECIPE_FORMAT,
         "winnow_version": winnow.__version__,
@@ -493,6 +542,8 @@ def recipe(search: SearchRecord, rows: list[TrialRecord], trial_id: int | None =
             "seed": spec.seed,
         },
         "metrics": row.metrics,
+        # the confirmation runs' figures (``strategy.confirm``): what the metrics' run is worth
+        **({"confirmed": confirmed} if confirmed is not None else {}),
         "hashes": {"structural": row.structural_hash, "functional": row.functional_hash},
         "artifacts": kept_artifacts(spec, row),  # the exporters' (``export.recipe.PRIVATE``)
     }

@@ -25,7 +25,7 @@ import optuna
 from optuna.storages import BaseStorage
 from optuna.trial import TrialState, create_trial
 
-from winnow.records import Status, TrialRecord
+from winnow.records import Status, TrialRecord, confirm_seed
 from winnow.search_space.candidate import Candidate
 from winnow.search_space.canonical import structural_hash
 from winnow.search_space.spec import SearchSpace
@@ -144,6 +144,9 @@ class _Rebuild:
         needs_training, last_screen = False, None
         for row in rows:
             metrics = row.metrics
+            if confirm_seed(row.stage) is not None:  # after the budget: ``confirmation``'s
+                self.state.counts["failed"] += row.status == Status.FAILED
+                continue
             if row.stage != "train":  # a screening stage: proxy (or supernet)
                 state, needs_training = self.screening(tracked, row, metrics)
                 last_screen = row

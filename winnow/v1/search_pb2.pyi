@@ -15,7 +15,7 @@ class SubmitSearchRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., spec_json: _Optional[str] = ...) -> None: ...
 
 class Progress(_message.Message):
-    __slots__ = ("trained", "max_trials", "proposals", "cache_hits", "pruned", "failed", "hypervolume", "best", "front_size", "leader", "candidates", "epochs", "front_epochs", "top_epochs", "evidence_ladder")
+    __slots__ = ("trained", "max_trials", "proposals", "cache_hits", "pruned", "failed", "hypervolume", "best", "front_size", "leader", "candidates", "epochs", "front_epochs", "top_epochs", "evidence_ladder", "confirm_runs", "confirm_done")
     class BestEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -38,6 +38,8 @@ class Progress(_message.Message):
     FRONT_EPOCHS_FIELD_NUMBER: _ClassVar[int]
     TOP_EPOCHS_FIELD_NUMBER: _ClassVar[int]
     EVIDENCE_LADDER_FIELD_NUMBER: _ClassVar[int]
+    CONFIRM_RUNS_FIELD_NUMBER: _ClassVar[int]
+    CONFIRM_DONE_FIELD_NUMBER: _ClassVar[int]
     trained: int
     max_trials: int
     proposals: int
@@ -53,7 +55,9 @@ class Progress(_message.Message):
     front_epochs: int
     top_epochs: int
     evidence_ladder: _containers.RepeatedCompositeFieldContainer[LadderTier]
-    def __init__(self, trained: _Optional[int] = ..., max_trials: _Optional[int] = ..., proposals: _Optional[int] = ..., cache_hits: _Optional[int] = ..., pruned: _Optional[int] = ..., failed: _Optional[int] = ..., hypervolume: _Optional[float] = ..., best: _Optional[_Mapping[str, float]] = ..., front_size: _Optional[int] = ..., leader: _Optional[_Union[ParetoPoint, _Mapping]] = ..., candidates: _Optional[int] = ..., epochs: _Optional[int] = ..., front_epochs: _Optional[int] = ..., top_epochs: _Optional[int] = ..., evidence_ladder: _Optional[_Iterable[_Union[LadderTier, _Mapping]]] = ...) -> None: ...
+    confirm_runs: int
+    confirm_done: int
+    def __init__(self, trained: _Optional[int] = ..., max_trials: _Optional[int] = ..., proposals: _Optional[int] = ..., cache_hits: _Optional[int] = ..., pruned: _Optional[int] = ..., failed: _Optional[int] = ..., hypervolume: _Optional[float] = ..., best: _Optional[_Mapping[str, float]] = ..., front_size: _Optional[int] = ..., leader: _Optional[_Union[ParetoPoint, _Mapping]] = ..., candidates: _Optional[int] = ..., epochs: _Optional[int] = ..., front_epochs: _Optional[int] = ..., top_epochs: _Optional[int] = ..., evidence_ladder: _Optional[_Iterable[_Union[LadderTier, _Mapping]]] = ..., confirm_runs: _Optional[int] = ..., confirm_done: _Optional[int] = ...) -> None: ...
 
 class LadderTier(_message.Message):
     __slots__ = ("tier", "n", "tau", "below_params", "params_n", "params_tau", "zero_weight")
@@ -210,7 +214,7 @@ class GetParetoFrontRequest(_message.Message):
     def __init__(self, search_id: _Optional[str] = ...) -> None: ...
 
 class ParetoPoint(_message.Message):
-    __slots__ = ("trial_id", "objectives", "candidate_json")
+    __slots__ = ("trial_id", "objectives", "candidate_json", "confirmed")
     class ObjectivesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -221,10 +225,48 @@ class ParetoPoint(_message.Message):
     TRIAL_ID_FIELD_NUMBER: _ClassVar[int]
     OBJECTIVES_FIELD_NUMBER: _ClassVar[int]
     CANDIDATE_JSON_FIELD_NUMBER: _ClassVar[int]
+    CONFIRMED_FIELD_NUMBER: _ClassVar[int]
     trial_id: int
     objectives: _containers.ScalarMap[str, float]
     candidate_json: str
-    def __init__(self, trial_id: _Optional[int] = ..., objectives: _Optional[_Mapping[str, float]] = ..., candidate_json: _Optional[str] = ...) -> None: ...
+    confirmed: Confirmed
+    def __init__(self, trial_id: _Optional[int] = ..., objectives: _Optional[_Mapping[str, float]] = ..., candidate_json: _Optional[str] = ..., confirmed: _Optional[_Union[Confirmed, _Mapping]] = ...) -> None: ...
+
+class Confirmed(_message.Message):
+    __slots__ = ("objectives", "seeds", "on_front", "single_run")
+    class ObjectivesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: ConfirmedFigures
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[ConfirmedFigures, _Mapping]] = ...) -> None: ...
+    class SingleRunEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    OBJECTIVES_FIELD_NUMBER: _ClassVar[int]
+    SEEDS_FIELD_NUMBER: _ClassVar[int]
+    ON_FRONT_FIELD_NUMBER: _ClassVar[int]
+    SINGLE_RUN_FIELD_NUMBER: _ClassVar[int]
+    objectives: _containers.MessageMap[str, ConfirmedFigures]
+    seeds: int
+    on_front: bool
+    single_run: _containers.ScalarMap[str, float]
+    def __init__(self, objectives: _Optional[_Mapping[str, ConfirmedFigures]] = ..., seeds: _Optional[int] = ..., on_front: _Optional[bool] = ..., single_run: _Optional[_Mapping[str, float]] = ...) -> None: ...
+
+class ConfirmedFigures(_message.Message):
+    __slots__ = ("mean", "std", "lower")
+    MEAN_FIELD_NUMBER: _ClassVar[int]
+    STD_FIELD_NUMBER: _ClassVar[int]
+    LOWER_FIELD_NUMBER: _ClassVar[int]
+    mean: float
+    std: float
+    lower: float
+    def __init__(self, mean: _Optional[float] = ..., std: _Optional[float] = ..., lower: _Optional[float] = ...) -> None: ...
 
 class ParetoFront(_message.Message):
     __slots__ = ("objectives", "points", "hypervolume", "epochs", "top_epochs")

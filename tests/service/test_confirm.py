@@ -1,0 +1,263 @@
+"""Confirmation of the front (``strategy.confirm``): the spec field, the engine's runs (stored,
+resumed without redoing any), the figures and the front they give, over the wire and the CLI."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections import Counter
+
+import pytest
+import yaml
+from scipy import stats
+
+from winnow.records import SearchRecord, SearchStatus, Status, TrialRecord, confirm_seed
+from winnow.search_space.specfile import SpecError
+from winnow.search_space.trial import TrialResult
+from winnow.service.cli import main
+from winnow.service.engine import Engine, readout
+from winnow.service.engine.confirmation import check_executor
+from winnow.service.engine.confirmed import confirm_seeds, confirmed_figures, to_confirm
+from winnow.service.search_spec import parse_search_spec
+from winnow.service.store import Store, sqlite_url
+from winnow.workers.executor import InProcessExecutor
+from winnow.workers.oracle import NB201Oracle
+
+from .test_engine import SPACE, FakeWorld
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+TWO_OBJECTIVES = [
+    {"name": "accuracy", "direction": "maximize"},
+    {"name": "params", "direction": "minimize"},
+]
+
+
+def spec_of(confirm=None, max_trials=6, seed=0):
+    strategy = {"name": "random", "rungs": [1]}
+    if confirm is not None:
+        strategy["confirm"] = confirm
+    return parse_search_spec(
+        {
+            "space": SPACE,
+            "task": {"dataset": "digits"},
+            "objectives": TWO_OBJECTIVES,
+            "budget": {"max_trials": max_trials},
+            "strategy": strategy,
+            "seed": seed,
+        }
+    )
+
+
+class SeededWorld(FakeWorld):
+    """The engine tests' world, whose accuracy moves with the training seed; counts the
+    confirmation runs by (candidate, seed)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seeds: Counter[tuple[str, int]] = Counter()
+
+    def __call__(self, spec, on_epoch=None) -> TrialResult:
+        result = super().__call__(spec, on_epoch)
+        if spec.stage == "train":
+            self.seeds[(spec.candidate.key, spec.seed)] += 1
+            result.metrics["accuracy"] += (spec.seed % 7) / 100
+        return result
+
+
+class Crash(BaseException):
+    """A process dying mid-confirmation (not an Exception: nothing records it as a trial)."""
+
+
+class CrashingWorld(SeededWorld):
+    def __init__(self, after: int) -> None:
+        super().__init__()
+        self.after = after
+
+    def __call__(self, spec, on_epoch=None) -> TrialResult:
+        confirming = spec.stage == "train" and spec.seed != 0
+        if confirming and sum(n for (_, s), n in self.seeds.items() if s != 0) >= self.after:
+            raise Crash
+        return super().__call__(spec, on_epoch)
+
+
+@pytest.fixture
+def store(tmp_path):
+    return Store(sqlite_url(tmp_path / "confirm.db"))
+
+
+def confirm_rows(rows):
+    return [r for r in rows if confirm_seed(r.stage) is not None]
+
+
+# --- the spec field ---------------------------------------------------------------------------
+
+
+def test_confirm_is_off_unless_given_and_an_empty_mapping_takes_the_defaults():
+    assert spec_of().strategy.confirm is None
+    confirm = spec_of({}).strategy.confirm
+    assert (confirm.top_k, confirm.seeds) == (5, 3)
+    assert confirm_seeds(spec_of({"seeds": 4}, seed=7)) == [8, 9, 10, 11]  # never the spec's own
+
+
+@pytest.mark.parametrize(
+    ("confirm", "field"),
+    [({"seeds": 1}, "strategy.confirm.seeds"), ({"top_k": 0}, "strategy.confirm.top_k")],
+)
+def test_confirm_settings_are_validated_naming_the_field(confirm, field):
+    with pytest.raises(SpecError, match=field.replace(".", r"\.")):
+        spec_of(confirm)
+
+
+def test_an_oracle_search_refuses_confirmation_before_it_is_stored(store, tmp_path):
+    csv = tmp_path / "truth.csv"
+    cell = "|avg_pool_3x3~0|+|nor_conv_1x1~0|skip_connect~1|+"
+    cell += "|nor_conv_1x1~0|skip_connect~1|skip_connect~2|"
+    csv.write_text(f"arch,test_accuracy\n{cell},85.9\n")
+    oracle = NB201Oracle(csv)
+    with pytest.raises(SpecError, match=r"strategy\.confirm.*table"):
+        Engine.create(spec_of({}), store, oracle)
+    assert store.searches() == []
+    check_executor(spec_of(), oracle)  # without confirmation an oracle is fine
+
+
+def test_the_fronts_best_recipes_are_confirmed_once_each():
+    spec = spec_of({"top_k": 2})
+    ids, keys = [10, 11, 12, 13], ["a", "a", "b", "c"]  # 11 is 10's recipe again
+    points = [[0.9, 200.0], [0.9, 200.0], [0.8, 100.0], [0.7, 50.0]]
+    assert to_confirm(spec, ids, points, keys) == [10, 12]
+    assert to_confirm(spec_of(), ids, points, keys) == []  # off
+
+
+# --- the engine -------------------------------------------------------------------------------
+
+
+def test_the_engine_confirms_the_fronts_top_k_with_further_seeds(store):
+    spec, world = spec_of({"top_k": 2, "seeds": 3}), SeededWorld()
+    engine = Engine.create(spec, store, InProcessExecutor(world))
+    report = engine.run()
+    assert report.status == SearchStatus.FINISHED
+    rows = store.trials(engine.search_id)
+    assert report.front == readout.pareto(spec, rows)["points"]  # the confirmed front
+    assert engine.progress()["confirm_runs"] == engine.progress()["confirm_done"] == 6
+    front = readout.pareto(spec, [r for r in rows if confirm_seed(r.stage) is None])["points"]
+    recipes: dict[str, int] = {}  # the front's best two recipes by accuracy (twins once)
+    for point in front:
+        recipes.setdefault(engine.tracked[point["trial_id"]].candidate.key, point["trial_id"])
+    runs = confirm_rows(rows)
+    assert sorted({r.number for r in runs}) == sorted(list(recipes.values())[:2])
+    assert sorted(confirm_seed(r.stage) for r in runs) == sorted([1, 2, 3] * 2)
+    assert all(r.status == Status.OK and r.epochs == 1 and r.rung == 0 for r in runs)
+    kinds = [e.kind for e in store.events(engine.search_id)]
+    assert kinds.index("confirm_started") < kinds.index("confirm_finished") < len(kinds) - 1
+    for number, figures in confirmed_figures(spec, rows).items():
+        accuracy = [r.metrics["accuracy"] for r in runs if r.number == number]
+        assert figures["seeds"] == 3
+        assert figures["accuracy"]["mean"] == pytest.approx(statistics.mean(accuracy))
+        assert figures["accuracy"]["std"] == pytest.approx(statistics.stdev(accuracy))
+        half = stats.t.ppf(0.95, 2) * statistics.stdev(accuracy) / 3**0.5
+        assert figures["accuracy"]["lower"] == pytest.approx(statistics.mean(accuracy) - half)
+        # a cost to minimise: its bound is on the upper side (equal here: no seed changes it)
+        assert figures["params"]["lower"] >= figures["params"]["mean"]
+
+
+def test_a_resumed_search_does_not_redo_finished_confirmation_runs(store):
+    spec = spec_of({"top_k": 2, "seeds": 3})
+    crashing = CrashingWorld(after=2)
+    engine = Engine.create(spec, store, InProcessExecutor(crashing))
+    with pytest.raises(Crash):
+        engine.run()
+    before = confirm_rows(store.trials(engine.search_id))
+    finished = {(r.number, confirm_seed(r.stage)) for r in before if r.status == Status.OK}
+    assert len(finished) == 2 and any(r.status == Status.RUNNING for r in before)
+
+    world = SeededWorld()
+    resumed = Engine.resume(store, engine.search_id, InProcessExecutor(world))
+    assert resumed.run().status == SearchStatus.FINISHED
+    events = store.events(engine.search_id)
+    since = next(k for k, e in enumerate(events) if e.kind == "search_resumed")
+    started = [e.payload for e in events[since:] if e.kind == "trial_started"]
+    redone = [(p["trial_id"], p["seed"]) for p in started]
+    assert all(confirm_seed(p["stage"]) is not None for p in started)  # nothing else re-ran
+    assert len(redone) == len(set(redone)) == 4 and not set(redone) & finished  # 6 runs, 2 kept
+    assert sum(world.seeds.values()) == 4
+    rows = store.trials(engine.search_id)
+    assert len(confirm_rows(rows)) == 6  # the re-queued row was reused
+    assert all(f["seeds"] == 3 for f in confirmed_figures(spec, rows).values())
+
+
+# --- the front the figures give (constructed rows) -------------------------------------------
+
+
+def row(number, stage, accuracy, params, status=Status.OK, recipe=None):
+    recipe = number if recipe is None else recipe
+    candidate = json.dumps({"n": recipe})
+    return TrialRecord(
+        id=None,
+        search_id="s",
+        number=number,
+        stage=stage,
+        status=status,
+        candidate=candidate,
+        candidate_key=f"k{recipe}",
+        epochs=1,
+        rung=0,
+        metrics={"accuracy": accuracy, "params": params},
+    )
+
+
+def test_a_recipe_whose_seeds_disagree_moves_off_the_front():
+    spec = spec_of({"top_k": 5, "seeds": 3})
+    # single runs: A (0) is the most accurate, B (1) the smaller; both on the front
+    rows = [row(0, "train", 0.90, 200.0), row(1, "train", 0.88, 100.0)]
+    rows += [
+        row(0, f"confirm:{s}", a, 200.0) for s, a in zip((1, 2, 3), (0.95, 0.78, 0.80), strict=True)
+    ]
+    rows += [
+        row(1, f"confirm:{s}", a, 100.0) for s, a in zip((1, 2, 3), (0.88, 0.87, 0.89), strict=True)
+    ]
+    rows.append(row(1, "confirm:4", 0.1, 100.0, status=Status.FAILED))  # left out
+    rows.append(row(2, "train", 0.88, 100.0, recipe=1))  # B again (a reused result): its twin
+    front = readout.pareto(spec, rows)
+    first, twin, fell = front["points"]
+    assert twin["trial_id"] == 2 and twin["confirmed"] == first["confirmed"]
+    assert first["trial_id"] == 1 and first["on_confirmed_front"] is True
+    assert fell["trial_id"] == 0 and fell["on_confirmed_front"] is False  # B's means dominate
+    assert fell["accuracy"] == pytest.approx(statistics.mean([0.95, 0.78, 0.80]))
+    assert fell["single_run"]["accuracy"] == 0.90
+    assert fell["confirmed"]["accuracy"]["std"] > first["confirmed"]["accuracy"]["std"]
+    assert first["confirmed"]["seeds"] == 3
+    search = SearchRecord("s", "t", "task", spec.to_json(), SearchStatus.FINISHED, None, 0, 0)
+    recipe = readout.recipe(search, rows)  # export: the best still on the confirmed front
+    assert recipe["trial_id"] == 1 and recipe["confirmed"] == first["confirmed"]
+
+
+# --- a real digits search through the server and the CLI -------------------------------------
+
+
+def test_a_digits_search_with_confirmation_stores_figures_of_three_seeds(
+    server, capsys, tmp_path, tiny_spec
+):
+    data = tiny_spec(budget={"max_trials": 2})
+    data["strategy"] |= {"confirm": {"top_k": 2, "seeds": 3}}
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(data))
+    address = ("--address", server.address)
+    assert main(["submit", str(path), "--wait", "--json", "--quiet", *address]) == 0
+    search_id = json.loads(capsys.readouterr().out)["id"]
+    assert main(["pareto", search_id, "--json", *address]) == 0
+    points = json.loads(capsys.readouterr().out)
+    assert points and all(p["confirmed"]["seeds"] == 3 for p in points)
+    assert main(["status", search_id, *address]) == 0
+    assert f"front confirmed: {3 * len(points)} runs" in capsys.readouterr().out
+    assert main(["pareto", search_id, *address]) == 0
+    assert "means of 3 seeds" in capsys.readouterr().out
+    rows = server.store.trials(search_id)
+    for point in points:
+        runs = [r for r in confirm_rows(rows) if r.number == point["trial_id"]]
+        accuracy = [r.metrics["accuracy"] for r in runs]
+        figures = point["confirmed"]["accuracy"]
+        assert len(runs) == 3 and figures["mean"] == pytest.approx(statistics.mean(accuracy))
+        assert figures["std"] == pytest.approx(statistics.stdev(accuracy))
+        assert figures["lower"] <= figures["mean"]
+        assert point["accuracy"] == pytest.approx(figures["mean"])
