@@ -26,12 +26,17 @@ from pydantic import BaseModel, ConfigDict, field_validator
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from winnow.kernels.fake_quant import _MIN_SCALE as _MIN_SCALE
-from winnow.kernels.fake_quant import FLOAT_BITS as FLOAT_BITS
-from winnow.kernels.fake_quant import fake_quantize as fake_quantize
-from winnow.kernels.fake_quant import fake_quantize_with_range as fake_quantize_with_range
-from winnow.kernels.fake_quant import integer_range as _integer_range  # noqa: F401 (export)
-from winnow.kernels.fake_quant import quantization_params as quantization_params
+# The fake quantization itself is winnow.kernels.fake_quant's; its names stay importable from
+# here, where winnow's quantization has always had them (the ONNX export and the supernet use them).
+from winnow.kernels.fake_quant import (  # noqa: F401
+    _MIN_SCALE,
+    FLOAT_BITS,
+    _channel_range,
+    fake_quantize,
+    fake_quantize_with_range,
+    quantization_params,
+)
+from winnow.kernels.fake_quant import integer_range as _integer_range  # noqa: F401
 
 WEIGHT_BITS = (2, 3, 4, 6, 8, 32)  # 32 = not quantized
 ACTIVATION_BITS = (4, 8, 32)
@@ -105,9 +110,7 @@ class QuantPolicy(BaseModel):
         return weights_float and self.activation_bits == FLOAT_BITS
 
 
-# ------------------------------------------------------------------------- fake quantization
-# The functions themselves live in winnow.kernels.fake_quant (a Triton kernel on CUDA, torch's
-# fake-quantize ops elsewhere); imported here, where winnow's quantization has always had them.
+# ------------------------------------------------------------------------ the quantizers
 
 
 class WeightFakeQuant(nn.Module):
