@@ -45,8 +45,10 @@ def _offsets(channel, j, channels, inner, ROW_CONTIGUOUS: tl.constexpr):
     """Memory offsets of elements ``j`` of ``channel`` in a contiguous ``[outer, channels,
     inner]`` tensor (``ROW_CONTIGUOUS``: outer is 1, so a channel is one run of memory)."""
     if ROW_CONTIGUOUS:
-        return channel * inner + j
-    return (j // inner) * channels * inner + channel * inner + j % inner
+        offsets = channel * inner + j
+    else:
+        offsets = (j // inner) * channels * inner + channel * inner + j % inner
+    return offsets
 
 
 @triton.jit
