@@ -244,7 +244,7 @@ def _ranges(x: Tensor, low: Tensor | None, high: Tensor | None, axis: int | None
         return low, high, 1, False
     if axis is not None:
         return x, x, 1, True  # one program per channel reduces its own row
-    parts = min(-(-x.numel() // block), kernels.MAX_PARTIALS)
+    parts = min(max(-(-x.numel() // block), 1), kernels.MAX_PARTIALS)
     lows = torch.empty(parts, device=x.device, dtype=torch.float32)
     highs = torch.empty_like(lows)
     kernels.minmax_partials_kernel[(parts,)](
