@@ -8,7 +8,8 @@ and Training of Neural Networks for Efficient Integer-Arithmetic-Only Inference"
 
 What gets quantized is chosen by a :class:`QuantPolicy`: per-layer weight bits (looked up by the
 layer's slot name) and one activation bit width for the inputs of every quantized Conv2d/Linear.
-This module is the pure-torch reference; fused kernels live elsewhere.
+The fake quantization itself is ``winnow.kernels.fake_quant`` (a fused Triton kernel on CUDA,
+torch's fake-quantize ops elsewhere, bit-identical).
 
 Weights are quantized through ``torch.nn.utils.parametrize`` so that quantization composes with
 other weight parametrizations (weight standardization is registered first by the model builders)
@@ -25,17 +26,24 @@ from pydantic import BaseModel, ConfigDict, field_validator
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
+# The fake quantization itself is winnow.kernels.fake_quant's; its names stay importable from
+# here, where winnow's quantization has always had them (the ONNX export and the supernet use them).
+from winnow.kernels.fake_quant import (  # noqa: F401
+    _MIN_SCALE,
+    FLOAT_BITS,
+    _channel_range,
+    fake_quantize,
+    fake_quantize_with_range,
+    quantization_params,
+)
+from winnow.kernels.fake_quant import integer_range as _integer_range  # noqa: F401
+
 WEIGHT_BITS = (2, 3, 4, 6, 8, 32)  # 32 = not quantized
 ACTIVATION_BITS = (4, 8, 32)
-FLOAT_BITS = 32
 Granularity = Literal["per_channel", "per_tensor"]
 GRANULARITIES: tuple[str, ...] = get_args(Granularity)
 
 QUANTIZED_LAYERS = (nn.Conv2d, nn.Linear)
-
-# The smallest scale allowed, so that an all-zero (or constant-zero) range never divides by zero;
-# the same guard as torch.ao.quantization's observers (``eps = torch.finfo(torch.float32).eps``).
-_MIN_SCALE = torch.finfo(torch.float32).eps
 
 
 class AlreadyQuantizedError(ValueError):
@@ -102,83 +110,7 @@ class QuantPolicy(BaseModel):
         return weights_float and self.activation_bits == FLOAT_BITS
 
 
-# ------------------------------------------------------------------------- fake quantization
-
-
-def _integer_range(bits: int, symmetric: bool) -> tuple[int, int]:
-    """Symmetric: the narrow signed range [-(2^(b-1)-1), 2^(b-1)-1] (zero exactly representable
-    and the range symmetric, as in Jacob et al. 2018 for weights); affine: [0, 2^b - 1]."""
-    if symmetric:
-        q = 2 ** (bits - 1) - 1
-        return -q, q
-    return 0, 2**bits - 1
-
-
-def quantization_params(
-    low: Tensor, high: Tensor, bits: int, symmetric: bool
-) -> tuple[Tensor, Tensor]:
-    """Scale (float32) and integer zero point (int32) for the float range [low, high].
-
-    Symmetric: scale = max(|low|, |high|) / (2^(b-1)-1), zero point 0. Affine: the range is first
-    widened to include 0 (so that zero padding and ReLU zeros are exact), then
-    scale = (high - low) / (2^b - 1) and zero point = round(-low / scale).
-    Works elementwise, so per-channel ranges give per-channel parameters.
-    """
-    qmin, qmax = _integer_range(bits, symmetric)
-    low, high = low.detach().float(), high.detach().float()
-    if symmetric:
-        scale = torch.maximum(low.abs(), high.abs()) / qmax
-        zero_point = torch.zeros_like(scale, dtype=torch.int32)
-        return scale.clamp_min(_MIN_SCALE), zero_point
-    low, high = low.clamp(max=0.0), high.clamp(min=0.0)
-    scale = ((high - low) / (qmax - qmin)).clamp_min(_MIN_SCALE)
-    zero_point = torch.round(-low / scale).clamp(qmin, qmax).to(torch.int32)
-    return scale, zero_point
-
-
-def _channel_range(x: Tensor, axis: int) -> tuple[Tensor, Tensor]:
-    """Min and max of ``x`` over every dim but ``axis`` (one value per channel)."""
-    flat = x.detach().movedim(axis, 0).reshape(x.shape[axis], -1)
-    low, high = torch.aminmax(flat, dim=1)
-    return low, high
-
-
-def fake_quantize_with_range(
-    x: Tensor, low: Tensor, high: Tensor, bits: int, symmetric: bool, axis: int | None = None
-) -> Tensor:
-    """Fake-quantize ``x`` for a given float range: per-tensor when ``axis`` is None (``low`` and
-    ``high`` scalars), else per-channel along ``axis``. Values outside the range are clipped;
-    the gradient is straight-through inside the range and 0 where clipped."""
-    if bits == FLOAT_BITS:
-        return x
-    qmin, qmax = _integer_range(bits, symmetric)
-    scale, zero_point = quantization_params(low, high, bits, symmetric)
-    # torch's own ops implement quantize -> clamp -> dequantize with the straight-through
-    # gradient (masked outside the clipping range) for any [quant_min, quant_max] inside 8 bits.
-    if axis is None:
-        return torch.fake_quantize_per_tensor_affine(
-            x, scale.reshape(()), zero_point.reshape(()), qmin, qmax
-        )
-    return torch.fake_quantize_per_channel_affine(x, scale, zero_point, axis, qmin, qmax)
-
-
-def fake_quantize(
-    x: Tensor, bits: int, per_channel: bool, symmetric: bool, axis: int = 0
-) -> Tensor:
-    """Quantize ``x`` to ``bits`` bits over its own min/max range and dequantize it again.
-
-    Per-channel reduces over every dim but ``axis`` (one scale per output channel for weights);
-    per-tensor uses one scale. ``bits == 32`` returns ``x`` unchanged. The gradient with respect
-    to ``x`` is the straight-through estimator (1 everywhere, since the range covers ``x``).
-    """
-    if bits == FLOAT_BITS:
-        return x
-    if per_channel:
-        axis = axis % x.dim()
-        low, high = _channel_range(x, axis)
-        return fake_quantize_with_range(x, low, high, bits, symmetric, axis=axis)
-    low, high = torch.aminmax(x.detach())
-    return fake_quantize_with_range(x, low, high, bits, symmetric)
+# ------------------------------------------------------------------------ the quantizers
 
 
 class WeightFakeQuant(nn.Module):
