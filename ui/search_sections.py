@@ -90,12 +90,24 @@ def _proxies(data: dict, spec: SearchSpec) -> None:
     at_rung = trained[(trained["epochs"] == epochs) & ~trained["reused"].astype(bool)]
     joined = at_rung.merge(proxies[["number", proxy]], on="number").dropna(subset=[proxy])
     result = analysis.correlation(joined[proxy], joined[target])
-    st.plotly_chart(charts.proxy_figure(joined, proxy, target), key="proxy-scatter")
+    scale = analysis.axis_scale(joined[proxy])
+    st.plotly_chart(charts.proxy_figure(joined, proxy, target, scale), key="proxy-scatter")
     text = ", ".join(
         f"{name} {nav.fmt(result[name]) if result[name] is not None else 'n/a'}"
         for name in ("spearman", "kendall")
     )
     st.markdown(f"**{text}** over {result['n']} candidates of this search.")
+    if scale != "linear":
+        st.caption(SCALE_NOTES[scale].format(proxy=proxy))
+
+
+SCALE_NOTES = {
+    "log": "{proxy}'s values span orders of magnitude: its axis is logarithmic.",
+    "symlog": "{proxy}'s values span orders of magnitude and include zero or negative values: "
+    "its axis is a symmetric log, sign(x)·log10(1 + |x|/t) with t the smallest non-zero |x| "
+    "(linear near 0, logarithmic beyond; hover shows the raw value). The rank correlations "
+    "are unchanged by it.",
+}
 
 
 def evidence_ladder(data: dict) -> None:

@@ -283,3 +283,51 @@ def test_searches_whose_spec_no_longer_parses_open_with_a_note(app, tmp_path):
         at = app(url, search=search_id)
         assert at.title[0].value == "Search old"
         assert any(w.value.startswith("spec no longer valid") for w in at.warning)
+
+
+def test_trial_page_puts_accuracy_and_costs_before_the_proxies(app, seeded):
+    done = readout.completed_trials(seeded.spec(), seeded.rows())
+    number = next(c.trial_id for c in done if not c.row.reused)
+    at = app(seeded.url, search=seeded.search_id, trial=number)
+    table = next(d.value for d in at.dataframe if "fidelity" in d.value.columns)
+    columns = list(table.columns)
+    proxies = [i for i, c in enumerate(columns) if c.startswith(("proxy.", "screen."))]
+    assert proxies, columns
+    for name in ("accuracy", "params", *(o.name for o in seeded.spec().objectives)):
+        assert columns.index(name) < min(proxies), columns
+    assert columns.index("accuracy") == 3  # after fidelity, status, reused
+    epochs = {r.epochs for r in seeded.rows() if r.number == number and r.stage == "train"}
+    assert set(table["fidelity"]) >= {f"train {e} epochs" for e in epochs}
+
+
+def test_trial_page_plots_what_is_stored_per_epoch_and_keeps_the_legend_off_the_toolbar(
+    app, seeded
+):
+    done = readout.completed_trials(seeded.spec(), seeded.rows())
+    number = next(c.trial_id for c in done if not c.row.reused)
+    at = app(seeded.url, search=seeded.search_id, trial=number)
+    [chart] = at.get("plotly_chart")
+    figure = json.loads(chart.proto.spec)
+    assert figure["layout"]["legend"]["y"] < 0  # below the plot; the toolbar is top right
+    traces = {t["name"]: t for t in figure["data"]}
+    trained = [r for r in seeded.rows() if r.number == number and r.stage == "train"]
+    for row in trained:
+        assert traces[f"train {row.epochs} epochs"]["y"] == pytest.approx(row.loss_curve)
+    accuracy = traces["test accuracy"]
+    assert accuracy["x"] == [r.epochs for r in trained]
+    assert accuracy["y"] == pytest.approx([r.metrics["accuracy"] for r in trained])
+    assert any("No accuracy or validation loss is stored per epoch" in c.value for c in at.caption)
+
+
+def test_searches_table_says_what_its_counts_count(app, seeded):
+    at = app(seeded.url)
+    table = at.dataframe[0].value.set_index("id")
+    spec, rows = seeded.spec(), seeded.rows()
+    progress = readout.progress(spec, rows)
+    shown = table.loc[seeded.search_id]
+    assert shown["candidates"] == f"{progress['candidates']} / {spec.budget.max_trials}"
+    assert shown["completed"] == len(readout.completed_trials(spec, rows))
+    helps = json.loads(at.dataframe[0].proto.columns)
+    assert "budget.max_trials" in helps["candidates"]["help"]
+    assert "top rung" in helps["completed"]["help"]
+    assert any("trained at the top rung" in c.value for c in at.caption)
