@@ -156,6 +156,35 @@ def _power_text(value: float) -> str:
     return f"{'-' if value < 0 else ''}1e{round(np.log10(abs(value)))}"
 
 
+AXIS_COLOURS = {"architecture": 0, "normalization": 1, "optimizer": 2, "quantization": 3}
+
+
+def importance_figure(params: dict[str, float], axis_of) -> go.Figure:
+    """Horizontal bars of each parameter's importance, the most important on top, coloured by
+    its axis (``axis_of(name)``)."""
+    names = list(params)[::-1]  # plotly draws the first bar at the bottom
+    tints = [
+        qualitative.Plotly[AXIS_COLOURS.get(axis_of(n), 4) % len(qualitative.Plotly)] for n in names
+    ]
+    figure = go.Figure(
+        go.Bar(
+            x=[params[n] for n in names],
+            y=names,
+            orientation="h",
+            marker={"color": tints},
+            text=[f"{params[n]:.2f}" for n in names],
+            textposition="auto",
+            hovertemplate="%{y}: %{x:.3f}<extra></extra>",
+        )
+    )
+    figure.update_layout(
+        xaxis_title="importance (sums to 1)",
+        height=max(220, 28 * len(names) + 80),
+        margin={"l": 10, "r": 10, "t": 10, "b": 10},
+    )
+    return figure
+
+
 # Below the plot, where plotly's toolbar (top right) never covers it.
 LEGEND_BELOW = {"orientation": "h", "yanchor": "top", "y": -0.3, "xanchor": "left", "x": 0}
 

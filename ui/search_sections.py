@@ -1,14 +1,15 @@
-"""The Search page's charts: the front, the histories, the funnel, the proxy scatter and the
-evidence ladder."""
+"""The Search page's charts: the front, the histories, the funnel, the proxy scatter, the
+evidence ladder and parameter importance."""
 
 from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
 
-from winnow.records import front_note
+from winnow.records import epochs_text, front_note
+from winnow.service.engine.importance import axis_of
 from winnow.service.search_spec import SearchSpec
-from winnow.ui import analysis, charts, nav
+from winnow.ui import analysis, charts, nav, source
 
 COLOUR_BY = ["fidelity", "normalization", "optimizer", "weight_bits", "activation_bits"]
 
@@ -137,4 +138,55 @@ def evidence_ladder(data: dict) -> None:
         "(for supernet: the supernet stage's fit); ensemble is the screen's score when it "
         "decided, combined the supernet stage's (proxies and inherited accuracy), each where "
         "a calibrated fit gave it."
+    )
+
+
+EVALUATOR_NAMES = {"ped-anova": "PED-ANOVA", "fanova": "fANOVA"}
+
+
+def importance(data: dict, spec: SearchSpec) -> None:
+    """Which parameters and axes matter for an objective at one fidelity
+    (``source.importance_of``: Optuna's evaluators over the trained results)."""
+    st.subheader("Parameter importance")
+    trained: pd.DataFrame = data["trained"]
+    if trained.empty or not spec.objectives:
+        st.info("No trained results yet.")
+        return
+    if source.spec_note(data["search"].spec_json):  # a stand-in spec: no space to rebuild from
+        st.info("Importance needs the search's space, and its stored spec no longer validates.")
+        return
+    rungs = sorted(int(e) for e in trained["epochs"].unique())
+    left, middle, right = st.columns(3)
+    objective = left.selectbox("objective", [o.name for o in spec.objectives], key="imp-target")
+    epochs = middle.selectbox(
+        "at fidelity", rungs, index=len(rungs) - 1, format_func=epochs_text, key="imp-epochs"
+    )
+    evaluator = right.radio(
+        "evaluator",
+        list(EVALUATOR_NAMES),
+        format_func=EVALUATOR_NAMES.get,
+        horizontal=True,
+        key="imp-evaluator",
+    )
+    search_id = data["search"].id
+    found = source.importance_of(
+        source.store().url, search_id, source.version(search_id), epochs, objective, evaluator
+    )
+    if found is None or not found.params:
+        why = "its values do not vary" if found is not None else "too few trained results"
+        st.info(f"No importance for {objective} at {epochs_text(epochs)}: {why}.")
+        return
+    bars, axes = st.columns([3, 1])
+    bars.plotly_chart(charts.importance_figure(found.params, axis_of), key="importance")
+    axes.dataframe(
+        pd.DataFrame({"axis": list(found.axes), "importance": list(found.axes.values())}),
+        hide_index=True,
+        key="importance-axes",
+    )
+    left_out = ", ".join(found.left_out) or "none"
+    st.caption(
+        f"{EVALUATOR_NAMES[evaluator]} (Optuna's importance evaluator) over {found.trials:,} "
+        f"results trained for {epochs_text(epochs)}, for {objective}; an axis is the sum of its "
+        "parameters'. Only parameters every one of these trials has are ranked; left out as "
+        f"conditional: {left_out}."
     )

@@ -22,7 +22,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from winnow.service.engine import readout
+from winnow.service.engine import importance, readout
 from winnow.service.engine.pareto import front_mask, search_hypervolume
 from winnow.service.search_spec import SearchSpec
 from winnow.service.store import Store, reads
@@ -174,6 +174,22 @@ def _ladder(the_spec: SearchSpec, trained: pd.DataFrame, screening: pd.DataFrame
     completed = zip(done["number"], done["metrics"], strict=True)
     columns = (screening[c] for c in ("number", "stage", "metrics"))
     return readout.evidence_ladder(the_spec, completed, zip(*columns, strict=True))
+
+
+@st.cache_data(ttl=CACHE_SECONDS, max_entries=64, show_spinner="Computing importance…")
+def importance_of(
+    url: str, search_id: str, version: tuple, epochs: int, objective: str, evaluator: str
+) -> importance.Importance | None:
+    """Each parameter's importance for ``objective`` at ``epochs`` (``importance``: Optuna's
+    evaluator over a study rebuilt from the trained results), or None with too few."""
+    db = _store(url)
+    the_spec = _spec(db.search(search_id).spec_json).spec
+    [wanted] = [o for o in the_spec.objectives if o.name == objective]
+    trained = reads.trained(db, search_id)
+    at = trained[trained["epochs"] == epochs]
+    pairs = [(c, m.get(objective)) for c, m in zip(at["candidate"], at["metrics"], strict=True)]
+    space = the_spec.search_space
+    return importance.fidelity_importance(space, epochs, wanted, pairs, evaluator)
 
 
 @st.cache_data(ttl=CACHE_SECONDS, max_entries=256, show_spinner=False)

@@ -32,10 +32,9 @@ from optuna.search_space import intersection_search_space
 from optuna.trial import FrozenTrial, create_trial
 
 from winnow.records import TrialRecord
-from winnow.search_space.params import CandidateNotInSpaceError
 from winnow.search_space.spec import SearchSpace
 from winnow.service.engine.state import optuna_params
-from winnow.service.search_spec import SearchSpec
+from winnow.service.search_spec import Objective, SearchSpec
 
 EVALUATORS: dict[str, Callable[[int], BaseImportanceEvaluator]] = {
     "ped-anova": lambda seed: PedAnovaImportanceEvaluator(),
@@ -77,7 +76,7 @@ def study_trials(
 ) -> list[FrozenTrial]:
     """Completed Optuna trials of ``(candidate JSON, objective value)`` pairs of one fidelity's
     trained results; a result without the value, or whose candidate is no longer in ``space``
-    (a changed space), is left out."""
+    or no longer parses (a changed space, an older winnow's row), is left out."""
     trials, parsed = [], {}
     for candidate, value in results:
         if value is None:
@@ -85,7 +84,7 @@ def study_trials(
         if candidate not in parsed:
             try:
                 parsed[candidate] = optuna_params(space, candidate)[1:]
-            except CandidateNotInSpaceError:
+            except ValueError:  # CandidateNotInSpaceError, or pydantic's ValidationError
                 parsed[candidate] = None
         if parsed[candidate] is not None:
             params, distributions = parsed[candidate]
@@ -107,7 +106,9 @@ def importance(
 ) -> dict[str, float]:
     """The normalised importance (highest first) of each parameter every one of ``trials``
     has (:func:`shared_params`), in a study of them; empty when the objective does not vary
-    (nothing to explain)."""
+    (nothing to explain); ``evaluator``: a name of ``EVALUATORS``."""
+    if evaluator not in EVALUATORS:
+        raise ValueError(f"unknown evaluator {evaluator!r}; allowed: {', '.join(EVALUATORS)}")
     if len({t.value for t in trials}) < 2:
         return {}
     study = optuna.create_study(direction=direction)
@@ -128,23 +129,37 @@ def importances(
     min_trials: int = MIN_TRIALS,
 ) -> list[Importance]:
     """:class:`Importance` for every fidelity (a training rung's epochs, lowest first) and
-    objective with at least ``min_trials`` trained results; ``evaluator``: a name of
-    ``EVALUATORS``."""
-    if evaluator not in EVALUATORS:
-        raise ValueError(f"unknown evaluator {evaluator!r}; allowed: {', '.join(EVALUATORS)}")
+    objective with at least ``min_trials`` trained results."""
     by_epochs: dict[int, list[TrialRecord]] = {}
     for row in rows:
         if row.trained:
             by_epochs.setdefault(row.epochs, []).append(row)
-    space = spec.search_space
-    out = []
+    space, out = spec.search_space, []
     for epochs in sorted(by_epochs):
         for objective in spec.objectives:
-            pairs = ((r.candidate, r.metrics.get(objective.name)) for r in by_epochs[epochs])
-            trials = study_trials(space, pairs)
-            if len(trials) < min_trials:
-                continue
-            found = importance(trials, objective.direction, evaluator, seed)
-            left_out = shared_params(trials)[1]
-            out.append(Importance(epochs, objective.name, len(trials), evaluator, found, left_out))
+            pairs = [(r.candidate, r.metrics.get(objective.name)) for r in by_epochs[epochs]]
+            found = fidelity_importance(
+                space, epochs, objective, pairs, evaluator, seed, min_trials
+            )
+            out += [found] if found is not None else []
     return out
+
+
+def fidelity_importance(
+    space: SearchSpace,
+    epochs: int,
+    objective: Objective,
+    results: Iterable[tuple[str, float | None]],
+    evaluator: str = "ped-anova",
+    seed: int = 0,
+    min_trials: int = MIN_TRIALS,
+) -> Importance | None:
+    """The :class:`Importance` of one fidelity's trained results (``(candidate JSON, value of
+    objective)`` pairs, as :func:`study_trials` takes them), or None with fewer than
+    ``min_trials`` of them."""
+    trials = study_trials(space, results)
+    if len(trials) < min_trials:
+        return None
+    found = importance(trials, objective.direction, evaluator, seed)
+    left_out = shared_params(trials)[1]
+    return Importance(epochs, objective.name, len(trials), evaluator, found, left_out)

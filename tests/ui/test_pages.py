@@ -331,3 +331,25 @@ def test_searches_table_says_what_its_counts_count(app, seeded):
     assert "budget.max_trials" in helps["candidates"]["help"]
     assert "top rung" in helps["completed"]["help"]
     assert any("trained at the top rung" in c.value for c in at.caption)
+
+
+def test_importance_bars_are_optunas_over_the_stored_trials(app, seeded):
+    from winnow.service.engine import importance
+
+    at = app(seeded.url, search=seeded.search_id)
+    epochs, objective = at.selectbox(key="imp-epochs").value, at.selectbox(key="imp-target").value
+    assert epochs == seeded.spec().strategy.rungs[-1]  # the top rung's by default
+    expected = {
+        (i.epochs, i.objective): i for i in importance.importances(seeded.spec(), seeded.rows())
+    }[(epochs, objective)]
+    chart = next(c for c in at.get("plotly_chart") if "importance (sums to 1)" in c.proto.spec)
+    bars = json.loads(chart.proto.spec)["data"][0]
+    shown = dict(zip(bars["y"], bars["x"], strict=True))
+    assert shown == pytest.approx(expected.params)
+    assert bars["y"][-1] == next(iter(expected.params))  # the most important on top
+    axes = next(d.value for d in at.dataframe if "axis" in d.value.columns)
+    assert dict(zip(axes["axis"], axes["importance"], strict=True)) == pytest.approx(expected.axes)
+    caption = next(c.value for c in at.caption if "importance evaluator" in c.value)
+    assert f"over {expected.trials:,} results trained for {epochs} epochs" in caption
+    at.radio(key="imp-evaluator").set_value("fanova").run()
+    assert any("fANOVA" in c.value for c in at.caption)
