@@ -184,8 +184,13 @@ def importance(data: dict, spec: SearchSpec) -> None:
         key="importance-axes",
     )
     left_out = ", ".join(found.left_out) or "none"
+    over = (
+        f"{found.trials:,}"
+        if found.trials == found.results
+        else (f"the latest {found.trials:,} of {found.results:,}")
+    )
     st.caption(
-        f"{EVALUATOR_NAMES[evaluator]} (Optuna's importance evaluator) over {found.trials:,} "
+        f"{EVALUATOR_NAMES[evaluator]} (Optuna's importance evaluator) over {over} "
         f"results trained for {epochs_text(epochs)}, for {objective}; an axis is the sum of its "
         "parameters'. Only parameters every one of these trials has are ranked; left out as "
         f"conditional: {left_out}."

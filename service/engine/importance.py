@@ -47,7 +47,8 @@ MIN_TRIALS = 10
 @dataclass(frozen=True)
 class Importance:
     """How much each parameter matters for ``objective`` at ``epochs`` (one fidelity), over
-    ``trials`` trained results; ``params`` highest first, summing to 1."""
+    ``trials`` trained results (of ``results``: the latest, when capped); ``params`` highest
+    first, summing to 1."""
 
     epochs: int
     objective: str
@@ -55,6 +56,7 @@ class Importance:
     evaluator: str
     params: dict[str, float] = field(default_factory=dict)
     left_out: tuple[str, ...] = ()  # conditional parameters: not set in every trial
+    results: int = 0  # the fidelity's results with the objective's value (``trials``: those used)
 
     @property
     def axes(self) -> dict[str, float]:
@@ -102,11 +104,15 @@ def shared_params(trials: Sequence[FrozenTrial]) -> tuple[list[str], tuple[str, 
 
 
 def importance(
-    trials: Sequence[FrozenTrial], direction: str, evaluator: str = "ped-anova", seed: int = 0
+    trials: Sequence[FrozenTrial],
+    direction: str,
+    evaluator: str = "ped-anova",
+    seed: int = 0,
+    params: Sequence[str] | None = None,
 ) -> dict[str, float]:
-    """The normalised importance (highest first) of each parameter every one of ``trials``
-    has (:func:`shared_params`), in a study of them; empty when the objective does not vary
-    (nothing to explain); ``evaluator``: a name of ``EVALUATORS``."""
+    """The normalised importance (highest first) of each of ``params`` (by default those every
+    one of ``trials`` has: :func:`shared_params`) in a study of ``trials``; empty when the
+    objective does not vary (nothing to explain); ``evaluator``: a name of ``EVALUATORS``."""
     if evaluator not in EVALUATORS:
         raise ValueError(f"unknown evaluator {evaluator!r}; allowed: {', '.join(EVALUATORS)}")
     if len({t.value for t in trials}) < 2:
@@ -116,7 +122,9 @@ def importance(
     with warnings.catch_warnings():  # PED-ANOVA's experimental warning, once per study
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         found = optuna.importance.get_param_importances(
-            study, evaluator=EVALUATORS[evaluator](seed), params=shared_params(trials)[0]
+            study,
+            evaluator=EVALUATORS[evaluator](seed),
+            params=list(shared_params(trials)[0] if params is None else params),
         )
     return {name: float(value) for name, value in found.items()}
 
@@ -153,13 +161,18 @@ def fidelity_importance(
     evaluator: str = "ped-anova",
     seed: int = 0,
     min_trials: int = MIN_TRIALS,
+    latest: int | None = None,
 ) -> Importance | None:
     """The :class:`Importance` of one fidelity's trained results (``(candidate JSON, value of
-    objective)`` pairs, as :func:`study_trials` takes them), or None with fewer than
-    ``min_trials`` of them."""
-    trials = study_trials(space, results)
+    objective)`` pairs in completion order, as :func:`study_trials` takes them; ``latest``: of
+    the last so many only), or None with fewer than ``min_trials`` of them."""
+    results = [(c, v) for c, v in results if v is not None]
+    used = results[-latest:] if latest else results
+    trials = study_trials(space, used)
     if len(trials) < min_trials:
         return None
-    found = importance(trials, objective.direction, evaluator, seed)
-    left_out = shared_params(trials)[1]
-    return Importance(epochs, objective.name, len(trials), evaluator, found, left_out)
+    shared, left_out = shared_params(trials)
+    found = importance(trials, objective.direction, evaluator, seed, shared)
+    return Importance(
+        epochs, objective.name, len(trials), evaluator, found, left_out, results=len(results)
+    )

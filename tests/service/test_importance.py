@@ -97,3 +97,15 @@ def test_the_study_is_rebuilt_with_the_restores_params():
     assert trial.params == params and trial.distributions == distributions
     assert trial.value == 0.7
     assert importance.study_trials(SPEC.search_space, [(row.candidate, None)]) == []
+
+
+def test_latest_caps_the_study_at_the_newest_results():
+    early = rows(60, 2, width, depth, seed=3)
+    late = rows(30, 2, normalization, depth, seed=4)  # completed after: only these are used
+    accuracy = SPEC.objectives[0]
+    pairs = [(r.candidate, r.metrics["accuracy"]) for r in early + late]
+    found = importance.fidelity_importance(SPEC.search_space, 2, accuracy, pairs, latest=30)
+    assert (found.trials, found.results) == (30, 90)
+    assert next(iter(found.params)) == "normalization"
+    whole = importance.fidelity_importance(SPEC.search_space, 2, accuracy, pairs)
+    assert (whole.trials, whole.results) == (90, 90)
