@@ -163,6 +163,32 @@ def _proxy_column(name: str) -> bool:
     return name.startswith(("proxy.", "screen."))
 
 
+def parameter_table(
+    numbers: Sequence[int],
+    metrics: Sequence[dict],
+    decided: Sequence[dict[str, Any]],
+    objectives: Sequence[str],
+) -> pd.DataFrame:
+    """One row per trained result: ``number``, its objectives' values, then each decision that
+    takes more than one value among them (a fixed one says nothing), by decision path; rows
+    missing an objective are dropped (they cannot be drawn)."""
+    out = pd.DataFrame({"number": list(numbers)})
+    for name in objectives:
+        out[name] = [float(m[name]) if m.get(name) is not None else np.nan for m in metrics]
+    params = pd.DataFrame(list(decided), index=out.index)
+    varying = [c for c in params.columns if params[c].astype(str).nunique(dropna=True) > 1]
+    out = pd.concat([out, params[varying]], axis=1)
+    return out.dropna(subset=list(objectives)).reset_index(drop=True)
+
+
+def is_numeric(values: pd.Series) -> bool:
+    """Numbers (not booleans, which are choices): drawn on a numeric axis."""
+    kept = values.dropna()
+    return len(kept) > 0 and all(
+        isinstance(v, int | float | np.number) and not isinstance(v, bool | np.bool_) for v in kept
+    )
+
+
 WIDE_SPAN = 1e3  # values whose magnitudes span three orders or more get a logarithmic axis
 
 

@@ -156,6 +156,77 @@ def _power_text(value: float) -> str:
     return f"{'-' if value < 0 else ''}1e{round(np.log10(abs(value)))}"
 
 
+def _dimension(values: pd.Series, label: str) -> dict:
+    """One axis of the parallel coordinates: numbers as they are (log10 when they span orders
+    of magnitude, ``analysis.axis_scale``), choices as ordered codes labelled by their values."""
+    if analysis.is_numeric(values):
+        numbers = values.astype(float)
+        if analysis.axis_scale(numbers) == "log":
+            return {"label": f"log10 {label}", "values": np.log10(numbers)}
+        return {"label": label, "values": numbers}
+    text = values.astype(str)
+    choices = sorted(text.unique())
+    codes = {c: i for i, c in enumerate(choices)}
+    return {
+        "label": label,
+        "values": [codes[t] for t in text],
+        "tickvals": list(range(len(choices))),
+        "ticktext": choices,
+    }
+
+
+def parallel_figure(frame: pd.DataFrame, params: Sequence[str], objectives: Sequence[str]):
+    """Each trained result as a line across its decisions and objectives (optuna-dashboard's
+    parallel coordinates), coloured by the first objective."""
+    dimensions = [_dimension(frame[p], p) for p in params]
+    dimensions += [_dimension(frame[o], o) for o in objectives]
+    first = frame[objectives[0]].astype(float)
+    figure = go.Figure(
+        go.Parcoords(
+            dimensions=dimensions,
+            line={
+                "color": first,
+                "colorscale": "Viridis",
+                "showscale": True,
+                "colorbar": {"title": {"text": objectives[0]}},
+            },
+        )
+    )
+    figure.update_layout(height=420, margin={"l": 60, "r": 60, "t": 60, "b": 20})
+    return figure
+
+
+def slice_figure(frame: pd.DataFrame, param: str, objective: str, direction: str) -> go.Figure:
+    """One decision against one objective, every trained result a point (optuna-dashboard's
+    slice plot); numbers on a numeric axis (logarithmic when they span orders of magnitude),
+    choices as categories."""
+    part = frame.dropna(subset=[param, objective])
+    numeric = analysis.is_numeric(part[param])
+    xs = part[param] if numeric else part[param].astype(str)
+    kind = analysis.axis_scale(xs) if numeric else "category"
+    figure = go.Figure(
+        go.Scatter(
+            x=xs,
+            y=part[objective],
+            mode="markers",
+            marker={"size": 6, "opacity": 0.5},
+            customdata=part[["number"]].to_numpy(),
+            hovertemplate="trial %{customdata[0]}<br>%{x}: %{y:.4g}<extra></extra>",
+            name=param,
+        )
+    )
+    figure.update_layout(
+        xaxis={
+            "title": param,
+            "type": {"log": "log", "category": "category"}.get(kind, "linear"),
+        },
+        yaxis_title=_axis_title(objective, direction),
+        height=320,
+        margin={"l": 10, "r": 10, "t": 10, "b": 10},
+    )
+    return figure
+
+
 AXIS_COLOURS = {"architecture": 0, "normalization": 1, "optimizer": 2, "quantization": 3}
 
 

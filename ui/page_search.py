@@ -43,6 +43,7 @@ def _body(search_id: str) -> None:
     search_sections.cascade(data, spec)
     search_sections.evidence_ladder(data)
     search_sections.importance(data, spec)
+    search_sections.parameters(data, spec)
     trial_table.render(url, search_id, data, spec)
 
 

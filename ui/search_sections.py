@@ -195,3 +195,36 @@ def importance(data: dict, spec: SearchSpec) -> None:
         "parameters'. Only parameters every one of these trials has are ranked; left out as "
         f"conditional: {left_out}."
     )
+
+
+def parameters(data: dict, spec: SearchSpec) -> None:
+    """Parallel coordinates over the varying decisions and the objectives, and a slice plot of
+    one decision against one objective, at one fidelity (``source.parameters_at``)."""
+    st.subheader("Parameters and objectives")
+    trained: pd.DataFrame = data["trained"]
+    if trained.empty or not spec.objectives or source.spec_note(data["search"].spec_json):
+        st.info("No trained results to plot (or no space to read their decisions by).")
+        return
+    rungs = sorted(int(e) for e in trained["epochs"].unique())
+    epochs = st.selectbox(
+        "at fidelity", rungs, index=len(rungs) - 1, format_func=epochs_text, key="par-epochs"
+    )
+    search_id = data["search"].id
+    frame = source.parameters_at(source.store().url, search_id, source.version(search_id), epochs)
+    names = [o.name for o in spec.objectives]
+    params = [c for c in frame.columns if c not in ("number", *names)]
+    if frame.empty or not params:
+        st.info(f"No trained results with varying decisions at {epochs_text(epochs)}.")
+        return
+    st.plotly_chart(charts.parallel_figure(frame, params, names), key="parallel")
+    st.caption(
+        f"{len(frame):,} results trained for {epochs_text(epochs)}, one line each, across the "
+        f"decisions that vary among them and the objectives, coloured by {names[0]}; drag along "
+        "an axis to filter. Choices are spread in name order; a decision spanning orders of "
+        "magnitude (a learning rate) is drawn as its log10."
+    )
+    left, right = st.columns(2)
+    param = left.selectbox("decision", params, key="slice-param")
+    objective = right.selectbox("objective", names, key="slice-objective")
+    direction = dict(zip(names, spec.directions, strict=True))[objective]
+    st.plotly_chart(charts.slice_figure(frame, param, objective, direction), key="slice")

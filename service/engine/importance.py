@@ -21,6 +21,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import optuna
 from optuna.importance import (
@@ -32,6 +33,7 @@ from optuna.search_space import intersection_search_space
 from optuna.trial import FrozenTrial, create_trial
 
 from winnow.records import TrialRecord
+from winnow.search_space.candidate import Candidate
 from winnow.search_space.spec import SearchSpace
 from winnow.service.engine.state import optuna_params
 from winnow.service.search_spec import Objective, SearchSpec
@@ -71,6 +73,16 @@ class Importance:
 def axis_of(param: str) -> str:
     """A parameter's axis: the first part of its decision path (``optimizer.sgd.lr``)."""
     return param.split(".", 1)[0]
+
+
+def decisions(space: SearchSpace, candidate_json: str) -> dict[str, Any]:
+    """A stored candidate's decided values by decision path (``SearchSpace.flatten``: one
+    ``optimizer.lr`` whichever optimizer, unlike Optuna's per-optimizer names), for plotting
+    parameters against objectives; empty when the candidate no longer parses."""
+    try:
+        return space.flatten(Candidate.from_json(candidate_json))
+    except ValueError:  # pydantic's ValidationError: an older winnow's row
+        return {}
 
 
 def study_trials(

@@ -353,3 +353,42 @@ def test_importance_bars_are_optunas_over_the_stored_trials(app, seeded):
     assert f"over {expected.trials:,} results trained for {epochs} epochs" in caption
     at.radio(key="imp-evaluator").set_value("fanova").run()
     assert any("fANOVA" in c.value for c in at.caption)
+
+
+def plotted(values) -> list:
+    """A trace's values as plotly's JSON holds them: a list, or a typed array (base64)."""
+    import base64
+
+    import numpy as np
+
+    if isinstance(values, dict) and "bdata" in values:
+        return np.frombuffer(base64.b64decode(values["bdata"]), dtype=values["dtype"]).tolist()
+    return list(values)
+
+
+def test_parallel_coordinates_and_slices_draw_the_stored_decisions(app, seeded):
+    spec, rows = seeded.spec(), seeded.rows()
+    at = app(seeded.url, search=seeded.search_id)
+    epochs = at.selectbox(key="par-epochs").value
+    trained = [r for r in rows if r.trained and r.epochs == epochs]
+    charts = {c.proto.spec: json.loads(c.proto.spec) for c in at.get("plotly_chart")}
+    [parallel] = [f for f in charts.values() if f["data"][0]["type"] == "parcoords"]
+    dimensions = {d["label"]: d for d in parallel["data"][0]["dimensions"]}
+    accuracy = plotted(dimensions["accuracy"]["values"])
+    assert sorted(accuracy) == pytest.approx(sorted(r.metrics["accuracy"] for r in trained))
+    norms = dimensions["normalization"]
+    shown = Counter(norms["ticktext"][int(code)] for code in plotted(norms["values"]))
+    assert shown == Counter(json.loads(r.candidate)["normalization"] for r in trained)
+    assert "log10 optimizer.lr" in dimensions  # a learning rate spans orders of magnitude
+    at.selectbox(key="slice-param").select("normalization")
+    at.selectbox(key="slice-objective").select(spec.objectives[0].name).run()
+    figures = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    [points] = [
+        f["data"][0] for f in figures if f["layout"].get("xaxis", {}).get("type") == "category"
+    ]
+    pairs = Counter(zip(plotted(points["x"]), plotted(points["y"]), strict=True))
+    expected = Counter(
+        (json.loads(r.candidate)["normalization"], r.metrics[spec.objectives[0].name])
+        for r in trained
+    )
+    assert pairs == expected
