@@ -216,12 +216,15 @@ def parameters(data: dict, spec: SearchSpec) -> None:
     if frame.empty or not params:
         st.info(f"No trained results with varying decisions at {epochs_text(epochs)}.")
         return
-    st.plotly_chart(charts.parallel_figure(frame, params, names), key="parallel")
+    every = [p for p in params if frame[p].notna().all()]  # a line needs every axis
+    st.plotly_chart(charts.parallel_figure(frame, every, names), key="parallel")
+    partial = ", ".join(p for p in params if p not in every) or "none"
     st.caption(
         f"{len(frame):,} results trained for {epochs_text(epochs)}, one line each, across the "
         f"decisions that vary among them and the objectives, coloured by {names[0]}; drag along "
         "an axis to filter. Choices are spread in name order; a decision spanning orders of "
-        "magnitude (a learning rate) is drawn as its log10."
+        "magnitude (a learning rate) is drawn as its log10. Decisions only some results have "
+        f"(the slice plot below shows them): {partial}."
     )
     left, right = st.columns(2)
     param = left.selectbox("decision", params, key="slice-param")

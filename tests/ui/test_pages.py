@@ -392,3 +392,11 @@ def test_parallel_coordinates_and_slices_draw_the_stored_decisions(app, seeded):
         for r in trained
     )
     assert pairs == expected
+
+
+def test_an_nb201_search_page_draws_importance_and_parameters(app, seeded):
+    at = app(seeded.url, search=seeded.running_id)
+    kinds = [json.loads(c.proto.spec)["data"][0]["type"] for c in at.get("plotly_chart")]
+    assert "parcoords" in kinds and "bar" in kinds
+    params = at.selectbox(key="slice-param").options
+    assert any(p.startswith("architecture.edge") for p in params)  # the cell's edges
