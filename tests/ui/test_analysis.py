@@ -182,3 +182,22 @@ def test_the_proxy_scatter_draws_a_wide_proxy_on_a_log_axis():
     assert np.all(np.diff(symlog.data[0].x) > 0) and max(symlog.data[0].x) < 20
     assert "0" in symlog.layout.xaxis.ticktext and "-1e4" in symlog.layout.xaxis.ticktext
     assert [row[2] for row in symlog.data[0].customdata] == [-1e4, 0.0, 1e9]  # raw in the hover
+
+
+def test_parameter_table_keeps_the_decisions_that_vary():
+    decided = [
+        {"normalization": "batchnorm", "optimizer.lr": 1e-4, "dropout": 0.0},
+        {"normalization": "layernorm", "optimizer.lr": 1e-1, "dropout": 0.0},
+        {"normalization": "layernorm", "optimizer.lr": 3e-3, "dropout": 0.0, "momentum": 0.9},
+    ]
+    metrics = [{"accuracy": 0.5}, {"accuracy": 0.7}, {}]
+    table = analysis.parameter_table([4, 5, 6], metrics, decided, ["accuracy"])
+    assert list(table.columns) == ["number", "accuracy", "normalization", "optimizer.lr"]
+    assert list(table["number"]) == [4, 5]  # no accuracy: not drawn
+    slices = charts.slice_figure(table, "optimizer.lr", "accuracy", "maximize")
+    assert slices.layout.xaxis.type == "log"  # 1e-4 to 1e-1
+    choices = charts.slice_figure(table, "normalization", "accuracy", "maximize")
+    assert choices.layout.xaxis.type == "category"
+    parallel = charts.parallel_figure(table, ["normalization", "optimizer.lr"], ["accuracy"])
+    lr = next(d for d in parallel.data[0].dimensions if d.label == "log10 optimizer.lr")
+    assert list(lr.values) == pytest.approx([-4.0, -1.0])
