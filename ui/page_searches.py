@@ -20,15 +20,17 @@ def render() -> None:
     st.fragment(_body, run_every=source.REFRESH_SECONDS if live else None)(url)
 
 
+NUMBER_FORMATS = {"proposals": None, "completed": None, "hypervolume": "%.6g"}
+
+
 def _columns() -> dict:
-    """Each count's help text (``overview.COLUMN_HELP``)."""
-    config = {name: st.column_config.Column(help=text) for name, text in COLUMN_HELP.items()}
-    config["hypervolume"] = st.column_config.NumberColumn(
-        format="%.6g", help=COLUMN_HELP["hypervolume"]
-    )
-    config["proposals"] = st.column_config.NumberColumn(help=COLUMN_HELP["proposals"])
-    config["completed"] = st.column_config.NumberColumn(help=COLUMN_HELP["completed"])
-    return config
+    """Each count's help text (``overview.COLUMN_HELP``), numbers as numbers."""
+    return {
+        name: st.column_config.NumberColumn(format=NUMBER_FORMATS[name], help=text)
+        if name in NUMBER_FORMATS
+        else st.column_config.Column(help=text)
+        for name, text in COLUMN_HELP.items()
+    }
 
 
 def _body(url: str) -> None:
