@@ -1,4 +1,5 @@
-"""The Search page: progress, the front, histories, the cascade, proxies and the trial table.
+"""The Search page: progress, the front, histories, the cascade, proxies, the evidence ladder,
+parameter importance, parallel coordinates and slices, and the trial table.
 While the search runs, the page body is a fragment that re-reads the store every few seconds."""
 
 from __future__ import annotations

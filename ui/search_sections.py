@@ -1,5 +1,6 @@
 """The Search page's charts: the front, the histories, the funnel, the proxy scatter, the
-evidence ladder and parameter importance."""
+evidence ladder, parameter importance, and the decisions against the objectives (parallel
+coordinates, slices)."""
 
 from __future__ import annotations
 
@@ -184,11 +185,9 @@ def importance(data: dict, spec: SearchSpec) -> None:
         key="importance-axes",
     )
     left_out = ", ".join(found.left_out) or "none"
-    over = (
-        f"{found.trials:,}"
-        if found.trials == found.results
-        else (f"the latest {found.trials:,} of {found.results:,}")
-    )
+    over = f"{found.trials:,}"
+    if found.trials < found.results:
+        over = f"the latest {found.trials:,} of {found.results:,}"
     st.caption(
         f"{EVALUATOR_NAMES[evaluator]} (Optuna's importance evaluator) over {over} "
         f"results trained for {epochs_text(epochs)}, for {objective}; an axis is the sum of its "
