@@ -174,7 +174,7 @@ def importance(data: dict, spec: SearchSpec) -> None:
         source.store().url, search_id, source.version(search_id), epochs, objective, evaluator
     )
     if found is None or not found.params:
-        why = "its values do not vary" if found is not None else "too few trained results"
+        why = "too few trained results" if found is None else "it, or every parameter, is constant"
         st.info(f"No importance for {objective} at {epochs_text(epochs)}: {why}.")
         return
     bars, axes = st.columns([3, 1])

@@ -124,10 +124,12 @@ def importance(
 ) -> dict[str, float]:
     """The normalised importance (highest first) of each of ``params`` (by default those every
     one of ``trials`` has: :func:`shared_params`) in a study of ``trials``; empty when the
-    objective does not vary (nothing to explain); ``evaluator``: a name of ``EVALUATORS``."""
+    objective does not vary or there is no parameter (nothing to explain); ``evaluator``: a
+    name of ``EVALUATORS``."""
     if evaluator not in EVALUATORS:
         raise ValueError(f"unknown evaluator {evaluator!r}; allowed: {', '.join(EVALUATORS)}")
-    if len({t.value for t in trials}) < 2:
+    params = list(shared_params(trials)[0] if params is None else params)
+    if len({t.value for t in trials}) < 2 or not params:
         return {}
     study = optuna.create_study(direction=direction)
     study.add_trials(trials)
@@ -136,7 +138,7 @@ def importance(
         found = optuna.importance.get_param_importances(
             study,
             evaluator=EVALUATORS[evaluator](seed),
-            params=list(shared_params(trials)[0] if params is None else params),
+            params=params,
         )
     return {name: float(value) for name, value in found.items()}
 
