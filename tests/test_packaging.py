@@ -100,8 +100,9 @@ def qualified_imports(source: str) -> set[str]:
 
 
 TABLES = "winnow.service.store.tables"
-# The engine modules the dashboard may read through: stored results' readout, Pareto arithmetic.
-UI_ENGINE_MODULES = {"readout", "pareto"}
+# The engine modules the dashboard may read through: stored results' readout, Pareto arithmetic,
+# parameter importance.
+UI_ENGINE_MODULES = {"readout", "pareto", "importance"}
 
 
 def ui_violations(source: str) -> list[str]:

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from winnow.records import epochs_text
 from winnow.service.engine import readout
 from winnow.service.search_spec import Objective
 from winnow.service.store import reads
@@ -55,6 +56,22 @@ def describe(candidate: dict[str, Any]) -> str:
     return "<br>".join([shape, axes["normalization"], optimizer, bits])
 
 
+# The costs a training row measures (``training.static_metrics`` and what ``evaluate`` adds),
+# in the order a reader compares recipes by; the proxies' and the screen's columns come after.
+COST_METRICS = ("params", "flops", "bitops", "model_bytes", "latency_ms", "peak_memory_bytes")
+
+
+def metric_columns(names: Sequence[str], objectives: Sequence[str]) -> list[str]:
+    """The metric columns of a trial's rows in reading order: its objectives (accuracy first
+    when it is one, or is measured), the costs, the other measurements (``epochs_run``), then
+    the proxies' and the screen's values (``proxy.*``, ``screen.*``), which rank candidates
+    before training but are not what a recipe scores."""
+    names = list(dict.fromkeys(names))
+    lead = [n for n in dict.fromkeys(["accuracy", *objectives, *COST_METRICS]) if n in names]
+    late = [n for n in names if n.startswith(("proxy.", "screen."))]
+    return lead + [n for n in names if n not in lead and n not in late] + late
+
+
 def fidelity_label(stage: str, epochs: int) -> str:
     """``proxy``, ``train:6``: the key the table filters by (``reads.TableQuery``)."""
     return f"{stage}:{epochs}" if stage == "train" else stage
@@ -74,7 +91,7 @@ def expand(frame: pd.DataFrame, objectives: Sequence[str]) -> pd.DataFrame:
     per_text = {text: (recipe_axes(c), describe(c)) for text, c in unique.items()}
     described = [per_text[text] for text in frame["candidate"]]
     out = pd.concat([out, pd.DataFrame([axes for axes, _ in described])], axis=1)
-    out["fidelity"] = [f"{e} epochs" for e in out["epochs"]]
+    out["fidelity"] = [epochs_text(e) for e in out["epochs"]]
     out["recipe"] = [text for _, text in described]
     return out.dropna(subset=list(objectives)).reset_index(drop=True)
 
@@ -119,7 +136,7 @@ def funnel(counts: pd.DataFrame, rungs: Sequence[int], proposals: int) -> pd.Dat
     ]
     for rung, epochs in enumerate(rungs):
         ran = train[(train["rung"] == rung) & ~train["reused"].astype(bool)]
-        stages.append((f"trained at rung {rung} ({epochs} epochs)", int(ran["rows"].sum())))
+        stages.append((f"trained at rung {rung} ({epochs_text(epochs)})", int(ran["rows"].sum())))
     out = pd.DataFrame(stages, columns=["stage", "candidates"])
     out.attrs["duplicates"] = duplicates
     out.attrs["screened_out"] = int(proxy.loc[proxy["status"] == "pruned", "rows"].sum())
@@ -144,6 +161,62 @@ def _proxy_column(name: str) -> bool:
     if readout.is_screen_flag(name):
         return False
     return name.startswith(("proxy.", "screen."))
+
+
+def parameter_table(
+    numbers: Sequence[int],
+    metrics: Sequence[dict],
+    decided: Sequence[dict[str, Any]],
+    objectives: Sequence[str],
+) -> pd.DataFrame:
+    """One row per trained result: ``number``, its objectives' values, then each decision that
+    takes more than one value among them (a fixed one says nothing), by decision path; rows
+    missing an objective are dropped (they cannot be drawn)."""
+    out = pd.DataFrame({"number": list(numbers)})
+    for name in objectives:
+        out[name] = [float(m[name]) if m.get(name) is not None else np.nan for m in metrics]
+    params = pd.DataFrame(list(decided), index=out.index)
+    varying = [c for c in params.columns if params[c].astype(str).nunique(dropna=True) > 1]
+    out = pd.concat([out, params[varying]], axis=1)
+    return out.dropna(subset=list(objectives)).reset_index(drop=True)
+
+
+def is_numeric(values: pd.Series) -> bool:
+    """Numbers (not booleans, which are choices): drawn on a numeric axis."""
+    kept = values.dropna()
+    return len(kept) > 0 and all(
+        isinstance(v, int | float | np.number) and not isinstance(v, bool | np.bool_) for v in kept
+    )
+
+
+WIDE_SPAN = 1e3  # values whose magnitudes span three orders or more get a logarithmic axis
+
+
+def axis_scale(values: Sequence[float]) -> str:
+    """``linear``; ``log`` for positive values spanning orders of magnitude (synflow reaches
+    1e49 while other candidates score 1e3); ``symlog`` for such values of both signs or with
+    zeros, which a log axis cannot draw (:func:`symlog`)."""
+    x = np.asarray(values, dtype=float)
+    x = x[np.isfinite(x)]
+    magnitudes = np.abs(x[x != 0])
+    if len(magnitudes) < 2 or magnitudes.max() < WIDE_SPAN * magnitudes.min():
+        return "linear"
+    return "log" if (x > 0).all() else "symlog"
+
+
+def symlog(values: Sequence[float], threshold: float) -> np.ndarray:
+    """``sign(x) log10(1 + |x| / threshold)``: monotone, so ranks (and the rank correlations)
+    are those of ``x``; about linear below ``threshold``, logarithmic above; defined at 0 and
+    for negative values, unlike a log axis (matplotlib's ``symlog`` scale, which plotly lacks)."""
+    x = np.asarray(values, dtype=float)
+    return np.sign(x) * np.log10(1 + np.abs(x) / threshold)
+
+
+def symlog_threshold(values: Sequence[float]) -> float:
+    """The smallest non-zero magnitude: every value above it is drawn on the log part."""
+    x = np.abs(np.asarray(values, dtype=float))
+    x = x[np.isfinite(x) & (x != 0)]
+    return float(x.min()) if len(x) else 1.0
 
 
 def correlation(x: Sequence[float], y: Sequence[float]) -> dict[str, float | int | None]:

@@ -11,6 +11,8 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
+from winnow.ui import analysis
+
 FADED = 0.18  # dominated points stay visible (where the search looked) but out of the way
 HOVER = "trial %{customdata[0]}<br>%{customdata[1]}<extra>%{fullData.name}</extra>"
 
@@ -103,33 +105,206 @@ def funnel_figure(funnel: pd.DataFrame) -> go.Figure:
     return figure
 
 
-def proxy_figure(data: pd.DataFrame, proxy: str, target: str) -> go.Figure:
+def proxy_figure(data: pd.DataFrame, proxy: str, target: str, scale: str = "linear") -> go.Figure:
+    """A proxy against a trained objective; ``scale`` (``analysis.axis_scale``) of the proxy's
+    axis: ``log``, or ``symlog`` (values drawn as ``analysis.symlog``, ticks at powers of ten,
+    the raw value in the hover)."""
+    xs = data[proxy].to_numpy(dtype=float)
+    axis: dict = {"title": proxy, "type": "log" if scale == "log" else "linear"}
+    if scale == "symlog":
+        threshold = analysis.symlog_threshold(xs)
+        axis = {"title": f"{proxy} (symmetric log scale)", **_symlog_ticks(xs, threshold)}
+        xs = analysis.symlog(xs, threshold)
     figure = go.Figure(
         go.Scatter(
-            x=data[proxy],
+            x=xs,
             y=data[target],
             mode="markers",
             marker={"size": 5, "opacity": 0.5},
-            customdata=np.stack([data["number"], data["recipe"]], axis=-1),
-            hovertemplate=HOVER,
+            customdata=data[["number", "recipe", proxy]].to_numpy(dtype=object),
+            hovertemplate="trial %{customdata[0]}<br>" + proxy + " %{customdata[2]:.4g}<br>"
+            "%{customdata[1]}<extra></extra>",
             name=proxy,
         )
     )
     figure.update_layout(
-        xaxis_title=proxy, yaxis_title=target, margin={"l": 10, "r": 10, "t": 10, "b": 10}
+        xaxis=axis, yaxis_title=target, margin={"l": 10, "r": 10, "t": 10, "b": 10}
     )
     return figure
 
 
-def loss_figure(curves: dict[str, list[float]]) -> go.Figure:
-    figure = go.Figure()
-    for name, curve in curves.items():
-        epochs = list(range(1, len(curve) + 1))
-        figure.add_trace(go.Scatter(x=epochs, y=curve, mode="lines+markers", name=name))
+def _symlog_ticks(values: np.ndarray, threshold: float) -> dict:
+    """Ticks at 0 and at the powers of ten each sign's values reach, on the symlog axis."""
+    finite = values[np.isfinite(values)]
+    low = int(np.floor(np.log10(threshold)))
+    signed = [0.0]
+    for sign, part in ((1.0, finite[finite > 0]), (-1.0, -finite[finite < 0])):
+        if len(part):
+            top = int(np.ceil(np.log10(part.max())))
+            step = max(1, (top - low) // 6)  # about six decades labelled per side
+            signed += [sign * 10.0**k for k in range(low, top + 1, step)]
+    return {
+        "tickvals": analysis.symlog(signed, threshold).tolist(),
+        "ticktext": [_power_text(v) for v in signed],
+    }
+
+
+def _power_text(value: float) -> str:
+    """``0``, ``1e49``, ``-1e4``: a tick at a signed power of ten."""
+    if value == 0:
+        return "0"
+    return f"{'-' if value < 0 else ''}1e{round(np.log10(abs(value)))}"
+
+
+def _dimension(values: pd.Series, label: str) -> dict:
+    """One axis of the parallel coordinates: numbers as they are (log10 when they span orders
+    of magnitude, ``analysis.axis_scale``), choices as ordered codes labelled by their values."""
+    if analysis.is_numeric(values):
+        numbers = values.astype(float)
+        if analysis.axis_scale(numbers) == "log":
+            return {"label": f"log10 {label}", "values": np.log10(numbers)}
+        return {"label": label, "values": numbers}
+    text = values.astype(str)
+    choices = sorted(text.unique())
+    codes = {c: i for i, c in enumerate(choices)}
+    return {
+        "label": label,
+        "values": [codes[t] for t in text],
+        "tickvals": list(range(len(choices))),
+        "ticktext": choices,
+    }
+
+
+def parallel_figure(frame: pd.DataFrame, params: Sequence[str], objectives: Sequence[str]):
+    """Each trained result as a line across its decisions and objectives (optuna-dashboard's
+    parallel coordinates), coloured by the first objective."""
+    dimensions = [_dimension(frame[p], p) for p in params]
+    dimensions += [_dimension(frame[o], o) for o in objectives]
+    first = frame[objectives[0]].astype(float)
+    figure = go.Figure(
+        go.Parcoords(
+            dimensions=dimensions,
+            line={
+                "color": first,
+                "colorscale": "Viridis",
+                "showscale": True,
+                "colorbar": {"title": {"text": objectives[0]}},
+            },
+        )
+    )
+    figure.update_layout(height=420, margin={"l": 60, "r": 60, "t": 60, "b": 20})
+    return figure
+
+
+def slice_figure(frame: pd.DataFrame, param: str, objective: str, direction: str) -> go.Figure:
+    """One decision against one objective, every trained result a point (optuna-dashboard's
+    slice plot); numbers on a numeric axis (logarithmic when they span orders of magnitude),
+    choices as categories."""
+    part = frame.dropna(subset=[param, objective])
+    numeric = analysis.is_numeric(part[param])
+    xs = part[param] if numeric else part[param].astype(str)
+    kind = analysis.axis_scale(xs) if numeric else "category"
+    figure = go.Figure(
+        go.Scatter(
+            x=xs,
+            y=part[objective],
+            mode="markers",
+            marker={"size": 6, "opacity": 0.5},
+            customdata=part[["number"]].to_numpy(),
+            hovertemplate="trial %{customdata[0]}<br>%{x}: %{y:.4g}<extra></extra>",
+            name=param,
+        )
+    )
     figure.update_layout(
-        xaxis_title="epoch",
-        yaxis_title="training loss",
-        height=300,
+        xaxis={
+            "title": param,
+            "type": {"log": "log", "category": "category"}.get(kind, "linear"),
+        },
+        yaxis_title=_axis_title(objective, direction),
+        height=320,
         margin={"l": 10, "r": 10, "t": 10, "b": 10},
+    )
+    return figure
+
+
+AXIS_COLOURS = {"architecture": 0, "normalization": 1, "optimizer": 2, "quantization": 3}
+
+
+def importance_figure(params: dict[str, float], axis_of) -> go.Figure:
+    """Horizontal bars of each parameter's importance, the most important on top, coloured by
+    its axis (``axis_of(name)``)."""
+    names = list(params)[::-1]  # plotly draws the first bar at the bottom
+    tints = [
+        qualitative.Plotly[AXIS_COLOURS.get(axis_of(n), 4) % len(qualitative.Plotly)] for n in names
+    ]
+    figure = go.Figure(
+        go.Bar(
+            x=[params[n] for n in names],
+            y=names,
+            orientation="h",
+            marker={"color": tints},
+            text=[f"{params[n]:.2f}" for n in names],
+            textposition="auto",
+            hovertemplate="%{y}: %{x:.3f}<extra></extra>",
+        )
+    )
+    figure.update_layout(
+        xaxis_title="importance (sums to 1)",
+        height=max(220, 28 * len(names) + 80),
+        margin={"l": 10, "r": 10, "t": 10, "b": 10},
+    )
+    return figure
+
+
+# Below the plot, where plotly's toolbar (top right) never covers it.
+LEGEND_BELOW = {"orientation": "h", "yanchor": "top", "y": -0.3, "xanchor": "left", "x": 0}
+
+
+def loss_figure(
+    curves: dict[str, list[float]], accuracy: dict[str, tuple[int, float]] | None = None
+) -> go.Figure:
+    """Each training run's stored loss per epoch (``curves``, by fidelity) and, beside it, the
+    test accuracy each run measured once at its end (``accuracy``: fidelity -> (epochs,
+    accuracy)): what a trial's rows hold, nothing interpolated."""
+    accuracy = accuracy or {}
+    titles = ["training loss per epoch", "test accuracy at the end of each run"]
+    columns = 2 if accuracy else 1
+    figure = make_subplots(rows=1, cols=columns, subplot_titles=titles[:columns])
+    for i, (name, curve) in enumerate(curves.items()):
+        tint = qualitative.Plotly[i % len(qualitative.Plotly)]
+        epochs = list(range(1, len(curve) + 1))
+        figure.add_trace(
+            go.Scatter(
+                x=epochs,
+                y=curve,
+                mode="lines+markers",
+                name=name,
+                legendgroup=name,
+                line={"color": tint},
+            ),
+            row=1,
+            col=1,
+        )
+    if accuracy:
+        names = list(accuracy)
+        figure.add_trace(
+            go.Scatter(
+                x=[accuracy[n][0] for n in names],
+                y=[accuracy[n][1] for n in names],
+                text=names,
+                mode="lines+markers",
+                name="test accuracy",
+                line={"color": "#444", "dash": "dot"},
+                hovertemplate="%{text}: %{y:.4g}<extra></extra>",
+            ),
+            row=1,
+            col=2,
+        )
+        figure.update_yaxes(title_text="accuracy", row=1, col=2)
+        figure.update_xaxes(title_text="epochs trained", row=1, col=2)
+    figure.update_xaxes(title_text="epoch", row=1, col=1)
+    figure.update_yaxes(title_text="training loss", row=1, col=1)
+    figure.update_layout(
+        height=340, legend=LEGEND_BELOW, margin={"l": 10, "r": 10, "t": 30, "b": 10}
     )
     return figure

@@ -12,6 +12,19 @@ from winnow.service.engine.pareto import search_hypervolume
 from winnow.service.store import Store, reads
 from winnow.ui import analysis
 
+# What each count of the table counts (``readout``'s definitions), shown as column help.
+COLUMN_HELP = {
+    "candidates": "Candidates sent to training, of budget.max_trials: each counts once, at its "
+    "first rung, however many rungs it reaches; a hash hit reuses a result and is not one.",
+    "proposals": "Candidates the sampler proposed: the sent to training, the hash hits, and "
+    "those the proxy screen pruned or that failed before training.",
+    "completed": "Candidates with a trained result at the top rung (trained there, or a hash "
+    "hit reusing one): the front is made of these. Those stopped at a lower rung by "
+    "successive halving count as sent to training but not as completed.",
+    "leader": "The front's best trial on the first objective, with its other values.",
+    "hypervolume": "The hypervolume of the front of the completed trials.",
+}
+
 
 def _when(seconds: float | None) -> str:
     return "" if seconds is None else datetime.fromtimestamp(seconds).strftime("%Y-%m-%d %H:%M:%S")
@@ -44,7 +57,7 @@ def overview(store: Store) -> pd.DataFrame:
                 "id": search.id,
                 "name": search.name,
                 "status": str(search.status),
-                "progress": f"{progress['candidates']} / {spec.budget.max_trials} candidates",
+                "candidates": f"{progress['candidates']} / {spec.budget.max_trials}",
                 "proposals": progress["proposals"],
                 "completed": completed,
                 "leader": _leader_text(leader),

@@ -1,4 +1,5 @@
-"""The Search page: progress, the front, histories, the cascade, proxies and the trial table.
+"""The Search page: progress, the front, histories, the cascade, proxies, the evidence ladder,
+parameter importance, parallel coordinates and slices, and the trial table.
 While the search runs, the page body is a fragment that re-reads the store every few seconds."""
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ import streamlit as st
 from winnow.records import TERMINAL
 from winnow.service.store import StoreError
 from winnow.ui import nav, search_sections, source, trial_table
+from winnow.ui.overview import COLUMN_HELP
 
 
 def render(search_id: str) -> None:
@@ -41,6 +43,8 @@ def _body(search_id: str) -> None:
     search_sections.history(data)
     search_sections.cascade(data, spec)
     search_sections.evidence_ladder(data)
+    search_sections.importance(data, spec)
+    search_sections.parameters(data, spec)
     trial_table.render(url, search_id, data, spec)
 
 
@@ -58,12 +62,21 @@ def _counters(data: dict) -> None:
         *((f"leader {name}", value) for name, value in leader_values(data["leader"])),
     ]
     for column, (label, value) in zip(st.columns(len(shown)), shown, strict=True):
-        column.metric(label, nav.fmt(value))
+        column.metric(label, nav.fmt(value), help=COUNTER_HELP.get(label))
     if data["leader"] is not None:
         st.caption(
             f"leader: trial #{data['leader']['trial_id']}, the front's best on the first "
             "objective, with its other values (the trial export picks by default)"
         )
+
+
+COUNTER_HELP = {
+    "candidates": COLUMN_HELP["candidates"],
+    "training runs": "Training runs started: each rung a candidate trains at is one run; a hash "
+    "hit trains nothing.",
+    "proposals": COLUMN_HELP["proposals"],
+    "hash hits": "Candidates whose network equals one trained before: its result is reused.",
+}
 
 
 def leader_values(leader: dict | None) -> list[tuple[str, float]]:

@@ -6,6 +6,7 @@ import streamlit as st
 
 from winnow.records import TERMINAL
 from winnow.ui import nav, source
+from winnow.ui.overview import COLUMN_HELP
 
 
 def render() -> None:
@@ -19,6 +20,19 @@ def render() -> None:
     st.fragment(_body, run_every=source.REFRESH_SECONDS if live else None)(url)
 
 
+NUMBER_FORMATS = {"proposals": None, "completed": None, "hypervolume": "%.6g"}
+
+
+def _columns() -> dict:
+    """Each count's help text (``overview.COLUMN_HELP``), numbers as numbers."""
+    return {
+        name: st.column_config.NumberColumn(format=NUMBER_FORMATS[name], help=text)
+        if name in NUMBER_FORMATS
+        else st.column_config.Column(help=text)
+        for name, text in COLUMN_HELP.items()
+    }
+
+
 def _body(url: str) -> None:
     table = source.searches_overview(url)
     event = st.dataframe(
@@ -27,7 +41,12 @@ def _body(url: str) -> None:
         on_select="rerun",
         selection_mode="single-row",
         key=nav.key("searches"),
-        column_config={"hypervolume": st.column_config.NumberColumn(format="%.6g")},
+        column_config=_columns(),
+    )
+    st.caption(
+        "candidates: sent to training (of budget.max_trials); completed: trained at the top "
+        "rung, hash hits included. A candidate that successive halving stops at a lower rung is "
+        "sent to training but never completed. Hover a column's name for more."
     )
     if event.selection.rows:
         nav.go(search=str(table.iloc[event.selection.rows[0]]["id"]))

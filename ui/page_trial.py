@@ -8,11 +8,11 @@ import json
 import pandas as pd
 import streamlit as st
 
-from winnow.records import SearchRecord, TrialRecord
+from winnow.records import SearchRecord, TrialRecord, epochs_text
 from winnow.service.engine import readout
 from winnow.service.export import recipe as export_recipe
 from winnow.service.store import StoreError, reads
-from winnow.ui import charts, nav, source
+from winnow.ui import analysis, charts, nav, source
 from winnow.ui.recipe import architecture, axis_tables
 
 
@@ -33,7 +33,7 @@ def render(search_id: str, number: int) -> None:
     st.caption(f"search {search.name} ({search_id})")
     candidate = json.loads(rows[0].candidate)
     _recipe(candidate)
-    _metrics(rows)
+    _metrics(rows, [o.name for o in source.spec(search.spec_json).objectives])
     _equivalents(db, search_id, number, rows[0])
     _export(search, rows, number)
 
@@ -47,23 +47,52 @@ def _recipe(candidate: dict) -> None:
     architecture(candidate["architecture"])
 
 
-def _metrics(rows: list[TrialRecord]) -> None:
+def _metrics(rows: list[TrialRecord], objectives: list[str]) -> None:
     st.subheader("Metrics at every fidelity")
-    records, curves = [], {}
-    for row in rows:
-        label = row.stage if row.stage != "train" else f"train {row.epochs} epochs"
-        if row.loss_curve:
-            curves[label] = row.loss_curve
-        base = {"fidelity": label, "status": str(row.status), "reused": bool(row.reused)}
-        records.append(
-            base | {"seconds": round(row.seconds, 3)} | row.metrics | {"error": row.error or ""}
+    st.dataframe(metrics_table(rows, objectives), hide_index=True)
+    st.subheader("Training curves")
+    curves, accuracy = training_curves(rows)
+    if curves or accuracy:
+        st.plotly_chart(charts.loss_figure(curves, accuracy), key="loss")
+        st.caption(
+            "What the rows store: each training run's loss per epoch (the mean over the "
+            "epoch's batches), by fidelity; and its test accuracy, measured once at the run's "
+            "end (one point per fidelity). No accuracy or validation loss is stored per epoch."
         )
-    st.dataframe(pd.DataFrame(records), hide_index=True)
-    st.subheader("Loss curve")
-    if curves:
-        st.plotly_chart(charts.loss_figure(curves), key="loss")
     else:
         st.info("No loss curve stored for this trial.")
+
+
+def fidelity_text(row: TrialRecord) -> str:
+    return f"train {epochs_text(row.epochs)}" if row.stage == "train" else row.stage
+
+
+def metrics_table(rows: list[TrialRecord], objectives: list[str]) -> pd.DataFrame:
+    """One row per stored fidelity: accuracy and the costs first, the proxies' and the
+    screen's columns after (``analysis.metric_columns``), time and error last."""
+    names = analysis.metric_columns([k for row in rows for k in row.metrics], objectives)
+    records = [
+        {"fidelity": fidelity_text(row), "status": str(row.status), "reused": bool(row.reused)}
+        | {name: row.metrics.get(name) for name in names}
+        | {"seconds": round(row.seconds, 3), "error": row.error or ""}
+        for row in rows
+    ]
+    return pd.DataFrame(records)
+
+
+def training_curves(
+    rows: list[TrialRecord],
+) -> tuple[dict[str, list[float]], dict[str, tuple[int, float]]]:
+    """The stored loss per epoch of each training run, and each trained run's (epochs, test
+    accuracy), by fidelity."""
+    trained = [r for r in rows if r.stage == "train"]
+    curves = {fidelity_text(r): r.loss_curve for r in trained if r.loss_curve}
+    accuracy = {
+        fidelity_text(r): (r.epochs, float(r.metrics["accuracy"]))
+        for r in trained
+        if r.trained and r.metrics.get("accuracy") is not None
+    }
+    return curves, accuracy
 
 
 def _equivalents(db, search_id: str, number: int, row: TrialRecord) -> None:

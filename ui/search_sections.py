@@ -1,14 +1,16 @@
-"""The Search page's charts: the front, the histories, the funnel, the proxy scatter and the
-evidence ladder."""
+"""The Search page's charts: the front, the histories, the funnel, the proxy scatter, the
+evidence ladder, parameter importance, and the decisions against the objectives (parallel
+coordinates, slices)."""
 
 from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
 
-from winnow.records import front_note
+from winnow.records import epochs_text, front_note
+from winnow.service.engine.importance import axis_of
 from winnow.service.search_spec import SearchSpec
-from winnow.ui import analysis, charts, nav
+from winnow.ui import analysis, charts, nav, source
 
 COLOUR_BY = ["fidelity", "normalization", "optimizer", "weight_bits", "activation_bits"]
 
@@ -90,12 +92,24 @@ def _proxies(data: dict, spec: SearchSpec) -> None:
     at_rung = trained[(trained["epochs"] == epochs) & ~trained["reused"].astype(bool)]
     joined = at_rung.merge(proxies[["number", proxy]], on="number").dropna(subset=[proxy])
     result = analysis.correlation(joined[proxy], joined[target])
-    st.plotly_chart(charts.proxy_figure(joined, proxy, target), key="proxy-scatter")
+    scale = analysis.axis_scale(joined[proxy])
+    st.plotly_chart(charts.proxy_figure(joined, proxy, target, scale), key="proxy-scatter")
     text = ", ".join(
         f"{name} {nav.fmt(result[name]) if result[name] is not None else 'n/a'}"
         for name in ("spearman", "kendall")
     )
     st.markdown(f"**{text}** over {result['n']} candidates of this search.")
+    if scale != "linear":
+        st.caption(SCALE_NOTES[scale].format(proxy=proxy))
+
+
+SCALE_NOTES = {
+    "log": "{proxy}'s values span orders of magnitude: its axis is logarithmic.",
+    "symlog": "{proxy}'s values span orders of magnitude and include zero or negative values: "
+    "its axis is a symmetric log, sign(x)·log10(1 + |x|/t) with t the smallest non-zero |x| "
+    "(linear near 0, logarithmic beyond; hover shows the raw value). The rank correlations "
+    "are unchanged by it.",
+}
 
 
 def evidence_ladder(data: dict) -> None:
@@ -126,3 +140,93 @@ def evidence_ladder(data: dict) -> None:
         "decided, combined the supernet stage's (proxies and inherited accuracy), each where "
         "a calibrated fit gave it."
     )
+
+
+EVALUATOR_NAMES = {"ped-anova": "PED-ANOVA", "fanova": "fANOVA"}
+
+
+def importance(data: dict, spec: SearchSpec) -> None:
+    """Which parameters and axes matter for an objective at one fidelity
+    (``source.importance_of``: Optuna's evaluators over the trained results)."""
+    st.subheader("Parameter importance")
+    trained: pd.DataFrame = data["trained"]
+    if trained.empty or not spec.objectives:
+        st.info("No trained results yet.")
+        return
+    if source.spec_note(data["search"].spec_json):  # a stand-in spec: no space to rebuild from
+        st.info("Importance needs the search's space, and its stored spec no longer validates.")
+        return
+    rungs = sorted(int(e) for e in trained["epochs"].unique())
+    left, middle, right = st.columns(3)
+    objective = left.selectbox("objective", [o.name for o in spec.objectives], key="imp-target")
+    epochs = middle.selectbox(
+        "at fidelity", rungs, index=len(rungs) - 1, format_func=epochs_text, key="imp-epochs"
+    )
+    evaluator = right.radio(
+        "evaluator",
+        list(EVALUATOR_NAMES),
+        format_func=EVALUATOR_NAMES.get,
+        horizontal=True,
+        key="imp-evaluator",
+    )
+    search_id = data["search"].id
+    found = source.importance_of(
+        source.store().url, search_id, source.version(search_id), epochs, objective, evaluator
+    )
+    if found is None or not found.params:
+        why = "too few trained results" if found is None else "it, or every parameter, is constant"
+        st.info(f"No importance for {objective} at {epochs_text(epochs)}: {why}.")
+        return
+    bars, axes = st.columns([3, 1])
+    bars.plotly_chart(charts.importance_figure(found.params, axis_of), key="importance")
+    axes.dataframe(
+        pd.DataFrame({"axis": list(found.axes), "importance": list(found.axes.values())}),
+        hide_index=True,
+        key="importance-axes",
+    )
+    left_out = ", ".join(found.left_out) or "none"
+    over = f"{found.trials:,}"
+    if found.trials < found.results:
+        over = f"the latest {found.trials:,} of {found.results:,}"
+    st.caption(
+        f"{EVALUATOR_NAMES[evaluator]} (Optuna's importance evaluator) over {over} "
+        f"results trained for {epochs_text(epochs)}, for {objective}; an axis is the sum of its "
+        "parameters'. Only parameters every one of these trials has are ranked; left out as "
+        f"conditional: {left_out}."
+    )
+
+
+def parameters(data: dict, spec: SearchSpec) -> None:
+    """Parallel coordinates over the varying decisions and the objectives, and a slice plot of
+    one decision against one objective, at one fidelity (``source.parameters_at``)."""
+    st.subheader("Parameters and objectives")
+    trained: pd.DataFrame = data["trained"]
+    if trained.empty or not spec.objectives or source.spec_note(data["search"].spec_json):
+        st.info("No trained results to plot (or no space to read their decisions by).")
+        return
+    rungs = sorted(int(e) for e in trained["epochs"].unique())
+    epochs = st.selectbox(
+        "at fidelity", rungs, index=len(rungs) - 1, format_func=epochs_text, key="par-epochs"
+    )
+    search_id = data["search"].id
+    frame = source.parameters_at(source.store().url, search_id, source.version(search_id), epochs)
+    names = [o.name for o in spec.objectives]
+    params = [c for c in frame.columns if c not in ("number", *names)]
+    if frame.empty or not params:
+        st.info(f"No trained results with varying decisions at {epochs_text(epochs)}.")
+        return
+    every = [p for p in params if frame[p].notna().all()]  # a line needs every axis
+    st.plotly_chart(charts.parallel_figure(frame, every, names), key="parallel")
+    partial = ", ".join(p for p in params if p not in every) or "none"
+    st.caption(
+        f"{len(frame):,} results trained for {epochs_text(epochs)}, one line each, across the "
+        f"decisions that vary among them and the objectives, coloured by {names[0]}; drag along "
+        "an axis to filter. Choices are spread in name order; a decision spanning orders of "
+        "magnitude (a learning rate) is drawn as its log10. Decisions only some results have "
+        f"(the slice plot below shows them): {partial}."
+    )
+    left, right = st.columns(2)
+    param = left.selectbox("decision", params, key="slice-param")
+    objective = right.selectbox("objective", names, key="slice-objective")
+    direction = dict(zip(names, spec.directions, strict=True))[objective]
+    st.plotly_chart(charts.slice_figure(frame, param, objective, direction), key="slice")

@@ -97,14 +97,19 @@ class Fidelity:
         return self.stage
 
 
+def epochs_text(epochs: int) -> str:
+    """``1 epoch``, ``6 epochs``: the one wording of an epoch count that people read (a
+    fidelity key, ``str(Fidelity)``, keeps its fixed spelling)."""
+    return f"{epochs} epoch" if epochs == 1 else f"{epochs} epochs"
+
+
 def front_note(epochs: int | None, top_epochs: int) -> str | None:
     """What a front below the top rung says of itself (no trial trained at the top rung yet,
     so the front is the highest rung reached), or None for a front of completed trials or an
     empty one."""
     if epochs is None or epochs >= top_epochs:
         return None
-    unit = "epoch" if epochs == 1 else "epochs"
-    return f"front at {epochs} {unit} (top rung {top_epochs} never reached)"
+    return f"front at {epochs_text(epochs)} (top rung {top_epochs} never reached)"
 
 
 @dataclass(frozen=True)

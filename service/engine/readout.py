@@ -26,7 +26,7 @@ import numpy as np
 from pydantic import ValidationError
 
 import winnow
-from winnow.records import SearchRecord, Status, TrialRecord
+from winnow.records import SearchRecord, Status, TrialRecord, epochs_text
 from winnow.search_space.archs import ArchitectureView, describe
 from winnow.search_space.specfile import validation_problems
 from winnow.service.engine.confirmed import (
@@ -558,7 +558,10 @@ def kept_artifacts(spec: SearchSpec, row: TrialRecord) -> dict[str, str | None]:
     if row.reused:
         why = "its result was reused from an equal network trained before, not trained here"
     elif row.rung != len(spec.strategy.rungs) - 1:
-        why = f"it trained {row.epochs} epochs, and only completed trials ({top} epochs) keep them"
+        why = (
+            f"it trained {epochs_text(row.epochs)}, and only completed trials "
+            f"({epochs_text(top)}) keep them"
+        )
     elif spec.keep_weights == 0:
         why = "the search kept none (keep_weights: 0); rerun it with keep_weights above 0"
     else:
@@ -580,7 +583,7 @@ def _why_not_trained(search: SearchRecord, rows: list[TrialRecord], trial_id: in
         known = f"trial ids 0 to {numbers[-1]}" if numbers else "no trials yet"
         return f"{name} does not exist ({known})"
     last = mine[-1]
-    where = f"at rung {last.rung} ({last.epochs} epochs)" if last.stage == "train" else ""
+    where = f"at rung {last.rung} ({epochs_text(last.epochs)})" if last.stage == "train" else ""
     where = where or f"at the {last.stage} stage"
     if last.status in (Status.QUEUED, Status.RUNNING):
         return f"{name} is still {last.status} {where}; export it when it has trained"

@@ -119,6 +119,16 @@ class SearchState:
         return rebuild.state
 
 
+def optuna_params(space: SearchSpace, candidate_json: str) -> tuple[Candidate, dict, dict]:
+    """A stored candidate and the Optuna params and distributions that propose it: the params
+    its rows keep in ``params_json``, with the distributions only the space knows (both from
+    ``SearchSpace.to_optuna``, which checks the candidate is in the space). What the restore
+    adds to a fresh study, and what ``importance`` rebuilds its studies from."""
+    candidate = Candidate.from_json(candidate_json)
+    params, distributions = space.to_optuna(candidate)
+    return candidate, params, distributions
+
+
 class _Rebuild:
     """Replays one candidate's rows at a time into a state (see the module docstring)."""
 
@@ -129,8 +139,7 @@ class _Rebuild:
         self.starts: list[int] = []  # readout.rung_starts
 
     def candidate(self, number: int, rows: list[TrialRecord], space: SearchSpace) -> None:
-        candidate = Candidate.from_json(rows[0].candidate)
-        params, distributions = space.to_optuna(candidate)
+        candidate, params, distributions = optuna_params(space, rows[0].candidate)
         structural = rows[0].structural_hash or structural_hash(candidate)
         tracked = Tracked(number, candidate, structural, params=params, distributions=distributions)
         tracked.functional = next((r.functional_hash for r in rows if r.functional_hash), None)

@@ -117,3 +117,87 @@ def test_the_proxy_table_keeps_scores_not_the_screens_flags():
     scores = pd.DataFrame({"number": [3], "stage": ["proxy"], "metrics": [metrics]})
     table = analysis.proxy_table(scores)
     assert list(table.columns) == ["number", "proxy.synflow", "screen.score", "screen.position"]
+
+
+def test_one_epoch_is_singular_wherever_it_is_printed():
+    from winnow.records import epochs_text, front_note
+
+    assert epochs_text(1) == "1 epoch" and epochs_text(6) == "6 epochs"
+    assert front_note(1, 3) == "front at 1 epoch (top rung 3 never reached)"
+    counts = pd.DataFrame(
+        {
+            "stage": ["train", "train"],
+            "epochs": [1, 3],
+            "rung": [0, 1],
+            "status": ["ok", "ok"],
+            "reused": [False, False],
+            "rows": [4, 2],
+        }
+    )
+    stages = list(analysis.funnel(counts, [1, 3], 4)["stage"])
+    assert "trained at rung 0 (1 epoch)" in stages and "trained at rung 1 (3 epochs)" in stages
+    frame = pd.DataFrame(
+        {"epochs": [1], "metrics": [{"accuracy": 0.5}], "candidate": ['{"architecture": {}}']}
+    )
+    assert list(analysis.expand(frame, ["accuracy"])["fidelity"]) == ["1 epoch"]
+
+
+def test_metric_columns_put_accuracy_and_costs_first_and_proxies_last():
+    names = ["proxy.synflow", "screen.score", "epochs_run", "latency_ms", "params", "accuracy"]
+    assert analysis.metric_columns(names, ["model_bytes"]) == [
+        "accuracy",
+        "params",
+        "latency_ms",
+        "epochs_run",
+        "proxy.synflow",
+        "screen.score",
+    ]
+
+
+def test_axis_scale_goes_logarithmic_when_values_span_orders_of_magnitude():
+    assert analysis.axis_scale([400.0, 410.0, 395.0]) == "linear"
+    assert analysis.axis_scale([1e3, 1e20, 1.5e49]) == "log"
+    assert analysis.axis_scale([-1e3, 0.0, 1.5e49]) == "symlog"
+    assert analysis.axis_scale([0.0, 5.0]) == "linear"  # one non-zero magnitude: no span
+    values = np.array([-1e6, -2.0, 0.0, 0.5, 3.0, 1e10, 1.5e49])
+    threshold = analysis.symlog_threshold(values)
+    drawn = analysis.symlog(values, threshold)
+    assert threshold == 0.5 and np.all(np.diff(drawn) > 0)  # monotone: the ranks are kept
+    assert drawn[2] == 0 and np.ptp(drawn) < 200  # 1.5e49 is about 49 units from 0
+
+
+def test_the_proxy_scatter_draws_a_wide_proxy_on_a_log_axis():
+    data = pd.DataFrame(
+        {
+            "number": [0, 1, 2],
+            "recipe": ["a", "b", "c"],
+            "proxy.synflow": [1e3, 1e20, 1.5e49],
+            "proxy.grad": [-1e4, 0.0, 1e9],
+            "accuracy": [0.5, 0.6, 0.7],
+        }
+    )
+    log = charts.proxy_figure(data, "proxy.synflow", "accuracy", "log")
+    assert log.layout.xaxis.type == "log" and list(log.data[0].x) == [1e3, 1e20, 1.5e49]
+    symlog = charts.proxy_figure(data, "proxy.grad", "accuracy", "symlog")
+    assert np.all(np.diff(symlog.data[0].x) > 0) and max(symlog.data[0].x) < 20
+    assert "0" in symlog.layout.xaxis.ticktext and "-1e4" in symlog.layout.xaxis.ticktext
+    assert [row[2] for row in symlog.data[0].customdata] == [-1e4, 0.0, 1e9]  # raw in the hover
+
+
+def test_parameter_table_keeps_the_decisions_that_vary():
+    decided = [
+        {"normalization": "batchnorm", "optimizer.lr": 1e-4, "dropout": 0.0},
+        {"normalization": "layernorm", "optimizer.lr": 1e-1, "dropout": 0.0},
+        {"normalization": "layernorm", "optimizer.lr": 3e-3, "dropout": 0.0, "momentum": 0.9},
+    ]
+    metrics = [{"accuracy": 0.5}, {"accuracy": 0.7}, {}]
+    table = analysis.parameter_table([4, 5, 6], metrics, decided, ["accuracy"])
+    assert list(table.columns) == ["number", "accuracy", "normalization", "optimizer.lr"]
+    assert list(table["number"]) == [4, 5]  # no accuracy: not drawn
+    slices = charts.slice_figure(table, "optimizer.lr", "accuracy", "maximize")
+    assert slices.layout.xaxis.type == "log"  # 1e-4 to 1e-1
+    choices = charts.slice_figure(table, "normalization", "accuracy", "maximize")
+    assert choices.layout.xaxis.type == "category"
+    parallel = charts.parallel_figure(table, ["normalization", "optimizer.lr"], ["accuracy"])
+    lr = next(d for d in parallel.data[0].dimensions if d.label == "log10 optimizer.lr")
+    assert list(lr.values) == pytest.approx([-4.0, -1.0])

@@ -283,3 +283,120 @@ def test_searches_whose_spec_no_longer_parses_open_with_a_note(app, tmp_path):
         at = app(url, search=search_id)
         assert at.title[0].value == "Search old"
         assert any(w.value.startswith("spec no longer valid") for w in at.warning)
+
+
+def test_trial_page_puts_accuracy_and_costs_before_the_proxies(app, seeded):
+    done = readout.completed_trials(seeded.spec(), seeded.rows())
+    number = next(c.trial_id for c in done if not c.row.reused)
+    at = app(seeded.url, search=seeded.search_id, trial=number)
+    table = next(d.value for d in at.dataframe if "fidelity" in d.value.columns)
+    columns = list(table.columns)
+    proxies = [i for i, c in enumerate(columns) if c.startswith(("proxy.", "screen."))]
+    assert proxies, columns
+    for name in ("accuracy", "params", *(o.name for o in seeded.spec().objectives)):
+        assert columns.index(name) < min(proxies), columns
+    assert columns.index("accuracy") == 3  # after fidelity, status, reused
+    epochs = {r.epochs for r in seeded.rows() if r.number == number and r.stage == "train"}
+    assert set(table["fidelity"]) >= {f"train {e} epochs" for e in epochs}
+
+
+def test_trial_page_plots_what_is_stored_per_epoch_and_keeps_the_legend_off_the_toolbar(
+    app, seeded
+):
+    done = readout.completed_trials(seeded.spec(), seeded.rows())
+    number = next(c.trial_id for c in done if not c.row.reused)
+    at = app(seeded.url, search=seeded.search_id, trial=number)
+    [chart] = at.get("plotly_chart")
+    figure = json.loads(chart.proto.spec)
+    assert figure["layout"]["legend"]["y"] < 0  # below the plot; the toolbar is top right
+    traces = {t["name"]: t for t in figure["data"]}
+    trained = [r for r in seeded.rows() if r.number == number and r.stage == "train"]
+    for row in trained:
+        assert traces[f"train {row.epochs} epochs"]["y"] == pytest.approx(row.loss_curve)
+    accuracy = traces["test accuracy"]
+    assert accuracy["x"] == [r.epochs for r in trained]
+    assert accuracy["y"] == pytest.approx([r.metrics["accuracy"] for r in trained])
+    assert any("No accuracy or validation loss is stored per epoch" in c.value for c in at.caption)
+
+
+def test_searches_table_says_what_its_counts_count(app, seeded):
+    at = app(seeded.url)
+    table = at.dataframe[0].value.set_index("id")
+    spec, rows = seeded.spec(), seeded.rows()
+    progress = readout.progress(spec, rows)
+    shown = table.loc[seeded.search_id]
+    assert shown["candidates"] == f"{progress['candidates']} / {spec.budget.max_trials}"
+    assert shown["completed"] == len(readout.completed_trials(spec, rows))
+    helps = json.loads(at.dataframe[0].proto.columns)
+    assert "budget.max_trials" in helps["candidates"]["help"]
+    assert "top rung" in helps["completed"]["help"]
+    assert any("trained at the top rung" in c.value for c in at.caption)
+
+
+def test_importance_bars_are_optunas_over_the_stored_trials(app, seeded):
+    from winnow.service.engine import importance
+
+    at = app(seeded.url, search=seeded.search_id)
+    epochs, objective = at.selectbox(key="imp-epochs").value, at.selectbox(key="imp-target").value
+    assert epochs == seeded.spec().strategy.rungs[-1]  # the top rung's by default
+    expected = {
+        (i.epochs, i.objective): i for i in importance.importances(seeded.spec(), seeded.rows())
+    }[(epochs, objective)]
+    chart = next(c for c in at.get("plotly_chart") if "importance (sums to 1)" in c.proto.spec)
+    bars = json.loads(chart.proto.spec)["data"][0]
+    shown = dict(zip(bars["y"], bars["x"], strict=True))
+    assert shown == pytest.approx(expected.params)
+    assert bars["y"][-1] == next(iter(expected.params))  # the most important on top
+    axes = next(d.value for d in at.dataframe if "axis" in d.value.columns)
+    assert dict(zip(axes["axis"], axes["importance"], strict=True)) == pytest.approx(expected.axes)
+    caption = next(c.value for c in at.caption if "importance evaluator" in c.value)
+    assert f"over {expected.trials:,} results trained for {epochs} epochs" in caption
+    at.radio(key="imp-evaluator").set_value("fanova").run()
+    assert any("fANOVA" in c.value for c in at.caption)
+
+
+def plotted(values) -> list:
+    """A trace's values as plotly's JSON holds them: a list, or a typed array (base64)."""
+    import base64
+
+    import numpy as np
+
+    if isinstance(values, dict) and "bdata" in values:
+        return np.frombuffer(base64.b64decode(values["bdata"]), dtype=values["dtype"]).tolist()
+    return list(values)
+
+
+def test_parallel_coordinates_and_slices_draw_the_stored_decisions(app, seeded):
+    spec, rows = seeded.spec(), seeded.rows()
+    at = app(seeded.url, search=seeded.search_id)
+    epochs = at.selectbox(key="par-epochs").value
+    trained = [r for r in rows if r.trained and r.epochs == epochs]
+    charts = {c.proto.spec: json.loads(c.proto.spec) for c in at.get("plotly_chart")}
+    [parallel] = [f for f in charts.values() if f["data"][0]["type"] == "parcoords"]
+    dimensions = {d["label"]: d for d in parallel["data"][0]["dimensions"]}
+    accuracy = plotted(dimensions["accuracy"]["values"])
+    assert sorted(accuracy) == pytest.approx(sorted(r.metrics["accuracy"] for r in trained))
+    norms = dimensions["normalization"]
+    shown = Counter(norms["ticktext"][int(code)] for code in plotted(norms["values"]))
+    assert shown == Counter(json.loads(r.candidate)["normalization"] for r in trained)
+    assert "log10 optimizer.lr" in dimensions  # a learning rate spans orders of magnitude
+    at.selectbox(key="slice-param").select("normalization")
+    at.selectbox(key="slice-objective").select(spec.objectives[0].name).run()
+    figures = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    [points] = [
+        f["data"][0] for f in figures if f["layout"].get("xaxis", {}).get("type") == "category"
+    ]
+    pairs = Counter(zip(plotted(points["x"]), plotted(points["y"]), strict=True))
+    expected = Counter(
+        (json.loads(r.candidate)["normalization"], r.metrics[spec.objectives[0].name])
+        for r in trained
+    )
+    assert pairs == expected
+
+
+def test_an_nb201_search_page_draws_importance_and_parameters(app, seeded):
+    at = app(seeded.url, search=seeded.running_id)
+    kinds = [json.loads(c.proto.spec)["data"][0]["type"] for c in at.get("plotly_chart")]
+    assert "parcoords" in kinds and "bar" in kinds
+    params = at.selectbox(key="slice-param").options
+    assert any(p.startswith("architecture.edge") for p in params)  # the cell's edges
