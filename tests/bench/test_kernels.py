@@ -27,7 +27,7 @@ def test_the_bench_times_every_kernel_against_its_fallback(capsys):
     assert any(k.startswith("rms_norm") for k in kernels)
     for case in result["kernels"]:
         assert case["kernel_ms"] > 0 and case["eager_ms"] > 0, case
-        assert case["ratio"] == pytest.approx(case["eager_ms"] / case["kernel_ms"], rel=1e-2)
+        assert case["ratio"] == pytest.approx(case["eager_ms"] / case["kernel_ms"], rel=2e-2)
         assert case["max_abs_diff"] <= 1e-5, case  # the kernels compute what the fallbacks do
     epoch = result["epoch"]
     assert epoch["steps"] == 1 and epoch["kernels_on_seconds"] > 0
