@@ -1,9 +1,12 @@
 """The engine's last phase (``strategy.confirm``): after the budget, the front's recipes are
 trained again with further seeds, each run a row of its own (stage ``confirm:<seed>``,
 ``records.confirm_stage``, at the top rung's epochs and rung), dispatched to the executor as the
-rungs' trainings are, ``slots`` at a time. What to run and what the runs say are the pure
-functions of ``confirmed``; the front and ``export`` read the figures from the rows
-(``readout.pareto``).
+rungs' trainings are (``training.train_spec``; results checked by ``evidence.trained_status``
+as a rung's are), ``slots`` at a time. What to run, how many ran and what the runs say are the
+pure functions of ``confirmed``, which this class calls on the rows it keeps and ``readout`` on
+the stored ones; the front and ``export`` read the figures from the rows (``readout.pareto``).
+The budget's limits (``max_seconds``, ``max_device_seconds``) do not stop it: it is a known
+cost on top of the budget (``top_k`` x ``seeds`` top-rung trainings at most).
 
 Each row is written ``running`` before its run starts, so a resumed search (``Engine.resume``)
 re-runs only the pairs of trial and seed without a finished row: the ``running`` ones a dead
@@ -12,6 +15,7 @@ running ones (stored failed); a pause lets them end and stores them."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from typing import Any
@@ -30,7 +34,7 @@ from winnow.service.engine.confirmed import (
     to_confirm,
 )
 from winnow.service.engine.evidence import result_of, trained_status
-from winnow.service.engine.journal import Journal
+from winnow.service.engine.journal import Journal, finite, trial_row
 from winnow.service.engine.state import Tracked
 from winnow.service.engine.training import EpochRelay, train_spec
 from winnow.service.search_spec import SearchSpec
@@ -68,13 +72,18 @@ class Confirmation:
         self.seeds = confirm_seeds(spec)
         self.epochs = spec.strategy.rungs[-1]
         self.rung = len(spec.strategy.rungs) - 1
-        self.runs = run_statuses(rows or [])  # trial -> seed -> status, as stored
-        self.requeued: dict[tuple[int, int], int] = {}  # (trial, seed) -> row id
-        for number, by_seed in confirm_runs(rows or []).items():
-            for seed, row in by_seed.items():
-                if row.status in (Status.QUEUED, Status.RUNNING):
-                    self.requeued[(number, seed)] = row.id
-        self.figures = confirmed_figures(spec, rows or [])  # refreshed as runs end
+        # (trial, seed) -> its row as stored (kept here as the runs start and end)
+        self.rows = {
+            (number, seed): row
+            for number, by_seed in confirm_runs(rows or []).items()
+            for seed, row in by_seed.items()
+        }
+        self.requeued = {  # (trial, seed) -> row id
+            pair: row.id
+            for pair, row in self.rows.items()
+            if row.status in (Status.QUEUED, Status.RUNNING)
+        }
+        self.figures = confirmed_figures(spec, self.rows.values())  # refreshed as runs end
         self.in_flight: dict[Future[TrialResult], tuple[Tracked, int, int]] = {}
 
     @property
@@ -84,22 +93,22 @@ class Confirmation:
     @property
     def begun(self) -> bool:
         """Whether a confirmation run was ever started (its row written)."""
-        return bool(self.runs)
+        return bool(self.rows)
 
     def ended(self, pair: tuple[int, int]) -> bool:
-        status = self.runs.get(pair[0], {}).get(pair[1])
-        return status is not None and status not in (Status.QUEUED, Status.RUNNING)
+        row = self.rows.get(pair)
+        return row is not None and row.status not in (Status.QUEUED, Status.RUNNING)
 
     def progress(
         self, front: dict[int, list[float]], tracked: dict[int, Tracked]
     ) -> tuple[int, int]:
         """``(runs, done)`` of the front's confirmation (``confirmed.confirm_counts``, which
         ``readout.progress`` calls on the stored rows)."""
-        if not self.runs:
+        if not self.rows:
             return 0, 0
         numbers = list(front)
         recipes = [identity(tracked[n]) for n in numbers]
-        runs = {n: dict(by_seed) for n, by_seed in list(self.runs.items())}  # gRPC threads read
+        runs = run_statuses(list(self.rows.values()))  # a snapshot: gRPC threads call this
         return confirm_counts(self.spec, numbers, list(front.values()), recipes, runs)
 
     def confirmed(
@@ -110,7 +119,7 @@ class Confirmation:
         figures = self.figures  # one snapshot (the engine's thread replaces it)
         if not figures:
             return {}
-        recipes = {n: identity(t) for n, t in tracked.items()}
+        recipes = {n: identity(t) for n, t in list(tracked.items())}
         return shared_figures(figures, recipes, trial_ids)
 
     def plan(
@@ -164,7 +173,7 @@ class Confirmation:
             row_id = self.journal.write(tracked, stage, self.epochs, self.rung, Status.RUNNING)
         else:
             self.journal.restart(row_id)
-        self.runs.setdefault(tracked.number, {})[seed] = Status.RUNNING
+        self.rows[(tracked.number, seed)] = self.record(tracked, seed, Status.RUNNING)
         spec = train_spec(self.spec, tracked, self.epochs, self.device, seed=seed)
         self.journal.started(tracked, self.rung, self.epochs, self.epochs, stage=stage, seed=seed)
         future = self.executor.submit(spec, self.relay.reporter(tracked.number, self.rung, stage))
@@ -183,11 +192,21 @@ class Confirmation:
         with self.journal.store.batch():
             stage = confirm_stage(seed)
             self.journal.update(row_id, status, result, error, tracked, self.rung, stage=stage)
-        self.runs[tracked.number][seed] = Status(status)
+        self.rows[(tracked.number, seed)] = self.record(tracked, seed, status, result)
         if status in (Status.FAILED, Status.PRUNED):
             self.counts[status] += 1  # as ``readout.tally`` counts such rows of any stage
-        rows = self.journal.store.trials(self.journal.search_id)
-        self.figures = confirmed_figures(self.spec, rows)
+        self.figures = confirmed_figures(self.spec, list(self.rows.values()))
+
+    def record(
+        self, tracked: Tracked, seed: int, status: str, result: TrialResult | None = None
+    ) -> TrialRecord:
+        """The run's row as the store keeps it (``journal.trial_row``; a non-finite metric is
+        null there), kept in memory so that the figures need no read of the search's rows."""
+        if result is not None:
+            result = dataclasses.replace(result, metrics=finite(result.metrics))
+        search = self.journal.search_id
+        stage = confirm_stage(seed)
+        return trial_row(search, tracked, stage, self.epochs, self.rung, status, result, False)
 
 
 def identity(tracked: Tracked) -> str:

@@ -257,7 +257,7 @@ class Engine:
         # one snapshot: gRPC threads call this while the engine's thread adds results
         items = list(results.items())
         ids, points = [i for i, _ in items], [p for _, p in items]
-        rungs, tracked = self.spec.strategy.rungs, dict(self.tracked)
+        rungs, tracked = self.spec.strategy.rungs, self.tracked
         return readout.progress_view(
             self.counts,
             self.spec.budget.max_trials,
