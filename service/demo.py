@@ -129,8 +129,17 @@ def _confirmed_text(point: dict[str, Any]) -> str:
         for name, figure in confirmed.items()
         if name != "seeds" and figure["std"] is not None
     ]
-    off = "; OFF the front once confirmed" if point.get("on_confirmed_front") is False else ""
-    return f"  [means of {confirmed['seeds']} seeds: {'; '.join(figures)}{off}]"
+    seeds = confirmed["seeds"]
+    notes = [*figures]
+    if point.get("on_confirmed_front") is False:
+        notes.append("OFF the front once confirmed")
+    said = f": {'; '.join(notes)}" if notes else ""
+    return f"  [{_means_of(seeds)}{said}]"
+
+
+def _means_of(seeds: int) -> str:
+    """``means of 3 seeds``, ``the value of 1 seed`` (one run has no mean to speak of)."""
+    return f"means of {seeds} seeds" if seeds != 1 else "the value of 1 seed"
 
 
 def _stderr(text: str) -> None:

@@ -3,7 +3,8 @@ bar (``winnow submit --wait``, ``Search.wait(progress=True)``), ``winnow status`
 ``winnow search run`` all call these.
 
 - :class:`RunningTrials` follows a search's events and names the training runs under way with
-  their epochs: ``running #3 epoch 2/9, #4 epoch 1/3``, and the supernet's training while the
+  their epochs: ``running #3 epoch 2/9, #4 epoch 1/3`` (a confirmation run with its seed:
+  ``#5 seed 2 epoch 1/3``), and the supernet's training while the
   search waits for it (``strategy.supernet``): ``training the supernet, epoch 2/5``.
 - :func:`front_text` names one trial's values, never a mix: ``front 3 points; best accuracy:
   #12 accuracy=0.98 model_bytes=8010`` (the front's leader, ``readout.front_leader``). Each
@@ -20,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from winnow.records import front_note
+from winnow.records import confirm_seed, front_note
 
 SHOWN_RUNNING = 4  # runs named on a bar; more are counted ("+3 more")
 # events after which no run of the search is under way any more (resumed: they start again)
@@ -29,15 +30,17 @@ RUN_RESETS = ("search_finished", "search_paused", "search_resumed")
 
 class RunningTrials:
     """The training runs under way, from ``trial_started`` / ``epoch_finished`` / ``trial``
-    events (see ``service/engine/journal.py``), by trial id: ``(epochs done, epochs)``; and the
-    supernet's training from ``supernet_training`` / ``supernet_epoch`` events."""
+    events (see ``service/engine/journal.py``), by trial id and stage (``train``, or a
+    confirmation run's ``confirm:<seed>``: one trial's seeds may run at once):
+    ``(epochs done, epochs)``; and the supernet's training from ``supernet_training`` /
+    ``supernet_epoch`` events."""
 
     def __init__(self) -> None:
-        self.epochs: dict[int, tuple[int, int]] = {}
+        self.epochs: dict[tuple[int, str], tuple[int, int]] = {}
         self.supernet: tuple[int, int] | None = None  # (epochs done, epochs) while it trains
 
     def observe(self, kind: str, payload: Mapping[str, Any]) -> None:
-        trial_id = payload.get("trial_id")
+        run = (payload.get("trial_id"), payload.get("stage", "train"))
         if kind == "supernet_training":
             self.supernet = (0, payload.get("epochs", 0))
         elif kind == "supernet_epoch":
@@ -46,26 +49,35 @@ class RunningTrials:
             self.supernet = None
         if kind == "trial_started":  # a continued rung starts where its last one ended
             total = payload["epochs"]
-            self.epochs[trial_id] = (total - payload.get("epochs_to_run", total), total)
+            self.epochs[run] = (total - payload.get("epochs_to_run", total), total)
         elif kind == "epoch_finished":
-            self.epochs[trial_id] = (payload["epoch"], payload["epochs"])
-        elif kind == "trial" and payload.get("stage", "train") == "train":
-            self.epochs.pop(trial_id, None)
+            self.epochs[run] = (payload["epoch"], payload["epochs"])
+        elif kind == "trial":  # a screening stage's ends no run (none is under its stage)
+            self.epochs.pop(run, None)
         elif kind in RUN_RESETS:
             self.epochs.clear()
             self.supernet = None
 
     def text(self) -> str:
-        """``running #3 epoch 2/9, #4 epoch 1/3`` (empty when nothing runs)."""
+        """``running #3 epoch 2/9, #4 seed 2 epoch 1/3`` (empty when nothing runs)."""
         if self.supernet is not None:
             done, total = self.supernet
             return f"training the supernet, epoch {done}/{total}"
         if not self.epochs:
             return ""
-        runs = [f"#{t} epoch {done}/{total}" for t, (done, total) in self.epochs.items()]
+        runs = [
+            f"#{t}{_seed_text(stage)} epoch {done}/{total}"
+            for (t, stage), (done, total) in self.epochs.items()
+        ]
         more = len(runs) - SHOWN_RUNNING
         shown = ", ".join(runs[:SHOWN_RUNNING]) + (f", +{more} more" if more > 0 else "")
         return f"running {shown}"
+
+
+def _seed_text(stage: str) -> str:
+    """`` seed 2`` for a confirmation run's stage, empty for a rung's."""
+    seed = confirm_seed(stage)
+    return "" if seed is None else f" seed {seed}"
 
 
 def objective_names(search: Mapping[str, Any]) -> list[str]:

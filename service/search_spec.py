@@ -374,9 +374,10 @@ class Confirm(_Strict):
     maximise, above it for one to minimise) over the confirmation runs alone: the run that
     put the recipe on the front is left out, since it was selected for being good. The final
     front and ``winnow export`` use the means; a recipe whose mean another confirmed recipe's
-    dominates is shown as off the front. Searches whose training is answered from a table
-    (``winnow bench search``'s NB201 oracle) refuse it: the table gives one answer per
-    network."""
+    dominates is shown as off the front. It runs up to ``top_k`` x ``seeds`` top-rung
+    trainings after the budget, which ``max_seconds`` and ``max_device_seconds`` do not stop
+    (a cancel or pause does). Searches whose training is answered from a table (``winnow
+    bench search``'s NB201 oracle) refuse it: the table gives one answer per network."""
 
     top_k: int = Field(5, ge=1, le=MAX_KEPT_WEIGHTS)
     """The front's recipes to confirm, best first by the first objective."""

@@ -36,10 +36,10 @@ class SearchStatus(StrEnum):
 # A search in one of these will not change again (unless a user resumes it by hand).
 TERMINAL = frozenset({SearchStatus.FINISHED, SearchStatus.FAILED, SearchStatus.CANCELLED})
 
-# costs: static, of the built network; confirm: a front recipe trained again with another seed
-# after the budget (``strategy.confirm``), at the top rung's epochs
-STAGES = ("hash", "costs", "proxy", "supernet", "train", "confirm")
-CONFIRM = "confirm"
+# costs: static, of the built network. A confirmation run (``strategy.confirm``) is a ``train``
+# trial whose row's stage is ``confirm:<seed>`` (:func:`confirm_stage`), not a stage of its own
+STAGES = ("hash", "costs", "proxy", "supernet", "train")
+CONFIRM = "confirm"  # the prefix of a confirmation row's stage
 
 # The metrics of a trained result (``training.evaluate``; a test keeps the two in step): what a
 # search's objectives and constraints may name.
@@ -75,8 +75,7 @@ class Fidelity:
     how long (``epochs``, or ``steps`` when set), for ``proxy`` which proxies.
 
     ``str(fidelity)`` is its one spelling, used as the equivalence cache's fidelity key:
-    ``train[9 epochs]``, ``train[500 steps]``, ``proxy[synflow,naswot]``, ``costs``,
-    ``confirm[9 epochs]``."""
+    ``train[9 epochs]``, ``train[500 steps]``, ``proxy[synflow,naswot]``, ``costs``."""
 
     stage: str = "train"
     epochs: int = 1
@@ -88,8 +87,6 @@ class Fidelity:
             raise ValueError(f"unknown stage {self.stage!r}; allowed: {', '.join(STAGES)}")
 
     def __str__(self) -> str:
-        if self.stage == "confirm":
-            return f"confirm[{self.epochs} epochs]"
         if self.stage == "train":
             return f"train[{self.steps} steps]" if self.steps else f"train[{self.epochs} epochs]"
         if self.stage == "proxy" and self.proxies is not None:

@@ -83,6 +83,7 @@ class SharedExecutor(Executor):
 
     def __init__(self, pool: Executor) -> None:
         self.pool, self.slots, self.device = pool, pool.slots, pool.device
+        self.trains = pool.trains  # an oracle pool still refuses ``strategy.confirm``
 
     def submit(
         self, spec: TrialSpec, on_epoch: EpochCallback | None = None

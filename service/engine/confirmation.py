@@ -1,9 +1,12 @@
 """The engine's last phase (``strategy.confirm``): after the budget, the front's recipes are
 trained again with further seeds, each run a row of its own (stage ``confirm:<seed>``,
 ``records.confirm_stage``, at the top rung's epochs and rung), dispatched to the executor as the
-rungs' trainings are, ``slots`` at a time. What to run and what the runs say are the pure
-functions of ``confirmed``; the front and ``export`` read the figures from the rows
-(``readout.pareto``).
+rungs' trainings are (``training.train_spec``; results checked by ``evidence.trained_status``
+as a rung's are), ``slots`` at a time. What to run, how many ran and what the runs say are the
+pure functions of ``confirmed``, which this class calls on the rows it keeps and ``readout`` on
+the stored ones; the front and ``export`` read the figures from the rows (``readout.pareto``).
+The budget's limits (``max_seconds``, ``max_device_seconds``) do not stop it: it is a known
+cost on top of the budget (``top_k`` x ``seeds`` top-rung trainings at most).
 
 Each row is written ``running`` before its run starts, so a resumed search (``Engine.resume``)
 re-runs only the pairs of trial and seed without a finished row: the ``running`` ones a dead
@@ -12,23 +15,28 @@ running ones (stored failed); a pause lets them end and stores them."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from typing import Any
 
 from winnow.records import Status, TrialRecord, confirm_stage
 from winnow.search_space.specfile import SpecError
-from winnow.search_space.trial import TrialResult, TrialSpec
+from winnow.search_space.trial import TrialResult
 from winnow.service.engine.confirmed import (
+    confirm_counts,
     confirm_runs,
     confirm_seeds,
     confirmed_figures,
+    recipe_identity,
+    run_statuses,
+    shared_figures,
     to_confirm,
 )
-from winnow.service.engine.evidence import missing, result_of
-from winnow.service.engine.journal import Journal
+from winnow.service.engine.evidence import result_of, trained_status
+from winnow.service.engine.journal import Journal, finite, trial_row
 from winnow.service.engine.state import Tracked
-from winnow.service.engine.training import EpochRelay
+from winnow.service.engine.training import EpochRelay, train_spec
 from winnow.service.search_spec import SearchSpec
 from winnow.workers.executor import Executor
 
@@ -45,7 +53,9 @@ def check_executor(spec: SearchSpec, executor: Executor) -> None:
 
 
 class Confirmation:
-    """The confirmation runs of one search; ``rows``: its stored rows (a resumed search's)."""
+    """The confirmation runs of one search; ``rows``: its stored rows (a resumed search's);
+    ``counts``: the search's counters, whose ``failed`` and ``pruned`` count its runs too (as
+    ``readout.tally`` counts the rows of any stage)."""
 
     def __init__(
         self,
@@ -54,39 +64,70 @@ class Confirmation:
         executor: Executor,
         relay: EpochRelay,
         device: str,
+        counts: dict[str, int],
         rows: list[TrialRecord] | None = None,
     ) -> None:
         self.spec, self.journal, self.executor, self.relay = spec, journal, executor, relay
-        self.device = device
+        self.device, self.counts = device, counts
         self.seeds = confirm_seeds(spec)
         self.epochs = spec.strategy.rungs[-1]
         self.rung = len(spec.strategy.rungs) - 1
-        self.finished: set[tuple[int, int]] = set()
-        self.requeued: dict[tuple[int, int], int] = {}  # (trial, seed) -> row id
-        for number, by_seed in confirm_runs(rows or []).items():
-            for seed, row in by_seed.items():
-                if row.status in (Status.QUEUED, Status.RUNNING):
-                    self.requeued[(number, seed)] = row.id
-                else:
-                    self.finished.add((number, seed))
+        # (trial, seed) -> its row as stored (kept here as the runs start and end)
+        self.rows = {
+            (number, seed): row
+            for number, by_seed in confirm_runs(rows or []).items()
+            for seed, row in by_seed.items()
+        }
+        self.requeued = {  # (trial, seed) -> row id
+            pair: row.id
+            for pair, row in self.rows.items()
+            if row.status in (Status.QUEUED, Status.RUNNING)
+        }
+        self.figures = confirmed_figures(spec, self.rows.values())  # refreshed as runs end
         self.in_flight: dict[Future[TrialResult], tuple[Tracked, int, int]] = {}
-        self.counts: dict[str, int] | None = None  # the search's counters (``failed``)
-        self.planned: set[tuple[int, int]] = set()  # the front's (trial, seed) pairs, once begun
 
     @property
     def enabled(self) -> bool:
         return self.spec.strategy.confirm is not None
 
-    def progress(self) -> tuple[int, int]:
-        """``(runs, done)``: as ``confirmed.confirm_counts`` reads them from the rows."""
-        return len(self.planned), len(self.planned & self.finished)
+    @property
+    def begun(self) -> bool:
+        """Whether a confirmation run was ever started (its row written)."""
+        return bool(self.rows)
+
+    def ended(self, pair: tuple[int, int]) -> bool:
+        row = self.rows.get(pair)
+        return row is not None and row.status not in (Status.QUEUED, Status.RUNNING)
+
+    def progress(
+        self, front: dict[int, list[float]], tracked: dict[int, Tracked]
+    ) -> tuple[int, int]:
+        """``(runs, done)`` of the front's confirmation (``confirmed.confirm_counts``, which
+        ``readout.progress`` calls on the stored rows)."""
+        if not self.rows:
+            return 0, 0
+        numbers = list(front)
+        recipes = [identity(tracked[n]) for n in numbers]
+        runs = run_statuses(list(self.rows.values()))  # a snapshot: gRPC threads call this
+        return confirm_counts(self.spec, numbers, list(front.values()), recipes, runs)
+
+    def confirmed(
+        self, trial_ids: list[int], tracked: dict[int, Tracked]
+    ) -> dict[int, dict[str, Any]]:
+        """The figures of ``trial_ids`` (twins of a confirmed recipe share its figures:
+        ``confirmed.shared_figures``)."""
+        figures = self.figures  # one snapshot (the engine's thread replaces it)
+        if not figures:
+            return {}
+        recipes = {n: identity(t) for n, t in list(tracked.items())}
+        return shared_figures(figures, recipes, trial_ids)
 
     def plan(
         self, front: dict[int, list[float]], tracked: dict[int, Tracked]
     ) -> list[tuple[int, int]]:
         """Every (trial, seed) pair of the front's confirmation (``confirmed.to_confirm``)."""
-        keys = [tracked[number].candidate.key for number in front]
-        numbers = to_confirm(self.spec, list(front), list(front.values()), keys)
+        recipes = [identity(tracked[number]) for number in front]
+        numbers = to_confirm(self.spec, list(front), list(front.values()), recipes)
         return [(number, seed) for number in numbers for seed in self.seeds]
 
     def run(
@@ -99,12 +140,12 @@ class Confirmation:
         poll: float,
     ) -> None:
         """Run the front's missing confirmation runs, ``slots`` at a time, until done or
-        ``stop()`` (nothing more starts); ``kill()``: cancel the running ones too."""
+        ``stop()`` (nothing more starts); ``kill()``: cancel the running ones too. A front
+        confirmed already (a finished search resumed) writes nothing."""
         plan = self.plan(front, tracked)
-        if not plan:  # nothing trained: nothing to confirm
+        pending = [pair for pair in plan if not self.ended(pair)]
+        if not pending:  # nothing trained, or every run ended before
             return
-        self.planned = set(plan)
-        pending = [pair for pair in plan if pair not in self.finished]
         trials = sorted({number for number, _ in plan})
         payload = {"trials": trials, "seeds": self.seeds, "runs": len(plan)}
         self.journal.event("confirm_started", payload | {"done": len(plan) - len(pending)})
@@ -122,52 +163,55 @@ class Confirmation:
             for future in [f for f in self.in_flight if f.done()]:
                 self.finish(future)
         if not pending:
-            confirmed = confirmed_figures(
-                self.spec, self.journal.store.trials(self.journal.search_id)
-            )
-            self.journal.event("confirm_finished", {"confirmed": _jsonable(confirmed)})
+            self.journal.event("confirm_finished", {"confirmed": _jsonable(self.figures)})
 
     def submit(self, tracked: Tracked, seed: int) -> None:
         """Write the run's row (or reuse a re-queued one) and send it to the executor."""
+        stage = confirm_stage(seed)
         row_id = self.requeued.pop((tracked.number, seed), None)
         if row_id is None:
-            row_id = self.journal.write(
-                tracked, confirm_stage(seed), self.epochs, self.rung, Status.RUNNING
-            )
+            row_id = self.journal.write(tracked, stage, self.epochs, self.rung, Status.RUNNING)
         else:
             self.journal.restart(row_id)
-        spec = TrialSpec(
-            tracked.candidate,
-            self.spec.task.dataset,
-            stage="train",
-            epochs=self.epochs,
-            seed=seed,
-            device=self.device,
-            trainer=self.spec.task.trainer,
-        )
-        payload = {"trial_id": tracked.number, "rung": self.rung, "epochs": self.epochs}
-        payload |= {"epochs_to_run": self.epochs, "stage": confirm_stage(seed), "seed": seed}
-        self.journal.event("trial_started", payload | {"candidate": tracked.candidate.describe()})
-        future = self.executor.submit(spec, self.relay.reporter(tracked.number, self.rung))
+        self.rows[(tracked.number, seed)] = self.record(tracked, seed, Status.RUNNING)
+        spec = train_spec(self.spec, tracked, self.epochs, self.device, seed=seed)
+        self.journal.started(tracked, self.rung, self.epochs, self.epochs, stage=stage, seed=seed)
+        future = self.executor.submit(spec, self.relay.reporter(tracked.number, self.rung, stage))
         self.in_flight[future] = (tracked, seed, row_id)
 
     def finish(self, future: Future[TrialResult]) -> None:
-        """Store a run that ended: ``ok`` with every objective, else ``failed``."""
+        """Store a run that ended, checked as a rung's training is (``trained_status``:
+        failed without an objective, pruned when it breaks a constraint); a cancelled one is
+        failed. Only ``ok`` runs count in the figures."""
         self.relay.flush()
         tracked, seed, row_id = self.in_flight.pop(future)
         result = result_of(future)
-        status, error = result.status, result.error
-        lacking = missing(self.spec.objectives, result.metrics)
-        if status == Status.OK and lacking:
-            status, error = Status.FAILED, f"missing objective(s) in metrics: {lacking}"
-        elif status not in (Status.OK, Status.FAILED):
+        status, error = trained_status(self.spec, result)
+        if status not in (Status.OK, Status.FAILED, Status.PRUNED):
             status = Status.FAILED
         with self.journal.store.batch():
             stage = confirm_stage(seed)
             self.journal.update(row_id, status, result, error, tracked, self.rung, stage=stage)
-        self.finished.add((tracked.number, seed))
-        if status == Status.FAILED and self.counts is not None:
-            self.counts["failed"] += 1  # as ``readout.tally`` counts failed rows of any stage
+        self.rows[(tracked.number, seed)] = self.record(tracked, seed, status, result)
+        if status in (Status.FAILED, Status.PRUNED):
+            self.counts[status] += 1  # as ``readout.tally`` counts such rows of any stage
+        self.figures = confirmed_figures(self.spec, list(self.rows.values()))
+
+    def record(
+        self, tracked: Tracked, seed: int, status: str, result: TrialResult | None = None
+    ) -> TrialRecord:
+        """The run's row as the store keeps it (``journal.trial_row``; a non-finite metric is
+        null there), kept in memory so that the figures need no read of the search's rows."""
+        if result is not None:
+            result = dataclasses.replace(result, metrics=finite(result.metrics))
+        search = self.journal.search_id
+        stage = confirm_stage(seed)
+        return trial_row(search, tracked, stage, self.epochs, self.rung, status, result, False)
+
+
+def identity(tracked: Tracked) -> str:
+    """A tracked candidate's recipe (``confirmed.recipe_identity``, as its rows give it)."""
+    return recipe_identity(tracked.functional, tracked.structural, tracked.candidate.key)
 
 
 def _jsonable(confirmed: dict[int, dict[str, Any]]) -> dict[str, Any]:

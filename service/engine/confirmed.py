@@ -34,17 +34,29 @@ def confirm_seeds(spec: SearchSpec) -> list[int]:
     return [(spec.seed + k) % SEED_SPACE for k in range(1, count + 1)]
 
 
+def recipe_identity(functional: str | None, structural: str | None, key: str = "") -> str:
+    """What makes two trials one recipe: the functional hash where it was computed, else the
+    structural one (as ``evidence.result_key``, so the trials whose results reuse shares are
+    one recipe); ``key`` (the candidate key) where neither is known."""
+    return functional or (f"structural:{structural}" if structural else key)
+
+
+def row_identity(row: TrialRecord) -> str:
+    """A stored row's :func:`recipe_identity`."""
+    return recipe_identity(row.functional_hash, row.structural_hash, row.candidate_key)
+
+
 def to_confirm(
     spec: SearchSpec,
     trial_ids: Sequence[int],
     points: Sequence[Sequence[float]],
-    keys: Sequence[str],
+    recipes: Sequence[str],
 ) -> list[int]:
     """The trials to confirm: the front of ``points`` (at one fidelity: ``readout.front_rung``),
     best first by the first objective (ties: the earliest trial), its first ``top_k`` recipes:
-    a trial whose candidate (``keys``: each trial's candidate key) an earlier one has, such as
-    a reused result of the same network, is the same recipe, confirmed once
-    (:func:`recipe_figures` shares its figures)."""
+    a trial whose recipe (``recipes``: each trial's :func:`recipe_identity`) an earlier one
+    has, such as a reused result of an equivalent network, is the same recipe, confirmed once
+    and taking no slot of its own (:func:`shared_figures` gives it the figures)."""
     confirm = spec.strategy.confirm
     if confirm is None or not len(points):
         return []
@@ -54,32 +66,44 @@ def to_confirm(
     chosen: dict[str, int] = {}
     for i in front:
         if len(chosen) < confirm.top_k:
-            chosen.setdefault(keys[i], int(trial_ids[i]))
+            chosen.setdefault(recipes[i], int(trial_ids[i]))
     return list(chosen.values())
+
+
+Runs = Mapping[int, Mapping[int, Status]]  # each confirmed trial's runs: seed -> status
 
 
 def confirm_counts(
     spec: SearchSpec,
     trial_ids: Sequence[int],
     points: Sequence[Sequence[float]],
-    keys: Sequence[str],
-    rows: Iterable[TrialRecord],
+    recipes: Sequence[str],
+    runs: Runs,
 ) -> tuple[int, int]:
-    """``(runs, done)`` of the confirmation of the front (``trial_ids``, ``points``, ``keys``:
-    as :func:`to_confirm` takes them): its planned runs and those that ended; ``(0, 0)``
-    before any confirmation row."""
-    runs = confirm_runs(rows)
+    """``(runs, done)`` of the confirmation of the front (``trial_ids``, ``points``,
+    ``recipes``: as :func:`to_confirm` takes them): its planned runs and those that ended
+    (``runs``: the statuses of the stored ones, :func:`run_statuses`); ``(0, 0)`` before any
+    run. The one count: ``readout.progress`` (from rows) and ``Confirmation.progress`` (live)
+    call it."""
     if not runs:
         return 0, 0
-    numbers = to_confirm(spec, trial_ids, points, keys)
+    numbers = to_confirm(spec, trial_ids, points, recipes)
     plan = {(n, s) for n in numbers for s in confirm_seeds(spec)}
     ended = {
         (n, s)
         for n, by_seed in runs.items()
-        for s, row in by_seed.items()
-        if row.status not in (Status.QUEUED, Status.RUNNING)
+        for s, status in by_seed.items()
+        if status not in (Status.QUEUED, Status.RUNNING)
     }
     return len(plan), len(plan & ended)
+
+
+def run_statuses(rows: Iterable[TrialRecord]) -> dict[int, dict[int, Status]]:
+    """The statuses of the stored confirmation runs by trial and seed (:func:`confirm_counts`)."""
+    return {
+        number: {seed: row.status for seed, row in by_seed.items()}
+        for number, by_seed in confirm_runs(rows).items()
+    }
 
 
 def confirm_runs(rows: Iterable[TrialRecord]) -> dict[int, dict[int, TrialRecord]]:
@@ -130,20 +154,29 @@ def confirmed_figures(spec: SearchSpec, rows: Iterable[TrialRecord]) -> dict[int
     return out
 
 
-def recipe_figures(
-    spec: SearchSpec, rows: Sequence[TrialRecord], trials: Mapping[int, str]
+def shared_figures(
+    confirmed: Mapping[int, dict[str, Any]],
+    recipes: Mapping[int, str],
+    trial_ids: Iterable[int],
 ) -> dict[int, dict[str, Any]]:
-    """:func:`confirmed_figures` of ``trials`` (trial id -> candidate key): a trial that was not
-    confirmed itself gets those of a confirmed trial of the same candidate (the same recipe:
-    :func:`to_confirm` confirms it once)."""
-    confirmed = confirmed_figures(spec, rows)
-    by_key = {row.candidate_key: confirmed[row.number] for row in rows if row.number in confirmed}
+    """The figures of ``trial_ids`` (``confirmed``: :func:`confirmed_figures`; ``recipes``:
+    trial id -> :func:`recipe_identity`): a trial that was not confirmed itself gets those of
+    a confirmed trial of the same recipe (:func:`to_confirm` confirms it once)."""
+    by_recipe = {recipes[n]: f for n, f in confirmed.items() if n in recipes}
     out = {}
-    for number, key in trials.items():
-        figures = confirmed.get(number, by_key.get(key))
-        if figures is not None:
-            out[number] = figures
+    for number in trial_ids:
+        found = confirmed.get(number, by_recipe.get(recipes.get(number, "")))
+        if found is not None:
+            out[number] = found
     return out
+
+
+def recipe_figures(
+    spec: SearchSpec, rows: Sequence[TrialRecord], trial_ids: Iterable[int]
+) -> dict[int, dict[str, Any]]:
+    """:func:`shared_figures` of ``trial_ids`` from the stored rows."""
+    recipes = {row.number: row_identity(row) for row in rows}
+    return shared_figures(confirmed_figures(spec, rows), recipes, trial_ids)
 
 
 def means(objectives: Sequence[Objective], result: Mapping[str, Any]) -> list[float]:

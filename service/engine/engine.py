@@ -137,9 +137,8 @@ class Engine:
             spec, search_id, self.outcomes, self.screen, self.cache, executor, self.device
         )
         self.confirmation = Confirmation(  # after the budget (``strategy.confirm``)
-            spec, self.journal, executor, self.training.epochs, self.device, rows
+            spec, self.journal, executor, self.training.epochs, self.device, self.counts, rows
         )
-        self.confirmation.counts = self.state.counts
         self.max_params = max_params
         if supernet is None and strategy.cascade and strategy.supernet is not None:
             supernet = SupernetScreen(
@@ -258,7 +257,7 @@ class Engine:
         # one snapshot: gRPC threads call this while the engine's thread adds results
         items = list(results.items())
         ids, points = [i for i, _ in items], [p for _, p in items]
-        rungs = self.spec.strategy.rungs
+        rungs, tracked = self.spec.strategy.rungs, self.tracked
         return readout.progress_view(
             self.counts,
             self.spec.budget.max_trials,
@@ -269,7 +268,8 @@ class Engine:
             front_epochs=None if rung is None else rungs[rung],
             top_epochs=rungs[-1],
             evidence_ladder=[] if self.evidence is None else self.evidence.measure(),
-            confirming=self.confirmation.progress(),
+            confirming=self.confirmation.progress(dict(items), tracked),
+            confirmed=self.confirmation.confirmed(ids, tracked),
         )
 
     def _front_results(self) -> tuple[int | None, dict[int, list[float]]]:
@@ -458,7 +458,7 @@ class Engine:
         ``report().front_epochs``), each with its candidate number and candidate; once the
         front's confirmation began, the stored front with its confirmed figures
         (``readout.pareto``, the one reading of them)."""
-        if self.confirmation.planned:
+        if self.confirmation.begun:
             return readout.pareto(self.spec, self.store.trials(self.search_id))["points"]
         _, results = self._front_results()
         numbers, points = list(results), list(results.values())

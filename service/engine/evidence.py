@@ -212,6 +212,21 @@ def missing(objectives: list[Objective], metrics: dict[str, float]) -> list[str]
     return [o.name for o in objectives if o.name not in metrics]
 
 
+def trained_status(spec: SearchSpec, result: TrialResult) -> tuple[Status, str | None]:
+    """What a training run's row stores: ``failed`` when a successful run lacks an objective,
+    ``pruned`` when it breaks a constraint (``violations``), else the run's own status and
+    error. Every training run (a rung's, a confirmation's) is checked by it."""
+    if result.status != Status.OK:
+        return result.status, result.error
+    lacking = missing(spec.objectives, result.metrics)
+    if lacking:
+        return Status.FAILED, f"missing objective(s) in metrics: {lacking}"
+    violated = violations(spec, result.metrics)
+    if violated:
+        return Status.PRUNED, "; ".join(violated)
+    return result.status, result.error
+
+
 def _static_metrics(metrics: dict[str, float]) -> dict[str, float]:
     """Cost metrics the proxy stage measured, under their training-time names."""
     return {m: metrics[f"proxy.{m}"] for m in STATIC_FROM_PROXIES if f"proxy.{m}" in metrics}

@@ -3,13 +3,15 @@ before its work starts, updated when it ends) and the search's events.
 
 A training run's events, which watchers follow (``WatchSearch``, the progress bars):
 ``trial_started`` ``{trial_id, rung, epochs, epochs_to_run, candidate}`` (a one-line summary)
-when it goes to the executor, ``epoch_finished`` ``{trial_id, rung, epoch, epochs, loss,
+when it goes to the executor, ``epoch_finished`` ``{trial_id, rung, stage, epoch, epochs, loss,
 seconds}`` after each epoch (one row per epoch: a rung trains tens of epochs at most, so no
 throttling), and
 ``trial`` ``{row, trial_id, rung, stage, status, metrics}`` (with ``error`` when there is one;
-the metrics' ``epochs_run``: the epochs the run trained) when it ends. A confirmation run
-(``confirmation``) has the same three, with ``stage: confirm`` and its ``seed``, between
-``confirm_started`` ``{trials, seeds, runs, done}`` and ``confirm_finished`` ``{confirmed}``.
+the metrics' ``epochs_run``: the epochs the run trained) when it ends. A rung's run has stage
+``train``; a confirmation run (``confirmation``) has the same three with its row's stage
+``confirm:<seed>`` (``records.confirm_stage``; its ``trial_started`` also carries ``stage``
+and ``seed``), between ``confirm_started`` ``{trials, seeds, runs, done}`` and
+``confirm_finished`` ``{confirmed}``.
 
 Every state change is written before the engine goes on, so that ``Engine.resume`` can rebuild
 the search from the store after any crash (``state.SearchState.from_rows``)."""
@@ -52,11 +54,12 @@ class Journal:
             self.event("trial", payload, stored=stage != "proxy")
         return row_id
 
-    def started(self, tracked: Tracked, rung: int, epochs: int, to_run: int) -> None:
+    def started(self, tracked: Tracked, rung: int, epochs: int, to_run: int, **extra: Any) -> None:
         """A training run went to the executor: to train the network to ``epochs`` epochs, of
-        which it runs ``to_run`` (fewer when it continues its last rung's training)."""
+        which it runs ``to_run`` (fewer when it continues its last rung's training);
+        ``extra``: further fields (a confirmation run's ``stage`` and ``seed``)."""
         payload = {"trial_id": tracked.number, "rung": rung, "epochs": epochs}
-        payload["epochs_to_run"] = to_run
+        payload |= {"epochs_to_run": to_run, **extra}
         self.event("trial_started", payload | {"candidate": tracked.candidate.describe()})
 
     def epoch(self, payload: dict[str, Any]) -> None:
@@ -75,7 +78,8 @@ class Journal:
         stage: str = "train",
     ) -> None:
         """A training row's work ended with ``result`` (stored as ``status``, ``error``, and
-        the path of its kept weights, if any); ``stage``: ``confirm`` for a confirmation run."""
+        the path of its kept weights, if any); ``stage``: the row's, ``confirm:<seed>`` for a
+        confirmation run (``records.confirm_stage``)."""
         self.store.update_trial(
             row_id,
             status=status,

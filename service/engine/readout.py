@@ -31,8 +31,11 @@ from winnow.search_space.archs import ArchitectureView, describe
 from winnow.search_space.specfile import validation_problems
 from winnow.service.engine.confirmed import (
     confirm_counts,
+    means,
     on_confirmed_front,
     recipe_figures,
+    row_identity,
+    run_statuses,
 )
 from winnow.service.engine.evidence_ladder import FITS, EvidenceLadder
 from winnow.service.engine.pareto import (
@@ -150,20 +153,68 @@ def tally(
     return counts
 
 
-def front_leader(
-    objectives: Sequence[Objective], points: Sequence[Sequence[float]], trial_ids: Sequence[int]
-) -> tuple[int, dict[str, Any] | None]:
-    """The front's size and its leader: the front point best on the first objective (the
-    earliest of equals: the trial ``recipe`` exports by default), as ``{"trial_id", "values":
-    {objective: value}}`` (None without points). Unlike :func:`best_values`, one trial's
-    values: each objective's best usually comes from a different trial."""
+@dataclass(frozen=True)
+class FrontPoint:
+    """A front point as it is shown: its trial, its values (a confirmed one's: its means),
+    its confirmation figures (None: not confirmed) and whether its means are on the front of
+    the confirmed means (None: not confirmed)."""
+
+    index: int  # in the points given to :func:`ranked_front`
+    trial_id: int
+    values: list[float]
+    confirmed: dict[str, Any] | None = None
+    on_confirmed_front: bool | None = None
+
+
+def ranked_front(
+    objectives: Sequence[Objective],
+    points: Sequence[Sequence[float]],
+    trial_ids: Sequence[int],
+    confirmed: Mapping[int, dict[str, Any]] | None = None,
+) -> list[FrontPoint]:
+    """The front of ``points`` in the order every reader shows it, best first: the confirmed
+    recipes still on the confirmed front (``confirmed``: trial id -> its figures,
+    ``confirmed.recipe_figures``), then the unconfirmed points, then the confirmed ones that
+    fell off; within each, by the first objective (a confirmed one's mean), the earliest
+    trial first among equals. Its first point is the front's leader and what ``recipe``
+    exports by default: a lucky single run never outranks a confirmed mean."""
     front = pareto_front(points, [o.direction for o in objectives])
-    if not front:
+    figures = {} if confirmed is None else confirmed
+    mine = {trial_ids[i]: figures[trial_ids[i]] for i in front if trial_ids[i] in figures}
+    kept = on_confirmed_front(objectives, mine)
+    ranked = []
+    for i in front:
+        number, found = int(trial_ids[i]), mine.get(trial_ids[i])
+        values = [float(v) for v in points[i]] if found is None else means(objectives, found)
+        ranked.append(FrontPoint(i, number, values, found, kept.get(number)))
+    sign = -1 if objectives and objectives[0].direction == "maximize" else 1
+    ranked.sort(
+        key=lambda p: (
+            p.on_confirmed_front is False,
+            p.confirmed is None,
+            sign * p.values[0] if p.values else 0.0,
+            p.trial_id,
+        )
+    )
+    return ranked
+
+
+def front_leader(
+    objectives: Sequence[Objective],
+    points: Sequence[Sequence[float]],
+    trial_ids: Sequence[int],
+    confirmed: Mapping[int, dict[str, Any]] | None = None,
+) -> tuple[int, dict[str, Any] | None]:
+    """The front's size and its leader: the first of :func:`ranked_front` (the trial
+    ``recipe`` exports by default), as ``{"trial_id", "values": {objective: value}}`` (a
+    confirmed one's means; None without points). Unlike :func:`best_values`, one trial's
+    values: each objective's best usually comes from a different trial."""
+    ranked = ranked_front(objectives, points, trial_ids, confirmed)
+    if not ranked:
         return 0, None
-    sign = -1 if objectives[0].direction == "maximize" else 1
-    leader = min(front, key=lambda i: (sign * points[i][0], trial_ids[i]))  # ties: the earliest
-    values = {o.name: float(points[leader][k]) for k, o in enumerate(objectives)}
-    return len(front), {"trial_id": int(trial_ids[leader]), "values": values}
+    leader = ranked[0]
+    values = {o.name: leader.values[k] for k, o in enumerate(objectives)}
+    return len(ranked), {"trial_id": leader.trial_id, "values": values}
 
 
 def progress_view(
@@ -178,6 +229,7 @@ def progress_view(
     top_epochs: int | None = None,
     evidence_ladder: Sequence[Mapping[str, Any]] = (),
     confirming: tuple[int, int] = (0, 0),
+    confirmed: Mapping[int, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """What watchers see of a search: the counters, the budget, the hypervolume (computed from
     ``points`` unless given; ``points`` are the front's fidelity's, :func:`front_rung`), each
@@ -187,11 +239,12 @@ def progress_view(
     ``top_epochs`` when no trial completed: ``records.front_note``) and the evidence ladder
     (``evidence_ladder.EvidenceLadder.measure``: each tier's Kendall tau against the completed
     trials; empty for a plain strategy, and in a listing's progress) and the confirmation's
-    ``(runs, done)`` (``confirmed.confirm_counts``: ``confirm_runs``, ``confirm_done``)."""
+    ``(runs, done)`` (``confirmed.confirm_counts``: ``confirm_runs``, ``confirm_done``);
+    ``confirmed``: the front's confirmation figures by trial, which choose the leader."""
     if hypervolume_value is None:
         hypervolume_value = search_hypervolume(objectives, points)
     ids = range(len(points)) if trial_ids is None else trial_ids
-    front_size, leader = front_leader(objectives, points, ids)
+    front_size, leader = front_leader(objectives, points, ids, confirmed)
     return {
         **{k: counts[k] for k in PROGRESS_COUNTS},
         "max_trials": max_trials,
@@ -389,10 +442,12 @@ def stored_progress(
     front: tuple[int | None, Sequence[int], Sequence[Sequence[float]]],
     ladder: Sequence[Mapping[str, Any]] = (),
     confirming: tuple[int, int] = (0, 0),
+    confirmed: Mapping[int, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """A stored search's progress from its ``tally`` groups, proposals and front (rung, trial
     ids, points): what ``progress`` computes from rows, and a listing from aggregate reads of
-    a page (without the evidence ``ladder``, which needs the rows)."""
+    a page (without the evidence ``ladder`` and the ``confirmed`` figures, which need the
+    rows)."""
     rung, ids, points = front
     rungs = spec.strategy.rungs
     return progress_view(
@@ -405,6 +460,7 @@ def stored_progress(
         top_epochs=rungs[-1],
         evidence_ladder=ladder,
         confirming=confirming,
+        confirmed=confirmed,
     )
 
 
@@ -419,11 +475,12 @@ def progress(spec: SearchSpec, rows: list[TrialRecord]) -> dict[str, Any]:
     front_view, proposals = (rung, ids, points), len({row.number for row in rows})
     ladder = EvidenceLadder.from_rows(spec, rows)
     measured = [] if ladder is None else ladder.measure()
-    keys = [c.row.candidate_key for c in front]
-    confirming = (0, 0)
+    confirming, confirmed = (0, 0), None
     if spec.strategy.confirm is not None:
-        confirming = confirm_counts(spec, ids, points, keys, rows)
-    return stored_progress(spec, groups, proposals, front_view, measured, confirming)
+        recipes = [row_identity(c.row) for c in front]
+        confirming = confirm_counts(spec, ids, points, recipes, run_statuses(rows))
+        confirmed = recipe_figures(spec, rows, ids)
+    return stored_progress(spec, groups, proposals, front_view, measured, confirming, confirmed)
 
 
 def _measured(row: TrialRecord) -> tuple[int, int]:
@@ -454,56 +511,39 @@ def evidence_ladder(
 def pareto(spec: SearchSpec, rows: list[TrialRecord]) -> dict[str, Any]:
     """``{"objectives", "points": [{"trial_id", objective values..., "candidate"}],
     "hypervolume", "epochs", "top_epochs"}``: the front at ``epochs`` (the fidelity of
-    :func:`front_trials`, None when empty; below ``top_epochs`` when no trial completed);
-    points sorted by the first objective, best first. A confirmed point (``strategy.confirm``,
-    :func:`confirmed_point`) shows its confirmed means and comes after the others when it
-    fell off the front once confirmed; the hypervolume stays that of the single runs (the
-    measure every search has, comparable across searches)."""
+    :func:`front_trials`, None when empty; below ``top_epochs`` when no trial completed), in
+    the order of :func:`ranked_front` (confirmed points on the confirmed front, by their
+    means, then unconfirmed ones, then those that fell off once confirmed:
+    :func:`confirmed_point`); the hypervolume stays that of the single runs (the measure
+    every search has, comparable across searches)."""
     rung, done = front_trials(spec, rows)
-    points = [c.values for c in done]
-    best = [done[i] for i in pareto_front(points, spec.directions)]
-    confirmed = {}
+    points, ids = [c.values for c in done], [c.trial_id for c in done]
+    confirmed = None
     if spec.strategy.confirm is not None:  # a twin of a confirmed recipe shares its figures
-        confirmed = recipe_figures(spec, rows, {c.trial_id: c.row.candidate_key for c in best})
-    kept = on_confirmed_front(
-        spec.objectives,
-        {c.trial_id: confirmed[c.trial_id] for c in best if c.trial_id in confirmed},
-    )
-    entries = [
-        confirmed_point(spec, c, confirmed.get(c.trial_id), kept.get(c.trial_id)) for c in best
-    ]
-    sign = -1 if spec.objectives and spec.objectives[0].direction == "maximize" else 1
-    first = spec.objectives[0].name if spec.objectives else None
-    # ties: the earliest trial first; a recipe off the confirmed front after those on it
-    entries.sort(
-        key=lambda p: (p.get("on_confirmed_front") is False, sign * p[first], p["trial_id"])
-    )
+        confirmed = recipe_figures(spec, rows, ids)
+    ranked = ranked_front(spec.objectives, points, ids, confirmed)
     return {
         "objectives": [o.name for o in spec.objectives],
-        "points": entries,
+        "points": [confirmed_point(spec, done[p.index], p) for p in ranked],
         "hypervolume": search_hypervolume(spec.objectives, points),
         "epochs": None if rung is None else spec.strategy.rungs[rung],
         "top_epochs": spec.strategy.rungs[-1],
     }
 
 
-def confirmed_point(
-    spec: SearchSpec,
-    result: Completed,
-    confirmed: dict[str, Any] | None,
-    on_front: bool | None,
-) -> dict[str, Any]:
+def confirmed_point(spec: SearchSpec, result: Completed, ranked: FrontPoint) -> dict[str, Any]:
     """A front point: ``{"trial_id", objective values..., "candidate"}``; a confirmed one
     (``confirmed.confirmed_figures``) has its means as its values, its figures (``confirmed``:
     ``{objective: {"mean", "std", "lower"}, "seeds"}``), the run that put it on the front
     (``single_run``) and ``on_confirmed_front``: whether its means are on the front of the
     confirmed recipes' means (False: it fell off once confirmed)."""
-    values = {o.name: result.values[k] for k, o in enumerate(spec.objectives)}
-    point = {"trial_id": result.trial_id, **values, "candidate": json.loads(result.row.candidate)}
-    if confirmed is None:
+    single = {o.name: result.values[k] for k, o in enumerate(spec.objectives)}
+    shown = {o.name: ranked.values[k] for k, o in enumerate(spec.objectives)}
+    point = {"trial_id": result.trial_id, **shown, "candidate": json.loads(result.row.candidate)}
+    if ranked.confirmed is None:
         return point
-    point |= {o.name: confirmed[o.name]["mean"] for o in spec.objectives}
-    return point | {"confirmed": confirmed, "single_run": values, "on_confirmed_front": on_front}
+    extra = {"confirmed": ranked.confirmed, "single_run": single}
+    return point | extra | {"on_confirmed_front": ranked.on_confirmed_front}
 
 
 def recipe(search: SearchRecord, rows: list[TrialRecord], trial_id: int | None = None) -> dict:
@@ -528,8 +568,7 @@ def recipe(search: SearchRecord, rows: list[TrialRecord], trial_id: int | None =
     row = max(trained, key=lambda c: c.row.rung).row
     confirmed = None
     if spec.strategy.confirm is not None:
-        figures = recipe_figures(spec, rows, {trial_id: row.candidate_key})
-        confirmed = figures.get(trial_id)
+        confirmed = recipe_figures(spec, rows, [trial_id]).get(trial_id)
     return {
         "format": RECIPE_FORMAT,
         "winnow_version": winnow.__version__,

@@ -154,7 +154,8 @@ class _Rebuild:
         for row in rows:
             metrics = row.metrics
             if confirm_seed(row.stage) is not None:  # after the budget: ``confirmation``'s
-                self.state.counts["failed"] += row.status == Status.FAILED
+                if row.status in (Status.FAILED, Status.PRUNED):
+                    self.state.counts[row.status] += 1
                 continue
             if row.stage != "train":  # a screening stage: proxy (or supernet)
                 state, needs_training = self.screening(tracked, row, metrics)

@@ -26,12 +26,11 @@ from winnow.records import RUN_METRICS
 from winnow.search_space.trial import EpochCallback, Status, TrialResult, TrialSpec
 from winnow.service.engine.cascade import Passage
 from winnow.service.engine.evidence import (
-    missing,
     result_key,
     result_of,
     train_fidelity,
     train_task,
-    violations,
+    trained_status,
 )
 from winnow.service.engine.journal import Journal
 from winnow.service.engine.outcomes import Outcomes
@@ -42,6 +41,19 @@ from winnow.service.engine.state import Tracked
 from winnow.service.search_spec import SearchSpec
 from winnow.service.store import SqlEquivalenceCache, Store
 from winnow.workers.executor import Executor
+
+
+def train_spec(
+    spec: SearchSpec, tracked: Tracked, epochs: int, device: str, **extra: Any
+) -> TrialSpec:
+    """The ``train`` trial of one candidate's run of ``epochs`` epochs (``extra``: further
+    ``TrialSpec`` fields, such as another ``seed`` than the spec's): a rung's and a
+    confirmation's."""
+    fields: dict[str, Any] = {"seed": spec.seed, "trainer": spec.task.trainer} | extra
+    # trainer None: winnow's own loop
+    return TrialSpec(
+        tracked.candidate, spec.task.dataset, stage="train", epochs=epochs, device=device, **fields
+    )
 
 
 class EpochRelay:
@@ -57,12 +69,14 @@ class EpochRelay:
         self.journal = journal
         self.waiting: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
 
-    def reporter(self, trial_id: int, rung: int) -> EpochCallback:
-        """The ``on_epoch`` of one training run, made in the engine's thread."""
+    def reporter(self, trial_id: int, rung: int, stage: str = "train") -> EpochCallback:
+        """The ``on_epoch`` of one training run (``stage``: its row's, ``confirm:<seed>`` for a
+        confirmation run), made in the engine's thread."""
         owner = threading.get_ident()
 
         def report(epoch: int, epochs: int, loss: float, seconds: float) -> None:
-            payload = {"trial_id": trial_id, "rung": rung, "epoch": epoch, "epochs": epochs}
+            payload = {"trial_id": trial_id, "rung": rung, "stage": stage, "epoch": epoch}
+            payload["epochs"] = epochs
             payload |= {"loss": float(loss), "seconds": float(seconds)}
             if threading.get_ident() == owner:
                 self.journal.epoch(payload)
@@ -127,20 +141,17 @@ class Training:
         return row_id
 
     def launch(self, tracked: Tracked, rung: int, row_id: int) -> None:
-        spec = TrialSpec(
-            tracked.candidate,
-            self.spec.task.dataset,
-            stage="train",
-            epochs=self.ladder.rungs[rung],
-            seed=self.spec.seed,
-            device=self.device,
+        spec = train_spec(
+            self.spec,
+            tracked,
+            self.ladder.rungs[rung],
+            self.device,
             # the top rung's weights are the ones a user exports (the lower rungs' are not)
             keep_weights=rung == self.ladder.top and self.outcomes.weights.enabled,
             # continued rungs: one training under the top rung's schedule, from the last
             # rung's checkpoint (``rung_checkpoints``)
             schedule_epochs=self.checkpoints.schedule_epochs(),
             checkpoint=self.checkpoints.claim(tracked.number),
-            trainer=self.spec.task.trainer,  # None: winnow's own loop
         )
         planned = self.checkpoints.epochs_to_run(rung, tracked.number)
         counts = self.state.counts
@@ -192,14 +203,7 @@ class Training:
     ) -> None:
         """Store the training's end; ``weights_path``: its weights, written already."""
         self.state.device_seconds += result.seconds
-        status, error = result.status, result.error
-        objectives = self.spec.objectives
-        violated = violations(self.spec, result.metrics) if result.status == Status.OK else []
-        if result.status == Status.OK and missing(objectives, result.metrics):
-            lacking = missing(objectives, result.metrics)
-            status, error = Status.FAILED, f"missing objective(s) in metrics: {lacking}"
-        elif violated:
-            status, error = Status.PRUNED, "; ".join(violated)
+        status, error = trained_status(self.spec, result)
         if weights_path is not None and status != Status.OK:  # failed an objective or constraint
             self.outcomes.weights.forget(tracked.number)
             weights_path = None

@@ -22,7 +22,9 @@ duplicates or screened out, with nothing running, the space is taken as exhauste
 (``FINISHED``).
 
 This lives in ``winnow.service`` (not with the trainable in ``winnow.workers.tune``) because it
-is the engine's cascade, and workers never import the service.
+is the engine's cascade, and workers never import the service. It takes no search spec, so a
+spec's ``strategy.confirm`` (the engine's confirmation of its front) has no counterpart here:
+Tune's trials stay single runs.
 """
 
 from __future__ import annotations

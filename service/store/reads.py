@@ -218,9 +218,12 @@ def _filtered(store: Store, search_id: str, q: TableQuery) -> Any:
 
 
 def _fidelity_clause(label: str) -> Any:
+    """A fidelity label's rows: ``train:<epochs>`` the training rows of those epochs, any
+    other label (``proxy``, ``confirm:<seed>``) the rows of that stage."""
     stage, _, epochs = label.partition(":")
-    clause = TrialRow.stage == stage
-    return clause & (TrialRow.epochs == int(epochs)) if epochs else clause
+    if stage == "train" and epochs.isdigit():
+        return (TrialRow.stage == stage) & (TrialRow.epochs == int(epochs))
+    return TrialRow.stage == label
 
 
 def _has_bits(candidate: Any, bits: int) -> Any:

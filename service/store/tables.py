@@ -41,7 +41,7 @@ class TrialRow(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     search_id: str = Field(foreign_key="search.id")
     number: int
-    stage: str  # proxy | supernet | train
+    stage: str  # hash | costs | proxy | supernet | train | confirm:<seed> (a confirmation run)
     epochs: int = 0
     rung: int = -1  # index into the strategy's rungs; -1 for stages before training
     status: str  # queued | running | ok | failed | pruned | duplicate

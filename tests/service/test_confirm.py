@@ -14,6 +14,8 @@ from scipy import stats
 from winnow.records import SearchRecord, SearchStatus, Status, TrialRecord, confirm_seed
 from winnow.search_space.specfile import SpecError
 from winnow.search_space.trial import TrialResult
+from winnow.service import demo
+from winnow.service.api.server import SharedExecutor
 from winnow.service.cli import main
 from winnow.service.engine import Engine, readout
 from winnow.service.engine.confirmation import check_executor
@@ -33,7 +35,7 @@ TWO_OBJECTIVES = [
 ]
 
 
-def spec_of(confirm=None, max_trials=6, seed=0):
+def spec_of(confirm=None, max_trials=6, seed=0, objectives=TWO_OBJECTIVES, **extra):
     strategy = {"name": "random", "rungs": [1]}
     if confirm is not None:
         strategy["confirm"] = confirm
@@ -41,12 +43,20 @@ def spec_of(confirm=None, max_trials=6, seed=0):
         {
             "space": SPACE,
             "task": {"dataset": "digits"},
-            "objectives": TWO_OBJECTIVES,
+            "objectives": objectives,
             "budget": {"max_trials": max_trials},
             "strategy": strategy,
             "seed": seed,
+            **extra,
         }
     )
+
+
+def t_bound(values, direction):
+    """The one-sided 95 % Student-t bound on the bad side of the mean, computed here."""
+    half = stats.t.ppf(0.95, len(values) - 1) * statistics.stdev(values) / len(values) ** 0.5
+    mean = statistics.mean(values)
+    return mean - half if direction == "maximize" else mean + half
 
 
 class SeededWorld(FakeWorld):
@@ -62,6 +72,22 @@ class SeededWorld(FakeWorld):
         if spec.stage == "train":
             self.seeds[(spec.candidate.key, spec.seed)] += 1
             result.metrics["accuracy"] += (spec.seed % 7) / 100
+        return result
+
+
+class CostlySeedWorld(SeededWorld):
+    """A further seed makes a network larger (``params``, minimised, moves with the seed too)
+    and, with ``worse``, less accurate: a recipe's confirmed mean falls below single runs."""
+
+    def __init__(self, worse: float = 0.0) -> None:
+        super().__init__()
+        self.worse = worse
+
+    def __call__(self, spec, on_epoch=None) -> TrialResult:
+        result = super().__call__(spec, on_epoch)
+        if spec.stage == "train" and spec.seed != 0:
+            result.metrics["params"] += 10.0 * spec.seed
+            result.metrics["accuracy"] -= self.worse
         return result
 
 
@@ -109,12 +135,16 @@ def test_confirm_settings_are_validated_naming_the_field(confirm, field):
         spec_of(confirm)
 
 
-def test_an_oracle_search_refuses_confirmation_before_it_is_stored(store, tmp_path):
+def oracle_of(tmp_path):
     csv = tmp_path / "truth.csv"
     cell = "|avg_pool_3x3~0|+|nor_conv_1x1~0|skip_connect~1|+"
     cell += "|nor_conv_1x1~0|skip_connect~1|skip_connect~2|"
     csv.write_text(f"arch,test_accuracy\n{cell},85.9\n")
-    oracle = NB201Oracle(csv)
+    return NB201Oracle(csv)
+
+
+def test_an_oracle_search_refuses_confirmation_before_it_is_stored(store, tmp_path):
+    oracle = oracle_of(tmp_path)
     with pytest.raises(SpecError, match=r"strategy\.confirm.*table"):
         Engine.create(spec_of({}), store, oracle)
     assert store.searches() == []
@@ -133,32 +163,157 @@ def test_the_fronts_best_recipes_are_confirmed_once_each():
 
 
 def test_the_engine_confirms_the_fronts_top_k_with_further_seeds(store):
-    spec, world = spec_of({"top_k": 2, "seeds": 3}), SeededWorld()
+    spec, world = spec_of({"top_k": 2, "seeds": 3}), CostlySeedWorld()
     engine = Engine.create(spec, store, InProcessExecutor(world))
     report = engine.run()
     assert report.status == SearchStatus.FINISHED
     rows = store.trials(engine.search_id)
-    assert report.front == readout.pareto(spec, rows)["points"]  # the confirmed front
     assert engine.progress()["confirm_runs"] == engine.progress()["confirm_done"] == 6
-    front = readout.pareto(spec, [r for r in rows if confirm_seed(r.stage) is None])["points"]
+    singles = [r for r in rows if r.stage == "train"]
     recipes: dict[str, int] = {}  # the front's best two recipes by accuracy (twins once)
-    for point in front:
+    for point in readout.pareto(spec, singles)["points"]:
         recipes.setdefault(engine.tracked[point["trial_id"]].candidate.key, point["trial_id"])
     runs = confirm_rows(rows)
-    assert sorted({r.number for r in runs}) == sorted(list(recipes.values())[:2])
+    chosen = sorted(list(recipes.values())[:2])
+    assert sorted({r.number for r in runs}) == chosen
     assert sorted(confirm_seed(r.stage) for r in runs) == sorted([1, 2, 3] * 2)
     assert all(r.status == Status.OK and r.epochs == 1 and r.rung == 0 for r in runs)
     kinds = [e.kind for e in store.events(engine.search_id)]
     assert kinds.index("confirm_started") < kinds.index("confirm_finished") < len(kinds) - 1
-    for number, figures in confirmed_figures(spec, rows).items():
-        accuracy = [r.metrics["accuracy"] for r in runs if r.number == number]
-        assert figures["seeds"] == 3
+    shown = {p["trial_id"]: p for p in report.front}  # the engine's report: confirmed means
+    for number in chosen:
+        mine = [r for r in runs if r.number == number]
+        accuracy = [r.metrics["accuracy"] for r in mine]
+        params = [r.metrics["params"] for r in mine]
+        figures = shown[number]["confirmed"]
+        assert figures["seeds"] == 3 and shown[number]["params"] == statistics.mean(params)
         assert figures["accuracy"]["mean"] == pytest.approx(statistics.mean(accuracy))
         assert figures["accuracy"]["std"] == pytest.approx(statistics.stdev(accuracy))
-        half = stats.t.ppf(0.95, 2) * statistics.stdev(accuracy) / 3**0.5
-        assert figures["accuracy"]["lower"] == pytest.approx(statistics.mean(accuracy) - half)
-        # a cost to minimise: its bound is on the upper side (equal here: no seed changes it)
-        assert figures["params"]["lower"] >= figures["params"]["mean"]
+        assert figures["accuracy"]["lower"] == pytest.approx(t_bound(accuracy, "maximize"))
+        # a cost to minimise: its bound lies above the mean (the seeds move it here)
+        assert figures["params"]["std"] == pytest.approx(statistics.stdev(params))
+        assert figures["params"]["std"] > 0
+        assert figures["params"]["lower"] == pytest.approx(t_bound(params, "minimize"))
+        assert figures["params"]["lower"] > figures["params"]["mean"]
+
+
+def test_a_front_larger_than_top_k_leads_and_exports_by_the_confirmed_mean(store):
+    """The confirmed recipe's mean falls below the single runs of unconfirmed ones; the
+    front's order, its leader (live and stored) and the export still choose the confirmed
+    one, since a single run's value is no match for a mean."""
+    spec, world = spec_of({"top_k": 1, "seeds": 3}), CostlySeedWorld(worse=0.2)
+    engine = Engine.create(spec, store, InProcessExecutor(world))
+    report = engine.run()
+    rows = store.trials(engine.search_id)
+    (confirmed,) = {r.number for r in confirm_rows(rows)}
+    points = readout.pareto(spec, rows)["points"]
+    assert points[0]["trial_id"] == confirmed
+    singles = [p for p in points if "confirmed" not in p]  # the rest but the recipe's twins
+    assert all(p["candidate"] == points[0]["candidate"] for p in points if "confirmed" in p)
+    assert max(p["accuracy"] for p in singles) > points[0]["accuracy"]  # luckier singles
+    assert report.front[0]["trial_id"] == confirmed
+    mean = statistics.mean(r.metrics["accuracy"] for r in confirm_rows(rows))
+    for progress in (engine.progress(), readout.progress(spec, rows)):
+        assert progress["leader"]["trial_id"] == confirmed
+        assert progress["leader"]["values"]["accuracy"] == pytest.approx(mean)
+    search = store.search(engine.search_id)
+    assert readout.recipe(search, rows)["trial_id"] == confirmed
+
+
+def test_a_minimised_first_objective_confirms_and_orders_the_smallest_first(store):
+    objectives = list(reversed(TWO_OBJECTIVES))  # params (minimise) first
+    spec = spec_of({"top_k": 2, "seeds": 2}, objectives=objectives)
+    engine = Engine.create(spec, store, InProcessExecutor(CostlySeedWorld()))
+    engine.run()
+    rows = store.trials(engine.search_id)
+    singles = readout.pareto(spec, [r for r in rows if r.stage == "train"])["points"]
+    smallest = sorted({p["params"] for p in singles})[:2]
+    by_params = {p["params"]: p["trial_id"] for p in reversed(singles)}  # the earliest of equals
+    assert sorted({r.number for r in confirm_rows(rows)}) == sorted(by_params[v] for v in smallest)
+    points = readout.pareto(spec, rows)["points"]
+    confirmed = [p for p in points if "confirmed" in p]
+    assert [p["params"] for p in confirmed] == sorted(p["params"] for p in confirmed)
+    for point in confirmed:  # a twin's figures are its recipe's
+        mine = [r for r in confirm_rows(rows) if json.loads(r.candidate) == point["candidate"]]
+        params = [r.metrics["params"] for r in mine]
+        assert len(params) == 2 and point["params"] == pytest.approx(statistics.mean(params))
+        assert point["confirmed"]["params"]["lower"] == pytest.approx(t_bound(params, "minimize"))
+
+
+def test_failed_and_constraint_breaking_confirmation_runs_are_left_out(store):
+    class Unlucky(SeededWorld):
+        def __call__(self, spec, on_epoch=None) -> TrialResult:
+            if spec.stage == "train" and spec.seed == 1:
+                raise RuntimeError("worker lost")
+            result = super().__call__(spec, on_epoch)
+            if spec.stage == "train" and spec.seed == 2:
+                result.metrics["params"] = 1e9  # breaks the constraint
+            return result
+
+    spec = spec_of({"top_k": 1, "seeds": 3}, constraints=["params <= 1000000"])
+    engine = Engine.create(spec, store, InProcessExecutor(Unlucky()))
+    report = engine.run()
+    runs = {confirm_seed(r.stage): r for r in confirm_rows(store.trials(engine.search_id))}
+    assert runs[1].status == Status.FAILED and "worker lost" in runs[1].error
+    assert runs[2].status == Status.PRUNED and "violates" in runs[2].error
+    assert runs[3].status == Status.OK
+    point = report.front[0]  # the confirmed recipe leads
+    assert point["confirmed"]["seeds"] == 1  # the good run alone: no spread to speak of
+    assert point["accuracy"] == runs[3].metrics["accuracy"]
+    assert point["confirmed"]["accuracy"]["std"] is None
+    progress = readout.progress(spec, store.trials(engine.search_id))
+    assert engine.progress()["failed"] == progress["failed"] >= 1
+    assert engine.progress()["pruned"] == progress["pruned"] >= 1
+    assert (progress["confirm_runs"], progress["confirm_done"]) == (3, 3)
+    line = demo._front_table(report.front).splitlines()[2]
+    assert line.endswith("[the value of 1 seed]")
+
+
+@pytest.mark.parametrize("status", [SearchStatus.CANCELLED, SearchStatus.QUEUED])
+def test_a_cancel_or_pause_during_confirmation_starts_no_further_run(store, status):
+    class Stopping(SeededWorld):
+        engine = None
+
+        def __call__(self, spec, on_epoch=None) -> TrialResult:
+            if spec.stage == "train" and spec.seed != 0:
+                self.engine.cancel(status)  # while the first confirmation run trains
+            return super().__call__(spec, on_epoch)
+
+    spec, world = spec_of({"top_k": 2, "seeds": 3}), Stopping()
+    engine = Engine.create(spec, store, InProcessExecutor(world))
+    world.engine = engine
+    assert engine.run().status == status
+    rows = confirm_rows(store.trials(engine.search_id))
+    assert len(rows) == 1 and rows[0].status == Status.OK  # the running one ended, stored
+    kinds = [e.kind for e in store.events(engine.search_id)]
+    assert "confirm_started" in kinds and "confirm_finished" not in kinds
+    progress = readout.progress(spec, store.trials(engine.search_id))
+    assert (progress["confirm_runs"], progress["confirm_done"]) == (6, 1)
+    if status == SearchStatus.QUEUED:  # paused: a resume runs the other five
+        resumed = Engine.resume(store, engine.search_id, InProcessExecutor(SeededWorld()))
+        assert resumed.run().status == SearchStatus.FINISHED
+        assert len(confirm_rows(store.trials(engine.search_id))) == 6
+
+
+def test_hash_equivalent_trials_are_one_recipe_confirmed_once():
+    """Two candidates computing the same function (equal functional hashes, different
+    candidate keys) are one recipe: one top_k slot, one confirmation, shared figures."""
+    spec = spec_of({"top_k": 2, "seeds": 3})
+    rows = [row(0, "train", 0.90, 200.0, fn="h"), row(1, "train", 0.90, 200.0, fn="h")]
+    rows += [row(2, "train", 0.80, 100.0, fn="g")]
+    rows += [
+        row(n, f"confirm:{s}", 0.85 + s / 100, p, fn=f)
+        for n, p, f in ((0, 200.0, "h"), (2, 100.0, "g"))
+        for s in (1, 2, 3)
+    ]
+    progress = readout.progress(spec, rows)
+    assert (progress["confirm_runs"], progress["confirm_done"]) == (6, 6)
+    points = {p["trial_id"]: p for p in readout.pareto(spec, rows)["points"]}
+    assert points[1]["confirmed"] == points[0]["confirmed"]
+    assert to_confirm(spec, [0, 1, 2], [[0.9, 200.0]] * 2 + [[0.8, 100.0]], ["h", "h", "g"]) == [
+        0,
+        2,
+    ]
 
 
 def test_a_resumed_search_does_not_redo_finished_confirmation_runs(store):
@@ -186,10 +341,33 @@ def test_a_resumed_search_does_not_redo_finished_confirmation_runs(store):
     assert all(f["seeds"] == 3 for f in confirmed_figures(spec, rows).values())
 
 
+def test_a_finished_search_resumed_counts_its_runs_and_confirms_nothing_again(store):
+    spec = spec_of({"top_k": 2, "seeds": 3})
+    engine = Engine.create(spec, store, InProcessExecutor(SeededWorld()))
+    engine.run()
+    kinds = Counter(e.kind for e in store.events(engine.search_id))
+    world = SeededWorld()
+    resumed = Engine.resume(store, engine.search_id, InProcessExecutor(world))
+    counted = (resumed.progress()["confirm_runs"], resumed.progress()["confirm_done"])
+    assert counted == (6, 6)  # before it runs, as the rows say
+    assert resumed.progress()["leader"] == engine.progress()["leader"]
+    resumed.run()
+    again = Counter(e.kind for e in store.events(engine.search_id))
+    assert again["confirm_started"] == kinds["confirm_started"] == 1
+    assert again["confirm_finished"] == kinds["confirm_finished"] == 1
+    assert not world.seeds  # nothing trained again
+
+
+def test_the_servers_shared_pool_says_whether_it_trains(tmp_path):
+    with pytest.raises(SpecError, match=r"strategy\.confirm"):
+        check_executor(spec_of({}), SharedExecutor(oracle_of(tmp_path)))
+    check_executor(spec_of({}), SharedExecutor(InProcessExecutor()))
+
+
 # --- the front the figures give (constructed rows) -------------------------------------------
 
 
-def row(number, stage, accuracy, params, status=Status.OK, recipe=None):
+def row(number, stage, accuracy, params, status=Status.OK, recipe=None, fn=None):
     recipe = number if recipe is None else recipe
     candidate = json.dumps({"n": recipe})
     return TrialRecord(
@@ -200,10 +378,16 @@ def row(number, stage, accuracy, params, status=Status.OK, recipe=None):
         status=status,
         candidate=candidate,
         candidate_key=f"k{recipe}",
+        structural_hash=f"s{recipe}",
+        functional_hash=fn,
         epochs=1,
         rung=0,
         metrics={"accuracy": accuracy, "params": params},
     )
+
+
+def search_of(spec):
+    return SearchRecord("s", "t", "task", spec.to_json(), SearchStatus.FINISHED, None, 0, 0)
 
 
 def test_a_recipe_whose_seeds_disagree_moves_off_the_front():
@@ -227,9 +411,21 @@ def test_a_recipe_whose_seeds_disagree_moves_off_the_front():
     assert fell["single_run"]["accuracy"] == 0.90
     assert fell["confirmed"]["accuracy"]["std"] > first["confirmed"]["accuracy"]["std"]
     assert first["confirmed"]["seeds"] == 3
-    search = SearchRecord("s", "t", "task", spec.to_json(), SearchStatus.FINISHED, None, 0, 0)
-    recipe = readout.recipe(search, rows)  # export: the best still on the confirmed front
+    recipe = readout.recipe(search_of(spec), rows)  # export: the best still on the front
     assert recipe["trial_id"] == 1 and recipe["confirmed"] == first["confirmed"]
+
+
+def test_a_confirmed_mean_outranks_lucky_single_runs_of_a_larger_front():
+    spec = spec_of({"top_k": 1, "seeds": 3})
+    rows = [row(0, "train", 0.95, 300.0), row(1, "train", 0.94, 200.0)]
+    rows += [row(2, "train", 0.93, 100.0)]
+    rows += [row(0, f"confirm:{s}", a, 300.0) for s, a in ((1, 0.89), (2, 0.90), (3, 0.91))]
+    points = readout.pareto(spec, rows)["points"]
+    assert [p["trial_id"] for p in points] == [0, 1, 2]
+    assert points[0]["accuracy"] == pytest.approx(0.90)
+    assert readout.recipe(search_of(spec), rows)["trial_id"] == 0
+    leader = readout.progress(spec, rows)["leader"]
+    assert leader["trial_id"] == 0 and leader["values"]["accuracy"] == pytest.approx(0.90)
 
 
 # --- a real digits search through the server and the CLI -------------------------------------
@@ -259,5 +455,5 @@ def test_a_digits_search_with_confirmation_stores_figures_of_three_seeds(
         figures = point["confirmed"]["accuracy"]
         assert len(runs) == 3 and figures["mean"] == pytest.approx(statistics.mean(accuracy))
         assert figures["std"] == pytest.approx(statistics.stdev(accuracy))
-        assert figures["lower"] <= figures["mean"]
+        assert figures["lower"] == pytest.approx(t_bound(accuracy, "maximize"))
         assert point["accuracy"] == pytest.approx(figures["mean"])

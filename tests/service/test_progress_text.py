@@ -45,6 +45,20 @@ def test_running_trials_follow_started_epoch_and_finished_events():
     assert running.text() == "running #5 epoch 3/9"
 
 
+def test_two_confirmation_seeds_of_one_trial_run_side_by_side_and_end_apart():
+    running = RunningTrials()
+    for seed in (1, 2):
+        stage = f"confirm:{seed}"
+        running.observe("trial_started", {"trial_id": 3, "epochs": 2, "stage": stage, "seed": seed})
+    epoch = {"trial_id": 3, "stage": "confirm:2", "epoch": 1, "epochs": 2}
+    running.observe("epoch_finished", epoch)
+    assert running.text() == "running #3 seed 1 epoch 0/2, #3 seed 2 epoch 1/2"
+    running.observe("trial", {"trial_id": 3, "stage": "confirm:1", "status": "ok"})
+    assert running.text() == "running #3 seed 2 epoch 1/2"
+    running.observe("trial", {"trial_id": 3, "stage": "confirm:2", "status": "ok"})
+    assert running.text() == ""
+
+
 def test_many_running_trials_are_counted_past_the_first_few():
     running = RunningTrials()
     for trial_id in range(6):

@@ -4,6 +4,7 @@ differently; checked against plain Python over every record."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
@@ -64,6 +65,14 @@ def test_filters_match_python(store_and_search):
 
     expected = [r.id for r in rows if wanted(r)]
     assert expected and _all(store, search_id, query) == expected
+
+
+def test_a_confirmation_fidelity_filters_its_own_rows(store_and_search):
+    store, search_id = store_and_search
+    trained = next(r for r in store.trials(search_id) if r.stage == "train")
+    confirmed = store.add_trial(dataclasses.replace(trained, id=None, stage="confirm:5"))
+    store.add_trial(dataclasses.replace(trained, id=None, stage="confirm:6"))
+    assert _all(store, search_id, TableQuery(fidelities=("confirm:5",))) == [confirmed]
 
 
 def test_sort_by_a_metric_puts_rows_without_it_last(store_and_search):
