@@ -30,6 +30,8 @@ CELL = (
     "|nor_conv_3x3~0|+|nor_conv_1x1~0|avg_pool_3x3~1|"
     "+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
 )
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 NEW = ["lga", "az_expressivity", "az_progressivity", "az_trainability", "meco", "swap"]
 
 
