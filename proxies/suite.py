@@ -207,10 +207,11 @@ def score_model(
     never changed: proxies work on copies (``params`` and ``flops`` only read it).
 
     ``share=True`` runs the data-dependent proxies (snip, grasp, fisher, grad_norm, jacob_cov,
-    naswot, zico) from one set of passes (``winnow.proxies.passes``); ``share=False`` gives
-    each its own copy and passes, as the reference code does. Both give the same values.
-    synflow, zen, params and flops always run alone. ``seed`` seeds zen's Gaussian weights and
-    inputs; nothing else is random. A failing proxy (or a failing shared pass, for the proxies
+    naswot, zico, lga, meco) and AZ-NAS's three from one set of passes
+    (``winnow.proxies.passes``); ``share=False`` gives each its own copy and passes, as the
+    reference code does. Both give the same values. synflow, zen, swap, params and flops always
+    run alone. ``seed`` seeds the Gaussian weights and inputs of zen, swap and AZ-NAS's pass;
+    nothing else is random. A failing proxy (or a failing shared pass, for the proxies
     reading it) gives ``value=None`` with its ``error``; the others are still scored.
     """
     names = _resolve(proxies)
