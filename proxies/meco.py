@@ -13,7 +13,12 @@ so are the network itself and its classifier, whose output for one image is a ve
 Modules inside a weight parametrization (they output weights, not features) are skipped, and so
 are outputs with fewer than two rows (``corrcoef`` of one row is a scalar; the code would fail).
 The hooks ride on the shared training-mode forward of batch 0 (``winnow.proxies.passes``,
-the ``meco`` need), on the network's own initialisation.
+the ``meco`` need), on the network's own initialisation (the code's default ``init_w_type``
+``none``). One difference: the code's NAS-Bench-201 script forwards that one image ALONE
+(``--batch_size 1``, training mode, so BatchNorm normalises it by its own spatial statistics);
+here it goes through with the rest of batch 0, which costs no forward of its own (and works
+where a batch of one cannot, BatchNorm1d). On the 100 cells of ``bench proxies --sample 100
+--seed 0`` the two rank alike: Spearman 0.914 here, 0.913 with the image alone.
 """
 
 from __future__ import annotations
