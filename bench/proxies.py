@@ -5,7 +5,8 @@ Every sampled cell is built as the benchmark's network (``NB201Network``, C=16, 
 from the same seed and scored on the SAME fixed batches of real training images, so the only
 thing that differs between cells is the cell. Correlations (``scipy.stats``) are against the
 ground truth, which is never an input to a proxy; the calibrated ensemble learns its weights on a
-calibration split and is reported on the disjoint evaluation split.
+calibration split and is reported on the disjoint evaluation split. ``aznas`` is AZ-NAS's own
+ensemble (its four proxies, rank-aggregated as its code does), reported when the run scores them.
 
 Scores can be cached in a JSON-lines file (one line per cell, appended and flushed as each cell
 is done), so an interrupted run resumes where it stopped and a repeated run is fast. A line is
@@ -38,6 +39,7 @@ from torch import nn
 from tqdm import tqdm
 
 from winnow.bench.proxy_stats import (
+    aznas_summary,
     calibrated_summary,
     per_proxy_summary,
     rank_summary,
@@ -321,6 +323,9 @@ def run_proxy_bench(
         "cached_cells_reused": reused,
         "cache_lines_skipped": cache.skipped_lines,
     }
+    aznas = aznas_summary(features, truth, evaluation)
+    if aznas is not None:  # AZ-NAS's own four proxies, when the run scored them
+        out["ensembles"]["aznas"] = aznas
     if config.no_share:
         out.update(_no_share_summary(shared, unshared, config.proxies, out["proxies"]))
     out["peak_rss_bytes"] = peak_rss_bytes()

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from scipy import stats
 
-from winnow.proxies.ensemble import CalibratedEnsemble, rank_ensemble
+from winnow.proxies.ensemble import AZNAS_PROXIES, CalibratedEnsemble, rank_ensemble
 
 if TYPE_CHECKING:
     from winnow.bench.proxies import CellScores
@@ -135,4 +135,16 @@ def rank_summary(
         summary["spearman_evaluation_split"] = rank_correlations(on_eval, truth[evaluation])[
             "spearman"
         ]
+    return summary
+
+
+def aznas_summary(
+    features: Mapping[str, Sequence[float | None]], truth: np.ndarray, evaluation: np.ndarray
+) -> dict[str, Any] | None:
+    """AZ-NAS's own ensemble (its four proxies, ``AZNAS_PROXIES``, rank-aggregated) reported as
+    :func:`rank_summary` reports winnow's; None when the run did not score all four."""
+    if any(name not in features for name in AZNAS_PROXIES):
+        return None
+    summary = rank_summary({name: features[name] for name in AZNAS_PROXIES}, truth, evaluation)
+    summary["proxies"] = list(AZNAS_PROXIES)
     return summary

@@ -8,10 +8,12 @@ Public surface::
     scores["synflow"].value, scores["synflow"].seconds
 
 Proxies (``PROXIES``; each docstring gives its definition and paper): synflow, snip, grasp,
-fisher, grad_norm, jacob_cov, naswot, zen, zico, and the baselines params and flops.
-Modules: ``base`` (score type, registry entry, layers scored), ``gradient`` and ``activation``
-(the formulas), ``synflow`` and ``zen`` (proxies with passes of their own), ``passes`` (the
-forward/backward passes the others share) and ``suite`` (the registry and ``score_model``).
+fisher, grad_norm, jacob_cov, naswot, zen, zico, the baselines params and flops, and (issue 22)
+lga, AZ-NAS's az_expressivity, az_progressivity and az_trainability, meco and swap.
+Modules: ``base`` (score type, registry entry, layers scored), ``gradient``, ``activation``,
+``ntk`` (LGA) and ``meco`` (the formulas), ``synflow``, ``zen``, ``swap`` and ``aznas`` (proxies
+with passes of their own), ``passes`` (the forward/backward passes the others share) and
+``suite`` (the registry and ``score_model``); ``ensemble`` combines them.
 """
 
 from winnow.proxies.base import ProxyEntry, ProxyScore

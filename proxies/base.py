@@ -98,6 +98,13 @@ def prunable_layers(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules() if isinstance(m, PRUNABLE_LAYERS)]
 
 
+def inside_parametrization(name: str) -> bool:
+    """Whether the module named ``name`` (a ``named_modules`` name) belongs to a weight
+    parametrization (weight standardization, fake quantization): such modules output weights,
+    not feature maps (a 3x3 kernel would look like a 4-D map)."""
+    return "parametrizations" in name.split(".")
+
+
 def working_copy(
     model: nn.Module, device: torch.device, dtype: torch.dtype = torch.float32
 ) -> nn.Module:

@@ -71,9 +71,10 @@ def zico(per_batch_grads: Sequence[Sequence[Tensor]]) -> float:
     ``b`` (at least two batches). Per layer: over the batches, the mean absolute gradient over
     the standard deviation (population std, numpy's default), summed over the weights whose std
     is not zero; the log of that sum is the layer's term (layers whose sum is 0 are left out, as
-    in the code), and the score is the sum of the terms. Gradients are per batch (the paper's
-    definition; the official ``getzico`` forgot ``zero_grad`` and accumulated them, which later
-    ports fixed).
+    in the code), and the score is the sum of the terms. Gradients are per batch: the paper's
+    definition, and the official code's (``SLDGroup/ZiCo``: its first ``getzico`` lacked
+    ``zero_grad`` and accumulated them; commit d7076d5, February 2023, added
+    ``network.zero_grad()`` before each batch's backward).
     """
     if len(per_batch_grads) < 2:
         raise ValueError(

@@ -13,6 +13,11 @@ passes can feed them all (:func:`run_shared_passes`):
    ``create_graph`` when GraSP needs to differentiate them again.
 4. ``hessian``: GraSP's Hessian-gradient product, a backward of ``z = sum(stop_grad(g) * g)``.
 5. ``second_batch``: a forward and backward of batch 1 for zico's second gradient.
+6. ``meco``: work inside the forward, MeCo's term of every module output (hooks).
+7. ``ntk``: the empirical NTK of the first images of batch 0, a forward and per-image backwards
+   of their own on the same copy (LGA; ``winnow.proxies.ntk``).
+8. ``aznas``: AZ-NAS's pass of its own (another initialisation, Gaussian input), read by its
+   three proxies; it runs whatever the forward did.
 
 A :class:`PassPlan` says which of these run; scoring one proxy alone is the plan of its own
 needs, so the shared and the separate computations are the same code and give the same values.
@@ -31,17 +36,23 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from winnow.proxies.activation import naswot_kernel
+from winnow.proxies.aznas import AZScores, az_scores
 from winnow.proxies.base import (
     ACTIVATION_MODULES,
     Batch,
+    inside_parametrization,
     prunable_layers,
     weight_of,
     working_copy,
 )
 from winnow.proxies.gradient import channel_fisher
+from winnow.proxies.meco import meco_term
+from winnow.proxies.ntk import LGA_SAMPLES, batch_ntk
 from winnow.search_space.training import synchronize
 
 FORWARD = "forward"
+# Needs whose pass works on its own copy and inputs: a plan of these alone runs no forward.
+OWN_PASSES = frozenset({"aznas"})
 
 
 @dataclass(frozen=True)
@@ -56,6 +67,9 @@ class PassPlan:
     loss_grads: bool = False
     hessian: bool = False
     second_batch: bool = False
+    meco: bool = False
+    ntk: bool = False
+    aznas: bool = False
 
     @classmethod
     def of(cls, needs: Iterable[str]) -> PassPlan:
@@ -66,6 +80,12 @@ class PassPlan:
         if needs & {"outputs", "hessian", "second_batch"} and "loss_grads" not in needs:
             raise ValueError("outputs, hessian and second_batch are read with loss_grads")
         return cls(**dict.fromkeys(needs, True))
+
+    @property
+    def forward(self) -> bool:
+        """Whether batch 0 goes through the working copy (every need but ``OWN_PASSES``)."""
+        own = {f.name for f in fields(self) if getattr(self, f.name)} - OWN_PASSES
+        return bool(own) or not any(getattr(self, n) for n in OWN_PASSES)
 
 
 class SharedPassError(RuntimeError):
@@ -89,13 +109,19 @@ class SharedPasses:
     channel_fisher: list[Tensor] | None = None
     hessian_grads: list[Tensor] | None = None
     second_grads: list[Tensor] | None = None
+    meco_terms: list[Tensor] = field(default_factory=list)
+    ntk: Tensor | None = None
+    labels: Tensor | None = None  # batch 0's labels (LGA)
+    aznas: AZScores | None = None
     seconds: dict[str, float] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
     _charged: float = field(default=0.0, init=False, repr=False)  # see charge()
 
     def require(self, *needs: str) -> None:
-        """Raise :class:`SharedPassError` if the forward or one of ``needs`` failed."""
-        for need in (FORWARD, *needs):
+        """Raise :class:`SharedPassError` if one of ``needs`` failed, or the forward (unless
+        ``needs`` are all ``OWN_PASSES``)."""
+        reads_forward = bool(set(needs) - OWN_PASSES)
+        for need in ((FORWARD,) if reads_forward else ()) + needs:
             if need in self.errors:
                 raise SharedPassError(f"shared {need} pass failed: {self.errors[need]}")
 
@@ -159,6 +185,28 @@ def _hook_codes(model: nn.Module, shared: SharedPasses) -> list[Any]:
     ]
 
 
+def _hook_meco(model: nn.Module, shared: SharedPasses) -> list[Any]:
+    """Forward hooks adding MeCo's term of every module's output (``winnow.proxies.meco``)."""
+
+    def hook(module: nn.Module, inputs: tuple, output: object) -> None:
+        if "meco" in shared.errors or not isinstance(output, Tensor) or output.dim() == 0:
+            return
+        with shared.charge("meco"):
+            try:
+                term = meco_term(output)
+            except Exception as error:  # MeCo fails; the forward goes on for the others
+                shared.errors["meco"] = f"{type(error).__name__}: {error}"
+                return
+            if term is not None:
+                shared.meco_terms.append(term)
+
+    return [
+        m.register_forward_hook(hook)
+        for name, m in model.named_modules()
+        if not inside_parametrization(name)
+    ]
+
+
 def _hook_outputs(layers: list[nn.Module], outputs: list[tuple[int, Tensor, bool]]) -> list[Any]:
     """Forward hooks keeping every output of the prunable layers (foresight puts an identity
     after each layer and hooks its backward; asking autograd for the gradients of these
@@ -179,6 +227,8 @@ def _forward(work: nn.Module, batch: Batch, plan: PassPlan, shared: SharedPasses
     x = x.detach().to(shared.device, torch.float32).requires_grad_(plan.input_grad)
     outputs: list[tuple[int, Tensor, bool]] = []
     handles = _hook_codes(work, shared) if plan.codes else []
+    if plan.meco:
+        handles += _hook_meco(work, shared)
     if plan.outputs:
         handles += _hook_outputs(prunable_layers(work), outputs)
     try:
@@ -280,17 +330,32 @@ def _first_batch(
         )
 
 
-def run_shared_passes(model: nn.Module, batches: Sequence[Batch], plan: PassPlan) -> SharedPasses:
+def run_shared_passes(
+    model: nn.Module, batches: Sequence[Batch], plan: PassPlan, seed: int = 0
+) -> SharedPasses:
     """Run the passes of ``plan`` on a working copy of ``model`` (training mode, float32, on the
-    device of ``batches[0]``); failures are recorded in ``errors``, never raised."""
+    device of ``batches[0]``); failures are recorded in ``errors``, never raised. ``seed`` seeds
+    the ``aznas`` pass (its initialisation, input and directions); nothing else is random."""
     device = batches[0][0].device
     shared = SharedPasses(device)
+    if plan.aznas:
+        shared.aznas = shared.run("aznas", lambda: az_scores(model, batches[0][0], seed))
+    if not plan.forward:
+        return shared
     work = shared.run(FORWARD, lambda: working_copy(model, device))
     if work is None:
         return shared
     shared.weights = [weight_of(layer) for layer in prunable_layers(work)]
     with torch.enable_grad():
         _first_batch(work, batches, plan, shared)
+        if plan.ntk:
+            x, y = batches[0]
+            shared.labels = y[:LGA_SAMPLES].to(device)
+            shared.ntk = shared.run(
+                "ntk",
+                lambda: batch_ntk(work, x.detach().to(device, torch.float32), shared.weights),
+                after=[FORWARD],
+            )
         if plan.second_batch:
             shared.second_grads = shared.run(
                 "second_batch",

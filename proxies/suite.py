@@ -17,9 +17,16 @@ from collections.abc import Callable, Sequence
 
 from torch import nn
 
-from winnow.proxies import activation, gradient
+from winnow.proxies import activation, gradient, meco, ntk
 from winnow.proxies.base import Batch, ProxyEntry, ProxyScore
-from winnow.proxies.passes import FORWARD, PassPlan, SharedPasses, run_shared_passes
+from winnow.proxies.passes import (
+    FORWARD,
+    OWN_PASSES,
+    PassPlan,
+    SharedPasses,
+    run_shared_passes,
+)
+from winnow.proxies.swap import swap
 from winnow.proxies.synflow import synflow
 from winnow.proxies.zen import zen
 from winnow.search_space.costs import count_flops, count_parameters
@@ -66,6 +73,24 @@ def _zico(p: SharedPasses) -> float:
     return gradient.zico([p.grads, p.second_grads])
 
 
+def _meco(p: SharedPasses) -> float:
+    p.require("meco")
+    return meco.meco(p.meco_terms)
+
+
+def _lga(p: SharedPasses) -> float:
+    p.require("ntk")
+    return ntk.lga(p.ntk, p.labels)
+
+
+def _az(score: str) -> Callable[[SharedPasses], float]:
+    def from_passes(p: SharedPasses) -> float:
+        p.require("aznas")
+        return getattr(p.aznas, score)
+
+    return from_passes
+
+
 def _params(model: nn.Module, batches: Sequence[Batch], seed: int) -> float:
     return float(count_parameters(model))
 
@@ -75,6 +100,7 @@ def _flops(model: nn.Module, batches: Sequence[Batch], seed: int) -> float:
 
 
 _FORESIGHT = "Abdelfattah et al. 2021, Zero-Cost Proxies for Lightweight NAS (ICLR)"
+_AZNAS = "Lee & Ham 2024, AZ-NAS (CVPR)"
 
 PROXIES: Registry[ProxyEntry] = Registry("proxy")
 for _entry in (
@@ -100,7 +126,13 @@ for _entry in (
         "zico", "Li et al. 2023, ZiCo (ICLR)", frozenset({"loss_grads", "second_batch"}), _zico
     ),
     ProxyEntry("params", "parameter count (a baseline)", standalone=_params),
-    ProxyEntry("flops", "FLOPs per sample (a baseline)", standalone=_flops),
+    ProxyEntry("flops", "FLOPs per sample (a baseline; AZ-NAS's complexity)", standalone=_flops),
+    ProxyEntry("lga", "Mok et al. 2022, Demystifying the NTK (CVPR)", frozenset({"ntk"}), _lga),
+    ProxyEntry("az_expressivity", _AZNAS, frozenset({"aznas"}), _az("expressivity")),
+    ProxyEntry("az_progressivity", _AZNAS, frozenset({"aznas"}), _az("progressivity")),
+    ProxyEntry("az_trainability", _AZNAS, frozenset({"aznas"}), _az("trainability")),
+    ProxyEntry("meco", "Jiang et al. 2023, MeCo (NeurIPS)", frozenset({"meco"}), _meco),
+    ProxyEntry("swap", "Peng et al. 2024, SWAP-NAS (ICLR)", standalone=swap),
 ):
     PROXIES.register(_entry.name, _entry)
 
@@ -129,13 +161,19 @@ def _timed(compute: Callable[[], float], device, extra_seconds: float = 0.0) -> 
     return ProxyScore(value, seconds, error)
 
 
+def _reads(entry: ProxyEntry) -> set[str]:
+    """The needs whose time a proxy shares: its own, and the forward unless it reads only
+    passes that work on their own inputs (``OWN_PASSES``)."""
+    return set(entry.needs) | ({FORWARD} if entry.needs - OWN_PASSES else set())
+
+
 def _score_shared(
-    model: nn.Module, batches: Sequence[Batch], entries: Sequence[ProxyEntry]
+    model: nn.Module, batches: Sequence[Batch], entries: Sequence[ProxyEntry], seed: int
 ) -> dict[str, ProxyScore]:
     """Score ``entries`` from one set of shared passes (see the module docstring for time)."""
     plan = PassPlan.of(set().union(*(e.needs for e in entries)))
-    shared = run_shared_passes(model, batches, plan)
-    reads = {e.name: {FORWARD, *e.needs} for e in entries}
+    shared = run_shared_passes(model, batches, plan, seed)
+    reads = {e.name: _reads(e) for e in entries}
     readers = Counter(need for needs in reads.values() for need in needs)
     scores = {}
     for entry in entries:
@@ -169,10 +207,11 @@ def score_model(
     never changed: proxies work on copies (``params`` and ``flops`` only read it).
 
     ``share=True`` runs the data-dependent proxies (snip, grasp, fisher, grad_norm, jacob_cov,
-    naswot, zico) from one set of passes (``winnow.proxies.passes``); ``share=False`` gives
-    each its own copy and passes, as the reference code does. Both give the same values.
-    synflow, zen, params and flops always run alone. ``seed`` seeds zen's Gaussian weights and
-    inputs; nothing else is random. A failing proxy (or a failing shared pass, for the proxies
+    naswot, zico, lga, meco) and AZ-NAS's three from one set of passes
+    (``winnow.proxies.passes``); ``share=False`` gives each its own copy and passes, as the
+    reference code does. Both give the same values. synflow, zen, swap, params and flops always
+    run alone. ``seed`` seeds the Gaussian weights and inputs of zen, swap and AZ-NAS's pass;
+    nothing else is random. A failing proxy (or a failing shared pass, for the proxies
     reading it) gives ``value=None`` with its ``error``; the others are still scored.
     """
     names = _resolve(proxies)
@@ -184,7 +223,7 @@ def score_model(
     scores: dict[str, ProxyScore] = {}
     for group in groups:
         if group:
-            scores.update(_score_shared(model, batches, group))
+            scores.update(_score_shared(model, batches, group, seed))
     device = batches[0][0].device
     for entry in entries:
         if not entry.shared:

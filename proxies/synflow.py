@@ -40,10 +40,16 @@ def synflow(model: nn.Module, batches: Sequence[Batch], seed: int = 0) -> float:
 
     In float64, as foresight: the flow is a product of every layer's weights, and a
     NAS-Bench-201 network (C=16, N=5) already reaches ~1e36, next to float32's limit of 3e38. In
-    eval mode with BatchNorm's running statistics reset (mean 0, variance 1), which makes
-    BatchNorm an identity up to ``1/sqrt(1 + eps)``: what foresight's ``bn=False`` (BatchNorm's
-    forward replaced by the identity) asks for; batch statistics of one all-ones image would be
-    degenerate. Other norms normalise each sample and stay.
+    eval mode with BatchNorm's running statistics reset (mean 0, variance 1), which makes every
+    BatchNorm an identity up to ``1/sqrt(1 + eps)``: what foresight's ``bn=False`` asks for.
+    Other norms normalise each sample and stay.
+
+    One difference from foresight on NAS-Bench-201: its ``bn=False`` copy
+    (``nasbench2.get_prunable_copy``) builds the stem, the cells and the head without BatchNorm,
+    but its ``reduction`` blocks build their two ``ReLUConvBN`` without passing ``use_bn``, so
+    they keep BatchNorm, and the copy stays in training mode (``predictive.py`` calls
+    ``.train()``): those four BatchNorms normalise the single all-ones image by its own spatial
+    statistics. Here they are identities like the others.
 
     Uses only the shape of ``batches[0]``: the score does not depend on the data. ``seed`` is
     unused (nothing is random).

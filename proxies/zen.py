@@ -9,7 +9,14 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from winnow.proxies.base import BATCH_NORMS, Batch, prunable_layers, weight_of, working_copy
+from winnow.proxies.base import (
+    BATCH_NORMS,
+    Batch,
+    inside_parametrization,
+    prunable_layers,
+    weight_of,
+    working_copy,
+)
 
 MIXUP_GAMMA = 1e-2  # the code's default ``mixup_gamma`` (alpha in the paper)
 
@@ -36,12 +43,6 @@ def gaussian_init(model: nn.Module, generator: torch.Generator) -> None:
             norm.reset_running_stats()
 
 
-def _inside_parametrization(name: str) -> bool:
-    # Parametrization modules (weight standardization, fake quantization) output weights, not
-    # feature maps; a 3x3 kernel would look like a 4-D map.
-    return "parametrizations" in name.split(".")
-
-
 def pre_gap_features(model: nn.Module, x: Tensor) -> Tensor:
     """The feature map before global average pooling (the code's ``forward_pre_GAP``), found
     without knowing the model: the last 4-D output with more than one spatial position that any
@@ -59,7 +60,7 @@ def pre_gap_features(model: nn.Module, x: Tensor) -> Tensor:
 
     handles = []
     for name, module in model.named_modules():
-        if module is model or _inside_parametrization(name):
+        if module is model or inside_parametrization(name):
             continue
         handles.append(module.register_forward_hook(on_output))
         if isinstance(module, nn.Linear):

@@ -13,7 +13,7 @@ from scipy import stats
 from winnow.bench import proxies as bench
 from winnow.bench.proxies import BenchConfig, run_proxy_bench
 from winnow.bench.proxy_stats import rank_correlations, split_indices
-from winnow.proxies.ensemble import CalibratedEnsemble
+from winnow.proxies.ensemble import AZNAS_PROXIES, CalibratedEnsemble, aznas_ensemble
 from winnow.proxies.nb201_truth import GroundTruthError, read_nb201_truth, sample_cells
 from winnow.search_space.archs.nb201 import OPS, format_arch
 from winnow.service.cli import main
@@ -181,6 +181,30 @@ def test_benchmark_reports_correlations_timings_and_failures(cells):
             assert -1 <= out["ensembles"][ensemble][key] <= 1
     assert -1 <= out["ensembles"]["calibrated"]["spearman_calibration_split"] <= 1
     assert set(out["ensembles"]["calibrated"]["weights"]) == set(PROXIES)
+
+
+def az_values(model) -> dict[str, float]:
+    """AZ-NAS's four names on the stand-in's values (one of them reversed)."""
+    convs = float(sum(1 for m in model.modules() if type(m).__name__ == "ReLUConvNorm"))
+    size = float(sum(p.numel() for p in model.parameters()))
+    return dict(zip(AZNAS_PROXIES, (convs, -convs, size / 7, size), strict=True))
+
+
+def az_scorer(model, batches, proxies, *, share=True, seed=0):
+    values = az_values(model)
+    return {name: Score(values[name], 0.001) for name in proxies}
+
+
+def test_the_aznas_ensemble_is_its_four_proxies_rank_aggregated(cells):
+    out = run_proxy_bench(cells, config(proxies=AZNAS_PROXIES), az_scorer, progress=False)
+    rows = [az_values(bench.build_cell(c.arch, 10, 3, 0, "cpu")) for c in cells]
+    features = {name: [row[name] for row in rows] for name in AZNAS_PROXIES}
+    truth = [c.test_accuracy for c in cells]
+    expected = round(stats.spearmanr(aznas_ensemble(features), truth)[0], 4)
+    assert out["ensembles"]["aznas"]["spearman"] == expected
+    assert out["ensembles"]["aznas"]["proxies"] == list(AZNAS_PROXIES)
+    three = config(proxies=AZNAS_PROXIES[:3])
+    assert "aznas" not in run_proxy_bench(cells, three, az_scorer, progress=False)["ensembles"]
 
 
 def test_calibration_never_sees_the_evaluation_split(cells, monkeypatch):

@@ -36,6 +36,12 @@ ALL = [
     "zico",
     "params",
     "flops",
+    "lga",
+    "az_expressivity",
+    "az_progressivity",
+    "az_trainability",
+    "meco",
+    "swap",
 ]
 CELL = (
     "|nor_conv_3x3~0|+|nor_conv_1x1~0|avg_pool_3x3~1|"
