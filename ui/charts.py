@@ -362,3 +362,36 @@ def compare_history_figure(history: pd.DataFrame) -> go.Figure:
         margin={"l": 10, "r": 10, "t": 30, "b": 10},
     )
     return figure
+
+
+def timeline_figure(lanes: pd.DataFrame) -> go.Figure:
+    """Each run (``analysis.worker_lanes``) as a bar from its start to its end in its worker
+    lane, coloured by fidelity (``analysis.fidelity_label``)."""
+    figure = go.Figure()
+    fidelity = [
+        analysis.fidelity_label(s, e) for s, e in zip(lanes["stage"], lanes["epochs"], strict=True)
+    ]
+    lanes = lanes.assign(fidelity=fidelity)
+    for i, (label, part) in enumerate(lanes.groupby("fidelity", sort=True)):
+        figure.add_trace(
+            go.Bar(
+                base=pd.to_datetime(part["started"], unit="s"),
+                x=(part["seconds"] * 1000).round(3),  # a date axis measures bars in ms
+                y=part["lane"],
+                orientation="h",
+                name=str(label),
+                marker_color=qualitative.Plotly[i % len(qualitative.Plotly)],
+                customdata=part[["number", "status", "seconds"]].to_numpy(dtype=object),
+                hovertemplate="trial %{customdata[0]} · %{customdata[1]} · "
+                "%{customdata[2]:.3g} s<extra>%{fullData.name}</extra>",
+            )
+        )
+    figure.update_layout(
+        barmode="overlay",
+        xaxis={"type": "date", "title": "time"},
+        yaxis={"title": "worker (host · device #lane)", "autorange": "reversed"},
+        legend={"orientation": "h", "y": -0.25},
+        height=max(220, 40 * lanes["lane"].nunique() + 120),
+        margin={"l": 10, "r": 10, "t": 30, "b": 10},
+    )
+    return figure

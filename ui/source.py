@@ -34,6 +34,7 @@ CACHE_SECONDS = 600  # versioned entries: the key changes when the data does
 # 0.6 ms a trial (PED-ANOVA itself is milliseconds); five hundred (PED-ANOVA: the best fifty
 # against all) rank them as well.
 IMPORTANCE_TRIALS = 500
+TIMELINE_RUNS = 2000  # the latest runs a timeline draws: bars enough to read, a light figure
 
 
 @dataclass(frozen=True)
@@ -215,6 +216,12 @@ def parameters_at(url: str, search_id: str, version: tuple, epochs: int) -> pd.D
     decided = [importance.decisions(space, c) for c in at["candidate"]]
     names = [o.name for o in the_spec.objectives]
     return analysis.parameter_table(at["number"], at["metrics"], decided, names)
+
+
+@st.cache_data(ttl=CACHE_SECONDS, max_entries=16, show_spinner=False)
+def timeline(url: str, search_id: str, version: tuple) -> pd.DataFrame:
+    """The latest ``TIMELINE_RUNS`` runs in worker lanes (``analysis.worker_lanes``)."""
+    return analysis.worker_lanes(reads.runs(_store(url), search_id, TIMELINE_RUNS))
 
 
 @st.cache_data(ttl=CACHE_SECONDS, max_entries=16, show_spinner=False)

@@ -166,6 +166,28 @@ def screening_scores(store: Store, search_id: str) -> pd.DataFrame:
     return _frame(store, query)
 
 
+def runs(store: Store, search_id: str, latest: int) -> pd.DataFrame:
+    """The latest ``latest`` finished runs (a reused result ran nothing) with what a timeline
+    draws: ``number, stage, epochs, status, seconds, finished_at, host, device``, oldest
+    first."""
+    columns = (
+        TrialRow.number,
+        TrialRow.stage,
+        TrialRow.epochs,
+        TrialRow.status,
+        TrialRow.seconds,
+        TrialRow.finished_at,
+        TrialRow.host,
+        TrialRow.device,
+    )
+    query = select(*columns).where(
+        _of(search_id), TrialRow.finished_at.is_not(None), TrialRow.reused.is_(False)
+    )
+    order = (TrialRow.finished_at.desc(), TrialRow.id.desc())
+    frame = _frame(store, query.order_by(*order).limit(latest))
+    return frame.iloc[::-1].reset_index(drop=True)
+
+
 def axis_values(store: Store, search_id: str) -> dict[str, list[str]]:
     """The values each filterable axis takes in the search (weight bits: every bit width used
     by some layer)."""

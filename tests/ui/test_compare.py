@@ -130,3 +130,39 @@ def test_the_shared_reference_is_the_stated_one_else_the_worst_of_every_search()
     assert [o.reference for o in same] == [0.0, 500.0]
     differ = comparison.shared_reference(spec(500.0).objectives, [spec(500.0), spec(None)], points)
     assert [o.reference for o in differ] == pytest.approx([0.0, 440.0])
+
+
+def test_worker_lanes_give_a_machine_as_many_lanes_as_it_ran_runs_at_once():
+    import pandas as pd
+
+    from winnow.ui import analysis
+
+    runs = pd.DataFrame(
+        {
+            "number": [0, 1, 2, 3],
+            "seconds": [10.0, 4.0, 3.0, 5.0],
+            "finished_at": [10.0, 6.0, 9.0, 8.0],  # 0: 0-10, 1: 2-6, 2: 6-9 (after 1), 3: 3-8
+            "host": ["a", "a", "a", "b"],
+            "device": ["cpu", "cpu", "cpu", None],
+        }
+    )
+    lanes = analysis.worker_lanes(runs).set_index("number")["lane"].to_dict()
+    assert lanes == {0: "a · cpu #1", 1: "a · cpu #2", 2: "a · cpu #2", 3: "b · ? #1"}
+
+
+def test_the_timeline_draws_every_finished_run_per_host(app, seeded):
+    at = app(seeded.url, search=seeded.search_id)
+    [chart] = [
+        f
+        for f in figures(at)
+        if f["data"]
+        and f["data"][0]["type"] == "bar"
+        and f["data"][0].get("orientation") == "h"
+        and "base" in f["data"][0]
+    ]
+    ran = [r for r in seeded.rows() if r.finished_at is not None and not r.reused]
+    shown = [n for trace in chart["data"] for n in plotted(trace["x"])]
+    assert len(shown) == len(ran)
+    assert sum(shown) == pytest.approx(1000 * sum(r.seconds for r in ran), rel=1e-6)
+    lanes = {lane for trace in chart["data"] for lane in plotted(trace["y"])}
+    assert lanes == {f"{r.host} · {r.device} #1" for r in ran}  # the seed ran one at a time
