@@ -249,3 +249,30 @@ def worker_lanes(runs: pd.DataFrame) -> pd.DataFrame:
         slots[free : free + 1] = [end]
         lanes.append(f"{machine} #{free + 1}")
     return out.assign(machine=machines, lane=lanes).reset_index(drop=True)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def numeric_paths(candidates: Sequence[dict[str, Any]]) -> list[str]:
+    """The JSON paths (``optimizer.lr``, ``architecture.width``) where some candidate holds a
+    number: what the trial table's ranges filter on (``reads.TableQuery.ranges``)."""
+    found: set[str] = set()
+
+    def walk(value: Any, path: str) -> None:
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                walk(inner, f"{path}.{key}" if path else str(key))
+        elif _number(value):
+            found.add(path)
+
+    for candidate in candidates:
+        walk(candidate, "")
+    return sorted(found)
+
+
+def numeric_metrics(metrics: Sequence[dict[str, Any]]) -> list[str]:
+    """The metric names some row holds a number for, in ``metric_columns``' reading order."""
+    names = {name for m in metrics for name, value in m.items() if _number(value)}
+    return metric_columns(sorted(names), [])

@@ -166,3 +166,25 @@ def test_the_timeline_draws_every_finished_run_per_host(app, seeded):
     assert sum(shown) == pytest.approx(1000 * sum(r.seconds for r in ran), rel=1e-6)
     lanes = {lane for trace in chart["data"] for lane in plotted(trace["y"])}
     assert lanes == {f"{r.host} · {r.device} #1" for r in ran}  # the seed ran one at a time
+
+
+def test_the_trial_table_keeps_the_rows_within_a_metric_and_a_parameter_range(app, seeded):
+    at = app(seeded.url, search=seeded.search_id)
+    names = at.multiselect(key="f-ranges").options
+    assert "accuracy" in names and "optimizer.lr (parameter)" in names
+    assert "proxy.naswot" in names  # the proxies' scores too
+    at.multiselect(key="f-ranges").select("metric:accuracy").select("param:optimizer.lr").run()
+    at.text_input(key="f-low-metric:accuracy").input("0.9")
+    at.text_input(key="f-high-param:optimizer.lr").input("1e-2").run()
+    wanted = [
+        r
+        for r in seeded.rows()
+        if r.metrics.get("accuracy") is not None
+        and r.metrics["accuracy"] >= 0.9
+        and json.loads(r.candidate)["optimizer"]["lr"] <= 1e-2
+    ]
+    assert wanted
+    pager = " ".join(m.value for m in at.markdown)
+    assert f"· {len(wanted):,} rows" in pager
+    shown = at.dataframe[-1].value
+    assert set(shown["row"]) <= {r.id for r in wanted} and len(shown) == min(50, len(wanted))
