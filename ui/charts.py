@@ -341,14 +341,15 @@ def compare_fronts_figure(
     return figure
 
 
-def compare_history_figure(history: pd.DataFrame) -> go.Figure:
-    """Each search's hypervolume against its completed trials (``comparison.
-    hypervolume_histories``), one line per search."""
+def compare_history_figure(history: pd.DataFrame, x: str = "completed") -> go.Figure:
+    """Each search's hypervolume (``comparison.hypervolume_histories``) against its completed
+    trials (``x``: ``completed``) or the seconds since it was created (``seconds``), one line
+    per search."""
     figure = go.Figure()
     for label, part in history.groupby("search", sort=False):
         figure.add_trace(
             go.Scatter(
-                x=part["completed"],
+                x=part[x],
                 y=part["hypervolume"],
                 mode="lines",
                 line_shape="hv",
@@ -356,7 +357,7 @@ def compare_history_figure(history: pd.DataFrame) -> go.Figure:
             )
         )
     figure.update_layout(
-        xaxis_title="completed trials",
+        xaxis_title="completed trials" if x == "completed" else "seconds since the search began",
         yaxis_title="hypervolume (shared reference point)",
         legend={"orientation": "h", "y": -0.2},
         margin={"l": 10, "r": 10, "t": 30, "b": 10},

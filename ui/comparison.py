@@ -70,7 +70,8 @@ class Compared:
     """One search of a comparison: its counters (``readout.tally``'s, with ``completed`` and
     the front's size and hypervolume by its own objectives), its front by its own objectives
     (``front``: ``number`` and the objectives' values, at ``front_epochs``), and its completed
-    trials' points on the shared objectives in completion order (``points``)."""
+    trials' points on the shared objectives in completion order (``points``), with their
+    seconds since the search was created (``seconds``)."""
 
     search: SearchRecord
     spec: SearchSpec
@@ -78,6 +79,7 @@ class Compared:
     front: pd.DataFrame
     front_epochs: int | None
     points: list[list[float]]
+    seconds: list[float]
 
 
 def compared(
@@ -98,26 +100,30 @@ def compared(
     front = pd.DataFrame([p for p, keep in zip(own, flags, strict=True) if keep], columns=names)
     front.insert(0, "number", [i for i, keep in zip(ids, flags, strict=True) if keep])
     done = reads.completed(trained, len(spec.strategy.rungs) - 1)
-    points = [readout.completed_point(shared, m) for m in done["metrics"]]
+    points = [readout.completed_point(shared, m) for m in done["metrics"]] if shared else []
+    finished = done["finished_at"].astype(float) - search.created_at
+    timed = [(p, float(t)) for p, t in zip(points, finished, strict=False) if p is not None]
     starts = readout.rung_starts(spec.strategy)
     hypervolume = search_hypervolume(spec.objectives, own)
     progress = analysis.progress(counts, proposals, hypervolume, starts)
     progress |= {"completed": len(done), "front_size": len(front)}
     front_epochs = None if rung is None else spec.strategy.rungs[rung]
-    kept = [p for p in points if p is not None] if shared else []
-    return Compared(search, spec, progress, front, front_epochs, kept)
+    kept, seconds = [p for p, _ in timed], [t for _, t in timed]
+    return Compared(search, spec, progress, front, front_epochs, kept, seconds)
 
 
 def hypervolume_histories(
     searches: Sequence[Compared], objectives: Sequence[Objective]
 ) -> pd.DataFrame:
-    """``search``, ``completed`` (1, 2, ...) and ``hypervolume`` after each completed trial of
-    each search (``readout.hypervolume_history``; ``objectives``: :func:`shared_reference`'s)."""
+    """``search``, ``completed`` (1, 2, ...), ``seconds`` (since the search was created) and
+    ``hypervolume`` after each completed trial of each search (``readout.hypervolume_history``;
+    ``objectives``: :func:`shared_reference`'s)."""
     frames = [
         pd.DataFrame(
             {
                 "search": label(part),
                 "completed": range(1, len(part.points) + 1),
+                "seconds": part.seconds,
                 "hypervolume": readout.hypervolume_history(objectives, part.points),
             }
         )

@@ -82,7 +82,10 @@ def _fronts(parts: list, shared: list) -> None:
     figure = charts.compare_fronts_figure(fronts, [x, y], [directions[x], directions[y]])
     st.plotly_chart(figure, key="compare-fronts")
     sizes = ", ".join(f"{comparison.label(p)} {len(p.front):,}" for p in parts)
-    st.caption(f"Front points: {sizes}. Hover a point for its trial.")
+    st.caption(
+        f"Front points: {sizes}. Each search's front of single runs (a confirmed front's "
+        "means are on its own page). Hover a point for its trial."
+    )
 
 
 def _history(history, shared: list) -> None:
@@ -90,7 +93,11 @@ def _history(history, shared: list) -> None:
     if history.empty:
         st.info("No completed trials yet.")
         return
-    st.plotly_chart(charts.compare_history_figure(history), key="compare-history")
+    against = st.radio(
+        "against", ["completed trials", "time"], horizontal=True, key="compare-against"
+    )
+    x = "completed" if against == "completed trials" else "seconds"
+    st.plotly_chart(charts.compare_history_figure(history, x), key="compare-history")
     reference = ", ".join(f"{o.name} {nav.fmt(o.reference)}" for o in shared)
     st.caption(
         f"One reference point for every search ({reference}): a stated reference where every "

@@ -188,3 +188,15 @@ def test_the_trial_table_keeps_the_rows_within_a_metric_and_a_parameter_range(ap
     assert f"· {len(wanted):,} rows" in pager
     shown = at.dataframe[-1].value
     assert set(shown["row"]) <= {r.id for r in wanted} and len(shown) == min(50, len(wanted))
+
+
+def test_the_hypervolume_against_time_counts_from_each_search_s_creation(app, seeded):
+    ids = [seeded.search_id, seeded.running_id]
+    at = app(seeded.url, compare=ids)
+    at.radio(key="compare-against").set_value("time").run()
+    history = {t["name"]: t for t in figures(at)[1]["data"]}
+    for search_id in ids:
+        search = seeded.store.search(search_id)
+        done = readout.completed_trials(seeded.spec(search_id), seeded.rows(search_id))
+        expected = [c.row.finished_at - search.created_at for c in done]
+        assert plotted(history[f"{search.name} ({search_id})"]["x"]) == pytest.approx(expected)
