@@ -236,14 +236,22 @@ class _Seeder:
 
 
 def seed_search(
-    store: Store, trials: int, seed: int = 0, status: str = "finished", space: str | None = None
+    store: Store,
+    trials: int,
+    seed: int = 0,
+    status: str = "finished",
+    space: str | None = None,
+    changes: dict[str, Any] | None = None,
 ) -> str:
     """Store a search of ``trials`` proposals (see :class:`_Seeder`); returns its id. About 5%
-    of proposals repeat an earlier candidate, as samplers do, and become hash hits."""
+    of proposals repeat an earlier candidate, as samplers do, and become hash hits. ``changes``:
+    spec sections that replace the demo's (``objectives``: any of accuracy, params, model_bytes,
+    latency_ms; ``name``; ``strategy``, whose rungs the walk follows)."""
     # the demo's search (imported here: demo.py loads gRPC, which other commands need not)
     from winnow.service.demo import DEMO_SPEC
 
     data = {**DEMO_SPEC, "name": "seeded-digits", "space": space or DEMO_SPEC["space"]}
+    data |= changes or {}
     spec = parse_search_spec(data | {"seed": seed, "budget": {"max_trials": trials}})
     rng = np.random.default_rng(seed)
     search_id = store.create_search(spec.name, spec.task.key, spec.to_json(), status=status)

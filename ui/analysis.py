@@ -229,3 +229,50 @@ def correlation(x: Sequence[float], y: Sequence[float]) -> dict[str, float | int
     spearman = stats.spearmanr(x, y).statistic
     kendall = stats.kendalltau(x, y).statistic
     return {"n": int(len(x)), "spearman": float(spearman), "kendall": float(kendall)}
+
+
+def worker_lanes(runs: pd.DataFrame) -> pd.DataFrame:
+    """Runs of ``reads.runs`` with ``started`` (``finished_at`` less ``seconds``), ``lane``
+    and ``machine``: each machine (host and device) gets as many lanes as it ran runs at once,
+    a run going to the first lane free when it started (interval partitioning), so a lane reads
+    as one worker's runs one after another."""
+    out = runs.assign(started=runs["finished_at"] - runs["seconds"]).sort_values(
+        ["started", "finished_at"], kind="stable"
+    )
+    host, device = out["host"].fillna("?"), out["device"].fillna("?")  # not recorded
+    machines = [f"{h or '?'} · {d or '?'}" for h, d in zip(host, device, strict=True)]
+    ends: dict[str, list[float]] = {}  # per machine: when each lane's last run finished
+    lanes = []
+    for machine, start, end in zip(machines, out["started"], out["finished_at"], strict=True):
+        slots = ends.setdefault(machine, [])
+        free = next((k for k, last in enumerate(slots) if last <= start), len(slots))
+        slots[free : free + 1] = [end]
+        lanes.append(f"{machine} #{free + 1}")
+    return out.assign(machine=machines, lane=lanes).reset_index(drop=True)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def numeric_paths(candidates: Sequence[dict[str, Any]]) -> list[str]:
+    """The JSON paths (``optimizer.lr``, ``architecture.width``) where some candidate holds a
+    number: what the trial table's ranges filter on (``reads.TableQuery.ranges``)."""
+    found: set[str] = set()
+
+    def walk(value: Any, path: str) -> None:
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                walk(inner, f"{path}.{key}" if path else str(key))
+        elif _number(value):
+            found.add(path)
+
+    for candidate in candidates:
+        walk(candidate, "")
+    return sorted(found)
+
+
+def numeric_metrics(metrics: Sequence[dict[str, Any]]) -> list[str]:
+    """The metric names some row holds a number for, in ``metric_columns``' reading order."""
+    names = {name for m in metrics for name, value in m.items() if _number(value)}
+    return metric_columns(sorted(names), [])

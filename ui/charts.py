@@ -308,3 +308,91 @@ def loss_figure(
         height=340, legend=LEGEND_BELOW, margin={"l": 10, "r": 10, "t": 30, "b": 10}
     )
     return figure
+
+
+def compare_fronts_figure(
+    fronts: Sequence[tuple[str, pd.DataFrame]], axes: Sequence[str], directions: Sequence[str]
+) -> go.Figure:
+    """Each search's front (``(label, frame)``: ``number`` and objective columns) on two
+    objectives, one colour per search, its points joined by the staircase they dominate."""
+    figure = go.Figure()
+    for i, (label, front) in enumerate(fronts):
+        tint = qualitative.Plotly[i % len(qualitative.Plotly)]
+        ordered = front.sort_values(list(axes))
+        figure.add_trace(
+            go.Scatter(
+                x=ordered[axes[0]],
+                y=ordered[axes[1]],
+                mode="lines+markers",
+                name=label,
+                marker={"color": tint, "size": 8, "line": {"color": "#222", "width": 1}},
+                line={"color": tint, "width": 1.5, "shape": _steps(directions[0])},
+                customdata=ordered[["number"]].to_numpy(),
+                hovertemplate="trial %{customdata[0]}<extra>%{fullData.name}</extra>",
+            )
+        )
+    titles = [_axis_title(a, d) for a, d in zip(axes, directions, strict=True)]
+    figure.update_layout(
+        xaxis_title=titles[0],
+        yaxis_title=titles[1],
+        legend={"orientation": "h", "y": -0.2},  # below the plot, clear of the toolbar
+        margin={"l": 10, "r": 10, "t": 30, "b": 10},
+    )
+    return figure
+
+
+def compare_history_figure(history: pd.DataFrame, x: str = "completed") -> go.Figure:
+    """Each search's hypervolume (``comparison.hypervolume_histories``) against its completed
+    trials (``x``: ``completed``) or the seconds since it was created (``seconds``), one line
+    per search."""
+    figure = go.Figure()
+    for label, part in history.groupby("search", sort=False):
+        figure.add_trace(
+            go.Scatter(
+                x=part[x],
+                y=part["hypervolume"],
+                mode="lines",
+                line_shape="hv",
+                name=str(label),
+            )
+        )
+    figure.update_layout(
+        xaxis_title="completed trials" if x == "completed" else "seconds since the search began",
+        yaxis_title="hypervolume (shared reference point)",
+        legend={"orientation": "h", "y": -0.2},
+        margin={"l": 10, "r": 10, "t": 30, "b": 10},
+    )
+    return figure
+
+
+def timeline_figure(lanes: pd.DataFrame) -> go.Figure:
+    """Each run (``analysis.worker_lanes``) as a bar from its start to its end in its worker
+    lane, coloured by fidelity (``analysis.fidelity_label``)."""
+    figure = go.Figure()
+    fidelity = [
+        analysis.fidelity_label(s, e) for s, e in zip(lanes["stage"], lanes["epochs"], strict=True)
+    ]
+    lanes = lanes.assign(fidelity=fidelity)
+    for i, (label, part) in enumerate(lanes.groupby("fidelity", sort=True)):
+        figure.add_trace(
+            go.Bar(
+                base=pd.to_datetime(part["started"], unit="s"),
+                x=(part["seconds"] * 1000).round(3),  # a date axis measures bars in ms
+                y=part["lane"],
+                orientation="h",
+                name=str(label),
+                marker_color=qualitative.Plotly[i % len(qualitative.Plotly)],
+                customdata=part[["number", "status", "seconds"]].to_numpy(dtype=object),
+                hovertemplate="trial %{customdata[0]} · %{customdata[1]} · "
+                "%{customdata[2]:.3g} s<extra>%{fullData.name}</extra>",
+            )
+        )
+    figure.update_layout(
+        barmode="overlay",
+        xaxis={"type": "date", "title": "time"},
+        yaxis={"title": "worker (host · device #lane)", "autorange": "reversed"},
+        legend={"orientation": "h", "y": -0.25},
+        height=max(220, 40 * lanes["lane"].nunique() + 120),
+        margin={"l": 10, "r": 10, "t": 30, "b": 10},
+    )
+    return figure

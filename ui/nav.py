@@ -1,5 +1,6 @@
-"""Which page is open lives in the URL's query parameters (``?search=ID&trial=N``), so a page
-can be bookmarked, reloaded and opened by a test. Moving changes them and reruns the script."""
+"""Which page is open lives in the URL's query parameters (``?search=ID&trial=N``; the Compare
+page: ``?compare=ID,ID``), so a page can be bookmarked, reloaded and opened by a test. Moving
+changes them and reruns the script."""
 
 from __future__ import annotations
 
@@ -12,8 +13,18 @@ def current() -> tuple[str | None, int | None]:
     return search, int(trial) if trial not in (None, "") else None
 
 
-def go(search: str | None = None, trial: int | None = None) -> None:
+def compared() -> list[str]:
+    """The searches the Compare page compares (``?compare=ID,ID``), in order; empty: none."""
+    text = st.query_params.get("compare") or ""
+    return list(dict.fromkeys(i.strip() for i in text.split(",") if i.strip()))
+
+
+def go(
+    search: str | None = None, trial: int | None = None, compare: list[str] | None = None
+) -> None:
     st.query_params.clear()
+    if compare:
+        st.query_params["compare"] = ",".join(compare)
     if search is not None:
         st.query_params["search"] = search
     if trial is not None:

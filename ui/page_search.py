@@ -1,5 +1,6 @@
 """The Search page: progress, the front, histories, the cascade, proxies, the evidence ladder,
-parameter importance, parallel coordinates and slices, and the trial table.
+parameter importance, parallel coordinates and slices, the timeline of runs per worker, and the
+trial table.
 While the search runs, the page body is a fragment that re-reads the store every few seconds."""
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ def _body(search_id: str) -> None:
     search_sections.evidence_ladder(data)
     search_sections.importance(data, spec)
     search_sections.parameters(data, spec)
+    search_sections.timeline(url, search_id)
     trial_table.render(url, search_id, data, spec)
 
 

@@ -1,4 +1,5 @@
-"""The Searches page: every search in the store, refreshed while any is running."""
+"""The Searches page: every search in the store, refreshed while any is running; from it, a
+search opens, or two or more open side by side on the Compare page."""
 
 from __future__ import annotations
 
@@ -55,3 +56,14 @@ def _body(url: str) -> None:
     chosen = left.selectbox("Search", list(labels), format_func=labels.get, key="open-search")
     if right.button("Open search", type="primary"):
         nav.go(search=chosen)
+    _compare(labels)
+
+
+def _compare(labels: dict[str, str]) -> None:
+    """Two or more searches side by side (the Compare page)."""
+    left, right = st.columns([4, 1], vertical_alignment="bottom")
+    chosen = left.multiselect(
+        "Compare searches", list(labels), format_func=labels.get, key="compare-searches"
+    )
+    if right.button("Compare", disabled=len(chosen) < 2, key="compare-open"):
+        nav.go(compare=chosen)

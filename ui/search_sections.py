@@ -230,3 +230,21 @@ def parameters(data: dict, spec: SearchSpec) -> None:
     objective = right.selectbox("objective", names, key="slice-objective")
     direction = dict(zip(names, spec.directions, strict=True))[objective]
     st.plotly_chart(charts.slice_figure(frame, param, objective, direction), key="slice")
+
+
+def timeline(url: str, search_id: str) -> None:
+    """The latest runs per worker: host and device, in lanes (``analysis.worker_lanes``)."""
+    st.subheader("Timeline of runs per worker")
+    runs = source.timeline(url, search_id, source.version(search_id))
+    if runs.empty:
+        st.info("No run has finished yet.")
+        return
+    st.plotly_chart(charts.timeline_figure(runs), key="timeline")
+    machines = runs.groupby("machine")["lane"].nunique()
+    each = ", ".join(f"{m}: {n} at once" for m, n in machines.items())
+    latest = f"the latest {len(runs):,}" if len(runs) == source.TIMELINE_RUNS else f"{len(runs):,}"
+    st.caption(
+        f"{latest} finished runs (proxy scoring and training; a hash hit runs nothing), each "
+        f"from its start (finish less its seconds) to its finish; lanes per machine ({each}) "
+        "are its runs at once, each run in the first lane free when it started."
+    )

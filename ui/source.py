@@ -26,7 +26,7 @@ from winnow.service.engine import importance, readout
 from winnow.service.engine.pareto import front_mask, search_hypervolume
 from winnow.service.search_spec import SearchSpec
 from winnow.service.store import Store, reads
-from winnow.ui import analysis
+from winnow.ui import analysis, comparison
 
 REFRESH_SECONDS = 3.0  # how often a running search's page re-reads the store
 CACHE_SECONDS = 600  # versioned entries: the key changes when the data does
@@ -34,6 +34,7 @@ CACHE_SECONDS = 600  # versioned entries: the key changes when the data does
 # 0.6 ms a trial (PED-ANOVA itself is milliseconds); five hundred (PED-ANOVA: the best fifty
 # against all) rank them as well.
 IMPORTANCE_TRIALS = 500
+TIMELINE_RUNS = 2000  # the latest runs a timeline draws: bars enough to read, a light figure
 
 
 @dataclass(frozen=True)
@@ -215,6 +216,44 @@ def parameters_at(url: str, search_id: str, version: tuple, epochs: int) -> pd.D
     decided = [importance.decisions(space, c) for c in at["candidate"]]
     names = [o.name for o in the_spec.objectives]
     return analysis.parameter_table(at["number"], at["metrics"], decided, names)
+
+
+@st.cache_data(ttl=CACHE_SECONDS, max_entries=16, show_spinner=False)
+def timeline(url: str, search_id: str, version: tuple) -> pd.DataFrame:
+    """The latest ``TIMELINE_RUNS`` runs in worker lanes (``analysis.worker_lanes``)."""
+    return analysis.worker_lanes(reads.runs(_store(url), search_id, TIMELINE_RUNS))
+
+
+@st.cache_data(ttl=CACHE_SECONDS, max_entries=16, show_spinner=False)
+def comparison_data(url: str, search_ids: tuple[str, ...], versions: tuple) -> dict[str, Any]:
+    """The Compare page's searches (``comparison.Compared``, in the order given), the
+    objectives they share with the shared reference point fixed, and each one's hypervolume
+    history against it; ``versions``: each search's :func:`version` (the cache's key)."""
+    db = _store(url)
+    searches = [db.search(i) for i in search_ids]
+    specs = [_spec(s.spec_json).spec for s in searches]
+    shared = comparison.shared_objectives(specs)
+    trained, counts = reads.trained(db, search_ids), reads.counts(db, search_ids)
+    proposals = reads.proposals(db, search_ids)
+    parts = [
+        comparison.compared(
+            search,
+            the_spec,
+            trained[trained["search_id"] == search.id],
+            counts[counts["search_id"] == search.id].drop(columns="search_id"),
+            proposals.get(search.id, 0),
+            shared,
+        )
+        for search, the_spec in zip(searches, specs, strict=True)
+    ]
+    points = [p for part in parts for p in part.points]
+    fixed = comparison.shared_reference(shared, specs, points)
+    return {
+        "parts": parts,
+        "shared": fixed,
+        "same": comparison.same_objectives(specs),
+        "history": comparison.hypervolume_histories(parts, fixed) if fixed else pd.DataFrame(),
+    }
 
 
 @st.cache_data(ttl=CACHE_SECONDS, max_entries=256, show_spinner=False)

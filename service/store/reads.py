@@ -166,6 +166,28 @@ def screening_scores(store: Store, search_id: str) -> pd.DataFrame:
     return _frame(store, query)
 
 
+def runs(store: Store, search_id: str, latest: int) -> pd.DataFrame:
+    """The latest ``latest`` finished runs (a reused result ran nothing) with what a timeline
+    draws: ``number, stage, epochs, status, seconds, finished_at, host, device``, oldest
+    first."""
+    columns = (
+        TrialRow.number,
+        TrialRow.stage,
+        TrialRow.epochs,
+        TrialRow.status,
+        TrialRow.seconds,
+        TrialRow.finished_at,
+        TrialRow.host,
+        TrialRow.device,
+    )
+    query = select(*columns).where(
+        _of(search_id), TrialRow.finished_at.is_not(None), TrialRow.reused.is_(False)
+    )
+    order = (TrialRow.finished_at.desc(), TrialRow.id.desc())
+    frame = _frame(store, query.order_by(*order).limit(latest))
+    return frame.iloc[::-1].reset_index(drop=True)
+
+
 def axis_values(store: Store, search_id: str) -> dict[str, list[str]]:
     """The values each filterable axis takes in the search (weight bits: every bit width used
     by some layer)."""
@@ -194,6 +216,9 @@ class TableQuery:
     statuses: tuple[str, ...] = ()
     fidelities: tuple[str, ...] = ()  # "proxy", "train:6" (the dashboard's fidelity labels)
     axes: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # (name, low, high): a metric ("metric:accuracy") or a number in the candidate by its JSON
+    # path ("param:optimizer.lr") within [low, high] (None: unbounded); a row without it fails
+    ranges: tuple[tuple[str, float | None, float | None], ...] = ()
     sort: str = "id"  # a column of the trial table, or "metric:<name>"
     descending: bool = False
     page: int = 0
@@ -214,7 +239,22 @@ def _filtered(store: Store, search_id: str, q: TableQuery) -> Any:
             where.append(or_(*(_has_bits(candidate, int(v)) for v in values)))
         else:
             where.append(candidate[AXIS_PATHS[axis]].as_string().in_(values))
+    for name, low, high in q.ranges:
+        value = _ranged(store, name)
+        where += [value >= low] if low is not None else []
+        where += [value <= high] if high is not None else []
     return where
+
+
+def _ranged(store: Store, name: str) -> Any:
+    """The number a range filters on: ``metric:NAME`` (a key of the metrics, dots and all) or
+    ``param:A.B`` (the candidate's value at that JSON path)."""
+    kind, _, path = name.partition(":")
+    if kind == "metric":
+        return _json(store, TrialRow.metrics_json)[path].as_float()
+    if kind == "param":
+        return _json(store, TrialRow.candidate_json)[tuple(path.split("."))].as_float()
+    raise ValueError(f"a range is on metric:NAME or param:PATH, not {name!r}")
 
 
 def _fidelity_clause(label: str) -> Any:

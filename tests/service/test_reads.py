@@ -123,3 +123,38 @@ def test_completed_rows_in_sql_are_the_records_that_say_completed(store_and_sear
         expected = [r.id for r in rows if r.completed(top)]
         assert sorted(reads.completed(trained, top)["id"]) == expected, top
     assert any(r.completed(top) for r in rows)
+
+
+def test_ranges_on_metrics_and_parameters_match_python(store_and_search):
+    store, search_id = store_and_search
+    rows = store.trials(search_id)
+    accuracies = sorted(r.metrics["accuracy"] for r in rows if "accuracy" in r.metrics)
+    low = accuracies[len(accuracies) // 2]
+    lrs = sorted(json.loads(r.candidate)["optimizer"]["lr"] for r in rows)
+    high = lrs[len(lrs) // 2]
+    query = TableQuery(
+        ranges=(("metric:accuracy", low, None), ("param:optimizer.lr", None, high)),
+        page_size=9,
+    )
+    wanted = [
+        r.id
+        for r in rows
+        if r.metrics.get("accuracy") is not None
+        and r.metrics["accuracy"] >= low
+        and json.loads(r.candidate)["optimizer"]["lr"] <= high
+    ]
+    assert 0 < len(wanted) < len(rows)
+    assert _all(store, search_id, query) == sorted(wanted)
+    dotted = TableQuery(ranges=(("metric:proxy.naswot", 350.0, 370.0),))  # a key with a dot
+    naswot = [r.id for r in rows if 350 <= r.metrics.get("proxy.naswot", -1) <= 370]
+    assert naswot and _all(store, search_id, dotted) == sorted(naswot)
+
+
+def test_runs_are_the_latest_finished_runs_oldest_first(store_and_search):
+    store, search_id = store_and_search
+    ran = [r for r in store.trials(search_id) if r.finished_at is not None and not r.reused]
+    ran.sort(key=lambda r: (r.finished_at, r.id))
+    latest = reads.runs(store, search_id, 25)
+    assert list(latest["number"]) == [r.number for r in ran[-25:]]
+    assert list(latest["seconds"]) == pytest.approx([r.seconds for r in ran[-25:]])
+    assert set(latest["host"]) == {r.host for r in ran}

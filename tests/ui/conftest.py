@@ -75,11 +75,17 @@ def _keep_main_module(monkeypatch):
 
 @pytest.fixture
 def app(monkeypatch):
-    """``app(url, search=None, trial=None, server=None, token=None)``: the dashboard's script,
-    run once (``token``: the dashboard's own, which a visitor must enter)."""
+    """``app(url, search=None, trial=None, server=None, token=None, compare=None)``: the
+    dashboard's script, run once (``token``: the dashboard's own, which a visitor must enter;
+    ``compare``: the ids the Compare page compares)."""
 
     def make(
-        url: str, search: str | None = None, trial: int | None = None, server=None, token=None
+        url: str,
+        search: str | None = None,
+        trial: int | None = None,
+        server=None,
+        token=None,
+        compare: list[str] | None = None,
     ):
         monkeypatch.setenv("WINNOW_UI_DB", url)
         monkeypatch.setenv("WINNOW_UI_SERVER", server or "")
@@ -90,6 +96,8 @@ def app(monkeypatch):
             at.query_params["search"] = search
         if trial is not None:
             at.query_params["trial"] = str(trial)
+        if compare is not None:
+            at.query_params["compare"] = ",".join(compare)
         at.run()
         assert not at.exception, [e.message for e in at.exception]
         return at

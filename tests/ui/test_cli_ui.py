@@ -49,7 +49,9 @@ def test_bench_ui_prints_its_measurements(monkeypatch, capsys):
     assert main(["bench", "ui", "--trials", "80", "--json"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["trials"] == 80 and result["rows"] > 80  # proxy rows and rungs
-    for key in ("search_page_seconds", "search_page_warm_seconds", "table_next_page_seconds"):
+    assert result["compare_rows"] > result["rows"]  # the second search's too
+    timed = ("search_page_seconds", "search_page_warm_seconds", "table_next_page_seconds")
+    for key in (*timed, "compare_seconds"):
         assert result[key] > 0
 
 
