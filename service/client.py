@@ -291,6 +291,33 @@ class Search:
             if not token:
                 return rows
 
+    def trials_dataframe(self, **filters: Any) -> Any:
+        """The search's rows (:meth:`trials`, ``filters`` passed on) as a pandas DataFrame
+        (needs pandas, which this module imports only here): one row per stored row, with
+        ``number`` (the candidate's trial id), ``row_id``, ``stage``, ``epochs``, ``rung``,
+        ``status``, ``seconds``, ``reused``, ``host``, ``error``; the candidate's decisions as
+        ``params_<path>`` (``params_architecture.width``, ``params_optimizer.lr``); each metric
+        as ``metrics_<name>``; and ``confirmation`` (a run of ``strategy.confirm``: stage
+        ``confirm:<seed>``) with its ``seed`` (None for the other rows)."""
+        import pandas as pd
+
+        return pd.DataFrame([_frame_row(t) for t in self.trials(**filters)])
+
+    def importance(
+        self, fidelity: int | None = None, evaluator: str = "ped-anova", min_trials: int = 0
+    ) -> dict[str, Any]:
+        """How much each parameter matters for each objective, per fidelity (``fidelity``: one
+        training rung's epochs; None: each), computed by the server with Optuna's
+        ``evaluator`` (``ped-anova`` or ``fanova``) over the stored trained results:
+        ``{"evaluator", "min_trials", "importances": [{"epochs", "objective", "trials",
+        "results", "params": {name: importance} (highest first, summing to 1), "left_out"}]}``.
+        A fidelity with fewer than ``min_trials`` results (0: the server's default, 10) has no
+        entry; an unknown evaluator is INVALID_ARGUMENT."""
+        request = pb.GetImportanceRequest(
+            search_id=self.id, epochs=fidelity or 0, evaluator=evaluator, min_trials=min_trials
+        )
+        return convert.importance_dict(self.client._call("GetImportance", request))
+
     def cancel(self) -> dict[str, Any]:
         return convert.search_dict(
             self.client._call("CancelSearch", pb.CancelSearchRequest(search_id=self.id))
@@ -316,6 +343,33 @@ class Search:
                 files = {"recipe.json": (reply.recipe_json + "\n").encode()}
             _write_bundle(files, Path(path))
         return json.loads(reply.recipe_json)
+
+
+FRAME_FIELDS = ("row_id", "stage", "epochs", "rung", "status", "seconds", "reused", "host", "error")
+
+
+def _frame_row(trial: dict[str, Any]) -> dict[str, Any]:
+    """One row of :meth:`Search.trials_dataframe` from a :func:`convert.trial_dict`."""
+    stage = trial["stage"]
+    confirming = stage.startswith("confirm:")
+    row = {"number": trial["trial_id"], **{k: trial[k] for k in FRAME_FIELDS}}
+    row |= {f"params_{k}": v for k, v in _flat(trial["candidate"]).items()}
+    row |= {f"metrics_{k}": v for k, v in trial["metrics"].items()}
+    seed = stage.partition(":")[2]
+    row["confirmation"] = confirming
+    row["seed"] = int(seed) if confirming and seed.isdigit() else None
+    return row
+
+
+def _flat(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A candidate's nested decisions by dotted path (lists kept whole: a cell's edges)."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out |= _flat(value, f"{prefix}{key}.")
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
 
 
 def _write_bundle(files: dict[str, bytes], path: Path) -> None:

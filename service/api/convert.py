@@ -173,6 +173,26 @@ def recipe_message(search_id: str, recipe: dict[str, Any], files: dict[str, byte
     )
 
 
+def importance_message(found: Any, evaluator: str, min_trials: int) -> pb.ImportanceReport:
+    """``engine.importance.importances``'s list (``Importance`` records, read by attribute:
+    this module imports no optuna) as the reply."""
+    return pb.ImportanceReport(
+        evaluator=evaluator,
+        min_trials=int32(min_trials),
+        importances=[
+            pb.Importance(
+                epochs=int32(i.epochs),
+                objective=i.objective,
+                trials=int32(i.trials),
+                results=int32(i.results),
+                params=[pb.ParamImportance(name=k, importance=v) for k, v in i.params.items()],
+                left_out=list(i.left_out),
+            )
+            for i in found
+        ],
+    )
+
+
 # --- messages -> the SDK's dicts (the client) -------------------------------------------------
 
 
@@ -300,6 +320,26 @@ def front_dict(front: pb.ParetoFront) -> dict[str, Any]:
         "hypervolume": front.hypervolume,
         "epochs": front.epochs or None,
         "top_epochs": front.top_epochs,
+    }
+
+
+def importance_dict(report: pb.ImportanceReport) -> dict[str, Any]:
+    """``{"evaluator", "min_trials", "importances": [{"epochs", "objective", "trials",
+    "results", "params": {name: importance} (highest first), "left_out": [...]}]}``."""
+    return {
+        "evaluator": report.evaluator,
+        "min_trials": report.min_trials,
+        "importances": [
+            {
+                "epochs": i.epochs,
+                "objective": i.objective,
+                "trials": i.trials,
+                "results": i.results,
+                "params": {p.name: p.importance for p in i.params},
+                "left_out": list(i.left_out),
+            }
+            for i in report.importances
+        ],
     }
 
 

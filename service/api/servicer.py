@@ -40,7 +40,7 @@ from winnow.service.api.manager import (
     ShuttingDownError,
     shown,
 )
-from winnow.service.engine import readout
+from winnow.service.engine import importance, readout
 from winnow.service.search_spec import SearchSpec, parse_search_spec
 from winnow.service.store import StoreError, reads
 from winnow.v1 import search_pb2 as pb
@@ -234,6 +234,28 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
         if name not in export.IMPORTS_NOTHING:  # it builds the network or reads the dataset
             _check_imports(readout.stored_spec(row.spec_json).valid(), self.allowed_modules)
         return convert.recipe_message(row.id, recipe, exporter(recipe))
+
+    @_rpc
+    def GetImportance(self, request: pb.GetImportanceRequest, context) -> pb.ImportanceReport:
+        evaluator = request.evaluator or importance.DEFAULT_EVALUATOR
+        if evaluator not in importance.EVALUATORS:
+            raise RequestError(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                f"field 'evaluator': unknown evaluator {shown(evaluator)!r}; allowed: "
+                + ", ".join(importance.EVALUATORS),
+            )
+        if request.epochs < 0 or request.min_trials < 0:
+            raise RequestError(
+                grpc.StatusCode.INVALID_ARGUMENT, "fields 'epochs' and 'min_trials' are >= 0"
+            )
+        row = self._search_row(request.search_id)
+        spec = readout.stored_spec(row.spec_json).valid()  # the space rebuilds the params
+        rows = self.store.trials(row.id)
+        if request.epochs:
+            rows = [r for r in rows if r.epochs == request.epochs]
+        min_trials = request.min_trials or importance.MIN_TRIALS
+        found = importance.importances(spec, rows, evaluator, min_trials=min_trials)
+        return convert.importance_message(found, evaluator, min_trials)
 
     # --- watching -----------------------------------------------------------------------------
 

@@ -2,7 +2,8 @@
 
     winnow space validate|sample|describe ...  and  winnow evaluate ...   (``space``)
     winnow search run|resume|list ...                                     (``search``)
-    winnow serve | submit | status | list | pareto | cancel | export | demo  (``service``)
+    winnow serve | submit | status | list | pareto | importance | cancel | export | demo
+                                                                          (``service``)
     winnow ui ...                                                         (``ui``)
     winnow bench proxies|hashing|search|service|workers|ui ...           (``bench``)
 

@@ -3,6 +3,7 @@
     winnow serve --db sqlite:///runs/winnow.db --address 127.0.0.1:50051 [--token-file F]
     winnow submit examples/digits-search.yaml [--wait]
     winnow status ID | winnow list | winnow pareto ID [--json] | winnow cancel ID
+    winnow importance ID [--fidelity EPOCHS] [--evaluator ped-anova|fanova] [--json]
     winnow export ID [--trial N] --out recipe.json [--format recipe]
     winnow demo [--json]
 
@@ -148,6 +149,36 @@ def cmd_pareto(args: argparse.Namespace) -> int:
         print(note)
     print(_front_table(front["points"]))
     return 0
+
+
+def cmd_importance(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        search = client.search(args.search_id)
+        report = search.importance(args.fidelity, args.evaluator, args.min_trials)
+    if args.json:  # what GetImportance gives
+        print_json(report)
+        return 0
+    print(importance_table(report))
+    return 0
+
+
+def importance_table(report: dict[str, Any]) -> str:
+    """Each fidelity's and objective's parameters, highest first, one line each."""
+    found = report["importances"]
+    if not found:
+        return f"no fidelity has {report['min_trials']} trained results yet (--min-trials)"
+    lines = [f"importance ({report['evaluator']})"]
+    for item in found:
+        lines.append(
+            f"{item['objective']} at {item['epochs']} epochs, over {item['trials']} trials:"
+        )
+        width = max((len(name) for name in item["params"]), default=0)
+        lines += [f"  {name:<{width}}  {value:.3f}" for name, value in item["params"].items()]
+        if not item["params"]:
+            lines.append("  (the objective does not vary)")
+        if item["left_out"]:
+            lines.append(f"  left out (not in every trial): {', '.join(item['left_out'])}")
+    return "\n".join(lines)
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
@@ -323,6 +354,19 @@ def add_service_commands(commands: Any) -> None:
         parser.add_argument("--json", action="store_true")
         parser.set_defaults(func=func)
         client_options(parser)
+    importance = commands.add_parser(
+        "importance", help="which parameters matter for each objective, per fidelity"
+    )
+    importance.add_argument("search_id")
+    importance.add_argument("--fidelity", type=int, help="one rung's epochs (default: each)")
+    importance.add_argument(
+        "--evaluator", default="ped-anova", help="ped-anova (default) or fanova"
+    )
+    importance.add_argument(
+        "--min-trials", type=int, default=0, help="fewest results a fidelity needs (default 10)"
+    )
+    importance.add_argument("--json", action="store_true", help="the reply as one JSON object")
+    importance.set_defaults(func=cmd_importance)
     listing = commands.add_parser("list", help="the server's searches, newest first")
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(func=cmd_list)
@@ -336,7 +380,7 @@ def add_service_commands(commands: Any) -> None:
     export.add_argument("--format", default="recipe", help="an export format of the server")
     export.add_argument("--json", action="store_true", help="one JSON line, the path absolute")
     export.set_defaults(func=cmd_export)
-    for parser in (submit, listing, export):
+    for parser in (submit, importance, listing, export):
         client_options(parser)
 
     demo = commands.add_parser("demo", help="the main job: a real search through the service")

@@ -42,6 +42,7 @@ EVALUATORS: dict[str, Callable[[int], BaseImportanceEvaluator]] = {
     "ped-anova": lambda seed: PedAnovaImportanceEvaluator(),
     "fanova": lambda seed: FanovaImportanceEvaluator(seed=seed),
 }
+DEFAULT_EVALUATOR = "ped-anova"
 # Fewer results than this say nothing about importance (PED-ANOVA's best tenth is one trial).
 MIN_TRIALS = 10
 

@@ -310,3 +310,49 @@ class Recipe(_message.Message):
     recipe_json: str
     files: _containers.ScalarMap[str, bytes]
     def __init__(self, search_id: _Optional[str] = ..., trial_id: _Optional[int] = ..., recipe_json: _Optional[str] = ..., files: _Optional[_Mapping[str, bytes]] = ...) -> None: ...
+
+class GetImportanceRequest(_message.Message):
+    __slots__ = ("search_id", "epochs", "evaluator", "min_trials")
+    SEARCH_ID_FIELD_NUMBER: _ClassVar[int]
+    EPOCHS_FIELD_NUMBER: _ClassVar[int]
+    EVALUATOR_FIELD_NUMBER: _ClassVar[int]
+    MIN_TRIALS_FIELD_NUMBER: _ClassVar[int]
+    search_id: str
+    epochs: int
+    evaluator: str
+    min_trials: int
+    def __init__(self, search_id: _Optional[str] = ..., epochs: _Optional[int] = ..., evaluator: _Optional[str] = ..., min_trials: _Optional[int] = ...) -> None: ...
+
+class ParamImportance(_message.Message):
+    __slots__ = ("name", "importance")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    IMPORTANCE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    importance: float
+    def __init__(self, name: _Optional[str] = ..., importance: _Optional[float] = ...) -> None: ...
+
+class Importance(_message.Message):
+    __slots__ = ("epochs", "objective", "trials", "results", "params", "left_out")
+    EPOCHS_FIELD_NUMBER: _ClassVar[int]
+    OBJECTIVE_FIELD_NUMBER: _ClassVar[int]
+    TRIALS_FIELD_NUMBER: _ClassVar[int]
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    LEFT_OUT_FIELD_NUMBER: _ClassVar[int]
+    epochs: int
+    objective: str
+    trials: int
+    results: int
+    params: _containers.RepeatedCompositeFieldContainer[ParamImportance]
+    left_out: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, epochs: _Optional[int] = ..., objective: _Optional[str] = ..., trials: _Optional[int] = ..., results: _Optional[int] = ..., params: _Optional[_Iterable[_Union[ParamImportance, _Mapping]]] = ..., left_out: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ImportanceReport(_message.Message):
+    __slots__ = ("evaluator", "min_trials", "importances")
+    EVALUATOR_FIELD_NUMBER: _ClassVar[int]
+    MIN_TRIALS_FIELD_NUMBER: _ClassVar[int]
+    IMPORTANCES_FIELD_NUMBER: _ClassVar[int]
+    evaluator: str
+    min_trials: int
+    importances: _containers.RepeatedCompositeFieldContainer[Importance]
+    def __init__(self, evaluator: _Optional[str] = ..., min_trials: _Optional[int] = ..., importances: _Optional[_Iterable[_Union[Importance, _Mapping]]] = ...) -> None: ...

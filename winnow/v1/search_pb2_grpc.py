@@ -74,6 +74,11 @@ class SearchServiceStub:
                 request_serializer=winnow_dot_v1_dot_search__pb2.ExportRecipeRequest.SerializeToString,
                 response_deserializer=winnow_dot_v1_dot_search__pb2.Recipe.FromString,
                 _registered_method=True)
+        self.GetImportance = channel.unary_unary(
+                '/winnow.v1.SearchService/GetImportance',
+                request_serializer=winnow_dot_v1_dot_search__pb2.GetImportanceRequest.SerializeToString,
+                response_deserializer=winnow_dot_v1_dot_search__pb2.ImportanceReport.FromString,
+                _registered_method=True)
 
 
 class SearchServiceServicer:
@@ -130,6 +135,13 @@ class SearchServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetImportance(self, request, context):
+        """Which parameters matter for each objective, per fidelity, over the stored trained results.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SearchServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -172,6 +184,11 @@ def add_SearchServiceServicer_to_server(servicer, server):
                     servicer.ExportRecipe,
                     request_deserializer=winnow_dot_v1_dot_search__pb2.ExportRecipeRequest.FromString,
                     response_serializer=winnow_dot_v1_dot_search__pb2.Recipe.SerializeToString,
+            ),
+            'GetImportance': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetImportance,
+                    request_deserializer=winnow_dot_v1_dot_search__pb2.GetImportanceRequest.FromString,
+                    response_serializer=winnow_dot_v1_dot_search__pb2.ImportanceReport.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -390,6 +407,33 @@ class SearchService:
             '/winnow.v1.SearchService/ExportRecipe',
             winnow_dot_v1_dot_search__pb2.ExportRecipeRequest.SerializeToString,
             winnow_dot_v1_dot_search__pb2.Recipe.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetImportance(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/winnow.v1.SearchService/GetImportance',
+            winnow_dot_v1_dot_search__pb2.GetImportanceRequest.SerializeToString,
+            winnow_dot_v1_dot_search__pb2.ImportanceReport.FromString,
             options,
             channel_credentials,
             insecure,
