@@ -358,12 +358,13 @@ def add_service_commands(commands: Any) -> None:
         "importance", help="which parameters matter for each objective, per fidelity"
     )
     importance.add_argument("search_id")
-    importance.add_argument("--fidelity", type=int, help="one rung's epochs (default: each)")
+    importance.add_argument("--fidelity", type=int, help="one rung's epochs; unset: every fidelity")
+    importance.add_argument("--evaluator", default="ped-anova", help="ped-anova or fanova")
     importance.add_argument(
-        "--evaluator", default="ped-anova", help="ped-anova (default) or fanova"
-    )
-    importance.add_argument(
-        "--min-trials", type=int, default=0, help="fewest results a fidelity needs (default 10)"
+        "--min-trials",
+        type=int,
+        default=0,
+        help="fewest results a fidelity needs; 0: the server's 10",
     )
     importance.add_argument("--json", action="store_true", help="the reply as one JSON object")
     importance.set_defaults(func=cmd_importance)

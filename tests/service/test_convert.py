@@ -113,3 +113,18 @@ def test_a_search_and_an_event_cross_the_wire():
     assert (
         message.payload_json == json.dumps(event.payload) and wire.payload(message) == event.payload
     )
+
+
+def test_importances_survive_the_wire_in_order():
+    from winnow.service.engine.importance import Importance
+
+    found = [
+        Importance(2, "accuracy", 12, "fanova", {"b": 0.7, "a": 0.3}, ("c.lr",), results=15),
+        Importance(6, "params", 10, "fanova", {}, (), results=10),
+    ]
+    back = wire.importance_dict(wire.importance_message(found, "fanova", 10))
+    assert back["evaluator"] == "fanova" and back["min_trials"] == 10
+    first, second = back["importances"]
+    assert list(first["params"].items()) == [("b", 0.7), ("a", 0.3)]  # highest first, kept
+    assert (first["epochs"], first["trials"], first["results"]) == (2, 12, 15)
+    assert first["left_out"] == ["c.lr"] and second["params"] == {}
