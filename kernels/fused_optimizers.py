@@ -86,6 +86,16 @@ class _FusedOptimizer(torch.optim.Optimizer):
         super().__init__(params, defaults)
         self._layouts: dict[tuple[int, ...], _Layout] = {}
 
+    @classmethod
+    def from_eager(cls, eager: torch.optim.Optimizer) -> _FusedOptimizer:
+        """This class over ``eager``'s param groups and defaults (every key the eager class
+        set, so the two read one ``state_dict``); ``eager`` must not have stepped yet."""
+        if eager.state:
+            raise ValueError(f"{cls.__name__}.from_eager takes an optimizer that has not stepped")
+        fused = cls.__new__(cls)
+        _FusedOptimizer.__init__(fused, [dict(g) for g in eager.param_groups], eager.defaults)
+        return fused
+
     # --- subclass hooks ---------------------------------------------------------------------
 
     def _check(self, group: dict) -> None:
