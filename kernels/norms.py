@@ -25,7 +25,6 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import torch
-from torch.autograd.function import once_differentiable
 
 from winnow.kernels import norms_torch
 from winnow.kernels.backend import use_triton
@@ -86,31 +85,59 @@ def _epsilon(eps: float | None) -> float:
 
 class _ChannelNorm(torch.autograd.Function):
     """LayerNorm (``centered``) or RMSNorm over dim 1 by the Triton kernels. The forward saves
-    the per-position rstd (and mean); the backward gives dx, dweight and dbias."""
+    the per-position rstd (and mean); the backward gives dx, dweight and dbias.
+
+    The kernel's backward is not itself differentiable: a backward that builds a graph
+    (``create_graph=True``: Sophia's Hessian refresh, GraSP's Hessian-gradient product) goes
+    through the torch fallback with autograd instead, so second-order terms are those of eager.
+    """
 
     @staticmethod
     def forward(ctx, x, weight, bias, eps, centered):
         from winnow.kernels import norms_triton
 
         y, read, mean, rstd = norms_triton.norm_forward(x, weight, bias, eps, centered)
-        ctx.save_for_backward(read, weight, mean, rstd)
-        ctx.centered = centered
-        ctx.bias_dtype = None if bias is None else bias.dtype
+        # x itself as well as ``read`` (x, or its contiguous copy): the differentiable backward
+        # needs the input as autograd knows it
+        ctx.save_for_backward(x, read, weight, bias, mean, rstd)
+        ctx.eps, ctx.centered = eps, centered
         return y
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, dy):
+        x, read, weight, bias, mean, rstd = ctx.saved_tensors
+        if torch.is_grad_enabled():
+            return (*_fallback_backward(ctx, dy, x, weight, bias), None, None)
         from winnow.kernels import norms_triton
 
-        x, weight, mean, rstd = ctx.saved_tensors
-        has_bias = ctx.bias_dtype is not None
         dx, dweight, dbias = norms_triton.norm_backward(
-            dy, x, weight, has_bias, mean, rstd, ctx.centered
+            dy, read, weight, bias is not None, mean, rstd, ctx.centered
         )
         dweight = None if dweight is None else dweight.to(weight.dtype)
-        dbias = None if dbias is None else dbias.to(ctx.bias_dtype)
+        dbias = None if dbias is None else dbias.to(bias.dtype)
         return dx, dweight, dbias, None, None
+
+
+def _fallback_backward(ctx, dy, x, weight, bias) -> list[torch.Tensor | None]:
+    """(dx, dweight, dbias) of the fallback by autograd, keeping the graph (double backward).
+
+    Taken with respect to aliases of the saved inputs (``view_as``: new graph nodes, linked to
+    the inputs' history for the second backward), so that each is a partial derivative: with
+    respect to the inputs themselves, a bias computed from the weight would add its path twice.
+    """
+    wanted = [
+        t is not None and need
+        for t, need in zip((x, weight, bias), ctx.needs_input_grad[:3], strict=True)
+    ]
+    with torch.enable_grad():
+        x, weight, bias = (t if t is None else t.view_as(t) for t in (x, weight, bias))
+        if ctx.centered:
+            y = norms_torch.layer_norm_channels(x, weight, bias, ctx.eps)
+        else:
+            y = norms_torch.rms_norm_channels(x, weight, ctx.eps)
+        chosen = [t for t, want in zip((x, weight, bias), wanted, strict=True) if want]
+        grads = iter(torch.autograd.grad(y, chosen, dy, create_graph=True, allow_unused=True))
+    return [next(grads) if want else None for want in wanted]
 
 
 def _combined_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

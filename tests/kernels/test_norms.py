@@ -208,3 +208,53 @@ def test_importing_the_norms_does_not_import_triton():
         "assert 'triton' not in sys.modules, 'triton imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.fixture
+def kernel_calls(monkeypatch):
+    """``{name: calls}`` of ``norms_triton``'s launchers: proof that the kernel, not the
+    fallback, ran."""
+    from winnow.kernels import norms_triton
+
+    calls = {}
+    for name in ("norm_forward", "norm_backward", "channel_moments"):
+        original = getattr(norms_triton, name)
+
+        def counted(*args, name=name, original=original, **kwargs):
+            calls[name] = calls.get(name, 0) + 1
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(norms_triton, name, counted)
+    return calls
+
+
+def _hessian_vector_product(mode, kind, device):
+    """H v of a conv + channel norm's loss over (conv weight, norm weight), as Sophia and
+    GraSP take it: a backward with ``create_graph=True``, then a second one."""
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(2, 3, 5, 5, generator=g).to(device)
+    conv = torch.randn(4, 3, 3, 3, generator=g).to(device).requires_grad_()
+    weight = (torch.randn(4, generator=g) + 1).to(device).requires_grad_()
+    target = torch.randn(2, 4, 3, 3, generator=g).to(device)
+    v = [torch.randn(t.shape, generator=g).to(device) for t in (conv, weight)]
+    with use_kernels(mode):
+        y = nn.functional.conv2d(x, conv)
+        y = _norm(kind, y, {"weight": weight, "bias": weight * 0.5}, 1e-5)
+        loss = ((y - target) ** 2 * target).sum()
+        grads = torch.autograd.grad(loss, [conv, weight], create_graph=True)
+        dot = sum((gr * u).sum() for gr, u in zip(grads, v, strict=True))
+        return torch.autograd.grad(dot, [conv, weight])
+
+
+@needs_triton
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("kind", ["rms", "layer"])
+def test_a_hessian_vector_product_through_the_kernel_matches_the_fallbacks(
+    device, kind, kernel_calls
+):
+    kernel = _hessian_vector_product("triton", kind, device)
+    assert kernel_calls["norm_forward"] == 1  # the kernel's forward, the fallback's backward
+    fallback = _hessian_vector_product("torch", kind, device)
+    for got, want in zip(kernel, fallback, strict=True):
+        assert want.abs().max() > 0.1
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
