@@ -30,6 +30,10 @@ from winnow.kernels import norms_torch
 from winnow.kernels.backend import use_triton
 
 KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+MAX_CHANNELS = 8192  # the norm kernels hold a position's channels in one tile; more fall back
+# Device types whose autocast runs F.layer_norm and F.rms_norm in fp32 (torch's autocast
+# "fp32" list for CUDA); CPU's autocast has no rule for them: they run in the input's dtype.
+FP32_UNDER_AUTOCAST = ("cuda",)
 
 Entry = TypeVar("Entry", bound=Callable)
 
@@ -47,7 +51,8 @@ def rms_norm_channels(
     x: torch.Tensor, weight: torch.Tensor | None = None, eps: float | None = None
 ) -> torch.Tensor:
     """``x / sqrt(mean_c(x^2) + eps) * weight`` at each position of ``x`` ([N, C, ...])."""
-    if _kernel(x):
+    if _kernel(x) and x.shape[1] <= MAX_CHANNELS:
+        x, weight = _as_autocast_casts(x, weight)
         return _ChannelNorm.apply(x, weight, None, _epsilon(eps), False)
     return norms_torch.rms_norm_channels(x, weight, eps)
 
@@ -60,7 +65,8 @@ def layer_norm_channels(
     eps: float = 1e-5,
 ) -> torch.Tensor:
     """``(x - mean_c(x)) / sqrt(var_c(x) + eps) * weight + bias`` at each position of ``x``."""
-    if _kernel(x):
+    if _kernel(x) and x.shape[1] <= MAX_CHANNELS:
+        x, weight, bias = _as_autocast_casts(x, weight, bias)
         return _ChannelNorm.apply(x, weight, bias, float(eps), True)
     return norms_torch.layer_norm_channels(x, weight, bias, eps)
 
@@ -68,7 +74,8 @@ def layer_norm_channels(
 @_falls_back_to(norms_torch.batch_norm_statistics)
 def batch_norm_statistics(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(mean, var)`` per channel of ``x`` ([N, C, ...]) over all other dims; ``var`` biased
-    (divided by the count, as BatchNorm normalizes with), both in ``x``'s dtype."""
+    (divided by the count, as BatchNorm normalizes with), both in ``x``'s dtype, but fp32 for
+    fp16 / bf16 ``x`` (what the fp32 running statistics fold in; BatchNorm's own are fp32)."""
     if _kernel(x):
         return _combined_moments(x)
     return norms_torch.batch_norm_statistics(x)
@@ -76,6 +83,21 @@ def batch_norm_statistics(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _kernel(x: torch.Tensor) -> bool:
     return use_triton(x.device) and x.dtype in KERNEL_DTYPES and x.numel() > 0
+
+
+def _as_autocast_casts(x: torch.Tensor, *params: torch.Tensor | None) -> tuple:
+    """``(x, *params)`` cast as autocast casts F.layer_norm's / F.rms_norm's arguments, so that
+    the kernel's output has the fallback's dtype: under autocast on a device of
+    ``FP32_UNDER_AUTOCAST``, floating tensors other than fp64 become fp32 (a differentiable
+    cast, as autocast's); elsewhere unchanged."""
+    device = x.device.type
+    tensors = (x, *params)
+    if device not in FP32_UNDER_AUTOCAST or not torch.is_autocast_enabled(device):
+        return tensors
+    return tuple(
+        t.float() if t is not None and t.is_floating_point() and t.dtype != torch.float64 else t
+        for t in tensors
+    )
 
 
 def _epsilon(eps: float | None) -> float:
@@ -155,4 +177,5 @@ def _combined_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     total = count.sum()
     overall = (count * mean).sum(0) / total
     m2 = m2.sum(0) + (count * (mean - overall) ** 2).sum(0)
-    return overall.to(x.dtype), (m2 / total).to(x.dtype)
+    dtype = norms_torch.statistics_dtype(x.dtype)
+    return overall.to(dtype), (m2 / total).to(dtype)
