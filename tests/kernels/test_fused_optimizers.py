@@ -37,6 +37,8 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 needs_triton = pytest.mark.skipif(not backend.triton_available(), reason="triton not installed")
 MODES = [pytest.param("triton", marks=needs_triton), "torch"]
 SHAPES = [(8, 3, 3, 3), (8,), (10, 72), (10,), (1,), (7, 5)]
+RTOL = 1e-6  # the issue's "within 1e-6 relative of the eager optimizer", elementwise
+PARAM_ULPS = 4  # see assert_close
 
 
 @dataclass(frozen=True)
@@ -111,12 +113,63 @@ def run(case, device, fused, steps, mode="auto", without=lambda i, s: False):
     return params, optimizer
 
 
-def assert_close(actual, expected, exact: bool = False) -> None:
-    for a, e in zip(actual, expected, strict=True):
+def assert_close(actual, expected, exact: bool = False, start=None) -> None:
+    """Per tensor: equal when ``exact``, else elementwise within ``RTOL`` of ``expected``.
+
+    For parameters (``start``: where they began) it is the update ``p - p0`` that is compared,
+    not ``p`` (whose size, ~1, would hide an update's error): within ``RTOL`` of the eager
+    update plus ``PARAM_ULPS`` roundings of the float32 parameter (``eps * max(|p0|, |p|)``):
+    once a step differs by an ulp (AdamW's one-ulp denominators), the two trajectories round
+    the parameter apart by that much, however small the update (measured: up to 1.6).
+    """
+    start = start if start is not None else [None] * len(expected)
+    for a, e, s in zip(actual, expected, start, strict=True):
         if exact:
-            assert torch.equal(a, e)
-        else:
-            assert (a - e).abs().max() <= 1e-6 * e.abs().max(), (a - e).abs().max()
+            assert torch.equal(a, e), (a - e).abs().max()
+            continue
+        slack = torch.zeros_like(e)
+        if s is not None:
+            slack = PARAM_ULPS * torch.finfo(e.dtype).eps * torch.maximum(s.abs(), e.abs())
+            a, e = a - s, e - s
+        excess = (a - e).abs() - RTOL * e.abs() - slack
+        assert (excess <= 0).all(), f"{int((excess > 0).sum())} elements off, {excess.max()}"
+
+
+def assert_same_state(fused, eager, fused_params, eager_params, exact: bool) -> None:
+    """Every state tensor of every parameter (moments, momentum buffer, AdamW's step)."""
+    for pf, pe in zip(fused_params, eager_params, strict=True):
+        theirs, ours = eager.state[pe], fused.state[pf]
+        assert set(ours) == set(theirs)
+        keys = sorted(theirs)
+        assert_close([ours[k] for k in keys], [theirs[k] for k in keys], exact)
+    if "step" in eager.param_groups[0]:  # Lion counts steps in the group
+        assert [g["step"] for g in fused.param_groups] == [g["step"] for g in eager.param_groups]
+
+
+@pytest.fixture
+def kernel_steps(monkeypatch):
+    """``{name: launches}`` of ``optim_triton``'s steps: proof that the kernel ran."""
+    if not backend.triton_available():
+        return {}
+    from winnow.kernels import optim_triton
+
+    calls: dict[str, int] = {}
+    for name in ("adamw_step", "lion_step", "sgd_step"):
+        original = getattr(optim_triton, name)
+
+        def counted(*args, name=name, original=original, **kwargs):
+            calls[name] = calls.get(name, 0) + 1
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(optim_triton, name, counted)
+    return calls
+
+
+def exact_against_eager(case: Case, mode: str, device: str) -> bool:
+    """Where fused and eager agree to the bit: the fallback on CPU (the eager ops), and Lion's
+    and SGD's kernels in the interpreter (AdamW's not: torch's CPU sqrt is not correctly
+    rounded, the kernel's sqrt_rn is). Compiled on CUDA an ulp may differ (optim_triton)."""
+    return device == "cpu" and (mode == "torch" or case.name != "adamw")
 
 
 def saved(state_dict: dict) -> dict:
@@ -130,12 +183,17 @@ def saved(state_dict: dict) -> dict:
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("case", CASES, ids=IDS)
-def test_100_steps_follow_the_eager_optimizer(case, mode, device):
-    expected, _ = run(case, device, fused=False, steps=100)
-    actual, _ = run(case, device, fused=True, steps=100, mode=mode)
-    # the fallback runs the eager ops on the flat buffer: on CPU to the bit
-    assert_close(actual, expected, exact=mode == "torch" and device == "cpu")
-    assert all(not torch.equal(p, q) for p, q in zip(actual, parameters(device), strict=True))
+def test_100_steps_follow_the_eager_optimizer(case, mode, device, kernel_steps):
+    expected, eager = run(case, device, fused=False, steps=100)
+    assert not kernel_steps
+    actual, fused = run(case, device, fused=True, steps=100, mode=mode)
+    # one launch per group and step in triton mode (no parameter skips a step here)
+    assert sum(kernel_steps.values()) == (200 if mode == "triton" else 0)
+    exact = exact_against_eager(case, mode, device)
+    start = parameters(device)
+    assert_close(actual, expected, exact, start=start)
+    assert_same_state(fused, eager, actual, expected, exact)
+    assert all(not torch.equal(p, q) for p, q in zip(actual, start, strict=True))
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -156,7 +214,8 @@ def test_a_state_dict_moves_eager_to_fused_to_eager_mid_run(case, mode, device):
             train(optimizer, params, 5, generator)
         if fused:
             assert same_layout(optimizer.state_dict(), state)
-    assert_close(params, straight, exact=mode == "torch" and device == "cpu")
+    exact = exact_against_eager(case, mode, device)
+    assert_close(params, straight, exact, start=parameters(device))
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -190,7 +249,7 @@ def test_a_continued_rung_resumes_the_fused_optimizer_from_its_checkpoint(mode, 
     params, model, optimizer, scheduler = start()
     assert checkpoints.restore(file.load(), model, optimizer, scheduler, generator)[0] == 3
     steps(3, params, optimizer, scheduler, generator)
-    assert_close(params, straight, exact=mode == "torch")
+    assert_close(params, straight, exact=True)  # the same class and mode both times
 
 
 def same_layout(ours: dict, theirs: dict) -> bool:
@@ -207,7 +266,7 @@ def same_layout(ours: dict, theirs: dict) -> bool:
 @needs_triton
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("case", CASES, ids=IDS)
-def test_a_parameter_without_a_gradient_is_left_alone(case, device):
+def test_a_parameter_without_a_gradient_is_left_alone(case, device, kernel_steps):
     # param 1 never has a gradient, param 4 on every third step only (AdamW: its step count
     # falls behind the others', so its bias correction differs)
     def without(i, step):
@@ -215,7 +274,10 @@ def test_a_parameter_without_a_gradient_is_left_alone(case, device):
 
     expected, eager = run(case, device, fused=False, steps=7, without=without)
     actual, fused = run(case, device, fused=True, steps=7, mode="triton", without=without)
-    assert_close(actual, expected)
+    assert kernel_steps
+    exact = exact_against_eager(case, "triton", device)
+    assert_close(actual, expected, exact, start=parameters(device))
+    assert_same_state(fused, eager, actual, expected, exact)
     assert torch.equal(actual[1], parameters(device)[1])
     assert len(fused.state[actual[1]]) == len(eager.state[expected[1]]) == 0
     if case.name == "adamw":
@@ -232,8 +294,9 @@ def quantized_model() -> nn.Module:
 
 @needs_triton
 @pytest.mark.parametrize("name", ["adamw", "lion", "sgd"])
-def test_winnows_factories_train_a_fake_quantized_model_alike(name):
+def test_winnows_factories_train_a_fake_quantized_model_alike(name, kernel_steps):
     x, y = torch.randn(8, 3, 6, 6), torch.randint(0, 5, (8,))
+    start = [p.detach().clone() for p in quantized_model().parameters()]
     results = []
     for mode in ("auto", "triton"):
         model = quantized_model()
@@ -244,7 +307,10 @@ def test_winnows_factories_train_a_fake_quantized_model_alike(name):
         results.append((type(optimizer), list(model.parameters())))
     (eager_type, expected), (fused_type, actual) = results
     assert fused_type.__name__.startswith("Fused") and not eager_type.__name__.startswith("Fused")
-    assert_close(actual, expected)
+    assert sum(kernel_steps.values()) == 3
+    # not bit-exact even for Lion and SGD: the fake-quantized forward's gradients differ
+    # between kernel and fallback in their last bits (their sums' order)
+    assert_close(actual, expected, start=start)
 
 
 @pytest.mark.parametrize(
