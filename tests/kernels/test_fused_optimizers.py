@@ -346,3 +346,26 @@ def test_importing_the_fused_optimizers_does_not_import_triton(monkeypatch):
     monkeypatch.setattr(sys, "meta_path", [NoTriton(), *sys.meta_path])
     module = importlib.import_module("winnow.kernels.fused_optimizers")
     assert module.FusedAdamW is not FusedAdamW  # imported afresh
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("case", CASES, ids=IDS)
+def test_a_parameter_left_out_of_a_new_layout_keeps_no_view_of_the_old_buffer(case, mode):
+    """Param 1 has a gradient at the first step only: the second step lays the others out
+    afresh, and param 1's state must stop viewing (keeping alive, checkpointing) the first
+    step's flat buffers."""
+    params = parameters("cpu")
+    optimizer = build(case, params, fused=True)
+    with use_kernels(mode):
+        train(optimizer, params, 2, torch.Generator().manual_seed(1), lambda i, s: i == 1 and s)
+    left_out = {k: v for k, v in optimizer.state[params[1]].items() if v.dim() > 0}
+    assert left_out and set(left_out) == set(optimizer._keys(optimizer.param_groups[0]))
+    for tensor in left_out.values():
+        assert tensor.untyped_storage().nbytes() == params[1].numel() * 4
+    # the others' state: views of the new layout's buffers (group 0's, param 1 not in them)
+    group = sum(p.numel() for p in params[:3] if p is not params[1])
+    for p in params[:3]:
+        if p is not params[1]:
+            for tensor in optimizer.state[p].values():
+                if tensor.dim() > 0:
+                    assert tensor.untyped_storage().nbytes() == group * 4
