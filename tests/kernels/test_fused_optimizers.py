@@ -97,33 +97,43 @@ def build(case: Case, params: list[nn.Parameter], fused: bool) -> torch.optim.Op
 
 
 def train(optimizer, params, steps: int, generator: torch.Generator, without=lambda i, s: False):
-    """``steps`` steps on seeded random gradients; ``without(i, step)``: param i has none."""
+    """``steps`` steps on seeded random gradients; ``without(i, step)``: param i has none.
+    Returns each parameter's path length: the sum over the steps of ``|update|``, elementwise."""
+    path = [torch.zeros_like(p, requires_grad=False) for p in params]
     for step in range(steps):
         for i, p in enumerate(params):
             grad = torch.randn(p.shape, generator=generator).to(p.device)
             p.grad = None if without(i, step) else grad
+        before = [p.detach().clone() for p in params]
         optimizer.step()
+        for length, p, b in zip(path, params, before, strict=True):
+            length += (p.detach() - b).abs()
+    return path
 
 
 def run(case, device, fused, steps, mode="auto", without=lambda i, s: False):
+    """(parameters, optimizer, path lengths) after ``steps`` steps."""
     params = parameters(device)
     optimizer = build(case, params, fused)
     with use_kernels(mode):
-        train(optimizer, params, steps, torch.Generator().manual_seed(1), without)
-    return params, optimizer
+        path = train(optimizer, params, steps, torch.Generator().manual_seed(1), without)
+    return params, optimizer, path
 
 
-def assert_close(actual, expected, exact: bool = False, start=None) -> None:
+def assert_close(actual, expected, exact: bool = False, start=None, path=None) -> None:
     """Per tensor: equal when ``exact``, else elementwise within ``RTOL`` of ``expected``.
 
-    For parameters (``start``: where they began) it is the update ``p - p0`` that is compared,
-    not ``p`` (whose size, ~1, would hide an update's error): within ``RTOL`` of the eager
-    update plus ``PARAM_ULPS`` roundings of the float32 parameter (``eps * max(|p0|, |p|)``):
-    once a step differs by an ulp (AdamW's one-ulp denominators), the two trajectories round
-    the parameter apart by that much, however small the update (measured: up to 1.6).
+    For parameters (``start``: where they began; ``path``: the eager run's path lengths) it is
+    the update ``p - p0`` that is compared, not ``p`` (whose size, ~1, would hide an update's
+    error): within ``RTOL`` of the distance the element travelled (``path``; an update that
+    cancels over the steps is no smaller in its error than its steps) plus ``PARAM_ULPS``
+    roundings of the float32 parameter (``eps * max(|p0|, |p|)``): once a step differs by an
+    ulp (AdamW's one-ulp denominators), the two trajectories round the parameter apart by that
+    much, however small the update (measured: up to 1.6).
     """
     start = start if start is not None else [None] * len(expected)
-    for a, e, s in zip(actual, expected, start, strict=True):
+    path = path if path is not None else [None] * len(expected)
+    for a, e, s, length in zip(actual, expected, start, path, strict=True):
         if exact:
             assert torch.equal(a, e), (a - e).abs().max()
             continue
@@ -131,7 +141,8 @@ def assert_close(actual, expected, exact: bool = False, start=None) -> None:
         if s is not None:
             slack = PARAM_ULPS * torch.finfo(e.dtype).eps * torch.maximum(s.abs(), e.abs())
             a, e = a - s, e - s
-        excess = (a - e).abs() - RTOL * e.abs() - slack
+        scale = e.abs() if length is None else torch.maximum(length, e.abs())
+        excess = (a - e).abs() - RTOL * scale - slack
         assert (excess <= 0).all(), f"{int((excess > 0).sum())} elements off, {excess.max()}"
 
 
@@ -184,14 +195,14 @@ def saved(state_dict: dict) -> dict:
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_100_steps_follow_the_eager_optimizer(case, mode, device, kernel_steps):
-    expected, eager = run(case, device, fused=False, steps=100)
+    expected, eager, path = run(case, device, fused=False, steps=100)
     assert not kernel_steps
-    actual, fused = run(case, device, fused=True, steps=100, mode=mode)
+    actual, fused, _ = run(case, device, fused=True, steps=100, mode=mode)
     # one launch per group and step in triton mode (no parameter skips a step here)
     assert sum(kernel_steps.values()) == (200 if mode == "triton" else 0)
     exact = exact_against_eager(case, mode, device)
     start = parameters(device)
-    assert_close(actual, expected, exact, start=start)
+    assert_close(actual, expected, exact, start=start, path=path)
     assert_same_state(fused, eager, actual, expected, exact)
     assert all(not torch.equal(p, q) for p, q in zip(actual, start, strict=True))
 
@@ -200,7 +211,7 @@ def test_100_steps_follow_the_eager_optimizer(case, mode, device, kernel_steps):
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("case", CASES, ids=IDS)
 def test_a_state_dict_moves_eager_to_fused_to_eager_mid_run(case, mode, device):
-    straight, _ = run(case, device, fused=False, steps=15)
+    straight, _, path = run(case, device, fused=False, steps=15)
     generator = torch.Generator().manual_seed(1)
     params = parameters(device)
     optimizer = build(case, params, fused=False)
@@ -215,7 +226,7 @@ def test_a_state_dict_moves_eager_to_fused_to_eager_mid_run(case, mode, device):
         if fused:
             assert same_layout(optimizer.state_dict(), state)
     exact = exact_against_eager(case, mode, device)
-    assert_close(params, straight, exact, start=parameters(device))
+    assert_close(params, straight, exact, start=parameters(device), path=path)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -272,11 +283,11 @@ def test_a_parameter_without_a_gradient_is_left_alone(case, device, kernel_steps
     def without(i, step):
         return i == 1 or (i == 4 and step % 3 != 0)
 
-    expected, eager = run(case, device, fused=False, steps=7, without=without)
-    actual, fused = run(case, device, fused=True, steps=7, mode="triton", without=without)
+    expected, eager, path = run(case, device, fused=False, steps=7, without=without)
+    actual, fused, _ = run(case, device, fused=True, steps=7, mode="triton", without=without)
     assert kernel_steps
     exact = exact_against_eager(case, "triton", device)
-    assert_close(actual, expected, exact, start=parameters(device))
+    assert_close(actual, expected, exact, start=parameters(device), path=path)
     assert_same_state(fused, eager, actual, expected, exact)
     assert torch.equal(actual[1], parameters(device)[1])
     assert len(fused.state[actual[1]]) == len(eager.state[expected[1]]) == 0
@@ -295,22 +306,30 @@ def quantized_model() -> nn.Module:
 @needs_triton
 @pytest.mark.parametrize("name", ["adamw", "lion", "sgd"])
 def test_winnows_factories_train_a_fake_quantized_model_alike(name, kernel_steps):
-    x, y = torch.randn(8, 3, 6, 6), torch.randint(0, 5, (8,))
+    generator = torch.Generator().manual_seed(2)
+    x, y = (
+        torch.randn(8, 3, 6, 6, generator=generator),
+        torch.randint(0, 5, (8,), generator=generator),
+    )
     start = [p.detach().clone() for p in quantized_model().parameters()]
-    results = []
+    results, path = [], [torch.zeros_like(p) for p in start]
     for mode in ("auto", "triton"):
         model = quantized_model()
         with use_kernels(mode):
             optimizer = build_optimizer(name, model.parameters(), {"lr": 1e-2})
             for _ in range(3):
+                before = [p.detach().clone() for p in model.parameters()]
                 backward_and_step(optimizer, nn.functional.cross_entropy(model(x), y))
+                if mode == "auto":  # the eager run's path lengths
+                    for length, p, b in zip(path, model.parameters(), before, strict=True):
+                        length += (p.detach() - b).abs()
         results.append((type(optimizer), list(model.parameters())))
     (eager_type, expected), (fused_type, actual) = results
     assert fused_type.__name__.startswith("Fused") and not eager_type.__name__.startswith("Fused")
     assert sum(kernel_steps.values()) == 3
     # not bit-exact even for Lion and SGD: the fake-quantized forward's gradients differ
     # between kernel and fallback in their last bits (their sums' order)
-    assert_close(actual, expected, start=start)
+    assert_close(actual, expected, start=start, path=path)
 
 
 @pytest.mark.parametrize(
