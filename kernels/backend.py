@@ -65,7 +65,13 @@ def interpreting() -> bool:
 
 
 def use_triton(device: torch.device | str) -> bool:
-    """True when the kernel, not the fallback, should run on ``device``'s tensors."""
+    """True when the kernel, not the fallback, should run on ``device``'s tensors.
+
+    Always False while ``torch.compile`` traces (checked before the setting is read: dynamo
+    cannot trace a ContextVar): what compile should see is the fallback's torch ops, which it
+    fuses itself, not an opaque autograd.Function around a Triton launch."""
+    if torch.compiler.is_compiling():
+        return False
     device = torch.device(device)
     chosen = mode()
     if chosen == "torch":

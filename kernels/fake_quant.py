@@ -174,6 +174,13 @@ def fake_quantize_learnable(
     axis = None if axis is None else axis % x.dim()
     if _kernel_runs(x):
         return _TritonLearnable.apply(x, scale, zero_point, qmin, qmax, axis, grad_factor)
+    return _torch_learnable(x, scale, zero_point, qmin, qmax, axis, grad_factor)
+
+
+def _torch_learnable(
+    x: Tensor, scale: Tensor, zero_point: Tensor, qmin: int, qmax: int, axis, grad_factor: float
+) -> Tensor:
+    """The LSQ fallback: torch's own learnable fake-quantize ops."""
     if axis is None:
         return torch._fake_quantize_learnable_per_tensor_affine(
             x, scale.reshape(1), zero_point.reshape(1), qmin, qmax, grad_factor
@@ -199,6 +206,22 @@ def _torch_fake_quantize(
 
 
 # --------------------------------------------------------------------------- the Triton path
+
+
+def _learnable_backward_by_torch(ctx, grad, x, scale, zero_point) -> list[Tensor | None]:
+    """LSQ's (dx, dscale, dzero_point) by autograd through the fallback, for a backward that
+    builds a graph: it then behaves as torch's does (whose double backward raises "not
+    implemented"), instead of silently dropping the second-order terms. Taken with respect to
+    aliases (``view_as``) so each is a partial derivative (see ``norms._fallback_backward``)."""
+    qmin, qmax, axis, grad_factor = ctx.settings
+    inputs = (x, scale, zero_point)
+    wanted = list(ctx.needs_input_grad[:3])
+    with torch.enable_grad():
+        x, scale, zero_point = (t.view_as(t) for t in inputs)
+        y = _torch_learnable(x, scale, zero_point, qmin, qmax, axis, grad_factor)
+        chosen = [t for t, want in zip((x, scale, zero_point), wanted, strict=True) if want]
+        grads = iter(torch.autograd.grad(y, chosen, grad, create_graph=True))
+    return [next(grads) if want else None for want in wanted]
 
 
 def _triton():
@@ -304,6 +327,10 @@ class _TritonFakeQuant(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         (mask,) = ctx.saved_tensors
+        if torch.is_grad_enabled():
+            # create_graph=True: torch's fake-quantize backward is ``grad * mask``, differentiable
+            # in ``grad`` (a Hessian-vector product passes through it); the kernel's is not
+            return grad * mask.to(grad.dtype), None, None, None, None, None
         return _triton_masked_grad(grad, mask), None, None, None, None, None
 
 
@@ -311,8 +338,8 @@ class _TritonLearnable(torch.autograd.Function):
     """LSQ: the backward recomputes the rounding from x (nothing but x is stored)."""
 
     @staticmethod
-    def forward(ctx, x, scale, zero_point, qmin, qmax, axis, grad_factor):
-        x = x.contiguous()
+    def forward(ctx, x_in, scale, zero_point, qmin, qmax, axis, grad_factor):
+        x = x_in.contiguous()
         scale_flat = scale.detach().float().reshape(-1).contiguous()
         zp_flat = zero_point.detach().float().reshape(-1).contiguous()
         options = _launch_options(x, axis)
@@ -324,15 +351,17 @@ class _TritonLearnable(torch.autograd.Function):
                 x, out, scale_flat, zp_flat, QMIN=qmin, QMAX=qmax, BLOCK=block,
                 enable_fp_fusion=False, **options,
             )  # fmt: skip
-        ctx.save_for_backward(x, scale_flat, zp_flat)
+        ctx.save_for_backward(x, scale_flat, zp_flat, x_in, scale, zero_point)
         ctx.shapes = (scale.shape, zero_point.shape)
         ctx.settings = (qmin, qmax, axis, grad_factor)
         return out
 
     @staticmethod
     def backward(ctx, grad):
-        x, scale, zero_point = ctx.saved_tensors
+        x, scale, zero_point, *inputs = ctx.saved_tensors
         qmin, qmax, axis, grad_factor = ctx.settings
+        if torch.is_grad_enabled():  # create_graph=True
+            return *_learnable_backward_by_torch(ctx, grad, *inputs), None, None, None, None
         grad = grad.contiguous()
         options = _launch_options(x, axis)
         block = _block(options["n"])

@@ -15,7 +15,8 @@ How the buffers are flat (the design choice):
   a view into one (as apex's and DeepSpeed's flat buffers are). A layout is cached per set of
   parameters stepped together and rebuilt, by copying, whenever a state tensor is not the view
   it made: after ``load_state_dict`` (which puts new tensors in ``state``), or when the set of
-  parameters with a gradient changes.
+  parameters with a gradient changes; then the parameters the new layout leaves out get their
+  state copied out of the old buffers (their own storage), so that the old buffers are freed.
 - Parameters and gradients are gathered into flat buffers each step and the parameters copied
   back (``torch._foreach_copy_``: a launch or two each on CUDA). The parameters stay the model's
   own tensors: binding them as views of one buffer, as apex's contiguous-parameter mode does,
@@ -86,6 +87,16 @@ class _FusedOptimizer(torch.optim.Optimizer):
         super().__init__(params, defaults)
         self._layouts: dict[tuple[int, ...], _Layout] = {}
 
+    @classmethod
+    def from_eager(cls, eager: torch.optim.Optimizer) -> _FusedOptimizer:
+        """This class over ``eager``'s param groups and defaults (every key the eager class
+        set, so the two read one ``state_dict``); ``eager`` must not have stepped yet."""
+        if eager.state:
+            raise ValueError(f"{cls.__name__}.from_eager takes an optimizer that has not stepped")
+        fused = cls.__new__(cls)
+        _FusedOptimizer.__init__(fused, [dict(g) for g in eager.param_groups], eager.defaults)
+        return fused
+
     # --- subclass hooks ---------------------------------------------------------------------
 
     def _check(self, group: dict) -> None:
@@ -143,9 +154,19 @@ class _FusedOptimizer(torch.optim.Optimizer):
             return layout
         layout = self._build(params, keys)
         for other in [k for k in self._layouts if set(k) & set(ids)]:
-            del self._layouts[other]  # its views of these parameters were just replaced
+            # its views of these parameters were just replaced; the others' state moves out
+            self._release(self._layouts.pop(other), set(ids))
         self._layouts[ids] = layout
         return layout
+
+    def _release(self, layout: _Layout, kept: set[int]) -> None:
+        """Give the parameters of a dropped ``layout`` that are not in ``kept`` (ids) state
+        tensors of their own, so that nothing views its flat buffers: they are freed, and a
+        checkpoint does not write a whole old buffer for each such view."""
+        for key, views in layout.state_views.items():
+            for p, view in zip(layout.params, views, strict=True):
+                if id(p) not in kept and self.state[p].get(key) is view:
+                    self.state[p][key] = view.clone()
 
     def _intact(self, layout: _Layout, keys: tuple[str, ...]) -> bool:
         if set(layout.states) != set(keys):

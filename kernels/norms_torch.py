@@ -34,6 +34,13 @@ def layer_norm_channels(
 
 
 def batch_norm_statistics(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel ``(mean, biased var)`` over all dims but 1 (``torch.var_mean``)."""
+    """Per-channel ``(mean, biased var)`` over all dims but 1 (``torch.var_mean``), in
+    ``statistics_dtype(x.dtype)``."""
+    x = x.to(statistics_dtype(x.dtype))
     var, mean = torch.var_mean(x, dim=(0, *range(2, x.dim())), correction=0)
     return mean, var
+
+
+def statistics_dtype(dtype: torch.dtype) -> torch.dtype:
+    """fp32 for the half types (BatchNorm keeps its statistics in fp32), else ``dtype``."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype

@@ -24,13 +24,17 @@ import triton
 import triton.language as tl
 
 from winnow.kernels import backend
+from winnow.kernels.norms import MAX_CHANNELS  # the entry points fall back beyond it
 
 # Elements of one program's tile. Compiled, 4096 fp32 values keep a tile in registers at 4-8
 # warps; the interpreter runs each program in Python over numpy, so there a tile is large and
 # the programs few (the tests' shapes then run in one or a few programs).
 TILE = 4096
 INTERPRETER_TILE = 1 << 17
-MAX_CHANNELS = 8192  # the whole channel axis lives in one tile (with >= 2 positions)
+# Passed to every launch (triton 3.9 warns when it is left to the default, which 3.10 turns
+# off): FMA contraction on, as the kernels were written and measured; the tolerances against
+# the fallback (1e-5) cover its rounding differences.
+FP_FUSION = True
 
 
 class Layout(NamedTuple):
@@ -211,6 +215,7 @@ def norm_forward(
         lay.stride_c, per_sample, eps,
         CENTERED=centered, HAS_WEIGHT=weight is not None, HAS_BIAS=bias is not None,
         BLOCK_C=block_c, BLOCK_S=block_s, num_warps=_warps(block_c, block_s),
+        enable_fp_fusion=FP_FUSION,
     )  # fmt: skip
     return y, x, mean, rstd
 
@@ -240,6 +245,7 @@ def norm_backward(
         lay.stride_c, dy_lay.stride_n, dy_lay.stride_s, dy_lay.stride_c, per_sample,
         CENTERED=centered, HAS_WEIGHT=weight is not None, HAS_BIAS=has_bias,
         BLOCK_C=block_c, BLOCK_S=block_s, num_warps=_warps(block_c, block_s),
+        enable_fp_fusion=FP_FUSION,
     )  # fmt: skip
     # the partial sums' reduction (torch's, over the programs) in fp32; the caller casts
     return dx, dw.sum(0) if weight is not None else None, db.sum(0) if has_bias else None
@@ -284,6 +290,7 @@ def channel_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.
     _channel_moments[grid](
         x, mean, m2, lay.positions, lay.channels, lay.stride_n, lay.stride_s, lay.stride_c,
         per_sample, BLOCK_C=block_c, BLOCK_S=block_s, num_warps=_warps(block_c, block_s),
+        enable_fp_fusion=FP_FUSION,
     )  # fmt: skip
     starts = torch.arange(per_sample, device=x.device) * block_s
     count = (lay.positions - starts).clamp(max=block_s).repeat(lay.samples)

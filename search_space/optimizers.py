@@ -42,7 +42,10 @@ class OptimizerEntry:
     backward must build the graph (``create_graph=True``) so the optimizer can take Hessian-vector
     products (``build_optimizer`` marks the optimizer, and ``backward_and_step`` builds the graph
     on the steps that refresh its estimate); ``reference``: the paper whose update rule it
-    follows.
+    follows; ``fused``: the ``winnow.kernels.fused_optimizers`` class with the same update,
+    which ``build_optimizer`` swaps in where the kernels run (``backend.use_triton``: CUDA by
+    default), so on CPU winnow trains with the eager optimizer exactly as before. The factories
+    stay torch-only: the pytorch export copies their source into its ``train.py``.
     """
 
     name: str
@@ -50,6 +53,7 @@ class OptimizerEntry:
     defaults: Hyperparameters
     needs_hessian: bool = False
     reference: str = ""
+    fused: type | None = None
 
 
 OPTIMIZERS: Registry[OptimizerEntry] = Registry("optimizer")
@@ -57,26 +61,6 @@ OPTIMIZERS: Registry[OptimizerEntry] = Registry("optimizer")
 
 def _betas(hp: Hyperparameters) -> tuple[float, float]:
     return float(hp["beta1"]), float(hp["beta2"])
-
-
-def _fused_or_eager(fused: type, eager: type, params, **hyperparameters) -> torch.optim.Optimizer:
-    """``fused(...)`` (one launch per group: ``winnow.kernels.fused_optimizers``) when the
-    kernels run on the parameters' device (``backend.use_triton``: CUDA by default), else
-    ``eager(...)``, so on CPU winnow trains with the eager optimizers exactly as before. Both
-    take the same hyperparameters and share one ``state_dict`` layout."""
-    params = [_listed(item) for item in params]  # model.parameters() can be read only once
-    tensors = (p for item in params for p in (item["params"] if isinstance(item, dict) else [item]))
-    first = next(tensors, None)
-    chosen = fused if first is not None and backend.use_triton(first.device) else eager
-    return chosen(params, **hyperparameters)
-
-
-def _listed(item: torch.Tensor | dict) -> torch.Tensor | dict:
-    """A param group's ``params`` as a list (a parameter as it is)."""
-    if not isinstance(item, dict):
-        return item
-    params = item["params"]
-    return {**item, "params": [params] if isinstance(params, torch.Tensor) else list(params)}
 
 
 # --- torch.optim --------------------------------------------------------------------------------
@@ -89,9 +73,7 @@ def _sgd(params, hp: Hyperparameters) -> torch.optim.Optimizer:
     ``b = mu * b + g``, step along ``g + mu * b`` (torch.optim.SGD with dampening 0).
     """
     momentum = float(hp["momentum"])
-    return _fused_or_eager(
-        FusedSGD,
-        torch.optim.SGD,
+    return torch.optim.SGD(
         params,
         lr=float(hp["lr"]),
         momentum=momentum,
@@ -114,9 +96,7 @@ def _adam(params, hp: Hyperparameters) -> torch.optim.Optimizer:
 
 def _adamw(params, hp: Hyperparameters) -> torch.optim.Optimizer:
     """AdamW (Loshchilov & Hutter 2019, Algorithm 2): Adam with decoupled weight decay."""
-    return _fused_or_eager(
-        FusedAdamW,
-        torch.optim.AdamW,
+    return torch.optim.AdamW(
         params,
         lr=float(hp["lr"]),
         betas=_betas(hp),
@@ -131,9 +111,7 @@ def _adamw(params, hp: Hyperparameters) -> torch.optim.Optimizer:
 def _lion(params, hp: Hyperparameters) -> torch.optim.Optimizer:
     """Lion (Chen et al. 2023, Program 1): ``theta -= lr * (sign(b1*m + (1-b1)*g) + wd * theta)``,
     then ``m = b2*m + (1-b2)*g``. Decay is decoupled and scaled by lr (``fixed_decay=False``)."""
-    return _fused_or_eager(
-        FusedLion,
-        Lion,
+    return Lion(
         params,
         lr=float(hp["lr"]),
         betas=_betas(hp),
@@ -254,6 +232,7 @@ _register(
         _sgd,
         {"lr": 0.1, "weight_decay": 5e-4, "momentum": 0.9, "nesterov": True},
         reference="Sutskever et al. 2013, On the importance of initialization and momentum in DL",
+        fused=FusedSGD,
     )
 )
 _register(
@@ -270,6 +249,7 @@ _register(
         _adamw,
         {"lr": 1e-3, "weight_decay": 1e-2, **_ADAM_BETAS},
         reference="Loshchilov & Hutter 2019, Decoupled Weight Decay Regularization",
+        fused=FusedAdamW,
     )
 )
 # Lion: lr 3-10x smaller than AdamW's and decay 3-10x larger, so that lr * wd (the decay
@@ -280,6 +260,7 @@ _register(
         _lion,
         {"lr": 1e-4, "weight_decay": 1e-1, "beta1": 0.9, "beta2": 0.99},
         reference="Chen et al. 2023, Symbolic Discovery of Optimization Algorithms",
+        fused=FusedLion,
     )
 )
 _register(
@@ -348,9 +329,22 @@ def build_optimizer(
             f"optimizer {name!r} takes no hyperparameter {', '.join(map(repr, unknown))}; "
             f"allowed: {', '.join(entry.defaults)}"
         )
-    optimizer = entry.factory(params, {**entry.defaults, **hyperparameters})
+    optimizer = _fused_where_kernels_run(
+        entry, entry.factory(params, {**entry.defaults, **hyperparameters})
+    )
     optimizer.winnow_needs_hessian = entry.needs_hessian  # read by backward_and_step
     return optimizer
+
+
+def _fused_where_kernels_run(
+    entry: OptimizerEntry, optimizer: torch.optim.Optimizer
+) -> torch.optim.Optimizer:
+    """``entry.fused`` over the eager ``optimizer``'s groups (same hyperparameters, same state
+    layout) when the kernels run on its parameters' device; else ``optimizer`` unchanged."""
+    first = next((p for g in optimizer.param_groups for p in g["params"]), None)
+    if entry.fused is None or first is None or not backend.use_triton(first.device):
+        return optimizer
+    return entry.fused.from_eager(optimizer)
 
 
 # --- backward + step ----------------------------------------------------------------------------

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 
 from winnow.search_space.candidate import Candidate
 from winnow.search_space.datasets import crop_flip
+from winnow.search_space.optimizers import build_optimizer
 from winnow.search_space.schedules import build_scheduler
 from winnow.search_space.trial import EpochCallback
 from winnow.supernet.batchnorm import DEFAULT_BATCHES, recalibrate_batchnorm
@@ -97,11 +98,17 @@ class SandwichTrainer:
 
     def __init__(self, supernet: MacroSupernet, settings: SandwichSettings, max_steps: int) -> None:
         self.supernet, self.settings, self.max_steps = supernet, settings, max_steps
-        self.optimizer = torch.optim.SGD(
+        # winnow's SGD: torch.optim.SGD on CPU, FusedSGD where the kernels run (CUDA); the
+        # groups carry the weight decay (none on norms and biases)
+        self.optimizer = build_optimizer(
+            "sgd",
             _parameter_groups(supernet, settings.weight_decay),
-            lr=settings.lr,
-            momentum=settings.momentum,
-            nesterov=settings.momentum > 0,
+            {
+                "lr": settings.lr,
+                "momentum": settings.momentum,
+                "nesterov": settings.momentum > 0,
+                "weight_decay": 0.0,
+            },
         )
         self.scheduler = build_scheduler(self.optimizer, settings.warmup_steps, max_steps, "cosine")
         self.rng = random.Random(settings.seed)  # the random subnets

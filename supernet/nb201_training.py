@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from winnow.search_space.datasets import Dataset, crop_flip
+from winnow.search_space.optimizers import build_optimizer
 from winnow.search_space.schedules import lr_multiplier
 from winnow.search_space.trial import EpochCallback
 
@@ -206,14 +207,16 @@ def _generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def _optimizer(supernet: nn.Module, settings: TrainSettings) -> torch.optim.SGD:
-    return torch.optim.SGD(
-        supernet.parameters(),
-        lr=settings.lr,
-        momentum=settings.momentum,
-        nesterov=settings.nesterov,
-        weight_decay=settings.weight_decay,
-    )
+def _optimizer(supernet: nn.Module, settings: TrainSettings) -> torch.optim.Optimizer:
+    """winnow's SGD (``build_optimizer``): ``torch.optim.SGD`` on CPU, as before; the fused
+    kernel's ``FusedSGD`` where the kernels run (CUDA by default)."""
+    hyperparameters = {
+        "lr": settings.lr,
+        "momentum": settings.momentum,
+        "nesterov": settings.nesterov,
+        "weight_decay": settings.weight_decay,
+    }
+    return build_optimizer("sgd", supernet.parameters(), hyperparameters)
 
 
 def _batch(

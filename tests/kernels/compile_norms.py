@@ -31,7 +31,11 @@ def _signature(fn, dtype: str, constexprs: dict) -> dict[str, str]:
 
 def compile_kernel(fn, dtype: str, constexprs: dict, warps: int) -> dict:
     source = ASTSource(fn, _signature(fn, dtype, constexprs), constexprs=constexprs)
-    kernel = triton.compile(source, target=TARGET, options={"num_warps": warps})
+    kernel = triton.compile(
+        source,
+        target=TARGET,
+        options={"num_warps": warps, "enable_fp_fusion": norms_triton.FP_FUSION},
+    )
     ptx = kernel.asm["ptx"]
     ops = sorted(set(re.findall(r"\b(?:div|sqrt|rsqrt)\.[a-z0-9.]+", ptx)))
     cubin = "cubin" in kernel.asm  # ptxas assembled it

@@ -43,3 +43,11 @@ def test_an_unknown_mode_names_the_allowed_ones(monkeypatch):
         backend.mode()
     with pytest.raises(ValueError, match="auto, triton, torch"), use_kernels("fast"):
         pass
+
+
+def test_nothing_chooses_the_kernel_while_torch_compile_traces(monkeypatch):
+    """Checked before the setting is read (dynamo cannot trace the ContextVar)."""
+    monkeypatch.setattr(backend.torch.compiler, "is_compiling", lambda: True)
+    monkeypatch.setattr(backend, "_forced", None)  # reading it would raise
+    assert not use_triton("cuda")
+    assert not use_triton("cpu")

@@ -11,6 +11,7 @@ one, every test runs again on CUDA tensors, compiled.
 from __future__ import annotations
 
 import ast
+import contextlib
 import functools
 from pathlib import Path
 
@@ -50,12 +51,32 @@ SMALL = 100_000  # values for the forward/backward comparisons
 
 
 def both(fn):
-    """``fn()`` under the kernel and under the fallback: (kernel's, fallback's)."""
-    with use_kernels("triton"):
+    """``fn()`` under the kernel and under the fallback: (kernel's, fallback's); checks that the
+    kernel ran (every kernel path loads ``fake_quant_triton`` through ``_triton``) and that the
+    fallback did not."""
+    with use_kernels("triton"), _kernel_loads() as loads:
         kernel = fn()
-    with use_kernels("torch"):
+    assert loads, "the kernel did not run"
+    with use_kernels("torch"), _kernel_loads() as loads:
         fallback = fn()
+    assert not loads, "the fallback ran the kernel"
     return kernel, fallback
+
+
+@contextlib.contextmanager
+def _kernel_loads():
+    """A list that grows by one for each ``fake_quant._triton()`` call in the block."""
+    loads, original = [], fake_quant_module._triton
+
+    def counted():
+        loads.append(1)
+        return original()
+
+    fake_quant_module._triton = counted
+    try:
+        yield loads
+    finally:
+        fake_quant_module._triton = original
 
 
 # ------------------------------------------------------------------------------- test data
@@ -379,3 +400,38 @@ def test_a_quantized_network_trains_the_same_with_kernels_on_and_off(granularity
             results.append([y.detach(), *(p.grad for p in net.parameters()), net(x * 2).detach()])
     for kernel, fallback in zip(*results, strict=True):
         assert torch.equal(kernel, fallback)
+
+
+def _second_order(fn, device):
+    """d/dw of sum(d loss/dw) through ``fn`` (a backward with ``create_graph=True``, then one
+    more: what Sophia's and GraSP's Hessian products take)."""
+    g = torch.Generator().manual_seed(6)
+    x = torch.randn(4, 50, generator=g).to(device)
+    w = torch.randn(4, 50, generator=g).to(device).requires_grad_()
+    target = torch.randn(4, 50, generator=g).to(device)
+    loss = ((fn(x * w) - target) ** 2 * target).sum()
+    (grad,) = torch.autograd.grad(loss, w, create_graph=True)
+    return torch.autograd.grad((grad * target).sum(), w)[0]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("per_channel", [True, False])
+def test_a_double_backward_through_the_straight_through_estimator_is_torchs(device, per_channel):
+    low, high = torch.tensor([-1.5] * 4).to(device), torch.tensor([1.2] * 4).to(device)
+    axis = 0 if per_channel else None
+    low, high = (low, high) if per_channel else (low[0], high[0])
+    kernel, fallback = both(
+        lambda: _second_order(
+            lambda t: fake_quantize_with_range(t, low, high, 4, False, axis), device
+        )
+    )
+    assert fallback.abs().max() > 0.1  # torch's backward, grad * mask, is linear in grad
+    torch.testing.assert_close(kernel, fallback, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_lsqs_double_backward_raises_as_torchs_does(device):
+    scale, zero_point = torch.tensor([0.2]).to(device), torch.tensor([1.0]).to(device)
+    for mode in ("triton", "torch"):
+        with use_kernels(mode), pytest.raises(RuntimeError, match="not implemented"):
+            _second_order(lambda t: fake_quantize_learnable(t, scale, zero_point, 4, False), device)

@@ -128,11 +128,12 @@ def test_the_modules_fallback_is_bit_identical_to_their_old_forward(make):
 @needs_triton
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("make", [lambda: RMSNorm2d(5), lambda: LayerNorm2d(5, bias=False)])
-def test_the_modules_run_the_kernel_when_it_is_forced(device, make):
+def test_the_modules_run_the_kernel_when_it_is_forced(device, make, kernel_calls):
     module = make().to(device)
     x = torch.randn(2, 5, 3, 3, device=device) * 3
     with use_kernels("triton"):
         got = module(x)
+    assert kernel_calls == {"norm_forward": 1}
     torch.testing.assert_close(got, _old_forward(module, x), **TOLERANCE)
 
 
@@ -172,13 +173,16 @@ def _batches() -> list[torch.Tensor]:
 
 @needs_triton
 @pytest.mark.parametrize("device", DEVICES)
-def test_recalibration_with_the_kernel_matches_torchs_batchnorm(device):
+def test_recalibration_with_the_kernel_matches_torchs_batchnorm(device, kernel_calls):
     fallback, kernel = _network().to(device), _network().to(device)
     batches = [x.to(device) for x in _batches()]
     with use_kernels("torch"):
         assert recalibrate_batchnorm(fallback, batches, num_batches=2) == 2
+    assert not kernel_calls
     with use_kernels("triton"):
         assert recalibrate_batchnorm(kernel, batches, num_batches=2) == 2
+    # one statistics pass per BatchNorm layer and batch
+    assert kernel_calls == {"channel_moments": 2 * len(batchnorm_layers(kernel))}
     assert not kernel.training
     for layer in batchnorm_layers(kernel):
         assert "forward" not in vars(layer) and layer.momentum == 0.1  # the layers as they were
@@ -208,3 +212,165 @@ def test_importing_the_norms_does_not_import_triton():
         "assert 'triton' not in sys.modules, 'triton imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.fixture
+def kernel_calls(monkeypatch):
+    """``{name: calls}`` of ``norms_triton``'s launchers: proof that the kernel, not the
+    fallback, ran."""
+    from winnow.kernels import norms_triton
+
+    calls = {}
+    for name in ("norm_forward", "norm_backward", "channel_moments"):
+        original = getattr(norms_triton, name)
+
+        def counted(*args, name=name, original=original, **kwargs):
+            calls[name] = calls.get(name, 0) + 1
+            return original(*args, **kwargs)
+
+        monkeypatch.setattr(norms_triton, name, counted)
+    return calls
+
+
+def _hessian_vector_product(mode, kind, device):
+    """H v of a conv + channel norm's loss over (conv weight, norm weight), as Sophia and
+    GraSP take it: a backward with ``create_graph=True``, then a second one."""
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(2, 3, 5, 5, generator=g).to(device)
+    conv = torch.randn(4, 3, 3, 3, generator=g).to(device).requires_grad_()
+    weight = (torch.randn(4, generator=g) + 1).to(device).requires_grad_()
+    target = torch.randn(2, 4, 3, 3, generator=g).to(device)
+    v = [torch.randn(t.shape, generator=g).to(device) for t in (conv, weight)]
+    with use_kernels(mode):
+        y = nn.functional.conv2d(x, conv)
+        y = _norm(kind, y, {"weight": weight, "bias": weight * 0.5}, 1e-5)
+        loss = ((y - target) ** 2 * target).sum()
+        grads = torch.autograd.grad(loss, [conv, weight], create_graph=True)
+        dot = sum((gr * u).sum() for gr, u in zip(grads, v, strict=True))
+        return torch.autograd.grad(dot, [conv, weight])
+
+
+@needs_triton
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("kind", ["rms", "layer"])
+def test_a_hessian_vector_product_through_the_kernel_matches_the_fallbacks(
+    device, kind, kernel_calls
+):
+    kernel = _hessian_vector_product("triton", kind, device)
+    assert kernel_calls["norm_forward"] == 1  # the kernel's forward, the fallback's backward
+    fallback = _hessian_vector_product("torch", kind, device)
+    for got, want in zip(kernel, fallback, strict=True):
+        assert want.abs().max() > 0.1
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+class _Launches:
+    """Stands in for a ``@triton.jit`` kernel: records each launch's keyword options."""
+
+    def __init__(self, kernel, options: list[dict]):
+        self.kernel, self.options = kernel, options
+
+    def __getitem__(self, grid):
+        def launch(*args, **kwargs):
+            self.options.append(kwargs)
+            return self.kernel[grid](*args, **kwargs)
+
+        return launch
+
+
+@needs_triton
+def test_every_launch_sets_fp_fusion_explicitly(monkeypatch):
+    """Triton 3.9 warns when a launch leaves it to the default (3.10 changes it)."""
+    from winnow.kernels import norms_triton
+
+    options: list[dict] = []
+    for name in ("_norm_forward", "_norm_backward", "_channel_moments"):
+        monkeypatch.setattr(norms_triton, name, _Launches(getattr(norms_triton, name), options))
+    x = torch.randn(2, 3, 4, 4, requires_grad=True)
+    with use_kernels("triton"):
+        layer_norm_channels(x, torch.ones(3), torch.zeros(3)).sum().backward()
+        batch_norm_statistics(x.detach())
+    assert len(options) == 3
+    assert all(o.get("enable_fp_fusion") is norms_triton.FP_FUSION for o in options), options
+
+
+@needs_triton
+@pytest.mark.parametrize("kind", ["rms", "layer"])
+def test_more_channels_than_the_kernel_holds_fall_back(kind, kernel_calls):
+    from winnow.kernels.norms import MAX_CHANNELS
+
+    x = torch.randn(2, MAX_CHANNELS + 1)
+    weight = torch.randn(MAX_CHANNELS + 1)
+    with use_kernels("triton"):
+        got = _norm(kind, x, {"weight": weight}, 1e-5)
+    with use_kernels("torch"):
+        want = _norm(kind, x, {"weight": weight}, 1e-5)
+    assert torch.equal(got, want) and not kernel_calls
+
+
+@needs_triton
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_batch_statistics_are_fp32_from_kernel_and_fallback(device, dtype):
+    x = (torch.randn(4, 3, 6, 6, generator=torch.Generator().manual_seed(5)) * 3 + 2).to(device)
+    x = x.to(dtype)
+    exact_var, exact_mean = torch.var_mean(x.double(), dim=(0, 2, 3), correction=0)
+    for mode in ("triton", "torch"):
+        with use_kernels(mode):
+            mean, var = batch_norm_statistics(x)
+        assert mean.dtype == var.dtype == torch.float32, mode
+        torch.testing.assert_close(mean.double(), exact_mean, rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(var.double(), exact_var, rtol=1e-5, atol=1e-5)
+
+
+def _under_autocast(mode, kind, x, device):
+    weight = torch.linspace(0.5, 1.5, x.shape[1], device=device)
+    with use_kernels(mode), torch.autocast(device, dtype=torch.bfloat16):
+        return _norm(kind, x, {"weight": weight, "bias": weight - 1}, 1e-5)
+
+
+@needs_triton
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("kind", ["rms", "layer"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_under_autocast_the_kernel_returns_the_fallbacks_dtype(device, kind, dtype):
+    """Measured on the device itself: CPU's autocast runs the norms in the input's dtype,
+    CUDA's in fp32 (its fp32 list)."""
+    x = torch.randn(2, 6, 3, 3, generator=torch.Generator().manual_seed(6)).to(device, dtype)
+    kernel, fallback = (_under_autocast(mode, kind, x, device) for mode in ("triton", "torch"))
+    assert kernel.dtype == fallback.dtype
+    torch.testing.assert_close(kernel, fallback, rtol=1e-2, atol=1e-2)
+
+
+@needs_triton
+@pytest.mark.parametrize("kind", ["rms", "layer"])
+def test_where_autocast_runs_the_norms_in_fp32_the_kernel_casts_first(
+    kind, monkeypatch, kernel_calls
+):
+    """CUDA's rule, tried on CPU: bf16 in, fp32 out, the fallback's values on the fp32 input."""
+    from winnow.kernels import norms
+
+    monkeypatch.setattr(norms, "FP32_UNDER_AUTOCAST", ("cpu",))
+    x = torch.randn(2, 6, 3, 3, generator=torch.Generator().manual_seed(7))
+    x = x.bfloat16().requires_grad_()
+    got = _under_autocast("triton", kind, x, "cpu")
+    assert got.dtype == torch.float32 and kernel_calls["norm_forward"] == 1
+    with use_kernels("torch"):
+        weight = torch.linspace(0.5, 1.5, 6)
+        want = _norm(kind, x.float(), {"weight": weight, "bias": weight - 1}, 1e-5)
+    torch.testing.assert_close(got, want, **TOLERANCE)
+    got.sum().backward()
+    assert x.grad.dtype == torch.bfloat16  # back through the cast, as autocast's
+
+
+@pytest.mark.parametrize("make", [lambda: RMSNorm2d(4), lambda: LayerNorm2d(4)])
+def test_the_modules_compile_with_fullgraph_to_the_fallback(make):
+    """dynamo traces the fallback (``use_triton`` is False while compiling), even when the
+    kernel is forced outside."""
+    module = make()
+    x = torch.randn(2, 4, 3, 3)
+    compiled = torch.compile(module, fullgraph=True, backend="eager")
+    with use_kernels("triton" if backend.triton_available() else "auto"):
+        got = compiled(x)
+    with use_kernels("torch"):
+        assert torch.equal(got, module(x))

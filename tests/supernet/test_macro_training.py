@@ -199,3 +199,24 @@ def test_a_validation_split_that_leaves_no_training_sample_is_refused():
     with pytest.raises(ValueError, match="none to train on"):
         validation_split(2, 0.9, seed=0)
     assert [len(part) for part in validation_split(2, 0.5, seed=0)] == [1, 1]
+
+
+def test_the_sandwich_trainer_uses_winnows_sgd_eager_on_cpu_fused_where_kernels_run():
+    """On CPU the torch.optim.SGD it built before the kernels (same groups and hyperparameters:
+    the same steps); with the kernels forced, FusedSGD."""
+    from winnow.kernels import backend
+
+    supernet = _supernet()
+    settings = SandwichSettings(lr=0.1, momentum=0.9, weight_decay=5e-4)
+    before = torch.optim.SGD(
+        macro_training._parameter_groups(supernet, 5e-4), lr=0.1, momentum=0.9, nesterov=True
+    )
+    macro_training.build_scheduler(before, settings.warmup_steps, 4, "cosine")  # as the trainer
+    ours = SandwichTrainer(supernet, settings, max_steps=4).optimizer
+    assert type(ours) is torch.optim.SGD
+    assert ours.state_dict() == before.state_dict()
+    if backend.triton_available():
+        with backend.use_kernels("triton"):
+            fused = SandwichTrainer(supernet, settings, max_steps=4).optimizer
+        assert type(fused).__name__ == "FusedSGD"
+        assert fused.state_dict()["param_groups"] == before.state_dict()["param_groups"]

@@ -184,3 +184,24 @@ def test_recalibration_uses_the_batches_given(data):
 
 CONV = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_1x1~1|+|skip_connect~0|nor_conv_3x3~1|none~2|"
 POOL = "|avg_pool_3x3~0|+|skip_connect~0|avg_pool_3x3~1|+|none~0|none~1|avg_pool_3x3~2|"
+
+
+def test_the_supernet_trains_with_winnows_sgd_eager_on_cpu_fused_where_kernels_run():
+    """On CPU the optimizer is the torch.optim.SGD it was before the kernels (same class, same
+    groups and hyperparameters: the same steps); with the kernels forced, FusedSGD."""
+    from winnow.kernels import backend
+    from winnow.supernet.nb201_training import _optimizer
+
+    supernet = NB201Supernet(channels=4, cells_per_stage=1)
+    settings = TrainSettings(lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4)
+    before = torch.optim.SGD(
+        supernet.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4
+    )
+    ours = _optimizer(supernet, settings)
+    assert type(ours) is torch.optim.SGD
+    assert ours.state_dict() == before.state_dict()
+    if backend.triton_available():
+        with backend.use_kernels("triton"):
+            fused = _optimizer(supernet, settings)
+        assert type(fused).__name__ == "FusedSGD"
+        assert fused.state_dict() == before.state_dict()
