@@ -7,7 +7,8 @@ Without a GPU the kernels run in triton's interpreter (``TRITON_INTERPRET=1``, n
 CPU), which checks what they compute but says nothing about their speed on a GPU: the JSON says
 ``"interpreter": true`` and the shapes are scaled down so the run stays short. ``ratio`` is the
 eager time over the kernel's (above 1: the kernel is faster); ``max_abs_diff`` is the largest
-difference between the kernel's output and the fallback's on that case.
+difference between the kernel's outputs (and gradients) and the fallback's on that case,
+``max_rel_diff`` the same over each tensor's largest magnitude.
 
 The fallbacks are what winnow runs without the kernels: fake quantization as torch's
 ``aminmax`` + scale / zero point + ``fake_quantize_per_*_affine`` ops, the optimizers
@@ -69,9 +70,12 @@ def run_case(case: Case, min_run_time: float) -> dict[str, Any]:
             work = case.make(mode)
             outputs[mode] = [t.detach().clone() for t in work()]
             timings[mode] = median_seconds(work, min_run_time)
-    diff = max(
-        (a.double() - b.double()).abs().max().item()
-        for a, b in zip(outputs[EAGER], outputs[KERNEL], strict=True)
+    pairs = list(zip(outputs[EAGER], outputs[KERNEL], strict=True))
+    diff = max((a.double() - b.double()).abs().max().item() for a, b in pairs)
+    # relative to each tensor's largest value: a weight gradient sums over every position
+    relative = max(
+        (a.double() - b.double()).abs().max().item() / max(a.double().abs().max().item(), 1e-30)
+        for a, b in pairs
     )
     return {
         "kernel": case.kernel,
@@ -80,6 +84,7 @@ def run_case(case: Case, min_run_time: float) -> dict[str, Any]:
         "eager_ms": round(timings[EAGER] * 1e3, 4),
         "ratio": float(f"{timings[EAGER] / timings[KERNEL]:.4g}"),
         "max_abs_diff": diff,
+        "max_rel_diff": relative,
     }
 
 
@@ -202,25 +207,30 @@ def _nb201_network(channels: int) -> nn.Module:
     return Candidate(architecture=_nb201_arch(channels)).build_model(10, (3, 32, 32))
 
 
-def _nb201_arch(channels: int) -> dict[str, Any]:
+def _nb201_arch(channels: int, cells_per_stage: int = 5) -> dict[str, Any]:
     cell = (
         "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_1x1~1|"
         "+|skip_connect~0|nor_conv_3x3~1|avg_pool_3x3~2|"
     )
-    return {"family": "nb201", "cell": cell, "channels": channels}
+    return {
+        "family": "nb201",
+        "cell": cell,
+        "channels": channels,
+        "cells_per_stage": cells_per_stage,
+    }
 
 
 # --- the end-to-end epoch -----------------------------------------------------------------------
 
 
-def quantized_candidate(channels: int) -> Any:
+def quantized_candidate(channels: int, cells_per_stage: int) -> Any:
     """An nb201 candidate with 4-bit per-channel weights and 8-bit activations, LayerNorm (the
     norm axis' fused kernel) and AdamW (a fused step)."""
     from winnow.search_space.candidate import Candidate
     from winnow.search_space.quantization import QuantPolicy
 
     return Candidate(
-        architecture=_nb201_arch(channels),
+        architecture=_nb201_arch(channels, cells_per_stage),
         normalization="layernorm",
         optimizer={"name": "adamw", "lr": 1e-3, "batch_size": 128},
         quantization=QuantPolicy(weight_bits={"*": 4}, activation_bits=8),
@@ -228,7 +238,7 @@ def quantized_candidate(channels: int) -> Any:
 
 
 def epoch_seconds(
-    mode: str, dataset_spec: str, device: torch.device, channels: int, steps: int | None
+    mode: str, dataset_spec: str, device: torch.device, arch: tuple[int, int], steps: int | None
 ) -> float:
     import time
 
@@ -236,7 +246,7 @@ def epoch_seconds(
     from winnow.search_space.datasets import load_dataset
     from winnow.search_space.training import seed_everything, synchronize, train
 
-    candidate, dataset = quantized_candidate(channels), load_dataset(dataset_spec)
+    candidate, dataset = quantized_candidate(*arch), load_dataset(dataset_spec)
     with use_kernels(mode):
         generator = seed_everything(0)
         model = candidate.build_model(dataset.num_classes, dataset.input_shape).to(device)
@@ -253,6 +263,7 @@ def run(
     min_run_time: float = 0.5,
     epoch_steps: int | None = None,
     channels: int = 16,
+    cells_per_stage: int = 5,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Every case and the epoch; ``epoch_steps`` bounds the epoch (default: a whole one on a
@@ -274,8 +285,9 @@ def run(
         results.append(run_case(case, min_run_time))
         if progress is not None:
             progress(f"{case.kernel} [{case.shape}]: ratio {results[-1]['ratio']}")
-    off = epoch_seconds(EAGER, dataset_spec, device, channels, epoch_steps)
-    on = epoch_seconds(KERNEL, dataset_spec, device, channels, epoch_steps)
+    arch = (channels, cells_per_stage)
+    off = epoch_seconds(EAGER, dataset_spec, device, arch, epoch_steps)
+    on = epoch_seconds(KERNEL, dataset_spec, device, arch, epoch_steps)
     import triton
 
     return {
@@ -285,7 +297,7 @@ def run(
         "torch": torch.__version__,
         "kernels": results,
         "epoch": {
-            "candidate": quantized_candidate(channels).describe(),
+            "candidate": quantized_candidate(*arch).describe(),
             "dataset": dataset_spec,
             "steps": epoch_steps,
             "kernels_on_seconds": round(on, 3),

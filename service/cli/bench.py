@@ -328,6 +328,7 @@ def cmd_bench_kernels(args: argparse.Namespace) -> int:
         args.min_run_time,
         args.epoch_steps,
         args.channels,
+        args.cells_per_stage,
         progress=None if args.quiet else progress,
     )
     print_json(result)
@@ -347,6 +348,7 @@ def _add_kernels(bench_commands: Any) -> None:
         "4 in the interpreter)",
     )
     bk.add_argument("--channels", type=int, default=16, help="the nb201 candidate's channels")
+    bk.add_argument("--cells-per-stage", type=int, default=5, help="the nb201 candidate's depth")
     bk.add_argument(
         "--min-run-time", type=float, default=0.5, help="seconds each timing repeats for"
     )
