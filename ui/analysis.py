@@ -5,6 +5,7 @@ Plain functions of frames and dicts (no Streamlit), so tests call them directly.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -13,6 +14,8 @@ import pandas as pd
 from scipy import stats
 
 from winnow.records import epochs_text
+from winnow.search_space.candidate import Candidate
+from winnow.search_space.spec import SearchSpace
 from winnow.service.engine import readout
 from winnow.service.search_spec import Objective
 from winnow.service.store import reads
@@ -163,6 +166,25 @@ def _proxy_column(name: str) -> bool:
     return name.startswith(("proxy.", "screen."))
 
 
+def decisions(space: SearchSpace, candidate_json: str) -> dict[str, Any]:
+    """A stored candidate's decided values by decision path (``SearchSpace.flatten``: one
+    ``optimizer.lr`` whichever optimizer, as importance names it), for plotting parameters
+    against objectives; empty when the candidate no longer parses."""
+    try:
+        return space.flatten(Candidate.from_json(candidate_json))
+    except ValueError:  # pydantic's ValidationError: an older winnow's row
+        return {}
+
+
+GROWTH = 0.05  # a live search's importance and parameter plots are redrawn as results grow 5 %
+
+
+def size_bucket(n: int, growth: float = GROWTH) -> int:
+    """``n`` rounded to a geometric step of ``growth``: the same bucket until it grows by about
+    that much (a cache key that a live search's every new result does not change)."""
+    return 0 if n < 1 else int(math.log(n) / math.log1p(growth))
+
+
 def parameter_table(
     numbers: Sequence[int],
     metrics: Sequence[dict],
@@ -176,7 +198,8 @@ def parameter_table(
     for name in objectives:
         out[name] = [float(m[name]) if m.get(name) is not None else np.nan for m in metrics]
     params = pd.DataFrame(list(decided), index=out.index)
-    varying = [c for c in params.columns if params[c].astype(str).nunique(dropna=True) > 1]
+    # dropna first: astype(str) turns NaN into "nan" (pandas < 3), a value of its own
+    varying = [c for c in params.columns if params[c].dropna().astype(str).nunique() > 1]
     out = pd.concat([out, params[varying]], axis=1)
     return out.dropna(subset=list(objectives)).reset_index(drop=True)
 
