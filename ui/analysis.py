@@ -14,8 +14,6 @@ import pandas as pd
 from scipy import stats
 
 from winnow.records import epochs_text
-from winnow.search_space.candidate import Candidate
-from winnow.search_space.spec import SearchSpace
 from winnow.service.engine import readout
 from winnow.service.search_spec import Objective
 from winnow.service.store import reads
@@ -164,16 +162,6 @@ def _proxy_column(name: str) -> bool:
     if readout.is_screen_flag(name):
         return False
     return name.startswith(("proxy.", "screen."))
-
-
-def decisions(space: SearchSpace, candidate_json: str) -> dict[str, Any]:
-    """A stored candidate's decided values by decision path (``SearchSpace.flatten``: one
-    ``optimizer.lr`` whichever optimizer, as importance names it), for plotting parameters
-    against objectives; empty when the candidate no longer parses."""
-    try:
-        return space.flatten(Candidate.from_json(candidate_json))
-    except ValueError:  # pydantic's ValidationError: an older winnow's row
-        return {}
 
 
 GROWTH = 0.05  # a live search's importance and parameter plots are redrawn as results grow 5 %

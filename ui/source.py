@@ -234,7 +234,7 @@ def parameters_at(
     trained = trained_candidates(url, search_id, _version)
     at = trained[trained["epochs"] == epochs]
     space = the_spec.search_space
-    decided = [analysis.decisions(space, c) for c in at["candidate"]]
+    decided = [readout.decisions(space, c) for c in at["candidate"]]
     names = [o.name for o in the_spec.objectives]
     return analysis.parameter_table(at["number"], at["metrics"], decided, names)
 

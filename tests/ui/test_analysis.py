@@ -218,6 +218,6 @@ def test_decisions_are_by_path_and_empty_for_a_row_that_no_longer_parses():
 
     space = parse_search_spec(DEMO_SPEC | {"name": "d"}).search_space
     [candidate] = space.sample(1, seed=0)
-    decided = analysis.decisions(space, candidate.canonical_json())
+    decided = readout.decisions(space, candidate.canonical_json())
     assert decided["optimizer.lr"] == candidate.optimizer["lr"]
-    assert analysis.decisions(space, '{"architecture": 3}') == {}
+    assert readout.decisions(space, '{"architecture": 3}') == {}

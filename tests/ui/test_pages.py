@@ -315,6 +315,7 @@ def test_trial_page_plots_what_is_stored_per_epoch_and_keeps_the_legend_off_the_
     for row in trained:
         assert traces[f"train {epochs_text(row.epochs)}"]["y"] == pytest.approx(row.loss_curve)
     accuracy = traces["test accuracy"]
+    assert accuracy["mode"] == "markers"  # separate runs: not joined by a line
     assert accuracy["x"] == [r.epochs for r in trained]
     assert accuracy["y"] == pytest.approx([r.metrics["accuracy"] for r in trained])
     assert any("No accuracy or validation loss is stored per epoch" in c.value for c in at.caption)
