@@ -5,6 +5,7 @@ Plain functions of frames and dicts (no Streamlit), so tests call them directly.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -163,6 +164,15 @@ def _proxy_column(name: str) -> bool:
     return name.startswith(("proxy.", "screen."))
 
 
+GROWTH = 0.05  # a live search's importance and parameter plots are redrawn as results grow 5 %
+
+
+def size_bucket(n: int, growth: float = GROWTH) -> int:
+    """``n`` rounded to a geometric step of ``growth``: the same bucket until it grows by about
+    that much (a cache key that a live search's every new result does not change)."""
+    return 0 if n < 1 else int(math.log(n) / math.log1p(growth))
+
+
 def parameter_table(
     numbers: Sequence[int],
     metrics: Sequence[dict],
@@ -176,7 +186,8 @@ def parameter_table(
     for name in objectives:
         out[name] = [float(m[name]) if m.get(name) is not None else np.nan for m in metrics]
     params = pd.DataFrame(list(decided), index=out.index)
-    varying = [c for c in params.columns if params[c].astype(str).nunique(dropna=True) > 1]
+    # dropna first: astype(str) turns NaN into "nan" (pandas < 3), a value of its own
+    varying = [c for c in params.columns if params[c].dropna().astype(str).nunique() > 1]
     out = pd.concat([out, params[varying]], axis=1)
     return out.dropna(subset=list(objectives)).reset_index(drop=True)
 

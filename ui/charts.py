@@ -175,7 +175,9 @@ def _dimension(values: pd.Series, label: str) -> dict:
     }
 
 
-def parallel_figure(frame: pd.DataFrame, params: Sequence[str], objectives: Sequence[str]):
+def parallel_figure(
+    frame: pd.DataFrame, params: Sequence[str], objectives: Sequence[str]
+) -> go.Figure:
     """Each trained result as a line across its decisions and objectives (optuna-dashboard's
     parallel coordinates), coloured by the first objective."""
     dimensions = [_dimension(frame[p], p) for p in params]
@@ -292,9 +294,9 @@ def loss_figure(
                 x=[accuracy[n][0] for n in names],
                 y=[accuracy[n][1] for n in names],
                 text=names,
-                mode="lines+markers",
+                mode="markers",  # each point is a run of its own: no line joins them
                 name="test accuracy",
-                line={"color": "#444", "dash": "dot"},
+                marker={"color": "#444", "size": 9},
                 hovertemplate="%{text}: %{y:.4g}<extra></extra>",
             ),
             row=1,

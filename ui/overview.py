@@ -22,7 +22,8 @@ COLUMN_HELP = {
     "hit reusing one): the front is made of these. Those stopped at a lower rung by "
     "successive halving count as sent to training but not as completed.",
     "leader": "The front's best trial on the first objective, with its other values.",
-    "hypervolume": "The hypervolume of the front of the completed trials.",
+    "hypervolume": "The hypervolume of the front at the top rung's completed trials or, while "
+    "none has completed, at the highest rung reached (the Search page names the rung).",
 }
 
 

@@ -8,7 +8,6 @@ import pandas as pd
 import streamlit as st
 
 from winnow.records import epochs_text, front_note
-from winnow.service.engine.importance import axis_of
 from winnow.service.search_spec import SearchSpec
 from winnow.ui import analysis, charts, nav, source
 
@@ -143,11 +142,13 @@ def evidence_ladder(data: dict) -> None:
 
 
 EVALUATOR_NAMES = {"ped-anova": "PED-ANOVA", "fanova": "fANOVA"}
+PARALLEL_LINES = 2000  # lines a parallel-coordinates figure draws at most: readable, light
 
 
 def importance(data: dict, spec: SearchSpec) -> None:
     """Which parameters and axes matter for an objective at one fidelity
-    (``source.importance_of``: Optuna's evaluators over the trained results)."""
+    (``source.importance_of``: Optuna's evaluators over the trained results), computed when
+    asked for: a fragment of its own, so choosing redraws this section only."""
     st.subheader("Parameter importance")
     trained: pd.DataFrame = data["trained"]
     if trained.empty or not spec.objectives:
@@ -157,8 +158,15 @@ def importance(data: dict, spec: SearchSpec) -> None:
         st.info("Importance needs the search's space, and its stored spec no longer validates.")
         return
     rungs = sorted(int(e) for e in trained["epochs"].unique())
+    st.fragment(_importance)(data["search"].id, [o.name for o in spec.objectives], rungs)
+
+
+def _importance(search_id: str, objectives: list[str], rungs: list[int]) -> None:
+    if not st.toggle("Compute importance", key="imp-on", help="Optuna's evaluators: a second"):
+        st.caption("Importance is computed when asked for (it rebuilds a study per fidelity).")
+        return
     left, middle, right = st.columns(3)
-    objective = left.selectbox("objective", [o.name for o in spec.objectives], key="imp-target")
+    objective = left.selectbox("objective", objectives, key="imp-target")
     epochs = middle.selectbox(
         "at fidelity", rungs, index=len(rungs) - 1, format_func=epochs_text, key="imp-epochs"
     )
@@ -169,14 +177,15 @@ def importance(data: dict, spec: SearchSpec) -> None:
         horizontal=True,
         key="imp-evaluator",
     )
-    search_id = data["search"].id
-    found = source.importance_of(
-        source.store().url, search_id, source.version(search_id), epochs, objective, evaluator
-    )
+    url, version = source.store().url, source.version(search_id)
+    size = source.results_at(url, search_id, version, epochs)
+    found = source.importance_of(url, search_id, version, size, epochs, objective, evaluator)
     if found is None or not found.params:
-        why = "too few trained results" if found is None else "it, or every parameter, is constant"
+        why = "too few trained results" if found is None else "no parameter explains it"
         st.info(f"No importance for {objective} at {epochs_text(epochs)}: {why}.")
         return
+    from winnow.service.engine.importance import axis_of
+
     bars, axes = st.columns([3, 1])
     bars.plotly_chart(charts.importance_figure(found.params, axis_of), key="importance")
     axes.dataframe(
@@ -184,15 +193,25 @@ def importance(data: dict, spec: SearchSpec) -> None:
         hide_index=True,
         key="importance-axes",
     )
+    st.caption(_importance_caption(found, EVALUATOR_NAMES[evaluator]))
+
+
+def _importance_caption(found, evaluator: str) -> str:
+    """What the bars are over: a sample, or the results that still parse, and how to read them."""
+    if found.sampled:
+        over = f"a random {found.trials:,} of {found.results:,}"
+    elif found.trials < found.results:
+        over = f"{found.trials:,} of {found.results:,} (the others no longer parse)"
+    else:
+        over = f"{found.trials:,}"
     left_out = ", ".join(found.left_out) or "none"
-    over = f"{found.trials:,}"
-    if found.trials < found.results:
-        over = f"the latest {found.trials:,} of {found.results:,}"
-    st.caption(
-        f"{EVALUATOR_NAMES[evaluator]} (Optuna's importance evaluator) over {over} "
-        f"results trained for {epochs_text(epochs)}, for {objective}; an axis is the sum of its "
-        "parameters'. Only parameters every one of these trials has are ranked; left out as "
-        f"conditional: {left_out}."
+    noisy = " Fewer than 50 results: a hint, not a ranking." if found.noisy else ""
+    return (
+        f"{evaluator} (Optuna's importance evaluator) over {over} results trained for "
+        f"{epochs_text(found.epochs)}, for {found.objective}, by decision path (one "
+        "optimizer.lr whichever optimizer). An axis is the sum of its parameters', so an axis "
+        "with many parameters collects more. Only parameters every one of these trials has "
+        f"are ranked; left out as conditional: {left_out}.{noisy}"
     )
 
 
@@ -209,17 +228,27 @@ def parameters(data: dict, spec: SearchSpec) -> None:
         "at fidelity", rungs, index=len(rungs) - 1, format_func=epochs_text, key="par-epochs"
     )
     search_id = data["search"].id
-    frame = source.parameters_at(source.store().url, search_id, source.version(search_id), epochs)
+    url, version = source.store().url, source.version(search_id)
+    size = source.results_at(url, search_id, version, epochs)
+    frame = source.parameters_at(url, search_id, version, size, epochs)
     names = [o.name for o in spec.objectives]
     params = [c for c in frame.columns if c not in ("number", *names)]
     if frame.empty or not params:
         st.info(f"No trained results with varying decisions at {epochs_text(epochs)}.")
         return
     every = [p for p in params if frame[p].notna().all()]  # a line needs every axis
-    st.plotly_chart(charts.parallel_figure(frame, every, names), key="parallel")
+    lines = frame
+    if len(frame) > PARALLEL_LINES:  # a lighter figure; a seeded sample, the same each refresh
+        lines = frame.sample(n=PARALLEL_LINES, random_state=0).sort_index()
+    st.plotly_chart(charts.parallel_figure(lines, every, names), key="parallel")
     partial = ", ".join(p for p in params if p not in every) or "none"
+    shown = (
+        f"{len(frame):,}"
+        if len(lines) == len(frame)
+        else f"a random {len(lines):,} of {len(frame):,}"
+    )
     st.caption(
-        f"{len(frame):,} results trained for {epochs_text(epochs)}, one line each, across the "
+        f"{shown} results trained for {epochs_text(epochs)}, one line each, across the "
         f"decisions that vary among them and the objectives, coloured by {names[0]}; drag along "
         "an axis to filter. Choices are spread in name order; a decision spanning orders of "
         "magnitude (a learning rate) is drawn as its log10. Decisions only some results have "

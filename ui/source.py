@@ -10,30 +10,30 @@ cancelling needs: searches run in the server's process, which only it can stop.
 Every read goes through the store's records and its read API (``winnow.service.store.reads``),
 cached with ``st.cache_data``, keyed by the search's ``reads.version`` (so a live search is
 re-read as soon as a row changes, and a finished one never), with a short TTL for what has no
-version.
+version; importance and the parameter plots are keyed by the size of what they read instead
+(``results_at``), so a live search's refresh does not recompute them.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import streamlit as st
 
-from winnow.service.engine import importance, readout
+from winnow.service.engine import readout
 from winnow.service.engine.pareto import front_mask, search_hypervolume
 from winnow.service.search_spec import SearchSpec
 from winnow.service.store import Store, reads
 from winnow.ui import analysis, comparison
 
+if TYPE_CHECKING:  # imported when importance is asked for: optuna.importance loads sklearn
+    from winnow.service.engine.importance import Importance
+
 REFRESH_SECONDS = 3.0  # how often a running search's page re-reads the store
 CACHE_SECONDS = 600  # versioned entries: the key changes when the data does
-# Importance over the latest so many results of a fidelity: rebuilding the study costs about
-# 0.6 ms a trial (PED-ANOVA itself is milliseconds); five hundred (PED-ANOVA: the best fifty
-# against all) rank them as well.
-IMPORTANCE_TRIALS = 500
 TIMELINE_RUNS = 2000  # the latest runs a timeline draws: bars enough to read, a light figure
 
 
@@ -120,7 +120,7 @@ def search_data(url: str, search_id: str, version: tuple) -> dict[str, Any]:
     db = _store(url)
     search = db.search(search_id)
     the_spec = _spec(search.spec_json).spec
-    raw = reads.trained(db, search_id)
+    raw = _trained(url, search_id, version)
     trained, history, front_epochs = _results(raw, the_spec)
     screening = reads.screening_scores(db, search_id)
     front = trained[trained["front_rung"]]
@@ -182,38 +182,59 @@ def _ladder(the_spec: SearchSpec, trained: pd.DataFrame, screening: pd.DataFrame
 
 
 @st.cache_data(ttl=CACHE_SECONDS, max_entries=16, show_spinner=False)
+def _trained(url: str, search_id: str, version: tuple) -> pd.DataFrame:
+    """``reads.trained``, read once per version for the page's every section."""
+    return reads.trained(_store(url), search_id)
+
+
 def trained_candidates(url: str, search_id: str, version: tuple) -> pd.DataFrame:
     """The trained results' candidate numbers, epochs, candidate JSON and metrics, in
     completion order (``reads.trained``): what importance and the parameter plots read."""
-    frame = reads.trained(_store(url), search_id)
-    return frame[["number", "epochs", "candidate", "metrics"]]
+    return _trained(url, search_id, version)[["number", "epochs", "candidate", "metrics"]]
+
+
+def results_at(url: str, search_id: str, version: tuple, epochs: int) -> int:
+    """A cache key for what is trained at ``epochs``: its count in steps of about 5 %
+    (``analysis.size_bucket``), so a live search's importance and parameter plots are redrawn
+    as the results grow, not at every refresh."""
+    trained = trained_candidates(url, search_id, version)
+    return analysis.size_bucket(int((trained["epochs"] == epochs).sum()))
 
 
 @st.cache_data(ttl=CACHE_SECONDS, max_entries=64, show_spinner="Computing importance…")
 def importance_of(
-    url: str, search_id: str, version: tuple, epochs: int, objective: str, evaluator: str
-) -> importance.Importance | None:
+    url: str,
+    search_id: str,
+    _version: tuple,
+    size: int,
+    epochs: int,
+    objective: str,
+    evaluator: str,
+) -> Importance | None:
     """Each parameter's importance for ``objective`` at ``epochs`` (``importance``: Optuna's
-    evaluator over a study rebuilt from the trained results), or None with too few."""
+    evaluator over a study rebuilt from a sample of the trained results), or None with too
+    few; cached by ``size`` (:func:`results_at`), not by the version read."""
+    from winnow.service.engine import importance  # optuna.importance and sklearn: 0.5 s
+
     the_spec = _spec(_store(url).search(search_id).spec_json).spec
     [wanted] = [o for o in the_spec.objectives if o.name == objective]
-    trained = trained_candidates(url, search_id, version)
+    trained = trained_candidates(url, search_id, _version)
     at = trained[trained["epochs"] == epochs]
     pairs = [(c, m.get(objective)) for c, m in zip(at["candidate"], at["metrics"], strict=True)]
-    return importance.fidelity_importance(
-        the_spec.search_space, epochs, wanted, pairs, evaluator, latest=IMPORTANCE_TRIALS
-    )
+    return importance.fidelity_importance(the_spec.search_space, epochs, wanted, pairs, evaluator)
 
 
 @st.cache_data(ttl=CACHE_SECONDS, max_entries=16, show_spinner=False)
-def parameters_at(url: str, search_id: str, version: tuple, epochs: int) -> pd.DataFrame:
+def parameters_at(
+    url: str, search_id: str, _version: tuple, size: int, epochs: int
+) -> pd.DataFrame:
     """The trained results at ``epochs`` with their objectives and varying decisions as
-    columns (``analysis.parameter_table``)."""
+    columns (``analysis.parameter_table``); cached by ``size`` (:func:`results_at`)."""
     the_spec = _spec(_store(url).search(search_id).spec_json).spec
-    trained = trained_candidates(url, search_id, version)
+    trained = trained_candidates(url, search_id, _version)
     at = trained[trained["epochs"] == epochs]
     space = the_spec.search_space
-    decided = [importance.decisions(space, c) for c in at["candidate"]]
+    decided = [readout.decisions(space, c) for c in at["candidate"]]
     names = [o.name for o in the_spec.objectives]
     return analysis.parameter_table(at["number"], at["metrics"], decided, names)
 

@@ -28,6 +28,8 @@ from pydantic import ValidationError
 import winnow
 from winnow.records import SearchRecord, Status, TrialRecord, epochs_text
 from winnow.search_space.archs import ArchitectureView, describe
+from winnow.search_space.candidate import Candidate
+from winnow.search_space.spec import SearchSpace
 from winnow.search_space.specfile import validation_problems
 from winnow.service.engine.confirmed import (
     confirm_counts,
@@ -364,6 +366,16 @@ class Completed:
     trial_id: int
     values: list[float]
     row: TrialRecord
+
+
+def decisions(space: SearchSpace, candidate_json: str) -> dict[str, Any]:
+    """A stored candidate's decided values by decision path (``SearchSpace.flatten``: one
+    ``optimizer.lr`` whichever optimizer, as importance names it), for plotting parameters
+    against objectives; empty when the candidate no longer parses."""
+    try:
+        return space.flatten(Candidate.from_json(candidate_json))
+    except ValueError:  # pydantic's ValidationError: an older winnow's row
+        return {}
 
 
 def failure_summary(rows: Iterable[TrialRecord]) -> str | None:

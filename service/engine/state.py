@@ -123,7 +123,7 @@ def optuna_params(space: SearchSpace, candidate_json: str) -> tuple[Candidate, d
     """A stored candidate and the Optuna params and distributions that propose it: the params
     its rows keep in ``params_json``, with the distributions only the space knows (both from
     ``SearchSpace.to_optuna``, which checks the candidate is in the space). What the restore
-    adds to a fresh study, and what ``importance`` rebuilds its studies from."""
+    adds to a fresh study (``importance.path_params`` keys the same by decision path)."""
     candidate = Candidate.from_json(candidate_json)
     params, distributions = space.to_optuna(candidate)
     return candidate, params, distributions

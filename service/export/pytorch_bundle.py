@@ -20,6 +20,7 @@ from importlib.metadata import requires
 from string import Template
 from typing import Any
 
+from winnow.records import epochs_text
 from winnow.service.export import recipe as recipe_format
 from winnow.service.export import weights
 from winnow.service.export.sources import definitions, function_names_used, imported_from
@@ -354,7 +355,8 @@ def main(argv: list[str] | None = None) -> dict:
     if args.json:
         print(json.dumps(result))
     else:
-        print(f"test accuracy {accuracy:.4f} after {args.epochs} epochs (seed {args.seed})")
+        epochs = f"{args.epochs} epoch" + ("" if args.epochs == 1 else "s")
+        print(f"test accuracy {accuracy:.4f} after {epochs} (seed {args.seed})")
     return result
 
 
@@ -456,8 +458,8 @@ Search `{recipe.get("search_id")}`, trial {recipe.get("trial_id")}, exported by 
 
 ## What it scored
 
-Trained on `{training["task"]["dataset"]}` for {training["epochs"]} epochs (the trial's highest
-trained rung) with seed {training["seed"]}:
+Trained on `{training["task"]["dataset"]}` for {epochs_text(training["epochs"])} (the trial's
+highest trained rung) with seed {training["seed"]}:
 
 | metric | value |
 | --- | --- |

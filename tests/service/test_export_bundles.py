@@ -233,3 +233,13 @@ def test_a_missing_extra_says_what_to_install(client, tiny_spec, monkeypatch):
         search.export(format="lightning")
     assert raised.value.code == grpc.StatusCode.FAILED_PRECONDITION.name
     assert export.INSTALL in raised.value.message
+
+
+def test_one_epoch_is_singular_in_the_readme_and_train_py():
+    recipe = recipe_of({"architecture": MLP}, epochs=1)
+    readme = pytorch_bundle.readme(recipe, "")
+    assert "for 1 epoch (" in readme and "1 epochs" not in readme
+    assert "for 3 epochs (" in pytorch_bundle.readme(recipe_of({"architecture": MLP}, epochs=3), "")
+    source = pytorch_bundle.train_source(recipe)
+    ast.parse(source)
+    assert "{args.epochs} epochs" not in source

@@ -193,6 +193,7 @@ def test_parameter_table_keeps_the_decisions_that_vary():
     metrics = [{"accuracy": 0.5}, {"accuracy": 0.7}, {}]
     table = analysis.parameter_table([4, 5, 6], metrics, decided, ["accuracy"])
     assert list(table.columns) == ["number", "accuracy", "normalization", "optimizer.lr"]
+    assert "momentum" not in table.columns  # one value and NaN (not "nan", a second value)
     assert list(table["number"]) == [4, 5]  # no accuracy: not drawn
     slices = charts.slice_figure(table, "optimizer.lr", "accuracy", "maximize")
     assert slices.layout.xaxis.type == "log"  # 1e-4 to 1e-1
@@ -201,3 +202,22 @@ def test_parameter_table_keeps_the_decisions_that_vary():
     parallel = charts.parallel_figure(table, ["normalization", "optimizer.lr"], ["accuracy"])
     lr = next(d for d in parallel.data[0].dimensions if d.label == "log10 optimizer.lr")
     assert list(lr.values) == pytest.approx([-4.0, -1.0])
+
+
+def test_size_bucket_changes_only_as_the_results_grow_about_five_percent():
+    assert analysis.size_bucket(0) == 0
+    assert analysis.size_bucket(1000) == analysis.size_bucket(1020)  # 2 %: same key
+    assert analysis.size_bucket(1000) != analysis.size_bucket(1110)  # 11 %: a new one
+    keys = {analysis.size_bucket(n) for n in range(1000, 2001)}
+    assert 10 <= len(keys) <= 20  # about log(2) / log(1.05) = 14 steps
+
+
+def test_decisions_are_by_path_and_empty_for_a_row_that_no_longer_parses():
+    from winnow.service.demo import DEMO_SPEC
+    from winnow.service.search_spec import parse_search_spec
+
+    space = parse_search_spec(DEMO_SPEC | {"name": "d"}).search_space
+    [candidate] = space.sample(1, seed=0)
+    decided = readout.decisions(space, candidate.canonical_json())
+    assert decided["optimizer.lr"] == candidate.optimizer["lr"]
+    assert readout.decisions(space, '{"architecture": 3}') == {}

@@ -10,6 +10,7 @@ from dataclasses import replace
 
 import pytest
 
+from winnow.records import epochs_text
 from winnow.service.engine import readout
 from winnow.ui import nav
 
@@ -72,7 +73,7 @@ def test_funnel_counts_each_stage_of_the_cascade(seeded):
     )
     for rung, epochs in enumerate(seeded.spec().strategy.rungs):
         trained = sum(r.stage == "train" and r.rung == rung and not r.reused for r in rows)
-        assert counted[f"trained at rung {rung} ({epochs} epochs)"] == trained
+        assert counted[f"trained at rung {rung} ({epochs_text(epochs)})"] == trained
 
 
 def test_pareto_chart_marks_the_readout_front(app, seeded):
@@ -297,7 +298,7 @@ def test_trial_page_puts_accuracy_and_costs_before_the_proxies(app, seeded):
         assert columns.index(name) < min(proxies), columns
     assert columns.index("accuracy") == 3  # after fidelity, status, reused
     epochs = {r.epochs for r in seeded.rows() if r.number == number and r.stage == "train"}
-    assert set(table["fidelity"]) >= {f"train {e} epochs" for e in epochs}
+    assert set(table["fidelity"]) >= {f"train {epochs_text(e)}" for e in epochs}
 
 
 def test_trial_page_plots_what_is_stored_per_epoch_and_keeps_the_legend_off_the_toolbar(
@@ -312,8 +313,9 @@ def test_trial_page_plots_what_is_stored_per_epoch_and_keeps_the_legend_off_the_
     traces = {t["name"]: t for t in figure["data"]}
     trained = [r for r in seeded.rows() if r.number == number and r.stage == "train"]
     for row in trained:
-        assert traces[f"train {row.epochs} epochs"]["y"] == pytest.approx(row.loss_curve)
+        assert traces[f"train {epochs_text(row.epochs)}"]["y"] == pytest.approx(row.loss_curve)
     accuracy = traces["test accuracy"]
+    assert accuracy["mode"] == "markers"  # separate runs: not joined by a line
     assert accuracy["x"] == [r.epochs for r in trained]
     assert accuracy["y"] == pytest.approx([r.metrics["accuracy"] for r in trained])
     assert any("No accuracy or validation loss is stored per epoch" in c.value for c in at.caption)
@@ -337,6 +339,9 @@ def test_importance_bars_are_optunas_over_the_stored_trials(app, seeded):
     from winnow.service.engine import importance
 
     at = app(seeded.url, search=seeded.search_id)
+    # computed when asked for, not at every open
+    assert not any("importance (sums to 1)" in c.proto.spec for c in at.get("plotly_chart"))
+    at.toggle(key="imp-on").set_value(True).run()
     epochs, objective = at.selectbox(key="imp-epochs").value, at.selectbox(key="imp-target").value
     assert epochs == seeded.spec().strategy.rungs[-1]  # the top rung's by default
     expected = {
@@ -350,7 +355,8 @@ def test_importance_bars_are_optunas_over_the_stored_trials(app, seeded):
     axes = next(d.value for d in at.dataframe if "axis" in d.value.columns)
     assert dict(zip(axes["axis"], axes["importance"], strict=True)) == pytest.approx(expected.axes)
     caption = next(c.value for c in at.caption if "importance evaluator" in c.value)
-    assert f"over {expected.trials:,} results trained for {epochs} epochs" in caption
+    assert f"over {expected.trials:,} results trained for {epochs_text(epochs)}" in caption
+    assert "optimizer.lr" in expected.params  # by decision path, as the slice plot names it
     at.radio(key="imp-evaluator").set_value("fanova").run()
     assert any("fANOVA" in c.value for c in at.caption)
 
@@ -396,6 +402,7 @@ def test_parallel_coordinates_and_slices_draw_the_stored_decisions(app, seeded):
 
 def test_an_nb201_search_page_draws_importance_and_parameters(app, seeded):
     at = app(seeded.url, search=seeded.running_id)
+    at.toggle(key="imp-on").set_value(True).run()
     kinds = [json.loads(c.proto.spec)["data"][0]["type"] for c in at.get("plotly_chart")]
     assert "parcoords" in kinds and "bar" in kinds
     params = at.selectbox(key="slice-param").options
