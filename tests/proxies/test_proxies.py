@@ -365,6 +365,23 @@ def test_shared_and_separate_passes_give_the_same_scores(quantized):
     assert all(s.seconds > 0 and s.error is None for s in shared.values())
 
 
+def test_a_quantized_models_zico_is_the_same_alone_and_beside_lga():
+    # Batches larger than LGA's 16 images and of different value ranges: a training forward of
+    # its own (the NTK's) moves the activation quantizers' ranges, which batch 1 must not see.
+    model = Candidate(
+        architecture={"family": "nb201", "cell": CELL, "channels": 4, "cells_per_stage": 1},
+        quantization={"weight_bits": {"*": 4}, "activation_bits": 8},
+    ).build_model(3, (3, 8, 8))
+    (x0, y0), (x1, y1) = make_batches((3, 8, 8), batch=40)
+    batches = [(x0 * 5.0, y0), (x1 * 0.2, y1)]
+    alone = score_model(model, batches, ["zico"])["zico"].value
+    shared = score_model(model, batches, ["zico", "lga"])
+    separate = score_model(model, batches, ["zico", "lga"], share=False)
+    assert alone is not None
+    assert shared["zico"].value == pytest.approx(alone, rel=1e-6)
+    assert_same_values(shared, separate)
+
+
 def test_scores_are_deterministic_for_a_seed_and_keep_the_order_asked():
     model, batches = tiny_nb201(), make_batches((3, 8, 8))
     asked = ["zico", "synflow", "zen", "naswot"]
