@@ -481,7 +481,31 @@ def test_every_proxy_scores_every_family(family, quantization):
     candidate = Candidate(architecture=TINY_ARCHS[family], quantization=quantization)
     model = candidate.build_model(num_classes=3, input_shape=(3, 8, 8))
     scores = score_model(model, make_batches((3, 8, 8)))
-    assert [n for n, s in scores.items() if s.value is None] == [], scores
+    flat = ["meco"] if family == "mlp" else []  # an MLP's outputs are vectors (meco's test)
+    assert [n for n, s in scores.items() if s.value is None] == flat, scores
+
+
+# Proxies that read the architecture, not only its size: two candidates of a family differ.
+SHAPE_BLIND = {"params", "flops"}
+OTHER_ARCHS = {
+    "nb201": {**TINY_ARCHS["nb201"], "cell": CELL.replace("nor_conv_1x1~0", "nor_conv_3x3~0")},
+    "macro": {**TINY_ARCHS["macro"], "depths": [2, 1], "kernel_sizes": [5, 3]},
+    "mlp": {**TINY_ARCHS["mlp"], "width": 24, "depth": 3},
+}
+
+
+@pytest.mark.parametrize("family", list(TINY_ARCHS))
+def test_every_proxy_tells_two_candidates_of_a_family_apart(family):
+    batches = make_batches((3, 8, 8), batch=20)
+    scores = [
+        score_model(Candidate(architecture=a).build_model(3, (3, 8, 8)), batches)
+        for a in (TINY_ARCHS[family], OTHER_ARCHS[family])
+    ]
+    # A proxy that fails on the family (meco on an MLP) is test_every_proxy_scores_every_family's.
+    ties = [
+        n for n, s in scores[0].items() if s.value is not None and s.value == scores[1][n].value
+    ]
+    assert [n for n in ties if n not in SHAPE_BLIND] == [], ties
 
 
 @pytest.mark.parametrize("norm", NORMS.names())

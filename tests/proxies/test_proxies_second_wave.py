@@ -112,6 +112,27 @@ def test_aznas_stages_are_the_stem_and_every_cell():
     assert stage_modules(model) == [model.stem, *model.cells]
 
 
+def mlp(depth=2, width=16, activation="gelu", dropout=0.1, classes=3) -> nn.Module:
+    from winnow.search_space import Candidate
+
+    arch = {"family": "mlp", "depth": depth, "width": width, "activation": activation}
+    return Candidate(architecture={**arch, "dropout": dropout}).build_model(classes, (3, 8, 8))
+
+
+def test_aznas_stages_of_an_mlp_are_its_hidden_blocks():
+    # Linear -> norm -> activation -> dropout: one stage per block, read after the activation.
+    model = mlp(depth=3)
+    assert stage_modules(model) == [model[3], model[7], model[11]]
+
+
+def test_aznas_trainability_of_an_mlp_is_a_measured_gradient():
+    """The stage outputs are 2-D; the gradient between them is taken before any reshape."""
+    x = torch.randn(8, 3, 8, 8)
+    scores = [az_scores(mlp(width=w), x, seed=0).trainability for w in (8, 32)]
+    assert all(math.isfinite(s) and s > -100 for s in scores), scores
+    assert scores[0] != scores[1]
+
+
 def test_aznas_depends_on_the_seed_not_on_the_weights_or_the_data():
     x = torch.randn(8, 3, 8, 8)
     first = az_scores(tiny_nb201(seed=0), x, seed=0)
@@ -147,6 +168,12 @@ def test_meco_of_a_model_sums_every_module_output():
     terms = [meco_term(o) for o in expected]
     total = sum(float(t) for t in terms if t is not None)
     assert score_model(model, data, ["meco"])["meco"].value == pytest.approx(total)
+
+
+def test_meco_of_a_flat_model_fails_rather_than_ties():
+    """An MLP's outputs for one image are vectors (one value per channel): no correlation."""
+    score = score_model(mlp(), batches(), ["meco"])["meco"]
+    assert score.value is None and "two or more" in score.error
 
 
 # --- SWAP --------------------------------------------------------------------------------------
