@@ -342,7 +342,7 @@ def _ntk_pass(work: nn.Module, batches: Sequence[Batch], shared: SharedPasses) -
     try:
         shared.ntk = shared.run(
             "ntk",
-            lambda: batch_ntk(work, x.detach().to(shared.device, torch.float32), shared.weights),
+            lambda: batch_ntk(work, x.detach().to(shared.device, torch.float32)),
             after=[FORWARD],
         )
     finally:
