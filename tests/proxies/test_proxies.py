@@ -17,6 +17,7 @@ import winnow.proxies.activation as activation_module
 from winnow.proxies import PROXIES, ProxyScore, proxy_names, score_model
 from winnow.proxies.activation import naswot, naswot_kernel
 from winnow.proxies.gradient import zico
+from winnow.proxies.suite import charged_passes
 from winnow.proxies.zen import pre_gap_features, zen_score
 from winnow.search_space import Candidate
 from winnow.search_space.archs.nb201 import NB201Network, parse_arch
@@ -380,6 +381,17 @@ def test_a_quantized_models_zico_is_the_same_alone_and_beside_lga():
     assert alone is not None
     assert shared["zico"].value == pytest.approx(alone, rel=1e-6)
     assert_same_values(shared, separate)
+
+
+def test_lga_pays_for_batch_0s_forward_only_when_no_reader_of_it_is_scored():
+    """LGA's NTK forwards images of its own after that forward; it needs the copy the forward
+    left, not the forward's graph."""
+    entries = [PROXIES.get(n) for n in ("lga", "zico", "az_expressivity")]
+    charged = charged_passes(entries)
+    assert charged["lga"] == {"ntk"}
+    assert charged["zico"] == {"forward", "loss_grads", "second_batch"}
+    assert charged["az_expressivity"] == {"aznas"}
+    assert charged_passes(entries[::2])["lga"] == {"ntk", "forward"}
 
 
 def test_scores_are_deterministic_for_a_seed_and_keep_the_order_asked():
