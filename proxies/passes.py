@@ -332,19 +332,20 @@ def _first_batch(
 
 
 def _ntk_pass(work: nn.Module, batches: Sequence[Batch], shared: SharedPasses) -> None:
-    """LGA's NTK, from a training-mode forward of its own on ``work``. That forward moves the
-    buffers a training forward sets (BatchNorm's running statistics, the activation quantizers'
-    ranges), so they are put back afterwards: zico's batch 1 then sees the copy as batch 0 left
-    it, whether lga is scored beside it or not."""
+    """LGA's NTK (the ``ntk`` need), from a training-mode forward of its own on ``work``."""
     x, y = batches[0]
     shared.labels = y[:LGA_SAMPLES].to(shared.device)
+    x = x.detach().to(shared.device, torch.float32)
+    shared.ntk = shared.run("ntk", lambda: _ntk_keeping_buffers(work, x), after=[FORWARD])
+
+
+def _ntk_keeping_buffers(work: nn.Module, x: Tensor) -> Tensor:
+    """:func:`batch_ntk`, with ``work``'s buffers put back afterwards: its forward moves what a
+    training forward sets (BatchNorm's running statistics, the activation quantizers' ranges),
+    and zico's batch 1 must see the copy as batch 0 left it, whether lga is scored or not."""
     saved = {name: b.detach().clone() for name, b in work.named_buffers()}
     try:
-        shared.ntk = shared.run(
-            "ntk",
-            lambda: batch_ntk(work, x.detach().to(shared.device, torch.float32)),
-            after=[FORWARD],
-        )
+        return batch_ntk(work, x)
     finally:
         with torch.no_grad():
             for name, buffer in work.named_buffers():
