@@ -13,7 +13,9 @@ trainability come from a generator seeded with the suite's seed.
 
 Stages found without knowing the model (:func:`stage_modules`): the ``stem`` and every block of
 a ``cells`` or ``blocks`` ``nn.Sequential`` (NAS-Bench-201's and the macro family's networks);
-for a plain ``nn.Sequential`` (the MLP family), every child but the classifier.
+for a plain ``nn.Sequential`` (the MLP family), one stage per hidden Linear block, read after
+its activation (:func:`sequential_stages`). Dropout is off in the re-initialised copy (the
+code's networks have none; it would add noise of the global generator, not of the seed).
 """
 
 from __future__ import annotations
@@ -26,9 +28,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from winnow.proxies.base import BATCH_NORMS, prunable_layers, weight_of, working_copy
+from winnow.proxies.base import (
+    BATCH_NORMS,
+    PRUNABLE_LAYERS,
+    prunable_layers,
+    weight_of,
+    working_copy,
+)
 
 _NORMS = (*BATCH_NORMS, nn.GroupNorm)  # the code's init resets BatchNorm2d and GroupNorm
+_DROPOUTS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)
 
 
 @torch.no_grad()
@@ -53,18 +62,38 @@ def stage_modules(model: nn.Module) -> list[nn.Module]:
     if isinstance(stem, nn.Module) and isinstance(blocks, nn.Sequential):
         return [stem, *blocks]
     if isinstance(model, nn.Sequential):
-        children = [m for m in list(model)[:-1] if not isinstance(m, nn.Flatten)]
-        if len(children) >= 2:
-            return children
-    raise ValueError("aznas needs a stem and a Sequential of cells or blocks, or a Sequential")
+        stages = sequential_stages(model)
+        if len(stages) >= 2:
+            return stages
+    raise ValueError(
+        "aznas needs a stem and a Sequential of cells or blocks, or a Sequential with two or more"
+        " hidden Linear/Conv2d blocks"
+    )
+
+
+def sequential_stages(model: nn.Sequential) -> list[nn.Module]:
+    """One stage per hidden block of a plain Sequential (the MLP family's Linear -> norm ->
+    activation -> dropout): each block starts at a Linear/Conv2d, and its stage is its last
+    module that changes the features (Dropout, Identity and Flatten do not). The last child is
+    the classifier, not a stage."""
+    passive = (*_DROPOUTS, nn.Identity, nn.Flatten)
+    blocks: list[list[nn.Module]] = []
+    for child in list(model)[:-1]:
+        if isinstance(child, PRUNABLE_LAYERS):
+            blocks.append([])
+        if blocks and not isinstance(child, passive):
+            blocks[-1].append(child)
+    return [block[-1] for block in blocks]
 
 
 def stage_features(model: nn.Module, x: Tensor) -> list[Tensor]:
-    """The outputs of :func:`stage_modules` (still in the graph), 2-D ones as ``N x C x 1 x 1``."""
+    """The outputs of :func:`stage_modules`, as the modules return them (still in the graph:
+    a reshaped view would be a sibling of the next stage's input, not on its path, and autograd
+    would find no gradient between them)."""
     features: list[Tensor] = []
 
     def hook(module: nn.Module, inputs: tuple, output: Tensor) -> None:
-        features.append(output if output.dim() == 4 else output.reshape(*output.shape, 1, 1))
+        features.append(output)
 
     handles = [m.register_forward_hook(hook) for m in stage_modules(model)]
     try:
@@ -77,9 +106,16 @@ def stage_features(model: nn.Module, x: Tensor) -> list[Tensor]:
     return features
 
 
+def as_maps(feature: Tensor) -> Tensor:
+    """A stage feature (or its gradient) as ``N x C x H x W``: a 2-D ``N x C`` one as
+    ``N x C x 1 x 1``."""
+    return feature if feature.dim() == 4 else feature.reshape(*feature.shape, 1, 1)
+
+
 def feature_entropy(feature: Tensor) -> float:
     """One stage's expressivity: the entropy of the normalised eigenvalues of the channel
     covariance of its feature, positions and images pooled (``b*h*w`` rows of ``c``)."""
+    feature = as_maps(feature)
     b, c, h, w = feature.shape
     rows = feature.detach().permute(0, 2, 3, 1).reshape(b * h * w, c).double()
     rows = rows - rows.mean(0, keepdim=True)
@@ -104,6 +140,7 @@ def trainability_term(g_in: Tensor, g_out: Tensor) -> float:
     a stride), ``2 - s - 1/s`` of ``M``'s largest singular value ``s``: 0 at ``s = 1`` (the
     gradient neither grows nor shrinks), negative either way. ``-inf`` when the gradient passes
     unchanged (a cell that is an identity)."""
+    g_in, g_out = as_maps(g_in), as_maps(g_out)
     if g_in.shape == g_out.shape and torch.equal(g_in, g_out):
         return -np.inf
     if g_in.shape[2:] != g_out.shape[2:]:
@@ -126,8 +163,10 @@ def trainability(features: Sequence[Tensor], generator: torch.Generator) -> floa
         g_in = None
         if f_out.requires_grad and f_in.requires_grad:
             (g_in,) = torch.autograd.grad(f_out, f_in, g_out, retain_graph=True, allow_unused=True)
-        # A cell whose output ignores its input (every path "none") passes a zero gradient, as
-        # the benchmark's Zero op (x * 0) does there.
+        # None only where the later stage does not depend on the earlier one (a cell whose
+        # every path is "none"); the benchmark's Zero op (x * 0) keeps the graph and gives a
+        # zero gradient there, so zeros stand in. (A reduction block after such a cell still
+        # gets a non-zero gradient, through its 1x1 shortcut.)
         terms.append(trainability_term(torch.zeros_like(f_in) if g_in is None else g_in, g_out))
     return float(np.mean(terms))
 
@@ -145,6 +184,9 @@ def az_scores(model: nn.Module, x_like: Tensor, seed: int) -> AZScores:
     net = working_copy(model, x_like.device)
     generator = torch.Generator(device=x_like.device).manual_seed(seed)
     kaiming_init(net, generator)
+    for dropout in net.modules():
+        if isinstance(dropout, _DROPOUTS):
+            dropout.eval()
     x = torch.randn(x_like.shape, generator=generator, device=x_like.device)
     with torch.enable_grad():
         features = stage_features(net, x)

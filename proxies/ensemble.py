@@ -77,13 +77,9 @@ def rank_ensemble(scores: Mapping[str, Sequence[float | None]]) -> np.ndarray:
 
 # AZ-NAS's own ensemble: its four proxies, complexity being the FLOPs (the code reads them from
 # the benchmark's table, ``api_flops``), aggregated by :func:`rank_ensemble` exactly as the code's
-# ``rank_agg`` (NB201/tss_general.ipynb): ``sum_k log(rankdata(s_k) / N)``.
+# ``rank_agg`` (NB201/tss_general.ipynb): ``sum_k log(rankdata(s_k) / N)``. The one place that
+# applies it is ``winnow.bench.proxy_stats.aznas_summary``.
 AZNAS_PROXIES = ("az_expressivity", "az_progressivity", "az_trainability", "flops")
-
-
-def aznas_ensemble(scores: Mapping[str, Sequence[float | None]]) -> np.ndarray:
-    """AZ-NAS's score of a population: :func:`rank_ensemble` over exactly ``AZNAS_PROXIES``."""
-    return rank_ensemble({name: scores[name] for name in AZNAS_PROXIES})
 
 
 # --- per-proxy features ---------------------------------------------------------------------

@@ -15,7 +15,8 @@ passes can feed them all (:func:`run_shared_passes`):
 5. ``second_batch``: a forward and backward of batch 1 for zico's second gradient.
 6. ``meco``: work inside the forward, MeCo's term of every module output (hooks).
 7. ``ntk``: the empirical NTK of the first images of batch 0, a forward and per-image backwards
-   of their own on the same copy (LGA; ``winnow.proxies.ntk``).
+   of their own on the same copy (LGA; ``winnow.proxies.ntk``), the copy's buffers put back
+   afterwards so that the passes after it see the copy as batch 0 left it.
 8. ``aznas``: AZ-NAS's pass of its own (another initialisation, Gaussian input), read by its
    three proxies; it runs whatever the forward did.
 
@@ -330,6 +331,27 @@ def _first_batch(
         )
 
 
+def _ntk_pass(work: nn.Module, batches: Sequence[Batch], shared: SharedPasses) -> None:
+    """LGA's NTK (the ``ntk`` need), from a training-mode forward of its own on ``work``."""
+    x, y = batches[0]
+    shared.labels = y[:LGA_SAMPLES].to(shared.device)
+    x = x.detach().to(shared.device, torch.float32)
+    shared.ntk = shared.run("ntk", lambda: _ntk_keeping_buffers(work, x), after=[FORWARD])
+
+
+def _ntk_keeping_buffers(work: nn.Module, x: Tensor) -> Tensor:
+    """:func:`batch_ntk`, with ``work``'s buffers put back afterwards: its forward moves what a
+    training forward sets (BatchNorm's running statistics, the activation quantizers' ranges),
+    and zico's batch 1 must see the copy as batch 0 left it, whether lga is scored or not."""
+    saved = {name: b.detach().clone() for name, b in work.named_buffers()}
+    try:
+        return batch_ntk(work, x)
+    finally:
+        with torch.no_grad():
+            for name, buffer in work.named_buffers():
+                buffer.copy_(saved[name])
+
+
 def run_shared_passes(
     model: nn.Module, batches: Sequence[Batch], plan: PassPlan, seed: int = 0
 ) -> SharedPasses:
@@ -349,13 +371,7 @@ def run_shared_passes(
     with torch.enable_grad():
         _first_batch(work, batches, plan, shared)
         if plan.ntk:
-            x, y = batches[0]
-            shared.labels = y[:LGA_SAMPLES].to(device)
-            shared.ntk = shared.run(
-                "ntk",
-                lambda: batch_ntk(work, x.detach().to(device, torch.float32), shared.weights),
-                after=[FORWARD],
-            )
+            _ntk_pass(work, batches, shared)
         if plan.second_batch:
             shared.second_grads = shared.run(
                 "second_batch",

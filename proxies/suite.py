@@ -2,10 +2,12 @@
 
 Time rule (``ProxyScore.seconds``): a proxy's seconds are the time of its own work (turning the
 passes into a number, or all of a standalone proxy) plus, for every shared need it reads (the
-forward always, and each of its ``needs``), that need's time divided by the number of proxies
-in this call that read it. Work done inside a shared pass for one need only (NASWOT's codes in
-the forward, Fisher's reduction in the backward) is that need's time, not the pass's. So the
-seconds of one call add up to its wall time (up to bookkeeping), whichever mode it ran in.
+forward, and each of its ``needs``), that need's time divided by the number of proxies in this
+call that read it (:func:`charged_passes`: LGA, whose NTK forwards images of its own, shares the
+forward only when no proxy that reads it is scored). Work done inside a shared pass for one need
+only (NASWOT's codes in the forward, Fisher's reduction in the backward) is that need's time, not
+the pass's. So the seconds of one call add up to its wall time (up to bookkeeping), whichever
+mode it ran in.
 """
 
 from __future__ import annotations
@@ -161,10 +163,20 @@ def _timed(compute: Callable[[], float], device, extra_seconds: float = 0.0) -> 
     return ProxyScore(value, seconds, error)
 
 
-def _reads(entry: ProxyEntry) -> set[str]:
-    """The needs whose time a proxy shares: its own, and the forward unless it reads only
-    passes that work on their own inputs (``OWN_PASSES``)."""
-    return set(entry.needs) | ({FORWARD} if entry.needs - OWN_PASSES else set())
+# Needs whose pass runs after batch 0's forward (on the copy it left) but forwards inputs of its
+# own and reads nothing of that forward's graph: the NTK.
+_AFTER_FORWARD = frozenset({"ntk"})
+
+
+def charged_passes(entries: Sequence[ProxyEntry]) -> dict[str, set[str]]:
+    """The passes whose time each proxy shares: its own needs, and batch 0's forward if it reads
+    that forward, or if it only runs after it (LGA) and no proxy asked for reads it."""
+    own = {e.name: set(e.needs) for e in entries}
+    reading = {n for n, needs in own.items() if needs - OWN_PASSES - _AFTER_FORWARD}
+    for name, needs in own.items():
+        if name in reading or (not reading and needs - OWN_PASSES):
+            needs.add(FORWARD)
+    return own
 
 
 def _score_shared(
@@ -173,7 +185,7 @@ def _score_shared(
     """Score ``entries`` from one set of shared passes (see the module docstring for time)."""
     plan = PassPlan.of(set().union(*(e.needs for e in entries)))
     shared = run_shared_passes(model, batches, plan, seed)
-    reads = {e.name: _reads(e) for e in entries}
+    reads = charged_passes(entries)
     readers = Counter(need for needs in reads.values() for need in needs)
     scores = {}
     for entry in entries:

@@ -43,12 +43,14 @@ def swap_score(patterns: Tensor) -> int:
     Each column is packed into one int64 (bit ``i`` = sample ``i``) and the distinct integers
     counted: the count of ``torch.unique(patterns.T, dim=0)``, the code's, without sorting
     millions of rows (a NAS-Bench-201 network has about 1.5 million ReLU units); up to 63
-    samples."""
+    samples. The rows are packed one at a time, so the memory is a few int64 vectors of
+    ``neurons``, never an int64 copy of the whole matrix."""
     n = patterns.shape[0]
     if n > 63:
         return int(torch.unique(patterns.T, dim=0).shape[0])
-    bits = torch.tensor([1 << i for i in range(n)], dtype=torch.int64, device=patterns.device)
-    packed = (patterns.to(torch.int64) * bits[:, None]).sum(0)
+    packed = torch.zeros(patterns.shape[1], dtype=torch.int64, device=patterns.device)
+    for i in range(n):
+        packed.bitwise_or_(patterns[i].to(torch.int64).bitwise_left_shift_(i))
     return int(torch.unique(packed).numel())
 
 

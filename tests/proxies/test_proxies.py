@@ -17,6 +17,7 @@ import winnow.proxies.activation as activation_module
 from winnow.proxies import PROXIES, ProxyScore, proxy_names, score_model
 from winnow.proxies.activation import naswot, naswot_kernel
 from winnow.proxies.gradient import zico
+from winnow.proxies.suite import charged_passes
 from winnow.proxies.zen import pre_gap_features, zen_score
 from winnow.search_space import Candidate
 from winnow.search_space.archs.nb201 import NB201Network, parse_arch
@@ -365,6 +366,34 @@ def test_shared_and_separate_passes_give_the_same_scores(quantized):
     assert all(s.seconds > 0 and s.error is None for s in shared.values())
 
 
+def test_a_quantized_models_zico_is_the_same_alone_and_beside_lga():
+    # Batches larger than LGA's 16 images and of different value ranges: a training forward of
+    # its own (the NTK's) moves the activation quantizers' ranges, which batch 1 must not see.
+    model = Candidate(
+        architecture={"family": "nb201", "cell": CELL, "channels": 4, "cells_per_stage": 1},
+        quantization={"weight_bits": {"*": 4}, "activation_bits": 8},
+    ).build_model(3, (3, 8, 8))
+    (x0, y0), (x1, y1) = make_batches((3, 8, 8), batch=40)
+    batches = [(x0 * 5.0, y0), (x1 * 0.2, y1)]
+    alone = score_model(model, batches, ["zico"])["zico"].value
+    shared = score_model(model, batches, ["zico", "lga"])
+    separate = score_model(model, batches, ["zico", "lga"], share=False)
+    assert alone is not None
+    assert shared["zico"].value == pytest.approx(alone, rel=1e-6)
+    assert_same_values(shared, separate)
+
+
+def test_lga_pays_for_batch_0s_forward_only_when_no_reader_of_it_is_scored():
+    """LGA's NTK forwards images of its own after that forward; it needs the copy the forward
+    left, not the forward's graph."""
+    entries = [PROXIES.get(n) for n in ("lga", "zico", "az_expressivity")]
+    charged = charged_passes(entries)
+    assert charged["lga"] == {"ntk"}
+    assert charged["zico"] == {"forward", "loss_grads", "second_batch"}
+    assert charged["az_expressivity"] == {"aznas"}
+    assert charged_passes(entries[::2])["lga"] == {"ntk", "forward"}
+
+
 def test_scores_are_deterministic_for_a_seed_and_keep_the_order_asked():
     model, batches = tiny_nb201(), make_batches((3, 8, 8))
     asked = ["zico", "synflow", "zen", "naswot"]
@@ -464,7 +493,31 @@ def test_every_proxy_scores_every_family(family, quantization):
     candidate = Candidate(architecture=TINY_ARCHS[family], quantization=quantization)
     model = candidate.build_model(num_classes=3, input_shape=(3, 8, 8))
     scores = score_model(model, make_batches((3, 8, 8)))
-    assert [n for n, s in scores.items() if s.value is None] == [], scores
+    flat = ["meco"] if family == "mlp" else []  # an MLP's outputs are vectors (meco's test)
+    assert [n for n, s in scores.items() if s.value is None] == flat, scores
+
+
+# Proxies that read the architecture, not only its size: two candidates of a family differ.
+SHAPE_BLIND = {"params", "flops"}
+OTHER_ARCHS = {
+    "nb201": {**TINY_ARCHS["nb201"], "cell": CELL.replace("nor_conv_1x1~0", "nor_conv_3x3~0")},
+    "macro": {**TINY_ARCHS["macro"], "depths": [2, 1], "kernel_sizes": [5, 3]},
+    "mlp": {**TINY_ARCHS["mlp"], "width": 24, "depth": 3},
+}
+
+
+@pytest.mark.parametrize("family", list(TINY_ARCHS))
+def test_every_proxy_tells_two_candidates_of_a_family_apart(family):
+    batches = make_batches((3, 8, 8), batch=20)
+    scores = [
+        score_model(Candidate(architecture=a).build_model(3, (3, 8, 8)), batches)
+        for a in (TINY_ARCHS[family], OTHER_ARCHS[family])
+    ]
+    # A proxy that fails on the family (meco on an MLP) is test_every_proxy_scores_every_family's.
+    ties = [
+        n for n, s in scores[0].items() if s.value is not None and s.value == scores[1][n].value
+    ]
+    assert [n for n in ties if n not in SHAPE_BLIND] == [], ties
 
 
 @pytest.mark.parametrize("norm", NORMS.names())

@@ -4,6 +4,7 @@ real NAS-Bench-201 cells that each ranks them with the sign its paper reports.""
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -82,6 +83,36 @@ def test_empirical_ntk_of_a_linear_model_is_outputs_times_the_input_gram():
     torch.testing.assert_close(theta, 3 * x.double() @ x.double().T, rtol=1e-5, atol=1e-6)
 
 
+def test_lgas_ntk_takes_every_weight_norm_scales_included_as_te_nas():
+    """TE-NAS's get_ntk_n keeps every parameter named 'weight': BatchNorm's scale too."""
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(), nn.Linear(144, 3)
+    )
+    nn.init.normal_(model[1].weight)  # scales of 1 would still count; these are not special
+    data = batches(batch=20)
+    x, y = data[0]
+    net = copy.deepcopy(model).train()
+    weights = [p for name, p in net.named_parameters() if name.endswith("weight")]
+    assert len(weights) == 3
+    expected = lga(empirical_ntk(net(x[:16]), weights), y[:16])
+    assert score_model(model, data, ["lga"])["lga"].value == pytest.approx(expected, rel=1e-6)
+
+
+def test_empirical_ntk_keeps_float32_rows_and_a_float64_gram():
+    g = torch.Generator().manual_seed(0)
+    layer = nn.Linear(300, 2, bias=False)
+    x = torch.randn(6, 300, generator=g) * 1e3
+    theta = empirical_ntk(layer(x), [layer.weight], chunk=7)  # columns in uneven chunks
+    assert theta.dtype == torch.float64
+    torch.testing.assert_close(theta, 2 * x.double() @ x.double().T, rtol=1e-6, atol=1e-3)
+
+
+def test_an_ntk_too_large_for_memory_fails_with_its_size():
+    layer = nn.Linear(10, 10, bias=False)
+    with pytest.raises(MemoryError, match="lga"):
+        empirical_ntk(layer(torch.randn(4, 10)), [layer.weight], max_bytes=4 * 100 * 4 - 1)
+
+
 # --- AZ-NAS ------------------------------------------------------------------------------------
 
 
@@ -110,6 +141,27 @@ def test_trainability_term_is_zero_for_a_norm_preserving_map_and_negative_otherw
 def test_aznas_stages_are_the_stem_and_every_cell():
     model = tiny_nb201()
     assert stage_modules(model) == [model.stem, *model.cells]
+
+
+def mlp(depth=2, width=16, activation="gelu", dropout=0.1, classes=3) -> nn.Module:
+    from winnow.search_space import Candidate
+
+    arch = {"family": "mlp", "depth": depth, "width": width, "activation": activation}
+    return Candidate(architecture={**arch, "dropout": dropout}).build_model(classes, (3, 8, 8))
+
+
+def test_aznas_stages_of_an_mlp_are_its_hidden_blocks():
+    # Linear -> norm -> activation -> dropout: one stage per block, read after the activation.
+    model = mlp(depth=3)
+    assert stage_modules(model) == [model[3], model[7], model[11]]
+
+
+def test_aznas_trainability_of_an_mlp_is_a_measured_gradient():
+    """The stage outputs are 2-D; the gradient between them is taken before any reshape."""
+    x = torch.randn(8, 3, 8, 8)
+    scores = [az_scores(mlp(width=w), x, seed=0).trainability for w in (8, 32)]
+    assert all(math.isfinite(s) and s > -100 for s in scores), scores
+    assert scores[0] != scores[1]
 
 
 def test_aznas_depends_on_the_seed_not_on_the_weights_or_the_data():
@@ -149,6 +201,12 @@ def test_meco_of_a_model_sums_every_module_output():
     assert score_model(model, data, ["meco"])["meco"].value == pytest.approx(total)
 
 
+def test_meco_of_a_flat_model_fails_rather_than_ties():
+    """An MLP's outputs for one image are vectors (one value per channel): no correlation."""
+    score = score_model(mlp(), batches(), ["meco"])["meco"]
+    assert score.value is None and "two or more" in score.error
+
+
 # --- SWAP --------------------------------------------------------------------------------------
 
 
@@ -163,6 +221,16 @@ def test_swap_score_agrees_with_unique_columns(samples):
         torch.uint8
     )
     assert swap_score(patterns) == torch.unique(patterns.T, dim=0).shape[0]
+
+
+def test_swap_score_never_holds_an_int64_copy_of_the_pattern_matrix():
+    from torch.profiler import ProfilerActivity, profile
+
+    patterns = (torch.rand(16, 200_000, generator=torch.Generator().manual_seed(0)) > 0.5).byte()
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        swap_score(patterns)
+    largest = max(event.cpu_memory_usage for event in prof.events())
+    assert largest < patterns.numel() * 8 / 4  # a whole int64 copy is 25.6 MB; one row 1.6 MB
 
 
 def test_size_regularisation_peaks_at_mu():
