@@ -30,7 +30,7 @@ from winnow.kernels import norms_torch
 from winnow.kernels.backend import use_triton
 
 KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
-MAX_CHANNELS = 8192  # the norm kernels hold a position's channels in one tile; more fall back
+MAX_CHANNELS = norms_torch.MAX_CHANNELS  # more channels than the kernels hold fall back
 # Device types whose autocast runs F.layer_norm and F.rms_norm in fp32 (torch's autocast
 # "fp32" list for CUDA); CPU's autocast has no rule for them: they run in the input's dtype.
 FP32_UNDER_AUTOCAST = ("cuda",)

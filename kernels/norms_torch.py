@@ -10,6 +10,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+# The norm kernels hold a position's channels in one tile (norms_triton); kept here, beside
+# the fallbacks, so that the entry points (norms) and the kernels read it without a cycle.
+MAX_CHANNELS = 8192
+
 
 def rms_norm_channels(
     x: torch.Tensor, weight: torch.Tensor | None = None, eps: float | None = None

@@ -24,7 +24,7 @@ import triton
 import triton.language as tl
 
 from winnow.kernels import backend
-from winnow.kernels.norms import MAX_CHANNELS  # the entry points fall back beyond it
+from winnow.kernels.norms_torch import MAX_CHANNELS  # the entry points fall back beyond it
 
 # Elements of one program's tile. Compiled, 4096 fp32 values keep a tile in registers at 4-8
 # warps; the interpreter runs each program in Python over numpy, so there a tile is large and
