@@ -267,14 +267,14 @@ def run(
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Every case and the epoch; ``epoch_steps`` bounds the epoch (default: a whole one on a
-    GPU, 4 steps in the interpreter)."""
+    GPU, one step in the interpreter, where a step of the default candidate takes minutes)."""
     interpreter = prepare_interpreter()
     if not backend.triton_available():
         raise RuntimeError("winnow bench kernels needs triton, which is not installed")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     small = device.type != "cuda"
     if small and epoch_steps is None:
-        epoch_steps = 4
+        epoch_steps = 1
     results = []
     cases = (
         *fake_quant_cases(device, small),

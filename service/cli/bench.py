@@ -33,6 +33,16 @@ from winnow.workers.pools import EXECUTORS
 # The executors with workers to count (inprocess runs trials in the caller: no second worker).
 _POOLS = [name for name in EXECUTORS.names() if name != "inprocess"]
 
+
+def _print_to_stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _stderr_progress(quiet: bool) -> Any:
+    """A benchmark's progress callback: lines on stderr (the JSON goes to stdout), or None."""
+    return None if quiet else _print_to_stderr
+
+
 # --- winnow bench proxies, hashing ----------------------------------------------------------
 
 
@@ -260,15 +270,12 @@ def cmd_bench_supernet_quant(args: argparse.Namespace) -> int:
     if args.candidates < 2:
         raise ValueError("--candidates must be at least 2 (a rank correlation needs two)")
 
-    def progress(line: str) -> None:
-        print(line, file=sys.stderr, flush=True)
-
     result = run(
         args.candidates,
         args.seed,
         args.minutes,
         ablation=not args.no_ablation,
-        progress=None if args.quiet else progress,
+        progress=_stderr_progress(args.quiet),
     )
     print_json(result)
     return 0
@@ -320,16 +327,13 @@ def cmd_bench_kernels(args: argparse.Namespace) -> int:
     """Each Triton kernel against its eager fallback, and a quantized nb201 epoch on and off."""
     from winnow.bench.kernels import run
 
-    def progress(line: str) -> None:
-        print(line, file=sys.stderr, flush=True)
-
     result = run(
         args.dataset,
         args.min_run_time,
         args.epoch_steps,
         args.channels,
         args.cells_per_stage,
-        progress=None if args.quiet else progress,
+        progress=_stderr_progress(args.quiet),
     )
     print_json(result)
     return 0
@@ -345,7 +349,7 @@ def _add_kernels(bench_commands: Any) -> None:
         "--epoch-steps",
         type=int,
         help="bound the end-to-end epoch to this many steps (default: a whole epoch on a GPU, "
-        "4 in the interpreter)",
+        "1 in the interpreter)",
     )
     bk.add_argument("--channels", type=int, default=16, help="the nb201 candidate's channels")
     bk.add_argument("--cells-per-stage", type=int, default=5, help="the nb201 candidate's depth")

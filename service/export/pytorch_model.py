@@ -81,6 +81,7 @@ EMBEDDABLE_MODULES = (
     "winnow.search_space.archs.nb201",
     "winnow.search_space.archs.nb201_canonical",
     "winnow.kernels.norms_torch",
+    "winnow.kernels.fake_quant_torch",
 )
 
 # What model.py imports, by the object the embedded code names (and under that name only).

@@ -116,7 +116,7 @@ def token(value: str) -> tuple:
 
 GET, CANCEL, FRONT = pb.GetSearchRequest, pb.CancelSearchRequest, pb.GetParetoFrontRequest
 LIST, TRIALS, WATCH = pb.ListSearchesRequest, pb.ListTrialsRequest, pb.WatchSearchRequest
-EXPORT = pb.ExportRecipeRequest
+EXPORT, IMPORTANCE = pb.ExportRecipeRequest, pb.GetImportanceRequest
 LONG_ID, MAX_ID = "x" * 10_000, "y" * 128
 INVALID, MISSING, OK, DENIED = C.INVALID_ARGUMENT, C.NOT_FOUND, C.OK, C.UNAUTHENTICATED
 
@@ -161,6 +161,9 @@ CASES = [
     case("auth-trials", "ListTrials", of(TRIALS, search_id="{done}"), DENIED, metadata=()),
     case("auth-front", "GetParetoFront", of(FRONT, search_id="{done}"), DENIED, metadata=()),
     case("auth-export", "ExportRecipe", of(EXPORT, search_id="{done}"), DENIED, metadata=()),
+    case(
+        "auth-importance", "GetImportance", of(IMPORTANCE, search_id="{done}"), DENIED, metadata=()
+    ),
     # --- SubmitSearch: the spec's text --------------------------------------------------------
     case("spec-empty", "SubmitSearch", submit(""), INVALID),
     case("spec-blank", "SubmitSearch", submit(" \n\t "), INVALID),
@@ -372,6 +375,7 @@ CASES = [
             ("ListTrials", TRIALS),
             ("WatchSearch", WATCH),
             ("ExportRecipe", EXPORT),
+            ("GetImportance", IMPORTANCE),
         ]
         for label, value, code in [
             ("empty-id", "", INVALID),
@@ -381,6 +385,18 @@ CASES = [
         ]
     ),
     case("GetSearch-id-sql", "GetSearch", of(GET, search_id="' OR '1'='1"), MISSING),
+    case(
+        "importance-evaluator-huge",
+        "GetImportance",
+        of(IMPORTANCE, search_id="{done}", evaluator="e" * 100_000),
+        INVALID,
+    ),
+    case(
+        "importance-epochs-negative",
+        "GetImportance",
+        of(IMPORTANCE, search_id="{done}", epochs=-1),
+        INVALID,
+    ),
     case("GetSearch-id-nul", "GetSearch", of(GET, search_id="a\x00b"), MISSING),
     case(
         "GetSearch-id-unicode-128", "GetSearch", of(GET, search_id="ü" * 128), MISSING, short=True
