@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -55,19 +56,19 @@ def median_seconds(fn: Callable[[], Any], min_run_time: float) -> float:
 
 @dataclass(frozen=True)
 class Case:
-    """One kernel on one shape: ``make(mode)`` returns a callable that does the work once under
-    that kernel mode and returns the tensors compared between the modes."""
+    """One kernel on one shape: ``make()``, called under a kernel mode, returns a callable that
+    does the work once and returns the tensors compared between the modes."""
 
     kernel: str
     shape: str
-    make: Callable[[str], Callable[[], tuple[Tensor, ...]]]
+    make: Callable[[], Callable[[], tuple[Tensor, ...]]]
 
 
 def run_case(case: Case, min_run_time: float) -> dict[str, Any]:
     timings, outputs = {}, {}
     for mode in (EAGER, KERNEL):
         with use_kernels(mode):
-            work = case.make(mode)
+            work = case.make()
             outputs[mode] = [t.detach().clone() for t in work()]
             timings[mode] = median_seconds(work, min_run_time)
     pairs = list(zip(outputs[EAGER], outputs[KERNEL], strict=True))
@@ -118,13 +119,13 @@ def fake_quant_cases(device: torch.device, small: bool) -> Iterator[Case]:
         name = f"fake_quant weight w{bits} {'per_channel' if per_channel else 'per_tensor'}"
         name += " symmetric" if symmetric else " affine"
 
-        def make(mode: str, bits=bits, per_channel=per_channel, symmetric=symmetric):
+        def make(bits=bits, per_channel=per_channel, symmetric=symmetric):
             x = _seeded(weight, device).requires_grad_()
             return _forward_backward(lambda t: fake_quantize(t, bits, per_channel, symmetric), [x])
 
         yield Case(name, "x".join(map(str, weight)), make)
 
-    def make_activation(mode: str):
+    def make_activation():
         x = _seeded(activation, device).requires_grad_()
         low, high = torch.tensor(-2.0, device=device), torch.tensor(2.5, device=device)
         return _forward_backward(lambda t: fake_quantize_with_range(t, low, high, 8, False), [x])
@@ -142,20 +143,20 @@ def norm_cases(device: torch.device, small: bool) -> Iterator[Case]:
     shape = (8, 16, 16, 16) if small else (128, 64, 32, 32)
     channels = shape[1]
 
-    def make_rms(mode: str):
+    def make_rms():
         x, w = (
             _seeded(shape, device).requires_grad_(),
             _seeded((channels,), device).requires_grad_(),
         )
         return _forward_backward(lambda t, g: rms_norm_channels(t, g, 1e-6), [x, w])
 
-    def make_layer(mode: str):
+    def make_layer():
         x = _seeded(shape, device).requires_grad_()
         w, b = _seeded((channels,), device).requires_grad_(), _seeded((channels,), device)
         b.requires_grad_()
         return _forward_backward(lambda t, g, c: layer_norm_channels(t, g, c, 1e-5), [x, w, b])
 
-    def make_statistics(mode: str):
+    def make_statistics():
         x = _seeded(shape, device)
         return lambda: tuple(batch_norm_statistics(x))
 
@@ -176,7 +177,7 @@ def optimizer_cases(device: torch.device, small: bool) -> Iterator[Case]:
             yield Case(
                 f"optimizer step {name}",
                 f"{len(shapes)} tensors, {count} params",
-                lambda mode, name=name, shapes=shapes: _stepping(name, shapes, device),
+                lambda name=name, shapes=shapes: _stepping(name, shapes, device),
             )
 
 
@@ -240,8 +241,6 @@ def quantized_candidate(channels: int, cells_per_stage: int) -> Any:
 def epoch_seconds(
     mode: str, dataset_spec: str, device: torch.device, arch: tuple[int, int], steps: int | None
 ) -> float:
-    import time
-
     from winnow.records import Fidelity
     from winnow.search_space.datasets import load_dataset
     from winnow.search_space.training import seed_everything, synchronize, train

@@ -14,13 +14,16 @@ import contextlib
 import functools
 import importlib.util
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
+from typing import TypeVar
 
 import torch
 
 MODES = ("auto", "triton", "torch")
 ENV_VAR = "WINNOW_KERNELS"
+
+Entry = TypeVar("Entry", bound=Callable)
 
 _forced: ContextVar[str | None] = ContextVar("winnow_kernels_mode", default=None)
 
@@ -94,3 +97,14 @@ def _why_not(device: torch.device) -> str:
 def backend_name(device: torch.device | str) -> str:
     """``"triton"`` or ``"torch"``: what ``use_triton`` chooses, for reports and the bench."""
     return "triton" if use_triton(device) else "torch"
+
+
+def falls_back_to(fallback: Callable) -> Callable[[Entry], Entry]:
+    """Mark a kernel entry point with its torch fallback (``entry.torch_fallback``): the
+    pytorch export carries the fallback, which imports only torch, into ``model.py``."""
+
+    def mark(entry: Entry) -> Entry:
+        entry.torch_fallback = fallback
+        return entry
+
+    return mark

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from winnow.kernels import fake_quant_torch
-from winnow.kernels.backend import interpreting, use_triton
+from winnow.kernels.backend import falls_back_to, interpreting, use_triton
 from winnow.kernels.fake_quant_torch import (  # noqa: F401 - the names winnow has always used
     _MIN_SCALE,
     FLOAT_BITS,
@@ -46,17 +46,7 @@ def _kernel_runs(x: Tensor) -> bool:
 # ------------------------------------------------------------------------- the public functions
 
 
-def _falls_back_to(fallback):
-    """Name an entry point's torch fallback: the pytorch export carries it into model.py."""
-
-    def mark(entry):
-        entry.torch_fallback = fallback
-        return entry
-
-    return mark
-
-
-@_falls_back_to(fake_quant_torch.fake_quantize)
+@falls_back_to(fake_quant_torch.fake_quantize)
 def fake_quantize(
     x: Tensor, bits: int, per_channel: bool, symmetric: bool, axis: int = 0
 ) -> Tensor:
@@ -75,7 +65,7 @@ def fake_quantize(
     return _torch_fake_quantize(x, low, high, bits, symmetric, channel_axis)
 
 
-@_falls_back_to(fake_quant_torch.fake_quantize_with_range)
+@falls_back_to(fake_quant_torch.fake_quantize_with_range)
 def fake_quantize_with_range(
     x: Tensor, low: Tensor, high: Tensor, bits: int, symmetric: bool, axis: int | None = None
 ) -> Tensor:

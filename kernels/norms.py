@@ -21,13 +21,10 @@ fp64 (and empty) inputs take the fallback: the kernels accumulate in fp32.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TypeVar
-
 import torch
 
 from winnow.kernels import norms_torch
-from winnow.kernels.backend import use_triton
+from winnow.kernels.backend import falls_back_to, use_triton
 
 KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 MAX_CHANNELS = norms_torch.MAX_CHANNELS  # more channels than the kernels hold fall back
@@ -35,18 +32,8 @@ MAX_CHANNELS = norms_torch.MAX_CHANNELS  # more channels than the kernels hold f
 # "fp32" list for CUDA); CPU's autocast has no rule for them: they run in the input's dtype.
 FP32_UNDER_AUTOCAST = ("cuda",)
 
-Entry = TypeVar("Entry", bound=Callable)
 
-
-def _falls_back_to(fallback: Callable) -> Callable[[Entry], Entry]:
-    def mark(entry: Entry) -> Entry:
-        entry.torch_fallback = fallback
-        return entry
-
-    return mark
-
-
-@_falls_back_to(norms_torch.rms_norm_channels)
+@falls_back_to(norms_torch.rms_norm_channels)
 def rms_norm_channels(
     x: torch.Tensor, weight: torch.Tensor | None = None, eps: float | None = None
 ) -> torch.Tensor:
@@ -57,7 +44,7 @@ def rms_norm_channels(
     return norms_torch.rms_norm_channels(x, weight, eps)
 
 
-@_falls_back_to(norms_torch.layer_norm_channels)
+@falls_back_to(norms_torch.layer_norm_channels)
 def layer_norm_channels(
     x: torch.Tensor,
     weight: torch.Tensor | None = None,
@@ -71,7 +58,7 @@ def layer_norm_channels(
     return norms_torch.layer_norm_channels(x, weight, bias, eps)
 
 
-@_falls_back_to(norms_torch.batch_norm_statistics)
+@falls_back_to(norms_torch.batch_norm_statistics)
 def batch_norm_statistics(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(mean, var)`` per channel of ``x`` ([N, C, ...]) over all other dims; ``var`` biased
     (divided by the count, as BatchNorm normalizes with), both in ``x``'s dtype, but fp32 for
