@@ -37,11 +37,11 @@ def _body(search_ids: tuple[str, ...]) -> None:
     data = source.comparison_data(source.store().url, search_ids, versions)
     parts, shared = data["parts"], data["shared"]
     _objectives_note(parts, shared, data["same"])
+    final = data["history"].groupby("search")["hypervolume"].last().to_dict() if shared else {}
     if shared:
         _fronts(parts, shared)
-        _history(data["history"], shared)
+        _history(data["history"], shared, parts, final)
     st.subheader("Counts")
-    final = data["history"].groupby("search")["hypervolume"].last().to_dict() if shared else {}
     st.dataframe(
         comparison.counts_table(parts, final),
         hide_index=True,
@@ -88,11 +88,19 @@ def _fronts(parts: list, shared: list) -> None:
     )
 
 
-def _history(history, shared: list) -> None:
+def _history(history, shared: list, parts: list, final: dict[str, float]) -> None:
     st.subheader("Hypervolume against completed trials")
     if history.empty:
         st.info("No completed trials yet.")
         return
+    # the figure to compare, stated: where each curve ends
+    for column, part in zip(st.columns(len(parts)), parts, strict=True):
+        name = comparison.label(part)
+        column.metric(
+            f"shared hypervolume · {name}",
+            nav.fmt(final.get(name, 0.0)),
+            help=f"After its {part.progress['completed']:,} completed trials.",
+        )
     against = st.radio(
         "against", ["completed trials", "time"], horizontal=True, key="compare-against"
     )

@@ -206,7 +206,9 @@ def _importance_caption(found, evaluator: str) -> str:
         over = f"{found.trials:,}"
     left_out = ", ".join(found.left_out) or "none"
     noisy = " Fewer than 50 results: a hint, not a ranking." if found.noisy else ""
+    top, weight = next(iter(found.params.items()))  # the evaluator's order: most important first
     return (
+        f"Most important: {top} ({weight:.2f}). "
         f"{evaluator} (Optuna's importance evaluator) over {over} results trained for "
         f"{epochs_text(found.epochs)}, for {found.objective}, by decision path (one "
         "optimizer.lr whichever optimizer). An axis is the sum of its parameters', so an axis "
@@ -259,6 +261,22 @@ def parameters(data: dict, spec: SearchSpec) -> None:
     objective = right.selectbox("objective", names, key="slice-objective")
     direction = dict(zip(names, spec.directions, strict=True))[objective]
     st.plotly_chart(charts.slice_figure(frame, param, objective, direction), key="slice")
+    st.caption(_slice_caption(frame, param, objective, direction))
+
+
+def _slice_caption(frame: pd.DataFrame, param: str, objective: str, direction: str) -> str:
+    """What the slice plot holds: how many results have the decision, and the best of them."""
+    part = frame.dropna(subset=[param, objective])
+    if part.empty:
+        return f"No result has {param}."
+    best = part.loc[
+        part[objective].idxmax() if direction == "maximize" else part[objective].idxmin()
+    ]
+    return (
+        f"{len(part):,} results with {param}, one point each; the best {objective}, "
+        f"{nav.fmt(float(best[objective]))}, is trial #{int(best['number'])}'s, at {param} "
+        f"{nav.fmt(best[param])}."
+    )
 
 
 def timeline(url: str, search_id: str) -> None:

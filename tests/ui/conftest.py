@@ -1,5 +1,5 @@
 """Seeded stores for the dashboard's tests, the app under ``AppTest``, and a real dashboard
-server for the browser test."""
+server for the browser test (``serve``)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,12 +112,13 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.fixture
-def dashboard(seeded, tmp_path) -> Iterator[str]:
-    """``streamlit run`` on the seeded store, on a free loopback port; its base URL."""
+@contextmanager
+def serve(url: str, log_path: Path) -> Iterator[str]:
+    """``streamlit run`` on the store at ``url``, on a free loopback port; its base URL (the
+    browser test's dashboard, one per module)."""
     port = free_port()
-    env = os.environ | {"WINNOW_UI_DB": seeded.url, "WINNOW_UI_SERVER": ""}
-    log = (tmp_path / "streamlit.log").open("w")
+    env = os.environ | {"WINNOW_UI_DB": url, "WINNOW_UI_SERVER": ""}
+    log = log_path.open("w")
     process = subprocess.Popen(
         streamlit_command("127.0.0.1", port), env=env, stdout=log, stderr=subprocess.STDOUT
     )

@@ -1,19 +1,30 @@
 """End to end in a real headless Chromium (Debian's ``chromium`` and ``chromium-driver``,
-driven by Selenium; nothing is downloaded): the dashboard on a seeded store, the Search page's
-Pareto chart and numbers checked against the store, a click through to a trial, screenshots
-kept as test artifacts (``runs/test-artifacts/ui``, or ``$WINNOW_TEST_ARTIFACTS``).
-``WINNOW_UPDATE_SCREENSHOT=1`` also refreshes the README's ``docs/img/search-page.png``."""
+driven by Selenium; nothing is downloaded): the dashboard on a store of two seeded searches, one
+browser and one server for the module. The Search page's Pareto chart and numbers, its newer
+views (importance, parallel coordinates and slices, the timeline, range filters on the trial
+table) and the Compare page are each checked against the store; a click opens a trial.
+Screenshots are kept as test artifacts (``runs/test-artifacts/ui``, or
+``$WINNOW_TEST_ARTIFACTS``); ``WINNOW_UPDATE_SCREENSHOT=1`` also refreshes the README's copies
+in ``docs/img/``."""
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from tests.ui.conftest import serve
+from winnow.bench.seed import seed_search
+from winnow.records import TrialRecord
 from winnow.service.engine import readout
-from winnow.ui import nav
+from winnow.service.search_spec import SearchSpec
+from winnow.service.store import Store, reads, sqlite_url
+from winnow.ui import comparison, nav
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
@@ -37,14 +48,49 @@ FLAGS = [
 WAIT = 60  # seconds for the first page: Streamlit's server starts its session
 
 
-@pytest.fixture
-def browser(tmp_path):
+@dataclass
+class Stored:
+    """Two finished digits searches in one store: ``first`` (600 proposals, the one the Search
+    page tests open) and ``second`` (300, another seed), for the Compare page."""
+
+    url: str
+    store: Store
+    first: str
+    second: str
+
+    def spec(self, search_id: str) -> SearchSpec:
+        return SearchSpec.model_validate_json(self.store.search(search_id).spec_json)
+
+    def rows(self, search_id: str) -> list[TrialRecord]:
+        return self.store.trials(search_id)
+
+
+@pytest.fixture(scope="module")
+def stored(tmp_path_factory) -> Iterator[Stored]:
+    url = sqlite_url(tmp_path_factory.mktemp("browser") / "two.db")
+    store = Store(url)
+    first = seed_search(store, 600, seed=3)
+    second = seed_search(store, 300, seed=8, changes={"name": "seeded-digits-b"})
+    yield Stored(url, store, first, second)
+    store.close()
+
+
+@pytest.fixture(scope="module")
+def dashboard(stored, tmp_path_factory) -> Iterator[str]:
+    with serve(stored.url, tmp_path_factory.mktemp("streamlit") / "streamlit.log") as base:
+        yield base
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    """One Chromium for the module: each test opens its page by URL (a session of its own)."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in [*FLAGS, f"--user-data-dir={tmp_path / 'chromium-profile'}"]:
+    profile = tmp_path_factory.mktemp("chromium-profile")
+    for flag in [*FLAGS, f"--user-data-dir={profile}"]:
         options.add_argument(flag)
     driver = webdriver.Chrome(options=options, service=Service(executable_path=DRIVER))
     yield driver
@@ -97,14 +143,14 @@ def _front_point(driver):
     return max(driver.execute_script(FRONT_POINTS), key=lambda found: found[2])[0]
 
 
-def test_search_page_in_chromium(dashboard, browser, seeded, artifacts):
+def test_search_page_in_chromium(dashboard, browser, stored, artifacts):
     from selenium.webdriver.common.action_chains import ActionChains
 
-    browser.get(f"{dashboard}/?search={seeded.search_id}")
+    browser.get(f"{dashboard}/?search={stored.first}")
     _wait(browser, lambda d: _css(d, ".js-plotly-plot .scatterlayer path.point"))
     _wait(browser, lambda d: len(_shown_metrics(d)) >= 6)
     shown = _shown_metrics(browser)
-    progress = readout.progress(seeded.spec(), seeded.rows())
+    progress = readout.progress(stored.spec(stored.first), stored.rows(stored.first))
     assert shown["training runs"] == progress["trained"]
     assert shown["candidates"] == progress["candidates"]
     assert shown["proposals"] == progress["proposals"]
@@ -115,7 +161,10 @@ def test_search_page_in_chromium(dashboard, browser, seeded, artifacts):
     _screenshot(browser, artifacts / "search-page.png")
     _next_table_page(browser)
 
-    front = {p["trial_id"] for p in readout.pareto(seeded.spec(), seeded.rows())["points"]}
+    front = {
+        p["trial_id"]
+        for p in readout.pareto(stored.spec(stored.first), stored.rows(stored.first))["points"]
+    }
     ActionChains(browser).move_to_element(_front_point(browser)).click().perform()
     _wait(browser, lambda d: "trial=" in d.current_url)
     number = int(browser.current_url.split("trial=")[1].split("&")[0])
@@ -123,6 +172,149 @@ def test_search_page_in_chromium(dashboard, browser, seeded, artifacts):
     _wait(browser, lambda d: any(h.text == f"Trial {number}" for h in _css(d, "h1")))
     _wait(browser, lambda d: "Metrics at every fidelity" in d.page_source)
     _screenshot(browser, artifacts / "trial-page.png")
+
+
+def test_compare_page_in_chromium(dashboard, browser, stored, artifacts):
+    ids = [stored.first, stored.second]
+    browser.get(f"{dashboard}/?compare={','.join(ids)}")
+    _wait(browser, lambda d: len(_css(d, ".js-plotly-plot")) >= 2)
+    _wait(browser, lambda d: len(_shown_metrics(d)) >= 2)
+    specs = [stored.spec(i) for i in ids]
+    done = {
+        i: [c.values for c in readout.completed_trials(stored.spec(i), stored.rows(i))] for i in ids
+    }
+    shared = comparison.shared_objectives(specs)
+    fixed = comparison.shared_reference(shared, specs, [p for i in ids for p in done[i]])
+    shown, sizes = _shown_metrics(browser), _caption(browser, "Front points:")
+    for search_id in ids:
+        name = f"{stored.store.search(search_id).name} ({search_id})"
+        progress = readout.progress(stored.spec(search_id), stored.rows(search_id))
+        assert f"{name} {progress['front_size']:,}" in sizes
+        final = readout.hypervolume_history(fixed, done[search_id])[-1]
+        assert shown[f"shared hypervolume · {name}"] == pytest.approx(final, rel=1e-5)
+    _screenshot(browser, artifacts / "compare-page.png")
+
+
+def test_search_page_views_in_chromium(dashboard, browser, stored, artifacts):
+    """Importance (on request), parallel coordinates and the slice plot, each caption's
+    numbers against the store's top-rung results."""
+    from winnow.service.engine import importance
+
+    spec, top = stored.spec(stored.first), stored.spec(stored.first).strategy.rungs[-1]
+    browser.get(f"{dashboard}/?search={stored.first}")
+    _wait(browser, lambda d: _caption(d, "one line each"))
+    trained = reads.trained(stored.store, stored.first)
+    at_top = trained[trained["epochs"] == top]
+    results = [m for m in at_top["metrics"] if all(o.name in m for o in spec.objectives)]
+    assert f"{len(results):,} results trained for {top} epochs, one line each" in _caption(
+        browser, "one line each"
+    )
+
+    _click_label(browser, "Compute importance")
+    text = _wait(browser, lambda d: _caption(d, "Most important:"))
+    accuracy = spec.objectives[0]
+    pairs = [
+        (c, m.get(accuracy.name))
+        for c, m in zip(at_top["candidate"], at_top["metrics"], strict=True)
+    ]
+    found = importance.fidelity_importance(spec.search_space, top, accuracy, pairs)
+    first, weight = next(iter(found.params.items()))
+    assert text.startswith(f"Most important: {first} ({weight:.2f}).")
+    assert f"over {found.trials:,} results" in text
+    _scroll_to_heading(browser, "Parameter importance")
+    _screenshot(browser, artifacts / "search-parameters.png")
+
+    sliced = _wait(browser, lambda d: _caption(d, "results with "))
+    param = re.match(r"[\d,]+ results with (\S+), one point each", sliced)[1]
+    decided = [readout.decisions(spec.search_space, c) for c in at_top["candidate"]]
+    having = [
+        (m, d[param])
+        for m, d in zip(at_top["metrics"], decided, strict=True)
+        if d.get(param) is not None
+    ]
+    best = max(m[accuracy.name] for m, _ in having)
+    assert sliced.startswith(f"{len(having):,} results with {param}, one point each")
+    assert f"the best {accuracy.name}, {nav.fmt(best)}, is trial #" in sliced
+
+
+def test_timeline_and_range_filter_in_chromium(dashboard, browser, stored, artifacts):
+    """The timeline's run count and lanes, and a metric range narrowing the trial table to the
+    store's rows in that range."""
+    rows = stored.rows(stored.first)
+    browser.get(f"{dashboard}/?search={stored.first}")
+    caption = _wait(browser, lambda d: _caption(d, "finished runs"))
+    ran = [r for r in rows if r.finished_at is not None and not r.reused]
+    assert f"{min(len(ran), 2000):,} finished runs" in caption  # source.TIMELINE_RUNS
+    assert f"seed · cpu: {_most_at_once(ran)} at once" in caption
+
+    _choose(browser, "ranges on", "accuracy")
+    _type(browser, "accuracy at least", "0.9")
+    kept = sum(1 for r in rows if r.metrics.get("accuracy", float("-inf")) >= 0.9)
+    assert 0 < kept < len(rows)
+    _wait(browser, lambda d: f"· {kept:,} rows" in _body_text(d))
+    _scroll_to_heading(browser, "Timeline of runs per worker")
+    _screenshot(browser, artifacts / "search-timeline-table.png")
+
+
+def _most_at_once(runs: list[TrialRecord]) -> int:
+    """The most runs overlapping in time (a run starting as another ends does not overlap)."""
+    ends = [(r.finished_at, 0) for r in runs] + [(r.finished_at - r.seconds, 1) for r in runs]
+    most = now = 0
+    for _, starts in sorted(ends):
+        now += 1 if starts else -1
+        most = max(most, now)
+    return most
+
+
+def _body_text(driver) -> str:
+    from selenium.webdriver.common.by import By
+
+    return driver.find_element(By.TAG_NAME, "body").text
+
+
+def _caption(driver, part: str) -> str:
+    """The first caption holding ``part`` ("" while there is none)."""
+    for caption in _css(driver, '[data-testid="stCaptionContainer"]'):
+        if part in caption.text:
+            return caption.text
+    return ""
+
+
+def _widget(driver, testid: str, label: str):
+    from selenium.webdriver.common.by import By
+
+    path = f"//div[@data-testid='{testid}'][.//label//p[text()='{label}']]"
+    found = _wait(driver, lambda d: d.find_elements(By.XPATH, path))[0]
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", found)
+    return found
+
+
+def _click_label(driver, label: str) -> None:
+    """A checkbox or toggle, by its label."""
+    _widget(driver, "stCheckbox", label).find_element("css selector", "label").click()
+
+
+def _choose(driver, label: str, option: str) -> None:
+    """A multiselect's option, typed and taken with Enter."""
+    from selenium.webdriver.common.keys import Keys
+
+    field = _widget(driver, "stMultiSelect", label).find_element("css selector", "input")
+    field.click()
+    field.send_keys(option, Keys.ENTER, Keys.ESCAPE)
+
+
+def _type(driver, label: str, text: str) -> None:
+    from selenium.webdriver.common.keys import Keys
+
+    field = _widget(driver, "stTextInput", label).find_element("css selector", "input")
+    field.send_keys(text, Keys.ENTER)
+
+
+def _scroll_to_heading(driver, text: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    heading = driver.find_element(By.XPATH, f"//h3[.//text()='{text}'] | //h3[text()='{text}']")
+    driver.execute_script("arguments[0].scrollIntoView({block: 'start'});", heading)
 
 
 def _next_table_page(driver) -> None:
@@ -139,12 +331,12 @@ def _next_table_page(driver) -> None:
 def _screenshot(driver, path: Path) -> None:
     driver.save_screenshot(str(path))
     assert path.stat().st_size > 10_000  # a drawn page, not a blank one
-    if path.name == "search-page.png" and os.environ.get("WINNOW_UPDATE_SCREENSHOT") == "1":
+    if os.environ.get("WINNOW_UPDATE_SCREENSHOT") == "1":
         _small_copy(path, ROOT / "docs" / "img" / path.name)
 
 
 def _small_copy(source: Path, target: Path) -> None:
-    """The README's copy: a palette PNG, well under 300 KB."""
+    """The README's copy: a palette PNG, well under 400 KB."""
     from PIL import Image
 
     target.parent.mkdir(parents=True, exist_ok=True)
