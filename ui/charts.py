@@ -252,8 +252,9 @@ def importance_figure(params: dict[str, float], axis_of) -> go.Figure:
     )
     figure.update_layout(
         xaxis_title="importance (sums to 1)",
-        height=max(220, 28 * len(names) + 80),
-        margin={"l": 10, "r": 10, "t": 10, "b": 10},
+        height=max(220, 28 * len(names) + 100),
+        # room above the top bar for plotly's toolbar, which covered its value
+        margin={"l": 10, "r": 10, "t": 36, "b": 10},
     )
     return figure
 
