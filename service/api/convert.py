@@ -73,7 +73,11 @@ def search_message(
         message.progress.evidence_ladder.extend(ladder_tier(tier) for tier in ladder)
         if leader is not None:
             trial_id = int32(leader["trial_id"])
+            names = list(leader["values"])  # a confirmed leader's figures of each
+            confirmed = confirmed_message(leader, names)
             point = pb.ParetoPoint(trial_id=trial_id, objectives=leader["values"])
+            if confirmed is not None:
+                point.confirmed.CopyFrom(confirmed)
             message.progress.leader.CopyFrom(point)
     return message
 
@@ -197,12 +201,16 @@ def importance_message(found: Any, evaluator: str, min_trials: int) -> pb.Import
 
 
 def progress_dict(progress: pb.Progress) -> dict[str, Any]:
-    """``leader``: None when the front is empty (or the server predates leaders);
+    """``leader``: None when the front is empty (or the server predates leaders); a
+    confirmed one with ``confirmed``, ``single_run``, ``on_confirmed_front``;
     ``front_epochs``: None when empty, below ``top_epochs`` when the front is a lower rung's;
     ``evidence_ladder``: ``Engine.progress``'s (empty from a server that predates it)."""
     leader = None
     if progress.HasField("leader"):
-        leader = {"trial_id": progress.leader.trial_id, "values": dict(progress.leader.objectives)}
+        values = dict(progress.leader.objectives)
+        leader = {"trial_id": progress.leader.trial_id, "values": values}
+        if progress.leader.HasField("confirmed"):  # its means: readout.front_leader
+            leader |= confirmed_dict(progress.leader.confirmed, values)
     return {
         "trained": progress.trained,
         "candidates": progress.candidates,

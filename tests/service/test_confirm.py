@@ -151,12 +151,38 @@ def test_an_oracle_search_refuses_confirmation_before_it_is_stored(store, tmp_pa
     check_executor(spec_of(), oracle)  # without confirmation an oracle is fine
 
 
-def test_the_fronts_best_recipes_are_confirmed_once_each():
-    spec = spec_of({"top_k": 2})
+def test_the_fronts_recipes_are_confirmed_once_each():
+    spec = spec_of({"top_k": 3})
     ids, keys = [10, 11, 12, 13], ["a", "a", "b", "c"]  # 11 is 10's recipe again
     points = [[0.9, 200.0], [0.9, 200.0], [0.8, 100.0], [0.7, 50.0]]
-    assert to_confirm(spec, ids, points, keys) == [10, 12]
+    assert sorted(to_confirm(spec, ids, points, keys)) == [10, 12, 13]  # 11: 10's, no slot
+    assert to_confirm(spec_of({"top_k": 1}), ids, points, keys) == [10]  # the best accuracy
     assert to_confirm(spec_of(), ids, points, keys) == []  # off
+
+
+def test_top_k_of_a_two_objective_front_takes_its_ends_then_its_most_isolated_points():
+    """A front from accurate-but-large to small-but-rough: top_k 3 confirms both ends (each
+    objective's best) and then the point with the widest gap around it, not the three most
+    accurate recipes (which would leave every small recipe a single run)."""
+    ids = [0, 1, 2, 3, 4, 5, 6]
+    accuracy = [0.95, 0.94, 0.93, 0.92, 0.80, 0.70, 0.60]
+    params = [900.0, 800.0, 700.0, 600.0, 300.0, 200.0, 100.0]
+    points = [[a, p] for a, p in zip(accuracy, params, strict=True)]
+    points.append([0.50, 950.0])  # dominated: never confirmed
+    ids.append(7)
+    keys = [f"r{n}" for n in ids]
+    spread = to_confirm(spec_of({"top_k": 3}), ids, points, keys)
+    assert spread[:2] == [0, 6]  # the ends, the most accurate first
+    # the third: the largest normalised gap between its neighbours, computed here
+    gaps = {
+        n: (accuracy[n - 1] - accuracy[n + 1]) / 0.35 + (params[n - 1] - params[n + 1]) / 800
+        for n in range(1, 6)
+    }
+    assert spread[2] == max(gaps, key=gaps.get) == 4
+    assert 7 not in to_confirm(spec_of({"top_k": 8}), ids, points, keys)
+    # with the first objective minimised the ends come smallest first
+    flipped = spec_of({"top_k": 2}, objectives=list(reversed(TWO_OBJECTIVES)))
+    assert to_confirm(flipped, ids, [[p, a] for a, p in points], keys) == [6, 0]
 
 
 # --- the engine -------------------------------------------------------------------------------
@@ -170,11 +196,13 @@ def test_the_engine_confirms_the_fronts_top_k_with_further_seeds(store):
     rows = store.trials(engine.search_id)
     assert engine.progress()["confirm_runs"] == engine.progress()["confirm_done"] == 6
     singles = [r for r in rows if r.stage == "train"]
-    recipes: dict[str, int] = {}  # the front's best two recipes by accuracy (twins once)
+    recipes: dict[str, int] = {}  # the front's recipes by accuracy (twins once)
     for point in readout.pareto(spec, singles)["points"]:
         recipes.setdefault(engine.tracked[point["trial_id"]].candidate.key, point["trial_id"])
     runs = confirm_rows(rows)
-    chosen = sorted(list(recipes.values())[:2])
+    assert len(recipes) > 2  # a front to choose from
+    ends = list(recipes.values())
+    chosen = sorted([ends[0], ends[-1]])  # top_k 2: the most accurate and the smallest
     assert sorted({r.number for r in runs}) == chosen
     assert sorted(confirm_seed(r.stage) for r in runs) == sorted([1, 2, 3] * 2)
     assert all(r.status == Status.OK and r.epochs == 1 and r.rung == 0 for r in runs)
@@ -227,9 +255,10 @@ def test_a_minimised_first_objective_confirms_and_orders_the_smallest_first(stor
     engine.run()
     rows = store.trials(engine.search_id)
     singles = readout.pareto(spec, [r for r in rows if r.stage == "train"])["points"]
-    smallest = sorted({p["params"] for p in singles})[:2]
+    ends = [min(p["params"] for p in singles), max(p["params"] for p in singles)]
     by_params = {p["params"]: p["trial_id"] for p in reversed(singles)}  # the earliest of equals
-    assert sorted({r.number for r in confirm_rows(rows)}) == sorted(by_params[v] for v in smallest)
+    assert len(by_params) > 2  # the front's two ends are confirmed, its middle not
+    assert sorted({r.number for r in confirm_rows(rows)}) == sorted(by_params[v] for v in ends)
     points = readout.pareto(spec, rows)["points"]
     confirmed = [p for p in points if "confirmed" in p]
     assert [p["params"] for p in confirmed] == sorted(p["params"] for p in confirmed)
