@@ -11,7 +11,14 @@ import json
 import math
 from typing import Any
 
-from winnow.records import EventRecord, SearchRecord, SearchStatus, Status, TrialRecord
+from winnow.records import (
+    EventRecord,
+    SearchRecord,
+    SearchStatus,
+    Status,
+    TrialRecord,
+    importance_warning,
+)
 from winnow.service.export import recipe as export_recipe
 from winnow.v1 import search_pb2 as pb
 
@@ -333,7 +340,8 @@ def front_dict(front: pb.ParetoFront) -> dict[str, Any]:
 
 def importance_dict(report: pb.ImportanceReport) -> dict[str, Any]:
     """``{"evaluator", "min_trials", "importances": [{"epochs", "objective", "trials",
-    "results", "params": {name: importance} (highest first), "left_out": [...]}]}``."""
+    "results", "params": {name: importance} (highest first), "left_out": [...], "warning"}]}``
+    (``warning``: ``records.importance_warning``, None over enough results)."""
     return {
         "evaluator": report.evaluator,
         "min_trials": report.min_trials,
@@ -345,6 +353,8 @@ def importance_dict(report: pb.ImportanceReport) -> dict[str, Any]:
                 "results": i.results,
                 "params": {p.name: p.importance for p in i.params},
                 "left_out": list(i.left_out),
+                # fewer than 50 results: the dashboard's caution, for every reader
+                "warning": importance_warning(i.trials),
             }
             for i in report.importances
         ],

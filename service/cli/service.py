@@ -179,6 +179,8 @@ def importance_table(report: dict[str, Any]) -> str:
             lines.append("  (the objective does not vary)")
         if item["left_out"]:
             lines.append(f"  left out (not in every trial): {', '.join(item['left_out'])}")
+        if item.get("warning"):  # as the dashboard's bars warn
+            lines.append(f"  warning: {item['warning']}")
     return "\n".join(lines)
 
 

@@ -474,7 +474,12 @@ def test_a_digits_search_with_confirmation_stores_figures_of_three_seeds(
     points = json.loads(capsys.readouterr().out)
     assert points and all(p["confirmed"]["seeds"] == 3 for p in points)
     assert main(["status", search_id, *address]) == 0
-    assert f"front confirmed: {3 * len(points)} runs" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"front confirmed: {3 * len(points)} runs" in out
+    # one statement: the confirmed leader's means, not the single runs' bests beside them
+    leader = points[0]
+    assert f"best accuracy (confirmed, mean of 3 seeds): #{leader['trial_id']} " in out
+    assert "per-objective" not in out
     assert main(["pareto", search_id, *address]) == 0
     assert "means of 3 seeds" in capsys.readouterr().out
     rows = server.store.trials(search_id)
@@ -486,3 +491,60 @@ def test_a_digits_search_with_confirmation_stores_figures_of_three_seeds(
         assert figures["std"] == pytest.approx(statistics.stdev(accuracy))
         assert figures["lower"] == pytest.approx(t_bound(accuracy, "maximize"))
         assert point["accuracy"] == pytest.approx(figures["mean"])
+
+
+# --- the time budget stops the confirmation ---------------------------------------------------
+
+
+class SlowSeedWorld(SeededWorld):
+    """Each confirmation run reports ``cost`` device seconds (and moves ``clock``, a stand-in
+    for the engine's ``time.perf_counter``, as far); the search's own runs next to nothing."""
+
+    def __init__(self, cost: float, clock: list[float]) -> None:
+        super().__init__()
+        self.cost, self.clock = cost, clock
+
+    def __call__(self, spec, on_epoch=None) -> TrialResult:
+        result = super().__call__(spec, on_epoch)
+        if spec.stage == "train" and spec.seed != 0:
+            self.clock[0] += self.cost
+            result.seconds = self.cost
+        return result
+
+
+@pytest.mark.parametrize("limit", ["max_device_seconds", "max_seconds"])
+def test_the_time_budget_stops_the_confirmation_and_the_front_says_what_each_got(
+    store, monkeypatch, limit
+):
+    from winnow.service.engine import engine as engine_module
+
+    clock = [0.0]
+    monkeypatch.setattr(engine_module.time, "perf_counter", lambda: clock[0])
+    budget = {"max_trials": 6, limit: 150}  # the search's runs take ~0 s; 100 s a confirming
+    spec = spec_of({"top_k": 2, "seeds": 3}, budget=budget)
+    engine = Engine.create(spec, store, InProcessExecutor(SlowSeedWorld(100.0, clock)))
+    assert engine.run().status == SearchStatus.FINISHED
+    rows = store.trials(engine.search_id)
+    runs = confirm_rows(rows)
+    assert len(runs) == 2 and all(r.status == Status.OK for r in runs)  # 100 s, then 200 s
+    (number,) = {r.number for r in runs}  # the plan's first recipe got two of its seeds
+    progress = readout.progress(spec, rows)
+    assert (progress["confirm_runs"], progress["confirm_done"]) == (6, 2)
+    points = readout.pareto(spec, rows)["points"]
+    confirmed = [p for p in points if "confirmed" in p]  # the recipe and any twin of it
+    assert points[0]["trial_id"] == number and points[0]["confirmed"]["seeds"] == 2  # not 3
+    assert all(p["candidate"] == points[0]["candidate"] for p in confirmed)
+    planned = to_confirm(spec, *readout_front(spec, rows))
+    assert number == planned[0] and len(planned) == 2  # the other one stays a single run
+    assert planned[1] not in {p["trial_id"] for p in confirmed}
+    stopped = [e.payload for e in store.events(engine.search_id) if e.kind == "confirm_stopped"]
+    assert stopped == [{"trials": sorted(planned), "seeds": [1, 2, 3], "runs": 6} | stopped[0]]
+    assert (stopped[0]["done"], stopped[0]["left"]) == (2, 4)
+
+
+def readout_front(spec, rows):
+    """The front's trial ids, points and recipes, as the engine plans the confirmation."""
+    from winnow.service.engine.confirmed import row_identity
+
+    _, done = readout.front_trials(spec, rows)
+    return [c.trial_id for c in done], [c.values for c in done], [row_identity(c.row) for c in done]
