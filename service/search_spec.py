@@ -373,7 +373,7 @@ class Confirm(_Strict):
     one-sided 95 % Student-t bound on the bad side of the mean (``lower``: below the mean for
     an objective to maximise, above it for one to minimise) over the confirmation runs alone:
     the run that put the recipe on the front is left out, since it was selected for being
-    good. The final front, its leader (``winnow status``, ``winnow list``, the dashboard) and
+    good. The final front, its leader (``winnow status``, gRPC ``ListSearches``, the dashboard) and
     ``winnow export`` use the means; a recipe whose mean another confirmed recipe's dominates
     is shown as off the front. It runs up to ``top_k`` x ``seeds`` top-rung trainings after
     ``max_trials`` and ``max_epochs``, within the time budget: once ``max_seconds`` or
