@@ -9,7 +9,9 @@ bar (``winnow submit --wait``, ``Search.wait(progress=True)``), ``winnow status`
 - :func:`front_text` names one trial's values, never a mix: ``front 3 points; best accuracy:
   #12 accuracy=0.98 model_bytes=8010`` (the front's leader, ``readout.front_leader``). Each
   objective's own best, which usually comes from different trials, is labelled so
-  (:func:`per_objective_text`).
+  (:func:`per_objective_text`). A confirmed leader (``strategy.confirm``) is labelled as a mean:
+  ``best accuracy (confirmed, mean of 3 seeds): #11 ...``, and the status line
+  (:func:`status_front_text`) then shows it alone.
 - :func:`ladder_text` names the evidence ladder: ``Kendall tau against 12 screened, completed:
   params 0.61, synflow 0.48 (below params), ensemble 0.66 (n=7)``.
 
@@ -118,7 +120,30 @@ def front_text(progress: Mapping[str, Any], order: Sequence[str], digits: int = 
     points = f"{size} point{'s' if size != 1 else ''}"
     note = front_note(progress.get("front_epochs"), progress.get("top_epochs") or 0)
     where = f"; {note}" if note else ""  # a lower rung's front says so
-    return f"front {points}{where}; best {first}: #{leader['trial_id']} {values}"
+    label = f"best {first}{_confirmed(leader)}"  # a confirmed leader's values are means
+    return f"front {points}{where}; {label}: #{leader['trial_id']} {values}"
+
+
+def _confirmed(leader: Mapping[str, Any]) -> str:
+    """`` (confirmed, mean of 3 seeds)`` for a confirmed leader (``readout.front_leader``:
+    its values are means), empty for a single run's."""
+    confirmed = leader.get("confirmed")
+    if confirmed is None:
+        return ""
+    seeds = confirmed["seeds"]
+    return f" (confirmed, mean of {seeds} seed{'s' if seeds != 1 else ''})"
+
+
+def status_front_text(progress: Mapping[str, Any], order: Sequence[str], digits: int = 4) -> str:
+    """The status line's one statement of the front: :func:`front_text`, and with several
+    objectives each one's best (:func:`per_objective_text`), labelled as single runs; once
+    the leader is confirmed, its means alone (the single runs' bests are another measure,
+    and beside a mean they read as a second answer)."""
+    text = front_text(progress, order, digits)
+    leader = progress.get("leader")
+    if len(order) > 1 and leader is not None and leader.get("confirmed") is None:
+        text += "; " + per_objective_text(progress, order, digits)
+    return text
 
 
 def per_objective_text(progress: Mapping[str, Any], order: Sequence[str], digits: int = 4) -> str:
@@ -132,17 +157,20 @@ def per_objective_text(progress: Mapping[str, Any], order: Sequence[str], digits
     return f"per-objective best (different trials): {_values(best, order, digits, ', ')}"
 
 
-def confirm_text(progress: Mapping[str, Any]) -> str:
+def confirm_text(progress: Mapping[str, Any], ended: bool = False) -> str:
     """``confirming the front: 4/15 runs`` (``strategy.confirm``), ``front confirmed: 15 runs``
-    once done; empty before the confirmation began."""
+    once done; for a search that ``ended`` short of its plan (its time budget spent, or
+    cancelled), ``front partly confirmed: 4/15 runs (each recipe's mean counts the seeds it
+    got)``; empty before the confirmation began."""
     runs, done = progress.get("confirm_runs") or 0, progress.get("confirm_done") or 0
     if not runs:
         return ""
-    return (
-        f"front confirmed: {runs} runs"
-        if done >= runs
-        else f"confirming the front: {done}/{runs} runs"
-    )
+    if done >= runs:
+        return f"front confirmed: {runs} runs"
+    if ended:
+        seeds = "each recipe's mean counts the seeds it got"
+        return f"front partly confirmed: {done}/{runs} runs ({seeds})"
+    return f"confirming the front: {done}/{runs} runs"
 
 
 def ladder_text(progress: Mapping[str, Any], digits: int = 2) -> str:

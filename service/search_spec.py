@@ -366,21 +366,29 @@ MAX_CONFIRM_SEEDS = 100  # further training runs per confirmed recipe
 
 class Confirm(_Strict):
     """Confirmation of the front (off unless given; ``confirm: {}`` takes the defaults). After
-    the budget, the front's recipes (its ``top_k`` best by the first objective when the front
-    is larger) are trained again at the top rung's epochs with ``seeds`` further seeds (the
-    spec's ``seed + 1``, ``+ 2``, ...), each run a trial of its own (stage ``confirm:<seed>``). Each
-    recipe's figures are the mean, sample standard deviation and a one-sided 95 % Student-t
-    bound on the bad side of the mean (``lower``: below the mean for an objective to
-    maximise, above it for one to minimise) over the confirmation runs alone: the run that
-    put the recipe on the front is left out, since it was selected for being good. The final
-    front and ``winnow export`` use the means; a recipe whose mean another confirmed recipe's
-    dominates is shown as off the front. It runs up to ``top_k`` x ``seeds`` top-rung
-    trainings after the budget, which ``max_seconds`` and ``max_device_seconds`` do not stop
-    (a cancel or pause does). Searches whose training is answered from a table (``winnow
-    bench search``'s NB201 oracle) refuse it: the table gives one answer per network."""
+    the budget, the front's recipes (``top_k`` of them when the front is larger, spread along
+    it: see ``top_k``) are trained again at the top rung's epochs with ``seeds`` further seeds
+    (the spec's ``seed + 1``, ``+ 2``, ...), each run a trial of its own (stage
+    ``confirm:<seed>``). Each recipe's figures are the mean, sample standard deviation and a
+    one-sided 95 % Student-t bound on the bad side of the mean (``lower``: below the mean for
+    an objective to maximise, above it for one to minimise) over the confirmation runs alone:
+    the run that put the recipe on the front is left out, since it was selected for being
+    good. The final front, its leader (``winnow status``, gRPC ``ListSearches``, the dashboard) and
+    ``winnow export`` use the means; a recipe whose mean another confirmed recipe's dominates
+    is shown as off the front. It runs up to ``top_k`` x ``seeds`` top-rung trainings after
+    ``max_trials`` and ``max_epochs``, within the time budget: once ``max_seconds`` or
+    ``max_device_seconds`` is spent (these runs' device seconds count) no further run starts,
+    and each recipe's figures say how many seeds it got (``seeds``; one with none stays a
+    single run; ``winnow status`` says "front partly confirmed"). A cancel or pause stops it
+    too. Searches whose training is answered from a table (``winnow bench search``'s NB201
+    oracle) refuse it: the table gives one answer per network."""
 
     top_k: int = Field(5, ge=1, le=MAX_KEPT_WEIGHTS)
-    """The front's recipes to confirm, best first by the first objective."""
+    """The front's recipes to confirm, spread along it: each objective's extremes first (the
+    most accurate and, say, the smallest), then by NSGA-II's crowding distance (the most
+    isolated points); with one objective, or ``top_k: 1``, the best on the first objective.
+    They are confirmed in that order, so a time budget that runs out leaves the extremes
+    confirmed first."""
     seeds: int = Field(3, ge=2, le=MAX_CONFIRM_SEEDS)
     """Further training runs per recipe, each with its own seed (at least 2: a standard
     deviation needs two)."""

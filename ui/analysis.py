@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from winnow.records import epochs_text
+from winnow.records import TrialRecord, epochs_text
 from winnow.service.engine import readout
-from winnow.service.search_spec import Objective
+from winnow.service.search_spec import Objective, SearchSpec
 from winnow.service.store import reads
 
 
@@ -25,6 +25,32 @@ def front_rows(trained: pd.DataFrame, rungs: int) -> tuple[int | None, pd.DataFr
     by_rung = reads.by_rung(trained, rungs)
     rung = readout.front_rung(by_rung)
     return rung, (trained.iloc[0:0] if rung is None else by_rung[rung])
+
+
+def leader(
+    spec: SearchSpec,
+    trained: pd.DataFrame,
+    runs: Sequence[TrialRecord],
+    trial_ids: Sequence[int],
+    points: Sequence[Sequence[float]],
+) -> dict[str, Any] | None:
+    """The front's leader (``readout.front_leader``) from the page's reads: ``trained`` (the
+    search's ``reads.trained``), its confirmation rows (``reads.confirmation_runs``) and the
+    front's ``trial_ids`` and ``points``: once the front is confirmed, the best confirmed
+    mean (``readout.ranked_front``'s first), as ``winnow pareto``, ``export`` and the
+    server's ``ListSearches`` lead."""
+    recipes = readout.result_recipes(trained)
+    _, confirmed = readout.listed_confirmation(spec, runs, recipes, trial_ids, points)
+    return readout.front_leader(spec.objectives, points, trial_ids, confirmed)[1]
+
+
+def confirmed_note(leader: dict[str, Any] | None) -> str:
+    """`` (confirmed: mean of 3 seeds)`` for a confirmed leader, empty for a single run's."""
+    confirmed = None if leader is None else leader.get("confirmed")
+    if confirmed is None:
+        return ""
+    seeds = confirmed["seeds"]
+    return f" (confirmed: mean of {seeds} seed{'s' if seeds != 1 else ''})"
 
 
 def weight_bits_label(bits: Any) -> str:

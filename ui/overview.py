@@ -21,7 +21,9 @@ COLUMN_HELP = {
     "completed": "Candidates with a trained result at the top rung (trained there, or a hash "
     "hit reusing one): the front is made of these. Those stopped at a lower rung by "
     "successive halving count as sent to training but not as completed.",
-    "leader": "The front's best trial on the first objective, with its other values.",
+    "leader": "The front's best trial on the first objective, with its other values; once "
+    "the front is confirmed (strategy.confirm), the best confirmed recipe by its means over "
+    "its confirmation seeds, as winnow pareto and export rank it.",
     "hypervolume": "The hypervolume of the front at the top rung's completed trials or, while "
     "none has completed, at the highest rung reached (the Search page names the rung).",
 }
@@ -36,6 +38,9 @@ def overview(store: Store) -> pd.DataFrame:
     proposals = reads.proposals(store)
     trained = reads.trained(store)
     all_counts = reads.counts(store)
+    runs: dict[str, list] = {}  # each search's confirmation rows (strategy.confirm)
+    for run in reads.confirmation_runs(store):
+        runs.setdefault(run.search_id, []).append(run)
     rows = []
     for search in sorted(searches, key=lambda s: s.created_at, reverse=True):
         stored = readout.stored_spec(search.spec_json)  # a stand-in when no longer valid
@@ -52,7 +57,7 @@ def overview(store: Store) -> pd.DataFrame:
         starts = readout.rung_starts(spec.strategy)
         progress = analysis.progress(counts, proposals.get(search.id, 0), hypervolume, starts)
         ids = done["number"].tolist()
-        leader = readout.front_leader(spec.objectives, points, ids)[1]
+        leader = analysis.leader(spec, mine, runs.get(search.id, []), ids, points)
         rows.append(
             {
                 "id": search.id,
@@ -73,8 +78,9 @@ def overview(store: Store) -> pd.DataFrame:
 
 def _leader_text(leader: dict | None) -> str:
     """``#12 accuracy 0.98, model_bytes 8,010``: the front's best on the first objective with
-    its other values (one trial's; each objective's own best is usually another trial's)."""
+    its other values (one trial's; each objective's own best is usually another trial's); a
+    confirmed leader's means say so: ``... (confirmed: mean of 3 seeds)``."""
     if leader is None:
         return ""
     values = ", ".join(f"{k} {v:,.6g}" for k, v in leader["values"].items())
-    return f"#{leader['trial_id']} {values}"
+    return f"#{leader['trial_id']} {values}{analysis.confirmed_note(leader)}"

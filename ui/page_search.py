@@ -66,10 +66,7 @@ def _counters(data: dict) -> None:
     for column, (label, value) in zip(st.columns(len(shown)), shown, strict=True):
         column.metric(label, nav.fmt(value), help=COUNTER_HELP.get(label))
     if data["leader"] is not None:
-        st.caption(
-            f"leader: trial #{data['leader']['trial_id']}, the front's best on the first "
-            "objective, with its other values (the trial export picks by default)"
-        )
+        st.caption(leader_caption(data["leader"]))
 
 
 COUNTER_HELP = {
@@ -79,6 +76,21 @@ COUNTER_HELP = {
     "proposals": COLUMN_HELP["proposals"],
     "hash hits": "Candidates whose network equals one trained before: its result is reused.",
 }
+
+
+def leader_caption(leader: dict) -> str:
+    """What the leader's numbers are: one run's values, or a confirmed recipe's means."""
+    if leader.get("confirmed") is None:
+        return (
+            f"leader: trial #{leader['trial_id']}, the front's best on the first objective, "
+            "with its other values (the trial export picks by default)"
+        )
+    seeds = leader["confirmed"]["seeds"]
+    return (
+        f"leader: trial #{leader['trial_id']}, confirmed: its values are means over "
+        f"{seeds} confirmation seed{'s' if seeds != 1 else ''} (the front's best confirmed "
+        "recipe on the first objective, as winnow pareto ranks it and export picks it)"
+    )
 
 
 def leader_values(leader: dict | None) -> list[tuple[str, float]]:

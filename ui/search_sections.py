@@ -7,7 +7,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from winnow.records import epochs_text, front_note
+from winnow.records import epochs_text, front_note, importance_warning
 from winnow.service.search_spec import SearchSpec
 from winnow.ui import analysis, charts, nav, source
 
@@ -205,7 +205,8 @@ def _importance_caption(found, evaluator: str) -> str:
     else:
         over = f"{found.trials:,}"
     left_out = ", ".join(found.left_out) or "none"
-    noisy = " Fewer than 50 results: a hint, not a ranking." if found.noisy else ""
+    warning = importance_warning(found.trials)
+    noisy = f" {warning[0].upper()}{warning[1:]}." if warning else ""
     top, weight = next(iter(found.params.items()))  # the evaluator's order: most important first
     return (
         f"Most important: {top} ({weight:.2f}). "

@@ -129,6 +129,7 @@ def search_data(url: str, search_id: str, version: tuple) -> dict[str, Any]:
     counts = reads.counts(db, search_id)
     proposals = reads.proposals(db, search_id).get(search_id, 0)
     pairs = zip(counts["stage"], counts["epochs"], strict=True)
+    runs = reads.confirmation_runs(db, search_id)  # strategy.confirm's rows
     return {
         "search": search,
         "progress": analysis.progress(
@@ -137,7 +138,7 @@ def search_data(url: str, search_id: str, version: tuple) -> dict[str, Any]:
             search_hypervolume(the_spec.objectives, points),
             readout.rung_starts(the_spec.strategy),
         ),
-        "leader": readout.front_leader(the_spec.objectives, points, ids)[1],
+        "leader": analysis.leader(the_spec, raw, runs, ids, points),  # confirmed: by means
         "funnel": analysis.funnel(counts, the_spec.strategy.rungs, proposals),
         "trained": trained,
         "front_epochs": front_epochs,

@@ -57,6 +57,18 @@ TRAIN_METRICS = (
 RUN_METRICS = ("epochs_run",)
 
 
+# Importance over fewer trained results than this is a hint, not a ranking: the one threshold
+# and wording of the dashboard's bars, ``winnow importance`` and the SDK's ``warning``.
+NOISY_IMPORTANCE = 50
+
+
+def importance_warning(trials: int) -> str | None:
+    """What a reader of an importance over ``trials`` results is told (None: enough)."""
+    if trials >= NOISY_IMPORTANCE:
+        return None
+    return f"fewer than {NOISY_IMPORTANCE} results ({trials}): a hint, not a ranking"
+
+
 def confirm_stage(seed: int) -> str:
     """A confirmation row's stage, ``confirm:<seed>``: each seed's run is a fidelity of its
     own (a trial's rows are unique by stage and epochs)."""

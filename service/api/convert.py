@@ -11,7 +11,14 @@ import json
 import math
 from typing import Any
 
-from winnow.records import EventRecord, SearchRecord, SearchStatus, Status, TrialRecord
+from winnow.records import (
+    EventRecord,
+    SearchRecord,
+    SearchStatus,
+    Status,
+    TrialRecord,
+    importance_warning,
+)
 from winnow.service.export import recipe as export_recipe
 from winnow.v1 import search_pb2 as pb
 
@@ -73,7 +80,11 @@ def search_message(
         message.progress.evidence_ladder.extend(ladder_tier(tier) for tier in ladder)
         if leader is not None:
             trial_id = int32(leader["trial_id"])
+            names = list(leader["values"])  # a confirmed leader's figures of each
+            confirmed = confirmed_message(leader, names)
             point = pb.ParetoPoint(trial_id=trial_id, objectives=leader["values"])
+            if confirmed is not None:
+                point.confirmed.CopyFrom(confirmed)
             message.progress.leader.CopyFrom(point)
     return message
 
@@ -197,12 +208,16 @@ def importance_message(found: Any, evaluator: str, min_trials: int) -> pb.Import
 
 
 def progress_dict(progress: pb.Progress) -> dict[str, Any]:
-    """``leader``: None when the front is empty (or the server predates leaders);
+    """``leader``: None when the front is empty (or the server predates leaders); a
+    confirmed one with ``confirmed``, ``single_run``, ``on_confirmed_front``;
     ``front_epochs``: None when empty, below ``top_epochs`` when the front is a lower rung's;
     ``evidence_ladder``: ``Engine.progress``'s (empty from a server that predates it)."""
     leader = None
     if progress.HasField("leader"):
-        leader = {"trial_id": progress.leader.trial_id, "values": dict(progress.leader.objectives)}
+        values = dict(progress.leader.objectives)
+        leader = {"trial_id": progress.leader.trial_id, "values": values}
+        if progress.leader.HasField("confirmed"):  # its means: readout.front_leader
+            leader |= confirmed_dict(progress.leader.confirmed, values)
     return {
         "trained": progress.trained,
         "candidates": progress.candidates,
@@ -325,7 +340,8 @@ def front_dict(front: pb.ParetoFront) -> dict[str, Any]:
 
 def importance_dict(report: pb.ImportanceReport) -> dict[str, Any]:
     """``{"evaluator", "min_trials", "importances": [{"epochs", "objective", "trials",
-    "results", "params": {name: importance} (highest first), "left_out": [...]}]}``."""
+    "results", "params": {name: importance} (highest first), "left_out": [...], "warning"}]}``
+    (``warning``: ``records.importance_warning``, None over enough results)."""
     return {
         "evaluator": report.evaluator,
         "min_trials": report.min_trials,
@@ -337,6 +353,8 @@ def importance_dict(report: pb.ImportanceReport) -> dict[str, Any]:
                 "results": i.results,
                 "params": {p.name: p.importance for p in i.params},
                 "left_out": list(i.left_out),
+                # fewer than 50 results: the dashboard's caution, for every reader
+                "warning": importance_warning(i.trials),
             }
             for i in report.importances
         ],

@@ -24,7 +24,7 @@ from typing import Any
 
 import grpc
 
-from winnow.records import SearchRecord, SearchStatus
+from winnow.records import SearchRecord, SearchStatus, TrialRecord
 from winnow.search_space.datasets import DatasetError
 from winnow.search_space.registry import UnknownNameError
 from winnow.search_space.spec import BUILTIN_SPACES, SpecError
@@ -332,10 +332,17 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
         counts = reads.counts(self.store, ids)
         proposals = reads.proposals(self.store, ids)
         results = reads.trained(self.store, ids)
+        runs: dict[str, list[TrialRecord]] = {}  # the confirmation's rows (strategy.confirm)
+        for run in reads.confirmation_runs(self.store, ids):
+            runs.setdefault(run.search_id, []).append(run)
         for row in stored:
             mine = counts["search_id"] == row.id, results["search_id"] == row.id
             found[row.id] = _stored_progress(
-                specs[row.id].spec, counts[mine[0]], proposals.get(row.id, 0), results[mine[1]]
+                specs[row.id].spec,
+                counts[mine[0]],
+                proposals.get(row.id, 0),
+                results[mine[1]],
+                runs.get(row.id, []),
             )
         return found, notes
 
@@ -365,12 +372,20 @@ def _sendable(message: pb.Search) -> pb.Search:
     return message
 
 
-def _stored_progress(spec: SearchSpec, counts: Any, proposals: int, trained: Any) -> dict[str, Any]:
+def _stored_progress(
+    spec: SearchSpec, counts: Any, proposals: int, trained: Any, runs: list[TrialRecord]
+) -> dict[str, Any]:
     """One stored search's progress from its part of the page's ``reads.counts`` and
-    ``reads.trained`` frames (``readout.front_points`` picks the front)."""
+    ``reads.trained`` frames (``readout.front_points`` picks the front) and its confirmation
+    rows (``runs``: a confirmed front leads by its means, as ``GetSearch`` and ``pareto``)."""
     results = zip(trained["number"], trained["rung"], trained["metrics"], strict=True)
     front = readout.front_points(spec, results)
-    return readout.stored_progress(spec, reads.tally_groups(counts), proposals, front)
+    recipes = readout.result_recipes(trained)
+    confirming, confirmed = readout.listed_confirmation(spec, runs, recipes, *front[1:])
+    groups = reads.tally_groups(counts)
+    return readout.stored_progress(
+        spec, groups, proposals, front, confirming=confirming, confirmed=confirmed
+    )
 
 
 def _parse_spec(text: str) -> SearchSpec:

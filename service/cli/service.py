@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from winnow.records import TERMINAL
 from winnow.service import env
 from winnow.service.cli.options import (
     client_options,
@@ -178,6 +179,8 @@ def importance_table(report: dict[str, Any]) -> str:
             lines.append("  (the objective does not vary)")
         if item["left_out"]:
             lines.append(f"  left out (not in every trial): {', '.join(item['left_out'])}")
+        if item.get("warning"):  # as the dashboard's bars warn
+            lines.append(f"  warning: {item['warning']}")
     return "\n".join(lines)
 
 
@@ -207,9 +210,7 @@ def _report(info: dict[str, Any], json_output: bool) -> None:
     from winnow.service import progress_text
 
     order = progress_text.objective_names(info)
-    best = progress_text.front_text(progress, order, digits=6)  # one trial's values
-    if len(order) > 1 and progress.get("leader") is not None:  # and, labelled, each one's best
-        best += "; " + progress_text.per_objective_text(progress, order, digits=6)
+    best = progress_text.status_front_text(progress, order, digits=6)  # one trial's values
     print(
         f"{info['id']} {info['name']}: {info['status']}"
         + (f" ({info['error']})" if info["error"] else "")
@@ -218,7 +219,8 @@ def _report(info: dict[str, Any], json_output: bool) -> None:
         f"{progress['proposals']} proposals, {progress['cache_hits']} cache hits; {best}; "
         f"hypervolume {progress['hypervolume']:.6g}"
     )
-    confirming = progress_text.confirm_text(progress)
+    ended = info["status"] in TERMINAL  # stopped short of its plan: partly confirmed
+    confirming = progress_text.confirm_text(progress, ended)
     if confirming:  # strategy.confirm: the front trained again with further seeds
         print(f"  {confirming}")
     ladder = progress_text.ladder_text(progress, digits=3)

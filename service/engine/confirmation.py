@@ -5,8 +5,14 @@ rungs' trainings are (``training.train_spec``; results checked by ``evidence.tra
 as a rung's are), ``slots`` at a time. What to run, how many ran and what the runs say are the
 pure functions of ``confirmed``, which this class calls on the rows it keeps and ``readout`` on
 the stored ones; the front and ``export`` read the figures from the rows (``readout.pareto``).
-The budget's limits (``max_seconds``, ``max_device_seconds``) do not stop it: it is a known
-cost on top of the budget (``top_k`` x ``seeds`` top-rung trainings at most).
+It is a cost on top of ``max_trials`` and ``max_epochs`` (``top_k`` x ``seeds`` top-rung
+trainings at most), but not on top of the time budget: once ``max_seconds`` or
+``max_device_seconds`` is spent (``Engine._stopped``, whose device seconds include these
+runs'), no further run starts and the running ones end and are stored, as a pause's. The front
+then says what each recipe got: its figures' ``seeds`` counts its successful runs (a recipe
+partly confirmed reports the seeds it has; one with none stays a single run), and
+``confirm_runs`` / ``confirm_done`` show the planned runs against those that ended; the event
+``confirm_stopped`` says why it stopped short.
 
 Each row is written ``running`` before its run starts, so a resumed search (``Engine.resume``)
 re-runs only the pairs of trial and seed without a finished row: the ``running`` ones a dead
@@ -35,7 +41,7 @@ from winnow.service.engine.confirmed import (
 )
 from winnow.service.engine.evidence import result_of, trained_status
 from winnow.service.engine.journal import Journal, finite, trial_row
-from winnow.service.engine.state import Tracked
+from winnow.service.engine.state import SearchState, Tracked
 from winnow.service.engine.training import EpochRelay, train_spec
 from winnow.service.search_spec import SearchSpec
 from winnow.workers.executor import Executor
@@ -54,8 +60,9 @@ def check_executor(spec: SearchSpec, executor: Executor) -> None:
 
 class Confirmation:
     """The confirmation runs of one search; ``rows``: its stored rows (a resumed search's);
-    ``counts``: the search's counters, whose ``failed`` and ``pruned`` count its runs too (as
-    ``readout.tally`` counts the rows of any stage)."""
+    ``state``: the search's, whose counters ``failed`` and ``pruned`` count its runs too (as
+    ``readout.tally`` counts the rows of any stage) and whose ``device_seconds`` (what
+    ``max_device_seconds`` limits) their seconds."""
 
     def __init__(
         self,
@@ -64,11 +71,11 @@ class Confirmation:
         executor: Executor,
         relay: EpochRelay,
         device: str,
-        counts: dict[str, int],
+        state: SearchState,
         rows: list[TrialRecord] | None = None,
     ) -> None:
         self.spec, self.journal, self.executor, self.relay = spec, journal, executor, relay
-        self.device, self.counts = device, counts
+        self.device, self.state, self.counts = device, state, state.counts
         self.seeds = confirm_seeds(spec)
         self.epochs = spec.strategy.rungs[-1]
         self.rung = len(spec.strategy.rungs) - 1
@@ -84,6 +91,9 @@ class Confirmation:
             if row.status in (Status.QUEUED, Status.RUNNING)
         }
         self.figures = confirmed_figures(spec, self.rows.values())  # refreshed as runs end
+        # a resumed search's stored runs spent device time too (the rungs' rows are replayed)
+        ended = (Status.QUEUED, Status.RUNNING)
+        state.device_seconds += sum(r.seconds for r in self.rows.values() if r.status not in ended)
         self.in_flight: dict[Future[TrialResult], tuple[Tracked, int, int]] = {}
 
     @property
@@ -140,8 +150,9 @@ class Confirmation:
         poll: float,
     ) -> None:
         """Run the front's missing confirmation runs, ``slots`` at a time, until done or
-        ``stop()`` (nothing more starts); ``kill()``: cancel the running ones too. A front
-        confirmed already (a finished search resumed) writes nothing."""
+        ``stop()`` (a cancel, a pause, or the time budget spent: nothing more starts, and
+        ``confirm_stopped`` says how far it got); ``kill()``: cancel the running ones too. A
+        front confirmed already (a finished search resumed) writes nothing."""
         plan = self.plan(front, tracked)
         pending = [pair for pair in plan if not self.ended(pair)]
         if not pending:  # nothing trained, or every run ended before
@@ -164,6 +175,9 @@ class Confirmation:
                 self.finish(future)
         if not pending:
             self.journal.event("confirm_finished", {"confirmed": _jsonable(self.figures)})
+        else:  # stopped short: each recipe's figures count the seeds it got
+            done = len(plan) - len(pending)
+            self.journal.event("confirm_stopped", payload | {"done": done, "left": len(pending)})
 
     def submit(self, tracked: Tracked, seed: int) -> None:
         """Write the run's row (or reuse a re-queued one) and send it to the executor."""
@@ -195,6 +209,7 @@ class Confirmation:
         self.rows[(tracked.number, seed)] = self.record(tracked, seed, status, result)
         if status in (Status.FAILED, Status.PRUNED):
             self.counts[status] += 1  # as ``readout.tally`` counts such rows of any stage
+        self.state.device_seconds += result.seconds  # what ``max_device_seconds`` limits
         self.figures = confirmed_figures(self.spec, list(self.rows.values()))
 
     def record(

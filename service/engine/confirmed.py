@@ -20,7 +20,7 @@ import numpy as np
 from scipy import stats
 
 from winnow.records import Status, TrialRecord, confirm_seed
-from winnow.service.engine.pareto import front_mask, pareto_front
+from winnow.service.engine.pareto import crowding_distances, front_mask, pareto_front
 from winnow.service.search_spec import Objective, SearchSpec
 
 CONFIDENCE = 0.95  # of the one-sided bound ``lower``
@@ -52,22 +52,31 @@ def to_confirm(
     points: Sequence[Sequence[float]],
     recipes: Sequence[str],
 ) -> list[int]:
-    """The trials to confirm: the front of ``points`` (at one fidelity: ``readout.front_rung``),
-    best first by the first objective (ties: the earliest trial), its first ``top_k`` recipes:
-    a trial whose recipe (``recipes``: each trial's :func:`recipe_identity`) an earlier one
-    has, such as a reused result of an equivalent network, is the same recipe, confirmed once
-    and taking no slot of its own (:func:`shared_figures` gives it the figures)."""
+    """The trials to confirm: ``top_k`` recipes of the front of ``points`` (at one fidelity:
+    ``readout.front_rung``), spread along it. A trial whose recipe (``recipes``: each trial's
+    :func:`recipe_identity`) an earlier one on the front has, such as a reused result of an
+    equivalent network, is the same recipe, confirmed once and taking no slot of its own
+    (:func:`shared_figures` gives it the figures). The recipes are taken by NSGA-II's
+    crowding distance over the front's distinct recipes (``pareto.crowding_distances``, the
+    one the rungs' promotions use): each objective's extremes first (their distance is
+    infinite), best first on the first objective, then the most isolated points; ties by the
+    first objective, then the earliest trial. With one objective, or ``top_k`` 1, that is the
+    front's best on the first objective; with two, the front's two ends, then its middle, so
+    that a front of accurate-but-large and small-but-rough recipes has both ends confirmed,
+    not only its most accurate ``top_k``."""
     confirm = spec.strategy.confirm
     if confirm is None or not len(points):
         return []
     front = pareto_front(points, spec.directions)
     sign = -1 if spec.objectives[0].direction == "maximize" else 1
     front.sort(key=lambda i: (sign * points[i][0], trial_ids[i]))
-    chosen: dict[str, int] = {}
+    chosen: dict[str, int] = {}  # recipe -> its first trial on the front, best first
     for i in front:
-        if len(chosen) < confirm.top_k:
-            chosen.setdefault(recipes[i], int(trial_ids[i]))
-    return list(chosen.values())
+        chosen.setdefault(recipes[i], i)
+    distinct = list(chosen.values())
+    crowding = crowding_distances([points[i] for i in distinct], spec.directions)
+    order = sorted(range(len(distinct)), key=lambda k: (-crowding[k], k))  # k: best first
+    return [int(trial_ids[distinct[k]]) for k in order[: confirm.top_k]]
 
 
 Runs = Mapping[int, Mapping[int, Status]]  # each confirmed trial's runs: seed -> status

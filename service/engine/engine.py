@@ -137,7 +137,7 @@ class Engine:
             spec, search_id, self.outcomes, self.screen, self.cache, executor, self.device
         )
         self.confirmation = Confirmation(  # after the budget (``strategy.confirm``)
-            spec, self.journal, executor, self.training.epochs, self.device, self.counts, rows
+            spec, self.journal, executor, self.training.epochs, self.device, self.state, rows
         )
         self.max_params = max_params
         if supernet is None and strategy.cascade and strategy.supernet is not None:
@@ -339,14 +339,15 @@ class Engine:
                 self.training.release_settled(self._may_propose() or bool(self.state.unscreened))
 
     def _confirm(self) -> None:
-        """After the budget: the front's confirmation runs (``confirmation``), until done or
-        cancelled (a cancel stops the running ones; a pause lets them end)."""
+        """After the budget: the front's confirmation runs (``confirmation``), until done,
+        cancelled (a cancel stops the running ones; a pause lets them end) or out of time
+        (``_stopped``: ``max_seconds``, ``max_device_seconds``; the running ones end)."""
         _, front = self._front_results()
         self.confirmation.run(
             self.tracked,
             dict(front),
             self.slots,
-            stop=self._cancelled.is_set,
+            stop=self._stopped,
             kill=lambda: self._cancelled.is_set() and not self._pausing(),
             poll=CANCEL_POLL_SECONDS,
         )

@@ -42,7 +42,7 @@ from optuna.importance import (
 from optuna.search_space import intersection_search_space
 from optuna.trial import FrozenTrial, create_trial
 
-from winnow.records import TrialRecord
+from winnow.records import NOISY_IMPORTANCE, TrialRecord
 from winnow.search_space.candidate import Candidate
 from winnow.search_space.params import CandidateNotInSpaceError, ReplayChooser
 from winnow.search_space.spec import SearchSpace
@@ -68,7 +68,7 @@ DEFAULT_EVALUATOR = "ped-anova"
 # rebuild; PED-ANOVA is then milliseconds, fANOVA's forest 5.5 s on 500.
 SAMPLE = {"ped-anova": 500, "fanova": 150}
 MIN_TRIALS = 10  # fewer results say nothing about importance
-NOISY_TRIALS = 50  # fewer than this: a ranking to read with care (the page says so)
+NOISY_TRIALS = NOISY_IMPORTANCE  # fewer than this: a ranking to read with care (it says so)
 
 
 @dataclass(frozen=True)

@@ -33,11 +33,14 @@ from winnow.search_space.spec import SearchSpace
 from winnow.search_space.specfile import validation_problems
 from winnow.service.engine.confirmed import (
     confirm_counts,
+    confirmed_figures,
     means,
     on_confirmed_front,
     recipe_figures,
+    recipe_identity,
     row_identity,
     run_statuses,
+    shared_figures,
 )
 from winnow.service.engine.evidence_ladder import FITS, EvidenceLadder
 from winnow.service.engine.pareto import (
@@ -208,15 +211,54 @@ def front_leader(
     confirmed: Mapping[int, dict[str, Any]] | None = None,
 ) -> tuple[int, dict[str, Any] | None]:
     """The front's size and its leader: the first of :func:`ranked_front` (the trial
-    ``recipe`` exports by default), as ``{"trial_id", "values": {objective: value}}`` (a
-    confirmed one's means; None without points). Unlike :func:`best_values`, one trial's
-    values: each objective's best usually comes from a different trial."""
+    ``recipe`` exports by default), as ``{"trial_id", "values": {objective: value}}`` (None
+    without points); a confirmed leader's values are its means, and it carries what
+    :func:`confirmed_point` adds to a point (``confirmed`` with its ``seeds``, ``single_run``,
+    ``on_confirmed_front``), so that every reader can say the figure is a mean over N seeds.
+    Unlike :func:`best_values`, one trial's values: each objective's best usually comes from
+    a different trial."""
     ranked = ranked_front(objectives, points, trial_ids, confirmed)
     if not ranked:
         return 0, None
-    leader = ranked[0]
-    values = {o.name: leader.values[k] for k, o in enumerate(objectives)}
-    return len(ranked), {"trial_id": leader.trial_id, "values": values}
+    first = ranked[0]
+    values = {o.name: first.values[k] for k, o in enumerate(objectives)}
+    leader: dict[str, Any] = {"trial_id": first.trial_id, "values": values}
+    if first.confirmed is not None:
+        single = {o.name: float(points[first.index][k]) for k, o in enumerate(objectives)}
+        leader |= {"confirmed": first.confirmed, "single_run": single}
+        leader["on_confirmed_front"] = first.on_confirmed_front
+    return len(ranked), leader
+
+
+def result_recipes(trained: Mapping[str, Iterable[Any]]) -> dict[int, str]:
+    """Each trained result's recipe (``confirmed.recipe_identity``) by candidate number, from
+    the columns of ``reads.trained`` (``number``, ``functional_hash``, ``structural_hash``,
+    ``candidate_key``), for :func:`listed_confirmation`."""
+    names = ("number", "functional_hash", "structural_hash", "candidate_key")
+    columns = zip(*(trained[name] for name in names), strict=True)
+    return {int(n): recipe_identity(f, s, k) for n, f, s, k in columns}
+
+
+def listed_confirmation(
+    spec: SearchSpec,
+    runs: Sequence[TrialRecord],
+    recipes: Mapping[int, str],
+    trial_ids: Sequence[int],
+    points: Sequence[Sequence[float]],
+) -> tuple[tuple[int, int], dict[int, dict[str, Any]] | None]:
+    """The confirmation's ``(runs, done)`` and the front's figures (``confirmed`` of
+    :func:`progress_view`) for readers that hold columns, not a search's every row (a listing,
+    the dashboard): ``runs``: the search's confirmation rows (``reads.confirmation_runs``);
+    ``recipes``: trial id -> ``confirmed.recipe_identity`` of the trained results (so that a
+    twin of a confirmed recipe shares its figures); ``trial_ids``, ``points``: the front's
+    fidelity's results (:func:`front_points`). ``((0, 0), None)`` without confirmation."""
+    if spec.strategy.confirm is None or not runs:
+        return (0, 0), None
+    front_recipes = [recipes.get(n, "") for n in trial_ids]
+    confirming = confirm_counts(spec, trial_ids, points, front_recipes, run_statuses(runs))
+    everyone = dict(recipes) | {row.number: row_identity(row) for row in runs}
+    figures = shared_figures(confirmed_figures(spec, runs), everyone, trial_ids)
+    return confirming, figures
 
 
 def progress_view(
@@ -458,8 +500,9 @@ def stored_progress(
 ) -> dict[str, Any]:
     """A stored search's progress from its ``tally`` groups, proposals and front (rung, trial
     ids, points): what ``progress`` computes from rows, and a listing from aggregate reads of
-    a page (without the evidence ``ladder`` and the ``confirmed`` figures, which need the
-    rows)."""
+    a page (without the evidence ``ladder``, which needs the rows; with the confirmation's
+    ``confirming`` and ``confirmed`` of :func:`listed_confirmation`, which reads only the
+    confirmation rows)."""
     rung, ids, points = front
     rungs = spec.strategy.rungs
     return progress_view(

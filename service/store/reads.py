@@ -20,7 +20,7 @@ import pandas as pd
 from sqlalchemy import JSON, Integer, cast, distinct, func, or_, select, type_coerce
 from sqlalchemy.dialects import postgresql
 
-from winnow.records import Status, TrialRecord
+from winnow.records import CONFIRM, Status, TrialRecord
 from winnow.service.store.convert import TRIALS
 from winnow.service.store.sql import Store
 from winnow.service.store.tables import TrialRow
@@ -146,12 +146,24 @@ def proposals(store: Store, search_id: SearchIds = None) -> dict[str, int]:
 def trained(store: Store, search_id: SearchIds = None) -> pd.DataFrame:
     """Training rows with a result (``HAS_RESULT``) at every rung, in completion order;
     :func:`completed` keeps the top rung's."""
-    columns = [TrialRow.search_id, *TABLE_COLUMNS, TrialRow.structural_hash]
+    hashes = (TrialRow.structural_hash, TrialRow.functional_hash, TrialRow.candidate_key)
+    columns = [TrialRow.search_id, *TABLE_COLUMNS, *hashes]  # hashes: a result's recipe
     query = select(*columns).where(HAS_RESULT)
     if search_id is not None:
         query = query.where(_of(search_id))
     order = (func.coalesce(TrialRow.finished_at, TrialRow.created_at), TrialRow.id)
     return _frame(store, query.order_by(*order))
+
+
+def confirmation_runs(store: Store, search_id: SearchIds = None) -> list[TrialRecord]:
+    """The confirmation rows (stage ``confirm:<seed>``: ``strategy.confirm``) of one search,
+    of several or of all, as records, in the order written: at most ``top_k`` x ``seeds`` a
+    search, so a listing reads them whole (``readout.listed_confirmation``)."""
+    query = select(TrialRow.__table__).where(TrialRow.stage.startswith(f"{CONFIRM}:"))
+    if search_id is not None:
+        query = query.where(_of(search_id))
+    with store.session() as session:
+        return TRIALS.records(session.execute(query.order_by(TrialRow.id)))
 
 
 def screening_scores(store: Store, search_id: str) -> pd.DataFrame:

@@ -151,12 +151,38 @@ def test_an_oracle_search_refuses_confirmation_before_it_is_stored(store, tmp_pa
     check_executor(spec_of(), oracle)  # without confirmation an oracle is fine
 
 
-def test_the_fronts_best_recipes_are_confirmed_once_each():
-    spec = spec_of({"top_k": 2})
+def test_the_fronts_recipes_are_confirmed_once_each():
+    spec = spec_of({"top_k": 3})
     ids, keys = [10, 11, 12, 13], ["a", "a", "b", "c"]  # 11 is 10's recipe again
     points = [[0.9, 200.0], [0.9, 200.0], [0.8, 100.0], [0.7, 50.0]]
-    assert to_confirm(spec, ids, points, keys) == [10, 12]
+    assert sorted(to_confirm(spec, ids, points, keys)) == [10, 12, 13]  # 11: 10's, no slot
+    assert to_confirm(spec_of({"top_k": 1}), ids, points, keys) == [10]  # the best accuracy
     assert to_confirm(spec_of(), ids, points, keys) == []  # off
+
+
+def test_top_k_of_a_two_objective_front_takes_its_ends_then_its_most_isolated_points():
+    """A front from accurate-but-large to small-but-rough: top_k 3 confirms both ends (each
+    objective's best) and then the point with the widest gap around it, not the three most
+    accurate recipes (which would leave every small recipe a single run)."""
+    ids = [0, 1, 2, 3, 4, 5, 6]
+    accuracy = [0.95, 0.94, 0.93, 0.92, 0.80, 0.70, 0.60]
+    params = [900.0, 800.0, 700.0, 600.0, 300.0, 200.0, 100.0]
+    points = [[a, p] for a, p in zip(accuracy, params, strict=True)]
+    points.append([0.50, 950.0])  # dominated: never confirmed
+    ids.append(7)
+    keys = [f"r{n}" for n in ids]
+    spread = to_confirm(spec_of({"top_k": 3}), ids, points, keys)
+    assert spread[:2] == [0, 6]  # the ends, the most accurate first
+    # the third: the largest normalised gap between its neighbours, computed here
+    gaps = {
+        n: (accuracy[n - 1] - accuracy[n + 1]) / 0.35 + (params[n - 1] - params[n + 1]) / 800
+        for n in range(1, 6)
+    }
+    assert spread[2] == max(gaps, key=gaps.get) == 4
+    assert 7 not in to_confirm(spec_of({"top_k": 8}), ids, points, keys)
+    # with the first objective minimised the ends come smallest first
+    flipped = spec_of({"top_k": 2}, objectives=list(reversed(TWO_OBJECTIVES)))
+    assert to_confirm(flipped, ids, [[p, a] for a, p in points], keys) == [6, 0]
 
 
 # --- the engine -------------------------------------------------------------------------------
@@ -170,11 +196,13 @@ def test_the_engine_confirms_the_fronts_top_k_with_further_seeds(store):
     rows = store.trials(engine.search_id)
     assert engine.progress()["confirm_runs"] == engine.progress()["confirm_done"] == 6
     singles = [r for r in rows if r.stage == "train"]
-    recipes: dict[str, int] = {}  # the front's best two recipes by accuracy (twins once)
+    recipes: dict[str, int] = {}  # the front's recipes by accuracy (twins once)
     for point in readout.pareto(spec, singles)["points"]:
         recipes.setdefault(engine.tracked[point["trial_id"]].candidate.key, point["trial_id"])
     runs = confirm_rows(rows)
-    chosen = sorted(list(recipes.values())[:2])
+    assert len(recipes) > 2  # a front to choose from
+    ends = list(recipes.values())
+    chosen = sorted([ends[0], ends[-1]])  # top_k 2: the most accurate and the smallest
     assert sorted({r.number for r in runs}) == chosen
     assert sorted(confirm_seed(r.stage) for r in runs) == sorted([1, 2, 3] * 2)
     assert all(r.status == Status.OK and r.epochs == 1 and r.rung == 0 for r in runs)
@@ -227,9 +255,10 @@ def test_a_minimised_first_objective_confirms_and_orders_the_smallest_first(stor
     engine.run()
     rows = store.trials(engine.search_id)
     singles = readout.pareto(spec, [r for r in rows if r.stage == "train"])["points"]
-    smallest = sorted({p["params"] for p in singles})[:2]
+    ends = [min(p["params"] for p in singles), max(p["params"] for p in singles)]
     by_params = {p["params"]: p["trial_id"] for p in reversed(singles)}  # the earliest of equals
-    assert sorted({r.number for r in confirm_rows(rows)}) == sorted(by_params[v] for v in smallest)
+    assert len(by_params) > 2  # the front's two ends are confirmed, its middle not
+    assert sorted({r.number for r in confirm_rows(rows)}) == sorted(by_params[v] for v in ends)
     points = readout.pareto(spec, rows)["points"]
     confirmed = [p for p in points if "confirmed" in p]
     assert [p["params"] for p in confirmed] == sorted(p["params"] for p in confirmed)
@@ -445,7 +474,12 @@ def test_a_digits_search_with_confirmation_stores_figures_of_three_seeds(
     points = json.loads(capsys.readouterr().out)
     assert points and all(p["confirmed"]["seeds"] == 3 for p in points)
     assert main(["status", search_id, *address]) == 0
-    assert f"front confirmed: {3 * len(points)} runs" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"front confirmed: {3 * len(points)} runs" in out
+    # one statement: the confirmed leader's means, not the single runs' bests beside them
+    leader = points[0]
+    assert f"best accuracy (confirmed, mean of 3 seeds): #{leader['trial_id']} " in out
+    assert "per-objective" not in out
     assert main(["pareto", search_id, *address]) == 0
     assert "means of 3 seeds" in capsys.readouterr().out
     rows = server.store.trials(search_id)
@@ -457,3 +491,60 @@ def test_a_digits_search_with_confirmation_stores_figures_of_three_seeds(
         assert figures["std"] == pytest.approx(statistics.stdev(accuracy))
         assert figures["lower"] == pytest.approx(t_bound(accuracy, "maximize"))
         assert point["accuracy"] == pytest.approx(figures["mean"])
+
+
+# --- the time budget stops the confirmation ---------------------------------------------------
+
+
+class SlowSeedWorld(SeededWorld):
+    """Each confirmation run reports ``cost`` device seconds (and moves ``clock``, a stand-in
+    for the engine's ``time.perf_counter``, as far); the search's own runs next to nothing."""
+
+    def __init__(self, cost: float, clock: list[float]) -> None:
+        super().__init__()
+        self.cost, self.clock = cost, clock
+
+    def __call__(self, spec, on_epoch=None) -> TrialResult:
+        result = super().__call__(spec, on_epoch)
+        if spec.stage == "train" and spec.seed != 0:
+            self.clock[0] += self.cost
+            result.seconds = self.cost
+        return result
+
+
+@pytest.mark.parametrize("limit", ["max_device_seconds", "max_seconds"])
+def test_the_time_budget_stops_the_confirmation_and_the_front_says_what_each_got(
+    store, monkeypatch, limit
+):
+    from winnow.service.engine import engine as engine_module
+
+    clock = [0.0]
+    monkeypatch.setattr(engine_module.time, "perf_counter", lambda: clock[0])
+    budget = {"max_trials": 6, limit: 150}  # the search's runs take ~0 s; 100 s a confirming
+    spec = spec_of({"top_k": 2, "seeds": 3}, budget=budget)
+    engine = Engine.create(spec, store, InProcessExecutor(SlowSeedWorld(100.0, clock)))
+    assert engine.run().status == SearchStatus.FINISHED
+    rows = store.trials(engine.search_id)
+    runs = confirm_rows(rows)
+    assert len(runs) == 2 and all(r.status == Status.OK for r in runs)  # 100 s, then 200 s
+    (number,) = {r.number for r in runs}  # the plan's first recipe got two of its seeds
+    progress = readout.progress(spec, rows)
+    assert (progress["confirm_runs"], progress["confirm_done"]) == (6, 2)
+    points = readout.pareto(spec, rows)["points"]
+    confirmed = [p for p in points if "confirmed" in p]  # the recipe and any twin of it
+    assert points[0]["trial_id"] == number and points[0]["confirmed"]["seeds"] == 2  # not 3
+    assert all(p["candidate"] == points[0]["candidate"] for p in confirmed)
+    planned = to_confirm(spec, *readout_front(spec, rows))
+    assert number == planned[0] and len(planned) == 2  # the other one stays a single run
+    assert planned[1] not in {p["trial_id"] for p in confirmed}
+    stopped = [e.payload for e in store.events(engine.search_id) if e.kind == "confirm_stopped"]
+    assert stopped == [{"trials": sorted(planned), "seeds": [1, 2, 3], "runs": 6} | stopped[0]]
+    assert (stopped[0]["done"], stopped[0]["left"]) == (2, 4)
+
+
+def readout_front(spec, rows):
+    """The front's trial ids, points and recipes, as the engine plans the confirmation."""
+    from winnow.service.engine.confirmed import row_identity
+
+    _, done = readout.front_trials(spec, rows)
+    return [c.trial_id for c in done], [c.values for c in done], [row_identity(c.row) for c in done]

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from winnow.records import Status, TrialRecord
+from winnow.records import Status, TrialRecord, importance_warning
 from winnow.service.demo import DEMO_SPEC
 from winnow.service.engine import importance
 from winnow.service.search_spec import parse_search_spec
@@ -170,6 +170,10 @@ def test_small_studies_are_noisy_and_widen_ped_anovas_best_region():
     found = importance.importances(SPEC, rows(20, 2, width, depth))
     assert found and all(i.noisy for i in found)
     assert not any(i.noisy for i in importance.importances(SPEC, rows(60, 2, width, depth)))
+    # the words every reader shows (the dashboard, winnow importance, the SDK's "warning")
+    warning = "fewer than 50 results (20): a hint, not a ranking"
+    assert importance_warning(found[0].trials) == warning
+    assert importance_warning(60) is None
 
 
 def test_a_seeded_random_sample_caps_the_study():

@@ -95,9 +95,12 @@ def test_cli_importance_json_is_the_reply_and_errors_exit_2(searched, capsys):
     assert main([*args, "--json"]) == 0
     printed = json.loads(capsys.readouterr().out)
     assert printed == client.search(search_id).importance(min_trials=MIN_TRIALS)
+    warning = "fewer than 50 results (8): a hint, not a ranking"  # the dashboard's caution
+    assert [i["warning"] for i in printed["importances"]] == [warning] * 2
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "accuracy at 1 epochs, over 8 trials:" in out
+    assert out.count(f"  warning: {warning}") == 2  # under each objective's bars
     assert main([*args, "--evaluator", "shap"]) == 2
     assert "allowed: ped-anova, fanova" in capsys.readouterr().err
     assert main(["importance", "nosuchsearch", *address]) == 2

@@ -5,7 +5,12 @@ trials."""
 from __future__ import annotations
 
 from winnow.service.client import bar_postfix
-from winnow.service.progress_text import RunningTrials, front_text
+from winnow.service.progress_text import (
+    RunningTrials,
+    confirm_text,
+    front_text,
+    status_front_text,
+)
 
 ORDER = ["accuracy", "model_bytes"]
 PROGRESS = {
@@ -105,3 +110,32 @@ def test_a_front_below_the_top_rung_says_so():
         "front 3 points; front at 3 epochs (top rung 9 never reached); best accuracy: #12 "
     )
     assert "never reached" not in front_text(PROGRESS | {"front_epochs": 9, "top_epochs": 9}, ORDER)
+
+
+def test_a_confirmed_leader_is_one_statement_labelled_as_a_mean():
+    """Once the front is confirmed the status line names the leader's means over its seeds
+    alone: the single runs' per-objective bests beside them read as a second answer."""
+    figures = {"accuracy": {"mean": 0.975556, "std": 0.01, "lower": 0.96}, "seeds": 3}
+    leader = {"trial_id": 11, "values": {"accuracy": 0.975556, "model_bytes": 8010.0}}
+    confirmed = PROGRESS | {"leader": leader | {"confirmed": figures}}
+    confirmed["best"] = {"accuracy": 0.973333, "model_bytes": 6992.0}  # single runs
+    text = status_front_text(confirmed, ORDER, digits=6)
+    assert text == (
+        "front 3 points; best accuracy (confirmed, mean of 3 seeds): #11 accuracy=0.975556 "
+        "model_bytes=8010"
+    )
+    assert "0.973333" not in text and "per-objective" not in text
+    single = status_front_text(PROGRESS, ORDER)  # not confirmed: both, each labelled
+    assert single == (
+        "front 3 points; best accuracy: #12 accuracy=0.98 model_bytes=8010; "
+        "per-objective best (different trials): accuracy=0.98, model_bytes=6992"
+    )
+
+
+def test_a_confirmation_cut_short_says_partly_confirmed_once_the_search_ended():
+    progress = {"confirm_runs": 6, "confirm_done": 2}
+    assert confirm_text(progress) == "confirming the front: 2/6 runs"
+    assert confirm_text(progress, ended=True) == (
+        "front partly confirmed: 2/6 runs (each recipe's mean counts the seeds it got)"
+    )
+    assert confirm_text(progress | {"confirm_done": 6}, ended=True) == "front confirmed: 6 runs"
