@@ -23,13 +23,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from winnow.search_space.accuracy import EVAL_BATCH, test_accuracy
 from winnow.search_space.accelerate import (
     autocast,
     prepare_input,
     prepare_model,
     uses_channels_last,
 )
+from winnow.search_space.accuracy import test_accuracy
 from winnow.search_space.candidate import Candidate
 from winnow.search_space.checkpoints import Checkpoint, capture, restore, saved_accuracy
 from winnow.search_space.costs import bitops, count_flops, count_parameters, model_bytes
