@@ -322,31 +322,21 @@ def loss_figure(
 def intermediate_figure(frame: pd.DataFrame) -> go.Figure:
     """One line per row of ``frame`` (``reads.curves``: ``number``, ``loss_curve``,
     ``accuracy_curve``), its test accuracy per epoch on the left and its training loss per
-    epoch on the right, a colour per trial (optuna-dashboard's intermediate values)."""
+    epoch on the right, a colour per trial (optuna-dashboard's intermediate values). The
+    traces are added in one ``add_traces`` call: one ``add_trace`` each costs some 4 ms of
+    plotly's validation, most of the chart's time."""
     titles = ["test accuracy per epoch", "training loss per epoch"]
     figure = make_subplots(rows=1, cols=2, subplot_titles=titles)
+    traces, columns = [], []
     rows = zip(frame["number"], frame["accuracy_curve"], frame["loss_curve"], strict=True)
     for i, (number, accuracy, loss) in enumerate(rows):
         name, line = f"trial {int(number)}", {"color": qualitative.Plotly[i % 10], "width": 1.5}
         for col, values in ((1, accuracy), (2, loss)):
-            if not values:
-                continue
-            figure.add_trace(
-                go.Scatter(
-                    x=list(range(1, len(values) + 1)),
-                    y=values,
-                    mode="lines+markers",
-                    name=name,
-                    legendgroup=name,
-                    showlegend=col == 1 or not accuracy,
-                    line=line,
-                    marker={"size": 4},
-                    customdata=[[int(number)]] * len(values),
-                    hovertemplate=f"{name}, epoch %{{x}}: %{{y:.4g}}<extra></extra>",
-                ),
-                row=1,
-                col=col,
-            )
+            if values:
+                traces.append(_epoch_trace(name, values, line, col == 1 or not accuracy))
+                columns.append(col)
+    if traces:
+        figure.add_traces(traces, rows=[1] * len(traces), cols=columns)
     figure.update_xaxes(title_text="epoch")
     figure.update_yaxes(title_text="test accuracy", row=1, col=1)
     figure.update_yaxes(title_text="training loss", row=1, col=2)
@@ -354,6 +344,20 @@ def intermediate_figure(frame: pd.DataFrame) -> go.Figure:
         height=380, legend=LEGEND_BELOW, margin={"l": 10, "r": 10, "t": 30, "b": 10}
     )
     return figure
+
+
+def _epoch_trace(name: str, values: list[float], line: dict, legend: bool) -> go.Scatter:
+    return go.Scatter(
+        x=list(range(1, len(values) + 1)),
+        y=values,
+        mode="lines+markers",
+        name=name,
+        legendgroup=name,
+        showlegend=legend,
+        line=line,
+        marker={"size": 4},
+        hovertemplate=f"{name}, epoch %{{x}}: %{{y:.4g}}<extra></extra>",
+    )
 
 
 def compare_fronts_figure(
