@@ -355,7 +355,6 @@ def test_imports_of_a_space_that_does_not_resolve_fail_closed():
     assert spec.imports() == {}
 
 
-
 def test_eval_every_epoch_is_on_by_default_reaches_each_training_and_a_typo_is_refused():
     from types import SimpleNamespace
 
