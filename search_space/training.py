@@ -293,9 +293,17 @@ def evaluate(spec: TrialSpec, on_epoch: EpochCallback | None = None) -> TrialRes
             torch.cuda.empty_cache()  # give an out-of-memory trial's blocks back to the next one
         log.info("evaluation of %s failed: %s", spec.candidate.key, error, exc_info=True)
     seconds = time.perf_counter() - start
-    result = TrialResult(status, metrics, curve, error, seconds, device_name, weights=weights)
-    result.accuracy_curve = accuracy_curve if status == Status.OK else []
-    return result
+    accuracy_curve = accuracy_curve if status == Status.OK else []  # a failed run has no curve
+    return TrialResult(
+        status,
+        metrics,
+        curve,
+        error,
+        seconds,
+        device_name,
+        weights=weights,
+        accuracy_curve=accuracy_curve,
+    )
 
 
 def trial_checkpoint(spec: TrialSpec) -> Checkpoint | None:
