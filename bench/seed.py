@@ -66,20 +66,27 @@ def _quality(candidate: dict[str, Any], rng: np.random.Generator) -> float:
     return float(quality + rng.normal(0, 0.012))
 
 
+# the per-epoch values a training row keeps in columns of their own, not among its metrics
+CURVES = ("loss_curve", "accuracy_curve")
+
+
 def _train_metrics(candidate: dict, quality: float, epochs: int, rng) -> dict[str, Any]:
     hidden, head = _params(candidate)
     weight_bits, _ = _bits(candidate)
     bits = weight_bits.get("hidden", weight_bits.get("*", 32))
     head_bits = weight_bits.get("head", weight_bits.get("*", 32))
-    accuracy = quality - 0.25 * np.exp(-epochs / 2.0) + rng.normal(0, 0.005)
+    noise = rng.normal(0, 0.005)
+    per_epoch = quality - 0.25 * np.exp(-np.arange(1, epochs + 1) / 2.0) + noise
+    per_epoch = np.clip(per_epoch, 0.1, 0.995)  # the last epoch's is the final accuracy
     curve = 2.3 * np.exp(-np.arange(1, epochs + 1) / 1.5) + (1 - quality) + rng.normal(0, 0.01)
     return {
-        "accuracy": float(np.clip(accuracy, 0.1, 0.995)),
+        "accuracy": float(per_epoch[-1]),
         "params": hidden + head,
         "model_bytes": int(hidden * bits / 8 + head * head_bits / 8),
         "latency_ms": float(0.05 + hidden / 2e6 + rng.normal(0, 0.005) ** 2),
         # the loss per epoch, which the row keeps in its own column
         "loss_curve": [round(float(v), 4) for v in curve],
+        "accuracy_curve": [float(v) for v in per_epoch],
     }
 
 
@@ -155,8 +162,9 @@ class _Seeder:
                 candidate_key=sample.key,
                 structural_hash=sample.structural,
                 functional_hash=proposal.functional,
-                metrics={k: v for k, v in metrics.items() if k != "loss_curve"},
+                metrics={k: v for k, v in metrics.items() if k not in CURVES},
                 loss_curve=metrics.get("loss_curve", []),
+                accuracy_curve=metrics.get("accuracy_curve", []),
                 error=error,
                 reused=reused,
                 seconds=seconds,

@@ -1,5 +1,6 @@
 """A training run's resumable state in one file: model, optimizer, scheduler, every random
-number generator the loop draws from, the epochs done and their losses.
+number generator the loop draws from, the epochs done, their losses and (when measured) the
+test accuracy after each.
 
 A candidate's rungs continue one training (``strategy.continue_rungs``): the worker of each rung
 loads the file the last one left, trains on under the top rung's schedule and saves after every
@@ -98,8 +99,10 @@ def capture(
     generator: torch.Generator,
     epochs_done: int,
     curve: list[float],
+    accuracy: list[float] | None = None,
 ) -> dict[str, Any]:
-    """Everything a resumed run needs to go on as if it had never stopped."""
+    """Everything a resumed run needs to go on as if it had never stopped (``accuracy``: the
+    test accuracy after each epoch of ``curve``, when measured: :func:`saved_accuracy`)."""
     state = {
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
@@ -110,6 +113,7 @@ def capture(
         "python_rng": random.getstate(),
         "epochs_done": epochs_done,
         "curve": list(curve),
+        "accuracy": list(accuracy or []),
     }
     if torch.cuda.is_available():
         state["cuda_rng"] = torch.cuda.get_rng_state_all()
@@ -155,6 +159,14 @@ def _load(
         with contextlib.suppress(RuntimeError):  # another number of GPUs: the loop draws none
             torch.cuda.set_rng_state_all(state["cuda_rng"])
     return int(state["epochs_done"]), list(state["curve"])
+
+
+def saved_accuracy(state: dict[str, Any], epochs_done: int) -> list[float]:
+    """The per-epoch accuracies a state holds, when it holds one for each of the
+    ``epochs_done`` that :func:`restore` returned; else none (a state saved without them, or
+    one ``restore`` refused): a continued run's accuracy curve is whole or absent."""
+    accuracy = [float(v) for v in state.get("accuracy", [])]
+    return accuracy if epochs_done and len(accuracy) == epochs_done else []
 
 
 def _numpy_state() -> list[Any]:

@@ -17,7 +17,10 @@ A training function is called once per training run (a rung) in the worker, as::
   ``(x, y)`` batches on the device (raw dataset values normalised per channel, with the
   dataset's augmentation), drawn from ``data.generator``; ``data.dataset`` is the whole
   ``Dataset`` (``train_x`` ... ``test_y``, ``num_classes``), ``data.batch_size`` and
-  ``data.steps_per_epoch`` what the candidate chose;
+  ``data.steps_per_epoch`` what the candidate chose; ``data.epoch_accuracy`` says whether
+  the search asks for the test accuracy after every epoch (``task.eval_every_epoch``), which
+  ``data.accuracy(model)`` measures as the final accuracy is measured, leaving the training
+  untouched (every random generator and the network's mode as they were);
 - ``epochs``: the epochs the network has trained in all when the function returns (a resumed
   run trains ``epochs`` less those its checkpoint holds);
 - ``on_epoch``: None, or a callback ``on_epoch(epoch, epochs, mean_loss, seconds)`` to call
@@ -34,9 +37,13 @@ A training function is called once per training run (a rung) in the worker, as::
   may ignore it.
 
 It returns a :class:`Fitted`: the mean training loss of every epoch the network has trained
-(a resumed checkpoint's first) and how many of them this call ran (``epochs_run``, which the
-search's epoch count and ``budget.max_epochs`` use). It raises on a failure (a NaN loss, out
-of memory): the trial ends ``failed`` with the exception's message and the search goes on.
+(a resumed checkpoint's first), how many of them this call ran (``epochs_run``, which the
+search's epoch count and ``budget.max_epochs`` use) and, optionally, the accuracy after each
+of those epochs (``accuracy``: empty, the default, when not measured; else one value per epoch
+of the curve, a resumed checkpoint's first: ``checkpoints.capture(..., accuracy)`` saves them
+and ``checkpoints.saved_accuracy`` reads them back). They are the dashboard's learning curve,
+never a decision. It raises on a failure (a NaN loss, out of memory): the trial ends
+``failed`` with the exception's message and the search goes on.
 
 Evaluation stays winnow's: after the function returns, the worker measures test accuracy,
 latency and the costs as for every candidate, so a front found with a user's trainer means
@@ -49,12 +56,13 @@ import inspect
 import math
 import numbers
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import torch
 from torch import nn
 
+from winnow.search_space.accuracy import epoch_accuracy
 from winnow.search_space.checkpoints import Checkpoint
 from winnow.search_space.datasets import Dataset
 from winnow.search_space.trial import EpochCallback
@@ -81,14 +89,21 @@ CALL = f"fit({', '.join(ARGUMENTS)})"
 @dataclass(frozen=True)
 class TrainData:
     """What one training draws its batches from: the dataset, the batch size, the device, the
-    shuffling (and augmenting) generator, and the candidate whose precision the forward pass
-    takes (``accelerate.autocast``)."""
+    shuffling (and augmenting) generator, the candidate whose precision the forward pass
+    takes (``accelerate.autocast``), and whether the test accuracy is asked for after every
+    epoch (``epoch_accuracy``; :meth:`accuracy` measures it)."""
 
     dataset: Dataset
     batch_size: int
     device: torch.device
     generator: torch.Generator
     candidate: Candidate
+    epoch_accuracy: bool = False
+
+    def accuracy(self, model: nn.Module) -> float:
+        """The test accuracy now, measured as the final one is (``accuracy.epoch_accuracy``):
+        no generator drawn from, the network's mode restored."""
+        return epoch_accuracy(model, self.dataset, self.device)
 
     @property
     def steps_per_epoch(self) -> int:
@@ -101,10 +116,12 @@ class TrainData:
 @dataclass(frozen=True)
 class Fitted:
     """What a training function did: the mean loss of every epoch the network has trained
-    (those of a resumed checkpoint first) and how many of them this call ran."""
+    (those of a resumed checkpoint first), how many of them this call ran, and the test
+    accuracy after each epoch of ``curve`` (empty: not measured)."""
 
     curve: list[float]
     epochs_run: int
+    accuracy: list[float] = field(default_factory=list)
 
 
 @runtime_checkable
@@ -182,4 +199,22 @@ def fitted_of(path: str, returned: object, epochs: int, max_steps: int | None = 
             f"task.trainer {path} returned epochs_run=0 with a curve of {len(curve)} of "
             f"{epochs} epochs: a call whose checkpoint does not hold every epoch must train"
         )
-    return Fitted(curve, int(run))
+    return Fitted(curve, int(run), _accuracy_of(path, returned.accuracy, len(curve)))
+
+
+def _accuracy_of(path: str, returned: object, epochs: int) -> list[float]:
+    """A user's per-epoch accuracies, checked: none, or a fraction for every epoch of the
+    curve (what the dashboard draws against the loss)."""
+    try:
+        values = [float(v) for v in returned or []]  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        raise UserCodeError(
+            f"task.trainer {path} returned accuracy={returned!r}: it must be a list of "
+            "fractions, one per epoch of the curve, or empty"
+        ) from None
+    if values and (len(values) != epochs or not all(0.0 <= v <= 1.0 for v in values)):
+        raise UserCodeError(
+            f"task.trainer {path} returned {len(values)} accuracies for a curve of {epochs} "
+            "epochs: give one fraction in [0, 1] per epoch of the curve, or none"
+        )
+    return values

@@ -29,8 +29,9 @@ from winnow.search_space.accelerate import (
     prepare_model,
     uses_channels_last,
 )
+from winnow.search_space.accuracy import test_accuracy
 from winnow.search_space.candidate import Candidate
-from winnow.search_space.checkpoints import Checkpoint, capture, restore
+from winnow.search_space.checkpoints import Checkpoint, capture, restore, saved_accuracy
 from winnow.search_space.costs import bitops, count_flops, count_parameters, model_bytes
 from winnow.search_space.datasets import Dataset, load_dataset
 from winnow.search_space.optimizers import backward_and_step
@@ -48,7 +49,6 @@ log = logging.getLogger(__name__)
 MAX_WEIGHTS_BYTES = 64 << 20
 LATENCY_BATCH = 64  # inference latency is measured per batch of this many samples
 LATENCY_REPEATS = 10
-EVAL_BATCH = 512
 
 
 class NonFiniteLossError(ArithmeticError):
@@ -98,12 +98,19 @@ def fit(
     schedule goes on with epoch 4) and the state is saved after every epoch
     (``checkpoints.capture``). ``scheduler`` is stepped once per optimizer step; its length
     is the caller's (a rung trains the top rung's schedule). ``on_epoch`` hears ``(epoch,
-    epochs, loss, seconds)``, epochs counted from the start of the schedule."""
+    epochs, loss, seconds)``, epochs counted from the start of the schedule. With
+    ``data.epoch_accuracy`` the test accuracy is measured after every epoch
+    (``TrainData.accuracy``, which leaves the training untouched) and saved with the curve;
+    a checkpoint without them (saved with it off) gives a run without them: a curve is whole
+    or absent."""
     curve: list[float] = []
+    accuracy: list[float] = []
     resumed_at = 0
     saved = checkpoint.load() if checkpoint is not None else None
     if saved is not None:
         resumed_at, curve = restore(saved, model, optimizer, scheduler, data.generator)
+        accuracy = saved_accuracy(saved, resumed_at)
+    measured = data.epoch_accuracy and len(accuracy) == resumed_at
     step = scheduler.last_epoch  # optimizer steps taken (the scheduler counts them)
     channels_last = uses_channels_last(model, data.device)
     for epoch in range(resumed_at, epochs):
@@ -124,11 +131,14 @@ def fit(
             losses.append(loss.item())
             step += 1
         curve.append(statistics.fmean(losses))
+        if measured:
+            accuracy.append(data.accuracy(model))
         if checkpoint is not None:
-            checkpoint.save(capture(model, optimizer, scheduler, data.generator, epoch + 1, curve))
+            state = capture(model, optimizer, scheduler, data.generator, epoch + 1, curve, accuracy)
+            checkpoint.save(state)
         if on_epoch is not None:
             on_epoch(epoch + 1, epochs, curve[-1], time.perf_counter() - epoch_start)
-    return Fitted(curve, len(curve) - resumed_at)
+    return Fitted(curve, len(curve) - resumed_at, accuracy if measured else [])
 
 
 def train(
@@ -142,13 +152,15 @@ def train(
     schedule_epochs: int | None = None,
     checkpoint: Checkpoint | None = None,
     trainer: str | None = None,
+    epoch_accuracy: bool = False,
 ) -> Fitted:
     """Train with the candidate's optimizer, warmup and schedule (over ``schedule_epochs``,
     default the fidelity's epochs; a step fidelity's schedule is its steps) through
     :func:`fit`, or through the user's training function ``trainer`` (``"pkg.mod:fit"``,
-    imported here, in the worker), called with the same arguments."""
+    imported here, in the worker), called with the same arguments; ``epoch_accuracy`` asks
+    for the test accuracy after every epoch (``TrainData.epoch_accuracy``)."""
     optimizer = candidate.build_optimizer(model)
-    data = TrainData(dataset, candidate.batch_size, device, generator, candidate)
+    data = TrainData(dataset, candidate.batch_size, device, generator, candidate, epoch_accuracy)
     steps_per_epoch = data.steps_per_epoch
     epochs = math.ceil(fidelity.steps / steps_per_epoch) if fidelity.steps else fidelity.epochs
     total_steps = fidelity.steps or (schedule_epochs or fidelity.epochs) * steps_per_epoch
@@ -161,17 +173,6 @@ def train(
         return fit(*arguments)
     function: TrainFunction = load_trainer(trainer)
     return fitted_of(trainer, function(*arguments), epochs, fidelity.steps)
-
-
-@torch.no_grad()
-def test_accuracy(model: nn.Module, dataset: Dataset, device: torch.device) -> float:
-    """Top-1 accuracy on the test split, as a fraction."""
-    model.eval()
-    correct = 0
-    channels_last = uses_channels_last(model, device)
-    for x, y in dataset.batches("test", EVAL_BATCH, device):
-        correct += (model(prepare_input(x, channels_last)).argmax(1) == y).sum().item()
-    return correct / len(dataset.test_y)
 
 
 @torch.no_grad()
@@ -247,6 +248,7 @@ def evaluate(spec: TrialSpec, on_epoch: EpochCallback | None = None) -> TrialRes
     start = time.perf_counter()
     metrics: dict[str, float] = {}
     curve: list[float] = []
+    accuracy_curve: list[float] = []
     weights: bytes | None = None
     device_name = spec.device
     try:
@@ -275,8 +277,10 @@ def evaluate(spec: TrialSpec, on_epoch: EpochCallback | None = None) -> TrialRes
             spec.schedule_epochs,
             trial_checkpoint(spec),
             spec.trainer,
+            spec.epoch_accuracy,
         )
         curve[:] = fitted.curve  # a resumed run's curve starts at epoch 1
+        accuracy_curve = fitted.accuracy
         metrics["epochs_run"] = fitted.epochs_run
         metrics["accuracy"] = test_accuracy(model, dataset, device)
         metrics["latency_ms"] = measure_latency(model, dataset.input_shape, device)
@@ -289,7 +293,17 @@ def evaluate(spec: TrialSpec, on_epoch: EpochCallback | None = None) -> TrialRes
             torch.cuda.empty_cache()  # give an out-of-memory trial's blocks back to the next one
         log.info("evaluation of %s failed: %s", spec.candidate.key, error, exc_info=True)
     seconds = time.perf_counter() - start
-    return TrialResult(status, metrics, curve, error, seconds, device_name, weights=weights)
+    accuracy_curve = accuracy_curve if status == Status.OK else []  # a failed run has no curve
+    return TrialResult(
+        status,
+        metrics,
+        curve,
+        error,
+        seconds,
+        device_name,
+        weights=weights,
+        accuracy_curve=accuracy_curve,
+    )
 
 
 def trial_checkpoint(spec: TrialSpec) -> Checkpoint | None:

@@ -40,7 +40,8 @@ class TrialSpec:
 
     ``trainer``: a ``train`` trial's training function, the user's ``task.trainer``
     (``"pkg.mod:fit"``, imported by the worker; ``search_space/trainer.py``), None for
-    winnow's own loop."""
+    winnow's own loop. ``epoch_accuracy``: measure the test accuracy after every epoch too
+    (``task.eval_every_epoch``; ``TrialResult.accuracy_curve``), which changes no result."""
 
     candidate: Candidate
     dataset: str
@@ -55,6 +56,7 @@ class TrialSpec:
     schedule_epochs: int | None = None
     checkpoint: str | None = None
     trainer: str | None = None
+    epoch_accuracy: bool = True
 
     @property
     def fidelity(self) -> Fidelity:
@@ -67,7 +69,9 @@ class TrialResult:
     (why it failed, or what failed in part) and ``value``: a stage's one non-numeric answer
     (the ``hash`` stage's functional hash; None for the other stages and for results stored
     before the field existed); ``weights``: the trained ``state_dict`` as ``torch.save`` bytes
-    when the spec asked to keep them (never stored with the result: see ``TrialSpec``)."""
+    when the spec asked to keep them (never stored with the result: see ``TrialSpec``);
+    ``accuracy_curve``: a ``train`` trial's test accuracy after each epoch of ``loss_curve``
+    (empty when not measured), the learning curve the dashboard draws."""
 
     status: Status
     metrics: dict[str, float] = field(default_factory=dict)
@@ -78,11 +82,14 @@ class TrialResult:
     host: str | None = None  # the machine that ran it (set by process and cluster workers)
     value: str | None = None
     weights: bytes | None = field(default=None, repr=False)
+    accuracy_curve: list[float] = field(default_factory=list)
 
     def to_json_dict(self) -> dict[str, Any]:
         """Flat JSON for the CLI: status, every metric at top level, loss curve, error."""
         out: dict[str, Any] = {"status": str(self.status), **self.metrics}
         out["loss_curve"] = self.loss_curve
+        if self.accuracy_curve:
+            out["accuracy_curve"] = self.accuracy_curve
         if self.error is not None:
             out["error"] = self.error
         if self.value is not None:

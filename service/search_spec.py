@@ -145,6 +145,12 @@ class Task(_Strict):
     each argument); none: winnow's own loop, the same interface. Evaluation (test accuracy,
     costs) stays winnow's. A server imports only modules of ``winnow serve
     --allow-module``."""
+    eval_every_epoch: bool = True
+    """Measure the test accuracy after every training epoch too, on the test split the final
+    accuracy is measured on: each trained row's learning curve beside its loss per epoch
+    (the dashboard's intermediate values), never used for a decision; it changes no result.
+    False saves one pass over the test split per epoch. A user's trainer reads it as
+    ``data.epoch_accuracy`` and may report the values or not."""
 
     @field_validator("trainer")
     @classmethod

@@ -313,3 +313,11 @@ def numeric_metrics(metrics: Sequence[dict[str, Any]]) -> list[str]:
     """The metric names some row holds a number for, in ``metric_columns``' reading order."""
     names = {name for m in metrics for name, value in m.items() if _number(value)}
     return metric_columns(sorted(names), [])
+
+
+def curve_rows(trained: pd.DataFrame, objective: str, direction: str, lines: int) -> pd.DataFrame:
+    """The trained results whose per-epoch curves the Search page draws: those of the front's
+    rung (``front_rung``: every one trained as long), the best ``lines`` by ``objective``."""
+    rows = trained[trained["front_rung"]]
+    ascending = direction == "minimize"
+    return rows.sort_values(objective, ascending=ascending, kind="stable").head(lines)

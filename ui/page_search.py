@@ -1,6 +1,6 @@
-"""The Search page: progress, the front, histories, the cascade, proxies, the evidence ladder,
-parameter importance, parallel coordinates and slices, the timeline of runs per worker, and the
-trial table.
+"""The Search page: progress, the front, histories, intermediate values (per-epoch curves),
+the cascade, proxies, the evidence ladder, parameter importance, parallel coordinates and
+slices, the timeline of runs per worker, and the trial table.
 While the search runs, the page body is a fragment that re-reads the store every few seconds."""
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ def _body(search_id: str) -> None:
     _cancel(search_id, search.status)
     search_sections.pareto(data, spec)
     search_sections.history(data)
+    search_sections.intermediate_values(data, spec)
     search_sections.cascade(data, spec)
     search_sections.evidence_ladder(data)
     search_sections.importance(data, spec)

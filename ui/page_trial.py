@@ -1,5 +1,6 @@
 """The Trial page: one candidate's recipe on all four axes, its network, its metrics at every
-fidelity, loss curves, the candidates found equivalent to it, and its recipe to download."""
+fidelity, loss and accuracy curves, the candidates found equivalent to it, and its recipe to
+download."""
 
 from __future__ import annotations
 
@@ -51,13 +52,16 @@ def _metrics(rows: list[TrialRecord], objectives: list[str]) -> None:
     st.subheader("Metrics at every fidelity")
     st.dataframe(metrics_table(rows, objectives), hide_index=True)
     st.subheader("Training curves")
-    curves, accuracy = training_curves(rows)
+    curves, accuracy, per_epoch = training_curves(rows)
     if curves or accuracy:
-        st.plotly_chart(charts.loss_figure(curves, accuracy), key="loss")
+        st.plotly_chart(charts.loss_figure(curves, accuracy, per_epoch), key="loss")
         st.caption(
             "What the rows store: each training run's loss per epoch (the mean over the "
-            "epoch's batches), by fidelity; and its test accuracy, measured once at the run's "
-            "end (one point per fidelity). No accuracy or validation loss is stored per epoch."
+            "epoch's batches), by fidelity; its test accuracy after every epoch (lines; on the "
+            "test split the final accuracy is measured on: a learning curve, never used for a "
+            "decision; absent for a run trained with `task.eval_every_epoch: false`) and at "
+            "the run's end (diamonds, one per fidelity). A continued rung's curves hold the "
+            "earlier rungs' epochs. No validation loss is stored."
         )
     else:
         st.info("No loss curve stored for this trial.")
@@ -82,17 +86,18 @@ def metrics_table(rows: list[TrialRecord], objectives: list[str]) -> pd.DataFram
 
 def training_curves(
     rows: list[TrialRecord],
-) -> tuple[dict[str, list[float]], dict[str, tuple[int, float]]]:
-    """The stored loss per epoch of each training run, and each trained run's (epochs, test
-    accuracy), by fidelity."""
+) -> tuple[dict[str, list[float]], dict[str, tuple[int, float]], dict[str, list[float]]]:
+    """The stored loss per epoch of each training run, each trained run's (epochs, test
+    accuracy), and its stored test accuracy per epoch, by fidelity."""
     trained = [r for r in rows if r.stage == "train"]
     curves = {fidelity_text(r): r.loss_curve for r in trained if r.loss_curve}
+    per_epoch = {fidelity_text(r): r.accuracy_curve for r in trained if r.accuracy_curve}
     accuracy = {
         fidelity_text(r): (r.epochs, float(r.metrics["accuracy"]))
         for r in trained
         if r.trained and r.metrics.get("accuracy") is not None
     }
-    return curves, accuracy
+    return curves, accuracy, per_epoch
 
 
 def _equivalents(db, search_id: str, number: int, row: TrialRecord) -> None:

@@ -1,6 +1,6 @@
-"""The Search page's charts: the front, the histories, the funnel, the proxy scatter, the
-evidence ladder, parameter importance, and the decisions against the objectives (parallel
-coordinates, slices)."""
+"""The Search page's charts: the front, the histories, the intermediate values (per-epoch
+curves), the funnel, the proxy scatter, the evidence ladder, parameter importance, and the
+decisions against the objectives (parallel coordinates, slices)."""
 
 from __future__ import annotations
 
@@ -60,6 +60,38 @@ def history(data: dict) -> None:
     axis = st.radio("against", ["completed trials", "time"], horizontal=True, key="history-x")
     figure = charts.history_figure(frame, "time" if axis == "time" else "completed")
     st.plotly_chart(figure, key="history")
+
+
+CURVE_LINES = 20  # the learning curves drawn: a legible chart, and a light one at any size
+
+
+def intermediate_values(data: dict, spec: SearchSpec) -> None:
+    """The per-epoch test accuracy and training loss of the best trials, one line each (what
+    optuna-dashboard calls intermediate values)."""
+    st.subheader("Intermediate values")
+    trained: pd.DataFrame = data["trained"]
+    if trained.empty or not spec.objectives:
+        st.info("No trained results yet.")
+        return
+    objective, direction = spec.objectives[0].name, spec.directions[0]
+    best = analysis.curve_rows(trained, objective, direction, CURVE_LINES)
+    url, search_id = source.store().url, data["search"].id
+    ids = tuple(int(i) for i in best["id"])
+    frame = source.curves(url, source.version(search_id), ids)
+    order = {row_id: rank for rank, row_id in enumerate(ids)}  # best first in the legend
+    frame = frame.sort_values("id", key=lambda c: c.map(order))
+    st.plotly_chart(charts.intermediate_figure(frame), key="intermediate")
+    epochs = epochs_text(int(best["epochs"].iloc[0])) if not best.empty else ""
+    of = f"{len(best):,} of {len(trained[trained['front_rung']]):,}"
+    st.caption(
+        f"The best {of} results trained for {epochs} by {objective}, one line each: the "
+        "test accuracy after every epoch (on the test split the final accuracy is measured "
+        "on: its learning curve, never used for a decision) and the training loss (the mean "
+        f"over each epoch's batches). At most {CURVE_LINES} are drawn; a continued rung's "
+        "curve holds the earlier rungs' epochs. A run trained with "
+        "`task.eval_every_epoch: false` (or by a trainer that does not report them) has no "
+        "accuracy line."
+    )
 
 
 def cascade(data: dict, spec: SearchSpec) -> None:

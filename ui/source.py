@@ -241,6 +241,12 @@ def parameters_at(
 
 
 @st.cache_data(ttl=CACHE_SECONDS, max_entries=16, show_spinner=False)
+def curves(url: str, version: tuple, row_ids: tuple[int, ...]) -> pd.DataFrame:
+    """The per-epoch loss and accuracy of the rows ``row_ids`` (``reads.curves``)."""
+    return reads.curves(_store(url), row_ids)
+
+
+@st.cache_data(ttl=CACHE_SECONDS, max_entries=16, show_spinner=False)
 def timeline(url: str, search_id: str, version: tuple) -> pd.DataFrame:
     """The latest ``TIMELINE_RUNS`` runs in worker lanes (``analysis.worker_lanes``)."""
     return analysis.worker_lanes(reads.runs(_store(url), search_id, TIMELINE_RUNS))

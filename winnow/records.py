@@ -162,6 +162,8 @@ class TrialRecord:
     params: dict[str, Any] = field(default_factory=dict)
     metrics: dict[str, float | None] = field(default_factory=dict)
     loss_curve: list[float] = field(default_factory=list)
+    # the test accuracy after each epoch of ``loss_curve`` (empty: not measured)
+    accuracy_curve: list[float] = field(default_factory=list)
     error: str | None = None
     reused: bool = False
     seconds: float = 0.0

@@ -50,6 +50,7 @@ def train_spec(
     ``TrialSpec`` fields, such as another ``seed`` than the spec's): a rung's and a
     confirmation's."""
     fields: dict[str, Any] = {"seed": spec.seed, "trainer": spec.task.trainer} | extra
+    fields.setdefault("epoch_accuracy", spec.task.eval_every_epoch)
     # trainer None: winnow's own loop
     return TrialSpec(
         tracked.candidate, spec.task.dataset, stage="train", epochs=epochs, device=device, **fields

@@ -55,6 +55,7 @@ TRIAL_CODECS = {
     "params": Codec("params_json", json.dumps, json.loads),
     "metrics": Codec("metrics_json", metrics_json, json.loads),
     "loss_curve": Codec("loss_curve_json", json.dumps, json.loads),
+    "accuracy_curve": Codec("accuracy_curve_json", json.dumps, json.loads),
 }
 SEARCH_CODECS = {"status": _enum(SearchStatus)}
 EVENT_CODECS = {"payload": Codec("payload_json", json.dumps, json.loads)}

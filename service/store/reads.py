@@ -166,6 +166,23 @@ def confirmation_runs(store: Store, search_id: SearchIds = None) -> list[TrialRe
         return TRIALS.records(session.execute(query.order_by(TrialRow.id)))
 
 
+def curves(store: Store, row_ids: Collection[int]) -> pd.DataFrame:
+    """The per-epoch loss and accuracy (``loss_curve``, ``accuracy_curve``: parsed lists) of
+    the rows ``row_ids`` with their ``id, number, epochs``: only the few rows a chart draws
+    are read (a curve is the largest column a row has)."""
+    columns = (
+        TrialRow.id,
+        TrialRow.number,
+        TrialRow.epochs,
+        TrialRow.loss_curve_json.label("loss_curve"),
+        TrialRow.accuracy_curve_json.label("accuracy_curve"),
+    )
+    frame = _frame(store, select(*columns).where(TrialRow.id.in_(list(row_ids))))
+    for column in ("loss_curve", "accuracy_curve"):
+        frame[column] = [json.loads(text) for text in frame[column]]
+    return frame
+
+
 def screening_scores(store: Store, search_id: str) -> pd.DataFrame:
     """The screening stages' metrics (``proxy``, and any later scoring stage's) of the
     candidates that were trained (the ones a correlation with trained accuracy can use), with

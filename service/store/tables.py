@@ -4,7 +4,8 @@ needs a new revision there (``tests/service/test_store.py`` checks that the two 
 - ``search``: one row per search (its spec, status, task).
 - ``trial``: one row per candidate per fidelity (``number`` is the candidate's number within its
   search; a proxy row and one row per training rung share it), with metrics, status, error,
-  timings, device, host, hashes, the loss curve and the path of its kept weights.
+  timings, device, host, hashes, the loss and accuracy per epoch and the path of its kept
+  weights.
 - ``cache_entry``: the equivalence cache, by (task, fidelity, hash), shared across searches.
 - ``hash_memo``: functional hashes by structural hash, so each is computed once.
 - ``supernet``: trained supernets by (task, what of the space they cover, settings): the
@@ -52,6 +53,8 @@ class TrialRow(SQLModel, table=True):
     params_json: str = "{}"  # the Optuna params that propose this candidate
     metrics_json: str = "{}"
     loss_curve_json: str = "[]"  # mean training loss per epoch (train rows)
+    # test accuracy after each of those epochs ("[]": not measured; task.eval_every_epoch)
+    accuracy_curve_json: str = "[]"
     error: str | None = None
     reused: bool = False  # answered from the equivalence cache, not run
     seconds: float = 0.0

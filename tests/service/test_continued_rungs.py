@@ -67,6 +67,11 @@ def test_a_promotion_continues_its_checkpoint_and_others_are_deleted(store):
     # one training of 3 epochs under the 3-epoch schedule: 1 epoch, then 2 more
     assert (first.metrics["epochs_run"], top.metrics["epochs_run"]) == (1, 2)
     assert top.loss_curve[:1] == first.loss_curve and len(top.loss_curve) == 3
+    # the stored per-epoch accuracy is whole too (the checkpoint carried the first epoch's),
+    # and its last is the row's final accuracy, measured the same way
+    assert top.accuracy_curve[:1] == first.accuracy_curve and len(top.accuracy_curve) == 3
+    assert top.accuracy_curve[-1] == top.metrics["accuracy"]
+    assert first.accuracy_curve == [first.metrics["accuracy"]]
     assert report.epochs == 3 + 2  # not 3 + 3
     promotion, files = watching.seen[-1]
     assert promotion.epochs == 3 and promotion.schedule_epochs == 3

@@ -43,6 +43,11 @@ def test_the_tabular_example_searches_through_the_server(make_server, tmp_path, 
     assert len(first) == 3 and len(promoted) == 1
     # the example's fit resumed the first rung's checkpoint: it trained only the new epoch
     assert promoted[0].metrics["epochs_run"] == 1
+    # the example reports the accuracy after each epoch: the resumed run's curve is whole
+    [top] = promoted
+    [below] = [r for r in first if r.number == top.number]
+    assert len(top.accuracy_curve) == 2 and top.accuracy_curve[:1] == below.accuracy_curve
+    assert top.accuracy_curve[-1] == top.metrics["accuracy"]  # measured the same way
     assert front["points"] and max(p["accuracy"] for p in front["points"]) > 0.45  # chance 1/3
     assert recipe["candidate"]["architecture"]["builder"] == "tabular_example.models:build"
     assert recipe["training"]["task"]["trainer"] == "tabular_example.train:fit"

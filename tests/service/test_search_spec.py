@@ -353,3 +353,19 @@ def test_imports_of_a_space_that_does_not_resolve_fail_closed():
     with pytest.raises(ValueError):
         check_imports(broken, ("anything",))
     assert spec.imports() == {}
+
+
+def test_eval_every_epoch_is_on_by_default_reaches_each_training_and_a_typo_is_refused():
+    from types import SimpleNamespace
+
+    from winnow.search_space import Candidate
+    from winnow.service.engine.training import train_spec
+
+    tracked = SimpleNamespace(candidate=Candidate(architecture={"family": "mlp"}))
+    on = parse_search_spec(BASE)
+    off = parse_search_spec({**BASE, "task": {"dataset": "digits", "eval_every_epoch": False}})
+    assert train_spec(on, tracked, 3, "cpu").epoch_accuracy is True
+    assert train_spec(off, tracked, 3, "cpu").epoch_accuracy is False
+    assert train_spec(off, tracked, 3, "cpu", seed=7).epoch_accuracy is False  # a confirmation
+    with pytest.raises(SpecError, match=r"'task\.eval_every_epochs': unknown field"):
+        parse_search_spec({**BASE, "task": {"dataset": "digits", "eval_every_epochs": False}})

@@ -310,15 +310,45 @@ def test_trial_page_plots_what_is_stored_per_epoch_and_keeps_the_legend_off_the_
     [chart] = at.get("plotly_chart")
     figure = json.loads(chart.proto.spec)
     assert figure["layout"]["legend"]["y"] < 0  # below the plot; the toolbar is top right
-    traces = {t["name"]: t for t in figure["data"]}
+    loss = {t["name"]: t for t in figure["data"] if t["xaxis"] == "x"}
+    right = [t for t in figure["data"] if t["xaxis"] == "x2"]
+    per_epoch = {t["name"]: t for t in right if t["mode"] == "lines+markers"}
     trained = [r for r in seeded.rows() if r.number == number and r.stage == "train"]
     for row in trained:
-        assert traces[f"train {epochs_text(row.epochs)}"]["y"] == pytest.approx(row.loss_curve)
-    accuracy = traces["test accuracy"]
+        name = f"train {epochs_text(row.epochs)}"
+        assert loss[name]["y"] == pytest.approx(row.loss_curve)
+        assert per_epoch[name]["y"] == pytest.approx(row.accuracy_curve)
+        assert per_epoch[name]["x"] == list(range(1, len(row.accuracy_curve) + 1))
+    [accuracy] = [t for t in right if t["name"] == "test accuracy at the end"]
     assert accuracy["mode"] == "markers"  # separate runs: not joined by a line
     assert accuracy["x"] == [r.epochs for r in trained]
     assert accuracy["y"] == pytest.approx([r.metrics["accuracy"] for r in trained])
-    assert any("No accuracy or validation loss is stored per epoch" in c.value for c in at.caption)
+    assert any("test accuracy after every epoch" in c.value for c in at.caption)
+    assert not any("No accuracy" in c.value for c in at.caption)
+
+
+def test_intermediate_values_draw_the_best_trials_stored_curves(app, seeded):
+    from winnow.ui.search_sections import CURVE_LINES
+
+    spec, rows = seeded.spec(), seeded.rows()
+    objective, top = spec.objectives[0].name, len(spec.strategy.rungs) - 1
+    done = [r for r in rows if r.completed(top) and r.metrics.get(objective) is not None]
+    best = sorted(done, key=lambda r: r.metrics[objective], reverse=True)[:CURVE_LINES]
+    assert spec.objectives[0].direction == "maximize" and len(done) > CURVE_LINES
+    at = app(seeded.url, search=seeded.search_id)
+    titles = {"test accuracy per epoch", "training loss per epoch"}
+    [figure] = [
+        f
+        for f in (json.loads(c.proto.spec) for c in at.get("plotly_chart"))
+        if {a.get("text") for a in f["layout"].get("annotations", [])} == titles
+    ]
+    accuracy = {t["name"]: t["y"] for t in figure["data"] if t["xaxis"] == "x"}
+    loss = {t["name"]: t["y"] for t in figure["data"] if t["xaxis"] == "x2"}
+    assert list(accuracy) == [f"trial {r.number}" for r in best]  # best first
+    for row in best:
+        assert accuracy[f"trial {row.number}"] == pytest.approx(row.accuracy_curve)
+        assert loss[f"trial {row.number}"] == pytest.approx(row.loss_curve)
+    assert any(f"The best {CURVE_LINES} of {len(done)}" in c.value for c in at.caption)
 
 
 def test_searches_table_says_what_its_counts_count(app, seeded):

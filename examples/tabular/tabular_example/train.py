@@ -5,7 +5,9 @@ winnow calls it in the worker for every training run, with the interface of its 
 schedule, the batches, the epochs to reach, a per-epoch callback, a checkpoint and a step cap.
 This one differs from winnow's by label smoothing and gradient clipping. It resumes from the
 checkpoint, so a promoted candidate trains only its new rung's epochs; winnow then measures
-test accuracy and the costs itself.
+test accuracy and the costs itself. It reports the test accuracy after each epoch too when the
+search asks for it (``data.epoch_accuracy``, from ``task.eval_every_epoch``): optional, the
+dashboard's learning curve.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from winnow.search_space.checkpoints import capture, restore
+from winnow.search_space.checkpoints import capture, restore, saved_accuracy
 from winnow.search_space.trainer import Fitted
 
 LABEL_SMOOTHING = 0.1
@@ -26,6 +28,8 @@ MAX_GRAD_NORM = 1.0
 def fit(model, optimizer, scheduler, data, epochs, on_epoch=None, checkpoint=None, max_steps=None):
     saved = checkpoint.load() if checkpoint is not None else None
     done, curve = restore(saved, model, optimizer, scheduler, data.generator) if saved else (0, [])
+    accuracy = saved_accuracy(saved, done) if saved else []
+    measured = data.epoch_accuracy and len(accuracy) == done  # a curve is whole or absent
     steps = scheduler.last_epoch  # the steps taken so far (the scheduler counts them)
     for epoch in range(done, epochs):
         start = time.perf_counter()
@@ -45,8 +49,11 @@ def fit(model, optimizer, scheduler, data, epochs, on_epoch=None, checkpoint=Non
             losses.append(loss.item())
             steps += 1
         curve.append(statistics.fmean(losses) if losses else float("nan"))
+        if measured:
+            accuracy.append(data.accuracy(model))  # leaves the training untouched
         if checkpoint is not None:
-            checkpoint.save(capture(model, optimizer, scheduler, data.generator, epoch + 1, curve))
+            state = capture(model, optimizer, scheduler, data.generator, epoch + 1, curve, accuracy)
+            checkpoint.save(state)
         if on_epoch is not None:
             on_epoch(epoch + 1, epochs, curve[-1], time.perf_counter() - start)
-    return Fitted(curve, epochs - done)
+    return Fitted(curve, epochs - done, accuracy if measured else [])
