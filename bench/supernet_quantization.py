@@ -3,17 +3,24 @@ quantization policy) candidates as standalone training does?
 
 On digits: ``candidates`` distinct candidates of ``SPACE`` are each trained standalone with
 winnow's own training (``training.evaluate``, ``epochs`` epochs, scored on the test split as a
-search scores them). One ``MLPSupernet`` is trained by the sandwich rule under sampled policies
-(``supernet.sandwich``) on the training data less a validation split carved from it; each
-candidate's inherited accuracy is its extracted subnet's (BatchNorm statistics and activation
-ranges re-estimated on training batches) on that validation split, never the test split.
-The criterion (issue 18): Kendall tau of inherited against standalone accuracy >= 0.6.
+search scores them) under ``standalone_seeds`` seeds; the ground truth is the mean accuracy
+over the seeds, and ``standalone_seed_kendall`` (the mean tau between two seeds' runs) says how
+well one standalone run ranks another: the ceiling of a one-run score. One ``MLPSupernet`` is
+trained by the sandwich rule under sampled policies (``supernet.sandwich``), for as many epochs
+as a standalone run (``supernet_steps``), on the training data less a validation split carved
+from it; each candidate's inherited accuracy is its extracted subnet's (BatchNorm statistics
+and activation ranges re-estimated on training batches) on that validation split, never the
+test split. The criterion (issue 18): Kendall tau of inherited against standalone accuracy
+>= 0.6 (``kendall``: against the seeds' mean; ``kendall_single_seed``: against seed ``seed``).
 
 Ablations, each on the same candidates: a supernet trained at full precision only
-(``kendall_no_quantization_sampling``), subnets scored with the supernet's own running
-statistics and ranges (``kendall_no_recalibration``), and the costs a search knows for free
-(``baselines``: params, model bytes, BitOPs), and the equal-weight rank average of the
-inherited accuracy with params or model bytes (``combined``: fitted on nothing).
+(``kendall_no_quantization_sampling``), without distillation or the weight regularization,
+subnets scored with the supernet's own running statistics and ranges
+(``kendall_no_recalibration``), by validation loss (``kendall_inherited_loss``: no ties) or at
+full precision (``kendall_inherited_full_precision``: does scoring under the policy add
+anything?), the costs a search knows for free (``baselines``: params, model bytes, BitOPs), and
+the equal-weight rank average of the inherited accuracy with params or model bytes
+(``combined``: fitted on nothing).
 """
 
 from __future__ import annotations

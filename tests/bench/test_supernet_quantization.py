@@ -67,3 +67,8 @@ def test_the_truth_is_the_mean_over_seeds_and_the_ceiling_their_agreement():
     agreeing = _runs([0.9, 0.8, 0.7], [0.95, 0.85, 0.6])
     assert bench.seed_repeatability(agreeing) == pytest.approx(1.0)
     assert bench.seed_repeatability(runs[:1]) is None
+
+
+def test_a_truth_needs_one_seed_at_least():
+    with pytest.raises(ValueError, match="standalone_seeds"):
+        bench.run(4, standalone_seeds=0)
