@@ -11,7 +11,7 @@
     winnow bench service --trials 2000 --clients 8
     winnow bench workers --executor local --trials 200
     winnow bench ui --trials 10000 --json
-    winnow bench supernet-quant --candidates 40 --seed 0 [--minutes M] --json
+    winnow bench supernet-quant --candidates 40 --seed 0 [--standalone-seeds 3] [--minutes M] --json
     winnow bench rungs --dataset digits --candidates 9 --seed 0 --json
     winnow bench kernels --dataset npz:PATH --json [--epoch-steps N] [--min-run-time S]
 
@@ -276,6 +276,7 @@ def cmd_bench_supernet_quant(args: argparse.Namespace) -> int:
         args.minutes,
         ablation=not args.no_ablation,
         progress=_stderr_progress(args.quiet),
+        standalone_seeds=args.standalone_seeds,
     )
     print_json(result)
     return 0
@@ -290,6 +291,11 @@ def _add_supernet_quant(bench_commands: Any) -> None:
     bq.add_argument("--seed", type=int, default=0)
     bq.add_argument("--minutes", type=float, help="time budget of each supernet's training")
     bq.add_argument("--no-ablation", action="store_true", help="only the main supernet")
+    bq.add_argument(
+        "--standalone-seeds",
+        type=int,
+        help="seeds of each candidate's standalone training, the truth their mean (default 3)",
+    )
     bq.add_argument("--json", action="store_true", help="print one JSON object (the default)")
     bq.add_argument("--quiet", action="store_true", help="no progress on stderr")
     bq.set_defaults(func=cmd_bench_supernet_quant)
