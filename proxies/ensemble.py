@@ -75,6 +75,21 @@ def rank_ensemble(scores: Mapping[str, Sequence[float | None]]) -> np.ndarray:
     return total
 
 
+# Near-copies among the registered proxies: each key ranks NAS-Bench-201 cells almost exactly as
+# its value does, so a rank ensemble of both would count one signal twice. ``params`` and
+# ``flops`` (both set by the cell's conv edges) and ``grad_norm`` and ``snip`` (|g| and |g * w|
+# summed over one backward pass) correlate at Spearman 1.000 and 0.998 with each other across the
+# cells of ``winnow bench proxies`` (figures per cell count in docs/proxies.md).
+NEAR_COPIES = {"params": "flops", "grad_norm": "snip"}
+
+
+def deduplicated(proxies: Sequence[str]) -> list[str]:
+    """``proxies`` without each one whose near-copy (``NEAR_COPIES``) is among them: the rank
+    ensemble's default set."""
+    present = set(proxies)
+    return [p for p in proxies if NEAR_COPIES.get(p) not in present]
+
+
 # AZ-NAS's own ensemble: its four proxies, complexity being the FLOPs (the code reads them from
 # the benchmark's table, ``api_flops``), aggregated by :func:`rank_ensemble` exactly as the code's
 # ``rank_agg`` (NB201/tss_general.ipynb): ``sum_k log(rankdata(s_k) / N)``. The one place that
