@@ -12,7 +12,9 @@ import torch
 from scipy import stats
 
 from winnow.proxies.ensemble import (
+    NEAR_COPIES,
     CalibratedEnsemble,
+    deduplicated,
     pair_differences,
     pairwise_logistic_loss,
     rank_ensemble,
@@ -235,3 +237,10 @@ def test_a_seeded_subset_of_pairs_is_used_when_there_are_too_many(monkeypatch):
     assert first.weights == second.weights
     predicted = first.predict(rows(features, held_out))
     assert stats.spearmanr(predicted, target[held_out]).statistic > 0.9
+
+
+def test_deduplicated_drops_a_near_copy_only_when_its_original_is_there():
+    names = ["params", "snip", "flops", "grad_norm", "meco"]
+    assert deduplicated(names) == ["snip", "flops", "meco"]
+    assert deduplicated(["params", "grad_norm", "meco"]) == ["params", "grad_norm", "meco"]
+    assert all(kept not in NEAR_COPIES for kept in NEAR_COPIES.values())  # no chains
