@@ -188,7 +188,7 @@ def test_benchmark_reports_correlations_timings_and_failures(cells):
     calibrated = out["ensembles"]["calibrated"]
     assert -1 <= calibrated["spearman_calibration_split"] <= 1
     assert -1 <= calibrated["spearman_all"] <= 1 and len(calibrated["spearman_per_fold"]) == 5
-    assert set(calibrated["weights"]) == set(PROXIES)
+    assert set(calibrated["weights"]) == {f for p in PROXIES for f in (p, f"{p}:log")}
     assert out["ensembles"]["rank"]["proxies"] == list(PROXIES)  # no near-copies among them
 
 
