@@ -4,9 +4,13 @@ ensemble of them, ranks NAS-Bench-201 cells against the benchmark's CIFAR-10 tes
 Every sampled cell is built as the benchmark's network (``NB201Network``, C=16, N=5, BatchNorm)
 from the same seed and scored on the SAME fixed batches of real training images, so the only
 thing that differs between cells is the cell. Correlations (``scipy.stats``) are against the
-ground truth, which is never an input to a proxy; the calibrated ensemble learns its weights on a
-calibration split and is reported on the disjoint evaluation split. ``aznas`` is AZ-NAS's own
-ensemble (its four proxies, rank-aggregated as its code does), reported when the run scores them.
+ground truth, which is never an input to a proxy. Every proxy and ensemble is reported on one
+seeded split's evaluation cells (``spearman_evaluation``, the headline) and on all cells
+(``spearman_all``): the calibrated ensemble learns its weights on the calibration cells for the
+first, and by a K-fold cross-fit (each fold scored by a fit on the others) for the second.
+``rank`` is winnow's rank aggregation over the run's proxies less near-copies; ``aznas`` is
+AZ-NAS's own ensemble (its four proxies, rank-aggregated as its code does), reported when the run
+scores them.
 
 Scores can be cached in a JSON-lines file (one line per cell, appended and flushed as each cell
 is done), so an interrupted run resumes where it stopped and a repeated run is fast. A line is
