@@ -79,8 +79,8 @@ def rank_ensemble(scores: Mapping[str, Sequence[float | None]]) -> np.ndarray:
 # its value does (Spearman >= 0.95 between the two across the cells of ``winnow bench proxies``),
 # so a rank ensemble of both would count one signal twice. ``params`` and ``flops`` are both set
 # by the cell's conv edges (1.000); ``grad_norm``, ``fisher`` and ``snip`` are saliencies of one
-# backward pass (grad_norm-snip 0.998, fisher-snip 0.960). No other pair reaches 0.9
-# (docs/proxies.md has the figures and the cell count).
+# backward pass (grad_norm-snip 0.998, fisher-snip 0.964). The next pair, synflow-zico, is at
+# 0.92 (386 cells; docs/proxies.md has the table).
 NEAR_COPIES = {"params": "flops", "grad_norm": "snip", "fisher": "snip"}
 
 
