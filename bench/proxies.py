@@ -4,9 +4,13 @@ ensemble of them, ranks NAS-Bench-201 cells against the benchmark's CIFAR-10 tes
 Every sampled cell is built as the benchmark's network (``NB201Network``, C=16, N=5, BatchNorm)
 from the same seed and scored on the SAME fixed batches of real training images, so the only
 thing that differs between cells is the cell. Correlations (``scipy.stats``) are against the
-ground truth, which is never an input to a proxy; the calibrated ensemble learns its weights on a
-calibration split and is reported on the disjoint evaluation split. ``aznas`` is AZ-NAS's own
-ensemble (its four proxies, rank-aggregated as its code does), reported when the run scores them.
+ground truth, which is never an input to a proxy. Every proxy and ensemble is reported on one
+seeded split's evaluation cells (``spearman_evaluation``, the headline) and on all cells
+(``spearman_all``): the calibrated ensemble learns its weights on the calibration cells for the
+first, and by a K-fold cross-fit (each fold scored by a fit on the others) for the second.
+``rank`` is winnow's rank aggregation over the run's proxies less near-copies; ``aznas`` is
+AZ-NAS's own ensemble (its four proxies, rank-aggregated as its code does), reported when the run
+scores them.
 
 Scores can be cached in a JSON-lines file (one line per cell, appended and flushed as each cell
 is done), so an interrupted run resumes where it stopped and a repeated run is fast. A line is
@@ -46,6 +50,7 @@ from winnow.bench.proxy_stats import (
     split_indices,
 )
 from winnow.proxies.batches import Batches, fixed_batches
+from winnow.proxies.ensemble import deduplicated
 from winnow.proxies.nb201_truth import NB201Cell
 from winnow.search_space.archs.nb201 import NB201Network, parse_arch
 from winnow.search_space.datasets import Dataset, load_dataset
@@ -57,8 +62,8 @@ Scorer = Callable[..., Mapping[str, Any]]
 
 @dataclass(frozen=True)
 class BenchConfig:
-    """What a benchmark run scores and how; everything here but the last three changes the
-    scores, so it keys the cache."""
+    """What a benchmark run scores and how; the first six change the scores, so they key the
+    cache (the split, the cross-fit and the no-share timing change only what is reported)."""
 
     data: str
     proxies: tuple[str, ...]
@@ -69,6 +74,7 @@ class BenchConfig:
     calibration_fraction: float = 0.4
     no_share: bool = False
     no_share_limit: int = 50  # unshared scoring (slow) runs on the first this many cells
+    folds: int = 5  # the calibrated ensemble's cross-fit, for its all-cells figure
 
     def __post_init__(self) -> None:
         if not self.proxies:
@@ -79,6 +85,8 @@ class BenchConfig:
             )
         if self.n_batches < 1 or self.batch_size < 1 or self.no_share_limit < 1:
             raise ValueError("batch count, batch size and the no-share limit must be positive")
+        if self.folds < 2:
+            raise ValueError(f"the cross-fit needs at least 2 folds, not {self.folds}")
 
 
 @dataclass
@@ -306,16 +314,27 @@ def run_proxy_bench(
         scoring = Scoring(batches, dataset, scorer, config, device, cache)
         shared, unshared, reused = score_cells(archs, scoring, progress)
     features = {name: [c.values[name] for c in shared] for name in config.proxies}
+    # One split for every figure: each proxy and ensemble is reported on the same evaluation cells
     calibration, evaluation = split_indices(len(cells), config.calibration_fraction, config.seed)
+    ranked = {name: features[name] for name in deduplicated(config.proxies)}
     out: dict[str, Any] = {
-        "proxies": {name: per_proxy_summary(shared, truth, name) for name in config.proxies},
+        "proxies": {
+            name: per_proxy_summary(shared, truth, name, evaluation) for name in config.proxies
+        },
         "ensembles": {
-            "rank": rank_summary(features, truth, evaluation),
-            "calibrated": calibrated_summary(features, truth, calibration, evaluation, config.seed),
+            "rank": rank_summary(ranked, truth, evaluation),
+            "calibrated": calibrated_summary(
+                features, truth, calibration, evaluation, config.seed, config.folds
+            ),
         },
         "suite_seconds_per_arch": _mean_total(shared),
         "sample": len(cells),
-        "split": {"calibration": len(calibration), "evaluation": len(evaluation)},
+        "split": {
+            "calibration": len(calibration),
+            "evaluation": len(evaluation),
+            "folds": config.folds,
+            "headline": "spearman_evaluation",
+        },
         "seed": config.seed,
         "data": config.data,
         "batches": {"count": config.n_batches, "size": config.batch_size, "split": "train"},

@@ -75,6 +75,22 @@ def rank_ensemble(scores: Mapping[str, Sequence[float | None]]) -> np.ndarray:
     return total
 
 
+# Near-copies among the registered proxies: each key ranks NAS-Bench-201 cells almost exactly as
+# its value does (Spearman >= 0.95 between the two across the cells of ``winnow bench proxies``),
+# so a rank ensemble of both would count one signal twice. ``params`` and ``flops`` are both set
+# by the cell's conv edges (1.000); ``grad_norm``, ``fisher`` and ``snip`` are saliencies of one
+# backward pass (grad_norm-snip 0.998, fisher-snip 0.964). The next pair, synflow-zico, is at
+# 0.92 (386 cells; docs/proxies.md has the table).
+NEAR_COPIES = {"params": "flops", "grad_norm": "snip", "fisher": "snip"}
+
+
+def deduplicated(proxies: Sequence[str]) -> list[str]:
+    """``proxies`` without each one whose near-copy (``NEAR_COPIES``) is among them: the rank
+    ensemble's default set."""
+    present = set(proxies)
+    return [p for p in proxies if NEAR_COPIES.get(p) not in present]
+
+
 # AZ-NAS's own ensemble: its four proxies, complexity being the FLOPs (the code reads them from
 # the benchmark's table, ``api_flops``), aggregated by :func:`rank_ensemble` exactly as the code's
 # ``rank_agg`` (NB201/tss_general.ipynb): ``sum_k log(rankdata(s_k) / N)``. The one place that
@@ -90,7 +106,8 @@ MAX_KNOTS = 256  # knots kept per proxy: bounds the stored size, not the calibra
 
 @dataclass(frozen=True)
 class FeatureTransform:
-    """One proxy's feature: the normal score of its calibration ECDF, ``Phi^-1(F(x))``.
+    """One proxy's feature: the normal score of its calibration ECDF, ``Phi^-1(F(x))`` (or, in
+    the ``log`` basis, ``log F(x)``: see ``BASES``).
 
     ``F`` interpolates linearly between the distinct calibration values (``knots``), each at
     its mid-ECDF level ``(#below + #equal / 2) / n`` (``levels``), and is clamped to the end
@@ -99,9 +116,10 @@ class FeatureTransform:
     and any monotone distortion of a proxy is undone; it stays within about +-3.3 for 1,000
     calibration cells, so one extreme new candidate cannot dominate a linear score. The price:
     two new candidates beyond the calibration range of a proxy tie on that proxy (the other
-    proxies still separate them). A missing value gets ``floor``, the lowest feature seen in
-    calibration (the "worst" convention of :func:`rank_ensemble`). Nothing depends on the rest of
-    the population, so it applies to one new candidate as well as to many.
+    proxies still separate them). A missing value gets ``floor`` (``log`` of the lowest level in
+    the ``log`` basis), the lowest feature seen in calibration (the "worst" convention of
+    :func:`rank_ensemble`). Nothing depends on the rest of the population, so it applies to one
+    new candidate as well as to many.
 
     Written with ``np.interp`` rather than scikit-learn's ``QuantileTransformer`` because it
     must serialise to JSON and be rebuilt from it.
@@ -124,11 +142,22 @@ class FeatureTransform:
         floor = float(stats.norm.ppf(levels[0]))
         return cls(tuple(map(float, knots)), tuple(map(float, levels)), floor)
 
-    def apply(self, values: np.ndarray) -> np.ndarray:
+    def apply(self, values: np.ndarray, basis: str = "normal") -> np.ndarray:
+        """The feature of ``values`` in ``basis`` (``BASES``): ``normal``, the normal score
+        ``Phi^-1(F(x))``, or ``log``, ``log F(x)``; a missing value gets the basis's floor."""
+        level = np.interp(values, self.knots, self.levels)
+        if basis == "log":
+            return np.where(np.isnan(values), math.log(self.levels[0]), np.log(level))
         # ndtri is norm.ppf without its argument checks (equal values, 80x faster on one row:
         # the cascade's screen applies this to every proposal)
-        z = special.ndtri(np.interp(values, self.knots, self.levels))
-        return np.where(np.isnan(values), self.floor, z)
+        return np.where(np.isnan(values), self.floor, special.ndtri(level))
+
+
+# The bases a proxy's ECDF level ``F`` enters the linear score through. ``normal`` (Phi^-1(F)) is
+# symmetric; ``log`` (log F) is AZ-NAS's ``log(rank / N)``: flat at the top, steep at the bottom,
+# so a proxy that places a cell among its lowest pulls the score down hard. Both together give
+# each proxy a monotone two-term shape, learned like the weights.
+BASES = ("normal", "log")
 
 
 # --- differentiable rank losses -------------------------------------------------------------
@@ -186,6 +215,7 @@ class FitSettings:
     """
 
     loss: str = "logistic"
+    bases: tuple[str, ...] = ("normal",)  # one feature per proxy and basis (``BASES``)
     tau: float = 1.0
     weight_decay: float = 1e-3
     lr: float = 0.05
@@ -197,6 +227,12 @@ class FitSettings:
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
             raise ValueError(f"unknown loss {self.loss!r}; allowed: {', '.join(LOSSES)}")
+        object.__setattr__(self, "bases", tuple(self.bases))  # a list, from JSON
+        if not self.bases or len(set(self.bases)) < len(self.bases):
+            raise ValueError(f"bases must be distinct and at least one: {list(self.bases)}")
+        unknown = [b for b in self.bases if b not in BASES]
+        if unknown:
+            raise ValueError(f"unknown bases {unknown}; allowed: {', '.join(BASES)}")
         if not 0.0 <= self.validation_fraction < 1.0:
             raise ValueError("validation_fraction must be in [0, 1)")
 
@@ -204,8 +240,9 @@ class FitSettings:
 class CalibratedEnsemble:
     """A linear ensemble of proxy features learned with a rank loss on a calibration set.
 
-    ``score(candidate) = sum_k w_k * feature_k(proxy_k(candidate))`` with each feature a
-    :class:`FeatureTransform` fitted on the calibration values; only the order of scores matters.
+    ``score(candidate) = sum_k sum_b w_kb * feature_b(proxy_k(candidate))`` with each proxy's
+    :class:`FeatureTransform` fitted on the calibration values and ``b`` over the settings'
+    ``bases`` (one weight per proxy with the default); only the order of scores matters.
     """
 
     def __init__(self, proxies: Sequence[str], settings: FitSettings | None = None, **kwargs):
@@ -244,10 +281,11 @@ class CalibratedEnsemble:
         z = self._design(columns)
         rng = np.random.default_rng(seed)
         train, held_out = _holdout_split(len(y), self.settings, rng)
-        weighed = [k for k, p in enumerate(self.proxies) if p not in zero]
-        self.coef, self.fit_info = np.zeros(len(self.proxies)), {}
+        columns_of = [p for p in self.proxies for _ in self.settings.bases]
+        weighed = [k for k, p in enumerate(columns_of) if p not in zero]
+        self.coef, self.fit_info = np.zeros(len(columns_of)), {}
         if weighed:
-            design = z if len(weighed) == len(self.proxies) else z[:, weighed]
+            design = z if len(weighed) == len(columns_of) else z[:, weighed]
             coef, self.fit_info = _train_weights(design, y, train, held_out, self.settings, rng)
             self.coef[weighed] = coef
         if zero:
@@ -255,9 +293,16 @@ class CalibratedEnsemble:
         return self
 
     def _design(self, columns: Sequence[np.ndarray]) -> np.ndarray:
-        """The feature matrix, rows x proxies."""
+        """The feature matrix, rows x (proxies x bases), each proxy's bases side by side."""
         assert self.transforms is not None
-        return np.stack([t.apply(c) for t, c in zip(self.transforms, columns, strict=True)], 1)
+        pairs = zip(self.transforms, columns, strict=True)
+        return np.stack([t.apply(c, b) for t, c in pairs for b in self.settings.bases], 1)
+
+    def feature_names(self) -> list[str]:
+        """One per weight: the proxy's name for the ``normal`` basis, ``proxy:basis`` else."""
+        return [
+            p if b == "normal" else f"{p}:{b}" for p in self.proxies for b in self.settings.bases
+        ]
 
     # --- applying ---------------------------------------------------------------------------
 
@@ -279,10 +324,11 @@ class CalibratedEnsemble:
 
     @property
     def weights(self) -> dict[str, float]:
-        """Weight per proxy; every feature is a normal score (unit variance), so sizes compare."""
+        """Weight per feature (:meth:`feature_names`: per proxy with the default basis, whose
+        features are normal scores of unit variance, so sizes compare)."""
         if self.coef is None:
             raise RuntimeError("CalibratedEnsemble has no weights before fit")
-        return dict(zip(self.proxies, map(float, self.coef), strict=True))
+        return dict(zip(self.feature_names(), map(float, self.coef), strict=True))
 
     # --- storage ----------------------------------------------------------------------------
 
@@ -316,8 +362,13 @@ class CalibratedEnsemble:
             for t in data["transforms"]
         ]
         ensemble.coef = np.asarray(data["weights"], dtype=np.float64)
-        if not len(ensemble.coef) == len(ensemble.transforms) == len(ensemble.proxies):
-            raise ValueError("weights, transforms and proxies differ in length")
+        bases = len(ensemble.settings.bases)
+        if (
+            not len(ensemble.coef)
+            == bases * len(ensemble.transforms)
+            == bases * len(ensemble.proxies)
+        ):
+            raise ValueError("weights, transforms and proxies (times bases) differ in length")
         ensemble.fit_info = dict(data.get("fit_info", {}))
         return ensemble
 

@@ -13,7 +13,7 @@ from scipy import stats
 
 from winnow.bench import proxies as bench
 from winnow.bench.proxies import BenchConfig, run_proxy_bench
-from winnow.bench.proxy_stats import rank_correlations, split_indices
+from winnow.bench.proxy_stats import fold_indices, rank_correlations, split_indices
 from winnow.proxies.ensemble import AZNAS_PROXIES, CalibratedEnsemble
 from winnow.proxies.nb201_truth import GroundTruthError, read_nb201_truth, sample_cells
 from winnow.search_space.archs.nb201 import OPS, format_arch
@@ -164,8 +164,8 @@ def test_benchmark_reports_correlations_timings_and_failures(cells):
     ]
     assert out["proxies"]["params"]["spearman"] == round(stats.spearmanr(params, truth)[0], 4)
     assert out["proxies"]["broken"] == {
-        "spearman": None,
-        "kendall": None,
+        **dict.fromkeys(("spearman", "kendall", "spearman_all", "kendall_all"), None),
+        **dict.fromkeys(("spearman_evaluation", "kendall_evaluation"), None),
         "seconds_per_arch": 0.0005,
         "failures": 12,
         "first_error": "stand-in failure",
@@ -173,15 +173,23 @@ def test_benchmark_reports_correlations_timings_and_failures(cells):
     }
     assert out["proxies"]["conv_ops"]["seconds_per_arch"] == 0.001
     assert out["proxies"]["conv_ops"]["no_share_seconds_per_arch"] == 0.003
-    assert out["sample"] == 12 and out["split"] == {"calibration": 5, "evaluation": 7}
+    assert out["sample"] == 12 and out["split"] == {
+        "calibration": 5,
+        "evaluation": 7,
+        "folds": 5,
+        "headline": "spearman_evaluation",
+    }
     assert out["no_share_cells"] == 3 and out["no_share_seconds_per_arch"] > 0
     assert out["suite_seconds_per_arch"] > 0 and out["peak_rss_bytes"] > 10_000_000
     assert out["wall_seconds"] > 0
     for ensemble in ("rank", "calibrated"):
         for key in ("spearman", "kendall"):
             assert -1 <= out["ensembles"][ensemble][key] <= 1
-    assert -1 <= out["ensembles"]["calibrated"]["spearman_calibration_split"] <= 1
-    assert set(out["ensembles"]["calibrated"]["weights"]) == set(PROXIES)
+    calibrated = out["ensembles"]["calibrated"]
+    assert -1 <= calibrated["spearman_calibration_split"] <= 1
+    assert -1 <= calibrated["spearman_all"] <= 1 and len(calibrated["spearman_per_fold"]) == 5
+    assert set(calibrated["weights"]) == {f for p in PROXIES for f in (p, f"{p}:log")}
+    assert out["ensembles"]["rank"]["proxies"] == list(PROXIES)  # no near-copies among them
 
 
 def az_values(model) -> dict[str, float]:
@@ -216,18 +224,59 @@ def test_the_aznas_ensemble_is_its_four_proxies_rank_aggregated(cells):
 
 
 def test_calibration_never_sees_the_evaluation_split(cells, monkeypatch):
-    seen: list[float] = []
+    fits: list[list[float]] = []
     fit = CalibratedEnsemble.fit
 
     def spy(self, features, target, seed=0):
-        seen.extend(target)
+        fits.append(sorted(target))
         return fit(self, features, target, seed)
 
     monkeypatch.setattr(CalibratedEnsemble, "fit", spy)
-    run_proxy_bench(cells, config(calibration_fraction=0.5), StandInScorer(), progress=False)
+    out = run_proxy_bench(cells, config(calibration_fraction=0.5), StandInScorer(), progress=False)
     calibration, evaluation = split_indices(len(cells), 0.5, seed=0)
-    assert sorted(seen) == sorted(cells[i].test_accuracy for i in calibration)
-    assert not set(seen) & {cells[i].test_accuracy for i in evaluation}
+    truth = np.array([c.test_accuracy for c in cells])
+    # the headline fit: the calibration cells only
+    assert fits[0] == sorted(truth[calibration])
+    assert not set(fits[0]) & set(truth[evaluation])
+    # then the cross-fit's, one per fold, each on every cell but its fold
+    folds = fold_indices(len(cells), 5, seed=0)
+    assert fits[1:] == [sorted(np.delete(truth, fold)) for fold in folds]
+    assert out["ensembles"]["calibrated"]["folds"] == 5
+
+
+class OracleScorer:
+    """Every proxy scores the i-th cell scored (the bench scores them in order) ``values[i]``."""
+
+    def __init__(self, values: list[float]):
+        self.values, self.calls = values, 0
+
+    def __call__(self, model, batches, proxies, *, share=True, seed=0):
+        value, self.calls = self.values[self.calls], self.calls + 1
+        return {name: Score(value, 0.001) for name in proxies}
+
+
+def test_every_proxy_and_ensemble_is_reported_on_the_same_evaluation_cells(tmp_path):
+    write_truth(tmp_path / "truth.csv", n=20, seed=2)
+    cells = read_nb201_truth(tmp_path / "truth.csv")
+    truth = np.array([c.test_accuracy for c in cells])
+    assert len(set(truth)) == len(truth)
+    calibration, evaluation = split_indices(len(cells), 0.4, seed=0)
+    # the truth itself on the evaluation cells, reversed on the calibration cells (onto 0..100, so
+    # that the calibrated features cover the evaluation values): exactly +-1 on the evaluation
+    # cells, and only there
+    low, high = truth[calibration].min(), truth[calibration].max()
+    reversed_ = 100 * (high - truth) / (high - low)
+    oracle = np.where(np.isin(np.arange(len(cells)), evaluation), truth, reversed_)
+    run = config(proxies=AZNAS_PROXIES)
+    out = run_proxy_bench(cells, run, OracleScorer(oracle.tolist()), progress=False)
+    for row in [*out["proxies"].values(), out["ensembles"]["rank"], out["ensembles"]["aznas"]]:
+        assert row["spearman_evaluation"] == row["kendall_evaluation"] == 1.0
+        assert row["spearman_all"] == row["spearman"] < 0.9
+    # fitted on the calibration cells, where the proxies are reversed
+    calibrated = out["ensembles"]["calibrated"]
+    assert calibrated["spearman_evaluation"] == calibrated["spearman"] == -1.0
+    assert calibrated["spearman_calibration_split"] == 1.0
+    assert out["split"]["evaluation"] == len(evaluation) == 12
 
 
 def test_cache_resumes_an_interrupted_run_and_makes_a_repeat_free(cells, tmp_path):
@@ -354,6 +403,8 @@ def test_cli_smoke_benchmark_on_real_data(capsys, shared_data, tmp_path):
     assert result["sample"] == SMOKE_SAMPLE and result["split"] == {
         "calibration": 2,
         "evaluation": 2,
+        "folds": 5,
+        "headline": "spearman_evaluation",
     }
 
     assert main(argv) == 0  # again, from the cache: nothing is rescored

@@ -69,7 +69,8 @@ def test_bench_supernet_reports_every_tier_on_held_out_cells(tmp_path, capsys):
     assert result["kendall"]["params"] is not None and result["kendall"]["supernet"] is not None
     assert result["extraction_max_abs_diff"] <= 1e-6
     assert result["best_proxy_name"] in result["proxies"]
-    assert set(result["combined_weights"]) == {"synflow", "grad_norm", "params", "supernet"}
+    features = ("synflow", "grad_norm", "params", "supernet")
+    assert set(result["combined_weights"]) == {f for p in features for f in (p, f"{p}:log")}
     with open(tmp_path / "rows.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 8 and sum(r["split"] == "evaluation" for r in rows) == 5

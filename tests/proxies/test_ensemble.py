@@ -12,7 +12,11 @@ import torch
 from scipy import stats
 
 from winnow.proxies.ensemble import (
+    NEAR_COPIES,
     CalibratedEnsemble,
+    FeatureTransform,
+    FitSettings,
+    deduplicated,
     pair_differences,
     pairwise_logistic_loss,
     rank_ensemble,
@@ -235,3 +239,35 @@ def test_a_seeded_subset_of_pairs_is_used_when_there_are_too_many(monkeypatch):
     assert first.weights == second.weights
     predicted = first.predict(rows(features, held_out))
     assert stats.spearmanr(predicted, target[held_out]).statistic > 0.9
+
+
+def test_deduplicated_drops_a_near_copy_only_when_its_original_is_there():
+    names = ["params", "snip", "flops", "grad_norm", "fisher", "meco"]
+    assert deduplicated(names) == ["snip", "flops", "meco"]
+    alone = ["params", "grad_norm", "fisher", "meco"]
+    assert deduplicated(alone) == alone
+    assert all(kept not in NEAR_COPIES for kept in NEAR_COPIES.values())  # no chains
+
+
+def test_the_log_basis_is_the_log_of_the_mid_ecdf_level():
+    rng = np.random.default_rng(8)
+    calibration = rng.lognormal(2, 1, 30)
+    transform = FeatureTransform.fit(calibration)
+    levels = (stats.rankdata(calibration) - 0.5) / len(calibration)
+    np.testing.assert_allclose(transform.apply(calibration, "log"), np.log(levels), atol=1e-12)
+    missing = transform.apply(np.array([np.nan, calibration.min() / 2]), "log")
+    np.testing.assert_allclose(missing, np.log([levels.min()] * 2), atol=1e-12)
+
+
+def test_two_bases_give_each_proxy_two_weights_that_zero_and_round_trip_together():
+    features, target = synthetic(80, seed=10)
+    both = CalibratedEnsemble(["a", "b"], bases=("normal", "log"))
+    both.fit(features, target, seed=0, zero=["b"])
+    assert list(both.weights) == ["a", "a:log", "b", "b:log"]
+    assert both.weights["b"] == both.weights["b:log"] == 0.0 != both.weights["a:log"]
+    restored = CalibratedEnsemble.from_dict(json.loads(json.dumps(both.to_dict())))
+    np.testing.assert_array_equal(restored.predict(features), both.predict(features))
+    assert restored.settings == both.settings and restored.settings.bases == ("normal", "log")
+    for bad in (("normal", "normal"), ("sqrt",), ()):
+        with pytest.raises(ValueError, match="bases"):
+            FitSettings(bases=bad)
