@@ -278,7 +278,9 @@ def _confirm_row(seeder: _Seeder, tracked: Tracked, seed: int, top: int) -> Tria
     curve = metrics.pop("loss_curve")
     seconds = 0.5 * epochs
     result = TrialResult(Status.OK, finite(metrics), curve, seconds=seconds, host="seed")
-    row = trial_row(seeder.search_id, tracked, confirm_stage(seed), epochs, top, "ok", result, False)
+    row = trial_row(
+        seeder.search_id, tracked, confirm_stage(seed), epochs, top, "ok", result, False
+    )
     seeder.clock += seconds + float(seeder.rng.exponential(0.05))
     return dataclasses.replace(row, created_at=seeder.clock - seconds, finished_at=seeder.clock)
 
@@ -290,12 +292,15 @@ def seed_search(
     status: str = "finished",
     space: str | None = None,
     changes: dict[str, Any] | None = None,
+    confirm: bool = True,
 ) -> str:
     """Store a search of ``trials`` proposals (see :class:`_Seeder`); returns its id. About 5%
     of proposals repeat an earlier candidate, as samplers do, and become hash hits. ``changes``:
     spec sections that replace the demo's (``objectives``: any of accuracy, params, model_bytes,
     latency_ms; ``name``; ``strategy``, whose rungs the walk follows and whose ``confirm``
-    adds the front's confirmation runs: :func:`_confirm`)."""
+    adds the front's confirmation runs to a finished search: :func:`_confirm`); ``confirm``
+    False leaves them out (the front as it stands before its confirmation, for tests that
+    write runs of their own)."""
     # the demo's search (imported here: demo.py loads gRPC, which other commands need not)
     from winnow.service.demo import DEMO_SPEC
 
@@ -311,7 +316,7 @@ def seed_search(
         if number > 20 and rng.random() < 0.05:
             sample = samples[int(rng.integers(0, number))]
         seeder.propose(number, sample)
-    if status == "finished":
+    if status == "finished" and confirm:
         _confirm(seeder)
         trained = sum(1 for r in seeder.rows if r.stage == "train" and not r.reused)
         hv = search_hypervolume(spec.objectives, seeder.points)
