@@ -60,7 +60,7 @@ def confirmed_front(frame: pd.DataFrame, spec: SearchSpec) -> None:
     if frame.empty:
         return
     st.subheader("Confirmed front")
-    st.table(confirmed_table(frame, [o.name for o in spec.objectives]))
+    st.table(confirmed_table(frame, [o.name for o in spec.objectives]), hide_index=True)
     done = frame[frame["standing"] != analysis.SINGLE]
     fell = int((frame["standing"] == analysis.FELL_OFF).sum())
     st.caption(
