@@ -1,6 +1,6 @@
 """End to end in a real headless Chromium (Debian's ``chromium`` and ``chromium-driver``,
-driven by Selenium; nothing is downloaded): the dashboard on a store of two seeded searches, one
-browser and one server for the module. The Search page's Pareto chart and numbers, its newer
+driven by Selenium; nothing is downloaded): the dashboard on a store of three seeded searches,
+one browser and one server for the module. The Search page's Pareto chart and numbers, its newer
 views (importance, parallel coordinates and slices, the timeline, range filters on the trial
 table), a confirmed search's "Confirmed front" and the Compare page are each checked against
 the store; a click opens a trial.
@@ -259,7 +259,8 @@ def test_confirmed_front_in_chromium(dashboard, browser, stored, artifacts):
             lower = nav.parse(cell[f"{o.name} lower"])
             assert lower == pytest.approx(found[o.name]["lower"], rel=1e-5)
     assert fell > 0  # the seeded store shows the winner's curse
-    assert f"{fell:,} fell off the front when confirmed" in _caption(browser, "front points confirmed")
+    said = _caption(browser, "front points confirmed")
+    assert f"{fell:,} fell off the front when confirmed" in said
     diamonds = ".js-plotly-plot .scatterlayer path.point"  # the means, drawn on the chart
     assert len(_css(browser, diamonds)) > len(points)
     _scroll_to_heading(browser, "Pareto front")
