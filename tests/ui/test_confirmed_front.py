@@ -101,3 +101,27 @@ def test_compare_page_says_where_the_confirmed_front_is_and_opens_it(app, confir
     assert name in said and "plain" not in said
     at.button(key=f"conf-{search_id}").click().run()
     assert at.query_params["search"] == [search_id] or at.query_params["search"] == search_id
+
+
+def test_the_pareto_chart_draws_the_confirmed_means_with_their_spread(app, confirmed):
+    from winnow.ui import charts, source
+
+    url, store, search_id, _ = confirmed
+    spec, points = _pareto(store, search_id)
+    app(url, search=search_id)
+    data = source.search_data(url, search_id, ("test",))
+    axes = [o.name for o in spec.objectives]
+    figure = charts.pareto_figure(data["trained"], axes, spec.directions, "fidelity")
+    charts.add_confirmed(figure, data["confirmed_front"], axes)
+    drawn = {t.name: t for t in figure.data if t.name.startswith("confirmed mean")}
+    for name, kept in (
+        ("confirmed mean", True),
+        ("confirmed mean (fell off when confirmed)", False),
+    ):
+        mine = [p for p in points if p.get("on_confirmed_front") is kept]
+        trace = drawn[name]
+        assert [int(float(c[0])) for c in trace.customdata] == [p["trial_id"] for p in mine]
+        x, y = axes
+        assert list(trace.x) == pytest.approx([p["confirmed"][x]["mean"] for p in mine])
+        assert list(trace.error_x.array) == pytest.approx([p["confirmed"][x]["std"] for p in mine])
+        assert list(trace.error_y.array) == pytest.approx([p["confirmed"][y]["std"] for p in mine])
