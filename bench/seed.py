@@ -1,11 +1,14 @@
 """A realistic stored search without running one: :func:`seed_search` writes real candidates
 sampled from the digits joint space (or another), walked through the cascade's stages
 (``winnow.service.engine.cascade``) with synthetic evidence behind them (metrics made by a
-small model of the recipe), as rows and events in a store. ``winnow bench ui`` and the
-dashboard's tests seed their stores with it."""
+small model of the recipe), as rows and events in a store; with ``strategy.confirm`` in its
+``changes``, the front's confirmation runs too (:func:`_confirm`: rows as the engine's
+``Confirmation`` writes them). ``winnow bench ui`` and the dashboard's tests seed their stores
+with it."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 import zlib
@@ -14,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from winnow.records import EventRecord, TrialRecord
+from winnow.records import EventRecord, TrialRecord, confirm_stage
 from winnow.search_space.candidate import Candidate
 from winnow.search_space.canonical import structural_hash
 from winnow.search_space.trial import Status, TrialResult
@@ -25,8 +28,11 @@ from winnow.service.engine.cascade import (
     cascade_stages,
     run_stages,
 )
+from winnow.service.engine.confirmed import confirm_seeds, row_identity, to_confirm
+from winnow.service.engine.journal import finite, trial_row
 from winnow.service.engine.pareto import search_hypervolume
-from winnow.service.engine.readout import GrowingFront, objective_values
+from winnow.service.engine.readout import GrowingFront, front_trials, objective_values
+from winnow.service.engine.state import Tracked
 from winnow.service.search_spec import SearchSpec, parse_search_spec
 from winnow.service.store import Store
 
@@ -135,6 +141,7 @@ class _Seeder:
         self.screen_scores: list[float] = []
         self.rung0: list[float] = []
         self.done: dict[str, dict] = {}  # top-rung metrics by structural hash
+        self.proposals: dict[int, _Seeded] = {}  # by number, for the confirmation runs
         self.points: list[list[float]] = []
         self.front = GrowingFront(spec.objectives)
         memo = MemoryHashMemo()
@@ -142,6 +149,7 @@ class _Seeder:
 
     def propose(self, number: int, sample: _Sample) -> None:
         proposal = _Seeded(number, sample.candidate, sample.structural, sample=sample)
+        self.proposals[number] = proposal
         run_stages(self.stages, proposal, Passage(self))
 
     def row(
@@ -243,6 +251,48 @@ class _Seeder:
         self.event("front", {"number": number, "hypervolume": self.front.add(point)})
 
 
+# --- strategy.confirm: the front's confirmation runs --------------------------------------------
+
+
+def _confirm(seeder: _Seeder) -> None:
+    """The confirmation of the front, when the spec asks for it: the pairs of trial and seed
+    the engine would run (``confirmed.to_confirm``, ``confirm_seeds``), each a row built by the
+    engine's own ``journal.trial_row`` (stage ``confirm:<seed>``, the top rung's epochs and
+    rung, metrics ``finite`` as ``Confirmation.record`` keeps them), and its events. Each run
+    draws the recipe's quality afresh: the run that put it on the front was selected for its
+    luck (the winner's curse), so the means fall back and some recipes fall off the front."""
+    spec = seeder.spec
+    if spec.strategy.confirm is None:
+        return
+    _, front = front_trials(spec, seeder.rows)
+    ids, points = [c.trial_id for c in front], [c.values for c in front]
+    numbers = to_confirm(spec, ids, points, [row_identity(c.row) for c in front])
+    seeds, top = confirm_seeds(spec), len(spec.strategy.rungs) - 1
+    payload = {"trials": sorted(numbers), "seeds": seeds, "runs": len(numbers) * len(seeds)}
+    seeder.event("confirm_started", payload | {"done": 0})
+    for number in numbers:
+        proposal = seeder.proposals[number]
+        tracked = Tracked(number, proposal.candidate, proposal.structural, proposal.functional)
+        for seed in seeds:
+            seeder.rows.append(_confirm_row(seeder, tracked, seed, top))
+    seeder.event("confirm_finished", {"trials": sorted(numbers)})
+
+
+def _confirm_row(seeder: _Seeder, tracked: Tracked, seed: int, top: int) -> TrialRecord:
+    """One confirmation run of ``tracked``, finished ``ok`` at the seeder's clock."""
+    epochs = seeder.spec.strategy.rungs[top]
+    data = json.loads(tracked.candidate.canonical_json())
+    metrics = _train_metrics(data, _quality(data, seeder.rng), epochs, seeder.rng)
+    curve = metrics.pop("loss_curve")
+    seconds = 0.5 * epochs
+    result = TrialResult(Status.OK, finite(metrics), curve, seconds=seconds, host="seed")
+    row = trial_row(
+        seeder.search_id, tracked, confirm_stage(seed), epochs, top, "ok", result, False
+    )
+    seeder.clock += seconds + float(seeder.rng.exponential(0.05))
+    return dataclasses.replace(row, created_at=seeder.clock - seconds, finished_at=seeder.clock)
+
+
 def seed_search(
     store: Store,
     trials: int,
@@ -250,11 +300,15 @@ def seed_search(
     status: str = "finished",
     space: str | None = None,
     changes: dict[str, Any] | None = None,
+    confirm: bool = True,
 ) -> str:
     """Store a search of ``trials`` proposals (see :class:`_Seeder`); returns its id. About 5%
     of proposals repeat an earlier candidate, as samplers do, and become hash hits. ``changes``:
     spec sections that replace the demo's (``objectives``: any of accuracy, params, model_bytes,
-    latency_ms; ``name``; ``strategy``, whose rungs the walk follows)."""
+    latency_ms; ``name``; ``strategy``, whose rungs the walk follows and whose ``confirm``
+    adds the front's confirmation runs to a finished search: :func:`_confirm`); ``confirm``
+    False leaves them out (the front as it stands before its confirmation, for tests that
+    write runs of their own)."""
     # the demo's search (imported here: demo.py loads gRPC, which other commands need not)
     from winnow.service.demo import DEMO_SPEC
 
@@ -270,7 +324,8 @@ def seed_search(
         if number > 20 and rng.random() < 0.05:
             sample = samples[int(rng.integers(0, number))]
         seeder.propose(number, sample)
-    if status == "finished":
+    if status == "finished" and confirm:
+        _confirm(seeder)
         trained = sum(1 for r in seeder.rows if r.stage == "train" and not r.reused)
         hv = search_hypervolume(spec.objectives, seeder.points)
         seeder.event("search_finished", {"status": status, "trained": trained, "hv": hv})

@@ -57,6 +57,36 @@ def pareto_figure(
     return figure
 
 
+def add_confirmed(figure: go.Figure, confirmed: pd.DataFrame, axes: Sequence[str]) -> None:
+    """The confirmed recipes (``analysis.confirmed_front``) on a 2-D Pareto chart: diamonds
+    at their means with error bars of one standard deviation, open where the recipe fell off
+    the front when confirmed; clicking one opens its trial, as any point."""
+    done = confirmed[confirmed["standing"] != analysis.SINGLE]
+    for standing, symbol in ((analysis.CONFIRMED, "diamond"), (analysis.FELL_OFF, "diamond-open")):
+        part = done[done["standing"] == standing]
+        if part.empty:
+            continue
+        bars = [
+            {"type": "data", "array": part[f"{a} std"].fillna(0.0), "visible": True} for a in axes
+        ]
+        text = [f"mean of {n} seeds ({standing})" for n in part["seeds"]]
+        figure.add_trace(
+            go.Scatter(
+                x=part[axes[0]],
+                y=part[axes[1]],
+                error_x=bars[0],
+                error_y=bars[1],
+                mode="markers",
+                name=f"confirmed mean ({standing})"
+                if standing == analysis.FELL_OFF
+                else "confirmed mean",
+                marker={"symbol": symbol, "size": 11, "color": "#111", "line": {"width": 1.5}},
+                customdata=np.stack([part["number"], text], axis=-1),
+                hovertemplate=HOVER,
+            )
+        )
+
+
 def _steps(x_direction: str) -> str:
     """The staircase that bounds what the front dominates: between two front points in order
     of x, its corner takes the worse value of each (for a maximised x, the first point's)."""

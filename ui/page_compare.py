@@ -40,6 +40,7 @@ def _body(search_ids: tuple[str, ...]) -> None:
     final = data["history"].groupby("search")["hypervolume"].last().to_dict() if shared else {}
     if shared:
         _fronts(parts, shared)
+        _confirmed(parts, data["confirmed"])
         _history(data["history"], shared, parts, final)
     st.subheader("Counts")
     st.dataframe(
@@ -83,9 +84,27 @@ def _fronts(parts: list, shared: list) -> None:
     st.plotly_chart(figure, key="compare-fronts")
     sizes = ", ".join(f"{comparison.label(p)} {len(p.front):,}" for p in parts)
     st.caption(
-        f"Front points: {sizes}. Each search's front of single runs (a confirmed front's "
-        "means are on its own page). Hover a point for its trial."
+        f"Front points: {sizes}. Each search's front of single runs, the results every "
+        "search has (its hypervolume below is theirs too). Hover a point for its trial."
     )
+
+
+def _confirmed(parts: list, confirmed: list[str]) -> None:
+    """Where a confirmed front's figures are: its Search page's "Confirmed front" table."""
+    mine = [p for p in parts if p.search.id in confirmed]
+    if not mine:
+        return
+    names = ", ".join(comparison.label(p) for p in mine)
+    st.caption(
+        f"Confirmed (strategy.confirm): {names}. Its recipes' means over further seeds, their "
+        "standard deviations and lower bounds, and the recipes that fell off the front when "
+        'confirmed, are in the "Confirmed front" table of its Search page:'
+    )
+    for column, part in zip(st.columns(len(mine)), mine, strict=True):
+        if column.button(
+            f"Confirmed front of {comparison.label(part)}", key=f"conf-{part.search.id}"
+        ):
+            nav.go(part.search.id)
 
 
 def _history(history, shared: list, parts: list, final: dict[str, float]) -> None:

@@ -29,7 +29,10 @@ def pareto(data: dict, spec: SearchSpec) -> None:
     z = columns[2].selectbox("z (3-D)", z_choices, key="pareto-z")
     colour = columns[3].selectbox("colour by", COLOUR_BY, key="pareto-colour")
     axes = [x, y] if z == "(none)" else [x, y, z]
+    confirmed: pd.DataFrame = data.get("confirmed_front", pd.DataFrame())
     figure = charts.pareto_figure(points, axes, [directions[a] for a in axes], colour)
+    if len(axes) == 2 and not confirmed.empty:
+        charts.add_confirmed(figure, confirmed, axes)
     event = st.plotly_chart(
         figure, key=nav.key("pareto"), on_select="rerun", selection_mode="points"
     )
@@ -39,8 +42,66 @@ def pareto(data: dict, spec: SearchSpec) -> None:
     st.caption(
         f"{len(points):,} trained results at every rung; {front} on {where} (opaque), the "
         "rest faded. Click a point to open its trial."
+        + (CONFIRMED_NOTE if len(axes) == 2 and not confirmed.empty else "")
     )
     _open_selected(event)
+    confirmed_front(confirmed, spec)
+
+
+CONFIRMED_NOTE = (
+    " Diamonds: the confirmed recipes' means, with error bars of one standard deviation; an "
+    "open diamond fell off the front when confirmed."
+)
+
+
+def confirmed_front(frame: pd.DataFrame, spec: SearchSpec) -> None:
+    """The front's confirmation figures (``analysis.confirmed_front``), in the order
+    ``winnow pareto`` ranks the front; nothing for a search without confirmation."""
+    if frame.empty:
+        return
+    st.subheader("Confirmed front")
+    st.table(confirmed_table(frame, [o.name for o in spec.objectives]), hide_index=True)
+    done = frame[frame["standing"] != analysis.SINGLE]
+    fell = int((frame["standing"] == analysis.FELL_OFF).sum())
+    st.caption(
+        f"{len(done):,} of {len(frame):,} front points confirmed, each trained again with "
+        f"{_seeds_text(done['seeds'])}; their values are the means over those runs (± the "
+        "sample standard deviation), lower: the one-sided 95 % Student-t bound on the bad "
+        "side of the mean, single run: the run that put it on the front (left out of the "
+        f"mean: it was picked for being good). {fell:,} fell off the front when confirmed "
+        "(another confirmed recipe's means dominate theirs); they rank last, as winnow "
+        "pareto ranks them."
+    )
+
+
+def _seeds_text(seeds: pd.Series) -> str:
+    counts = sorted(set(int(n) for n in seeds))
+    text = " or ".join(str(n) for n in counts)
+    return f"{text} further seed{'s' if counts != [1] else ''}"
+
+
+def confirmed_table(frame: pd.DataFrame, names: list[str]) -> pd.DataFrame:
+    """The shown table: trial, standing, seeds, and per objective its value (a mean ± std),
+    lower bound and single run, as text (``nav.fmt``; "—" where there is none)."""
+    shown = pd.DataFrame(
+        {
+            "trial": [f"#{n}" for n in frame["number"]],
+            "on the front": frame["standing"],
+            "seeds": frame["seeds"].astype(int),
+        }
+    )
+    for name in names:
+        shown[name] = [
+            nav.fmt(float(v)) + ("" if pd.isna(sd) else f" ± {nav.fmt(float(sd))}")
+            for v, sd in zip(frame[name], frame[f"{name} std"], strict=True)
+        ]
+        shown[f"{name} lower"] = [_text(v) for v in frame[f"{name} lower"]]
+        shown[f"{name} single run"] = [_text(v) for v in frame[f"{name} single run"]]
+    return shown
+
+
+def _text(value) -> str:
+    return "—" if value is None or pd.isna(value) else nav.fmt(float(value))
 
 
 def _open_selected(event) -> None:

@@ -116,7 +116,8 @@ def _spec(spec_json: str) -> readout.StoredSpec:
 @st.cache_data(ttl=CACHE_SECONDS, max_entries=16, show_spinner=False)
 def search_data(url: str, search_id: str, version: tuple) -> dict[str, Any]:
     """Everything the Search page draws except the table: counts, funnel, trained results
-    with the front marked, history, proxy scores, the evidence ladder, filter values."""
+    with the front marked, the confirmed front (``analysis.confirmed_front``; empty without
+    confirmation), history, proxy scores, the evidence ladder, filter values."""
     db = _store(url)
     search = db.search(search_id)
     the_spec = _spec(search.spec_json).spec
@@ -130,6 +131,7 @@ def search_data(url: str, search_id: str, version: tuple) -> dict[str, Any]:
     proposals = reads.proposals(db, search_id).get(search_id, 0)
     pairs = zip(counts["stage"], counts["epochs"], strict=True)
     runs = reads.confirmation_runs(db, search_id)  # strategy.confirm's rows
+    figures = analysis.front_figures(the_spec, raw, runs, ids, points)  # None: not confirmed
     return {
         "search": search,
         "progress": analysis.progress(
@@ -138,7 +140,8 @@ def search_data(url: str, search_id: str, version: tuple) -> dict[str, Any]:
             search_hypervolume(the_spec.objectives, points),
             readout.rung_starts(the_spec.strategy),
         ),
-        "leader": analysis.leader(the_spec, raw, runs, ids, points),  # confirmed: by means
+        "leader": analysis.leader(the_spec, raw, runs, ids, points, figures),  # by means
+        "confirmed_front": analysis.confirmed_front(the_spec.objectives, ids, points, figures),
         "funnel": analysis.funnel(counts, the_spec.strategy.rungs, proposals),
         "trained": trained,
         "front_epochs": front_epochs,
@@ -255,8 +258,9 @@ def timeline(url: str, search_id: str, version: tuple) -> pd.DataFrame:
 @st.cache_data(ttl=CACHE_SECONDS, max_entries=16, show_spinner=False)
 def comparison_data(url: str, search_ids: tuple[str, ...], versions: tuple) -> dict[str, Any]:
     """The Compare page's searches (``comparison.Compared``, in the order given), the
-    objectives they share with the shared reference point fixed, and each one's hypervolume
-    history against it; ``versions``: each search's :func:`version` (the cache's key)."""
+    objectives they share with the shared reference point fixed, each one's hypervolume
+    history against it, and which of them have confirmation runs (``confirmed``: their ids);
+    ``versions``: each search's :func:`version` (the cache's key)."""
     db = _store(url)
     searches = [db.search(i) for i in search_ids]
     specs = [_spec(s.spec_json).spec for s in searches]
@@ -276,8 +280,10 @@ def comparison_data(url: str, search_ids: tuple[str, ...], versions: tuple) -> d
     ]
     points = [p for part in parts for p in part.points]
     fixed = comparison.shared_reference(shared, specs, points)
+    runs = reads.confirmation_runs(db, search_ids)  # at most top_k x seeds rows a search
     return {
         "parts": parts,
+        "confirmed": [i for i in search_ids if any(r.search_id == i for r in runs)],
         "shared": fixed,
         "same": comparison.same_objectives(specs),
         "history": comparison.hypervolume_histories(parts, fixed) if fixed else pd.DataFrame(),

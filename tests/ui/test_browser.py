@@ -1,8 +1,9 @@
 """End to end in a real headless Chromium (Debian's ``chromium`` and ``chromium-driver``,
-driven by Selenium; nothing is downloaded): the dashboard on a store of two seeded searches, one
-browser and one server for the module. The Search page's Pareto chart and numbers, its newer
+driven by Selenium; nothing is downloaded): the dashboard on a store of three seeded searches,
+one browser and one server for the module. The Search page's Pareto chart and numbers, its newer
 views (importance, parallel coordinates and slices, the timeline, range filters on the trial
-table) and the Compare page are each checked against the store; a click opens a trial.
+table), a confirmed search's "Confirmed front" and the Compare page are each checked against
+the store; a click opens a trial.
 Screenshots are kept as test artifacts (``runs/test-artifacts/ui``, or
 ``$WINNOW_TEST_ARTIFACTS``); ``WINNOW_UPDATE_SCREENSHOT=1`` also refreshes the README's copies
 in ``docs/img/``."""
@@ -21,6 +22,7 @@ import pytest
 from tests.ui.conftest import serve
 from winnow.bench.seed import seed_search
 from winnow.records import TrialRecord
+from winnow.service.demo import DEMO_SPEC
 from winnow.service.engine import readout
 from winnow.service.search_spec import SearchSpec
 from winnow.service.store import Store, reads, sqlite_url
@@ -51,19 +53,22 @@ DOCS_IMAGES = {
     "compare-page.png",
     "search-parameters.png",
     "search-timeline-table.png",
+    "search-confirmed.png",
 }
 WAIT = 60  # seconds for the first page: Streamlit's server starts its session
 
 
 @dataclass
 class Stored:
-    """Two finished digits searches in one store: ``first`` (600 proposals, the one the Search
-    page tests open) and ``second`` (300, another seed), for the Compare page."""
+    """Finished digits searches in one store: ``first`` (600 proposals, the one the Search
+    page tests open), ``second`` (300, another seed), for the Compare page, and ``confirmed``
+    (300, with ``strategy.confirm`` and its runs: ``bench.seed``)."""
 
     url: str
     store: Store
     first: str
     second: str
+    confirmed: str
 
     def spec(self, search_id: str) -> SearchSpec:
         return SearchSpec.model_validate_json(self.store.search(search_id).spec_json)
@@ -78,7 +83,10 @@ def stored(tmp_path_factory) -> Iterator[Stored]:
     store = Store(url)
     first = seed_search(store, 600, seed=3)
     second = seed_search(store, 300, seed=8, changes={"name": "seeded-digits-b"})
-    yield Stored(url, store, first, second)
+    strategy = DEMO_SPEC["strategy"] | {"confirm": {"top_k": 5, "seeds": 3}}
+    changes = {"name": "seeded-digits-confirmed", "strategy": strategy}
+    confirmed = seed_search(store, 300, seed=9, changes=changes)
+    yield Stored(url, store, first, second, confirmed)
     store.close()
 
 
@@ -218,6 +226,45 @@ def test_search_page_views_in_chromium(dashboard, browser, stored, artifacts):
     _check_range(browser, rows)
     _scroll_to_heading(browser, "Timeline of runs per worker")
     _screenshot(browser, artifacts / "search-timeline-table.png")
+
+
+def test_confirmed_front_in_chromium(dashboard, browser, stored, artifacts):
+    """A confirmed search's "Confirmed front": each shown mean, standard deviation, lower
+    bound and seed count is ``readout.pareto``'s, in its order, and those that fell off say so."""
+    browser.get(f"{dashboard}/?search={stored.confirmed}")
+    table = _wait(browser, lambda d: _css(d, '[data-testid="stTable"] table'))[0]
+    spec = stored.spec(stored.confirmed)
+    points = readout.pareto(spec, stored.rows(stored.confirmed))["points"]
+    header = [th.text for th in table.find_elements("css selector", "thead th")]
+    cells = [
+        dict(
+            zip(header, [td.text for td in tr.find_elements("css selector", "th, td")], strict=True)
+        )
+        for tr in table.find_elements("css selector", "tbody tr")
+    ]
+    assert [c["trial"] for c in cells] == [f"#{p['trial_id']}" for p in points]
+    fell = 0
+    for cell, point in zip(cells, points, strict=True):
+        found = point.get("confirmed")
+        if found is None:
+            assert cell["on the front"] == "not confirmed"
+            continue
+        fell += not point["on_confirmed_front"]
+        standing = "confirmed" if point["on_confirmed_front"] else "fell off when confirmed"
+        assert cell["on the front"] == standing and int(cell["seeds"]) == found["seeds"] == 3
+        for o in spec.objectives:
+            mean, std = (nav.parse(t) for t in cell[o.name].split(" ± "))
+            assert mean == pytest.approx(found[o.name]["mean"], rel=1e-5)
+            assert std == pytest.approx(found[o.name]["std"], rel=1e-5, abs=1e-9)
+            lower = nav.parse(cell[f"{o.name} lower"])
+            assert lower == pytest.approx(found[o.name]["lower"], rel=1e-5)
+    assert fell > 0  # the seeded store shows the winner's curse
+    said = _caption(browser, "front points confirmed")
+    assert f"{fell:,} fell off the front when confirmed" in said
+    diamonds = ".js-plotly-plot .scatterlayer path.point"  # the means, drawn on the chart
+    assert len(_css(browser, diamonds)) > len(points)
+    _scroll_to_heading(browser, "Pareto front")
+    _screenshot(browser, artifacts / "search-confirmed.png")
 
 
 def _check_parameters(driver, spec: SearchSpec, top: int, at_top) -> None:

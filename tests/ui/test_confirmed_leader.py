@@ -29,7 +29,7 @@ def confirmed(tmp_path_factory):
     url = sqlite_url(tmp_path_factory.mktemp("confirmed") / "confirmed.db")
     store = Store(url)
     strategy = DEMO_SPEC["strategy"] | {"confirm": {"top_k": 2, "seeds": 3}}
-    search_id = seed_search(store, 80, seed=9, changes={"strategy": strategy})
+    search_id = seed_search(store, 80, seed=9, changes={"strategy": strategy}, confirm=False)
     spec = readout.stored_spec(store.search(search_id).spec_json).valid()
     rows = store.trials(search_id)
     single = readout.pareto(spec, rows)["points"]  # no confirmation rows yet

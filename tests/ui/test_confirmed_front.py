@@ -1,0 +1,127 @@
+"""A confirmed front on the dashboard: the seeder writes confirmation rows as the engine does
+(``bench.seed._confirm``), the Search page's "Confirmed front" table shows each recipe's mean,
+standard deviation, lower bound and seeds, and which fell off, as ``readout.pareto`` gives
+them; a search without confirmation shows no such table; the Compare page says where it is."""
+
+from __future__ import annotations
+
+import pytest
+
+from winnow.bench.seed import seed_search
+from winnow.records import Status, confirm_seed
+from winnow.service.demo import DEMO_SPEC
+from winnow.service.engine import readout
+from winnow.service.engine.confirmed import confirm_seeds, row_identity, to_confirm
+from winnow.service.store import Store, sqlite_url
+from winnow.ui import analysis, nav
+
+CONFIRM = {"top_k": 5, "seeds": 3}
+
+
+@pytest.fixture(scope="module")
+def confirmed(tmp_path_factory):
+    """A finished search with ``strategy.confirm`` (its runs seeded) and one without."""
+    url = sqlite_url(tmp_path_factory.mktemp("confirmed-front") / "front.db")
+    store = Store(url)
+    strategy = DEMO_SPEC["strategy"] | {"confirm": CONFIRM}
+    search_id = seed_search(store, 300, seed=9, changes={"strategy": strategy})
+    plain = seed_search(store, 200, seed=8, changes={"name": "plain"})
+    yield url, store, search_id, plain
+    store.close()
+
+
+def _pareto(store, search_id):
+    spec = readout.stored_spec(store.search(search_id).spec_json).valid()
+    return spec, readout.pareto(spec, store.trials(search_id))["points"]
+
+
+def test_the_seeder_writes_the_confirmation_the_engine_plans(confirmed):
+    _, store, search_id, plain = confirmed
+    spec, rows = _pareto(store, search_id)[0], store.trials(search_id)
+    before = [r for r in rows if confirm_seed(r.stage) is None]
+    _, front = readout.front_trials(spec, before)
+    ids, points = [c.trial_id for c in front], [c.values for c in front]
+    planned = to_confirm(spec, ids, points, [row_identity(c.row) for c in front])
+    runs = [r for r in rows if confirm_seed(r.stage) is not None]
+    top = len(spec.strategy.rungs) - 1
+    expected = {(n, s) for n in planned for s in confirm_seeds(spec)}
+    assert {(r.number, confirm_seed(r.stage)) for r in runs} == expected
+    assert all(
+        r.status == Status.OK and (r.rung, r.epochs) == (top, spec.strategy.rungs[top])
+        for r in runs
+    )
+    assert not any(confirm_seed(r.stage) is not None for r in store.trials(plain))
+
+
+def test_search_page_shows_the_confirmed_front_as_pareto_ranks_it(app, confirmed):
+    url, store, search_id, _ = confirmed
+    spec, points = _pareto(store, search_id)
+    at = app(url, search=search_id)
+    assert "Confirmed front" in [h.value for h in at.subheader]
+    (table,) = at.table
+    shown = table.value
+    assert list(shown["trial"]) == [f"#{p['trial_id']}" for p in points]  # pareto's order
+    standings = []
+    for (_, row), point in zip(shown.iterrows(), points, strict=True):
+        found = point.get("confirmed")
+        if found is None:
+            assert row["on the front"] == analysis.SINGLE and row["seeds"] == 0
+            assert row["accuracy lower"] == "—"
+            continue
+        standings.append(point["on_confirmed_front"])
+        want = analysis.CONFIRMED if point["on_confirmed_front"] else analysis.FELL_OFF
+        assert row["on the front"] == want
+        assert row["seeds"] == found["seeds"] == CONFIRM["seeds"]
+        for o in spec.objectives:
+            mean, std = (nav.parse(t) for t in row[o.name].split(" ± "))
+            assert mean == pytest.approx(found[o.name]["mean"], rel=1e-5)
+            assert std == pytest.approx(found[o.name]["std"], rel=1e-5, abs=1e-9)
+            lower = nav.parse(row[f"{o.name} lower"])
+            assert lower == pytest.approx(found[o.name]["lower"], rel=1e-5)
+            assert nav.parse(row[f"{o.name} single run"]) == pytest.approx(
+                point["single_run"][o.name], rel=1e-5
+            )
+    assert True in standings and False in standings  # the seeded store has both kinds
+    fell = standings.count(False)
+    assert any(f"{fell:,} fell off the front when confirmed" in c.value for c in at.caption)
+
+
+def test_an_unconfirmed_search_shows_no_confirmed_front(app, confirmed):
+    url, _, _, plain = confirmed
+    at = app(url, search=plain)
+    assert "Confirmed front" not in [h.value for h in at.subheader]
+    assert not at.table
+
+
+def test_compare_page_says_where_the_confirmed_front_is_and_opens_it(app, confirmed):
+    url, store, search_id, plain = confirmed
+    at = app(url, compare=[search_id, plain])
+    name = f"{store.search(search_id).name} ({search_id})"
+    (said,) = [c.value for c in at.caption if c.value.startswith("Confirmed (strategy.confirm)")]
+    assert name in said and "plain" not in said
+    at.button(key=f"conf-{search_id}").click().run()
+    assert at.query_params["search"] == [search_id] or at.query_params["search"] == search_id
+
+
+def test_the_pareto_chart_draws_the_confirmed_means_with_their_spread(app, confirmed):
+    from winnow.ui import charts, source
+
+    url, store, search_id, _ = confirmed
+    spec, points = _pareto(store, search_id)
+    app(url, search=search_id)
+    data = source.search_data(url, search_id, ("test",))
+    axes = [o.name for o in spec.objectives]
+    figure = charts.pareto_figure(data["trained"], axes, spec.directions, "fidelity")
+    charts.add_confirmed(figure, data["confirmed_front"], axes)
+    drawn = {t.name: t for t in figure.data if t.name.startswith("confirmed mean")}
+    for name, kept in (
+        ("confirmed mean", True),
+        ("confirmed mean (fell off when confirmed)", False),
+    ):
+        mine = [p for p in points if p.get("on_confirmed_front") is kept]
+        trace = drawn[name]
+        assert [int(float(c[0])) for c in trace.customdata] == [p["trial_id"] for p in mine]
+        x, y = axes
+        assert list(trace.x) == pytest.approx([p["confirmed"][x]["mean"] for p in mine])
+        assert list(trace.error_x.array) == pytest.approx([p["confirmed"][x]["std"] for p in mine])
+        assert list(trace.error_y.array) == pytest.approx([p["confirmed"][y]["std"] for p in mine])
