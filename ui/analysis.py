@@ -14,6 +14,7 @@ import pandas as pd
 from scipy import stats
 
 from winnow.records import TrialRecord, epochs_text
+from winnow.service import progress_text
 from winnow.service.engine import readout
 from winnow.service.search_spec import Objective, SearchSpec
 from winnow.service.store import reads
@@ -39,18 +40,17 @@ def leader(
     front's ``trial_ids`` and ``points``: once the front is confirmed, the best confirmed
     mean (``readout.ranked_front``'s first), as ``winnow pareto``, ``export`` and the
     server's ``ListSearches`` lead."""
+    if spec.strategy.confirm is None or not runs:  # no figures: the single runs' leader
+        return readout.front_leader(spec.objectives, points, trial_ids)[1]
     recipes = readout.result_recipes(trained)
     _, confirmed = readout.listed_confirmation(spec, runs, recipes, trial_ids, points)
     return readout.front_leader(spec.objectives, points, trial_ids, confirmed)[1]
 
 
 def confirmed_note(leader: dict[str, Any] | None) -> str:
-    """`` (confirmed: mean of 3 seeds)`` for a confirmed leader, empty for a single run's."""
-    confirmed = None if leader is None else leader.get("confirmed")
-    if confirmed is None:
-        return ""
-    seeds = confirmed["seeds"]
-    return f" (confirmed: mean of {seeds} seed{'s' if seeds != 1 else ''})"
+    """`` (confirmed, mean of 3 seeds)`` for a confirmed leader, empty for a single run's
+    (``progress_text.confirmed_label``: the CLI's wording)."""
+    return progress_text.confirmed_label(leader)
 
 
 def weight_bits_label(bits: Any) -> str:

@@ -268,7 +268,7 @@ class Engine:
             front_epochs=None if rung is None else rungs[rung],
             top_epochs=rungs[-1],
             evidence_ladder=[] if self.evidence is None else self.evidence.measure(),
-            confirming=self.confirmation.progress(dict(items), tracked),
+            confirming=self.confirmation.progress(),
             confirmed=self.confirmation.confirmed(ids, tracked),
         )
 
