@@ -11,12 +11,19 @@ trainings at most), but not on top of the time budget: once ``max_seconds`` or
 runs'), no further run starts and the running ones end and are stored, as a pause's. The front
 then says what each recipe got: its figures' ``seeds`` counts its successful runs (a recipe
 partly confirmed reports the seeds it has; one with none stays a single run), and
-``confirm_runs`` / ``confirm_done`` show the planned runs against those that ended; the event
-``confirm_stopped`` says why it stopped short.
+``confirm_runs`` / ``confirm_done`` / ``confirm_failed`` show the planned runs against those
+that ended and those of them that failed; the event ``confirm_stopped`` says why it stopped
+short. When the rungs spent the time budget themselves (a search ``max_seconds`` ends),
+nothing starts: the plan is stored, the event is ``confirm_skipped`` (never
+``confirm_started``) and the front stays single runs ("front not confirmed"); ``max_seconds``
+counts each run of the engine, so a resume runs the stored plan.
 
-Each row is written ``running`` before its run starts, so a resumed search (``Engine.resume``)
-re-runs only the pairs of trial and seed without a finished row: the ``running`` ones a dead
-process left (re-queued, their rows reused) and those never started. A cancel stops the
+The plan is chosen once: when the confirmation begins, every (trial, seed) pair is written as
+a ``queued`` row, and from then on the stored rows are the plan (a resumed search runs them,
+whatever ``to_confirm`` would pick from its front now; readers count them). A row goes
+``running`` before its run starts, so a resumed search (``Engine.resume``) re-runs only the
+pairs of trial and seed without a finished row: the ``running`` ones a dead process left
+(re-queued, their rows reused) and those never started. A cancel stops the
 running ones (stored failed); a pause lets them end and stores them."""
 
 from __future__ import annotations

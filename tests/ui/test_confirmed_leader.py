@@ -91,3 +91,27 @@ def test_list_searches_leads_by_the_confirmed_mean_as_get_search_does(make_serve
         assert leader["confirmed"]["accuracy"]["mean"] == pytest.approx(accuracy)
     counted = [(p["confirm_runs"], p["confirm_done"]) for p in (listed, got)]
     assert counted == [(6, 3), (6, 3)]  # the other end's runs are still to come
+
+
+def test_a_search_without_confirmation_reads_no_recipes(tmp_path, monkeypatch):
+    """The Searches table and ``ListSearches``' aggregate reads look up the trained results'
+    recipes only where a confirmation has figures to share: a search without
+    ``strategy.confirm`` (or without its rows) leads by its single runs without them."""
+    from winnow.service.api import servicer
+    from winnow.service.store import reads
+
+    store = Store(sqlite_url(tmp_path / "plain.db"))
+    search_id = seed_search(store, 12, seed=3)
+    expected = overview(store).set_index("id").loc[search_id, "leader"]
+
+    def refuse(trained):
+        raise AssertionError("recipes read for a search without confirmation")
+
+    monkeypatch.setattr(readout, "result_recipes", refuse)
+    assert overview(store).set_index("id").loc[search_id, "leader"] == expected
+    spec = readout.stored_spec(store.search(search_id).spec_json).spec
+    counts, trained = reads.counts(store, [search_id]), reads.trained(store, [search_id])
+    progress = servicer._stored_progress(spec, counts, 12, trained, [])
+    assert progress["leader"]["trial_id"] == int(expected.split()[0].lstrip("#"))
+    assert (progress["confirm_runs"], progress["confirm_done"]) == (0, 0)
+    store.close()
