@@ -72,6 +72,7 @@ def test_the_search_page_leads_by_the_confirmed_mean_and_says_so(app, confirmed)
     at = app(url, search=search_id)
     shown = {m.label: nav.parse(m.value) for m in at.metric}
     assert shown["leader accuracy"] == pytest.approx(accuracy, rel=1e-5)
+    assert "hypervolume (single runs)" in shown  # beside a mean, the single runs' measure
     captions = [c.value for c in at.caption]
     assert any(f"trial #{chosen}, confirmed" in c and "3 confirmation seeds" in c for c in captions)
 
