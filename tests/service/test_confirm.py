@@ -483,6 +483,10 @@ def test_a_digits_search_with_confirmation_stores_figures_of_three_seeds(
     assert f"best accuracy (confirmed, mean of 3 seeds): #{leader['trial_id']} " in out
     assert "per-objective" not in out
     assert "hypervolume (single runs) " in out  # beside a mean, the single runs' measure
+    assert main(["status", search_id, "--json", *address]) == 0
+    progress = json.loads(capsys.readouterr().out)["progress"]  # through gRPC's Progress
+    assert progress["confirm_runs"] == progress["confirm_done"] == 3 * len(points)
+    assert progress["confirm_failed"] == 0
     assert main(["pareto", search_id, *address]) == 0
     assert "means of 3 seeds" in capsys.readouterr().out
     rows = server.store.trials(search_id)
