@@ -11,7 +11,8 @@ bar (``winnow submit --wait``, ``Search.wait(progress=True)``), ``winnow status`
   objective's own best, which usually comes from different trials, is labelled so
   (:func:`per_objective_text`). A confirmed leader (``strategy.confirm``) is labelled as a mean:
   ``best accuracy (confirmed, mean of 3 seeds): #11 ...``, and the status line
-  (:func:`status_front_text`) then shows it alone.
+  (:func:`status_front_text`) then shows it alone, its hypervolume labelled as the single
+  runs' (:func:`hypervolume_label`).
 - :func:`ladder_text` names the evidence ladder: ``Kendall tau against 12 screened, completed:
   params 0.61, synflow 0.48 (below params), ensemble 0.66 (n=7)``.
 
@@ -125,13 +126,26 @@ def front_text(progress: Mapping[str, Any], order: Sequence[str], digits: int = 
 
 
 def _confirmed(leader: Mapping[str, Any]) -> str:
+    """:func:`confirmed_label` of a leader."""
+    return confirmed_label(leader)
+
+
+def confirmed_label(leader: Mapping[str, Any] | None) -> str:
     """`` (confirmed, mean of 3 seeds)`` for a confirmed leader (``readout.front_leader``:
-    its values are means), empty for a single run's."""
-    confirmed = leader.get("confirmed")
+    its values are means), empty for a single run's: the one wording, which the dashboard
+    (``ui.analysis.confirmed_note``) shows too."""
+    confirmed = None if leader is None else leader.get("confirmed")
     if confirmed is None:
         return ""
     seeds = confirmed["seeds"]
     return f" (confirmed, mean of {seeds} seed{'s' if seeds != 1 else ''})"
+
+
+def hypervolume_label(progress: Mapping[str, Any]) -> str:
+    """`` (single runs)`` beside the hypervolume once the leader is confirmed: the
+    hypervolume is always that of the single runs' front (``readout.pareto``), so beside a
+    confirmed mean it is labelled as another measure; empty otherwise."""
+    return " (single runs)" if confirmed_label(progress.get("leader")) else ""
 
 
 def status_front_text(progress: Mapping[str, Any], order: Sequence[str], digits: int = 4) -> str:
@@ -161,16 +175,23 @@ def confirm_text(progress: Mapping[str, Any], ended: bool = False) -> str:
     """``confirming the front: 4/15 runs`` (``strategy.confirm``), ``front confirmed: 15 runs``
     once done; for a search that ``ended`` short of its plan (its time budget spent, or
     cancelled), ``front partly confirmed: 4/15 runs (each recipe's mean counts the seeds it
-    got)``; empty before the confirmation began."""
+    got)``, or with none of them run (the rungs spent the time budget: the engine starts no
+    confirmation run then) ``front not confirmed: the time budget was spent before its 15
+    runs``; failed (or pruned) runs, which end without counting in any mean, are said:
+    ``front confirmed: 15 runs (1 failed)``. Empty before the confirmation began."""
     runs, done = progress.get("confirm_runs") or 0, progress.get("confirm_done") or 0
+    failed = progress.get("confirm_failed") or 0
     if not runs:
         return ""
+    failures = f"{failed} failed" if failed else ""
     if done >= runs:
-        return f"front confirmed: {runs} runs"
+        return f"front confirmed: {runs} runs" + (f" ({failures})" if failures else "")
+    if ended and not done:
+        return f"front not confirmed: the time budget was spent before its {runs} runs"
     if ended:
-        seeds = "each recipe's mean counts the seeds it got"
-        return f"front partly confirmed: {done}/{runs} runs ({seeds})"
-    return f"confirming the front: {done}/{runs} runs"
+        notes = [n for n in (failures, "each recipe's mean counts the seeds it got") if n]
+        return f"front partly confirmed: {done}/{runs} runs ({'; '.join(notes)})"
+    return f"confirming the front: {done}/{runs} runs" + (f" ({failures})" if failures else "")
 
 
 def ladder_text(progress: Mapping[str, Any], digits: int = 2) -> str:

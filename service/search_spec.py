@@ -270,7 +270,8 @@ class Budget(_Strict):
     max_epochs: int | None = Field(None, ge=1, le=INT32_MAX)
     """Training epochs summed over every training run, promotions included."""
     max_seconds: float | None = Field(None, gt=0, allow_inf_nan=False)
-    """Wall-clock seconds."""
+    """Wall-clock seconds of each run of the engine: a resumed search (``winnow search
+    resume``, a server restart) starts the clock again."""
     max_device_seconds: float | None = Field(None, gt=0, allow_inf_nan=False)
     """Seconds of training on the workers' devices, summed."""
     max_proposals: int | None = Field(None, ge=1, le=MAX_PROPOSALS)
@@ -382,17 +383,25 @@ class Confirm(_Strict):
     good. The final front, its leader (``winnow status``, gRPC ``ListSearches``, the dashboard) and
     ``winnow export`` use the means; a recipe whose mean another confirmed recipe's dominates
     is shown as off the front. It runs up to ``top_k`` x ``seeds`` top-rung trainings after
-    ``max_trials`` and ``max_epochs``, within the time budget: once ``max_seconds`` or
+    ``max_trials`` and ``max_epochs``, but within the time budget: once ``max_seconds`` or
     ``max_device_seconds`` is spent (these runs' device seconds count) no further run starts,
     and each recipe's figures say how many seeds it got (``seeds``; one with none stays a
-    single run; ``winnow status`` says "front partly confirmed"). A cancel or pause stops it
-    too. Searches whose training is answered from a table (``winnow bench search``'s NB201
+    single run; ``winnow status`` says "front partly confirmed: 2/6 runs"). When the rungs
+    spent the time budget themselves (a search that ``max_seconds`` ends, the usual case)
+    no confirmation run starts at all: the planned runs are stored, the front stays single
+    runs and ``winnow status`` says "front not confirmed: the time budget was spent before
+    its 6 runs"; to confirm such a front, resume it (``winnow search resume``: ``max_seconds``
+    counts each run of the engine, so the resumed one gets the whole of it again) or leave
+    the rungs time, with ``max_trials`` or ``max_epochs`` ending them first. The runs are
+    chosen once, when the confirmation begins: a resumed search runs those. A cancel or pause
+    stops it too. Searches whose training is answered from a table (``winnow bench search``'s NB201
     oracle) refuse it: the table gives one answer per network."""
 
     top_k: int = Field(5, ge=1, le=MAX_KEPT_WEIGHTS)
-    """The front's recipes to confirm, spread along it: each objective's extremes first (the
-    most accurate and, say, the smallest), then by NSGA-II's crowding distance (the most
-    isolated points); with one objective, or ``top_k: 1``, the best on the first objective.
+    """The front's recipes to confirm, spread along it: each objective's best first, in the
+    spec's order (the most accurate, then, say, the smallest and the fastest), then by NSGA-II's
+    crowding distance (the most isolated points); with one objective, or ``top_k: 1``, the
+    best on the first objective.
     They are confirmed in that order, so a time budget that runs out leaves the extremes
     confirmed first."""
     seeds: int = Field(3, ge=2, le=MAX_CONFIRM_SEEDS)

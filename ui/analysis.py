@@ -14,6 +14,7 @@ import pandas as pd
 from scipy import stats
 
 from winnow.records import TrialRecord, epochs_text
+from winnow.service import progress_text
 from winnow.service.engine import readout
 from winnow.service.search_spec import Objective, SearchSpec
 from winnow.service.store import reads
@@ -96,12 +97,9 @@ def confirmed_front(
 
 
 def confirmed_note(leader: dict[str, Any] | None) -> str:
-    """`` (confirmed: mean of 3 seeds)`` for a confirmed leader, empty for a single run's."""
-    confirmed = None if leader is None else leader.get("confirmed")
-    if confirmed is None:
-        return ""
-    seeds = confirmed["seeds"]
-    return f" (confirmed: mean of {seeds} seed{'s' if seeds != 1 else ''})"
+    """`` (confirmed, mean of 3 seeds)`` for a confirmed leader, empty for a single run's
+    (``progress_text.confirmed_label``: the CLI's wording)."""
+    return progress_text.confirmed_label(leader)
 
 
 def weight_bits_label(bits: Any) -> str:

@@ -25,7 +25,9 @@ COLUMN_HELP = {
     "the front is confirmed (strategy.confirm), the best confirmed recipe by its means over "
     "its confirmation seeds, as winnow pareto and export rank it.",
     "hypervolume": "The hypervolume of the front at the top rung's completed trials or, while "
-    "none has completed, at the highest rung reached (the Search page names the rung).",
+    "none has completed, at the highest rung reached (the Search page names the rung): of "
+    "the single runs (each trial trained once) also once the front is confirmed, whose "
+    "leader's values are means over seeds.",
 }
 
 
@@ -79,7 +81,7 @@ def overview(store: Store) -> pd.DataFrame:
 def _leader_text(leader: dict | None) -> str:
     """``#12 accuracy 0.98, model_bytes 8,010``: the front's best on the first objective with
     its other values (one trial's; each objective's own best is usually another trial's); a
-    confirmed leader's means say so: ``... (confirmed: mean of 3 seeds)``."""
+    confirmed leader's means say so: ``... (confirmed, mean of 3 seeds)``."""
     if leader is None:
         return ""
     values = ", ".join(f"{k} {v:,.6g}" for k, v in leader["values"].items())

@@ -8,6 +8,7 @@ from __future__ import annotations
 import streamlit as st
 
 from winnow.records import TERMINAL
+from winnow.service import progress_text
 from winnow.service.store import StoreError
 from winnow.ui import nav, search_sections, source, trial_table
 from winnow.ui.overview import COLUMN_HELP
@@ -60,7 +61,7 @@ def _counters(data: dict) -> None:
         ("hash hits", progress["cache_hits"]),
         ("pruned", progress["pruned"]),
         ("failed", progress["failed"]),
-        ("hypervolume", progress["hypervolume"]),
+        (hypervolume_label(data["leader"]), progress["hypervolume"]),
         # one trial's values (the front's best on the first objective), never a mix of trials
         *((f"leader {name}", value) for name, value in leader_values(data["leader"])),
     ]
@@ -76,6 +77,8 @@ COUNTER_HELP = {
     "hit trains nothing.",
     "proposals": COLUMN_HELP["proposals"],
     "hash hits": "Candidates whose network equals one trained before: its result is reused.",
+    "hypervolume": COLUMN_HELP["hypervolume"],
+    "hypervolume (single runs)": COLUMN_HELP["hypervolume"],
 }
 
 
@@ -92,6 +95,12 @@ def leader_caption(leader: dict) -> str:
         f"{seeds} confirmation seed{'s' if seeds != 1 else ''} (the front's best confirmed "
         "recipe on the first objective, as winnow pareto ranks it and export picks it)"
     )
+
+
+def hypervolume_label(leader: dict | None) -> str:
+    """``hypervolume (single runs)`` beside a confirmed leader (the hypervolume is the single
+    runs' front's: ``progress_text.hypervolume_label``), else ``hypervolume``."""
+    return "hypervolume" + progress_text.hypervolume_label({"leader": leader})
 
 
 def leader_values(leader: dict | None) -> list[tuple[str, float]]:

@@ -235,6 +235,7 @@ def progress_dict(progress: pb.Progress) -> dict[str, Any]:
         "top_epochs": progress.top_epochs or None,
         "confirm_runs": progress.confirm_runs,  # the front's confirmation: 0 before it began
         "confirm_done": progress.confirm_done,
+        "confirm_failed": progress.confirm_failed,
         "evidence_ladder": [
             {
                 "tier": t.tier,

@@ -320,8 +320,8 @@ class SearchServicer(search_pb2_grpc.SearchServiceServicer):
     ) -> tuple[dict[str, dict[str, Any]], dict[str, str | None]]:
         """The progress of a page of searches, and the notes of stored specs that no longer
         validate (``readout.StoredSpec.note``): a running one's from its engine, the others'
-        from three aggregate reads of the whole page (counts, proposals, completed results),
-        not a read of every row of every search."""
+        from four aggregate reads of the whole page (counts, proposals, completed results,
+        confirmation rows), not a read of every row of every search."""
         found = {r.id: p for r in rows if (p := self.manager.progress(r.id)) is not None}
         stored = [r for r in rows if r.id not in found]
         specs = {r.id: readout.stored_spec(r.spec_json) for r in stored}
@@ -380,8 +380,10 @@ def _stored_progress(
     rows (``runs``: a confirmed front leads by its means, as ``GetSearch`` and ``pareto``)."""
     results = zip(trained["number"], trained["rung"], trained["metrics"], strict=True)
     front = readout.front_points(spec, results)
-    recipes = readout.result_recipes(trained)
-    confirming, confirmed = readout.listed_confirmation(spec, runs, recipes, *front[1:])
+    confirming, confirmed = (0, 0, 0), None
+    if spec.strategy.confirm is not None and runs:  # recipes only where figures are to share
+        recipes = readout.result_recipes(trained)
+        confirming, confirmed = readout.listed_confirmation(spec, runs, recipes, *front[1:])
     groups = reads.tally_groups(counts)
     return readout.stored_progress(
         spec, groups, proposals, front, confirming=confirming, confirmed=confirmed

@@ -11,12 +11,19 @@ trainings at most), but not on top of the time budget: once ``max_seconds`` or
 runs'), no further run starts and the running ones end and are stored, as a pause's. The front
 then says what each recipe got: its figures' ``seeds`` counts its successful runs (a recipe
 partly confirmed reports the seeds it has; one with none stays a single run), and
-``confirm_runs`` / ``confirm_done`` show the planned runs against those that ended; the event
-``confirm_stopped`` says why it stopped short.
+``confirm_runs`` / ``confirm_done`` / ``confirm_failed`` show the planned runs against those
+that ended and those of them that failed; the event ``confirm_stopped`` says why it stopped
+short. When the rungs spent the time budget themselves (a search ``max_seconds`` ends),
+nothing starts: the plan is stored, the event is ``confirm_skipped`` (never
+``confirm_started``) and the front stays single runs ("front not confirmed"); ``max_seconds``
+counts each run of the engine, so a resume runs the stored plan.
 
-Each row is written ``running`` before its run starts, so a resumed search (``Engine.resume``)
-re-runs only the pairs of trial and seed without a finished row: the ``running`` ones a dead
-process left (re-queued, their rows reused) and those never started. A cancel stops the
+The plan is chosen once: when the confirmation begins, every (trial, seed) pair is written as
+a ``queued`` row, and from then on the stored rows are the plan (a resumed search runs them,
+whatever ``to_confirm`` would pick from its front now; readers count them). A row goes
+``running`` before its run starts, so a resumed search (``Engine.resume``) re-runs only the
+pairs of trial and seed without a finished row: the ``running`` ones a dead process left
+(re-queued, their rows reused) and those never started. A cancel stops the
 running ones (stored failed); a pause lets them end and stores them."""
 
 from __future__ import annotations
@@ -109,17 +116,10 @@ class Confirmation:
         row = self.rows.get(pair)
         return row is not None and row.status not in (Status.QUEUED, Status.RUNNING)
 
-    def progress(
-        self, front: dict[int, list[float]], tracked: dict[int, Tracked]
-    ) -> tuple[int, int]:
-        """``(runs, done)`` of the front's confirmation (``confirmed.confirm_counts``, which
-        ``readout.progress`` calls on the stored rows)."""
-        if not self.rows:
-            return 0, 0
-        numbers = list(front)
-        recipes = [identity(tracked[n]) for n in numbers]
-        runs = run_statuses(list(self.rows.values()))  # a snapshot: gRPC threads call this
-        return confirm_counts(self.spec, numbers, list(front.values()), recipes, runs)
+    def progress(self) -> tuple[int, int, int]:
+        """``(runs, done, failed)`` of the front's confirmation (``confirmed.confirm_counts``,
+        which ``readout.progress`` calls on the stored rows)."""
+        return confirm_counts(run_statuses(list(self.rows.values())))  # a snapshot: gRPC threads
 
     def confirmed(
         self, trial_ids: list[int], tracked: dict[int, Tracked]
@@ -135,10 +135,23 @@ class Confirmation:
     def plan(
         self, front: dict[int, list[float]], tracked: dict[int, Tracked]
     ) -> list[tuple[int, int]]:
-        """Every (trial, seed) pair of the front's confirmation (``confirmed.to_confirm``)."""
+        """Every (trial, seed) pair of the front's confirmation: once it began, the pairs
+        stored then (a resumed search runs the runs chosen before its pause, whatever the
+        front is now); else ``confirmed.to_confirm``'s, each written as a ``queued`` row at
+        once, so that the plan is in the store before any run starts (what every reader's
+        ``confirm_runs`` counts, and what a resume takes up)."""
+        if self.rows:
+            return list(self.rows)
         recipes = [identity(tracked[number]) for number in front]
         numbers = to_confirm(self.spec, list(front), list(front.values()), recipes)
-        return [(number, seed) for number in numbers for seed in self.seeds]
+        plan = [(number, seed) for number in numbers for seed in self.seeds]
+        with self.journal.store.batch():
+            for number, seed in plan:
+                candidate, stage = tracked[number], confirm_stage(seed)
+                row = self.journal.write(candidate, stage, self.epochs, self.rung, Status.QUEUED)
+                self.requeued[(number, seed)] = row
+                self.rows[(number, seed)] = self.record(candidate, seed, Status.QUEUED)
+        return plan
 
     def run(
         self,
@@ -152,14 +165,20 @@ class Confirmation:
         """Run the front's missing confirmation runs, ``slots`` at a time, until done or
         ``stop()`` (a cancel, a pause, or the time budget spent: nothing more starts, and
         ``confirm_stopped`` says how far it got); ``kill()``: cancel the running ones too. A
-        front confirmed already (a finished search resumed) writes nothing."""
+        front confirmed already (a finished search resumed) writes nothing; one whose time
+        budget was spent before its first run writes its plan (``queued`` rows) and the event
+        ``confirm_skipped``, and never ``confirm_started``."""
         plan = self.plan(front, tracked)
         pending = [pair for pair in plan if not self.ended(pair)]
         if not pending:  # nothing trained, or every run ended before
             return
-        trials = sorted({number for number, _ in plan})
+        trials = list(dict.fromkeys(number for number, _ in plan))
         payload = {"trials": trials, "seeds": self.seeds, "runs": len(plan)}
-        self.journal.event("confirm_started", payload | {"done": len(plan) - len(pending)})
+        done = len(plan) - len(pending)
+        if stop():  # the time budget was spent by the rungs: no run starts
+            self.journal.event("confirm_skipped", payload | {"done": done, "left": len(pending)})
+            return
+        self.journal.event("confirm_started", payload | {"done": done})
         while True:
             while pending and len(self.in_flight) < slots and not stop():
                 number, seed = pending.pop(0)

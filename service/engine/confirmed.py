@@ -56,14 +56,17 @@ def to_confirm(
     ``readout.front_rung``), spread along it. A trial whose recipe (``recipes``: each trial's
     :func:`recipe_identity`) an earlier one on the front has, such as a reused result of an
     equivalent network, is the same recipe, confirmed once and taking no slot of its own
-    (:func:`shared_figures` gives it the figures). The recipes are taken by NSGA-II's
-    crowding distance over the front's distinct recipes (``pareto.crowding_distances``, the
-    one the rungs' promotions use): each objective's extremes first (their distance is
-    infinite), best first on the first objective, then the most isolated points; ties by the
-    first objective, then the earliest trial. With one objective, or ``top_k`` 1, that is the
-    front's best on the first objective; with two, the front's two ends, then its middle, so
-    that a front of accurate-but-large and small-but-rough recipes has both ends confirmed,
-    not only its most accurate ``top_k``."""
+    (:func:`shared_figures` gives it the figures). First each objective's best recipe, in the
+    spec's order (round-robin: one end per objective, the best of each, never the worst), then
+    the rest by NSGA-II's crowding distance over the front's distinct recipes
+    (``pareto.crowding_distances``, the one the rungs' promotions use): the most isolated
+    first; ties by the first objective, then the earliest trial. With one objective, or
+    ``top_k`` 1, that is the front's best on the first objective; with two, the front's two
+    ends, then its middle; with three (accuracy, params, latency), the most accurate, the
+    smallest and the fastest before any other, so that a front of accurate-but-large and
+    small-but-rough recipes has both ends confirmed, not only its most accurate ``top_k``.
+    (Crowding alone gives every end of every objective, worst ones included, an infinite
+    distance, so with three objectives it would take the worst ends before the smallest.)"""
     confirm = spec.strategy.confirm
     if confirm is None or not len(points):
         return []
@@ -74,37 +77,40 @@ def to_confirm(
     for i in front:
         chosen.setdefault(recipes[i], i)
     distinct = list(chosen.values())
+    order = _best_ends(spec, [points[i] for i in distinct])
     crowding = crowding_distances([points[i] for i in distinct], spec.directions)
-    order = sorted(range(len(distinct)), key=lambda k: (-crowding[k], k))  # k: best first
-    return [int(trial_ids[distinct[k]]) for k in order[: confirm.top_k]]
+    rest = sorted((k for k in range(len(distinct)) if k not in order), key=lambda k: -crowding[k])
+    return [int(trial_ids[distinct[k]]) for k in [*order, *rest][: confirm.top_k]]
+
+
+def _best_ends(spec: SearchSpec, points: Sequence[Sequence[float]]) -> list[int]:
+    """Each objective's best point (its first on a tie: ``points`` come best first on the
+    first objective), in the spec's order, each point once."""
+    ends: list[int] = []
+    for k, objective in enumerate(spec.objectives):
+        sign = -1 if objective.direction == "maximize" else 1
+        best = min(range(len(points)), key=lambda j: (sign * points[j][k], j))
+        if best not in ends:
+            ends.append(best)
+    return ends
 
 
 Runs = Mapping[int, Mapping[int, Status]]  # each confirmed trial's runs: seed -> status
 
 
-def confirm_counts(
-    spec: SearchSpec,
-    trial_ids: Sequence[int],
-    points: Sequence[Sequence[float]],
-    recipes: Sequence[str],
-    runs: Runs,
-) -> tuple[int, int]:
-    """``(runs, done)`` of the confirmation of the front (``trial_ids``, ``points``,
-    ``recipes``: as :func:`to_confirm` takes them): its planned runs and those that ended
-    (``runs``: the statuses of the stored ones, :func:`run_statuses`); ``(0, 0)`` before any
-    run. The one count: ``readout.progress`` (from rows) and ``Confirmation.progress`` (live)
-    call it."""
-    if not runs:
-        return 0, 0
-    numbers = to_confirm(spec, trial_ids, points, recipes)
-    plan = {(n, s) for n in numbers for s in confirm_seeds(spec)}
-    ended = {
-        (n, s)
-        for n, by_seed in runs.items()
-        for s, status in by_seed.items()
-        if status not in (Status.QUEUED, Status.RUNNING)
-    }
-    return len(plan), len(plan & ended)
+def confirm_counts(runs: Runs) -> tuple[int, int, int]:
+    """``(runs, done, failed)`` of the front's confirmation: its planned runs, those that
+    ended and those of them that failed or were pruned (``runs``: the statuses of the stored
+    rows, :func:`run_statuses`); ``(0, 0, 0)`` before it began. The plan is what was stored
+    when the confirmation began (``Confirmation.run`` writes a ``queued`` row for each of its
+    runs first), never :func:`to_confirm` again: a resumed search runs, and every reader
+    counts, the runs chosen then. (A search stored before those rows were written, stopped
+    short, counts the runs it started.) The one count: ``readout.progress`` (from rows) and
+    ``Confirmation.progress`` (live) call it."""
+    statuses = [status for by_seed in runs.values() for status in by_seed.values()]
+    ended = [s for s in statuses if s not in (Status.QUEUED, Status.RUNNING)]
+    failed = [s for s in ended if s in (Status.FAILED, Status.PRUNED)]
+    return len(statuses), len(ended), len(failed)
 
 
 def run_statuses(rows: Iterable[TrialRecord]) -> dict[int, dict[int, Status]]:

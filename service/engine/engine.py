@@ -153,6 +153,8 @@ class Engine:
                 results=self.screen,  # its trained results calibrate the combined score
             )
         self.stages = self._stages(supernet)
+        # what ``max_seconds`` counts from: each run of the engine (a resume starts it again,
+        # as ``Budget.max_seconds`` says; device seconds are summed from the stored rows)
         self.started = time.perf_counter()
         self._cancelled = threading.Event()
         self._stop_status = SearchStatus.CANCELLED
@@ -268,7 +270,7 @@ class Engine:
             front_epochs=None if rung is None else rungs[rung],
             top_epochs=rungs[-1],
             evidence_ladder=[] if self.evidence is None else self.evidence.measure(),
-            confirming=self.confirmation.progress(dict(items), tracked),
+            confirming=self.confirmation.progress(),
             confirmed=self.confirmation.confirmed(ids, tracked),
         )
 
@@ -341,7 +343,8 @@ class Engine:
     def _confirm(self) -> None:
         """After the budget: the front's confirmation runs (``confirmation``), until done,
         cancelled (a cancel stops the running ones; a pause lets them end) or out of time
-        (``_stopped``: ``max_seconds``, ``max_device_seconds``; the running ones end)."""
+        (``_stopped``: ``max_seconds``, ``max_device_seconds``; the running ones end). When the
+        rungs spent the time budget, no run starts: the plan is stored, ``confirm_skipped``."""
         _, front = self._front_results()
         self.confirmation.run(
             self.tracked,

@@ -11,7 +11,9 @@ the metrics' ``epochs_run``: the epochs the run trained) when it ends. A rung's 
 ``train``; a confirmation run (``confirmation``) has the same three with its row's stage
 ``confirm:<seed>`` (``records.confirm_stage``; its ``trial_started`` also carries ``stage``
 and ``seed``), between ``confirm_started`` ``{trials, seeds, runs, done}`` and
-``confirm_finished`` ``{confirmed}``.
+``confirm_finished`` ``{confirmed}`` (``confirm_stopped`` ``{trials, seeds, runs, done,
+left}`` when the time budget, a cancel or a pause stops it short; ``confirm_skipped``, same
+payload, and no ``confirm_started`` when the time budget was spent before its first run).
 
 Every state change is written before the engine goes on, so that ``Engine.resume`` can rebuild
 the search from the store after any crash (``state.SearchState.from_rows``)."""

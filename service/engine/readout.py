@@ -245,17 +245,16 @@ def listed_confirmation(
     recipes: Mapping[int, str],
     trial_ids: Sequence[int],
     points: Sequence[Sequence[float]],
-) -> tuple[tuple[int, int], dict[int, dict[str, Any]] | None]:
-    """The confirmation's ``(runs, done)`` and the front's figures (``confirmed`` of
+) -> tuple[tuple[int, int, int], dict[int, dict[str, Any]] | None]:
+    """The confirmation's ``(runs, done, failed)`` and the front's figures (``confirmed`` of
     :func:`progress_view`) for readers that hold columns, not a search's every row (a listing,
     the dashboard): ``runs``: the search's confirmation rows (``reads.confirmation_runs``);
     ``recipes``: trial id -> ``confirmed.recipe_identity`` of the trained results (so that a
     twin of a confirmed recipe shares its figures); ``trial_ids``, ``points``: the front's
-    fidelity's results (:func:`front_points`). ``((0, 0), None)`` without confirmation."""
+    fidelity's results (:func:`front_points`). ``((0, 0, 0), None)`` without confirmation."""
     if spec.strategy.confirm is None or not runs:
-        return (0, 0), None
-    front_recipes = [recipes.get(n, "") for n in trial_ids]
-    confirming = confirm_counts(spec, trial_ids, points, front_recipes, run_statuses(runs))
+        return (0, 0, 0), None
+    confirming = confirm_counts(run_statuses(runs))
     everyone = dict(recipes) | {row.number: row_identity(row) for row in runs}
     figures = shared_figures(confirmed_figures(spec, runs), everyone, trial_ids)
     return confirming, figures
@@ -272,7 +271,7 @@ def progress_view(
     front_epochs: int | None = None,
     top_epochs: int | None = None,
     evidence_ladder: Sequence[Mapping[str, Any]] = (),
-    confirming: tuple[int, int] = (0, 0),
+    confirming: tuple[int, int, int] = (0, 0, 0),
     confirmed: Mapping[int, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """What watchers see of a search: the counters, the budget, the hypervolume (computed from
@@ -283,8 +282,9 @@ def progress_view(
     ``top_epochs`` when no trial completed: ``records.front_note``) and the evidence ladder
     (``evidence_ladder.EvidenceLadder.measure``: each tier's Kendall tau against the completed
     trials; empty for a plain strategy, and in a listing's progress) and the confirmation's
-    ``(runs, done)`` (``confirmed.confirm_counts``: ``confirm_runs``, ``confirm_done``);
-    ``confirmed``: the front's confirmation figures by trial, which choose the leader."""
+    ``(runs, done, failed)`` (``confirmed.confirm_counts``: ``confirm_runs``,
+    ``confirm_done``, ``confirm_failed``); ``confirmed``: the front's confirmation figures by
+    trial, which choose the leader."""
     if hypervolume_value is None:
         hypervolume_value = search_hypervolume(objectives, points)
     ids = range(len(points)) if trial_ids is None else trial_ids
@@ -301,6 +301,7 @@ def progress_view(
         "evidence_ladder": [dict(tier) for tier in evidence_ladder],
         "confirm_runs": confirming[0],
         "confirm_done": confirming[1],
+        "confirm_failed": confirming[2],
     }
 
 
@@ -495,7 +496,7 @@ def stored_progress(
     proposals: int,
     front: tuple[int | None, Sequence[int], Sequence[Sequence[float]]],
     ladder: Sequence[Mapping[str, Any]] = (),
-    confirming: tuple[int, int] = (0, 0),
+    confirming: tuple[int, int, int] = (0, 0, 0),
     confirmed: Mapping[int, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """A stored search's progress from its ``tally`` groups, proposals and front (rung, trial
@@ -530,10 +531,9 @@ def progress(spec: SearchSpec, rows: list[TrialRecord]) -> dict[str, Any]:
     front_view, proposals = (rung, ids, points), len({row.number for row in rows})
     ladder = EvidenceLadder.from_rows(spec, rows)
     measured = [] if ladder is None else ladder.measure()
-    confirming, confirmed = (0, 0), None
+    confirming, confirmed = (0, 0, 0), None
     if spec.strategy.confirm is not None:
-        recipes = [row_identity(c.row) for c in front]
-        confirming = confirm_counts(spec, ids, points, recipes, run_statuses(rows))
+        confirming = confirm_counts(run_statuses(rows))
         confirmed = recipe_figures(spec, rows, ids)
     return stored_progress(spec, groups, proposals, front_view, measured, confirming, confirmed)
 

@@ -313,7 +313,9 @@ def test_a_cancel_or_pause_during_confirmation_starts_no_further_run(store, stat
     world.engine = engine
     assert engine.run().status == status
     rows = confirm_rows(store.trials(engine.search_id))
-    assert len(rows) == 1 and rows[0].status == Status.OK  # the running one ended, stored
+    ended = [r for r in rows if r.status != Status.QUEUED]
+    assert len(ended) == 1 and ended[0].status == Status.OK  # the running one ended, stored
+    assert len(rows) == 6  # the plan, stored when the confirmation began: five never started
     kinds = [e.kind for e in store.events(engine.search_id)]
     assert "confirm_started" in kinds and "confirm_finished" not in kinds
     progress = readout.progress(spec, store.trials(engine.search_id))
@@ -480,6 +482,11 @@ def test_a_digits_search_with_confirmation_stores_figures_of_three_seeds(
     leader = points[0]
     assert f"best accuracy (confirmed, mean of 3 seeds): #{leader['trial_id']} " in out
     assert "per-objective" not in out
+    assert "hypervolume (single runs) " in out  # beside a mean, the single runs' measure
+    assert main(["status", search_id, "--json", *address]) == 0
+    progress = json.loads(capsys.readouterr().out)["progress"]  # through gRPC's Progress
+    assert progress["confirm_runs"] == progress["confirm_done"] == 3 * len(points)
+    assert progress["confirm_failed"] == 0
     assert main(["pareto", search_id, *address]) == 0
     assert "means of 3 seeds" in capsys.readouterr().out
     rows = server.store.trials(search_id)
@@ -525,7 +532,7 @@ def test_the_time_budget_stops_the_confirmation_and_the_front_says_what_each_got
     engine = Engine.create(spec, store, InProcessExecutor(SlowSeedWorld(100.0, clock)))
     assert engine.run().status == SearchStatus.FINISHED
     rows = store.trials(engine.search_id)
-    runs = confirm_rows(rows)
+    runs = [r for r in confirm_rows(rows) if r.status != Status.QUEUED]  # the rest: planned
     assert len(runs) == 2 and all(r.status == Status.OK for r in runs)  # 100 s, then 200 s
     (number,) = {r.number for r in runs}  # the plan's first recipe got two of its seeds
     progress = readout.progress(spec, rows)
@@ -538,8 +545,8 @@ def test_the_time_budget_stops_the_confirmation_and_the_front_says_what_each_got
     assert number == planned[0] and len(planned) == 2  # the other one stays a single run
     assert planned[1] not in {p["trial_id"] for p in confirmed}
     stopped = [e.payload for e in store.events(engine.search_id) if e.kind == "confirm_stopped"]
-    assert stopped == [{"trials": sorted(planned), "seeds": [1, 2, 3], "runs": 6} | stopped[0]]
-    assert (stopped[0]["done"], stopped[0]["left"]) == (2, 4)
+    expected = {"trials": planned, "seeds": [1, 2, 3], "runs": 6, "done": 2, "left": 4}
+    assert stopped == [expected]  # in the plan's order
 
 
 def readout_front(spec, rows):
@@ -548,3 +555,115 @@ def readout_front(spec, rows):
 
     _, done = readout.front_trials(spec, rows)
     return [c.trial_id for c in done], [c.values for c in done], [row_identity(c.row) for c in done]
+
+
+class SlowSearchWorld(SeededWorld):
+    """The search's own runs (seed 0) move ``clock`` by ``cost`` seconds each; the
+    confirmation runs take none."""
+
+    def __init__(self, cost: float, clock: list[float]) -> None:
+        super().__init__()
+        self.cost, self.clock = cost, clock
+
+    def __call__(self, spec, on_epoch=None) -> TrialResult:
+        if spec.stage == "train" and spec.seed == 0:
+            self.clock[0] += self.cost
+        return super().__call__(spec, on_epoch)
+
+
+def test_a_time_budget_the_rungs_spent_starts_no_confirmation_and_a_resume_runs_its_plan(
+    store, monkeypatch
+):
+    """``max_seconds`` ends the rungs (the usual case): no ``confirm_started``, the plan is
+    stored (queued rows), the front is not confirmed and says why; a resume (a fresh clock:
+    ``max_seconds`` counts each run of the engine) runs exactly the stored plan."""
+    from winnow.service.engine import engine as engine_module
+    from winnow.service.progress_text import confirm_text
+
+    clock = [0.0]
+    monkeypatch.setattr(engine_module.time, "perf_counter", lambda: clock[0])
+    spec = spec_of({"top_k": 2, "seeds": 3}, budget={"max_trials": 6, "max_seconds": 250})
+    engine = Engine.create(spec, store, InProcessExecutor(SlowSearchWorld(100.0, clock)))
+    assert engine.run().status == SearchStatus.FINISHED
+    rows = store.trials(engine.search_id)
+    planned = to_confirm(spec, *readout_front(spec, rows))
+    runs = confirm_rows(rows)
+    assert {(r.number, confirm_seed(r.stage)) for r in runs} == {
+        (n, s) for n in planned for s in confirm_seeds(spec)
+    }
+    assert all(r.status == Status.QUEUED for r in runs)  # planned, none started
+    kinds = [e.kind for e in store.events(engine.search_id)]
+    assert "confirm_started" not in kinds and "confirm_skipped" in kinds
+    progress = readout.progress(spec, rows)
+    assert (progress["confirm_runs"], progress["confirm_done"]) == (3 * len(planned), 0)
+    assert confirm_text(progress, ended=True) == (
+        f"front not confirmed: the time budget was spent before its {3 * len(planned)} runs"
+    )
+    assert all("confirmed" not in p for p in readout.pareto(spec, rows)["points"])
+    resumed = Engine.resume(store, engine.search_id, InProcessExecutor(SeededWorld()))
+    assert resumed.run().status == SearchStatus.FINISHED
+    after = confirm_rows(store.trials(engine.search_id))
+    assert sorted(r.id for r in after) == sorted(r.id for r in runs)  # the stored rows, run
+    assert all(r.status == Status.OK for r in after)
+
+
+def test_the_plan_is_the_one_stored_not_what_the_rule_picks_now(store):
+    """Once the confirmation began its plan is the stored rows: a reader whose rule would pick
+    fewer recipes (here: a spec of ``top_k`` 1) counts the runs planned then, and a resumed
+    engine plans those, whatever the front it is handed."""
+    spec = spec_of({"top_k": 2, "seeds": 3})
+    engine = Engine.create(spec, store, InProcessExecutor(SeededWorld()))
+    engine.run()
+    rows = store.trials(engine.search_id)
+    runs = confirm_rows(rows)
+    assert len({r.number for r in runs}) == 2
+    narrower = spec_of({"top_k": 1, "seeds": 3})
+    progress = readout.progress(narrower, rows)
+    assert (progress["confirm_runs"], progress["confirm_done"]) == (6, 6)
+    resumed = Engine.resume(store, engine.search_id, InProcessExecutor(SeededWorld()))
+    stored = {(r.number, confirm_seed(r.stage)) for r in runs}
+    assert set(resumed.confirmation.plan({}, resumed.tracked)) == stored
+
+
+def test_with_three_objectives_each_objectives_best_end_is_confirmed_first():
+    """Crowding alone gives every end of every objective (the worst too) infinite distance;
+    the most accurate, the smallest and the fastest come first, in the spec's order."""
+    three = [*TWO_OBJECTIVES, {"name": "latency_ms", "direction": "minimize"}]
+    points = [[0.95, 900, 5], [0.94, 800, 9], [0.93, 700, 4], [0.90, 500, 3], [0.80, 300, 2]]
+    points += [[0.60, 100, 1.5]]
+    ids, recipes = list(range(len(points))), [f"r{i}" for i in range(len(points))]
+    two = spec_of({"top_k": 2, "seeds": 2}, objectives=three)
+    assert to_confirm(two, ids, points, recipes) == [0, 5]  # accuracy's best, then params'
+    # latency's best is params' here (5): the next is the most isolated of the rest
+    three_k = spec_of({"top_k": 3, "seeds": 2}, objectives=three)
+    chosen = to_confirm(three_k, ids, points, recipes)
+    assert chosen[:2] == [0, 5] and len(chosen) == 3
+    faster = [p[:2] + [p[2] if i != 2 else 1.0] for i, p in enumerate(points)]  # 2: fastest
+    assert to_confirm(three_k, ids, faster, recipes) == [0, 5, 2]
+
+
+class FailingSeedWorld(SeededWorld):
+    """The confirmation run of ``seed`` fails (for every recipe)."""
+
+    def __init__(self, seed: int) -> None:
+        super().__init__()
+        self.failing = seed
+
+    def __call__(self, spec, on_epoch=None) -> TrialResult:
+        if spec.stage == "train" and spec.seed == self.failing:
+            return TrialResult(Status.FAILED, error="out of memory")
+        return super().__call__(spec, on_epoch)
+
+
+def test_failed_confirmation_runs_are_counted_and_said(store):
+    from winnow.service.progress_text import confirm_text
+
+    spec = spec_of({"top_k": 1, "seeds": 3})
+    engine = Engine.create(spec, store, InProcessExecutor(FailingSeedWorld(2)))
+    engine.run()
+    live = engine.progress()
+    progress = readout.progress(spec, store.trials(engine.search_id))
+    for view in (live, progress):
+        assert (view["confirm_runs"], view["confirm_done"], view["confirm_failed"]) == (3, 3, 1)
+    assert confirm_text(progress, ended=True) == "front confirmed: 3 runs (1 failed)"
+    assert progress["leader"]["confirmed"]["seeds"] == 2  # the failed run counts in no mean

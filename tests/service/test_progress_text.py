@@ -8,7 +8,9 @@ from winnow.service.client import bar_postfix
 from winnow.service.progress_text import (
     RunningTrials,
     confirm_text,
+    confirmed_label,
     front_text,
+    hypervolume_label,
     status_front_text,
 )
 
@@ -139,3 +141,29 @@ def test_a_confirmation_cut_short_says_partly_confirmed_once_the_search_ended():
         "front partly confirmed: 2/6 runs (each recipe's mean counts the seeds it got)"
     )
     assert confirm_text(progress | {"confirm_done": 6}, ended=True) == "front confirmed: 6 runs"
+
+
+def test_failed_confirmation_runs_are_said_not_counted_as_confirmed():
+    progress = {"confirm_runs": 6, "confirm_done": 6, "confirm_failed": 1}
+    assert confirm_text(progress, ended=True) == "front confirmed: 6 runs (1 failed)"
+    partly = progress | {"confirm_done": 4}
+    assert confirm_text(partly) == "confirming the front: 4/6 runs (1 failed)"
+    assert confirm_text(partly, ended=True) == (
+        "front partly confirmed: 4/6 runs (1 failed; each recipe's mean counts the seeds it got)"
+    )
+
+
+def test_a_front_whose_time_budget_the_rungs_spent_is_not_confirmed():
+    progress = {"confirm_runs": 6, "confirm_done": 0}
+    assert confirm_text(progress, ended=True) == (
+        "front not confirmed: the time budget was spent before its 6 runs"
+    )
+    assert confirm_text(progress) == "confirming the front: 0/6 runs"  # still running
+
+
+def test_the_hypervolume_beside_a_confirmed_leader_is_labelled_as_single_runs():
+    figures = {"accuracy": {"mean": 0.9, "std": 0.01, "lower": 0.89}, "seeds": 3}
+    leader = {"trial_id": 1, "values": {"accuracy": 0.9}, "confirmed": figures}
+    assert hypervolume_label(PROGRESS | {"leader": leader}) == " (single runs)"
+    assert hypervolume_label(PROGRESS) == ""
+    assert confirmed_label(leader) == " (confirmed, mean of 3 seeds)"

@@ -10,7 +10,7 @@ from dataclasses import replace
 import pytest
 
 from winnow.bench.seed import seed_search
-from winnow.records import confirm_stage
+from winnow.records import Status, confirm_stage
 from winnow.service.demo import DEMO_SPEC
 from winnow.service.engine import readout
 from winnow.service.engine.confirmed import confirm_seeds, row_identity, to_confirm
@@ -48,6 +48,11 @@ def confirmed(tmp_path_factory):
         )
         for seed, shift in zip(confirm_seeds(spec), SHIFTS, strict=True)
     )
+    (other,) = [r for r in rows if r.number == single[0]["trial_id"] and r.rung == top]
+    store.add_trials(  # the other end's runs: planned (stored queued, as the engine does)
+        replace(other, stage=confirm_stage(seed), status=Status.QUEUED, metrics={}, reused=False)
+        for seed in confirm_seeds(spec)
+    )
     accuracy = statistics.mean(row.metrics["accuracy"] + s for s in SHIFTS)
     yield url, store, search_id, chosen, single[0]["trial_id"], accuracy
     store.close()
@@ -59,7 +64,7 @@ def test_the_searches_table_leads_by_the_confirmed_mean(confirmed):
     table = overview(store).set_index("id")
     text = table.loc[search_id, "leader"]
     assert text.startswith(f"#{chosen} accuracy {accuracy:,.6g},")
-    assert text.endswith("(confirmed: mean of 3 seeds)")
+    assert text.endswith("(confirmed, mean of 3 seeds)")  # the CLI's wording
 
 
 def test_the_search_page_leads_by_the_confirmed_mean_and_says_so(app, confirmed):
@@ -67,6 +72,7 @@ def test_the_search_page_leads_by_the_confirmed_mean_and_says_so(app, confirmed)
     at = app(url, search=search_id)
     shown = {m.label: nav.parse(m.value) for m in at.metric}
     assert shown["leader accuracy"] == pytest.approx(accuracy, rel=1e-5)
+    assert "hypervolume (single runs)" in shown  # beside a mean, the single runs' measure
     captions = [c.value for c in at.caption]
     assert any(f"trial #{chosen}, confirmed" in c and "3 confirmation seeds" in c for c in captions)
 
@@ -86,3 +92,27 @@ def test_list_searches_leads_by_the_confirmed_mean_as_get_search_does(make_serve
         assert leader["confirmed"]["accuracy"]["mean"] == pytest.approx(accuracy)
     counted = [(p["confirm_runs"], p["confirm_done"]) for p in (listed, got)]
     assert counted == [(6, 3), (6, 3)]  # the other end's runs are still to come
+
+
+def test_a_search_without_confirmation_reads_no_recipes(tmp_path, monkeypatch):
+    """The Searches table and ``ListSearches``' aggregate reads look up the trained results'
+    recipes only where a confirmation has figures to share: a search without
+    ``strategy.confirm`` (or without its rows) leads by its single runs without them."""
+    from winnow.service.api import servicer
+    from winnow.service.store import reads
+
+    store = Store(sqlite_url(tmp_path / "plain.db"))
+    search_id = seed_search(store, 12, seed=3)
+    expected = overview(store).set_index("id").loc[search_id, "leader"]
+
+    def refuse(trained):
+        raise AssertionError("recipes read for a search without confirmation")
+
+    monkeypatch.setattr(readout, "result_recipes", refuse)
+    assert overview(store).set_index("id").loc[search_id, "leader"] == expected
+    spec = readout.stored_spec(store.search(search_id).spec_json).spec
+    counts, trained = reads.counts(store, [search_id]), reads.trained(store, [search_id])
+    progress = servicer._stored_progress(spec, counts, 12, trained, [])
+    assert progress["leader"]["trial_id"] == int(expected.split()[0].lstrip("#"))
+    assert (progress["confirm_runs"], progress["confirm_done"]) == (0, 0)
+    store.close()

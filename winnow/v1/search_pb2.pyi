@@ -15,7 +15,7 @@ class SubmitSearchRequest(_message.Message):
     def __init__(self, request_id: _Optional[str] = ..., spec_json: _Optional[str] = ...) -> None: ...
 
 class Progress(_message.Message):
-    __slots__ = ("trained", "max_trials", "proposals", "cache_hits", "pruned", "failed", "hypervolume", "best", "front_size", "leader", "candidates", "epochs", "front_epochs", "top_epochs", "evidence_ladder", "confirm_runs", "confirm_done")
+    __slots__ = ("trained", "max_trials", "proposals", "cache_hits", "pruned", "failed", "hypervolume", "best", "front_size", "leader", "candidates", "epochs", "front_epochs", "top_epochs", "evidence_ladder", "confirm_runs", "confirm_done", "confirm_failed")
     class BestEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -40,6 +40,7 @@ class Progress(_message.Message):
     EVIDENCE_LADDER_FIELD_NUMBER: _ClassVar[int]
     CONFIRM_RUNS_FIELD_NUMBER: _ClassVar[int]
     CONFIRM_DONE_FIELD_NUMBER: _ClassVar[int]
+    CONFIRM_FAILED_FIELD_NUMBER: _ClassVar[int]
     trained: int
     max_trials: int
     proposals: int
@@ -57,7 +58,8 @@ class Progress(_message.Message):
     evidence_ladder: _containers.RepeatedCompositeFieldContainer[LadderTier]
     confirm_runs: int
     confirm_done: int
-    def __init__(self, trained: _Optional[int] = ..., max_trials: _Optional[int] = ..., proposals: _Optional[int] = ..., cache_hits: _Optional[int] = ..., pruned: _Optional[int] = ..., failed: _Optional[int] = ..., hypervolume: _Optional[float] = ..., best: _Optional[_Mapping[str, float]] = ..., front_size: _Optional[int] = ..., leader: _Optional[_Union[ParetoPoint, _Mapping]] = ..., candidates: _Optional[int] = ..., epochs: _Optional[int] = ..., front_epochs: _Optional[int] = ..., top_epochs: _Optional[int] = ..., evidence_ladder: _Optional[_Iterable[_Union[LadderTier, _Mapping]]] = ..., confirm_runs: _Optional[int] = ..., confirm_done: _Optional[int] = ...) -> None: ...
+    confirm_failed: int
+    def __init__(self, trained: _Optional[int] = ..., max_trials: _Optional[int] = ..., proposals: _Optional[int] = ..., cache_hits: _Optional[int] = ..., pruned: _Optional[int] = ..., failed: _Optional[int] = ..., hypervolume: _Optional[float] = ..., best: _Optional[_Mapping[str, float]] = ..., front_size: _Optional[int] = ..., leader: _Optional[_Union[ParetoPoint, _Mapping]] = ..., candidates: _Optional[int] = ..., epochs: _Optional[int] = ..., front_epochs: _Optional[int] = ..., top_epochs: _Optional[int] = ..., evidence_ladder: _Optional[_Iterable[_Union[LadderTier, _Mapping]]] = ..., confirm_runs: _Optional[int] = ..., confirm_done: _Optional[int] = ..., confirm_failed: _Optional[int] = ...) -> None: ...
 
 class LadderTier(_message.Message):
     __slots__ = ("tier", "n", "tau", "below_params", "params_n", "params_tau", "zero_weight")
