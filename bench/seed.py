@@ -283,9 +283,11 @@ def _confirm_row(seeder: _Seeder, tracked: Tracked, seed: int, top: int) -> Tria
     epochs = seeder.spec.strategy.rungs[top]
     data = json.loads(tracked.candidate.canonical_json())
     metrics = _train_metrics(data, _quality(data, seeder.rng), epochs, seeder.rng)
-    curve = metrics.pop("loss_curve")
+    curve, accuracy = metrics.pop("loss_curve"), metrics.pop("accuracy_curve")
     seconds = 0.5 * epochs
-    result = TrialResult(Status.OK, finite(metrics), curve, seconds=seconds, host="seed")
+    result = TrialResult(
+        Status.OK, finite(metrics), curve, seconds=seconds, host="seed", accuracy_curve=accuracy
+    )
     row = trial_row(
         seeder.search_id, tracked, confirm_stage(seed), epochs, top, "ok", result, False
     )
