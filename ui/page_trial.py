@@ -64,7 +64,11 @@ def _metrics(rows: list[TrialRecord], objectives: list[str]) -> None:
             "earlier rungs' epochs. No validation loss is stored."
         )
     else:
-        st.info("No loss curve stored for this trial.")
+        st.info(
+            source.NO_CURVES_THROUGH_SERVER
+            if source.through_server()
+            else "No loss curve stored for this trial."
+        )
 
 
 def fidelity_text(row: TrialRecord) -> str:
