@@ -191,7 +191,9 @@ def test_evaluate_honours_a_recipes_eval_every_epoch_and_its_flag(capsys, tmp_pa
     for stored in (True, False):
         task = {"dataset": "digits", "eval_every_epoch": stored}
         training = {"task": task, "epochs": 1, "seed": 0}
-        recipe.write_text(json.dumps({"format": FORMAT, "candidate": candidate, "training": training}))
+        recipe.write_text(
+            json.dumps({"format": FORMAT, "candidate": candidate, "training": training})
+        )
         assert len(_curve_of(capsys, "--recipe", str(recipe))) == (1 if stored else 0)
         assert _curve_of(capsys, "--recipe", str(recipe), "--no-eval-every-epoch") == []
         assert len(_curve_of(capsys, "--recipe", str(recipe), "--eval-every-epoch")) == 1
