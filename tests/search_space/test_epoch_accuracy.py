@@ -39,9 +39,7 @@ CANDIDATE = Candidate(
 )
 
 
-def run(
-    epochs: int, measured: bool, checkpoint=None, schedule: int | None = None, device="cpu"
-):
+def run(epochs: int, measured: bool, checkpoint=None, schedule: int | None = None, device="cpu"):
     spec = TrialSpec(
         CANDIDATE,
         "digits",
