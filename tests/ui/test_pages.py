@@ -462,3 +462,13 @@ def test_intermediate_values_say_why_no_curves_are_drawn(app, fresh, monkeypatch
     expected = "not carried over the server" if mirrored else "store no per-epoch"
     assert any(expected in note for note in notes), notes
     assert not any("its learning curve, never used" in c.value for c in at.caption)
+
+
+def test_the_trial_page_says_curves_are_not_carried_over_the_server(app, fresh, monkeypatch):
+    from winnow.ui import source
+
+    _without_curves(fresh)
+    monkeypatch.setattr(source, "through_server", lambda: True)
+    trained = next(r for r in fresh.rows() if r.stage == "train" and r.status == "ok")
+    at = app(fresh.url, search=fresh.search_id, trial=trained.number)
+    assert any("not carried over the server" in i.value for i in at.info)
