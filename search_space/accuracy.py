@@ -10,9 +10,11 @@ it found it: the test batches draw from no generator; ``eval()`` mode freezes Ba
 running statistics, dropout and the quantization observers (each updates only in training
 mode); ``torch.random.fork_rng`` gives back torch's CPU and CUDA generators as they were, and
 numpy's and Python's are put back by hand (``fork_rng`` covers torch's alone), so a module
-that drew from any of them in eval mode could not shift the training's next draw either; the
-network's mode is restored afterwards. A trial's final accuracy and weights are bit-identical
-with and without it (``tests/search_space/test_epoch_accuracy.py``).
+that drew from any of them in eval mode could not shift the training's next draw either;
+each module's mode is restored afterwards (a frozen submodule stays frozen), and the pass is
+kept out of the trial's peak memory (``peak_memory.left_out``). A trial's final accuracy,
+weights and peak memory are bit-identical with and without it
+(``tests/search_space/test_epoch_accuracy.py``).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from torch import nn
 
 from winnow.search_space.accelerate import prepare_input, uses_channels_last
 from winnow.search_space.datasets import Dataset
+from winnow.search_space.peak_memory import left_out
 
 EVAL_BATCH = 512
 
@@ -44,13 +47,18 @@ def test_accuracy(model: nn.Module, dataset: Dataset, device: torch.device) -> f
 
 def epoch_accuracy(model: nn.Module, dataset: Dataset, device: torch.device) -> float:
     """:func:`test_accuracy` in the middle of a training, leaving it untouched: every random
-    generator and the network's mode as they were (see the module docstring)."""
-    training = model.training
+    generator and every module's mode as they were (see the module docstring), and out of
+    the trial's peak memory (``peak_memory.left_out``: it runs beside the optimizer's state,
+    which the final measurement does not)."""
+    modes = {module: module.training for module in model.modules()}
     try:
-        with _generators_kept(device):
+        with _generators_kept(device), left_out(device):
             return test_accuracy(model, dataset, device)
     finally:
-        model.train(training)
+        # each module's own mode, not the top one's: a trainer may keep a submodule frozen
+        # (a BatchNorm in eval mode inside a network in training mode)
+        for module, training in modes.items():
+            module.training = training
 
 
 @contextlib.contextmanager

@@ -59,6 +59,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -91,14 +92,18 @@ class TrainData:
     """What one training draws its batches from: the dataset, the batch size, the device, the
     shuffling (and augmenting) generator, the candidate whose precision the forward pass
     takes (``accelerate.autocast``), and whether the test accuracy is asked for after every
-    epoch (``epoch_accuracy``; :meth:`accuracy` measures it)."""
+    epoch (``epoch_accuracy``, on by default as ``task.eval_every_epoch`` is; :meth:`accuracy`
+    measures it). ``final_follows`` is winnow's own loop's: its caller measures the final
+    accuracy as soon as it returns, which is the last epoch's (``training.LEFT_TO_CALLER``);
+    a user's trainer gets False and reports every epoch's."""
 
     dataset: Dataset
     batch_size: int
     device: torch.device
     generator: torch.Generator
     candidate: Candidate
-    epoch_accuracy: bool = False
+    epoch_accuracy: bool = True
+    final_follows: bool = False
 
     def accuracy(self, model: nn.Module) -> float:
         """The test accuracy now, measured as the final one is (``accuracy.epoch_accuracy``):
@@ -204,17 +209,33 @@ def fitted_of(path: str, returned: object, epochs: int, max_steps: int | None = 
 
 def _accuracy_of(path: str, returned: object, epochs: int) -> list[float]:
     """A user's per-epoch accuracies, checked: none, or a fraction for every epoch of the
-    curve (what the dashboard draws against the loss)."""
-    try:
-        values = [float(v) for v in returned or []]  # type: ignore[union-attr]
-    except (TypeError, ValueError):
-        raise UserCodeError(
-            f"task.trainer {path} returned accuracy={returned!r}: it must be a list of "
-            "fractions, one per epoch of the curve, or empty"
-        ) from None
-    if values and (len(values) != epochs or not all(0.0 <= v <= 1.0 for v in values)):
+    curve (what the dashboard draws against the loss), as a list, a tuple, or a 1-D numpy
+    array or tensor."""
+    values = _fractions(path, returned)
+    if values and len(values) != epochs:
         raise UserCodeError(
             f"task.trainer {path} returned {len(values)} accuracies for a curve of {epochs} "
-            "epochs: give one fraction in [0, 1] per epoch of the curve, or none"
+            "epochs: give one per epoch of the curve, or none"
+        )
+    outside = [v for v in values if not 0.0 <= v <= 1.0]  # NaN too
+    if outside:
+        raise UserCodeError(
+            f"task.trainer {path} returned accuracy {outside[0]!r}: each must be a fraction "
+            "in [0, 1] (correct / total, not a percentage)"
         )
     return values
+
+
+def _fractions(path: str, returned: object) -> list[float]:
+    if returned is None:
+        return []
+    if isinstance(returned, torch.Tensor | np.ndarray):
+        # an array's truth value is ambiguous and a tensor's raises: read it as its values
+        returned = returned.tolist() if returned.ndim == 1 else returned
+    try:
+        return [float(v) for v in returned]  # type: ignore[union-attr]
+    except (TypeError, ValueError, RuntimeError):
+        raise UserCodeError(
+            f"task.trainer {path} returned accuracy={returned!r}: it must be a sequence of "
+            "fractions (a list, or a 1-D array or tensor), one per epoch of the curve, or empty"
+        ) from None

@@ -7,14 +7,11 @@ a candidate that cannot be built for the data all end as a ``failed`` TrialResul
 
 from __future__ import annotations
 
-import contextlib
 import io
 import logging
 import math
 import random
-import resource
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -35,6 +32,7 @@ from winnow.search_space.checkpoints import Checkpoint, capture, restore, saved_
 from winnow.search_space.costs import bitops, count_flops, count_parameters, model_bytes
 from winnow.search_space.datasets import Dataset, load_dataset
 from winnow.search_space.optimizers import backward_and_step
+from winnow.search_space.peak_memory import peak_memory_bytes, reset_peak_memory
 from winnow.search_space.schedules import build_scheduler
 from winnow.search_space.trainer import Fitted, TrainData, TrainFunction, fitted_of, load_trainer
 from winnow.search_space.trial import EpochCallback, Fidelity, Status, TrialResult, TrialSpec
@@ -102,7 +100,9 @@ def fit(
     ``data.epoch_accuracy`` the test accuracy is measured after every epoch
     (``TrainData.accuracy``, which leaves the training untouched) and saved with the curve;
     a checkpoint without them (saved with it off) gives a run without them: a curve is whole
-    or absent."""
+    or absent. With ``data.final_follows`` the last epoch's is left to the caller, whose
+    final accuracy is that same measurement (:data:`LEFT_TO_CALLER` holds its place, in the
+    checkpoint too: a run resumed from it measures the restored network in its stead)."""
     curve: list[float] = []
     accuracy: list[float] = []
     resumed_at = 0
@@ -111,6 +111,9 @@ def fit(
         resumed_at, curve = restore(saved, model, optimizer, scheduler, data.generator)
         accuracy = saved_accuracy(saved, resumed_at)
     measured = data.epoch_accuracy and len(accuracy) == resumed_at
+    pending = measured and bool(accuracy) and _left_to_caller(accuracy[-1])
+    if pending and (resumed_at < epochs or not data.final_follows):
+        accuracy[-1] = data.accuracy(model)  # the network the last run's caller measured
     step = scheduler.last_epoch  # optimizer steps taken (the scheduler counts them)
     channels_last = uses_channels_last(model, data.device)
     for epoch in range(resumed_at, epochs):
@@ -132,13 +135,33 @@ def fit(
             step += 1
         curve.append(statistics.fmean(losses))
         if measured:
-            accuracy.append(data.accuracy(model))
+            last = epoch == epochs - 1 and data.final_follows
+            accuracy.append(LEFT_TO_CALLER if last else data.accuracy(model))
         if checkpoint is not None:
             state = capture(model, optimizer, scheduler, data.generator, epoch + 1, curve, accuracy)
             checkpoint.save(state)
         if on_epoch is not None:
             on_epoch(epoch + 1, epochs, curve[-1], time.perf_counter() - epoch_start)
     return Fitted(curve, len(curve) - resumed_at, accuracy if measured else [])
+
+
+# The place of the last epoch's accuracy when winnow's loop leaves it to its caller
+# (``TrainData.final_follows``): measured straight after the training, the final accuracy is
+# that epoch's, so it is measured once, after the optimizer's state is freed, exactly as with
+# ``task.eval_every_epoch`` off (the same accuracy and peak memory). NaN: no accuracy is one.
+LEFT_TO_CALLER = math.nan
+
+
+def _left_to_caller(value: float) -> bool:
+    return math.isnan(value)
+
+
+def final_accuracy_curve(accuracy: list[float], final: float) -> list[float]:
+    """The per-epoch accuracy with the place :func:`fit` left to its caller filled with the
+    final accuracy ``final``."""
+    if accuracy and _left_to_caller(accuracy[-1]):
+        return [*accuracy[:-1], final]
+    return list(accuracy)
 
 
 def train(
@@ -152,15 +175,25 @@ def train(
     schedule_epochs: int | None = None,
     checkpoint: Checkpoint | None = None,
     trainer: str | None = None,
-    epoch_accuracy: bool = False,
+    epoch_accuracy: bool = True,
 ) -> Fitted:
     """Train with the candidate's optimizer, warmup and schedule (over ``schedule_epochs``,
     default the fidelity's epochs; a step fidelity's schedule is its steps) through
     :func:`fit`, or through the user's training function ``trainer`` (``"pkg.mod:fit"``,
     imported here, in the worker), called with the same arguments; ``epoch_accuracy`` asks
-    for the test accuracy after every epoch (``TrainData.epoch_accuracy``)."""
+    for the test accuracy after every epoch (``TrainData.epoch_accuracy``). The caller
+    measures the final accuracy: winnow's loop leaves its last epoch's to it
+    (``TrainData.final_follows``, :data:`LEFT_TO_CALLER`: see :func:`final_accuracy_curve`)."""
     optimizer = candidate.build_optimizer(model)
-    data = TrainData(dataset, candidate.batch_size, device, generator, candidate, epoch_accuracy)
+    data = TrainData(
+        dataset,
+        candidate.batch_size,
+        device,
+        generator,
+        candidate,
+        epoch_accuracy,
+        final_follows=trainer is None,
+    )
     steps_per_epoch = data.steps_per_epoch
     epochs = math.ceil(fidelity.steps / steps_per_epoch) if fidelity.steps else fidelity.epochs
     total_steps = fidelity.steps or (schedule_epochs or fidelity.epochs) * steps_per_epoch
@@ -196,40 +229,6 @@ def synchronize(device: torch.device) -> None:
     """Wait for queued CUDA work, so that wall-clock timings measure the work itself."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-CLEAR_REFS = Path("/proc/self/clear_refs")
-PROC_STATUS = Path("/proc/self/status")
-
-
-def reset_peak_memory(device: torch.device) -> None:
-    """Start measuring this trial's peak memory (see :func:`peak_memory_bytes`).
-
-    A long-lived worker must not report its lifetime peak: a digits trial after a CIFAR one
-    would report the CIFAR trial's 3.7 GB. CUDA resets torch's allocator statistics; on Linux,
-    writing ``5`` to ``/proc/self/clear_refs`` resets the process's resident high-water mark
-    (``VmHWM``) to its current resident size (proc(5)), so the peak read after the trial is the
-    trial's own (its baseline: the interpreter, torch and the datasets loaded so far; reset
-    after the trial's dataset is loaded, so a first load's spike is not counted)."""
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        return
-    with contextlib.suppress(OSError):  # not Linux, or a kernel that refuses: see below
-        CLEAR_REFS.write_text("5")
-
-
-def peak_memory_bytes(device: torch.device) -> int:
-    """The trial's peak since :func:`reset_peak_memory`. CUDA: the peak allocated by torch.
-    Linux CPU: ``VmHWM`` from ``/proc/self/status``. Elsewhere (macOS), the process's lifetime
-    peak resident size (``ru_maxrss``, which nothing resets): an upper bound."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device)
-    with contextlib.suppress(OSError):
-        for line in PROC_STATUS.read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024  # reported in kB
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss if sys.platform == "darwin" else rss * 1024
 
 
 def _is_out_of_memory(error: BaseException) -> bool:
@@ -280,9 +279,9 @@ def evaluate(spec: TrialSpec, on_epoch: EpochCallback | None = None) -> TrialRes
             spec.epoch_accuracy,
         )
         curve[:] = fitted.curve  # a resumed run's curve starts at epoch 1
-        accuracy_curve = fitted.accuracy
         metrics["epochs_run"] = fitted.epochs_run
         metrics["accuracy"] = test_accuracy(model, dataset, device)
+        accuracy_curve = final_accuracy_curve(fitted.accuracy, metrics["accuracy"])
         metrics["latency_ms"] = measure_latency(model, dataset.input_shape, device)
         metrics["peak_memory_bytes"] = peak_memory_bytes(device)
         status, error = Status.OK, None

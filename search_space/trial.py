@@ -41,7 +41,9 @@ class TrialSpec:
     ``trainer``: a ``train`` trial's training function, the user's ``task.trainer``
     (``"pkg.mod:fit"``, imported by the worker; ``search_space/trainer.py``), None for
     winnow's own loop. ``epoch_accuracy``: measure the test accuracy after every epoch too
-    (``task.eval_every_epoch``; ``TrialResult.accuracy_curve``), which changes no result."""
+    (``task.eval_every_epoch``; ``TrialResult.accuracy_curve``; on by default, as it is for
+    the task, ``TrainData`` and ``training.train``), which changes no trained result (it
+    costs time: under a time budget, fewer trials)."""
 
     candidate: Candidate
     dataset: str

@@ -148,9 +148,12 @@ class Task(_Strict):
     eval_every_epoch: bool = True
     """Measure the test accuracy after every training epoch too, on the test split the final
     accuracy is measured on: each trained row's learning curve beside its loss per epoch
-    (the dashboard's intermediate values), never used for a decision; it changes no result.
-    False saves one pass over the test split per epoch. A user's trainer reads it as
-    ``data.epoch_accuracy`` and may report the values or not."""
+    (the dashboard's intermediate values), never used for a decision. It changes no trained
+    result (accuracy, loss, weights and costs are bit-identical), but the passes take time, so
+    under a time budget fewer trials fit. False saves one pass over the test split per epoch
+    but the last (winnow's loop takes the last epoch's from the final accuracy). A result
+    reused from the task's shared cache keeps the curve it was trained with, measured or not.
+    A user's trainer reads it as ``data.epoch_accuracy`` and may report the values or not."""
 
     @field_validator("trainer")
     @classmethod

@@ -59,11 +59,14 @@ def _metrics(rows: list[TrialRecord], objectives: list[str]) -> None:
             "What the rows store: each training run's loss per epoch (the mean over the "
             "epoch's batches), by fidelity; its test accuracy after every epoch (lines; on the "
             "test split the final accuracy is measured on: a learning curve, never used for a "
-            "decision; absent for a run trained with `task.eval_every_epoch: false`) and at "
-            "the run's end (diamonds, one per fidelity). A continued rung's curves hold the "
+            "decision; absent for a run trained with `task.eval_every_epoch: false`, unless its "
+            "result was reused from the task's shared cache, trained where they were measured) "
+            "and at the run's end (diamonds, one per fidelity). A continued rung's curves hold the "
             "earlier rungs' epochs. No validation loss is stored."
         )
-    else:
+    if not curves and source.through_server():
+        st.info(source.NO_CURVES_THROUGH_SERVER)  # the final accuracy's diamonds alone
+    elif not (curves or accuracy):
         st.info("No loss curve stored for this trial.")
 
 

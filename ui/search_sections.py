@@ -141,6 +141,9 @@ def intermediate_values(data: dict, spec: SearchSpec) -> None:
     frame = source.curves(url, source.version(search_id), ids)
     order = {row_id: rank for rank, row_id in enumerate(ids)}  # best first in the legend
     frame = frame.sort_values("id", key=lambda c: c.map(order))
+    if not has_curves(frame):
+        st.info(source.NO_CURVES_THROUGH_SERVER if source.through_server() else NO_CURVES)
+        return
     st.plotly_chart(charts.intermediate_figure(frame), key="intermediate")
     epochs = epochs_text(int(best["epochs"].iloc[0])) if not best.empty else ""
     of = f"{len(best):,} of {len(trained[trained['front_rung']]):,}"
@@ -151,8 +154,18 @@ def intermediate_values(data: dict, spec: SearchSpec) -> None:
         f"over each epoch's batches). At most {CURVE_LINES} are drawn; a continued rung's "
         "curve holds the earlier rungs' epochs. A run trained with "
         "`task.eval_every_epoch: false` (or by a trainer that does not report them) has no "
-        "accuracy line."
+        "accuracy line, unless its result was reused from the task's shared cache, where a "
+        "search that measured them trained it: its stored curve is shown."
     )
+
+
+NO_CURVES = "These results store no per-epoch loss or accuracy."
+
+
+def has_curves(frame: pd.DataFrame) -> bool:
+    """Whether any row of ``reads.curves`` holds a loss or an accuracy to draw."""
+    columns = ("loss_curve", "accuracy_curve")
+    return any(len(values) for column in columns for values in frame.get(column, []))
 
 
 def cascade(data: dict, spec: SearchSpec) -> None:

@@ -86,6 +86,20 @@ def _synced(server: str, token: str | None, tls_ca: str | None, url: str) -> str
     return url
 
 
+NO_CURVES_THROUGH_SERVER = (
+    "Per-epoch curves are not carried over the server: this dashboard reads it through the "
+    "gRPC API, whose trials hold no curves. Open it on the database (`winnow ui --db URL`) "
+    "to see them."
+)
+
+
+def through_server() -> bool:
+    """Whether the pages read a mirror of a server (``mirror``), whose rows hold no per-epoch
+    curves: the API's ``Trial`` carries none."""
+    settings = Settings.from_env()
+    return not settings.db and bool(settings.server)
+
+
 def version(search_id: str) -> tuple:
     return reads.version(store(), search_id)
 

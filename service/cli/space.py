@@ -109,6 +109,7 @@ class _Run:
     seed: int
     recipe: Recipe | None = None
     trainer: str | None = None  # a recipe's task.trainer: the user's training function
+    epoch_accuracy: bool = True  # a recipe's task.eval_every_epoch, unless the flag says
 
 
 def _read_json_argument(text: str) -> dict[str, Any]:
@@ -149,6 +150,7 @@ def _choose_run(args: argparse.Namespace) -> _Run:
             training.seed if args.seed is None else args.seed,
             recipe,
             training.task.trainer,
+            _flag(args.eval_every_epoch, training.task.eval_every_epoch),
         )
     if not (args.space and args.dataset):
         raise ValueError("winnow evaluate needs --space and --dataset, or a --recipe")
@@ -160,7 +162,12 @@ def _choose_run(args: argparse.Namespace) -> _Run:
         candidate = _candidate_for_arch(space, args.arch, seed)
     else:
         candidate = space.sample(1, seed=seed)[0]
-    return _Run(candidate, args.dataset, args.epochs or 1, seed)
+    epoch_accuracy = _flag(args.eval_every_epoch, True)
+    return _Run(candidate, args.dataset, args.epochs or 1, seed, epoch_accuracy=epoch_accuracy)
+
+
+def _flag(given: bool | None, default: bool) -> bool:
+    return default if given is None else given
 
 
 def _candidate(data: dict[str, Any]) -> Candidate:
@@ -202,6 +209,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         run.seed,
         args.device,
         trainer=run.trainer,
+        epoch_accuracy=run.epoch_accuracy,
     )
     result = evaluate(spec, on_epoch=None if args.quiet else _progress)
     out = result.to_json_dict() | {
@@ -307,6 +315,13 @@ def add_space_commands(commands: Any) -> None:
     ev.add_argument("--steps", type=int, default=None, help="train this many steps instead")
     ev.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     ev.add_argument("--seed", type=int, default=None, help="default: the recipe's, else 0")
+    ev.add_argument(
+        "--eval-every-epoch",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="measure the test accuracy after every epoch too (accuracy_curve; it changes no "
+        "trained result); default: the recipe's task.eval_every_epoch, else on",
+    )
     ev.add_argument("--json", action="store_true", help="print one JSON object")
     ev.add_argument("--quiet", action="store_true", help="no per-epoch progress on stderr")
     ev.set_defaults(func=cmd_evaluate)

@@ -1,19 +1,26 @@
-"""The test accuracy measured after every epoch (``task.eval_every_epoch``) changes nothing a
-trial trains, and its last value is the final accuracy; a continued run's curve is whole."""
+"""The test accuracy measured after every epoch (``task.eval_every_epoch``) changes no trained
+result (every generator and each module's mode kept, even for a module drawing in eval mode),
+its last value is the final accuracy, measured once; a continued run's curve is whole."""
 
 from __future__ import annotations
 
+import inspect
 import io
 import math
+import random
 
+import numpy as np
 import pytest
 import torch
+from torch import nn
 
-from winnow.search_space import Candidate, Status, TrialSpec
+from winnow.search_space import Candidate, Status, TrialSpec, accuracy, training
+from winnow.search_space.datasets import load_dataset
 from winnow.search_space.quantization import QuantPolicy
-from winnow.search_space.trainer import Fitted, fitted_of
+from winnow.search_space.trainer import Fitted, TrainData, fitted_of
 from winnow.search_space.training import evaluate
 from winnow.search_space.user_code import UserCodeError
+from winnow.service.search_spec import Task
 
 # what an evaluation pass could disturb: BatchNorm's running statistics, dropout (a draw of
 # the global generator every step), the activation observers of an 8-bit policy, Adam's state
@@ -32,12 +39,13 @@ CANDIDATE = Candidate(
 )
 
 
-def run(epochs: int, measured: bool, checkpoint=None, schedule: int | None = None):
+def run(epochs: int, measured: bool, checkpoint=None, schedule: int | None = None, device="cpu"):
     spec = TrialSpec(
         CANDIDATE,
         "digits",
         epochs=epochs,
         seed=5,
+        device=device,
         keep_weights=True,
         epoch_accuracy=measured,
         schedule_epochs=schedule,
@@ -91,3 +99,81 @@ def test_a_users_trainer_may_report_them_or_not():
     for bad in ([0.5], [0.5, 75.0], [0.5, math.nan], "high"):
         with pytest.raises(UserCodeError, match="accurac"):
             fitted_of("m:fit", Fitted([1.0, 0.5], 2, bad), 2)
+
+
+def test_a_users_trainer_may_report_them_as_an_array_or_a_tensor():
+    for values in (torch.tensor([0.5, 0.75]), np.array([0.5, 0.75]), (0.5, 0.75)):
+        assert fitted_of("m:fit", Fitted([1.0, 0.5], 2, values), 2).accuracy == [0.5, 0.75]
+    for bad in (torch.tensor([[0.5, 0.75]]), np.array([[0.5], [0.75]]), torch.tensor(0.5)):
+        with pytest.raises(UserCodeError, match="sequence of fractions"):
+            fitted_of("m:fit", Fitted([1.0, 0.5], 2, bad), 2)
+
+
+def test_a_users_wrong_count_and_a_value_out_of_range_are_told_apart():
+    with pytest.raises(UserCodeError, match="1 accuracies for a curve of 2 epochs"):
+        fitted_of("m:fit", Fitted([1.0, 0.5], 2, [0.5]), 2)
+    with pytest.raises(UserCodeError, match=r"accuracy 75\.0: each must be a fraction") as error:
+        fitted_of("m:fit", Fitted([1.0, 0.5], 2, [0.5, 75.0]), 2)
+    assert "for a curve of" not in str(error.value)
+
+
+class Drawing(nn.Module):
+    """A module that draws from torch's, numpy's and Python's generators in eval mode too
+    (a stochastic layer of the user's own): a measurement that let its draws through would
+    shift the training's next ones."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        noise = torch.rand(1).item() + np.random.rand() + random.random()
+        return x + 1e-9 * noise
+
+
+def draws() -> tuple[float, float, float]:
+    return torch.rand(1).item(), float(np.random.rand()), random.random()
+
+
+def test_a_module_drawing_in_eval_mode_leaves_every_generator_as_it_was():
+    model = nn.Sequential(nn.Flatten(), Drawing(), nn.Linear(64, 10))
+    digits = load_dataset("digits")
+    training.seed_everything(1)
+    expected = draws()
+    training.seed_everything(1)
+    accuracy.epoch_accuracy(model, digits, torch.device("cpu"))
+    assert draws() == expected
+
+
+def test_each_modules_own_mode_is_restored_a_frozen_batchnorm_stays_frozen():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.BatchNorm1d(16), nn.Linear(16, 10))
+    model.train()
+    model[2].eval()  # frozen by the trainer: its running statistics must not move
+    accuracy.epoch_accuracy(model, load_dataset("digits"), torch.device("cpu"))
+    assert [m.training for m in model.modules()] == [True, True, True, False, True]
+
+
+def test_winnows_loop_measures_the_last_epoch_once(monkeypatch):
+    passes = []
+    measure = accuracy.test_accuracy
+
+    def counted(*args):
+        passes.append(1)
+        return measure(*args)
+
+    monkeypatch.setattr(accuracy, "test_accuracy", counted)  # the per-epoch passes
+    monkeypatch.setattr(training, "test_accuracy", counted)  # the final one
+    result = run(2, True)
+    assert len(passes) == 2 and len(result.accuracy_curve) == 2  # epoch 1, then the final
+    assert result.accuracy_curve[-1] == result.metrics["accuracy"]
+
+
+def test_every_default_measures_them_as_the_task_does():
+    default = Task(dataset="digits").eval_every_epoch
+    assert TrialSpec(CANDIDATE, "digits").epoch_accuracy is default is True
+    fields = {f.name: f.default for f in TrainData.__dataclass_fields__.values()}
+    assert fields["epoch_accuracy"] is default
+    assert inspect.signature(training.train).parameters["epoch_accuracy"].default is default
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA's allocator peak is exact")
+def test_measuring_every_epoch_leaves_the_peak_memory_alone_on_cuda():
+    measured, plain = run(2, True, device="cuda"), run(2, False, device="cuda")
+    assert measured.metrics["peak_memory_bytes"] == plain.metrics["peak_memory_bytes"]
+    assert measured.metrics["accuracy"] == plain.metrics["accuracy"]

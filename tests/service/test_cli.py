@@ -11,6 +11,7 @@ import pytest
 
 from winnow.search_space import Candidate, load_space
 from winnow.service.cli import main
+from winnow.service.export.recipe import FORMAT
 
 ROOT = Path(__file__).resolve().parents[2]
 DIGITS = str(ROOT / "examples" / "digits.yaml")
@@ -175,3 +176,27 @@ def test_a_reader_that_stops_early_gets_no_error(tmp_path):
     )
     assert json.loads(done.stdout.splitlines()[0])["architecture"]  # the first candidate
     assert done.stderr.strip() == "exit=0", done.stderr
+
+
+def _curve_of(capsys, *argv: str) -> list[float]:
+    code, out, _ = run(capsys, "evaluate", *argv, "--steps", "5", "--json", "--quiet")
+    result = json.loads(out)
+    assert code == 0, result
+    return result.get("accuracy_curve", [])  # left out when not measured
+
+
+def test_evaluate_honours_a_recipes_eval_every_epoch_and_its_flag(capsys, tmp_path):
+    candidate = json.loads((ROOT / "examples" / "digits-recipe.json").read_text())
+    recipe = tmp_path / "recipe.json"
+    for stored in (True, False):
+        task = {"dataset": "digits", "eval_every_epoch": stored}
+        training = {"task": task, "epochs": 1, "seed": 0}
+        recipe.write_text(
+            json.dumps({"format": FORMAT, "candidate": candidate, "training": training})
+        )
+        assert len(_curve_of(capsys, "--recipe", str(recipe))) == (1 if stored else 0)
+        assert _curve_of(capsys, "--recipe", str(recipe), "--no-eval-every-epoch") == []
+        assert len(_curve_of(capsys, "--recipe", str(recipe), "--eval-every-epoch")) == 1
+    plain = ("--space", DIGITS, "--dataset", "digits")
+    assert len(_curve_of(capsys, *plain)) == 1  # on by default, as task.eval_every_epoch is
+    assert _curve_of(capsys, *plain, "--no-eval-every-epoch") == []

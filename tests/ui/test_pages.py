@@ -437,3 +437,38 @@ def test_an_nb201_search_page_draws_importance_and_parameters(app, seeded):
     assert "parcoords" in kinds and "bar" in kinds
     params = at.selectbox(key="slice-param").options
     assert any(p.startswith("architecture.edge") for p in params)  # the cell's edges
+
+
+def _without_curves(fresh) -> None:
+    """The rows as a mirror of a server holds them: the API's trials carry no curves."""
+    import sqlite3
+
+    path = fresh.url.removeprefix("sqlite:///")
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE trial SET loss_curve_json = '[]', accuracy_curve_json = '[]'")
+
+
+@pytest.mark.parametrize("mirrored", [True, False])
+def test_intermediate_values_say_why_no_curves_are_drawn(app, fresh, monkeypatch, mirrored):
+    from winnow.ui import source
+
+    _without_curves(fresh)
+    monkeypatch.setattr(source, "through_server", lambda: mirrored)
+    at = app(fresh.url, search=fresh.search_id)
+    charts = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    titles = [{a.get("text") for a in f["layout"].get("annotations", [])} for f in charts]
+    assert not any("training loss per epoch" in t for t in titles)  # no empty figure
+    notes = [i.value for i in at.info]
+    expected = "not carried over the server" if mirrored else "store no per-epoch"
+    assert any(expected in note for note in notes), notes
+    assert not any("its learning curve, never used" in c.value for c in at.caption)
+
+
+def test_the_trial_page_says_curves_are_not_carried_over_the_server(app, fresh, monkeypatch):
+    from winnow.ui import source
+
+    _without_curves(fresh)
+    monkeypatch.setattr(source, "through_server", lambda: True)
+    trained = next(r for r in fresh.rows() if r.stage == "train" and r.status == "ok")
+    at = app(fresh.url, search=fresh.search_id, trial=trained.number)
+    assert any("not carried over the server" in i.value for i in at.info)
