@@ -26,6 +26,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from winnow.bench.quantization_settings import STANDALONE_SEEDS
 from winnow.service.cli.options import dataset_option, db_option
 from winnow.service.cli.output import print_json
 from winnow.workers.pools import EXECUTORS
@@ -276,6 +277,8 @@ def cmd_bench_supernet_quant(args: argparse.Namespace) -> int:
 
     if args.candidates < 2:
         raise ValueError("--candidates must be at least 2 (a rank correlation needs two)")
+    if args.standalone_seeds < 1:
+        raise ValueError(f"--standalone-seeds must be at least 1, got {args.standalone_seeds}")
 
     result = run(
         args.candidates,
@@ -301,7 +304,9 @@ def _add_supernet_quant(bench_commands: Any) -> None:
     bq.add_argument(
         "--standalone-seeds",
         type=int,
-        help="seeds of each candidate's standalone training, the truth their mean (default 3)",
+        default=STANDALONE_SEEDS,
+        help="seeds of each candidate's standalone training, the truth their mean "
+        "(default %(default)s)",
     )
     bq.add_argument("--json", action="store_true", help="print one JSON object (the default)")
     bq.add_argument("--quiet", action="store_true", help="no progress on stderr")
