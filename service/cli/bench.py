@@ -417,8 +417,8 @@ def _add_proxies(bench_commands: Any) -> None:
         "--calibration-fit",
         choices=("bench", "default", "bench-normal"),
         default="bench",
-        help="the calibrated ensemble's fit: the benchmark's (two bases, no early stop), the "
-        "engine's default (one basis, early-stopped) or the benchmark's with one basis",
+        help="the calibrated ensemble's fit: bench (two bases, no early stop), the engine's "
+        "FitSettings() (one basis, early-stopped) or bench with one basis",
     )
     bp.add_argument(
         "--report-near-copies",
