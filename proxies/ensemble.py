@@ -82,6 +82,8 @@ def rank_ensemble(scores: Mapping[str, Sequence[float | None]]) -> np.ndarray:
 # ``fisher`` are saliencies of one backward pass (grad_norm-snip 0.998, fisher-snip 0.964,
 # fisher-grad_norm 0.963: every pair, so the rule is transitive). The next pair, synflow-zico, is
 # at 0.92 (386 cells; docs/proxies.md has the table). Each group is in order of preference.
+# Adding fisher was decided partly while looking at evaluation-cell figures of the first cells of
+# the seed-0 sample (``winnow.bench.proxy_stats.EXPLORED_PREFIX`` bounds them).
 NEAR_COPIES = (("flops", "params"), ("snip", "grad_norm", "fisher"))
 
 
