@@ -43,8 +43,11 @@ from torch import nn
 from tqdm import tqdm
 
 from winnow.bench.proxy_stats import (
+    CALIBRATION_FITS,
+    EXPLORED_PREFIX,
     aznas_summary,
     calibrated_summary,
+    near_copy_table,
     per_proxy_summary,
     rank_summary,
     split_indices,
@@ -75,6 +78,9 @@ class BenchConfig:
     no_share: bool = False
     no_share_limit: int = 50  # unshared scoring (slow) runs on the first this many cells
     folds: int = 5  # the calibrated ensemble's cross-fit, for its all-cells figure
+    calibration_fit: str = "bench"  # a key of proxy_stats.CALIBRATION_FITS
+    explored_prefix: int = EXPLORED_PREFIX  # cells seen while the fit was chosen (proxy_stats)
+    report_near_copies: bool = False  # add the proxy-to-proxy table and the undeduplicated rank
 
     def __post_init__(self) -> None:
         if not self.proxies:
@@ -87,6 +93,11 @@ class BenchConfig:
             raise ValueError("batch count, batch size and the no-share limit must be positive")
         if self.folds < 2:
             raise ValueError(f"the cross-fit needs at least 2 folds, not {self.folds}")
+        if self.calibration_fit not in CALIBRATION_FITS:
+            allowed = ", ".join(CALIBRATION_FITS)
+            raise ValueError(
+                f"unknown calibration fit {self.calibration_fit!r}; allowed: {allowed}"
+            )
 
 
 @dataclass
@@ -317,15 +328,24 @@ def run_proxy_bench(
     # One split for every figure: each proxy and ensemble is reported on the same evaluation cells
     calibration, evaluation = split_indices(len(cells), config.calibration_fraction, config.seed)
     ranked = {name: features[name] for name in deduplicated(config.proxies)}
+    fit = CALIBRATION_FITS[config.calibration_fit]
+    calibrated = calibrated_summary(
+        features,
+        truth,
+        calibration,
+        evaluation,
+        config.seed,
+        config.folds,
+        fit,
+        config.explored_prefix,
+    )
     out: dict[str, Any] = {
         "proxies": {
             name: per_proxy_summary(shared, truth, name, evaluation) for name in config.proxies
         },
         "ensembles": {
-            "rank": rank_summary(ranked, truth, evaluation),
-            "calibrated": calibrated_summary(
-                features, truth, calibration, evaluation, config.seed, config.folds
-            ),
+            "rank": rank_summary(ranked, truth, evaluation, config.explored_prefix),
+            "calibrated": {**calibrated, "calibration_fit": config.calibration_fit},
         },
         "suite_seconds_per_arch": _mean_total(shared),
         "sample": len(cells),
@@ -334,6 +354,7 @@ def run_proxy_bench(
             "evaluation": len(evaluation),
             "folds": config.folds,
             "headline": "spearman_evaluation",
+            "explored_prefix": config.explored_prefix,
         },
         "seed": config.seed,
         "data": config.data,
@@ -345,6 +366,11 @@ def run_proxy_bench(
     aznas = aznas_summary(features, truth, evaluation)
     if aznas is not None:  # AZ-NAS's own four proxies, when the run scored them
         out["ensembles"]["aznas"] = aznas
+    if config.report_near_copies:
+        out["near_copies"] = {
+            "pairs": near_copy_table(features),
+            "rank_all_proxies": rank_summary(features, truth, evaluation),
+        }
     if config.no_share:
         out.update(_no_share_summary(shared, unshared, config.proxies, out["proxies"]))
     out["peak_rss_bytes"] = peak_rss_bytes()

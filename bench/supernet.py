@@ -47,6 +47,7 @@ from winnow.bench.proxy_stats import (
     top_precision,
 )
 from winnow.proxies.batches import fixed_batches
+from winnow.proxies.ensemble import FitSettings
 from winnow.proxies.nb201_truth import NB201Cell, sample_cells
 from winnow.search_space.candidate import Candidate
 from winnow.search_space.costs import count_parameters
@@ -227,6 +228,11 @@ def proxy_list(chosen: Sequence[str]) -> tuple[str, ...]:
 # --- the figures ----------------------------------------------------------------------------
 
 
+# The ensembles' fit is the engine's (``supernet_rule.py``: ``CalibratedEnsemble``'s default), not
+# ``bench proxies``' CALIBRATION_FIT: this bench measures the engine's supernet stage.
+ENGINE_FIT = FitSettings()
+
+
 def tier_predictions(
     rows: Sequence[CellRow], calibration: np.ndarray, evaluation: np.ndarray, seed: int
 ) -> tuple[dict[str, list[float | None]], dict[str, Any]]:
@@ -246,7 +252,7 @@ def tier_predictions(
     fitted: dict[str, Any] = {"best_proxy_name": best_name}
     combined_features = proxies | {"supernet": supernet["supernet"]}
     for tier, features in (("proxy_ensemble", proxies), ("combined", combined_features)):
-        ensemble = fit_calibrated(features, truth, calibration, seed)
+        ensemble = fit_calibrated(features, truth, calibration, seed, settings=ENGINE_FIT)
         on_eval[tier] = (
             list(ensemble.predict(feature_rows(features, evaluation)))
             if ensemble is not None

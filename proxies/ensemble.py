@@ -75,20 +75,28 @@ def rank_ensemble(scores: Mapping[str, Sequence[float | None]]) -> np.ndarray:
     return total
 
 
-# Near-copies among the registered proxies: each key ranks NAS-Bench-201 cells almost exactly as
-# its value does (Spearman >= 0.95 between the two across the cells of ``winnow bench proxies``),
-# so a rank ensemble of both would count one signal twice. ``params`` and ``flops`` are both set
-# by the cell's conv edges (1.000); ``grad_norm``, ``fisher`` and ``snip`` are saliencies of one
-# backward pass (grad_norm-snip 0.998, fisher-snip 0.964). The next pair, synflow-zico, is at
-# 0.92 (386 cells; docs/proxies.md has the table).
-NEAR_COPIES = {"params": "flops", "grad_norm": "snip", "fisher": "snip"}
+# Near-copies among the registered proxies: any two of a group rank NAS-Bench-201 cells almost
+# exactly alike (Spearman >= 0.95 between them across the cells of ``winnow bench proxies``,
+# ``--report-near-copies``), so a rank ensemble of both would count one signal twice. ``params``
+# and ``flops`` are both set by the cell's conv edges (1.000); ``snip``, ``grad_norm`` and
+# ``fisher`` are saliencies of one backward pass (grad_norm-snip 0.998, fisher-snip 0.964,
+# fisher-grad_norm 0.963: every pair, so the rule is transitive). The next pair, synflow-zico, is
+# at 0.92 (386 cells; docs/proxies.md has the table). Each group is in order of preference.
+# Adding fisher was decided partly while looking at evaluation-cell figures of the first cells of
+# the seed-0 sample (``winnow.bench.proxy_stats.EXPLORED_PREFIX`` bounds them).
+NEAR_COPIES = (("flops", "params"), ("snip", "grad_norm", "fisher"))
 
 
 def deduplicated(proxies: Sequence[str]) -> list[str]:
-    """``proxies`` without each one whose near-copy (``NEAR_COPIES``) is among them: the rank
-    ensemble's default set."""
+    """``proxies`` keeping, of each group of ``NEAR_COPIES``, only its first member present (so
+    ``grad_norm`` and ``fisher`` without ``snip`` keep ``grad_norm`` alone): the rank ensemble's
+    default set, in the order given."""
     present = set(proxies)
-    return [p for p in proxies if NEAR_COPIES.get(p) not in present]
+    dropped = set()
+    for group in NEAR_COPIES:
+        members = [p for p in group if p in present]
+        dropped.update(members[1:])
+    return [p for p in proxies if p not in dropped]
 
 
 # AZ-NAS's own ensemble: its four proxies, complexity being the FLOPs (the code reads them from
@@ -215,7 +223,6 @@ class FitSettings:
     """
 
     loss: str = "logistic"
-    bases: tuple[str, ...] = ("normal",)  # one feature per proxy and basis (``BASES``)
     tau: float = 1.0
     weight_decay: float = 1e-3
     lr: float = 0.05
@@ -223,6 +230,9 @@ class FitSettings:
     patience: int = 50
     validation_fraction: float = 0.2
     min_validation: int = 8
+    # One feature per proxy and basis (``BASES``). Last, and left out of ``to_dict`` at its
+    # default, so that builds from before it existed read new dicts of the default fit.
+    bases: tuple[str, ...] = ("normal",)
 
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
@@ -345,7 +355,7 @@ class CalibratedEnsemble:
                 {"knots": list(t.knots), "levels": list(t.levels), "floor": t.floor}
                 for t in self.transforms
             ],
-            "settings": asdict(self.settings),
+            "settings": _settings_dict(self.settings),
             "fit_info": dict(self.fit_info),
         }
 
@@ -371,6 +381,16 @@ class CalibratedEnsemble:
             raise ValueError("weights, transforms and proxies (times bases) differ in length")
         ensemble.fit_info = dict(data.get("fit_info", {}))
         return ensemble
+
+
+def _settings_dict(settings: FitSettings) -> dict[str, Any]:
+    """``settings`` as JSON, without ``bases`` when it is the default (one older builds assume)."""
+    out = asdict(settings)
+    if settings.bases == FitSettings().bases:
+        del out["bases"]
+    else:
+        out["bases"] = list(settings.bases)
+    return out
 
 
 def _holdout_split(

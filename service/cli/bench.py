@@ -61,7 +61,7 @@ def _chosen_proxies(text: str | None) -> tuple[str, ...]:
 
 
 def cmd_bench_proxies(args: argparse.Namespace) -> int:
-    """Rank correlation of each zero-cost proxy (and two ensembles) with NAS-Bench-201 accuracy."""
+    """Rank correlation of each zero-cost proxy and the three ensembles with NB201 accuracy."""
     from winnow.bench.proxies import BenchConfig, run_proxy_bench
     from winnow.proxies.nb201_truth import read_nb201_truth, sample_cells
     from winnow.search_space.datasets import load_dataset
@@ -79,6 +79,8 @@ def cmd_bench_proxies(args: argparse.Namespace) -> int:
         no_share=args.no_share,
         no_share_limit=args.no_share_limit,
         folds=args.folds,
+        calibration_fit=args.calibration_fit,
+        report_near_copies=args.report_near_copies,
     )
     result = run_proxy_bench(cells, config, cache_path=args.cache, progress=not args.quiet)
     print_json(result) if args.json else _print_proxies_summary(result)
@@ -104,6 +106,8 @@ def _print_proxies_summary(result: dict[str, Any]) -> None:
     for name, row in result["ensembles"].items():
         figures = f"{text(row['spearman_evaluation']):>9}{text(row['spearman_all']):>9}"
         print(f"{name + ' ensemble':<20}{figures}")
+    for row in result.get("near_copies", {}).get("pairs", []):
+        print(f"near-copies? {' / '.join(row['proxies']):<30}{text(row['spearman']):>9}")
     print(f"suite: {result['suite_seconds_per_arch']:.3f} s/arch, wall {result['wall_seconds']} s")
 
 
@@ -413,6 +417,18 @@ def _add_proxies(bench_commands: Any) -> None:
     bp.add_argument("--calibration-fraction", type=float, default=0.4)
     bp.add_argument(
         "--folds", type=int, default=5, help="K of the calibrated ensemble's all-cells cross-fit"
+    )
+    bp.add_argument(
+        "--calibration-fit",
+        choices=("bench", "default", "bench-normal"),
+        default="bench",
+        help="the calibrated ensemble's fit: bench (two bases, no early stop), the engine's "
+        "FitSettings() (one basis, early-stopped) or bench with one basis",
+    )
+    bp.add_argument(
+        "--report-near-copies",
+        action="store_true",
+        help="add the proxy-to-proxy Spearman table and the rank ensemble of every proxy",
     )
     bp.add_argument("--no-share", action="store_true", help="also time unshared scoring")
     bp.add_argument(

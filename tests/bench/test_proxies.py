@@ -12,9 +12,10 @@ import pytest
 from scipy import stats
 
 from winnow.bench import proxies as bench
+from winnow.bench import proxy_stats
 from winnow.bench.proxies import BenchConfig, run_proxy_bench
 from winnow.bench.proxy_stats import fold_indices, rank_correlations, split_indices
-from winnow.proxies.ensemble import AZNAS_PROXIES, CalibratedEnsemble
+from winnow.proxies.ensemble import AZNAS_PROXIES, CalibratedEnsemble, FitSettings
 from winnow.proxies.nb201_truth import GroundTruthError, read_nb201_truth, sample_cells
 from winnow.search_space.archs.nb201 import OPS, format_arch
 from winnow.service.cli import main
@@ -178,6 +179,7 @@ def test_benchmark_reports_correlations_timings_and_failures(cells):
         "evaluation": 7,
         "folds": 5,
         "headline": "spearman_evaluation",
+        "explored_prefix": 386,
     }
     assert out["no_share_cells"] == 3 and out["no_share_seconds_per_arch"] > 0
     assert out["suite_seconds_per_arch"] > 0 and out["peak_rss_bytes"] > 10_000_000
@@ -242,6 +244,80 @@ def test_calibration_never_sees_the_evaluation_split(cells, monkeypatch):
     folds = fold_indices(len(cells), 5, seed=0)
     assert fits[1:] == [sorted(np.delete(truth, fold)) for fold in folds]
     assert out["ensembles"]["calibrated"]["folds"] == 5
+
+
+def test_the_rank_ensemble_leaves_out_near_copies_and_can_report_them(tmp_path):
+    write_truth(tmp_path / "truth.csv", n=20, seed=2)
+    cells = read_nb201_truth(tmp_path / "truth.csv")
+    truth = [c.test_accuracy for c in cells]
+    names = ("params", "flops", "fisher", "grad_norm", "zico")
+    run = config(proxies=names, report_near_copies=True)
+    out = run_proxy_bench(cells, run, OracleScorer(truth), progress=False)
+    assert out["ensembles"]["rank"]["proxies"] == ["flops", "grad_norm", "zico"]
+    near = out["near_copies"]
+    assert near["rank_all_proxies"]["proxies"] == list(names)
+    assert len(near["pairs"]) == 10 and all(row["spearman"] == 1.0 for row in near["pairs"])
+    assert "near_copies" not in run_proxy_bench(cells, config(), StandInScorer(), progress=False)
+
+
+def test_unexplored_figures_use_only_evaluation_cells_past_the_explored_prefix(tmp_path):
+    write_truth(tmp_path / "truth.csv", n=30, seed=3)
+    cells = read_nb201_truth(tmp_path / "truth.csv")
+    truth = np.array([c.test_accuracy for c in cells])
+    calibration, evaluation = split_indices(len(cells), 0.4, seed=0)
+    # right on the unexplored evaluation cells, reversed on every other cell
+    fresh = evaluation[evaluation >= 12]
+    scores = np.where(np.isin(np.arange(len(cells)), fresh), truth, -truth)
+    run = config(proxies=("a", "b"), explored_prefix=12)
+    out = run_proxy_bench(cells, run, OracleScorer(scores.tolist()), progress=False)
+    rank, calibrated = out["ensembles"]["rank"], out["ensembles"]["calibrated"]
+    assert rank["spearman_evaluation_unexplored"] == 1.0 > rank["spearman_evaluation"]
+    assert rank["unexplored_cells"] == calibrated["unexplored_cells"] == len(fresh) > 2
+    fitted = proxy_stats.fit_calibrated(
+        {"a": list(scores), "b": list(scores)}, truth, calibration, 0
+    )
+    on_fresh = fitted.predict({"a": list(scores[fresh]), "b": list(scores[fresh])})
+    expected = rank_correlations(on_fresh, truth[fresh])["spearman"]
+    assert calibrated["spearman_evaluation_unexplored"] == expected
+    assert calibrated["calibration_fit"] == "bench" and out["split"]["explored_prefix"] == 12
+    default = run_proxy_bench(
+        cells, config(proxies=("a", "b")), OracleScorer(list(scores)), progress=False
+    )
+    assert default["ensembles"]["calibrated"]["spearman_evaluation_unexplored"] is None  # 30 < 386
+
+
+def test_the_calibration_fit_option_chooses_the_fit(cells):
+    engine = run_proxy_bench(
+        cells, config(calibration_fit="default"), StandInScorer(), progress=False
+    )
+    weights = engine["ensembles"]["calibrated"]["weights"]
+    assert set(weights) == set(PROXIES)  # one basis
+    assert engine["ensembles"]["calibrated"]["calibration_fit"] == "default"
+    assert set(proxy_stats.CALIBRATION_FITS) == {"bench", "default", "bench-normal"}
+    assert proxy_stats.CALIBRATION_FITS["default"] == FitSettings()
+    with pytest.raises(ValueError, match="calibration fit"):
+        config(calibration_fit="other")
+
+
+def test_the_text_summary_prints_every_proxy_and_ensemble(cells, capsys):
+    from winnow.service.cli.bench import _print_proxies_summary
+
+    out = run_proxy_bench(cells, config(report_near_copies=True), StandInScorer(), progress=False)
+    _print_proxies_summary(out)
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0] == f"12 NAS-Bench-201 cells on {out['device']}"
+    assert "7 evaluation cells" in printed[1] and "5-fold cross-fit" in printed[1]
+    by_name = {line.split()[0]: line.split() for line in printed[3:]}
+    params = out["proxies"]["params"]
+    assert by_name["params"][1:3] == [
+        f"{params['spearman_evaluation']:+.3f}",
+        f"{params['spearman_all']:+.3f}",
+    ]
+    assert by_name["broken"][1:3] == ["n/a", "n/a"] and by_name["broken"][-1] == "12"
+    for name in out["ensembles"]:
+        assert by_name[name][1] == "ensemble"
+    assert sum(line.startswith("near-copies?") for line in printed) == 3
+    assert printed[-1].startswith("suite: ")
 
 
 class OracleScorer:
@@ -376,6 +452,8 @@ def test_cli_smoke_benchmark_on_real_data(capsys, shared_data, tmp_path):
         ",".join(SMOKE_PROXIES),
         "--calibration-fraction",
         "0.5",
+        "--folds",
+        "2",
         "--json",
         "--quiet",
         "--no-share",
@@ -403,9 +481,14 @@ def test_cli_smoke_benchmark_on_real_data(capsys, shared_data, tmp_path):
     assert result["sample"] == SMOKE_SAMPLE and result["split"] == {
         "calibration": 2,
         "evaluation": 2,
-        "folds": 5,
+        "folds": 2,
         "headline": "spearman_evaluation",
+        "explored_prefix": 386,
     }
+    # the cross-fit end to end: 2 folds of 2 cells, each scored by a fit on the other
+    assert -1 <= result["ensembles"]["calibrated"]["spearman_all"] <= 1
+    # the near-copies wiring: params is left out of the rank ensemble when flops is in the run
+    assert result["ensembles"]["rank"]["proxies"] == ["flops", "synflow", "snip", "naswot"]
 
     assert main(argv) == 0  # again, from the cache: nothing is rescored
     again = json.loads(capsys.readouterr().out)

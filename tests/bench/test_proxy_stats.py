@@ -46,9 +46,9 @@ def test_the_cross_fit_never_fits_on_the_fold_it_predicts(monkeypatch):
     fitted_on: list[np.ndarray] = []
     fit = proxy_stats.fit_calibrated
 
-    def spy(features, truth, calibration, seed):
+    def spy(features, truth, calibration, seed, **kwargs):
         fitted_on.append(np.asarray(calibration))
-        return fit(features, truth, calibration, seed)
+        return fit(features, truth, calibration, seed, **kwargs)
 
     monkeypatch.setattr(proxy_stats, "fit_calibrated", spy)
     folds = fold_indices(len(truth), 4, seed=0)

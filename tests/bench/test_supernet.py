@@ -70,9 +70,38 @@ def test_bench_supernet_reports_every_tier_on_held_out_cells(tmp_path, capsys):
     assert result["extraction_max_abs_diff"] <= 1e-6
     assert result["best_proxy_name"] in result["proxies"]
     features = ("synflow", "grad_norm", "params", "supernet")
-    assert set(result["combined_weights"]) == {f for p in features for f in (p, f"{p}:log")}
+    assert set(result["combined_weights"]) == set(features)  # the engine's fit: one basis
     with open(tmp_path / "rows.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 8 and sum(r["split"] == "evaluation" for r in rows) == 5
     for column in ("supernet_accuracy", "supernet_loss", "params", "synflow"):
         assert len({r[column] for r in rows}) > 1, column  # computed per cell, not constant
+
+
+def test_the_supernet_bench_fits_its_ensembles_as_the_engine_does():
+    """``bench supernet`` measures the engine's supernet stage, so its ensembles are
+    ``CalibratedEnsemble``'s default fit (``supernet_rule.py``), not ``bench proxies``' fit."""
+    from winnow.bench.proxy_stats import CALIBRATION_FIT, feature_rows, split_indices
+    from winnow.bench.supernet import CellRow, tier_predictions
+    from winnow.proxies.ensemble import CalibratedEnsemble, FitSettings
+
+    rng = np.random.default_rng(3)
+    truth = rng.uniform(10, 94, 40)
+    rows = [
+        CellRow(
+            NB201Cell(f"cell{i}", float(t), i),
+            accuracy=float(t + rng.normal(0, 5)),
+            loss=float(-t),
+            shared_accuracy=float(t),
+            proxies={"params": float(t + rng.normal(0, 20)), "zico": float(rng.normal())},
+        )
+        for i, t in enumerate(truth)
+    ]
+    calibration, evaluation = split_indices(len(rows), 0.4, seed=0)
+    _, fitted = tier_predictions(rows, calibration, evaluation, seed=0)
+    proxies = {name: [r.proxies[name] for r in rows] for name in ("params", "zico")}
+    calibration_rows = feature_rows(proxies, calibration)
+    engine = CalibratedEnsemble(list(proxies)).fit(calibration_rows, truth[calibration], 0)
+    assert engine.settings == FitSettings() != CALIBRATION_FIT
+    assert fitted["proxy_ensemble_weights"] == {k: round(v, 4) for k, v in engine.weights.items()}
+    assert set(fitted["combined_weights"]) == {"params", "zico", "supernet"}  # one basis

@@ -244,9 +244,31 @@ def test_a_seeded_subset_of_pairs_is_used_when_there_are_too_many(monkeypatch):
 def test_deduplicated_drops_a_near_copy_only_when_its_original_is_there():
     names = ["params", "snip", "flops", "grad_norm", "fisher", "meco"]
     assert deduplicated(names) == ["snip", "flops", "meco"]
-    alone = ["params", "grad_norm", "fisher", "meco"]
+    alone = ["params", "meco", "zico"]
     assert deduplicated(alone) == alone
-    assert all(kept not in NEAR_COPIES for kept in NEAR_COPIES.values())  # no chains
+    members = [p for group in NEAR_COPIES for p in group]
+    assert len(members) == len(set(members))  # each proxy in one group at most
+
+
+def test_deduplicated_is_transitive_within_a_group():
+    # grad_norm and fisher are near-copies of each other too (0.963), not only of snip
+    assert deduplicated(["fisher", "grad_norm", "zico"]) == ["grad_norm", "zico"]
+    assert deduplicated(["fisher", "snip"]) == ["snip"]
+    assert deduplicated(["fisher", "zico"]) == ["fisher", "zico"]
+
+
+def test_a_default_fit_writes_no_bases_and_an_old_dict_predicts_the_same():
+    features, target = synthetic(80, seed=11)
+    ensemble = CalibratedEnsemble(["a", "b"]).fit(features, target, seed=0)
+    written = ensemble.to_dict()
+    assert "bases" not in written["settings"]  # an older build, without the field, reads it
+    assert list(FitSettings.__dataclass_fields__)[-1] == "bases"
+    old = json.loads(json.dumps(written))  # the format before bases: the same keys, no bases
+    restored = CalibratedEnsemble.from_dict(old)
+    assert restored.settings.bases == ("normal",)
+    np.testing.assert_array_equal(restored.predict(features), ensemble.predict(features))
+    two = CalibratedEnsemble(["a", "b"], bases=("log", "normal")).fit(features, target, seed=0)
+    assert two.to_dict()["settings"]["bases"] == ["log", "normal"]
 
 
 def test_the_log_basis_is_the_log_of_the_mid_ecdf_level():
