@@ -213,7 +213,7 @@ def test_compare_page_in_chromium(dashboard, browser, stored, artifacts):
 def test_search_page_views_in_chromium(dashboard, browser, stored, artifacts):
     """The Search page's newer views, opened once: each one's stated numbers against the store."""
     browser.get(f"{dashboard}/?search={stored.first}")
-    _wait(browser, lambda d: _caption(d, "one line each"))
+    _wait(browser, lambda d: _caption(d, "one line each, across"))
     spec, top = stored.spec(stored.first), stored.spec(stored.first).strategy.rungs[-1]
     trained = reads.trained(stored.store, stored.first)
     at_top = trained[trained["epochs"] == top]  # what the views default to: the top rung
@@ -288,7 +288,7 @@ def _check_parameters(driver, spec: SearchSpec, top: int, at_top) -> None:
     best of them."""
     results = [m for m in at_top["metrics"] if all(o.name in m for o in spec.objectives)]
     lines = f"{len(results):,} results trained for {top} epochs, one line each"
-    assert lines in _caption(driver, "one line each")
+    assert lines in _caption(driver, "one line each, across")
     sliced = _wait(driver, lambda d: _caption(d, "results with "))
     param = re.match(r"[\d,]+ results with (\S+), one point each", sliced)[1]
     decided = [readout.decisions(spec.search_space, c) for c in at_top["candidate"]]
