@@ -28,7 +28,12 @@ from winnow.service.engine.cascade import (
     cascade_stages,
     run_stages,
 )
-from winnow.service.engine.confirmed import confirm_seeds, row_identity, to_confirm
+from winnow.service.engine.confirmed import (
+    confirm_seeds,
+    confirmed_figures,
+    row_identity,
+    to_confirm,
+)
 from winnow.service.engine.journal import finite, trial_row
 from winnow.service.engine.pareto import search_hypervolume
 from winnow.service.engine.readout import GrowingFront, front_trials, objective_values
@@ -255,12 +260,15 @@ class _Seeder:
 
 
 def _confirm(seeder: _Seeder) -> None:
-    """The confirmation of the front, when the spec asks for it: the pairs of trial and seed
-    the engine would run (``confirmed.to_confirm``, ``confirm_seeds``), each a row built by the
-    engine's own ``journal.trial_row`` (stage ``confirm:<seed>``, the top rung's epochs and
-    rung, metrics ``finite`` as ``Confirmation.record`` keeps them), and its events. Each run
-    draws the recipe's quality afresh: the run that put it on the front was selected for its
-    luck (the winner's curse), so the means fall back and some recipes fall off the front."""
+    """The confirmation of the front, when the spec asks for it, as ``Confirmation.run``
+    writes it: the pairs of trial and seed the engine plans (``confirmed.to_confirm``,
+    ``confirm_seeds``), each a row built by the engine's own ``journal.trial_row`` (stage
+    ``confirm:<seed>``, the top rung's epochs and rung, metrics ``finite`` as
+    ``Confirmation.record`` keeps them) with the journal's ``trial_started`` and ``trial``
+    events, between ``confirm_started`` and ``confirm_finished`` ``{confirmed}`` (the figures,
+    ``confirmed.confirmed_figures``). Each run draws the recipe's quality afresh: the run that
+    put it on the front was selected for its luck (the winner's curse), so the means fall back
+    and some recipes fall off the front."""
     spec = seeder.spec
     if spec.strategy.confirm is None:
         return
@@ -270,17 +278,26 @@ def _confirm(seeder: _Seeder) -> None:
     seeds, top = confirm_seeds(spec), len(spec.strategy.rungs) - 1
     payload = {"trials": sorted(numbers), "seeds": seeds, "runs": len(numbers) * len(seeds)}
     seeder.event("confirm_started", payload | {"done": 0})
+    runs = []
     for number in numbers:
         proposal = seeder.proposals[number]
         tracked = Tracked(number, proposal.candidate, proposal.structural, proposal.functional)
         for seed in seeds:
-            seeder.rows.append(_confirm_row(seeder, tracked, seed, top))
-    seeder.event("confirm_finished", {"trials": sorted(numbers)})
+            runs.append(_confirm_row(seeder, tracked, seed, top))
+    seeder.rows.extend(runs)
+    figures = confirmed_figures(spec, runs)
+    confirmed = {str(number): result for number, result in figures.items()}  # JSON keys
+    seeder.event("confirm_finished", {"confirmed": confirmed})
 
 
 def _confirm_row(seeder: _Seeder, tracked: Tracked, seed: int, top: int) -> TrialRecord:
-    """One confirmation run of ``tracked``, finished ``ok`` at the seeder's clock."""
-    epochs = seeder.spec.strategy.rungs[top]
+    """One confirmation run of ``tracked``, finished ``ok`` at the seeder's clock, and its
+    events as ``Journal.started`` and ``Journal.update`` write them (no ``row``: the rows get
+    their ids when stored, after the walk)."""
+    epochs, stage = seeder.spec.strategy.rungs[top], confirm_stage(seed)
+    started = {"trial_id": tracked.number, "rung": top, "epochs": epochs}
+    started |= {"epochs_to_run": epochs, "stage": stage, "seed": seed}
+    seeder.event("trial_started", started | {"candidate": tracked.candidate.describe()})
     data = json.loads(tracked.candidate.canonical_json())
     metrics = _train_metrics(data, _quality(data, seeder.rng), epochs, seeder.rng)
     curve, accuracy = metrics.pop("loss_curve"), metrics.pop("accuracy_curve")
@@ -288,10 +305,10 @@ def _confirm_row(seeder: _Seeder, tracked: Tracked, seed: int, top: int) -> Tria
     result = TrialResult(
         Status.OK, finite(metrics), curve, seconds=seconds, host="seed", accuracy_curve=accuracy
     )
-    row = trial_row(
-        seeder.search_id, tracked, confirm_stage(seed), epochs, top, "ok", result, False
-    )
+    row = trial_row(seeder.search_id, tracked, stage, epochs, top, "ok", result, False)
     seeder.clock += seconds + float(seeder.rng.exponential(0.05))
+    ended = {"trial_id": tracked.number, "rung": top, "stage": stage, "status": "ok"}
+    seeder.event("trial", ended | {"metrics": row.metrics})
     return dataclasses.replace(row, created_at=seeder.clock - seconds, finished_at=seeder.clock)
 
 
@@ -326,8 +343,9 @@ def seed_search(
         if number > 20 and rng.random() < 0.05:
             sample = samples[int(rng.integers(0, number))]
         seeder.propose(number, sample)
-    if status == "finished" and confirm:
-        _confirm(seeder)
+    if status == "finished":
+        if confirm:
+            _confirm(seeder)
         trained = sum(1 for r in seeder.rows if r.stage == "train" and not r.reused)
         hv = search_hypervolume(spec.objectives, seeder.points)
         seeder.event("search_finished", {"status": status, "trained": trained, "hv": hv})

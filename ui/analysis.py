@@ -16,6 +16,7 @@ from scipy import stats
 from winnow.records import TrialRecord, epochs_text
 from winnow.service import progress_text
 from winnow.service.engine import readout
+from winnow.service.engine.pareto import as_losses
 from winnow.service.search_spec import Objective, SearchSpec
 from winnow.service.store import reads
 
@@ -73,18 +74,25 @@ def confirmed_front(
 ) -> pd.DataFrame:
     """The front as ``winnow pareto`` ranks it (``readout.ranked_front``: confirmed recipes
     still on the front, then the unconfirmed points, then those that fell off), one row per
-    point: ``number``, ``standing`` (:data:`CONFIRMED`, :data:`FELL_OFF` or :data:`SINGLE`),
-    ``seeds`` (the successful confirmation runs; 0 for a single run) and per objective its
-    value (a confirmed recipe's mean), ``<name> std``, ``<name> lower`` (the one-sided 95 %
-    bound) and ``<name> single run`` (the run that put it on the front). Empty without
-    ``figures`` (a search without confirmation looks as before)."""
+    point: ``number``, ``standing`` (:data:`CONFIRMED`, :data:`FELL_OFF` or :data:`SINGLE`:
+    judged among the confirmed means only, as ``readout`` judges it), ``dominated_by`` (for
+    a confirmed recipe, the first unconfirmed single run of the front that dominates its
+    means: :func:`dominating_single_runs`; else None), ``seeds`` (the successful
+    confirmation runs; 0 for a single run) and per objective its value (a confirmed recipe's
+    mean), ``<name> std``, ``<name> lower`` (the one-sided 95 % bound on the bad side:
+    ``confirmed.figures``' ``lower``, above the mean for a minimised objective) and ``<name>
+    single run`` (the run that put it on the front). Empty without ``figures`` (a search
+    without confirmation looks as before)."""
     if not figures:
         return pd.DataFrame()
+    ranked = readout.ranked_front(objectives, points, trial_ids, figures)
+    beaten = dominating_single_runs(objectives, ranked)
     rows = []
-    for point in readout.ranked_front(objectives, points, trial_ids, figures):
+    for point in ranked:
         found = point.confirmed or {}
         standing = {True: CONFIRMED, False: FELL_OFF}.get(point.on_confirmed_front, SINGLE)
         row: dict[str, Any] = {"number": point.trial_id, "standing": standing}
+        row["dominated_by"] = beaten.get(point.trial_id)
         row["seeds"] = found.get("seeds", 0)
         for k, o in enumerate(objectives):
             mine = found.get(o.name, {})
@@ -94,6 +102,29 @@ def confirmed_front(
             row[f"{o.name} single run"] = float(points[point.index][k])
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def dominating_single_runs(
+    objectives: Sequence[Objective], ranked: Sequence[readout.FrontPoint]
+) -> dict[int, int]:
+    """Confirmed trial -> the first unconfirmed point of the front (in ``ranked``'s order,
+    ``readout.ranked_front``) whose single run dominates its means. ``readout`` judges a
+    confirmed recipe's standing among the confirmed means only, so a recipe shown
+    "confirmed" may still be beaten by a lucky run nobody re-trained: this says so (a
+    single run is an optimistic figure, so it is a warning, not a verdict)."""
+    singles = [p for p in ranked if p.confirmed is None]
+    confirmed = [p for p in ranked if p.confirmed is not None]
+    if not singles or not confirmed:
+        return {}
+    directions = [o.direction for o in objectives]
+    runs = as_losses([p.values for p in singles], directions)
+    out = {}
+    for point in confirmed:
+        mine = as_losses([point.values], directions)[0]
+        beats = (runs <= mine).all(1) & (runs < mine).any(1)  # pareto's dominance, one row
+        if beats.any():
+            out[point.trial_id] = singles[int(np.argmax(beats))].trial_id
+    return out
 
 
 def confirmed_note(leader: dict[str, Any] | None) -> str:

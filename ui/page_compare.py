@@ -40,7 +40,8 @@ def _body(search_ids: tuple[str, ...]) -> None:
     final = data["history"].groupby("search")["hypervolume"].last().to_dict() if shared else {}
     if shared:
         _fronts(parts, shared)
-        _confirmed(parts, data["confirmed"])
+    _confirmed(parts, data["confirmed"])  # with or without shared objectives to plot
+    if shared:
         _history(data["history"], shared, parts, final)
     st.subheader("Counts")
     st.dataframe(

@@ -4,11 +4,13 @@ decisions against the objectives (parallel coordinates, slices)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pandas as pd
 import streamlit as st
 
 from winnow.records import epochs_text, front_note, importance_warning
-from winnow.service.search_spec import SearchSpec
+from winnow.service.search_spec import Objective, SearchSpec
 from winnow.ui import analysis, charts, nav, source
 
 COLOUR_BY = ["fidelity", "normalization", "optimizer", "weight_bits", "activation_bits"]
@@ -50,7 +52,7 @@ def pareto(data: dict, spec: SearchSpec) -> None:
 
 CONFIRMED_NOTE = (
     " Diamonds: the confirmed recipes' means, with error bars of one standard deviation; an "
-    "open diamond fell off the front when confirmed."
+    "open diamond fell off the front of the confirmed means."
 )
 
 
@@ -60,48 +62,101 @@ def confirmed_front(frame: pd.DataFrame, spec: SearchSpec) -> None:
     if frame.empty:
         return
     st.subheader("Confirmed front")
-    st.table(confirmed_table(frame, [o.name for o in spec.objectives]), hide_index=True)
+    # st.table's hide_index: Streamlit 1.56 (the floor in pyproject.toml)
+    st.table(confirmed_table(frame, spec.objectives), hide_index=True)
+    st.caption(confirmed_caption(frame))
+
+
+def confirmed_caption(frame: pd.DataFrame) -> str:
+    """What the "Confirmed front" table holds, in the terms its columns use."""
     done = frame[frame["standing"] != analysis.SINGLE]
     fell = int((frame["standing"] == analysis.FELL_OFF).sum())
-    st.caption(
-        f"{len(done):,} of {len(frame):,} front points confirmed, each trained again with "
-        f"{_seeds_text(done['seeds'])}; their values are the means over those runs (± the "
-        "sample standard deviation), lower: the one-sided 95 % Student-t bound on the bad "
-        "side of the mean, single run: the run that put it on the front (left out of the "
-        f"mean: it was picked for being good). {fell:,} fell off the front when confirmed "
-        "(another confirmed recipe's means dominate theirs); they rank last, as winnow "
-        "pareto ranks them."
+    beaten = int(frame["dominated_by"].notna().sum())
+    if done.empty:
+        confirmed = f"None of the {len(frame):,} front points is confirmed yet"
+    else:
+        confirmed = (
+            f"{len(done):,} of {len(frame):,} front points confirmed, each trained again with "
+            f"{_seeds_text(done['seeds'])}; their values are the means over those runs"
+        )
+    one_run = int((done["seeds"] < 2).sum())  # a partly confirmed recipe: no std, no bound
+    spread = "" if done.empty else " (± the sample standard deviation"
+    if one_run:
+        spread += f"; {one_run:,} with one successful run have no ± and no bound"
+    spread += ")" if spread else ""
+    return (
+        f"{confirmed}{spread}. Bound: the one-sided 95 % Student-t bound on the worse side of "
+        "the mean (lower for an objective to maximise, upper for one to minimise). Single "
+        "run: the run that put it on the front (left out of the mean: it was picked for being "
+        "good). Standing compares the confirmed means with one another: "
+        f"{fell:,} fell off the front when confirmed (another confirmed recipe's means "
+        "dominate theirs); they rank last, as winnow pareto ranks them. "
+        f"{beaten:,} confirmed recipes' means are dominated by an unconfirmed single run "
+        "(note), a lucky figure nobody trained again."
     )
 
 
 def _seeds_text(seeds: pd.Series) -> str:
+    """``3 further seeds``, ``2 or 3 further seeds`` (a recipe partly confirmed)."""
     counts = sorted(set(int(n) for n in seeds))
+    if not counts:
+        return "no further seed"
     text = " or ".join(str(n) for n in counts)
     return f"{text} further seed{'s' if counts != [1] else ''}"
 
 
-def confirmed_table(frame: pd.DataFrame, names: list[str]) -> pd.DataFrame:
-    """The shown table: trial, standing, seeds, and per objective its value (a mean ± std),
-    lower bound and single run, as text (``nav.fmt``; "—" where there is none)."""
+def bound_label(objective: Objective) -> str:
+    """The bound's column: ``accuracy lower bound`` for a maximised objective, ``model_bytes
+    upper bound`` for a minimised one (``confirmed.figures``' ``lower``: the worse side)."""
+    side = "lower" if objective.direction == "maximize" else "upper"
+    return f"{objective.name} {side} bound"
+
+
+def confirmed_table(frame: pd.DataFrame, objectives: Sequence[Objective]) -> pd.DataFrame:
+    """The shown table: trial, standing, seeds, a note and per objective its value (a mean ±
+    std), bound (:func:`bound_label`) and single run, as text ("—" where there is none; an
+    integer objective's large values to the unit: :func:`_number`)."""
     shown = pd.DataFrame(
         {
             "trial": [f"#{n}" for n in frame["number"]],
-            "on the front": frame["standing"],
+            "standing": frame["standing"],
             "seeds": frame["seeds"].astype(int),
+            "note": [_note(n) for n in frame["dominated_by"]],
         }
     )
-    for name in names:
+    for o in objectives:
+        name = o.name
+        whole = _integral(frame[f"{name} single run"])
         shown[name] = [
-            nav.fmt(float(v)) + ("" if pd.isna(sd) else f" ± {nav.fmt(float(sd))}")
+            _number(v, whole) + ("" if pd.isna(sd) else f" ± {_number(sd, whole)}")
             for v, sd in zip(frame[name], frame[f"{name} std"], strict=True)
         ]
-        shown[f"{name} lower"] = [_text(v) for v in frame[f"{name} lower"]]
-        shown[f"{name} single run"] = [_text(v) for v in frame[f"{name} single run"]]
+        shown[bound_label(o)] = [_text(v, whole) for v in frame[f"{name} lower"]]
+        shown[f"{name} single run"] = [_text(v, whole) for v in frame[f"{name} single run"]]
     return shown
 
 
-def _text(value) -> str:
-    return "—" if value is None or pd.isna(value) else nav.fmt(float(value))
+def _note(number) -> str:
+    if number is None or pd.isna(number):
+        return ""
+    return f"dominated by unconfirmed single run #{int(number)}"
+
+
+def _integral(values: pd.Series) -> bool:
+    """An integer objective (bytes, params): every single run a whole number."""
+    return bool(len(values)) and all(float(v).is_integer() for v in values)
+
+
+def _number(value, whole: bool) -> str:
+    """``nav.fmt``, except an integer objective's values from 1,000 up, shown to the unit with
+    thousands separators (``1,234,567``, not ``nav.fmt``'s ``1.23457e+06``); below that its
+    decimals stay (a standard deviation of 0.47 bytes)."""
+    value = float(value)
+    return f"{value:,.0f}" if whole and abs(value) >= 1000 else nav.fmt(value)
+
+
+def _text(value, whole: bool = False) -> str:
+    return "—" if value is None or pd.isna(value) else _number(value, whole)
 
 
 def _open_selected(event) -> None:

@@ -273,7 +273,8 @@ def timeline(url: str, search_id: str, version: tuple) -> pd.DataFrame:
 def comparison_data(url: str, search_ids: tuple[str, ...], versions: tuple) -> dict[str, Any]:
     """The Compare page's searches (``comparison.Compared``, in the order given), the
     objectives they share with the shared reference point fixed, each one's hypervolume
-    history against it, and which of them have confirmation runs (``confirmed``: their ids);
+    history against it, and which of them have a confirmed front (``confirmed``: their ids,
+    :func:`_front_confirmed`);
     ``versions``: each search's :func:`version` (the cache's key)."""
     db = _store(url)
     searches = [db.search(i) for i in search_ids]
@@ -297,11 +298,24 @@ def comparison_data(url: str, search_ids: tuple[str, ...], versions: tuple) -> d
     runs = reads.confirmation_runs(db, search_ids)  # at most top_k x seeds rows a search
     return {
         "parts": parts,
-        "confirmed": [i for i in search_ids if any(r.search_id == i for r in runs)],
+        "confirmed": [p.search.id for p in parts if _front_confirmed(p, trained, runs)],
         "shared": fixed,
         "same": comparison.same_objectives(specs),
         "history": comparison.hypervolume_histories(parts, fixed) if fixed else pd.DataFrame(),
     }
+
+
+def _front_confirmed(part: comparison.Compared, trained: pd.DataFrame, runs: list) -> bool:
+    """Whether the search's Search page has a "Confirmed front" to show: some point of its
+    front has confirmed figures (``analysis.front_figures``; rows of failed runs only, or runs
+    of recipes no longer on the front, give none)."""
+    mine = [r for r in runs if r.search_id == part.search.id]
+    if not mine:
+        return False
+    names = [o.name for o in part.spec.objectives]
+    ids, points = part.front["number"].tolist(), part.front[names].to_numpy(float).tolist()
+    raw = trained[trained["search_id"] == part.search.id]
+    return bool(analysis.front_figures(part.spec, raw, mine, ids, points))
 
 
 @st.cache_data(ttl=CACHE_SECONDS, max_entries=256, show_spinner=False)

@@ -213,7 +213,7 @@ def test_compare_page_in_chromium(dashboard, browser, stored, artifacts):
 def test_search_page_views_in_chromium(dashboard, browser, stored, artifacts):
     """The Search page's newer views, opened once: each one's stated numbers against the store."""
     browser.get(f"{dashboard}/?search={stored.first}")
-    _wait(browser, lambda d: _caption(d, "one line each"))
+    _wait(browser, lambda d: _caption(d, "one line each, across"))
     spec, top = stored.spec(stored.first), stored.spec(stored.first).strategy.rungs[-1]
     trained = reads.trained(stored.store, stored.first)
     at_top = trained[trained["epochs"] == top]  # what the views default to: the top rung
@@ -247,24 +247,40 @@ def test_confirmed_front_in_chromium(dashboard, browser, stored, artifacts):
     for cell, point in zip(cells, points, strict=True):
         found = point.get("confirmed")
         if found is None:
-            assert cell["on the front"] == "not confirmed"
+            assert cell["standing"] == "not confirmed"
             continue
         fell += not point["on_confirmed_front"]
         standing = "confirmed" if point["on_confirmed_front"] else "fell off when confirmed"
-        assert cell["on the front"] == standing and int(cell["seeds"]) == found["seeds"] == 3
+        assert cell["standing"] == standing and int(cell["seeds"]) == found["seeds"] == 3
         for o in spec.objectives:
             mean, std = (nav.parse(t) for t in cell[o.name].split(" ± "))
             assert mean == pytest.approx(found[o.name]["mean"], rel=1e-5)
             assert std == pytest.approx(found[o.name]["std"], rel=1e-5, abs=1e-9)
-            lower = nav.parse(cell[f"{o.name} lower"])
+            side = "lower" if o.direction == "maximize" else "upper"
+            lower = nav.parse(cell[f"{o.name} {side} bound"])
             assert lower == pytest.approx(found[o.name]["lower"], rel=1e-5)
     assert fell > 0  # the seeded store shows the winner's curse
     said = _caption(browser, "front points confirmed")
     assert f"{fell:,} fell off the front when confirmed" in said
-    diamonds = ".js-plotly-plot .scatterlayer path.point"  # the means, drawn on the chart
-    assert len(_css(browser, diamonds)) > len(points)
+    drawn = _wait(browser, lambda d: d.execute_script(CONFIRMED_MARKERS))  # means on the chart
+    confirmed = [p for p in points if p.get("confirmed") is not None]
+    kept = sum(1 for p in confirmed if p["on_confirmed_front"])
+    assert drawn == {"confirmed mean": kept, "confirmed mean (fell off when confirmed)": fell}
     _scroll_to_heading(browser, "Pareto front")
     _screenshot(browser, artifacts / "search-confirmed.png")
+
+
+# The markers drawn per confirmed-mean trace of the Pareto chart: each scatter trace's group
+# carries its trace (plotly binds its calcdata, whose first item holds the trace, to the group).
+CONFIRMED_MARKERS = """
+const counts = {};
+for (const group of document.querySelectorAll('.js-plotly-plot .scatterlayer g.trace')) {
+    const name = (group.__data__ && group.__data__[0].trace.name) || '';
+    if (name.startsWith('confirmed mean'))
+        counts[name] = (counts[name] || 0) + group.querySelectorAll('path.point').length;
+}
+return counts;
+"""
 
 
 def _check_parameters(driver, spec: SearchSpec, top: int, at_top) -> None:
@@ -272,7 +288,7 @@ def _check_parameters(driver, spec: SearchSpec, top: int, at_top) -> None:
     best of them."""
     results = [m for m in at_top["metrics"] if all(o.name in m for o in spec.objectives)]
     lines = f"{len(results):,} results trained for {top} epochs, one line each"
-    assert lines in _caption(driver, "one line each")
+    assert lines in _caption(driver, "one line each, across")
     sliced = _wait(driver, lambda d: _caption(d, "results with "))
     param = re.match(r"[\d,]+ results with (\S+), one point each", sliced)[1]
     decided = [readout.decisions(spec.search_space, c) for c in at_top["candidate"]]
