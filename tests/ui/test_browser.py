@@ -1,9 +1,9 @@
 """End to end in a real headless Chromium (Debian's ``chromium`` and ``chromium-driver``,
 driven by Selenium; nothing is downloaded): the dashboard on a store of three seeded searches,
 one browser and one server for the module. The Search page's Pareto chart and numbers, its newer
-views (importance, parallel coordinates and slices, the timeline, range filters on the trial
-table), a confirmed search's "Confirmed front" and the Compare page are each checked against
-the store; a click opens a trial.
+views (intermediate values, the evidence ladder, importance, parallel coordinates and slices,
+the timeline, range filters on the trial table), a confirmed search's "Confirmed front" and
+the Compare page are each checked against the store; a click opens a trial.
 Screenshots are kept as test artifacts (``runs/test-artifacts/ui``, or
 ``$WINNOW_TEST_ARTIFACTS``); ``WINNOW_UPDATE_SCREENSHOT=1`` also refreshes the README's copies
 in ``docs/img/``."""
@@ -54,6 +54,7 @@ DOCS_IMAGES = {
     "search-parameters.png",
     "search-timeline-table.png",
     "search-confirmed.png",
+    "search-curves.png",
 }
 WAIT = 60  # seconds for the first page: Streamlit's server starts its session
 
@@ -222,6 +223,10 @@ def test_search_page_views_in_chromium(dashboard, browser, stored, artifacts):
     _scroll_to_heading(browser, "Parameter importance")
     _screenshot(browser, artifacts / "search-parameters.png")
     rows = stored.rows(stored.first)
+    _check_curves(browser, spec, rows)
+    _check_ladder(browser, spec, rows)
+    _scroll_to_heading(browser, "Intermediate values")
+    _screenshot(browser, artifacts / "search-curves.png")
     _check_timeline(browser, rows)
     _check_range(browser, rows)
     _scroll_to_heading(browser, "Timeline of runs per worker")
@@ -314,6 +319,71 @@ def _check_importance(driver, spec: SearchSpec, top: int, at_top) -> None:
     assert text.startswith(f"Most important: {first} ({weight:.2f}).")
     assert f"over {found.trials:,} results" in text
     assert len(_css(driver, ".js-plotly-plot .barlayer .point")) >= len(found.params)
+
+
+# Each trace of the intermediate-values chart (the plot whose subplot titles name its
+# panels): its name, the x axis it is drawn on ("x": accuracy, "x2": loss), its values.
+CURVE_TRACES = """
+const plot = [...document.querySelectorAll('.js-plotly-plot')].find(p => (p.layout
+    && (p.layout.annotations || []).some(a => a.text === 'test accuracy per epoch')));
+return plot ? plot._fullData.map(t => [t.name, t.xaxis, Array.from(t.y)]) : null;
+"""
+
+
+def _check_curves(driver, spec: SearchSpec, rows: list[TrialRecord]) -> None:
+    """Intermediate values: a line per result of the front's rung, at most ``CURVE_LINES``;
+    a drawn accuracy line ends at its trial's stored last accuracy."""
+    from winnow.ui.search_sections import CURVE_LINES
+
+    epochs = readout.pareto(spec, rows)["epochs"]
+    at_rung = {  # a hash hit (status duplicate) is a result too: its stored curve is drawn
+        r.number: r
+        for r in rows
+        if r.stage == "train"
+        and r.epochs == epochs
+        and r.status != "failed"
+        and all(o.name in r.metrics for o in spec.objectives)
+    }
+    traces = _wait(driver, lambda d: d.execute_script(CURVE_TRACES))
+    accuracy = {name: y for name, axis, y in traces if axis == "x"}
+    assert len({name for name, _, _ in traces}) == min(CURVE_LINES, len(at_rung))
+    assert len(accuracy) == min(CURVE_LINES, len(at_rung))  # every seeded run has its curve
+    name, drawn = next(iter(accuracy.items()))
+    stored_curve = at_rung[int(name.removeprefix("trial "))].accuracy_curve
+    assert drawn[-1] == pytest.approx(stored_curve[-1], rel=1e-9)
+    of = f"The best {min(CURVE_LINES, len(at_rung)):,} of {len(at_rung):,} results"
+    assert of in _caption(driver, "one line each: the test accuracy")
+
+
+# The evidence ladder's cells: tier -> tau. The grid draws on a canvas; the accessible table
+# glide keeps behind it holds each cell's value in full (the canvas rounds it to 4 places,
+# Streamlit's default number format) and "" for a missing one (drawn as "None").
+LADDER_CELLS = """
+for (const grid of document.querySelectorAll('[data-testid="stDataFrame"]')) {
+    const head = [...grid.querySelectorAll('table thead th')].map(th => th.textContent.trim());
+    const tier = head.indexOf('tier'), tau = head.indexOf('kendall tau');
+    if (tier < 0 || tau < 0) continue;
+    return [...grid.querySelectorAll('table tbody tr')].map(tr => {
+        const cells = [...tr.querySelectorAll('td')].map(td => td.textContent.trim());
+        return [cells[tier], cells[tau]]; });
+}
+return null;
+"""
+
+
+def _check_ladder(driver, spec: SearchSpec, rows: list[TrialRecord]) -> None:
+    """The evidence ladder: each tier's Kendall tau in the grid is the store's (to float
+    precision, so its 4 places drawn are the store's rounded); a tier with none shows none."""
+    ladder = readout.progress(spec, rows)["evidence_ladder"]
+    assert sum(t["tau"] is not None for t in ladder) >= 2  # the seeded cascade has a ladder
+    shown = dict(_wait(driver, lambda d: d.execute_script(LADDER_CELLS)))
+    assert list(shown) == [t["tier"] for t in ladder]
+    for tier in ladder:
+        text = shown[tier["tier"]]
+        if tier["tau"] is None:
+            assert text == ""
+        else:
+            assert float(text) == pytest.approx(tier["tau"], rel=1e-12)
 
 
 def _check_timeline(driver, rows: list[TrialRecord]) -> None:
