@@ -371,8 +371,10 @@ def intermediate_figure(frame: pd.DataFrame) -> go.Figure:
     figure.update_xaxes(title_text="epoch")
     figure.update_yaxes(title_text="test accuracy", row=1, col=1)
     figure.update_yaxes(title_text="training loss", row=1, col=2)
+    # the top margin leaves plotly's toolbar (top right) a row of its own above the right
+    # subplot's title, which it covered at 30 px
     figure.update_layout(
-        height=380, legend=LEGEND_BELOW, margin={"l": 10, "r": 10, "t": 30, "b": 10}
+        height=400, legend=LEGEND_BELOW, margin={"l": 10, "r": 10, "t": 60, "b": 10}
     )
     return figure
 
