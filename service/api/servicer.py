@@ -380,10 +380,7 @@ def _stored_progress(
     rows (``runs``: a confirmed front leads by its means, as ``GetSearch`` and ``pareto``)."""
     results = zip(trained["number"], trained["rung"], trained["metrics"], strict=True)
     front = readout.front_points(spec, results)
-    confirming, confirmed = (0, 0, 0), None
-    if spec.strategy.confirm is not None and runs:  # recipes only where figures are to share
-        recipes = readout.result_recipes(trained)
-        confirming, confirmed = readout.listed_confirmation(spec, runs, recipes, *front[1:])
+    confirming, confirmed = readout.listed_confirmation(spec, runs, trained, *front[1:])
     groups = reads.tally_groups(counts)
     return readout.stored_progress(
         spec, groups, proposals, front, confirming=confirming, confirmed=confirmed

@@ -242,20 +242,21 @@ def result_recipes(trained: Mapping[str, Iterable[Any]]) -> dict[int, str]:
 def listed_confirmation(
     spec: SearchSpec,
     runs: Sequence[TrialRecord],
-    recipes: Mapping[int, str],
+    trained: Mapping[str, Iterable[Any]],
     trial_ids: Sequence[int],
     points: Sequence[Sequence[float]],
 ) -> tuple[tuple[int, int, int], dict[int, dict[str, Any]] | None]:
     """The confirmation's ``(runs, done, failed)`` and the front's figures (``confirmed`` of
     :func:`progress_view`) for readers that hold columns, not a search's every row (a listing,
     the dashboard): ``runs``: the search's confirmation rows (``reads.confirmation_runs``);
-    ``recipes``: trial id -> ``confirmed.recipe_identity`` of the trained results (so that a
-    twin of a confirmed recipe shares its figures); ``trial_ids``, ``points``: the front's
-    fidelity's results (:func:`front_points`). ``((0, 0, 0), None)`` without confirmation."""
+    ``trained``: the columns of ``reads.trained``, whose recipes (:func:`result_recipes`) let a
+    twin of a confirmed recipe share its figures; ``trial_ids``, ``points``: the front's
+    fidelity's results (:func:`front_points`). ``((0, 0, 0), None)`` without confirmation,
+    before any recipe is read."""
     if spec.strategy.confirm is None or not runs:
         return (0, 0, 0), None
     confirming = confirm_counts(run_statuses(runs))
-    everyone = dict(recipes) | {row.number: row_identity(row) for row in runs}
+    everyone = result_recipes(trained) | {row.number: row_identity(row) for row in runs}
     figures = shared_figures(confirmed_figures(spec, runs), everyone, trial_ids)
     return confirming, figures
 
