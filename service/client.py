@@ -413,10 +413,11 @@ class _ProgressBar:
 
 def bar_postfix(search: dict[str, Any], running: progress_text.RunningTrials) -> str:
     """``running; front 3 points; best accuracy: #12 accuracy=0.98 params=8010; HV 0.71;
-    running #3 epoch 2/9``: the status, one trial's values, the hypervolume, the runs."""
+    running #3 epoch 2/9``: the status, one trial's values, the hypervolume (labelled single
+    runs beside a confirmed leader), the runs."""
     progress = search["progress"]
     front = progress_text.front_text(progress, progress_text.objective_names(search))
-    parts = [search["status"], front, f"HV {progress['hypervolume']:.4g}", running.text()]
+    parts = [search["status"], front, progress_text.hypervolume_text(progress), running.text()]
     return "; ".join(part for part in parts if part)
 
 

@@ -148,6 +148,12 @@ def hypervolume_label(progress: Mapping[str, Any]) -> str:
     return " (single runs)" if confirmed_label(progress.get("leader")) else ""
 
 
+def hypervolume_text(progress: Mapping[str, Any], name: str = "HV", digits: int = 4) -> str:
+    """``HV 0.71``, or ``HV (single runs) 0.71`` beside a confirmed leader
+    (:func:`hypervolume_label`): the progress bars' and the status line's one wording."""
+    return f"{name}{hypervolume_label(progress)} {progress['hypervolume']:.{digits}g}"
+
+
 def status_front_text(progress: Mapping[str, Any], order: Sequence[str], digits: int = 4) -> str:
     """The status line's one statement of the front: :func:`front_text`, and with several
     objectives each one's best (:func:`per_objective_text`), labelled as single runs; once

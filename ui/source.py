@@ -87,15 +87,14 @@ def _synced(server: str, token: str | None, tls_ca: str | None, url: str) -> str
 
 
 NO_CURVES_THROUGH_SERVER = (
-    "Per-epoch curves are not carried over the server: this dashboard reads it through the "
-    "gRPC API, whose trials hold no curves. Open it on the database (`winnow ui --db URL`) "
-    "to see them."
+    "This server sent no per-epoch curves: a winnow server from before its API carried them "
+    "sends none. Open the dashboard on its database (`winnow ui --db URL`) to see them."
 )
 
 
 def through_server() -> bool:
-    """Whether the pages read a mirror of a server (``mirror``), whose rows hold no per-epoch
-    curves: the API's ``Trial`` carries none."""
+    """Whether the pages read a mirror of a server (``mirror``): its rows hold the curves the
+    API's ``Trial`` carried, none from an older server."""
     settings = Settings.from_env()
     return not settings.db and bool(settings.server)
 

@@ -120,6 +120,8 @@ def trial_message(trial: TrialRecord) -> pb.Trial:
         functional_hash=trial.functional_hash or "",
         host=trial.host or "",
         weights_kept=trial.weights_path is not None,
+        loss_curve=trial.loss_curve,
+        accuracy_curve=trial.accuracy_curve,
     )
 
 
@@ -291,6 +293,8 @@ def trial_dict(trial: pb.Trial) -> dict[str, Any]:
         "functional_hash": trial.functional_hash or None,
         "host": trial.host or None,
         "weights_kept": trial.weights_kept,
+        "loss_curve": list(trial.loss_curve),
+        "accuracy_curve": list(trial.accuracy_curve),
     }
 
 
@@ -370,9 +374,9 @@ def payload(event: pb.SearchEvent) -> dict[str, Any]:
 
 
 def trial_from_dict(search_id: str, trial: dict[str, Any], seen_at: float) -> TrialRecord:
-    """The record of a :func:`trial_dict`. The wire carries no times, params, loss curve or
-    candidate key: ``seen_at`` stands in for the times (finished only when the trial is), the
-    structural hash for the key."""
+    """The record of a :func:`trial_dict`. The wire carries no times, params or candidate key:
+    ``seen_at`` stands in for the times (finished only when the trial is), the structural hash
+    for the key. A server from before the curves were carried sends none: empty curves."""
     status = Status(trial["status"])
     return TrialRecord(
         id=trial["row_id"],
@@ -393,6 +397,8 @@ def trial_from_dict(search_id: str, trial: dict[str, Any], seen_at: float) -> Tr
         seconds=trial["seconds"],
         device=trial["device"],
         host=trial["host"],
+        loss_curve=list(trial.get("loss_curve", [])),
+        accuracy_curve=list(trial.get("accuracy_curve", [])),
         created_at=seen_at,
         finished_at=None if status in (Status.QUEUED, Status.RUNNING) else seen_at,
     )

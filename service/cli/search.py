@@ -52,14 +52,14 @@ def _progress_bar(total: int, quiet: bool):
 def engine_bar_postfix(engine: Any, running: Any) -> str:
     """``12 proposals, 0 hits, 3 pruned; front 2 points; best accuracy: #4 accuracy=0.93
     params=1.2e+04; HV 0.41; running #5 epoch 2/3`` for an ``Engine`` and its ``RunningTrials``."""
-    from winnow.service.progress_text import front_text
+    from winnow.service.progress_text import front_text, hypervolume_text
 
     counts, progress = engine.counts, engine.progress()
     order = [o.name for o in engine.objectives]
     parts = [
         f"{counts['proposals']} proposals, {counts['cache_hits']} hits, {counts['pruned']} pruned",
         front_text(progress, order),
-        f"HV {progress['hypervolume']:.4g}",
+        hypervolume_text(progress),
         running.text(),
     ]
     return "; ".join(part for part in parts if part)

@@ -217,7 +217,7 @@ def _report(info: dict[str, Any], json_output: bool) -> None:
         + f"; {progress['candidates']}/{progress['max_trials']} candidates "
         f"({progress['trained']} runs, {progress['epochs']} epochs), "
         f"{progress['proposals']} proposals, {progress['cache_hits']} cache hits; {best}; "
-        f"hypervolume{progress_text.hypervolume_label(progress)} {progress['hypervolume']:.6g}"
+        + progress_text.hypervolume_text(progress, "hypervolume", digits=6)
     )
     ended = info["status"] in TERMINAL  # stopped short of its plan: partly confirmed
     confirming = progress_text.confirm_text(progress, ended)

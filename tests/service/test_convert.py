@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 from dataclasses import fields, replace
 
@@ -90,14 +91,15 @@ def test_non_finite_metrics_are_stored_as_null_so_sql_can_read_them():
 
 def test_a_trial_crosses_the_wire_and_back():
     """record -> message -> the SDK's dict -> record keeps every field the wire carries."""
-    record = replace(TRIAL, id=7)
+    record = replace(TRIAL, id=7, loss_curve=[2.3, 1.9], accuracy_curve=[0.41, float("nan")])
     message = wire.trial_message(record)
     assert message.metrics_json == TRIALS.row(record)["metrics_json"]  # the stored text
     back = wire.trial_from_dict("s", wire.trial_dict(message), seen_at=99.0)
-    carried = {"params", "loss_curve", "candidate_key", "created_at", "finished_at"}
+    not_carried = {"params", "candidate_key", "created_at", "finished_at", "accuracy_curve"}
     for field in fields(TrialRecord):
-        if field.name not in carried:
+        if field.name not in not_carried:
             assert getattr(back, field.name) == getattr(record, field.name), field.name
+    assert back.accuracy_curve[0] == 0.41 and math.isnan(back.accuracy_curve[1])  # NaN kept
     assert (back.created_at, back.finished_at) == (99.0, 99.0)
     running = wire.trial_dict(wire.trial_message(replace(record, status=Status.RUNNING)))
     assert wire.trial_from_dict("s", running, 99.0).finished_at is None

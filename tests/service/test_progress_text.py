@@ -167,3 +167,26 @@ def test_the_hypervolume_beside_a_confirmed_leader_is_labelled_as_single_runs():
     assert hypervolume_label(PROGRESS | {"leader": leader}) == " (single runs)"
     assert hypervolume_label(PROGRESS) == ""
     assert confirmed_label(leader) == " (confirmed, mean of 3 seeds)"
+
+
+def test_the_live_bars_label_the_hypervolume_beside_a_confirmed_leader():
+    """The client's bar and the local engine's bar say what the status line says: beside a
+    confirmed leader (a mean), the hypervolume is the single runs' front's."""
+    from types import SimpleNamespace
+
+    from winnow.service.cli.search import engine_bar_postfix
+
+    figures = {"accuracy": {"mean": 0.9, "std": 0.01, "lower": 0.89}, "seeds": 3}
+    leader = {"trial_id": 1, "values": {"accuracy": 0.9}, "confirmed": figures}
+    confirmed = PROGRESS | {"leader": leader}
+    search = {"status": "running", "progress": confirmed, "spec": {"objectives": []}}
+    assert "; HV (single runs) 0.5" in bar_postfix(search, RunningTrials())
+    counts = {"proposals": 4, "cache_hits": 0, "pruned": 1}
+    engine = SimpleNamespace(
+        counts=counts,
+        progress=lambda: confirmed,
+        objectives=[SimpleNamespace(name="accuracy")],
+    )
+    assert "; HV (single runs) 0.5" in engine_bar_postfix(engine, RunningTrials())
+    engine.progress = lambda: PROGRESS
+    assert "; HV 0.5" in engine_bar_postfix(engine, RunningTrials())

@@ -440,7 +440,8 @@ def test_an_nb201_search_page_draws_importance_and_parameters(app, seeded):
 
 
 def _without_curves(fresh) -> None:
-    """The rows as a mirror of a server holds them: the API's trials carry no curves."""
+    """The rows as a mirror of an older server holds them: its API's trials carried no
+    curves."""
     import sqlite3
 
     path = fresh.url.removeprefix("sqlite:///")
@@ -459,16 +460,16 @@ def test_intermediate_values_say_why_no_curves_are_drawn(app, fresh, monkeypatch
     titles = [{a.get("text") for a in f["layout"].get("annotations", [])} for f in charts]
     assert not any("training loss per epoch" in t for t in titles)  # no empty figure
     notes = [i.value for i in at.info]
-    expected = "not carried over the server" if mirrored else "store no per-epoch"
+    expected = "server sent no per-epoch curves" if mirrored else "store no per-epoch"
     assert any(expected in note for note in notes), notes
     assert not any("its learning curve, never used" in c.value for c in at.caption)
 
 
-def test_the_trial_page_says_curves_are_not_carried_over_the_server(app, fresh, monkeypatch):
+def test_the_trial_page_says_the_server_sent_no_curves(app, fresh, monkeypatch):
     from winnow.ui import source
 
     _without_curves(fresh)
     monkeypatch.setattr(source, "through_server", lambda: True)
     trained = next(r for r in fresh.rows() if r.stage == "train" and r.status == "ok")
     at = app(fresh.url, search=fresh.search_id, trial=trained.number)
-    assert any("not carried over the server" in i.value for i in at.info)
+    assert any("server sent no per-epoch curves" in i.value for i in at.info)

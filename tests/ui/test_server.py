@@ -1,5 +1,6 @@
 """The dashboard against a real winnow server: ``--server`` alone (the pages read a local
-mirror of the server's searches) and cancelling a running search from the Search page."""
+mirror of the server's searches, per-epoch curves included) and cancelling a running search
+from the Search page."""
 
 from __future__ import annotations
 
@@ -38,3 +39,8 @@ def test_server_only_dashboard_mirrors_and_cancels(make_server, app, tiny_spec, 
         mirrored = {(r.id, r.status) for r in mirror.trials(search.id)}
         assert mirrored == {(t["row_id"], t["status"]) for t in search.trials()}
         assert mirror.search(search.id).status == "cancelled"
+        # the per-epoch curves cross the API: the mirror's rows hold the server's
+        server_store = Store(sqlite_url(tmp_path / "winnow.db"))
+        stored = {r.id: (r.loss_curve, r.accuracy_curve) for r in server_store.trials(search.id)}
+        carried = {r.id: (r.loss_curve, r.accuracy_curve) for r in mirror.trials(search.id)}
+        assert carried == stored and any(loss and accuracy for loss, accuracy in stored.values())

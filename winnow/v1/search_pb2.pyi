@@ -138,7 +138,7 @@ class ListTrialsRequest(_message.Message):
     def __init__(self, search_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., status: _Optional[str] = ..., stage: _Optional[str] = ..., epochs: _Optional[int] = ...) -> None: ...
 
 class Trial(_message.Message):
-    __slots__ = ("row_id", "trial_id", "stage", "epochs", "rung", "status", "candidate_json", "metrics_json", "error", "reused", "seconds", "device", "structural_hash", "functional_hash", "host", "weights_kept")
+    __slots__ = ("row_id", "trial_id", "stage", "epochs", "rung", "status", "candidate_json", "metrics_json", "error", "reused", "seconds", "device", "structural_hash", "functional_hash", "host", "weights_kept", "loss_curve", "accuracy_curve")
     ROW_ID_FIELD_NUMBER: _ClassVar[int]
     TRIAL_ID_FIELD_NUMBER: _ClassVar[int]
     STAGE_FIELD_NUMBER: _ClassVar[int]
@@ -155,6 +155,8 @@ class Trial(_message.Message):
     FUNCTIONAL_HASH_FIELD_NUMBER: _ClassVar[int]
     HOST_FIELD_NUMBER: _ClassVar[int]
     WEIGHTS_KEPT_FIELD_NUMBER: _ClassVar[int]
+    LOSS_CURVE_FIELD_NUMBER: _ClassVar[int]
+    ACCURACY_CURVE_FIELD_NUMBER: _ClassVar[int]
     row_id: int
     trial_id: int
     stage: str
@@ -171,7 +173,9 @@ class Trial(_message.Message):
     functional_hash: str
     host: str
     weights_kept: bool
-    def __init__(self, row_id: _Optional[int] = ..., trial_id: _Optional[int] = ..., stage: _Optional[str] = ..., epochs: _Optional[int] = ..., rung: _Optional[int] = ..., status: _Optional[str] = ..., candidate_json: _Optional[str] = ..., metrics_json: _Optional[str] = ..., error: _Optional[str] = ..., reused: _Optional[bool] = ..., seconds: _Optional[float] = ..., device: _Optional[str] = ..., structural_hash: _Optional[str] = ..., functional_hash: _Optional[str] = ..., host: _Optional[str] = ..., weights_kept: _Optional[bool] = ...) -> None: ...
+    loss_curve: _containers.RepeatedScalarFieldContainer[float]
+    accuracy_curve: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, row_id: _Optional[int] = ..., trial_id: _Optional[int] = ..., stage: _Optional[str] = ..., epochs: _Optional[int] = ..., rung: _Optional[int] = ..., status: _Optional[str] = ..., candidate_json: _Optional[str] = ..., metrics_json: _Optional[str] = ..., error: _Optional[str] = ..., reused: _Optional[bool] = ..., seconds: _Optional[float] = ..., device: _Optional[str] = ..., structural_hash: _Optional[str] = ..., functional_hash: _Optional[str] = ..., host: _Optional[str] = ..., weights_kept: _Optional[bool] = ..., loss_curve: _Optional[_Iterable[float]] = ..., accuracy_curve: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class ListTrialsResponse(_message.Message):
     __slots__ = ("trials", "next_page_token")
