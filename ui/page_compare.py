@@ -1,15 +1,18 @@
 """The Compare page (``?compare=ID,ID``): two or more searches side by side, their fronts on
-one plot, their hypervolume against completed trials from one reference point, and a table of
-their counts (``comparison``). Refreshed while any of them runs."""
+one plot, their confirmed fronts in one table, their hypervolume against completed trials from
+one reference point, and a table of their counts (``comparison``). Refreshed while any of them
+runs."""
 
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
 
 from winnow.records import TERMINAL
 from winnow.service.store import StoreError
-from winnow.ui import charts, comparison, nav, source
+from winnow.ui import analysis, charts, comparison, nav, source
 from winnow.ui.overview import COLUMN_HELP
+from winnow.ui.search_sections import confirmed_table
 
 
 def render(search_ids: list[str]) -> None:
@@ -40,7 +43,7 @@ def _body(search_ids: tuple[str, ...]) -> None:
     final = data["history"].groupby("search")["hypervolume"].last().to_dict() if shared else {}
     if shared:
         _fronts(parts, shared)
-    _confirmed(parts, data["confirmed"])  # with or without shared objectives to plot
+    _confirmed(parts, data["confirmed"], shared)  # with or without shared objectives
     if shared:
         _history(data["history"], shared, parts, final)
     st.subheader("Counts")
@@ -90,22 +93,47 @@ def _fronts(parts: list, shared: list) -> None:
     )
 
 
-def _confirmed(parts: list, confirmed: list[str]) -> None:
-    """Where a confirmed front's figures are: its Search page's "Confirmed front" table."""
+def _confirmed(parts: list, confirmed: dict[str, pd.DataFrame], shared: list) -> None:
+    """The confirmed searches' confirmed fronts side by side on the shared objectives
+    (:func:`confirmed_fronts_table`), and a way to each one's whole "Confirmed front"."""
     mine = [p for p in parts if p.search.id in confirmed]
     if not mine:
         return
-    names = ", ".join(comparison.label(p) for p in mine)
-    st.caption(
-        f"Confirmed (strategy.confirm): {names}. Its recipes' means over further seeds, their "
-        "standard deviations and lower bounds, and the recipes that fell off the front when "
-        'confirmed, are in the "Confirmed front" table of its Search page:'
-    )
+    st.subheader("Confirmed fronts")
+    if shared:
+        st.table(confirmed_fronts_table(mine, confirmed, shared), hide_index=True)
+        st.caption(
+            "Each confirmed search's recipes on its front of confirmed means (strategy.confirm), "
+            "on the objectives the searches share: the mean over its further seeds ± the "
+            "sample standard deviation, the one-sided 95 % Student-t bound on the worse side, "
+            "and the single run that put it on the front (the fronts plotted above are single "
+            "runs). The recipes that fell off when confirmed, and the unconfirmed points, are "
+            'in the "Confirmed front" table of its Search page:'
+        )
+    else:
+        st.caption("No shared objective: each confirmed front is on its own Search page:")
     for column, part in zip(st.columns(len(mine)), mine, strict=True):
         if column.button(
             f"Confirmed front of {comparison.label(part)}", key=f"conf-{part.search.id}"
         ):
             nav.go(part.search.id)
+
+
+def confirmed_fronts_table(
+    parts: list, frames: dict[str, pd.DataFrame], shared: list
+) -> pd.DataFrame:
+    """One row per recipe still on its search's front of confirmed means
+    (``analysis.CONFIRMED``), search by search in ``winnow pareto``'s order: the search, then
+    the Search page's columns (``search_sections.confirmed_table``) on the ``shared``
+    objectives, less the standing (every row's is "confirmed")."""
+    tables = []
+    for part in parts:
+        frame = frames[part.search.id]
+        kept = frame[frame["standing"] == analysis.CONFIRMED].reset_index(drop=True)
+        table = confirmed_table(kept, shared).drop(columns="standing")
+        table.insert(0, "search", comparison.label(part))
+        tables.append(table)
+    return pd.concat(tables, ignore_index=True)
 
 
 def _history(history, shared: list, parts: list, final: dict[str, float]) -> None:

@@ -272,8 +272,8 @@ def timeline(url: str, search_id: str, version: tuple) -> pd.DataFrame:
 def comparison_data(url: str, search_ids: tuple[str, ...], versions: tuple) -> dict[str, Any]:
     """The Compare page's searches (``comparison.Compared``, in the order given), the
     objectives they share with the shared reference point fixed, each one's hypervolume
-    history against it, and which of them have a confirmed front (``confirmed``: their ids,
-    :func:`_front_confirmed`);
+    history against it, and the confirmed fronts (``confirmed``: search id -> its
+    ``analysis.confirmed_front`` frame, for the searches that have one: :func:`_confirmed_front`);
     ``versions``: each search's :func:`version` (the cache's key)."""
     db = _store(url)
     searches = [db.search(i) for i in search_ids]
@@ -297,24 +297,30 @@ def comparison_data(url: str, search_ids: tuple[str, ...], versions: tuple) -> d
     runs = reads.confirmation_runs(db, search_ids)  # at most top_k x seeds rows a search
     return {
         "parts": parts,
-        "confirmed": [p.search.id for p in parts if _front_confirmed(p, trained, runs)],
+        "confirmed": {
+            p.search.id: frame
+            for p in parts
+            if not (frame := _confirmed_front(p, trained, runs)).empty
+        },
         "shared": fixed,
         "same": comparison.same_objectives(specs),
         "history": comparison.hypervolume_histories(parts, fixed) if fixed else pd.DataFrame(),
     }
 
 
-def _front_confirmed(part: comparison.Compared, trained: pd.DataFrame, runs: list) -> bool:
-    """Whether the search's Search page has a "Confirmed front" to show: some point of its
-    front has confirmed figures (``analysis.front_figures``; rows of failed runs only, or runs
-    of recipes no longer on the front, give none)."""
+def _confirmed_front(part: comparison.Compared, trained: pd.DataFrame, runs: list) -> pd.DataFrame:
+    """The search's "Confirmed front" as its Search page shows it (``analysis.confirmed_front``
+    of its front's ``analysis.front_figures``); empty when no point of its front has confirmed
+    figures (no confirmation rows, rows of failed runs only, or runs of recipes no longer on
+    the front)."""
     mine = [r for r in runs if r.search_id == part.search.id]
     if not mine:
-        return False
+        return pd.DataFrame()
     names = [o.name for o in part.spec.objectives]
     ids, points = part.front["number"].tolist(), part.front[names].to_numpy(float).tolist()
     raw = trained[trained["search_id"] == part.search.id]
-    return bool(analysis.front_figures(part.spec, raw, mine, ids, points))
+    figures = analysis.front_figures(part.spec, raw, mine, ids, points)
+    return analysis.confirmed_front(part.spec.objectives, ids, points, figures)
 
 
 @st.cache_data(ttl=CACHE_SECONDS, max_entries=256, show_spinner=False)

@@ -118,12 +118,33 @@ def test_an_unconfirmed_search_shows_no_confirmed_front(app, confirmed):
     assert not at.table
 
 
-def test_compare_page_says_where_the_confirmed_front_is_and_opens_it(app, confirmed):
+def test_compare_page_tables_the_confirmed_front_and_opens_the_whole_one(app, confirmed):
+    """The Compare page's "Confirmed fronts": the confirmed search's recipes still on its
+    front of confirmed means, in pareto's order, with the means, bounds and single runs pareto
+    gives; nothing of the unconfirmed search; its button opens the whole "Confirmed front"."""
     url, store, search_id, plain = confirmed
+    spec, points = _pareto(store, search_id)
     at = app(url, compare=[search_id, plain])
-    name = f"{store.search(search_id).name} ({search_id})"
-    (said,) = [c.value for c in at.caption if c.value.startswith("Confirmed (strategy.confirm)")]
-    assert name in said and "plain" not in said
+    assert "Confirmed fronts" in [h.value for h in at.subheader]
+    (table,) = at.table
+    shown = table.value
+    kept = [p for p in points if p.get("confirmed") and p["on_confirmed_front"]]
+    assert 0 < len(kept) < len(points)  # the seeded store has points it leaves out
+    assert list(shown["trial"]) == [f"#{p['trial_id']}" for p in kept]
+    assert set(shown["search"]) == {f"{store.search(search_id).name} ({search_id})"}
+    for (_, row), point in zip(shown.iterrows(), kept, strict=True):
+        found = point["confirmed"]
+        assert row["seeds"] == found["seeds"]
+        for o in spec.objectives:
+            mean, std = (nav.parse(t) for t in row[o.name].split(" ± "))
+            assert mean == pytest.approx(found[o.name]["mean"], rel=1e-5)
+            assert std == pytest.approx(found[o.name]["std"], rel=1e-5, abs=1e-9)
+            lower = nav.parse(row[bound_label(o)])
+            assert lower == pytest.approx(found[o.name]["lower"], rel=1e-5)
+            assert nav.parse(row[f"{o.name} single run"]) == pytest.approx(
+                point["single_run"][o.name], rel=1e-5
+            )
+    assert "standing" not in shown.columns  # every row's is "confirmed"
     at.button(key=f"conf-{search_id}").click().run()
     assert at.query_params["search"] == [search_id] or at.query_params["search"] == search_id
     assert not at.exception, [e.message for e in at.exception]
@@ -144,7 +165,7 @@ def test_compare_page_names_no_search_whose_confirmation_gave_no_figures(app, tm
     failed_run = dataclasses.replace(row, id=None, stage=stage, status=Status.FAILED, metrics={})
     store.add_trials([failed_run])
     at = app(sqlite_url(tmp_path / "failed.db"), compare=[failed, other])
-    assert not [c for c in at.caption if c.value.startswith("Confirmed (strategy.confirm)")]
+    assert "Confirmed fronts" not in [h.value for h in at.subheader] and not at.table
     page = app(sqlite_url(tmp_path / "failed.db"), search=failed)
     assert "Confirmed front" not in [h.value for h in page.subheader]
     store.close()
