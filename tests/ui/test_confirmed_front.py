@@ -78,6 +78,21 @@ def test_a_search_seeded_without_its_confirmation_still_finishes(tmp_path):
     store.close()
 
 
+def _assert_figures_shown(row, point, spec) -> None:
+    """A table row's mean ± std, bound and single run per objective are ``point``'s (a point
+    of ``readout.pareto``)."""
+    found = point["confirmed"]
+    for o in spec.objectives:
+        mean, std = (nav.parse(t) for t in row[o.name].split(" ± "))
+        assert mean == pytest.approx(found[o.name]["mean"], rel=1e-5)
+        assert std == pytest.approx(found[o.name]["std"], rel=1e-5, abs=1e-9)
+        lower = nav.parse(row[bound_label(o)])
+        assert lower == pytest.approx(found[o.name]["lower"], rel=1e-5)
+        assert nav.parse(row[f"{o.name} single run"]) == pytest.approx(
+            point["single_run"][o.name], rel=1e-5
+        )
+
+
 def test_search_page_shows_the_confirmed_front_as_pareto_ranks_it(app, confirmed):
     url, store, search_id, _ = confirmed
     spec, points = _pareto(store, search_id)
@@ -97,15 +112,7 @@ def test_search_page_shows_the_confirmed_front_as_pareto_ranks_it(app, confirmed
         want = analysis.CONFIRMED if point["on_confirmed_front"] else analysis.FELL_OFF
         assert row["standing"] == want
         assert row["seeds"] == found["seeds"] == CONFIRM["seeds"]
-        for o in spec.objectives:
-            mean, std = (nav.parse(t) for t in row[o.name].split(" ± "))
-            assert mean == pytest.approx(found[o.name]["mean"], rel=1e-5)
-            assert std == pytest.approx(found[o.name]["std"], rel=1e-5, abs=1e-9)
-            lower = nav.parse(row[bound_label(o)])
-            assert lower == pytest.approx(found[o.name]["lower"], rel=1e-5)
-            assert nav.parse(row[f"{o.name} single run"]) == pytest.approx(
-                point["single_run"][o.name], rel=1e-5
-            )
+        _assert_figures_shown(row, point, spec)
     assert True in standings and False in standings  # the seeded store has both kinds
     fell = standings.count(False)
     assert any(f"{fell:,} fell off the front when confirmed" in c.value for c in at.caption)
@@ -135,15 +142,7 @@ def test_compare_page_tables_the_confirmed_front_and_opens_the_whole_one(app, co
     for (_, row), point in zip(shown.iterrows(), kept, strict=True):
         found = point["confirmed"]
         assert row["seeds"] == found["seeds"]
-        for o in spec.objectives:
-            mean, std = (nav.parse(t) for t in row[o.name].split(" ± "))
-            assert mean == pytest.approx(found[o.name]["mean"], rel=1e-5)
-            assert std == pytest.approx(found[o.name]["std"], rel=1e-5, abs=1e-9)
-            lower = nav.parse(row[bound_label(o)])
-            assert lower == pytest.approx(found[o.name]["lower"], rel=1e-5)
-            assert nav.parse(row[f"{o.name} single run"]) == pytest.approx(
-                point["single_run"][o.name], rel=1e-5
-            )
+        _assert_figures_shown(row, point, spec)
     assert "standing" not in shown.columns  # every row's is "confirmed"
     at.button(key=f"conf-{search_id}").click().run()
     assert at.query_params["search"] == [search_id] or at.query_params["search"] == search_id
