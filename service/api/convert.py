@@ -376,7 +376,8 @@ def payload(event: pb.SearchEvent) -> dict[str, Any]:
 def trial_from_dict(search_id: str, trial: dict[str, Any], seen_at: float) -> TrialRecord:
     """The record of a :func:`trial_dict`. The wire carries no times, params or candidate key:
     ``seen_at`` stands in for the times (finished only when the trial is), the structural hash
-    for the key. A server from before the curves were carried sends none: empty curves."""
+    for the key. A server from before the curves were carried sends none: the message's empty
+    repeated fields give empty curves."""
     status = Status(trial["status"])
     return TrialRecord(
         id=trial["row_id"],
@@ -397,8 +398,8 @@ def trial_from_dict(search_id: str, trial: dict[str, Any], seen_at: float) -> Tr
         seconds=trial["seconds"],
         device=trial["device"],
         host=trial["host"],
-        loss_curve=list(trial.get("loss_curve", [])),
-        accuracy_curve=list(trial.get("accuracy_curve", [])),
+        loss_curve=trial["loss_curve"],
+        accuracy_curve=trial["accuracy_curve"],
         created_at=seen_at,
         finished_at=None if status in (Status.QUEUED, Status.RUNNING) else seen_at,
     )
