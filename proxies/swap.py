@@ -35,6 +35,7 @@ from winnow.proxies.zen import gaussian_init
 
 SWAP_SAMPLES = 16  # the code's --input_samples
 SWAP_REPEATS = 2  # the code averages 32 Gaussian re-initialisations; each costs a forward
+_BINCOUNT_SAMPLES = 20  # 2**20 counters (8 MB) at most
 
 
 def swap_score(patterns: Tensor) -> int:
@@ -44,13 +45,17 @@ def swap_score(patterns: Tensor) -> int:
     counted: the count of ``torch.unique(patterns.T, dim=0)``, the code's, without sorting
     millions of rows (a NAS-Bench-201 network has about 1.5 million ReLU units); up to 63
     samples. The rows are packed one at a time, so the memory is a few int64 vectors of
-    ``neurons``, never an int64 copy of the whole matrix."""
+    ``neurons``, never an int64 copy of the whole matrix. Up to ``_BINCOUNT_SAMPLES`` samples
+    the packed integers are below ``2**n`` and are counted by a bincount, without the sort of
+    ``torch.unique`` (a fifth of its time on a NAS-Bench-201 network's 16 samples)."""
     n = patterns.shape[0]
     if n > 63:
         return int(torch.unique(patterns.T, dim=0).shape[0])
     packed = torch.zeros(patterns.shape[1], dtype=torch.int64, device=patterns.device)
     for i in range(n):
         packed.bitwise_or_(patterns[i].to(torch.int64).bitwise_left_shift_(i))
+    if n <= _BINCOUNT_SAMPLES:
+        return int(torch.count_nonzero(torch.bincount(packed, minlength=1 << n)))
     return int(torch.unique(packed).numel())
 
 

@@ -215,7 +215,7 @@ def test_swap_score_counts_distinct_neuron_patterns():
     assert swap_score(patterns) == 3  # (1,0) twice, (0,0), (1,1)
 
 
-@pytest.mark.parametrize("samples", [8, 70])  # packed into integers, and not
+@pytest.mark.parametrize("samples", [8, 16, 21, 70])  # bincount, unique of packed, unique
 def test_swap_score_agrees_with_unique_columns(samples):
     patterns = (torch.rand(samples, 500, generator=torch.Generator().manual_seed(0)) > 0.9).to(
         torch.uint8
